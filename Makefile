@@ -1,0 +1,43 @@
+# The two commands a new machine needs:
+#   make up     start the local stack (anvil, IPFS, API, worker), deploy, run the demo, keep the API up
+#   make test   lint, contract tests with gas report, backend integration tests (SQLite and PostgreSQL)
+# Both install what they need first (scripts/bootstrap.sh; idempotent).
+
+SHELL := /bin/bash
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv/bin
+export PATH := $(ROOT)/.toolchain/bin:$(ROOT)/node_modules/.bin:$(VENV):$(PATH)
+export SOLCX_BINARY_PATH := $(ROOT)/.toolchain/solcx
+# brownie keeps its data folder (~/.brownie) under HOME: keep it inside the project.
+BROWNIE := HOME=$(ROOT)/.toolchain/brownie-home $(VENV)/brownie
+TEST_DATABASE_URLS ?= sqlite postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: up test bootstrap compile lint test-contracts test-backend lock
+
+up: bootstrap compile
+	$(VENV)/edgeledger up
+
+test: bootstrap compile lint test-contracts test-backend
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+compile: bootstrap
+	@$(BROWNIE) compile >/dev/null && echo "[compile] contracts compiled to build/contracts"
+
+lint: bootstrap
+	$(VENV)/ruff check backend tests scripts benchmarks migrations
+	$(VENV)/ruff format --check backend tests scripts benchmarks migrations
+
+test-contracts: compile
+	mkdir -p reports
+	$(BROWNIE) test tests/contracts --gas 2>&1 | tee reports/contract-tests.txt; exit $${PIPESTATUS[0]}
+
+test-backend: compile
+	TEST_DATABASE_URLS="$(TEST_DATABASE_URLS)" $(VENV)/pytest tests/backend
+
+lock:
+	rm -rf .lockenv && python3 -m venv .lockenv && .lockenv/bin/pip install -q . && \
+	{ echo "# Exact, single-step resolution of pyproject.toml's dependencies (pip install of all of them in one call,"; \
+	  echo "# then pip freeze). Regenerate with: make lock"; .lockenv/bin/pip freeze --exclude edgeledger; } > requirements.lock; \
+	rm -rf .lockenv

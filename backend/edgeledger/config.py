@@ -1,0 +1,83 @@
+"""The one settings object.
+
+Values come from the process environment, then from a ``.env`` file in the working directory, then from
+the defaults below (embedded defaults: SQLite, a local anvil, a local IPFS node, a broker that needs no
+server). Field ``foo_bar`` is read from ``FOO_BAR``.
+
+pydantic-settings cannot be installed beside eth-brownie (it needs python-dotenv >= 0.21, brownie pins
+0.16), so this is a plain pydantic model filled from the environment with the python-dotenv brownie ships.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    data_dir: Path = Field(PROJECT_ROOT / "var", description="Runtime state of the local stack")
+    database_url: str = Field("", description="SQLAlchemy URL; default SQLite in DATA_DIR")
+    eth_rpc_url: str = "http://127.0.0.1:8545"
+    chain_confirmations: int = Field(1, ge=0, description="Blocks on top of a receipt before it is final")
+    tx_timeout_seconds: float = Field(120.0, gt=0)
+    signer_private_key: SecretStr | None = Field(None, description="Server signer (REGISTRAR_ROLE)")
+    deployment_file: Path | None = Field(None, description="Deployed addresses; default DATA_DIR/deployment.json")
+    build_dir: Path = PROJECT_ROOT / "build" / "contracts"
+    ipfs_api: str = "/ip4/127.0.0.1/tcp/5001/http"
+    ipfs_timeout_seconds: float = Field(600.0, gt=0)
+    celery_broker_url: str = Field("", description="Default: SQLite-backed broker in DATA_DIR")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_base_url: str = Field("", description="Default http://API_HOST:API_PORT")
+    max_upload_bytes: int = Field(2 * 1024**3, gt=0)
+    siwe_domain: str = Field("", description="Domain SIWE messages must name; default host:port of the API")
+    siwe_nonce_ttl_seconds: int = Field(600, gt=0)
+    session_ttl_seconds: int = Field(12 * 3600, gt=0)
+    pending_registration_max_age_seconds: int = Field(
+        24 * 3600, gt=0, description="Pins whose registration has not landed by then are released"
+    )
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'edgeledger.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.celery_broker_url or f"sqla+sqlite:///{self.data_dir / 'celery-broker.db'}"
+
+    @property
+    def resolved_deployment_file(self) -> Path:
+        return self.deployment_file or self.data_dir / "deployment.json"
+
+    @property
+    def resolved_public_base_url(self) -> str:
+        return self.public_base_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def resolved_siwe_domain(self) -> str:
+        return self.siwe_domain or f"{self.api_host}:{self.api_port}"
+
+    @classmethod
+    def from_env(cls, env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:
+        values: dict[str, Any] = {}
+        if env_file is not None and env_file.is_file():
+            values.update({k.lower(): v for k, v in dotenv_values(env_file).items() if v is not None})
+        fields = set(cls.model_fields)
+        values.update({k.lower(): v for k, v in os.environ.items() if k.lower() in fields})
+        values.update(overrides)
+        return cls(**values)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

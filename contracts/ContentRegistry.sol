@@ -1,0 +1,379 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
+import {IERC2981} from "@openzeppelin/contracts/interfaces/IERC2981.sol";
+import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+
+/// @title ContentRegistry
+/// @notice Provenance of digital content: who registered which bytes, under which licence, how revenue
+/// is split among the rights holders, and which asset a derivative came from. Each asset is an ERC-721
+/// token; whoever holds the token is the rights holder and alone may change licence and split.
+/// @dev Territories are a bitmap over the ISO 3166-1 alpha-2 table documented in docs/territories.md
+/// (bit i = i-th code in alphabetical order; append-only). Revenue shares are basis points summing to
+/// exactly 10,000. Asset ids start at 1, so 0 means "no parent".
+contract ContentRegistry is ERC721, AccessControl, IERC2981 {
+    /// @notice May register assets on behalf of a creator (the platform's server signer).
+    bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
+    /// @notice May mark assets disputed or taken down, clear them, and reassign rights (notice-and-takedown).
+    bytes32 public constant ARBITER_ROLE = keccak256("ARBITER_ROLE");
+
+    uint16 public constant TOTAL_BPS = 10_000;
+    uint256 public constant MAX_RECIPIENTS = 50;
+    /// @notice Number of codes in the territory table; bits at or above it must be zero.
+    uint256 public constant TERRITORY_COUNT = 249;
+
+    enum Status {
+        Active,
+        Disputed,
+        TakenDown
+    }
+
+    struct Licence {
+        uint256 territories; // bitmap over the territory table
+        uint64 validFrom; // unix seconds
+        uint64 validUntil; // unix seconds, 0 = open-ended
+        uint16 royaltyBps; // EIP-2981 royalty on secondary sales of the token
+        string termsCid; // IPFS CID of the licence terms
+    }
+
+    struct Registration {
+        bytes32 contentHash; // sha-256 of the content bytes
+        string contentCid; // IPFS CID of the content bytes
+        string metadataCid; // IPFS CID of the metadata JSON (tokenURI)
+        address creator; // receives the token
+        uint256 parentId; // 0 = original work
+        bool aigc; // generated or altered by AI
+        Licence licence;
+        address[] recipients;
+        uint16[] shares;
+    }
+
+    struct Asset {
+        bytes32 contentHash;
+        address creator;
+        uint64 registeredAt;
+        Status status;
+        bool aigc;
+        uint64 registeredBlock;
+        uint256 parentId;
+        string contentCid;
+        string metadataCid;
+        string statusReasonCid;
+    }
+
+    struct Split {
+        address[] recipients;
+        uint16[] shares;
+    }
+
+    uint256 private _assetCount;
+    mapping(uint256 assetId => Asset) private _assets;
+    mapping(uint256 assetId => Licence) private _licences;
+    mapping(uint256 assetId => Split) private _splits;
+    mapping(bytes32 contentHash => uint256 assetId) private _assetIdByHash;
+
+    error ZeroContentHash();
+    error EmptyCid();
+    error ZeroCreator();
+    error NotRegistrar(address caller, address creator);
+    error AlreadyRegistered(bytes32 contentHash, uint256 assetId);
+    error UnknownParent(uint256 parentId);
+    error NotRightsHolder(uint256 assetId, address caller);
+    error AssetNotActive(uint256 assetId, Status status);
+    error EmptySplit();
+    error SplitLengthMismatch(uint256 recipients, uint256 shares);
+    error TooManyRecipients(uint256 count, uint256 max);
+    error ZeroRecipient(uint256 index);
+    error ZeroShare(uint256 index);
+    error SharesNotWhole(uint256 total);
+    error EmptyTerritories();
+    error UnknownTerritory(uint256 territories);
+    error InvalidValidityWindow(uint64 validFrom, uint64 validUntil);
+    error RoyaltyTooHigh(uint16 royaltyBps);
+    error InvalidStatusTransition(uint256 assetId, Status from, Status to);
+    error EmptyReason();
+
+    /// @notice A new asset (token) was registered.
+    event AssetRegistered(
+        uint256 indexed assetId,
+        bytes32 indexed contentHash,
+        address indexed creator,
+        address registrar,
+        uint256 parentId,
+        bool aigc,
+        string contentCid,
+        string metadataCid
+    );
+    /// @notice The licence of an asset was set (at registration) or changed.
+    event LicenceUpdated(
+        uint256 indexed assetId,
+        uint256 territories,
+        uint64 validFrom,
+        uint64 validUntil,
+        uint16 royaltyBps,
+        string termsCid
+    );
+    /// @notice The revenue split of an asset was set (at registration) or changed.
+    event SplitUpdated(uint256 indexed assetId, address[] recipients, uint16[] shares);
+    /// @notice An arbiter changed an asset's dispute status.
+    event AssetStatusChanged(
+        uint256 indexed assetId, Status previous, Status current, address indexed arbiter, string reasonCid
+    );
+    /// @notice An arbiter moved an asset to its rightful holder after a dispute.
+    event RightsReassigned(
+        uint256 indexed assetId, address indexed from, address indexed to, address arbiter, string reasonCid
+    );
+
+    /// @param admin Receives DEFAULT_ADMIN_ROLE (grants REGISTRAR_ROLE and ARBITER_ROLE).
+    constructor(address admin) ERC721("EdgeLedger Content", "EDGE") {
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Registration and updates
+    // ------------------------------------------------------------------------------------------
+
+    /// @notice Registers content and mints its token to `r.creator`. The first registrant of a content
+    /// hash wins; a wrongful first registration is resolved through the arbiter's takedown process.
+    /// @dev Callers register for themselves, or hold REGISTRAR_ROLE to register for a creator.
+    /// @param r The registration: content hash and CIDs, creator, parent, AIGC flag, licence, split.
+    /// @return assetId The new asset's id (= token id).
+    function registerAsset(Registration calldata r) external returns (uint256 assetId) {
+        if (r.creator == address(0)) revert ZeroCreator();
+        if (r.creator != msg.sender && !hasRole(REGISTRAR_ROLE, msg.sender)) {
+            revert NotRegistrar(msg.sender, r.creator);
+        }
+        if (r.contentHash == bytes32(0)) revert ZeroContentHash();
+        if (bytes(r.contentCid).length == 0 || bytes(r.metadataCid).length == 0) revert EmptyCid();
+        uint256 existing = _assetIdByHash[r.contentHash];
+        if (existing != 0) revert AlreadyRegistered(r.contentHash, existing);
+        if (r.parentId != 0 && _ownerOf(r.parentId) == address(0)) revert UnknownParent(r.parentId);
+
+        assetId = ++_assetCount;
+        _assetIdByHash[r.contentHash] = assetId;
+        Asset storage asset = _assets[assetId];
+        asset.contentHash = r.contentHash;
+        asset.creator = r.creator;
+        asset.registeredAt = uint64(block.timestamp);
+        asset.registeredBlock = uint64(block.number);
+        asset.aigc = r.aigc;
+        asset.parentId = r.parentId;
+        asset.contentCid = r.contentCid;
+        asset.metadataCid = r.metadataCid;
+
+        emit AssetRegistered(
+            assetId, r.contentHash, r.creator, msg.sender, r.parentId, r.aigc, r.contentCid, r.metadataCid
+        );
+        _setLicence(assetId, r.licence);
+        _setSplit(assetId, r.recipients, r.shares);
+        // Plain _mint, not _safeMint: creators are often contract wallets without IERC721Receiver, and
+        // registering provenance must not depend on that.
+        _mint(r.creator, assetId);
+    }
+
+    /// @notice Replaces an asset's licence. Only the rights holder (token owner), only while active.
+    /// @param assetId The asset.
+    /// @param licence The new licence.
+    function updateLicence(uint256 assetId, Licence calldata licence) external {
+        _requireActiveRightsHolder(assetId);
+        _setLicence(assetId, licence);
+    }
+
+    /// @notice Replaces an asset's revenue split. Only the rights holder (token owner), only while active.
+    /// @param assetId The asset.
+    /// @param recipients Payees, at most 50, no zero address.
+    /// @param shares Basis points per payee, each above zero, summing to exactly 10,000.
+    function updateSplit(uint256 assetId, address[] calldata recipients, uint16[] calldata shares) external {
+        _requireActiveRightsHolder(assetId);
+        _setSplit(assetId, recipients, shares);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Notice and takedown
+    // ------------------------------------------------------------------------------------------
+
+    /// @notice Marks an active asset disputed: it accrues nothing until cleared.
+    /// @param assetId The asset.
+    /// @param reasonCid IPFS CID of the notice.
+    function markDisputed(uint256 assetId, string calldata reasonCid) external onlyRole(ARBITER_ROLE) {
+        _changeStatus(assetId, Status.Active, Status.Disputed, reasonCid);
+    }
+
+    /// @notice Takes an active or disputed asset down: it accrues nothing until cleared.
+    /// @param assetId The asset.
+    /// @param reasonCid IPFS CID of the takedown decision.
+    function takeDown(uint256 assetId, string calldata reasonCid) external onlyRole(ARBITER_ROLE) {
+        Status current = _requireAsset(assetId).status;
+        if (current == Status.TakenDown) {
+            revert InvalidStatusTransition(assetId, current, Status.TakenDown);
+        }
+        _changeStatus(assetId, current, Status.TakenDown, reasonCid);
+    }
+
+    /// @notice Clears a dispute or takedown: the asset is active again.
+    /// @param assetId The asset.
+    /// @param reasonCid IPFS CID of the decision.
+    function clearDispute(uint256 assetId, string calldata reasonCid) external onlyRole(ARBITER_ROLE) {
+        Status current = _requireAsset(assetId).status;
+        if (current == Status.Active) revert InvalidStatusTransition(assetId, current, Status.Active);
+        _changeStatus(assetId, current, Status.Active, reasonCid);
+    }
+
+    /// @notice Resolves a dispute in favour of `to`: moves the token (and with it the rights) and
+    /// reactivates the asset. Only for disputed or taken-down assets.
+    /// @param assetId The asset.
+    /// @param to The rightful rights holder.
+    /// @param reasonCid IPFS CID of the decision.
+    function reassignRights(uint256 assetId, address to, string calldata reasonCid)
+        external
+        onlyRole(ARBITER_ROLE)
+    {
+        Status current = _requireAsset(assetId).status;
+        if (current == Status.Active) revert AssetNotActive(assetId, current);
+        if (to == address(0)) revert ZeroRecipient(0);
+        address from = _ownerOf(assetId);
+        _update(to, assetId, address(0));
+        emit RightsReassigned(assetId, from, to, msg.sender, reasonCid);
+        _changeStatus(assetId, current, Status.Active, reasonCid);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Views
+    // ------------------------------------------------------------------------------------------
+
+    /// @notice The provenance record of an asset.
+    function getAsset(uint256 assetId) external view returns (Asset memory) {
+        return _requireAsset(assetId);
+    }
+
+    /// @notice The licence of an asset.
+    function getLicence(uint256 assetId) external view returns (Licence memory) {
+        _requireAsset(assetId);
+        return _licences[assetId];
+    }
+
+    /// @notice The revenue split of an asset.
+    function getSplit(uint256 assetId) external view returns (address[] memory recipients, uint16[] memory shares) {
+        _requireAsset(assetId);
+        Split storage split = _splits[assetId];
+        return (split.recipients, split.shares);
+    }
+
+    /// @notice The asset registered for a content hash, or 0.
+    function assetIdOf(bytes32 contentHash) external view returns (uint256) {
+        return _assetIdByHash[contentHash];
+    }
+
+    /// @notice Number of assets registered so far (ids run from 1 to this).
+    function totalAssets() external view returns (uint256) {
+        return _assetCount;
+    }
+
+    /// @notice The rights holder of an asset: whoever holds its token.
+    function rightsHolder(uint256 assetId) external view returns (address) {
+        return ownerOf(assetId);
+    }
+
+    /// @notice Whether the asset accrues revenue now (false while disputed or taken down).
+    function isAccruing(uint256 assetId) external view returns (bool) {
+        return _requireAsset(assetId).status == Status.Active;
+    }
+
+    /// @notice Whether a delivery at `timestamp` in territory `territoryIndex` is within the licence.
+    function isLicensedFor(uint256 assetId, uint256 territoryIndex, uint64 timestamp) external view returns (bool) {
+        _requireAsset(assetId);
+        Licence storage licence = _licences[assetId];
+        if (territoryIndex >= TERRITORY_COUNT || (licence.territories >> territoryIndex) & 1 == 0) return false;
+        if (timestamp < licence.validFrom) return false;
+        return licence.validUntil == 0 || timestamp <= licence.validUntil;
+    }
+
+    /// @notice `ipfs://<metadata CID>`.
+    function tokenURI(uint256 assetId) public view override returns (string memory) {
+        _requireOwned(assetId);
+        return string.concat("ipfs://", _assets[assetId].metadataCid);
+    }
+
+    /// @notice EIP-2981. The standard names one receiver: the split's largest shareholder (the first on a
+    /// tie) receives `royaltyBps` of the sale price; the full split is applied by off-chain settlement.
+    function royaltyInfo(uint256 assetId, uint256 salePrice)
+        external
+        view
+        override
+        returns (address receiver, uint256 royaltyAmount)
+    {
+        _requireOwned(assetId);
+        Split storage split = _splits[assetId];
+        uint256 lead;
+        for (uint256 i = 1; i < split.shares.length; ++i) {
+            if (split.shares[i] > split.shares[lead]) lead = i;
+        }
+        receiver = split.recipients[lead];
+        royaltyAmount = (salePrice * _licences[assetId].royaltyBps) / TOTAL_BPS;
+    }
+
+    /// @inheritdoc IERC165
+    function supportsInterface(bytes4 interfaceId)
+        public
+        view
+        override(ERC721, AccessControl, IERC165)
+        returns (bool)
+    {
+        return interfaceId == type(IERC2981).interfaceId || super.supportsInterface(interfaceId);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Internal helpers
+    // ------------------------------------------------------------------------------------------
+
+    function _requireAsset(uint256 assetId) internal view returns (Asset storage) {
+        _requireOwned(assetId);
+        return _assets[assetId];
+    }
+
+    function _requireActiveRightsHolder(uint256 assetId) internal view {
+        Asset storage asset = _requireAsset(assetId);
+        if (ownerOf(assetId) != msg.sender) revert NotRightsHolder(assetId, msg.sender);
+        if (asset.status != Status.Active) revert AssetNotActive(assetId, asset.status);
+    }
+
+    function _setLicence(uint256 assetId, Licence calldata licence) internal {
+        if (licence.territories == 0) revert EmptyTerritories();
+        if (licence.territories >> TERRITORY_COUNT != 0) revert UnknownTerritory(licence.territories);
+        if (licence.validUntil != 0 && licence.validUntil <= licence.validFrom) {
+            revert InvalidValidityWindow(licence.validFrom, licence.validUntil);
+        }
+        if (licence.royaltyBps > TOTAL_BPS) revert RoyaltyTooHigh(licence.royaltyBps);
+        _licences[assetId] = licence;
+        emit LicenceUpdated(
+            assetId, licence.territories, licence.validFrom, licence.validUntil, licence.royaltyBps, licence.termsCid
+        );
+    }
+
+    function _setSplit(uint256 assetId, address[] calldata recipients, uint16[] calldata shares) internal {
+        uint256 count = recipients.length;
+        if (count == 0) revert EmptySplit();
+        if (count != shares.length) revert SplitLengthMismatch(count, shares.length);
+        if (count > MAX_RECIPIENTS) revert TooManyRecipients(count, MAX_RECIPIENTS);
+        uint256 total;
+        for (uint256 i; i < count; ++i) {
+            if (recipients[i] == address(0)) revert ZeroRecipient(i);
+            if (shares[i] == 0) revert ZeroShare(i);
+            total += shares[i];
+        }
+        if (total != TOTAL_BPS) revert SharesNotWhole(total);
+        _splits[assetId] = Split(recipients, shares);
+        emit SplitUpdated(assetId, recipients, shares);
+    }
+
+    function _changeStatus(uint256 assetId, Status from, Status to, string calldata reasonCid) internal {
+        Asset storage asset = _requireAsset(assetId);
+        if (asset.status != from) revert InvalidStatusTransition(assetId, asset.status, to);
+        if (bytes(reasonCid).length == 0) revert EmptyReason();
+        asset.status = to;
+        asset.statusReasonCid = reasonCid;
+        emit AssetStatusChanged(assetId, from, to, msg.sender, reasonCid);
+    }
+}

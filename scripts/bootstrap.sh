@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs everything the project needs, idempotently: the Python virtualenv (.venv) from
+# requirements.lock, the npm toolchain (solc, OpenZeppelin, anvil, js-ipfs) from package-lock.json,
+# the solc adapter registered with py-solc-x, and brownie's project-local data folder.
+# A second run with unchanged lock files installs nothing.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SOLC_VERSION="$(node -p "require('./package.json').dependencies.solc")"
+TOOLCHAIN="$ROOT/.toolchain"
+BIN="$TOOLCHAIN/bin"
+mkdir -p "$BIN" "$TOOLCHAIN/solcx" "$TOOLCHAIN/brownie-home"
+
+say() { printf '[bootstrap] %s\n' "$*"; }
+digest() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# --- npm toolchain -----------------------------------------------------------------------------
+npm_digest="$(digest package.json package-lock.json)"
+if [[ "$(cat node_modules/.edgeledger-stamp 2>/dev/null)" != "$npm_digest" ]]; then
+  say "installing npm toolchain (solc $SOLC_VERSION, OpenZeppelin, anvil, js-ipfs); first run takes a few minutes"
+  npm install --no-audit --no-fund --loglevel=error
+  echo "$npm_digest" > node_modules/.edgeledger-stamp
+fi
+
+# --- Python virtualenv -------------------------------------------------------------------------
+py_digest="$(digest requirements.lock pyproject.toml)"
+if [[ "$(cat .venv/.edgeledger-stamp 2>/dev/null)" != "$py_digest" ]]; then
+  say "creating .venv from requirements.lock"
+  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock -e . 2>&1 \
+    | { grep -v "is neither a file nor a directory" || true; }
+  echo "$py_digest" > .venv/.edgeledger-stamp
+fi
+
+# --- Solidity compiler -------------------------------------------------------------------------
+# A native solc of the pinned version wins when one is on PATH; otherwise the WebAssembly compiler from
+# npm answers through scripts/solc-adapter.js. Either is registered with py-solc-x as solc-v$SOLC_VERSION.
+solc_target="$TOOLCHAIN/solcx/solc-v$SOLC_VERSION"
+if [[ ! -x "$solc_target" ]]; then
+  native="$(PATH="${PATH//$BIN:/}" command -v solc || true)"
+  if [[ -n "$native" ]] && "$native" --version | grep -q "Version: $SOLC_VERSION+"; then
+    say "using native solc $SOLC_VERSION at $native"
+    ln -sf "$native" "$BIN/solc"
+  else
+    say "using solc $SOLC_VERSION (WebAssembly) through scripts/solc-adapter.js"
+    printf '#!/bin/sh\nexec node "%s/scripts/solc-adapter.js" "$@"\n' "$ROOT" > "$BIN/solc"
+    chmod +x "$BIN/solc"
+  fi
+  PATH="$BIN:$PATH" SOLCX_BINARY_PATH="$TOOLCHAIN/solcx" .venv/bin/python -c \
+    "import solcx; print('[bootstrap] registered with py-solc-x:', solcx.import_installed_solc())"
+fi
+
+# --- brownie's data folder (networks), kept inside the project ---------------------------------
+if [[ ! -f "$TOOLCHAIN/brownie-home/.brownie/network-config.yaml" ]] \
+   || ! grep -q "edgeledger-rpc" "$TOOLCHAIN/brownie-home/.brownie/network-config.yaml"; then
+  say "registering brownie network edgeledger-rpc (any JSON-RPC at \$ETH_RPC_URL)"
+  HOME="$TOOLCHAIN/brownie-home" .venv/bin/brownie networks add Ethereum edgeledger-rpc \
+    host='$ETH_RPC_URL' chainid=31337 name="EdgeLedger RPC (ETH_RPC_URL)" >/dev/null
+fi
