@@ -1,0 +1,352 @@
+"""The one chain client: contracts from brownie's build artifacts, the server signer with safe nonces,
+gas estimation, receipts with timeouts, and custom-error reverts decoded by name.
+
+Every other module talks to the chain through :class:`ChainClient`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    ContractPanicError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.types import TxReceipt
+
+from edgeledger.errors import EdgeLedgerError
+
+log = logging.getLogger(__name__)
+
+
+class ChainError(EdgeLedgerError):
+    """The chain could not be used: unreachable, timed out, not deployed, or a transaction reverted."""
+
+    status = 503
+    code = "chain_unavailable"
+
+
+class ContractRevert(ChainError):
+    """A call or transaction reverted; ``error`` names the contract's custom error."""
+
+    status = 422
+    code = "contract_revert"
+
+    def __init__(self, error: str, args: dict[str, Any], message: str | None = None) -> None:
+        super().__init__(message or f"the contract rejected the call: {error}", error=error, args=args)
+        self.error = error
+        self.error_args = args
+
+
+@dataclass(frozen=True)
+class DeployedContract:
+    address: str
+    block: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What scripts/deploy.py wrote: the chain and each contract's address and deployment block."""
+
+    chain_id: int
+    contracts: dict[str, DeployedContract] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        if not path.is_file():
+            raise ChainError(
+                f"no deployment file at {path}: deploy the contracts first (make up, or brownie run "
+                "scripts/deploy.py)",
+                code="chain_not_deployed",
+            )
+        raw = json.loads(path.read_text())
+        contracts = {name: DeployedContract(**info) for name, info in raw["contracts"].items()}
+        return cls(chain_id=int(raw["chain_id"]), contracts=contracts)
+
+    def address_of(self, name: str) -> str:
+        try:
+            return self.contracts[name].address
+        except KeyError:
+            raise ChainError(f"{name} is not in the deployment", code="chain_not_deployed") from None
+
+
+@dataclass(frozen=True)
+class TxResult:
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    receipt: TxReceipt
+
+
+def load_abi(build_dir: Path, name: str) -> list[dict[str, Any]]:
+    path = build_dir / f"{name}.json"
+    if not path.is_file():
+        raise ChainError(f"no build artifact {path}: run `make compile`", code="chain_not_deployed")
+    return json.loads(path.read_text())["abi"]
+
+
+def _error_selectors(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str], list[str]]]:
+    selectors = {}
+    for item in abi:
+        if item.get("type") != "error":
+            continue
+        types = [_abi_type(i) for i in item["inputs"]]
+        signature = f"{item['name']}({','.join(types)})"
+        selectors[keccak(text=signature)[:4]] = (item["name"], [i["name"] for i in item["inputs"]], types)
+    return selectors
+
+
+def _abi_type(param: dict[str, Any]) -> str:
+    if param["type"].startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in param["components"])
+        return f"({inner}){param['type'][5:]}"
+    return param["type"]
+
+
+class ChainClient:
+    """Reads and writes the deployed contracts on any EVM JSON-RPC endpoint."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        *,
+        build_dir: Path,
+        deployment_file: Path,
+        signer_private_key: str | None = None,
+        confirmations: int = 1,
+        tx_timeout: float = 120.0,
+        nonce_lock_file: Path | None = None,
+        request_timeout: float = 10.0,
+    ) -> None:
+        self.rpc_url = rpc_url
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
+        self.build_dir = build_dir
+        self.deployment_file = deployment_file
+        self.confirmations = confirmations
+        self.tx_timeout = tx_timeout
+        self._signer: LocalAccount | None = Account.from_key(signer_private_key) if signer_private_key else None
+        self._nonce_lock = threading.Lock()
+        self._nonce_lock_file = nonce_lock_file
+        self._next_nonce: int | None = None
+        self._contracts: dict[str, Contract] = {}
+        self._selectors: dict[bytes, tuple[str, list[str], list[str]]] = {}
+        self._deployment: Deployment | None = None
+
+    # -- connection ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _rpc(self, what: str) -> Iterator[None]:
+        """Turns transport failures into a 503 naming the endpoint."""
+        try:
+            yield
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ChainError(
+                f"the chain RPC at {self.rpc_url} is unreachable ({what}): {type(exc).__name__}"
+            ) from exc
+
+    def block_number(self) -> int:
+        with self._rpc("eth_blockNumber"):
+            return self.w3.eth.block_number
+
+    @property
+    def chain_id(self) -> int:
+        with self._rpc("eth_chainId"):
+            return self.w3.eth.chain_id
+
+    @property
+    def deployment(self) -> Deployment:
+        if self._deployment is None:
+            self._deployment = Deployment.load(self.deployment_file)
+        return self._deployment
+
+    @property
+    def signer_address(self) -> str:
+        if self._signer is None:
+            raise ChainError("no server signer configured (SIGNER_PRIVATE_KEY)", code="chain_no_signer")
+        return self._signer.address
+
+    def contract(self, name: str) -> Contract:
+        if name not in self._contracts:
+            abi = load_abi(self.build_dir, name)
+            self._selectors.update(_error_selectors(abi))
+            address = to_checksum_address(self.deployment.address_of(name))
+            self._contracts[name] = self.w3.eth.contract(address=address, abi=abi)
+        return self._contracts[name]
+
+    def check_deployment(self) -> None:
+        """Fails unless every deployed contract has code on the connected chain (right chain, right state)."""
+        with self._rpc("eth_getCode"):
+            if self.w3.eth.chain_id != self.deployment.chain_id:
+                raise ChainError(
+                    f"the RPC serves chain {self.w3.eth.chain_id}, the deployment is for chain "
+                    f"{self.deployment.chain_id}",
+                    code="chain_not_deployed",
+                )
+            for name, info in self.deployment.contracts.items():
+                if not self.w3.eth.get_code(to_checksum_address(info.address)):
+                    raise ChainError(f"{name} has no code at {info.address}", code="chain_not_deployed")
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def call(self, fn: ContractFunction, block: int | str = "latest") -> Any:
+        with self._rpc(fn.fn_name), self._decoded_reverts():
+            return fn.call(block_identifier=block)
+
+    def confirmations_of(self, block_number: int) -> int:
+        return max(0, self.block_number() - block_number + 1)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def transact(self, fn: ContractFunction, *, gas_margin_pct: int = 20) -> TxResult:
+        """Estimates, signs with the server signer, sends, and waits for the receipt.
+
+        Reverts surface as :class:`ContractRevert` naming the custom error, before anything is sent.
+        """
+        signer = self._signer
+        if signer is None:
+            raise ChainError("no server signer configured (SIGNER_PRIVATE_KEY)", code="chain_no_signer")
+        with self._rpc(fn.fn_name), self._decoded_reverts():
+            gas = fn.estimate_gas({"from": signer.address})
+            with self._signer_nonce() as nonce:
+                tx = fn.build_transaction(
+                    {
+                        "from": signer.address,
+                        "nonce": nonce,
+                        "gas": gas * (100 + gas_margin_pct) // 100,
+                        "chainId": self.chain_id,
+                    }
+                )
+                signed = signer.sign_transaction(tx)
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        return self.wait_for_receipt(tx_hash.to_0x_hex(), replay=fn, sender=signer.address)
+
+    def send_raw_transaction(self, raw_tx: str | bytes) -> str:
+        """Broadcasts a transaction someone else signed; returns its hash."""
+        with self._rpc("eth_sendRawTransaction"), self._decoded_reverts():
+            return self.w3.eth.send_raw_transaction(HexBytes(raw_tx)).to_0x_hex()
+
+    def wait_for_receipt(
+        self, tx_hash: str, *, replay: ContractFunction | None = None, sender: str | None = None
+    ) -> TxResult:
+        with self._rpc("eth_getTransactionReceipt"):
+            try:
+                receipt = self.w3.eth.wait_for_transaction_receipt(
+                    HexBytes(tx_hash), timeout=self.tx_timeout, poll_latency=0.1
+                )
+            except TimeExhausted as exc:
+                raise ChainError(
+                    f"transaction {tx_hash} was not mined within {self.tx_timeout:.0f}s; it may still land",
+                    code="chain_timeout",
+                    status=504,
+                    tx_hash=tx_hash,
+                ) from exc
+        if receipt["status"] != 1:
+            self._raise_mined_revert(tx_hash, receipt, replay, sender)
+        return TxResult(
+            tx_hash=tx_hash,
+            block_number=receipt["blockNumber"],
+            block_hash=receipt["blockHash"].to_0x_hex(),
+            receipt=receipt,
+        )
+
+    def receipt_if_mined(self, tx_hash: str) -> TxReceipt | None:
+        with self._rpc("eth_getTransactionReceipt"):
+            try:
+                return self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+            except TransactionNotFound:
+                return None
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _signer_nonce(self) -> Iterator[int]:
+        """Hands out the signer's next nonce, one holder at a time across threads and processes.
+
+        The pending count from the node is the truth; the local counter only covers transactions this
+        process sent that the node has not yet reported as pending.
+        """
+        with self._nonce_lock, self._process_lock():
+            pending = self.w3.eth.get_transaction_count(self.signer_address, "pending")
+            nonce = max(pending, self._next_nonce or 0)
+            try:
+                yield nonce
+            except Web3RPCError as exc:
+                if "nonce" in str(exc).lower():
+                    self._next_nonce = None
+                raise
+            self._next_nonce = nonce + 1
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        if self._nonce_lock_file is None:
+            yield
+            return
+        self._nonce_lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with self._nonce_lock_file.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _decoded_reverts(self) -> Iterator[None]:
+        try:
+            yield
+        except ContractCustomError as exc:
+            raise self.decode_revert_data(str(exc.data)) from exc
+        except ContractPanicError as exc:
+            raise ContractRevert("Panic", {"reason": str(exc)}) from exc
+        except ContractLogicError as exc:
+            if exc.data and isinstance(exc.data, str) and len(exc.data) >= 10:
+                raise self.decode_revert_data(exc.data) from exc
+            raise ContractRevert("Revert", {"reason": str(exc.message or exc)}) from exc
+
+    def decode_revert_data(self, data: str) -> ContractRevert:
+        raw = HexBytes(data)
+        known = self._selectors.get(bytes(raw[:4]))
+        if known is None:
+            return ContractRevert("UnknownError", {"data": raw.to_0x_hex()})
+        name, arg_names, types = known
+        values = abi_decode(types, bytes(raw[4:]))
+        args = {n or f"arg{i}": _jsonable(v) for i, (n, v) in enumerate(zip(arg_names, values, strict=True))}
+        return ContractRevert(name, args)
+
+    def _raise_mined_revert(
+        self, tx_hash: str, receipt: TxReceipt, replay: ContractFunction | None, sender: str | None
+    ) -> None:
+        # A mined revert carries no reason; replaying the call at its block recovers the custom error.
+        if replay is not None and sender is not None:
+            with self._decoded_reverts():
+                replay.call({"from": sender}, block_identifier=receipt["blockNumber"] - 1)
+        raise ContractRevert("Reverted", {"tx_hash": tx_hash}, f"transaction {tx_hash} reverted")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,60 @@
+"""Runs the brownie deployment script (scripts/deploy.py) against any RPC endpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edgeledger.config import PROJECT_ROOT
+
+TOOLCHAIN = PROJECT_ROOT / ".toolchain"
+
+
+def brownie_env(extra: dict[str, str]) -> dict[str, str]:
+    """Brownie's data folder and compiler live inside the project (see scripts/bootstrap.sh)."""
+    path = os.pathsep.join(
+        [str(TOOLCHAIN / "bin"), str(PROJECT_ROOT / "node_modules" / ".bin"), os.environ.get("PATH", "")]
+    )
+    return {
+        **os.environ,
+        "HOME": str(TOOLCHAIN / "brownie-home"),
+        "SOLCX_BINARY_PATH": str(TOOLCHAIN / "solcx"),
+        "PATH": path,
+        **extra,
+    }
+
+
+def run_deploy_script(
+    *,
+    rpc_url: str,
+    deployer_key: str,
+    registrar: str,
+    deployment_file: Path,
+    arbiter: str | None = None,
+    admin: str | None = None,
+) -> str:
+    """Deploys unless `deployment_file` already names live contracts on this chain; returns the output."""
+    env = {
+        "ETH_RPC_URL": rpc_url,
+        "DEPLOYER_PRIVATE_KEY": deployer_key,
+        "REGISTRAR_ADDRESS": registrar,
+        "DEPLOYMENT_FILE": str(deployment_file),
+    }
+    if arbiter:
+        env["ARBITER_ADDRESS"] = arbiter
+    if admin:
+        env["ADMIN_ADDRESS"] = admin
+    brownie = str(Path(sys.executable).with_name("brownie"))
+    result = subprocess.run(
+        [brownie, "run", "scripts/deploy.py", "--network", "edgeledger-rpc"],
+        cwd=PROJECT_ROOT,
+        env=brownie_env(env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"deployment failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout
