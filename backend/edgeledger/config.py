@@ -30,7 +30,9 @@ class Settings(BaseModel):
     chain_confirmations: int = Field(1, ge=0, description="Blocks on top of a receipt before it is final")
     tx_timeout_seconds: float = Field(120.0, gt=0)
     signer_private_key: SecretStr | None = Field(None, description="Server signer (REGISTRAR_ROLE)")
-    deployment_file: Path | None = Field(None, description="Deployed addresses; default DATA_DIR/deployment.json")
+    deployment_file: Path | None = Field(
+        None, description="Deployed addresses; default DATA_DIR/deployment.json"
+    )
     build_dir: Path = PROJECT_ROOT / "build" / "contracts"
     ipfs_api: str = "/ip4/127.0.0.1/tcp/5001/http"
     ipfs_timeout_seconds: float = Field(600.0, gt=0)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from fastapi import Request
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -46,7 +47,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def normalize_url(url: str) -> str:
+    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; this project ships psycopg2."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
 def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -72,9 +81,9 @@ def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
-def get_session() -> Iterator[Session]:
-    """FastAPI dependency: one session per request, rolled back on error."""
-    session = get_sessionmaker()()
+def get_session(request: Request) -> Iterator[Session]:
+    """FastAPI dependency: one session per request (from the app's engine), rolled back on error."""
+    session = request.app.state.sessionmaker()
     try:
         yield session
     except Exception:
@@ -82,3 +91,15 @@ def get_session() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Brings the database at `url` to `revision` with the project's Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    from edgeledger.config import PROJECT_ROOT
+
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = url
+    command.upgrade(config, revision)

@@ -3,7 +3,8 @@
 A licence's territories are a ``uint256`` bitmap: bit ``i`` set means the asset may be delivered in
 ``TERRITORY_CODES[i]``. The table is ISO 3166-1 alpha-2 (249 officially assigned codes), sorted
 alphabetically. It is append-only: a code assigned in future takes the next free bit (249..255), so an
-existing bitmap never changes meaning. ``ContentRegistry.TERRITORY_COUNT`` must equal ``len(TERRITORY_CODES)``.
+existing bitmap never changes meaning. ``ContentRegistry.TERRITORY_COUNT`` must equal
+``len(TERRITORY_CODES)``.
 """
 
 from __future__ import annotations

@@ -52,11 +52,14 @@ class LocalAnvil:
     def start(self) -> None:
         cmd = [
             anvil_binary(),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--chain-id", str(self.chain_id),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--chain-id",
+            str(self.chain_id),
             "--silent",
-        ]  # fmt: skip
+        ]
         if self.state_file is not None:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
             cmd += ["--state", str(self.state_file), "--state-interval", "2"]
@@ -72,7 +75,9 @@ class LocalAnvil:
                 raise RuntimeError(f"anvil exited with code {self._proc.returncode}; see {self.log_file}")
             try:
                 requests.post(
-                    self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1
+                    self.rpc_url,
+                    json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
+                    timeout=1,
                 ).raise_for_status()
                 return
             except requests.RequestException:

@@ -146,7 +146,9 @@ class ChainClient:
         self.deployment_file = deployment_file
         self.confirmations = confirmations
         self.tx_timeout = tx_timeout
-        self._signer: LocalAccount | None = Account.from_key(signer_private_key) if signer_private_key else None
+        self._signer: LocalAccount | None = (
+            Account.from_key(signer_private_key) if signer_private_key else None
+        )
         self._nonce_lock = threading.Lock()
         self._nonce_lock_file = nonce_lock_file
         self._next_nonce: int | None = None
@@ -157,7 +159,7 @@ class ChainClient:
     # -- connection ------------------------------------------------------------------------------
 
     @contextmanager
-    def _rpc(self, what: str) -> Iterator[None]:
+    def rpc(self, what: str) -> Iterator[None]:
         """Turns transport failures into a 503 naming the endpoint."""
         try:
             yield
@@ -167,12 +169,12 @@ class ChainClient:
             ) from exc
 
     def block_number(self) -> int:
-        with self._rpc("eth_blockNumber"):
+        with self.rpc("eth_blockNumber"):
             return self.w3.eth.block_number
 
     @property
     def chain_id(self) -> int:
-        with self._rpc("eth_chainId"):
+        with self.rpc("eth_chainId"):
             return self.w3.eth.chain_id
 
     @property
@@ -197,7 +199,7 @@ class ChainClient:
 
     def check_deployment(self) -> None:
         """Fails unless every deployed contract has code on the connected chain (right chain, right state)."""
-        with self._rpc("eth_getCode"):
+        with self.rpc("eth_getCode"):
             if self.w3.eth.chain_id != self.deployment.chain_id:
                 raise ChainError(
                     f"the RPC serves chain {self.w3.eth.chain_id}, the deployment is for chain "
@@ -211,7 +213,7 @@ class ChainClient:
     # -- reads -----------------------------------------------------------------------------------
 
     def call(self, fn: ContractFunction, block: int | str = "latest") -> Any:
-        with self._rpc(fn.fn_name), self._decoded_reverts():
+        with self.rpc(fn.fn_name), self._decoded_reverts():
             return fn.call(block_identifier=block)
 
     def confirmations_of(self, block_number: int) -> int:
@@ -220,14 +222,19 @@ class ChainClient:
     # -- writes ----------------------------------------------------------------------------------
 
     def transact(self, fn: ContractFunction, *, gas_margin_pct: int = 20) -> TxResult:
-        """Estimates, signs with the server signer, sends, and waits for the receipt.
+        """Sends with the server signer and waits for the receipt (see :meth:`send`)."""
+        tx_hash = self.send(fn, gas_margin_pct=gas_margin_pct)
+        return self.wait_for_receipt(tx_hash, replay=fn, sender=self.signer_address)
+
+    def send(self, fn: ContractFunction, *, gas_margin_pct: int = 20) -> str:
+        """Estimates gas, signs with the server signer and broadcasts; returns the tx hash at once.
 
         Reverts surface as :class:`ContractRevert` naming the custom error, before anything is sent.
         """
         signer = self._signer
         if signer is None:
             raise ChainError("no server signer configured (SIGNER_PRIVATE_KEY)", code="chain_no_signer")
-        with self._rpc(fn.fn_name), self._decoded_reverts():
+        with self.rpc(fn.fn_name), self._decoded_reverts():
             gas = fn.estimate_gas({"from": signer.address})
             with self._signer_nonce() as nonce:
                 tx = fn.build_transaction(
@@ -239,18 +246,17 @@ class ChainClient:
                     }
                 )
                 signed = signer.sign_transaction(tx)
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        return self.wait_for_receipt(tx_hash.to_0x_hex(), replay=fn, sender=signer.address)
+                return self.w3.eth.send_raw_transaction(signed.raw_transaction).to_0x_hex()
 
     def send_raw_transaction(self, raw_tx: str | bytes) -> str:
         """Broadcasts a transaction someone else signed; returns its hash."""
-        with self._rpc("eth_sendRawTransaction"), self._decoded_reverts():
+        with self.rpc("eth_sendRawTransaction"), self._decoded_reverts():
             return self.w3.eth.send_raw_transaction(HexBytes(raw_tx)).to_0x_hex()
 
     def wait_for_receipt(
         self, tx_hash: str, *, replay: ContractFunction | None = None, sender: str | None = None
     ) -> TxResult:
-        with self._rpc("eth_getTransactionReceipt"):
+        with self.rpc("eth_getTransactionReceipt"):
             try:
                 receipt = self.w3.eth.wait_for_transaction_receipt(
                     HexBytes(tx_hash), timeout=self.tx_timeout, poll_latency=0.1
@@ -272,7 +278,7 @@ class ChainClient:
         )
 
     def receipt_if_mined(self, tx_hash: str) -> TxReceipt | None:
-        with self._rpc("eth_getTransactionReceipt"):
+        with self.rpc("eth_getTransactionReceipt"):
             try:
                 return self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
             except TransactionNotFound:

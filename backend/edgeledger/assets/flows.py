@@ -1,0 +1,498 @@
+"""Registration, end to end: journal -> pin -> chain -> asset row, resumable at every step.
+
+Order matters for "nothing lost": the journal row (with the CIDs computed locally) is committed before
+anything is pinned, the transaction hash is committed before its receipt is awaited, and the asset row
+is written only from the chain's own log. Whatever dies in between, :func:`reconcile_registrations`
+finds the journal row and either finishes the registration or releases the pins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+from eth_account import Account
+from eth_account.typed_transactions import TypedTransaction
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from edgeledger.assets import service
+from edgeledger.assets.models import (
+    OPEN_STATES,
+    Asset,
+    Registration,
+    RegistrationMode,
+    RegistrationParams,
+    RegistrationRead,
+    RegistrationState,
+)
+from edgeledger.assets.service import REGISTRY, AssetError, FileFacts
+from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
+from edgeledger.config import Settings
+from edgeledger.ipfs import IpfsClient, IpfsError, cid_of_bytes
+
+log = logging.getLogger(__name__)
+
+# Contract errors a creator can cause, as API errors.
+REVERT_CODES: dict[str, tuple[str, int]] = {
+    "AlreadyRegistered": ("duplicate_content", 409),
+    "UnknownParent": ("unknown_parent", 422),
+    "EmptySplit": ("invalid_split", 422),
+    "SplitLengthMismatch": ("invalid_split", 422),
+    "TooManyRecipients": ("invalid_split", 422),
+    "ZeroRecipient": ("invalid_split", 422),
+    "ZeroShare": ("invalid_split", 422),
+    "SharesNotWhole": ("invalid_split", 422),
+    "EmptyTerritories": ("unknown_territory", 422),
+    "UnknownTerritory": ("unknown_territory", 422),
+    "InvalidValidityWindow": ("invalid_licence", 422),
+    "RoyaltyTooHigh": ("invalid_licence", 422),
+    "NotRegistrar": ("registrar_role_missing", 503),
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: their wallet address (None for service accounts) and whether they are an admin."""
+
+    user_id: int | None
+    address: str | None
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class RegistrationOutcome:
+    registration: Registration
+    asset: Asset | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Upload -> registration
+# ----------------------------------------------------------------------------------------------
+
+
+def register_upload(
+    session: Session,
+    chain: ChainClient,
+    ipfs: IpfsClient,
+    settings: Settings,
+    *,
+    actor: Actor,
+    params: RegistrationParams,
+    upload: IO[bytes],
+    filename: str,
+) -> RegistrationOutcome:
+    creator = _creator_for(actor, params)
+    valid_from = params.valid_from if params.valid_from is not None else int(datetime.now(UTC).timestamp())
+    _validate_before_pinning(chain, params, valid_from)
+
+    uploads = settings.data_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=uploads, prefix="upload-", suffix=".part") as spool:
+        facts = service.digest_to_file(upload, spool, settings.max_upload_bytes)
+        _reject_duplicate(session, chain, facts.sha256)
+        metadata = service.metadata_document(params, facts, creator, valid_from)
+        reg = _open_journal(session, actor, params, facts, creator, valid_from, filename, metadata)
+        _pin(session, ipfs, reg, spool.name, facts.cid, metadata)
+
+    if reg.mode == RegistrationMode.wallet:
+        reg.state = RegistrationState.awaiting_signature
+        session.commit()
+        return RegistrationOutcome(reg, None)
+    return RegistrationOutcome(reg, submit_registration(session, chain, ipfs, reg))
+
+
+def _creator_for(actor: Actor, params: RegistrationParams) -> str:
+    creator = params.creator or actor.address
+    if creator is None:
+        raise AssetError("name the creator's address (this account has no wallet)", code="creator_required")
+    creator = to_checksum_address(creator)
+    if not actor.is_admin and (actor.address is None or creator != to_checksum_address(actor.address)):
+        raise AssetError("creators register assets for themselves only", code="forbidden", status=403)
+    if params.mode == RegistrationMode.wallet and actor.address is None:
+        raise AssetError("wallet mode needs a wallet-signed-in creator", code="creator_required")
+    return creator
+
+
+def _validate_before_pinning(chain: ChainClient, params: RegistrationParams, valid_from: int) -> None:
+    """Everything the contract would reject, checked before a byte is pinned."""
+    service.territories_bitmap(params.territories)
+    service.check_licence_window(valid_from, params.valid_until)
+    if params.parent_asset_id is not None and not service.chain_asset_exists(chain, params.parent_asset_id):
+        raise AssetError(
+            f"parent asset {params.parent_asset_id} is not registered",
+            code="unknown_parent",
+            parent_asset_id=params.parent_asset_id,
+        )
+
+
+def _reject_duplicate(session: Session, chain: ChainClient, content_hash: str) -> None:
+    existing = service.find_asset_by_hash(session, content_hash)
+    asset_id = existing.id if existing else service.registered_asset_id(chain, content_hash)
+    if asset_id:
+        raise AssetError(
+            f"this content is already registered as asset {asset_id}",
+            code="duplicate_content",
+            status=409,
+            asset_id=asset_id,
+            content_hash=content_hash,
+        )
+
+
+def _open_journal(
+    session: Session,
+    actor: Actor,
+    params: RegistrationParams,
+    facts: FileFacts,
+    creator: str,
+    valid_from: int,
+    filename: str,
+    metadata: bytes,
+) -> Registration:
+    """Creates the journal row, or resumes the creator's own unfinished attempt for the same bytes."""
+    payload = json.dumps(
+        {
+            "params": params.model_dump(mode="json"),
+            "valid_from": valid_from,
+            "file": {"media_type": facts.media_type, "size": facts.size, "filename": filename[:255]},
+        }
+    )
+    reg = session.scalar(
+        select(Registration).where(
+            Registration.content_hash == facts.sha256, Registration.state.in_(list(OPEN_STATES))
+        )
+    )
+    if reg is not None:
+        resumable = (
+            reg.state in (RegistrationState.pinning, RegistrationState.pinned) and reg.creator == creator
+        )
+        if not resumable:
+            raise AssetError(
+                f"registration {reg.id} for this content is already {reg.state}",
+                code="registration_in_progress",
+                status=409,
+                registration_id=reg.id,
+            )
+        reg.attempts += 1
+    else:
+        reg = Registration(content_hash=facts.sha256, creator=creator, requested_by=actor.user_id, attempts=1)
+        session.add(reg)
+    reg.content_cid = facts.cid
+    reg.metadata_cid = cid_of_bytes(metadata)
+    reg.mode = params.mode
+    reg.state = RegistrationState.pinning
+    reg.params_json = payload
+    reg.error_code = reg.error_message = None
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise AssetError(
+            "another registration of this content started at the same moment",
+            code="registration_in_progress",
+            status=409,
+        ) from None
+    return reg
+
+
+def _pin(session: Session, ipfs: IpfsClient, reg: Registration, path: str, cid: str, metadata: bytes) -> None:
+    try:
+        _pin_expecting(ipfs, lambda: ipfs.add_file(path), cid)  # type: ignore[arg-type]
+        _pin_expecting(ipfs, lambda: ipfs.add_bytes(metadata), reg.metadata_cid or "")
+    except (IpfsError, AssetError) as exc:
+        # The row stays `pinning` with the error: a retry of the same upload resumes it, and the
+        # reconciler releases whatever got pinned if nobody comes back.
+        _record_error(session, reg, exc)
+        raise
+    reg.state = RegistrationState.pinned
+    session.commit()
+
+
+def _pin_expecting(ipfs: IpfsClient, add: Any, expected: str) -> None:
+    got = add()
+    if got != expected:
+        ipfs.pin_rm(got)
+        raise AssetError(
+            f"the IPFS node computed CID {got}, we computed {expected}; pin rejected",
+            code="ipfs_cid_mismatch",
+            status=502,
+            node_cid=got,
+            expected_cid=expected,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Chain submission
+# ----------------------------------------------------------------------------------------------
+
+
+def _params_of(reg: Registration) -> tuple[RegistrationParams, int]:
+    payload = json.loads(reg.params_json)
+    return RegistrationParams.model_validate(payload["params"]), int(payload["valid_from"])
+
+
+def registration_call(chain: ChainClient, reg: Registration) -> Any:
+    params, valid_from = _params_of(reg)
+    registry = chain.contract(REGISTRY)
+    return registry.functions.registerAsset(service.registration_tuple(reg, params, valid_from))
+
+
+def submit_registration(session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration) -> Asset:
+    """Server mode: the platform signer registers for the creator. Commits the tx hash before waiting."""
+    call = registration_call(chain, reg)
+    try:
+        tx_hash = chain.send(call)
+        reg.state = RegistrationState.submitted
+        reg.tx_hash = tx_hash
+        session.commit()
+        chain.wait_for_receipt(tx_hash, replay=call, sender=chain.signer_address)
+    except ContractRevert as exc:
+        return _settle_revert(session, chain, ipfs, reg, exc)
+    except ChainError as exc:
+        _record_error(session, reg, exc)
+        raise ChainError(
+            f"{exc.message}; registration {reg.id} is kept ({reg.state}) and will be retried",
+            code=exc.code,
+            status=exc.status,
+            registration_id=reg.id,
+            state=reg.state,
+        ) from exc
+    return finish_from_chain(session, chain, reg)
+
+
+def finish_from_chain(session: Session, chain: ChainClient, reg: Registration) -> Asset:
+    """Writes the asset row from the chain's AssetRegistered log and closes the journal row."""
+    existing = service.find_asset_by_hash(session, reg.content_hash)
+    if existing is None:
+        event = service.registration_event(chain, reg.content_hash)
+        if event is None:
+            raise ChainError("registration not found on chain yet", code="chain_timeout", status=504)
+        params, _ = _params_of(reg)
+        existing = service.record_asset(session, chain, reg, params, event)
+    reg.state = RegistrationState.registered
+    reg.asset_id = existing.id
+    reg.error_code = reg.error_message = None
+    session.commit()
+    return existing
+
+
+def _settle_revert(
+    session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration, exc: ContractRevert
+) -> Asset:
+    if exc.error == "AlreadyRegistered" and _chain_record_is_ours(chain, reg):
+        # An earlier submission of this very registration landed first (retry after a crash).
+        return finish_from_chain(session, chain, reg)
+    code, status = REVERT_CODES.get(exc.error, ("contract_revert", 422))
+    error = AssetError(exc.message, code=code, status=status, error=exc.error, args=exc.error_args)
+    if status < 500:
+        release_registration(session, ipfs, reg, error)
+    else:
+        _record_error(session, reg, error)
+    raise error from exc
+
+
+def _chain_record_is_ours(chain: ChainClient, reg: Registration) -> bool:
+    asset_id = service.registered_asset_id(chain, reg.content_hash)
+    if asset_id == 0:
+        return False
+    record = service.read_on_chain(chain, asset_id)
+    return record.creator == reg.creator and record.metadata_cid == reg.metadata_cid
+
+
+def unsigned_transaction(chain: ChainClient, reg: Registration) -> dict[str, Any]:
+    call = registration_call(chain, reg)
+    return {
+        "from": reg.creator,
+        "to": call.address,
+        "data": call._encode_transaction_data(),
+        "chainId": chain.deployment.chain_id,
+        "value": 0,
+    }
+
+
+def submit_signed_transaction(
+    session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration, raw_tx: str
+) -> Asset:
+    """Wallet mode: broadcasts the creator's own signed registerAsset transaction after checking it."""
+    if reg.state != RegistrationState.awaiting_signature:
+        raise AssetError(
+            f"registration {reg.id} is {reg.state}", code="registration_not_awaiting_signature", status=409
+        )
+    expected = unsigned_transaction(chain, reg)
+    sender, to, data = _decode_signed(raw_tx)
+    if sender != reg.creator or to != expected["to"] or data != HexBytes(expected["data"]):
+        raise AssetError(
+            "the signed transaction is not this registration's registerAsset call from the creator",
+            code="signed_transaction_mismatch",
+            expected_from=reg.creator,
+            expected_to=expected["to"],
+            got_from=sender,
+            got_to=to,
+        )
+    call = registration_call(chain, reg)
+    try:
+        tx_hash = chain.send_raw_transaction(raw_tx)
+        reg.state = RegistrationState.submitted
+        reg.tx_hash = tx_hash
+        session.commit()
+        chain.wait_for_receipt(tx_hash, replay=call, sender=reg.creator)
+    except ContractRevert as exc:
+        return _settle_revert(session, chain, ipfs, reg, exc)
+    except ChainError as exc:
+        _record_error(session, reg, exc)
+        raise
+    return finish_from_chain(session, chain, reg)
+
+
+def _decode_signed(raw_tx: str) -> tuple[str, str | None, bytes]:
+    raw = HexBytes(raw_tx)
+    try:
+        sender = Account.recover_transaction(raw)
+        if raw[0] <= 0x7F:
+            fields = TypedTransaction.from_bytes(raw).as_dict()
+        else:
+            from eth_account._utils.legacy_transactions import Transaction  # no public decoder
+
+            fields = Transaction.from_bytes(raw).as_dict()
+    except Exception as exc:
+        raise AssetError(
+            f"not a signed Ethereum transaction: {exc}", code="invalid_signed_transaction"
+        ) from None
+    to = fields.get("to")
+    return sender, to_checksum_address(to) if to else None, bytes(HexBytes(fields.get("data", b"")))
+
+
+def registration_read(chain: ChainClient | None, reg: Registration) -> RegistrationRead:
+    unsigned = None
+    if chain is not None and reg.state == RegistrationState.awaiting_signature:
+        unsigned = unsigned_transaction(chain, reg)
+    return RegistrationRead(
+        id=reg.id,
+        state=RegistrationState(reg.state),
+        mode=RegistrationMode(reg.mode),
+        content_hash=reg.content_hash,
+        content_cid=reg.content_cid,
+        metadata_cid=reg.metadata_cid,
+        creator=reg.creator,
+        tx_hash=reg.tx_hash,
+        asset_id=reg.asset_id,
+        attempts=reg.attempts,
+        error_code=reg.error_code,
+        error_message=reg.error_message,
+        unsigned_transaction=unsigned,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Releasing and reconciling
+# ----------------------------------------------------------------------------------------------
+
+
+def release_registration(session: Session, ipfs: IpfsClient, reg: Registration, reason: Exception) -> None:
+    """Unpins what only this registration uses, then closes it with the reason. IPFS errors propagate:
+    the row then stays open and the reconciler tries again."""
+    for cid in {reg.content_cid, reg.metadata_cid} - {None}:
+        used = session.scalar(
+            select(Asset.id).where((Asset.content_cid == cid) | (Asset.metadata_cid == cid)).limit(1)
+        )
+        if used is None:
+            ipfs.pin_rm(cid)  # type: ignore[arg-type]
+    _record_error(session, reg, reason, commit=False)
+    reg.state = RegistrationState.released
+    session.commit()
+
+
+def _record_error(session: Session, reg: Registration, exc: Exception, *, commit: bool = True) -> None:
+    reg.error_code = getattr(exc, "code", type(exc).__name__)
+    reg.error_message = str(getattr(exc, "message", exc))[:2000]
+    if commit:
+        session.commit()
+
+
+def reconcile_registrations(
+    session: Session,
+    chain: ChainClient,
+    ipfs: IpfsClient,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    grace_seconds: float = 60.0,
+) -> dict[str, int]:
+    """Finishes or releases every open registration left behind (crash, outage, abandoned wallet flow).
+
+    Rows touched within `grace_seconds` are left to the request that is working on them.
+    """
+    now = now or datetime.now(UTC)
+    counts = {"registered": 0, "released": 0, "retried": 0, "deferred": 0}
+    stale = now - timedelta(seconds=grace_seconds)
+    rows = session.scalars(
+        select(Registration)
+        .where(Registration.state.in_(list(OPEN_STATES)), Registration.updated_at <= stale)
+        .order_by(Registration.id)
+    ).all()
+    for reg in rows:
+        try:
+            counts[_reconcile_one(session, chain, ipfs, settings, reg, now)] += 1
+        except (ChainError, IpfsError) as exc:
+            session.rollback()
+            log.info("registration %s deferred: %s", reg.id, exc)
+            counts["deferred"] += 1
+        except AssetError:
+            counts["released"] += 1  # submission reverted for good; released inside
+    return counts
+
+
+def _reconcile_one(
+    session: Session,
+    chain: ChainClient,
+    ipfs: IpfsClient,
+    settings: Settings,
+    reg: Registration,
+    now: datetime,
+) -> str:
+    if service.registered_asset_id(chain, reg.content_hash):
+        if _chain_record_is_ours(chain, reg):
+            finish_from_chain(session, chain, reg)
+            return "registered"
+        release_registration(
+            session, ipfs, reg, AssetError("registered meanwhile by someone else", code="duplicate_content")
+        )
+        return "released"
+    age = (now - reg.created_at).total_seconds()
+    if age > settings.pending_registration_max_age_seconds:
+        release_registration(
+            session,
+            ipfs,
+            reg,
+            AssetError("not registered in time; pins released", code="registration_expired"),
+        )
+        return "released"
+    if reg.state == RegistrationState.submitted and reg.tx_hash:
+        receipt = chain.receipt_if_mined(reg.tx_hash)
+        if receipt is None and (now - reg.updated_at).total_seconds() < settings.tx_timeout_seconds:
+            return "deferred"
+        reg.state = RegistrationState.pinned  # dropped or reverted: submit again
+        reg.tx_hash = None
+        session.commit()
+    if reg.state == RegistrationState.pinned and reg.mode == RegistrationMode.server:
+        reg.attempts += 1
+        session.commit()
+        submit_registration(session, chain, ipfs, reg)
+        return "retried"
+    if reg.state == RegistrationState.pinning:
+        # The upload's bytes are gone with its request: only the creator re-uploading can resume it.
+        release_registration(
+            session,
+            ipfs,
+            reg,
+            AssetError("upload interrupted before pinning finished", code="upload_interrupted"),
+        )
+        return "released"
+    return "deferred"

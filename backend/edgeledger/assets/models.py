@@ -1,0 +1,316 @@
+"""Assets: tables and API schemas.
+
+An :class:`Asset` row exists only once its on-chain record does (it is written from the
+``AssetRegistered`` event). Everything before that lives in :class:`Registration`, the journal that
+knows every pin we made, so a pin is always either part of a registered asset, still being retried, or
+released.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from edgeledger.db import Base, UTCDateTime, utcnow
+
+
+class AssetStatus(StrEnum):
+    """Mirrors ContentRegistry.Status."""
+
+    active = "active"
+    disputed = "disputed"
+    taken_down = "taken_down"
+
+
+CHAIN_STATUS = {0: AssetStatus.active, 1: AssetStatus.disputed, 2: AssetStatus.taken_down}
+
+
+class RegistrationState(StrEnum):
+    pinning = "pinning"  # CIDs known locally, adding to IPFS
+    pinned = "pinned"  # content and metadata pinned, not yet on chain (server mode: will be submitted)
+    awaiting_signature = "awaiting_signature"  # wallet mode: the creator signs and submits
+    submitted = "submitted"  # transaction sent, receipt pending
+    registered = "registered"  # on chain and in the assets table (terminal)
+    released = "released"  # gave up: pins removed, reason recorded (terminal)
+
+
+OPEN_STATES = (
+    RegistrationState.pinning,
+    RegistrationState.pinned,
+    RegistrationState.awaiting_signature,
+    RegistrationState.submitted,
+)
+
+
+class RegistrationMode(StrEnum):
+    server = "server"  # the platform's signer (REGISTRAR_ROLE) registers for the creator
+    wallet = "wallet"  # the creator signs the transaction
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # = on-chain id
+    content_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    content_cid: Mapped[str] = mapped_column(String(128), index=True)
+    metadata_cid: Mapped[str] = mapped_column(String(128))
+    creator: Mapped[str] = mapped_column(String(42), index=True)
+    owner: Mapped[str] = mapped_column(String(42), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"), index=True)
+    aigc: Mapped[bool] = mapped_column(Boolean)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    media_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    territories_bitmap: Mapped[str] = mapped_column(String(66))  # hex of the uint256
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_until: Mapped[int] = mapped_column(BigInteger)  # 0 = open-ended
+    royalty_bps: Mapped[int] = mapped_column(Integer)
+    terms_cid: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(String(20), default=AssetStatus.active)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    contract_address: Mapped[str] = mapped_column(String(42))
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    log_index: Mapped[int] = mapped_column(Integer)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    territories: Mapped[list[AssetTerritory]] = relationship(
+        cascade="all, delete-orphan", order_by="AssetTerritory.code", lazy="selectin"
+    )
+    split: Mapped[list[AssetSplitShare]] = relationship(
+        cascade="all, delete-orphan", order_by="AssetSplitShare.position", lazy="selectin"
+    )
+
+
+class AssetTerritory(Base):
+    """One row per licensed territory, so assets can be searched by territory on any database."""
+
+    __tablename__ = "asset_territories"
+
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), primary_key=True)
+    code: Mapped[str] = mapped_column(String(2), primary_key=True, index=True)
+
+
+class AssetSplitShare(Base):
+    __tablename__ = "asset_split_shares"
+
+    asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(42))
+    bps: Mapped[int] = mapped_column(Integer)
+
+
+class Registration(Base):
+    """Journal of one registration attempt, written before anything is pinned."""
+
+    __tablename__ = "asset_registrations"
+    __table_args__ = (
+        # At most one open attempt per content hash; finished attempts are history.
+        Index(
+            "uq_asset_registrations_open_hash",
+            "content_hash",
+            unique=True,
+            sqlite_where=text("state IN ('pinning','pinned','awaiting_signature','submitted')"),
+            postgresql_where=text("state IN ('pinning','pinned','awaiting_signature','submitted')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(66), index=True)
+    content_cid: Mapped[str] = mapped_column(String(128))
+    metadata_cid: Mapped[str | None] = mapped_column(String(128))
+    creator: Mapped[str] = mapped_column(String(42), index=True)
+    mode: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    params_json: Mapped[str] = mapped_column(Text)  # RegistrationParams + file facts, as JSON
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# ----------------------------------------------------------------------------------------------
+# API schemas
+# ----------------------------------------------------------------------------------------------
+
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+
+
+class SplitShare(BaseModel):
+    recipient: str = Field(pattern=ADDRESS_PATTERN)
+    bps: int = Field(gt=0, le=10_000, description="Basis points; all shares sum to exactly 10,000")
+
+
+class RegistrationParams(BaseModel):
+    """What a creator says about an upload (the `metadata` form field, JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=5000)
+    creator: str | None = Field(None, pattern=ADDRESS_PATTERN, description="Default: the caller's address")
+    territories: list[str] = Field(
+        default_factory=lambda: ["*"], description="ISO 3166-1 alpha-2 codes, or '*' for all"
+    )
+    valid_from: int | None = Field(None, ge=0, description="Unix seconds; default: now")
+    valid_until: int = Field(0, ge=0, description="Unix seconds; 0 = open-ended")
+    royalty_bps: int = Field(0, ge=0, le=10_000)
+    terms_cid: str = Field("", max_length=128)
+    split: list[SplitShare] | None = Field(None, description="Default: 100 % to the creator")
+    parent_asset_id: int | None = Field(None, ge=1)
+    aigc: bool = False
+    mode: RegistrationMode = RegistrationMode.server
+
+    @field_validator("territories")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one territory (or '*')")
+        return value
+
+    @model_validator(mode="after")
+    def _split_is_whole(self) -> RegistrationParams:
+        if self.split is not None:
+            if not 1 <= len(self.split) <= 50:
+                raise ValueError("a split has 1 to 50 recipients")
+            total = sum(s.bps for s in self.split)
+            if total != 10_000:
+                raise ValueError(f"split shares sum to {total} bps, not 10,000")
+            if len({s.recipient.lower() for s in self.split}) != len(self.split):
+                raise ValueError("a recipient appears twice in the split")
+        return self
+
+
+class ChainRef(BaseModel):
+    chain_id: int
+    contract_address: str
+    tx_hash: str
+    block_number: int
+    log_index: int
+    confirmations: int | None = None
+
+
+class AssetRead(BaseModel):
+    id: int
+    content_hash: str
+    content_cid: str
+    metadata_cid: str
+    token_uri: str
+    creator: str
+    owner: str
+    parent_id: int | None
+    aigc: bool
+    title: str
+    description: str
+    media_type: str
+    size_bytes: int
+    filename: str
+    territories: list[str]
+    valid_from: int
+    valid_until: int
+    royalty_bps: int
+    terms_cid: str
+    split: list[SplitShare]
+    status: AssetStatus
+    registered_at: datetime
+    chain: ChainRef
+
+
+class RegistrationRead(BaseModel):
+    id: int
+    state: RegistrationState
+    mode: RegistrationMode
+    content_hash: str
+    content_cid: str
+    metadata_cid: str | None
+    creator: str
+    tx_hash: str | None
+    asset_id: int | None
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    unsigned_transaction: dict[str, Any] | None = Field(
+        None, description="Wallet mode: the transaction for the creator to sign (to, data, chainId)"
+    )
+
+
+class SignedTransaction(BaseModel):
+    raw_transaction: str = Field(pattern=r"^0x[0-9a-fA-F]+$")
+
+
+class LineageEntry(BaseModel):
+    id: int
+    title: str
+    creator: str
+    aigc: bool
+    parent_id: int | None
+
+
+class OnChainRecord(BaseModel):
+    """The registry's own view, read from the chain at request time."""
+
+    asset_id: int
+    content_hash: str
+    creator: str
+    rights_holder: str
+    status: AssetStatus
+    status_reason_cid: str
+    parent_id: int
+    aigc: bool
+    content_cid: str
+    metadata_cid: str
+    registered_at: int
+    registered_block: int
+    territories: list[str]
+    valid_from: int
+    valid_until: int
+    royalty_bps: int
+    terms_cid: str
+    split: list[SplitShare]
+
+
+class ProvenanceRead(BaseModel):
+    asset: AssetRead
+    on_chain: OnChainRecord
+    matches_chain: bool = Field(description="Whether our database agrees with the chain on every field")
+    ancestors: list[LineageEntry]
+    derivatives: list[LineageEntry]
+
+
+class Verification(BaseModel):
+    """Whether, when and by whom content was registered, from chain evidence only."""
+
+    content_hash: str
+    registered: bool
+    asset_id: int | None = None
+    creator: str | None = None
+    rights_holder: str | None = None
+    status: AssetStatus | None = None
+    registered_at: datetime | None = None
+    content_cid: str | None = None
+    metadata_cid: str | None = None
+    parent_id: int | None = None
+    aigc: bool | None = None
+    chain: ChainRef | None = None
+    registrar: str | None = None

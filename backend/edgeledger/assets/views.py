@@ -1,0 +1,190 @@
+"""Assets API: register (upload), list/search, provenance, verify."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from edgeledger.assets import flows, service
+from edgeledger.assets.models import (
+    AssetRead,
+    AssetStatus,
+    ProvenanceRead,
+    Registration,
+    RegistrationParams,
+    RegistrationRead,
+    SignedTransaction,
+    Verification,
+)
+from edgeledger.assets.service import AssetError
+from edgeledger.auth.dependencies import Principal, get_principal, require_roles
+from edgeledger.auth.models import Role
+from edgeledger.chain.client import ChainClient
+from edgeledger.config import Settings
+from edgeledger.db import get_session
+from edgeledger.deps import get_app_settings, get_chain, get_ipfs
+from edgeledger.ipfs import IpfsClient
+
+router = APIRouter(prefix="/assets", tags=["assets"])
+verify_router = APIRouter(prefix="/verify", tags=["verify"])
+
+SessionDep = Annotated[Session, Depends(get_session)]
+ChainDep = Annotated[ChainClient, Depends(get_chain)]
+IpfsDep = Annotated[IpfsClient, Depends(get_ipfs)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+Registrant = Annotated[Principal, Depends(require_roles(Role.creator, Role.admin))]
+Reader = Annotated[Principal, Depends(get_principal)]
+
+
+def _parse_params(raw: str) -> RegistrationParams:
+    try:
+        return RegistrationParams.model_validate(json.loads(raw or "{}"))
+    except json.JSONDecodeError as exc:
+        raise AssetError(f"the metadata field is not JSON: {exc}", code="validation_error") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "metadata"
+        code = "invalid_split" if where.startswith("split") or "split" in first["msg"] else "validation_error"
+        raise AssetError(
+            f"invalid metadata: {where}: {first['msg']}",
+            code=code,
+            problems=json.loads(exc.json(include_url=False)),
+        ) from None
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AssetRead,
+    responses={202: {"model": RegistrationRead, "description": "Wallet mode: sign and submit"}},
+    summary="Upload and register an asset",
+)
+def register_asset(
+    session: SessionDep,
+    chain: ChainDep,
+    ipfs: IpfsDep,
+    settings: SettingsDep,
+    principal: Registrant,
+    file: Annotated[UploadFile, File(description="The content bytes")],
+    metadata: Annotated[str, Form(description="RegistrationParams as JSON")] = "{}",
+) -> AssetRead | JSONResponse:
+    """Streams the upload to disk computing sha-256 and the CID, pins content and metadata to IPFS
+    (rejecting the pin if the node's CID differs), registers on chain and returns the asset."""
+    params = _parse_params(metadata)
+    actor = flows.Actor(principal.user_id, principal.address, principal.role == Role.admin)
+    outcome = flows.register_upload(
+        session,
+        chain,
+        ipfs,
+        settings,
+        actor=actor,
+        params=params,
+        upload=file.file,
+        filename=file.filename or "",
+    )
+    if outcome.asset is None:
+        body = flows.registration_read(chain, outcome.registration).model_dump(mode="json")
+        return JSONResponse(body, status_code=202)
+    return service.to_read(outcome.asset, chain.confirmations_of(outcome.asset.block_number))
+
+
+@router.get("", response_model=list[AssetRead], summary="List and search assets")
+def list_assets(
+    session: SessionDep,
+    _: Reader,
+    creator: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$")] = None,
+    content_hash: str | None = None,
+    cid: str | None = None,
+    territory: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+    status: AssetStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[AssetRead]:
+    assets = service.list_assets(
+        session,
+        creator=creator,
+        content_hash=content_hash,
+        cid=cid,
+        territory=territory,
+        status=status,
+        limit=limit,
+        offset=offset,
+    )
+    return [service.to_read(a) for a in assets]
+
+
+@router.get("/registrations/{registration_id}", response_model=RegistrationRead)
+def get_registration(
+    registration_id: int, session: SessionDep, chain: ChainDep, principal: Reader
+) -> RegistrationRead:
+    return flows.registration_read(chain, _own_registration(session, principal, registration_id))
+
+
+@router.post(
+    "/registrations/{registration_id}/signed-transaction",
+    response_model=AssetRead,
+    status_code=201,
+    summary="Wallet mode: submit the creator's signed registerAsset transaction",
+)
+def submit_signed(
+    registration_id: int,
+    body: SignedTransaction,
+    session: SessionDep,
+    chain: ChainDep,
+    ipfs: IpfsDep,
+    principal: Registrant,
+) -> AssetRead:
+    reg = _own_registration(session, principal, registration_id)
+    asset = flows.submit_signed_transaction(session, chain, ipfs, reg, body.raw_transaction)
+    return service.to_read(asset, chain.confirmations_of(asset.block_number))
+
+
+@router.get("/{asset_id}", response_model=ProvenanceRead, summary="Provenance: chain record, lineage, status")
+def provenance(asset_id: int, session: SessionDep, chain: ChainDep, _: Reader) -> ProvenanceRead:
+    asset = service.get_asset(session, asset_id)
+    record = service.read_on_chain(chain, asset_id)
+    if (asset.owner, asset.status) != (record.rights_holder, record.status):
+        service.sync_from_chain(asset, record)
+        session.commit()
+    return ProvenanceRead(
+        asset=service.to_read(asset, chain.confirmations_of(asset.block_number)),
+        on_chain=record,
+        matches_chain=service.matches_chain(asset, record),
+        ancestors=[service.to_lineage(a) for a in service.ancestors(session, asset)],
+        derivatives=[service.to_lineage(a) for a in service.derivatives(session, asset)],
+    )
+
+
+def _own_registration(session: Session, principal: Principal, registration_id: int) -> Registration:
+    reg = session.get(Registration, registration_id)
+    if reg is None:
+        raise AssetError(
+            f"registration {registration_id} not found", code="registration_not_found", status=404
+        )
+    mine = principal.address is not None and principal.address.lower() == reg.creator.lower()
+    if not (mine or principal.role in (Role.admin, Role.auditor)):
+        raise AssetError(
+            f"registration {registration_id} not found", code="registration_not_found", status=404
+        )
+    return reg
+
+
+@verify_router.post("", response_model=Verification, summary="Verify a file against the chain")
+def verify_file(
+    chain: ChainDep, file: Annotated[UploadFile, File(description="The file to check")]
+) -> Verification:
+    """Public: hashes the file and answers from the chain alone (registry record and registration log)."""
+    sha = service.sha256_of_stream(file.file)
+    return service.verify_content_hash(chain, sha)
+
+
+@verify_router.get(
+    "/{content_hash}", response_model=Verification, summary="Verify a sha-256 against the chain"
+)
+def verify_hash(content_hash: str, chain: ChainDep) -> Verification:
+    return service.verify_content_hash(chain, content_hash)

@@ -1,0 +1,222 @@
+"""`edgeledger` command line: the local stack, asset registration and verification, administration."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import httpx
+import typer
+
+from edgeledger.config import get_settings
+
+app = typer.Typer(help="EdgeLedger: content provenance and settlement for CDNs.", no_args_is_help=True)
+users_app = typer.Typer(help="Users and API keys (direct database access, for operators).")
+app.add_typer(users_app, name="users")
+
+ApiUrl = Annotated[str, typer.Option("--api", envvar="EDGELEDGER_API", help="API base URL")]
+ApiKey = Annotated[str, typer.Option("--api-key", envvar="EDGELEDGER_API_KEY", help="API key (X-API-Key)")]
+
+
+def _default_api() -> str:
+    return get_settings().resolved_public_base_url
+
+
+def _fail(response: httpx.Response) -> None:
+    try:
+        error = response.json()["error"]
+        typer.secho(f"error {response.status_code} {error['code']}: {error['message']}", fg="red", err=True)
+    except (ValueError, KeyError):
+        typer.secho(f"error {response.status_code}: {response.text[:500]}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def up(demo: Annotated[bool, typer.Option(help="Run the scripted demo")] = True) -> None:
+    """Start anvil, IPFS, database, worker and API locally; deploy once; run the demo; wait for Ctrl-C."""
+    from edgeledger.devstack import up as run_up
+
+    run_up(get_settings(), run_demo=demo)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (DATABASE_URL)."""
+    from edgeledger.db import migrate as run_migrate
+
+    url = get_settings().resolved_database_url
+    run_migrate(url)
+    typer.echo(f"migrated {url}")
+
+
+class _ProgressReader:
+    """File wrapper that advances a progress bar as httpx streams the upload."""
+
+    def __init__(self, handle: IO[bytes], bar: Any) -> None:
+        self._handle = handle
+        self._bar = bar
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._handle.read(size)
+        self._bar.update(len(chunk))
+        return chunk
+
+
+@app.command()
+def register(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    title: Annotated[str, typer.Option(help="Asset title")],
+    territories: Annotated[str, typer.Option(help="Comma-separated ISO 3166-1 alpha-2 codes, or *")] = "*",
+    split: Annotated[
+        list[str] | None, typer.Option(help="recipient:bps, repeatable; default 100 % to the creator")
+    ] = None,
+    parent: Annotated[int | None, typer.Option(help="Parent asset id (derivatives)")] = None,
+    aigc: Annotated[bool, typer.Option(help="Generated or altered by AI")] = False,
+    royalty_bps: Annotated[int, typer.Option(help="EIP-2981 royalty on token sales")] = 0,
+    valid_until: Annotated[int, typer.Option(help="Licence end, unix seconds (0 = open-ended)")] = 0,
+    terms_cid: Annotated[str, typer.Option(help="IPFS CID of the licence terms")] = "",
+    creator: Annotated[str | None, typer.Option(help="Creator address (admins only)")] = None,
+    description: str = "",
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Upload a file and register it (streamed, with a progress bar)."""
+    params: dict[str, Any] = {
+        "title": title,
+        "description": description,
+        "territories": [t.strip() for t in territories.split(",") if t.strip()],
+        "royalty_bps": royalty_bps,
+        "valid_until": valid_until,
+        "terms_cid": terms_cid,
+        "aigc": aigc,
+        "parent_asset_id": parent,
+        "creator": creator,
+    }
+    if split:
+        shares = [s.rsplit(":", 1) for s in split]
+        params["split"] = [{"recipient": r, "bps": int(b)} for r, b in shares]
+    size = file.stat().st_size
+    with file.open("rb") as handle, typer.progressbar(length=size, label=f"uploading {file.name}") as bar:
+        response = httpx.post(
+            f"{api or _default_api()}/assets",
+            headers={"X-API-Key": api_key},
+            files={"file": (file.name, _ProgressReader(handle, bar), "application/octet-stream")},  # type: ignore[dict-item]
+            data={"metadata": json.dumps(params)},
+            timeout=httpx.Timeout(30, read=None),
+        )
+    if response.status_code >= 400:
+        _fail(response)
+    asset = response.json()
+    typer.echo(json.dumps(asset, indent=2))
+    typer.secho(
+        f"registered asset #{asset['id']} in block {asset['chain']['block_number']} "
+        f"(tx {asset['chain']['tx_hash']})",
+        fg="green",
+        err=True,
+    )
+
+
+@app.command()
+def verify(
+    file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False)] = None,
+    sha256: Annotated[str | None, typer.Option(help="Verify a sha-256 instead of a file")] = None,
+    rpc: Annotated[str | None, typer.Option(envvar="ETH_RPC_URL", help="Chain RPC")] = None,
+    deployment: Annotated[Path | None, typer.Option(help="Deployment JSON (contract addresses)")] = None,
+) -> None:
+    """Say whether, when and by whom content was registered, from the chain alone (no API, no database).
+
+    Exit code 0: registered; 2: not registered.
+    """
+    from edgeledger.assets import service
+    from edgeledger.main import make_chain_client
+
+    if (file is None) == (sha256 is None):
+        raise typer.BadParameter("give a file or --sha256")
+    settings = get_settings()
+    overrides: dict[str, Any] = {}
+    if rpc:
+        overrides["eth_rpc_url"] = rpc
+    if deployment:
+        overrides["deployment_file"] = deployment
+    chain = make_chain_client(settings.model_copy(update=overrides))
+    digest = service.sha256_of_file(file) if file is not None else service.normalize_hash(sha256 or "")
+    verdict = service.verify_content_hash(chain, digest)
+    typer.echo(verdict.model_dump_json(indent=2))
+    if not verdict.registered:
+        typer.secho("not registered", fg="yellow", err=True)
+        raise typer.Exit(2)
+    assert verdict.chain is not None
+    typer.secho(
+        f"registered as asset #{verdict.asset_id} by {verdict.creator} at {verdict.registered_at} "
+        f"(block {verdict.chain.block_number}, tx {verdict.chain.tx_hash}, log {verdict.chain.log_index})",
+        fg="green",
+        err=True,
+    )
+
+
+@app.command("assets")
+def list_assets(
+    creator: str | None = None,
+    territory: str | None = None,
+    content_hash: str | None = None,
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """List / search registered assets through the API."""
+    query = {
+        k: v
+        for k, v in {"creator": creator, "territory": territory, "content_hash": content_hash}.items()
+        if v
+    }
+    response = httpx.get(f"{api or _default_api()}/assets", params=query, headers={"X-API-Key": api_key})
+    if response.status_code >= 400:
+        _fail(response)
+    for asset in response.json():
+        typer.echo(f"#{asset['id']:<6} {asset['content_hash'][:18]}…  {asset['creator']}  {asset['title']}")
+
+
+@app.command()
+def provenance(asset_id: int, api: ApiUrl = "", api_key: ApiKey = "") -> None:
+    """Provenance of one asset: chain record, lineage, dispute status."""
+    response = httpx.get(f"{api or _default_api()}/assets/{asset_id}", headers={"X-API-Key": api_key})
+    if response.status_code >= 400:
+        _fail(response)
+    typer.echo(json.dumps(response.json(), indent=2))
+
+
+@app.command()
+def reconcile(grace_seconds: float = 60.0) -> None:
+    """Finish or release registrations left open by crashes and outages (the worker does it every minute)."""
+    from edgeledger.assets.tasks import reconcile_registrations
+
+    typer.echo(json.dumps(reconcile_registrations(grace_seconds)))
+
+
+@users_app.command("create")
+def create_user(
+    role: Annotated[str, typer.Option(help="creator, merchant, operator, auditor or admin")],
+    name: Annotated[str, typer.Option()],
+    address: Annotated[str | None, typer.Option(help="Wallet address")] = None,
+    api_key: Annotated[bool, typer.Option(help="Also issue an API key (printed once)")] = True,
+) -> None:
+    """Create a user (e.g. the first admin) and print its API key once."""
+    from sqlalchemy.orm import Session
+
+    from edgeledger.auth import service
+    from edgeledger.auth.models import Role
+    from edgeledger.db import make_engine
+
+    engine = make_engine(get_settings().resolved_database_url)
+    with Session(engine) as session:
+        user = service.create_user(session, role=Role(role), address=address, name=name)
+        key = service.create_api_key(session, user, "cli")[0] if api_key else None
+        session.commit()
+        typer.echo(json.dumps({"id": user.id, "role": user.role, "address": user.address}))
+    if key:
+        typer.echo(f"API key (shown once): {key}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    app()

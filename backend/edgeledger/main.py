@@ -1,0 +1,129 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.orm import sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgeledger import __version__
+from edgeledger.assets.views import router as assets_router
+from edgeledger.assets.views import verify_router
+from edgeledger.auth.views import admin_router
+from edgeledger.auth.views import router as auth_router
+from edgeledger.chain.client import ChainClient
+from edgeledger.config import Settings, get_settings
+from edgeledger.db import make_engine
+from edgeledger.errors import error_body, install_error_handlers
+from edgeledger.ipfs import IpfsClient
+
+UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and the metadata field
+
+
+def make_chain_client(settings: Settings) -> ChainClient:
+    key = settings.signer_private_key.get_secret_value() if settings.signer_private_key else None
+    return ChainClient(
+        settings.eth_rpc_url,
+        build_dir=settings.build_dir,
+        deployment_file=settings.resolved_deployment_file,
+        signer_private_key=key,
+        confirmations=settings.chain_confirmations,
+        tx_timeout=settings.tx_timeout_seconds,
+        nonce_lock_file=settings.data_dir / "signer-nonce.lock",
+    )
+
+
+def make_ipfs_client(settings: Settings) -> IpfsClient:
+    return IpfsClient(settings.ipfs_api, timeout=settings.ipfs_timeout_seconds)
+
+
+class BodyLimit:
+    """Refuses request bodies above the upload limit before they are read (Content-Length), and stops
+    reading a chunked body the moment it passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = error_body("upload_too_large", f"request body exceeds {self.max_bytes} bytes")
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level)
+    app = FastAPI(
+        title="EdgeLedger",
+        version=__version__,
+        description="Content provenance, delivery receipts and settlement for CDNs. Errors are "
+        '`{"error": {"code", "message", "details"}}` with a 4xx/5xx status.',
+    )
+    engine = make_engine(settings.resolved_database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
+    app.state.chain = make_chain_client(settings)
+    app.state.ipfs = make_ipfs_client(settings)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD)
+    install_error_handlers(app)
+    for router in (auth_router, admin_router, assets_router, verify_router):
+        app.include_router(router)
+
+    @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["health"], summary="Readiness: database, chain and IPFS reachable")
+    def ready() -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+            checks["database"] = "ok"
+        checks["chain_block"] = app.state.chain.block_number()
+        checks["ipfs_version"] = app.state.ipfs.version()
+        return {"status": "ok", **checks}
+
+    return app

@@ -1,0 +1,128 @@
+"""Pytest plugin: a real anvil with the contracts deployed by the brownie script, and the API wired to
+the real chain, the real IPFS node and a real database (SQLite and PostgreSQL).
+
+Each test runs between an ``evm_snapshot`` and an ``evm_revert``, so chain state never leaks between
+tests while the (slow) deployment happens once per session.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from edgeledger.auth import service as auth_service
+from edgeledger.auth.models import Role
+from edgeledger.chain.anvil import LocalAnvil
+from edgeledger.chain.deploy import run_deploy_script
+from edgeledger.config import Settings
+from edgeledger.main import create_app
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rpc(url: str, method: str, *params: object) -> object:
+    reply = requests.post(
+        url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=10
+    )
+    reply.raise_for_status()
+    body = reply.json()
+    if "error" in body:
+        raise RuntimeError(body["error"])
+    return body["result"]
+
+
+@dataclass(frozen=True)
+class DeployedChain:
+    rpc_url: str
+    deployment_file: Path
+    admin: LocalAccount
+    signer: LocalAccount
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAnvil]:
+    node = LocalAnvil(free_port(), log_file=tmp_path_factory.mktemp("anvil") / "anvil.log")
+    with node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def deployed(anvil: LocalAnvil, tmp_path_factory: pytest.TempPathFactory) -> DeployedChain:
+    admin, signer = Account.create(), Account.create()
+    for account in (admin, signer):
+        rpc(anvil.rpc_url, "anvil_setBalance", account.address, hex(10**22))
+    deployment_file = tmp_path_factory.mktemp("deployment") / "deployment.json"
+    run_deploy_script(
+        rpc_url=anvil.rpc_url,
+        deployer_key=admin.key.to_0x_hex(),
+        registrar=signer.address,
+        deployment_file=deployment_file,
+    )
+    return DeployedChain(anvil.rpc_url, deployment_file, admin, signer)
+
+
+@pytest.fixture
+def chain_snapshot(deployed: DeployedChain) -> Iterator[DeployedChain]:
+    snapshot = rpc(deployed.rpc_url, "evm_snapshot")
+    yield deployed
+    rpc(deployed.rpc_url, "evm_revert", snapshot)
+
+
+@pytest.fixture
+def settings(
+    chain_snapshot: DeployedChain, ipfs_node, database_url: str, db_engine, tmp_path: Path
+) -> Settings:  # type: ignore[no-untyped-def]
+    return Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        eth_rpc_url=chain_snapshot.rpc_url,
+        deployment_file=chain_snapshot.deployment_file,
+        signer_private_key=chain_snapshot.signer.key.to_0x_hex(),
+        ipfs_api=ipfs_node.api_multiaddr,
+        tx_timeout_seconds=30,
+    )
+
+
+@pytest.fixture
+def app_client(settings: Settings) -> Iterator[TestClient]:
+    app = create_app(settings)
+    with TestClient(app) as client:
+        yield client
+    app.state.engine.dispose()
+
+
+@dataclass(frozen=True)
+class Caller:
+    account: LocalAccount
+    api_key: str
+    user_id: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key}
+
+
+def make_caller(app_client: TestClient, role: Role, name: str) -> Caller:
+    account = Account.create()
+    with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
+        user = auth_service.create_user(session, role=role, address=account.address, name=name)
+        key, _ = auth_service.create_api_key(session, user, "tests")
+        session.commit()
+        return Caller(account, key, user.id)
+
+
+@pytest.fixture
+def creator(app_client: TestClient) -> Caller:
+    return make_caller(app_client, Role.creator, "creator")

@@ -1,0 +1,449 @@
+"""Asset registration and verification against real anvil, the real IPFS node and real databases."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from edgeledger.assets import flows
+from edgeledger.assets.models import Asset, Registration, RegistrationState
+from edgeledger.auth.models import Role
+from edgeledger.cli import app as cli_app
+from edgeledger.config import Settings
+from edgeledger.devstack import demo_png
+from edgeledger.ipfs import IpfsClient
+from edgeledger.main import create_app, make_chain_client, make_ipfs_client
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from tests.backend.support.stack import Caller, free_port, make_caller, rpc
+
+pytestmark = pytest.mark.integration
+
+
+def png(label: str | None = None) -> bytes:
+    return demo_png(label or os.urandom(8).hex())
+
+
+def upload(client: TestClient, caller: Caller, data: bytes, **params: Any) -> Any:
+    params.setdefault("title", "Product shot")
+    return client.post(
+        "/assets",
+        headers=caller.headers,
+        files={"file": ("shot.png", data, "image/png")},
+        data={"metadata": json.dumps(params)},
+    )
+
+
+def sha(data: bytes) -> str:
+    return "0x" + hashlib.sha256(data).hexdigest()
+
+
+def registrations(client: TestClient) -> list[Registration]:
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        return list(session.scalars(select(Registration).order_by(Registration.id)))
+
+
+def asset_count(client: TestClient) -> int:
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        return session.scalar(select(func.count()).select_from(Asset)) or 0
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert body["code"] == code
+    assert body["message"]
+    return body
+
+
+# ----------------------------------------------------------------------------------------------
+# Happy path
+# ----------------------------------------------------------------------------------------------
+
+
+def test_register_end_to_end_and_verify_from_file(
+    app_client: TestClient, creator: Caller, ipfs_client: IpfsClient
+) -> None:
+    data = png()
+    response = upload(
+        app_client,
+        creator,
+        data,
+        title="Sneaker",
+        territories=["DE", "us"],
+        royalty_bps=250,
+        valid_until=4102444800,
+    )
+    assert response.status_code == 201, response.text
+    asset = response.json()
+
+    assert asset["content_hash"] == sha(data)
+    assert asset["creator"] == creator.account.address == asset["owner"]
+    assert asset["territories"] == ["DE", "US"]
+    assert asset["split"] == [{"recipient": creator.account.address, "bps": 10_000}]
+    assert asset["media_type"] == "image/png"
+    assert asset["token_uri"] == f"ipfs://{asset['metadata_cid']}"
+    assert asset["chain"]["block_number"] > 0 and asset["chain"]["confirmations"] >= 1
+
+    # Both pins exist and hold what we say they hold.
+    assert ipfs_client.is_pinned(asset["content_cid"]) and ipfs_client.is_pinned(asset["metadata_cid"])
+    assert ipfs_client.cat(asset["content_cid"]) == data
+    metadata = json.loads(ipfs_client.cat(asset["metadata_cid"]))
+    assert metadata["image"] == f"ipfs://{asset['content_cid']}"
+    assert metadata["properties"]["content_sha256"] == sha(data)
+
+    # The journal is closed and points at the asset.
+    (reg,) = registrations(app_client)
+    assert (reg.state, reg.asset_id) == (RegistrationState.registered, asset["id"])
+
+    # Verification from the file alone reads the chain: block, tx and log index of the registration.
+    verdict = app_client.post(
+        "/verify", files={"file": ("any-name.bin", data, "application/octet-stream")}
+    ).json()
+    assert verdict["registered"] is True
+    assert verdict["asset_id"] == asset["id"] and verdict["creator"] == creator.account.address
+    assert verdict["chain"]["tx_hash"] == asset["chain"]["tx_hash"]
+    assert verdict["chain"]["block_number"] == asset["chain"]["block_number"]
+    assert verdict["chain"]["log_index"] == asset["chain"]["log_index"]
+    receipt = rpc(
+        app_client.app.state.settings.eth_rpc_url, "eth_getTransactionReceipt", asset["chain"]["tx_hash"]
+    )  # type: ignore[attr-defined]
+    assert int(receipt["blockNumber"], 16) == verdict["chain"]["block_number"]  # type: ignore[index]
+
+    unknown = app_client.get(f"/verify/{sha(b'never registered')}").json()
+    assert unknown["registered"] is False and unknown["asset_id"] is None
+
+
+def test_search_lineage_and_provenance(app_client: TestClient, creator: Caller) -> None:
+    parent = upload(app_client, creator, png(), title="Original", territories=["FR"]).json()
+    child = upload(
+        app_client, creator, png(), title="AI variant", parent_asset_id=parent["id"], aigc=True
+    ).json()
+    grandchild = upload(app_client, creator, png(), title="Re-edit", parent_asset_id=child["id"]).json()
+
+    provenance = app_client.get(f"/assets/{child['id']}", headers=creator.headers).json()
+    assert provenance["matches_chain"] is True
+    assert provenance["on_chain"]["parent_id"] == parent["id"] and provenance["on_chain"]["aigc"] is True
+    assert [a["id"] for a in provenance["ancestors"]] == [parent["id"]]
+    assert [a["id"] for a in provenance["derivatives"]] == [grandchild["id"]]
+    assert provenance["on_chain"]["status"] == "active"
+
+    def ids(**query: str) -> list[int]:
+        return [a["id"] for a in app_client.get("/assets", params=query, headers=creator.headers).json()]
+
+    assert ids(creator=creator.account.address) == [parent["id"], child["id"], grandchild["id"]]
+    assert ids(territory="FR") == [parent["id"]]
+    assert ids(content_hash=child["content_hash"]) == [child["id"]]
+    assert ids(cid=grandchild["content_cid"]) == [grandchild["id"]]
+
+
+def test_provenance_follows_the_chain_after_transfer_and_dispute(
+    app_client: TestClient, creator: Caller, chain_snapshot: Any
+) -> None:
+    asset = upload(app_client, creator, png()).json()
+    chain = app_client.app.state.chain  # type: ignore[attr-defined]
+    registry = chain.contract("ContentRegistry")
+    new_owner = make_caller(app_client, Role.creator, "buyer").account.address
+    rpc(chain.rpc_url, "anvil_setBalance", creator.account.address, hex(10**20))
+    rpc(chain.rpc_url, "anvil_impersonateAccount", creator.account.address)
+    registry.functions.transferFrom(creator.account.address, new_owner, asset["id"]).transact(
+        {"from": creator.account.address}
+    )
+    rpc(chain.rpc_url, "anvil_impersonateAccount", chain_snapshot.admin.address)
+    registry.functions.markDisputed(asset["id"], "bafkreidispute").transact(
+        {"from": chain_snapshot.admin.address}
+    )
+
+    provenance = app_client.get(f"/assets/{asset['id']}", headers=creator.headers).json()
+    assert provenance["on_chain"]["rights_holder"] == new_owner == provenance["asset"]["owner"]
+    assert provenance["on_chain"]["status"] == "disputed" == provenance["asset"]["status"]
+    assert provenance["on_chain"]["status_reason_cid"] == "bafkreidispute"
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: clear 4xx, nothing half-written
+# ----------------------------------------------------------------------------------------------
+
+
+def test_duplicate_content_is_refused_without_new_pins(app_client: TestClient, creator: Caller) -> None:
+    data = png()
+    first = upload(app_client, creator, data).json()
+    other = make_caller(app_client, Role.creator, "copycat")
+    body = assert_error(upload(app_client, other, data, title="Copy"), 409, "duplicate_content")
+    assert body["details"]["asset_id"] == first["id"]
+    assert len(registrations(app_client)) == 1 and asset_count(app_client) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        (
+            {
+                "split": [
+                    {"recipient": "0x" + "11" * 20, "bps": 6000},
+                    {"recipient": "0x" + "22" * 20, "bps": 3000},
+                ]
+            },
+            422,
+            "invalid_split",
+        ),
+        (
+            {
+                "split": [
+                    {"recipient": "0x" + "11" * 20, "bps": 10_000},
+                    {"recipient": "0x" + "11" * 20, "bps": 0},
+                ]
+            },
+            422,
+            "invalid_split",
+        ),
+        (
+            {"split": [{"recipient": "0x" + f"{i:040x}", "bps": 1} for i in range(1, 52)]},
+            422,
+            "invalid_split",
+        ),
+        ({"territories": ["DE", "XX"]}, 422, "unknown_territory"),
+        ({"parent_asset_id": 999}, 422, "unknown_parent"),
+        ({"valid_from": 2_000_000_000, "valid_until": 1_900_000_000}, 422, "invalid_licence"),
+        ({"royalty_bps": 10_001}, 422, "validation_error"),
+        ({"creator": "0x" + "33" * 20}, 403, "forbidden"),
+        ({"surprise": True}, 422, "validation_error"),
+    ],
+    ids=[
+        "split-sum",
+        "split-zero-share",
+        "split-too-many",
+        "territory",
+        "parent",
+        "window",
+        "royalty",
+        "foreign-creator",
+        "unknown-field",
+    ],
+)
+def test_bad_registration_input(
+    app_client: TestClient, creator: Caller, params: dict[str, Any], status: int, code: str
+) -> None:
+    assert_error(upload(app_client, creator, png(), **params), status, code)
+    assert registrations(app_client) == [] and asset_count(app_client) == 0
+
+
+def test_bad_uploads(app_client: TestClient, creator: Caller, settings: Settings) -> None:
+    assert_error(upload(app_client, creator, b"#!/bin/sh\necho not media\n"), 415, "unsupported_media_type")
+    assert_error(upload(app_client, creator, b""), 400, "empty_upload")
+    response = app_client.post(
+        "/assets",
+        headers=creator.headers,
+        data={"metadata": "{not json"},
+        files={"file": ("a.png", png(), "image/png")},
+    )
+    assert_error(response, 422, "validation_error")
+    assert registrations(app_client) == []
+
+
+def test_oversized_upload_is_refused(settings: Settings, creator_factory: Any) -> None:
+    small = settings.model_copy(update={"max_upload_bytes": 4096})
+    app = create_app(small)
+    with TestClient(app) as client:
+        caller = creator_factory(client)
+        big = demo_png("big", size=256) + os.urandom(10_000)
+        body = assert_error(upload(client, caller, big), 413, "upload_too_large")
+        assert "4096" in body["message"] or "bytes" in body["message"]
+        assert registrations(client) == []
+    app.state.engine.dispose()
+
+
+def test_roles_and_authentication(app_client: TestClient) -> None:
+    assert_error(
+        app_client.post("/assets", files={"file": ("a.png", png(), "image/png")}), 401, "unauthenticated"
+    )
+    auditor = make_caller(app_client, Role.auditor, "auditor")
+    assert_error(upload(app_client, auditor, png()), 403, "forbidden")
+    assert app_client.get("/assets", headers=auditor.headers).status_code == 200
+    merchant = make_caller(app_client, Role.merchant, "merchant")
+    assert_error(upload(app_client, merchant, png()), 403, "forbidden")
+
+
+# ----------------------------------------------------------------------------------------------
+# Faults: IPFS or chain unreachable, crashes mid-registration
+# ----------------------------------------------------------------------------------------------
+
+
+def test_ipfs_down_gives_503_and_the_journal_keeps_the_attempt(
+    settings: Settings, creator_factory: Any
+) -> None:
+    dead = settings.model_copy(update={"ipfs_api": f"/ip4/127.0.0.1/tcp/{free_port()}/http"})
+    app = create_app(dead)
+    with TestClient(app) as client:
+        caller = creator_factory(client)
+        data = png()
+        assert_error(upload(client, caller, data), 503, "ipfs_unavailable")
+        (reg,) = registrations(client)
+        assert reg.state == RegistrationState.pinning and reg.error_code == "ipfs_unavailable"
+        assert asset_count(client) == 0
+    app.state.engine.dispose()
+
+    # With IPFS back, the same upload resumes the same journal row and completes.
+    app = create_app(settings)
+    with TestClient(app) as client:
+        response = upload(client, caller, data)
+        assert response.status_code == 201, response.text
+        (reg,) = registrations(client)
+        assert reg.state == RegistrationState.registered and reg.attempts == 2
+    app.state.engine.dispose()
+
+
+def test_chain_down_gives_503_before_anything_is_pinned(settings: Settings, creator_factory: Any) -> None:
+    dead = settings.model_copy(update={"eth_rpc_url": f"http://127.0.0.1:{free_port()}"})
+    app = create_app(dead)
+    with TestClient(app) as client:
+        body = assert_error(upload(client, creator_factory(client), png()), 503, "chain_unavailable")
+        assert "unreachable" in body["message"]
+        assert registrations(client) == []
+    app.state.engine.dispose()
+
+
+def _crashed_registration(app_client: TestClient, caller: Caller, *, submit: bool) -> Registration:
+    """Leaves a registration exactly as a process killed after pinning (or after sending) leaves it."""
+    app = app_client.app
+    data = png()
+    with Session(app.state.engine) as session:  # type: ignore[attr-defined]
+        params = flows.RegistrationParams(title="Crash test")
+        actor = flows.Actor(caller.user_id, caller.account.address, False)
+        import io
+        import tempfile
+
+        from edgeledger.assets import service
+
+        creator = flows._creator_for(actor, params)
+        with tempfile.NamedTemporaryFile() as spool:
+            facts = service.digest_to_file(io.BytesIO(data), spool, 10**9)
+            metadata = service.metadata_document(params, facts, creator, 1_700_000_000)
+            reg = flows._open_journal(
+                session, actor, params, facts, creator, 1_700_000_000, "c.png", metadata
+            )
+            flows._pin(session, app.state.ipfs, reg, spool.name, facts.cid, metadata)  # type: ignore[attr-defined]
+        if submit:
+            reg.tx_hash = app.state.chain.send(flows.registration_call(app.state.chain, reg))  # type: ignore[attr-defined]
+            reg.state = RegistrationState.submitted
+            session.commit()
+        session.expunge(reg)
+        return reg
+
+
+@pytest.mark.parametrize("stage", ["after-pinning", "after-sending"])
+def test_reconciler_finishes_registrations_left_by_a_crash(
+    app_client: TestClient, creator: Caller, settings: Settings, stage: str
+) -> None:
+    reg = _crashed_registration(app_client, creator, submit=stage == "after-sending")
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
+        counts = flows.reconcile_registrations(
+            session, make_chain_client(settings), make_ipfs_client(settings), settings, now=later
+        )
+    assert counts["registered" if stage == "after-sending" else "retried"] == 1
+    (row,) = registrations(app_client)
+    assert row.id == reg.id and row.state == RegistrationState.registered and row.asset_id == 1
+    assert asset_count(app_client) == 1
+    # Exactly one registration on chain, and a second reconcile changes nothing.
+    chain = make_chain_client(settings)
+    assert chain.call(chain.contract("ContentRegistry").functions.totalAssets()) == 1
+    with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
+        again = flows.reconcile_registrations(
+            session, chain, make_ipfs_client(settings), settings, now=later + timedelta(minutes=5)
+        )
+    assert sum(again.values()) == 0
+
+
+def test_reconciler_releases_abandoned_pins(
+    app_client: TestClient, creator: Caller, settings: Settings, ipfs_client: IpfsClient
+) -> None:
+    reg = _crashed_registration(app_client, creator, submit=False)
+    assert ipfs_client.is_pinned(reg.content_cid)
+    too_late = datetime.now(UTC) + timedelta(seconds=settings.pending_registration_max_age_seconds + 60)
+    with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
+        counts = flows.reconcile_registrations(
+            session, make_chain_client(settings), make_ipfs_client(settings), settings, now=too_late
+        )
+    assert counts["released"] == 1
+    (row,) = registrations(app_client)
+    assert row.state == RegistrationState.released and row.error_code == "registration_expired"
+    assert not ipfs_client.is_pinned(reg.content_cid) and not ipfs_client.is_pinned(reg.metadata_cid or "")
+
+
+# ----------------------------------------------------------------------------------------------
+# Wallet mode: the creator signs
+# ----------------------------------------------------------------------------------------------
+
+
+def test_wallet_mode_creator_signs_the_registration(app_client: TestClient, creator: Caller) -> None:
+    chain = app_client.app.state.chain  # type: ignore[attr-defined]
+    rpc(chain.rpc_url, "anvil_setBalance", creator.account.address, hex(10**20))
+    pending = upload(app_client, creator, png(), mode="wallet")
+    assert pending.status_code == 202, pending.text
+    reg = pending.json()
+    assert reg["state"] == "awaiting_signature"
+    unsigned = reg["unsigned_transaction"]
+
+    def signed_by(account: Any) -> str:
+        tx = {
+            **unsigned,
+            "from": account.address,
+            "gas": 1_500_000,
+            "nonce": chain.w3.eth.get_transaction_count(account.address),
+            "maxFeePerGas": 10**10,
+            "maxPriorityFeePerGas": 10**9,
+        }
+        return account.sign_transaction(tx).raw_transaction.to_0x_hex()
+
+    stranger = make_caller(app_client, Role.creator, "stranger").account
+    wrong = app_client.post(
+        f"/assets/registrations/{reg['id']}/signed-transaction",
+        headers=creator.headers,
+        json={"raw_transaction": signed_by(stranger)},
+    )
+    assert_error(wrong, 422, "signed_transaction_mismatch")
+
+    done = app_client.post(
+        f"/assets/registrations/{reg['id']}/signed-transaction",
+        headers=creator.headers,
+        json={"raw_transaction": signed_by(creator.account)},
+    )
+    assert done.status_code == 201, done.text
+    asset = done.json()
+    receipt = rpc(chain.rpc_url, "eth_getTransactionByHash", asset["chain"]["tx_hash"])
+    assert receipt["from"].lower() == creator.account.address.lower()  # type: ignore[index]
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+
+
+def test_cli_verify_reads_the_chain_only(
+    app_client: TestClient, creator: Caller, settings: Settings, tmp_path: Any
+) -> None:
+    data = png()
+    asset = upload(app_client, creator, data).json()
+    file = tmp_path / "downloaded.png"
+    file.write_bytes(data)
+    args = ["verify", str(file), "--rpc", settings.eth_rpc_url, "--deployment", str(settings.deployment_file)]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["asset_id"] == asset["id"] and verdict["chain"]["tx_hash"] == asset["chain"]["tx_hash"]
+
+    file.write_bytes(data + b"tampered")
+    assert CliRunner().invoke(cli_app, args).exit_code == 2
+
+
+@pytest.fixture
+def creator_factory() -> Any:
+    return lambda client: make_caller(client, Role.creator, "creator")
