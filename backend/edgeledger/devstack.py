@@ -230,6 +230,9 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
         _wait_forever([worker, api])
     except KeyboardInterrupt:
         print()
+    except (RuntimeError, OSError) as exc:
+        say(f"failed: {exc}")
+        raise SystemExit(1) from None
     finally:
         stack.stop_all()
         make_engine(settings.resolved_database_url).dispose()

@@ -15,7 +15,7 @@ from edgeledger.assets.views import router as assets_router
 from edgeledger.assets.views import verify_router
 from edgeledger.auth.views import admin_router
 from edgeledger.auth.views import router as auth_router
-from edgeledger.chain.client import ChainClient
+from edgeledger.chain.client import ChainClient, ChainError, Deployment
 from edgeledger.config import Settings, get_settings
 from edgeledger.db import make_engine
 from edgeledger.errors import error_body, install_error_handlers
@@ -92,6 +92,14 @@ class _TooLarge(Exception):
     pass
 
 
+def _deployment_chain_id(settings: Settings) -> int | None:
+    """The chain SIWE messages must name: the deployment's (no RPC call at start-up)."""
+    try:
+        return Deployment.load(settings.resolved_deployment_file).chain_id
+    except ChainError:
+        return None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level)
@@ -108,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.chain = make_chain_client(settings)
     app.state.ipfs = make_ipfs_client(settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD)
+    app.state.chain_id = _deployment_chain_id(settings)
+    app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     for router in (auth_router, admin_router, assets_router, verify_router):
         app.include_router(router)

@@ -124,9 +124,11 @@ def test_register_end_to_end_and_verify_from_file(
 def test_search_lineage_and_provenance(app_client: TestClient, creator: Caller) -> None:
     parent = upload(app_client, creator, png(), title="Original", territories=["FR"]).json()
     child = upload(
-        app_client, creator, png(), title="AI variant", parent_asset_id=parent["id"], aigc=True
+        app_client, creator, png(), title="AI variant", parent_asset_id=parent["id"], aigc=True, territories=["DE"]
     ).json()
-    grandchild = upload(app_client, creator, png(), title="Re-edit", parent_asset_id=child["id"]).json()
+    grandchild = upload(
+        app_client, creator, png(), title="Re-edit", parent_asset_id=child["id"], territories=["US"]
+    ).json()
 
     provenance = app_client.get(f"/assets/{child['id']}", headers=creator.headers).json()
     assert provenance["matches_chain"] is True
@@ -142,6 +144,8 @@ def test_search_lineage_and_provenance(app_client: TestClient, creator: Caller) 
     assert ids(territory="FR") == [parent["id"]]
     assert ids(content_hash=child["content_hash"]) == [child["id"]]
     assert ids(cid=grandchild["content_cid"]) == [grandchild["id"]]
+    bad = app_client.get("/assets", params={"cid": "bafy-not-a-cid"}, headers=creator.headers)
+    assert_error(bad, 422, "invalid_cid")
 
 
 def test_provenance_follows_the_chain_after_transfer_and_dispute(
@@ -215,6 +219,8 @@ def test_duplicate_content_is_refused_without_new_pins(app_client: TestClient, c
         ({"royalty_bps": 10_001}, 422, "validation_error"),
         ({"creator": "0x" + "33" * 20}, 403, "forbidden"),
         ({"surprise": True}, 422, "validation_error"),
+        ({"terms_cid": "not-a-cid"}, 422, "invalid_cid"),
+        ({"terms_cid": "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"}, 422, "invalid_cid"),
     ],
     ids=[
         "split-sum",
@@ -226,6 +232,8 @@ def test_duplicate_content_is_refused_without_new_pins(app_client: TestClient, c
         "royalty",
         "foreign-creator",
         "unknown-field",
+        "malformed-cid",
+        "cidv0",
     ],
 )
 def test_bad_registration_input(
@@ -314,7 +322,7 @@ def _crashed_registration(app_client: TestClient, caller: Caller, *, submit: boo
     """Leaves a registration exactly as a process killed after pinning (or after sending) leaves it."""
     app = app_client.app
     data = png()
-    with Session(app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(app.state.engine, expire_on_commit=False) as session:  # type: ignore[attr-defined]
         params = flows.RegistrationParams(title="Crash test")
         actor = flows.Actor(caller.user_id, caller.account.address, False)
         import io

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from edgeledger.db import Base, UTCDateTime, utcnow
+from edgeledger.ipfs.cid import normalize_cid
 
 
 class AssetStatus(StrEnum):
@@ -181,6 +182,11 @@ class RegistrationParams(BaseModel):
     parent_asset_id: int | None = Field(None, ge=1)
     aigc: bool = False
     mode: RegistrationMode = RegistrationMode.server
+
+    @field_validator("terms_cid")
+    @classmethod
+    def _terms_cid_is_a_cid(cls, value: str) -> str:
+        return normalize_cid(value) if value else value
 
     @field_validator("territories")
     @classmethod

@@ -31,7 +31,7 @@ from edgeledger.assets.models import (
 )
 from edgeledger.chain.client import ChainClient, ContractRevert
 from edgeledger.errors import EdgeLedgerError
-from edgeledger.ipfs.cid import CidBuilder, canonical_json_bytes
+from edgeledger.ipfs.cid import CidBuilder, InvalidCidError, canonical_json_bytes, normalize_cid
 from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
 
 REGISTRY = "ContentRegistry"
@@ -325,6 +325,14 @@ def verify_content_hash(chain: ChainClient, content_hash: str) -> Verification:
     )
 
 
+def checked_cid(value: str) -> str:
+    """Canonical (CIDv1 base32) form of a CID from a caller; 422 `invalid_cid` when malformed."""
+    try:
+        return normalize_cid(value)
+    except InvalidCidError as exc:
+        raise AssetError(str(exc), code="invalid_cid", cid=value) from None
+
+
 def normalize_hash(value: str) -> str:
     raw = value.lower().removeprefix("0x")
     if len(raw) != 64 or any(c not in "0123456789abcdef" for c in raw):
@@ -407,6 +415,7 @@ def list_assets(
     if content_hash:
         query = query.where(Asset.content_hash == normalize_hash(content_hash))
     if cid:
+        cid = checked_cid(cid)
         query = query.where((Asset.content_cid == cid) | (Asset.metadata_cid == cid))
     if territory:
         query = query.join(AssetTerritory).where(AssetTerritory.code == territory.upper())

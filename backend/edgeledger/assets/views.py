@@ -49,7 +49,9 @@ def _parse_params(raw: str) -> RegistrationParams:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "metadata"
-        code = "invalid_split" if where.startswith("split") or "split" in first["msg"] else "validation_error"
+        code = {"split": "invalid_split", "terms_cid": "invalid_cid"}.get(where.split(".")[0], "validation_error")
+        if "split" in first["msg"]:
+            code = "invalid_split"
         raise AssetError(
             f"invalid metadata: {where}: {first['msg']}",
             code=code,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -26,6 +27,19 @@ def anvil_binary() -> str:
     if found is None:
         raise RuntimeError("anvil not found: run `make bootstrap` (installs it from npm)")
     return found
+
+
+def _require_free_port(port: int) -> None:
+    """Another node answering on our port would be mistaken for ours: refuse to start instead."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from our last run is fine
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise RuntimeError(
+                f"port {port} is already in use (another anvil or node?); stop it or set ETH_RPC_URL to "
+                "another port"
+            ) from None
 
 
 class LocalAnvil:
@@ -50,6 +64,7 @@ class LocalAnvil:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        _require_free_port(self.port)
         cmd = [
             anvil_binary(),
             "--host",
@@ -65,6 +80,8 @@ class LocalAnvil:
             cmd += ["--state", str(self.state_file), "--state-interval", "2"]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -1,0 +1,105 @@
+"""HTTP API of the auth domain: SIWE sign-in, the caller's account, API keys; user admin under /admin."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from sqlalchemy.orm import Session
+
+from edgeledger.auth import service
+from edgeledger.auth.dependencies import AdminPrincipal, CurrentPrincipal, ensure_self_or_admin
+from edgeledger.auth.models import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    NonceRead,
+    SessionRead,
+    SiweVerifyRequest,
+    UserCreate,
+    UserRead,
+)
+from edgeledger.config import Settings, get_settings
+from edgeledger.db import get_session
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
+
+DbSession = Annotated[Session, Depends(get_session)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+
+
+def _configured_chain_id(request: Request) -> int | None:
+    """The chain sessions are bound to; None while the app runs without a chain."""
+    return getattr(request.app.state, "chain_id", None)
+
+
+@router.post(
+    "/siwe/nonce",
+    response_model=NonceRead,
+    response_model_exclude_none=True,
+    status_code=status.HTTP_201_CREATED,
+)
+def create_siwe_nonce(request: Request, session: DbSession, settings: AppSettings) -> NonceRead:
+    """A single-use nonce to put into the EIP-4361 message the wallet signs."""
+    nonce = service.issue_nonce(session, timedelta(seconds=settings.siwe_nonce_ttl_seconds))
+    return NonceRead(
+        nonce=nonce.nonce,
+        expires_at=nonce.expires_at,
+        domain=settings.resolved_siwe_domain,
+        chain_id=_configured_chain_id(request),
+    )
+
+
+@router.post("/siwe/verify", response_model=SessionRead)
+def verify_siwe(
+    body: SiweVerifyRequest, request: Request, session: DbSession, settings: AppSettings
+) -> SessionRead:
+    """Exchange a signed SIWE message for a session token."""
+    user = service.verify_siwe(
+        session,
+        message=body.message,
+        signature=body.signature,
+        expected_domain=settings.resolved_siwe_domain,
+        expected_chain_id=_configured_chain_id(request),
+    )
+    token, record = service.create_session(session, user, timedelta(seconds=settings.session_ttl_seconds))
+    return SessionRead(token=token, expires_at=record.expires_at, user=UserRead.model_validate(user))
+
+
+@router.get("/me", response_model=UserRead)
+def read_me(principal: CurrentPrincipal, session: DbSession) -> UserRead:
+    return UserRead.model_validate(service.get_user(session, principal.user_id))
+
+
+@router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
+def create_api_key(body: ApiKeyCreate, principal: CurrentPrincipal, session: DbSession) -> ApiKeyCreated:
+    """A new API key for yourself, or (admins) for ``user_id``. The key is shown only in this response."""
+    owner_id = principal.user_id if body.user_id is None else body.user_id
+    ensure_self_or_admin(principal, owner_id)
+    key, api_key = service.create_api_key(session, service.get_user(session, owner_id), body.label)
+    return ApiKeyCreated(key=key, **ApiKeyRead.model_validate(api_key).model_dump())
+
+
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_api_key(key_id: int, principal: CurrentPrincipal, session: DbSession) -> None:
+    api_key = service.get_api_key(session, key_id)
+    ensure_self_or_admin(principal, api_key.user_id)
+    service.revoke_api_key(session, api_key)
+
+
+@admin_router.post("/users", response_model=UserRead, status_code=status.HTTP_201_CREATED)
+def create_user(body: UserCreate, _: AdminPrincipal, session: DbSession) -> UserRead:
+    user = service.create_user(session, role=body.role, address=body.address, name=body.name)
+    return UserRead.model_validate(user)
+
+
+@admin_router.get("/users", response_model=list[UserRead])
+def list_users(
+    _: AdminPrincipal,
+    session: DbSession,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[UserRead]:
+    return [UserRead.model_validate(user) for user in service.list_users(session, limit=limit, offset=offset)]

@@ -1,0 +1,287 @@
+"""The service's only way to talk to an IPFS node (kubo in production, js-ipfs in the local stack).
+
+Why a wrapper around ``ipfshttpclient``:
+
+* the add parameters that decide a CID are always sent explicitly (CIDv1, raw leaves, sha2-256,
+  ``size-262144`` chunker), so the node's defaults or flavour can never change a content address and
+  :func:`edgeledger.ipfs.cid.cid_of_bytes` predicts every CID this client gets back;
+* every CID leaving this module is normalised to CIDv1 base32 (js-ipfs answers in base58btc);
+* failures become :class:`IpfsError` with an API-ready code/status instead of library exceptions.
+
+``ipfshttpclient.connect()`` refuses daemons newer than it knows (kubo >= 0.8, js-ipfs); constructing
+``ipfshttpclient.Client`` directly skips that version check, and the calls used here are stable across
+kubo and js-ipfs.
+
+Streaming: every add goes through ``Client.add_bytes`` with a *generator* body, which ipfshttpclient
+turns into a multipart part (with ``Content-Type: application/octet-stream``, which js-ipfs requires)
+that ``requests`` sends with chunked transfer encoding, one read-sized piece at a time. A file is
+therefore never held in memory (measured: see ``tests/backend/test_ipfs_node.py``). ``Client.add`` is
+not used because it sends its boolean options as ``True``/``False`` and its own defaults for some.
+
+Threads: the underlying client is created once but opens a fresh HTTP session per request (its default,
+``session=False``), so one :class:`IpfsClient` can be shared by FastAPI's sync endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
+
+import ipfshttpclient
+import ipfshttpclient.exceptions as ipfs_exc
+import requests
+
+from edgeledger.errors import EdgeLedgerError
+from edgeledger.ipfs.cid import CHUNKER_SIZE, InvalidCidError, canonical_json_bytes, normalize_cid
+
+if TYPE_CHECKING:
+    from edgeledger.config import Settings
+
+__all__ = ["ADD_OPTIONS", "IpfsClient", "IpfsError"]
+
+log = logging.getLogger(__name__)
+
+# ipfshttpclient 0.7 passes ``strict=True`` to urllib3 2.x, which warns on every request. Scoped to that
+# one message from that one module, so nothing else is hidden; filters are process-wide, but a
+# ``catch_warnings`` block per call would not be thread-safe.
+warnings.filterwarnings(
+    "ignore",
+    message=r"The 'strict' parameter is no longer needed",
+    category=FutureWarning,
+    module=r"urllib3\.poolmanager",
+)
+
+ADD_OPTIONS: Final[dict[str, str]] = {
+    "cid-version": "1",
+    "raw-leaves": "true",
+    "hash": "sha2-256",
+    "chunker": f"size-{CHUNKER_SIZE}",
+    "pin": "true",
+    "trickle": "false",
+    "wrap-with-directory": "false",
+}
+"""Query parameters of every ``/api/v0/add``: exactly what :class:`~edgeledger.ipfs.cid.CidBuilder` models."""
+
+_READ_SIZE: Final = 1024 * 1024  # bytes read from disk and sent per multipart piece
+_CONNECT_TIMEOUT: Final = 10.0  # a black-holed address should not cost the full (long) read timeout
+_PING_TIMEOUT: Final = 5.0
+_API_BASE: Final = "api/v0"
+
+
+class IpfsError(EdgeLedgerError):
+    """The IPFS node was unreachable (``ipfs_unavailable``, 503) or refused a call (``ipfs_error``, 502).
+
+    503 tells a client to retry later; 502 that the node itself rejected the request.
+    """
+
+    status = 502
+    code = "ipfs_error"
+
+
+def _read_pieces(fileobj: IO[bytes], size: int) -> Iterator[bytes]:
+    while piece := fileobj.read(size):
+        yield piece
+
+
+class IpfsClient:
+    """Add, read and unpin content on one IPFS node, addressed by its API multiaddr.
+
+    No connection is made until the first call; each call uses its own HTTP session.
+    """
+
+    def __init__(self, api_multiaddr: str, timeout: float = 600.0) -> None:
+        """``timeout``: seconds to wait for the node to answer (reads); connecting waits at most 10 s."""
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self._addr = api_multiaddr
+        self._timeout = timeout
+        try:
+            self._client = ipfshttpclient.Client(
+                api_multiaddr,
+                base=_API_BASE,
+                timeout=(min(_CONNECT_TIMEOUT, timeout), timeout),
+                chunk_size=_READ_SIZE,
+            )
+        except ipfs_exc.AddressError as exc:
+            raise ValueError(f"invalid IPFS API multiaddr {api_multiaddr!r}: {exc}") from None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IpfsClient:
+        """Client for ``IPFS_API`` with ``IPFS_TIMEOUT_SECONDS``."""
+        return cls(settings.ipfs_api, timeout=settings.ipfs_timeout_seconds)
+
+    @property
+    def api_multiaddr(self) -> str:
+        return self._addr
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    def __repr__(self) -> str:
+        return f"IpfsClient({self._addr!r}, timeout={self._timeout})"
+
+    # ------------------------------------------------------------------------------------------
+    # Adding (always pinned, always with ADD_OPTIONS)
+    # ------------------------------------------------------------------------------------------
+
+    def add_file(self, path: Path | str) -> str:
+        """Add and pin a file, streamed from disk; returns its CID (CIDv1 base32).
+
+        A missing/unreadable file raises the ``OSError`` from opening it, before the node is contacted.
+        """
+        with Path(path).open("rb") as fh:
+            return self.add_stream(fh)
+
+    def add_stream(self, fileobj: IO[bytes]) -> str:
+        """Add and pin everything left in a binary stream, read and sent 1 MiB at a time."""
+        return self._add(_read_pieces(fileobj, _READ_SIZE))
+
+    def add_bytes(self, data: bytes) -> str:
+        """Add and pin a byte string as a file."""
+        return self._add(iter((bytes(data),)))
+
+    def add_json(self, obj: Any) -> str:
+        """Add and pin ``obj`` as canonical JSON (sorted keys, compact, UTF-8).
+
+        The CID is therefore a function of the document alone: ``cid_of_json(obj)`` predicts it.
+        """
+        return self.add_bytes(canonical_json_bytes(obj))
+
+    def _add(self, body: Iterator[bytes]) -> str:
+        try:
+            reply = self._client.add_bytes(body, opts=ADD_OPTIONS)
+        except Exception as exc:
+            self._raise("add", exc)
+        return self._cid_from_reply("add", reply)
+
+    # ------------------------------------------------------------------------------------------
+    # Reading and pins
+    # ------------------------------------------------------------------------------------------
+
+    def cat(self, cid: str) -> bytes:
+        """Whole content of a file. Note a node that lacks the blocks may wait up to ``timeout`` for them."""
+        target = normalize_cid(cid)
+        try:
+            data = self._client.cat(target)
+        except Exception as exc:
+            self._raise("cat", exc, cid=target)
+        return bytes(data)
+
+    def pin_rm(self, cid: str) -> None:
+        """Release the recursive pin on ``cid``. Idempotent: a CID that is not pinned is not an error.
+
+        The blocks stay in the node's repository until its garbage collector runs.
+        """
+        target = normalize_cid(cid)
+        try:
+            self._client.pin.rm(target)
+        except ipfs_exc.ErrorResponse as exc:
+            if _says_not_pinned(exc):
+                log.debug("pin rm %s: not pinned (%s)", target, exc)
+                return
+            self._raise("pin rm", exc, cid=target)
+        except Exception as exc:
+            self._raise("pin rm", exc, cid=target)
+
+    def is_pinned(self, cid: str) -> bool:
+        """Whether ``cid`` is pinned *recursively* (how every add here pins).
+
+        A CID only reachable through another pin (an "indirect" pin, e.g. one chunk of a pinned file)
+        does not count: the question this answers is "will our own pin keep this content?".
+        """
+        target = normalize_cid(cid)
+        try:
+            reply = self._client.pin.ls(target, type="recursive")
+        except ipfs_exc.ErrorResponse as exc:
+            if _says_not_pinned(exc):
+                return False
+            self._raise("pin ls", exc, cid=target)
+        except Exception as exc:
+            self._raise("pin ls", exc, cid=target)
+        keys: dict[str, Any] = reply.get("Keys") or {}
+        for key in keys:
+            try:
+                if normalize_cid(key, allow_v0=True) == target:
+                    return True
+            except InvalidCidError:
+                continue
+        return False
+
+    # ------------------------------------------------------------------------------------------
+    # Health
+    # ------------------------------------------------------------------------------------------
+
+    def version(self) -> str:
+        """The node's version string (e.g. ``0.29.0`` for kubo, ``0.18.1`` for js-ipfs)."""
+        return self._version(timeout=None)
+
+    def ping(self, timeout: float = _PING_TIMEOUT) -> None:
+        """Raise :class:`IpfsError` unless the node answers within ``timeout`` seconds (health checks)."""
+        self._version(timeout=timeout)
+
+    def _version(self, timeout: float | None) -> str:
+        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        try:
+            reply = self._client.version(**kwargs)
+        except Exception as exc:
+            self._raise("version", exc)
+        version = reply.get("Version") if isinstance(reply, Mapping) else None
+        if not isinstance(version, str):
+            raise IpfsError(
+                f"the IPFS node at {self._addr} sent an unexpected version reply", operation="version"
+            )
+        return version
+
+    # ------------------------------------------------------------------------------------------
+    # Errors
+    # ------------------------------------------------------------------------------------------
+
+    def _cid_from_reply(self, operation: str, reply: Any) -> str:
+        try:
+            return normalize_cid(str(reply), allow_v0=True)
+        except InvalidCidError:
+            raise IpfsError(
+                f"the IPFS node at {self._addr} answered {operation} with an invalid CID {reply!r}",
+                operation=operation,
+            ) from None
+
+    def _raise(self, operation: str, exc: Exception, **details: Any) -> NoReturn:
+        """Re-raise a library exception as :class:`IpfsError`; anything unexpected propagates unchanged."""
+        unreachable = _unreachable_reason(exc)
+        if unreachable is not None:
+            raise IpfsError(
+                f"the IPFS node at {self._addr} is unreachable ({unreachable})",
+                code="ipfs_unavailable",
+                status=503,
+                operation=operation,
+                **details,
+            ) from exc
+        if isinstance(exc, ipfs_exc.ErrorResponse):
+            raise IpfsError(
+                f"the IPFS node at {self._addr} refused {operation}: {exc}", operation=operation, **details
+            ) from exc
+        if isinstance(exc, ipfs_exc.Error | requests.RequestException):
+            raise IpfsError(
+                f"the IPFS node at {self._addr} failed {operation}: {exc}", operation=operation, **details
+            ) from exc
+        raise exc
+
+
+def _unreachable_reason(exc: Exception) -> str | None:
+    """Short reason when ``exc`` means "no usable node there" (refused, timed out, dropped), else None."""
+    if isinstance(exc, ipfs_exc.TimeoutError | requests.Timeout):
+        return "timed out"
+    if isinstance(exc, ipfs_exc.ConnectionError | requests.ConnectionError):
+        return "connection failed"
+    if isinstance(exc, ipfs_exc.ProtocolError | requests.exceptions.ChunkedEncodingError):
+        return "connection lost"
+    return None
+
+
+def _says_not_pinned(exc: ipfs_exc.ErrorResponse) -> bool:
+    # kubo: "not pinned or pinned indirectly" / "path '...' is not pinned"; js-ipfs: "... is not pinned".
+    return "not pinned" in str(exc).lower()
