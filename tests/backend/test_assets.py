@@ -124,7 +124,13 @@ def test_register_end_to_end_and_verify_from_file(
 def test_search_lineage_and_provenance(app_client: TestClient, creator: Caller) -> None:
     parent = upload(app_client, creator, png(), title="Original", territories=["FR"]).json()
     child = upload(
-        app_client, creator, png(), title="AI variant", parent_asset_id=parent["id"], aigc=True, territories=["DE"]
+        app_client,
+        creator,
+        png(),
+        title="AI variant",
+        parent_asset_id=parent["id"],
+        aigc=True,
+        territories=["DE"],
     ).json()
     grandchild = upload(
         app_client, creator, png(), title="Re-edit", parent_asset_id=child["id"], territories=["US"]

@@ -49,7 +49,8 @@ def _parse_params(raw: str) -> RegistrationParams:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "metadata"
-        code = {"split": "invalid_split", "terms_cid": "invalid_cid"}.get(where.split(".")[0], "validation_error")
+        field_codes = {"split": "invalid_split", "terms_cid": "invalid_cid"}
+        code = field_codes.get(where.split(".")[0], "validation_error")
         if "split" in first["msg"]:
             code = "invalid_split"
         raise AssetError(
