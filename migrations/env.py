@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from alembic import context
+
 import edgeledger.assets.models
 import edgeledger.auth.models  # noqa: F401  (registers the tables on Base.metadata)
-from alembic import context
 from edgeledger.config import get_settings
 from edgeledger.db import Base, make_engine
 

@@ -98,7 +98,10 @@ def register(
         shares = [s.rsplit(":", 1) for s in split]
         params["split"] = [{"recipient": r, "bps": int(b)} for r, b in shares]
     size = file.stat().st_size
-    with file.open("rb") as handle, typer.progressbar(length=size, label=f"uploading {file.name}") as bar:
+    with (
+        file.open("rb") as handle,
+        typer.progressbar(length=size, label=f"uploading {file.name}", file=sys.stderr) as bar,
+    ):
         response = httpx.post(
             f"{api or _default_api()}/assets",
             headers={"X-API-Key": api_key},

@@ -9,6 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
 from edgeledger.assets import flows
 from edgeledger.assets.models import Asset, Registration, RegistrationState
 from edgeledger.auth.models import Role
@@ -17,11 +22,6 @@ from edgeledger.config import Settings
 from edgeledger.devstack import demo_png
 from edgeledger.ipfs import IpfsClient
 from edgeledger.main import create_app, make_chain_client, make_ipfs_client
-from fastapi.testclient import TestClient
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-from typer.testing import CliRunner
-
 from tests.backend.support.stack import Caller, free_port, make_caller, rpc
 
 pytestmark = pytest.mark.integration

@@ -9,6 +9,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from eth_keys.constants import SECPK1_N
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+
 from edgeledger.auth import service
 from edgeledger.auth.dependencies import (
     CurrentPrincipal,
@@ -22,15 +32,6 @@ from edgeledger.auth.views import admin_router, router
 from edgeledger.config import Settings, get_settings
 from edgeledger.db import get_session
 from edgeledger.errors import install_error_handlers
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
-from eth_keys.constants import SECPK1_N
-from fastapi import APIRouter, Depends, FastAPI
-from fastapi.testclient import TestClient
-from httpx import Response
-from sqlalchemy import Engine, select, text
-from sqlalchemy.orm import Session
 
 DOMAIN = "edgeledger.test"
 CHAIN_ID = 31337

@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from edgeledger.ipfs.cid import (
     CHUNKER_SIZE,
     MAX_LINKS,

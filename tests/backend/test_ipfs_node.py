@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import ipfshttpclient
 import pytest
+
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.ipfs import (
     CidBuilder,
@@ -38,7 +39,6 @@ from edgeledger.ipfs import (
 )
 from edgeledger.ipfs.cid import CHUNKER_SIZE, MAX_LINKS, base58btc_encode, parse_cid
 from edgeledger.ipfs.client import ADD_OPTIONS
-
 from tests.backend.support.ipfs import free_ports
 
 integration = pytest.mark.integration

@@ -17,12 +17,13 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import edgeledger
 import pytest
-from edgeledger.db import Base, make_engine, migrate
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
+
+import edgeledger
+from edgeledger.db import Base, make_engine, migrate
 
 DEFAULT_DATABASE_URLS = "sqlite postgresql://postgres@127.0.0.1:5432/test"
 

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+
 from edgeledger.ipfs import IpfsClient, LocalIpfsNode
 from edgeledger.ipfs.node import jsipfs_binary
 

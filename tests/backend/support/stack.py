@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 import requests
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
 from edgeledger.auth import service as auth_service
 from edgeledger.auth.models import Role
 from edgeledger.chain.anvil import LocalAnvil
 from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.config import Settings
 from edgeledger.main import create_app
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
-from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
 
 
 def free_port() -> int:
