@@ -1,0 +1,128 @@
+"""The chain client against a real anvil: concurrent signing, decoded custom errors, unreachable RPC."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
+from edgeledger.config import PROJECT_ROOT
+from tests.backend.support.stack import DeployedChain, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def client(chain: DeployedChain, lock: Path | None = None) -> ChainClient:
+    return ChainClient(
+        chain.rpc_url,
+        build_dir=PROJECT_ROOT / "build" / "contracts",
+        deployment_file=chain.deployment_file,
+        signer_private_key=chain.signer.key.to_0x_hex(),
+        nonce_lock_file=lock,
+    )
+
+
+def registration(seed: int, creator: str) -> tuple[object, ...]:
+    licence = (1, 0, 0, 0, "")
+    content_hash = seed.to_bytes(32, "big")
+    return (
+        content_hash,
+        f"bafkrei{seed}",
+        f"bafkreimeta{seed}",
+        creator,
+        0,
+        False,
+        licence,
+        [creator],
+        [10_000],
+    )
+
+
+def test_concurrent_sends_never_share_a_nonce(chain_snapshot: DeployedChain, tmp_path: Path) -> None:
+    chain = client(chain_snapshot, tmp_path / "nonce.lock")
+    registry = chain.contract("ContentRegistry")
+    creator = chain_snapshot.signer.address
+
+    def register(seed: int) -> int:
+        return chain.transact(registry.functions.registerAsset(registration(seed, creator))).block_number
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        blocks = list(pool.map(register, range(1, 25)))
+    assert len(blocks) == 24
+    assert chain.call(registry.functions.totalAssets()) == 24
+    nonces = [
+        chain.w3.eth.get_transaction(tx)["nonce"]
+        for block in set(blocks)
+        for tx in chain.w3.eth.get_block(block)["transactions"]
+    ]
+    assert sorted(nonces) == list(range(min(nonces), min(nonces) + 24))
+
+
+def test_two_processes_share_the_signer_through_the_lock_file(
+    chain_snapshot: DeployedChain, tmp_path: Path
+) -> None:
+    """Two OS processes (API and worker, say) signing with one key at once: every transaction lands."""
+    script = tmp_path / "sign.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from tests.backend.test_chain import client, registration\n"
+        "from tests.backend.support.stack import DeployedChain\n"
+        "from eth_account import Account\n"
+        "rpc, dep, key, lock, start = sys.argv[1:6]\n"
+        "acct = Account.from_key(key)\n"
+        "chain = client(DeployedChain(rpc, Path(dep), acct, acct), Path(lock))\n"
+        "reg = chain.contract('ContentRegistry')\n"
+        "for seed in range(int(start), int(start) + 10):\n"
+        "    chain.transact(reg.functions.registerAsset(registration(seed, acct.address)))\n"
+    )
+    args = [
+        chain_snapshot.rpc_url,
+        str(chain_snapshot.deployment_file),
+        chain_snapshot.signer.key.to_0x_hex(),
+        str(tmp_path / "nonce.lock"),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, str(script), *args, str(start)], env=env, cwd=PROJECT_ROOT)
+        for start in (1000, 2000)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    chain = client(chain_snapshot)
+    assert chain.call(chain.contract("ContentRegistry").functions.totalAssets()) == 20
+
+
+def test_custom_errors_are_decoded_by_name(chain_snapshot: DeployedChain) -> None:
+    chain = client(chain_snapshot)
+    registry = chain.contract("ContentRegistry")
+    creator = chain_snapshot.signer.address
+    chain.transact(registry.functions.registerAsset(registration(7, creator)))
+    with pytest.raises(ContractRevert) as duplicate:
+        chain.transact(registry.functions.registerAsset(registration(7, creator)))
+    assert duplicate.value.error == "AlreadyRegistered"
+    assert duplicate.value.error_args == {"contentHash": "0x" + (7).to_bytes(32, "big").hex(), "assetId": 1}
+    bad_split = (*registration(8, creator)[:8], [5_000])
+    with pytest.raises(ContractRevert) as split:
+        chain.transact(registry.functions.registerAsset(bad_split))
+    assert (split.value.error, split.value.error_args) == ("SharesNotWhole", {"total": 5000})
+    with pytest.raises(ContractRevert) as missing:
+        chain.call(registry.functions.getAsset(99))
+    assert missing.value.error == "ERC721NonexistentToken" and missing.value.status == 422
+
+
+def test_unreachable_rpc_is_a_503_naming_the_endpoint(chain_snapshot: DeployedChain) -> None:
+    dead = ChainClient(
+        f"http://127.0.0.1:{free_port()}",
+        build_dir=PROJECT_ROOT / "build" / "contracts",
+        deployment_file=chain_snapshot.deployment_file,
+        request_timeout=2,
+    )
+    with pytest.raises(ChainError) as error:
+        dead.block_number()
+    assert error.value.status == 503 and error.value.code == "chain_unavailable"
+    assert dead.rpc_url in error.value.message
