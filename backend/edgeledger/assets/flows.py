@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -245,20 +246,35 @@ def registration_call(chain: ChainClient, reg: Registration) -> Any:
 
 
 def submit_registration(session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration) -> Asset:
-    """Server mode: the platform signer registers for the creator. Commits the tx hash before waiting."""
+    """Server mode: the platform signer registers for the creator."""
     call = registration_call(chain, reg)
+    return _submit(session, chain, ipfs, reg, lambda: chain.send(call), sender=chain.signer_address)
+
+
+def _submit(
+    session: Session,
+    chain: ChainClient,
+    ipfs: IpfsClient,
+    reg: Registration,
+    broadcast: Callable[[], str],
+    *,
+    sender: str,
+) -> Asset:
+    """Broadcasts, commits the tx hash before waiting for the receipt, then records the asset from the
+    chain. A revert closes the journal row (or recognises our own earlier landing); an outage keeps it
+    open for the reconciler."""
     try:
-        tx_hash = chain.send(call)
+        tx_hash = broadcast()
         reg.state = RegistrationState.submitted
         reg.tx_hash = tx_hash
         session.commit()
-        chain.wait_for_receipt(tx_hash, replay=call, sender=chain.signer_address)
+        chain.wait_for_receipt(tx_hash, replay=registration_call(chain, reg), sender=sender)
     except ContractRevert as exc:
         return _settle_revert(session, chain, ipfs, reg, exc)
     except ChainError as exc:
         _record_error(session, reg, exc)
         raise ChainError(
-            f"{exc.message}; registration {reg.id} is kept ({reg.state}) and will be retried",
+            f"{exc.message}; registration {reg.id} is kept ({reg.state}) and finished once the chain answers",
             code=exc.code,
             status=exc.status,
             registration_id=reg.id,
@@ -336,19 +352,7 @@ def submit_signed_transaction(
             got_from=sender,
             got_to=to,
         )
-    call = registration_call(chain, reg)
-    try:
-        tx_hash = chain.send_raw_transaction(raw_tx)
-        reg.state = RegistrationState.submitted
-        reg.tx_hash = tx_hash
-        session.commit()
-        chain.wait_for_receipt(tx_hash, replay=call, sender=reg.creator)
-    except ContractRevert as exc:
-        return _settle_revert(session, chain, ipfs, reg, exc)
-    except ChainError as exc:
-        _record_error(session, reg, exc)
-        raise
-    return finish_from_chain(session, chain, reg)
+    return _submit(session, chain, ipfs, reg, lambda: chain.send_raw_transaction(raw_tx), sender=reg.creator)
 
 
 def _decode_signed(raw_tx: str) -> tuple[str, str | None, bytes]:
@@ -373,21 +377,8 @@ def registration_read(chain: ChainClient | None, reg: Registration) -> Registrat
     unsigned = None
     if chain is not None and reg.state == RegistrationState.awaiting_signature:
         unsigned = unsigned_transaction(chain, reg)
-    return RegistrationRead(
-        id=reg.id,
-        state=RegistrationState(reg.state),
-        mode=RegistrationMode(reg.mode),
-        content_hash=reg.content_hash,
-        content_cid=reg.content_cid,
-        metadata_cid=reg.metadata_cid,
-        creator=reg.creator,
-        tx_hash=reg.tx_hash,
-        asset_id=reg.asset_id,
-        attempts=reg.attempts,
-        error_code=reg.error_code,
-        error_message=reg.error_message,
-        unsigned_transaction=unsigned,
-    )
+    read = RegistrationRead.model_validate(reg, from_attributes=True)
+    return read.model_copy(update={"unsigned_transaction": unsigned})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -478,7 +469,9 @@ def _reconcile_one(
         receipt = chain.receipt_if_mined(reg.tx_hash)
         if receipt is None and (now - reg.updated_at).total_seconds() < settings.tx_timeout_seconds:
             return "deferred"
-        reg.state = RegistrationState.pinned  # dropped or reverted: submit again
+        # Dropped or reverted: the server submits again; a wallet creator is asked to sign again.
+        server = reg.mode == RegistrationMode.server
+        reg.state = RegistrationState.pinned if server else RegistrationState.awaiting_signature
         reg.tx_hash = None
         session.commit()
     if reg.state == RegistrationState.pinned and reg.mode == RegistrationMode.server:
