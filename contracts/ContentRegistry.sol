@@ -298,6 +298,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
 
     /// @notice EIP-2981. The standard names one receiver: the split's largest shareholder (the first on a
     /// tie) receives `royaltyBps` of the sale price; the full split is applied by off-chain settlement.
+    /// A disputed or taken-down asset accrues nothing: the amount is 0 until the arbiter clears it.
     function royaltyInfo(uint256 assetId, uint256 salePrice)
         external
         view
@@ -311,7 +312,9 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
             if (split.shares[i] > split.shares[lead]) lead = i;
         }
         receiver = split.recipients[lead];
-        royaltyAmount = (salePrice * _licences[assetId].royaltyBps) / TOTAL_BPS;
+        if (_assets[assetId].status == Status.Active) {
+            royaltyAmount = (salePrice * _licences[assetId].royaltyBps) / TOTAL_BPS;
+        }
     }
 
     /// @inheritdoc IERC165

@@ -726,6 +726,17 @@ def test_royalty_follows_updates(registry, register, creator):
     assert_same(registry.royaltyInfo(asset_id, 10_000), (b, 1_000))
 
 
+def test_no_royalty_while_disputed_or_taken_down(registry, register, creator, arbiter):
+    asset_id, _, _ = register(creator, licence_tuple=licence(royalty_bps=500))
+    assert registry.royaltyInfo(asset_id, 10_000)[1] == 500
+    registry.markDisputed(asset_id, random_cid(), {"from": arbiter})
+    assert_same(registry.royaltyInfo(asset_id, 10_000), (creator, 0))
+    registry.takeDown(asset_id, random_cid(), {"from": arbiter})
+    assert_same(registry.royaltyInfo(asset_id, 10_000), (creator, 0))
+    registry.clearDispute(asset_id, random_cid(), {"from": arbiter})
+    assert registry.royaltyInfo(asset_id, 10_000)[1] == 500
+
+
 def test_royalty_of_unknown_asset(registry):
     with brownie.reverts(custom_error("ERC721NonexistentToken", 1)):
         registry.royaltyInfo(1, 100)
