@@ -168,10 +168,8 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
             registrar=signer.address,
             deployment_file=settings.resolved_deployment_file,
         )
-        say(
-            "contracts: "
-            + next((ln for ln in out.splitlines() if "ContentRegistry" in ln), out.strip()[-200:])
-        )
+        summary = [ln for ln in out.splitlines() if ln.startswith("ContentRegistry ")]
+        say("contracts: " + (summary[-1] if summary else out.strip()[-200:]))
 
         env = {
             **os.environ,
