@@ -1,0 +1,1 @@
+"""Deliveries: CDN and edge-node log ingestion, Merkle anchoring, per-line proofs."""
