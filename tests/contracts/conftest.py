@@ -267,3 +267,390 @@ def assert_event(tx, name: str, index: int = 0, **expected) -> None:
 def assert_same(actual, expected) -> None:
     """Deep equality of contract return values and Python values (arrays as lists, case-blind addresses)."""
     assert _normalise(actual) == _normalise(expected)
+
+
+# =============================================================================================
+# DeliveryLedger
+# =============================================================================================
+#
+# Accounts: accounts[0] is the admin (DEFAULT_ADMIN_ROLE), accounts[6] holds NODE_ADMIN_ROLE, accounts[7]
+# holds ANCHORER_ROLE, accounts[8] operates the edge node of the `edge_source` fixture; accounts[9] holds
+# nothing. Manifests are signed by plain eth_account keys (anvil's unlocked accounts cannot sign typed
+# data for us): a source's signer is an address, not necessarily an account with ether.
+
+from collections.abc import Sequence  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+from brownie import DeliveryLedger  # noqa: E402
+from eth_account import Account  # noqa: E402
+from eth_account.messages import encode_typed_data  # noqa: E402
+from eth_keys import keys  # noqa: E402
+from eth_utils import keccak  # noqa: E402
+
+LEDGER_NAME = "EdgeLedger DeliveryLedger"
+LEDGER_VERSION = "1"
+KIND_REGULAR = 0
+KIND_CORRECTION = 1
+# Arbitrary but fixed batch period (unix seconds): one hour.
+PERIOD_START = 1_750_000_000
+PERIOD_END = PERIOD_START + 3_600
+
+
+class SourceKind(IntEnum):
+    """Mirror of DeliveryLedger.SourceKind."""
+
+    EdgeNode = 0
+    CdnProvider = 1
+
+
+class SourceStatus(IntEnum):
+    """Mirror of DeliveryLedger.SourceStatus."""
+
+    Active = 0
+    Suspended = 1
+
+
+# EIP-712 struct `Manifest`, in field order (= the Solidity struct's order = the tuple order used here).
+MANIFEST_FIELDS = (
+    ("sourceId", "bytes32"),
+    ("batchId", "bytes32"),
+    ("periodStart", "uint64"),
+    ("periodEnd", "uint64"),
+    ("root", "bytes32"),
+    ("leafCount", "uint64"),
+    ("totalBytes", "uint128"),
+    ("totalRequests", "uint64"),
+    ("prevManifestHash", "bytes32"),
+    ("kind", "uint8"),
+    ("corrects", "bytes32"),
+)
+MANIFEST_TYPE = "Manifest(" + ",".join(f"{t} {n}" for n, t in MANIFEST_FIELDS) + ")"
+MANIFEST_TYPEHASH = keccak(text=MANIFEST_TYPE)
+EIP712_DOMAIN_FIELDS = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+# Delivery record (docs/delivery-leaf.md), in field order.
+RECORD_FIELDS = (
+    ("sourceId", "bytes32"),
+    ("requestId", "bytes32"),
+    ("timestampMs", "uint64"),
+    ("edgeLocation", "bytes16"),
+    ("country", "bytes2"),
+    ("assetId", "uint256"),
+    ("merchantId", "bytes32"),
+    ("bytesDelivered", "uint64"),
+    ("status", "uint16"),
+    ("cacheResult", "uint8"),
+    ("clientCommitment", "bytes32"),
+)
+RECORD_TYPES = [t for _, t in RECORD_FIELDS]
+
+
+def signer_account(n: int):
+    """A deterministic eth_account LocalAccount (the n-th test manifest signer)."""
+    return Account.from_key(keccak(text=f"edgeledger test manifest signer {n}"))
+
+
+def manifest(
+    source_id: bytes,
+    prev_hash: bytes = ZERO_HASH,
+    *,
+    batch_id: bytes | None = None,
+    period_start: int = PERIOD_START,
+    period_end: int = PERIOD_END,
+    root: bytes | None = None,
+    leaf_count: int = 1_000,
+    total_bytes: int = 123_456_789,
+    total_requests: int = 1_000,
+    kind: int = KIND_REGULAR,
+    corrects: bytes = ZERO_HASH,
+) -> tuple:
+    """A Manifest tuple (field order of MANIFEST_FIELDS); random batch id and root unless given."""
+    return (
+        source_id,
+        random_hash() if batch_id is None else batch_id,
+        period_start,
+        period_end,
+        random_hash() if root is None else root,
+        leaf_count,
+        total_bytes,
+        total_requests,
+        prev_hash,
+        kind,
+        corrects,
+    )
+
+
+def manifest_dict(m: Sequence) -> dict:
+    return {name: value for (name, _), value in zip(MANIFEST_FIELDS, m, strict=True)}
+
+
+def manifest_hash(m: Sequence) -> bytes:
+    """EIP-712 hashStruct(Manifest): what the next manifest of the source puts in prevManifestHash."""
+    return keccak(encode(["bytes32", *(t for _, t in MANIFEST_FIELDS)], [MANIFEST_TYPEHASH, *m]))
+
+
+def manifest_typed_data(
+    m: Sequence, chain_id: int, verifying_contract, *, name=LEDGER_NAME, version=LEDGER_VERSION
+):
+    """The full EIP-712 message (types, primary type, complete domain, message) for eth_account."""
+    return {
+        "types": {
+            "EIP712Domain": EIP712_DOMAIN_FIELDS,
+            "Manifest": [{"name": n, "type": t} for n, t in MANIFEST_FIELDS],
+        },
+        "primaryType": "Manifest",
+        "domain": {
+            "name": name,
+            "version": version,
+            "chainId": chain_id,
+            "verifyingContract": str(_abi_value(verifying_contract)),
+        },
+        "message": manifest_dict(m),
+    }
+
+
+def manifest_digest(m: Sequence, chain_id: int, verifying_contract, **domain) -> bytes:
+    """The EIP-712 digest keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(m)), computed by eth_account."""
+    signable = encode_typed_data(full_message=manifest_typed_data(m, chain_id, verifying_contract, **domain))
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def sign_manifest(
+    signer, m: Sequence, ledger, *, chain_id: int | None = None, verifying_contract=None, **domain
+):
+    """`signer`'s 65-byte (r ‖ s ‖ v) EIP-712 signature of manifest `m` for `ledger` on this chain (or for
+    another chain id / verifying contract / domain name or version, to test replays)."""
+    full = manifest_typed_data(
+        m,
+        web3.eth.chain_id if chain_id is None else chain_id,
+        ledger if verifying_contract is None else verifying_contract,
+        **domain,
+    )
+    return bytes(Account.sign_typed_data(signer.key, full_message=full).signature)
+
+
+def recover_address(digest: bytes, signature: bytes) -> str:
+    """The address ecrecover returns for a 65-byte (r ‖ s ‖ v) signature of `digest`."""
+    sig = keys.Signature(signature_bytes=signature[:64] + bytes([signature[64] - 27]))
+    return sig.recover_public_key_from_msg_hash(digest).to_checksum_address()
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def malleate(signature: bytes) -> bytes:
+    """The other valid signature of the same digest and key: s' = n - s (high s), v flipped."""
+    r, s, v = signature[:32], int.from_bytes(signature[32:64], "big"), signature[64]
+    return r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])
+
+
+# ---------------------------------------------------------------------------------------------
+# Delivery records and Merkle trees (docs/delivery-leaf.md; OpenZeppelin StandardMerkleTree layout)
+# ---------------------------------------------------------------------------------------------
+
+
+def delivery_record(source_id: bytes, **overrides) -> tuple:
+    """A DeliveryRecord tuple (field order of RECORD_FIELDS) with random ids; fields can be overridden."""
+    values = {
+        "sourceId": source_id,
+        "requestId": random_hash(),
+        "timestampMs": PERIOD_START * 1000 + secrets.randbelow(3_600_000),
+        "edgeLocation": b"FRA56-P3".ljust(16, b"\x00"),
+        "country": b"DE",
+        "assetId": 1 + secrets.randbelow(1_000),
+        "merchantId": keccak(text="media.example.com"),
+        "bytesDelivered": 1 + secrets.randbelow(10**9),
+        "status": 200,
+        "cacheResult": 1,
+        "clientCommitment": random_hash(),
+    }
+    unknown = set(overrides) - set(values)
+    assert not unknown, f"unknown record fields {unknown}"
+    values.update(overrides)
+    return tuple(values[name] for name, _ in RECORD_FIELDS)
+
+
+def record_leaf(record: Sequence) -> bytes:
+    """keccak256(bytes.concat(keccak256(abi.encode(record fields)))), exactly as docs/delivery-leaf.md."""
+    return keccak(keccak(encode(RECORD_TYPES, list(record))))
+
+
+def hash_pair(a: bytes, b: bytes) -> bytes:
+    """Inner node: keccak256 of the two children, sorted (OpenZeppelin's commutative pair hash)."""
+    return keccak(min(a, b) + max(a, b))
+
+
+def process_proof(leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """The root a proof leads to (OpenZeppelin MerkleProof.processProof)."""
+    node = leaf
+    for sibling in proof:
+        node = hash_pair(node, sibling)
+    return node
+
+
+class MerkleTree:
+    """Minimal StandardMerkleTree over leaf hashes: leaves sorted ascending, stored at the end of a
+    2n-1 array in reverse order, node i = hash_pair(node 2i+1, node 2i+2); root = node 0."""
+
+    def __init__(self, leaves: Sequence[bytes]):
+        assert leaves, "a tree needs at least one leaf"
+        ordered = sorted(leaves)
+        size = 2 * len(ordered) - 1
+        self.nodes: list[bytes] = [b""] * size
+        for i, leaf in enumerate(ordered):
+            self.nodes[size - 1 - i] = leaf
+        for i in range(size - 1 - len(ordered), -1, -1):
+            self.nodes[i] = hash_pair(self.nodes[2 * i + 1], self.nodes[2 * i + 2])
+        self._index = {leaf: size - 1 - i for i, leaf in enumerate(ordered)}
+
+    @classmethod
+    def of_records(cls, records: Sequence[Sequence]) -> "MerkleTree":
+        return cls([record_leaf(r) for r in records])
+
+    @property
+    def root(self) -> bytes:
+        return self.nodes[0]
+
+    def proof(self, leaf: bytes) -> list[bytes]:
+        index = self._index[leaf]
+        proof = []
+        while index > 0:
+            proof.append(self.nodes[index - 1 if index % 2 == 0 else index + 1])
+            index = (index - 1) // 2
+        return proof
+
+
+# ---------------------------------------------------------------------------------------------
+# DeliveryLedger custom errors (the project ABIs share brownie's decoder; names looked up in this ABI)
+# ---------------------------------------------------------------------------------------------
+
+
+def ledger_error(name: str, *args) -> str:
+    """custom_error() for DeliveryLedger: the exact revert message brownie reports for `name(args...)`."""
+    matches = [item for item in DeliveryLedger.abi if item["type"] == "error" and item["name"] == name]
+    assert len(matches) == 1, f"no (unique) custom error {name!r} in the DeliveryLedger ABI"
+    types = [i["type"] for i in matches[0]["inputs"]]
+    assert len(types) == len(args), f"{name} takes {len(types)} arguments, got {len(args)}"
+    signature = f"{name}({','.join(types)})"
+    selector = keccak(text=signature)[:4].hex()
+    data = "0x" + selector + encode(types, [_abi_value(a) for a in args]).hex()
+    message = decode_typed_error(data)
+    assert message.startswith(f"{name}: "), message
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# DeliveryLedger fixtures
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node_admin(accounts):
+    return accounts[6]
+
+
+@pytest.fixture(scope="module")
+def anchorer(accounts):
+    return accounts[7]
+
+
+@pytest.fixture(scope="module")
+def node_operator(accounts):
+    return accounts[8]
+
+
+@pytest.fixture(scope="module")
+def outsider(accounts):
+    return accounts[9]
+
+
+@pytest.fixture(scope="module")
+def ledger(module_isolation, admin, node_admin, anchorer):
+    contract = DeliveryLedger.deploy(admin, {"from": admin})
+    contract.grantRole(contract.NODE_ADMIN_ROLE(), node_admin, {"from": admin})
+    contract.grantRole(contract.ANCHORER_ROLE(), anchorer, {"from": admin})
+    return contract
+
+
+@dataclass
+class LedgerSource:
+    """A registered source and its signer key, with the manifests anchored through `anchor_next`."""
+
+    source_id: bytes
+    kind: SourceKind
+    operator: object
+    signer: object  # eth_account LocalAccount
+    regions: int
+    jurisdiction: bytes
+    anchored: list[tuple] = field(default_factory=list)
+
+    @property
+    def last_hash(self) -> bytes:
+        return manifest_hash(self.anchored[-1]) if self.anchored else ZERO_HASH
+
+
+@pytest.fixture
+def register_source(ledger, node_admin):
+    """register_source(kind=EdgeNode, operator=None, signer=None, ...) -> (LedgerSource, tx)."""
+
+    def _register(
+        kind=SourceKind.EdgeNode,
+        operator=None,
+        signer=None,
+        regions: int | None = None,
+        jurisdiction: bytes = b"DE",
+        source_id: bytes | None = None,
+    ):
+        source = LedgerSource(
+            random_hash() if source_id is None else source_id,
+            kind,
+            operator or "0x00000000000000000000000000000000000C0DE6",
+            signer or Account.create(),
+            territories(56, 74) if regions is None else regions,
+            jurisdiction,
+        )
+        tx = ledger.registerSource(
+            source.source_id,
+            source.kind,
+            source.operator,
+            source.signer.address,
+            source.regions,
+            source.jurisdiction,
+            {"from": node_admin},
+        )
+        return source, tx
+
+    return _register
+
+
+@pytest.fixture
+def edge_source(register_source, node_operator):
+    """An Active edge node operated by accounts[8], signing with signer_account(1)."""
+    source, _ = register_source(SourceKind.EdgeNode, node_operator, signer_account(1))
+    return source
+
+
+@pytest.fixture
+def cdn_source(register_source, admin):
+    """An Active CDN provider account (operator: the platform admin), signing with signer_account(2)."""
+    source, _ = register_source(SourceKind.CdnProvider, admin, signer_account(2), jurisdiction=b"US")
+    return source
+
+
+@pytest.fixture
+def anchor_next(ledger, anchorer):
+    """anchor_next(source, **manifest overrides) -> (tx, manifest): signs the source's next manifest with
+    its signer (linked to its last anchored one) and anchors it; records it in source.anchored."""
+
+    def _anchor(source: LedgerSource, **overrides):
+        m = manifest(source.source_id, overrides.pop("prev_hash", source.last_hash), **overrides)
+        tx = ledger.anchor(m, sign_manifest(source.signer, m, ledger), {"from": anchorer})
+        source.anchored.append(m)
+        return tx, m
+
+    return _anchor
