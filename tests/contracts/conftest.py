@@ -5,12 +5,18 @@ holds ARBITER_ROLE; accounts[3:] are plain creators / users without any role.
 """
 
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 import pytest
-from brownie import ContentRegistry, web3
+from brownie import ContentRegistry, DeliveryLedger, web3
 from brownie.exceptions import decode_typed_error
 from eth_abi import encode
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_keys import keys
+from eth_utils import keccak
 
 TOTAL_BPS = 10_000
 MAX_RECIPIENTS = 50
@@ -278,14 +284,6 @@ def assert_same(actual, expected) -> None:
 # nothing. Manifests are signed by plain eth_account keys (anvil's unlocked accounts cannot sign typed
 # data for us): a source's signer is an address, not necessarily an account with ether.
 
-from collections.abc import Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-
-from brownie import DeliveryLedger  # noqa: E402
-from eth_account import Account  # noqa: E402
-from eth_account.messages import encode_typed_data  # noqa: E402
-from eth_keys import keys  # noqa: E402
-from eth_utils import keccak  # noqa: E402
 
 LEDGER_NAME = "EdgeLedger DeliveryLedger"
 LEDGER_VERSION = "1"
@@ -654,3 +652,35 @@ def anchor_next(ledger, anchorer):
         return tx, m
 
     return _anchor
+
+
+# --- shared by the stateful tests ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Revert:
+    """A reverted call, with the custom error as brownie reports it (e.g. "NotRightsHolder: 3, 0x...")."""
+
+    message: str
+
+
+def batch_call(contract, calls) -> list:
+    """Runs [(method, args, sender), ...] as eth_calls in one JSON-RPC batch and returns, per call, the
+    decoded result or a Revert with the decoded custom error. (Through brownie, every call costs about
+    10 ms of client overhead, which would make the per-step invariants dominate the run time.)"""
+    requests = [
+        (
+            "eth_call",
+            [{"from": str(sender), "to": contract.address, "data": method.encode_input(*args)}, "latest"],
+        )
+        for method, args, sender in calls
+    ]
+    responses = web3.provider.make_batch_request(requests)
+    assert isinstance(responses, list), responses
+    results = []
+    for (method, _, _), response in zip(calls, responses, strict=True):
+        if "error" in response:
+            results.append(Revert(decode_typed_error(response["error"]["data"])))
+        else:
+            results.append(method.decode_output(response["result"]))
+    return results

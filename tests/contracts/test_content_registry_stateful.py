@@ -24,8 +24,6 @@ import random
 from dataclasses import dataclass
 
 import brownie
-from brownie import web3
-from brownie.exceptions import decode_typed_error
 from brownie.test import strategy
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -34,8 +32,10 @@ from .conftest import (
     MAX_RECIPIENTS,
     TERRITORY_COUNT,
     TOTAL_BPS,
+    Revert,
     Status,
     assert_same,
+    batch_call,
     custom_error,
     random_cid,
     random_hash,
@@ -62,33 +62,6 @@ st_pick = strategy("uint16")
 st_seed = strategy("uint32")
 st_count = strategy("uint8", min_value=1, max_value=MAX_RECIPIENTS)
 st_flag = strategy("bool")
-
-
-@dataclass(frozen=True)
-class Revert:
-    message: str  # as brownie reports it, e.g. "NotRightsHolder: 3, 0x..."
-
-
-def batch_call(contract, calls) -> list:
-    """Runs [(method, args, sender), ...] as eth_calls in one JSON-RPC batch and returns, per call, the
-    decoded result or a Revert with the decoded custom error. (Through brownie, every call costs about
-    10 ms of client overhead, which would make the per-step invariants dominate the run time.)"""
-    requests = [
-        (
-            "eth_call",
-            [{"from": str(sender), "to": contract.address, "data": method.encode_input(*args)}, "latest"],
-        )
-        for method, args, sender in calls
-    ]
-    responses = web3.provider.make_batch_request(requests)
-    assert isinstance(responses, list), responses
-    results = []
-    for (method, _, _), response in zip(calls, responses, strict=True):
-        if "error" in response:
-            results.append(Revert(decode_typed_error(response["error"]["data"])))
-        else:
-            results.append(method.decode_output(response["result"]))
-    return results
 
 
 class RegistryMachine(RuleBasedStateMachine):

@@ -28,8 +28,6 @@ choices: hypothesis favours small values, and narrow ranges would mostly pick th
 from dataclasses import dataclass, field
 
 import brownie
-from brownie import web3
-from brownie.exceptions import decode_typed_error
 from brownie.test import strategy
 from hypothesis import settings
 from hypothesis.stateful import (
@@ -46,9 +44,11 @@ from .conftest import (
     KIND_REGULAR,
     PERIOD_START,
     ZERO_HASH,
+    Revert,
     SourceKind,
     SourceStatus,
     assert_same,
+    batch_call,
     ledger_error,
     manifest,
     manifest_hash,
@@ -71,11 +71,6 @@ st_seed = strategy("uint32")
 st_flag = strategy("bool")
 
 
-@dataclass(frozen=True)
-class Revert:
-    message: str  # as brownie reports it, e.g. "UnknownBatch: 0x..."
-
-
 @dataclass
 class SourceModel:
     source_id: bytes
@@ -90,27 +85,6 @@ class SourceModel:
     @property
     def last_hash(self) -> bytes:
         return manifest_hash(self.manifests[-1]) if self.manifests else ZERO_HASH
-
-
-def batch_call(contract, calls) -> list:
-    """Runs [(method, args, sender), ...] as eth_calls in one JSON-RPC batch; per call the decoded result
-    or a Revert with the decoded custom error (one round trip instead of one per call)."""
-    requests = [
-        (
-            "eth_call",
-            [{"from": str(sender), "to": contract.address, "data": method.encode_input(*args)}, "latest"],
-        )
-        for method, args, sender in calls
-    ]
-    responses = web3.provider.make_batch_request(requests)
-    assert isinstance(responses, list), responses
-    results = []
-    for (method, _, _), response in zip(calls, responses, strict=True):
-        if "error" in response:
-            results.append(Revert(decode_typed_error(response["error"]["data"])))
-        else:
-            results.append(method.decode_output(response["result"]))
-    return results
 
 
 class LedgerMachine(RuleBasedStateMachine):
