@@ -30,6 +30,7 @@ from edgeledger.chain.anvil import LocalAnvil
 from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.db import make_engine, migrate
 from edgeledger.ipfs.node import LocalIpfsNode
+from tests.backend.support.ipfs import free_ports
 from tests.backend.support.stack import free_port, rpc
 
 MIB = 1024 * 1024
@@ -74,7 +75,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgeledger-bench-"))
     admin, signer, creator = Account.create(), Account.create(), Account.create()
     anvil = LocalAnvil(free_port(), log_file=work / "anvil.log")
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     node = LocalIpfsNode(
         work / "ipfs",
         api_port=ports[0],

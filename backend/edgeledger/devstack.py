@@ -21,10 +21,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-import requests
 from eth_account import Account
 
-from edgeledger.chain.anvil import LocalAnvil
+from edgeledger.chain.anvil import LocalAnvil, anvil_rpc
 from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.config import PROJECT_ROOT, Settings
 from edgeledger.db import make_engine, migrate
@@ -74,11 +73,7 @@ def _port_of(url: str, default: int) -> int:
 
 def _fund(rpc_url: str, addresses: list[str]) -> None:
     for address in addresses:
-        requests.post(
-            rpc_url,
-            json={"jsonrpc": "2.0", "id": 1, "method": "anvil_setBalance", "params": [address, hex(10**22)]},
-            timeout=5,
-        ).raise_for_status()
+        anvil_rpc(rpc_url, "anvil_setBalance", address, hex(10**22))
 
 
 def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -27,6 +28,18 @@ def anvil_binary() -> str:
     if found is None:
         raise RuntimeError("anvil not found: run `make bootstrap` (installs it from npm)")
     return found
+
+
+def anvil_rpc(url: str, method: str, *params: object, timeout: float = 10) -> Any:
+    """One JSON-RPC call to a development node (anvil_* and evm_* methods); errors raise RuntimeError."""
+    reply = requests.post(
+        url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=timeout
+    )
+    reply.raise_for_status()
+    body = reply.json()
+    if "error" in body:
+        raise RuntimeError(f"{method} failed: {body['error']}")
+    return body["result"]
 
 
 def _require_free_port(port: int) -> None:

@@ -7,13 +7,11 @@ tests while the (slow) deployment happens once per session.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
@@ -22,26 +20,15 @@ from sqlalchemy.orm import Session
 from edgeledger.auth import service as auth_service
 from edgeledger.auth.models import Role
 from edgeledger.chain.anvil import LocalAnvil
+from edgeledger.chain.anvil import anvil_rpc as rpc
 from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.config import Settings
 from edgeledger.main import create_app
+from tests.backend.support.ipfs import free_ports
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rpc(url: str, method: str, *params: object) -> object:
-    reply = requests.post(
-        url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}, timeout=10
-    )
-    reply.raise_for_status()
-    body = reply.json()
-    if "error" in body:
-        raise RuntimeError(body["error"])
-    return body["result"]
+    return free_ports(1)[0]
 
 
 @dataclass(frozen=True)
