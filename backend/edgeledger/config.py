@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,37 @@ class Settings(BaseModel):
     pending_registration_max_age_seconds: int = Field(
         24 * 3600, gt=0, description="Pins whose registration has not landed by then are released"
     )
+    # Deliveries (docs/deliveries.md)
+    delivery_period_seconds: int = Field(
+        86400, ge=60, le=86400, description="Length of a settlement/anchoring period; must divide a day"
+    )
+    delivery_late_window_seconds: int = Field(
+        24 * 3600, ge=0, description="How long after its end a period still takes late logs before closing"
+    )
+    ingest_signer_private_key: SecretStr | None = Field(
+        None, description="Platform ingest key: signs CDN providers' manifests; default the server signer"
+    )
+    node_keys_file: Path | None = Field(
+        None, description="JSON {source name: private key} of edge nodes whose manifests the platform signs"
+    )
+    pseudonym_master_key: SecretStr | None = Field(
+        None, description="Wraps the daily client-pseudonym keys; default a 0600 file in DATA_DIR"
+    )
+    fraud_max_requests_per_client: int = Field(10_000, gt=0)
+    fraud_max_bytes_per_client: int = Field(50 * 1024**3, gt=0)
+    fraud_dominance_min_requests: int = Field(1_000, gt=0)
+    fraud_dominance_share_bps: int = Field(5_000, gt=0, le=10_000)
+    fraud_max_client_bytes_per_second: int = Field(
+        1_250_000_000, gt=0, description="Above this (10 Gbit/s) sustained over a minute is impossible"
+    )
     log_level: str = "INFO"
+
+    @field_validator("delivery_period_seconds")
+    @classmethod
+    def _period_divides_a_day(cls, value: int) -> int:
+        if 86400 % value:
+            raise ValueError("delivery_period_seconds must divide 86400 (periods align with UTC days)")
+        return value
 
     @property
     def resolved_database_url(self) -> str:
@@ -60,6 +90,10 @@ class Settings(BaseModel):
     @property
     def resolved_deployment_file(self) -> Path:
         return self.deployment_file or self.data_dir / "deployment.json"
+
+    @property
+    def resolved_ingest_signer_key(self) -> SecretStr | None:
+        return self.ingest_signer_private_key or self.signer_private_key
 
     @property
     def resolved_public_base_url(self) -> str:

@@ -1,0 +1,287 @@
+"""Deliveries: tables and API schemas.
+
+Lifecycle of the data (docs/deliveries.md):
+
+* a :class:`DeliverySource` is an edge node or a CDN provider account, registered on chain in
+  ``DeliveryLedger`` (``source_id`` is its bytes32 id there);
+* every log file or stream pushed for a source is an :class:`IngestFile`; each of its lines becomes a
+  :class:`DeliveryRecordRow` (deduplicated by source + request id) or a :class:`QuarantinedLineRow`;
+* a record joins the :class:`DeliveryBatch` of its (source, period): the regular batch while it is open,
+  else the open correction batch that references it;
+* after the late window a batch closes (tree built, totals fixed), is signed and anchored by a worker,
+  and becomes final after N confirmations; fraud signals (:class:`FraudFlag`) are computed at close and
+  exclude the records they cover from settlement until an admin reviews them;
+* anchored, non-excluded records roll up into :class:`DeliveryReceipt` rows per (batch, asset, merchant,
+  region), which settlement sums per period.
+
+Hashes and ids that go on chain are stored as 0x-hex strings where people read them (source, batch,
+root, tx) and as raw 32-byte values where there are millions of them (leaves, commitments).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from edgeledger.db import Base, UTCDateTime, utcnow
+
+
+class SourceKind(StrEnum):
+    """Mirrors DeliveryLedger.SourceKind (edge_node = 0, cdn_provider = 1)."""
+
+    edge_node = "edge_node"
+    cdn_provider = "cdn_provider"
+
+
+class SourceStatus(StrEnum):
+    registering = "registering"  # row written, registration transaction not yet confirmed
+    active = "active"
+    suspended = "suspended"
+
+
+class BatchKind(StrEnum):
+    regular = "regular"  # DeliveryLedger.KIND_REGULAR
+    correction = "correction"  # DeliveryLedger.KIND_CORRECTION
+
+
+class BatchState(StrEnum):
+    open = "open"  # accepting records
+    closed = "closed"  # totals and root fixed, waiting to be anchored
+    awaiting_signature = "awaiting_signature"  # edge node must sign its manifest itself
+    anchoring = "anchoring"  # anchor transaction sent (tx_hash set) or about to be
+    anchored = "anchored"  # in a block (tx_hash, block_number)
+    final = "final"  # CHAIN_CONFIRMATIONS blocks on top
+    empty = "empty"  # closed without records: nothing to anchor
+
+
+class IngestState(StrEnum):
+    processing = "processing"
+    done = "done"
+    rejected = "rejected"  # not a log at all (nothing stored)
+    failed = "failed"  # broke off part-way (records read before the break are kept, see error)
+
+
+class FlagState(StrEnum):
+    open = "open"  # records excluded from settlement until reviewed
+    confirmed = "confirmed"  # fraud: records stay excluded
+    dismissed = "dismissed"  # false alarm: records count again
+
+
+class DeliverySource(Base):
+    __tablename__ = "delivery_sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(66), unique=True)  # bytes32 on chain, 0x-hex
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    provider: Mapped[str] = mapped_column(String(20))  # cloudfront | cloudflare | fastly | edgeledger
+    operator: Mapped[str] = mapped_column(String(42))  # payout address
+    signer: Mapped[str] = mapped_column(String(42))  # signs manifests
+    regions_bitmap: Mapped[str] = mapped_column(String(66))  # territory bitmap, hex of the uint256
+    jurisdiction: Mapped[str] = mapped_column(String(2))
+    # The node's own public IPs (JSON list; infrastructure addresses, not personal data): a request from
+    # one of them is a self-request (fraud signal).
+    node_ips_json: Mapped[str] = mapped_column(Text, default="[]")
+    operator_user_id: Mapped[int | None] = mapped_column(ForeignKey("auth_users.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default=SourceStatus.registering)
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class PseudonymKey(Base):
+    """A client-pseudonymisation key (one per UTC day of ingestion), stored wrapped (AES-GCM) with the
+    master secret. Destroying a key (``key_wrapped`` = NULL) makes its pseudonyms unlinkable for good."""
+
+    __tablename__ = "pseudonym_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class IngestFile(Base):
+    __tablename__ = "ingest_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_pk: Mapped[int] = mapped_column(ForeignKey("delivery_sources.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    log_format: Mapped[str | None] = mapped_column(String(20))
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of the bytes as received
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(20), default=IngestState.processing)
+    pseudonym_key_id: Mapped[str] = mapped_column(String(32))
+    lines: Mapped[int] = mapped_column(BigInteger, default=0)
+    records_new: Mapped[int] = mapped_column(BigInteger, default=0)
+    duplicates: Mapped[int] = mapped_column(BigInteger, default=0)  # already ingested (same source + id)
+    duplicates_in_file: Mapped[int] = mapped_column(BigInteger, default=0)  # repeated inside this file
+    late_records: Mapped[int] = mapped_column(BigInteger, default=0)  # went to a correction batch
+    quarantined: Mapped[int] = mapped_column(BigInteger, default=0)
+    skipped: Mapped[int] = mapped_column(BigInteger, default=0)  # headers, blank lines
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class QuarantinedLineRow(Base):
+    __tablename__ = "quarantined_lines"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    ingest_file_pk: Mapped[int] = mapped_column(ForeignKey("ingest_files.id", ondelete="CASCADE"), index=True)
+    line_number: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    raw: Mapped[str] = mapped_column(Text)  # IP literals masked, truncated
+
+
+class DeliveryBatch(Base):
+    __tablename__ = "delivery_batches"
+    __table_args__ = (
+        UniqueConstraint("source_pk", "period_start", "kind", "correction_seq", name="uq_batch_slot"),
+        Index("ix_delivery_batches_state_period", "state", "period_end"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(66), unique=True)  # bytes32 on chain (see batch_id_for)
+    source_pk: Mapped[int] = mapped_column(ForeignKey("delivery_sources.id"), index=True)
+    period_start: Mapped[int] = mapped_column(BigInteger)  # unix seconds, inclusive
+    period_end: Mapped[int] = mapped_column(BigInteger)  # unix seconds, exclusive
+    kind: Mapped[str] = mapped_column(String(20), default=BatchKind.regular)
+    correction_seq: Mapped[int] = mapped_column(Integer, default=0)  # 0 regular, 1.. corrections
+    corrects_pk: Mapped[int | None] = mapped_column(ForeignKey("delivery_batches.id"))
+    state: Mapped[str] = mapped_column(String(24), default=BatchState.open)
+    root: Mapped[str | None] = mapped_column(String(66))
+    leaf_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    manifest_hash: Mapped[str | None] = mapped_column(String(66))
+    prev_manifest_hash: Mapped[str | None] = mapped_column(String(66))
+    signature: Mapped[str | None] = mapped_column(String(132))
+    signer: Mapped[str | None] = mapped_column(String(42))
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    anchored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DeliveryRecordRow(Base):
+    """One delivered request. ``leaf`` is its Merkle leaf (docs/delivery-leaf.md), fixed at ingest.
+
+    Erasure (issue: compliance) sets ``client_pseudonym`` and ``salt`` to NULL: the commitment and the
+    leaf stay, so roots and every other proof stay valid.
+    """
+
+    __tablename__ = "delivery_records"
+    __table_args__ = (
+        UniqueConstraint("source_pk", "request_id", name="uq_record_source_request"),
+        Index("ix_delivery_records_batch", "batch_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    source_pk: Mapped[int] = mapped_column(ForeignKey("delivery_sources.id"))
+    batch_pk: Mapped[int] = mapped_column(ForeignKey("delivery_batches.id"))
+    ingest_file_pk: Mapped[int] = mapped_column(ForeignKey("ingest_files.id"), index=True)
+    line_number: Mapped[int] = mapped_column(BigInteger)
+    request_id: Mapped[str] = mapped_column(String(128))  # as logged
+    timestamp_ms: Mapped[int] = mapped_column(BigInteger)
+    edge_location: Mapped[str] = mapped_column(String(16))
+    country: Mapped[str] = mapped_column(String(2))  # "" unknown
+    region: Mapped[str] = mapped_column(String(8))  # pricing region of the country (regions.py)
+    host: Mapped[str] = mapped_column(String(255))
+    uri: Mapped[str] = mapped_column(Text)
+    asset_id: Mapped[int] = mapped_column(BigInteger, default=0)  # 0 = not a registered asset
+    merchant_id: Mapped[bytes] = mapped_column(LargeBinary(32))  # keccak256(host)
+    bytes_delivered: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[int] = mapped_column(Integer)
+    cache_result: Mapped[int] = mapped_column(SmallInteger)
+    pseudonym_key_id: Mapped[str] = mapped_column(String(32))
+    client_pseudonym: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    salt: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    client_commitment: Mapped[bytes] = mapped_column(LargeBinary(32))
+    leaf: Mapped[bytes] = mapped_column(LargeBinary(32))
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False)  # by an open or confirmed fraud flag
+
+
+class FraudFlag(Base):
+    """One fraud signal raised on a batch; covers the records in :class:`FraudFlagRecord`."""
+
+    __tablename__ = "fraud_flags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_pk: Mapped[int] = mapped_column(ForeignKey("delivery_batches.id"), index=True)
+    signal: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(200))  # pseudonym hex, request id, asset id ...
+    record_count: Mapped[int] = mapped_column(BigInteger)
+    details_json: Mapped[str] = mapped_column(Text, default="{}")
+    state: Mapped[str] = mapped_column(String(20), default=FlagState.open, index=True)
+    reviewed_by: Mapped[int | None] = mapped_column(Integer)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    review_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FraudFlagRecord(Base):
+    __tablename__ = "fraud_flag_records"
+
+    flag_pk: Mapped[int] = mapped_column(ForeignKey("fraud_flags.id", ondelete="CASCADE"), primary_key=True)
+    record_pk: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("delivery_records.id"), primary_key=True
+    )
+
+
+class MerchantHost(Base):
+    """Which merchant a request host belongs to (records carry keccak256(host) as merchantId)."""
+
+    __tablename__ = "merchant_hosts"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)  # lower case
+    merchant_user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeliveryReceipt(Base):
+    """Anchored, non-excluded deliveries of one batch for one (asset, merchant, region)."""
+
+    __tablename__ = "delivery_receipts"
+    __table_args__ = (
+        UniqueConstraint("batch_pk", "asset_id", "merchant_id", "region", name="uq_receipt_key"),
+        Index("ix_delivery_receipts_period", "period_start", "merchant_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_pk: Mapped[int] = mapped_column(ForeignKey("delivery_batches.id"))
+    period_start: Mapped[int] = mapped_column(BigInteger)
+    period_end: Mapped[int] = mapped_column(BigInteger)
+    asset_id: Mapped[int] = mapped_column(BigInteger)
+    merchant_id: Mapped[str] = mapped_column(String(66))
+    host: Mapped[str] = mapped_column(String(255))
+    region: Mapped[str] = mapped_column(String(8))
+    requests: Mapped[int] = mapped_column(BigInteger)
+    bytes_delivered: Mapped[int] = mapped_column(BigInteger)
+    excluded_requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    excluded_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
