@@ -18,6 +18,7 @@ from edgeledger.auth.views import router as auth_router
 from edgeledger.chain.client import ChainClient, ChainError, Deployment
 from edgeledger.config import Settings, get_settings
 from edgeledger.db import make_engine
+from edgeledger.deliveries.views import router as deliveries_router
 from edgeledger.errors import error_body, install_error_handlers
 from edgeledger.ipfs import IpfsClient
 
@@ -119,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.chain_id = _deployment_chain_id(settings)
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
-    for router in (auth_router, admin_router, assets_router, verify_router):
+    for router in (auth_router, admin_router, assets_router, verify_router, deliveries_router):
         app.include_router(router)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")

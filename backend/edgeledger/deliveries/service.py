@@ -1,0 +1,235 @@
+"""Deliveries: the small shared pieces every flow uses (ids, periods, lookups, pseudonym keys).
+
+Ids that go on chain are derived, never random, so a retried step computes the same id again:
+
+* ``source_id  = keccak256("edgeledger:source:" + name)``
+* ``batch_id   = keccak256(abi.encode(sourceId, periodStart, periodEnd, kind, correctionSeq))``
+  (bytes32, uint64, uint64, uint8, uint32)
+* ``merchantId = keccak256(lower-case request host)``, ``requestId = keccak256(request id as logged)``
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+from Crypto.Cipher import AES
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from edgeledger.config import Settings
+from edgeledger.db import utcnow
+from edgeledger.deliveries.leaf import LeafValues, keccak256
+from edgeledger.deliveries.models import (
+    BatchKind,
+    DeliveryBatch,
+    DeliveryRecordRow,
+    DeliverySource,
+    PseudonymKey,
+)
+from edgeledger.deliveries.records import Pseudonymiser
+from edgeledger.errors import EdgeLedgerError
+
+KIND_CODES: dict[str, int] = {BatchKind.regular: 0, BatchKind.correction: 1}
+
+
+class DeliveryError(EdgeLedgerError):
+    status = 422
+    code = "delivery_invalid"
+
+
+# ----------------------------------------------------------------------------------------------
+# Ids
+# ----------------------------------------------------------------------------------------------
+
+
+def hex32(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def bytes32(value: str) -> bytes:
+    raw = bytes.fromhex(value.removeprefix("0x"))
+    if len(raw) != 32:
+        raise ValueError(f"expected 32 bytes of hex, got {len(raw)}")
+    return raw
+
+
+def source_id_for(name: str) -> str:
+    return hex32(keccak256(b"edgeledger:source:" + name.encode("utf-8")))
+
+
+def batch_id_for(source_id: str, period_start: int, period_end: int, kind: str, correction_seq: int) -> str:
+    encoded = (
+        bytes32(source_id)
+        + period_start.to_bytes(32)
+        + period_end.to_bytes(32)
+        + KIND_CODES[kind].to_bytes(32)
+        + correction_seq.to_bytes(32)
+    )
+    return hex32(keccak256(encoded))
+
+
+def merchant_id_for(host: str) -> bytes:
+    return keccak256(host.lower().encode("utf-8"))
+
+
+def request_key(request_id: str) -> bytes:
+    return keccak256(request_id.encode("utf-8"))
+
+
+def client_commitment(salt: bytes, pseudonym: bytes) -> bytes:
+    return keccak256(salt + pseudonym)
+
+
+def edge_location_bytes(edge_location: str) -> bytes:
+    return edge_location.encode("ascii").ljust(16, b"\0")
+
+
+def country_bytes(country: str) -> bytes:
+    return country.encode("ascii") if country else b"\0\0"
+
+
+def leaf_values_of(source_id: str, record: DeliveryRecordRow) -> LeafValues:
+    """The leaf preimage (docs/delivery-leaf.md) of a stored record."""
+    return LeafValues(
+        bytes32(source_id),
+        request_key(record.request_id),
+        record.timestamp_ms,
+        edge_location_bytes(record.edge_location),
+        country_bytes(record.country),
+        record.asset_id,
+        record.merchant_id,
+        record.bytes_delivered,
+        record.status,
+        record.cache_result,
+        record.client_commitment,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Periods
+# ----------------------------------------------------------------------------------------------
+
+
+def period_bounds(timestamp_ms: int, period_seconds: int) -> tuple[int, int]:
+    """[start, end) in unix seconds of the period holding ``timestamp_ms`` (periods align with UTC days)."""
+    start = (timestamp_ms // 1000) // period_seconds * period_seconds
+    return start, start + period_seconds
+
+
+def period_closes_at(period_end: int, settings: Settings) -> int:
+    """Unix second at which a period stops taking records into its regular batch."""
+    return period_end + settings.delivery_late_window_seconds
+
+
+# ----------------------------------------------------------------------------------------------
+# Lookups
+# ----------------------------------------------------------------------------------------------
+
+
+def get_source(session: Session, ref: str) -> DeliverySource:
+    """A source by name or by 0x source id; 404 ``source_not_found`` otherwise."""
+    column = DeliverySource.source_id if ref.startswith("0x") else DeliverySource.name
+    source = session.scalar(
+        select(DeliverySource).where(column == (ref.lower() if ref.startswith("0x") else ref))
+    )
+    if source is None:
+        raise DeliveryError(f"no delivery source {ref!r}", code="source_not_found", status=404)
+    return source
+
+
+def get_batch(session: Session, batch_id: str) -> DeliveryBatch:
+    """A batch by 0x batch id or by its numeric database id; 404 ``batch_not_found`` otherwise."""
+    if batch_id.isdigit():
+        batch = session.get(DeliveryBatch, int(batch_id))
+    else:
+        batch = session.scalar(select(DeliveryBatch).where(DeliveryBatch.batch_id == batch_id.lower()))
+    if batch is None:
+        raise DeliveryError(f"no batch {batch_id!r}", code="batch_not_found", status=404)
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Pseudonym keys
+# ----------------------------------------------------------------------------------------------
+
+_MASTER_FILE = "pseudonym-master.key"
+
+
+def _master_key(settings: Settings) -> bytes:
+    """32-byte key-wrapping key: PSEUDONYM_MASTER_KEY (hex), else a 0600 file created in DATA_DIR."""
+    if settings.pseudonym_master_key is not None:
+        raw = bytes.fromhex(settings.pseudonym_master_key.get_secret_value().removeprefix("0x"))
+        if len(raw) != 32:
+            raise DeliveryError(
+                "PSEUDONYM_MASTER_KEY must be 32 bytes of hex", code="config_invalid", status=500
+            )
+        return raw
+    path = Path(settings.data_dir) / _MASTER_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+        except FileExistsError:
+            pass  # another process created it first
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _wrap(master: bytes, key_id: str, key: bytes) -> bytes:
+    nonce = secrets.token_bytes(12)
+    cipher = AES.new(master, AES.MODE_GCM, nonce=nonce)
+    cipher.update(key_id.encode())
+    sealed, tag = cipher.encrypt_and_digest(key)
+    return nonce + tag + sealed
+
+
+def _unwrap(master: bytes, key_id: str, wrapped: bytes) -> bytes:
+    nonce, tag, sealed = wrapped[:12], wrapped[12:28], wrapped[28:]
+    cipher = AES.new(master, AES.MODE_GCM, nonce=nonce)
+    cipher.update(key_id.encode())
+    return cipher.decrypt_and_verify(sealed, tag)
+
+
+def pseudonym_key_id(now: datetime | None = None) -> str:
+    """Keys rotate per UTC day of ingestion: ``"YYYY-MM-DD"``."""
+    return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def pseudonymiser_for(session: Session, settings: Settings, key_id: str) -> Pseudonymiser:
+    """The pseudonymiser of ``key_id``, creating (and committing) its key on first use.
+
+    Raises ``pseudonym_key_destroyed`` (409) for a destroyed key: pseudonyms of that day can no longer
+    be computed, by design.
+    """
+    master = _master_key(settings)
+    row = session.get(PseudonymKey, key_id)
+    if row is None:
+        row = PseudonymKey(key_id=key_id, key_wrapped=_wrap(master, key_id, secrets.token_bytes(32)))
+        session.add(row)
+        try:
+            session.commit()
+        except IntegrityError:  # a concurrent ingest created it first: use theirs
+            session.rollback()
+            row = session.get(PseudonymKey, key_id)
+            if row is None:
+                raise
+    if row.key_wrapped is None:
+        raise DeliveryError(
+            f"pseudonym key {key_id} was destroyed", code="pseudonym_key_destroyed", status=409, key_id=key_id
+        )
+    return Pseudonymiser(_unwrap(master, key_id, row.key_wrapped), key_id)
+
+
+def destroy_pseudonym_key(session: Session, key_id: str) -> None:
+    """Forget a day's key for good (retention): its pseudonyms become unlinkable to any IP."""
+    row = session.get(PseudonymKey, key_id)
+    if row is not None and row.key_wrapped is not None:
+        row.key_wrapped = None
+        row.destroyed_at = utcnow()
