@@ -26,11 +26,15 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 ///   is the platform's ingest key for that provider, rotated only by NODE_ADMIN_ROLE. Rotation is allowed
 ///   while suspended (suspend, rotate a compromised key, reactivate); manifests signed by the old key
 ///   and not yet anchored are rejected afterwards.
-/// * Storage per batch: two slots, the root and one packed word (source index, period start and end,
-///   leaf count, kind). Totals, manifest hashes and the corrected batch live in the BatchAnchored event
-///   only, so anchoring costs the same whatever the batch size. Per source, `anchor` touches two slots:
-///   the hot one (signer, index, batch count, kind, status) and the chain head. The manifest is taken
-///   as a memory struct: the ABI decoder range-checks every field once, at entry.
+/// * Storage per batch: ONE word, written once: the high 224 bits of keccak256(abi.encode(sourceId, root))
+///   above the source's 32-bit index (see {_batchWord}). It names the batch's source (corrections and
+///   {verifyRecord} check it), marks the batch id as used, and commits to the root: a proof is checked by
+///   recomputing the root from it and comparing the word (a 224-bit hash: forging a root that matches
+///   needs a 2^224 second preimage). Root, period, leaf count, totals, kind and manifest hashes are in the
+///   BatchAnchored event and in the signed manifest. One new slot instead of two keeps the steady-state
+///   anchor under 80,000 gas, whatever the batch size. Per source, `anchor` touches two more slots: the
+///   hot one (signer, index, batch count, kind, status) and the chain head. The manifest is taken as a
+///   memory struct: the ABI decoder range-checks every field once, at entry.
 /// * Regions are a bitmap over the ISO 3166-1 alpha-2 table of docs/territories.md, as in
 ///   ContentRegistry (bit i = i-th code; bits at or above TERRITORY_COUNT must be zero).
 /// * Leaves follow docs/delivery-leaf.md: OpenZeppelin StandardMerkleTree leaves (double keccak of the
@@ -94,16 +98,6 @@ contract DeliveryLedger is AccessControl, EIP712 {
         bytes32 corrects; // for a correction: the batch it corrects (same source); zero otherwise
     }
 
-    /// @notice A batch as stored (plus its source's id).
-    struct Batch {
-        bytes32 sourceId;
-        bytes32 root;
-        uint64 periodStart;
-        uint64 periodEnd;
-        uint64 leafCount;
-        uint8 kind;
-    }
-
     /// @notice One delivered request: the leaf preimage of docs/delivery-leaf.md.
     struct DeliveryRecord {
         bytes32 sourceId;
@@ -119,22 +113,12 @@ contract DeliveryLedger is AccessControl, EIP712 {
         bytes32 clientCommitment;
     }
 
-    /// @dev The second storage slot of a batch (the first is the root), unpacked; see {_packMeta}.
-    struct BatchMeta {
-        uint32 sourceIndex;
-        uint64 periodStart;
-        uint64 periodEnd;
-        uint64 leafCount;
-        uint8 kind;
-    }
-
     mapping(bytes32 sourceId => Source) private _sources;
     /// @dev Source ids by index - 1.
     bytes32[] private _sourceIds;
-    mapping(bytes32 batchId => bytes32 root) private _roots;
-    /// @dev Packed BatchMeta (see {_packMeta}). Non-zero for every anchored batch (sourceIndex and
-    /// leafCount are), so it doubles as the "batch id used" marker.
-    mapping(bytes32 batchId => uint256 packedMeta) private _batchMeta;
+    /// @dev {_batchWord} of every anchored batch; non-zero (the source index is), so it doubles as the
+    /// "batch id used" marker.
+    mapping(bytes32 batchId => uint256 word) private _batches;
 
     error ZeroSourceId();
     error SourceAlreadyRegistered(bytes32 sourceId);
@@ -291,13 +275,12 @@ contract DeliveryLedger is AccessControl, EIP712 {
         address recovered = ECDSA.recover(_hashTypedDataV4(structHash), signature);
         if (recovered != source.signer) revert WrongSigner(m.sourceId, source.signer, recovered);
 
-        if (_batchMeta[m.batchId] != 0) revert BatchAlreadyAnchored(m.batchId);
+        if (_batches[m.batchId] != 0) revert BatchAlreadyAnchored(m.batchId);
         bytes32 last = source.lastManifestHash;
         if (m.prevManifestHash != last) revert PrevManifestMismatch(m.sourceId, last, m.prevManifestHash);
         if (m.kind == KIND_CORRECTION) _requireCorrectable(m.corrects, m.sourceId, sourceIndex);
 
-        _roots[m.batchId] = m.root;
-        _batchMeta[m.batchId] = _packMeta(sourceIndex, m);
+        _batches[m.batchId] = _batchWord(m.sourceId, m.root, sourceIndex);
         source.lastManifestHash = structHash;
         ++source.batchCount;
         _emitAnchored(m, structHash);
@@ -317,17 +300,23 @@ contract DeliveryLedger is AccessControl, EIP712 {
         return _sourceIds.length;
     }
 
-    /// @notice An anchored batch: its source, root, period, leaf count and kind.
-    function getBatch(bytes32 batchId) external view returns (Batch memory) {
-        BatchMeta memory meta = _requireBatch(batchId);
-        return Batch(
-            _sourceIds[meta.sourceIndex - 1], _roots[batchId], meta.periodStart, meta.periodEnd, meta.leafCount, meta.kind
-        );
+    /// @notice The source of an anchored batch. Its root, period, leaf count, totals and kind are in the
+    /// batch's BatchAnchored event (and its signed manifest); {isBatchRoot} checks a root against it.
+    /// @dev Reverts UnknownBatch for a batch id never anchored.
+    function batchSource(bytes32 batchId) external view returns (bytes32) {
+        return _sourceIds[_requireBatch(batchId) - 1];
+    }
+
+    /// @notice Whether `root` is the root of the anchored batch `batchId`.
+    /// @dev Reverts UnknownBatch for a batch id never anchored.
+    function isBatchRoot(bytes32 batchId, bytes32 root) external view returns (bool) {
+        uint32 sourceIndex = _requireBatch(batchId);
+        return _batches[batchId] == _batchWord(_sourceIds[sourceIndex - 1], root, sourceIndex);
     }
 
     /// @notice Whether a batch id has been anchored (and can never be anchored again).
     function isAnchored(bytes32 batchId) external view returns (bool) {
-        return _batchMeta[batchId] != 0;
+        return _batches[batchId] != 0;
     }
 
     /// @notice The EIP-712 struct hash of a manifest: what the next manifest of its source puts in
@@ -354,17 +343,19 @@ contract DeliveryLedger is AccessControl, EIP712 {
         view
         returns (bool)
     {
-        BatchMeta memory meta = _requireBatch(batchId);
-        if (r.sourceId != _sourceIds[meta.sourceIndex - 1]) return false;
-        return MerkleProof.verifyCalldata(proof, _roots[batchId], _recordLeaf(r));
+        uint32 sourceIndex = _requireBatch(batchId);
+        if (r.sourceId != _sourceIds[sourceIndex - 1]) return false;
+        bytes32 root = MerkleProof.processProofCalldata(proof, _recordLeaf(r));
+        return _batches[batchId] == _batchWord(r.sourceId, root, sourceIndex);
     }
 
     /// @notice Whether `proof` proves `leaf` against the root of the anchored batch `batchId`.
-    /// @dev Reverts UnknownBatch for a batch id never anchored. Does not check the leaf's source: use
+    /// @dev Reverts UnknownBatch for a batch id never anchored. Does not check the leaf's source field: use
     /// {verifyRecord} for records.
     function verifyLeaf(bytes32 batchId, bytes32 leaf, bytes32[] calldata proof) external view returns (bool) {
-        _requireBatch(batchId);
-        return MerkleProof.verifyCalldata(proof, _roots[batchId], leaf);
+        uint32 sourceIndex = _requireBatch(batchId);
+        bytes32 root = MerkleProof.processProofCalldata(proof, leaf);
+        return _batches[batchId] == _batchWord(_sourceIds[sourceIndex - 1], root, sourceIndex);
     }
 
     // ------------------------------------------------------------------------------------------
@@ -376,23 +367,15 @@ contract DeliveryLedger is AccessControl, EIP712 {
         if (source.index == 0) revert UnknownSource(sourceId);
     }
 
-    function _requireBatch(bytes32 batchId) internal view returns (BatchMeta memory) {
-        uint256 packed = _batchMeta[batchId];
-        if (packed == 0) revert UnknownBatch(batchId);
-        return _unpackMeta(packed);
+    /// @dev The index of the source of an anchored batch; reverts UnknownBatch otherwise.
+    function _requireBatch(bytes32 batchId) internal view returns (uint32 sourceIndex) {
+        sourceIndex = uint32(_batches[batchId]);
+        if (sourceIndex == 0) revert UnknownBatch(batchId);
     }
 
-    /// @dev One word, so anchoring writes a batch's metadata with a single SSTORE:
-    /// sourceIndex (bits 0-31) | periodStart (32-95) | periodEnd (96-159) | leafCount (160-223) | kind (224-231).
-    function _packMeta(uint32 sourceIndex, Manifest memory m) internal pure returns (uint256) {
-        return uint256(sourceIndex) | (uint256(m.periodStart) << 32) | (uint256(m.periodEnd) << 96)
-            | (uint256(m.leafCount) << 160) | (uint256(m.kind) << 224);
-    }
-
-    function _unpackMeta(uint256 packed) internal pure returns (BatchMeta memory) {
-        return BatchMeta(
-            uint32(packed), uint64(packed >> 32), uint64(packed >> 96), uint64(packed >> 160), uint8(packed >> 224)
-        );
+    /// @dev A batch's storage word: high 224 bits of keccak256(abi.encode(sourceId, root)) | sourceIndex.
+    function _batchWord(bytes32 sourceId, bytes32 root, uint32 sourceIndex) internal pure returns (uint256) {
+        return (uint256(keccak256(abi.encode(sourceId, root))) & ~uint256(type(uint32).max)) | sourceIndex;
     }
 
     function _changeStatus(bytes32 sourceId, SourceStatus from, SourceStatus to) internal {
@@ -412,7 +395,7 @@ contract DeliveryLedger is AccessControl, EIP712 {
     }
 
     function _requireCorrectable(bytes32 corrects, bytes32 sourceId, uint32 sourceIndex) internal view {
-        uint32 correctedIndex = uint32(_batchMeta[corrects]);
+        uint32 correctedIndex = uint32(_batches[corrects]);
         if (correctedIndex == 0) revert UnknownBatch(corrects);
         if (correctedIndex != sourceIndex) {
             revert CorrectionOfOtherSource(corrects, sourceId, _sourceIds[correctedIndex - 1]);

@@ -405,7 +405,12 @@ class LedgerMachine(RuleBasedStateMachine):
             (ledger.isAnchored, (random_hash(),), self.outsider),
         ]
         calls += [(ledger.getSource, (sid,), self.outsider) for sid in self.order]
-        calls += [(ledger.getBatch, (batch_id,), self.outsider) for batch_id in self.batches]
+        for batch_id, (_, m) in self.batches.items():
+            calls += [
+                (ledger.batchSource, (batch_id,), self.outsider),
+                (ledger.isBatchRoot, (batch_id, m[4]), self.outsider),
+                (ledger.isBatchRoot, (batch_id, random_hash()), self.outsider),
+            ]
         results = iter(batch_call(ledger, calls))
 
         assert next(results) == len(self.order)
@@ -440,9 +445,11 @@ class LedgerMachine(RuleBasedStateMachine):
         assert len(emitted_ids) == len(set(emitted_ids)) == len(self.batches) == total
 
         for sid, m in self.batches.values():
-            batch = next(results)
-            assert not isinstance(batch, Revert), batch
-            assert_same(batch, (sid, m[4], m[2], m[3], m[5], m[9]))
+            source, root_matches, other_root_matches = next(results), next(results), next(results)
+            assert not isinstance(source, Revert), source
+            assert_same(source, sid)
+            assert root_matches is True
+            assert other_root_matches is False
             assert m[9] in (KIND_REGULAR, KIND_CORRECTION)
 
 
