@@ -1,0 +1,1041 @@
+"""Delivery log ingestion: parse -> normalise -> dedupe -> leaf -> store (docs/ingestion.md).
+
+:func:`ingest_log` streams one log file (plain or gzip, any format of :mod:`parsers`) into the database:
+every physical line becomes a :class:`DeliveryRecordRow` (with its Merkle leaf), a
+:class:`QuarantinedLineRow`, a counted duplicate of an already stored request, or a skipped header /
+blank line. Records are written in chunks of :data:`CHUNK_RECORDS` with bulk Core inserts, one
+transaction per chunk that also moves the :class:`IngestFile` counters, so a crash leaves consistent
+counts and running the file again completes it (what was stored counts as duplicates).
+
+Memory stays flat as the file grows: the file is read in 64 KiB pieces, only the current chunk's
+records and raw lines are held, and duplicates are found in the database (the unique index on
+``(source_pk, request_id)``), not in an in-memory set of every request id seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import IO, Any
+
+import anyio.from_thread
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.requests import ClientDisconnect
+
+from edgeledger.assets.models import Asset
+from edgeledger.auth.dependencies import Principal
+from edgeledger.auth.models import Role, User
+from edgeledger.config import Settings
+from edgeledger.db import utcnow
+from edgeledger.deliveries import service
+from edgeledger.deliveries.leaf import _LEAF_STRUCT, keccak256
+from edgeledger.deliveries.models import (
+    BatchKind,
+    BatchState,
+    DeliveryBatch,
+    DeliveryRecordRow,
+    DeliverySource,
+    IngestFile,
+    IngestState,
+    MerchantHost,
+    QuarantinedLineRow,
+    SourceStatus,
+)
+from edgeledger.deliveries.parsers import (
+    FORMATS,
+    MAX_LINE_CHARS,
+    ParseStats,
+    _line_reader,
+    _open_text,
+    parse_log,
+)
+from edgeledger.deliveries.records import DeliveryRecord, LogFormatError, QuarantinedLine
+from edgeledger.deliveries.regions import region_of
+from edgeledger.ipfs.cid import InvalidCidError, normalize_cid
+
+__all__ = [
+    "CHUNK_RECORDS",
+    "DUPLICATE_REQUEST_ID",
+    "IngestFileRead",
+    "QuarantinedLineRead",
+    "asset_candidates",
+    "ingest_log",
+]
+
+#: Records (plus quarantined lines) written per transaction.
+CHUNK_RECORDS = 10_000
+#: Quarantine reasons added by ingestion (the parsers' reasons are in ``parsers.Reason``).
+DUPLICATE_REQUEST_ID = "duplicate_request_id"  # the request id appeared earlier in the same file
+REQUEST_ID_TOO_LONG = "request_id_too_long"  # over the 128 characters the records table keeps
+HOST_TOO_LONG = "host_too_long"  # over the 255 characters the records table keeps
+#: Raw text kept per line of the current chunk (enough for a quarantined line: masking looks at 8 KiB).
+_RAW_KEEP = 8_192
+_IN_CHUNK = 2_000  # request ids per IN (...) lookup
+_CACHE_LIMIT = 100_000  # entries of the per-run uri -> asset cache before it is cleared
+_RETRIES = 3  # chunk transactions retried after a unique-constraint race with a concurrent ingest
+
+_RECORDS = DeliveryRecordRow.__table__
+_QUARANTINE = QuarantinedLineRow.__table__
+_BATCHES = DeliveryBatch.__table__
+# Column order of the record tuples built by _Ingest._rows.
+_RECORD_COLUMNS = (
+    "source_pk",
+    "batch_pk",
+    "ingest_file_pk",
+    "line_number",
+    "request_id",
+    "timestamp_ms",
+    "edge_location",
+    "country",
+    "region",
+    "host",
+    "uri",
+    "asset_id",
+    "merchant_id",
+    "bytes_delivered",
+    "status",
+    "cache_result",
+    "pseudonym_key_id",
+    "client_pseudonym",
+    "salt",
+    "client_commitment",
+    "leaf",
+    "excluded",
+)
+assert set(_RECORD_COLUMNS) == {c.name for c in _RECORDS.columns} - {"id"}
+# Table and column names are the module's own constants (no outside text reaches this SQL).
+_COLUMN_LIST = ", ".join(_RECORD_COLUMNS)
+_INSERT_PG = f"INSERT INTO {_RECORDS.name} ({_COLUMN_LIST}) VALUES %s"  # noqa: S608
+_INSERT_QMARK = (
+    f"INSERT INTO {_RECORDS.name} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})"  # noqa: S608
+)
+
+
+# --------------------------------------------------------------------------------------------------------
+# API schemas
+# --------------------------------------------------------------------------------------------------------
+
+
+class IngestFileRead(BaseModel):
+    """The report of one ingested file. ``lines = records_new + duplicates + quarantined + skipped``;
+    ``duplicates_in_file`` are quarantined lines (reason ``duplicate_request_id``), counted in both."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    source_pk: int
+    name: str
+    log_format: str | None
+    sha256: str | None
+    size_bytes: int
+    state: str
+    pseudonym_key_id: str
+    lines: int
+    records_new: int
+    duplicates: int
+    duplicates_in_file: int
+    late_records: int
+    quarantined: int
+    skipped: int
+    error_code: str | None
+    error_message: str | None
+    created_by: int | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class QuarantinedLineRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    line_number: int
+    reason: str
+    detail: str
+    raw: str
+
+
+# --------------------------------------------------------------------------------------------------------
+# Asset resolution
+# --------------------------------------------------------------------------------------------------------
+
+# Cheap shape filters before the real CID parser: CIDv1 base32 ("b" + lower-case base32, the form assets
+# are stored in), CIDv1 base58btc ("z..."), CIDv0 ("Qm" + 44 base58 characters).
+_CID_SHAPE = re.compile(
+    r"b[a-z2-7]{50,120}|B[A-Z2-7]{50,120}|z[1-9A-HJ-NP-Za-km-z]{40,100}|Qm[1-9A-HJ-NP-Za-km-z]{44}"
+)
+
+
+def asset_candidates(host: str, uri: str) -> Iterator[str]:
+    """CID-shaped pieces of a request, in the order they are tried against registered assets.
+
+    1. the first label of a subdomain-gateway host (``<cid>.ipfs.<gateway>``);
+    2. every path segment, left to right, with anything from its first ``.`` cut off (an extension):
+       ``/ipfs/<cid>/video.mp4``, ``/<cid>``, ``/assets/<cid>.mp4``, ``/v/<cid>/seg-0001.ts`` ...
+    """
+    label, _, rest = host.partition(".")
+    if rest.startswith("ipfs.") and _CID_SHAPE.fullmatch(label):
+        yield label
+    for segment in uri.split("/"):
+        stem = segment.partition(".")[0]
+        if len(stem) >= 41 and _CID_SHAPE.fullmatch(stem):
+            yield stem
+
+
+class _AssetResolver:
+    """Request -> registered asset id (0 when none), cached per run: one query per distinct CID.
+
+    URIs are mostly distinct (segments, byte ranges), their directories are not: the directory part of
+    the path is cached, the last segment is checked on its own (one length test when it is short).
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._by_cid: dict[str, int] = {}
+        self._by_directory: dict[str, int] = {}
+
+    def __call__(self, host: str, uri: str) -> int:
+        if ".ipfs." in host:
+            for candidate in asset_candidates(host, ""):
+                found = self._asset_of(candidate)
+                if found:
+                    return found
+        directory, _, last = uri.rpartition("/")
+        found = self._by_directory.get(directory)
+        if found is None:
+            found = 0
+            for candidate in asset_candidates("", directory):
+                found = self._asset_of(candidate)
+                if found:
+                    break
+            if len(self._by_directory) >= _CACHE_LIMIT:
+                self._by_directory.clear()
+            self._by_directory[directory] = found
+        if found or len(last) < 41:
+            return found
+        stem = last.partition(".")[0]
+        return self._asset_of(stem) if _CID_SHAPE.fullmatch(stem) else 0
+
+    def _asset_of(self, text: str) -> int:
+        asset_id = self._by_cid.get(text)
+        if asset_id is None:
+            try:
+                cid = normalize_cid(text.lower() if text[0] == "B" else text, allow_v0=True)
+            except InvalidCidError:
+                cid = None
+            asset_id = 0
+            if cid is not None:
+                asset_id = (
+                    self._session.scalar(select(func.min(Asset.id)).where(Asset.content_cid == cid)) or 0
+                )
+            self._by_cid[text] = asset_id
+        return asset_id
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------------
+
+
+class _HashingReader:
+    """Binary file wrapper: sha-256 and size of the bytes as received, computed as they are read."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+
+class _Lines:
+    """Text lines of the upload, numbered as the parsers number them, the current chunk's kept raw."""
+
+    def __init__(self, stream: Any) -> None:
+        self.hashing: _HashingReader | None = None
+        if hasattr(stream, "read"):
+            self.hashing = _HashingReader(stream)
+            self._text, self._close = _open_text(self.hashing)
+            self._lines: Iterable[str] = _line_reader(self._text)
+        else:  # an iterable of str lines: hash their UTF-8 text
+            self._text, self._close = stream, lambda: None
+            self._lines = stream
+            self._sha = hashlib.sha256()
+            self._size = 0
+        self.raw: dict[int, str] = {}
+
+    def __iter__(self) -> Iterator[str]:
+        raw = self.raw
+        number = 0
+        continuation = False
+        hashing = self.hashing is None
+        for line in self._lines:
+            if hashing:
+                data = line.encode("utf-8", "surrogatepass")
+                self._sha.update(data)
+                self._size += len(data)
+            if not continuation:
+                number += 1
+                raw[number] = line[:_RAW_KEEP]
+            # a piece of MAX_LINE_CHARS without a newline: the next piece continues the same line
+            continuation = len(line) >= MAX_LINE_CHARS and not line.endswith("\n")
+            yield line
+
+    def digest(self) -> tuple[str, int]:
+        if self.hashing is not None:
+            return self.hashing.sha256.hexdigest(), self.hashing.size
+        return self._sha.hexdigest(), self._size
+
+    def close(self) -> None:
+        self._close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Chunks
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Counts:
+    lines: int = 0
+    records_new: int = 0
+    duplicates: int = 0
+    duplicates_in_file: int = 0
+    late_records: int = 0
+    quarantined: int = 0
+
+    def add(self, other: _Counts) -> None:
+        self.lines = max(self.lines, other.lines)
+        self.records_new += other.records_new
+        self.duplicates += other.duplicates
+        self.duplicates_in_file += other.duplicates_in_file
+        self.late_records += other.late_records
+        self.quarantined += other.quarantined
+
+
+@dataclass
+class _Chunk:
+    records: list[DeliveryRecord] = field(default_factory=list)
+    quarantined: list[QuarantinedLine] = field(default_factory=list)
+    last_line: int = 0
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.quarantined)
+
+
+class _Ingest:
+    """One ingest_log run: per-run caches and the chunk writer."""
+
+    def __init__(
+        self, session: Session, settings: Settings, source: DeliverySource, ingest: IngestFile
+    ) -> None:
+        self.session = session
+        self.source_pk = source.id
+        self.source_id = service.bytes32(source.source_id)
+        self.ingest = ingest
+        self.ingest_pk = ingest.id
+        self.key_id = ingest.pseudonym_key_id
+        self.period_seconds = settings.delivery_period_seconds
+        self.totals = _Counts()
+        self.log_format: str | None = ingest.log_format
+        self.assets = _AssetResolver(session)
+        self.merchants: dict[str, bytes] = {}
+        self.edges: dict[str, bytes] = {}
+        self.countries: dict[str, tuple[bytes, str]] = {}
+
+    # --- the transaction of one chunk ---------------------------------------------------------------
+
+    def write(self, chunk: _Chunk, raw: dict[int, str]) -> None:
+        """Store one chunk in one transaction (retried from scratch after a concurrent-insert race)."""
+        for attempt in range(_RETRIES):
+            try:
+                counts = self._write(chunk, raw)
+                self.session.commit()
+            except IntegrityError:
+                self.session.rollback()
+                if attempt == _RETRIES - 1:
+                    raise
+                continue
+            self.totals.add(counts)
+            return
+
+    def _write(self, chunk: _Chunk, raw: dict[int, str]) -> _Counts:
+        session = self.session
+        counts = _Counts(lines=chunk.last_line)
+        # Write first: on SQLite this takes the database write lock before anything is read, so a batch
+        # close cannot commit between our state check and our insert (PostgreSQL: the FOR UPDATE below).
+        session.execute(
+            update(IngestFile).where(IngestFile.id == self.ingest_pk).values(log_format=self.log_format)
+        )
+        stored = self._stored(chunk.records)
+        quarantined = list(chunk.quarantined)
+        new: list[DeliveryRecord] = []
+        first_line: dict[str, int] = {}
+        for record in chunk.records:
+            rid = record.request_id
+            earlier = stored.get(rid)
+            if earlier is None:
+                earlier_here = first_line.get(rid)
+                if earlier_here is None:
+                    first_line[rid] = record.line_number
+                    new.append(record)
+                    continue
+                earlier = (self.ingest_pk, earlier_here)
+            if earlier[0] != self.ingest_pk:
+                counts.duplicates += 1  # stored by an earlier ingest of this source: nothing to do
+                continue
+            counts.duplicates_in_file += 1
+            quarantined.append(
+                QuarantinedLine(
+                    self.ingest.name,
+                    record.line_number,
+                    DUPLICATE_REQUEST_ID,
+                    raw.get(record.line_number, ""),
+                    f"request id already on line {earlier[1]}",
+                )
+            )
+        rows = self._rows(new, counts)
+        if rows:
+            self._insert_records(rows)
+        if quarantined:
+            session.execute(
+                insert(_QUARANTINE),
+                [
+                    {
+                        "ingest_file_pk": self.ingest_pk,
+                        "line_number": q.line_number,
+                        "reason": q.reason,
+                        "detail": q.detail,
+                        "raw": q.raw,
+                    }
+                    for q in quarantined
+                ],
+            )
+        counts.records_new = len(rows)
+        counts.quarantined = len(quarantined)
+        totals = _Counts(**vars(self.totals))
+        totals.add(counts)
+        session.execute(
+            update(IngestFile)
+            .where(IngestFile.id == self.ingest_pk)
+            .values(
+                lines=totals.lines,
+                records_new=totals.records_new,
+                duplicates=totals.duplicates,
+                duplicates_in_file=totals.duplicates_in_file,
+                late_records=totals.late_records,
+                quarantined=totals.quarantined,
+                # not known exactly until the end: lines read so far that became nothing else
+                skipped=totals.lines - totals.records_new - totals.duplicates - totals.quarantined,
+            )
+        )
+        return counts
+
+    def _insert_records(self, rows: list[tuple[Any, ...]]) -> None:
+        """Bulk insert at the driver level, in the chunk's transaction.
+
+        Profiled: SQLAlchemy's per-row parameter processing of an ``insert()`` executemany (dict per row,
+        a bind processor per LargeBinary value) cost as much as parsing the line; the driver takes the
+        tuples as they are (sqlite3 ``executemany``, psycopg2 ``execute_values``: 1,000 rows a statement).
+        """
+        connection = self.session.connection()
+        if connection.dialect.name == "postgresql":
+            from psycopg2.extras import execute_values
+
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                execute_values(cursor, _INSERT_PG, rows, page_size=1_000)
+            finally:
+                cursor.close()
+        else:
+            connection.exec_driver_sql(_INSERT_QMARK, rows)
+
+    def _stored(self, records: list[DeliveryRecord]) -> dict[str, tuple[int, int]]:
+        """request id -> (ingest file, line) of the chunk's request ids this source already has."""
+        ids = list({r.request_id for r in records})
+        found: dict[str, tuple[int, int]] = {}
+        table = _RECORDS.c
+        for start in range(0, len(ids), _IN_CHUNK):
+            rows = self.session.execute(
+                select(table.request_id, table.ingest_file_pk, table.line_number).where(
+                    table.source_pk == self.source_pk, table.request_id.in_(ids[start : start + _IN_CHUNK])
+                )
+            )
+            for rid, file_pk, line in rows:
+                found[rid] = (file_pk, line)
+        return found
+
+    # --- rows ---------------------------------------------------------------------------------------
+
+    def _rows(self, records: list[DeliveryRecord], counts: _Counts) -> list[tuple[Any, ...]]:
+        if not records:
+            return []
+        salts = os.urandom(32 * len(records))  # one system call for the chunk's salts
+        source_pk, ingest_pk, key_id, source_id = self.source_pk, self.ingest_pk, self.key_id, self.source_id
+        period_seconds = self.period_seconds
+        batches: dict[int, tuple[int, bool]] = {}
+        merchants, edges, countries, assets = self.merchants, self.edges, self.countries, self.assets
+        pack = _LEAF_STRUCT.pack
+        k = keccak256
+        rows = []
+        late = 0
+        offset = 0
+        for r in records:
+            start = r.timestamp_ms // 1000 // period_seconds * period_seconds
+            slot = batches.get(start)
+            if slot is None:
+                slot = batches[start] = self._batch_for(start, start + period_seconds)
+            if slot[1]:
+                late += 1
+            host = r.host
+            merchant = merchants.get(host)
+            if merchant is None:
+                merchant = merchants[host] = service.merchant_id_for(host)
+            edge = edges.get(r.edge_location)
+            if edge is None:
+                edge = edges[r.edge_location] = service.edge_location_bytes(r.edge_location)
+            country = countries.get(r.country)
+            if country is None:
+                country = countries[r.country] = (service.country_bytes(r.country), region_of(r.country))
+            asset_id = assets(host, r.uri)
+            salt = salts[offset : offset + 32]
+            offset += 32
+            pseudonym = r.client_pseudonym
+            commitment = k(salt + pseudonym)
+            cache = int(r.cache_result)
+            # The leaf over exactly what service.leaf_values_of reads back from the stored row.
+            encoded = pack(
+                source_id,
+                k(r.request_id.encode("utf-8")),
+                r.timestamp_ms,
+                edge,
+                country[0],
+                asset_id.to_bytes(32),
+                merchant,
+                r.bytes_delivered,
+                r.status,
+                cache,
+                commitment,
+            )
+            rows.append(
+                (
+                    source_pk,
+                    slot[0],
+                    ingest_pk,
+                    r.line_number,
+                    r.request_id,
+                    r.timestamp_ms,
+                    r.edge_location,
+                    r.country,
+                    country[1],
+                    host,
+                    r.uri,
+                    asset_id,
+                    merchant,
+                    r.bytes_delivered,
+                    r.status,
+                    cache,
+                    key_id,
+                    pseudonym,
+                    salt,
+                    commitment,
+                    k(k(encoded)),
+                    False,
+                )
+            )
+        counts.late_records = late
+        return rows
+
+    # --- batches ------------------------------------------------------------------------------------
+
+    def _locked(self, start: int, kind: str) -> Any:
+        """The newest batch of (source, period, kind), row-locked until the chunk commits."""
+        c = _BATCHES.c
+        return self.session.execute(
+            select(c.id, c.state, c.correction_seq)
+            .where(c.source_pk == self.source_pk, c.period_start == start, c.kind == kind)
+            .order_by(c.correction_seq.desc())
+            .limit(1)
+            .with_for_update()
+        ).first()
+
+    def _batch_for(self, start: int, end: int) -> tuple[int, bool]:
+        """(batch pk, late) for a record of period [start, end), inside the chunk's transaction.
+
+        The regular batch while open (created when missing, re-opened when it closed empty); else the
+        open correction batch of the period, the next correction when the latest one is no longer open.
+        """
+        regular = self._locked(start, BatchKind.regular)
+        if regular is None:
+            return self._create(start, end, BatchKind.regular, 0, None), False
+        if regular.state in (BatchState.open, BatchState.empty):
+            if regular.state == BatchState.empty:
+                self._reopen(regular.id)
+            return regular.id, False
+        correction = self._locked(start, BatchKind.correction)
+        if correction is not None and correction.state in (BatchState.open, BatchState.empty):
+            if correction.state == BatchState.empty:
+                self._reopen(correction.id)
+            return correction.id, True
+        seq = (correction.correction_seq if correction is not None else 0) + 1
+        return self._create(start, end, BatchKind.correction, seq, regular.id), True
+
+    def _reopen(self, batch_pk: int) -> None:
+        self.session.execute(
+            update(_BATCHES)
+            .where(_BATCHES.c.id == batch_pk)
+            .values(state=BatchState.open, closed_at=None, updated_at=utcnow())
+        )
+
+    def _create(self, start: int, end: int, kind: str, seq: int, corrects: int | None) -> int:
+        now = utcnow()
+        result = self.session.execute(
+            insert(_BATCHES).values(
+                batch_id=service.batch_id_for(service.hex32(self.source_id), start, end, kind, seq),
+                source_pk=self.source_pk,
+                period_start=start,
+                period_end=end,
+                kind=kind,
+                correction_seq=seq,
+                corrects_pk=corrects,
+                state=BatchState.open,
+                leaf_count=0,
+                total_bytes=0,
+                total_requests=0,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------------
+
+
+def _check_request(record: DeliveryRecord, lines: _Lines, name: str) -> QuarantinedLine | None:
+    """Records the tables cannot hold as they are become quarantined lines (never truncated silently)."""
+    if len(record.request_id) > 128:
+        return QuarantinedLine(
+            name,
+            record.line_number,
+            REQUEST_ID_TOO_LONG,
+            lines.raw.get(record.line_number, ""),
+            "over 128 chars",
+        )
+    if len(record.host) > 255:
+        return QuarantinedLine(
+            name, record.line_number, HOST_TOO_LONG, lines.raw.get(record.line_number, ""), "over 255 chars"
+        )
+    return None
+
+
+def ingest_log(
+    session: Session,
+    settings: Settings,
+    source: DeliverySource,
+    stream: IO[bytes] | Iterable[str],
+    *,
+    name: str,
+    created_by: int | None,
+    log_format: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> IngestFile:
+    """Ingest one log file (binary file object, plain or gzip, or an iterable of text lines).
+
+    Returns the finished :class:`IngestFile` (state ``done``). Raises :class:`service.DeliveryError`:
+    ``source_suspended`` (409), ``bad_log_format`` (422) before anything is written; ``not_a_log`` (422,
+    the IngestFile is ``rejected``, nothing else stored) and ``log_truncated`` (422, ``failed``, the
+    records before the break are kept) after. ``progress`` is called with the lines read so far after
+    every chunk.
+    """
+    if source.status == SourceStatus.suspended:
+        raise service.DeliveryError(
+            f"source {source.name!r} is suspended", code="source_suspended", status=409, source=source.name
+        )
+    if log_format is not None and log_format not in FORMATS:
+        raise service.DeliveryError(
+            f"log format must be one of {', '.join(FORMATS)}", code="bad_log_format", log_format=log_format
+        )
+    key_id = service.pseudonym_key_id()
+    pseudonymiser = service.pseudonymiser_for(session, settings, key_id)
+    ingest = IngestFile(
+        source_pk=source.id,
+        name=name[:255],
+        log_format=log_format,
+        state=IngestState.processing,
+        pseudonym_key_id=key_id,
+        created_by=created_by,
+    )
+    session.add(ingest)
+    session.commit()
+
+    run = _Ingest(session, settings, source, ingest)
+    lines = _Lines(stream)
+    stats = ParseStats()
+    chunk = _Chunk()
+    record_class = DeliveryRecord
+    try:
+        for item in parse_log(
+            iter(lines), pseudonymiser=pseudonymiser, file_name=name, stats=stats, log_format=log_format
+        ):
+            if item.__class__ is record_class:
+                bad = _check_request(item, lines, name)  # type: ignore[arg-type]
+                if bad is None:
+                    chunk.records.append(item)  # type: ignore[arg-type]
+                else:
+                    chunk.quarantined.append(bad)
+            else:
+                chunk.quarantined.append(item)  # type: ignore[arg-type]
+            if len(chunk) >= CHUNK_RECORDS:
+                chunk.last_line = item.line_number
+                run.log_format = run.log_format or next(iter(stats.by_format), None)
+                run.write(chunk, lines.raw)
+                _forget_lines(lines.raw, item.line_number)
+                chunk = _Chunk()
+                if progress is not None:
+                    progress(item.line_number)
+    except LogFormatError as exc:
+        session.rollback()
+        truncated = isinstance(exc.__cause__, EOFError | OSError | zlib.error)
+        if truncated:
+            _write_rest(run, chunk, lines, stats)
+        _finish(run, lines, stats, error=("log_truncated" if truncated else "not_a_log", exc.reason))
+        lines.close()
+        code = "log_truncated" if truncated else "not_a_log"
+        raise service.DeliveryError(
+            f"{name}: {exc.reason}", code=code, status=422, ingest_id=ingest.id, lines=run.totals.lines
+        ) from exc
+    except BaseException as exc:
+        session.rollback()
+        lines.close()
+        code = exc.code if isinstance(exc, service.DeliveryError) else "ingest_interrupted"
+        _finish(run, lines, stats, error=(code, f"{type(exc).__name__}: {exc}"[:500]))
+        raise
+    _write_rest(run, chunk, lines, stats)
+    lines.close()
+    _finish(run, lines, stats, error=None)
+    if progress is not None:
+        progress(stats.lines)
+    return ingest
+
+
+def _forget_lines(raw: dict[int, str], up_to: int) -> None:
+    """Drop the kept raw text of lines up to ``up_to`` (their chunk is stored)."""
+    if len(raw) and max(raw) <= up_to:
+        raw.clear()
+        return
+    for number in [n for n in raw if n <= up_to]:
+        del raw[number]
+
+
+def _write_rest(run: _Ingest, chunk: _Chunk, lines: _Lines, stats: ParseStats) -> None:
+    run.log_format = run.log_format or next(iter(stats.by_format), None)
+    chunk.last_line = max(stats.lines, chunk.last_line, *(i.line_number for i in chunk.records[-1:]))
+    run.write(chunk, lines.raw)
+
+
+def _finish(run: _Ingest, lines: _Lines, stats: ParseStats, *, error: tuple[str, str] | None) -> None:
+    """Final counters, digest and state of the IngestFile (its own transaction)."""
+    sha, size = lines.digest()
+    totals = run.totals
+    values: dict[str, Any] = {
+        "sha256": sha,
+        "size_bytes": size,
+        "log_format": run.log_format or next(iter(stats.by_format), None),
+        "finished_at": utcnow(),
+    }
+    if error is None:
+        values.update(state=IngestState.done, lines=stats.lines, skipped=stats.skipped)
+    elif error[0] == "not_a_log":
+        values.update(
+            state=IngestState.rejected, error_code=error[0], error_message=error[1], lines=0, skipped=0
+        )
+    else:
+        values.update(state=IngestState.failed, error_code=error[0], error_message=error[1])
+        values["skipped"] = totals.lines - totals.records_new - totals.duplicates - totals.quarantined
+        values["lines"] = totals.lines
+    run.session.execute(update(IngestFile).where(IngestFile.id == run.ingest_pk).values(**values))
+    run.session.commit()
+    run.session.refresh(run.ingest)
+
+
+# --------------------------------------------------------------------------------------------------------
+# API helpers (the endpoints in views.py stay thin)
+# --------------------------------------------------------------------------------------------------------
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+
+
+class IngestFilePage(Page):
+    items: list[IngestFileRead]
+
+
+class QuarantinePage(Page):
+    items: list[QuarantinedLineRead]
+
+
+class MerchantHostCreate(BaseModel):
+    host: str
+    merchant_user_id: int
+
+
+class MerchantHostRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    host: str
+    merchant_user_id: int
+    merchant_id: str  # keccak256(host), the records' merchantId
+    created_at: datetime
+
+
+MAX_PAGE = 1_000
+
+
+def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
+    if limit < 1 or limit > MAX_PAGE or offset < 0:
+        raise service.DeliveryError(
+            f"limit must be 1..{MAX_PAGE} and offset >= 0", code="bad_page", limit=limit, offset=offset
+        )
+    return limit, offset
+
+
+def authorize_ingest(principal: Principal, source: DeliverySource) -> None:
+    """Admins, or the operator account the source belongs to, may push its logs."""
+    if principal.is_admin:
+        return
+    if principal.role == Role.operator and principal.user_id == source.operator_user_id:
+        return
+    raise service.DeliveryError(
+        f"only an admin or the operator of source {source.name!r} may push its logs",
+        code="forbidden",
+        status=403,
+    )
+
+
+class RequestBody:
+    """The raw request body as a blocking binary file, for a sync endpoint running in a worker thread.
+
+    Each ``read`` pulls the next chunk from Starlette's receive stream on the event loop
+    (``anyio.from_thread.run``), so a chunked upload of any size is parsed as it arrives and never held
+    whole in memory.
+    """
+
+    def __init__(self, request: Request, max_bytes: int) -> None:
+        self._chunks = request.stream().__aiter__()
+        self._buffer = b""
+        self._done = False
+        self._max = max_bytes
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_chunk(self) -> bytes:
+        try:
+            chunk: bytes = anyio.from_thread.run(self._chunks.__anext__)
+        except StopAsyncIteration:
+            self._done = True
+            return b""
+        except ClientDisconnect:
+            raise service.DeliveryError(
+                "the client went away before the upload was complete", code="upload_interrupted", status=400
+            ) from None
+        self.received += len(chunk)
+        if self.received > self._max:
+            raise service.DeliveryError(
+                f"upload larger than {self._max} bytes", code="upload_too_large", status=413
+            )
+        return chunk
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            parts = [self._buffer]
+            while not self._done:
+                parts.append(self._next_chunk())
+            self._buffer = b""
+            return b"".join(parts)
+        while len(self._buffer) < size and not self._done:
+            self._buffer += self._next_chunk()
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+def ingest_request(
+    session: Session,
+    settings: Settings,
+    principal: Principal,
+    ref: str,
+    request: Request,
+    *,
+    name: str | None,
+    log_format: str | None,
+    multipart_allowed: bool = True,
+) -> IngestFile:
+    """POST .../logs and .../stream: checks first (404, 403, 409), then streams the body to ingest_log.
+
+    A ``multipart/form-data`` body must carry the log in the field ``file`` (Starlette spools the part to
+    a temporary file past 1 MiB); any other body is the log itself, named by ``?name=``.
+    """
+    source = service.get_source(session, ref)
+    authorize_ingest(principal, source)
+    if source.status == SourceStatus.suspended:
+        raise service.DeliveryError(
+            f"source {source.name!r} is suspended", code="source_suspended", status=409, source=source.name
+        )
+    content_type = request.headers.get("content-type", "")
+    if multipart_allowed and content_type.startswith("multipart/form-data"):
+        form = anyio.from_thread.run(partial(request.form, max_files=1, max_fields=10))
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, StarletteUploadFile):
+                raise service.DeliveryError("multipart upload without a 'file' part", code="missing_file")
+            return ingest_log(
+                session,
+                settings,
+                source,
+                upload.file,
+                name=name or upload.filename or "upload",
+                created_by=principal.user_id,
+                log_format=log_format,
+            )
+        finally:
+            anyio.from_thread.run(form.close)
+    body = RequestBody(request, settings.max_upload_bytes)
+    default_name = f"{source.name}-{utcnow().strftime('%Y%m%dT%H%M%SZ')}.log"
+    return ingest_log(
+        session,
+        settings,
+        source,
+        body,
+        name=name or default_name,
+        created_by=principal.user_id,
+        log_format=log_format,
+    )
+
+
+def _visible_ingests(principal: Principal) -> Any:
+    """Operators see the ingests of their own sources; admins and auditors see all."""
+    query = select(IngestFile)
+    if principal.role == Role.operator:
+        mine = select(DeliverySource.id).where(DeliverySource.operator_user_id == principal.user_id)
+        query = query.where(IngestFile.source_pk.in_(mine))
+    return query
+
+
+def list_ingests(
+    session: Session,
+    principal: Principal,
+    *,
+    source: str | None,
+    state: str | None,
+    limit: int,
+    offset: int,
+) -> IngestFilePage:
+    limit, offset = _page_bounds(limit, offset)
+    query = _visible_ingests(principal)
+    if source is not None:
+        query = query.where(IngestFile.source_pk == service.get_source(session, source).id)
+    if state is not None:
+        if state not in set(IngestState):
+            raise service.DeliveryError(f"unknown ingest state {state!r}", code="bad_state", state=state)
+        query = query.where(IngestFile.state == state)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(IngestFile.id.desc()).limit(limit).offset(offset))
+    return IngestFilePage(
+        total=total, limit=limit, offset=offset, items=[IngestFileRead.model_validate(r) for r in rows]
+    )
+
+
+def get_ingest(session: Session, principal: Principal, ingest_id: int) -> IngestFile:
+    found = session.scalar(_visible_ingests(principal).where(IngestFile.id == ingest_id))
+    if found is None:
+        raise service.DeliveryError(f"no ingest {ingest_id}", code="ingest_not_found", status=404)
+    return found
+
+
+def list_quarantine(
+    session: Session, principal: Principal, ingest_id: int, *, limit: int, offset: int
+) -> QuarantinePage:
+    limit, offset = _page_bounds(limit, offset)
+    ingest = get_ingest(session, principal, ingest_id)
+    where = QuarantinedLineRow.ingest_file_pk == ingest.id
+    total = session.scalar(select(func.count()).select_from(QuarantinedLineRow).where(where)) or 0
+    rows = session.scalars(
+        select(QuarantinedLineRow)
+        .where(where)
+        .order_by(QuarantinedLineRow.line_number, QuarantinedLineRow.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return QuarantinePage(
+        total=total, limit=limit, offset=offset, items=[QuarantinedLineRead.model_validate(r) for r in rows]
+    )
+
+
+def _host_read(row: MerchantHost) -> MerchantHostRead:
+    return MerchantHostRead(
+        host=row.host,
+        merchant_user_id=row.merchant_user_id,
+        merchant_id=service.hex32(service.merchant_id_for(row.host)),
+        created_at=row.created_at,
+    )
+
+
+def add_merchant_host(session: Session, body: MerchantHostCreate) -> MerchantHostRead:
+    """Map a request host to a merchant account (idempotent; 409 when the host is another merchant's)."""
+    host = body.host.strip().lower().rstrip(".")
+    if not host or len(host) > 255 or not host.isprintable() or " " in host or "/" in host:
+        raise service.DeliveryError(f"{body.host!r} is not a host name", code="bad_host")
+    user = session.get(User, body.merchant_user_id)
+    if user is None or user.role != Role.merchant:
+        raise service.DeliveryError(
+            f"user {body.merchant_user_id} is not a merchant", code="not_a_merchant", status=422
+        )
+    existing = session.get(MerchantHost, host)
+    if existing is not None:
+        if existing.merchant_user_id != user.id:
+            raise service.DeliveryError(
+                f"host {host!r} belongs to merchant {existing.merchant_user_id}",
+                code="merchant_host_taken",
+                status=409,
+            )
+        return _host_read(existing)
+    row = MerchantHost(host=host, merchant_user_id=user.id)
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:  # added concurrently: report what is stored now
+        session.rollback()
+        return add_merchant_host(session, body)
+    return _host_read(row)
+
+
+def list_merchant_hosts(session: Session, principal: Principal) -> list[MerchantHostRead]:
+    """Admins and auditors see every mapping, a merchant its own hosts."""
+    query = select(MerchantHost).order_by(MerchantHost.host)
+    if principal.role == Role.merchant:
+        query = query.where(MerchantHost.merchant_user_id == principal.user_id)
+    return [_host_read(row) for row in session.scalars(query)]
