@@ -197,6 +197,96 @@ def reconcile(grace_seconds: float = 60.0) -> None:
     typer.echo(json.dumps(reconcile_registrations(grace_seconds)))
 
 
+sources_app = typer.Typer(help="Delivery sources: edge nodes and CDN provider accounts (through the API).")
+app.add_typer(sources_app, name="sources")
+
+
+@sources_app.command("register")
+def register_source(
+    name: Annotated[str, typer.Option(help="Unique source name (its on-chain id derives from it)")],
+    kind: Annotated[str, typer.Option(help="edge_node or cdn_provider")],
+    provider: Annotated[str, typer.Option(help="cloudfront, cloudflare, fastly or edgeledger")],
+    regions: Annotated[str, typer.Option(help="Comma-separated ISO 3166-1 alpha-2 codes served, or *")],
+    jurisdiction: Annotated[str, typer.Option(help="Operator's jurisdiction (alpha-2)")],
+    operator: Annotated[str | None, typer.Option(help="Payout address (CDN default: the platform)")] = None,
+    signer: Annotated[str | None, typer.Option(help="Edge nodes: the node's signing address")] = None,
+    node_ip: Annotated[list[str] | None, typer.Option(help="The node's own public IP, repeatable")] = None,
+    operator_user_id: Annotated[int | None, typer.Option(help="User who operates the node")] = None,
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Register a delivery source on chain (admin API key)."""
+    body = {
+        "name": name,
+        "kind": kind,
+        "provider": provider,
+        "regions": [r.strip() for r in regions.split(",") if r.strip()],
+        "jurisdiction": jurisdiction,
+        "operator": operator,
+        "signer": signer,
+        "node_ips": node_ip or [],
+        "operator_user_id": operator_user_id,
+    }
+    response = httpx.post(
+        f"{api or _default_api()}/deliveries/sources", json=body, headers={"X-API-Key": api_key}, timeout=180
+    )
+    if response.status_code >= 400:
+        _fail(response)
+    source = response.json()
+    typer.echo(json.dumps(source, indent=2))
+    typer.secho(f"registered {source['name']} as {source['source_id']}", fg="green", err=True)
+
+
+@sources_app.command("list")
+def list_sources(api: ApiUrl = "", api_key: ApiKey = "") -> None:
+    """List delivery sources."""
+    response = httpx.get(f"{api or _default_api()}/deliveries/sources", headers={"X-API-Key": api_key})
+    if response.status_code >= 400:
+        _fail(response)
+    for source in response.json():
+        typer.echo(f"{source['name']:<24} {source['kind']:<13} {source['status']:<11} {source['source_id']}")
+
+
+@app.command("batches")
+def list_batches(
+    source: str | None = None,
+    state: str | None = None,
+    period_start: int | None = None,
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """List delivery batches with their anchoring state."""
+    query = {k: v for k, v in {"source": source, "state": state, "period_start": period_start}.items() if v}
+    response = httpx.get(
+        f"{api or _default_api()}/deliveries/batches", params=query, headers={"X-API-Key": api_key}
+    )
+    if response.status_code >= 400:
+        _fail(response)
+    for batch in response.json():
+        typer.echo(
+            f"{batch['batch_id'][:18]}…  {batch['source']:<20} {batch['period_start']:>11} "
+            f"{batch['kind']:<10} {batch['state']:<18} {batch['leaf_count']:>9} {batch['tx_hash'] or ''}"
+        )
+
+
+@app.command()
+def anchor(
+    force_close: Annotated[
+        bool, typer.Option(help="Close every open batch now, ignoring the late window (demos)")
+    ] = False,
+    wait: Annotated[bool, typer.Option(help="Keep confirming until every anchored batch is final")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds")] = 300.0,
+) -> None:
+    """Close due batches, anchor them and confirm, in this process (no worker needed)."""
+    from edgeledger.deliveries.anchoring import run_once
+
+    settings = get_settings()
+    summary = run_once(settings, force_close=force_close, wait=wait, timeout=timeout)
+    typer.echo(json.dumps(summary, indent=2))
+    if summary["anchoring"]["errors"]:
+        raise typer.Exit(1)
+
+
 @users_app.command("create")
 def create_user(
     role: Annotated[str, typer.Option(help="creator, merchant, operator, auditor or admin")],

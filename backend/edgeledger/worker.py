@@ -11,7 +11,11 @@ from celery import Celery
 from edgeledger.config import get_settings
 
 settings = get_settings()
-celery_app = Celery("edgeledger", broker=settings.resolved_broker_url, include=["edgeledger.assets.tasks"])
+celery_app = Celery(
+    "edgeledger",
+    broker=settings.resolved_broker_url,
+    include=["edgeledger.assets.tasks", "edgeledger.deliveries.tasks"],
+)
 celery_app.conf.update(
     task_ignore_result=True,
     task_acks_late=True,  # a worker killed mid-task leaves the task for another worker
@@ -20,6 +24,9 @@ celery_app.conf.update(
     broker_connection_retry_on_startup=True,
     beat_schedule={
         "reconcile-registrations": {"task": "edgeledger.assets.reconcile_registrations", "schedule": 60.0},
+        "close-due-batches": {"task": "edgeledger.deliveries.close_due_batches", "schedule": 60.0},
+        "anchor-pending": {"task": "edgeledger.deliveries.anchor_pending", "schedule": 15.0},
+        "confirm-anchors": {"task": "edgeledger.deliveries.confirm_anchors", "schedule": 15.0},
     },
     beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
 )

@@ -253,6 +253,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=40), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("raw", sa.Text(), nullable=False),
+        sa.Column("request_id", sa.String(length=128), nullable=True),
         sa.ForeignKeyConstraint(
             ["ingest_file_pk"],
             ["ingest_files.id"],

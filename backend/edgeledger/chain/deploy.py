@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,10 @@ def run_deploy_script(
     if admin:
         env["ADMIN_ADDRESS"] = admin
     brownie = str(Path(sys.executable).with_name("brownie"))
+    # Brownie keeps artifacts of deployments on "live" networks in build/deployments and, on connecting,
+    # fails if one has no code on the chain it attaches to: a throwaway anvil (tests, `up`) reusing chain
+    # id 31337 always trips over the previous run's. DEPLOYMENT_FILE is the record that counts.
+    shutil.rmtree(PROJECT_ROOT / "build" / "deployments", ignore_errors=True)
     result = subprocess.run(
         [brownie, "run", "scripts/deploy.py", "--network", "edgeledger-rpc"],
         cwd=PROJECT_ROOT,

@@ -150,6 +150,9 @@ class QuarantinedLineRow(Base):
     reason: Mapped[str] = mapped_column(String(40))
     detail: Mapped[str] = mapped_column(Text, default="")
     raw: Mapped[str] = mapped_column(Text)  # IP literals masked, truncated
+    # The logged request id when the line has one (duplicates): the duplicate-request fraud signal
+    # matches batch records on it.
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class DeliveryBatch(Base):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from fastapi.encoders import jsonable_encoder
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgeledger.auth.dependencies import Principal, require_roles
@@ -12,6 +14,8 @@ from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.db import get_session
+from edgeledger.deliveries import anchoring, receipts, service, signals, tasks
+from edgeledger.deliveries.models import DeliverySource, SourceStatus
 from edgeledger.deps import get_app_settings, get_chain
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
@@ -28,6 +32,195 @@ ReaderDep = Annotated[
 
 # --- batches and anchoring -------------------------------------------------------------------------
 
+SourceOperatorDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.operator))]
+ReviewerDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.auditor))]
+ReceiptReaderDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.auditor, Role.merchant))]
+
+
+def _ensure_source_operator(principal: Principal, source: DeliverySource) -> None:
+    if not principal.is_admin and principal.user_id != source.operator_user_id:
+        raise service.DeliveryError(
+            f"only the operator of {source.name} or an admin may do this", code="forbidden", status=403
+        )
+
+
+@router.post("/sources", status_code=201, response_model=anchoring.SourceRead)
+def create_source(
+    body: anchoring.SourceCreate, session: SessionDep, chain: ChainDep, settings: SettingsDep, _: AdminDep
+) -> anchoring.SourceRead:
+    """Registers an edge node or CDN provider account in DeliveryLedger (journal row first; re-posting a
+    source stuck in "registering" resumes it)."""
+    return anchoring.source_read(anchoring.register_source(session, chain, settings, body))
+
+
+@router.get("/sources", response_model=list[anchoring.SourceRead])
+def list_sources(session: SessionDep, _: ReaderDep) -> list[anchoring.SourceRead]:
+    rows = session.scalars(select(DeliverySource).order_by(DeliverySource.id))
+    return [anchoring.source_read(row) for row in rows]
+
+
+@router.get("/sources/{ref}", response_model=anchoring.SourceRead)
+def get_source(ref: str, session: SessionDep, _: ReaderDep) -> anchoring.SourceRead:
+    return anchoring.source_read(service.get_source(session, ref))
+
+
+@router.post("/sources/{ref}/suspend", response_model=anchoring.SourceRead)
+def suspend_source(ref: str, session: SessionDep, chain: ChainDep, _: AdminDep) -> anchoring.SourceRead:
+    source = service.get_source(session, ref)
+    return anchoring.source_read(anchoring.set_source_status(session, chain, source, SourceStatus.suspended))
+
+
+@router.post("/sources/{ref}/reactivate", response_model=anchoring.SourceRead)
+def reactivate_source(ref: str, session: SessionDep, chain: ChainDep, _: AdminDep) -> anchoring.SourceRead:
+    source = service.get_source(session, ref)
+    return anchoring.source_read(anchoring.set_source_status(session, chain, source, SourceStatus.active))
+
+
+@router.post("/sources/{ref}/sync", response_model=anchoring.SourceRead)
+def sync_source(
+    ref: str, session: SessionDep, chain: ChainDep, principal: SourceOperatorDep
+) -> anchoring.SourceRead:
+    """Re-reads signer, operator and status from the chain (after the node rotated its signer with its
+    own wallet); finishes a registration left in "registering"."""
+    source = service.get_source(session, ref)
+    _ensure_source_operator(principal, source)
+    if source.status == SourceStatus.registering:
+        return anchoring.source_read(anchoring.finish_registration(session, chain, source))
+    return anchoring.source_read(anchoring.sync_source(session, chain, source))
+
+
+@router.post("/sources/{ref}/signer", response_model=anchoring.SourceRead)
+def rotate_source_signer(
+    ref: str, body: anchoring.SignerRotation, session: SessionDep, chain: ChainDep, _: AdminDep
+) -> anchoring.SourceRead:
+    """CDN providers only: rotate the platform's signing key for the source on chain."""
+    source = service.get_source(session, ref)
+    return anchoring.source_read(anchoring.rotate_provider_signer(session, chain, source, body.signer))
+
+
+@router.get("/batches", response_model=list[anchoring.BatchRead])
+def list_batches(
+    session: SessionDep,
+    chain: ChainDep,
+    _: ReaderDep,
+    source: str | None = None,
+    state: str | None = None,
+    period_start: int | None = None,
+) -> list[anchoring.BatchRead]:
+    rows = anchoring.list_batches(session, source=source, state=state, period_start=period_start)
+    head = anchoring.chain_head_or_none(chain) if any(b.block_number for b in rows) else None
+    return [anchoring.batch_read(session, b, head) for b in rows]
+
+
+@router.post("/batches/close")
+def close_batches(
+    body: anchoring.CloseRequest, session: SessionDep, chain: ChainDep, settings: SettingsDep, _: AdminDep
+) -> dict[str, Any]:
+    """Closes due batches now (``force``: every open batch, ignoring the late window - demos and tests),
+    then enqueues anchoring, or with ``anchor_now`` anchors and confirms in this request."""
+    closed = anchoring.close_due_batches(session, settings, force=body.force)
+    result: dict[str, Any] = {"closed": [anchoring.batch_read(session, b, None) for b in closed]}
+    if body.anchor_now:
+        result["anchoring"] = anchoring.anchor_pending(session, chain, settings).as_dict()
+        result["confirmations"] = anchoring.confirm_anchors(session, chain, settings)
+    else:
+        result["anchor_enqueued"] = tasks.enqueue(settings, "anchor_pending")
+    return jsonable_encoder(result)
+
+
+@router.get("/batches/{batch_id}", response_model=anchoring.BatchRead)
+def get_batch(batch_id: str, session: SessionDep, chain: ChainDep, _: ReaderDep) -> anchoring.BatchRead:
+    """State, totals, root, manifest hash, transaction, block, confirmations and error of one batch."""
+    batch = service.get_batch(session, batch_id)
+    head = anchoring.chain_head_or_none(chain) if batch.block_number else None
+    return anchoring.batch_read(session, batch, head)
+
+
+@router.get("/batches/{batch_id}/manifest")
+def get_batch_manifest(
+    batch_id: str, session: SessionDep, chain: ChainDep, principal: SourceOperatorDep
+) -> dict[str, Any]:
+    """The batch manifest's EIP-712 typed data, for the node's signer to sign (eth_signTypedData_v4)."""
+    batch = service.get_batch(session, batch_id)
+    source = session.get(DeliverySource, batch.source_pk)
+    assert source is not None
+    _ensure_source_operator(principal, source)
+    manifest = anchoring.stored_manifest(session, batch)
+    chain_id, contract = anchoring.ledger_domain(chain)
+    return {
+        "batch_id": batch.batch_id,
+        "state": batch.state,
+        "manifest_hash": manifest.struct_hash(),
+        "digest": manifest.digest(chain_id, contract),
+        "typed_data": manifest.typed_data(chain_id, contract),
+    }
+
+
+@router.post("/batches/{batch_id}/signature", response_model=anchoring.BatchRead)
+def submit_batch_signature(
+    batch_id: str,
+    body: anchoring.SignatureSubmit,
+    session: SessionDep,
+    chain: ChainDep,
+    settings: SettingsDep,
+    principal: SourceOperatorDep,
+) -> anchoring.BatchRead:
+    """Stores the node's signature (it must recover to the source's signer) and enqueues anchoring."""
+    batch = service.get_batch(session, batch_id)
+    source = session.get(DeliverySource, batch.source_pk)
+    assert source is not None
+    _ensure_source_operator(principal, source)
+    anchoring.submit_signature(session, chain, batch, body.signature)
+    tasks.enqueue(settings, "anchor_pending", source_pk=source.id)
+    return anchoring.batch_read(session, batch, None)
+
+
 # --- fraud review and receipts ---------------------------------------------------------------------
+
+
+@router.get("/flags", response_model=list[signals.FlagRead])
+def list_flags(
+    session: SessionDep, _: ReviewerDep, batch: str | None = None, state: str | None = None
+) -> list[signals.FlagRead]:
+    found = service.get_batch(session, batch) if batch is not None else None
+    return [signals.flag_read(session, f) for f in signals.list_flags(session, batch=found, state=state)]
+
+
+@router.get("/batches/{batch_id}/flags", response_model=list[signals.FlagRead])
+def list_batch_flags(batch_id: str, session: SessionDep, _: ReviewerDep) -> list[signals.FlagRead]:
+    batch = service.get_batch(session, batch_id)
+    return [signals.flag_read(session, f) for f in signals.list_flags(session, batch=batch)]
+
+
+@router.post("/flags/{flag_id}/review", response_model=signals.FlagRead)
+def review_flag(
+    flag_id: int, body: signals.FlagReview, session: SessionDep, principal: AdminDep
+) -> signals.FlagRead:
+    """Confirm (records stay excluded) or dismiss (records count again unless another open or confirmed
+    flag covers them); the batch's receipts are recomputed when it is anchored."""
+    flag = signals.review_flag(session, signals.get_flag(session, flag_id), body, principal.user_id)
+    return signals.flag_read(session, flag)
+
+
+@router.get("/receipts", response_model=list[receipts.ReceiptRead])
+def list_receipts(
+    session: SessionDep,
+    principal: ReceiptReaderDep,
+    period_start: int | None = None,
+    merchant: str | None = None,
+    asset: int | None = None,
+) -> list[receipts.ReceiptRead]:
+    """Anchored deliveries per (asset, merchant, region, period) with the batches behind each row.
+    Merchants see their own hosts only."""
+    merchant_ids: list[str] | None = None
+    if merchant is not None:
+        merchant_ids = [receipts.merchant_filter_id(merchant)]
+    if principal.role == Role.merchant:
+        own = receipts.merchant_ids_of_user(session, principal.user_id)
+        merchant_ids = [m for m in (merchant_ids if merchant_ids is not None else own) if m in own]
+    return receipts.aggregate_receipts(
+        session, period_start=period_start, merchant_ids=merchant_ids, asset_id=asset
+    )
+
 
 # --- proofs and exports ----------------------------------------------------------------------------
