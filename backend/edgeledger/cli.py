@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Annotated, Any
 
@@ -187,6 +189,67 @@ def provenance(asset_id: int, api: ApiUrl = "", api_key: ApiKey = "") -> None:
     if response.status_code >= 400:
         _fail(response)
     typer.echo(json.dumps(response.json(), indent=2))
+
+
+def _file_chunks(handle: IO[bytes], bar: Any, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """The file in pieces for a chunked upload (never read whole), advancing the progress bar."""
+    while chunk := handle.read(chunk_size):
+        bar.update(len(chunk))
+        yield chunk
+
+
+@app.command("ingest")
+def ingest_logs(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True)],
+    source: Annotated[str, typer.Option(help="Delivery source name or 0x source id")],
+    log_format: Annotated[
+        str | None, typer.Option("--format", help="cloudfront, cloudflare or edgeledger (default: detect)")
+    ] = None,
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Upload delivery log files (plain or gzip) for a source; print each ingest report as a JSON line.
+
+    Exit code 1 when a file was rejected (not a log) or failed (e.g. a truncated gzip), after trying all.
+    """
+    failed = 0
+    for file in files:
+        size = file.stat().st_size
+        params = {"name": file.name, **({"log_format": log_format} if log_format else {})}
+        started = time.perf_counter()
+        with (
+            file.open("rb") as handle,
+            typer.progressbar(length=size, label=f"uploading {file.name}", file=sys.stderr) as bar,
+        ):
+            response = httpx.post(
+                f"{api or _default_api()}/deliveries/sources/{source}/logs",
+                params=params,
+                headers={"X-API-Key": api_key, "Content-Type": "application/octet-stream"},
+                content=_file_chunks(handle, bar),
+                timeout=httpx.Timeout(30, read=None),
+            )
+        seconds = time.perf_counter() - started
+        if response.status_code >= 400:
+            failed += 1
+            try:
+                error = response.json()["error"]
+                message = f"{file.name}: error {response.status_code} {error['code']}: {error['message']}"
+            except (ValueError, KeyError, TypeError):
+                message = f"{file.name}: error {response.status_code}: {response.text[:500]}"
+            typer.secho(message, fg="red", err=True)
+            continue
+        report = response.json()
+        typer.echo(json.dumps(report))
+        rate = report["lines"] / max(seconds, 1e-9)
+        typer.secho(
+            f"{file.name}: {report['lines']:,} lines in {seconds:.1f} s ({rate:,.0f} lines/s): "
+            f"{report['records_new']:,} new, {report['duplicates']:,} duplicates, "
+            f"{report['quarantined']:,} quarantined, {report['late_records']:,} late",
+            fg="green",
+            err=True,
+        )
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -272,6 +272,7 @@ def test_repeats_inside_a_file_are_quarantined(
         (7, "duplicate_request_id"),
     ]
     assert "line 1" in lines[0].detail and "line 2" in lines[1].detail
+    assert [q.request_id for q in lines] == ["r1", "r2", "r1"]
     assert (
         '"request_id": "r1"' in lines[0].raw
         and "198.51.100.23" not in lines[0].raw
@@ -590,7 +591,8 @@ def test_api_upload_multipart_raw_and_reports(
     )
     assert response.status_code == 201, response.text
     broken = response.json()
-    assert broken["name"] == "broken.log" and broken["quarantined"] == 11 and broken["records_new"] == 1
+    assert broken["name"] == "broken.log" and broken["quarantined"] == 11
+    assert (broken["records_new"], broken["duplicates"]) == (0, 3)  # its good lines were in the .gz file
 
     page = app_client.get(f"/deliveries/ingests/{broken['id']}/quarantine?limit=4", headers=operator.headers)
     assert page.status_code == 200
@@ -759,3 +761,20 @@ def test_cli_ingest(app_client: TestClient, operator: Caller, live_api: str, tmp
     assert "not_a_log.html: error 422 not_a_log" in bad.stderr
     assert "cut.log.gz: error 422 log_truncated" in bad.stderr
     assert json.loads(bad.stdout.splitlines()[-1])["records_new"] == 5  # the good file still went in
+
+
+def test_values_the_tables_cannot_hold_are_quarantined(
+    db_session: Session, db_settings: Settings, source: DeliverySource
+) -> None:
+    ts = DAY * 1000
+    log = node_log(
+        node_line("r" * 129, ts), node_line("ok", ts), node_line("h", ts, host="a" * 250 + ".example")
+    )
+    ingest = ingest_log(db_session, db_settings, source, log, name="long", created_by=None)
+    assert (ingest.records_new, ingest.quarantined) == (1, 2)
+    reasons = db_session.execute(
+        select(QuarantinedLineRow.line_number, QuarantinedLineRow.reason).order_by(
+            QuarantinedLineRow.line_number
+        )
+    ).all()
+    assert [tuple(r) for r in reasons] == [(1, "request_id_too_long"), (3, "host_too_long")]

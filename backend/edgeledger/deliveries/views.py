@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,7 +14,7 @@ from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.db import get_session
-from edgeledger.deliveries import anchoring, receipts, service, signals, tasks
+from edgeledger.deliveries import anchoring, ingest, receipts, service, signals, tasks
 from edgeledger.deliveries.models import DeliverySource, SourceStatus
 from edgeledger.deps import get_app_settings, get_chain
 
@@ -29,6 +29,85 @@ ReaderDep = Annotated[
 ]
 
 # --- sources and ingestion -------------------------------------------------------------------------
+
+IngestorDep = Annotated[Principal, Depends(require_roles(Role.operator))]
+IngestReaderDep = Annotated[Principal, Depends(require_roles(Role.auditor, Role.operator))]
+HostReaderDep = Annotated[Principal, Depends(require_roles(Role.auditor, Role.merchant))]
+
+
+@router.post("/sources/{ref}/logs", status_code=201, response_model=ingest.IngestFileRead)
+def upload_log(
+    ref: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: IngestorDep,
+    name: str | None = None,
+    log_format: str | None = None,
+) -> ingest.IngestFile:
+    """Ingest one log file (gzip or plain): multipart field ``file``, or the raw body with ``?name=``.
+
+    Admins, or the operator of the source. The body is parsed while it arrives (docs/ingestion.md).
+    """
+    return ingest.ingest_request(session, settings, principal, ref, request, name=name, log_format=log_format)
+
+
+@router.post("/sources/{ref}/stream", status_code=201, response_model=ingest.IngestFileRead)
+def stream_log(
+    ref: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: IngestorDep,
+    name: str | None = None,
+    log_format: str = "edgeledger",
+) -> ingest.IngestFile:
+    """An edge node streams its own-format JSON lines (chunked transfer); ingested as they arrive."""
+    return ingest.ingest_request(
+        session, settings, principal, ref, request, name=name, log_format=log_format, multipart_allowed=False
+    )
+
+
+@router.get("/ingests", response_model=ingest.IngestFilePage)
+def list_ingests(
+    session: SessionDep,
+    principal: IngestReaderDep,
+    source: str | None = None,
+    state: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> ingest.IngestFilePage:
+    """Ingest reports, newest first (operators: their own sources only)."""
+    return ingest.list_ingests(session, principal, source=source, state=state, limit=limit, offset=offset)
+
+
+@router.get("/ingests/{ingest_id}", response_model=ingest.IngestFileRead)
+def get_ingest(ingest_id: int, session: SessionDep, principal: IngestReaderDep) -> ingest.IngestFile:
+    """One ingest report: counts, state, error."""
+    return ingest.get_ingest(session, principal, ingest_id)
+
+
+@router.get("/ingests/{ingest_id}/quarantine", response_model=ingest.QuarantinePage)
+def list_quarantined_lines(
+    ingest_id: int, session: SessionDep, principal: IngestReaderDep, limit: int = 100, offset: int = 0
+) -> ingest.QuarantinePage:
+    """Quarantined lines of one ingest (line number, reason, detail, IP-masked raw text)."""
+    return ingest.list_quarantine(session, principal, ingest_id, limit=limit, offset=offset)
+
+
+@router.post("/merchant-hosts", status_code=201, response_model=ingest.MerchantHostRead)
+def add_merchant_host(
+    body: ingest.MerchantHostCreate, session: SessionDep, _: AdminDep
+) -> ingest.MerchantHostRead:
+    """Map a request host to a merchant account (records carry keccak256(host) as merchantId)."""
+    return ingest.add_merchant_host(session, body)
+
+
+@router.get("/merchant-hosts", response_model=list[ingest.MerchantHostRead])
+def list_merchant_hosts(session: SessionDep, principal: HostReaderDep) -> list[ingest.MerchantHostRead]:
+    """Host -> merchant mappings (a merchant sees its own)."""
+    return ingest.list_merchant_hosts(session, principal)
+
 
 # --- batches and anchoring -------------------------------------------------------------------------
 
