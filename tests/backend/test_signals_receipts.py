@@ -1,0 +1,475 @@
+"""Fraud signals on crafted records (SQLite and PostgreSQL), admin review, and delivery receipts through
+the API on a real chain."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edgeledger.assets.models import Asset
+from edgeledger.auth.models import Role
+from edgeledger.chain.client import ChainClient
+from edgeledger.config import Settings
+from edgeledger.deliveries import anchoring, receipts, service, signals
+from edgeledger.deliveries.models import (
+    DeliveryBatch,
+    DeliveryRecordRow,
+    DeliverySource,
+    FlagState,
+    FraudFlag,
+    IngestFile,
+    IngestState,
+    MerchantHost,
+    QuarantinedLineRow,
+    SourceStatus,
+)
+from tests.backend.support.stack import Caller, make_caller
+from tests.backend.test_anchoring import DAY0, PERIOD, add_records, db, open_batch, register, reload
+
+pytestmark = pytest.mark.integration
+
+NODE_IP = "192.0.2.10"
+
+
+# ----------------------------------------------------------------------------------------------
+# Signals, straight on the database
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def base_settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, database_url=database_url)
+
+
+@pytest.fixture
+def source(db_session: Session) -> DeliverySource:
+    row = DeliverySource(
+        source_id=service.source_id_for("edge-signals"),
+        name="edge-signals",
+        kind="edge_node",
+        provider="edgeledger",
+        operator="0x" + "11" * 20,
+        signer="0x" + "22" * 20,
+        regions_bitmap=hex(1),
+        jurisdiction="DE",
+        node_ips_json=json.dumps([NODE_IP]),
+        status=SourceStatus.active,
+    )
+    db_session.add(row)
+    db_session.commit()
+    return row
+
+
+def close_and_flag(session: Session, settings: Settings, batch: DeliveryBatch) -> dict[str, list[FraudFlag]]:
+    closed = anchoring.close_batch(session, settings, batch.id)
+    assert closed is not None and closed.state == "closed"
+    by_signal: dict[str, list[FraudFlag]] = {}
+    for flag in signals.list_flags(session, batch=closed):
+        by_signal.setdefault(flag.signal, []).append(flag)
+    return by_signal
+
+
+def excluded_ids(session: Session, batch: DeliveryBatch) -> set[int]:
+    query = select(DeliveryRecordRow.id).where(
+        DeliveryRecordRow.batch_pk == batch.id, DeliveryRecordRow.excluded.is_(True)
+    )
+    return set(session.scalars(query))
+
+
+def ids(rows: list[DeliveryRecordRow]) -> set[int]:
+    return {r.id for r in rows}
+
+
+def test_clean_batch_raises_no_flag(
+    db_session: Session, base_settings: Settings, source: DeliverySource
+) -> None:
+    batch = open_batch(db_session, source, DAY0)
+    for i, ip in enumerate(["198.51.100.1", "198.51.100.2", "2001:db8::7"]):
+        add_records(db_session, base_settings, batch, 3, client_ip=ip, nbytes=50_000 + i, step_ms=30_000)
+    assert close_and_flag(db_session, base_settings, batch) == {}
+    assert excluded_ids(db_session, batch) == set()
+
+
+def test_requests_and_bytes_per_client(
+    db_session: Session, base_settings: Settings, source: DeliverySource
+) -> None:
+    settings = base_settings.model_copy(
+        update={"fraud_max_requests_per_client": 5, "fraud_max_bytes_per_client": 10_000}
+    )
+    batch = open_batch(db_session, source, DAY0)
+    chatty = add_records(db_session, settings, batch, 6, client_ip="198.51.100.1", nbytes=10, step_ms=120_000)
+    heavy = add_records(
+        db_session, settings, batch, 3, client_ip="198.51.100.2", nbytes=4_000, step_ms=120_000
+    )
+    fine = add_records(
+        db_session, settings, batch, 5, client_ip="198.51.100.3", nbytes=2_000, step_ms=120_000
+    )
+    flags = close_and_flag(db_session, settings, batch)
+    assert set(flags) == {signals.Signal.requests_per_client, signals.Signal.bytes_per_client}
+    (requests_flag,) = flags[signals.Signal.requests_per_client]
+    (bytes_flag,) = flags[signals.Signal.bytes_per_client]
+    assert requests_flag.subject == chatty[0].client_pseudonym.hex()  # type: ignore[union-attr]
+    assert requests_flag.record_count == 6 and json.loads(requests_flag.details_json)["requests"] == 6
+    assert bytes_flag.record_count == 3 and json.loads(bytes_flag.details_json)["bytes"] == 12_000
+    assert excluded_ids(db_session, batch) == ids(chatty) | ids(heavy)
+    assert not ids(fine) & excluded_ids(db_session, batch)
+    # Flagged records stay in the tree: the root covers every record.
+    assert reload(db_session, batch).leaf_count == 14
+
+
+def test_single_client_dominance(
+    db_session: Session, base_settings: Settings, source: DeliverySource
+) -> None:
+    settings = base_settings.model_copy(
+        update={"fraud_dominance_min_requests": 10, "fraud_dominance_share_bps": 5_000}
+    )
+    dominated = open_batch(db_session, source, DAY0)
+    big = add_records(db_session, settings, dominated, 6, client_ip="198.51.100.1", step_ms=120_000)
+    add_records(db_session, settings, dominated, 5, client_ip="198.51.100.2", step_ms=120_000)
+    flags = close_and_flag(db_session, settings, dominated)
+    (flag,) = flags[signals.Signal.client_dominance]
+    assert json.loads(flag.details_json)["share_bps"] == 6 * 10_000 // 11
+    assert excluded_ids(db_session, dominated) == ids(big)
+
+    balanced = open_batch(db_session, source, DAY0 + PERIOD)  # 5 of 11 each is below half
+    add_records(db_session, settings, balanced, 5, client_ip="198.51.100.1", step_ms=120_000)
+    add_records(db_session, settings, balanced, 5, client_ip="198.51.100.2", step_ms=120_000)
+    add_records(db_session, settings, balanced, 1, client_ip="198.51.100.3", step_ms=120_000)
+    assert close_and_flag(db_session, settings, balanced) == {}
+
+    small = open_batch(db_session, source, DAY0 + 2 * PERIOD)  # under the minimum size: no dominance
+    add_records(db_session, settings, small, 4, client_ip="198.51.100.1", step_ms=120_000)
+    add_records(db_session, settings, small, 1, client_ip="198.51.100.2", step_ms=120_000)
+    assert close_and_flag(db_session, settings, small) == {}
+
+
+def test_self_requests_from_the_nodes_own_ip(
+    db_session: Session, base_settings: Settings, source: DeliverySource
+) -> None:
+    batch = open_batch(db_session, source, DAY0)
+    own = add_records(db_session, base_settings, batch, 2, client_ip=NODE_IP, step_ms=120_000)
+    own_other_day = add_records(
+        db_session, base_settings, batch, 1, client_ip=NODE_IP, key_id="2026-01-02", step_ms=120_000
+    )
+    add_records(db_session, base_settings, batch, 3, client_ip="192.0.2.11", step_ms=120_000)
+    flags = close_and_flag(db_session, base_settings, batch)
+    assert set(flags) == {signals.Signal.self_request}
+    assert sorted(f.record_count for f in flags[signals.Signal.self_request]) == [1, 2]
+    assert {json.loads(f.details_json)["node_ip"] for f in flags[signals.Signal.self_request]} == {NODE_IP}
+    assert excluded_ids(db_session, batch) == ids(own) | ids(own_other_day)
+
+
+def _asset(session: Session, asset_id: int, size: int) -> None:
+    session.add(
+        Asset(
+            id=asset_id,
+            content_hash="0x" + f"{asset_id:064x}",
+            content_cid="bafy",
+            metadata_cid="bafy",
+            creator="0x" + "33" * 20,
+            owner="0x" + "33" * 20,
+            aigc=False,
+            title="clip",
+            media_type="video/mp4",
+            size_bytes=size,
+            territories_bitmap=hex(1),
+            valid_from=0,
+            valid_until=0,
+            royalty_bps=0,
+            chain_id=31337,
+            contract_address="0x" + "44" * 20,
+            tx_hash="0x" + "55" * 32,
+            block_number=1,
+            log_index=0,
+            registered_at=datetime.now(UTC),
+        )
+    )
+    session.commit()
+
+
+def test_bytes_above_the_assets_size(
+    db_session: Session, base_settings: Settings, source: DeliverySource
+) -> None:
+    _asset(db_session, 7, 5_000)
+    batch = open_batch(db_session, source, DAY0)
+    too_big = add_records(db_session, base_settings, batch, 2, asset_id=7, nbytes=5_001, step_ms=120_000)
+    add_records(db_session, base_settings, batch, 2, asset_id=7, nbytes=5_000, client_ip="198.51.100.4")
+    add_records(db_session, base_settings, batch, 1, asset_id=0, nbytes=10**9, client_ip="198.51.100.5")
+    add_records(db_session, base_settings, batch, 1, asset_id=99, nbytes=10**9, client_ip="198.51.100.6")
+    flags = close_and_flag(db_session, base_settings, batch)
+    (flag,) = flags[signals.Signal.bytes_above_asset_size]
+    assert flag.subject == "asset:7" and flag.record_count == 2
+    assert json.loads(flag.details_json) == {"asset_size": 5_000, "records": 2, "largest": 5_001}
+    assert excluded_ids(db_session, batch) == ids(too_big)
+
+
+def test_impossible_transfer_speed(
+    db_session: Session, base_settings: Settings, source: DeliverySource
+) -> None:
+    settings = base_settings.model_copy(update={"fraud_max_client_bytes_per_second": 100})  # 6,000 B/min
+    batch = open_batch(db_session, source, DAY0)
+    minute = DAY0 * 1000 + 60_000
+    fast = add_records(db_session, settings, batch, 2, nbytes=4_000, start_ms=minute + 1_000, step_ms=10_000)
+    slow = add_records(
+        db_session,
+        settings,
+        batch,
+        2,
+        client_ip="198.51.100.9",
+        nbytes=4_000,
+        start_ms=minute,
+        step_ms=120_000,
+    )
+    flags = close_and_flag(db_session, settings, batch)
+    (flag,) = flags[signals.Signal.impossible_speed]
+    assert flag.subject.endswith(f"@{minute}") and flag.record_count == 2
+    assert json.loads(flag.details_json)["bytes"] == 8_000
+    assert excluded_ids(db_session, batch) == ids(fast)
+    assert not ids(slow) & excluded_ids(db_session, batch)
+
+
+def test_duplicate_request_ids_quarantined_by_ingestion(
+    db_session: Session, base_settings: Settings, source: DeliverySource
+) -> None:
+    other = DeliverySource(
+        source_id=service.source_id_for("other"),
+        name="other",
+        kind="cdn_provider",
+        provider="cloudfront",
+        operator="0x" + "11" * 20,
+        signer="0x" + "22" * 20,
+        regions_bitmap=hex(1),
+        jurisdiction="DE",
+        status=SourceStatus.active,
+    )
+    db_session.add(other)
+    db_session.commit()
+    batch = open_batch(db_session, source, DAY0)
+    ids_ = ["req-dup-column", "req-dup-raw", "req-dup-elsewhere", "req-clean"]
+    records = add_records(db_session, base_settings, batch, 4, request_ids=ids_, step_ms=120_000)
+    mine = IngestFile(source_pk=source.id, name="replay.log", state=IngestState.done, pseudonym_key_id="k")
+    theirs = IngestFile(source_pk=other.id, name="x.log", state=IngestState.done, pseudonym_key_id="k")
+    db_session.add_all([mine, theirs])
+    db_session.flush()
+    reason = signals.DUPLICATE_REASON
+    db_session.add_all(
+        [
+            QuarantinedLineRow(
+                ingest_file_pk=mine.id, line_number=1, reason=reason, raw="...", request_id=ids_[0]
+            ),
+            QuarantinedLineRow(
+                ingest_file_pk=mine.id,
+                line_number=2,
+                reason=reason,
+                raw='{"request_id": "req-dup-raw", "client_ip": "[ip]", "bytes": 10}',
+            ),
+            QuarantinedLineRow(
+                ingest_file_pk=theirs.id, line_number=1, reason=reason, raw="x", request_id=ids_[2]
+            ),
+            QuarantinedLineRow(
+                ingest_file_pk=mine.id, line_number=3, reason="bad_status", raw="req-clean 999"
+            ),
+        ]
+    )
+    db_session.commit()
+    flags = close_and_flag(db_session, base_settings, batch)
+    assert sorted(f.subject for f in flags[signals.Signal.duplicate_request_id]) == [
+        "req-dup-column",
+        "req-dup-raw",
+    ]
+    assert excluded_ids(db_session, batch) == {records[0].id, records[1].id}
+    # Running the signals again raises nothing new (one flag per signal and subject).
+    assert signals.flag_batch(db_session, base_settings, reload(db_session, batch)) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Review and receipts through the API (anchored on the real chain)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def admin(app_client: TestClient) -> Caller:
+    return make_caller(app_client, Role.admin, "admin")
+
+
+@pytest.fixture
+def anchored(app_client: TestClient, admin: Caller, settings: Settings) -> Iterator[dict[str, Any]]:
+    """One anchored batch: client A (6 requests of shop.example, asset 1, EU) trips both per-client
+    signals; client B's records (2 on shop.example asset 1 EU, 3 on other.example asset 2 NA) are clean."""
+    register(app_client, admin, "cdn-receipts")
+    strict = settings.model_copy(
+        update={"fraud_max_requests_per_client": 5, "fraud_max_bytes_per_client": 3_500}
+    )
+    chain: ChainClient = app_client.app.state.chain  # type: ignore[attr-defined]
+    with db(app_client) as session:
+        source = service.get_source(session, "cdn-receipts")
+        batch = open_batch(session, source, DAY0)
+        a = add_records(session, strict, batch, 6, client_ip="198.51.100.1", asset_id=1, nbytes=1_000)
+        b1 = add_records(session, strict, batch, 2, client_ip="198.51.100.2", asset_id=1, nbytes=700)
+        b2 = add_records(
+            session,
+            strict,
+            batch,
+            3,
+            client_ip="198.51.100.2",
+            asset_id=2,
+            nbytes=300,
+            host="Other.Example",
+            region="NA",
+        )
+        anchoring.close_due_batches(session, strict, force=True)
+        assert anchoring.anchor_pending(session, chain, strict).anchored == [batch.batch_id]
+        yield {"batch": batch, "a": a, "b1": b1, "b2": b2}
+
+
+def receipt_rows(client: TestClient, caller: Caller, **params: Any) -> list[dict[str, Any]]:
+    response = client.get("/deliveries/receipts", params=params, headers=caller.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_receipts_sum_the_records_and_follow_flag_reviews(
+    app_client: TestClient, admin: Caller, anchored: dict[str, Any]
+) -> None:
+    batch: DeliveryBatch = anchored["batch"]
+    rows = receipt_rows(app_client, admin)
+    by_asset = {r["asset_id"]: r for r in rows}
+    assert set(by_asset) == {1, 2}
+    shop, other = by_asset[1], by_asset[2]
+    assert (shop["requests"], shop["bytes_delivered"]) == (2, 1_400)  # client A excluded
+    assert (shop["excluded_requests"], shop["excluded_bytes"]) == (6, 6_000)
+    assert (other["requests"], other["bytes_delivered"], other["excluded_requests"]) == (3, 900, 0)
+    assert other["host"] == "other.example" and other["region"] == "NA"
+    assert other["merchant_id"] == service.hex32(service.merchant_id_for("other.example"))
+    assert shop["batch_ids"] == [batch.batch_id] and shop["period_start"] == DAY0
+    assert sum(r["requests"] + r["excluded_requests"] for r in rows) == 11
+    assert sum(r["bytes_delivered"] + r["excluded_bytes"] for r in rows) == 6_000 + 1_400 + 900
+
+    flags = app_client.get(f"/deliveries/batches/{batch.batch_id}/flags", headers=admin.headers).json()
+    assert sorted(f["signal"] for f in flags) == ["bytes_per_client", "requests_per_client"]
+    assert all(f["record_count"] == 6 and f["state"] == "open" for f in flags)
+    first, second = flags
+    merchant = make_caller(app_client, Role.merchant, "merchant")
+    denied = app_client.post(
+        f"/deliveries/flags/{first['id']}/review",
+        json={"decision": "dismissed", "reason": "x"},
+        headers=merchant.headers,
+    )
+    assert denied.status_code == 403
+
+    # Dismissing one of two flags over the same records keeps them excluded.
+    reviewed = app_client.post(
+        f"/deliveries/flags/{first['id']}/review",
+        json={"decision": "dismissed", "reason": "load test by the merchant"},
+        headers=admin.headers,
+    )
+    assert reviewed.status_code == 200, reviewed.text
+    body = reviewed.json()
+    assert body["state"] == "dismissed" and body["reviewed_by"] == admin.user_id and body["reviewed_at"]
+    assert body["review_reason"] == "load test by the merchant"
+    assert {r["asset_id"]: r["requests"] for r in receipt_rows(app_client, admin)}[1] == 2
+    again = app_client.post(
+        f"/deliveries/flags/{first['id']}/review",
+        json={"decision": "confirmed", "reason": "x"},
+        headers=admin.headers,
+    )
+    assert again.status_code == 409 and again.json()["error"]["code"] == "flag_already_reviewed"
+
+    # Dismissing the other one too: client A's records count again and the receipts follow.
+    app_client.post(
+        f"/deliveries/flags/{second['id']}/review",
+        json={"decision": "dismissed", "reason": "ok"},
+        headers=admin.headers,
+    )
+    shop = {r["asset_id"]: r for r in receipt_rows(app_client, admin)}[1]
+    assert (shop["requests"], shop["bytes_delivered"], shop["excluded_requests"]) == (8, 7_400, 0)
+    open_flags = app_client.get("/deliveries/flags", params={"state": "open"}, headers=admin.headers).json()
+    assert open_flags == []
+    with db(app_client) as session:
+        assert not any(
+            session.scalars(select(DeliveryRecordRow.excluded).where(DeliveryRecordRow.batch_pk == batch.id))
+        )
+
+
+def test_confirmed_flag_keeps_records_excluded(
+    app_client: TestClient, admin: Caller, anchored: dict[str, Any]
+) -> None:
+    batch: DeliveryBatch = anchored["batch"]
+    auditor = make_caller(app_client, Role.auditor, "auditor")
+    flags = app_client.get(
+        "/deliveries/flags", params={"batch": batch.batch_id}, headers=auditor.headers
+    ).json()
+    assert len(flags) == 2
+    confirmed = app_client.post(
+        f"/deliveries/flags/{flags[0]['id']}/review",
+        json={"decision": "confirmed", "reason": "bot traffic"},
+        headers=admin.headers,
+    )
+    assert confirmed.json()["state"] == "confirmed"
+    app_client.post(
+        f"/deliveries/flags/{flags[1]['id']}/review",
+        json={"decision": "dismissed", "reason": "dup"},
+        headers=admin.headers,
+    )
+    shop = {r["asset_id"]: r for r in receipt_rows(app_client, admin)}[1]
+    assert (shop["requests"], shop["excluded_requests"]) == (2, 6)
+    with db(app_client) as session:
+        states = set(session.scalars(select(FraudFlag.state)))
+    assert states == {FlagState.confirmed, FlagState.dismissed}
+    missing = app_client.post(
+        "/deliveries/flags/9999/review", json={"decision": "confirmed", "reason": "x"}, headers=admin.headers
+    )
+    assert missing.status_code == 404
+
+
+def test_merchants_see_only_their_hosts(
+    app_client: TestClient, admin: Caller, anchored: dict[str, Any]
+) -> None:
+    shop_owner = make_caller(app_client, Role.merchant, "shop")
+    stranger = make_caller(app_client, Role.merchant, "stranger")
+    with db(app_client) as session:
+        session.add(MerchantHost(host="shop.example", merchant_user_id=shop_owner.user_id))
+        session.commit()
+    own = receipt_rows(app_client, shop_owner)
+    assert [r["host"] for r in own] == ["shop.example"] and own[0]["requests"] == 2
+    assert receipt_rows(app_client, shop_owner, merchant="other.example") == []
+    assert receipt_rows(app_client, stranger) == []
+    auditor = make_caller(app_client, Role.auditor, "auditor")
+    assert len(receipt_rows(app_client, auditor)) == 2
+    by_host = receipt_rows(app_client, auditor, merchant="other.example")
+    assert [r["asset_id"] for r in by_host] == [2]
+    assert receipt_rows(app_client, auditor, asset=1)[0]["host"] == "shop.example"
+    assert receipt_rows(app_client, auditor, period_start=DAY0 + PERIOD) == []
+    operator = make_caller(app_client, Role.operator, "operator")
+    assert app_client.get("/deliveries/receipts", headers=operator.headers).status_code == 403
+
+
+def test_receipts_only_count_anchored_batches(
+    db_session: Session, base_settings: Settings, source: DeliverySource
+) -> None:
+    batch = open_batch(db_session, source, DAY0)
+    add_records(db_session, base_settings, batch, 3, nbytes=10)
+    add_records(db_session, base_settings, batch, 2, nbytes=20, host="b.example", region="AP")
+    closed = anchoring.close_batch(db_session, base_settings, batch.id)
+    assert closed is not None
+    rows = receipts.compute_receipts(db_session, closed)
+    db_session.commit()
+    assert sorted((r.host, r.requests, r.bytes_delivered) for r in rows) == [
+        ("b.example", 2, 40),
+        ("shop.example", 3, 30),
+    ]
+    assert receipts.aggregate_receipts(db_session) == []  # closed, not anchored: not a receipt yet
+    closed.state = "final"
+    db_session.commit()
+    totals = receipts.aggregate_receipts(db_session, merchant_ids=[receipts.merchant_filter_id("B.example")])
+    assert [(t.host, t.requests, t.bytes_delivered, t.batch_ids) for t in totals] == [
+        ("b.example", 2, 40, [batch.batch_id])
+    ]
