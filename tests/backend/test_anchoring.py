@@ -25,11 +25,12 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from edgeledger import db as db_module
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings, get_settings
-from edgeledger.deliveries import anchoring, service, trees
+from edgeledger.deliveries import anchoring, service, tasks, trees
 from edgeledger.deliveries.leaf import leaf_hash
 from edgeledger.deliveries.models import (
     BatchKind,
@@ -258,6 +259,33 @@ def test_sources_register_suspend_reactivate_and_sync(
         headers=admin.headers,
     )
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "unknown_region"
+    nobody = app_client.post(
+        "/deliveries/sources",
+        json={
+            "name": "y",
+            "kind": "edge_node",
+            "provider": "edgeledger",
+            "regions": ["DE"],
+            "jurisdiction": "DE",
+            "operator": operator.account.address,
+            "signer": node_signer.address,
+            "operator_user_id": 424242,
+        },
+        headers=admin.headers,
+    )
+    assert nobody.status_code == 422 and nobody.json()["error"]["code"] == "unknown_user"
+    unsigned = app_client.post(
+        "/deliveries/sources",
+        json={
+            "name": "z",
+            "kind": "edge_node",
+            "provider": "edgeledger",
+            "regions": ["DE"],
+            "jurisdiction": "DE",
+        },
+        headers=admin.headers,
+    )
+    assert unsigned.status_code == 422 and unsigned.json()["error"]["code"] == "signer_required"
     forbidden = app_client.post("/deliveries/sources/edge-fra-1/suspend", headers=operator.headers)
     assert forbidden.status_code == 403
 
@@ -727,13 +755,17 @@ def test_edge_node_batches_wait_for_the_nodes_signature(
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["state"] == "anchoring" and accepted.json()["signer"] == node.address
 
-    # The platform holds this node's key from now on (NODE_KEYS_FILE): later batches are signed here.
+    with db(app_client) as session:
+        report = anchoring.anchor_pending(session, chain, settings)
+        assert report.anchored == [batch.batch_id] and report.awaiting_signature == [later.batch_id]
+
+    # The platform holds this node's key from now on (NODE_KEYS_FILE): waiting batches are signed here.
     keys = Path(settings.data_dir) / "node-keys.json"
     keys.write_text(json.dumps({"edge-ams-1": node.key.to_0x_hex()}))
     with_keys = settings.model_copy(update={"node_keys_file": keys})
     with db(app_client) as session:
         report = anchoring.anchor_pending(session, chain, with_keys)
-        assert report.anchored == [batch.batch_id, later.batch_id]
+        assert report.anchored == [later.batch_id]
         assert reload(session, later).prev_manifest_hash == reload(session, batch).manifest_hash
     on_chain = anchoring.chain_source(chain, service.source_id_for("edge-ams-1"))
     assert on_chain is not None and on_chain["batch_count"] == 2
@@ -894,3 +926,31 @@ def test_batch_reads_need_a_role_and_unknown_ids_are_404(app_client: TestClient,
     missing = app_client.get("/deliveries/batches/0x" + "ab" * 32, headers=admin.headers)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "batch_not_found"
     assert app_client.get("/deliveries/sources/nope", headers=admin.headers).status_code == 404
+
+
+@pytest.fixture
+def task_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Runs tasks in this process against a dead RPC (the process-wide settings come from the env)."""
+    dead = settings.model_copy(update={"eth_rpc_url": f"http://127.0.0.1:{free_port()}"})
+    for key, value in _worker_env(dead, "memory://").items():
+        monkeypatch.setenv(key, value)
+    caches = (get_settings, db_module.get_engine, db_module.get_sessionmaker)
+    for cache in caches:
+        cache.cache_clear()
+    yield dead
+    db_module.get_engine().dispose()
+    for cache in caches:
+        cache.cache_clear()
+
+
+def test_anchor_task_retries_with_bounded_backoff_while_the_rpc_is_down(
+    app_client: TestClient, admin: Caller, settings: Settings, chain: ChainClient, task_env: Settings
+) -> None:
+    (batch,) = closed_cdn_batches(app_client, admin, settings)
+    assert tasks.anchor_pending.retry_backoff and tasks.anchor_pending.max_retries == 8
+    result = tasks.anchor_pending.apply()  # eager: the retries run at once instead of after the backoff
+    assert result.failed() and isinstance(result.result, tasks.RetryableChainError)
+    with db(app_client) as session:
+        stuck = reload(session, batch)
+        assert stuck.state == BatchState.closed and stuck.error_code == "chain_unavailable"
+        assert anchoring.anchor_pending(session, chain, settings).anchored == [batch.batch_id]

@@ -36,6 +36,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 from web3.exceptions import TransactionNotFound
 
+from edgeledger.auth.models import User
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
@@ -235,6 +236,10 @@ def register_source(
 ) -> DeliverySource:
     """Journal the source, register it on chain, mark it active. Re-posting a source stuck in
     "registering" with the same name resumes it (see :func:`finish_registration`)."""
+    if params.operator_user_id is not None and session.get(User, params.operator_user_id) is None:
+        raise DeliveryError(
+            f"no user {params.operator_user_id}", code="unknown_user", user_id=params.operator_user_id
+        )
     existing = session.scalar(select(DeliverySource).where(DeliverySource.name == params.name))
     if existing is not None:
         if existing.status != SourceStatus.registering:
@@ -761,7 +766,8 @@ def _advance(
     batch: DeliveryBatch,
     report: AnchorReport,
 ) -> None:
-    if batch.state == BatchState.closed:
+    if batch.state in (BatchState.closed, BatchState.awaiting_signature):
+        # Prepared again on every run: the platform may hold the node's key by now (NODE_KEYS_FILE).
         _prepare(session, chain, settings, source, batch, report)
     if batch.state == BatchState.awaiting_signature:
         report.awaiting_signature.append(batch.batch_id)
@@ -983,8 +989,10 @@ def confirm_anchors(session: Session, chain: ChainClient, settings: Settings) ->
         assert batch.tx_hash is not None and batch.block_number is not None
         receipt = chain.receipt_if_mined(batch.tx_hash)
         if receipt is None or receipt["status"] != 1:
+            # tx_hash stays: if the reorg put the transaction back in the mempool, the next anchor run
+            # waits for it instead of sending another one (and resends only if it is gone).
             batch.state = BatchState.anchoring
-            batch.tx_hash = batch.block_number = batch.anchored_at = None
+            batch.block_number = batch.anchored_at = None
             session.commit()
             outcome["reanchor"].append(batch.batch_id)
             continue
