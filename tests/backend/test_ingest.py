@@ -778,3 +778,67 @@ def test_values_the_tables_cannot_hold_are_quarantined(
         )
     ).all()
     assert [tuple(r) for r in reasons] == [(1, "request_id_too_long"), (3, "host_too_long")]
+
+
+def test_a_close_holding_the_batch_lock_never_misses_a_record(
+    db_session: Session,
+    db_settings: Settings,
+    source: DeliverySource,
+    db_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A close takes the regular batch's row lock between two chunks of an ingest: the next chunk waits
+    for it, then sees the batch closed and writes a correction batch; nothing lands in the closed batch."""
+    monkeypatch.setattr(ingestion, "CHUNK_RECORDS", 1)
+    ts = (DAY + 30) * 1000
+    ingest_log(db_session, db_settings, source, node_log(node_line("early", ts)), name="1", created_by=None)
+    regular = db_session.scalars(select(DeliveryBatch)).one()
+    first_chunk_stored, lock_taken = threading.Event(), threading.Event()
+    result: dict[str, Any] = {}
+
+    def between_chunks(lines: int) -> None:
+        if lines == 1:
+            first_chunk_stored.set()
+            assert lock_taken.wait(60)
+
+    def ingest_late() -> None:
+        with Session(db_engine, expire_on_commit=False) as session:
+            mine = session.get(DeliverySource, source.id)
+            assert mine is not None
+            log = node_log(node_line("next-day", ts + 86_400_000), node_line("late", ts))
+            result["ingest"] = ingest_log(
+                session, db_settings, mine, log, name="2", created_by=None, progress=between_chunks
+            )
+
+    thread = threading.Thread(target=ingest_late)
+    thread.start()
+    assert first_chunk_stored.wait(60)
+    with Session(db_engine) as closer:
+        # What a close does first: lock the batch row (on SQLite, a write takes the database lock).
+        if db_engine.dialect.name == "sqlite":
+            closer.execute(update(DeliveryBatch).where(DeliveryBatch.id == regular.id).values(attempts=0))
+        else:
+            closer.execute(select(DeliveryBatch.id).where(DeliveryBatch.id == regular.id).with_for_update())
+        lock_taken.set()
+        if db_engine.dialect.name == "postgresql":
+            for _ in range(400):  # until the ingest waits on the row lock (a fresh snapshot each time)
+                with db_engine.connect() as probe:
+                    waiting = probe.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    ).scalar()
+                if waiting:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the ingest never waited for the batch lock")
+        else:
+            time.sleep(0.5)  # the ingest's next chunk reaches the database lock meanwhile
+        closer.execute(update(DeliveryBatch).where(DeliveryBatch.id == regular.id).values(state="closed"))
+        closer.commit()
+    thread.join()
+    assert result["ingest"].late_records == 1 and result["ingest"].records_new == 2
+    in_regular = db_session.scalars(
+        select(DeliveryRecordRow.request_id).where(DeliveryRecordRow.batch_pk == regular.id)
+    ).all()
+    assert in_regular == ["early"]
