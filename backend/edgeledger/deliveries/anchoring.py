@@ -680,8 +680,9 @@ def anchor_pending(
 def _source_lock(session: Session, settings: Settings, source_pk: int) -> Iterator[bool]:
     """Serialises anchoring per source across workers; yields False when another worker holds it.
 
-    PostgreSQL: the source row locked FOR UPDATE SKIP LOCKED in a separate transaction that stays open
-    while the work session commits step by step. SQLite (single host): an flock in DATA_DIR.
+    PostgreSQL: the source row locked FOR NO KEY UPDATE SKIP LOCKED in a separate transaction that stays
+    open while the work session commits step by step (NO KEY: ingestion inserting batches that reference
+    the source is not blocked). SQLite (single host): an flock in DATA_DIR.
     """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
@@ -689,7 +690,7 @@ def _source_lock(session: Session, settings: Settings, source_pk: int) -> Iterat
             locked = lock_session.scalar(
                 select(DeliverySource.id)
                 .where(DeliverySource.id == source_pk)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True, key_share=True)
             )
             try:
                 yield locked is not None
