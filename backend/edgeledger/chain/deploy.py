@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,18 +47,30 @@ def run_deploy_script(
     if admin:
         env["ADMIN_ADDRESS"] = admin
     brownie = str(Path(sys.executable).with_name("brownie"))
-    # Brownie keeps artifacts of deployments on "live" networks in build/deployments and, on connecting,
-    # fails if one has no code on the chain it attaches to: a throwaway anvil (tests, `up`) reusing chain
-    # id 31337 always trips over the previous run's. DEPLOYMENT_FILE is the record that counts.
-    shutil.rmtree(PROJECT_ROOT / "build" / "deployments", ignore_errors=True)
-    result = subprocess.run(
-        [brownie, "run", "scripts/deploy.py", "--network", "edgeledger-rpc"],
-        cwd=PROJECT_ROOT,
-        env=brownie_env(env),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    for _attempt in range(3):
+        _forget_brownie_deployments()
+        result = subprocess.run(
+            [brownie, "run", "scripts/deploy.py", "--network", "edgeledger-rpc"],
+            cwd=PROJECT_ROOT,
+            env=brownie_env(env),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        # Another deployment running at the same moment may have written its artifacts in between.
+        if result.returncode == 0 or "ContractNotFound" not in result.stdout + result.stderr:
+            break
     if result.returncode != 0:
         raise RuntimeError(f"deployment failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result.stdout
+
+
+def _forget_brownie_deployments() -> None:
+    """Brownie keeps artifacts of deployments on "live" networks in build/deployments and, on connecting,
+    fails if one has no code on the chain it attaches to: a throwaway anvil (tests, `up`) reusing chain id
+    31337 trips over the previous run's. DEPLOYMENT_FILE is the record that counts. Only the files go (the
+    folders stay, a deployment running concurrently writes into them)."""
+    folder = PROJECT_ROOT / "build" / "deployments"
+    for artifact in folder.glob("*/*.json"):
+        artifact.unlink(missing_ok=True)
+    (folder / "map.json").unlink(missing_ok=True)
