@@ -161,6 +161,53 @@ def verify(
     )
 
 
+@app.command("verify-delivery")
+def verify_delivery(
+    input_file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="Proof, proofs or export JSON")
+    ],
+    rpc_url: Annotated[str, typer.Option("--rpc-url", envvar="ETH_RPC_URL", help="Chain JSON-RPC endpoint")],
+    deployment: Annotated[
+        Path | None, typer.Option(help="Deployment JSON naming the DeliveryLedger address")
+    ] = None,
+    contract: Annotated[str | None, typer.Option(help="DeliveryLedger address")] = None,
+    onchain_sample: Annotated[
+        int,
+        typer.Option(min=0, help="Batch exports: records also checked with an on-chain verifyRecord call"),
+    ] = 16,
+) -> None:
+    """Check delivery proofs or a batch export against the chain alone (no API, no database).
+
+    Prints PASS/FAIL per record. Exit code 0: everything passed; 1: something failed; 2: unusable input
+    or RPC errors. See docs/proofs.md.
+    """
+    from edgeledger.deliveries import verify as checker
+
+    try:
+        if (deployment is None) == (contract is None):
+            raise checker.UnusableInput("give exactly one of --deployment and --contract")
+        address = contract or checker.contract_from_deployment(deployment)  # type: ignore[arg-type]
+        ledger = checker.Ledger(rpc_url, address)
+        doc = checker.load_document(input_file)
+        total = checker.count_items(doc)
+        if total >= 10_000:  # a progress bar on stderr only for big exports
+            with typer.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+                summary = checker.verify_document(
+                    doc, ledger, onchain_sample=onchain_sample, emit=typer.echo, progress=bar.update
+                )
+        else:
+            summary = checker.verify_document(doc, ledger, onchain_sample=onchain_sample, emit=typer.echo)
+    except checker.UnusableInput as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    verdict = "all passed" if summary.ok else "FAILED"
+    typer.echo(
+        f"{summary.passed} passed, {summary.failed} failed, {summary.onchain_calls} verifyRecord calls on "
+        f"chain at {ledger.address}: {verdict}"
+    )
+    raise typer.Exit(0 if summary.ok else 1)
+
+
 @app.command("assets")
 def list_assets(
     creator: str | None = None,

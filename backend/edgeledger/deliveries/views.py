@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,7 +15,7 @@ from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.db import get_session
-from edgeledger.deliveries import anchoring, ingest, receipts, service, signals, tasks
+from edgeledger.deliveries import anchoring, ingest, proofs, receipts, service, signals, tasks
 from edgeledger.deliveries.models import DeliverySource, SourceStatus
 from edgeledger.deps import get_app_settings, get_chain
 
@@ -303,3 +304,58 @@ def list_receipts(
 
 
 # --- proofs and exports ----------------------------------------------------------------------------
+
+
+@router.get("/proofs", response_model=proofs.RecordProof)
+def get_record_proof(
+    source: str, request_id: str, session: SessionDep, settings: SettingsDep, principal: ReaderDep
+) -> proofs.RecordProof:
+    """One delivered request with its Merkle proof, root, batch and anchoring transaction."""
+    found = service.get_source(session, source)
+    if principal.role != Role.merchant:  # operators learn nothing about other sources' request ids
+        proofs.authorize_source(principal, found)
+    record = proofs.find_record(session, found, request_id)
+    proofs.authorize_records(session, principal, found, [record])
+    return proofs.record_proof(session, settings, record)
+
+
+@router.post("/proofs/line", response_model=proofs.RecordProof)
+def get_line_proof(
+    body: proofs.LineLookup, session: SessionDep, settings: SettingsDep, principal: ReaderDep
+) -> proofs.RecordProof:
+    """The proof of the record a raw log line describes (its fields must equal the stored record's)."""
+    found = service.get_source(session, body.source)
+    if principal.role != Role.merchant:
+        proofs.authorize_source(principal, found)
+    record = proofs.find_record_by_line(session, found, body.line, body.header)
+    proofs.authorize_records(session, principal, found, [record])
+    return proofs.record_proof(session, settings, record)
+
+
+@router.get("/batches/{batch_id}/export", response_model=None)
+def export_batch(
+    batch_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: ReaderDep,
+    request_ids: str | None = None,
+) -> Response:
+    """The whole batch as an OpenZeppelin standard-v1 dump (streamed), or with ``request_ids=a,b,c`` the
+    proofs of just those records (docs/proofs.md)."""
+    batch = service.get_batch(session, batch_id)
+    source = proofs.source_of(session, batch)
+    if request_ids is not None:
+        if principal.role != Role.merchant:
+            proofs.authorize_source(principal, source)
+        wanted = [rid.strip() for rid in request_ids.split(",") if rid.strip()]
+        records = proofs.records_of_batch(session, batch, wanted)
+        proofs.authorize_records(session, principal, source, records)
+        return JSONResponse(proofs.proofs_document(session, settings, batch, records))
+    proofs.authorize_source(principal, source)
+    head = proofs.prepare_export(session, settings, batch)
+    engine = session.get_bind()
+    return StreamingResponse(
+        proofs.stream_batch_export(engine, settings, batch.id, head),  # type: ignore[arg-type]
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{batch.batch_id}.json"'},
+    )
