@@ -768,16 +768,28 @@ def test_values_the_tables_cannot_hold_are_quarantined(
 ) -> None:
     ts = DAY * 1000
     log = node_log(
-        node_line("r" * 129, ts), node_line("ok", ts), node_line("h", ts, host="a" * 250 + ".example")
+        node_line("r" * 129, ts),
+        node_line("ok", ts, uri="/tab\there\\back\rslash\\N"),  # COPY's escapes must round-trip
+        node_line("h", ts, host="a" * 250 + ".example"),
+        node_line("nul", ts, uri="/a\0b"),
+        "\0 not a line \0",
     )
     ingest = ingest_log(db_session, db_settings, source, log, name="long", created_by=None)
-    assert (ingest.records_new, ingest.quarantined) == (1, 2)
+    assert (ingest.records_new, ingest.quarantined) == (1, 4)
     reasons = db_session.execute(
         select(QuarantinedLineRow.line_number, QuarantinedLineRow.reason).order_by(
             QuarantinedLineRow.line_number
         )
     ).all()
-    assert [tuple(r) for r in reasons] == [(1, "request_id_too_long"), (3, "host_too_long")]
+    assert [tuple(r) for r in reasons] == [
+        (1, "request_id_too_long"),
+        (3, "host_too_long"),
+        (4, "nul_character"),
+        (5, "invalid_json"),
+    ]
+    raw = db_session.scalars(select(QuarantinedLineRow.raw).where(QuarantinedLineRow.line_number == 5)).one()
+    assert raw == "\ufffd not a line \ufffd"
+    assert db_session.scalars(select(DeliveryRecordRow.uri)).one() == "/tab\there\\back\rslash\\N"
 
 
 def test_a_close_holding_the_batch_lock_never_misses_a_record(

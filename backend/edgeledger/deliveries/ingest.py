@@ -15,6 +15,7 @@ records and raw lines are held, and duplicates are found in the database (the un
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import zlib
@@ -79,6 +80,7 @@ CHUNK_RECORDS = 10_000
 DUPLICATE_REQUEST_ID = "duplicate_request_id"  # the request id appeared earlier in the same file
 REQUEST_ID_TOO_LONG = "request_id_too_long"  # over the 128 characters the records table keeps
 HOST_TOO_LONG = "host_too_long"  # over the 255 characters the records table keeps
+NUL_CHARACTER = "nul_character"  # a NUL in the request id, host or URI (PostgreSQL text cannot hold it)
 #: Raw text kept per line of the current chunk (enough for a quarantined line: masking looks at 8 KiB).
 _RAW_KEEP = 8_192
 _IN_CHUNK = 2_000  # request ids per IN (...) lookup
@@ -117,10 +119,36 @@ _RECORD_COLUMNS = (
 assert set(_RECORD_COLUMNS) == {c.name for c in _RECORDS.columns} - {"id"}
 # Table and column names are the module's own constants (no outside text reaches this SQL).
 _COLUMN_LIST = ", ".join(_RECORD_COLUMNS)
-_INSERT_PG = f"INSERT INTO {_RECORDS.name} ({_COLUMN_LIST}) VALUES %s"  # noqa: S608
+_COPY_PG = f"COPY {_RECORDS.name} ({_COLUMN_LIST}) FROM STDIN"
 _INSERT_QMARK = (
     f"INSERT INTO {_RECORDS.name} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})"  # noqa: S608
 )
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: Any) -> str:
+    """One column in PostgreSQL's COPY text format."""
+    if value.__class__ is str:
+        return (
+            value.translate(_COPY_ESCAPES)
+            if ("\\" in value or "\t" in value or "\n" in value or "\r" in value)
+            else value
+        )
+    if value.__class__ is bytes:
+        return "\\\\x" + value.hex()  # bytea hex input, its backslash escaped for COPY
+    if value is None:
+        return "\\N"
+    if value.__class__ is bool:
+        return "t" if value else "f"
+    return str(value)
+
+
+def _copy_text(rows: list[tuple[Any, ...]]) -> str:
+    """The rows as one COPY text-format payload (tab-separated columns, one line per row)."""
+    field = _copy_field
+    return "".join(["\t".join([field(v) for v in row]) + "\n" for row in rows])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -428,8 +456,9 @@ class _Ingest:
                         "ingest_file_pk": self.ingest_pk,
                         "line_number": q.line_number,
                         "reason": q.reason,
-                        "detail": q.detail,
-                        "raw": q.raw,
+                        # PostgreSQL text cannot hold NUL: shown as U+FFFD, like undecodable bytes
+                        "detail": q.detail.replace("\0", "\ufffd"),
+                        "raw": q.raw.replace("\0", "\ufffd"),
                         "request_id": repeated.get(q.line_number),
                     }
                     for q in quarantined
@@ -459,16 +488,16 @@ class _Ingest:
         """Bulk insert at the driver level, in the chunk's transaction.
 
         Profiled: SQLAlchemy's per-row parameter processing of an ``insert()`` executemany (dict per row,
-        a bind processor per LargeBinary value) cost as much as parsing the line; the driver takes the
-        tuples as they are (sqlite3 ``executemany``, psycopg2 ``execute_values``: 1,000 rows a statement).
+        a bind processor per LargeBinary value) cost as much as parsing the line; sqlite3's
+        ``executemany`` takes the tuples as they are. PostgreSQL gets one ``COPY ... FROM STDIN`` per
+        chunk: 1,000-row ``INSERT ... VALUES`` statements (psycopg2 ``execute_values``) left the server
+        parsing and planning 22,000 parameters per statement, several times slower end to end.
         """
         connection = self.session.connection()
         if connection.dialect.name == "postgresql":
-            from psycopg2.extras import execute_values
-
             cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
-                execute_values(cursor, _INSERT_PG, rows, page_size=1_000)
+                cursor.copy_expert(_COPY_PG, io.StringIO(_copy_text(rows)))
             finally:
                 cursor.close()
         else:
@@ -644,7 +673,9 @@ def _too_long(record: DeliveryRecord, lines: _Lines, name: str) -> QuarantinedLi
     raw = lines.raw.get(record.line_number, "")
     if len(record.request_id) > 128:
         return QuarantinedLine(name, record.line_number, REQUEST_ID_TOO_LONG, raw, "over 128 chars")
-    return QuarantinedLine(name, record.line_number, HOST_TOO_LONG, raw, "over 255 chars")
+    if len(record.host) > 255:
+        return QuarantinedLine(name, record.line_number, HOST_TOO_LONG, raw, "over 255 chars")
+    return QuarantinedLine(name, record.line_number, NUL_CHARACTER, raw, "request id, host or URI holds NUL")
 
 
 def ingest_log(
@@ -700,7 +731,13 @@ def ingest_log(
         ):
             pending += 1
             if item.__class__ is record_class:
-                if len(item.request_id) <= 128 and len(item.host) <= 255:  # type: ignore[union-attr]
+                if (
+                    len(item.request_id) <= 128  # type: ignore[union-attr]
+                    and len(item.host) <= 255  # type: ignore[union-attr]
+                    and "\0" not in item.uri  # type: ignore[union-attr]
+                    and "\0" not in item.request_id  # type: ignore[union-attr]
+                    and "\0" not in item.host  # type: ignore[union-attr]
+                ):
                     chunk.records.append(item)  # type: ignore[arg-type]
                 else:
                     chunk.quarantined.append(_too_long(item, lines, name))  # type: ignore[arg-type]
