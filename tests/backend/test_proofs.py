@@ -547,6 +547,15 @@ def test_export_verifies_with_the_cli_and_tampering_fails(
     failed = [line for line in result.output.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1 and failed[0].startswith("FAIL leaf 123 ") and "do not hash" in failed[0]
 
+    # A manifest hash that is not the anchored one: the batch line fails, the leaves still pass.
+    other = json.loads(path.read_text())
+    other["batch"]["manifest_hash"] = "0x" + "11" * 32
+    bad.write_text(json.dumps(other))
+    result = run_verify(bad, settings, "--onchain-sample", "0")
+    assert result.exit_code == 1, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith("FAIL batch ") and "manifest hash" in first
+
     # A consistent tree over altered values (root rebuilt): the root is not the anchored one.
     forged = json.loads(path.read_text())
     values = [leaf_values_from_json(v["value"]) for v in forged["tree"]["values"]]

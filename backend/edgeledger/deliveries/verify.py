@@ -299,6 +299,7 @@ class _Claim:
     leaf_count: int
     tx_hash: str | None = None
     block_number: int | None = None
+    manifest_hash: bytes | None = None
 
 
 def _optional_int(value: Any, what: str) -> int | None:
@@ -326,6 +327,7 @@ def _batch_mismatch(claim: _Claim, onchain: OnchainBatch | None) -> str | None:
             ("period end", claim.period_end, onchain.period_end),
             ("tx hash", claim.tx_hash or onchain.tx_hash, onchain.tx_hash),
             ("block", claim.block_number or onchain.block_number, onchain.block_number),
+            ("manifest hash", claim.manifest_hash or onchain.manifest_hash, onchain.manifest_hash),
         )
         if ours != theirs
     ]
@@ -442,6 +444,9 @@ def _export_claim(doc: Mapping[str, Any]) -> _Claim:
         leaf_count=_int(_get(manifest, "leafCount", "manifest"), "manifest.leafCount"),
         tx_hash=_optional_str(batch.get("tx_hash"), "batch.tx_hash"),
         block_number=_optional_int(batch.get("block_number"), "batch.block_number"),
+        manifest_hash=_b32(batch["manifest_hash"], "batch.manifest_hash")
+        if batch.get("manifest_hash")
+        else None,
     )
 
 
