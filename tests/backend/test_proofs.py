@@ -556,6 +556,19 @@ def test_export_verifies_with_the_cli_and_tampering_fails(
     first = result.output.splitlines()[0]
     assert first.startswith("FAIL batch ") and "manifest hash" in first
 
+    # Manifest totals that were not signed, and a signature of someone else.
+    for edit, reason in (
+        (lambda d: d["batch"]["manifest"].__setitem__("totalBytes", 1), "do not hash to the anchored"),
+        (lambda d: d["batch"].__setitem__("signer", Account.create().address), "does not recover"),
+    ):
+        other = json.loads(path.read_text())
+        edit(other)
+        bad.write_text(json.dumps(other))
+        result = run_verify(bad, settings, "--onchain-sample", "0")
+        assert result.exit_code == 1, result.output
+        first = result.output.splitlines()[0]
+        assert first.startswith("FAIL batch ") and reason in first, first
+
     # A consistent tree over altered values (root rebuilt): the root is not the anchored one.
     forged = json.loads(path.read_text())
     values = [leaf_values_from_json(v["value"]) for v in forged["tree"]["values"]]

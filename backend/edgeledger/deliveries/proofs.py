@@ -35,6 +35,7 @@ from edgeledger.deliveries import parsers
 from edgeledger.deliveries.leaf import LEAF_TYPES, leaf_hash, leaf_values_to_json
 from edgeledger.deliveries.merkle import STANDARD_FORMAT
 from edgeledger.deliveries.models import (
+    BatchKind,
     BatchState,
     DeliveryBatch,
     DeliveryRecordRow,
@@ -475,7 +476,7 @@ def records_of_batch(
 def export_batch_header(session: Session, batch: DeliveryBatch, source: DeliverySource) -> dict[str, Any]:
     """The batch member of exports: the manifest as signed, its hash and signature, and where it landed."""
     corrects = ZERO32
-    if batch.corrects_pk is not None:
+    if batch.kind == BatchKind.correction and batch.corrects_pk is not None:
         corrected = session.get(DeliveryBatch, batch.corrects_pk)
         corrects = corrected.batch_id if corrected is not None else ZERO32
     anchored = batch.state in ANCHORED_STATES

@@ -30,6 +30,8 @@ from typing import Any
 
 import requests
 from eth_abi import decode as abi_decode
+from eth_keys import keys
+from eth_keys.exceptions import BadSignature
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
@@ -58,6 +60,25 @@ DEFAULT_ONCHAIN_SAMPLE = 16
 BATCH_ANCHORED_TOPIC = keccak256(
     b"BatchAnchored(bytes32,bytes32,bytes32,uint64,uint64,uint64,uint128,uint64,bytes32,bytes32,uint8,bytes32)"
 )
+MANIFEST_TYPE = (
+    b"Manifest(bytes32 sourceId,bytes32 batchId,uint64 periodStart,uint64 periodEnd,bytes32 root,"
+    b"uint64 leafCount,uint128 totalBytes,uint64 totalRequests,bytes32 prevManifestHash,uint8 kind,"
+    b"bytes32 corrects)"
+)
+MANIFEST_FIELDS = (
+    "sourceId",
+    "batchId",
+    "periodStart",
+    "periodEnd",
+    "root",
+    "leafCount",
+    "totalBytes",
+    "totalRequests",
+    "prevManifestHash",
+    "kind",
+    "corrects",
+)
+_EIP712_DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 _EVENT_DATA_TYPES = [
     "uint64",
     "uint64",
@@ -483,6 +504,55 @@ def _proof_from_nodes(nodes: list[bytes], position: int) -> list[bytes]:
     return proof
 
 
+def manifest_struct_hash(manifest: Mapping[str, Any]) -> bytes:
+    """EIP-712 ``hashStruct(Manifest)`` of the export's manifest (the contract's ``manifestHash``)."""
+    words = []
+    for name in MANIFEST_FIELDS:
+        value = _get(manifest, name, "manifest")
+        if isinstance(value, str):
+            words.append(_b32(value, f"manifest.{name}"))
+        else:
+            words.append(_int(value, f"manifest.{name}").to_bytes(32))
+    return keccak256(keccak256(MANIFEST_TYPE) + b"".join(words))
+
+
+def manifest_digest(struct_hash: bytes, chain_id: int, contract: str) -> bytes:
+    """The EIP-712 digest a source's signer signs (domain "EdgeLedger DeliveryLedger", version "1")."""
+    domain = keccak256(
+        keccak256(_EIP712_DOMAIN_TYPE)
+        + keccak256(b"EdgeLedger DeliveryLedger")
+        + keccak256(b"1")
+        + chain_id.to_bytes(32)
+        + bytes.fromhex(contract[2:]).rjust(32, b"\0")
+    )
+    return keccak256(b"\x19\x01" + domain + struct_hash)
+
+
+def _manifest_problems(batch: Mapping[str, Any], ledger: Ledger, onchain: OnchainBatch | None) -> list[str]:
+    """The manifest's fields must hash to the anchored manifest hash, and its signature recover to the
+    stated signer for this chain and contract."""
+    problems = []
+    try:
+        struct_hash = manifest_struct_hash(_get(batch, "manifest", "batch"))
+    except OverflowError as exc:
+        raise UnusableInput(f"manifest field out of range: {exc}") from None
+    if onchain is not None and struct_hash != onchain.manifest_hash:
+        problems.append("the manifest's fields do not hash to the anchored manifest hash")
+    signature, signer = batch.get("signature"), batch.get("signer")
+    if isinstance(signature, str) and isinstance(signer, str):
+        digest = manifest_digest(struct_hash, ledger.chain_id(), ledger.address)
+        try:
+            raw = bytes.fromhex(signature.removeprefix("0x"))
+            v = raw[64] - 27 if len(raw) == 65 and raw[64] >= 27 else -1
+            recovered = keys.Signature(raw[:64] + bytes([v])).recover_public_key_from_msg_hash(digest)
+            ok = recovered.to_checksum_address().lower() == signer.lower()
+        except (ValueError, BadSignature):
+            ok = False
+        if not ok:
+            problems.append("the manifest signature does not recover to the stated signer")
+    return problems
+
+
 def _check_export(
     run: _Run, doc: Mapping[str, Any], onchain_sample: int, progress: Callable[[int], None] | None
 ) -> None:
@@ -510,10 +580,11 @@ def _check_export(
         problems.append("the dump's tree root is not the manifest's root")
     if onchain is not None and onchain.leaf_count != n:
         problems.append(f"{n} values, the anchored batch has {onchain.leaf_count} leaves")
+    problems += _manifest_problems(_get(doc, "batch", "document"), run.ledger, onchain)
     if problems:
         run.failed(batch_label, "; ".join(problems))
     else:
-        run.passed(f"{batch_label} (root, source, period and leaf count equal the anchored batch)")
+        run.passed(f"{batch_label} (manifest, signature, root, source, period and leaf count as anchored)")
 
     trusted_root = onchain.root if onchain is not None else None
     ok = _path_ok(nodes, trusted_root) if size % 2 == 1 else bytearray(size)
