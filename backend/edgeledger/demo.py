@@ -1,10 +1,20 @@
-"""The scripted demo `edgeledger up` runs: a creator registers an image and an AI-generated variant of
-it through the API, and the original is then verified from the file alone against the chain."""
+"""The scripted demo `edgeledger up` runs.
+
+1. Provenance: a creator registers an image and an AI-generated variant of it through the API, and the
+   original is then verified from the file alone against the chain.
+2. Delivery receipts: an admin registers a CloudFront distribution as a delivery source, uploads a
+   CloudFront standard log (gzip) of requests for the image, uploads it again (nothing changes), closes
+   and anchors the batch, fetches the proof of one log line and checks it against the chain alone, with
+   the contract's verifyRecord and by verifying the whole batch export.
+"""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,20 +28,19 @@ from edgeledger.auth import service as auth_service
 from edgeledger.auth.models import ApiKey, Role
 from edgeledger.config import Settings
 from edgeledger.db import make_engine
+from edgeledger.deliveries import verify
 from edgeledger.devstack import demo_png, now_label, say
 from edgeledger.main import make_chain_client
 
 
-def _demo_api_key(settings: Settings, creator_address: str) -> str:
-    """The demo creator's API key, made once and kept (0600) beside the dev keys in DATA_DIR."""
-    path = settings.data_dir / "demo-api-key"
+def _demo_api_key(settings: Settings, address: str, *, role: Role = Role.creator) -> str:
+    """A demo user's API key, made once and kept (0600) beside the dev keys in DATA_DIR."""
+    path = settings.data_dir / ("demo-api-key" if role == Role.creator else f"demo-{role}-api-key")
     engine = make_engine(settings.resolved_database_url)
     with Session(engine) as session:
-        user = auth_service.get_user_by_address(session, creator_address)
+        user = auth_service.get_user_by_address(session, address)
         if user is None:
-            user = auth_service.create_user(
-                session, role=Role.creator, address=creator_address, name="Demo creator"
-            )
+            user = auth_service.create_user(session, role=role, address=address, name=f"Demo {role}")
         if path.exists():
             key = path.read_text().strip()
             if session.scalar(select(ApiKey).where(ApiKey.key_hash == auth_service.hash_secret(key))):
@@ -53,7 +62,7 @@ def _register(client: httpx.Client, name: str, data: bytes, params: dict[str, An
     )
 
 
-def run_demo(settings: Settings, base_url: str, *, creator_key: str) -> None:
+def run_demo(settings: Settings, base_url: str, *, creator_key: str, admin_key: str) -> None:
     creator = Account.from_key(creator_key).address
     key = _demo_api_key(settings, creator)
     label = now_label()
@@ -117,3 +126,150 @@ def run_demo(settings: Settings, base_url: str, *, creator_key: str) -> None:
         total = session.scalar(select(func.count()).select_from(Asset))
     engine.dispose()
     say(f"the database now holds {total} registered assets (runs add to it; nothing is reset)")
+    run_delivery_demo(settings, base_url, admin_key=admin_key, asset=asset, label=label)
+
+
+# ----------------------------------------------------------------------------------------------
+# Delivery receipts
+# ----------------------------------------------------------------------------------------------
+
+DEMO_SOURCE = "demo-cloudfront"
+_CLOUDFRONT_FIELDS = (
+    "date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem sc-status cs(Referer) "
+    "cs(User-Agent) cs-uri-query cs(Cookie) x-edge-result-type x-edge-request-id x-host-header "
+    "cs-protocol cs-bytes time-taken x-forwarded-for ssl-protocol ssl-cipher x-edge-response-result-type "
+    "cs-protocol-version fle-status fle-encrypted-fields c-port time-to-first-byte "
+    "x-edge-detailed-result-type sc-content-type sc-content-len sc-range-start sc-range-end"
+)
+_EDGES = ("FRA56-P1", "CDG50-C1", "NRT57-C2", "IAD89-C1", "LHR61-C1")
+
+
+def demo_cloudfront_log(cid: str, size: int, label: str, *, lines: int = 400) -> tuple[bytes, list[str]]:
+    """A gzip CloudFront standard log of `lines` requests for `/ipfs/<cid>` made yesterday (UTC), with
+    documentation-range client IPs; returns the file and its request ids."""
+    rng = random.Random(label)  # noqa: S311 - reproducible sample data, not secrets
+    day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    body = ["#Version: 1.0", "#Fields: " + _CLOUDFRONT_FIELDS]
+    request_ids = []
+    for i in range(lines):
+        request_id = f"DEMO{label}{i:05d}".replace(" ", "").replace(":", "") + "=="
+        request_ids.append(request_id)
+        result = rng.choice(("Hit", "Hit", "Hit", "Miss"))
+        body.append(
+            "\t".join(
+                (
+                    day,
+                    f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}",
+                    rng.choice(_EDGES),
+                    str(size + 320),
+                    f"198.51.100.{rng.randrange(1, 255)}",
+                    "GET",
+                    "d111111abcdef8.cloudfront.net",
+                    f"/ipfs/{cid}",
+                    "200",
+                    "-",
+                    "Mozilla/5.0",
+                    "-",
+                    "-",
+                    result,
+                    request_id,
+                    "shop.example",
+                    "https",
+                    "180",
+                    "0.004",
+                    "-",
+                    "TLSv1.3",
+                    "TLS_AES_128_GCM_SHA256",
+                    result,
+                    "HTTP/2.0",
+                    "-",
+                    "-",
+                    str(rng.randrange(1024, 65535)),
+                    "0.002",
+                    result,
+                    "image/png",
+                    str(size),
+                    "-",
+                    "-",
+                )
+            )
+        )
+    return gzip.compress(("\n".join(body) + "\n").encode()), request_ids
+
+
+def _ensure_source(client: httpx.Client) -> dict[str, Any]:
+    found = client.get(f"/deliveries/sources/{DEMO_SOURCE}")
+    if found.status_code == 200:
+        return found.json()
+    created = client.post(
+        "/deliveries/sources",
+        json={
+            "name": DEMO_SOURCE,
+            "kind": "cdn_provider",
+            "provider": "cloudfront",
+            "regions": ["*"],
+            "jurisdiction": "US",
+        },
+        timeout=120,
+    )
+    created.raise_for_status()
+    return created.json()
+
+
+def run_delivery_demo(
+    settings: Settings, base_url: str, *, admin_key: str, asset: dict[str, Any], label: str
+) -> None:
+    key = _demo_api_key(settings, Account.from_key(admin_key).address, role=Role.admin)
+    log, request_ids = demo_cloudfront_log(asset["content_cid"], asset["size_bytes"], label)
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": key}, timeout=300) as client:
+        source = _ensure_source(client)
+        say(f"demo: CDN source {source['name']} ({source['source_id'][:18]}…) registered on chain")
+
+        report = _ok(
+            client.post(f"/deliveries/sources/{DEMO_SOURCE}/logs", files={"file": ("E2DEMO.gz", log)})
+        )
+        say(
+            f"  ingested a CloudFront log ({len(log):,} bytes gzip): {report['lines']} lines, "
+            f"{report['records_new']} new records, {report['quarantined']} quarantined "
+            "(client IPs pseudonymised at ingest)"
+        )
+        again = _ok(
+            client.post(f"/deliveries/sources/{DEMO_SOURCE}/logs", files={"file": ("E2DEMO.gz", log)})
+        )
+        say(
+            f"  the same file again: {again['records_new']} new, {again['duplicates']} duplicates "
+            "(idempotent)"
+        )
+
+        closed = _ok(client.post("/deliveries/batches/close", json={"force": True, "anchor_now": True}))
+        say(
+            f"  closed {len(closed['closed'])} batch(es) early (demo: ignoring the late window) "
+            "and anchored them"
+        )
+        proof = _ok(
+            client.get("/deliveries/proofs", params={"source": DEMO_SOURCE, "request_id": request_ids[7]})
+        )
+        batch = proof["batch"]
+        say(
+            f"  {batch['kind']} batch {batch['batch_id'][:18]}…: {batch['leaf_count']} leaves, "
+            f"root {proof['root'][:18]}…, "
+            f"tx {str(proof['tx_hash'])[:18]}…, block {proof['block_number']}"
+        )
+        say(f"  proof of request {request_ids[7]}: {len(proof['proof'])} sibling hashes")
+        export = _ok(client.get(f"/deliveries/batches/{batch['batch_id']}/export"))
+
+    ledger = verify.Ledger(
+        settings.eth_rpc_url, verify.contract_from_deployment(settings.resolved_deployment_file)
+    )
+    one = verify.verify_document(proof, ledger, emit=lambda _line: None)
+    whole = verify.verify_document(export, ledger, emit=lambda _line: None)
+    say(
+        f"verify-delivery (chain only): that line {'PASS' if one.ok else 'FAIL'}; the whole batch export "
+        f"{whole.passed} passed, {whole.failed} failed"
+    )
+
+
+def _ok(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.text[:500]}")
+    return response.json()

@@ -123,6 +123,7 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logs = settings.data_dir / "logs"
     stack = Stack()
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the stack like Ctrl-C does
     keys = dev_keys(settings)
     admin, signer, creator = (Account.from_key(keys[r]) for r in ("admin", "signer", "creator"))
     try:
@@ -163,8 +164,8 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
             registrar=signer.address,
             deployment_file=settings.resolved_deployment_file,
         )
-        summary = [ln for ln in out.splitlines() if ln.startswith("ContentRegistry ")]
-        say("contracts: " + (summary[-1] if summary else out.strip()[-200:]))
+        summary = [ln for ln in out.splitlines() if " deployed at " in ln or "already deployed" in ln]
+        say("contracts: " + ("; ".join(summary) if summary else out.strip()[-200:]))
 
         env = {
             **os.environ,
@@ -217,7 +218,7 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
         if run_demo:
             from edgeledger.demo import run_demo as demo
 
-            demo(settings, base, creator_key=keys["creator"])
+            demo(settings, base, creator_key=keys["creator"], admin_key=keys["admin"])
 
         say(f"ready. API {base}  ·  OpenAPI docs {base}/docs  ·  Ctrl-C stops everything")
         _wait_forever([worker, api])
@@ -227,9 +228,17 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
         say(f"failed: {exc}")
         raise SystemExit(1) from None
     finally:
+        # A second Ctrl-C (or the SIGINT a terminal also sends) must not cut the shutdown short and
+        # leave children running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop_all()
         make_engine(settings.resolved_database_url).dispose()
         say("stopped; chain state, IPFS repo and database are kept in " + str(settings.data_dir))
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_forever(procs: list[subprocess.Popen[bytes]]) -> None:
