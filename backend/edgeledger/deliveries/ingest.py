@@ -388,6 +388,7 @@ class _Ingest:
         self.merchants: dict[str, bytes] = {}
         self.edges: dict[str, bytes] = {}
         self.countries: dict[str, tuple[bytes, str]] = {}
+        self._analyze_at = CHUNK_RECORDS
 
     # --- the transaction of one chunk ---------------------------------------------------------------
 
@@ -403,7 +404,24 @@ class _Ingest:
                     raise
                 continue
             self.totals.add(counts)
+            if self.totals.records_new >= self._analyze_at:
+                self._analyze()
             return
+
+    def _analyze(self) -> None:
+        """PostgreSQL: refresh the records table's statistics while a big file loads.
+
+        Until autovacuum gets to it, the planner believes the table is as small as when the load began
+        and answers the dedupe lookup by reading every row of the source and filtering (EXPLAIN: index
+        condition on ``source_pk`` only); measured 26 us per line at 300,000 lines, growing with the
+        table. Re-analysed after 10k, 40k, 160k, ... new records (about 0.1 s each).
+        """
+        self._analyze_at *= 4
+        bind = self.session.get_bind()
+        if bind.dialect.name != "postgresql":
+            return
+        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f"ANALYZE {_RECORDS.name}")
 
     def _write(self, chunk: _Chunk, raw: dict[int, str]) -> _Counts:
         session = self.session
