@@ -252,6 +252,14 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="edgeledger-ingest-bench-"))
+    try:
+        measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the logs and a million-record database: ~1.5 GB
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
+    """Generate the log in ``work``, then time the repeats and print the table and the JSON line."""
     log = work / "cloudfront.log.gz"
     started = time.perf_counter()
     generate(log, args.lines, args.seed)
@@ -314,7 +322,6 @@ def main() -> None:
         f"sha256sum over the {plain.stat().st_size / 2**20:.0f} MiB uncompressed file: {sha:.3f} s (median)"
     )
     print(json.dumps(summary))
-    shutil.rmtree(work)
 
 
 if __name__ == "__main__":
