@@ -21,7 +21,7 @@ from celery import Celery
 from eth_account import Account
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -100,8 +100,10 @@ def add_records(
     step_ms: int = 1000,
     key_id: str = "2026-01-01",
     request_ids: list[str] | None = None,
+    commit: bool = True,
 ) -> list[DeliveryRecordRow]:
-    """``count`` records of one client in ``batch`` with real pseudonyms, commitments and leaves."""
+    """``count`` records of one client in ``batch`` with real pseudonyms, commitments and leaves
+    (``commit=False``: only flushed, the transaction stays open)."""
     source = session.get(DeliverySource, batch.source_pk)
     assert source is not None
     pseudonym = service.pseudonymiser_for(session, settings, key_id).pseudonym(client_ip)
@@ -140,7 +142,10 @@ def add_records(
         record.leaf = leaf_hash(service.leaf_values_of(source.source_id, record))
         rows.append(record)
     session.add_all(rows)
-    session.commit()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
     return rows
 
 
@@ -415,6 +420,43 @@ def test_close_respects_late_window_corrections_empty_and_force(
         "/deliveries/batches", params={"source": "cdn-close"}, headers=admin.headers
     ).json()
     assert {b["state"] for b in listed} == {"closed", "empty"} and len(listed) == 4
+
+
+def test_a_close_waits_for_an_ingest_chunk_in_flight_and_includes_its_records(
+    app_client: TestClient, admin: Caller, settings: Settings
+) -> None:
+    """An ingest chunk locked the batch and wrote records it has not committed yet (as ingest.py does:
+    batch row FOR UPDATE, insert, commit). A close that starts meanwhile must wait for it and count its
+    records, or they would sit in a closed batch without being in its tree. On SQLite FOR UPDATE is a
+    no-op: the close's leading UPDATE is what waits for the chunk's write lock."""
+    register(app_client, admin, "cdn-race")
+    with db(app_client) as session:
+        batch = open_batch(session, source_row(session, "cdn-race"), DAY0)
+        add_records(session, settings, batch, 3)
+    chunk = db(app_client)
+    locked = chunk.scalar(select(DeliveryBatch).where(DeliveryBatch.id == batch.id).with_for_update())
+    assert locked is not None and locked.state == BatchState.open
+    add_records(chunk, settings, locked, 2, commit=False)
+
+    results: list[DeliveryBatch | None] = []
+
+    def close() -> None:
+        with db(app_client) as session:
+            results.append(anchoring.close_batch(session, settings, batch.id))
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    closer.join(timeout=1.0)  # gives the close time to reach the lock; it must still be waiting
+    assert closer.is_alive(), "the close did not wait for the chunk in flight"
+    chunk.commit()
+    chunk.close()
+    closer.join()
+    assert results and results[0] is not None
+    with db(app_client) as session:
+        closed = reload(session, batch)
+        assert closed.state == BatchState.closed and closed.leaf_count == 5
+        with trees.open_batch_tree(session, settings, closed) as tree:
+            assert tree.leaf_count == 5
 
 
 def test_close_endpoint_forces_and_anchors_now(

@@ -32,7 +32,7 @@ from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import is_address, keccak, to_checksum_address
 from hexbytes import HexBytes
 from pydantic import BaseModel, Field
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 from web3.exceptions import TransactionNotFound
 
@@ -427,6 +427,15 @@ def close_due_batches(
 def close_batch(session: Session, settings: Settings, batch_pk: int) -> DeliveryBatch | None:
     """Closes one batch in one transaction under its row lock: totals, tree, root, fraud signals.
     None when someone else closed it first."""
+    # Write before reading: on SQLite FOR UPDATE is a no-op and reads run outside a transaction, so the
+    # UPDATE is what takes the database's write lock; an ingest chunk then cannot commit records into
+    # this batch between the count below and the close (they would be missing from the tree). On
+    # PostgreSQL it takes the row lock FOR UPDATE would.
+    session.execute(
+        update(DeliveryBatch)
+        .where(DeliveryBatch.id == batch_pk, DeliveryBatch.state == BatchState.open)
+        .values(updated_at=utcnow())
+    )
     batch = session.scalar(select(DeliveryBatch).where(DeliveryBatch.id == batch_pk).with_for_update())
     if batch is None or batch.state != BatchState.open:
         session.rollback()
