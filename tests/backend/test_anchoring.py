@@ -4,10 +4,8 @@ real anvil, real databases (SQLite and PostgreSQL) and a real Celery worker on R
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from celery import Celery
 from eth_account import Account
 from fastapi.testclient import TestClient
@@ -41,14 +38,14 @@ from edgeledger.deliveries.models import (
     IngestFile,
     IngestState,
 )
-from edgeledger.main import create_app, make_chain_client
+from edgeledger.main import make_chain_client
+from tests.backend.support.services import REDIS_URL, celery_worker, worker_env
 from tests.backend.support.stack import Caller, free_port, make_caller, rpc
 
 pytestmark = pytest.mark.integration
 
 DAY0 = 1767225600  # 2026-01-01T00:00:00Z
 PERIOD = 86400
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -818,47 +815,10 @@ def test_edge_node_batches_wait_for_the_nodes_signature(
 # ----------------------------------------------------------------------------------------------
 
 
-def _worker_env(settings: Settings, broker: str) -> dict[str, str]:
-    assert settings.signer_private_key is not None
-    return {
-        **os.environ,
-        "DATA_DIR": str(settings.data_dir),
-        "DATABASE_URL": settings.resolved_database_url,
-        "ETH_RPC_URL": settings.eth_rpc_url,
-        "DEPLOYMENT_FILE": str(settings.resolved_deployment_file),
-        "SIGNER_PRIVATE_KEY": settings.signer_private_key.get_secret_value(),
-        "IPFS_API": settings.ipfs_api,
-        "CELERY_BROKER_URL": broker,
-    }
-
-
 @pytest.fixture
 def redis_worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    celery = str(Path(sys.executable).with_name("celery"))
-    log = settings.data_dir / "worker.log"
-    proc = subprocess.Popen(
-        [
-            celery,
-            "-A",
-            "edgeledger.worker",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "INFO",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"anchor-test-{os.getpid()}@%h",
-        ],
-        env=_worker_env(settings, REDIS_URL),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=30)
+    with celery_worker(settings, REDIS_URL, "anchor-test") as proc:
+        yield proc
 
 
 def _wait_for_batch_state(
@@ -901,26 +861,11 @@ def test_celery_worker_closes_anchors_and_confirms(
 
 @pytest.fixture
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key, value in _worker_env(settings, settings.resolved_broker_url).items():
+    for key, value in worker_env(settings, settings.resolved_broker_url).items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
-
-
-@pytest.fixture
-def live_api(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_cli_sources_batches_and_anchor(
@@ -974,7 +919,7 @@ def test_batch_reads_need_a_role_and_unknown_ids_are_404(app_client: TestClient,
 def task_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Runs tasks in this process against a dead RPC (the process-wide settings come from the env)."""
     dead = settings.model_copy(update={"eth_rpc_url": f"http://127.0.0.1:{free_port()}"})
-    for key, value in _worker_env(dead, "memory://").items():
+    for key, value in worker_env(dead, "memory://").items():
         monkeypatch.setenv(key, value)
     caches = (get_settings, db_module.get_engine, db_module.get_sessionmaker)
     for cache in caches:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, LargeBinary, String, Text, func, select, update
 from sqlalchemy.orm import Session
@@ -43,9 +42,8 @@ from edgeledger.deliveries.parsers import ParseStats, parse_log
 from edgeledger.deliveries.records import Pseudonymiser, QuarantinedLine
 from edgeledger.deliveries.regions import REGIONS, UNKNOWN_REGION, region_of
 from edgeledger.ipfs.cid import cid_of_bytes
-from edgeledger.main import create_app
 from edgeledger.territories import TERRITORY_CODES
-from tests.backend.support.stack import Caller, free_port, make_caller
+from tests.backend.support.stack import Caller, make_caller
 
 SAMPLES = Path(__file__).parent / "samples" / "logs"
 LOGS = (
@@ -702,21 +700,6 @@ def test_api_merchant_hosts(app_client: TestClient, admin: Caller) -> None:
 # --------------------------------------------------------------------------------------------------------
 # CLI against a live API
 # --------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def live_api(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_cli_ingest(app_client: TestClient, operator: Caller, live_api: str, tmp_path: Path) -> None:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from celery import Celery
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
@@ -21,27 +17,11 @@ from typer.testing import CliRunner
 from edgeledger.assets.models import Registration, RegistrationState
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
-from edgeledger.main import create_app
-from tests.backend.support.stack import Caller, free_port
+from tests.backend.support.services import REDIS_URL, celery_worker
+from tests.backend.support.stack import Caller
 from tests.backend.test_assets import _crashed_registration, png
 
 pytestmark = pytest.mark.integration
-
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def _worker_env(settings: Settings, broker: str) -> dict[str, str]:
-    assert settings.signer_private_key is not None
-    return {
-        **os.environ,
-        "DATA_DIR": str(settings.data_dir),
-        "DATABASE_URL": settings.resolved_database_url,
-        "ETH_RPC_URL": settings.eth_rpc_url,
-        "DEPLOYMENT_FILE": str(settings.resolved_deployment_file),
-        "SIGNER_PRIVATE_KEY": settings.signer_private_key.get_secret_value(),
-        "IPFS_API": settings.ipfs_api,
-        "CELERY_BROKER_URL": broker,
-    }
 
 
 @pytest.fixture(params=["redis", "sqlite-broker"])
@@ -53,31 +33,8 @@ def broker_url(request: pytest.FixtureRequest, settings: Settings) -> str:
 
 @pytest.fixture
 def worker(settings: Settings, broker_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    celery = str(Path(sys.executable).with_name("celery"))
-    log = settings.data_dir / "worker.log"
-    proc = subprocess.Popen(
-        [
-            celery,
-            "-A",
-            "edgeledger.worker",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "INFO",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "--hostname",
-            f"test-{os.getpid()}@%h",
-        ],
-        env=_worker_env(settings, broker_url),
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    yield proc
-    proc.terminate()
-    proc.wait(timeout=30)
+    with celery_worker(settings, broker_url, "test") as proc:
+        yield proc
 
 
 def _wait_for_state(
@@ -108,21 +65,6 @@ def test_worker_finishes_a_crashed_registration(
     done = _wait_for_state(app_client, reg.id, RegistrationState.registered, worker)
     assert done.asset_id == 1
     sender.close()
-
-
-@pytest.fixture
-def live_api(settings: Settings) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_cli_register_uploads_with_progress(

@@ -35,7 +35,14 @@ from eth_keys.exceptions import BadSignature
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
-from edgeledger.deliveries.leaf import LEAF_TYPES, LeafValues, keccak256, leaf_hash, leaf_values_from_json
+from edgeledger.deliveries.leaf import (
+    LEAF_SOLIDITY_NAMES,
+    LEAF_TYPES,
+    LeafValues,
+    keccak256,
+    leaf_hash,
+    leaf_values_from_json,
+)
 from edgeledger.deliveries.merkle import STANDARD_FORMAT, hash_pair, process_proof
 
 __all__ = [
@@ -91,24 +98,7 @@ _EVENT_DATA_TYPES = [
     "bytes32",
 ]
 _RECORD_COMPONENTS = [
-    {"name": name, "type": type_}
-    for name, type_ in zip(
-        (
-            "sourceId",
-            "requestId",
-            "timestampMs",
-            "edgeLocation",
-            "country",
-            "assetId",
-            "merchantId",
-            "bytesDelivered",
-            "status",
-            "cacheResult",
-            "clientCommitment",
-        ),
-        LEAF_TYPES,
-        strict=True,
-    )
+    {"name": name, "type": type_} for name, type_ in zip(LEAF_SOLIDITY_NAMES, LEAF_TYPES, strict=True)
 ]
 #: The DeliveryLedger views this verifier calls (same signatures as contracts/DeliveryLedger.sol).
 LEDGER_ABI: list[dict[str, Any]] = [

@@ -1,0 +1,85 @@
+"""Pytest plugin: the worker-side processes tests start for real - a Celery worker on a real broker
+(Redis or the SQLite-backed one) and the API served by uvicorn on a free port (for the CLI)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from edgeledger.config import Settings
+from edgeledger.main import create_app
+from tests.backend.support.stack import free_port
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def worker_env(settings: Settings, broker: str) -> dict[str, str]:
+    """The environment a worker or CLI process needs to reach the test's chain, IPFS node and database."""
+    assert settings.signer_private_key is not None
+    return {
+        **os.environ,
+        "DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.resolved_database_url,
+        "ETH_RPC_URL": settings.eth_rpc_url,
+        "DEPLOYMENT_FILE": str(settings.resolved_deployment_file),
+        "SIGNER_PRIVATE_KEY": settings.signer_private_key.get_secret_value(),
+        "IPFS_API": settings.ipfs_api,
+        "CELERY_BROKER_URL": broker,
+    }
+
+
+@contextmanager
+def celery_worker(settings: Settings, broker: str, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` (solo pool) on ``broker``; its log goes to DATA_DIR/worker.log."""
+    celery = str(Path(sys.executable).with_name("celery"))
+    log = settings.data_dir / "worker.log"
+    proc = subprocess.Popen(
+        [
+            celery,
+            "-A",
+            "edgeledger.worker",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"{name}-{os.getpid()}@%h",
+        ],
+        env=worker_env(settings, broker),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def live_api(settings: Settings) -> Iterator[str]:
+    """The app served on a free loopback port (for the CLI, which talks HTTP)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
