@@ -1,0 +1,17 @@
+"""Off-chain settlement: rate cards and FX (rates), CDN billing import and reconciliation (billing), and the
+deterministic payout computation (payouts). Every function here is pure: no database, chain or clock, so a
+statement can be recomputed by anyone from the anchored data, the rate card and the recorded decisions.
+
+Money is always an ``int`` of minor units; see docs/settlement.md for the formulas and rounding rules.
+"""
+
+from __future__ import annotations
+
+from edgeledger.errors import EdgeLedgerError
+
+
+class SettlementError(EdgeLedgerError):
+    """Inputs that cannot be settled (bad rate card, missing FX rate, open reconciliation case, ...)."""
+
+    status = 422
+    code = "settlement_invalid"

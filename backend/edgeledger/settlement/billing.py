@@ -1,0 +1,337 @@
+"""CDN billing / usage report import (streamed, errors collected with line numbers) and reconciliation.
+
+Two CSV layouts are accepted (docs/settlement.md lists the columns): EdgeLedger's own
+``date,region,bytes,requests,amount|amount_minor,currency[,merchant]`` and the CloudFront usage report
+``Service,Operation,UsageType,Resource,StartTime,EndTime,UsageValue``. Both become :class:`BillingRow`s
+keyed by (merchant, region, day), which :func:`reconcile` compares with the anchored receipts.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from edgeledger.deliveries.regions import REGION_CODES
+from edgeledger.settlement import SettlementError
+from edgeledger.settlement.payouts import Receipt
+from edgeledger.settlement.rates import BPS, INT64_MAX, RateCard, largest_remainder
+
+#: (merchant, pricing region, UTC day ``YYYY-MM-DD``)
+UsageKey = tuple[str, str, str]
+
+#: ISO 4217 currencies a billing file may use, with their minor-unit exponents.
+ISO_CURRENCIES: dict[str, int] = {
+    "USD": 2, "EUR": 2, "GBP": 2, "JPY": 0, "CHF": 2, "CAD": 2, "AUD": 2, "NZD": 2, "INR": 2, "BRL": 2,
+    "ZAR": 2, "SGD": 2, "HKD": 2, "CNY": 2, "KRW": 0, "SEK": 2, "NOK": 2, "DKK": 2, "MXN": 2, "PLN": 2,
+}  # fmt: skip
+#: CloudFront's two-letter location prefixes that are not our region codes (US and CA are our NA, ZA is
+#: in our AF); AP AU EU IN JP ME SA are the same.
+CLOUDFRONT_REGIONS: dict[str, str] = {"US": "NA", "CA": "NA", "ZA": "AF"}
+OWN_COLUMNS = ("date", "region", "bytes", "requests", "currency")
+CLOUDFRONT_COLUMNS = ("service", "operation", "usagetype", "resource", "starttime", "endtime", "usagevalue")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INT = re.compile(r"^[+-]?\d+(\.0*)?$")
+_AMOUNT = re.compile(r"^([+-]?)(\d+)(?:\.(\d+))?$")
+_TIME_FORMATS = (
+    "%m/%d/%y %H:%M:%S",
+    "%m/%d/%Y %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+)
+
+
+@dataclass(frozen=True)
+class BillingRow:
+    line: int
+    merchant: str
+    region: str
+    day: str
+    bytes: int
+    requests: int
+    #: minor units of ``currency``; None when the report has no amounts (the CloudFront usage report)
+    amount: int | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class BillingProblem:
+    line: int
+    problem: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    bytes: int = 0
+    requests: int = 0
+    amount: int | None = None
+    currency: str | None = None
+
+
+class _RowError(ValueError):
+    pass
+
+
+def _int64(text: str, what: str) -> int:
+    value = text.strip()
+    if not _INT.match(value):
+        raise _RowError(f"{what} {text!r} is not an integer")
+    number = int(value.split(".")[0])
+    if number < 0:
+        raise _RowError(f"{what} {number} is negative")
+    if number > INT64_MAX:
+        raise _RowError(f"{what} {number} does not fit in a signed 64-bit integer")
+    return number
+
+
+def amount_to_minor(text: str, decimals: int) -> int:
+    """A decimal amount in major units as minor units: exact, or rounded half up past ``decimals``."""
+    match = _AMOUNT.match(text.strip())
+    if not match:
+        raise _RowError(f"amount {text!r} is not a decimal number")
+    sign, whole, fraction = match.group(1), match.group(2), match.group(3) or ""
+    if sign == "-" and int(whole + fraction or "0"):
+        raise _RowError(f"amount {text.strip()} is negative")
+    scaled = int(whole + fraction)
+    extra = len(fraction) - decimals
+    minor = scaled * 10**-extra if extra <= 0 else (scaled + 5 * 10 ** (extra - 1)) // 10**extra
+    if minor > INT64_MAX:
+        raise _RowError(f"amount {text.strip()} does not fit in a signed 64-bit integer of minor units")
+    return minor
+
+
+def billing_region(code: str) -> str:
+    value = code.strip().upper()
+    region = CLOUDFRONT_REGIONS.get(value, value)
+    if region not in REGION_CODES:
+        raise _RowError(f"unknown region {code.strip()!r}")
+    return region
+
+
+def _day_of(text: str) -> str:
+    value = text.strip()
+    for fmt in _TIME_FORMATS:
+        try:
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC).date().isoformat()
+        except ValueError:
+            continue
+    raise _RowError(f"time {value!r} is not a date or time in a known format")
+
+
+@dataclass
+class BillingReader:
+    """Iterate the rows of one billing CSV; problems are collected in ``problems`` (with line numbers).
+
+    ``merchant`` is used for rows without a merchant column (a CDN report covers one account). Only the
+    first ``max_problems`` problems are kept; ``problem_count`` counts them all. ``ignored`` counts
+    CloudFront usage lines that are not viewer bytes or requests (invalidations, origin bytes, ...).
+    """
+
+    lines: Iterable[str]
+    merchant: str
+    currencies: Mapping[str, int] = field(default_factory=lambda: ISO_CURRENCIES)
+    max_problems: int = 1000
+    problems: list[BillingProblem] = field(default_factory=list)
+    problem_count: int = 0
+    ignored: int = 0
+    layout: str = ""
+    _currency: str | None = None
+
+    def _problem(self, line: int, message: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < self.max_problems:
+            self.problems.append(BillingProblem(line, message))
+
+    def __iter__(self) -> Iterator[BillingRow]:
+        reader = csv.reader(self.lines)
+        header: list[str] | None = None
+        for fields in reader:
+            line = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if header is None:
+                header = [f.strip().lstrip("\ufeff").lower() for f in fields]
+                if not self._choose_layout(line, header):
+                    return
+                continue
+            if len(fields) != len(header):
+                self._problem(line, f"expected {len(header)} fields, found {len(fields)}")
+                continue
+            row = dict(zip(header, fields, strict=True))
+            try:
+                parsed = self._own(line, row) if self.layout == "own" else self._cloudfront(line, row)
+            except _RowError as exc:
+                self._problem(line, str(exc))
+                continue
+            if parsed is not None:
+                yield parsed
+        if header is None:
+            self._problem(0, "empty file: no header line")
+
+    def _choose_layout(self, line: int, header: list[str]) -> bool:
+        if all(c in header for c in CLOUDFRONT_COLUMNS):
+            self.layout = "cloudfront"
+            return True
+        missing = [c for c in OWN_COLUMNS if c not in header]
+        if "amount" not in header and "amount_minor" not in header:
+            missing.append("amount")
+        if missing:
+            self._problem(line, f"header lacks column(s): {', '.join(missing)}")
+            return False
+        self.layout = "own"
+        return True
+
+    def _own(self, line: int, row: dict[str, str]) -> BillingRow:
+        day = row["date"].strip()
+        if not _DATE.match(day):
+            raise _RowError(f"date {day!r} is not YYYY-MM-DD")
+        _day_of(day)  # a real calendar date
+        currency = row["currency"].strip().upper()
+        if currency not in self.currencies:
+            raise _RowError(f"unknown currency {row['currency'].strip()!r}")
+        if self._currency is not None and currency != self._currency:
+            raise _RowError(f"currency {currency} differs from the file's {self._currency}")
+        if row.get("amount_minor", "").strip():
+            amount = _int64(row["amount_minor"], "amount_minor")
+        else:
+            amount = amount_to_minor(row.get("amount", ""), self.currencies[currency])
+        merchant = row.get("merchant", "").strip() or self.merchant
+        result = BillingRow(
+            line=line,
+            merchant=merchant,
+            region=billing_region(row["region"]),
+            day=day,
+            bytes=_int64(row["bytes"], "bytes"),
+            requests=_int64(row["requests"], "requests"),
+            amount=amount,
+            currency=currency,
+        )
+        self._currency = currency
+        return result
+
+    def _cloudfront(self, line: int, row: dict[str, str]) -> BillingRow | None:
+        usage_type = row["usagetype"].strip()
+        prefix, _, kind = usage_type.partition("-")
+        # Viewer bytes are <region>-Out-Bytes-*, viewer requests <region>-Requests-*; the rest (origin
+        # bytes "Out-OBytes", invalidations, functions) is not delivery and is not reconciled.
+        is_bytes = kind.startswith("Out-Bytes") or kind == "DataTransfer-Out-Bytes"
+        is_requests = kind.startswith("Requests")
+        if row["service"].strip() != "AmazonCloudFront" or not (is_bytes or is_requests):
+            self.ignored += 1
+            return None
+        value = _int64(row["usagevalue"], "UsageValue")
+        return BillingRow(
+            line=line,
+            merchant=self.merchant,
+            region=billing_region(prefix),
+            day=_day_of(row["starttime"]),
+            bytes=value if is_bytes else 0,
+            requests=value if is_requests else 0,
+            amount=None,
+            currency=None,
+        )
+
+
+def aggregate_billing(rows: Iterable[BillingRow]) -> dict[UsageKey, Usage]:
+    """Sum billing rows per (merchant, region, day); amounts stay None if the report had none."""
+    totals: dict[UsageKey, Usage] = {}
+    for row in rows:
+        key = (row.merchant, row.region, row.day)
+        seen = totals.get(key, Usage(currency=row.currency))
+        amount = None if row.amount is None else (seen.amount or 0) + row.amount
+        totals[key] = Usage(seen.bytes + row.bytes, seen.requests + row.requests, amount, row.currency)
+    return dict(sorted(totals.items()))
+
+
+def utc_day(at: int) -> str:
+    return datetime.fromtimestamp(at, UTC).date().isoformat()
+
+
+def usage_from_receipts(receipts: Iterable[Receipt], card: RateCard) -> dict[UsageKey, Usage]:
+    """Receipts of ``card``'s merchant per (merchant, region, day), with the amount the card charges.
+
+    The delivery fee is computed once per region over the whole set (so volume tiers apply as on the
+    bill), then shared over the days by bytes with largest remainder (by requests if there are no bytes).
+    """
+    per_day: dict[str, dict[str, list[int]]] = {}
+    for receipt in receipts:
+        if receipt.merchant != card.merchant:
+            raise SettlementError(f"receipt {receipt.key} is not {card.merchant}'s", code="receipt_foreign")
+        counts = per_day.setdefault(receipt.region, {}).setdefault(utc_day(receipt.at), [0, 0])
+        counts[0] += receipt.bytes
+        counts[1] += receipt.requests
+    usage: dict[UsageKey, Usage] = {}
+    for region, days in sorted(per_day.items()):
+        fee = card.region_price(region).fee(
+            sum(c[0] for c in days.values()), sum(c[1] for c in days.values())
+        )
+        weights = {day: c[0] for day, c in days.items()}
+        if not sum(weights.values()):
+            weights = {day: c[1] for day, c in days.items()}
+        shares = largest_remainder(fee, weights) if fee else dict.fromkeys(days, 0)
+        for day, (total_bytes, requests) in sorted(days.items()):
+            usage[card.merchant, region, day] = Usage(total_bytes, requests, shares[day], card.currency.code)
+    return usage
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Billing minus receipts for one (merchant, region, day); ``flagged`` when beyond the tolerance."""
+
+    key: UsageKey
+    ours: Usage
+    theirs: Usage
+    bytes: int
+    requests: int
+    amount: int | None
+    flagged: bool
+    reasons: tuple[str, ...]
+
+
+def beyond_tolerance(ours: int, theirs: int, tolerance_bps: int) -> bool:
+    """``|theirs - ours| / ours > tolerance_bps / 10,000`` in integers; with ours == 0 any difference."""
+    return abs(theirs - ours) * BPS > tolerance_bps * ours
+
+
+def reconcile(
+    ours: Mapping[UsageKey, Usage], theirs: Mapping[UsageKey, Usage], tolerance_bps: int
+) -> tuple[Delta, ...]:
+    """Deltas of bytes, requests and amount for every key on either side, sorted by key.
+
+    A key missing on one side counts as zero usage there. Amounts are compared only when the billing
+    side has them; a billing currency other than ours is flagged (amounts cannot be compared).
+    """
+    if tolerance_bps < 0:
+        raise SettlementError("tolerance must not be negative", code="tolerance_invalid")
+    deltas: list[Delta] = []
+    for key in sorted(set(ours) | set(theirs)):
+        mine, bill = ours.get(key, Usage(amount=0)), theirs.get(key, Usage())
+        reasons: list[str] = []
+        if beyond_tolerance(mine.bytes, bill.bytes, tolerance_bps):
+            reasons.append("bytes")
+        if beyond_tolerance(mine.requests, bill.requests, tolerance_bps):
+            reasons.append("requests")
+        amount_delta: int | None = None
+        if bill.amount is not None:
+            if mine.currency is not None and bill.currency != mine.currency:
+                reasons.append("currency")
+            else:
+                amount_delta = bill.amount - (mine.amount or 0)
+                if beyond_tolerance(mine.amount or 0, bill.amount, tolerance_bps):
+                    reasons.append("amount")
+        deltas.append(
+            Delta(
+                key=key,
+                ours=mine,
+                theirs=bill,
+                bytes=bill.bytes - mine.bytes,
+                requests=bill.requests - mine.requests,
+                amount=amount_delta,
+                flagged=bool(reasons),
+                reasons=tuple(reasons),
+            )
+        )
+    return tuple(deltas)

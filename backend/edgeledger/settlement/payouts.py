@@ -1,0 +1,440 @@
+"""Deterministic payout computation of one merchant's period: :func:`compute_payouts`.
+
+The result depends only on the inputs as sets (receipts, assets, decisions are aggregated into sorted
+dictionaries before any arithmetic), every amount is an ``int``, and payees plus held-back amounts sum to
+exactly what the merchant is charged. See docs/settlement.md for the formulas.
+
+Fraud-flagged records are excluded before this point: the caller passes only receipts built from
+records that were anchored and not excluded, so nothing here looks at fraud signals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgeledger.deliveries.regions import REGION_CODES, REGIONS, UNKNOWN_REGION, region_of
+from edgeledger.settlement import SettlementError
+from edgeledger.settlement.rates import (
+    BPS,
+    Currency,
+    FxSnapshot,
+    FxTable,
+    RateCard,
+    card_at,
+    largest_remainder,
+)
+from edgeledger.territories import ALL_TERRITORIES_BITMAP, TERRITORY_CODES
+
+_TERRITORY_BIT = {code: 1 << i for i, code in enumerate(TERRITORY_CODES)}
+# Bitmap of every country of a pricing region: a receipt that only says its region is licensed when the
+# licence covers the whole region (we cannot show that its deliveries stayed in the licensed part).
+_REGION_BITMAP: dict[str, int] = {region: 0 for region in REGION_CODES}
+for _country, _region in REGIONS.items():
+    _REGION_BITMAP[_region] |= _TERRITORY_BIT[_country]
+_REGION_BITMAP[UNKNOWN_REGION] = ALL_TERRITORIES_BITMAP
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class Receipt(_Frozen):
+    """Anchored, non-excluded deliveries of one asset, aggregated per (operator, region[, country], period).
+
+    ``key`` names the receipt (e.g. ``"<batch id>:<leaf index>"``) so statement lines link back to the
+    receipts and proofs behind them. ``at`` is the delivery time checked against the licence window and
+    the day used by reconciliation. ``country`` is optional: when given the licence is checked per
+    country, otherwise per region (see :data:`_REGION_BITMAP`).
+    """
+
+    key: str = Field(min_length=1)
+    asset_id: str = Field(min_length=1)
+    merchant: str = Field(min_length=1)
+    region: str
+    country: str = ""
+    period: int = Field(ge=0)
+    at: int = Field(ge=0)
+    operator: str = Field(min_length=1)
+    requests: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if value not in REGION_CODES:
+            raise ValueError(f"unknown pricing region {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _country_in_region(self) -> Receipt:
+        if self.country and region_of(self.country) != self.region:
+            raise ValueError(f"country {self.country} is not in region {self.region}")
+        return self
+
+
+class Recipient(_Frozen):
+    address: str = Field(min_length=1)
+    bps: int = Field(gt=0, le=BPS)
+
+
+class AssetTerms(_Frozen):
+    """What the chain says about an asset: split, lineage, licence territories and window, dispute."""
+
+    asset_id: str = Field(min_length=1)
+    recipients: tuple[Recipient, ...] = Field(min_length=1)
+    parent: str | None = None
+    territories: int = Field(default=ALL_TERRITORIES_BITMAP, ge=0, le=ALL_TERRITORIES_BITMAP)
+    valid_from: int = Field(default=0, ge=0)
+    valid_until: int | None = None
+    disputed: bool = False
+
+    @field_validator("recipients")
+    @classmethod
+    def _full_split(cls, recipients: tuple[Recipient, ...]) -> tuple[Recipient, ...]:
+        if sum(r.bps for r in recipients) != BPS:
+            raise ValueError("recipient shares must sum to 10,000 bps")
+        return recipients
+
+
+class Decision(_Frozen):
+    """A resolved reconciliation case of (merchant, region, day): accepted as is, or adjusted.
+
+    ``adjustment`` (rate-card currency minor units, may be negative) is added to the region's delivery
+    fee of the period.
+    """
+
+    merchant: str
+    region: str
+    #: UTC date ``YYYY-MM-DD`` of the reconciliation key
+    day: str
+    action: Literal["accept", "adjust"]
+    adjustment: int = 0
+    decided_by: str = Field(min_length=1)
+    decided_at: int = Field(ge=0)
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _accept_has_no_adjustment(self) -> Decision:
+        if self.action == "accept" and self.adjustment:
+            raise ValueError("an accepted case carries no adjustment")
+        return self
+
+
+class PayoutInputs(_Frozen):
+    merchant: str = Field(min_length=1)
+    period_start: int = Field(ge=0)
+    period_end: int
+    receipts: tuple[Receipt, ...]
+    assets: tuple[AssetTerms, ...]
+    cards: tuple[RateCard, ...]
+    platform: str = Field(min_length=1)
+    settlement_currency: Currency
+    fx: FxTable = FxTable()
+    decisions: tuple[Decision, ...] = ()
+    #: (region, day) cases reconciliation flagged for this merchant; each needs a decision.
+    flagged: tuple[tuple[str, str], ...] = ()
+
+
+class LineItem(_Frozen):
+    """One amount paid to one payee and where it came from."""
+
+    payee: str
+    amount: int
+    kind: Literal["delivery", "delivery_margin", "platform_fee", "royalty"]
+    #: the region (delivery kinds) or the asset whose receipts earned the royalty
+    source: str
+    #: royalty lineage: the asset itself, then each parent the pass-through went to
+    via: tuple[str, ...] = ()
+    receipt_keys: tuple[str, ...]
+
+
+class Violation(_Frozen):
+    receipt_key: str
+    asset_id: str
+    reason: Literal["territory", "window"]
+
+
+class HeldBack(_Frozen):
+    asset_id: str
+    amount: int
+    reason: Literal["disputed", "parent_disputed"]
+    via: tuple[str, ...]
+    receipt_keys: tuple[str, ...]
+
+
+class Statement(_Frozen):
+    merchant: str
+    period_start: int
+    period_end: int
+    card_version: int
+    card_currency: Currency
+    currency: Currency
+    #: the charge in the rate card's currency, before conversion
+    charge_card_currency: int
+    #: what the merchant is charged, in the settlement currency: == sum(payees) + sum(held_back)
+    charge: int
+    fx: FxSnapshot | None
+    delivery_fees: dict[str, int]
+    royalties: dict[str, int]
+    payees: dict[str, int]
+    line_items: tuple[LineItem, ...]
+    violations: tuple[Violation, ...]
+    held_back: tuple[HeldBack, ...]
+    decisions: tuple[Decision, ...]
+
+
+@dataclass
+class _Usage:
+    requests: int = 0
+    bytes: int = 0
+    keys: list[str] = field(default_factory=list)
+
+
+def payee(address: str) -> str:
+    """Payees are compared as lower-case addresses so a checksummed and a plain spelling merge."""
+    return address.lower()
+
+
+def licence_problem(terms: AssetTerms, receipt: Receipt) -> Literal["territory", "window"] | None:
+    """Why a receipt earns no royalty, or None when its deliveries were licensed."""
+    if receipt.at < terms.valid_from or (terms.valid_until is not None and receipt.at >= terms.valid_until):
+        return "window"
+    if receipt.country:
+        needed = _TERRITORY_BIT.get(receipt.country.upper())
+        if needed is None:
+            return "territory"
+    else:
+        needed = _REGION_BITMAP[receipt.region]
+    return None if terms.territories & needed == needed else "territory"
+
+
+def _weights_or_requests(usage: Mapping[str, _Usage]) -> dict[str, int]:
+    """Split weights: bytes, or requests when no bytes, or equal weights when neither (fee from decisions)."""
+    for pick in (lambda u: u.bytes, lambda u: u.requests, lambda u: 1):
+        weights = {k: pick(u) for k, u in usage.items()}
+        if sum(weights.values()):
+            return weights
+    return {}
+
+
+class _Ledger:
+    """Collects line items and held-back amounts, then sums payees."""
+
+    def __init__(self) -> None:
+        self.items: list[LineItem] = []
+        self.held: list[HeldBack] = []
+
+    def pay(
+        self,
+        address: str,
+        amount: int,
+        kind: str,
+        source: str,
+        keys: tuple[str, ...],
+        via: tuple[str, ...] = (),
+    ) -> None:
+        if amount:
+            item = LineItem(
+                payee=payee(address), amount=amount, kind=kind, source=source, via=via, receipt_keys=keys
+            )
+            self.items.append(item)
+
+
+def _validate(inputs: PayoutInputs) -> tuple[RateCard, dict[str, AssetTerms]]:
+    if inputs.period_end <= inputs.period_start:
+        raise SettlementError("period must end after it starts", code="period_invalid")
+    assets: dict[str, AssetTerms] = {}
+    for terms in inputs.assets:
+        if terms.asset_id in assets and assets[terms.asset_id] != terms:
+            raise SettlementError(f"asset {terms.asset_id} given twice", code="asset_duplicate")
+        assets[terms.asset_id] = terms
+    seen: set[str] = set()
+    for receipt in inputs.receipts:
+        if receipt.key in seen:
+            raise SettlementError(f"receipt {receipt.key} given twice", code="receipt_duplicate")
+        seen.add(receipt.key)
+        if receipt.merchant != inputs.merchant:
+            raise SettlementError(f"receipt {receipt.key} is another merchant's", code="receipt_foreign")
+        if not inputs.period_start <= receipt.period < inputs.period_end:
+            raise SettlementError(f"receipt {receipt.key} is outside the period", code="receipt_foreign")
+        if receipt.asset_id not in assets:
+            raise SettlementError(
+                f"receipt {receipt.key} names unknown asset {receipt.asset_id}", code="asset_unknown"
+            )
+    decided = {(d.region, d.day) for d in inputs.decisions if d.merchant == inputs.merchant}
+    open_cases = sorted(set(inputs.flagged) - decided)
+    if open_cases:
+        raise SettlementError(
+            f"{len(open_cases)} reconciliation case(s) of {inputs.merchant} are open",
+            code="reconciliation_open",
+            cases=[list(c) for c in open_cases],
+        )
+    card = card_at(inputs.cards, inputs.merchant, inputs.period_start, inputs.period_end)
+    return card, assets
+
+
+def _distribute_royalty(
+    ledger: _Ledger,
+    assets: Mapping[str, AssetTerms],
+    share_bps: int,
+    origin: str,
+    amount: int,
+    keys: tuple[str, ...],
+) -> None:
+    """Pay ``amount`` of ``origin``'s royalty down its split, passing ``share_bps`` up each parent link."""
+    via: tuple[str, ...] = (origin,)
+    current = assets[origin]
+    while amount:
+        if current.disputed and current.asset_id != origin:
+            ledger.held.append(
+                HeldBack(asset_id=origin, amount=amount, reason="parent_disputed", via=via, receipt_keys=keys)
+            )
+            return
+        own = amount
+        parent_id = current.parent
+        if parent_id is not None:
+            if parent_id not in assets:
+                raise SettlementError(
+                    f"parent {parent_id} of {current.asset_id} is unknown", code="asset_unknown"
+                )
+            if parent_id in via:
+                raise SettlementError(f"lineage of {origin} has a cycle", code="lineage_cycle")
+            parts = largest_remainder(amount, {"parent": share_bps, "own": BPS - share_bps})
+            own, amount = parts["own"], parts["parent"]
+        else:
+            amount = 0
+        weights: dict[str, int] = {}
+        for recipient in current.recipients:
+            weights[payee(recipient.address)] = weights.get(payee(recipient.address), 0) + recipient.bps
+        for address, part in sorted(largest_remainder(own, weights).items()):
+            ledger.pay(address, part, "royalty", origin, keys, via)
+        if parent_id is None:
+            return
+        current = assets[parent_id]
+        via = (*via, parent_id)
+
+
+def compute_payouts(inputs: PayoutInputs) -> Statement:
+    """The statement of ``inputs.merchant`` for the period: charge, payees, line items, violations."""
+    card, assets = _validate(inputs)
+
+    # Aggregate first (sorted keys below), so input order can never reach the arithmetic.
+    by_region: dict[str, dict[str, _Usage]] = {}
+    royalty_usage: dict[str, _Usage] = {}
+    violations: list[Violation] = []
+    for receipt in inputs.receipts:
+        region_usage = by_region.setdefault(receipt.region, {}).setdefault(payee(receipt.operator), _Usage())
+        region_usage.requests += receipt.requests
+        region_usage.bytes += receipt.bytes
+        region_usage.keys.append(receipt.key)
+        problem = licence_problem(assets[receipt.asset_id], receipt)
+        if problem is not None:
+            violations.append(Violation(receipt_key=receipt.key, asset_id=receipt.asset_id, reason=problem))
+            continue
+        usage = royalty_usage.setdefault(receipt.asset_id, _Usage())
+        usage.requests += receipt.requests
+        usage.bytes += receipt.bytes
+        usage.keys.append(receipt.key)
+
+    adjustments: dict[str, int] = {}
+    for decision in inputs.decisions:
+        if decision.merchant == inputs.merchant:
+            adjustments[decision.region] = adjustments.get(decision.region, 0) + decision.adjustment
+
+    delivery_fees: dict[str, int] = {}
+    for region in sorted(set(by_region) | set(adjustments)):
+        operators = by_region.get(region, {})
+        fee = card.region_price(region).fee(
+            sum(u.bytes for u in operators.values()), sum(u.requests for u in operators.values())
+        )
+        fee += adjustments.get(region, 0)
+        if fee < 0:
+            raise SettlementError(f"adjusted delivery fee of {region} is negative", code="adjustment_invalid")
+        if fee and not operators:
+            raise SettlementError(
+                f"adjustment for {region} without deliveries there", code="adjustment_invalid"
+            )
+        delivery_fees[region] = fee
+    royalties = {
+        asset_id: card.royalty_for(asset_id).charge(usage.requests, usage.bytes)
+        for asset_id, usage in sorted(royalty_usage.items())
+    }
+
+    charge_card = sum(delivery_fees.values()) + sum(royalties.values())
+    charge, snapshot = inputs.fx.convert(
+        charge_card, card.currency, inputs.settlement_currency, inputs.period_end
+    )
+    # Convert the total once, then share it out by the card-currency components: the payees always sum to
+    # the converted charge, whatever the rate.
+    components = {("delivery", r): fee for r, fee in delivery_fees.items()}
+    components.update({("royalty", a): amount for a, amount in royalties.items()})
+    converted = largest_remainder(charge, components)
+
+    ledger = _Ledger()
+    platform = payee(inputs.platform)
+    for region in sorted(delivery_fees):
+        operators = by_region.get(region, {})
+        region_keys = tuple(sorted(k for u in operators.values() for k in u.keys))
+        parts = largest_remainder(
+            converted["delivery", region],
+            {"operators": card.operator_share_bps, "platform": BPS - card.operator_share_bps},
+        )
+        ledger.pay(platform, parts["platform"], "delivery_margin", region, region_keys)
+        shares = largest_remainder(parts["operators"], _weights_or_requests(operators))
+        for operator in sorted(shares):
+            ledger.pay(
+                operator, shares[operator], "delivery", region, tuple(sorted(operators[operator].keys))
+            )
+
+    for asset_id in sorted(royalties):
+        amount = converted["royalty", asset_id]
+        keys = tuple(sorted(royalty_usage[asset_id].keys))
+        if assets[asset_id].disputed:
+            if amount:
+                ledger.held.append(
+                    HeldBack(
+                        asset_id=asset_id,
+                        amount=amount,
+                        reason="disputed",
+                        via=(asset_id,),
+                        receipt_keys=keys,
+                    )
+                )
+            continue
+        parts = largest_remainder(amount, {"fee": card.platform_fee_bps, "net": BPS - card.platform_fee_bps})
+        ledger.pay(platform, parts["fee"], "platform_fee", asset_id, keys)
+        _distribute_royalty(ledger, assets, card.derivative_share_bps, asset_id, parts["net"], keys)
+
+    payees: dict[str, int] = {}
+    for item in ledger.items:
+        payees[item.payee] = payees.get(item.payee, 0) + item.amount
+    held_total = sum(h.amount for h in ledger.held)
+    if sum(payees.values()) + held_total != charge:  # an invariant, not an input error
+        raise AssertionError("payouts do not sum to the charge")
+    return Statement(
+        merchant=inputs.merchant,
+        period_start=inputs.period_start,
+        period_end=inputs.period_end,
+        card_version=card.version,
+        card_currency=card.currency,
+        currency=inputs.settlement_currency,
+        charge_card_currency=charge_card,
+        charge=charge,
+        fx=snapshot,
+        delivery_fees=delivery_fees,
+        royalties=royalties,
+        payees=dict(sorted(payees.items())),
+        line_items=tuple(sorted(ledger.items, key=lambda i: (i.kind, i.source, i.via, i.payee))),
+        violations=tuple(sorted(violations, key=lambda v: (v.receipt_key, v.reason))),
+        held_back=tuple(sorted(ledger.held, key=lambda h: (h.asset_id, h.via))),
+        decisions=tuple(
+            sorted(
+                (d for d in inputs.decisions if d.merchant == inputs.merchant),
+                key=lambda d: (d.region, d.day, d.decided_at, d.decided_by),
+            )
+        ),
+    )
