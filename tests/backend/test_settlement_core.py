@@ -391,6 +391,24 @@ def test_billing_csv_cloudfront_usage_report() -> None:
         ("shop", "EU", "2026-11-20"): Usage(2_000_000_000, 4_000, None, None),
         ("shop", "NA", "2026-11-20"): Usage(1_000_000_000, 1_000, None, None),
     }
+    header = "Service,Operation,UsageType,Resource,StartTime,EndTime,UsageValue\n"
+    in_gb = BillingReader(
+        [
+            header,
+            "AmazonCloudFront,GET,JP-Out-Bytes-HTTPS-Static,E1,2026-11-20T05:00:00Z,2026-11-20T06:00:00Z,1.5000000004\n",
+            "AmazonCloudFront,GET,JP-Requests-HTTPS-Static,E1,2026-11-20 05:00:00,2026-11-20 06:00:00,7\n",
+            "AmazonCloudFront,GET,JP-Requests-HTTPS-Static,E1,2026-11-20,2026-11-21,1.5\n",
+            "AmazonS3,GET,JP-Out-Bytes-HTTPS-Static,E1,2026-11-20,2026-11-21,1\n",
+        ],
+        "shop",
+        cloudfront_bytes_unit="GB",
+    )
+    assert [(r.day, r.bytes, r.requests) for r in in_gb] == [
+        ("2026-11-20", 1_500_000_000, 0),
+        ("2026-11-20", 0, 7),
+    ]
+    assert [(p.line, p.problem) for p in in_gb.problems] == [(4, "UsageValue '1.5' is not an integer")]
+    assert in_gb.ignored == 1  # another service's line
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from edgeledger.deliveries.regions import REGION_CODES
 from edgeledger.settlement import SettlementError
@@ -87,19 +88,19 @@ def _int64(text: str, what: str) -> int:
     return number
 
 
-def amount_to_minor(text: str, decimals: int) -> int:
+def amount_to_minor(text: str, decimals: int, what: str = "amount") -> int:
     """A decimal amount in major units as minor units: exact, or rounded half up past ``decimals``."""
     match = _AMOUNT.match(text.strip())
     if not match:
-        raise _RowError(f"amount {text!r} is not a decimal number")
+        raise _RowError(f"{what} {text.strip()!r} is not a decimal number")
     sign, whole, fraction = match.group(1), match.group(2), match.group(3) or ""
     if sign == "-" and int(whole + fraction or "0"):
-        raise _RowError(f"amount {text.strip()} is negative")
+        raise _RowError(f"{what} {text.strip()} is negative")
     scaled = int(whole + fraction)
     extra = len(fraction) - decimals
     minor = scaled * 10**-extra if extra <= 0 else (scaled + 5 * 10 ** (extra - 1)) // 10**extra
     if minor > INT64_MAX:
-        raise _RowError(f"amount {text.strip()} does not fit in a signed 64-bit integer of minor units")
+        raise _RowError(f"{what} {text.strip()} does not fit in a signed 64-bit integer")
     return minor
 
 
@@ -125,7 +126,9 @@ def _day_of(text: str) -> str:
 class BillingReader:
     """Iterate the rows of one billing CSV; problems are collected in ``problems`` (with line numbers).
 
-    ``merchant`` is used for rows without a merchant column (a CDN report covers one account). Only the
+    ``merchant`` is used for rows without a merchant column (a CDN report covers one account).
+    ``cloudfront_bytes_unit`` says whether a CloudFront report's byte UsageValues are bytes (integers) or
+    GB (decimals, converted to bytes exactly and rounded half up to a byte). Only the
     first ``max_problems`` problems are kept; ``problem_count`` counts them all. ``ignored`` counts
     CloudFront usage lines that are not viewer bytes or requests (invalidations, origin bytes, ...).
     """
@@ -134,6 +137,7 @@ class BillingReader:
     merchant: str
     currencies: Mapping[str, int] = field(default_factory=lambda: ISO_CURRENCIES)
     max_problems: int = 1000
+    cloudfront_bytes_unit: Literal["bytes", "GB"] = "bytes"
     problems: list[BillingProblem] = field(default_factory=list)
     problem_count: int = 0
     ignored: int = 0
@@ -222,7 +226,10 @@ class BillingReader:
         if row["service"].strip() != "AmazonCloudFront" or not (is_bytes or is_requests):
             self.ignored += 1
             return None
-        value = _int64(row["usagevalue"], "UsageValue")
+        if is_bytes and self.cloudfront_bytes_unit == "GB":
+            value = amount_to_minor(row["usagevalue"], 9, "UsageValue")
+        else:
+            value = _int64(row["usagevalue"], "UsageValue")
         return BillingRow(
             line=line,
             merchant=self.merchant,
