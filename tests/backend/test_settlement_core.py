@@ -680,3 +680,40 @@ def test_payouts_sum_exactly_and_ignore_input_order(inputs: PayoutInputs, seed: 
     again = compute_payouts(inputs.model_copy(update={"receipts": tuple(receipts), "assets": tuple(assets)}))
     assert again.model_dump() == statement.model_dump()
     assert compute_payouts(inputs).model_dump_json() == statement.model_dump_json()
+
+
+@settings(max_examples=100, deadline=None)
+@given(inputs=payout_inputs(), data=st.data())
+def test_splitting_a_receipt_changes_no_amount(inputs: PayoutInputs, data: st.DataObject) -> None:
+    """Fees are floored once per region and asset, so cutting deliveries into more receipts is neutral."""
+    if not inputs.receipts:
+        return
+    statement = compute_payouts(inputs)
+    index = data.draw(st.integers(0, len(inputs.receipts) - 1))
+    whole = inputs.receipts[index]
+    part_bytes = data.draw(st.integers(0, whole.bytes))
+    part_requests = data.draw(st.integers(0, whole.requests))
+    halves = (
+        whole.model_copy(update={"key": whole.key + "a", "bytes": part_bytes, "requests": part_requests}),
+        whole.model_copy(
+            update={
+                "key": whole.key + "b",
+                "bytes": whole.bytes - part_bytes,
+                "requests": whole.requests - part_requests,
+            }
+        ),
+    )
+    receipts = (*inputs.receipts[:index], *halves, *inputs.receipts[index + 1 :])
+    split = compute_payouts(inputs.model_copy(update={"receipts": receipts}))
+    assert (split.charge, split.payees, split.delivery_fees, split.royalties) == (
+        statement.charge,
+        statement.payees,
+        statement.delivery_fees,
+        statement.royalties,
+    )
+    assert sum(h.amount for h in split.held_back) == sum(h.amount for h in statement.held_back)
+
+
+def test_statement_survives_a_json_round_trip() -> None:
+    statement = compute_payouts(example_inputs())
+    assert Statement.model_validate_json(statement.model_dump_json()) == statement
