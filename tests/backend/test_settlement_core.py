@@ -593,6 +593,10 @@ def test_bad_payout_inputs_are_domain_errors() -> None:
             assets=(inputs.assets[0].model_copy(update={"parent": "remix"}), inputs.assets[1]),
         ),
     }
+    with pytest.raises(ValidationError):
+        Receipt.model_validate({**first.model_dump(), "bytes": 2**63})
+    with pytest.raises(ValidationError, match="not in region"):
+        Receipt.model_validate({**first.model_dump(), "country": "JP"})
     for code, change in cases.items():
         with pytest.raises(SettlementError) as error:
             compute_payouts(example_inputs(**change))

@@ -20,6 +20,7 @@ from edgeledger.deliveries.regions import REGION_CODES, REGIONS, UNKNOWN_REGION,
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.rates import (
     BPS,
+    INT64_MAX,
     Currency,
     FxSnapshot,
     FxTable,
@@ -59,8 +60,8 @@ class Receipt(_Frozen):
     period: int = Field(ge=0)
     at: int = Field(ge=0)
     operator: str = Field(min_length=1)
-    requests: int = Field(ge=0)
-    bytes: int = Field(ge=0)
+    requests: int = Field(ge=0, le=INT64_MAX)
+    bytes: int = Field(ge=0, le=INT64_MAX)
 
     @field_validator("region")
     @classmethod
