@@ -684,3 +684,149 @@ def batch_call(contract, calls) -> list:
         else:
             results.append(method.decode_output(response["result"]))
     return results
+
+
+# =============================================================================================
+# SettlementVault
+# =============================================================================================
+#
+# Accounts: accounts[0] is the admin (DEFAULT_ADMIN_ROLE, owner of the test stablecoins), accounts[1] holds
+# SETTLER_ROLE, accounts[2] holds AUDITOR_ROLE, accounts[3] and accounts[4] are merchants, accounts[5:]
+# are payees without any role. Payout leaves follow docs/settlement-leaf.md.
+
+CHALLENGE_WINDOW = 86_400
+USDC_UNIT = 10**6
+PAYOUT_TYPES = ["uint64", "address", "address", "address", "uint256"]
+
+
+class SettlementStatus(IntEnum):
+    """Mirror of SettlementVault.SettlementStatus."""
+
+    Unposted = 0  # `None` in Solidity
+    Posted = 1
+    Challenged = 2
+    Upheld = 3
+    Cancelled = 4
+
+
+def vault_error(name: str, *args) -> str:
+    """custom_error() for SettlementVault and TestStablecoin (names looked up in their ABIs)."""
+    from brownie import SettlementVault, TestStablecoin
+
+    abi = SettlementVault.abi + [item for item in TestStablecoin.abi if item["type"] == "error"]
+    matches = [item for item in abi if item["type"] == "error" and item["name"] == name]
+    assert matches, f"no custom error {name!r} in the SettlementVault / TestStablecoin ABIs"
+    types = [i["type"] for i in matches[0]["inputs"]]
+    assert len(types) == len(args), f"{name} takes {len(types)} arguments, got {len(args)}"
+    selector = keccak(text=f"{name}({','.join(types)})")[:4].hex()
+    data = "0x" + selector + encode(types, [_abi_value(a) for a in args]).hex()
+    message = decode_typed_error(data)
+    assert message.startswith(f"{name}: ") or message == name, message
+    return message
+
+
+def payout_leaf(period_id: int, merchant, token, payee, amount: int) -> bytes:
+    """keccak256(bytes.concat(keccak256(abi.encode(periodId, merchant, token, payee, amount))))."""
+    values = [period_id, str(_abi_value(merchant)), str(_abi_value(token)), str(_abi_value(payee)), amount]
+    return keccak(keccak(encode(PAYOUT_TYPES, values)))
+
+
+@dataclass
+class Payout:
+    """A (period, merchant) payout tree: {payee address: amount}, its root, total and proofs."""
+
+    period_id: int
+    merchant: str
+    token: str
+    amounts: dict[str, int]
+    tree: MerkleTree = field(init=False)
+
+    def __post_init__(self):
+        self.tree = MerkleTree([self.leaf(p) for p in self.amounts])
+
+    def leaf(self, payee) -> bytes:
+        payee = str(_abi_value(payee))
+        return payout_leaf(self.period_id, self.merchant, self.token, payee, self.amounts[payee])
+
+    @property
+    def root(self) -> bytes:
+        return self.tree.root
+
+    @property
+    def total(self) -> int:
+        return sum(self.amounts.values())
+
+    def claim(self, payee) -> tuple:
+        """The Claim tuple (periodId, merchant, amount, proof) of `payee`."""
+        payee = str(_abi_value(payee))
+        return (self.period_id, self.merchant, self.amounts[payee], self.tree.proof(self.leaf(payee)))
+
+
+@pytest.fixture(scope="module")
+def settler(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="module")
+def auditor(accounts):
+    return accounts[2]
+
+
+@pytest.fixture(scope="module")
+def merchant(accounts):
+    return accounts[3]
+
+
+@pytest.fixture(scope="module")
+def payees(accounts):
+    return list(accounts[5:10])
+
+
+@pytest.fixture(scope="module")
+def usdc(module_isolation, admin):
+    from brownie import TestStablecoin
+
+    return TestStablecoin.deploy("Test USD Coin", "tUSDC", admin, {"from": admin})
+
+
+@pytest.fixture(scope="module")
+def eurc(module_isolation, admin):
+    from brownie import TestStablecoin
+
+    return TestStablecoin.deploy("Test Euro Coin", "tEURC", admin, {"from": admin})
+
+
+@pytest.fixture(scope="module")
+def vault(module_isolation, admin, settler, auditor, usdc, eurc):
+    from brownie import SettlementVault
+
+    contract = SettlementVault.deploy(admin, CHALLENGE_WINDOW, {"from": admin})
+    contract.grantRole(contract.SETTLER_ROLE(), settler, {"from": admin})
+    contract.grantRole(contract.AUDITOR_ROLE(), auditor, {"from": admin})
+    contract.setTokenAllowed(usdc, True, {"from": admin})
+    contract.setTokenAllowed(eurc, True, {"from": admin})
+    return contract
+
+
+@pytest.fixture
+def fund(vault, admin):
+    """fund(merchant, token, amount): mints, approves and deposits into the merchant's escrow."""
+
+    def _fund(who, token, amount):
+        token.mint(who, amount, {"from": admin})
+        token.approve(vault, amount, {"from": who})
+        return vault.deposit(token, amount, {"from": who})
+
+    return _fund
+
+
+@pytest.fixture
+def post_payout(vault, settler):
+    """post_payout(period, merchant, token, {payee: amount}) -> Payout, posted by the settler."""
+
+    def _post(period_id, who, token, amounts):
+        payout = Payout(period_id, str(who), str(token), {str(p): a for p, a in amounts.items()})
+        payout.tx = vault.post(period_id, who, token, payout.root, payout.total, {"from": settler})
+        return payout
+
+    return _post

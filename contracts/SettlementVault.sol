@@ -1,0 +1,510 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+
+/// @title SettlementVault
+/// @notice Settlement of delivery and licence payouts in allow-listed ERC-20 stablecoins. Merchants keep
+/// an escrow per token; per (period, merchant) the settler posts a Merkle root over the period's payouts
+/// with its total, which is reserved from the merchant's escrow. After a challenge window (or once an
+/// admin upholds a challenged settlement) every payee pulls its amount with a Merkle proof.
+/// @dev
+/// * Leaves follow docs/settlement-leaf.md: OpenZeppelin StandardMerkleTree leaves,
+///   keccak256(bytes.concat(keccak256(abi.encode(periodId, merchant, token, payee, amount)))), with
+///   sorted-pair inner nodes. A payout tree holds at most ONE leaf per payee (the off-chain builder sums a
+///   payee's amounts): the claimed marker is keyed by (payee, merchant, periodId), so a second leaf of the
+///   same payee could never be claimed. Auditors check this during the challenge window.
+/// * Claimed markers: a bitmap word per (payee, merchant, periodId >> 8), bit periodId & 255. Period ids
+///   are the settlement periods' sequence numbers, so a payee's consecutive periods at one merchant share
+///   one word: only the first claim in 256 periods writes a fresh slot.
+/// * Posting writes three slots of the settlement and two of the token, whatever the number of payees.
+/// * Conservation, per token: deposited == escrow + reserved + claimed + withdrawn (see {totalsOf}); the
+///   vault's token balance equals escrow + reserved (tokens must not charge transfer fees or rebase;
+///   deposits credit what actually arrived).
+/// * Pull payments: a payee's claim moves only its own money, and its transfer is its own transaction, so
+///   a payee the token refuses (blacklisted) blocks nobody else. It may name any other recipient address
+///   for its claims (the `recipient` argument), so a blacklisted payee can still be paid elsewhere.
+/// * Claims are all-or-nothing per transaction; Checks-Effects-Interactions plus a transient reentrancy
+///   guard; everything that moves funds stops while paused.
+contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
+    /// @notice May post payout roots (the platform's settlement worker).
+    bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
+    /// @notice May challenge any settlement within its challenge window.
+    bytes32 public constant AUDITOR_ROLE = keccak256("AUDITOR_ROLE");
+    /// @notice Upper bound of the challenge window (seconds).
+    uint40 public constant MAX_CHALLENGE_WINDOW = 30 days;
+
+    enum SettlementStatus {
+        None, // never posted
+        Posted, // reserved; claimable from claimsOpenAt unless challenged before
+        Challenged, // frozen until an admin resolves it
+        Upheld, // an admin upheld the challenge: claimable at once
+        Cancelled // an admin cancelled it: the reserve went back to escrow; the settler may post again
+    }
+
+    /// @dev Slot layout: root | token, claimsOpenAt, status | total, remaining.
+    struct Settlement {
+        bytes32 root;
+        address token;
+        uint40 claimsOpenAt; // unix seconds: end of the challenge window
+        SettlementStatus status;
+        uint128 total;
+        uint128 remaining; // reserved and not yet claimed
+    }
+
+    /// @dev Per token. Slot layout: deposited, withdrawn | reserved, claimed | escrow, allowed. A claim
+    /// touches only the second slot.
+    struct TokenTotals {
+        uint128 deposited;
+        uint128 withdrawn;
+        uint128 reserved;
+        uint128 claimed;
+        uint128 escrow;
+        bool allowed;
+    }
+
+    /// @notice One payee's claim on one (period, merchant) settlement. The payee is the caller.
+    struct Claim {
+        uint64 periodId;
+        address merchant;
+        uint256 amount;
+        bytes32[] proof;
+    }
+
+    mapping(address token => TokenTotals) private _totals;
+    mapping(address merchant => mapping(address token => uint256)) private _escrow;
+    mapping(uint64 periodId => mapping(address merchant => Settlement)) private _settlements;
+    /// @dev keccak256(abi.encode(payee, merchant, periodId >> 8)) => bitmap over periodId & 255.
+    mapping(bytes32 key => uint256 word) private _claimedWords;
+    uint40 private _challengeWindow;
+
+    error ZeroAddress();
+    error ZeroAmount();
+    error ZeroRoot();
+    error TokenNotAllowed(address token);
+    error TokenStatusUnchanged(address token, bool allowed);
+    error ChallengeWindowTooLong(uint256 window, uint256 maximum);
+    error InsufficientEscrow(address merchant, address token, uint256 available, uint256 requested);
+    error AlreadyPosted(uint64 periodId, address merchant, SettlementStatus status);
+    error UnknownSettlement(uint64 periodId, address merchant);
+    error ChallengeNotAuthorized(uint64 periodId, address merchant, address caller);
+    error NotChallengeable(uint64 periodId, address merchant, SettlementStatus status);
+    error ChallengeWindowClosed(uint64 periodId, address merchant, uint40 claimsOpenAt);
+    error NotChallenged(uint64 periodId, address merchant, SettlementStatus status);
+    error ClaimsNotOpen(uint64 periodId, address merchant, SettlementStatus status, uint40 claimsOpenAt);
+    error AlreadyClaimed(uint64 periodId, address merchant, address payee);
+    error InvalidProof(uint64 periodId, address merchant, address payee, uint256 amount);
+    error ClaimExceedsRemaining(uint64 periodId, address merchant, uint256 remaining, uint256 amount);
+    error NoClaims();
+
+    /// @notice An admin added a token to or removed it from the allow-list.
+    event TokenAllowed(address indexed token, bool allowed, address indexed admin);
+    /// @notice An admin changed the challenge window of future settlements.
+    event ChallengeWindowChanged(uint40 previous, uint40 current, address indexed admin);
+    /// @notice A merchant deposited into its escrow (`amount` is what the vault received).
+    event Deposited(address indexed merchant, address indexed token, uint256 amount);
+    /// @notice A merchant withdrew unreserved escrow.
+    event Withdrawn(address indexed merchant, address indexed token, address to, uint256 amount);
+    /// @notice The settler posted a period's payout root; `total` moved from escrow to reserved.
+    event SettlementPosted(
+        uint64 indexed periodId,
+        address indexed merchant,
+        address indexed token,
+        bytes32 root,
+        uint256 total,
+        uint40 claimsOpenAt,
+        address settler
+    );
+    /// @notice The merchant or an auditor challenged a settlement within its window.
+    event SettlementChallenged(
+        uint64 indexed periodId, address indexed merchant, address indexed challenger, bytes32 reason
+    );
+    /// @notice An admin resolved a challenge: upheld (claims open) or cancelled (reserve back to escrow).
+    event SettlementResolved(
+        uint64 indexed periodId, address indexed merchant, bool upheld, uint256 returned, address admin
+    );
+    /// @notice A payee claimed its leaf of a settlement; the tokens went to `recipient`.
+    event Claimed(
+        uint64 indexed periodId,
+        address indexed merchant,
+        address indexed payee,
+        address token,
+        address recipient,
+        uint256 amount
+    );
+
+    /// @param admin Receives DEFAULT_ADMIN_ROLE (grants SETTLER_ROLE and AUDITOR_ROLE, allow-lists
+    /// tokens, resolves challenges, pauses).
+    /// @param challengeWindow Seconds between a post and the opening of its claims (at most
+    /// MAX_CHALLENGE_WINDOW).
+    constructor(address admin, uint40 challengeWindow) {
+        if (admin == address(0)) revert ZeroAddress();
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _setChallengeWindow(challengeWindow);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Administration
+    // ------------------------------------------------------------------------------------------
+
+    /// @notice Adds a token to the allow-list or removes it. A removed token takes no new deposits or
+    /// posts; its escrow can still be withdrawn and its settlements claimed.
+    /// @param token The ERC-20 token (no transfer fees, no rebasing).
+    /// @param allowed The new status (must differ from the current one).
+    function setTokenAllowed(address token, bool allowed) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (token == address(0)) revert ZeroAddress();
+        TokenTotals storage totals = _totals[token];
+        if (totals.allowed == allowed) revert TokenStatusUnchanged(token, allowed);
+        totals.allowed = allowed;
+        emit TokenAllowed(token, allowed, msg.sender);
+    }
+
+    /// @notice Sets the challenge window of settlements posted from now on.
+    /// @param challengeWindow Seconds (at most MAX_CHALLENGE_WINDOW; zero opens claims at once).
+    function setChallengeWindow(uint40 challengeWindow) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setChallengeWindow(challengeWindow);
+    }
+
+    /// @notice Stops deposits, withdrawals, posts, challenges, resolutions and claims.
+    function pause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _pause();
+    }
+
+    /// @notice Resumes after {pause}.
+    function unpause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _unpause();
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Escrow
+    // ------------------------------------------------------------------------------------------
+
+    /// @notice Deposits `amount` of an allow-listed token into the caller's escrow (approve first).
+    /// @param token The token.
+    /// @param amount Token minor units (non-zero).
+    function deposit(address token, uint256 amount) external whenNotPaused nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        TokenTotals storage totals = _totals[token];
+        if (!totals.allowed) revert TokenNotAllowed(token);
+        IERC20 erc20 = IERC20(token);
+        uint256 before = erc20.balanceOf(address(this));
+        erc20.safeTransferFrom(msg.sender, address(this), amount);
+        // Credit what arrived, so that the books never exceed the balance.
+        uint256 received = erc20.balanceOf(address(this)) - before;
+        if (received == 0) revert ZeroAmount();
+        uint128 credited = SafeCast.toUint128(received);
+        totals.deposited += credited;
+        totals.escrow += credited;
+        _escrow[msg.sender][token] += received;
+        emit Deposited(msg.sender, token, received);
+    }
+
+    /// @notice Withdraws unreserved escrow of the caller to `to` (any address, e.g. when the token
+    /// refuses the merchant's own).
+    /// @param token The token (allow-listed or not).
+    /// @param amount Token minor units (non-zero, at most the caller's escrow).
+    /// @param to Recipient (non-zero).
+    function withdraw(address token, uint256 amount, address to) external whenNotPaused nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        if (to == address(0)) revert ZeroAddress();
+        uint256 available = _escrow[msg.sender][token];
+        if (available < amount) revert InsufficientEscrow(msg.sender, token, available, amount);
+        _escrow[msg.sender][token] = available - amount;
+        TokenTotals storage totals = _totals[token];
+        uint128 value = SafeCast.toUint128(amount);
+        totals.escrow -= value;
+        totals.withdrawn += value;
+        emit Withdrawn(msg.sender, token, to, amount);
+        IERC20(token).safeTransfer(to, amount);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Settlements
+    // ------------------------------------------------------------------------------------------
+
+    /// @notice Posts the payout root of (periodId, merchant) and reserves its total from the merchant's
+    /// escrow. Claims open after the current challenge window. A second post of the same (period,
+    /// merchant) reverts unless the first was cancelled.
+    /// @param periodId The settlement period's sequence number.
+    /// @param merchant The merchant whose escrow pays.
+    /// @param token An allow-listed token the merchant holds in escrow.
+    /// @param root StandardMerkleTree root over the payouts (docs/settlement-leaf.md; non-zero).
+    /// @param total Sum of the leaves' amounts (non-zero, at most the merchant's escrow in `token`).
+    function post(uint64 periodId, address merchant, address token, bytes32 root, uint256 total)
+        external
+        onlyRole(SETTLER_ROLE)
+        whenNotPaused
+    {
+        if (root == bytes32(0)) revert ZeroRoot();
+        if (total == 0) revert ZeroAmount();
+        TokenTotals storage totals = _totals[token];
+        if (!totals.allowed) revert TokenNotAllowed(token);
+        Settlement storage settlement = _settlements[periodId][merchant];
+        SettlementStatus status = settlement.status;
+        if (status != SettlementStatus.None && status != SettlementStatus.Cancelled) {
+            revert AlreadyPosted(periodId, merchant, status);
+        }
+        uint256 available = _escrow[merchant][token];
+        if (available < total) revert InsufficientEscrow(merchant, token, available, total);
+
+        uint128 value = SafeCast.toUint128(total);
+        _escrow[merchant][token] = available - total;
+        totals.escrow -= value;
+        totals.reserved += value;
+        uint40 opensAt = SafeCast.toUint40(block.timestamp) + _challengeWindow;
+        settlement.root = root;
+        settlement.token = token;
+        settlement.claimsOpenAt = opensAt;
+        settlement.status = SettlementStatus.Posted;
+        settlement.total = value;
+        settlement.remaining = value;
+        emit SettlementPosted(periodId, merchant, token, root, total, opensAt, msg.sender);
+    }
+
+    /// @notice Challenges a posted settlement before its claims open; it stays frozen until an admin
+    /// resolves it. Only the merchant or an AUDITOR_ROLE holder.
+    /// @param periodId The period.
+    /// @param merchant The merchant.
+    /// @param reason Free-form reason (e.g. the hash of an off-chain report).
+    function challenge(uint64 periodId, address merchant, bytes32 reason) external whenNotPaused {
+        if (msg.sender != merchant && !hasRole(AUDITOR_ROLE, msg.sender)) {
+            revert ChallengeNotAuthorized(periodId, merchant, msg.sender);
+        }
+        Settlement storage settlement = _requireSettlement(periodId, merchant);
+        if (settlement.status != SettlementStatus.Posted) {
+            revert NotChallengeable(periodId, merchant, settlement.status);
+        }
+        if (block.timestamp >= settlement.claimsOpenAt) {
+            revert ChallengeWindowClosed(periodId, merchant, settlement.claimsOpenAt);
+        }
+        settlement.status = SettlementStatus.Challenged;
+        emit SettlementChallenged(periodId, merchant, msg.sender, reason);
+    }
+
+    /// @notice Resolves a challenged settlement: uphold opens its claims at once; cancel returns the
+    /// whole reserve to the merchant's escrow (no claim can have happened) and lets the settler post
+    /// the period again.
+    /// @param periodId The period.
+    /// @param merchant The merchant.
+    /// @param uphold True to uphold, false to cancel.
+    function resolve(uint64 periodId, address merchant, bool uphold)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+        whenNotPaused
+    {
+        Settlement storage settlement = _requireSettlement(periodId, merchant);
+        if (settlement.status != SettlementStatus.Challenged) {
+            revert NotChallenged(periodId, merchant, settlement.status);
+        }
+        uint128 returned;
+        if (uphold) {
+            settlement.status = SettlementStatus.Upheld;
+        } else {
+            returned = settlement.remaining;
+            address token = settlement.token;
+            settlement.status = SettlementStatus.Cancelled;
+            settlement.remaining = 0;
+            TokenTotals storage totals = _totals[token];
+            totals.reserved -= returned;
+            totals.escrow += returned;
+            _escrow[merchant][token] += returned;
+        }
+        emit SettlementResolved(periodId, merchant, uphold, returned, msg.sender);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Claims
+    // ------------------------------------------------------------------------------------------
+
+    /// @notice Claims the caller's leaf of one settlement and sends the amount to `recipient`.
+    /// @param claim_ The period, merchant, amount and proof (the payee is the caller).
+    /// @param recipient Receives the tokens; zero means the caller.
+    function claim(Claim calldata claim_, address recipient) external whenNotPaused nonReentrant {
+        address to = _recipient(recipient);
+        address token = _claim(claim_, to);
+        _pay(token, claim_.amount, to);
+    }
+
+    /// @notice Claims many of the caller's leaves (any periods and merchants) in one transaction. Claims of
+    /// the same token in a row are paid in one transfer: order them by token.
+    /// @param claims The claims (non-empty); any invalid one reverts the whole call.
+    /// @param recipient Receives the tokens; zero means the caller.
+    function claimMany(Claim[] calldata claims, address recipient) external whenNotPaused nonReentrant {
+        uint256 count = claims.length;
+        if (count == 0) revert NoClaims();
+        address to = _recipient(recipient);
+        address current = _claim(claims[0], to);
+        uint256 pending = claims[0].amount;
+        for (uint256 i = 1; i < count; ++i) {
+            address token = _claim(claims[i], to);
+            if (token != current) {
+                _pay(current, pending, to);
+                current = token;
+                pending = 0;
+            }
+            pending += claims[i].amount;
+        }
+        _pay(current, pending, to);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Views
+    // ------------------------------------------------------------------------------------------
+
+    /// @notice The settlement of (periodId, merchant) (status None if never posted).
+    /// @param periodId The period.
+    /// @param merchant The merchant.
+    /// @return The settlement record.
+    function settlementOf(uint64 periodId, address merchant) external view returns (Settlement memory) {
+        return _settlements[periodId][merchant];
+    }
+
+    /// @notice Whether the settlement's claims are open now.
+    /// @param periodId The period.
+    /// @param merchant The merchant.
+    /// @return True when upheld, or posted and past its challenge window.
+    function claimsOpen(uint64 periodId, address merchant) external view returns (bool) {
+        return _isOpen(_settlements[periodId][merchant]);
+    }
+
+    /// @notice Whether `payee` has claimed its leaf of (periodId, merchant).
+    /// @param periodId The period.
+    /// @param merchant The merchant.
+    /// @param payee The payee.
+    /// @return True once claimed.
+    function isClaimed(uint64 periodId, address merchant, address payee) external view returns (bool) {
+        (bytes32 key, uint256 mask) = _claimedSlot(periodId, merchant, payee);
+        return _claimedWords[key] & mask != 0;
+    }
+
+    /// @notice A merchant's unreserved escrow in `token`.
+    /// @param merchant The merchant.
+    /// @param token The token.
+    /// @return Token minor units.
+    function escrowOf(address merchant, address token) external view returns (uint256) {
+        return _escrow[merchant][token];
+    }
+
+    /// @notice The books of one token: deposited == escrow + reserved + claimed + withdrawn.
+    /// @param token The token.
+    /// @return The token's totals and allow-list status.
+    function totalsOf(address token) external view returns (TokenTotals memory) {
+        return _totals[token];
+    }
+
+    /// @notice Whether `token` is allow-listed.
+    /// @param token The token.
+    /// @return True if allow-listed.
+    function isTokenAllowed(address token) external view returns (bool) {
+        return _totals[token].allowed;
+    }
+
+    /// @notice Seconds between a post and the opening of its claims, for settlements posted now.
+    /// @return The window.
+    function challengeWindow() external view returns (uint40) {
+        return _challengeWindow;
+    }
+
+    /// @notice The leaf hash of a payout (docs/settlement-leaf.md).
+    /// @param periodId The period.
+    /// @param merchant The merchant.
+    /// @param token The settlement's token.
+    /// @param payee The payee.
+    /// @param amount Token minor units.
+    /// @return keccak256(bytes.concat(keccak256(abi.encode(periodId, merchant, token, payee, amount)))).
+    function leafHash(uint64 periodId, address merchant, address token, address payee, uint256 amount)
+        external
+        pure
+        returns (bytes32)
+    {
+        return _leaf(periodId, merchant, token, payee, amount);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Internals
+    // ------------------------------------------------------------------------------------------
+
+    function _setChallengeWindow(uint40 window) private {
+        if (window > MAX_CHALLENGE_WINDOW) revert ChallengeWindowTooLong(window, MAX_CHALLENGE_WINDOW);
+        emit ChallengeWindowChanged(_challengeWindow, window, msg.sender);
+        _challengeWindow = window;
+    }
+
+    function _requireSettlement(uint64 periodId, address merchant) private view returns (Settlement storage) {
+        Settlement storage settlement = _settlements[periodId][merchant];
+        if (settlement.status == SettlementStatus.None) revert UnknownSettlement(periodId, merchant);
+        return settlement;
+    }
+
+    function _isOpen(Settlement storage settlement) private view returns (bool) {
+        SettlementStatus status = settlement.status;
+        return status == SettlementStatus.Upheld
+            || (status == SettlementStatus.Posted && block.timestamp >= settlement.claimsOpenAt);
+    }
+
+    /// @dev Checks one claim of msg.sender and records it (marker, settlement remaining); returns the
+    /// settlement's token. Pays nothing: the caller pays per token (see {_pay}).
+    function _claim(Claim calldata c, address to) private returns (address token) {
+        uint64 periodId = c.periodId;
+        address merchant = c.merchant;
+        Settlement storage settlement = _settlements[periodId][merchant];
+        if (!_isOpen(settlement)) {
+            revert ClaimsNotOpen(periodId, merchant, settlement.status, settlement.claimsOpenAt);
+        }
+        (bytes32 key, uint256 mask) = _claimedSlot(periodId, merchant, msg.sender);
+        uint256 word = _claimedWords[key];
+        if (word & mask != 0) revert AlreadyClaimed(periodId, merchant, msg.sender);
+        token = settlement.token;
+        uint256 amount = c.amount;
+        bytes32 leaf = _leaf(periodId, merchant, token, msg.sender, amount);
+        if (!MerkleProof.verifyCalldata(c.proof, settlement.root, leaf)) {
+            revert InvalidProof(periodId, merchant, msg.sender, amount);
+        }
+        // Guards the other merchants' reserves against a tree whose leaves sum to more than its total.
+        uint128 remaining = settlement.remaining;
+        if (amount > remaining) revert ClaimExceedsRemaining(periodId, merchant, remaining, amount);
+        _claimedWords[key] = word | mask;
+        settlement.remaining = remaining - uint128(amount);
+        emit Claimed(periodId, merchant, msg.sender, token, to, amount);
+    }
+
+    /// @dev Moves `amount` of `token` from reserved to claimed and transfers it to `to` (effects first).
+    function _pay(address token, uint256 amount, address to) private {
+        if (amount == 0) return;
+        TokenTotals storage totals = _totals[token];
+        // No overflow: `amount` was subtracted from remainings of this token, whose sum is `reserved`.
+        uint128 value = uint128(amount);
+        totals.reserved -= value;
+        totals.claimed += value;
+        IERC20(token).safeTransfer(to, amount);
+    }
+
+    function _recipient(address recipient) private view returns (address) {
+        return recipient == address(0) ? msg.sender : recipient;
+    }
+
+    function _claimedSlot(uint64 periodId, address merchant, address payee)
+        private
+        pure
+        returns (bytes32 key, uint256 mask)
+    {
+        key = keccak256(abi.encode(payee, merchant, periodId >> 8));
+        mask = 1 << (periodId & 0xff);
+    }
+
+    function _leaf(uint64 periodId, address merchant, address token, address payee, uint256 amount)
+        private
+        pure
+        returns (bytes32)
+    {
+        return keccak256(bytes.concat(keccak256(abi.encode(periodId, merchant, token, payee, amount))));
+    }
+}
