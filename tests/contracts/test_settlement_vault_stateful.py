@@ -1,0 +1,462 @@
+"""Stateful property test of SettlementVault: random sequences of deposits, withdrawals, posts,
+challenges, resolutions, blacklistings, time steps and claims (single and batched, to the payee or to
+another recipient, including double claims and claims before the window), run against a Python model.
+
+Every rule predicts the outcome from the model (success, or the exact custom error, following the check
+order of the contract) before sending the transaction. After every step the invariants compare the
+contract with the model:
+  * conservation, per token: deposited == escrow + reserved + claimed + withdrawn, and the vault's token
+    balance == escrow + reserved; every total equals the model's;
+  * every merchant's escrow, every settlement's status and remaining amount, every claimed marker and
+    every payee's and recipient's token balance equal the model's (so no leaf is ever paid twice, nothing
+    is paid before its window or from a challenged or cancelled settlement, and a cancel returns the
+    whole reserve to the merchant's escrow).
+
+Runner: as in test_delivery_ledger_stateful.py, a plain hypothesis RuleBasedStateMachine fed with
+`brownie.test.strategy` strategies (brownie's compiled `state_machine` helper cannot run machines), one
+chain snapshot before the run, reverted to at the start of every example. Integer strategies are wide
+(uint32) and used modulo the number of choices.
+"""
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import brownie
+from brownie import chain
+from brownie.test import strategy
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from .conftest import (
+    CHALLENGE_WINDOW,
+    ZERO_ADDRESS,
+    ZERO_HASH,
+    Payout,
+    Revert,
+    SettlementStatus,
+    batch_call,
+    vault_error,
+)
+
+PERIODS = (0, 1, 2, 255, 256, 700)  # across bitmap words
+# Fewer examples than brownie's profile (50): each step sends several transactions and the invariants
+# read every settlement and marker; 25 examples (several hundred steps) take about a minute.
+MAX_EXAMPLES = 25
+FUNDING = 20_000  # per merchant and token, deposited before the snapshot
+BOUNDARY = 5  # seconds: a claim or challenge this close to claimsOpenAt first waits past it
+
+st_pick = strategy("uint32")
+st_seed = strategy("uint32")
+st_flag = strategy("bool")
+
+
+@dataclass
+class SettlementModel:
+    payout: Payout
+    opens_at: int
+    status: SettlementStatus = SettlementStatus.Posted
+    remaining: int = 0
+    claimed: set = field(default_factory=set)
+
+
+class VaultMachine(RuleBasedStateMachine):
+    # Outcomes over the whole run, so the test can show that the interesting paths were taken.
+    stats: Counter = Counter()
+
+    @classmethod
+    def configure(cls, vault, usdc, eurc, accounts):
+        cls.vault = vault
+        cls.tokens = [usdc, eurc]
+        cls.admin = accounts[0]
+        cls.settler = accounts[1]
+        cls.auditor = accounts[2]
+        cls.merchants = [accounts[3], accounts[4]]
+        cls.payees = list(accounts[5:9])
+        cls.other = accounts[9]  # an alternative recipient; never a payee
+        cls.prepared: dict[tuple[int, str], tuple[Payout, int]] = {}
+
+    @classmethod
+    def prepare(cls):
+        """Before the snapshot: funds every merchant in every token and posts three settlements whose
+        claims are open, so that every example can claim from its first step."""
+        for merchant in cls.merchants:
+            for token in cls.tokens:
+                token.mint(merchant, FUNDING, {"from": cls.admin})
+                token.approve(cls.vault, FUNDING, {"from": merchant})
+                cls.vault.deposit(token, FUNDING, {"from": merchant})
+        plans = [
+            (1, cls.merchants[0], cls.tokens[0], cls.payees[:3]),
+            (255, cls.merchants[0], cls.tokens[1], cls.payees[1:]),
+            (256, cls.merchants[1], cls.tokens[0], cls.payees),
+        ]
+        for period, merchant, token, payees in plans:
+            payout = Payout(
+                period, str(merchant), str(token), {str(p): 100 + 7 * i for i, p in enumerate(payees)}
+            )
+            tx = cls.vault.post(period, merchant, token, payout.root, payout.total, {"from": cls.settler})
+            cls.prepared[(period, str(merchant))] = (payout, tx.events["SettlementPosted"]["claimsOpenAt"])
+        chain.sleep(CHALLENGE_WINDOW + 2 * BOUNDARY)
+        chain.mine()
+
+    def __init__(self):
+        self.stats["examples"] += 1
+        chain.revert()  # every example starts from the snapshot taken in the test
+        super().__init__()
+        # The test funded every merchant in every token before the snapshot.
+        self.escrow = {(str(m), str(t)): FUNDING for m in self.merchants for t in self.tokens}
+        self.totals = {str(t): {"deposited": 2 * FUNDING, "withdrawn": 0, "claimed": 0} for t in self.tokens}
+        self.settlements: dict[tuple[int, str], SettlementModel] = {}
+        self.balances: dict[tuple[str, str], int] = {}
+        self.blacklisted: set[str] = set()
+        for (period, merchant), (payout, opens_at) in self.prepared.items():
+            self.settlements[(period, merchant)] = SettlementModel(payout, opens_at, remaining=payout.total)
+            self.escrow[(merchant, payout.token)] -= payout.total
+        for token in self.tokens:
+            for account in [*self.payees, self.other]:
+                self.balances[(str(account), str(token))] = token.balanceOf(account)
+
+    # -----------------------------------------------------------------------------------------
+    # Helpers
+    # -----------------------------------------------------------------------------------------
+
+    def _send(self, expected: str | None, method, *args):
+        if expected is not None:
+            self.stats[expected.split(":")[0]] += 1
+            with brownie.reverts(expected):
+                method(*args)
+            return None
+        return method(*args)
+
+    def _avoid_boundary(self, model: SettlementModel) -> None:
+        """Moves the clock past claimsOpenAt when the next block could land on either side of it."""
+        if abs(chain.time() - model.opens_at) <= BOUNDARY:
+            chain.sleep(2 * BOUNDARY + 1)
+
+    def _is_open(self, model: SettlementModel | None) -> bool:
+        if model is None:
+            return False
+        if model.status == SettlementStatus.Upheld:
+            return True
+        return model.status == SettlementStatus.Posted and chain.time() >= model.opens_at
+
+    def _key(self, pick: int) -> tuple[int, str]:
+        """A (period, merchant), posted or not: existing ones three times in four."""
+        if self.settlements and pick % 4:
+            keys = sorted(self.settlements)
+            return keys[(pick // 4) % len(keys)]
+        return PERIODS[pick % len(PERIODS)], str(self.merchants[(pick // 8) % 2])
+
+    # -----------------------------------------------------------------------------------------
+    # Rules: escrow
+    # -----------------------------------------------------------------------------------------
+
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_deposit(self, pick, seed):
+        merchant, token = self.merchants[pick % 2], self.tokens[(pick // 2) % 2]
+        amount = 1 + seed % 5_000
+        token.mint(merchant, amount, {"from": self.admin})
+        token.approve(self.vault, amount, {"from": merchant})
+        self.vault.deposit(token, amount, {"from": merchant})
+        self.escrow[(str(merchant), str(token))] += amount
+        self.totals[str(token)]["deposited"] += amount
+
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_withdraw(self, pick, seed):
+        """Withdraws part of the escrow, all of it, or one unit too many, to the merchant or elsewhere."""
+        merchant, token = self.merchants[pick % 2], self.tokens[(pick // 2) % 2]
+        available = self.escrow[(str(merchant), str(token))]
+        amount = [available // 2, available, available + 1][seed % 3]
+        to = self.other if seed % 5 == 0 else merchant
+        expected = None
+        if amount == 0:
+            expected = vault_error("ZeroAmount")
+        elif amount > available:
+            expected = vault_error("InsufficientEscrow", merchant, token, available, amount)
+        tx = self._send(expected, self.vault.withdraw, token, amount, to, {"from": merchant})
+        if tx is not None:
+            self.escrow[(str(merchant), str(token))] -= amount
+            self.totals[str(token)]["withdrawn"] += amount
+            if to == self.other:
+                self.balances[(str(self.other), str(token))] += amount
+
+    # -----------------------------------------------------------------------------------------
+    # Rules: settlements
+    # -----------------------------------------------------------------------------------------
+
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_post_and_challenge(self, pick, seed):
+        """Posts a payout and challenges it at once (by the merchant or an auditor), so that the
+        resolve rule has challenged settlements to uphold or cancel."""
+        key = self._post(pick, seed)
+        if key is None:
+            return
+        challenger = self.auditor if seed % 2 else key[1]
+        tx = self.vault.challenge(*key, ZERO_HASH, {"from": challenger})
+        assert tx.events["SettlementChallenged"]["challenger"] == str(challenger)
+        self.stats["challenged"] += 1
+        self.settlements[key].status = SettlementStatus.Challenged
+
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_post(self, pick, seed):
+        self._post(pick, seed)
+
+    def _post(self, pick: int, seed: int) -> tuple[int, str] | None:
+        """Posts a payout of 1 to 4 payees for a (period, merchant), posted before or not, sometimes
+        with a total above the escrow."""
+        period, merchant = PERIODS[pick % len(PERIODS)], str(self.merchants[(pick // 8) % 2])
+        token = self.tokens[(seed >> 20) % 2]
+        chosen = [p for i, p in enumerate(self.payees) if (seed >> i) & 1] or [self.payees[seed % 4]]
+        amounts = {str(p): 1 + (seed >> (4 + 3 * i)) % 7_000 for i, p in enumerate(chosen)}
+        payout = Payout(period, merchant, str(token), amounts)
+        available = self.escrow[(merchant, str(token))]
+        existing = self.settlements.get((period, merchant))
+        if existing is not None and existing.status != SettlementStatus.Cancelled:
+            expected = vault_error("AlreadyPosted", period, merchant, existing.status)
+        elif payout.total > available:
+            expected = vault_error("InsufficientEscrow", merchant, token, available, payout.total)
+        else:
+            expected = None
+        self.stats["post" if expected is None else "post refused"] += 1
+        tx = self._send(
+            expected,
+            self.vault.post,
+            period,
+            merchant,
+            token,
+            payout.root,
+            payout.total,
+            {"from": self.settler},
+        )
+        if tx is not None:
+            opens_at = tx.events["SettlementPosted"]["claimsOpenAt"]
+            assert opens_at == tx.timestamp + CHALLENGE_WINDOW
+            self.settlements[(period, merchant)] = SettlementModel(payout, opens_at, remaining=payout.total)
+            self.escrow[(merchant, str(token))] -= payout.total
+            return period, merchant
+        return None
+
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_challenge(self, pick, seed):
+        """Prefers settlements still in their challenge window (three times in four)."""
+        now = chain.time()
+        fresh = sorted(
+            k for k, m in self.settlements.items() if m.status == SettlementStatus.Posted and m.opens_at > now
+        )
+        key = fresh[(pick // 4) % len(fresh)] if fresh and pick % 4 else self._key(pick)
+        period, merchant = key
+        caller = [merchant, self.auditor, self.auditor, merchant, self.settler, self.payees[0]][seed % 6]
+        model = self.settlements.get((period, merchant))
+        if model is not None:
+            self._avoid_boundary(model)
+        if str(caller) not in (merchant, str(self.auditor)):
+            expected = vault_error("ChallengeNotAuthorized", period, merchant, caller)
+        elif model is None:
+            expected = vault_error("UnknownSettlement", period, merchant)
+        elif model.status != SettlementStatus.Posted:
+            expected = vault_error("NotChallengeable", period, merchant, model.status)
+        elif chain.time() >= model.opens_at:
+            expected = vault_error("ChallengeWindowClosed", period, merchant, model.opens_at)
+        else:
+            expected = None
+        tx = self._send(expected, self.vault.challenge, period, merchant, ZERO_HASH, {"from": caller})
+        if tx is not None:
+            self.stats["challenged"] += 1
+            model.status = SettlementStatus.Challenged
+
+    @rule(pick=st_pick, uphold=st_flag)
+    def rule_resolve(self, pick, uphold):
+        """Prefers challenged settlements; cancel must return the whole reserve to the escrow."""
+        challenged = sorted(k for k, m in self.settlements.items() if m.status == SettlementStatus.Challenged)
+        key = challenged[pick % len(challenged)] if challenged and pick % 4 else self._key(pick)
+        period, merchant = key
+        model = self.settlements.get(key)
+        if model is None:
+            expected = vault_error("UnknownSettlement", period, merchant)
+        elif model.status != SettlementStatus.Challenged:
+            expected = vault_error("NotChallenged", period, merchant, model.status)
+        else:
+            expected = None
+        tx = self._send(expected, self.vault.resolve, period, merchant, uphold, {"from": self.admin})
+        if tx is not None:
+            returned = tx.events["SettlementResolved"]["returned"]
+            if uphold:
+                assert returned == 0
+                self.stats["upheld"] += 1
+                model.status = SettlementStatus.Upheld
+            else:
+                assert returned == model.remaining == model.payout.total  # nothing was claimed
+                model.status = SettlementStatus.Cancelled
+                self.stats["cancelled"] += 1
+                self.escrow[(merchant, model.payout.token)] += returned
+                model.remaining = 0
+
+    @rule(seed=st_seed)
+    def rule_time_passes(self, seed):
+        chain.sleep([CHALLENGE_WINDOW // 3, CHALLENGE_WINDOW + 1, 60][seed % 3])
+
+    @rule(pick=st_pick)
+    def rule_blacklist(self, pick):
+        """Toggles the blacklisting of a payee in both tokens (the token refuses transfers to it)."""
+        payee = self.payees[pick % len(self.payees)]
+        listed = str(payee) not in self.blacklisted
+        for token in self.tokens:
+            token.setBlacklisted(payee, listed, {"from": self.admin})
+        (self.blacklisted.add if listed else self.blacklisted.discard)(str(payee))
+
+    # -----------------------------------------------------------------------------------------
+    # Rules: claims
+    # -----------------------------------------------------------------------------------------
+
+    def _claim_error(self, key, model, payee) -> str | None:
+        period, merchant = key
+        if not self._is_open(model):
+            status = model.status if model else SettlementStatus.Unposted
+            return vault_error("ClaimsNotOpen", period, merchant, status, model.opens_at if model else 0)
+        if str(payee) in model.claimed:
+            return vault_error("AlreadyClaimed", period, merchant, payee)
+        if str(payee) not in model.payout.amounts:
+            return vault_error("InvalidProof", period, merchant, payee, 1)
+        return None
+
+    def _claim_tuple(self, key, model, payee) -> tuple:
+        if model is None or str(payee) not in model.payout.amounts:
+            return (key[0], key[1], 1, [])
+        return model.payout.claim(payee)
+
+    def _recipient(self, payee, seed):
+        return (self.other, self.other) if seed % 3 == 0 else (ZERO_ADDRESS, payee)
+
+    @precondition(lambda self: self.settlements)
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_claim(self, pick, seed):
+        """A payee of a posted settlement (or, one time in eight, someone without a leaf) claims it,
+        whether or not its claims are open or it already claimed."""
+        keys = sorted(self.settlements)
+        key = keys[pick % len(keys)]
+        model = self.settlements[key]
+        payees = sorted(model.payout.amounts)
+        payee = next(p for p in self.payees if str(p) == payees[seed % len(payees)])
+        if seed % 8 == 3:
+            payee = self.payees[(seed // 8) % len(self.payees)]
+        self._avoid_boundary(model)
+        recipient, receiver = self._recipient(payee, seed)
+        expected = self._claim_error(key, model, payee)
+        if expected is None and str(receiver) in self.blacklisted:
+            expected = vault_error("Blacklisted", receiver)
+        tx = self._send(
+            expected, self.vault.claim, self._claim_tuple(key, model, payee), recipient, {"from": payee}
+        )
+        if tx is not None:
+            self._record_claim(key, model, payee, receiver)
+
+    def _record_claim(self, key, model, payee, receiver):
+        amount = model.payout.amounts[str(payee)]
+        self.stats["claimed"] += 1
+        model.claimed.add(str(payee))
+        model.remaining -= amount
+        self.totals[model.payout.token]["claimed"] += amount
+        self.balances[(str(receiver), model.payout.token)] += amount
+
+    @precondition(lambda self: self.settlements)
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_claim_many(self, pick, seed):
+        """One payee claims up to four settlements in one transaction (sometimes one twice): succeeds
+        only if every claim would; one failure reverts all."""
+        payee = self.payees[pick % len(self.payees)]
+        mine = sorted(k for k, m in self.settlements.items() if str(payee) in m.payout.amounts)
+        if not mine:
+            return
+        count = 1 + seed % 4
+        keys = [mine[(seed // 4 + i) % len(mine)] for i in range(count)]
+        for key in keys:
+            self._avoid_boundary(self.settlements[key])
+        recipient, receiver = self._recipient(payee, seed)
+        # The contract checks the claims in order and, after checking a claim of another token than
+        # the one before, pays the previous token: a refused transfer can come before a later claim's error.
+        expected, seen, blocked = None, set(), str(receiver) in self.blacklisted
+        for i, key in enumerate(keys):
+            model = self.settlements[key]
+            if key in seen and self._is_open(model):
+                expected = vault_error("AlreadyClaimed", key[0], key[1], payee)
+            expected = expected or self._claim_error(key, model, payee)
+            token_changes = i > 0 and model.payout.token != self.settlements[keys[i - 1]].payout.token
+            if expected is None and blocked and token_changes:
+                expected = vault_error("Blacklisted", receiver)
+            if expected is not None:
+                break
+            seen.add(key)
+        if expected is None and blocked:
+            expected = vault_error("Blacklisted", receiver)
+        claims = [self._claim_tuple(key, self.settlements[key], payee) for key in keys]
+        tx = self._send(expected, self.vault.claimMany, claims, recipient, {"from": payee})
+        if tx is not None:
+            for key in keys:
+                self._record_claim(key, self.settlements[key], payee, receiver)
+
+    # -----------------------------------------------------------------------------------------
+    # Invariants (after every step)
+    # -----------------------------------------------------------------------------------------
+
+    @invariant()
+    def invariant_vault_matches_model(self):
+        self.stats["steps"] += 1
+        vault = self.vault
+        calls = [(vault.totalsOf, (t,), self.admin) for t in self.tokens]
+        calls += [(vault.escrowOf, (m, t), self.admin) for (m, t) in sorted(self.escrow)]
+        keys = sorted(self.settlements)
+        for key in keys:
+            calls.append((vault.settlementOf, key, self.admin))
+            calls += [(vault.isClaimed, (*key, p), self.admin) for p in self.payees]
+        results = iter(batch_call(vault, calls))
+
+        for token in self.tokens:
+            totals = next(results)
+            assert not isinstance(totals, Revert), totals
+            model = self.totals[str(token)]
+            reserved = sum(m.remaining for m in self.settlements.values() if m.payout.token == str(token))
+            escrow = sum(v for (_, t), v in self.escrow.items() if t == str(token))
+            assert totals["deposited"] == model["deposited"]
+            assert totals["withdrawn"] == model["withdrawn"]
+            assert totals["claimed"] == model["claimed"]
+            assert totals["reserved"] == reserved
+            assert totals["escrow"] == escrow
+            # Conservation.
+            assert totals["deposited"] == escrow + reserved + model["claimed"] + model["withdrawn"]
+            assert token.balanceOf(vault) == escrow + reserved
+        for key in sorted(self.escrow):
+            assert next(results) == self.escrow[key]
+        for key in keys:
+            model = self.settlements[key]
+            record = next(results)
+            assert record["status"] == model.status
+            assert record["remaining"] == model.remaining
+            assert record["total"] == model.payout.total
+            assert record["remaining"] <= record["total"]
+            for payee in self.payees:
+                assert next(results) == (str(payee) in model.claimed)
+        for (account, token), balance in self.balances.items():
+            assert self.tokens[[str(t) for t in self.tokens].index(token)].balanceOf(account) == balance
+
+
+def test_vault_state_machine(vault, usdc, eurc, accounts):
+    VaultMachine.configure(vault, usdc, eurc, accounts)
+    VaultMachine.prepare()
+    chain.snapshot()
+    VaultMachine.stats.clear()
+    # Long rule sequences with wide integers can exceed hypothesis's buffer now and then; such examples
+    # are simply dropped, they are no failure of the vault.
+    quiet = [HealthCheck.data_too_large]
+    run_state_machine_as_test(
+        VaultMachine, settings=settings(deadline=None, max_examples=MAX_EXAMPLES, suppress_health_check=quiet)
+    )
+    stats = VaultMachine.stats
+    print(f"settlement vault state machine outcomes: {dict(stats)}")
+    # The run paid claims (rarer paths - double claims, early claims, cancels - are counted above; the
+    # model checks them whenever they occur).
+    assert stats["claimed"] > 0, stats
