@@ -32,6 +32,7 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.deliveries import parsers, trees
+from edgeledger.deliveries.anchoring import MANIFEST_FIELDS as MANIFEST_TYPES
 from edgeledger.deliveries.leaf import keccak256, leaf_hash
 from edgeledger.deliveries.models import (
     BatchKind,
@@ -60,19 +61,6 @@ from edgeledger.deliveries.service import (
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "logs"
 ZERO32 = b"\0" * 32
-MANIFEST_TYPES: list[tuple[str, str]] = [
-    ("sourceId", "bytes32"),
-    ("batchId", "bytes32"),
-    ("periodStart", "uint64"),
-    ("periodEnd", "uint64"),
-    ("root", "bytes32"),
-    ("leafCount", "uint64"),
-    ("totalBytes", "uint128"),
-    ("totalRequests", "uint64"),
-    ("prevManifestHash", "bytes32"),
-    ("kind", "uint8"),
-    ("corrects", "bytes32"),
-]
 
 
 def fixture_pseudonymiser() -> Pseudonymiser:
