@@ -70,6 +70,13 @@ class Settings(BaseModel):
     fraud_max_client_bytes_per_second: int = Field(
         1_250_000_000, gt=0, description="Above this (10 Gbit/s) sustained over a minute is impossible"
     )
+    settlement_platform_address: str = Field(
+        "", description="Receives the platform fee and delivery margin; default the server signer's address"
+    )
+    settlement_tolerance_bps: int = Field(
+        50, ge=0, le=10_000, description="Default reconciliation tolerance of new settlement accounts"
+    )
+    settlement_max_payees: int = Field(100_000, gt=0, description="Refuse to compute larger payout trees")
     log_level: str = "INFO"
 
     @field_validator("delivery_period_seconds")

@@ -1,0 +1,224 @@
+"""Settlement: tables and API schemas (docs/settlement.md, "Settling a period").
+
+* a :class:`SettlementAccount` says how a merchant settles: its escrow address on chain, the token, the
+  reconciliation tolerance, and the cursor of the next period to settle (periods are never skipped: the
+  cursor only moves in the transaction that writes the period's :class:`Settlement` row);
+* :class:`RateCardRow` and :class:`FxRateRow` store the pure models of ``rates.py`` as versioned rows;
+* a :class:`BillingImport` is one CDN billing CSV of a merchant's period, aggregated per (region, day) in
+  :class:`BillingUsageRow`; reconciliation against the anchored receipts opens a
+  :class:`ReconciliationCase` per (region, day) beyond the tolerance, which a merchant or admin decides;
+* a :class:`Settlement` is one attempt to settle (merchant, period): its statement, payout tree
+  (:class:`SettlementPayout` rows, one per payee) and its state on chain.
+
+Amounts are integers of minor units (``BigInteger``): the settlement token's for settlements and payouts,
+the rate card's or the bill's for reconciliation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from edgeledger.db import Base, UTCDateTime, utcnow
+
+
+class SettlementState(StrEnum):
+    """A settlement attempt's life (docs/settlement.md has the diagram)."""
+
+    blocked = "blocked"  # cannot be computed or posted yet (error_code says why); retried every tick
+    empty = "empty"  # nothing delivered or nothing to pay: no post (terminal)
+    computed = "computed"  # statement and payout tree stored, ready to post
+    posting = "posting"  # post transaction about to be sent or sent (tx_hash), not yet mined
+    posted = "posted"  # reserved on chain, challenge window running
+    challenged = "challenged"  # frozen on chain until an admin resolves it
+    claimable = "claimable"  # claims open (window passed, or challenge upheld) (terminal)
+    cancelled = "cancelled"  # an admin cancelled it on chain; a recompute makes a new attempt (terminal)
+
+
+OPEN_STATES = (
+    SettlementState.blocked,
+    SettlementState.computed,
+    SettlementState.posting,
+    SettlementState.posted,
+    SettlementState.challenged,
+)
+
+
+class CaseState(StrEnum):
+    open = "open"  # stops automatic settlement of the merchant's period
+    accepted = "accepted"  # the receipts stand as they are
+    adjusted = "adjusted"  # the region's delivery fee is adjusted by ``adjustment``
+    superseded = "superseded"  # a newer billing import of the period replaced it
+
+
+class SettlementAccount(Base):
+    __tablename__ = "settlement_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id"), unique=True)
+    address: Mapped[str] = mapped_column(String(42))  # escrow owner in SettlementVault (checksummed)
+    token: Mapped[str] = mapped_column(String(42))  # settlement token (checksummed)
+    token_symbol: Mapped[str] = mapped_column(String(10))
+    token_decimals: Mapped[int] = mapped_column(Integer)
+    tolerance_bps: Mapped[int] = mapped_column(Integer)
+    require_billing: Mapped[bool] = mapped_column(Boolean, default=False)  # wait for the CDN's bill
+    auto_settle: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_period_start: Mapped[int] = mapped_column(BigInteger)  # the next period without a settlement
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RateCardRow(Base):
+    __tablename__ = "settlement_rate_cards"
+    __table_args__ = (UniqueConstraint("merchant_user_id", "version", name="uq_rate_card_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    valid_from: Mapped[int] = mapped_column(BigInteger)
+    valid_until: Mapped[int | None] = mapped_column(BigInteger)
+    card_json: Mapped[str] = mapped_column(Text)  # rates.RateCard as JSON
+    created_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FxRateRow(Base):
+    """One row of the configurable FX table (``1 base = numerator/denominator quote``)."""
+
+    __tablename__ = "settlement_fx_rates"
+    __table_args__ = (UniqueConstraint("source", "timestamp", "base", "quote", name="uq_fx_rate"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    base: Mapped[str] = mapped_column(String(10))
+    quote: Mapped[str] = mapped_column(String(10))
+    # Exact fractions can outgrow 64 bits: decimal strings of the integers.
+    numerator: Mapped[str] = mapped_column(String(80))
+    denominator: Mapped[str] = mapped_column(String(80))
+    created_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BillingImport(Base):
+    __tablename__ = "settlement_billing_imports"
+    __table_args__ = (Index("ix_billing_imports_period", "merchant_user_id", "period_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id"))
+    period_start: Mapped[int] = mapped_column(BigInteger)
+    period_end: Mapped[int] = mapped_column(BigInteger)
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    layout: Mapped[str] = mapped_column(String(20))
+    rows: Mapped[int] = mapped_column(Integer)
+    ignored: Mapped[int] = mapped_column(Integer, default=0)
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+    imported_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BillingUsageRow(Base):
+    __tablename__ = "settlement_billing_usage"
+
+    import_pk: Mapped[int] = mapped_column(
+        ForeignKey("settlement_billing_imports.id", ondelete="CASCADE"), primary_key=True
+    )
+    region: Mapped[str] = mapped_column(String(8), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(10))
+
+
+class ReconciliationCase(Base):
+    __tablename__ = "settlement_cases"
+    __table_args__ = (
+        UniqueConstraint("import_pk", "region", "day", name="uq_case_key"),
+        Index("ix_settlement_cases_period", "merchant_user_id", "period_start", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id"))
+    period_start: Mapped[int] = mapped_column(BigInteger)
+    import_pk: Mapped[int] = mapped_column(ForeignKey("settlement_billing_imports.id"))
+    region: Mapped[str] = mapped_column(String(8))
+    day: Mapped[str] = mapped_column(String(10))
+    reasons: Mapped[str] = mapped_column(String(100))  # comma-separated: bytes,requests,amount,currency
+    ours_bytes: Mapped[int] = mapped_column(BigInteger)
+    theirs_bytes: Mapped[int] = mapped_column(BigInteger)
+    ours_requests: Mapped[int] = mapped_column(BigInteger)
+    theirs_requests: Mapped[int] = mapped_column(BigInteger)
+    ours_amount: Mapped[int | None] = mapped_column(BigInteger)
+    theirs_amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(20), default=CaseState.open)
+    adjustment: Mapped[int] = mapped_column(BigInteger, default=0)  # rate-card minor units
+    decided_by: Mapped[int | None] = mapped_column(Integer)
+    decided_by_name: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Settlement(Base):
+    __tablename__ = "settlements"
+    __table_args__ = (
+        UniqueConstraint("merchant_user_id", "period_start", "attempt", name="uq_settlement_attempt"),
+        Index("ix_settlements_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id"))
+    period_start: Mapped[int] = mapped_column(BigInteger)
+    period_end: Mapped[int] = mapped_column(BigInteger)
+    period_id: Mapped[int] = mapped_column(BigInteger)  # period_start // period length: the vault's periodId
+    attempt: Mapped[int] = mapped_column(Integer, default=1)  # a new attempt after a cancelled one
+    state: Mapped[str] = mapped_column(String(20), default=SettlementState.computed)
+    merchant_address: Mapped[str] = mapped_column(String(42))
+    token: Mapped[str] = mapped_column(String(42))
+    root: Mapped[str | None] = mapped_column(String(66))
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    payee_count: Mapped[int] = mapped_column(Integer, default=0)
+    receipt_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The computation's inputs and result, canonical JSON: anyone can recompute and compare.
+    inputs_digest: Mapped[str | None] = mapped_column(String(66))
+    statement_json: Mapped[str | None] = mapped_column(Text)
+    usage_json: Mapped[str | None] = mapped_column(Text)  # bytes/requests per (region, day) for charts
+    batch_ids_json: Mapped[str] = mapped_column(Text, default="[]")  # anchored batches it counted
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    claims_open_at: Mapped[int | None] = mapped_column(BigInteger)
+    send_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SettlementPayout(Base):
+    """One leaf of a settlement's payout tree."""
+
+    __tablename__ = "settlement_payouts"
+
+    settlement_pk: Mapped[int] = mapped_column(
+        ForeignKey("settlements.id", ondelete="CASCADE"), primary_key=True
+    )
+    payee: Mapped[str] = mapped_column(String(42), primary_key=True, index=True)  # lower case
+    amount: Mapped[int] = mapped_column(BigInteger)
+    leaf: Mapped[str] = mapped_column(String(66))

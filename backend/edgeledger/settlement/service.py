@@ -1,0 +1,428 @@
+"""Settlement: plain functions over a session (accounts, rate cards, FX table, billing imports, cases).
+
+The multi-step work (computing a period, posting it, following it on chain) is in ``flows.py``; the pure
+arithmetic in ``rates.py``, ``billing.py`` and ``payouts.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from eth_utils import is_address, to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from edgeledger.auth.models import Role, User
+from edgeledger.config import Settings
+from edgeledger.db import utcnow
+from edgeledger.settlement import SettlementError
+from edgeledger.settlement.billing import BillingReader, aggregate_billing, utc_day
+from edgeledger.settlement.models import (
+    BillingImport,
+    BillingUsageRow,
+    CaseState,
+    FxRateRow,
+    RateCardRow,
+    ReconciliationCase,
+    Settlement,
+    SettlementAccount,
+)
+from edgeledger.settlement.payouts import Decision
+from edgeledger.settlement.rates import FxRate, FxTable, RateCard, check_versions
+
+# ----------------------------------------------------------------------------------------------
+# Periods
+# ----------------------------------------------------------------------------------------------
+
+
+def period_id_for(period_start: int, settings: Settings) -> int:
+    """The vault's periodId: consecutive numbers, the same for every merchant."""
+    return period_start // settings.delivery_period_seconds
+
+
+def period_start_of(at: int, settings: Settings) -> int:
+    return at - at % settings.delivery_period_seconds
+
+
+def _address(value: str, what: str) -> str:
+    if not is_address(value):
+        raise SettlementError(f"{what} {value!r} is not an address", code="address_invalid")
+    return to_checksum_address(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Accounts
+# ----------------------------------------------------------------------------------------------
+
+
+class AccountParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(None, description="Escrow owner on chain; default the merchant's address")
+    token: str = Field(description="Settlement token (allow-listed in SettlementVault)")
+    token_symbol: str = Field(min_length=1, max_length=10)
+    token_decimals: int = Field(ge=0, le=18)
+    tolerance_bps: int | None = Field(None, ge=0, le=10_000)
+    require_billing: bool = False
+    auto_settle: bool = True
+    settle_from: int | None = Field(None, ge=0, description="First period to settle (unix seconds)")
+
+
+def get_account(session: Session, merchant_user_id: int) -> SettlementAccount:
+    account = session.scalar(
+        select(SettlementAccount).where(SettlementAccount.merchant_user_id == merchant_user_id)
+    )
+    if account is None:
+        raise SettlementError(
+            f"merchant {merchant_user_id} has no settlement account", code="account_not_found", status=404
+        )
+    return account
+
+
+def merchant_user(session: Session, merchant_user_id: int) -> User:
+    user = session.get(User, merchant_user_id)
+    if user is None or user.role != Role.merchant:
+        raise SettlementError(
+            f"no merchant with id {merchant_user_id}", code="merchant_not_found", status=404
+        )
+    return user
+
+
+def upsert_account(
+    session: Session, settings: Settings, merchant: User, params: AccountParams, now: int
+) -> SettlementAccount:
+    """Creates or updates the merchant's account (in the caller's transaction). The period cursor is
+    set once, at creation: settlement starts at ``settle_from`` or the current period."""
+    address = params.address or merchant.address
+    if not address:
+        raise SettlementError("the merchant has no address: give the escrow address", code="address_missing")
+    account = session.scalar(
+        select(SettlementAccount).where(SettlementAccount.merchant_user_id == merchant.id)
+    )
+    if account is None:
+        start = params.settle_from if params.settle_from is not None else now
+        account = SettlementAccount(
+            merchant_user_id=merchant.id, next_period_start=period_start_of(start, settings)
+        )
+        session.add(account)
+    account.address = _address(address, "address")
+    account.token = _address(params.token, "token")
+    account.token_symbol = params.token_symbol
+    account.token_decimals = params.token_decimals
+    account.tolerance_bps = (
+        params.tolerance_bps if params.tolerance_bps is not None else settings.settlement_tolerance_bps
+    )
+    account.require_billing = params.require_billing
+    account.auto_settle = params.auto_settle
+    session.flush()
+    return account
+
+
+# ----------------------------------------------------------------------------------------------
+# Rate cards and FX
+# ----------------------------------------------------------------------------------------------
+
+
+def _card_from_row(row: RateCardRow, merchant_key: str) -> RateCard:
+    data = json.loads(row.card_json)
+    data["merchant"] = merchant_key
+    return RateCard.model_validate_json(json.dumps(data))
+
+
+def merchant_key(account: SettlementAccount) -> str:
+    """How statements and cards name the merchant: its escrow address, lower case (public on chain)."""
+    return account.address.lower()
+
+
+def rate_cards(session: Session, account: SettlementAccount) -> list[RateCard]:
+    rows = session.scalars(
+        select(RateCardRow)
+        .where(RateCardRow.merchant_user_id == account.merchant_user_id)
+        .order_by(RateCardRow.version)
+    )
+    return [_card_from_row(row, merchant_key(account)) for row in rows]
+
+
+def add_rate_card(
+    session: Session, account: SettlementAccount, card_data: dict[str, Any], created_by: int | None
+) -> RateCard:
+    """Validates a new version against the existing ones (no overlap, new version number) and stores it."""
+    data = {**card_data, "merchant": merchant_key(account)}
+    try:
+        card = RateCard.model_validate_json(json.dumps(data))
+    except ValidationError as exc:
+        raise SettlementError(
+            f"invalid rate card: {exc.errors()[0]['msg']}",
+            code="rate_card_invalid",
+            problems=[{"field": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in exc.errors()],
+        ) from None
+    check_versions([*rate_cards(session, account), card])
+    stored = card.model_dump(mode="json", exclude={"merchant"})
+    session.add(
+        RateCardRow(
+            merchant_user_id=account.merchant_user_id,
+            version=card.version,
+            valid_from=card.valid_from,
+            valid_until=card.valid_until,
+            card_json=json.dumps(stored, sort_keys=True),
+            created_by=created_by,
+        )
+    )
+    session.flush()
+    return card
+
+
+def add_fx_rate(session: Session, rate: FxRate, created_by: int | None) -> FxRateRow:
+    exists = session.scalar(
+        select(FxRateRow).where(
+            FxRateRow.source == rate.source,
+            FxRateRow.timestamp == rate.timestamp,
+            FxRateRow.base == rate.base,
+            FxRateRow.quote == rate.quote,
+        )
+    )
+    if exists is not None:
+        raise SettlementError(
+            f"{rate.source} already has a {rate.base}/{rate.quote} rate at {rate.timestamp}",
+            code="fx_rate_exists",
+            status=409,
+        )
+    row = FxRateRow(
+        source=rate.source,
+        timestamp=rate.timestamp,
+        base=rate.base,
+        quote=rate.quote,
+        numerator=str(rate.numerator),
+        denominator=str(rate.denominator),
+        created_by=created_by,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def fx_rate_of(row: FxRateRow) -> FxRate:
+    return FxRate(
+        source=row.source,
+        timestamp=row.timestamp,
+        base=row.base,
+        quote=row.quote,
+        numerator=int(row.numerator),
+        denominator=int(row.denominator),
+    )
+
+
+def fx_table(session: Session, pairs: Iterable[tuple[str, str]] = ()) -> FxTable:
+    """The FX table (only the rows of ``pairs`` when given, either direction)."""
+    query = select(FxRateRow).order_by(FxRateRow.id)
+    wanted = {frozenset(p) for p in pairs}
+    rows = [r for r in session.scalars(query) if not wanted or frozenset((r.base, r.quote)) in wanted]
+    return FxTable(rates=tuple(fx_rate_of(r) for r in rows))
+
+
+# ----------------------------------------------------------------------------------------------
+# Billing imports and reconciliation cases
+# ----------------------------------------------------------------------------------------------
+
+
+def import_billing(
+    session: Session,
+    settings: Settings,
+    account: SettlementAccount,
+    period_start: int,
+    filename: str,
+    data: bytes,
+    imported_by: int | None,
+    cloudfront_bytes_unit: Literal["bytes", "GB"] = "bytes",
+) -> BillingImport:
+    """Stores a CDN billing CSV of one period, aggregated per (region, day), superseding earlier imports
+    of the period and their undecided cases. Any bad row rejects the whole file (nothing is stored) with
+    every problem and its line number."""
+    if period_start % settings.delivery_period_seconds:
+        raise SettlementError("period_start is not a period boundary", code="period_invalid")
+    period_end = period_start + settings.delivery_period_seconds
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SettlementError("billing file is not UTF-8 text", code="billing_invalid") from None
+    reader = BillingReader(
+        text.splitlines(), merchant=merchant_key(account), cloudfront_bytes_unit=cloudfront_bytes_unit
+    )
+    rows = list(reader)
+    if reader.problem_count:
+        raise SettlementError(
+            f"billing file has {reader.problem_count} bad row(s); first: line {reader.problems[0].line}: "
+            f"{reader.problems[0].problem}",
+            code="billing_invalid",
+            problems=[{"line": p.line, "problem": p.problem} for p in reader.problems],
+        )
+    if not rows:
+        raise SettlementError("billing file has no usage rows", code="billing_empty")
+    day = utc_day(period_start)  # a period never crosses a UTC day (its length divides a day)
+    outside = sorted({r.day for r in rows} - {day})
+    if outside:
+        raise SettlementError(
+            f"billing rows for days outside the period: {', '.join(outside[:5])}",
+            code="billing_wrong_period",
+            lines=[r.line for r in rows if r.day in outside][:100],
+        )
+    foreign = [r.line for r in rows if r.merchant.lower() != merchant_key(account)]
+    if foreign:
+        raise SettlementError(
+            "billing rows for another merchant", code="billing_foreign_merchant", lines=foreign[:100]
+        )
+    _supersede_imports(session, account, period_start)
+    record = BillingImport(
+        merchant_user_id=account.merchant_user_id,
+        period_start=period_start,
+        period_end=period_end,
+        filename=filename[:255],
+        sha256=hashlib.sha256(data).hexdigest(),
+        layout=reader.layout,
+        rows=len(rows),
+        ignored=reader.ignored,
+        imported_by=imported_by,
+    )
+    session.add(record)
+    session.flush()
+    for (_merchant, region, day), usage in sorted(aggregate_billing(rows).items()):
+        session.add(
+            BillingUsageRow(
+                import_pk=record.id,
+                region=region,
+                day=day,
+                bytes=usage.bytes,
+                requests=usage.requests,
+                amount=usage.amount,
+                currency=usage.currency,
+            )
+        )
+    session.flush()
+    return record
+
+
+def _supersede_imports(session: Session, account: SettlementAccount, period_start: int) -> None:
+    olds = list(
+        session.scalars(
+            select(BillingImport.id).where(
+                BillingImport.merchant_user_id == account.merchant_user_id,
+                BillingImport.period_start == period_start,
+                BillingImport.superseded.is_(False),
+            )
+        )
+    )
+    if not olds:
+        return
+    session.execute(update(BillingImport).where(BillingImport.id.in_(olds)).values(superseded=True))
+    session.execute(
+        update(ReconciliationCase)
+        .where(ReconciliationCase.import_pk.in_(olds), ReconciliationCase.state == CaseState.open)
+        .values(state=CaseState.superseded)
+    )
+
+
+def current_import(session: Session, account: SettlementAccount, period_start: int) -> BillingImport | None:
+    return session.scalar(
+        select(BillingImport)
+        .where(
+            BillingImport.merchant_user_id == account.merchant_user_id,
+            BillingImport.period_start == period_start,
+            BillingImport.superseded.is_(False),
+        )
+        .order_by(BillingImport.id.desc())
+    )
+
+
+def cases_of(
+    session: Session,
+    merchant_user_id: int | None = None,
+    period_start: int | None = None,
+    state: str | None = None,
+) -> list[ReconciliationCase]:
+    query = select(ReconciliationCase).order_by(ReconciliationCase.id)
+    if merchant_user_id is not None:
+        query = query.where(ReconciliationCase.merchant_user_id == merchant_user_id)
+    if period_start is not None:
+        query = query.where(ReconciliationCase.period_start == period_start)
+    if state is not None:
+        query = query.where(ReconciliationCase.state == state)
+    return list(session.scalars(query))
+
+
+def get_case(session: Session, case_id: int) -> ReconciliationCase:
+    case = session.get(ReconciliationCase, case_id)
+    if case is None:
+        raise SettlementError(f"no reconciliation case {case_id}", code="case_not_found", status=404)
+    return case
+
+
+def decide_case(
+    session: Session,
+    case: ReconciliationCase,
+    user: User,
+    action: Literal["accept", "adjust"],
+    adjustment: int,
+    reason: str,
+) -> ReconciliationCase:
+    """Records who decided what, when and why (in the caller's transaction)."""
+    if case.state != CaseState.open:
+        raise SettlementError(f"case {case.id} is {case.state}, not open", code="case_not_open", status=409)
+    if not reason.strip():
+        raise SettlementError("a decision needs a reason", code="reason_missing")
+    if action == "accept" and adjustment:
+        raise SettlementError("an accepted case carries no adjustment", code="adjustment_invalid")
+    if action == "adjust" and not adjustment:
+        raise SettlementError("an adjustment must not be zero", code="adjustment_invalid")
+    case.state = CaseState.accepted if action == "accept" else CaseState.adjusted
+    case.adjustment = adjustment
+    case.decided_by = user.id
+    case.decided_by_name = user.name
+    case.decided_at = utcnow()
+    case.reason = reason.strip()
+    session.flush()
+    return case
+
+
+def decision_of(case: ReconciliationCase, merchant: str) -> Decision:
+    assert case.decided_at is not None and case.reason is not None
+    return Decision(
+        merchant=merchant,
+        region=case.region,
+        day=case.day,
+        action="accept" if case.state == CaseState.accepted else "adjust",
+        adjustment=case.adjustment,
+        decided_by=f"{case.decided_by_name} (user {case.decided_by})",
+        decided_at=int(case.decided_at.timestamp()),
+        reason=case.reason,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Settlements
+# ----------------------------------------------------------------------------------------------
+
+
+def get_settlement(session: Session, settlement_id: int) -> Settlement:
+    settlement = session.get(Settlement, settlement_id)
+    if settlement is None:
+        raise SettlementError(f"no settlement {settlement_id}", code="settlement_not_found", status=404)
+    return settlement
+
+
+def list_settlements(
+    session: Session,
+    merchant_user_id: int | None = None,
+    state: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Settlement]:
+    query = select(Settlement).order_by(Settlement.period_start.desc(), Settlement.attempt.desc())
+    if merchant_user_id is not None:
+        query = query.where(Settlement.merchant_user_id == merchant_user_id)
+    if state is not None:
+        query = query.where(Settlement.state == state)
+    return list(session.scalars(query.limit(limit).offset(offset)))
