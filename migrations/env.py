@@ -6,7 +6,8 @@ from alembic import context
 
 import edgeledger.assets.models
 import edgeledger.auth.models
-import edgeledger.deliveries.models  # noqa: F401  (registers the tables on Base.metadata)
+import edgeledger.deliveries.models
+import edgeledger.settlement.models  # noqa: F401  (registers the tables on Base.metadata)
 from edgeledger.config import get_settings
 from edgeledger.db import Base, make_engine
 

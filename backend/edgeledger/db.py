@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from fastapi import Request
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -103,3 +107,36 @@ def migrate(url: str, revision: str = "head") -> None:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.attributes["url"] = url
     command.upgrade(config, revision)
+
+
+@contextmanager
+def exclusive_work(session: Session, lock_dir: Path, model: type[Any], pk: int, name: str) -> Iterator[bool]:
+    """Serialises work on one row across workers and hosts; yields False when another worker holds it.
+
+    PostgreSQL: the row locked FOR NO KEY UPDATE SKIP LOCKED in a separate transaction that stays open
+    while the work session commits step by step (NO KEY: inserts referencing the row are not blocked).
+    SQLite (single host): an flock on ``lock_dir/<name>-<pk>.lock``.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        with Session(bind) as lock_session:
+            locked = lock_session.scalar(
+                select(model.id).where(model.id == pk).with_for_update(skip_locked=True, key_share=True)
+            )
+            try:
+                yield locked is not None
+            finally:
+                lock_session.rollback()
+        return
+    path = lock_dir / f"{name}-{pk}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

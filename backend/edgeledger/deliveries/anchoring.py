@@ -15,7 +15,6 @@ See docs/anchoring.md for the state machine and the exactly-once argument. In sh
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import json
 import logging
@@ -39,7 +38,7 @@ from web3.exceptions import TransactionNotFound
 from edgeledger.auth.models import User
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
-from edgeledger.db import utcnow
+from edgeledger.db import exclusive_work, utcnow
 from edgeledger.deliveries import receipts, signals, trees
 from edgeledger.deliveries.models import (
     BatchKind,
@@ -687,37 +686,10 @@ def anchor_pending(
 
 @contextmanager
 def _source_lock(session: Session, settings: Settings, source_pk: int) -> Iterator[bool]:
-    """Serialises anchoring per source across workers; yields False when another worker holds it.
-
-    PostgreSQL: the source row locked FOR NO KEY UPDATE SKIP LOCKED in a separate transaction that stays
-    open while the work session commits step by step (NO KEY: ingestion inserting batches that reference
-    the source is not blocked). SQLite (single host): an flock in DATA_DIR.
-    """
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        with Session(bind) as lock_session:
-            locked = lock_session.scalar(
-                select(DeliverySource.id)
-                .where(DeliverySource.id == source_pk)
-                .with_for_update(skip_locked=True, key_share=True)
-            )
-            try:
-                yield locked is not None
-            finally:
-                lock_session.rollback()
-        return
-    path = Path(settings.data_dir) / "locks" / f"anchor-source-{source_pk}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Serialises anchoring per source across workers; yields False when another worker holds it."""
+    lock_dir = Path(settings.data_dir) / "locks"
+    with exclusive_work(session, lock_dir, DeliverySource, source_pk, "anchor-source") as locked:
+        yield locked
 
 
 def source_queue(session: Session, source_pk: int) -> list[DeliveryBatch]:

@@ -126,6 +126,7 @@ class BillingImport(Base):
     rows: Mapped[int] = mapped_column(Integer)
     ignored: Mapped[int] = mapped_column(Integer, default=0)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+    reconciled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # cases opened against receipts
     imported_by: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

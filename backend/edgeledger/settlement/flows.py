@@ -1,0 +1,764 @@
+"""Settling a merchant's period, step by step, crash-safe (docs/settlement.md, "Settling a period").
+
+    due period --open--> blocked | empty | computed --post--> posting --> posted --> claimable
+                                                                           |
+                                                                           +--> challenged --> claimable
+                                                                                           \\-> cancelled
+
+* **open**: after a period's late window, once every batch of the period is anchored, one
+  :class:`Settlement` row per (merchant, period) is written in the same transaction that moves the
+  merchant's period cursor: a period is never skipped and never opened twice (unique constraint).
+* **compute**: receipts (anchored, not excluded records of the merchant's hosts, per batch, asset,
+  region, country) + the assets' on-chain terms + rate card + FX table + reconciliation decisions go
+  through :func:`compute_payouts`; the payout tree is stored with the statement. Anything missing (rate
+  card, FX rate, a decision on an open reconciliation case, the CDN bill when required) leaves the row
+  ``blocked`` with the reason; it is recomputed every run until it succeeds.
+* **post**: exactly once. Before sending, the vault is asked for (period, merchant): a settlement there
+  with our root is adopted, never re-sent; a pending transaction is waited for, never duplicated. The
+  state ``posting`` is committed before the send and the hash right after it, so a crash anywhere
+  resumes to one post. Escrow below the total blocks the row (``insufficient_escrow``) until deposited.
+* **follow**: the vault's status (Posted / Challenged / Upheld / Cancelled) and the chain's clock move
+  the row on; a post that disappeared from the chain (reorg) goes back to ``computed`` and is re-posted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from web3.exceptions import TransactionNotFound
+
+from edgeledger.assets.models import Asset, AssetStatus
+from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
+from edgeledger.config import Settings
+from edgeledger.db import exclusive_work, utcnow
+from edgeledger.deliveries.models import (
+    BatchState,
+    DeliveryBatch,
+    DeliveryRecordRow,
+    DeliverySource,
+    MerchantHost,
+)
+from edgeledger.deliveries.service import merchant_id_for
+from edgeledger.settlement import SettlementError
+from edgeledger.settlement.billing import Usage, reconcile, usage_from_receipts, utc_day
+from edgeledger.settlement.models import (
+    BillingImport,
+    BillingUsageRow,
+    CaseState,
+    ReconciliationCase,
+    Settlement,
+    SettlementAccount,
+    SettlementPayout,
+    SettlementState,
+)
+from edgeledger.settlement.payouts import (
+    AssetTerms,
+    PayoutInputs,
+    Receipt,
+    Recipient,
+    Statement,
+    compute_payouts,
+)
+from edgeledger.settlement.rates import Currency, card_at
+from edgeledger.settlement.service import (
+    current_import,
+    decision_of,
+    fx_table,
+    get_account,
+    merchant_key,
+    period_id_for,
+    rate_cards,
+)
+from edgeledger.settlement.tree import PayoutTree
+from edgeledger.territories import ALL_TERRITORIES_BITMAP
+
+log = logging.getLogger(__name__)
+
+VAULT = "SettlementVault"
+#: SettlementVault.SettlementStatus
+CHAIN_NONE, CHAIN_POSTED, CHAIN_CHALLENGED, CHAIN_UPHELD, CHAIN_CANCELLED = range(5)
+SETTLED_BATCH_STATES = (BatchState.anchored, BatchState.final)
+UNSETTLED_BATCH_STATES = (
+    BatchState.open,
+    BatchState.closed,
+    BatchState.awaiting_signature,
+    BatchState.anchoring,
+)
+#: blocked reasons that only the post step can clear (the statement itself is fine)
+POST_BLOCKS = ("insufficient_escrow", "token_not_allowed", "posted_elsewhere")
+
+
+@dataclass
+class RunReport:
+    opened: list[int] = field(default_factory=list)
+    computed: list[int] = field(default_factory=list)
+    blocked: dict[int, str] = field(default_factory=dict)
+    posted: list[int] = field(default_factory=list)
+    claimable: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    busy: list[int] = field(default_factory=list)
+    retryable: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "opened": self.opened,
+            "computed": self.computed,
+            "blocked": {str(k): v for k, v in self.blocked.items()},
+            "posted": self.posted,
+            "claimable": self.claimable,
+            "cancelled": self.cancelled,
+            "busy": self.busy,
+            "retryable": self.retryable,
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs from the database
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PeriodData:
+    receipts: list[Receipt]
+    batch_ids: list[str]
+    #: (region, day) -> [bytes, requests]
+    usage: dict[tuple[str, str], list[int]]
+
+
+def receipt_key(batch_id: str, asset_id: int, region: str, country: str) -> str:
+    """``<batch id>:<asset id>:<region>:<country>``: the receipt's batch, hence its proofs."""
+    return f"{batch_id}:{asset_id}:{region}:{country}"
+
+
+def period_receipts(session: Session, account: SettlementAccount, period_start: int) -> PeriodData:
+    """The merchant's anchored, non-excluded deliveries of registered assets in the period, per (batch,
+    asset, region, country): one receipt each, paid to the batch's source operator."""
+    hosts = session.scalars(
+        select(MerchantHost.host).where(MerchantHost.merchant_user_id == account.merchant_user_id)
+    )
+    merchant_ids = [merchant_id_for(h) for h in hosts]
+    data = PeriodData([], [], {})
+    if not merchant_ids:
+        return data
+    record = DeliveryRecordRow
+    rows = session.execute(
+        select(
+            DeliveryBatch.batch_id,
+            record.asset_id,
+            record.region,
+            record.country,
+            DeliverySource.operator,
+            func.count(),
+            func.sum(record.bytes_delivered),
+        )
+        .join(DeliveryBatch, record.batch_pk == DeliveryBatch.id)
+        .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
+        .where(
+            DeliveryBatch.period_start == period_start,
+            DeliveryBatch.state.in_(list(SETTLED_BATCH_STATES)),
+            record.merchant_id.in_(merchant_ids),
+            record.excluded.is_(False),
+            record.asset_id != 0,
+        )
+        .group_by(
+            DeliveryBatch.batch_id, record.asset_id, record.region, record.country, DeliverySource.operator
+        )
+        .order_by(DeliveryBatch.batch_id, record.asset_id, record.region, record.country)
+    )
+    merchant = merchant_key(account)
+    day = utc_day(period_start)
+    batch_ids: set[str] = set()
+    for batch_id, asset_id, region, country, operator, requests, nbytes in rows:
+        batch_ids.add(batch_id)
+        data.receipts.append(
+            Receipt(
+                key=receipt_key(batch_id, asset_id, region, country),
+                asset_id=str(asset_id),
+                merchant=merchant,
+                region=region,
+                country=country,
+                period=period_start,
+                at=period_start,
+                operator=operator.lower(),
+                requests=int(requests),
+                bytes=int(nbytes or 0),
+            )
+        )
+        counts = data.usage.setdefault((region, day), [0, 0])
+        counts[0] += int(nbytes or 0)
+        counts[1] += int(requests)
+    data.batch_ids = sorted(batch_ids)
+    return data
+
+
+def asset_terms(session: Session, asset_ids: set[int]) -> list[AssetTerms]:
+    """On-chain terms (as mirrored at registration) of the assets and all their ancestors."""
+    terms: dict[int, AssetTerms] = {}
+    pending = set(asset_ids)
+    while pending:
+        found = {a.id: a for a in session.scalars(select(Asset).where(Asset.id.in_(sorted(pending))))}
+        missing = pending - set(found)
+        if missing:
+            raise SettlementError(
+                f"asset(s) {', '.join(map(str, sorted(missing)))} delivered but not registered here",
+                code="asset_unknown",
+            )
+        pending = set()
+        for asset in found.values():
+            recipients = tuple(Recipient(address=s.recipient.lower(), bps=s.bps) for s in asset.split) or (
+                Recipient(address=asset.owner.lower(), bps=10_000),
+            )
+            terms[asset.id] = AssetTerms(
+                asset_id=str(asset.id),
+                recipients=recipients,
+                parent=str(asset.parent_id) if asset.parent_id is not None else None,
+                territories=int(asset.territories_bitmap, 16) & ALL_TERRITORIES_BITMAP,
+                valid_from=asset.valid_from,
+                valid_until=asset.valid_until or None,
+                # A taken-down asset's royalties are held back like a disputed one's.
+                disputed=asset.status != AssetStatus.active,
+            )
+            if asset.parent_id is not None and asset.parent_id not in terms:
+                pending.add(asset.parent_id)
+    return [terms[k] for k in sorted(terms)]
+
+
+def settlement_currency(account: SettlementAccount) -> Currency:
+    """The token as a currency: its symbol upper-cased (rate cards and FX rates name it so)."""
+    return Currency(code=account.token_symbol.upper(), decimals=account.token_decimals)
+
+
+def platform_address(settings: Settings, chain_signer: str | None) -> str:
+    address = settings.settlement_platform_address or chain_signer
+    if not address:
+        raise SettlementError(
+            "no platform fee address: set SETTLEMENT_PLATFORM_ADDRESS or a server signer",
+            code="platform_address_missing",
+        )
+    return address.lower()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reconciliation
+# ----------------------------------------------------------------------------------------------
+
+
+def _billing_usage(session: Session, billing: BillingImport, merchant: str) -> dict[Any, Usage]:
+    rows = session.scalars(select(BillingUsageRow).where(BillingUsageRow.import_pk == billing.id))
+    return {(merchant, r.region, r.day): Usage(r.bytes, r.requests, r.amount, r.currency) for r in rows}
+
+
+def reconcile_period(
+    session: Session, account: SettlementAccount, billing: BillingImport, receipts: list[Receipt], card: Any
+) -> None:
+    """Opens a case for every (region, day) beyond the tolerance, once per billing import."""
+    if billing.reconciled_at is not None:
+        return
+    merchant = merchant_key(account)
+    ours = usage_from_receipts(receipts, card)
+    for delta in reconcile(ours, _billing_usage(session, billing, merchant), account.tolerance_bps):
+        if not delta.flagged:
+            continue
+        _merchant, region, day = delta.key
+        session.add(
+            ReconciliationCase(
+                merchant_user_id=account.merchant_user_id,
+                period_start=billing.period_start,
+                import_pk=billing.id,
+                region=region,
+                day=day,
+                reasons=",".join(delta.reasons),
+                ours_bytes=delta.ours.bytes,
+                theirs_bytes=delta.theirs.bytes,
+                ours_requests=delta.ours.requests,
+                theirs_requests=delta.theirs.requests,
+                ours_amount=delta.ours.amount,
+                theirs_amount=delta.theirs.amount,
+                currency=delta.theirs.currency or delta.ours.currency,
+            )
+        )
+    billing.reconciled_at = utcnow()
+    session.flush()
+
+
+# ----------------------------------------------------------------------------------------------
+# Opening and computing periods
+# ----------------------------------------------------------------------------------------------
+
+
+def period_is_due(session: Session, settings: Settings, period_start: int, now: int) -> bool:
+    """After the late window, with no batch of the period still to be anchored."""
+    period_end = period_start + settings.delivery_period_seconds
+    if period_end + settings.delivery_late_window_seconds > now:
+        return False
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(DeliveryBatch)
+        .where(
+            DeliveryBatch.period_start == period_start,
+            DeliveryBatch.state.in_(list(UNSETTLED_BATCH_STATES)),
+        )
+    )
+    return not waiting
+
+
+def open_due_periods(session: Session, settings: Settings, now: int, report: RunReport) -> None:
+    """Writes a settlement row for every due period of every auto-settling account, in period order."""
+    accounts = list(
+        session.scalars(
+            select(SettlementAccount)
+            .where(SettlementAccount.auto_settle.is_(True))
+            .order_by(SettlementAccount.id)
+        )
+    )
+    for account in accounts:
+        while period_is_due(session, settings, account.next_period_start, now):
+            start = account.next_period_start
+            settlement = Settlement(
+                merchant_user_id=account.merchant_user_id,
+                period_start=start,
+                period_end=start + settings.delivery_period_seconds,
+                period_id=period_id_for(start, settings),
+                attempt=1,
+                state=SettlementState.blocked,
+                error_code="not_computed",
+                error_message="waiting to be computed",
+                merchant_address=account.address,
+                token=account.token,
+            )
+            session.add(settlement)
+            account.next_period_start = start + settings.delivery_period_seconds
+            try:
+                session.commit()  # the row and the cursor move together
+            except IntegrityError:  # another worker opened it first
+                session.rollback()
+                break
+            report.opened.append(settlement.id)
+
+
+def _block(session: Session, settlement: Settlement, code: str, message: str) -> None:
+    settlement.state = SettlementState.blocked
+    settlement.error_code = code[:64]
+    settlement.error_message = message
+    session.commit()
+
+
+def compute(session: Session, settings: Settings, settlement: Settlement, platform: str) -> None:
+    """blocked -> computed | empty | blocked: the statement and payout tree of the attempt."""
+    account = get_account(session, settlement.merchant_user_id)
+    try:
+        statement, data = _statement(session, settings, account, settlement, platform)
+    except SettlementError as exc:
+        session.rollback()
+        _block(session, settlement, exc.code, exc.message)
+        return
+    session.execute(delete(SettlementPayout).where(SettlementPayout.settlement_pk == settlement.id))
+    settlement.merchant_address = account.address
+    settlement.token = account.token
+    settlement.receipt_count = len(data.receipts)
+    settlement.batch_ids_json = json.dumps(data.batch_ids)
+    settlement.usage_json = json.dumps([[r, d, b, q] for (r, d), (b, q) in sorted(data.usage.items())])
+    settlement.error_code = settlement.error_message = None
+    settlement.computed_at = utcnow()
+    if statement is None or not statement.payees:
+        settlement.state = SettlementState.empty
+        settlement.statement_json = statement.model_dump_json() if statement is not None else None
+        settlement.root, settlement.total, settlement.payee_count = None, 0, 0
+        session.commit()
+        return
+    if len(statement.payees) > settings.settlement_max_payees:
+        session.rollback()
+        _block(session, settlement, "too_many_payees", f"{len(statement.payees)} payees")
+        return
+    tree = PayoutTree(settlement.period_id, account.address, account.token, statement.payees)
+    settlement.statement_json = statement.model_dump_json()
+    settlement.inputs_digest = _digest(settlement, statement)
+    settlement.root = tree.root_hex
+    settlement.total = tree.total
+    settlement.payee_count = len(tree)
+    for payee, amount in tree.payouts.items():
+        session.add(
+            SettlementPayout(
+                settlement_pk=settlement.id,
+                payee=payee.lower(),
+                amount=amount,
+                leaf="0x" + tree.proof(payee).leaf.hex(),
+            )
+        )
+    settlement.state = SettlementState.computed
+    session.commit()
+
+
+def _statement(
+    session: Session, settings: Settings, account: SettlementAccount, settlement: Settlement, platform: str
+) -> tuple[Statement | None, PeriodData]:
+    data = period_receipts(session, account, settlement.period_start)
+    if not data.receipts:
+        return None, data
+    cards = rate_cards(session, account)
+    card = card_at(cards, merchant_key(account), settlement.period_start, settlement.period_end)
+    billing = current_import(session, account, settlement.period_start)
+    if billing is None and account.require_billing:
+        raise SettlementError("waiting for the CDN's billing report of the period", code="billing_missing")
+    decisions, flagged = [], []
+    if billing is not None:
+        reconcile_period(session, account, billing, data.receipts, card)
+        cases = session.scalars(
+            select(ReconciliationCase).where(
+                ReconciliationCase.import_pk == billing.id, ReconciliationCase.state != CaseState.superseded
+            )
+        )
+        for case in cases:
+            flagged.append((case.region, case.day))
+            if case.state != CaseState.open:
+                decisions.append(decision_of(case, merchant_key(account)))
+        session.commit()  # the cases stay open for people to decide, whatever happens next
+    inputs = PayoutInputs(
+        merchant=merchant_key(account),
+        period_start=settlement.period_start,
+        period_end=settlement.period_end,
+        receipts=tuple(data.receipts),
+        assets=tuple(asset_terms(session, {int(r.asset_id) for r in data.receipts})),
+        cards=tuple(cards),
+        platform=platform,
+        settlement_currency=settlement_currency(account),
+        fx=fx_table(session),
+        decisions=tuple(decisions),
+        flagged=tuple(flagged),
+    )
+    return compute_payouts(inputs), data
+
+
+def _digest(settlement: Settlement, statement: Statement) -> str:
+    """sha256 over what was settled: period, merchant, token and the statement (canonical JSON)."""
+    head = json.dumps([settlement.period_id, settlement.merchant_address.lower(), settlement.token.lower()])
+    body = json.dumps(statement.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return "0x" + hashlib.sha256((head + body).encode()).hexdigest()
+
+
+def payout_tree(session: Session, settlement: Settlement) -> PayoutTree:
+    """The stored payouts as a tree; its root must be the stored root (checked)."""
+    payouts = dict(
+        session.execute(
+            select(SettlementPayout.payee, SettlementPayout.amount).where(
+                SettlementPayout.settlement_pk == settlement.id
+            )
+        ).all()
+    )
+    if not payouts:
+        raise SettlementError(f"settlement {settlement.id} pays nobody", code="nothing_to_pay", status=409)
+    tree = PayoutTree(settlement.period_id, settlement.merchant_address, settlement.token, payouts)
+    if tree.root_hex != settlement.root:
+        raise SettlementError(
+            f"stored payouts of settlement {settlement.id} do not match its root",
+            code="payouts_corrupt",
+            status=500,
+        )
+    return tree
+
+
+# ----------------------------------------------------------------------------------------------
+# On chain
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainSettlement:
+    root: str
+    token: str
+    claims_open_at: int
+    status: int
+    total: int
+    remaining: int
+
+
+def chain_settlement(chain: ChainClient, settlement: Settlement) -> ChainSettlement:
+    vault = chain.contract(VAULT)
+    raw = chain.call(
+        vault.functions.settlementOf(settlement.period_id, to_checksum_address(settlement.merchant_address))
+    )
+    root, token, opens, status, total, remaining = raw
+    return ChainSettlement(
+        "0x" + bytes(root).hex(), token, int(opens), int(status), int(total), int(remaining)
+    )
+
+
+def chain_time(chain: ChainClient) -> int:
+    with chain.rpc("eth_getBlockByNumber"):
+        return int(chain.w3.eth.get_block("latest")["timestamp"])
+
+
+def _adopt(session: Session, settlement: Settlement, on_chain: ChainSettlement, now: int) -> bool:
+    """Moves the row to what the vault says about our root; False when the vault has not got it."""
+    if on_chain.root != settlement.root or on_chain.status == CHAIN_NONE:
+        return False
+    settlement.claims_open_at = on_chain.claims_open_at
+    settlement.posted_at = settlement.posted_at or utcnow()
+    settlement.error_code = settlement.error_message = None
+    if on_chain.status == CHAIN_CANCELLED:
+        settlement.state = SettlementState.cancelled
+    elif on_chain.status == CHAIN_CHALLENGED:
+        settlement.state = SettlementState.challenged
+    elif on_chain.status == CHAIN_UPHELD or now >= on_chain.claims_open_at:
+        settlement.state = SettlementState.claimable
+    else:
+        settlement.state = SettlementState.posted
+    session.commit()
+    return True
+
+
+def _still_pending(chain: ChainClient, tx_hash: str) -> bool:
+    with chain.rpc("eth_getTransactionByHash"):
+        try:
+            chain.w3.eth.get_transaction(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return False
+    return True
+
+
+def _post_call(chain: ChainClient, settlement: Settlement) -> Any:
+    assert settlement.root is not None
+    return chain.contract(VAULT).functions.post(
+        settlement.period_id,
+        to_checksum_address(settlement.merchant_address),
+        to_checksum_address(settlement.token),
+        HexBytes(settlement.root),
+        settlement.total,
+    )
+
+
+def post(session: Session, chain: ChainClient, settlement: Settlement, report: RunReport) -> None:
+    """computed (or blocked at posting) -> posting -> posted, sending at most one post per attempt."""
+    now = chain_time(chain)
+    on_chain = chain_settlement(chain, settlement)
+    if _adopt(session, settlement, on_chain, now):
+        _report(report, settlement)
+        return
+    if on_chain.status in (CHAIN_POSTED, CHAIN_CHALLENGED, CHAIN_UPHELD):
+        _block(
+            session,
+            settlement,
+            "posted_elsewhere",
+            f"the vault holds another root {on_chain.root} for period {settlement.period_id}: an admin must "
+            "have it challenged and cancelled before this one can be posted",
+        )
+        report.blocked[settlement.id] = "posted_elsewhere"
+        return
+    vault = chain.contract(VAULT)
+    merchant, token = to_checksum_address(settlement.merchant_address), to_checksum_address(settlement.token)
+    if not chain.call(vault.functions.isTokenAllowed(token)):
+        _block(session, settlement, "token_not_allowed", f"token {token} is not allow-listed in the vault")
+        report.blocked[settlement.id] = "token_not_allowed"
+        return
+    escrow = int(chain.call(vault.functions.escrowOf(merchant, token)))
+    if escrow < settlement.total:
+        _block(
+            session,
+            settlement,
+            "insufficient_escrow",
+            f"escrow {escrow} is below the settlement total {settlement.total}: not posted; the merchant "
+            f"must deposit {settlement.total - escrow} more",
+        )
+        report.blocked[settlement.id] = "insufficient_escrow"
+        return
+    settlement.state = SettlementState.posting
+    settlement.error_code = settlement.error_message = None
+    settlement.send_attempts += 1
+    session.commit()  # from here on a crash resumes in posting, which re-checks the vault first
+    fn = _post_call(chain, settlement)
+    if settlement.tx_hash is not None and _still_pending(chain, settlement.tx_hash):
+        tx_hash = settlement.tx_hash
+    else:
+        try:
+            tx_hash = chain.send(fn)
+        except ContractRevert as exc:
+            _after_revert(session, chain, settlement, exc, report)
+            return
+        settlement.tx_hash = tx_hash
+        session.commit()
+    try:
+        result = chain.wait_for_receipt(tx_hash, replay=fn, sender=chain.signer_address)
+    except ContractRevert as exc:
+        _after_revert(session, chain, settlement, exc, report)
+        return
+    settlement.block_number = result.block_number
+    session.commit()
+    _adopt(session, settlement, chain_settlement(chain, settlement), chain_time(chain))
+    _report(report, settlement)
+
+
+def _after_revert(
+    session: Session, chain: ChainClient, settlement: Settlement, exc: ContractRevert, report: RunReport
+) -> None:
+    # Whatever the revert says, a settlement with our root on chain means someone's post carried it.
+    if _adopt(session, settlement, chain_settlement(chain, settlement), chain_time(chain)):
+        _report(report, settlement)
+        return
+    code = {"InsufficientEscrow": "insufficient_escrow", "TokenNotAllowed": "token_not_allowed"}.get(
+        exc.error, f"post_reverted:{exc.error}"
+    )
+    settlement.tx_hash = None
+    _block(session, settlement, code, exc.message)
+    report.blocked[settlement.id] = code
+
+
+def follow(session: Session, chain: ChainClient, settlement: Settlement, report: RunReport) -> None:
+    """posting / posted / challenged -> whatever the vault and the chain's clock say now."""
+    if settlement.state == SettlementState.posting:
+        if settlement.tx_hash is not None and _still_pending(chain, settlement.tx_hash):
+            receipt = chain.receipt_if_mined(settlement.tx_hash)
+            if receipt is None:
+                return  # in the mempool: wait, never send a second post
+        post(session, chain, settlement, report)
+        return
+    on_chain = chain_settlement(chain, settlement)
+    if _adopt(session, settlement, on_chain, chain_time(chain)):
+        _report(report, settlement)
+        return
+    # Our post is gone from the chain (reorged out): post it again.
+    log.warning("settlement %s: post no longer on chain, re-posting", settlement.id)
+    settlement.state = SettlementState.computed
+    settlement.tx_hash = settlement.block_number = settlement.claims_open_at = None
+    session.commit()
+    post(session, chain, settlement, report)
+
+
+def _report(report: RunReport, settlement: Settlement) -> None:
+    if settlement.state == SettlementState.claimable:
+        report.claimable.append(settlement.id)
+    elif settlement.state == SettlementState.cancelled:
+        report.cancelled.append(settlement.id)
+    elif settlement.state in (SettlementState.posted, SettlementState.challenged):
+        report.posted.append(settlement.id)
+
+
+# ----------------------------------------------------------------------------------------------
+# One run of the scheduler
+# ----------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _settlement_lock(session: Session, settings: Settings, settlement_pk: int) -> Iterator[bool]:
+    lock_dir = Path(settings.data_dir) / "locks"
+    with exclusive_work(session, lock_dir, Settlement, settlement_pk, "settlement") as locked:
+        yield locked
+
+
+def advance(
+    session: Session, chain: ChainClient, settings: Settings, settlement: Settlement, report: RunReport
+) -> None:
+    """One step (or several) of one settlement, holding its lock."""
+    with _settlement_lock(session, settings, settlement.id) as locked:
+        if not locked:
+            report.busy.append(settlement.id)
+            return
+        session.refresh(settlement)
+        state = settlement.state
+        if state == SettlementState.blocked and settlement.error_code not in POST_BLOCKS:
+            compute(session, settings, settlement, platform_address(settings, chain.signer_address))
+            if settlement.state == SettlementState.computed:
+                report.computed.append(settlement.id)
+            elif settlement.state == SettlementState.blocked:
+                report.blocked[settlement.id] = settlement.error_code or "blocked"
+                return
+        if settlement.state in (SettlementState.computed, SettlementState.blocked):
+            post(session, chain, settlement, report)
+        elif settlement.state in (
+            SettlementState.posting,
+            SettlementState.posted,
+            SettlementState.challenged,
+        ):
+            follow(session, chain, settlement, report)
+
+
+def run_once(session: Session, chain: ChainClient, settings: Settings, now: int) -> RunReport:
+    """Opens due periods, computes, posts and follows every open settlement, oldest period first.
+
+    RPC trouble stops the run (``retryable``); every step is resumable from the database.
+    """
+    report = RunReport()
+    open_due_periods(session, settings, now, report)
+    ids = list(
+        session.scalars(
+            select(Settlement.id)
+            .where(Settlement.state.in_([s.value for s in _ACTIVE]))
+            .order_by(Settlement.period_start, Settlement.id)
+        )
+    )
+    for settlement_id in ids:
+        settlement = session.get(Settlement, settlement_id)
+        if settlement is None:
+            continue
+        try:
+            advance(session, chain, settings, settlement, report)
+        except ContractRevert as exc:
+            session.rollback()
+            report.blocked[settlement_id] = exc.error
+        except ChainError as exc:
+            session.rollback()
+            log.warning("settlement %s: chain unavailable: %s", settlement_id, exc.message)
+            report.retryable = True
+            break
+    return report
+
+
+_ACTIVE = (
+    SettlementState.blocked,
+    SettlementState.computed,
+    SettlementState.posting,
+    SettlementState.posted,
+    SettlementState.challenged,
+)
+
+
+def recompute(session: Session, settings: Settings, settlement: Settlement) -> Settlement:
+    """A new attempt after a cancelled one, or a fresh computation of a blocked one (admin action)."""
+    if settlement.state == SettlementState.blocked:
+        settlement.error_code = "not_computed"
+        settlement.error_message = "recompute requested"
+        session.commit()
+        return settlement
+    if settlement.state != SettlementState.cancelled:
+        raise SettlementError(
+            f"settlement {settlement.id} is {settlement.state}: only blocked or cancelled ones can be "
+            "recomputed",
+            code="settlement_not_recomputable",
+            status=409,
+        )
+    newer = session.scalar(
+        select(func.max(Settlement.attempt)).where(
+            Settlement.merchant_user_id == settlement.merchant_user_id,
+            Settlement.period_start == settlement.period_start,
+        )
+    )
+    if newer is not None and newer > settlement.attempt:
+        raise SettlementError(
+            f"period already has attempt {newer}", code="settlement_not_recomputable", status=409
+        )
+    attempt = Settlement(
+        merchant_user_id=settlement.merchant_user_id,
+        period_start=settlement.period_start,
+        period_end=settlement.period_end,
+        period_id=settlement.period_id,
+        attempt=settlement.attempt + 1,
+        state=SettlementState.blocked,
+        error_code="not_computed",
+        error_message=f"recompute of cancelled attempt {settlement.attempt}",
+        merchant_address=settlement.merchant_address,
+        token=settlement.token,
+    )
+    session.add(attempt)
+    session.commit()
+    return attempt
