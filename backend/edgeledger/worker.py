@@ -14,7 +14,7 @@ settings = get_settings()
 celery_app = Celery(
     "edgeledger",
     broker=settings.resolved_broker_url,
-    include=["edgeledger.assets.tasks", "edgeledger.deliveries.tasks"],
+    include=["edgeledger.assets.tasks", "edgeledger.deliveries.tasks", "edgeledger.settlement.tasks"],
 )
 celery_app.conf.update(
     task_ignore_result=True,
@@ -27,6 +27,7 @@ celery_app.conf.update(
         "close-due-batches": {"task": "edgeledger.deliveries.close_due_batches", "schedule": 60.0},
         "anchor-pending": {"task": "edgeledger.deliveries.anchor_pending", "schedule": 15.0},
         "confirm-anchors": {"task": "edgeledger.deliveries.confirm_anchors", "schedule": 15.0},
+        "settle": {"task": "edgeledger.settlement.run", "schedule": 60.0},
     },
     beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
 )

@@ -35,7 +35,7 @@ class RetryableChainError(ChainError):
     """The chain could not be reached; the flow recorded where it stopped."""
 
 
-def _chain(settings: Settings) -> Any:
+def chain_for(settings: Settings) -> Any:
     from edgeledger.main import make_chain_client
 
     return make_chain_client(settings)
@@ -58,7 +58,7 @@ def anchor_pending(source_pk: int | None = None) -> dict[str, Any]:
     """Signs and anchors pending batches, per source in order (every 15 s with beat)."""
     settings = get_settings()
     with get_sessionmaker()() as session:
-        report = anchoring.anchor_pending(session, _chain(settings), settings, source_pk)
+        report = anchoring.anchor_pending(session, chain_for(settings), settings, source_pk)
     if report.retryable:
         raise RetryableChainError(f"chain unavailable while anchoring: {report.errors}")
     return report.as_dict()
@@ -69,7 +69,7 @@ def confirm_anchors() -> dict[str, list[str]]:
     """Makes anchored batches final after the configured confirmations (every 15 s with beat)."""
     settings = get_settings()
     with get_sessionmaker()() as session:
-        outcome = anchoring.confirm_anchors(session, _chain(settings), settings)
+        outcome = anchoring.confirm_anchors(session, chain_for(settings), settings)
     if outcome["reanchor"]:
         anchor_pending.delay()
     return outcome
