@@ -543,6 +543,17 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
     """computed (or blocked at posting) -> posting -> posted, sending at most one post per attempt."""
     now = chain_time(chain)
     on_chain = chain_settlement(chain, settlement)
+    cancelled_before = on_chain.status == CHAIN_CANCELLED and on_chain.root == settlement.root
+    if cancelled_before and settlement.state != SettlementState.posting:
+        _block(
+            session,
+            settlement,
+            "root_cancelled",
+            "the vault cancelled this very payout tree before: decide the open questions or correct the "
+            "rate card, then recompute",
+        )
+        report.blocked[settlement.id] = "root_cancelled"
+        return
     if _adopt(session, settlement, on_chain, now):
         _report(report, settlement)
         return
