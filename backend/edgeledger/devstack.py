@@ -31,6 +31,10 @@ from edgeledger.db import make_engine, migrate
 Say = Callable[[str], None]
 
 
+#: The local stack's settlement challenge window (seconds): short, so the demo reaches claims.
+DEV_CHALLENGE_WINDOW = 60
+
+
 def say(message: str) -> None:
     print(f"[edgeledger] {message}", flush=True)
 
@@ -163,6 +167,8 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
             deployer_key=keys["admin"],
             registrar=signer.address,
             deployment_file=settings.resolved_deployment_file,
+            test_token=True,  # the local chain settles in a 6-decimal test stablecoin
+            challenge_window=DEV_CHALLENGE_WINDOW,
         )
         summary = [ln for ln in out.splitlines() if " deployed at " in ln or "already deployed" in ln]
         say("contracts: " + ("; ".join(summary) if summary else out.strip()[-200:]))

@@ -34,14 +34,24 @@ def run_deploy_script(
     deployment_file: Path,
     arbiter: str | None = None,
     admin: str | None = None,
+    test_token: bool = False,
+    challenge_window: int | None = None,
 ) -> str:
-    """Deploys unless `deployment_file` already names live contracts on this chain; returns the output."""
+    """Deploys unless `deployment_file` already names live contracts on this chain; returns the output.
+
+    ``test_token`` also deploys the 6-decimal TestStablecoin (development chains only) and allow-lists it
+    in the SettlementVault; ``challenge_window`` (seconds) is the vault's initial challenge window.
+    """
     env = {
         "ETH_RPC_URL": rpc_url,
         "DEPLOYER_PRIVATE_KEY": deployer_key,
         "REGISTRAR_ADDRESS": registrar,
         "DEPLOYMENT_FILE": str(deployment_file),
     }
+    if test_token:
+        env["DEPLOY_TEST_TOKEN"] = "1"  # noqa: S105 - a flag, not a secret
+    if challenge_window is not None:
+        env["SETTLEMENT_CHALLENGE_WINDOW"] = str(challenge_window)
     if arbiter:
         env["ARBITER_ADDRESS"] = arbiter
     if admin:

@@ -57,6 +57,8 @@ def deployed(anvil: LocalAnvil, tmp_path_factory: pytest.TempPathFactory) -> Dep
         deployer_key=admin.key.to_0x_hex(),
         registrar=signer.address,
         deployment_file=deployment_file,
+        test_token=True,
+        challenge_window=86400,
     )
     return DeployedChain(anvil.rpc_url, deployment_file, admin, signer)
 
