@@ -118,6 +118,7 @@ def upgrade() -> None:
         sa.Column("payee_count", sa.Integer(), nullable=False),
         sa.Column("receipt_count", sa.Integer(), nullable=False),
         sa.Column("inputs_digest", sa.String(length=66), nullable=True),
+        sa.Column("inputs_gz", sa.LargeBinary(), nullable=True),
         sa.Column("statement_json", sa.Text(), nullable=True),
         sa.Column("usage_json", sa.Text(), nullable=True),
         sa.Column("batch_ids_json", sa.Text(), nullable=False),

@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -68,7 +69,6 @@ from edgeledger.settlement.payouts import (
     PayoutInputs,
     Receipt,
     Recipient,
-    Statement,
     compute_payouts,
 )
 from edgeledger.settlement.rates import Currency, card_at
@@ -82,6 +82,7 @@ from edgeledger.settlement.service import (
     rate_cards,
 )
 from edgeledger.settlement.tree import PayoutTree
+from edgeledger.settlement.verify import DOCUMENT_VERSION, canonical_inputs
 from edgeledger.territories import ALL_TERRITORIES_BITMAP
 
 log = logging.getLogger(__name__)
@@ -359,7 +360,8 @@ def compute(session: Session, settings: Settings, settlement: Settlement, platfo
     """blocked -> computed | empty | blocked: the statement and payout tree of the attempt."""
     account = get_account(session, settlement.merchant_user_id)
     try:
-        statement, data = _statement(session, settings, account, settlement, platform)
+        inputs, data = _inputs(session, settings, account, settlement, platform)
+        statement = compute_payouts(inputs) if inputs is not None else None
     except SettlementError as exc:
         session.rollback()
         _block(session, settlement, exc.code, exc.message)
@@ -383,8 +385,11 @@ def compute(session: Session, settings: Settings, settlement: Settlement, platfo
         _block(session, settlement, "too_many_payees", f"{len(statement.payees)} payees")
         return
     tree = PayoutTree(settlement.period_id, account.address, account.token, statement.payees)
+    assert inputs is not None
     settlement.statement_json = statement.model_dump_json()
-    settlement.inputs_digest = _digest(settlement, statement)
+    canonical = canonical_inputs(inputs)
+    settlement.inputs_digest = "0x" + hashlib.sha256(canonical).hexdigest()
+    settlement.inputs_gz = gzip.compress(canonical, compresslevel=6, mtime=0)
     settlement.root = tree.root_hex
     settlement.total = tree.total
     settlement.payee_count = len(tree)
@@ -401,9 +406,9 @@ def compute(session: Session, settings: Settings, settlement: Settlement, platfo
     session.commit()
 
 
-def _statement(
+def _inputs(
     session: Session, settings: Settings, account: SettlementAccount, settlement: Settlement, platform: str
-) -> tuple[Statement | None, PeriodData]:
+) -> tuple[PayoutInputs | None, PeriodData]:
     data = period_receipts(session, account, settlement.period_start)
     if not data.receipts:
         return None, data
@@ -438,14 +443,7 @@ def _statement(
         decisions=tuple(decisions),
         flagged=tuple(flagged),
     )
-    return compute_payouts(inputs), data
-
-
-def _digest(settlement: Settlement, statement: Statement) -> str:
-    """sha256 over what was settled: period, merchant, token and the statement (canonical JSON)."""
-    head = json.dumps([settlement.period_id, settlement.merchant_address.lower(), settlement.token.lower()])
-    body = json.dumps(statement.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return "0x" + hashlib.sha256((head + body).encode()).hexdigest()
+    return inputs, data
 
 
 def payout_tree(session: Session, settlement: Settlement) -> PayoutTree:
@@ -773,3 +771,27 @@ def recompute(session: Session, settings: Settings, settlement: Settlement) -> S
     session.add(attempt)
     session.commit()
     return attempt
+
+
+def inputs_document(settlement: Settlement, chain_id: int | None, vault: str | None) -> dict[str, Any]:
+    """The published inputs of a computed settlement: enough to recompute its payouts and root
+    (settlement/verify.py) and to compare them with the vault."""
+    if settlement.inputs_gz is None or settlement.root is None:
+        raise SettlementError(
+            f"settlement {settlement.id} has no payouts ({settlement.state})",
+            code="nothing_to_pay",
+            status=409,
+        )
+    return {
+        "version": DOCUMENT_VERSION,
+        "settlement_id": settlement.id,
+        "chain_id": chain_id,
+        "vault": vault,
+        "period_id": settlement.period_id,
+        "merchant": to_checksum_address(settlement.merchant_address),
+        "token": to_checksum_address(settlement.token),
+        "root": settlement.root,
+        "total": settlement.total,
+        "inputs_digest": settlement.inputs_digest,
+        "inputs": json.loads(gzip.decompress(settlement.inputs_gz)),
+    }

@@ -25,6 +25,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -196,7 +197,8 @@ class Settlement(Base):
     payee_count: Mapped[int] = mapped_column(Integer, default=0)
     receipt_count: Mapped[int] = mapped_column(Integer, default=0)
     # The computation's inputs and result, canonical JSON: anyone can recompute and compare.
-    inputs_digest: Mapped[str | None] = mapped_column(String(66))
+    inputs_digest: Mapped[str | None] = mapped_column(String(66))  # sha256 of the inputs' canonical JSON
+    inputs_gz: Mapped[bytes | None] = mapped_column(LargeBinary)  # gzip of that JSON (payouts.PayoutInputs)
     statement_json: Mapped[str | None] = mapped_column(Text)
     usage_json: Mapped[str | None] = mapped_column(Text)  # bytes/requests per (region, day) for charts
     batch_ids_json: Mapped[str] = mapped_column(Text, default="[]")  # anchored batches it counted
