@@ -299,10 +299,13 @@ def reconcile_period(
 # ----------------------------------------------------------------------------------------------
 
 
-def period_is_due(session: Session, settings: Settings, period_start: int, now: int) -> bool:
-    """After the late window, with no batch of the period still to be anchored."""
+def period_is_due(
+    session: Session, settings: Settings, period_start: int, now: int, *, early: bool = False
+) -> bool:
+    """After the late window (``early``: once the period has ended), with no batch of the period still
+    to be anchored."""
     period_end = period_start + settings.delivery_period_seconds
-    if period_end + settings.delivery_late_window_seconds > now:
+    if period_end + (0 if early else settings.delivery_late_window_seconds) > now:
         return False
     waiting = session.scalar(
         select(func.count())
@@ -315,8 +318,13 @@ def period_is_due(session: Session, settings: Settings, period_start: int, now: 
     return not waiting
 
 
-def open_due_periods(session: Session, settings: Settings, now: int, report: RunReport) -> None:
-    """Writes a settlement row for every due period of every auto-settling account, in period order."""
+def open_due_periods(
+    session: Session, settings: Settings, now: int, report: RunReport, *, early: bool = False
+) -> None:
+    """Writes a settlement row for every due period of every auto-settling account, in period order.
+
+    ``early`` (an admin's choice, e.g. for a demo) does not wait for the late window: late records of
+    such a period go to correction batches that this settlement does not pay."""
     accounts = list(
         session.scalars(
             select(SettlementAccount)
@@ -325,7 +333,7 @@ def open_due_periods(session: Session, settings: Settings, now: int, report: Run
         )
     )
     for account in accounts:
-        while period_is_due(session, settings, account.next_period_start, now):
+        while period_is_due(session, settings, account.next_period_start, now, early=early):
             start = account.next_period_start
             settlement = Settlement(
                 merchant_user_id=account.merchant_user_id,
@@ -692,13 +700,15 @@ def advance(
             follow(session, chain, settlement, report)
 
 
-def run_once(session: Session, chain: ChainClient, settings: Settings, now: int) -> RunReport:
+def run_once(
+    session: Session, chain: ChainClient, settings: Settings, now: int, *, early: bool = False
+) -> RunReport:
     """Opens due periods, computes, posts and follows every open settlement, oldest period first.
 
     RPC trouble stops the run (``retryable``); every step is resumable from the database.
     """
     report = RunReport()
-    open_due_periods(session, settings, now, report)
+    open_due_periods(session, settings, now, report, early=early)
     ids = list(
         session.scalars(
             select(Settlement.id)
