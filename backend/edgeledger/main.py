@@ -21,6 +21,7 @@ from edgeledger.db import make_engine
 from edgeledger.deliveries.views import router as deliveries_router
 from edgeledger.errors import error_body, install_error_handlers
 from edgeledger.ipfs import IpfsClient
+from edgeledger.settlement.views import router as settlement_router
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and the metadata field
 
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (auth_router, admin_router, assets_router, verify_router, deliveries_router):
         app.include_router(router)
+    app.include_router(settlement_router)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")
     def health() -> dict[str, str]:

@@ -1,0 +1,674 @@
+"""Settlement API: accounts and escrow, rate cards, FX table, CDN billing imports, reconciliation cases,
+settlements with their statements and payouts, payees' earnings (docs/settlement.md).
+
+Who may do what: admins everything; auditors read everything; a merchant reads and manages its own
+account, cases and settlements; a payee (any role with a wallet address) reads its own earnings and its
+own statement lines. Another merchant's resources answer 403 ``forbidden``, like every other refusal.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import anyio.from_thread
+from eth_utils import is_address, to_checksum_address
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile as StarletteUploadFile
+
+from edgeledger.auth.dependencies import Principal, get_principal, require_roles
+from edgeledger.auth.models import Role, User
+from edgeledger.chain.client import ChainClient, ChainError
+from edgeledger.config import Settings
+from edgeledger.db import get_session
+from edgeledger.deliveries.ingest import RequestBody
+from edgeledger.deps import get_app_settings, get_chain
+from edgeledger.settlement import SettlementError, flows, service
+from edgeledger.settlement.models import (
+    OPEN_STATES,
+    BillingUsageRow,
+    CaseState,
+    FxRateRow,
+    RateCardRow,
+    ReconciliationCase,
+    Settlement,
+    SettlementAccount,
+    SettlementPayout,
+    SettlementState,
+)
+from edgeledger.settlement.payouts import Statement
+from edgeledger.settlement.rates import FxRate
+from edgeledger.settlement.schemas import (
+    AccountDetail,
+    AccountRead,
+    BillingImportRead,
+    CaseDecision,
+    CaseRead,
+    EarningItem,
+    EarningsRead,
+    EarningTotals,
+    FxRateCreate,
+    FxRateRead,
+    PayoutPage,
+    PayoutRead,
+    RateCardRead,
+    RunReportRead,
+    SettlementPage,
+    SettlementRead,
+)
+
+router = APIRouter(prefix="/settlement", tags=["settlement"])
+
+SessionDep = Annotated[Session, Depends(get_session)]
+ChainDep = Annotated[ChainClient, Depends(get_chain)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+AnyoneDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(require_roles(Role.admin))]
+AuditDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.auditor))]
+MerchantDep = Annotated[Principal, Depends(require_roles(Role.merchant))]
+MerchantReaderDep = Annotated[Principal, Depends(require_roles(Role.merchant, Role.auditor))]
+
+MAX_PAGE = 1_000
+#: a CDN bill is aggregated per hour or day: a few MB at most; the whole file is parsed in memory
+BILLING_MAX_BYTES = 64 * 1024 * 1024
+#: settlements whose payout root the vault holds (claims can be checked there)
+ON_CHAIN_STATES = (SettlementState.posted, SettlementState.challenged, SettlementState.claimable)
+PENDING_STATES = (SettlementState.computed, SettlementState.posting, SettlementState.blocked)
+
+
+# --- access ------------------------------------------------------------------------------------------
+
+
+def _forbidden(message: str) -> SettlementError:
+    return SettlementError(message, code="forbidden", status=403)
+
+
+def _ensure_merchant(principal: Principal, merchant_user_id: int, *, write: bool) -> None:
+    """Admins; auditors when only reading; otherwise only the merchant itself."""
+    if principal.is_admin or (principal.role == Role.auditor and not write):
+        return
+    if principal.role == Role.merchant and principal.user_id == merchant_user_id:
+        return
+    raise _forbidden(f"only merchant {merchant_user_id}, an auditor (reading) or an admin may do this")
+
+
+def _merchant_filter(principal: Principal, merchant_user_id: int | None) -> int | None:
+    """The merchant a listing is limited to: a merchant sees only its own."""
+    if principal.role != Role.merchant:
+        return merchant_user_id
+    if merchant_user_id is not None and merchant_user_id != principal.user_id:
+        raise _forbidden("merchants see only their own settlement data")
+    return principal.user_id
+
+
+def _page(limit: int, offset: int) -> tuple[int, int]:
+    if limit < 1 or limit > MAX_PAGE or offset < 0:
+        raise SettlementError(
+            f"limit must be 1..{MAX_PAGE} and offset >= 0", code="bad_page", limit=limit, offset=offset
+        )
+    return limit, offset
+
+
+def _checked_state(state: str | None, allowed: Sequence[str], what: str) -> str | None:
+    if state is not None and state not in allowed:
+        raise SettlementError(
+            f"unknown {what} state {state!r}", code="bad_state", state=state, allowed=list(allowed)
+        )
+    return state
+
+
+def _checksummed(value: str, what: str) -> str:
+    if not is_address(value):
+        raise SettlementError(f"{what} {value!r} is not an address", code="address_invalid")
+    return to_checksum_address(value)
+
+
+# --- accounts ----------------------------------------------------------------------------------------
+
+
+def _open_totals(session: Session, merchant_user_id: int) -> tuple[int, int, int]:
+    """(reserved on chain, computed but not reserved, number of open settlements) of one merchant."""
+    rows = session.execute(
+        select(Settlement.state, func.count(), func.coalesce(func.sum(Settlement.total), 0))
+        .where(
+            Settlement.merchant_user_id == merchant_user_id,
+            Settlement.state.in_([s.value for s in OPEN_STATES]),
+        )
+        .group_by(Settlement.state)
+    ).all()
+    reserved = pending = count = 0
+    for state, number, total in rows:
+        count += int(number)
+        if state in (SettlementState.posted, SettlementState.challenged):
+            reserved += int(total)
+        elif state in PENDING_STATES:
+            pending += int(total)
+    return reserved, pending, count
+
+
+def _account_detail(session: Session, chain: ChainClient, account: SettlementAccount) -> AccountDetail:
+    reserved, pending, count = _open_totals(session, account.merchant_user_id)
+    escrow: int | None = None
+    chain_error: str | None = None
+    try:
+        vault = chain.contract(flows.VAULT)
+        escrow = int(
+            chain.call(
+                vault.functions.escrowOf(
+                    to_checksum_address(account.address), to_checksum_address(account.token)
+                )
+            )
+        )
+    except ChainError as exc:  # the account is still worth showing when the chain is down
+        chain_error = f"{exc.code}: {exc.message}"
+    return AccountDetail(
+        **AccountRead.of(account).model_dump(),
+        escrow=escrow,
+        chain_error=chain_error,
+        reserved=reserved,
+        pending=pending,
+        shortfall=max(0, pending - escrow) if escrow is not None else None,
+        open_settlements=count,
+    )
+
+
+@router.put("/accounts/{merchant_user_id}", response_model=AccountDetail)
+def put_account(
+    merchant_user_id: int,
+    body: service.AccountParams,
+    session: SessionDep,
+    chain: ChainDep,
+    settings: SettingsDep,
+    principal: MerchantDep,
+) -> AccountDetail:
+    """Create or update a merchant's settlement account (admin or that merchant). The token must be
+    allow-listed in SettlementVault (422 ``token_not_allowed``). The period cursor is set once, at
+    creation: from ``settle_from`` or the current period."""
+    _ensure_merchant(principal, merchant_user_id, write=True)
+    merchant = service.merchant_user(session, merchant_user_id)
+    token = _checksummed(body.token, "token")
+    vault = chain.contract(flows.VAULT)
+    if not chain.call(vault.functions.isTokenAllowed(token)):
+        raise SettlementError(
+            f"token {token} is not allow-listed in the SettlementVault", code="token_not_allowed", token=token
+        )
+    account = service.upsert_account(session, settings, merchant, body, now=int(time.time()))
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent first PUT of the same merchant created it
+        session.rollback()
+        raise SettlementError(
+            f"the account of merchant {merchant_user_id} was created concurrently: retry",
+            code="account_conflict",
+            status=409,
+        ) from None
+    return _account_detail(session, chain, account)
+
+
+@router.get("/accounts/{merchant_user_id}", response_model=AccountDetail)
+def get_account(
+    merchant_user_id: int, session: SessionDep, chain: ChainDep, principal: MerchantReaderDep
+) -> AccountDetail:
+    """The account, its live escrow in the vault, and the totals of its open settlements."""
+    _ensure_merchant(principal, merchant_user_id, write=False)
+    return _account_detail(session, chain, service.get_account(session, merchant_user_id))
+
+
+@router.get("/accounts", response_model=list[AccountRead])
+def list_accounts(session: SessionDep, _: AuditDep) -> list[AccountRead]:
+    """Every settlement account (admins and auditors)."""
+    rows = session.scalars(select(SettlementAccount).order_by(SettlementAccount.merchant_user_id))
+    return [AccountRead.of(a) for a in rows]
+
+
+# --- rate cards and FX -------------------------------------------------------------------------------
+
+
+@router.post("/accounts/{merchant_user_id}/rate-cards", status_code=201, response_model=RateCardRead)
+def add_rate_card(
+    merchant_user_id: int, body: dict[str, object], session: SessionDep, principal: AdminDep
+) -> RateCardRead:
+    """A new rate card version (the rates.RateCard fields without ``merchant``). Its window must not
+    overlap another version's (422 ``rate_card_overlap``) and its number must be new
+    (``rate_card_version``)."""
+    account = service.get_account(session, merchant_user_id)
+    card = service.add_rate_card(session, account, dict(body), created_by=principal.user_id)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise SettlementError(
+            f"rate card version {card.version} was added concurrently", code="rate_card_version", status=409
+        ) from None
+    row = session.scalar(
+        select(RateCardRow).where(
+            RateCardRow.merchant_user_id == merchant_user_id, RateCardRow.version == card.version
+        )
+    )
+    assert row is not None
+    return RateCardRead.of(row)
+
+
+@router.get("/accounts/{merchant_user_id}/rate-cards", response_model=list[RateCardRead])
+def list_rate_cards(
+    merchant_user_id: int, session: SessionDep, principal: MerchantReaderDep
+) -> list[RateCardRead]:
+    """Every version of the merchant's rate card, oldest first."""
+    _ensure_merchant(principal, merchant_user_id, write=False)
+    service.get_account(session, merchant_user_id)
+    rows = session.scalars(
+        select(RateCardRow)
+        .where(RateCardRow.merchant_user_id == merchant_user_id)
+        .order_by(RateCardRow.version)
+    )
+    return [RateCardRead.of(r) for r in rows]
+
+
+@router.post("/fx-rates", status_code=201, response_model=FxRateRead)
+def add_fx_rate(body: FxRateCreate, session: SessionDep, principal: AdminDep) -> FxRateRead:
+    """One row of the FX table: ``1 base = rate quote``, the rate a decimal string parsed exactly. The
+    same (source, timestamp, base, quote) twice is 409 ``fx_rate_exists``."""
+    rate = FxRate.of(body.source, body.timestamp, body.base, body.quote, body.rate)
+    row = service.add_fx_rate(session, rate, created_by=principal.user_id)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise SettlementError(
+            f"{rate.source} already has a {rate.base}/{rate.quote} rate at {rate.timestamp}",
+            code="fx_rate_exists",
+            status=409,
+        ) from None
+    return FxRateRead.of(row)
+
+
+@router.get("/fx-rates", response_model=list[FxRateRead])
+def list_fx_rates(
+    session: SessionDep, _: AnyoneDep, base: str | None = None, quote: str | None = None
+) -> list[FxRateRead]:
+    """The FX table, oldest first (optionally one pair, either direction)."""
+    rows = session.scalars(select(FxRateRow).order_by(FxRateRow.timestamp, FxRateRow.id))
+    wanted = {c for c in (base, quote) if c}
+    return [FxRateRead.of(r) for r in rows if not wanted or wanted <= {r.base, r.quote}]
+
+
+# --- billing imports and cases -----------------------------------------------------------------------
+
+
+def _read_upload(request: Request, settings: Settings) -> tuple[str | None, bytes]:
+    """The billing file: multipart field ``file``, or the raw body."""
+    limit = min(settings.max_upload_bytes, BILLING_MAX_BYTES)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = anyio.from_thread.run(partial(request.form, max_files=1, max_fields=10))
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, StarletteUploadFile):
+                raise SettlementError("multipart upload without a 'file' part", code="missing_file")
+            data = upload.file.read(limit + 1)
+            name = upload.filename
+        finally:
+            anyio.from_thread.run(form.close)
+    else:
+        data = RequestBody(request, limit + 1).read()
+        name = None
+    if len(data) > limit:
+        raise SettlementError(f"billing file larger than {limit} bytes", code="upload_too_large", status=413)
+    return name, data
+
+
+@router.post("/accounts/{merchant_user_id}/billing", status_code=201, response_model=BillingImportRead)
+def import_billing(
+    merchant_user_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: MerchantDep,
+    period_start: int,
+    bytes_unit: Literal["bytes", "GB"] = "bytes",
+    name: str | None = None,
+) -> BillingImportRead:
+    """Import the CDN's bill of one period (CSV: multipart field ``file`` or the raw body with
+    ``?name=``), admin or that merchant. Any bad row rejects the whole file: 422 ``billing_invalid`` with
+    ``details.problems`` = ``[{line, problem}]``; nothing is stored. A new import of a period supersedes
+    the previous one and its undecided cases. ``bytes_unit=GB``: CloudFront usage values are GB."""
+    _ensure_merchant(principal, merchant_user_id, write=True)
+    account = service.get_account(session, merchant_user_id)
+    filename, data = _read_upload(request, settings)
+    previous = service.current_import(session, account, period_start)
+    record = service.import_billing(
+        session,
+        settings,
+        account,
+        period_start,
+        name or filename or f"billing-{period_start}.csv",
+        data,
+        imported_by=principal.user_id,
+        cloudfront_bytes_unit=bytes_unit,
+    )
+    supersedes = [previous.id] if previous is not None else []
+    session.commit()
+    usage = list(
+        session.scalars(
+            select(BillingUsageRow)
+            .where(BillingUsageRow.import_pk == record.id)
+            .order_by(BillingUsageRow.day, BillingUsageRow.region)
+        )
+    )
+    return BillingImportRead.of(record, usage, supersedes)
+
+
+@router.get("/cases", response_model=list[CaseRead])
+def list_cases(
+    session: SessionDep,
+    principal: MerchantReaderDep,
+    merchant_user_id: int | None = None,
+    state: str | None = None,
+    period_start: int | None = None,
+) -> list[CaseRead]:
+    """Reconciliation cases, oldest first (merchants: their own)."""
+    merchant = _merchant_filter(principal, merchant_user_id)
+    _checked_state(state, [s.value for s in CaseState], "case")
+    cases = service.cases_of(session, merchant_user_id=merchant, period_start=period_start, state=state)
+    return [CaseRead.of(c) for c in cases]
+
+
+@router.get("/cases/{case_id}", response_model=CaseRead)
+def get_case(case_id: int, session: SessionDep, principal: MerchantReaderDep) -> CaseRead:
+    case = service.get_case(session, case_id)
+    _ensure_merchant(principal, case.merchant_user_id, write=False)
+    return CaseRead.of(case)
+
+
+@router.post("/cases/{case_id}/decision", response_model=CaseRead)
+def decide_case(case_id: int, body: CaseDecision, session: SessionDep, principal: MerchantDep) -> CaseRead:
+    """Accept the receipts as they are, or adjust the region's delivery fee (rate-card minor units),
+    with a reason; who and when are recorded and go into the statement. A decided case is 409
+    ``case_not_open``."""
+    case = service.get_case(session, case_id)
+    _ensure_merchant(principal, case.merchant_user_id, write=True)
+    # Row lock (PostgreSQL) so two concurrent decisions cannot both find the case open.
+    locked = session.get(ReconciliationCase, case_id, with_for_update=True, populate_existing=True)
+    assert locked is not None
+    user = session.get(User, principal.user_id)
+    assert user is not None
+    service.decide_case(session, locked, user, body.action, body.adjustment, body.reason)
+    session.commit()
+    return CaseRead.of(locked)
+
+
+# --- settlements -------------------------------------------------------------------------------------
+
+
+def _settlement_for(session: Session, principal: Principal, settlement_id: int) -> Settlement:
+    settlement = service.get_settlement(session, settlement_id)
+    _ensure_merchant(principal, settlement.merchant_user_id, write=False)
+    return settlement
+
+
+@router.get("/settlements", response_model=SettlementPage)
+def list_settlements(
+    session: SessionDep,
+    principal: MerchantReaderDep,
+    merchant_user_id: int | None = None,
+    state: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> SettlementPage:
+    """Settlement attempts, newest period first (merchants: their own)."""
+    limit, offset = _page(limit, offset)
+    merchant = _merchant_filter(principal, merchant_user_id)
+    _checked_state(state, [s.value for s in SettlementState], "settlement")
+    query = select(Settlement)
+    if merchant is not None:
+        query = query.where(Settlement.merchant_user_id == merchant)
+    if state is not None:
+        query = query.where(Settlement.state == state)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(Settlement.period_start.desc(), Settlement.attempt.desc(), Settlement.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return SettlementPage(total=total, limit=limit, offset=offset, items=[SettlementRead.of(r) for r in rows])
+
+
+@router.get("/settlements/{settlement_id}", response_model=SettlementRead)
+def get_settlement(settlement_id: int, session: SessionDep, principal: MerchantReaderDep) -> SettlementRead:
+    """State, period, payout root and total, transaction, claims opening time, error, counts, batches."""
+    return SettlementRead.of(_settlement_for(session, principal, settlement_id))
+
+
+StatementFormat = Annotated[Literal["json", "csv", "html"], Query(alias="format")]
+
+
+def _statement_text(settlement: Settlement) -> str:
+    if settlement.statement_json is None:
+        raise SettlementError(
+            f"settlement {settlement.id} has no statement ({settlement.state}: "
+            f"{settlement.error_code or 'not computed'})",
+            code="statement_missing",
+            status=409,
+        )
+    return settlement.statement_json
+
+
+@router.get("/settlements/{settlement_id}/statement", response_model=None)
+def get_statement(
+    settlement_id: int, session: SessionDep, principal: MerchantReaderDep, fmt: StatementFormat = "json"
+) -> Response:
+    """The merchant's statement of one settlement: json, csv or html."""
+    settlement = _settlement_for(session, principal, settlement_id)
+    return _render(session, settlement, _statement_text(settlement), None, fmt)
+
+
+@router.get("/settlements/{settlement_id}/payees/{address}/statement", response_model=None)
+def get_payee_statement(
+    settlement_id: int, address: str, session: SessionDep, principal: AnyoneDep, fmt: StatementFormat = "json"
+) -> Response:
+    """One payee's part of a settlement: that payee, the settlement's merchant, auditors or admins."""
+    payee = _checksummed(address, "payee")
+    settlement = service.get_settlement(session, settlement_id)
+    if not _is_payee(principal, payee):
+        _ensure_merchant(principal, settlement.merchant_user_id, write=False)
+    text = _statement_text(settlement)
+    amount = session.scalar(
+        select(SettlementPayout.amount).where(
+            SettlementPayout.settlement_pk == settlement.id, SettlementPayout.payee == payee.lower()
+        )
+    )
+    if amount is None:
+        raise SettlementError(
+            f"{payee} is not paid by settlement {settlement.id}", code="payee_not_found", status=404
+        )
+    return _render(session, settlement, text, payee, fmt)
+
+
+@router.get("/settlements/{settlement_id}/payouts", response_model=PayoutPage)
+def list_payouts(
+    settlement_id: int,
+    session: SessionDep,
+    principal: MerchantReaderDep,
+    limit: int = 100,
+    offset: int = 0,
+) -> PayoutPage:
+    """The payout tree's leaves (payee, amount, leaf hash), largest amount first."""
+    limit, offset = _page(limit, offset)
+    settlement = _settlement_for(session, principal, settlement_id)
+    query = select(SettlementPayout).where(SettlementPayout.settlement_pk == settlement.id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(SettlementPayout.amount.desc(), SettlementPayout.payee).limit(limit).offset(offset)
+    )
+    return PayoutPage(
+        settlement_id=settlement.id,
+        root=settlement.root,
+        total=total,
+        limit=limit,
+        offset=offset,
+        items=[PayoutRead.of(r) for r in rows],
+    )
+
+
+@router.post("/settlements/{settlement_id}/recompute", response_model=SettlementRead)
+def recompute(settlement_id: int, session: SessionDep, settings: SettingsDep, _: AdminDep) -> SettlementRead:
+    """A blocked settlement is computed again on the next run; a cancelled one gets a new attempt
+    (returned). Other states: 409 ``settlement_not_recomputable``."""
+    settlement = service.get_settlement(session, settlement_id)
+    return SettlementRead.of(flows.recompute(session, settings, settlement))
+
+
+@router.post("/run", response_model=RunReportRead)
+def run(session: SessionDep, chain: ChainDep, settings: SettingsDep, _: AdminDep) -> RunReportRead:
+    """One run of the settlement scheduler now (the worker does the same every minute): open due
+    periods, compute, post, follow."""
+    report = flows.run_once(session, chain, settings, now=int(time.time()))
+    return RunReportRead(**report.as_dict())
+
+
+# --- payees ------------------------------------------------------------------------------------------
+
+
+def _is_payee(principal: Principal, address: str) -> bool:
+    return principal.address is not None and principal.address.lower() == address.lower()
+
+
+@router.get("/payees/{address}/earnings", response_model=EarningsRead)
+def payee_earnings(address: str, session: SessionDep, chain: ChainDep, principal: AnyoneDep) -> EarningsRead:
+    """Every settlement that pays ``address`` (that payee, auditors and admins): amount, state, and
+    whether it is claimed in the vault, with totals per token."""
+    payee = _checksummed(address, "payee")
+    if not (_is_payee(principal, payee) or principal.role in (Role.admin, Role.auditor)):
+        raise _forbidden(f"only {payee}, an auditor or an admin may read these earnings")
+    rows = session.execute(
+        select(Settlement, SettlementPayout.amount)
+        .join(SettlementPayout, SettlementPayout.settlement_pk == Settlement.id)
+        .where(SettlementPayout.payee == payee.lower())
+        .order_by(Settlement.period_start, Settlement.id)
+    ).all()
+    vault = chain.contract(flows.VAULT) if any(s.state in ON_CHAIN_STATES for s, _ in rows) else None
+    items: list[EarningItem] = []
+    totals: dict[str, EarningTotals] = {}
+    for settlement, amount in rows:
+        merchant = to_checksum_address(settlement.merchant_address)
+        token = to_checksum_address(settlement.token)
+        claimed = False
+        if vault is not None and settlement.state in ON_CHAIN_STATES:
+            claimed = bool(chain.call(vault.functions.isClaimed(settlement.period_id, merchant, payee)))
+        items.append(
+            EarningItem(
+                settlement_id=settlement.id,
+                period_id=settlement.period_id,
+                period_start=settlement.period_start,
+                attempt=settlement.attempt,
+                merchant=merchant,
+                token=token,
+                amount=int(amount),
+                state=settlement.state,
+                claims_open_at=settlement.claims_open_at,
+                claimed=claimed,
+            )
+        )
+        if settlement.state == SettlementState.cancelled:
+            continue
+        bucket = totals.setdefault(token, EarningTotals())
+        if claimed:
+            bucket.claimed += int(amount)
+        elif settlement.state == SettlementState.claimable:
+            bucket.claimable += int(amount)
+        elif settlement.state in ON_CHAIN_STATES:
+            bucket.pending += int(amount)
+        else:
+            bucket.not_posted += int(amount)
+    return EarningsRead(payee=payee, items=items, totals=totals)
+
+
+# --- statement rendering -----------------------------------------------------------------------------
+
+_MEDIA_TYPES = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+}
+_CSV_COLUMNS = ("payee", "amount", "kind", "source", "via", "receipt_keys")
+
+
+def _statement_document(settlement: Settlement, text: str, payee: str | None) -> dict[str, Any]:
+    statement = Statement.model_validate_json(text)
+    document: dict[str, Any] = {
+        "settlement_id": settlement.id,
+        "period_id": settlement.period_id,
+        "attempt": settlement.attempt,
+        "state": settlement.state,
+        "merchant": to_checksum_address(settlement.merchant_address),
+        "token": to_checksum_address(settlement.token),
+        "root": settlement.root,
+        "total": settlement.total,
+    }
+    if payee is None:
+        return {**document, "statement": statement.model_dump(mode="json")}
+    lines = [item for item in statement.line_items if item.payee.lower() == payee.lower()]
+    return {
+        **document,
+        "payee": payee,
+        "period_start": statement.period_start,
+        "period_end": statement.period_end,
+        "currency": statement.currency.model_dump(mode="json"),
+        "amount": statement.payees.get(payee.lower(), 0),
+        "line_items": [item.model_dump(mode="json") for item in lines],
+    }
+
+
+def _line_rows(document: dict[str, Any]) -> list[list[str]]:
+    items = document["line_items"] if "line_items" in document else document["statement"]["line_items"]
+    return [
+        [
+            item["payee"],
+            str(item["amount"]),
+            item["kind"],
+            item["source"],
+            ">".join(item["via"]),
+            " ".join(item["receipt_keys"]),
+        ]
+        for item in items
+    ]
+
+
+def _render(session: Session, settlement: Settlement, text: str, payee: str | None, fmt: str) -> Response:
+    document = _statement_document(settlement, text, payee)
+    who = f"-{payee.lower()}" if payee else ""
+    filename = f"settlement-{settlement.id}{who}.{fmt}"
+    headers = {"Content-Disposition": f'inline; filename="{filename}"'}
+    if fmt == "json":
+        body = json.dumps(document, indent=2)
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(_CSV_COLUMNS)
+        writer.writerows(_line_rows(document))
+        body = out.getvalue()
+    else:
+        title = f"Settlement {settlement.id} (period {settlement.period_id})" + (
+            f", payee {payee}" if payee else ""
+        )
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in _CSV_COLUMNS)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+            for row in _line_rows(document)
+        )
+        body = (
+            f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+            f"<body><h1>{html.escape(title)}</h1><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table></body></html>"
+        )
+    return Response(body, media_type=_MEDIA_TYPES[fmt], headers=headers)
