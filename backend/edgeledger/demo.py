@@ -144,11 +144,13 @@ _CLOUDFRONT_FIELDS = (
 _EDGES = ("FRA56-P1", "CDG50-C1", "NRT57-C2", "IAD89-C1", "LHR61-C1")
 
 
-def demo_cloudfront_log(cid: str, size: int, label: str, *, lines: int = 400) -> tuple[bytes, list[str]]:
-    """A gzip CloudFront standard log of `lines` requests for `/ipfs/<cid>` made yesterday (UTC), with
-    documentation-range client IPs; returns the file and its request ids."""
+def demo_cloudfront_log(
+    cid: str, size: int, label: str, *, lines: int = 400, days_ago: int = 1
+) -> tuple[bytes, list[str]]:
+    """A gzip CloudFront standard log of `lines` requests for `/ipfs/<cid>` made `days_ago` days ago
+    (UTC), with documentation-range client IPs; returns the file and its request ids."""
     rng = random.Random(label)  # noqa: S311 - reproducible sample data, not secrets
-    day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    day = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%d")
     body = ["#Version: 1.0", "#Fields: " + _CLOUDFRONT_FIELDS]
     request_ids = []
     for i in range(lines):
