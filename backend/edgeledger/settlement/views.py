@@ -529,10 +529,13 @@ def recompute(settlement_id: int, session: SessionDep, settings: SettingsDep, _:
 
 
 @router.post("/run", response_model=RunReportRead)
-def run(session: SessionDep, chain: ChainDep, settings: SettingsDep, _: AdminDep) -> RunReportRead:
+def run(
+    session: SessionDep, chain: ChainDep, settings: SettingsDep, _: AdminDep, early: bool = False
+) -> RunReportRead:
     """One run of the settlement scheduler now (the worker does the same every minute): open due
-    periods, compute, post, follow."""
-    report = flows.run_once(session, chain, settings, now=int(time.time()))
+    periods, compute, post, follow. ``early``: open ended periods without waiting for their late window
+    (demos; late records then go to correction batches this settlement does not pay)."""
+    report = flows.run_once(session, chain, settings, now=int(time.time()), early=early)
     return RunReportRead(**report.as_dict())
 
 
