@@ -260,6 +260,13 @@ def test_bad_receipt_keys(bad: str) -> None:
     assert info.value.code == "receipt_key_invalid"
 
 
+def test_receipt_key_must_be_a_string() -> None:
+    for bad in (None, 7, b"0x00:1:EU:", ["k"]):
+        with pytest.raises(SettlementError) as info:
+            parse_receipt_key(bad)  # type: ignore[arg-type]
+        assert info.value.code == "receipt_key_invalid"
+
+
 # ----------------------------------------------------------------------------------------------
 # JSON
 # ----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ links to the batch (anchoring transaction) and to the batch's export (every leaf
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import re
@@ -125,6 +126,12 @@ def parse_receipt_key(key: str) -> ReceiptKey:
     """
     if not isinstance(key, str):
         raise SettlementError("receipt key must be a string", code="receipt_key_invalid", key=repr(key))
+    return _parse_key(key)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_key(key: str) -> ReceiptKey:
+    """:func:`parse_receipt_key` once per key: a statement names a key in several lines."""
     parts = key.split(":")
     problem: str | None = None
     if len(parts) != 4:
