@@ -5,12 +5,20 @@
 Environment:
     DEPLOYER_PRIVATE_KEY  key that pays for deployment (development networks: accounts[0] if unset)
     ADMIN_ADDRESS         receives DEFAULT_ADMIN_ROLE (default: the deployer)
-    REGISTRAR_ADDRESS     the API's server signer, receives REGISTRAR_ROLE on ContentRegistry and
-                          NODE_ADMIN_ROLE + ANCHORER_ROLE on DeliveryLedger (required)
+    REGISTRAR_ADDRESS     the API's server signer, receives REGISTRAR_ROLE on ContentRegistry,
+                          NODE_ADMIN_ROLE + ANCHORER_ROLE on DeliveryLedger and SETTLER_ROLE on
+                          SettlementVault (required)
     ARBITER_ADDRESS       handles notice-and-takedown, receives ARBITER_ROLE (default: the admin)
+    AUDITOR_ADDRESS       may challenge settlements, receives AUDITOR_ROLE on SettlementVault (optional)
+    SETTLEMENT_CHALLENGE_WINDOW
+                          SettlementVault's challenge window in seconds (default 86400, at most 30 days)
+    DEPLOY_TEST_TOKEN     "1": also deploy the 6-decimal TestStablecoin ("Test USD Coin", tUSDC), owned by
+                          the deployer, and allow-list it in the vault (always on the "development" network)
     DEPLOYMENT_FILE       where addresses are written (default: var/deployment.json)
 
-Idempotent per contract: a contract the deployment file names with code on this chain is not deployed again.
+Idempotent per contract: a contract the deployment file names with code on this chain is not deployed again,
+so a file written before a contract existed (say ContentRegistry and DeliveryLedger only) gets just the
+missing ones on the next run. The test token is allow-listed whenever this run deployed it or the vault.
 """
 
 from __future__ import annotations
@@ -19,7 +27,20 @@ import json
 import os
 from pathlib import Path
 
-from brownie import ContentRegistry, DeliveryLedger, accounts, network, web3
+from brownie import (
+    ContentRegistry,
+    DeliveryLedger,
+    SettlementVault,
+    TestStablecoin,
+    accounts,
+    network,
+    web3,
+)
+
+CORE = ("ContentRegistry", "DeliveryLedger", "SettlementVault")
+STABLECOIN = "TestStablecoin"
+DEFAULT_CHALLENGE_WINDOW = 86_400
+MAX_CHALLENGE_WINDOW = 30 * 86_400
 
 
 def _deployer():  # type: ignore[no-untyped-def]
@@ -36,6 +57,8 @@ def _load(path: Path) -> dict:
     if path.is_file():
         data = json.loads(path.read_text())
         if int(data.get("chain_id", -1)) == web3.eth.chain_id:
+            data.setdefault("contracts", {})
+            data.setdefault("roles", {})
             return data
     return {"chain_id": web3.eth.chain_id, "contracts": {}, "roles": {}}
 
@@ -66,10 +89,28 @@ def _grant(contract, roles: list[tuple[str, str]], admin: str, deployer) -> None
             print(f"admin {admin} must grant {role_name} on {contract.address} to {holder}")
 
 
+def _challenge_window() -> int:
+    raw = os.environ.get("SETTLEMENT_CHALLENGE_WINDOW") or str(DEFAULT_CHALLENGE_WINDOW)
+    try:
+        window = int(raw)
+    except ValueError:
+        raise SystemExit(f"SETTLEMENT_CHALLENGE_WINDOW must be whole seconds, got {raw!r}") from None
+    if not 0 <= window <= MAX_CHALLENGE_WINDOW:
+        raise SystemExit(
+            f"SETTLEMENT_CHALLENGE_WINDOW must be 0..{MAX_CHALLENGE_WINDOW} seconds, got {window}"
+        )
+    return window
+
+
+def _wants_test_token() -> bool:
+    return network.show_active() == "development" or os.environ.get("DEPLOY_TEST_TOKEN") == "1"
+
+
 def main() -> None:
     out = Path(os.environ.get("DEPLOYMENT_FILE", "var/deployment.json"))
     data = _load(out)
-    missing = [name for name in ("ContentRegistry", "DeliveryLedger") if _live(data, name) is None]
+    names = [*CORE, STABLECOIN] if _wants_test_token() else list(CORE)
+    missing = [name for name in names if _live(data, name) is None]
     if not missing:
         print(f"contracts already deployed on chain {web3.eth.chain_id}; nothing to do")
         return
@@ -77,9 +118,11 @@ def main() -> None:
     registrar = os.environ.get("REGISTRAR_ADDRESS")
     if not registrar:
         raise SystemExit("REGISTRAR_ADDRESS (the API's server signer) is required")
+    window = _challenge_window()
     deployer = _deployer()
     admin = os.environ.get("ADMIN_ADDRESS") or deployer.address
     arbiter = os.environ.get("ARBITER_ADDRESS") or admin
+    auditor = os.environ.get("AUDITOR_ADDRESS") or None
 
     if "ContentRegistry" in missing:
         registry = ContentRegistry.deploy(admin, {"from": deployer})
@@ -90,8 +133,31 @@ def main() -> None:
         ledger = DeliveryLedger.deploy(admin, {"from": deployer})
         _grant(ledger, [("NODE_ADMIN_ROLE", registrar), ("ANCHORER_ROLE", registrar)], admin, deployer)
         _record(data, "DeliveryLedger", ledger)
+    if "SettlementVault" in missing:
+        # The API's server signer posts payout roots; an auditor (if any) may challenge them.
+        vault = SettlementVault.deploy(admin, window, {"from": deployer})
+        roles = [("SETTLER_ROLE", registrar)] + ([("AUDITOR_ROLE", auditor)] if auditor else [])
+        _grant(vault, roles, admin, deployer)
+        _record(data, "SettlementVault", vault)
+    else:
+        vault = SettlementVault.at(data["contracts"]["SettlementVault"]["address"])
+    if STABLECOIN in missing:
+        # Owned by the deployer, which mints test balances (development chains only).
+        token = TestStablecoin.deploy("Test USD Coin", "tUSDC", deployer.address, {"from": deployer})
+        _record(data, STABLECOIN, token)
+    if STABLECOIN in names and ("SettlementVault" in missing or STABLECOIN in missing):
+        token_address = data["contracts"][STABLECOIN]["address"]
+        if vault.isTokenAllowed(token_address):
+            pass
+        elif admin == deployer.address:
+            vault.setTokenAllowed(token_address, True, {"from": deployer})
+            print(f"{STABLECOIN} {token_address} allow-listed in SettlementVault")
+        else:
+            print(f"admin {admin} must allow-list {STABLECOIN} {token_address} in SettlementVault")
 
     data["roles"] = {"admin": admin, "registrar": registrar, "arbiter": arbiter}
+    if auditor:
+        data["roles"]["auditor"] = auditor
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {out}")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import fcntl
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from fastapi import Request
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, select
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -110,25 +110,25 @@ def migrate(url: str, revision: str = "head") -> None:
 
 
 @contextmanager
-def exclusive_work(session: Session, lock_dir: Path, model: type[Any], pk: int, name: str) -> Iterator[bool]:
-    """Serialises work on one row across workers and hosts; yields False when another worker holds it.
+def exclusive_work(session: Session, lock_dir: Path, name: str, key: int) -> Iterator[bool]:
+    """Serialises work named (``name``, ``key``) across workers and hosts; yields False when another
+    worker holds it.
 
-    PostgreSQL: the row locked FOR NO KEY UPDATE SKIP LOCKED in a separate transaction that stays open
-    while the work session commits step by step (NO KEY: inserts referencing the row are not blocked).
-    SQLite (single host): an flock on ``lock_dir/<name>-<pk>.lock``.
+    PostgreSQL: a transaction-level advisory lock taken (try, never wait) in a separate connection whose
+    transaction stays open while the work session commits step by step; no table row is locked, so the
+    work may update any row. SQLite (single host): an flock on ``lock_dir/<name>-<key>.lock``.
     """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
+        namespace = zlib.crc32(name.encode()) & 0x7FFFFFFF
         with Session(bind) as lock_session:
-            locked = lock_session.scalar(
-                select(model.id).where(model.id == pk).with_for_update(skip_locked=True, key_share=True)
-            )
+            locked = lock_session.scalar(select(func.pg_try_advisory_xact_lock(namespace, key)))
             try:
-                yield locked is not None
+                yield bool(locked)
             finally:
                 lock_session.rollback()
         return
-    path = lock_dir / f"{name}-{pk}.lock"
+    path = lock_dir / f"{name}-{key}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         try:

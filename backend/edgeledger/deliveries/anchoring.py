@@ -688,7 +688,7 @@ def anchor_pending(
 def _source_lock(session: Session, settings: Settings, source_pk: int) -> Iterator[bool]:
     """Serialises anchoring per source across workers; yields False when another worker holds it."""
     lock_dir = Path(settings.data_dir) / "locks"
-    with exclusive_work(session, lock_dir, DeliverySource, source_pk, "anchor-source") as locked:
+    with exclusive_work(session, lock_dir, "anchor-source", source_pk) as locked:
         yield locked
 
 

@@ -669,7 +669,7 @@ def _report(report: RunReport, settlement: Settlement) -> None:
 @contextmanager
 def _settlement_lock(session: Session, settings: Settings, settlement_pk: int) -> Iterator[bool]:
     lock_dir = Path(settings.data_dir) / "locks"
-    with exclusive_work(session, lock_dir, Settlement, settlement_pk, "settlement") as locked:
+    with exclusive_work(session, lock_dir, "settlement", settlement_pk) as locked:
         yield locked
 
 

@@ -1,0 +1,385 @@
+"""The settlement state machine on a real chain and database: open, compute, post exactly once, follow.
+
+Assets are registered through the API (real IPFS and ContentRegistry), deliveries are stored with real
+leaves and anchored in DeliveryLedger, the merchant deposits a 6-decimal test stablecoin into the
+SettlementVault, and :func:`flows.run_once` drives the period to claimable; payees claim with proofs
+from the stored tree. Crashes are simulated by doing the half-step a dying worker would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+from hexbytes import HexBytes
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from edgeledger.auth.models import Role, User
+from edgeledger.chain.client import ChainClient
+from edgeledger.config import Settings
+from edgeledger.deliveries.models import DeliverySource
+from edgeledger.deliveries.records import CacheResult, DeliveryRecord
+from edgeledger.devstack import demo_png
+from edgeledger.main import make_chain_client
+from edgeledger.settlement import flows, service
+from edgeledger.settlement.models import CaseState, Settlement, SettlementState
+from edgeledger.settlement.verify import check_document
+from tests.backend.support.deliveries import add_merchant_host, add_records, close_and_anchor, register_source
+from tests.backend.support.stack import Caller, make_caller, rpc
+
+pytestmark = pytest.mark.integration
+
+DAY = 86400
+DAY0 = 19675 * DAY  # 2023-11-14, long past every window
+NOW = DAY0 + 2 * DAY  # the first period's late window has just passed
+HOST = "shop.example"
+GB = 10**9
+CARD = {
+    "version": 1,
+    "valid_from": 0,
+    "currency": {"code": "TUSDC", "decimals": 6},
+    "delivery": {"EU": {"tiers": [{"up_to_bytes": None, "price_per_gb": 85_000}]}},
+    "default_royalty": {"mode": "per_delivery", "amount": 10_000},
+    "platform_fee_bps": 1_000,
+    "operator_share_bps": 7_000,
+    "derivative_share_bps": 2_000,
+}
+
+
+def _ok(response: Any) -> Any:
+    assert response.status_code < 400, response.text
+    return response.json()
+
+
+def send_as(chain: ChainClient, account: LocalAccount, fn: Any) -> Any:
+    tx = fn.build_transaction(
+        {
+            "from": account.address,
+            "nonce": chain.w3.eth.get_transaction_count(account.address),
+            "chainId": chain.chain_id,
+        }
+    )
+    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+    assert receipt["status"] == 1
+    return receipt
+
+
+def register_asset(app_client: TestClient, caller: Caller, **params: Any) -> int:
+    params.setdefault("title", "Product shot")
+    params.setdefault("valid_from", 0)
+    response = app_client.post(
+        "/assets",
+        headers=caller.headers,
+        files={"file": ("shot.png", demo_png(secrets.token_hex(8)), "image/png")},
+        data={"metadata": json.dumps(params)},
+    )
+    body = _ok(response)
+    return int(body["asset"]["id"] if "asset" in body else body["id"])
+
+
+@dataclass
+class World:
+    session: Session
+    settings: Settings
+    chain: ChainClient
+    merchant: User
+    merchant_key: LocalAccount
+    admin: LocalAccount
+    account: Any
+    source: DeliverySource
+    asset_id: int
+    creators: tuple[LocalAccount, LocalAccount]
+    platform: str
+
+    @property
+    def vault(self) -> Any:
+        return self.chain.contract(flows.VAULT)
+
+    @property
+    def token(self) -> Any:
+        return self.chain.contract("TestStablecoin")
+
+    def run(self, now: int = NOW) -> flows.RunReport:
+        return flows.run_once(self.session, self.chain, self.settings, now)
+
+    def deposit(self, amount: int) -> None:
+        send_as(self.chain, self.admin, self.token.functions.mint(self.merchant_key.address, amount))
+        send_as(self.chain, self.merchant_key, self.token.functions.approve(self.vault.address, amount))
+        send_as(self.chain, self.merchant_key, self.vault.functions.deposit(self.token.address, amount))
+
+    def settlement(self, attempt: int = 1) -> Settlement:
+        row = self.session.scalar(
+            select(Settlement).where(Settlement.period_start == DAY0, Settlement.attempt == attempt)
+        )
+        assert row is not None
+        self.session.refresh(row)
+        return row
+
+    def warp(self, seconds: int) -> None:
+        rpc(self.settings.eth_rpc_url, "evm_increaseTime", seconds)
+        rpc(self.settings.eth_rpc_url, "evm_mine")
+
+    def posted_events(self) -> int:
+        return len(self.vault.events.SettlementPosted().get_logs(from_block=0))
+
+
+def _records(count: int, nbytes: int) -> list[DeliveryRecord]:
+    return [
+        DeliveryRecord(
+            source_format="edgeledger",
+            request_id=f"req-{i}-{secrets.token_hex(4)}",
+            timestamp_ms=(DAY0 + 3600 + i) * 1000,
+            edge_location="FRA1",
+            country="DE",
+            host=HOST,
+            uri=f"/media/{i}.mp4",
+            bytes_delivered=nbytes,
+            status=200,
+            cache_result=CacheResult.hit,
+            client_pseudonym=secrets.token_bytes(32),
+            line_number=i + 1,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def world(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Iterator[World]:
+    platform = Account.create().address
+    settings = settings.model_copy(update={"settlement_platform_address": platform})
+    first, second = Account.create(), Account.create()
+    creator = make_caller(app_client, Role.creator, "creator")
+    asset_id = register_asset(
+        app_client,
+        creator,
+        split=[{"recipient": first.address, "bps": 7_000}, {"recipient": second.address, "bps": 3_000}],
+    )
+    merchant_key = Account.create()
+    rpc(settings.eth_rpc_url, "anvil_setBalance", merchant_key.address, hex(10**21))
+    chain = make_chain_client(settings)
+    with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
+        merchant = User(role=Role.merchant, name="Shop", address=merchant_key.address)
+        session.add(merchant)
+        session.commit()
+        add_merchant_host(session, HOST, merchant.id)
+        node = Account.create()
+        source = register_source(session, chain, "edge-fra", provider="edgeledger", signer=node.address)
+        batches = add_records(session, settings, source, _records(50, 2 * GB), asset_id=asset_id, region="EU")
+        close_and_anchor(session, settings, chain, batches, node)
+        params = service.AccountParams(
+            token=chain.deployment.address_of("TestStablecoin"),
+            token_symbol="tUSDC",
+            token_decimals=6,
+            settle_from=DAY0,
+        )
+        account = service.upsert_account(session, settings, merchant, params, now=DAY0)
+        service.add_rate_card(session, account, CARD, created_by=None)
+        session.commit()
+        yield World(
+            session,
+            settings,
+            chain,
+            merchant,
+            merchant_key,
+            chain_snapshot.admin,
+            account,
+            source,
+            asset_id,
+            (first, second),
+            platform,
+        )
+
+
+# Expected amounts (docs/settlement.md): 100 GB in EU at 0.085 -> 8,500,000; 50 deliveries at 0.01 ->
+# 500,000 royalty; the operator gets 70 % of the delivery fee, the platform 30 % + 10 % of the royalty.
+DELIVERY_FEE = 8_500_000
+ROYALTY = 500_000
+CHARGE = DELIVERY_FEE + ROYALTY
+
+
+def test_a_period_settles_and_every_payee_claims_its_share(world: World) -> None:
+    world.deposit(20_000_000)
+    report = world.run()
+    assert len(report.opened) == 1  # only the first period is past its late window
+    settlement = world.settlement()
+    assert settlement.state == SettlementState.posted, (settlement.error_code, settlement.error_message)
+    assert settlement.total == CHARGE and settlement.payee_count == 4
+    assert world.chain.call(
+        world.vault.functions.escrowOf(world.merchant_key.address, world.token.address)
+    ) == (20_000_000 - CHARGE)
+
+    # Anyone can recompute the payouts from the published inputs and find the vault's root.
+    document = json.loads(
+        json.dumps(flows.inputs_document(settlement, world.chain.chain_id, world.vault.address))
+    )
+    on_chain = world.chain.call(
+        world.vault.functions.settlementOf(settlement.period_id, world.merchant_key.address)
+    )
+    checks = check_document(document, on_chain)
+    assert checks and all(c.ok for c in checks), checks
+    document["inputs"]["receipts"][0]["bytes"] += GB
+    failed = {c.name for c in check_document(document, on_chain) if not c.ok}
+    assert {"inputs digest", "root recomputed", "vault root"} <= failed
+
+    # Inside the challenge window nothing is claimable and nothing is posted again.
+    world.run()
+    assert world.settlement().state == SettlementState.posted and world.posted_events() == 1
+
+    world.warp(DAY + 1)
+    world.run()
+    assert world.settlement().state == SettlementState.claimable
+
+    tree = flows.payout_tree(world.session, world.settlement())
+    expected = {
+        world.source.operator.lower(): DELIVERY_FEE * 7_000 // 10_000,
+        world.platform.lower(): DELIVERY_FEE * 3_000 // 10_000 + ROYALTY // 10,
+        world.creators[0].address.lower(): ROYALTY * 9 // 10 * 7 // 10,
+        world.creators[1].address.lower(): ROYALTY * 9 // 10 * 3 // 10,
+    }
+    assert {p.lower(): a for p, a in tree.payouts.items()} == expected
+    assert sum(expected.values()) == CHARGE
+    for creator in world.creators:
+        rpc(world.settings.eth_rpc_url, "anvil_setBalance", creator.address, hex(10**20))
+        proof = tree.proof(creator.address)
+        claim = (
+            settlement.period_id,
+            world.merchant_key.address,
+            proof.amount,
+            [HexBytes(p) for p in proof.proof],
+        )
+        send_as(world.chain, creator, world.vault.functions.claim(claim, creator.address))
+        assert world.chain.call(world.token.functions.balanceOf(creator.address)) == proof.amount
+        assert world.chain.call(
+            world.vault.functions.isClaimed(settlement.period_id, world.merchant_key.address, creator.address)
+        )
+
+
+def test_a_crash_after_sending_never_posts_twice(world: World) -> None:
+    world.deposit(20_000_000)
+    settlement_id = world.run(now=NOW).opened[0]
+    row = world.session.get(Settlement, settlement_id)
+    assert row is not None and row.state == SettlementState.posted
+    first_tx = row.tx_hash
+    # Make the database look like a worker died after sending but before recording the hash.
+    row.state, row.tx_hash, row.block_number = SettlementState.posting, None, None
+    world.session.commit()
+    world.run()
+    row = world.settlement()
+    assert row.state == SettlementState.posted and world.posted_events() == 1
+    assert first_tx is not None and row.tx_hash is None  # adopted from the vault, not re-sent
+    # And a worker that died before sending anything: the vault has nothing, so it is sent once.
+    count = world.session.scalar(select(func.count()).select_from(Settlement))
+    assert count == 1
+
+
+def test_insufficient_escrow_blocks_until_the_merchant_deposits(world: World) -> None:
+    world.deposit(1_000_000)
+    world.run()
+    row = world.settlement()
+    assert row.state == SettlementState.blocked and row.error_code == "insufficient_escrow"
+    assert row.root is not None and world.posted_events() == 0
+    assert "deposit" in (row.error_message or "")
+    world.deposit(CHARGE)
+    world.run()
+    assert world.settlement().state == SettlementState.posted and world.posted_events() == 1
+
+
+def test_a_billing_discrepancy_opens_a_case_and_the_decision_goes_into_the_statement(world: World) -> None:
+    world.deposit(20_000_000)
+    # The CDN billed 110 GB where 100 GB were anchored: beyond the 0.5 % tolerance.
+    csv = (f"date,region,bytes,requests,amount,currency\n2023-11-14,EU,{110 * GB},50,9.35,USD\n").encode()
+    service.import_billing(
+        world.session, world.settings, world.account, DAY0, "bill.csv", csv, imported_by=None
+    )
+    world.session.commit()
+    world.run()
+    row = world.settlement()
+    assert row.state == SettlementState.blocked and row.error_code == "reconciliation_open"
+    cases = service.cases_of(world.session, world.merchant.id, DAY0)
+    assert len(cases) == 1 and cases[0].state == CaseState.open and "bytes" in cases[0].reasons
+    assert cases[0].ours_bytes == 100 * GB and cases[0].theirs_bytes == 110 * GB
+    assert world.posted_events() == 0
+
+    service.decide_case(world.session, cases[0], world.merchant, "adjust", 100_000, "CDN counted retries")
+    world.session.commit()
+    world.run()
+    row = world.settlement()
+    assert row.state == SettlementState.posted and row.total == CHARGE + 100_000
+    statement = json.loads(row.statement_json or "{}")
+    (decision,) = statement["decisions"]
+    assert decision["reason"] == "CDN counted retries" and decision["adjustment"] == 100_000
+    assert "Shop" in decision["decided_by"]
+
+
+def test_a_cancelled_settlement_is_recomputed_as_a_new_attempt(world: World) -> None:
+    world.deposit(20_000_000)
+    world.run()
+    first = world.settlement()
+    send_as(
+        world.chain,
+        world.merchant_key,
+        world.vault.functions.challenge(first.period_id, world.merchant_key.address, b"\x01" * 32),
+    )
+    world.run()
+    assert world.settlement().state == SettlementState.challenged
+    send_as(
+        world.chain,
+        world.admin,
+        world.vault.functions.resolve(first.period_id, world.merchant_key.address, False),
+    )
+    world.run()
+    assert world.settlement().state == SettlementState.cancelled
+    assert (
+        world.chain.call(world.vault.functions.escrowOf(world.merchant_key.address, world.token.address))
+        == 20_000_000
+    )
+
+    # Same inputs give the same root: the vault already cancelled that tree, so it is not re-posted.
+    second = flows.recompute(world.session, world.settings, world.settlement())
+    world.run()
+    row = world.settlement(attempt=2)
+    assert row.id == second.id and row.state == SettlementState.blocked and row.error_code == "root_cancelled"
+    # With a changed rate card (a correction), the new tree is posted.
+    world.session.execute(
+        service.RateCardRow.__table__.delete()  # type: ignore[attr-defined]
+    )
+    service.add_rate_card(world.session, world.account, {**CARD, "platform_fee_bps": 500}, created_by=None)
+    world.session.commit()
+    flows.recompute(world.session, world.settings, row)
+    world.run()
+    row = world.settlement(attempt=2)
+    assert row.state == SettlementState.posted and world.posted_events() == 2
+
+
+def test_periods_are_never_skipped_and_never_opened_twice(world: World) -> None:
+    world.deposit(20_000_000)
+    world.run(now=DAY0 + 5 * DAY)
+    starts = world.session.scalars(select(Settlement.period_start).order_by(Settlement.period_start)).all()
+    assert starts == [DAY0, DAY0 + DAY, DAY0 + 2 * DAY, DAY0 + 3 * DAY]
+    states = world.session.scalars(select(Settlement.state).order_by(Settlement.period_start)).all()
+    assert states[0] == SettlementState.posted and set(states[1:]) == {SettlementState.empty}
+    world.run(now=DAY0 + 5 * DAY)
+    assert world.session.scalar(select(func.count()).select_from(Settlement)) == 4
+
+
+def test_a_second_worker_skips_a_settlement_being_worked_on(world: World, app_client: TestClient) -> None:
+    world.deposit(20_000_000)
+    flows.open_due_periods(world.session, world.settings, NOW, flows.RunReport())
+    row = world.settlement()
+    with flows._settlement_lock(world.session, world.settings, row.id) as locked:
+        assert locked
+        with Session(app_client.app.state.engine) as other:  # type: ignore[attr-defined]
+            busy = flows.run_once(other, world.chain, world.settings, NOW)
+        assert busy.busy == [row.id] and world.posted_events() == 0
+    assert world.settlement().state == SettlementState.blocked  # untouched by the second worker
+    world.run()
+    assert world.settlement().state == SettlementState.posted and world.posted_events() == 1
