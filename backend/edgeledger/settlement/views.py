@@ -8,14 +8,11 @@ own statement lines. Another merchant's resources answer 403 ``forbidden``, like
 
 from __future__ import annotations
 
-import csv
-import html
-import io
 import json
 import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import anyio.from_thread
 from eth_utils import is_address, to_checksum_address
@@ -33,7 +30,7 @@ from edgeledger.config import Settings
 from edgeledger.db import get_session
 from edgeledger.deliveries.ingest import RequestBody
 from edgeledger.deps import get_app_settings, get_chain
-from edgeledger.settlement import SettlementError, flows, service
+from edgeledger.settlement import SettlementError, flows, service, statements
 from edgeledger.settlement.models import (
     OPEN_STATES,
     BillingUsageRow,
@@ -66,6 +63,7 @@ from edgeledger.settlement.schemas import (
     SettlementPage,
     SettlementRead,
 )
+from edgeledger.settlement.statements import StatementContext
 
 router = APIRouter(prefix="/settlement", tags=["settlement"])
 
@@ -192,10 +190,16 @@ def put_account(
     principal: MerchantDep,
 ) -> AccountDetail:
     """Create or update a merchant's settlement account (admin or that merchant). The token must be
-    allow-listed in SettlementVault (422 ``token_not_allowed``). The period cursor is set once, at
+    allow-listed in SettlementVault (422 ``token_not_allowed``); the escrow address defaults to the
+    merchant's wallet, and only an admin may name another one. The period cursor is set once, at
     creation: from ``settle_from`` or the current period."""
     _ensure_merchant(principal, merchant_user_id, write=True)
     merchant = service.merchant_user(session, merchant_user_id)
+    if body.address is not None and not principal.is_admin:
+        # The vault debits the escrow of this address: a merchant may only name its own wallet.
+        escrow_owner = _checksummed(body.address, "address")
+        if merchant.address is None or escrow_owner != to_checksum_address(merchant.address):
+            raise _forbidden("only an admin may set an escrow address other than the merchant's own")
     token = _checksummed(body.token, "token")
     vault = chain.contract(flows.VAULT)
     if not chain.call(vault.functions.isTokenAllowed(token)):
@@ -603,75 +607,57 @@ _MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
     "html": "text/html; charset=utf-8",
 }
-_CSV_COLUMNS = ("payee", "amount", "kind", "source", "via", "receipt_keys")
 
 
-def _statement_document(settlement: Settlement, text: str, payee: str | None) -> dict[str, Any]:
-    statement = Statement.model_validate_json(text)
-    document: dict[str, Any] = {
-        "settlement_id": settlement.id,
-        "period_id": settlement.period_id,
-        "attempt": settlement.attempt,
-        "state": settlement.state,
-        "merchant": to_checksum_address(settlement.merchant_address),
-        "token": to_checksum_address(settlement.token),
-        "root": settlement.root,
-        "total": settlement.total,
-    }
-    if payee is None:
-        return {**document, "statement": statement.model_dump(mode="json")}
-    lines = [item for item in statement.line_items if item.payee.lower() == payee.lower()]
-    return {
-        **document,
-        "payee": payee,
-        "period_start": statement.period_start,
-        "period_end": statement.period_end,
-        "currency": statement.currency.model_dump(mode="json"),
-        "amount": statement.payees.get(payee.lower(), 0),
-        "line_items": [item.model_dump(mode="json") for item in lines],
-    }
-
-
-def _line_rows(document: dict[str, Any]) -> list[list[str]]:
-    items = document["line_items"] if "line_items" in document else document["statement"]["line_items"]
-    return [
-        [
-            item["payee"],
-            str(item["amount"]),
-            item["kind"],
-            item["source"],
-            ">".join(item["via"]),
-            " ".join(item["receipt_keys"]),
-        ]
-        for item in items
-    ]
+def _statement_context(session: Session, settlement: Settlement, statement: Statement) -> StatementContext:
+    merchant = session.get(User, settlement.merchant_user_id)
+    account = session.scalar(
+        select(SettlementAccount).where(SettlementAccount.merchant_user_id == settlement.merchant_user_id)
+    )
+    if account is not None and account.token.lower() == settlement.token.lower():
+        symbol, decimals = account.token_symbol, account.token_decimals
+    else:  # the account moved to another token since: the statement names the one it was computed in
+        symbol, decimals = statement.currency.code, statement.currency.decimals
+    usage = {(r, d): (int(b), int(q)) for r, d, b, q in json.loads(settlement.usage_json or "[]")}
+    return StatementContext(
+        settlement_id=settlement.id,
+        period_id=settlement.period_id,
+        period_start=settlement.period_start,
+        period_end=settlement.period_end,
+        merchant_name=merchant.name if merchant is not None else f"merchant {settlement.merchant_user_id}",
+        merchant_address=to_checksum_address(settlement.merchant_address),
+        token_address=to_checksum_address(settlement.token),
+        token_symbol=symbol,
+        token_decimals=decimals,
+        state=settlement.state,
+        root=settlement.root,
+        tx_hash=settlement.tx_hash,
+        claims_open_at=settlement.claims_open_at,
+        usage_by_region_day=usage,
+    )
 
 
 def _render(session: Session, settlement: Settlement, text: str, payee: str | None, fmt: str) -> Response:
-    document = _statement_document(settlement, text, payee)
-    who = f"-{payee.lower()}" if payee else ""
-    filename = f"settlement-{settlement.id}{who}.{fmt}"
-    headers = {"Content-Disposition": f'inline; filename="{filename}"'}
+    """The merchant's statement (``payee`` None) or one payee's, in json, csv or html."""
+    statement = Statement.model_validate_json(text)
+    ctx = _statement_context(session, settlement, statement)
+    filename = f"settlement-{settlement.id}" + (f"-{payee.lower()}" if payee else "") + f".{fmt}"
+    disposition = "attachment" if fmt == "csv" else "inline"
+    headers = {"Content-Disposition": f'{disposition}; filename="{filename}"'}
+    body: str
     if fmt == "json":
-        body = json.dumps(document, indent=2)
+        document = (
+            statements.merchant_statement_json(statement, ctx)
+            if payee is None
+            else statements.payee_statement_json(statement, ctx, payee)
+        )
+        body = json.dumps(document)
     elif fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(_CSV_COLUMNS)
-        writer.writerows(_line_rows(document))
-        body = out.getvalue()
-    else:
-        title = f"Settlement {settlement.id} (period {settlement.period_id})" + (
-            f", payee {payee}" if payee else ""
-        )
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in _CSV_COLUMNS)
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
-            for row in _line_rows(document)
-        )
         body = (
-            f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
-            f"<body><h1>{html.escape(title)}</h1><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{rows}</tbody></table></body></html>"
+            statements.merchant_statement_csv(statement, ctx)
+            if payee is None
+            else statements.payee_statement_csv(statement, ctx, payee)
         )
+    else:
+        body = statements.statement_html(statement, ctx, payee)
     return Response(body, media_type=_MEDIA_TYPES[fmt], headers=headers)
