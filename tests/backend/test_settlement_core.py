@@ -27,6 +27,7 @@ from edgeledger.settlement.billing import (
     usage_from_receipts,
 )
 from edgeledger.settlement.payouts import (
+    RECEIPT_ROW,
     AssetTerms,
     Decision,
     PayoutInputs,
@@ -720,4 +721,99 @@ def test_splitting_a_receipt_changes_no_amount(inputs: PayoutInputs, data: st.Da
 
 def test_statement_survives_a_json_round_trip() -> None:
     statement = compute_payouts(example_inputs())
+    assert Statement.model_validate_json(statement.model_dump_json()) == statement
+
+
+# ----------------------------------------------------------------------------------------------
+# Receipts in bulk (Receipt.from_rows) and the order of receipt errors
+# ----------------------------------------------------------------------------------------------
+
+
+def row_of(receipt_: Receipt) -> tuple[Any, ...]:
+    return tuple(getattr(receipt_, name) for name in RECEIPT_ROW)
+
+
+def test_receipts_from_rows_equal_validated_receipts() -> None:
+    assert tuple(Receipt.model_fields) == RECEIPT_ROW
+    receipts = example_inputs().receipts
+    # Fresh copies of the repeated strings, as a database cursor returns them.
+    rows = [tuple("".join(list(v)) if isinstance(v, str) else v for v in row_of(r)) for r in receipts]
+    built = Receipt.from_rows(iter(rows))
+    assert built == list(receipts)
+    assert [r.model_dump() for r in built] == [r.model_dump() for r in receipts]
+    assert [hash(r) for r in built] == [hash(r) for r in receipts]
+    assert [r.model_dump_json() for r in built] == [r.model_dump_json() for r in receipts]
+    assert built[0].merchant is built[1].merchant and built[0].region is built[1].region  # shared
+    assert all(type(r) is Receipt for r in built)
+    # Frozen like any receipt; a copy with changes leaves the others (and their fields set) alone.
+    with pytest.raises(ValidationError):
+        built[0].requests = 1  # type: ignore[misc]
+    changed = built[0].model_copy(update={"requests": 1})
+    assert changed.requests == 1 and built[0].requests == 4_000
+    assert built[1].model_fields_set == set(RECEIPT_ROW)
+    assert compute_payouts(example_inputs(receipts=tuple(built))) == compute_payouts(example_inputs())
+    assert Receipt.from_rows([]) == []
+
+
+def test_receipts_from_rows_reject_what_the_model_rejects() -> None:
+    good = row_of(example_inputs().receipts[0])
+    bad = {
+        "bytes": 2**63,
+        "requests": -1,
+        "period": True,  # strict: a bool is not an int
+        "at": 1.5,
+        "key": "",
+        "operator": "",
+        "region": "XX",
+        "country": "JP",  # not in the receipt's region (EU)
+        "asset_id": 7,
+    }
+    for name, value in bad.items():
+        row = list(good)
+        row[RECEIPT_ROW.index(name)] = value
+        with pytest.raises(ValidationError) as fast:
+            Receipt.from_rows([tuple(row)])
+        with pytest.raises(ValidationError) as model:
+            Receipt(**dict(zip(RECEIPT_ROW, row, strict=True)))
+        assert fast.value.errors(include_context=False) == model.value.errors(include_context=False), name
+    with pytest.raises(ValueError, match="unpack"):
+        Receipt.from_rows([good[:-1]])
+
+    class Key(str):
+        pass
+
+    # Values the plain-Python checks do not vouch for go through the model's validation.
+    odd = Receipt.from_rows([(Key("b1:0"), *good[1:4], "de", *good[5:])])
+    assert odd == [Receipt(**dict(zip(RECEIPT_ROW, (Key("b1:0"), *good[1:4], "de", *good[5:]), strict=True)))]
+
+
+def test_receipt_errors_follow_input_order() -> None:
+    """With several bad receipts, the first in input order decides the error, as one loop would."""
+    first, second = example_inputs().receipts[:2]
+    foreign = second.model_copy(update={"merchant": "other"})
+    unknown = second.model_copy(update={"asset_id": "nope"})
+    orders = {
+        (foreign, first, first): "receipt_foreign",
+        (first, first, foreign): "receipt_duplicate",
+        (unknown, first, first): "asset_unknown",
+        (first, unknown, foreign): "asset_unknown",
+    }
+    for receipts, code in orders.items():
+        with pytest.raises(SettlementError) as error:
+            compute_payouts(example_inputs(receipts=receipts))
+        assert error.value.code == code
+    # Receipts are checked before reconciliation cases and the rate card, as before.
+    with pytest.raises(SettlementError) as error:
+        compute_payouts(example_inputs(receipts=(first, first), cards=(card(valid_from=DAY0 + 1),)))
+    assert error.value.code == "receipt_duplicate"
+
+
+@settings(max_examples=100, deadline=None)
+@given(inputs=payout_inputs())
+def test_statements_from_bulk_receipts_are_identical(inputs: PayoutInputs) -> None:
+    bulk = inputs.model_copy(
+        update={"receipts": tuple(Receipt.from_rows(row_of(r) for r in inputs.receipts))}
+    )
+    statement = compute_payouts(inputs)
+    assert compute_payouts(bulk).model_dump_json() == statement.model_dump_json()
     assert Statement.model_validate_json(statement.model_dump_json()) == statement

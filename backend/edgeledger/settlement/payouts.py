@@ -42,6 +42,7 @@ for _country, _region in REGIONS.items():
     _REGION_BITMAP[_region] |= _TERRITORY_BIT[_country]
 _REGION_BITMAP[UNKNOWN_REGION] = ALL_TERRITORIES_BITMAP
 _REGION_SET = frozenset(REGION_CODES)
+_REGION_OF = REGIONS.get  # upper-case codes; region_of also takes other spellings
 
 #: Field order of the rows :meth:`Receipt.from_rows` takes (the order of ``Receipt``'s fields).
 RECEIPT_ROW = (
@@ -144,10 +145,12 @@ class Receipt(_Frozen):
         bounds, a known region, the country inside it); a row that does not pass them goes through the
         model's own validation, which raises pydantic's ``ValidationError`` for it. The receipts share one
         fields-set object (every field counts as set) and one object per distinct asset id, merchant,
-        region, country and operator string, as rows from a database bring a fresh copy of each.
+        region, country, operator and period, as rows from a database bring a fresh copy of each.
         """
         shared: dict[str, str] = {}
         share = shared.setdefault
+        periods: dict[int, int] = {}
+        share_int = periods.setdefault
         fields = _FIELDS_SET.get(cls)
         if fields is None:
             fields = _FIELDS_SET[cls] = set(cls.model_fields)
@@ -166,7 +169,7 @@ class Receipt(_Frozen):
                     and type(region) is str
                     and region in _REGION_SET
                     and type(country) is str
-                    and (not country or region_of(country) == region)
+                    and (not country or _REGION_OF(country) == region or region_of(country) == region)
                     and type(period) is int
                     and period >= 0
                     and type(at) is int
@@ -190,7 +193,7 @@ class Receipt(_Frozen):
                         "merchant": share(merchant, merchant),
                         "region": share(region, region),
                         "country": share(country, country),
-                        "period": period,
+                        "period": share_int(period, period),
                         "at": at,
                         "operator": share(operator, operator),
                         "requests": requests,
@@ -319,8 +322,9 @@ class Statement(_Frozen):
 class _Usage:
     requests: int = 0
     bytes: int = 0
-    #: receipt keys, appended in ascending order (receipts are aggregated in key order)
+    #: receipt keys as aggregated (input order), then emptied by _Aggregate.sort_keys
     keys: list[str] = field(default_factory=list)
+    sorted_keys: tuple[str, ...] = ()
 
 
 def payee(address: str) -> str:
@@ -442,14 +446,14 @@ class _Aggregate:
 
     def sort_keys(self) -> None:
         """Sort every list of keys; a region's keys from its operators' sorted lists (a merge of runs)."""
+        usages = [*itertools.chain.from_iterable(o.values() for o in self.by_region.values())]
+        for usage in [*usages, *self.royalty_usage.values()]:
+            usage.sorted_keys = tuple(sorted(usage.keys))
+            usage.keys = []
         for region, operators in self.by_region.items():
-            for usage in operators.values():
-                usage.keys.sort()
             self.region_keys[region] = tuple(
-                sorted(itertools.chain.from_iterable(u.keys for u in operators.values()))
+                sorted(itertools.chain.from_iterable(u.sorted_keys for u in operators.values()))
             )
-        for usage in self.royalty_usage.values():
-            usage.keys.sort()
 
 
 def _aggregate(inputs: PayoutInputs, assets: Mapping[str, AssetTerms]) -> _Aggregate:
@@ -628,11 +632,11 @@ def compute_payouts(inputs: PayoutInputs) -> Statement:
         ledger.pay(platform, parts["platform"], "delivery_margin", region, region_keys)
         shares = largest_remainder(parts["operators"], _weights_or_requests(operators))
         for operator in sorted(shares):
-            ledger.pay(operator, shares[operator], "delivery", region, tuple(operators[operator].keys))
+            ledger.pay(operator, shares[operator], "delivery", region, operators[operator].sorted_keys)
 
     for asset_id in sorted(royalties):
         amount = converted["royalty", asset_id]
-        keys = tuple(royalty_usage[asset_id].keys)
+        keys = royalty_usage[asset_id].sorted_keys
         if assets[asset_id].disputed:
             if amount:
                 ledger.held.append(
