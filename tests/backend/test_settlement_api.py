@@ -449,7 +449,9 @@ def scene(
     yield Scene(app_client, roles, chain, chain_snapshot.admin, co_payee, period_start, chain.signer_address)
 
 
-def test_a_period_through_the_api_cases_statements_payouts_earnings(scene: Scene) -> None:
+def test_a_period_through_the_api_cases_statements_payouts_earnings(
+    scene: Scene, live_api: str, tmp_path: Path
+) -> None:
     client, roles = scene.client, scene.roles
     merchant_id = roles.merchant.user_id
     day = datetime.fromtimestamp(scene.period_start, UTC).strftime("%Y-%m-%d")
@@ -570,6 +572,15 @@ def test_a_period_through_the_api_cases_statements_payouts_earnings(scene: Scene
     _error(client.get(f"{one}/statement", headers=roles.other_merchant.headers), 403, "forbidden")
     _error(client.get(f"{one}/statement", headers=roles.creator.headers), 403, "forbidden")
     _error(client.get(f"{one}/statement?format=pdf", headers=roles.merchant.headers), 422, "validation_error")
+    cli_auth = ["--api", live_api, "--api-key", roles.merchant.api_key]
+    out = tmp_path / "statement.csv"
+    result = CliRunner().invoke(
+        cli_app, ["settlement", "statement", str(settlement_id), "--format", "csv", "-o", str(out), *cli_auth]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_text().splitlines() == csv_lines
+    result = CliRunner().invoke(cli_app, ["settlement", "show", str(settlement_id), *cli_auth])
+    assert result.exit_code == 0 and json.loads(result.stdout)["root"] == settlement["root"]
 
     # Payouts: the leaves sum to the total.
     payouts = _ok(client.get(f"{one}/payouts", headers=roles.merchant.headers))
