@@ -676,5 +676,65 @@ def settlement_run(
     _echo_json(_api_call("POST", "/settlement/run", api, api_key, params={"early": early}))
 
 
+@settlement_app.command("inputs")
+def settlement_inputs(
+    settlement_id: int,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Write the inputs document here")],
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Download the exact inputs a settlement's payouts were computed from (for `settlement verify`)."""
+    response = _api_call("GET", f"/settlement/settlements/{settlement_id}/inputs", api, api_key)
+    output.write_bytes(response.content)
+    typer.secho(f"wrote {output}", fg="green", err=True)
+
+
+@settlement_app.command("verify")
+def settlement_verify(
+    input_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Inputs document JSON")],
+    rpc_url: Annotated[str, typer.Option("--rpc-url", envvar="ETH_RPC_URL", help="Chain JSON-RPC endpoint")],
+    vault: Annotated[
+        str | None, typer.Option(help="SettlementVault address (default: the document's)")
+    ] = None,
+) -> None:
+    """Recompute a settlement's payouts from its inputs and check the root against the vault (no API,
+    no database). Exit 0: all checks passed; 1: a check failed; 2: unusable input or RPC error."""
+    from edgeledger.settlement import SettlementError
+    from edgeledger.settlement import verify as checker
+
+    try:
+        document = json.loads(input_file.read_text())
+        address = vault or document.get("vault")
+        if not address:
+            raise SettlementError("the document names no vault: pass --vault", code="document_invalid")
+        on_chain = checker.vault_settlement(
+            rpc_url, address, int(document["period_id"]), document["merchant"]
+        )
+        checks = checker.check_document(document, on_chain)
+    except (ValueError, KeyError, OSError, SettlementError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # web3 raises transport-specific errors
+        typer.secho(f"error: cannot read the vault: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    for check in checks:
+        typer.echo(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    ok = all(c.ok for c in checks)
+    typer.echo("all checks passed" if ok else "FAILED")
+    raise typer.Exit(0 if ok else 1)
+
+
+@settlement_app.command("claims")
+def settlement_claims(
+    payee: str,
+    recipient: Annotated[str | None, typer.Option(help="Where the tokens go; default the payee")] = None,
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """A payee's payouts with proofs and the claimMany transaction to send from its wallet."""
+    params = {"recipient": recipient} if recipient else None
+    _echo_json(_api_call("GET", f"/settlement/payees/{payee}/claims", api, api_key, params=params))
+
+
 if __name__ == "__main__":
     app()

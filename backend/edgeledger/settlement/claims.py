@@ -6,8 +6,6 @@ wallet. The claimed flag is read from the vault at request time, never from the 
 
 from __future__ import annotations
 
-from typing import Any
-
 from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
 from pydantic import BaseModel
@@ -124,17 +122,3 @@ def claim_call(chain: ChainClient, items: list[ClaimItem], recipient: str | None
 def claims_of(session: Session, chain: ChainClient, payee: str, recipient: str | None = None) -> ClaimsRead:
     items = claim_items(session, chain, payee)
     return ClaimsRead(payee=_payee(payee), items=items, call=claim_call(chain, open_claims(items), recipient))
-
-
-def earnings(items: list[ClaimItem]) -> dict[str, Any]:
-    """Totals per token: claimed, claimable now, and pending (window running or challenged)."""
-    out: dict[str, dict[str, int]] = {}
-    for item in items:
-        bucket = out.setdefault(item.token, {"claimed": 0, "claimable": 0, "pending": 0})
-        if item.claimed:
-            bucket["claimed"] += item.amount
-        elif item.state == SettlementState.claimable:
-            bucket["claimable"] += item.amount
-        else:
-            bucket["pending"] += item.amount
-    return out

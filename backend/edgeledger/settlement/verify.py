@@ -85,3 +85,37 @@ def check_document(document: Mapping[str, Any], on_chain: tuple[Any, ...] | None
             ),
         ]
     return checks
+
+
+#: ``SettlementVault.settlementOf`` only: the verifier needs no build artifacts.
+_SETTLEMENT_OF_ABI = [
+    {
+        "type": "function",
+        "name": "settlementOf",
+        "stateMutability": "view",
+        "inputs": [{"name": "periodId", "type": "uint64"}, {"name": "merchant", "type": "address"}],
+        "outputs": [
+            {
+                "name": "",
+                "type": "tuple",
+                "components": [
+                    {"name": "root", "type": "bytes32"},
+                    {"name": "token", "type": "address"},
+                    {"name": "claimsOpenAt", "type": "uint40"},
+                    {"name": "status", "type": "uint8"},
+                    {"name": "total", "type": "uint128"},
+                    {"name": "remaining", "type": "uint128"},
+                ],
+            }
+        ],
+    }
+]
+
+
+def vault_settlement(rpc_url: str, vault: str, period_id: int, merchant: str) -> tuple[Any, ...]:
+    """``settlementOf(periodId, merchant)`` read from the vault at ``vault`` through ``rpc_url``."""
+    from web3 import HTTPProvider, Web3
+
+    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    contract = w3.eth.contract(address=to_checksum_address(vault), abi=_SETTLEMENT_OF_ABI)
+    return tuple(contract.functions.settlementOf(period_id, to_checksum_address(merchant)).call())

@@ -30,7 +30,7 @@ from edgeledger.config import Settings
 from edgeledger.db import get_session
 from edgeledger.deliveries.ingest import RequestBody
 from edgeledger.deps import get_app_settings, get_chain
-from edgeledger.settlement import SettlementError, flows, service, statements
+from edgeledger.settlement import SettlementError, claims, flows, service, statements
 from edgeledger.settlement.models import (
     OPEN_STATES,
     BillingUsageRow,
@@ -598,6 +598,40 @@ def payee_earnings(address: str, session: SessionDep, chain: ChainDep, principal
         else:
             bucket.not_posted += int(amount)
     return EarningsRead(payee=payee, items=items, totals=totals)
+
+
+@router.get("/payees/{address}/claims", response_model=claims.ClaimsRead)
+def payee_claims(
+    address: str,
+    session: SessionDep,
+    chain: ChainDep,
+    principal: AnyoneDep,
+    recipient: Annotated[str | None, Query(description="Where the tokens go; default the payee")] = None,
+) -> claims.ClaimsRead:
+    """The payee's on-chain payouts with proofs and claimed flags, and one ready-to-send ``claimMany``
+    transaction (``call``: send ``data`` to ``to`` from the payee's wallet) over what is claimable now."""
+    payee = _checksummed(address, "payee")
+    if not (_is_payee(principal, payee) or principal.role in (Role.admin, Role.auditor)):
+        raise _forbidden(f"only {payee}, an auditor or an admin may read these claims")
+    if recipient is not None:
+        recipient = _checksummed(recipient, "recipient")
+    return claims.claims_of(session, chain, payee, recipient)
+
+
+@router.get("/settlements/{settlement_id}/inputs", response_model=None)
+def settlement_inputs(
+    settlement_id: int, session: SessionDep, chain: ChainDep, principal: MerchantReaderDep
+) -> Response:
+    """The exact inputs the payouts were computed from (receipts with their batches, assets' terms,
+    rate cards, FX table, decisions): recompute and check them against the vault with
+    ``edgeledger settlement verify`` (settlement/verify.py)."""
+    settlement = _settlement_for(session, principal, settlement_id)
+    try:
+        chain_id, vault = chain.chain_id, chain.deployment.address_of(flows.VAULT)
+    except ChainError:
+        chain_id, vault = None, None
+    document = flows.inputs_document(settlement, chain_id, vault)
+    return Response(json.dumps(document), media_type="application/json")
 
 
 # --- statement rendering -----------------------------------------------------------------------------

@@ -1,0 +1,239 @@
+"""Settlement end to end through public interfaces: a CDN log file becomes stablecoins in payees' wallets.
+
+A creator registers an asset (real IPFS, ContentRegistry), a CDN operator uploads a CloudFront log of a
+merchant's host, the batches are anchored (DeliveryLedger), the merchant deposits a 6-decimal test
+stablecoin into the SettlementVault, an admin sets the merchant's account and rate card, the settlement
+run posts the period, the challenge window passes on the chain's clock, and the creator and the
+operator claim with the calldata the API hands out, from their own wallets. Real anvil, IPFS, SQLite and
+PostgreSQL; no human step between the log and the claimable period.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from edgeledger.auth.models import Role
+from edgeledger.cli import app as cli_app
+from edgeledger.config import Settings
+from edgeledger.deliveries.regions import REGION_CODES
+from edgeledger.demo import demo_cloudfront_log
+from edgeledger.devstack import demo_png
+from edgeledger.main import make_chain_client
+from tests.backend.support.stack import Caller, make_caller, rpc
+
+pytestmark = pytest.mark.integration
+
+DAY = 86400
+
+
+def _ok(response: Any) -> Any:
+    assert response.status_code < 400, response.text
+    return response.json()
+
+
+def _send(settings: Settings, account: LocalAccount, to: str, data: str) -> dict[str, Any]:
+    chain = make_chain_client(settings)
+    tx = {
+        "from": account.address,
+        "to": to,
+        "data": data,
+        "nonce": chain.w3.eth.get_transaction_count(account.address),
+        "chainId": chain.chain_id,
+    }
+    tx["gas"] = chain.w3.eth.estimate_gas(tx)
+    tx["gasPrice"] = chain.w3.eth.gas_price
+    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+    assert receipt["status"] == 1
+    return dict(receipt)
+
+
+def _call(settings: Settings, account: LocalAccount, fn: Any) -> None:
+    _send(settings, account, fn.address, fn._encode_transaction_data())
+
+
+def _card() -> dict[str, Any]:
+    return {
+        "version": 1,
+        "valid_from": 0,
+        "currency": {"code": "TUSDC", "decimals": 6},
+        "delivery": {r: {"tiers": [{"up_to_bytes": None, "price_per_gb": 85_000}]} for r in REGION_CODES},
+        "default_royalty": {"mode": "per_delivery", "amount": 2_000},
+        "platform_fee_bps": 1_000,
+        "operator_share_bps": 7_000,
+        "derivative_share_bps": 2_000,
+    }
+
+
+def test_a_cdn_log_settles_into_claimed_stablecoins(
+    app_client: TestClient, settings: Settings, chain_snapshot: Any, tmp_path: Path
+) -> None:
+    admin = make_caller(app_client, Role.admin, "admin")
+    creator = make_caller(app_client, Role.creator, "creator")
+    operator = make_caller(app_client, Role.operator, "cdn operator")
+    merchant: Caller = make_caller(app_client, Role.merchant, "Shop")
+    co_owner = Account.create()
+    for account in (creator.account, operator.account, merchant.account, co_owner):
+        rpc(settings.eth_rpc_url, "anvil_setBalance", account.address, hex(10**21))
+
+    image = demo_png(secrets.token_hex(6))
+    asset = _ok(
+        app_client.post(
+            "/assets",
+            headers=creator.headers,
+            files={"file": ("shot.png", image, "image/png")},
+            data={
+                "metadata": json.dumps(
+                    {
+                        "title": "Sneaker hero shot",
+                        "valid_from": 0,
+                        "split": [
+                            {"recipient": creator.account.address, "bps": 8_000},
+                            {"recipient": co_owner.address, "bps": 2_000},
+                        ],
+                    }
+                )
+            },
+        )
+    )
+    asset = asset.get("asset", asset)
+
+    _ok(
+        app_client.post(
+            "/deliveries/sources",
+            json={
+                "name": "cf-shop",
+                "kind": "cdn_provider",
+                "provider": "cloudfront",
+                "regions": ["*"],
+                "jurisdiction": "US",
+                "operator": operator.account.address,
+                "operator_user_id": operator.user_id,
+            },
+            headers=admin.headers,
+        )
+    )
+    _ok(
+        app_client.post(
+            "/deliveries/merchant-hosts",
+            json={"host": "shop.example", "merchant_user_id": merchant.user_id},
+            headers=admin.headers,
+        )
+    )
+    log, _ids = demo_cloudfront_log(asset["content_cid"], asset["size_bytes"], "e2e", lines=300, days_ago=3)
+    report = _ok(
+        app_client.post(
+            "/deliveries/sources/cf-shop/logs", files={"file": ("E2E.gz", log)}, headers=operator.headers
+        )
+    )
+    assert report["records_new"] == 300
+    _ok(
+        app_client.post(
+            "/deliveries/batches/close", json={"force": False, "anchor_now": True}, headers=admin.headers
+        )
+    )
+
+    chain = make_chain_client(settings)
+    token = chain.contract("TestStablecoin")
+    vault = chain.contract("SettlementVault")
+    deposit = 50_000_000
+    _call(settings, chain_snapshot.admin, token.functions.mint(merchant.account.address, deposit))
+    _call(settings, merchant.account, token.functions.approve(vault.address, deposit))
+    _call(settings, merchant.account, vault.functions.deposit(token.address, deposit))
+
+    day = int(
+        (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    )
+    _ok(
+        app_client.put(
+            f"/settlement/accounts/{merchant.user_id}",
+            json={"token": token.address, "token_symbol": "tUSDC", "token_decimals": 6, "settle_from": day},
+            headers=admin.headers,
+        )
+    )
+    _ok(
+        app_client.post(
+            f"/settlement/accounts/{merchant.user_id}/rate-cards", json=_card(), headers=admin.headers
+        )
+    )
+
+    _ok(app_client.post("/settlement/run", headers=admin.headers))
+    page = _ok(
+        app_client.get(
+            "/settlement/settlements", params={"merchant_user_id": merchant.user_id}, headers=merchant.headers
+        )
+    )
+    rows = page["items"] if isinstance(page, dict) else page
+    (posted,) = [s for s in rows if s["period_start"] == day]
+    assert posted["state"] == "posted", posted
+    others = [s for s in rows if s["period_start"] != day]
+    assert all(s["state"] == "empty" for s in others)
+    total = posted["total"]
+    assert (
+        total > 0
+        and chain.call(vault.functions.escrowOf(merchant.account.address, token.address)) == deposit - total
+    )
+
+    rpc(settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
+    rpc(settings.eth_rpc_url, "evm_mine")
+    _ok(app_client.post("/settlement/run", headers=admin.headers))
+    assert (
+        _ok(app_client.get(f"/settlement/settlements/{posted['id']}", headers=merchant.headers))["state"]
+        == "claimable"
+    )
+
+    paid = 0
+    for payee in (creator, operator):
+        claims = _ok(
+            app_client.get(f"/settlement/payees/{payee.account.address}/claims", headers=payee.headers)
+        )
+        assert claims["call"] is not None, claims
+        amount = sum(i["amount"] for i in claims["items"] if not i["claimed"])
+        _send(settings, payee.account, claims["call"]["to"], claims["call"]["data"])
+        assert chain.call(token.functions.balanceOf(payee.account.address)) == amount > 0
+        paid += amount
+        again = _ok(
+            app_client.get(f"/settlement/payees/{payee.account.address}/claims", headers=payee.headers)
+        )
+        assert again["call"] is None and all(i["claimed"] for i in again["items"])
+
+    statement = app_client.get(
+        f"/settlement/settlements/{posted['id']}/statement",
+        params={"format": "json"},
+        headers=merchant.headers,
+    )
+    assert statement.status_code == 200, statement.text
+    body = statement.json()
+    assert sum(p["amount"]["minor"] for p in body["payees"]) == total
+    assert {p["payee"] for p in body["payees"]} >= {
+        creator.account.address.lower(),
+        operator.account.address.lower(),
+    }
+    html = app_client.get(
+        f"/settlement/settlements/{posted['id']}/statement",
+        params={"format": "html"},
+        headers=merchant.headers,
+    )
+    assert html.status_code == 200 and html.text.count("<svg") == 2
+    assert paid < total  # the co-owner and the platform have not claimed yet
+
+    # Anyone holding the inputs recomputes the payouts and finds the vault's root (CLI, chain only).
+    inputs = app_client.get(f"/settlement/settlements/{posted['id']}/inputs", headers=merchant.headers)
+    assert inputs.status_code == 200, inputs.text
+    path = tmp_path / "inputs.json"
+    path.write_bytes(inputs.content)
+    result = CliRunner().invoke(
+        cli_app, ["settlement", "verify", str(path), "--rpc-url", settings.eth_rpc_url]
+    )
+    assert result.exit_code == 0, result.output
+    assert "FAIL" not in result.output and result.output.count("PASS") >= 8
