@@ -181,25 +181,29 @@ def period_receipts(session: Session, account: SettlementAccount, period_start: 
     merchant = merchant_key(account)
     day = utc_day(period_start)
     batch_ids: set[str] = set()
+    values: list[tuple[Any, ...]] = []  # in RECEIPT_ROW order
     for batch_id, asset_id, region, country, operator, requests, nbytes in rows:
         batch_ids.add(batch_id)
-        data.receipts.append(
-            Receipt(
-                key=receipt_key(batch_id, asset_id, region, country),
-                asset_id=str(asset_id),
-                merchant=merchant,
-                region=region,
-                country=country,
-                period=period_start,
-                at=period_start,
-                operator=operator.lower(),
-                requests=int(requests),
-                bytes=int(nbytes or 0),
+        nbytes, requests = int(nbytes or 0), int(requests)
+        key = receipt_key(batch_id, asset_id, region, country)
+        values.append(
+            (
+                key,
+                str(asset_id),
+                merchant,
+                region,
+                country,
+                period_start,
+                period_start,
+                operator.lower(),
+                requests,
+                nbytes,
             )
         )
         counts = data.usage.setdefault((region, day), [0, 0])
-        counts[0] += int(nbytes or 0)
-        counts[1] += int(requests)
+        counts[0] += nbytes
+        counts[1] += requests
+    data.receipts = Receipt.from_rows(values)
     data.batch_ids = sorted(batch_ids)
     return data
 
