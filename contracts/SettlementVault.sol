@@ -4,7 +4,11 @@ pragma solidity 0.8.28;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
@@ -30,9 +34,13 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// * Pull payments: a payee's claim moves only its own money, and its transfer is its own transaction, so
 ///   a payee the token refuses (blacklisted) blocks nobody else. It may name any other recipient address
 ///   for its claims (the `recipient` argument), so a blacklisted payee can still be paid elsewhere.
+/// * Relayed claims ({claimManyFor}): anyone (the platform's relayer) may submit a payee's claims with the
+///   payee's EIP-712 `ClaimAuthorization` signature (ECDSA, or ERC-1271 for contract payees) over the
+///   exact claims, the recipient, a per-payee nonce and a deadline; domain "EdgeLedger SettlementVault",
+///   version "1", this chain and this contract. Proofs are not signed: they only prove what the leaf says.
 /// * Claims are all-or-nothing per transaction; Checks-Effects-Interactions plus a transient reentrancy
 ///   guard; everything that moves funds stops while paused.
-contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
+contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, EIP712, Nonces {
     using SafeERC20 for IERC20;
 
     /// @notice May post payout roots (the platform's settlement worker).
@@ -41,6 +49,10 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
     bytes32 public constant AUDITOR_ROLE = keccak256("AUDITOR_ROLE");
     /// @notice Upper bound of the challenge window (seconds).
     uint40 public constant MAX_CHALLENGE_WINDOW = 30 days;
+    /// @notice EIP-712 type hash of the payee's authorization of a relayed {claimManyFor}.
+    bytes32 public constant CLAIM_AUTHORIZATION_TYPEHASH = keccak256(
+        "ClaimAuthorization(address payee,bytes32 claimsHash,address recipient,uint256 nonce,uint256 deadline)"
+    );
 
     enum SettlementStatus {
         None, // never posted
@@ -71,7 +83,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
         bool allowed;
     }
 
-    /// @notice One payee's claim on one (period, merchant) settlement. The payee is the caller.
+    /// @notice One payee's claim on one (period, merchant) settlement. The payee is the caller (or, in
+    /// {claimManyFor}, the signer of the authorization).
     struct Claim {
         uint64 periodId;
         address merchant;
@@ -104,6 +117,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
     error InvalidProof(uint64 periodId, address merchant, address payee, uint256 amount);
     error ClaimExceedsRemaining(uint64 periodId, address merchant, uint256 remaining, uint256 amount);
     error NoClaims();
+    error AuthorizationExpired(uint256 deadline, uint256 timestamp);
+    error InvalidAuthorization(address payee, uint256 nonce);
 
     /// @notice An admin added a token to or removed it from the allow-list.
     event TokenAllowed(address indexed token, bool allowed, address indexed admin);
@@ -141,11 +156,17 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
         uint256 amount
     );
 
+    /// @notice A relayer submitted `payee`'s claims under its signed authorization `nonce`; one
+    /// {Claimed} per claim follows.
+    event ClaimsRelayed(
+        address indexed payee, address indexed relayer, uint256 nonce, bytes32 claimsHash, address recipient
+    );
+
     /// @param admin Receives DEFAULT_ADMIN_ROLE (grants SETTLER_ROLE and AUDITOR_ROLE, allow-lists
     /// tokens, resolves challenges, pauses).
     /// @param challengeWindow Seconds between a post and the opening of its claims (at most
     /// MAX_CHALLENGE_WINDOW).
-    constructor(address admin, uint40 challengeWindow) {
+    constructor(address admin, uint40 challengeWindow) EIP712("EdgeLedger SettlementVault", "1") {
         if (admin == address(0)) revert ZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _setChallengeWindow(challengeWindow);
@@ -328,9 +349,9 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
     /// @param claim_ The period, merchant, amount and proof (the payee is the caller).
     /// @param recipient Receives the tokens; zero means the caller.
     function claim(Claim calldata claim_, address recipient) external whenNotPaused nonReentrant {
-        address to = _recipient(recipient);
-        address token = _claim(claim_, to);
-        _pay(token, claim_.amount, to);
+        address to = recipient == address(0) ? msg.sender : recipient;
+        (address token, uint256 amount) = _claim(claim_, msg.sender, to);
+        _pay(token, amount, to);
     }
 
     /// @notice Claims many of the caller's leaves (any periods and merchants) in one transaction. Claims of
@@ -338,21 +359,37 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
     /// @param claims The claims (non-empty); any invalid one reverts the whole call.
     /// @param recipient Receives the tokens; zero means the caller.
     function claimMany(Claim[] calldata claims, address recipient) external whenNotPaused nonReentrant {
-        uint256 count = claims.length;
-        if (count == 0) revert NoClaims();
-        address to = _recipient(recipient);
-        address current = _claim(claims[0], to);
-        uint256 pending = claims[0].amount;
-        for (uint256 i = 1; i < count; ++i) {
-            address token = _claim(claims[i], to);
-            if (token != current) {
-                _pay(current, pending, to);
-                current = token;
-                pending = 0;
-            }
-            pending += claims[i].amount;
-        }
-        _pay(current, pending, to);
+        if (claims.length == 0) revert NoClaims();
+        _claimAll(claims, msg.sender, recipient == address(0) ? msg.sender : recipient);
+    }
+
+    /// @notice Claims many of `payee`'s leaves on its behalf (any sender, typically the platform's relayer,
+    /// which pays the gas): `payee` signed an EIP-712 `ClaimAuthorization(address payee,bytes32 claimsHash,
+    /// address recipient,uint256 nonce,uint256 deadline)` in this contract's domain, where `claimsHash` is
+    /// {claimsHash} of exactly these claims in this order, `recipient` the argument below as given and
+    /// `nonce` the payee's current {nonces} value. Each authorization works once; a later one of the same
+    /// payee needs the next nonce. Otherwise as {claimMany}.
+    /// @param payee Whose leaves are claimed (an EOA's ECDSA signature, or ERC-1271 for a contract).
+    /// @param claims The claims (non-empty); any invalid one reverts the whole call.
+    /// @param recipient Receives the tokens; zero means the payee.
+    /// @param deadline Last unix second at which the authorization may be used.
+    /// @param signature The payee's signature of the authorization.
+    function claimManyFor(
+        address payee,
+        Claim[] calldata claims,
+        address recipient,
+        uint256 deadline,
+        bytes calldata signature
+    ) external whenNotPaused nonReentrant {
+        if (block.timestamp > deadline) revert AuthorizationExpired(deadline, block.timestamp);
+        if (claims.length == 0) revert NoClaims();
+        bytes32 hashOfClaims = _claimsHash(claims);
+        uint256 nonce = _useNonce(payee);
+        bytes32 digest = _authorizationDigest(payee, hashOfClaims, recipient, nonce, deadline);
+        if (!_isPayeeSignature(payee, digest, signature)) revert InvalidAuthorization(payee, nonce);
+        address to = recipient == address(0) ? payee : recipient;
+        emit ClaimsRelayed(payee, msg.sender, nonce, hashOfClaims, to);
+        _claimAll(claims, payee, to);
     }
 
     // ------------------------------------------------------------------------------------------
@@ -413,6 +450,39 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
         return _challengeWindow;
     }
 
+    /// @notice The `claimsHash` of a {claimManyFor} authorization: keccak256 over the concatenated
+    /// abi.encode(periodId, merchant, amount) of every claim, in order (proofs excluded).
+    /// @param claims The claims.
+    /// @return keccak256(abi.encode(periodId0, merchant0, amount0, periodId1, merchant1, amount1, ...)).
+    function claimsHash(Claim[] calldata claims) external pure returns (bytes32) {
+        return _claimsHash(claims);
+    }
+
+    /// @notice The EIP-712 digest a payee signs to authorize a {claimManyFor}.
+    /// @param payee The payee.
+    /// @param claimsHash_ {claimsHash} of the claims.
+    /// @param recipient The recipient argument, as it will be passed (zero: the payee).
+    /// @param nonce The payee's {nonces} value when the claims are submitted.
+    /// @param deadline Last unix second of validity.
+    /// @return keccak256("\x19\x01" ‖ domainSeparator ‖ hashStruct(ClaimAuthorization)).
+    function claimAuthorizationDigest(
+        address payee,
+        bytes32 claimsHash_,
+        address recipient,
+        uint256 nonce,
+        uint256 deadline
+    ) external view returns (bytes32) {
+        return _authorizationDigest(payee, claimsHash_, recipient, nonce, deadline);
+    }
+
+    /// @notice The EIP-712 domain separator (name "EdgeLedger SettlementVault", version "1", this chain,
+    /// this contract); {eip712Domain} gives its fields.
+    /// @return The separator.
+    // solhint-disable-next-line func-name-mixedcase
+    function DOMAIN_SEPARATOR() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
     /// @notice The leaf hash of a payout (docs/settlement-leaf.md).
     /// @param periodId The period.
     /// @param merchant The merchant.
@@ -450,30 +520,67 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
             || (status == SettlementStatus.Posted && block.timestamp >= settlement.claimsOpenAt);
     }
 
-    /// @dev Checks one claim of msg.sender and records it (marker, settlement remaining); returns the
-    /// settlement's token. Pays nothing: the caller pays per token (see {_pay}).
-    function _claim(Claim calldata c, address to) private returns (address token) {
+    /// @dev The settlement's token if its claims are open now (token, claimsOpenAt and status share a
+    /// slot, read once), else reverts with ClaimsNotOpen.
+    function _openToken(Settlement storage settlement, uint64 periodId, address merchant)
+        private
+        view
+        returns (address token)
+    {
+        token = settlement.token;
+        uint40 opensAt = settlement.claimsOpenAt;
+        SettlementStatus status = settlement.status;
+        if (status != SettlementStatus.Upheld && (status != SettlementStatus.Posted || block.timestamp < opensAt)) {
+            revert ClaimsNotOpen(periodId, merchant, status, opensAt);
+        }
+    }
+
+    /// @dev Checks and records every claim of `payee`, paying `to` once per run of claims of one token.
+    function _claimAll(Claim[] calldata claims, address payee, address to) private {
+        uint256 count = claims.length;
+        (address current, uint256 pending) = _claim(claims[0], payee, to);
+        for (uint256 i = 1; i < count; ++i) {
+            (address token, uint256 amount) = _claim(claims[i], payee, to);
+            if (token != current) {
+                _pay(current, pending, to);
+                current = token;
+                pending = 0;
+            }
+            pending += amount;
+        }
+        _pay(current, pending, to);
+    }
+
+    /// @dev Checks one claim of `payee` and records it (marker, settlement remaining); returns the
+    /// settlement's token and the amount. Pays nothing: the caller pays per token (see {_pay}).
+    function _claim(Claim calldata c, address payee, address to) private returns (address token, uint256 amount) {
         uint64 periodId = c.periodId;
         address merchant = c.merchant;
         Settlement storage settlement = _settlements[periodId][merchant];
-        if (!_isOpen(settlement)) {
-            revert ClaimsNotOpen(periodId, merchant, settlement.status, settlement.claimsOpenAt);
-        }
-        (bytes32 key, uint256 mask) = _claimedSlot(periodId, merchant, msg.sender);
+        token = _openToken(settlement, periodId, merchant);
+        (bytes32 key, uint256 mask) = _claimedSlot(periodId, merchant, payee);
         uint256 word = _claimedWords[key];
-        if (word & mask != 0) revert AlreadyClaimed(periodId, merchant, msg.sender);
-        token = settlement.token;
-        uint256 amount = c.amount;
-        bytes32 leaf = _leaf(periodId, merchant, token, msg.sender, amount);
-        if (!MerkleProof.verifyCalldata(c.proof, settlement.root, leaf)) {
-            revert InvalidProof(periodId, merchant, msg.sender, amount);
-        }
+        if (word & mask != 0) revert AlreadyClaimed(periodId, merchant, payee);
+        amount = c.amount;
+        _verifyLeaf(c, settlement.root, token, payee);
         // Guards the other merchants' reserves against a tree whose leaves sum to more than its total.
         uint128 remaining = settlement.remaining;
         if (amount > remaining) revert ClaimExceedsRemaining(periodId, merchant, remaining, amount);
         _claimedWords[key] = word | mask;
-        settlement.remaining = remaining - uint128(amount);
-        emit Claimed(periodId, merchant, msg.sender, token, to, amount);
+        unchecked {
+            settlement.remaining = remaining - uint128(amount); // amount <= remaining
+        }
+        emit Claimed(periodId, merchant, payee, token, to, amount);
+    }
+
+    /// @dev Reverts with InvalidProof unless the claim's leaf (with `token` and `payee`) is in `root`.
+    function _verifyLeaf(Claim calldata c, bytes32 root, address token, address payee) private pure {
+        uint64 periodId = c.periodId;
+        address merchant = c.merchant;
+        uint256 amount = c.amount;
+        if (!MerkleProof.verifyCalldata(c.proof, root, _leaf(periodId, merchant, token, payee, amount))) {
+            revert InvalidProof(periodId, merchant, payee, amount);
+        }
     }
 
     /// @dev Moves `amount` of `token` from reserved to claimed and transfers it to `to` (effects first).
@@ -482,13 +589,53 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient {
         TokenTotals storage totals = _totals[token];
         // No overflow: `amount` was subtracted from remainings of this token, whose sum is `reserved`.
         uint128 value = uint128(amount);
-        totals.reserved -= value;
-        totals.claimed += value;
+        uint128 reserved = totals.reserved;
+        uint128 claimed = totals.claimed;
+        totals.reserved = reserved - value;
+        totals.claimed = claimed + value;
         IERC20(token).safeTransfer(to, amount);
     }
 
-    function _recipient(address recipient) private view returns (address) {
-        return recipient == address(0) ? msg.sender : recipient;
+    function _authorizationDigest(
+        address payee,
+        bytes32 hashOfClaims,
+        address recipient,
+        uint256 nonce,
+        uint256 deadline
+    ) private view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(CLAIM_AUTHORIZATION_TYPEHASH, payee, hashOfClaims, recipient, nonce, deadline))
+        );
+    }
+
+    /// @dev ECDSA (low-s, as OpenZeppelin's ECDSA requires) by the payee's key, else ERC-1271 when the payee
+    /// is a contract. The ECDSA check comes first so that an EOA payee's check does not load its code
+    /// (SignatureChecker.isValidSignatureNow checks the code first: a cold account access).
+    function _isPayeeSignature(address payee, bytes32 digest, bytes calldata signature) private view returns (bool) {
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
+        if (err == ECDSA.RecoverError.NoError && recovered == payee) return true;
+        return payee.code.length != 0 && SignatureChecker.isValidERC1271SignatureNow(payee, digest, signature);
+    }
+
+    /// @dev keccak256 of the claims' abi.encode(periodId, merchant, amount), 96 bytes per claim, in order.
+    function _claimsHash(Claim[] calldata claims) private pure returns (bytes32 result) {
+        uint256 count = claims.length;
+        bytes memory packed = new bytes(count * 96);
+        for (uint256 i = 0; i < count; ++i) {
+            Claim calldata c = claims[i];
+            uint64 periodId = c.periodId;
+            address merchant = c.merchant;
+            uint256 amount = c.amount;
+            assembly ("memory-safe") {
+                let at := add(add(packed, 0x20), mul(i, 96))
+                mstore(at, periodId)
+                mstore(add(at, 0x20), merchant)
+                mstore(add(at, 0x40), amount)
+            }
+        }
+        assembly ("memory-safe") {
+            result := keccak256(add(packed, 0x20), mload(packed))
+        }
     }
 
     function _claimedSlot(uint64 periodId, address merchant, address payee)

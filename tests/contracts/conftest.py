@@ -4,6 +4,7 @@ Accounts: accounts[0] is the admin (DEFAULT_ADMIN_ROLE), accounts[1] holds REGIS
 holds ARBITER_ROLE; accounts[3:] are plain creators / users without any role.
 """
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -830,3 +831,112 @@ def post_payout(vault, settler):
         return payout
 
     return _post
+
+
+# ---------------------------------------------------------------------------------------------
+# Relayed claims (SettlementVault.claimManyFor; docs/settlement-leaf.md, "Relayed claims")
+# ---------------------------------------------------------------------------------------------
+
+VAULT_NAME = "EdgeLedger SettlementVault"
+VAULT_VERSION = "1"
+CLAIM_AUTHORIZATION_FIELDS = (
+    ("payee", "address"),
+    ("claimsHash", "bytes32"),
+    ("recipient", "address"),
+    ("nonce", "uint256"),
+    ("deadline", "uint256"),
+)
+CLAIM_AUTHORIZATION_TYPEHASH = keccak(
+    text="ClaimAuthorization(" + ",".join(f"{t} {n}" for n, t in CLAIM_AUTHORIZATION_FIELDS) + ")"
+)
+# anvil's default accounts (brownie's development network) come from this mnemonic.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+@functools.cache
+def _dev_keys() -> dict[str, str]:
+    Account.enable_unaudited_hdwallet_features()
+    keys_by_address = {}
+    for i in range(10):
+        local = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}")
+        keys_by_address[local.address] = local.key.hex()
+    return keys_by_address
+
+
+def dev_key(account) -> str:
+    """The private key of one of anvil's default accounts (payees sign relayed claims off-chain)."""
+    address = str(_abi_value(account))
+    assert address in _dev_keys(), f"{address} is not one of anvil's default accounts"
+    return _dev_keys()[address]
+
+
+def claims_hash(claims: Sequence[Sequence]) -> bytes:
+    """keccak256 of the concatenated abi.encode(periodId, merchant, amount) of the claims, in order."""
+    return keccak(
+        b"".join(
+            encode(["uint64", "address", "uint256"], [c[0], str(_abi_value(c[1])), c[2]]) for c in claims
+        )
+    )
+
+
+def claim_authorization_typed_data(
+    payee,
+    claims: Sequence[Sequence],
+    recipient,
+    nonce: int,
+    deadline: int,
+    chain_id: int,
+    verifying_contract,
+    *,
+    name: str = VAULT_NAME,
+    version: str = VAULT_VERSION,
+) -> dict:
+    """The full EIP-712 ClaimAuthorization message for eth_account."""
+    return {
+        "types": {
+            "EIP712Domain": EIP712_DOMAIN_FIELDS,
+            "ClaimAuthorization": [{"name": n, "type": t} for n, t in CLAIM_AUTHORIZATION_FIELDS],
+        },
+        "primaryType": "ClaimAuthorization",
+        "domain": {
+            "name": name,
+            "version": version,
+            "chainId": chain_id,
+            "verifyingContract": str(_abi_value(verifying_contract)),
+        },
+        "message": {
+            "payee": str(_abi_value(payee)),
+            "claimsHash": claims_hash(claims),
+            "recipient": str(_abi_value(recipient)),
+            "nonce": nonce,
+            "deadline": deadline,
+        },
+    }
+
+
+def sign_claim_authorization(
+    key: str,
+    payee,
+    claims: Sequence[Sequence],
+    recipient,
+    nonce: int,
+    deadline: int,
+    vault,
+    *,
+    chain_id: int | None = None,
+    verifying_contract=None,
+    **domain,
+) -> bytes:
+    """The 65-byte (r ‖ s ‖ v) signature by `key` of a ClaimAuthorization for `vault` on this chain (or for
+    another chain id / verifying contract / domain name or version, to test replays)."""
+    full = claim_authorization_typed_data(
+        payee,
+        claims,
+        recipient,
+        nonce,
+        deadline,
+        web3.eth.chain_id if chain_id is None else chain_id,
+        vault if verifying_contract is None else verifying_contract,
+        **domain,
+    )
+    return bytes(Account.sign_typed_data(key, full_message=full).signature)

@@ -1,6 +1,7 @@
 """Stateful property test of SettlementVault: random sequences of deposits, withdrawals, posts,
-challenges, resolutions, blacklistings, time steps and claims (single and batched, to the payee or to
-another recipient, including double claims and claims before the window), run against a Python model.
+challenges, resolutions, blacklistings, time steps and claims (single, batched and relayed with the payee's
+signed authorization, to the payee or to another recipient, including double claims, claims before the
+window and replayed authorizations), run against a Python model.
 
 Every rule predicts the outcome from the model (success, or the exact custom error, following the check
 order of the contract) before sending the transaction. After every step the invariants compare the
@@ -41,6 +42,8 @@ from .conftest import (
     Revert,
     SettlementStatus,
     batch_call,
+    dev_key,
+    sign_claim_authorization,
     vault_error,
 )
 
@@ -114,6 +117,8 @@ class VaultMachine(RuleBasedStateMachine):
         self.settlements: dict[tuple[int, str], SettlementModel] = {}
         self.balances: dict[tuple[str, str], int] = {}
         self.blacklisted: set[str] = set()
+        self.nonces: Counter = Counter()  # relayed-claim nonce per payee
+        self.used: dict[str, tuple] = {}  # the last authorization each payee's relayer submitted
         for (period, merchant), (payout, opens_at) in self.prepared.items():
             self.settlements[(period, merchant)] = SettlementModel(payout, opens_at, remaining=payout.total)
             self.escrow[(merchant, payout.token)] -= payout.total
@@ -363,15 +368,13 @@ class VaultMachine(RuleBasedStateMachine):
         self.totals[model.payout.token]["claimed"] += amount
         self.balances[(str(receiver), model.payout.token)] += amount
 
-    @precondition(lambda self: self.settlements)
-    @rule(pick=st_pick, seed=st_seed)
-    def rule_claim_many(self, pick, seed):
-        """One payee claims up to four settlements in one transaction (sometimes one twice): succeeds
-        only if every claim would; one failure reverts all."""
+    def _batch(self, pick, seed):
+        """Up to four settlements of one payee (sometimes one twice), the recipient, and the error the
+        contract must give (None: success); None when the payee has no leaf anywhere."""
         payee = self.payees[pick % len(self.payees)]
         mine = sorted(k for k, m in self.settlements.items() if str(payee) in m.payout.amounts)
         if not mine:
-            return
+            return None
         count = 1 + seed % 4
         keys = [mine[(seed // 4 + i) % len(mine)] for i in range(count)]
         for key in keys:
@@ -394,8 +397,54 @@ class VaultMachine(RuleBasedStateMachine):
         if expected is None and blocked:
             expected = vault_error("Blacklisted", receiver)
         claims = [self._claim_tuple(key, self.settlements[key], payee) for key in keys]
+        return keys, claims, recipient, receiver, expected
+
+    @precondition(lambda self: self.settlements)
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_claim_many(self, pick, seed):
+        """One payee claims up to four settlements in one transaction (sometimes one twice): succeeds
+        only if every claim would; one failure reverts all."""
+        batch = self._batch(pick, seed)
+        if batch is None:
+            return
+        keys, claims, recipient, receiver, expected = batch
+        payee = self.payees[pick % len(self.payees)]
         tx = self._send(expected, self.vault.claimMany, claims, recipient, {"from": payee})
         if tx is not None:
+            for key in keys:
+                self._record_claim(key, self.settlements[key], payee, receiver)
+
+    @precondition(lambda self: self.settlements)
+    @rule(pick=st_pick, seed=st_seed, replay=st_flag)
+    def rule_claim_many_for(self, pick, seed, replay):
+        """A relayer submits a payee's batch with the payee's signed authorization for its current nonce;
+        or (replay) submits again the last authorization it used for that payee, which the vault refuses
+        whatever the claims' state."""
+        payee = self.payees[pick % len(self.payees)]
+        relayer = self.other if seed % 2 else self.settler
+        if replay and str(payee) in self.used:
+            args = self.used[str(payee)]
+            self._send(
+                vault_error("InvalidAuthorization", payee, self.nonces[str(payee)]),
+                self.vault.claimManyFor,
+                *args,
+                {"from": relayer},
+            )
+            return
+        batch = self._batch(pick, seed)
+        if batch is None:
+            return
+        keys, claims, recipient, receiver, expected = batch
+        nonce, deadline = self.nonces[str(payee)], chain.time() + 365 * 86_400  # outlives every run
+        signature = sign_claim_authorization(
+            dev_key(payee), payee, claims, recipient, nonce, deadline, self.vault
+        )
+        args = (payee, claims, recipient, deadline, signature)
+        tx = self._send(expected, self.vault.claimManyFor, *args, {"from": relayer})
+        if tx is not None:
+            self.stats["relayed"] += 1
+            self.nonces[str(payee)] += 1
+            self.used[str(payee)] = args
             for key in keys:
                 self._record_claim(key, self.settlements[key], payee, receiver)
 
@@ -442,6 +491,8 @@ class VaultMachine(RuleBasedStateMachine):
                 assert next(results) == (str(payee) in model.claimed)
         for (account, token), balance in self.balances.items():
             assert self.tokens[[str(t) for t in self.tokens].index(token)].balanceOf(account) == balance
+        for payee in self.payees:
+            assert vault.nonces(payee) == self.nonces[str(payee)]
 
 
 def test_vault_state_machine(vault, usdc, eurc, accounts):
