@@ -6,6 +6,10 @@
    CloudFront standard log (gzip) of requests for the image, uploads it again (nothing changes), closes
    and anchors the batch, fetches the proof of one log line and checks it against the chain alone, with
    the contract's verifyRecord and by verifying the whole batch export.
+3. Settlement: the demo merchant (owner of the log's host) deposits test stablecoins into the vault, an
+   admin sets its account and rate card, yesterday's period is settled (posted with its payout root),
+   the local stack's 60 s challenge window passes, and the creator claims its royalty from its own
+   wallet with the calldata the API hands out.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import gzip
 import io
 import json
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,11 +31,13 @@ from edgeledger.assets import service as assets_service
 from edgeledger.assets.models import Asset
 from edgeledger.auth import service as auth_service
 from edgeledger.auth.models import ApiKey, Role
+from edgeledger.chain.anvil import anvil_rpc
 from edgeledger.config import Settings
 from edgeledger.db import make_engine
 from edgeledger.deliveries import verify
-from edgeledger.devstack import demo_png, now_label, say
+from edgeledger.devstack import DEV_CHALLENGE_WINDOW, demo_png, now_label, say
 from edgeledger.main import make_chain_client
+from edgeledger.settlement.statements import format_amount
 
 
 def _demo_api_key(settings: Settings, address: str, *, role: Role = Role.creator) -> str:
@@ -62,7 +69,8 @@ def _register(client: httpx.Client, name: str, data: bytes, params: dict[str, An
     )
 
 
-def run_demo(settings: Settings, base_url: str, *, creator_key: str, admin_key: str) -> None:
+def run_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None:
+    creator_key, admin_key = keys["creator"], keys["admin"]
     creator = Account.from_key(creator_key).address
     key = _demo_api_key(settings, creator)
     label = now_label()
@@ -78,6 +86,8 @@ def run_demo(settings: Settings, base_url: str, *, creator_key: str, admin_key: 
             {
                 "title": "Sneaker, studio shot",
                 "territories": ["DE", "FR", "US", "JP"],
+                # licensed from the day before yesterday: the demo log's deliveries (yesterday) earn royalties
+                "valid_from": int(time.time()) - 2 * 86400,
                 "royalty_bps": 500,
                 "split": [{"recipient": creator, "bps": 10_000}],
             },
@@ -127,6 +137,7 @@ def run_demo(settings: Settings, base_url: str, *, creator_key: str, admin_key: 
     engine.dispose()
     say(f"the database now holds {total} registered assets (runs add to it; nothing is reset)")
     run_delivery_demo(settings, base_url, admin_key=admin_key, asset=asset, label=label)
+    run_settlement_demo(settings, base_url, keys=keys)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,3 +286,152 @@ def _ok(response: httpx.Response) -> Any:
     if response.status_code >= 400:
         raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.text[:500]}")
     return response.json()
+
+
+# ----------------------------------------------------------------------------------------------
+# Settlement
+# ----------------------------------------------------------------------------------------------
+
+DEMO_HOST = "shop.example"
+
+
+def _demo_card() -> dict[str, Any]:
+    from edgeledger.deliveries.regions import REGION_CODES
+
+    return {
+        "version": 1,
+        "valid_from": 0,
+        "currency": {"code": "TUSDC", "decimals": 6},
+        "delivery": {r: {"tiers": [{"up_to_bytes": None, "price_per_gb": 85_000}]} for r in REGION_CODES},
+        "default_royalty": {"mode": "per_delivery", "amount": 1_000},
+        "platform_fee_bps": 1_000,
+        "operator_share_bps": 7_000,
+        "derivative_share_bps": 2_000,
+    }
+
+
+def _send_as(settings: Settings, key: str, to: str, data: str) -> str:
+    chain = make_chain_client(settings)
+    account = Account.from_key(key)
+    tx: dict[str, Any] = {
+        "from": account.address,
+        "to": to,
+        "data": data,
+        "nonce": chain.w3.eth.get_transaction_count(account.address),
+        "chainId": chain.chain_id,
+        "gasPrice": chain.w3.eth.gas_price,
+    }
+    tx["gas"] = chain.w3.eth.estimate_gas(tx)
+    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+    if receipt["status"] != 1:
+        raise RuntimeError(f"transaction {tx_hash.to_0x_hex()} reverted")
+    return tx_hash.to_0x_hex()
+
+
+def _merchant_funds(settings: Settings, keys: dict[str, str], amount: int) -> tuple[str, int]:
+    """Mints test stablecoins to the merchant (the deployer owns the test token) and deposits them,
+    unless its escrow already holds ``amount``."""
+    chain = make_chain_client(settings)
+    token, vault = chain.contract("TestStablecoin"), chain.contract("SettlementVault")
+    merchant = Account.from_key(keys["merchant"]).address
+    escrow = int(chain.call(vault.functions.escrowOf(merchant, token.address)))
+    if escrow >= amount:
+        return token.address, escrow
+    calls = (
+        (keys["admin"], token.functions.mint(merchant, amount)),
+        (keys["merchant"], token.functions.approve(vault.address, amount)),
+        (keys["merchant"], vault.functions.deposit(token.address, amount)),
+    )
+    for key, fn in calls:
+        _send_as(settings, key, fn.address, fn._encode_transaction_data())
+    return token.address, int(chain.call(vault.functions.escrowOf(merchant, token.address)))
+
+
+def run_settlement_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None:
+    admin_key = _demo_api_key(settings, Account.from_key(keys["admin"]).address, role=Role.admin)
+    merchant = Account.from_key(keys["merchant"]).address
+    creator = Account.from_key(keys["creator"]).address
+    _demo_api_key(settings, merchant, role=Role.merchant)
+    creator_key = _demo_api_key(settings, creator)
+    yesterday = int(
+        (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    )
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": admin_key}, timeout=300) as client:
+        merchant_id = _merchant_user_id(settings, merchant)
+        hosts = _ok(client.get("/deliveries/merchant-hosts"))
+        if not any(h["host"] == DEMO_HOST for h in hosts):
+            _ok(
+                client.post(
+                    "/deliveries/merchant-hosts", json={"host": DEMO_HOST, "merchant_user_id": merchant_id}
+                )
+            )
+        token, escrow = _merchant_funds(settings, keys, 100_000_000)
+        say(
+            f"demo: merchant {merchant} (host {DEMO_HOST}) has test stablecoins in the vault: escrow "
+            f"{format_amount(escrow, 6)} tUSDC"
+        )
+        account = client.get(f"/settlement/accounts/{merchant_id}")
+        if account.status_code == 404:
+            _ok(
+                client.put(
+                    f"/settlement/accounts/{merchant_id}",
+                    json={
+                        "token": token,
+                        "token_symbol": "tUSDC",
+                        "token_decimals": 6,
+                        "settle_from": yesterday,
+                    },
+                )
+            )
+            _ok(client.post(f"/settlement/accounts/{merchant_id}/rate-cards", json=_demo_card()))
+            say(
+                "  settlement account and rate card v1 set (0.085 tUSDC/GB, 0.001 tUSDC per delivery royalty)"
+            )
+        run = _ok(client.post("/settlement/run", params={"early": "true"}))
+        page = _ok(client.get("/settlement/settlements", params={"merchant_user_id": merchant_id}))
+        rows = page["items"] if isinstance(page, dict) else page
+        current = next((r for r in rows if r["period_start"] == yesterday), None)
+        if current is None:
+            say(f"  no settlement of yesterday's period yet (run report {run})")
+            return
+        say(
+            f"  period {current['period_id']} settled: state {current['state']}, total "
+            f"{format_amount(current['total'], 6)} tUSDC to {current['payee_count']} payees, root "
+            f"{str(current['root'])[:18]}…"
+        )
+        deadline = time.monotonic() + 120
+        if current["state"] == "posted":
+            say(f"  waiting for the local chain's {DEV_CHALLENGE_WINDOW} s challenge window…")
+        while current["state"] in ("posted", "posting", "computed") and time.monotonic() < deadline:
+            time.sleep(5)
+            # The local chain mines only when sent a transaction; an empty block moves its clock on, as
+            # the steady blocks of a live chain would.
+            anvil_rpc(settings.eth_rpc_url, "evm_mine")
+            _ok(client.post("/settlement/run", params={"early": "true"}))
+            current = _ok(client.get(f"/settlement/settlements/{current['id']}"))
+        say(f"  state now: {current['state']}")
+    if current["state"] != "claimable":
+        return
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": creator_key}, timeout=120) as client:
+        claims = _ok(client.get(f"/settlement/payees/{creator}/claims"))
+        if claims["call"] is None:
+            say("  the creator has nothing left to claim")
+            return
+        tx = _send_as(settings, keys["creator"], claims["call"]["to"], claims["call"]["data"])
+        chain = make_chain_client(settings)
+        balance = chain.call(chain.contract("TestStablecoin").functions.balanceOf(creator))
+        say(
+            f"  creator claimed {claims['call']['claims']} payout(s) in tx {tx[:18]}…; its wallet holds "
+            f"{format_amount(balance, 6)} tUSDC"
+        )
+
+
+def _merchant_user_id(settings: Settings, address: str) -> int:
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        user = auth_service.get_user_by_address(session, address)
+        assert user is not None
+        user_id = user.id
+    engine.dispose()
+    return user_id

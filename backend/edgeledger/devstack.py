@@ -33,6 +33,7 @@ Say = Callable[[str], None]
 
 #: The local stack's settlement challenge window (seconds): short, so the demo reaches claims.
 DEV_CHALLENGE_WINDOW = 60
+DEV_ROLES = ("admin", "signer", "creator", "merchant")
 
 
 def say(message: str) -> None:
@@ -60,11 +61,13 @@ class Stack:
 
 def dev_keys(settings: Settings) -> dict[str, str]:
     """Development keys, made once per data dir (mode 0600, never committed): admin/deployer, server
-    signer, demo creator."""
+    signer, demo creator, demo merchant."""
     path = settings.data_dir / "dev-keys.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    keys = {role: Account.create().key.to_0x_hex() for role in ("admin", "signer", "creator")}
+    keys: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = [role for role in DEV_ROLES if role not in keys]
+    if not missing:
+        return keys
+    keys.update({role: Account.create().key.to_0x_hex() for role in missing})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(json.dumps(keys, indent=2))
@@ -129,7 +132,7 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
     stack = Stack()
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the stack like Ctrl-C does
     keys = dev_keys(settings)
-    admin, signer, creator = (Account.from_key(keys[r]) for r in ("admin", "signer", "creator"))
+    admin, signer, creator, merchant = (Account.from_key(keys[r]) for r in DEV_ROLES)
     try:
         anvil = LocalAnvil(
             _port_of(settings.eth_rpc_url, 8545),
@@ -139,7 +142,7 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
         anvil.start()
         stack.started("anvil", anvil.stop)
         anvil.wait_ready()
-        _fund(anvil.rpc_url, [admin.address, signer.address, creator.address])
+        _fund(anvil.rpc_url, [admin.address, signer.address, creator.address, merchant.address])
         say(f"chain: anvil at {anvil.rpc_url} (state in {anvil.state_file})")
 
         from edgeledger.ipfs.node import LocalIpfsNode
@@ -224,7 +227,7 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
         if run_demo:
             from edgeledger.demo import run_demo as demo
 
-            demo(settings, base, creator_key=keys["creator"], admin_key=keys["admin"])
+            demo(settings, base, keys=keys)
 
         say(f"ready. API {base}  ·  OpenAPI docs {base}/docs  ·  Ctrl-C stops everything")
         _wait_forever([worker, api])

@@ -506,6 +506,7 @@ def chain_settlement(chain: ChainClient, settlement: Settlement) -> ChainSettlem
 
 
 def chain_time(chain: ChainClient) -> int:
+    """The latest block's timestamp: what the vault's ``block.timestamp`` checks see now."""
     with chain.rpc("eth_getBlockByNumber"):
         return int(chain.w3.eth.get_block("latest")["timestamp"])
 
