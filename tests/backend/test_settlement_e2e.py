@@ -207,6 +207,39 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
         )
         assert again["call"] is None and all(i["claimed"] for i in again["items"])
 
+    # The co-owner never pays gas: it signs an authorization, the platform's relayer sends claimManyFor.
+    auth = _ok(
+        app_client.get(f"/settlement/payees/{co_owner.address}/claims/authorization", headers=admin.headers)
+    )
+    (ref,) = auth["claims"]
+    signature = Account.sign_typed_data(co_owner.key, full_message=auth["typed_data"]).signature.to_0x_hex()
+    request = {
+        "claims": auth["claims"],
+        "deadline": auth["typed_data"]["message"]["deadline"],
+        "signature": signature,
+    }
+    eth_before = chain.w3.eth.get_balance(co_owner.address)
+    relayed = _ok(
+        app_client.post(
+            f"/settlement/payees/{co_owner.address}/claims/relay", json=request, headers=admin.headers
+        )
+    )
+    assert (
+        relayed["claims"] == 1
+        and chain.call(token.functions.balanceOf(co_owner.address)) == ref["amount"] > 0
+    )
+    assert chain.w3.eth.get_balance(co_owner.address) == eth_before
+    paid += ref["amount"]
+    replay = app_client.post(
+        f"/settlement/payees/{co_owner.address}/claims/relay", json=request, headers=admin.headers
+    )
+    assert replay.status_code == 409 and replay.json()["error"]["code"] == "claim_not_open"
+    forged = {**request, "claims": [{**ref, "amount": ref["amount"] + 1}]}
+    wrong = app_client.post(
+        f"/settlement/payees/{co_owner.address}/claims/relay", json=forged, headers=admin.headers
+    )
+    assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "claim_unknown"
+
     statement = app_client.get(
         f"/settlement/settlements/{posted['id']}/statement",
         params={"format": "json"},
@@ -225,7 +258,7 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
         headers=merchant.headers,
     )
     assert html.status_code == 200 and html.text.count("<svg") == 2
-    assert paid < total  # the co-owner and the platform have not claimed yet
+    assert paid < total  # the platform has not claimed yet
 
     # Anyone holding the inputs recomputes the payouts and finds the vault's root (CLI, chain only).
     inputs = app_client.get(f"/settlement/settlements/{posted['id']}/inputs", headers=merchant.headers)

@@ -1,18 +1,23 @@
 """What a payee can claim, with proofs and ready-to-send ``claimMany`` calldata (docs/settlement.md).
 
 Claims are pulled by the payee from SettlementVault: ``claimMany(claims, recipient)`` from its own
-wallet. The claimed flag is read from the vault at request time, never from the database.
+wallet, or ``claimManyFor`` sent by the platform's relayer (which pays the gas) with the payee's EIP-712
+authorization of exactly those claims. The claimed flag is read from the vault at request time, never
+from the database.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from eth_utils import is_address, to_checksum_address
 from hexbytes import HexBytes
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient
+from edgeledger.deliveries.leaf import keccak256
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.flows import VAULT, payout_tree
 from edgeledger.settlement.models import Settlement, SettlementPayout, SettlementState
@@ -122,3 +127,124 @@ def claim_call(chain: ChainClient, items: list[ClaimItem], recipient: str | None
 def claims_of(session: Session, chain: ChainClient, payee: str, recipient: str | None = None) -> ClaimsRead:
     items = claim_items(session, chain, payee)
     return ClaimsRead(payee=_payee(payee), items=items, call=claim_call(chain, open_claims(items), recipient))
+
+
+# ----------------------------------------------------------------------------------------------
+# Relayed claims (SettlementVault.claimManyFor, docs/settlement-leaf.md "Relayed claims")
+# ----------------------------------------------------------------------------------------------
+
+AUTHORIZATION_TYPES = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "ClaimAuthorization": [
+        {"name": "payee", "type": "address"},
+        {"name": "claimsHash", "type": "bytes32"},
+        {"name": "recipient", "type": "address"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint256"},
+    ],
+}
+VAULT_DOMAIN = {"name": "EdgeLedger SettlementVault", "version": "1"}
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+class ClaimRef(BaseModel):
+    period_id: int
+    merchant: str
+    amount: int
+
+
+class Authorization(BaseModel):
+    """What the payee signs (EIP-712 typed data, e.g. with eth_signTypedData_v4) to have the platform
+    relay exactly ``claims`` and pay the gas."""
+
+    claims: list[ClaimRef]
+    typed_data: dict[str, Any]
+
+
+class RelayRequest(BaseModel):
+    claims: list[ClaimRef] = Field(min_length=1, max_length=200)
+    recipient: str | None = None
+    deadline: int = Field(gt=0)
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]+$")
+
+
+class RelayResult(BaseModel):
+    tx_hash: str
+    block_number: int
+    claims: int
+    total_by_token: dict[str, int]
+
+
+def claims_hash(refs: list[ClaimRef]) -> bytes:
+    encoded = b"".join(
+        r.period_id.to_bytes(32, "big")
+        + bytes(12)
+        + bytes.fromhex(_payee(r.merchant)[2:])
+        + r.amount.to_bytes(32, "big")
+        for r in refs
+    )
+    return keccak256(encoded)
+
+
+def authorization(
+    session: Session, chain: ChainClient, payee: str, recipient: str | None, deadline: int
+) -> Authorization:
+    """The typed data authorizing the relay of everything claimable now (see :func:`open_claims`)."""
+    payee = _payee(payee)
+    ready = open_claims(claim_items(session, chain, payee))
+    if not ready:
+        raise SettlementError(f"{payee} has nothing claimable now", code="nothing_to_claim", status=409)
+    refs = [ClaimRef(period_id=i.period_id, merchant=i.merchant, amount=i.amount) for i in ready]
+    vault = chain.contract(VAULT)
+    nonce = int(chain.call(vault.functions.nonces(payee)))
+    typed = {
+        "types": AUTHORIZATION_TYPES,
+        "primaryType": "ClaimAuthorization",
+        "domain": {**VAULT_DOMAIN, "chainId": chain.chain_id, "verifyingContract": vault.address},
+        "message": {
+            "payee": payee,
+            "claimsHash": "0x" + claims_hash(refs).hex(),
+            "recipient": _payee(recipient) if recipient else ZERO_ADDRESS,
+            "nonce": nonce,
+            "deadline": deadline,
+        },
+    }
+    return Authorization(claims=refs, typed_data=typed)
+
+
+def relay(session: Session, chain: ChainClient, payee: str, request: RelayRequest) -> RelayResult:
+    """Submits the payee's signed claims with the server signer (which pays the gas). The vault checks
+    the signature, the proofs and everything else; the proofs come from the stored payout trees."""
+    payee = _payee(payee)
+    by_key = {(i.period_id, i.merchant.lower()): i for i in claim_items(session, chain, payee)}
+    args = []
+    totals: dict[str, int] = {}
+    for ref in request.claims:
+        item = by_key.get((ref.period_id, ref.merchant.lower()))
+        if item is None or item.amount != ref.amount:
+            raise SettlementError(
+                f"no payout of {ref.amount} to {payee} from {ref.merchant} in period {ref.period_id}",
+                code="claim_unknown",
+                status=404,
+            )
+        if item.claimed or item.state != SettlementState.claimable:
+            raise SettlementError(
+                f"period {ref.period_id} of {ref.merchant} is {'claimed' if item.claimed else item.state}",
+                code="claim_not_open",
+                status=409,
+            )
+        args.append((item.period_id, item.merchant, item.amount, [HexBytes(p) for p in item.proof]))
+        totals[item.token] = totals.get(item.token, 0) + item.amount
+    recipient = _payee(request.recipient) if request.recipient else ZERO_ADDRESS
+    fn = chain.contract(VAULT).functions.claimManyFor(
+        payee, args, recipient, request.deadline, HexBytes(request.signature)
+    )
+    result = chain.transact(fn)
+    return RelayResult(
+        tx_hash=result.tx_hash, block_number=result.block_number, claims=len(args), total_by_token=totals
+    )

@@ -618,6 +618,37 @@ def payee_claims(
     return claims.claims_of(session, chain, payee, recipient)
 
 
+@router.get("/payees/{address}/claims/authorization", response_model=claims.Authorization)
+def payee_claim_authorization(
+    address: str,
+    session: SessionDep,
+    chain: ChainDep,
+    principal: AnyoneDep,
+    recipient: Annotated[str | None, Query(description="Where the tokens go; default the payee")] = None,
+    valid_for: Annotated[
+        int, Query(ge=60, le=7 * 86400, description="Seconds the authorization is valid")
+    ] = 3600,
+) -> claims.Authorization:
+    """EIP-712 typed data for the payee to sign so the platform relays its open claims and pays the gas
+    (then ``POST .../claims/relay`` with the signature)."""
+    payee = _checksummed(address, "payee")
+    if not (_is_payee(principal, payee) or principal.role == Role.admin):
+        raise _forbidden(f"only {payee} or an admin may prepare its relayed claims")
+    if recipient is not None:
+        recipient = _checksummed(recipient, "recipient")
+    deadline = flows.chain_time(chain) + valid_for
+    return claims.authorization(session, chain, payee, recipient, deadline)
+
+
+@router.post("/payees/{address}/claims/relay", response_model=claims.RelayResult)
+def payee_claim_relay(
+    address: str, body: claims.RelayRequest, session: SessionDep, chain: ChainDep, _: AnyoneDep
+) -> claims.RelayResult:
+    """Sends the payee's signed claims with the server's relayer (``claimManyFor``); the vault checks
+    the payee's signature, so any authenticated caller may hand it in."""
+    return claims.relay(session, chain, _checksummed(address, "payee"), body)
+
+
 @router.get("/settlements/{settlement_id}/inputs", response_model=None)
 def settlement_inputs(
     settlement_id: int, session: SessionDep, chain: ChainDep, principal: MerchantReaderDep
