@@ -383,3 +383,18 @@ def test_a_second_worker_skips_a_settlement_being_worked_on(world: World, app_cl
     assert world.settlement().state == SettlementState.blocked  # untouched by the second worker
     world.run()
     assert world.settlement().state == SettlementState.posted and world.posted_events() == 1
+
+
+def test_an_unreachable_chain_stops_the_run_and_the_next_run_resumes(world: World) -> None:
+    from tests.backend.support.stack import free_port
+
+    world.deposit(20_000_000)
+    dead = make_chain_client(
+        world.settings.model_copy(update={"eth_rpc_url": f"http://127.0.0.1:{free_port()}"})
+    )
+    report = flows.run_once(world.session, dead, world.settings, NOW)
+    assert report.retryable and report.opened  # the period is opened and computed without the chain
+    row = world.settlement()
+    assert row.state == SettlementState.computed and row.root is not None and world.posted_events() == 0
+    world.run()
+    assert world.settlement().state == SettlementState.posted and world.posted_events() == 1
