@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -398,3 +400,31 @@ def test_an_unreachable_chain_stops_the_run_and_the_next_run_resumes(world: Worl
     assert row.state == SettlementState.computed and row.root is not None and world.posted_events() == 0
     world.run()
     assert world.settlement().state == SettlementState.posted and world.posted_events() == 1
+
+
+def test_the_celery_task_settles_due_periods(world: World) -> None:
+    from celery import Celery
+
+    from tests.backend.support.services import REDIS_URL, celery_worker
+
+    world.deposit(20_000_000)
+    with celery_worker(world.settings, REDIS_URL, "settle-test") as worker:
+        sender = Celery(broker=REDIS_URL)
+        try:
+            sender.send_task("edgeledger.settlement.run")
+            for _ in range(480):  # bounded polling for the worker's effect
+                assert worker.poll() is None, "worker died"
+                world.session.expire_all()
+                row = world.session.scalar(select(Settlement).where(Settlement.period_start == DAY0))
+                if row is not None and row.state == SettlementState.posted:
+                    break
+                time.sleep(0.25)
+            else:
+                raise AssertionError("the worker never posted the period")
+        finally:
+            sender.close()
+    assert world.posted_events() == 1
+    # Every period since the account's start was opened, in order, none twice (empty ones included).
+    starts = world.session.scalars(select(Settlement.period_start).order_by(Settlement.period_start)).all()
+    assert starts[0] == DAY0 and len(starts) == len(set(starts))
+    assert all(b - a == DAY for a, b in pairwise(starts))
