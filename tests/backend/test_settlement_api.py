@@ -27,12 +27,12 @@ from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
-from edgeledger.deliveries.records import CacheResult, DeliveryRecord
 from edgeledger.devstack import demo_png
 from edgeledger.main import make_chain_client
 from edgeledger.settlement import flows
 from edgeledger.settlement.models import BillingImport, FxRateRow, RateCardRow, Settlement
 from tests.backend.support.deliveries import add_merchant_host, add_records, close_and_anchor, register_source
+from tests.backend.support.settlement import delivery_records, send_as
 from tests.backend.support.stack import Caller, make_caller, rpc
 
 pytestmark = pytest.mark.integration
@@ -66,18 +66,6 @@ def _error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert error["code"] == code, error
     assert error["message"]
     return error
-
-
-def send_as(chain: ChainClient, account: LocalAccount, fn: Any) -> None:
-    tx = fn.build_transaction(
-        {
-            "from": account.address,
-            "nonce": chain.w3.eth.get_transaction_count(account.address),
-            "chainId": chain.chain_id,
-        }
-    )
-    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    assert chain.w3.eth.wait_for_transaction_receipt(tx_hash)["status"] == 1
 
 
 @dataclass
@@ -376,26 +364,6 @@ class Scene:
         return row
 
 
-def _records(period_start: int, count: int, nbytes: int) -> list[DeliveryRecord]:
-    return [
-        DeliveryRecord(
-            source_format="edgeledger",
-            request_id=f"req-{i}-{secrets.token_hex(4)}",
-            timestamp_ms=(period_start + 3600 + i) * 1000,
-            edge_location="FRA1",
-            country="DE",
-            host=HOST,
-            uri=f"/media/{i}.mp4",
-            bytes_delivered=nbytes,
-            status=200,
-            cache_result=CacheResult.hit,
-            client_pseudonym=secrets.token_bytes(32),
-            line_number=i + 1,
-        )
-        for i in range(count)
-    ]
-
-
 @pytest.fixture
 def scene(
     app_client: TestClient, settings: Settings, roles: Roles, chain: ChainClient, chain_snapshot: Any
@@ -428,7 +396,12 @@ def scene(
         node = Account.create()
         source = register_source(session, chain, "edge-fra", provider="edgeledger", signer=node.address)
         batches = add_records(
-            session, settings, source, _records(period_start, 50, 2 * GB), asset_id=asset_id, region="EU"
+            session,
+            settings,
+            source,
+            delivery_records(period_start, 50, 2 * GB, HOST),
+            asset_id=asset_id,
+            region="EU",
         )
         close_and_anchor(session, settings, chain, batches, node)
     merchant_id = roles.merchant.user_id

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -29,6 +28,7 @@ from edgeledger.deliveries.regions import REGION_CODES
 from edgeledger.demo import demo_cloudfront_log
 from edgeledger.devstack import demo_png
 from edgeledger.main import make_chain_client
+from tests.backend.support.settlement import deposit, send_raw
 from tests.backend.support.stack import Caller, make_caller, rpc
 
 pytestmark = pytest.mark.integration
@@ -39,27 +39,6 @@ DAY = 86400
 def _ok(response: Any) -> Any:
     assert response.status_code < 400, response.text
     return response.json()
-
-
-def _send(settings: Settings, account: LocalAccount, to: str, data: str) -> dict[str, Any]:
-    chain = make_chain_client(settings)
-    tx = {
-        "from": account.address,
-        "to": to,
-        "data": data,
-        "nonce": chain.w3.eth.get_transaction_count(account.address),
-        "chainId": chain.chain_id,
-    }
-    tx["gas"] = chain.w3.eth.estimate_gas(tx)
-    tx["gasPrice"] = chain.w3.eth.gas_price
-    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
-    assert receipt["status"] == 1
-    return dict(receipt)
-
-
-def _call(settings: Settings, account: LocalAccount, fn: Any) -> None:
-    _send(settings, account, fn.address, fn._encode_transaction_data())
 
 
 def _card() -> dict[str, Any]:
@@ -146,10 +125,8 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
     chain = make_chain_client(settings)
     token = chain.contract("TestStablecoin")
     vault = chain.contract("SettlementVault")
-    deposit = 50_000_000
-    _call(settings, chain_snapshot.admin, token.functions.mint(merchant.account.address, deposit))
-    _call(settings, merchant.account, token.functions.approve(vault.address, deposit))
-    _call(settings, merchant.account, vault.functions.deposit(token.address, deposit))
+    escrow = 50_000_000
+    deposit(chain, chain_snapshot.admin, merchant.account, escrow)
 
     day = int(
         (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
@@ -181,7 +158,7 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
     total = posted["total"]
     assert (
         total > 0
-        and chain.call(vault.functions.escrowOf(merchant.account.address, token.address)) == deposit - total
+        and chain.call(vault.functions.escrowOf(merchant.account.address, token.address)) == escrow - total
     )
 
     rpc(settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
@@ -199,7 +176,7 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
         )
         assert claims["call"] is not None, claims
         amount = sum(i["amount"] for i in claims["items"] if not i["claimed"])
-        _send(settings, payee.account, claims["call"]["to"], claims["call"]["data"])
+        send_raw(chain, payee.account, claims["call"]["to"], claims["call"]["data"])
         assert chain.call(token.functions.balanceOf(payee.account.address)) == amount > 0
         paid += amount
         again = _ok(

@@ -28,13 +28,13 @@ from edgeledger.auth.models import Role, User
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.deliveries.models import DeliverySource
-from edgeledger.deliveries.records import CacheResult, DeliveryRecord
 from edgeledger.devstack import demo_png
 from edgeledger.main import make_chain_client
 from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import CaseState, Settlement, SettlementState
 from edgeledger.settlement.verify import check_document
 from tests.backend.support.deliveries import add_merchant_host, add_records, close_and_anchor, register_source
+from tests.backend.support.settlement import delivery_records, deposit, send_as
 from tests.backend.support.stack import Caller, make_caller, rpc
 
 pytestmark = pytest.mark.integration
@@ -59,20 +59,6 @@ CARD = {
 def _ok(response: Any) -> Any:
     assert response.status_code < 400, response.text
     return response.json()
-
-
-def send_as(chain: ChainClient, account: LocalAccount, fn: Any) -> Any:
-    tx = fn.build_transaction(
-        {
-            "from": account.address,
-            "nonce": chain.w3.eth.get_transaction_count(account.address),
-            "chainId": chain.chain_id,
-        }
-    )
-    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
-    assert receipt["status"] == 1
-    return receipt
 
 
 def register_asset(app_client: TestClient, caller: Caller, **params: Any) -> int:
@@ -114,9 +100,7 @@ class World:
         return flows.run_once(self.session, self.chain, self.settings, now)
 
     def deposit(self, amount: int) -> None:
-        send_as(self.chain, self.admin, self.token.functions.mint(self.merchant_key.address, amount))
-        send_as(self.chain, self.merchant_key, self.token.functions.approve(self.vault.address, amount))
-        send_as(self.chain, self.merchant_key, self.vault.functions.deposit(self.token.address, amount))
+        deposit(self.chain, self.admin, self.merchant_key, amount)
 
     def settlement(self, attempt: int = 1) -> Settlement:
         row = self.session.scalar(
@@ -132,26 +116,6 @@ class World:
 
     def posted_events(self) -> int:
         return len(self.vault.events.SettlementPosted().get_logs(from_block=0))
-
-
-def _records(count: int, nbytes: int) -> list[DeliveryRecord]:
-    return [
-        DeliveryRecord(
-            source_format="edgeledger",
-            request_id=f"req-{i}-{secrets.token_hex(4)}",
-            timestamp_ms=(DAY0 + 3600 + i) * 1000,
-            edge_location="FRA1",
-            country="DE",
-            host=HOST,
-            uri=f"/media/{i}.mp4",
-            bytes_delivered=nbytes,
-            status=200,
-            cache_result=CacheResult.hit,
-            client_pseudonym=secrets.token_bytes(32),
-            line_number=i + 1,
-        )
-        for i in range(count)
-    ]
 
 
 @pytest.fixture
@@ -175,7 +139,14 @@ def world(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> It
         add_merchant_host(session, HOST, merchant.id)
         node = Account.create()
         source = register_source(session, chain, "edge-fra", provider="edgeledger", signer=node.address)
-        batches = add_records(session, settings, source, _records(50, 2 * GB), asset_id=asset_id, region="EU")
+        batches = add_records(
+            session,
+            settings,
+            source,
+            delivery_records(DAY0, 50, 2 * GB, HOST),
+            asset_id=asset_id,
+            region="EU",
+        )
         close_and_anchor(session, settings, chain, batches, node)
         params = service.AccountParams(
             token=chain.deployment.address_of("TestStablecoin"),

@@ -62,15 +62,25 @@ def _payee(address: str) -> str:
     return to_checksum_address(address)
 
 
+def payouts_of(
+    session: Session, payee: str, states: tuple[str, ...] | None = None
+) -> list[tuple[Settlement, int]]:
+    """``(settlement, amount)`` of every payout to ``payee`` (in ``states``), oldest period first."""
+    query = (
+        select(Settlement, SettlementPayout.amount)
+        .join(SettlementPayout, SettlementPayout.settlement_pk == Settlement.id)
+        .where(SettlementPayout.payee == payee.lower())
+        .order_by(Settlement.period_start, Settlement.id)
+    )
+    if states is not None:
+        query = query.where(Settlement.state.in_(list(states)))
+    return [(settlement, int(amount)) for settlement, amount in session.execute(query).all()]
+
+
 def claim_items(session: Session, chain: ChainClient, payee: str) -> list[ClaimItem]:
     """Every on-chain payout of ``payee``, oldest period first, with its proof and claimed flag."""
     payee = _payee(payee)
-    rows = session.execute(
-        select(Settlement, SettlementPayout.amount)
-        .join(SettlementPayout, SettlementPayout.settlement_pk == Settlement.id)
-        .where(SettlementPayout.payee == payee.lower(), Settlement.state.in_(list(ON_CHAIN_STATES)))
-        .order_by(Settlement.period_start, Settlement.id)
-    ).all()
+    rows = payouts_of(session, payee, ON_CHAIN_STATES)
     vault = chain.contract(VAULT)
     items: list[ClaimItem] = []
     for settlement, amount in rows:

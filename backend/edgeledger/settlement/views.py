@@ -80,7 +80,7 @@ MAX_PAGE = 1_000
 #: a CDN bill is aggregated per hour or day: a few MB at most; the whole file is parsed in memory
 BILLING_MAX_BYTES = 64 * 1024 * 1024
 #: settlements whose payout root the vault holds (claims can be checked there)
-ON_CHAIN_STATES = (SettlementState.posted, SettlementState.challenged, SettlementState.claimable)
+ON_CHAIN_STATES = claims.ON_CHAIN_STATES
 PENDING_STATES = (SettlementState.computed, SettlementState.posting, SettlementState.blocked)
 
 
@@ -557,12 +557,7 @@ def payee_earnings(address: str, session: SessionDep, chain: ChainDep, principal
     payee = _checksummed(address, "payee")
     if not (_is_payee(principal, payee) or principal.role in (Role.admin, Role.auditor)):
         raise _forbidden(f"only {payee}, an auditor or an admin may read these earnings")
-    rows = session.execute(
-        select(Settlement, SettlementPayout.amount)
-        .join(SettlementPayout, SettlementPayout.settlement_pk == Settlement.id)
-        .where(SettlementPayout.payee == payee.lower())
-        .order_by(Settlement.period_start, Settlement.id)
-    ).all()
+    rows = claims.payouts_of(session, payee)
     vault = chain.contract(flows.VAULT) if any(s.state in ON_CHAIN_STATES for s, _ in rows) else None
     items: list[EarningItem] = []
     totals: dict[str, EarningTotals] = {}

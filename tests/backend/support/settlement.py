@@ -1,0 +1,62 @@
+"""Test helpers of the settlement tests: transactions from test wallets, delivery records, deposits."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from edgeledger.chain.client import ChainClient
+from edgeledger.deliveries.records import CacheResult, DeliveryRecord
+
+
+def send_raw(chain: ChainClient, account: LocalAccount, to: str, data: str) -> dict[str, Any]:
+    """Signs and sends ``data`` to ``to`` from ``account`` (as a wallet would); asserts success."""
+    tx: dict[str, Any] = {
+        "from": account.address,
+        "to": to,
+        "data": data,
+        "nonce": chain.w3.eth.get_transaction_count(account.address),
+        "chainId": chain.chain_id,
+        "gasPrice": chain.w3.eth.gas_price,
+    }
+    tx["gas"] = chain.w3.eth.estimate_gas(tx)
+    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
+    assert receipt["status"] == 1
+    return dict(receipt)
+
+
+def send_as(chain: ChainClient, account: LocalAccount, fn: Any) -> dict[str, Any]:
+    """Sends a contract call from ``account``."""
+    return send_raw(chain, account, fn.address, fn._encode_transaction_data())
+
+
+def deposit(chain: ChainClient, owner: LocalAccount, merchant: LocalAccount, amount: int) -> None:
+    """Mints test stablecoins (``owner`` deployed the token) to the merchant, who deposits them."""
+    token, vault = chain.contract("TestStablecoin"), chain.contract("SettlementVault")
+    send_as(chain, owner, token.functions.mint(merchant.address, amount))
+    send_as(chain, merchant, token.functions.approve(vault.address, amount))
+    send_as(chain, merchant, vault.functions.deposit(token.address, amount))
+
+
+def delivery_records(period_start: int, count: int, nbytes: int, host: str) -> list[DeliveryRecord]:
+    """``count`` deliveries of ``nbytes`` each from Frankfurt to ``host``, an hour into the period."""
+    return [
+        DeliveryRecord(
+            source_format="edgeledger",
+            request_id=f"req-{i}-{secrets.token_hex(4)}",
+            timestamp_ms=(period_start + 3600 + i) * 1000,
+            edge_location="FRA1",
+            country="DE",
+            host=host,
+            uri=f"/media/{i}.mp4",
+            bytes_delivered=nbytes,
+            status=200,
+            cache_result=CacheResult.hit,
+            client_pseudonym=secrets.token_bytes(32),
+            line_number=i + 1,
+        )
+        for i in range(count)
+    ]
