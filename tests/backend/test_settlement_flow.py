@@ -399,3 +399,21 @@ def test_the_celery_task_settles_due_periods(world: World) -> None:
     starts = world.session.scalars(select(Settlement.period_start).order_by(Settlement.period_start)).all()
     assert starts[0] == DAY0 and len(starts) == len(set(starts))
     assert all(b - a == DAY for a, b in pairwise(starts))
+
+
+def test_a_post_dropped_by_a_reorg_is_posted_again(world: World) -> None:
+    world.deposit(20_000_000)
+    before_post = rpc(world.settings.eth_rpc_url, "evm_snapshot")
+    world.run()
+    first = world.settlement()
+    assert first.state == SettlementState.posted and first.tx_hash is not None
+    rpc(world.settings.eth_rpc_url, "evm_revert", before_post)  # the block with the post is gone
+    # A reverted snapshot also forgets the transaction (a real reorg returns it to the mempool): a new
+    # client, as after a worker restart, does not carry the local nonce of the vanished transaction.
+    world.chain = make_chain_client(world.settings)
+    assert world.posted_events() == 0
+    world.run()
+    row = world.settlement()
+    assert row.state == SettlementState.posted and world.posted_events() == 1
+    on_chain = world.chain.call(world.vault.functions.settlementOf(row.period_id, world.merchant_key.address))
+    assert "0x" + bytes(on_chain[0]).hex() == row.root
