@@ -97,8 +97,9 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Brings the database at `url` to `revision` with the project's Alembic migrations."""
+def migrate(url: str, revision: str = "heads") -> None:
+    """Brings the database at `url` to `revision` (default: every head) with the project's Alembic
+    migrations."""
     from alembic import command
     from alembic.config import Config
 
