@@ -77,6 +77,9 @@ class Settings(BaseModel):
         50, ge=0, le=10_000, description="Default reconciliation tolerance of new settlement accounts"
     )
     settlement_max_payees: int = Field(100_000, gt=0, description="Refuse to compute larger payout trees")
+    rate_limit_auth_per_minute: int = Field(60, gt=0, description="Sign-in and API-key requests per caller")
+    rate_limit_audit_per_minute: int = Field(300, gt=0, description="Portal and audit requests per caller")
+    rate_limit_redis_url: str = Field("", description="Share rate-limit counters across API processes")
     log_level: str = "INFO"
 
     @field_validator("delivery_period_seconds")

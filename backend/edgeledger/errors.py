@@ -47,7 +47,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain_error(_: Request, exc: EdgeLedgerError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return JSONResponse(exc.to_body(), status_code=exc.status)
+        retry_after = exc.details.get("retry_after")
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -21,6 +21,7 @@ from edgeledger.db import make_engine
 from edgeledger.deliveries.views import router as deliveries_router
 from edgeledger.errors import error_body, install_error_handlers
 from edgeledger.ipfs import IpfsClient
+from edgeledger.ratelimit import RateLimiter
 from edgeledger.settlement.views import router as settlement_router
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and the metadata field
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ipfs = make_ipfs_client(settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD)
     app.state.chain_id = _deployment_chain_id(settings)
+    app.state.rate_limiter = RateLimiter.from_settings(settings)
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
     for router in (auth_router, admin_router, assets_router, verify_router, deliveries_router):

@@ -545,3 +545,74 @@ def test_invalid_address_is_a_validation_error(client: TestClient, db_session: S
         headers=api_key_header(admin_key),
     )
     assert_error(response, 422, "validation_error")
+
+
+# --- auditor scopes --------------------------------------------------------------------------------
+
+SOURCE_A = "0x" + "aa" * 32
+SOURCE_B = "0x" + "bb" * 32
+
+
+def test_auditor_without_scope_entries_is_global_and_scoping_restricts_it(
+    client: TestClient, db_session: Session
+) -> None:
+    _, admin_key = make_user(db_session, Role.admin)
+    auditor, auditor_key = make_user(db_session, Role.auditor)
+    merchant, _ = make_user(db_session, Role.merchant, address=Account.create().address)
+
+    mine = client.get("/auth/me/scope", headers=api_key_header(auditor_key))
+    assert mine.status_code == 200, mine.text
+    assert mine.json() == {"user_id": auditor.id, "is_global": True, "merchants": [], "sources": []}
+
+    scoped = client.put(
+        f"/admin/users/{auditor.id}/scope",
+        json={"merchants": [merchant.id], "sources": [SOURCE_A.upper().replace("0X", "0x")]},
+        headers=api_key_header(admin_key),
+    )
+    assert scoped.status_code == 200, scoped.text
+    assert scoped.json() == {
+        "user_id": auditor.id,
+        "is_global": False,
+        "merchants": [merchant.id],
+        "sources": [SOURCE_A],
+    }
+
+    scope = service.audit_scope(db_session, auditor.id, Role.auditor)
+    assert scope.allows_merchant(merchant.id) and not scope.allows_merchant(merchant.id + 1000)
+    assert scope.allows_source(SOURCE_A) and not scope.allows_source(SOURCE_B)
+
+    cleared = client.put(f"/admin/users/{auditor.id}/scope", json={}, headers=api_key_header(admin_key))
+    assert cleared.json()["is_global"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"sources": ["0x1234"]}, 422, "invalid_scope"),
+        ({"merchants": [999_999]}, 422, "invalid_scope"),
+    ],
+)
+def test_bad_scopes_are_refused(
+    client: TestClient, db_session: Session, body: dict[str, Any], status: int, code: str
+) -> None:
+    _, admin_key = make_user(db_session, Role.admin)
+    auditor, _ = make_user(db_session, Role.auditor)
+    assert_error(
+        client.put(f"/admin/users/{auditor.id}/scope", json=body, headers=api_key_header(admin_key)),
+        status,
+        code,
+    )
+    assert service.audit_scope(db_session, auditor.id, Role.auditor).is_global  # nothing half-written
+
+
+def test_only_auditors_have_scopes_and_only_admins_set_them(client: TestClient, db_session: Session) -> None:
+    _, admin_key = make_user(db_session, Role.admin)
+    merchant, merchant_key = make_user(db_session, Role.merchant)
+    auditor, auditor_key = make_user(db_session, Role.auditor)
+    refused = client.put(f"/admin/users/{merchant.id}/scope", json={}, headers=api_key_header(admin_key))
+    assert_error(refused, 409, "not_an_auditor")
+    own = client.put(f"/admin/users/{auditor.id}/scope", json={}, headers=api_key_header(auditor_key))
+    assert_error(own, 403, "forbidden")
+    # Roles other than auditor and admin read nothing on the audit paths.
+    assert client.get("/auth/me/scope", headers=api_key_header(merchant_key)).json()["is_global"] is False
+    assert not service.audit_scope(db_session, merchant.id, Role.merchant).allows_merchant(merchant.id)

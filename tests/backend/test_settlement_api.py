@@ -616,6 +616,23 @@ def test_a_period_through_the_api_cases_statements_payouts_earnings(
     for stranger in (roles.merchant, roles.other_merchant, roles.operator):
         _error(client.get(earnings_path, headers=stranger.headers), 403, "forbidden")
     assert _ok(client.get(earnings_path, headers=roles.auditor.headers))["items"] == earnings["items"]
+
+    # Scoped auditors: one of the other merchant reads nothing of this one's; one of this merchant does.
+    foreign_auditor = make_caller(client, Role.auditor, "Foreign auditor")
+    own_auditor = make_caller(client, Role.auditor, "Own auditor")
+    for auditor, merchant in ((foreign_auditor, roles.other_merchant), (own_auditor, roles.merchant)):
+        scope = {"merchants": [merchant.user_id]}
+        _ok(client.put(f"/admin/users/{auditor.user_id}/scope", json=scope, headers=roles.admin.headers))
+    _error(client.get(one, headers=foreign_auditor.headers), 403, "out_of_scope")
+    _error(client.get(f"{one}/statement", headers=foreign_auditor.headers), 403, "out_of_scope")
+    assert _ok(client.get("/settlement/settlements", headers=foreign_auditor.headers))["total"] == 0
+    _error(client.get(earnings_path, headers=own_auditor.headers), 403, "out_of_scope")
+    assert _ok(client.get(one, headers=own_auditor.headers)) == settlement
+    listed = _ok(client.get("/settlement/settlements", headers=own_auditor.headers))
+    assert {s["merchant_user_id"] for s in listed["items"]} == {merchant_id}
+    assert [
+        a["merchant_user_id"] for a in _ok(client.get("/settlement/accounts", headers=own_auditor.headers))
+    ] == [merchant_id]
     _error(
         client.get("/settlement/payees/0x1234/earnings", headers=roles.admin.headers), 422, "address_invalid"
     )

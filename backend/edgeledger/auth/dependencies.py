@@ -20,7 +20,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from edgeledger.auth.models import Role, User
-from edgeledger.auth.service import AuthError, authenticate_api_key, authenticate_session_token
+from edgeledger.auth.service import (
+    NO_SCOPE,
+    AuditScope,
+    AuthError,
+    audit_scope,
+    authenticate_api_key,
+    authenticate_session_token,
+)
 from edgeledger.db import get_session
 
 # auto_error=False: a missing header must produce our error shape, not FastAPI's default 403.
@@ -36,14 +43,18 @@ class Principal:
     role: Role
     address: str | None
     via: Literal["api_key", "session"]
+    #: What the caller may read on the audit paths: admins and unscoped auditors everything, a scoped
+    #: auditor its merchants and sources, other roles nothing (their own-resource rules apply).
+    scope: AuditScope = NO_SCOPE
 
     @property
     def is_admin(self) -> bool:
         return self.role == Role.admin
 
     @classmethod
-    def of(cls, user: User, via: Literal["api_key", "session"]) -> Principal:
-        return cls(user_id=user.id, role=user.role, address=user.address, via=via)
+    def of(cls, session: Session, user: User, via: Literal["api_key", "session"]) -> Principal:
+        scope = audit_scope(session, user.id, user.role)
+        return cls(user_id=user.id, role=user.role, address=user.address, via=via, scope=scope)
 
 
 def get_principal(
@@ -52,9 +63,9 @@ def get_principal(
     session: Annotated[Session, Depends(get_session)],
 ) -> Principal:
     if bearer is not None:
-        return Principal.of(authenticate_session_token(session, bearer.credentials), via="session")
+        return Principal.of(session, authenticate_session_token(session, bearer.credentials), via="session")
     if api_key:
-        return Principal.of(authenticate_api_key(session, api_key), via="api_key")
+        return Principal.of(session, authenticate_api_key(session, api_key), via="api_key")
     raise AuthError(
         "authentication required: send 'Authorization: Bearer <session token>' or 'X-API-Key: <key>'",
         code="unauthenticated",
@@ -104,3 +115,26 @@ def ensure_self_or_admin(principal: Principal, user_id: int) -> None:
     """For resources owned by an account (API keys, ...): only that account or an admin."""
     if not principal.is_admin and principal.user_id != user_id:
         raise _forbidden(f"only user {user_id} or an admin may do this")
+
+
+def get_audit_scope(principal: CurrentPrincipal) -> AuditScope:
+    """The caller's read scope on the audit paths (see :class:`AuditScope`)."""
+    return principal.scope
+
+
+CallerScope = Annotated[AuditScope, Depends(get_audit_scope)]
+
+
+def out_of_scope(what: str) -> AuthError:
+    """403 for a merchant or source outside a scoped auditor's scope."""
+    return AuthError(f"{what} is outside your audit scope", code="out_of_scope", status=403)
+
+
+def ensure_merchant_in_scope(scope: AuditScope, merchant_user_id: int | None) -> None:
+    if not scope.allows_merchant(merchant_user_id):
+        raise out_of_scope(f"merchant {merchant_user_id}")
+
+
+def ensure_source_in_scope(scope: AuditScope, source_id: str | None) -> None:
+    if not scope.allows_source(source_id):
+        raise out_of_scope(f"source {source_id}")

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from edgeledger.db import Base, UTCDateTime, utcnow
@@ -82,6 +82,20 @@ class AuthSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class AuditorScopeEntry(Base):
+    """One merchant or delivery source an auditor may read. An auditor without entries reads everything
+    (a global auditor); with entries, only those merchants' and sources' data."""
+
+    __tablename__ = "auth_auditor_scopes"
+    __table_args__ = (UniqueConstraint("user_id", "kind", "ref"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "merchant" (ref = user id) | "source" (ref = source id)
+    ref: Mapped[str] = mapped_column(String(66))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class UserRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -137,3 +151,17 @@ class SessionRead(BaseModel):
     token: str = Field(description="Send as 'Authorization: Bearer <token>'; shown only here")
     expires_at: datetime
     user: UserRead
+
+
+class AuditorScopeSet(BaseModel):
+    """What an auditor may read: everything (both lists empty), or only these merchants and sources."""
+
+    merchants: list[int] = Field(default_factory=list, max_length=1000, description="Merchant user ids")
+    sources: list[str] = Field(
+        default_factory=list, max_length=1000, description="DeliveryLedger source ids (0x + 64 hex)"
+    )
+
+
+class AuditorScopeRead(AuditorScopeSet):
+    user_id: int
+    is_global: bool

@@ -23,7 +23,7 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from edgeledger.auth.models import ApiKey, AuthSession, Role, SiweNonce, User
+from edgeledger.auth.models import ApiKey, AuditorScopeEntry, AuthSession, Role, SiweNonce, User
 from edgeledger.db import utcnow
 from edgeledger.errors import EdgeLedgerError
 
@@ -91,6 +91,70 @@ def get_user_by_address(session: Session, address: str) -> User | None:
 
 def list_users(session: Session, *, limit: int = 100, offset: int = 0) -> list[User]:
     return list(session.scalars(select(User).order_by(User.id).limit(limit).offset(offset)))
+
+
+# --- auditor scopes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditScope:
+    """What one caller may read through the audit paths (portal, audit packages, auditors' reads).
+
+    Admins and auditors without scope entries are global; a scoped auditor reads only its merchants
+    (by merchant user id) and sources (by DeliveryLedger source id); every other role reads nothing here
+    (their own-resource rules apply in their domains).
+    """
+
+    is_global: bool
+    merchants: frozenset[int] = frozenset()
+    sources: frozenset[str] = frozenset()
+
+    def allows_merchant(self, merchant_user_id: int | None) -> bool:
+        return self.is_global or (merchant_user_id is not None and merchant_user_id in self.merchants)
+
+    def allows_source(self, source_id: str | None) -> bool:
+        return self.is_global or (source_id is not None and source_id.lower() in self.sources)
+
+
+NO_SCOPE = AuditScope(is_global=False)
+GLOBAL_SCOPE = AuditScope(is_global=True)
+
+
+def audit_scope(session: Session, user_id: int, role: Role) -> AuditScope:
+    if role == Role.admin:
+        return GLOBAL_SCOPE
+    if role != Role.auditor:
+        return NO_SCOPE
+    entries = session.scalars(select(AuditorScopeEntry).where(AuditorScopeEntry.user_id == user_id)).all()
+    if not entries:
+        return GLOBAL_SCOPE
+    return AuditScope(
+        is_global=False,
+        merchants=frozenset(int(e.ref) for e in entries if e.kind == "merchant"),
+        sources=frozenset(e.ref for e in entries if e.kind == "source"),
+    )
+
+
+def _source_ref(value: str) -> str:
+    ref = value.lower()
+    if len(ref) != 66 or not ref.startswith("0x") or any(c not in "0123456789abcdef" for c in ref[2:]):
+        raise AuthError(f"source id {value!r} is not 0x + 64 hex digits", code="invalid_scope", status=422)
+    return ref
+
+
+def set_audit_scope(session: Session, user: User, merchants: list[int], sources: list[str]) -> AuditScope:
+    """Replaces an auditor's scope; empty lists make it global. Merchants must be merchant accounts."""
+    if user.role != Role.auditor:
+        raise AuthError(f"user {user.id} is a {user.role}, not an auditor", code="not_an_auditor", status=409)
+    for merchant_id in merchants:
+        merchant = session.get(User, merchant_id)
+        if merchant is None or merchant.role != Role.merchant:
+            raise AuthError(f"user {merchant_id} is not a merchant", code="invalid_scope", status=422)
+    refs = {("merchant", str(m)) for m in merchants} | {("source", _source_ref(s)) for s in sources}
+    session.execute(delete(AuditorScopeEntry).where(AuditorScopeEntry.user_id == user.id))
+    session.add_all(AuditorScopeEntry(user_id=user.id, kind=kind, ref=ref) for kind, ref in sorted(refs))
+    session.commit()
+    return audit_scope(session, user.id, user.role)
 
 
 # --- API keys --------------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy.orm import Session
 
 from edgeledger.auth import service
-from edgeledger.auth.dependencies import AdminPrincipal, CurrentPrincipal, ensure_self_or_admin
+from edgeledger.auth.dependencies import AdminPrincipal, CallerScope, CurrentPrincipal, ensure_self_or_admin
 from edgeledger.auth.models import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
+    AuditorScopeRead,
+    AuditorScopeSet,
     NonceRead,
     SessionRead,
     SiweVerifyRequest,
@@ -22,8 +24,10 @@ from edgeledger.auth.models import (
 )
 from edgeledger.config import Settings, get_settings
 from edgeledger.db import get_session
+from edgeledger.ratelimit import rate_limit
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+# Sign-in and key issuing are what a credential-guessing client hammers: rate-limited per caller.
+router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(rate_limit("auth"))])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
 DbSession = Annotated[Session, Depends(get_session)]
@@ -103,3 +107,34 @@ def list_users(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[UserRead]:
     return [UserRead.model_validate(user) for user in service.list_users(session, limit=limit, offset=offset)]
+
+
+def _scope_read(user_id: int, scope: service.AuditScope) -> AuditorScopeRead:
+    return AuditorScopeRead(
+        user_id=user_id,
+        is_global=scope.is_global,
+        merchants=sorted(scope.merchants),
+        sources=sorted(scope.sources),
+    )
+
+
+@router.get("/me/scope", response_model=AuditorScopeRead)
+def read_my_scope(principal: CurrentPrincipal, scope: CallerScope) -> AuditorScopeRead:
+    """What you may read on the audit paths (portal, audit packages): global, or these merchants and
+    sources. Roles other than auditor and admin read nothing there."""
+    return _scope_read(principal.user_id, scope)
+
+
+@admin_router.get("/users/{user_id}/scope", response_model=AuditorScopeRead)
+def read_auditor_scope(user_id: int, _: AdminPrincipal, session: DbSession) -> AuditorScopeRead:
+    user = service.get_user(session, user_id)
+    return _scope_read(user.id, service.audit_scope(session, user.id, user.role))
+
+
+@admin_router.put("/users/{user_id}/scope", response_model=AuditorScopeRead)
+def set_auditor_scope(
+    user_id: int, body: AuditorScopeSet, _: AdminPrincipal, session: DbSession
+) -> AuditorScopeRead:
+    """Restricts an auditor to these merchants and sources; both lists empty make it a global auditor."""
+    user = service.get_user(session, user_id)
+    return _scope_read(user.id, service.set_audit_scope(session, user, body.merchants, body.sources))

@@ -993,11 +993,17 @@ def ingest_request(
 
 
 def _visible_ingests(principal: Principal) -> Any:
-    """Operators see the ingests of their own sources; admins and auditors see all."""
+    """Operators see the ingests of their own sources; admins and auditors all (a scoped auditor those
+    of its sources)."""
     query = select(IngestFile)
     if principal.role == Role.operator:
         mine = select(DeliverySource.id).where(DeliverySource.operator_user_id == principal.user_id)
         query = query.where(IngestFile.source_pk.in_(mine))
+    elif not principal.scope.is_global and not principal.is_admin:
+        scoped = select(DeliverySource.id).where(
+            DeliverySource.source_id.in_(sorted(principal.scope.sources))
+        )
+        query = query.where(IngestFile.source_pk.in_(scoped))
     return query
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from edgeledger.auth.dependencies import Principal
+from edgeledger.auth.dependencies import Principal, ensure_source_in_scope
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainError, Deployment
 from edgeledger.config import Settings
@@ -194,8 +194,10 @@ def _merchant_hosts(session: Session, principal: Principal) -> set[str]:
 
 
 def authorize_source(principal: Principal, source: DeliverySource) -> None:
-    """Admins and auditors read every source; an operator only its own; nobody else whole batches."""
+    """Admins and auditors (within their scope) read every source; an operator only its own; nobody
+    else whole batches."""
     if principal.role in (Role.admin, Role.auditor):
+        ensure_source_in_scope(principal.scope, source.source_id)
         return
     if principal.role == Role.operator and source.operator_user_id == principal.user_id:
         return

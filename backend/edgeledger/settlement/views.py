@@ -23,7 +23,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from edgeledger.auth.dependencies import Principal, get_principal, require_roles
+from edgeledger.auth.dependencies import (
+    Principal,
+    ensure_merchant_in_scope,
+    get_principal,
+    out_of_scope,
+    require_roles,
+)
 from edgeledger.auth.models import Role, User
 from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.config import Settings
@@ -93,7 +99,10 @@ def _forbidden(message: str) -> SettlementError:
 
 def _ensure_merchant(principal: Principal, merchant_user_id: int, *, write: bool) -> None:
     """Admins; auditors when only reading; otherwise only the merchant itself."""
-    if principal.is_admin or (principal.role == Role.auditor and not write):
+    if principal.is_admin:
+        return
+    if principal.role == Role.auditor and not write:
+        ensure_merchant_in_scope(principal.scope, merchant_user_id)
         return
     if principal.role == Role.merchant and principal.user_id == merchant_user_id:
         return
@@ -101,7 +110,15 @@ def _ensure_merchant(principal: Principal, merchant_user_id: int, *, write: bool
 
 
 def _merchant_filter(principal: Principal, merchant_user_id: int | None) -> int | None:
-    """The merchant a listing is limited to: a merchant sees only its own."""
+    """The merchant a listing is limited to: a merchant sees only its own; a scoped auditor one merchant
+    of its scope (the only one, or the one it names)."""
+    if principal.role == Role.auditor and not principal.scope.is_global:
+        if merchant_user_id is None and len(principal.scope.merchants) == 1:
+            return next(iter(principal.scope.merchants))
+        if merchant_user_id is None:
+            raise out_of_scope("a listing over every merchant")
+        ensure_merchant_in_scope(principal.scope, merchant_user_id)
+        return merchant_user_id
     if principal.role != Role.merchant:
         return merchant_user_id
     if merchant_user_id is not None and merchant_user_id != principal.user_id:
@@ -229,10 +246,10 @@ def get_account(
 
 
 @router.get("/accounts", response_model=list[AccountRead])
-def list_accounts(session: SessionDep, _: AuditDep) -> list[AccountRead]:
-    """Every settlement account (admins and auditors)."""
+def list_accounts(session: SessionDep, principal: AuditDep) -> list[AccountRead]:
+    """Every settlement account (admins and auditors; a scoped auditor's merchants)."""
     rows = session.scalars(select(SettlementAccount).order_by(SettlementAccount.merchant_user_id))
-    return [AccountRead.of(a) for a in rows]
+    return [AccountRead.of(a) for a in rows if principal.scope.allows_merchant(a.merchant_user_id)]
 
 
 # --- rate cards and FX -------------------------------------------------------------------------------
@@ -550,13 +567,23 @@ def _is_payee(principal: Principal, address: str) -> bool:
     return principal.address is not None and principal.address.lower() == address.lower()
 
 
+def _ensure_payee_reader(principal: Principal, payee: str) -> None:
+    """The payee itself, admins and global auditors (a payee's earnings span merchants)."""
+    if _is_payee(principal, payee) or principal.is_admin:
+        return
+    if principal.role == Role.auditor:
+        if not principal.scope.is_global:
+            raise out_of_scope("a payee's earnings across merchants")
+        return
+    raise _forbidden(f"only {payee}, an auditor or an admin may read this payee's earnings and claims")
+
+
 @router.get("/payees/{address}/earnings", response_model=EarningsRead)
 def payee_earnings(address: str, session: SessionDep, chain: ChainDep, principal: AnyoneDep) -> EarningsRead:
     """Every settlement that pays ``address`` (that payee, auditors and admins): amount, state, and
     whether it is claimed in the vault, with totals per token."""
     payee = _checksummed(address, "payee")
-    if not (_is_payee(principal, payee) or principal.role in (Role.admin, Role.auditor)):
-        raise _forbidden(f"only {payee}, an auditor or an admin may read these earnings")
+    _ensure_payee_reader(principal, payee)
     rows = claims.payouts_of(session, payee)
     vault = chain.contract(flows.VAULT) if any(s.state in ON_CHAIN_STATES for s, _ in rows) else None
     items: list[EarningItem] = []
@@ -606,8 +633,7 @@ def payee_claims(
     """The payee's on-chain payouts with proofs and claimed flags, and one ready-to-send ``claimMany``
     transaction (``call``: send ``data`` to ``to`` from the payee's wallet) over what is claimable now."""
     payee = _checksummed(address, "payee")
-    if not (_is_payee(principal, payee) or principal.role in (Role.admin, Role.auditor)):
-        raise _forbidden(f"only {payee}, an auditor or an admin may read these claims")
+    _ensure_payee_reader(principal, payee)
     if recipient is not None:
         recipient = _checksummed(recipient, "recipient")
     return claims.claims_of(session, chain, payee, recipient)
