@@ -80,6 +80,13 @@ class Settings(BaseModel):
     rate_limit_auth_per_minute: int = Field(60, gt=0, description="Sign-in and API-key requests per caller")
     rate_limit_audit_per_minute: int = Field(300, gt=0, description="Portal and audit requests per caller")
     rate_limit_redis_url: str = Field("", description="Share rate-limit counters across API processes")
+    data_storage_zone: str = Field(
+        "EU", description="Data zone this deployment stores raw logs in (EU or ISO code)"
+    )
+    raw_retention_days: int = Field(90, gt=0, description="Raw log fields are redacted after this many days")
+    compliance_batch_seconds: int = Field(
+        300, gt=0, description="Compliance events are batched and anchored at least this often"
+    )
     log_level: str = "INFO"
 
     @field_validator("delivery_period_seconds")

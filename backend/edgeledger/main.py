@@ -16,6 +16,7 @@ from edgeledger.assets.views import verify_router
 from edgeledger.auth.views import admin_router
 from edgeledger.auth.views import router as auth_router
 from edgeledger.chain.client import ChainClient, ChainError, Deployment
+from edgeledger.compliance.views import router as compliance_router
 from edgeledger.config import Settings, get_settings
 from edgeledger.db import make_engine
 from edgeledger.deliveries.views import router as deliveries_router
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (auth_router, admin_router, assets_router, verify_router, deliveries_router):
         app.include_router(router)
     app.include_router(settlement_router)
+    app.include_router(compliance_router)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")
     def health() -> dict[str, str]:

@@ -14,7 +14,12 @@ settings = get_settings()
 celery_app = Celery(
     "edgeledger",
     broker=settings.resolved_broker_url,
-    include=["edgeledger.assets.tasks", "edgeledger.deliveries.tasks", "edgeledger.settlement.tasks"],
+    include=[
+        "edgeledger.assets.tasks",
+        "edgeledger.deliveries.tasks",
+        "edgeledger.settlement.tasks",
+        "edgeledger.compliance.tasks",
+    ],
 )
 celery_app.conf.update(
     task_ignore_result=True,
@@ -28,6 +33,7 @@ celery_app.conf.update(
         "anchor-pending": {"task": "edgeledger.deliveries.anchor_pending", "schedule": 15.0},
         "confirm-anchors": {"task": "edgeledger.deliveries.confirm_anchors", "schedule": 15.0},
         "settle": {"task": "edgeledger.settlement.run", "schedule": 60.0},
+        "compliance": {"task": "edgeledger.compliance.run", "schedule": 60.0},
     },
     beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
 )

@@ -41,6 +41,7 @@ from edgeledger.config import Settings
 from edgeledger.db import exclusive_work, utcnow
 from edgeledger.deliveries import receipts, signals, trees
 from edgeledger.deliveries.models import (
+    BatchExtraLeaf,
     BatchKind,
     BatchState,
     DeliveryBatch,
@@ -444,10 +445,12 @@ def close_batch(session: Session, settings: Settings, batch_pk: int) -> Delivery
             func.count(DeliveryRecordRow.id), func.coalesce(func.sum(DeliveryRecordRow.bytes_delivered), 0)
         ).where(DeliveryRecordRow.batch_pk == batch.id)
     ).one()
-    batch.leaf_count = batch.total_requests = int(count)
+    extra = session.scalar(select(func.count(BatchExtraLeaf.id)).where(BatchExtraLeaf.batch_pk == batch.id))
+    batch.total_requests = int(count)
+    batch.leaf_count = int(count) + int(extra or 0)
     batch.total_bytes = int(total_bytes)
     batch.closed_at = utcnow()
-    if count == 0:
+    if batch.leaf_count == 0:
         batch.state = BatchState.empty  # nothing to anchor (the contract refuses empty batches)
     else:
         tree = trees.build_batch_tree(session, settings, batch)
@@ -455,7 +458,7 @@ def close_batch(session: Session, settings: Settings, batch_pk: int) -> Delivery
         batch.state = BatchState.closed
         signals.flag_batch(session, settings, batch)
     session.commit()
-    log.info("closed batch %s (%s, %d records)", batch.batch_id, batch.state, count)
+    log.info("closed batch %s (%s, %d leaves)", batch.batch_id, batch.state, batch.leaf_count)
     return batch
 
 

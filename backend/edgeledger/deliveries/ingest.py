@@ -115,7 +115,7 @@ _RECORD_COLUMNS = (
     "leaf",
     "excluded",
 )
-assert set(_RECORD_COLUMNS) == {c.name for c in _RECORDS.columns} - {"id"}
+assert set(_RECORD_COLUMNS) == {c.name for c in _RECORDS.columns} - {"id", "redacted_at"}  # NULL at ingest
 # Table and column names are the module's own constants (no outside text reaches this SQL).
 _COLUMN_LIST = ", ".join(_RECORD_COLUMNS)
 _CACHE_CODES = {member: int(member) for member in CacheResult}  # IntEnum -> plain int, no int() call

@@ -194,8 +194,9 @@ class DeliveryBatch(Base):
 class DeliveryRecordRow(Base):
     """One delivered request. ``leaf`` is its Merkle leaf (docs/delivery-leaf.md), fixed at ingest.
 
-    Erasure (issue: compliance) sets ``client_pseudonym`` and ``salt`` to NULL: the commitment and the
-    leaf stay, so roots and every other proof stay valid.
+    Erasure and retention (edgeledger.compliance) set ``client_pseudonym`` and ``salt`` to NULL, blank
+    ``uri`` and stamp ``redacted_at``: the commitment and the leaf values stay, so the roots, this
+    record's proof and every other proof stay valid while nobody can link the record to a client.
     """
 
     __tablename__ = "delivery_records"
@@ -227,6 +228,18 @@ class DeliveryRecordRow(Base):
     client_commitment: Mapped[bytes] = mapped_column(LargeBinary(32))
     leaf: Mapped[bytes] = mapped_column(LargeBinary(32))
     excluded: Mapped[bool] = mapped_column(Boolean, default=False)  # by an open or confirmed fraud flag
+    redacted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # erased or past retention
+
+
+class BatchExtraLeaf(Base):
+    """A leaf of a batch that is not a delivery record: the compliance log's events (edgeledger.compliance)
+    are batched, signed and anchored through this pipeline as the batches of their own source."""
+
+    __tablename__ = "batch_extra_leaves"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    batch_pk: Mapped[int] = mapped_column(ForeignKey("delivery_batches.id"), index=True)
+    leaf: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class FraudFlag(Base):

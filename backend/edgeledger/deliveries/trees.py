@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from edgeledger.config import Settings
 from edgeledger.deliveries.merkle import MerkleTree
-from edgeledger.deliveries.models import DeliveryBatch, DeliveryRecordRow
+from edgeledger.deliveries.models import BatchExtraLeaf, DeliveryBatch, DeliveryRecordRow
 
 MAGIC = b"ELTREE1\0"
 _HEADER = len(MAGIC) + 8
@@ -35,8 +35,10 @@ def tree_path(settings: Settings, batch_id: str) -> Path:
 
 
 def batch_leaves(session: Session, batch: DeliveryBatch) -> list[bytes]:
-    """The stored leaves of a batch's records (any order: the tree sorts them)."""
-    return list(session.scalars(select(DeliveryRecordRow.leaf).where(DeliveryRecordRow.batch_pk == batch.id)))
+    """The stored leaves of a batch: its records' and its other leaves' (any order: the tree sorts them)."""
+    records = session.scalars(select(DeliveryRecordRow.leaf).where(DeliveryRecordRow.batch_pk == batch.id))
+    extra = session.scalars(select(BatchExtraLeaf.leaf).where(BatchExtraLeaf.batch_pk == batch.id))
+    return [*records, *extra]
 
 
 def write_tree(path: Path, tree: MerkleTree) -> None:

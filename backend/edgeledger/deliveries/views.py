@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from edgeledger.auth.dependencies import Principal, require_roles
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
+from edgeledger.compliance.models import Action
+from edgeledger.compliance.service import LEGAL_BASIS_HEADER, ensure_storage_allowed, record_access
 from edgeledger.config import Settings
 from edgeledger.db import get_session
 from edgeledger.deliveries import anchoring, ingest, proofs, receipts, service, signals, tasks
@@ -20,6 +22,11 @@ from edgeledger.deliveries.models import DeliverySource, SourceStatus
 from edgeledger.deps import get_app_settings, get_chain
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
+
+LegalBasisHeader = Annotated[
+    str | None,
+    Header(alias=LEGAL_BASIS_HEADER, description="Legal basis of a read of raw data; default: your role's"),
+]
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ChainDep = Annotated[ChainClient, Depends(get_chain)]
@@ -49,7 +56,9 @@ def upload_log(
     """Ingest one log file (gzip or plain): multipart field ``file``, or the raw body with ``?name=``.
 
     Admins, or the operator of the source. The body is parsed while it arrives (docs/ingestion.md).
+    403 ``residency_violation`` when the source's raw logs may not be stored in this deployment's zone.
     """
+    ensure_storage_allowed(session, settings, principal, ref)
     return ingest.ingest_request(session, settings, principal, ref, request, name=name, log_format=log_format)
 
 
@@ -64,6 +73,7 @@ def stream_log(
     log_format: str = "edgeledger",
 ) -> ingest.IngestFile:
     """An edge node streams its own-format JSON lines (chunked transfer); ingested as they arrive."""
+    ensure_storage_allowed(session, settings, principal, ref)
     return ingest.ingest_request(
         session, settings, principal, ref, request, name=name, log_format=log_format, multipart_allowed=False
     )
@@ -90,10 +100,18 @@ def get_ingest(ingest_id: int, session: SessionDep, principal: IngestReaderDep) 
 
 @router.get("/ingests/{ingest_id}/quarantine", response_model=ingest.QuarantinePage)
 def list_quarantined_lines(
-    ingest_id: int, session: SessionDep, principal: IngestReaderDep, limit: int = 100, offset: int = 0
+    ingest_id: int,
+    session: SessionDep,
+    principal: IngestReaderDep,
+    legal_basis: LegalBasisHeader = None,
+    limit: int = 100,
+    offset: int = 0,
 ) -> ingest.QuarantinePage:
-    """Quarantined lines of one ingest (line number, reason, detail, IP-masked raw text)."""
-    return ingest.list_quarantine(session, principal, ingest_id, limit=limit, offset=offset)
+    """Quarantined lines of one ingest (line number, reason, detail, IP-masked raw text). The read is
+    recorded in the compliance log."""
+    page = ingest.list_quarantine(session, principal, ingest_id, limit=limit, offset=offset)
+    record_access(session, principal, Action.read_raw, f"ingest:{ingest_id}/quarantine", legal_basis)
+    return page
 
 
 @router.post("/merchant-hosts", status_code=201, response_model=ingest.MerchantHostRead)
@@ -308,28 +326,44 @@ def list_receipts(
 
 @router.get("/proofs", response_model=proofs.RecordProof)
 def get_record_proof(
-    source: str, request_id: str, session: SessionDep, settings: SettingsDep, principal: ReaderDep
+    source: str,
+    request_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: ReaderDep,
+    legal_basis: LegalBasisHeader = None,
 ) -> proofs.RecordProof:
-    """One delivered request with its Merkle proof, root, batch and anchoring transaction."""
+    """One delivered request with its Merkle proof, root, batch and anchoring transaction (the read is
+    recorded in the compliance log)."""
     found = service.get_source(session, source)
     if principal.role != Role.merchant:  # operators learn nothing about other sources' request ids
         proofs.authorize_source(principal, found)
     record = proofs.find_record(session, found, request_id)
     proofs.authorize_records(session, principal, found, [record])
-    return proofs.record_proof(session, settings, record)
+    proof = proofs.record_proof(session, settings, record)
+    record_access(session, principal, Action.read_raw, f"record:{found.name}/{request_id}", legal_basis)
+    return proof
 
 
 @router.post("/proofs/line", response_model=proofs.RecordProof)
 def get_line_proof(
-    body: proofs.LineLookup, session: SessionDep, settings: SettingsDep, principal: ReaderDep
+    body: proofs.LineLookup,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: ReaderDep,
+    legal_basis: LegalBasisHeader = None,
 ) -> proofs.RecordProof:
-    """The proof of the record a raw log line describes (its fields must equal the stored record's)."""
+    """The proof of the record a raw log line describes (its fields must equal the stored record's);
+    the read is recorded in the compliance log."""
     found = service.get_source(session, body.source)
     if principal.role != Role.merchant:
         proofs.authorize_source(principal, found)
     record = proofs.find_record_by_line(session, found, body.line, body.header)
     proofs.authorize_records(session, principal, found, [record])
-    return proofs.record_proof(session, settings, record)
+    proof = proofs.record_proof(session, settings, record)
+    subject = f"record:{found.name}/{record.request_id}"
+    record_access(session, principal, Action.read_raw, subject, legal_basis)
+    return proof
 
 
 @router.get("/batches/{batch_id}/export", response_model=None)
@@ -339,6 +373,7 @@ def export_batch(
     settings: SettingsDep,
     principal: ReaderDep,
     request_ids: str | None = None,
+    legal_basis: LegalBasisHeader = None,
 ) -> Response:
     """The whole batch as an OpenZeppelin standard-v1 dump (streamed), or with ``request_ids=a,b,c`` the
     proofs of just those records (docs/proofs.md)."""
@@ -350,9 +385,13 @@ def export_batch(
         wanted = [rid.strip() for rid in request_ids.split(",") if rid.strip()]
         records = proofs.records_of_batch(session, batch, wanted)
         proofs.authorize_records(session, principal, source, records)
-        return JSONResponse(proofs.proofs_document(session, settings, batch, records))
+        document = proofs.proofs_document(session, settings, batch, records)
+        detail = {"request_ids": len(records)}
+        record_access(session, principal, Action.export, f"batch:{batch.batch_id}", legal_basis, detail)
+        return JSONResponse(document)
     proofs.authorize_source(principal, source)
     head = proofs.prepare_export(session, settings, batch)
+    record_access(session, principal, Action.export, f"batch:{batch.batch_id}", legal_basis, {"whole": True})
     engine = session.get_bind()
     return StreamingResponse(
         proofs.stream_batch_export(engine, settings, batch.id, head),  # type: ignore[arg-type]
