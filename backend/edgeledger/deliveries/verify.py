@@ -134,6 +134,17 @@ LEDGER_ABI: list[dict[str, Any]] = [
         ],
         "outputs": [{"name": "", "type": "bool"}],
     },
+    {
+        "type": "function",
+        "name": "verifyLeaf",
+        "stateMutability": "view",
+        "inputs": [
+            {"name": "batchId", "type": "bytes32"},
+            {"name": "leaf", "type": "bytes32"},
+            {"name": "proof", "type": "bytes32[]"},
+        ],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
 ]
 
 
@@ -256,6 +267,11 @@ class Ledger:
     def verify_record(self, batch_id: bytes, values: LeafValues, proof: Sequence[bytes]) -> bool:
         fn = self.contract.functions.verifyRecord(batch_id, tuple(values), list(proof))
         return bool(self._ask("verifyRecord", fn.call))
+
+    def verify_leaf(self, batch_id: bytes, leaf: bytes, proof: Sequence[bytes]) -> bool:
+        """A leaf that is not a delivery record (a compliance event) under an anchored root."""
+        fn = self.contract.functions.verifyLeaf(batch_id, leaf, list(proof))
+        return bool(self._ask("verifyLeaf", fn.call))
 
 
 # ----------------------------------------------------------------------------------------------
