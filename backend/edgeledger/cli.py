@@ -736,5 +736,135 @@ def settlement_claims(
     _echo_json(_api_call("GET", f"/settlement/payees/{payee}/claims", api, api_key, params=params))
 
 
+# --- compliance --------------------------------------------------------------------------------------
+
+compliance_app = typer.Typer(
+    help="The anchored compliance log, erasure, raw-data exports and residency policies.",
+    no_args_is_help=True,
+)
+app.add_typer(compliance_app, name="compliance")
+
+
+@compliance_app.command("events")
+def compliance_events(
+    action: Annotated[str | None, typer.Option(help="read_raw, export, erase, ...")] = None,
+    limit: int = 100,
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """The compliance log, newest first (admins and auditors)."""
+    params = {"limit": limit, **({"action": action} if action else {})}
+    page = _api_call("GET", "/compliance/events", api, api_key, params=params).json()
+    for event in page["items"]:
+        typer.echo(
+            f"{event['event_id'][:18]} {event['occurred_at_ms']} {event['actor']:<18} {event['action']:<15} "
+            f"{event['subject']:<40} {event['batch_state'] or 'waiting'}  [{event['legal_basis']}]"
+        )
+    typer.secho(f"{len(page['items'])} of {page['total']}", err=True)
+
+
+@compliance_app.command("proof")
+def compliance_proof(event_id: str, api: ApiUrl = "", api_key: ApiKey = "") -> None:
+    """One event's proof document (feed it to `compliance verify-event`)."""
+    _echo_json(_api_call("GET", f"/compliance/events/{event_id}/proof", api, api_key))
+
+
+@compliance_app.command("erase")
+def compliance_erase(
+    legal_basis: Annotated[str, typer.Option(help="e.g. 'GDPR Art. 17 request #123'")],
+    reference: Annotated[str, typer.Option(help="Your ticket reference")] = "",
+    client_ip: Annotated[
+        str, typer.Option(prompt="Data subject's IP address", hide_input=True, help="Prompted when omitted")
+    ] = "",
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Right to erasure for one client IP (admin). The IP is sent once and never stored."""
+    body = {"client_ip": client_ip, "legal_basis": legal_basis, "reference": reference}
+    _echo_json(_api_call("POST", "/compliance/erasures", api, api_key, json=body))
+
+
+@compliance_app.command("export")
+def compliance_export(
+    source: str,
+    period_start: int,
+    period_end: int,
+    destination: Annotated[str, typer.Option(help="ISO country code of the recipient")],
+    legal_basis: Annotated[str, typer.Option(help="Why the data is exported")],
+    output: Annotated[Path, typer.Option("-o", "--output")] = Path("raw-export.json"),
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Raw records of a source and period, if the residency policy allows the destination."""
+    body = {
+        "source": source,
+        "period_start": period_start,
+        "period_end": period_end,
+        "destination": destination,
+        "legal_basis": legal_basis,
+    }
+    response = _api_call("POST", "/compliance/exports", api, api_key, json=body)
+    output.write_bytes(response.content)
+    typer.secho(f"wrote {len(response.json()['records'])} records to {output}", fg="green", err=True)
+
+
+@compliance_app.command("policies")
+def compliance_policies(api: ApiUrl = "", api_key: ApiKey = "") -> None:
+    """Where each data zone's raw logs may be stored and exported."""
+    _echo_json(_api_call("GET", "/compliance/policies", api, api_key))
+
+
+@compliance_app.command("set-policy")
+def compliance_set_policy(
+    zone: str,
+    storage: Annotated[list[str], typer.Option(help="Zones raw logs may be stored in (repeat)")],
+    export: Annotated[list[str], typer.Option(help="Zones raw logs may be exported to (repeat)")],
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Set one zone's residency policy (admin)."""
+    body = {"storage_zones": storage, "export_zones": export}
+    _echo_json(_api_call("PUT", f"/compliance/policies/{zone}", api, api_key, json=body))
+
+
+@compliance_app.command("run")
+def compliance_run(
+    force: Annotated[bool, typer.Option(help="Batch waiting events now")] = False,
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """One pass of the compliance job now (admin): retention, batch and anchor the log."""
+    _echo_json(_api_call("POST", "/compliance/run", api, api_key, params={"force": force}))
+
+
+@compliance_app.command("verify-event")
+def compliance_verify_event(
+    proof_file: Path,
+    rpc_url: Annotated[str, typer.Option(help="JSON-RPC of the chain")],
+    contract: Annotated[
+        str | None, typer.Option(help="DeliveryLedger address; default the document's")
+    ] = None,
+) -> None:
+    """Check one compliance event against the chain only: leaf, Merkle path, anchored root, verifyLeaf.
+    Exit 0 all pass, 1 a check failed, 2 unusable input or RPC."""
+    from edgeledger.compliance.verify import verify_event_proof
+    from edgeledger.deliveries.verify import Ledger, UnusableInput
+
+    try:
+        document = json.loads(proof_file.read_text())
+        address = contract or document.get("contract")
+        if not address:
+            raise UnusableInput("no contract address: pass --contract")
+        checks = verify_event_proof(document, Ledger(rpc_url, address))
+    except (OSError, ValueError, UnusableInput) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    for check in checks:
+        typer.echo(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    ok = all(c.ok for c in checks)
+    typer.echo("event proven on chain" if ok else "FAILED")
+    raise typer.Exit(0 if ok else 1)
+
+
 if __name__ == "__main__":
     app()

@@ -7,14 +7,17 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
+from edgeledger.cli import app as cli_app
 from edgeledger.compliance import service
 from edgeledger.compliance.leaf import event_leaf
 from edgeledger.config import PROJECT_ROOT, Settings
@@ -98,7 +101,7 @@ def _events(client: TestClient, admin: Caller, **params: Any) -> list[dict[str, 
 
 
 def test_reads_erasure_residency_and_retention_are_logged_anchored_and_keep_every_proof_valid(
-    app_client: TestClient, settings: Settings, db_session: Session
+    app_client: TestClient, settings: Settings, db_session: Session, tmp_path: Path
 ) -> None:
     client = app_client
     admin = make_caller(client, Role.admin, "admin")
@@ -236,6 +239,18 @@ def test_reads_erasure_residency_and_retention_are_logged_anchored_and_keep_ever
     erase_event = _events(client, admin, action="erase")[-1]
     assert erase_event["event_id"] == erasure["event_id"] and erase_event["legal_basis"] == BASIS
     assert erase_event["batch_state"] in ("anchored", "final")
+
+    # An auditor with only the proof document and an RPC URL checks the erasure (chain only).
+    erase_proof = _ok(client.get(f"/compliance/events/{erasure['event_id']}/proof", headers=auditor.headers))
+    proof_file = tmp_path / "erasure.json"
+    proof_file.write_text(json.dumps(erase_proof))
+    verify = ["compliance", "verify-event", str(proof_file), "--rpc-url", settings.eth_rpc_url]
+    result = CliRunner().invoke(cli_app, verify)
+    assert result.exit_code == 0 and result.output.count("PASS") == 5, result.output
+    erase_proof["event"]["legal_basis"] = "a basis nobody recorded"
+    proof_file.write_text(json.dumps(erase_proof))
+    result = CliRunner().invoke(cli_app, verify)
+    assert result.exit_code == 1 and "FAIL  leaf" in result.output, result.output
 
     # Past the retention time of the ingest day its pseudonym key is destroyed (its records are all
     # anchored): nobody can compute those pseudonyms from an IP any more.
