@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -304,3 +306,42 @@ def test_compliance_routes_are_for_admins_and_auditors_and_validate_input(app_cl
     )
     policies = _ok(app_client.get("/compliance/policies", headers=auditor.headers))
     assert {p["zone"]: p["export_zones"] for p in policies} == {"*": ["*"], "EU": ["EU"]}
+
+
+def test_no_raw_client_ip_reaches_logs_responses_or_the_database(
+    app_client: TestClient, settings: Settings, db_session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    admin = make_caller(app_client, Role.admin, "admin")
+    operator = make_caller(app_client, Role.operator, "operator")
+    auditor = make_caller(app_client, Role.auditor, "auditor")
+    _anchored_source(app_client, admin, operator)
+    ips = {line.split("\t")[4] for line in _lines()}
+    seen: list[str] = []
+    for line in _lines():
+        body = {"source": "cf-dist", "line": line}
+        seen.append(app_client.post("/deliveries/proofs/line", json=body, headers=auditor.headers).text)
+    batches = _ok(
+        app_client.get("/deliveries/batches", params={"source": "cf-dist"}, headers=auditor.headers)
+    )
+    for batch in batches:
+        seen.append(
+            app_client.get(f"/deliveries/batches/{batch['batch_id']}/export", headers=auditor.headers).text
+        )
+    export = {"source": "cf-dist", "period_start": 0, "period_end": 2_000_000_000, "legal_basis": "audit"}
+    seen.append(
+        app_client.post(
+            "/compliance/exports", json={**export, "destination": "DE"}, headers=admin.headers
+        ).text
+    )
+    seen.append(_ok(app_client.get("/compliance/events", headers=admin.headers)).__repr__())
+    dumped = "\n".join(
+        repr(row)
+        for table in ("delivery_records", "quarantined_lines", "compliance_events", "ingest_files")
+        for row in db_session.execute(text(f"SELECT * FROM {table}"))  # noqa: S608 - fixed table names
+    )
+    assert len(seen) > len(ips) and dumped
+    for ip in ips:
+        assert ip not in caplog.text, f"{ip} in the logs"
+        assert all(ip not in text_ for text_ in seen), f"{ip} in a response"
+        assert ip not in dumped, f"{ip} in the database"
