@@ -345,3 +345,23 @@ def test_no_raw_client_ip_reaches_logs_responses_or_the_database(
         assert ip not in caplog.text, f"{ip} in the logs"
         assert all(ip not in text_ for text_ in seen), f"{ip} in a response"
         assert ip not in dumped, f"{ip} in the database"
+
+
+def test_lines_whose_edge_zone_may_not_be_stored_here_are_quarantined_without_their_text(
+    app_client: TestClient, db_session: Session
+) -> None:
+    admin = make_caller(app_client, Role.admin, "admin")
+    operator = make_caller(app_client, Role.operator, "operator")
+    # Japanese raw logs may only be stored in Japan; this deployment stores in the EU.
+    policy = {"storage_zones": ["JP"], "export_zones": ["JP"]}
+    _ok(app_client.put("/compliance/policies/JP", json=policy, headers=admin.headers))
+    _anchored_source(app_client, admin, operator)
+    japanese = {_request_id(line) for line in _lines() if line.split("\t")[2].startswith("NRT")}
+    assert len(japanese) == 1  # NRT57 (Tokyo); OKA50 is not in the edge table: zone unknown, "*" applies
+    stored = set(_records(db_session))
+    assert stored == {_request_id(line) for line in _lines()} - japanese
+    (ingest,) = _ok(app_client.get("/deliveries/ingests", headers=admin.headers))["items"]
+    assert ingest["quarantined"] == 1 and ingest["records_new"] == len(stored)
+    quarantined = _ok(app_client.get(f"/deliveries/ingests/{ingest['id']}/quarantine", headers=admin.headers))
+    assert {q["reason"] for q in quarantined["items"]} == {"residency"}
+    assert all(q["raw"] == "" and "JP" in q["detail"] for q in quarantined["items"])

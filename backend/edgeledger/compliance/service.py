@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -219,6 +219,25 @@ def export_refusals(session: Session, zones: Iterable[str], destination_zone: st
     return sorted(
         z for z in set(zones) if not _allows(_zones(policy_for(session, z).export_zones), destination_zone)
     )
+
+
+def storage_refusal(session: Session, settings: Settings) -> Callable[[str], bool]:
+    """A per-ingest predicate: may raw logs of data zone ``zone`` NOT be stored in this deployment's
+    zone? The policies are read once; each zone's answer is cached."""
+    here = zone_of(settings.data_storage_zone)
+    answers: dict[str, bool] = {}
+
+    def refused(zone: str) -> bool:
+        answer = answers.get(zone)
+        if answer is None:
+            answer = answers[zone] = not _allows(_zones(policy_for(session, zone).storage_zones), here)
+        return answer
+
+    return refused
+
+
+def edge_zone(edge_location: str) -> str:
+    return zone_of(edge_location_country(edge_location))
 
 
 def storage_refused(session: Session, settings: Settings, zone: str) -> bool:

@@ -37,6 +37,7 @@ from starlette.requests import ClientDisconnect
 from edgeledger.assets.models import Asset
 from edgeledger.auth.dependencies import Principal
 from edgeledger.auth.models import Role, User
+from edgeledger.compliance.service import edge_zone, storage_refusal
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.deliveries import service
@@ -80,6 +81,7 @@ CHUNK_RECORDS = 10_000
 DUPLICATE_REQUEST_ID = "duplicate_request_id"  # the request id appeared earlier in the same file
 REQUEST_ID_TOO_LONG = "request_id_too_long"  # over the 128 characters the records table keeps
 HOST_TOO_LONG = "host_too_long"  # over the 255 characters the records table keeps
+RESIDENCY = "residency"  # the edge location's data zone may not be stored here (no raw text is kept)
 NUL_CHARACTER = "nul_character"  # a NUL in the request id, host or URI (PostgreSQL text cannot hold it)
 #: Raw text kept per line of the current chunk (enough for a quarantined line: masking looks at 8 KiB).
 _RAW_KEEP = 8_192
@@ -736,6 +738,9 @@ def ingest_log(
     session.commit()
 
     run = _Ingest(session, settings, source, ingest)
+    # Residency per line: the zone of the line's edge location must be storable in this deployment.
+    refused = storage_refusal(session, settings)
+    edge_refused: dict[str, bool] = {}
     lines = _Lines(stream)
     stats = ParseStats()
     chunk = _Chunk()
@@ -755,7 +760,19 @@ def ingest_log(
                     and "\0" not in item.request_id  # type: ignore[union-attr]
                     and "\0" not in item.host  # type: ignore[union-attr]
                 ):
-                    chunk.records.append(item)  # type: ignore[arg-type]
+                    edge = item.edge_location  # type: ignore[union-attr]
+                    blocked = edge_refused.get(edge)
+                    if blocked is None:
+                        blocked = edge_refused[edge] = refused(edge_zone(edge))
+                    if blocked:
+                        detail = (
+                            f"edge zone {edge_zone(edge)} may not be stored in {settings.data_storage_zone}"
+                        )
+                        chunk.quarantined.append(
+                            QuarantinedLine(name, item.line_number, RESIDENCY, "", detail)
+                        )
+                    else:
+                        chunk.records.append(item)  # type: ignore[arg-type]
                 else:
                     chunk.quarantined.append(_too_long(item, lines, name))  # type: ignore[arg-type]
             else:
