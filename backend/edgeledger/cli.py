@@ -736,6 +736,76 @@ def settlement_claims(
     _echo_json(_api_call("GET", f"/settlement/payees/{payee}/claims", api, api_key, params=params))
 
 
+# --- chain indexer -----------------------------------------------------------------------------------
+
+chain_app = typer.Typer(
+    help="The chain indexer (in this process, with this machine's settings).", no_args_is_help=True
+)
+app.add_typer(chain_app, name="chain")
+
+
+def _indexer_context() -> Iterator[tuple[Any, Any, Any, Any]]:
+    from sqlalchemy.orm import Session
+
+    from edgeledger.db import make_engine
+    from edgeledger.ipfs import IpfsClient
+    from edgeledger.main import make_chain_client
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session, make_chain_client(settings), settings, IpfsClient(settings.ipfs_api, timeout=10)
+    finally:
+        engine.dispose()
+
+
+def _print_step(report: Any) -> None:
+    note = f" (reorg: rolled back {report.reorg_depth} blocks)" if report.reorg_depth else ""
+    typer.secho(
+        f"block {report.to_block} of {report.target} (head {report.head}), {report.events} events{note}",
+        err=True,
+    )
+
+
+@chain_app.command("index")
+def chain_index(
+    once: Annotated[bool, typer.Option(help="Catch up once and exit instead of following")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls when following")] = 5.0,
+) -> None:
+    """Follow the contracts' events into the database (the worker does it every 15 s)."""
+    from edgeledger.indexer import flows
+
+    for session, chain, settings, ipfs in _indexer_context():
+        while True:
+            flows.make_indexer(session, chain, settings, ipfs).catch_up(_print_step)
+            if once:
+                break
+            time.sleep(interval)
+        typer.echo(json.dumps(flows.status(session, chain, settings).model_dump(), indent=2))
+
+
+@chain_app.command("rebuild")
+def chain_rebuild() -> None:
+    """Forget the indexed state and rebuild it from the chain and IPFS alone."""
+    from edgeledger.indexer import flows
+
+    for session, chain, settings, ipfs in _indexer_context():
+        report = flows.rebuild(session, chain, settings, ipfs, progress=_print_step)
+        typer.echo(json.dumps(flows.status(session, chain, settings).model_dump(), indent=2))
+        if not report.caught_up:
+            raise typer.Exit(1)
+
+
+@chain_app.command("status")
+def chain_status() -> None:
+    """Indexer cursor, head, lag, events and reorgs."""
+    from edgeledger.indexer import flows
+
+    for session, chain, settings, _ in _indexer_context():
+        typer.echo(json.dumps(flows.status(session, chain, settings).model_dump(), indent=2))
+
+
 # --- compliance --------------------------------------------------------------------------------------
 
 compliance_app = typer.Typer(

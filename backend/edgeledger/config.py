@@ -87,6 +87,10 @@ class Settings(BaseModel):
     compliance_batch_seconds: int = Field(
         300, gt=0, description="Compliance events are batched and anchored at least this often"
     )
+    indexer_confirmations: int = Field(
+        1, ge=0, description="Blocks on top before the indexer applies a block"
+    )
+    indexer_log_chunk: int = Field(2_000, gt=0, description="Blocks per eth_getLogs range of the indexer")
     log_level: str = "INFO"
 
     @field_validator("delivery_period_seconds")

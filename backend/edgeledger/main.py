@@ -21,6 +21,7 @@ from edgeledger.config import Settings, get_settings
 from edgeledger.db import make_engine
 from edgeledger.deliveries.views import router as deliveries_router
 from edgeledger.errors import error_body, install_error_handlers
+from edgeledger.indexer.views import router as indexer_router
 from edgeledger.ipfs import IpfsClient
 from edgeledger.ratelimit import RateLimiter
 from edgeledger.settlement.views import router as settlement_router
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(settlement_router)
     app.include_router(compliance_router)
+    app.include_router(indexer_router)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")
     def health() -> dict[str, str]:

@@ -19,6 +19,7 @@ celery_app = Celery(
         "edgeledger.deliveries.tasks",
         "edgeledger.settlement.tasks",
         "edgeledger.compliance.tasks",
+        "edgeledger.indexer.tasks",
     ],
 )
 celery_app.conf.update(
@@ -34,6 +35,7 @@ celery_app.conf.update(
         "confirm-anchors": {"task": "edgeledger.deliveries.confirm_anchors", "schedule": 15.0},
         "settle": {"task": "edgeledger.settlement.run", "schedule": 60.0},
         "compliance": {"task": "edgeledger.compliance.run", "schedule": 60.0},
+        "index-chain": {"task": "edgeledger.indexer.follow", "schedule": 15.0},
     },
     beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
 )
