@@ -806,6 +806,59 @@ def chain_status() -> None:
         typer.echo(json.dumps(flows.status(session, chain, settings).model_dump(), indent=2))
 
 
+# --- audit packages ----------------------------------------------------------------------------------
+
+audit_app = typer.Typer(
+    help="Audit packages: export one, verify one against the chain.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
+
+
+def _day_bounds(day: str) -> tuple[int, int]:
+    from datetime import UTC, datetime
+
+    start = int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+    return start, start + 86_400
+
+
+@audit_app.command("export")
+def audit_export(
+    period: Annotated[str, typer.Option(help="UTC day YYYY-MM-DD")],
+    legal_basis: Annotated[str, typer.Option(help="Why the package is exported")],
+    merchant: Annotated[int | None, typer.Option(help="Merchant user id")] = None,
+    source: Annotated[str | None, typer.Option(help="Source name or id")] = None,
+    line: Annotated[list[str] | None, typer.Option(help="Request id of a line to prove (repeat)")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output")] = Path("audit-package.tar.gz"),
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Download an audit package for a day and a merchant or a source."""
+    start, end = _day_bounds(period)
+    body = {
+        "period_start": start,
+        "period_end": end,
+        "merchant_user_id": merchant,
+        "source": source,
+        "request_ids": line or [],
+        "legal_basis": legal_basis,
+    }
+    response = _api_call("POST", "/audit/packages", api, api_key, json=body)
+    output.write_bytes(response.content)
+    typer.secho(f"wrote {output} ({len(response.content)} bytes)", fg="green", err=True)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    archive: Path,
+    rpc_url: Annotated[str, typer.Option(help="JSON-RPC of the chain")],
+    as_json: Annotated[bool, typer.Option("--json", help="Results as JSON")] = False,
+) -> None:
+    """Verify an audit package with only the archive and the chain (exit 0 pass, 1 fail, 2 unusable)."""
+    from edgeledger.audit.archive_verify import report
+
+    raise typer.Exit(report(archive, rpc_url, as_json=as_json, out=sys.stdout))
+
+
 # --- compliance --------------------------------------------------------------------------------------
 
 compliance_app = typer.Typer(

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeledger import __version__
 from edgeledger.assets.views import router as assets_router
 from edgeledger.assets.views import verify_router
+from edgeledger.audit.views import router as audit_router
 from edgeledger.auth.views import admin_router
 from edgeledger.auth.views import router as auth_router
 from edgeledger.chain.client import ChainClient, ChainError, Deployment
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(settlement_router)
     app.include_router(compliance_router)
     app.include_router(indexer_router)
+    app.include_router(audit_router)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")
     def health() -> dict[str, str]:

@@ -534,7 +534,7 @@ def manifest_digest(struct_hash: bytes, chain_id: int, contract: str) -> bytes:
     return keccak256(b"\x19\x01" + domain + struct_hash)
 
 
-def _manifest_problems(batch: Mapping[str, Any], ledger: Ledger, onchain: OnchainBatch | None) -> list[str]:
+def manifest_problems(batch: Mapping[str, Any], ledger: Ledger, onchain: OnchainBatch | None) -> list[str]:
     """The manifest's fields must hash to the anchored manifest hash, and its signature recover to the
     stated signer for this chain and contract."""
     problems = []
@@ -586,7 +586,7 @@ def _check_export(
         problems.append("the dump's tree root is not the manifest's root")
     if onchain is not None and onchain.leaf_count != n:
         problems.append(f"{n} values, the anchored batch has {onchain.leaf_count} leaves")
-    problems += _manifest_problems(_get(doc, "batch", "document"), run.ledger, onchain)
+    problems += manifest_problems(_get(doc, "batch", "document"), run.ledger, onchain)
     if problems:
         run.failed(batch_label, "; ".join(problems))
     else:

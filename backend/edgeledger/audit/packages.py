@@ -1,0 +1,254 @@
+"""Audit packages (docs/audit-package.md): one deterministic tar.gz with an index.
+
+Layout::
+
+    package.json                         index: format, chain, contracts, scope, every file with sha256
+    batches/<batch id>.json              signed manifest, hash, signature, signer, tx, block
+    proofs/<batch id>.json               edgeledger-proofs/v1 of the requested lines of that batch
+    settlements/<id>/inputs.json         published inputs (receipts, assets' terms, rate cards, FX, decisions)
+    settlements/<id>/statement.json      the statement as issued
+    reconciliation/cases.json            reconciliation cases and their decisions (who, when, why)
+    compliance/<event id>.json           proofs of the erasure and retention events of the compliance log
+
+A source's batches are included as one unbroken segment of its manifest chain (every batch anchored
+between the first and the last one selected), so the verifier can check every prev-hash link. Nothing in a
+package holds a client IP, pseudonym or salt: leaf values carry only the client commitment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edgeledger.auth.dependencies import Principal, ensure_merchant_in_scope, ensure_source_in_scope
+from edgeledger.chain.client import ChainClient, ChainError
+from edgeledger.compliance import flows as compliance_flows
+from edgeledger.compliance.models import Action, ComplianceEvent
+from edgeledger.config import Settings
+from edgeledger.deliveries import proofs
+from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliverySource
+from edgeledger.deliveries.service import get_source
+from edgeledger.errors import EdgeLedgerError
+from edgeledger.settlement import flows as settlement_flows
+from edgeledger.settlement import service as settlement_service
+from edgeledger.settlement.models import Settlement
+from edgeledger.settlement.schemas import CaseRead
+
+FORMAT = "edgeledger-audit-package/v1"
+ANCHORED = (BatchState.anchored, BatchState.final)
+MAX_LINES = 1_000
+PACKAGED_COMPLIANCE_ACTIONS = (Action.erase, Action.retention_purge)
+
+
+class AuditError(EdgeLedgerError):
+    code = "audit_error"
+
+
+@dataclass
+class Scope:
+    period_start: int
+    period_end: int
+    merchant_user_id: int | None = None
+    source: str | None = None
+    request_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "period_start": self.period_start,
+            "period_end": self.period_end,
+            "merchant_user_id": self.merchant_user_id,
+            "source": self.source,
+            "request_ids": len(self.request_ids),
+        }
+
+
+@dataclass
+class _Builder:
+    files: dict[str, bytes] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    def add(self, path: str, kind: str, document: Any) -> None:
+        data = (
+            document
+            if isinstance(document, bytes)
+            else json.dumps(document, indent=1, sort_keys=True).encode()
+        )
+        self.files[path] = data
+        self.kinds[path] = kind
+
+
+def _check_scope(principal: Principal, scope: Scope, session: Session) -> DeliverySource | None:
+    if scope.period_end <= scope.period_start:
+        raise AuditError("period_end must be after period_start", code="period_invalid")
+    if (scope.merchant_user_id is None) == (scope.source is None):
+        raise AuditError("name exactly one of a merchant or a source", code="scope_invalid")
+    if len(scope.request_ids) > MAX_LINES:
+        raise AuditError(f"at most {MAX_LINES} lines per package", code="scope_invalid")
+    if scope.request_ids and scope.source is None:
+        raise AuditError("proofs of lines need the source they were logged by", code="scope_invalid")
+    if scope.merchant_user_id is not None:
+        ensure_merchant_in_scope(principal.scope, scope.merchant_user_id)
+        return None
+    assert scope.source is not None
+    source = get_source(session, scope.source)
+    ensure_source_in_scope(principal.scope, source.source_id)
+    return source
+
+
+def _chain_segment(session: Session, batches: list[DeliveryBatch]) -> list[DeliveryBatch]:
+    """The selected batches plus every batch of the same source anchored between them."""
+    by_source: dict[int, list[DeliveryBatch]] = {}
+    for batch in batches:
+        by_source.setdefault(batch.source_pk, []).append(batch)
+    segment: dict[int, DeliveryBatch] = {}
+    for source_pk, chosen in by_source.items():
+        low = min(b.block_number or 0 for b in chosen)
+        high = max(b.block_number or 0 for b in chosen)
+        for batch in session.scalars(
+            select(DeliveryBatch).where(
+                DeliveryBatch.source_pk == source_pk,
+                DeliveryBatch.state.in_(ANCHORED),
+                DeliveryBatch.block_number >= low,
+                DeliveryBatch.block_number <= high,
+            )
+        ):
+            segment[batch.id] = batch
+    return sorted(segment.values(), key=lambda b: (b.block_number or 0, b.id))
+
+
+def _merchant_settlements(session: Session, scope: Scope) -> list[Settlement]:
+    return list(
+        session.scalars(
+            select(Settlement)
+            .where(
+                Settlement.merchant_user_id == scope.merchant_user_id,
+                Settlement.period_start >= scope.period_start,
+                Settlement.period_start < scope.period_end,
+                Settlement.root.is_not(None),
+            )
+            .order_by(Settlement.period_start, Settlement.attempt)
+        )
+    )
+
+
+def build_package(
+    session: Session, settings: Settings, chain: ChainClient, principal: Principal, scope: Scope
+) -> tuple[bytes, dict[str, Any]]:
+    """The archive and its index. Raises 403 ``out_of_scope`` / 422 ``scope_invalid`` before reading."""
+    source = _check_scope(principal, scope, session)
+    out = _Builder()
+    try:
+        chain_id: int | None = chain.chain_id
+        contracts = {n: chain.deployment.address_of(n) for n in ("DeliveryLedger", "SettlementVault")}
+    except ChainError:
+        chain_id, contracts = None, {}
+
+    selected: list[DeliveryBatch] = []
+    if source is not None:
+        selected = list(
+            session.scalars(
+                select(DeliveryBatch).where(
+                    DeliveryBatch.source_pk == source.id,
+                    DeliveryBatch.state.in_(ANCHORED),
+                    DeliveryBatch.period_start >= scope.period_start,
+                    DeliveryBatch.period_start < scope.period_end,
+                )
+            )
+        )
+    else:
+        for settlement in _merchant_settlements(session, scope):
+            document = settlement_flows.inputs_document(
+                settlement, chain_id, contracts.get("SettlementVault")
+            )
+            out.add(f"settlements/{settlement.id}/inputs.json", "settlement_inputs", document)
+            if settlement.statement_json is not None:
+                out.add(
+                    f"settlements/{settlement.id}/statement.json",
+                    "statement",
+                    settlement.statement_json.encode(),
+                )
+            batch_ids = json.loads(settlement.batch_ids_json)
+            selected += list(
+                session.scalars(select(DeliveryBatch).where(DeliveryBatch.batch_id.in_(batch_ids)))
+            )
+        cases = settlement_service.cases_of(session, merchant_user_id=scope.merchant_user_id)
+        in_period = [c for c in cases if scope.period_start <= c.period_start < scope.period_end]
+        out.add(
+            "reconciliation/cases.json", "cases", [CaseRead.of(c).model_dump(mode="json") for c in in_period]
+        )
+
+    for batch in _chain_segment(session, selected):
+        batch_source = session.get(DeliverySource, batch.source_pk)
+        assert batch_source is not None
+        header = proofs.export_batch_header(session, batch, batch_source)
+        out.add(
+            f"batches/{batch.batch_id}.json",
+            "batch",
+            {
+                "format": "edgeledger-batch/v1",
+                "chain_id": chain_id,
+                "contract": contracts.get("DeliveryLedger"),
+                "batch": header,
+            },
+        )
+
+    if source is not None and scope.request_ids:
+        records = [proofs.find_record(session, source, rid) for rid in dict.fromkeys(scope.request_ids)]
+        by_batch: dict[int, list[Any]] = {}
+        for record in records:
+            by_batch.setdefault(record.batch_pk, []).append(record)
+        for batch_pk, batch_records in by_batch.items():
+            batch = session.get(DeliveryBatch, batch_pk)
+            assert batch is not None
+            document = proofs.proofs_document(session, settings, batch, batch_records)
+            out.add(f"proofs/{batch.batch_id}.json", "proofs", document)
+
+    events = session.scalars(
+        select(ComplianceEvent)
+        .where(ComplianceEvent.action.in_([a.value for a in PACKAGED_COMPLIANCE_ACTIONS]))
+        .where(ComplianceEvent.batch_pk.is_not(None))
+        .order_by(ComplianceEvent.id)
+    )
+    for event in events:
+        batch = session.get(DeliveryBatch, event.batch_pk)
+        if batch is not None and batch.state in ANCHORED:
+            proof = compliance_flows.event_proof(session, settings, event)
+            out.add(f"compliance/{event.event_id}.json", "compliance_event", proof.model_dump(mode="json"))
+
+    index = {
+        "format": FORMAT,
+        "created_at": datetime.now(UTC).isoformat(),
+        "chain_id": chain_id,
+        "contracts": contracts,
+        "scope": scope.as_dict(),
+        "items": [
+            {
+                "path": path,
+                "kind": out.kinds[path],
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data),
+            }
+            for path, data in sorted(out.files.items())
+        ],
+    }
+    out.files["package.json"] = json.dumps(index, indent=1, sort_keys=True).encode()
+    return _tar_gz(out.files), index
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    """Deterministic archive: sorted names, zero times and owners."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(files, key=lambda p: (p != "package.json", p)):
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = len(files[path]), 0, 0o644
+            tar.addfile(info, io.BytesIO(files[path]))
+    return buffer.getvalue()
