@@ -23,6 +23,18 @@ if [[ "$(cat node_modules/.edgeledger-stamp 2>/dev/null)" != "$npm_digest" ]]; t
   echo "$npm_digest" > node_modules/.edgeledger-stamp
 fi
 
+# --- Chromium for the portal's browser tests ----------------------------------------------------
+# Debian's package; Playwright drives it at /usr/bin/chromium and downloads no browser of its own.
+if [[ ! -x /usr/bin/chromium ]]; then
+  if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+    say "installing chromium (Debian package) for the browser tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    say "warning: /usr/bin/chromium is missing and cannot be installed here (apt-get as root); browser tests will fail"
+  fi
+fi
+
 # --- Python virtualenv -------------------------------------------------------------------------
 py_digest="$(digest requirements.lock pyproject.toml)"
 if [[ "$(cat .venv/.edgeledger-stamp 2>/dev/null)" != "$py_digest" ]]; then

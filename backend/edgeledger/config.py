@@ -91,6 +91,9 @@ class Settings(BaseModel):
         1, ge=0, description="Blocks on top before the indexer applies a block"
     )
     indexer_log_chunk: int = Field(2_000, gt=0, description="Blocks per eth_getLogs range of the indexer")
+    public_rpc_url: str = Field(
+        "", description="RPC URL the portal gives browsers to check proofs; default ETH_RPC_URL"
+    )
     log_level: str = "INFO"
 
     @field_validator("delivery_period_seconds")

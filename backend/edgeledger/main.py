@@ -24,6 +24,8 @@ from edgeledger.deliveries.views import router as deliveries_router
 from edgeledger.errors import error_body, install_error_handlers
 from edgeledger.indexer.views import router as indexer_router
 from edgeledger.ipfs import IpfsClient
+from edgeledger.portal.views import install_portal_handlers
+from edgeledger.portal.views import router as portal_router
 from edgeledger.ratelimit import RateLimiter
 from edgeledger.settlement.views import router as settlement_router
 
@@ -132,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(compliance_router)
     app.include_router(indexer_router)
     app.include_router(audit_router)
+    app.include_router(portal_router)
+    install_portal_handlers(app)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")
     def health() -> dict[str, str]:

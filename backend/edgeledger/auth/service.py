@@ -219,6 +219,16 @@ def create_session(
     return token, record
 
 
+def revoke_session_token(session: Session, token: str, *, now: datetime | None = None) -> None:
+    """Ends a session (sign-out); unknown tokens are ignored."""
+    session.execute(
+        update(AuthSession)
+        .where(AuthSession.token_hash == hash_secret(token), AuthSession.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+    )
+    session.commit()
+
+
 def authenticate_session_token(session: Session, token: str, *, now: datetime | None = None) -> User:
     row = session.execute(
         select(AuthSession, User)

@@ -660,6 +660,12 @@ def _hbar_chart_svg(bars: Sequence[_Bar], title: str, decimals: int, symbol: str
     return "".join(parts)
 
 
+def seconds_chart_svg(values: Mapping[str, int], title: str) -> str:
+    """Durations in whole seconds, one bar per labelled entry, in the given order (anchoring lag)."""
+    bars = [_Bar(label, label, seconds) for label, seconds in values.items()]
+    return _hbar_chart_svg(bars, title, 0, "s", "item")
+
+
 def payees_chart_svg(payees: Mapping[str, int], title: str, decimals: int, symbol: str) -> str:
     """Payouts by payee, largest first: the top :data:`TOP_PAYEES` and one "others" bar for the rest."""
     ranked = sorted(payees.items(), key=lambda kv: (-kv[1], kv[0]))
