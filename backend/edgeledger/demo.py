@@ -20,6 +20,7 @@ import json
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session
 from edgeledger.assets import service as assets_service
 from edgeledger.assets.models import Asset
 from edgeledger.auth import service as auth_service
-from edgeledger.auth.models import ApiKey, Role
+from edgeledger.auth.models import ApiKey, Role, User
 from edgeledger.chain.anvil import anvil_rpc
 from edgeledger.config import Settings
 from edgeledger.db import make_engine
@@ -138,6 +139,7 @@ def run_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None
     say(f"the database now holds {total} registered assets (runs add to it; nothing is reset)")
     run_delivery_demo(settings, base_url, admin_key=admin_key, asset=asset, label=label)
     run_settlement_demo(settings, base_url, keys=keys)
+    run_audit_demo(settings, base_url, keys=keys)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,3 +437,83 @@ def _merchant_user_id(settings: Settings, address: str) -> int:
         user_id = user.id
     engine.dispose()
     return user_id
+
+
+# ----------------------------------------------------------------------------------------------
+# Audit: the compliance log, the indexer, an audit package, the portal
+# ----------------------------------------------------------------------------------------------
+
+AUDITOR_NAME = "Demo auditor"
+
+
+def _auditor_api_key(settings: Settings) -> tuple[str, Path]:
+    """The demo auditor's API key (a global, read-only service account), kept 0600 in DATA_DIR."""
+    path = settings.data_dir / "demo-auditor-api-key"
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        if path.exists():
+            key = path.read_text().strip()
+            found = session.scalar(select(ApiKey).where(ApiKey.key_hash == auth_service.hash_secret(key)))
+            if found is not None and found.revoked_at is None:
+                engine.dispose()
+                return key, path
+        user = session.scalar(select(User).where(User.name == AUDITOR_NAME, User.role == Role.auditor))
+        if user is None:
+            user = auth_service.create_user(session, role=Role.auditor, name=AUDITOR_NAME)
+        key, _ = auth_service.create_api_key(session, user, "demo")
+        session.commit()
+    engine.dispose()
+    path.touch(mode=0o600)
+    path.write_text(key)
+    return key, path
+
+
+def _index_chain(settings: Settings) -> str:
+    from edgeledger.indexer import flows as indexer_flows
+    from edgeledger.main import make_ipfs_client
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            chain = make_chain_client(settings)
+            indexer_flows.run_once(session, chain, settings, make_ipfs_client(settings))
+            status = indexer_flows.status(session, chain, settings)
+    finally:
+        engine.dispose()
+    return f"indexer at block {status.cursor_block} of {status.head}, {status.events} events"
+
+
+def run_audit_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None:
+    from edgeledger.audit.archive_verify import verify_archive
+
+    admin_key = _demo_api_key(settings, Account.from_key(keys["admin"]).address, role=Role.admin)
+    auditor_key, key_path = _auditor_api_key(settings)
+    merchant_id = _merchant_user_id(settings, Account.from_key(keys["merchant"]).address)
+    yesterday = int(
+        (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    )
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": admin_key}, timeout=300) as client:
+        run = _ok(client.post("/compliance/run", params={"force": "true"}))
+    say(f"demo: compliance log anchored ({len(run['batches'])} new batch(es) of access events)")
+    say(f"  {_index_chain(settings)}")
+    body = {
+        "period_start": yesterday,
+        "period_end": yesterday + 86_400,
+        "merchant_user_id": merchant_id,
+        "legal_basis": "demo audit",
+    }
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": auditor_key}, timeout=300) as client:
+        response = client.post("/audit/packages", json=body)
+    if response.status_code != 200:
+        say(f"  no audit package: {response.status_code} {response.text[:200]}")
+        return
+    package = settings.data_dir / "audit-package.tar.gz"
+    package.write_bytes(response.content)
+    results = verify_archive(package, settings.eth_rpc_url)
+    passed = sum(r.ok for r in results)
+    say(
+        f"  audit package of yesterday's settlement: {package} ({len(response.content)} bytes); "
+        f"{passed} of {len(results)} items verified from the archive and the chain alone "
+        f"(edgeledger-verify-package {package} --rpc-url {settings.eth_rpc_url})"
+    )
+    say(f"  auditor portal: {base_url}/portal/  (sign in with the API key in {key_path})")
