@@ -15,8 +15,9 @@ from edgeledger.db import get_session
 from edgeledger.deps import get_app_settings, get_chain
 from edgeledger.indexer import flows
 from edgeledger.indexer.models import IndexerStatus
+from edgeledger.ratelimit import rate_limit
 
-router = APIRouter(prefix="/chain", tags=["chain"])
+router = APIRouter(prefix="/chain", tags=["chain"], dependencies=[Depends(rate_limit("audit"))])
 
 
 @router.get("/status", response_model=IndexerStatus)
