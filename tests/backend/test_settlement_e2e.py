@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 from edgeledger.auth.models import Role
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
-from edgeledger.deliveries.regions import REGION_CODES
 from edgeledger.demo import demo_cloudfront_log
 from edgeledger.devstack import demo_png
 from edgeledger.main import make_chain_client
+from tests.backend.support.scenes import rate_card
 from tests.backend.support.settlement import deposit, send_raw
 from tests.backend.support.stack import Caller, make_caller, rpc
 
@@ -39,19 +39,6 @@ DAY = 86400
 def _ok(response: Any) -> Any:
     assert response.status_code < 400, response.text
     return response.json()
-
-
-def _card() -> dict[str, Any]:
-    return {
-        "version": 1,
-        "valid_from": 0,
-        "currency": {"code": "TUSDC", "decimals": 6},
-        "delivery": {r: {"tiers": [{"up_to_bytes": None, "price_per_gb": 85_000}]} for r in REGION_CODES},
-        "default_royalty": {"mode": "per_delivery", "amount": 2_000},
-        "platform_fee_bps": 1_000,
-        "operator_share_bps": 7_000,
-        "derivative_share_bps": 2_000,
-    }
 
 
 def test_a_cdn_log_settles_into_claimed_stablecoins(
@@ -140,7 +127,7 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
     )
     _ok(
         app_client.post(
-            f"/settlement/accounts/{merchant.user_id}/rate-cards", json=_card(), headers=admin.headers
+            f"/settlement/accounts/{merchant.user_id}/rate-cards", json=rate_card(), headers=admin.headers
         )
     )
 
