@@ -45,6 +45,16 @@ if [[ "$(cat .venv/.edgeledger-stamp 2>/dev/null)" != "$py_digest" ]]; then
   echo "$py_digest" > .venv/.edgeledger-stamp
 fi
 
+# --- API fuzzer (Schemathesis) in its own virtualenv: it needs a newer hypothesis than eth-brownie ---
+fuzz_digest="$(digest requirements-fuzz.lock)"
+if [[ "$(cat "$TOOLCHAIN/fuzz/.edgeledger-stamp" 2>/dev/null)" != "$fuzz_digest" ]]; then
+  say "creating .toolchain/fuzz (Schemathesis) from requirements-fuzz.lock"
+  [[ -x "$TOOLCHAIN/fuzz/bin/python" ]] || python3 -m venv "$TOOLCHAIN/fuzz"
+  "$TOOLCHAIN/fuzz/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-fuzz.lock 2>&1 \
+    | { grep -v "is neither a file nor a directory" || true; }
+  echo "$fuzz_digest" > "$TOOLCHAIN/fuzz/.edgeledger-stamp"
+fi
+
 # --- Solidity compiler -------------------------------------------------------------------------
 # A native solc of the pinned version wins when one is on PATH; otherwise the WebAssembly compiler from
 # npm answers through scripts/solc-adapter.js. Either is registered with py-solc-x as solc-v$SOLC_VERSION.
