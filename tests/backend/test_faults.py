@@ -1,0 +1,117 @@
+"""Fault injection: a Celery worker killed with SIGKILL at a random moment while it anchors a queue of
+batches. After a second worker finishes the job, every batch is anchored exactly once (one BatchAnchored
+event per batch id, our transaction hash is that event's), the source's manifest chain is unbroken and
+no record is lost. Real anvil, Redis broker, PostgreSQL and SQLite.
+
+CI runs FAULT_RUNS=3 kills; the full run is ``FAULT_RUNS=50 .venv/bin/pytest tests/backend/test_faults.py
+tests/backend/test_settlement_flow.py -k kill`` (README, "Faults"). Each run uses a fresh chain snapshot
+and database, and its own random kill time (seeded by the run number)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from celery import Celery
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from edgeledger.config import Settings
+from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliveryRecordRow
+from edgeledger.main import make_chain_client
+from tests.backend.support.deliveries import add_records, close_batch, register_source
+from tests.backend.support.services import REDIS_URL, celery_worker
+from tests.backend.support.settlement import delivery_records
+
+pytestmark = pytest.mark.integration
+RUNS = int(os.environ.get("FAULT_RUNS", "3"))
+DAY = 86_400
+DAY0 = 1_763_596_800
+BATCHES = 16
+PER_BATCH = 10
+ANCHORED = (BatchState.anchored, BatchState.final)
+
+
+def _anchored(session: Session) -> int:
+    session.expire_all()
+    return session.scalar(select(func.count(DeliveryBatch.id)).where(DeliveryBatch.state.in_(ANCHORED))) or 0
+
+
+def _started(session: Session) -> bool:
+    session.expire_all()
+    busy = (BatchState.anchoring, *ANCHORED)
+    return bool(session.scalar(select(func.count(DeliveryBatch.id)).where(DeliveryBatch.state.in_(busy))))
+
+
+def _until(condition: Any, worker: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, "the worker died"
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError("the worker did not finish the job")
+
+
+@pytest.mark.parametrize("run", range(RUNS))
+def test_kill_9_during_anchoring_anchors_every_batch_exactly_once(
+    run: int, app_client: Any, settings: Settings, db_session: Session
+) -> None:
+    rng = random.Random(run)
+    chain = make_chain_client(settings)
+    source = register_source(
+        db_session, chain, f"cf-fault-{run}", provider="cloudfront", signer=chain.signer_address
+    )
+    for day in range(BATCHES):
+        for batch in add_records(
+            db_session, settings, source, delivery_records(DAY0 + day * DAY, PER_BATCH, 1000, "shop.example")
+        ):
+            close_batch(db_session, settings, batch)
+    sender = Celery(broker=REDIS_URL)
+    try:
+        with celery_worker(settings, REDIS_URL, f"fault-a-{run}") as victim:
+            sender.send_task("edgeledger.deliveries.anchor_pending")
+            _until(lambda: _started(db_session), victim, 120)  # the worker is anchoring now
+            time.sleep(rng.uniform(0.0, 0.3))
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait(timeout=30)
+        killed_at = _anchored(db_session)
+        with celery_worker(settings, REDIS_URL, f"fault-b-{run}") as rescuer:
+            sender.send_task("edgeledger.deliveries.anchor_pending")
+            _until(lambda: _anchored(db_session) == BATCHES, rescuer, 240)
+    finally:
+        sender.close()
+
+    ledger = chain.contract("DeliveryLedger")
+    events = ledger.events.BatchAnchored().get_logs(from_block=0)
+    per_batch = Counter("0x" + bytes(e["args"]["batchId"]).hex() for e in events)
+    batches = list(
+        db_session.scalars(
+            select(DeliveryBatch)
+            .where(DeliveryBatch.source_pk == source.id)
+            .order_by(DeliveryBatch.period_start)
+        )
+    )
+    assert len(batches) == BATCHES and all(per_batch[b.batch_id] == 1 for b in batches), (
+        killed_at,
+        per_batch,
+    )
+    print(f"run {run}: SIGKILL with {killed_at} of {BATCHES} batches anchored; all {BATCHES} anchored once")
+    tx_of = {
+        "0x" + bytes(e["args"]["batchId"]).hex(): "0x" + bytes(e["transactionHash"]).hex() for e in events
+    }
+    assert all(b.tx_hash == tx_of[b.batch_id] for b in batches)
+    for earlier, later in pairwise(batches):
+        assert later.prev_manifest_hash == earlier.manifest_hash  # the chain of manifests is unbroken
+    on_chain = chain.call(ledger.functions.getSource(bytes.fromhex(source.source_id[2:])))
+    assert "0x" + bytes(on_chain[5]).hex() == batches[-1].manifest_hash
+    records = db_session.scalar(
+        select(func.count(DeliveryRecordRow.id)).where(DeliveryRecordRow.source_pk == source.id)
+    )
+    assert records == BATCHES * PER_BATCH == sum(b.leaf_count for b in batches)  # nothing lost
