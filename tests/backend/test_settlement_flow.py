@@ -9,7 +9,10 @@ from the stored tree. Crashes are simulated by doing the half-step a dying worke
 from __future__ import annotations
 
 import json
+import os
+import random
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -417,3 +420,71 @@ def test_a_post_dropped_by_a_reorg_is_posted_again(world: World) -> None:
     assert row.state == SettlementState.posted and world.posted_events() == 1
     on_chain = world.chain.call(world.vault.functions.settlementOf(row.period_id, world.merchant_key.address))
     assert "0x" + bytes(on_chain[0]).hex() == row.root
+
+
+FAULT_RUNS = int(os.environ.get("FAULT_RUNS", "3"))
+
+
+@pytest.mark.parametrize("run", range(FAULT_RUNS))
+def test_kill_9_during_settlement_posts_once_and_conserves_escrow(run: int, world: World) -> None:
+    """SIGKILL the worker at a random moment once it has started settling; a second worker finishes:
+    the period is posted exactly once and escrow plus reserve equal the deposit (see tests/backend/
+    test_faults.py for the anchoring half and the full-run command)."""
+    from celery import Celery
+
+    from tests.backend.support.services import REDIS_URL, celery_worker
+
+    rng = random.Random(1000 + run)
+    deposit_amount = 20_000_000
+    world.deposit(deposit_amount)
+    sender = Celery(broker=REDIS_URL)
+
+    def state() -> str | None:
+        world.session.expire_all()
+        row = world.session.scalar(select(Settlement).where(Settlement.period_start == DAY0))
+        return row.state if row is not None else None
+
+    def wait(condition: Any, worker: Any) -> None:
+        for _ in range(960):  # bounded polling
+            assert worker.poll() is None, "worker died"
+            if condition():
+                return
+            time.sleep(0.125)
+        raise AssertionError(f"no progress (state {state()})")
+
+    try:
+        in_flight = run % 3 == 2  # hold the post in the mempool: the worker dies with it unmined
+        if in_flight:
+            rpc(world.settings.eth_rpc_url, "evm_setAutomine", False)
+        with celery_worker(world.settings, REDIS_URL, f"kill-{run}") as victim:
+            sender.send_task("edgeledger.settlement.run")
+            # Kill after the period is opened, computed, or being posted (by run), plus a random delay.
+            stages = [
+                {s.value for s in SettlementState},
+                {SettlementState.computed, SettlementState.posting, SettlementState.posted},
+                {SettlementState.posting},
+            ]
+            wait(lambda: state() in stages[run % 3], victim)
+            time.sleep(rng.uniform(0.0, 0.15))
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait(timeout=30)
+        if in_flight:  # the dead worker's transaction lands after all
+            rpc(world.settings.eth_rpc_url, "evm_setAutomine", True)
+            rpc(world.settings.eth_rpc_url, "evm_mine")
+        killed_in = state()
+        world.session.expire_all()
+        first = world.session.scalar(select(Settlement).where(Settlement.period_start == DAY0))
+        killed_in = f"{killed_in} ({first.error_code if first else None})"
+        with celery_worker(world.settings, REDIS_URL, f"rescue-{run}") as rescuer:
+            sender.send_task("edgeledger.settlement.run")
+            wait(lambda: state() == SettlementState.posted, rescuer)
+    finally:
+        sender.close()
+        rpc(world.settings.eth_rpc_url, "evm_setAutomine", True)  # never leave the shared chain paused
+    assert world.posted_events() == 1, killed_in
+    row = world.settlement()
+    on_chain = world.chain.call(world.vault.functions.settlementOf(row.period_id, world.merchant_key.address))
+    escrow = world.chain.call(world.vault.functions.escrowOf(world.merchant_key.address, world.token.address))
+    assert "0x" + bytes(on_chain[0]).hex() == row.root and int(on_chain[4]) == row.total
+    assert escrow + row.total == deposit_amount  # nothing reserved twice, nothing lost
+    print(f"run {run}: SIGKILL in state {killed_in}; posted once, escrow conserved")
