@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,28 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, "http_error"
         )
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(StatementError)
+    async def _unstorable(_: Request, exc: StatementError) -> JSONResponse:
+        # The database refused a value the schema let through (a NUL character, an integer beyond 64
+        # bits, ...): the client's input, not our fault; the transaction is rolled back with the session.
+        if isinstance(exc, DataError) or isinstance(exc.orig, ValueError | OverflowError):
+            log.info("refused unstorable input: %s", type(exc.orig).__name__)
+            message = (
+                "a value in the request cannot be stored or searched (NUL character or number out of range)"
+            )
+            return JSONResponse(error_body("invalid_input", message), status_code=422)
+        log.exception("database statement failed")
+        return JSONResponse(
+            error_body("internal_error", "internal error; it has been logged"), status_code=500
+        )
+
+    @app.exception_handler(OverflowError)
+    async def _too_large(_: Request, exc: OverflowError) -> JSONResponse:
+        # SQLite's driver raises this unwrapped for an integer parameter beyond 64 bits.
+        log.warning("refused out-of-range input: %s", exc)
+        message = "a number in the request is out of range (at most 64 bits)"
+        return JSONResponse(error_body("invalid_input", message), status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
