@@ -84,6 +84,19 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("internal_error", "internal error; it has been logged"), status_code=500
         )
 
+    @app.exception_handler(ValueError)
+    async def _nul_or_bug(_: Request, exc: ValueError) -> JSONResponse:
+        # psycopg2 refuses NUL characters in strings before sending them (unwrapped ValueError).
+        if "NUL" in str(exc):
+            return JSONResponse(
+                error_body("invalid_input", "a string in the request contains a NUL character"),
+                status_code=422,
+            )
+        log.exception("unhandled error")
+        return JSONResponse(
+            error_body("internal_error", "internal error; it has been logged"), status_code=500
+        )
+
     @app.exception_handler(OverflowError)
     async def _too_large(_: Request, exc: OverflowError) -> JSONResponse:
         # SQLite's driver raises this unwrapped for an integer parameter beyond 64 bits.
