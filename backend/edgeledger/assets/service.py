@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from eth_utils import to_checksum_address
+from hexbytes import HexBytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from web3.types import EventData
@@ -218,13 +221,37 @@ def chain_asset_exists(chain: ChainClient, asset_id: int) -> bool:
     return 0 < asset_id <= int(chain.call(registry.functions.totalAssets()))
 
 
-def read_on_chain(chain: ChainClient, asset_id: int) -> OnChainRecord:
+#: Records read at a given block (by hash): a block's state never changes, so a record read at a block
+#: serves every later request that finds the same latest block (popular assets between blocks). Keyed by
+#: the block hash, so a reorg (or a reverted test chain) never serves a record of a vanished block.
+_RECORDS_AT: OrderedDict[tuple[str, int, str], OnChainRecord] = OrderedDict()
+_RECORDS_LOCK = threading.Lock()
+_RECORDS_MAX = 10_000
+
+
+def read_on_chain_at(chain: ChainClient, asset_id: int, block_hash: str) -> OnChainRecord:
+    """The asset's record as of the block ``block_hash`` (all four reads pinned to it: consistent)."""
+    key = (chain.rpc_url, asset_id, block_hash)
+    with _RECORDS_LOCK:
+        cached = _RECORDS_AT.get(key)
+        if cached is not None:
+            _RECORDS_AT.move_to_end(key)
+            return cached
+    record = read_on_chain(chain, asset_id, HexBytes(block_hash))
+    with _RECORDS_LOCK:
+        _RECORDS_AT[key] = record
+        while len(_RECORDS_AT) > _RECORDS_MAX:
+            _RECORDS_AT.popitem(last=False)
+    return record
+
+
+def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes = "latest") -> OnChainRecord:
     registry = chain.contract(REGISTRY)
     try:
-        asset = chain.call(registry.functions.getAsset(asset_id))
-        licence = chain.call(registry.functions.getLicence(asset_id))
-        recipients, shares = chain.call(registry.functions.getSplit(asset_id))
-        holder = chain.call(registry.functions.ownerOf(asset_id))
+        asset = chain.call(registry.functions.getAsset(asset_id), block)
+        licence = chain.call(registry.functions.getLicence(asset_id), block)
+        recipients, shares = chain.call(registry.functions.getSplit(asset_id), block)
+        holder = chain.call(registry.functions.ownerOf(asset_id), block)
     except ContractRevert as exc:
         if exc.error == "ERC721NonexistentToken":
             raise AssetError(

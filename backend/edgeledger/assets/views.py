@@ -150,12 +150,13 @@ def submit_signed(
 @router.get("/{asset_id}", response_model=ProvenanceRead, summary="Provenance: chain record, lineage, status")
 def provenance(asset_id: int, session: SessionDep, chain: ChainDep, _: Reader) -> ProvenanceRead:
     asset = service.get_asset(session, asset_id)
-    record = service.read_on_chain(chain, asset_id)
+    head, head_hash = chain.head()
+    record = service.read_on_chain_at(chain, asset_id, head_hash)
     if (asset.owner, asset.status) != (record.rights_holder, record.status):
         service.sync_from_chain(asset, record)
         session.commit()
     return ProvenanceRead(
-        asset=service.to_read(asset, chain.confirmations_of(asset.block_number)),
+        asset=service.to_read(asset, max(0, head - asset.block_number + 1)),
         on_chain=record,
         matches_chain=service.matches_chain(asset, record),
         ancestors=[service.to_lineage(a) for a in service.ancestors(session, asset)],

@@ -212,9 +212,15 @@ class ChainClient:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def call(self, fn: ContractFunction, block: int | str = "latest") -> Any:
+    def call(self, fn: ContractFunction, block: int | str | bytes = "latest") -> Any:
         with self.rpc(fn.fn_name), self._decoded_reverts():
             return fn.call(block_identifier=block)
+
+    def head(self) -> tuple[int, str]:
+        """Number and hash of the latest block (one call): a hash names a state even across reorgs."""
+        with self.rpc("eth_getBlockByNumber"):
+            block = self.w3.eth.get_block("latest")
+        return int(block["number"]), "0x" + bytes(block["hash"]).hex()
 
     def confirmations_of(self, block_number: int) -> int:
         return max(0, self.block_number() - block_number + 1)
