@@ -115,3 +115,34 @@ def test_kill_9_during_anchoring_anchors_every_batch_exactly_once(
         select(func.count(DeliveryRecordRow.id)).where(DeliveryRecordRow.source_pk == source.id)
     )
     assert records == BATCHES * PER_BATCH == sum(b.leaf_count for b in batches)  # nothing lost
+
+
+def test_two_workers_on_one_broker_and_database_anchor_each_batch_once(
+    app_client: Any, settings: Settings, db_session: Session
+) -> None:
+    """Two workers at once, each given the whole queue: the per-source work lock (PostgreSQL advisory
+    lock / lock file) serialises them, and the contract's ``isAnchored`` check backs it up."""
+    chain = make_chain_client(settings)
+    source = register_source(
+        db_session, chain, "cf-two-workers", provider="cloudfront", signer=chain.signer_address
+    )
+    for day in range(BATCHES):
+        for batch in add_records(
+            db_session, settings, source, delivery_records(DAY0 + day * DAY, PER_BATCH, 1000, "shop.example")
+        ):
+            close_batch(db_session, settings, batch)
+    sender = Celery(broker=REDIS_URL)
+    try:
+        with (
+            celery_worker(settings, REDIS_URL, "twin-a") as first,
+            celery_worker(settings, REDIS_URL, "twin-b"),
+        ):
+            for _ in range(4):  # more tasks than workers: both are busy at once
+                sender.send_task("edgeledger.deliveries.anchor_pending")
+            _until(lambda: _anchored(db_session) == BATCHES, first, 240)
+    finally:
+        sender.close()
+    events = chain.contract("DeliveryLedger").events.BatchAnchored().get_logs(from_block=0)
+    per_batch = Counter("0x" + bytes(e["args"]["batchId"]).hex() for e in events)
+    batches = db_session.scalars(select(DeliveryBatch).where(DeliveryBatch.source_pk == source.id)).all()
+    assert len(batches) == BATCHES and all(per_batch[b.batch_id] == 1 for b in batches)
