@@ -30,6 +30,8 @@ from tests.backend.support.services import REDIS_URL, celery_worker
 from tests.backend.support.settlement import delivery_records
 
 pytestmark = pytest.mark.integration
+#: This session's own queue on the shared broker (see support/services.celery_worker).
+QUEUE = f"edgeledger-test-{os.getpid()}"
 RUNS = int(os.environ.get("FAULT_RUNS", "3"))
 DAY = 86_400
 DAY0 = 1_763_596_800
@@ -75,15 +77,15 @@ def test_kill_9_during_anchoring_anchors_every_batch_exactly_once(
             close_batch(db_session, settings, batch)
     sender = Celery(broker=REDIS_URL)
     try:
-        with celery_worker(settings, REDIS_URL, f"fault-a-{run}") as victim:
-            sender.send_task("edgeledger.deliveries.anchor_pending")
+        with celery_worker(settings, REDIS_URL, f"fault-a-{run}", QUEUE) as victim:
+            sender.send_task("edgeledger.deliveries.anchor_pending", queue=QUEUE)
             _until(lambda: _started(db_session), victim, 120)  # the worker is anchoring now
             time.sleep(rng.uniform(0.0, 0.3))
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=30)
         killed_at = _anchored(db_session)
-        with celery_worker(settings, REDIS_URL, f"fault-b-{run}") as rescuer:
-            sender.send_task("edgeledger.deliveries.anchor_pending")
+        with celery_worker(settings, REDIS_URL, f"fault-b-{run}", QUEUE) as rescuer:
+            sender.send_task("edgeledger.deliveries.anchor_pending", queue=QUEUE)
             _until(lambda: _anchored(db_session) == BATCHES, rescuer, 240)
     finally:
         sender.close()
@@ -134,11 +136,11 @@ def test_two_workers_on_one_broker_and_database_anchor_each_batch_once(
     sender = Celery(broker=REDIS_URL)
     try:
         with (
-            celery_worker(settings, REDIS_URL, "twin-a") as first,
-            celery_worker(settings, REDIS_URL, "twin-b"),
+            celery_worker(settings, REDIS_URL, "twin-a", QUEUE) as first,
+            celery_worker(settings, REDIS_URL, "twin-b", QUEUE),
         ):
             for _ in range(4):  # more tasks than workers: both are busy at once
-                sender.send_task("edgeledger.deliveries.anchor_pending")
+                sender.send_task("edgeledger.deliveries.anchor_pending", queue=QUEUE)
             _until(lambda: _anchored(db_session) == BATCHES, first, 240)
     finally:
         sender.close()

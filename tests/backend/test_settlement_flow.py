@@ -41,6 +41,8 @@ from tests.backend.support.settlement import delivery_records, deposit, send_as
 from tests.backend.support.stack import Caller, make_caller, rpc
 
 pytestmark = pytest.mark.integration
+#: This session's own queue on the shared broker (see support/services.celery_worker).
+QUEUE = f"edgeledger-test-{os.getpid()}"
 
 DAY = 86400
 DAY0 = 19675 * DAY  # 2023-11-14, long past every window
@@ -382,10 +384,10 @@ def test_the_celery_task_settles_due_periods(world: World) -> None:
     from tests.backend.support.services import REDIS_URL, celery_worker
 
     world.deposit(20_000_000)
-    with celery_worker(world.settings, REDIS_URL, "settle-test") as worker:
+    with celery_worker(world.settings, REDIS_URL, "settle-test", QUEUE) as worker:
         sender = Celery(broker=REDIS_URL)
         try:
-            sender.send_task("edgeledger.settlement.run")
+            sender.send_task("edgeledger.settlement.run", queue=QUEUE)
             for _ in range(480):  # bounded polling for the worker's effect
                 assert worker.poll() is None, "worker died"
                 world.session.expire_all()
@@ -456,8 +458,8 @@ def test_kill_9_during_settlement_posts_once_and_conserves_escrow(run: int, worl
         in_flight = run % 3 == 2  # hold the post in the mempool: the worker dies with it unmined
         if in_flight:
             rpc(world.settings.eth_rpc_url, "evm_setAutomine", False)
-        with celery_worker(world.settings, REDIS_URL, f"kill-{run}") as victim:
-            sender.send_task("edgeledger.settlement.run")
+        with celery_worker(world.settings, REDIS_URL, f"kill-{run}", QUEUE) as victim:
+            sender.send_task("edgeledger.settlement.run", queue=QUEUE)
             # Kill after the period is opened, computed, or being posted (by run), plus a random delay.
             stages = [
                 {s.value for s in SettlementState},
@@ -475,8 +477,8 @@ def test_kill_9_during_settlement_posts_once_and_conserves_escrow(run: int, worl
         world.session.expire_all()
         first = world.session.scalar(select(Settlement).where(Settlement.period_start == DAY0))
         killed_in = f"{killed_in} ({first.error_code if first else None})"
-        with celery_worker(world.settings, REDIS_URL, f"rescue-{run}") as rescuer:
-            sender.send_task("edgeledger.settlement.run")
+        with celery_worker(world.settings, REDIS_URL, f"rescue-{run}", QUEUE) as rescuer:
+            sender.send_task("edgeledger.settlement.run", queue=QUEUE)
             wait(lambda: state() == SettlementState.posted, rescuer)
     finally:
         sender.close()

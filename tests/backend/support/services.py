@@ -38,10 +38,14 @@ def worker_env(settings: Settings, broker: str) -> dict[str, str]:
 
 
 @contextmanager
-def celery_worker(settings: Settings, broker: str, name: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `celery worker` (solo pool) on ``broker``; its log goes to DATA_DIR/worker.log."""
+def celery_worker(
+    settings: Settings, broker: str, name: str, queue: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery worker` (solo pool) on ``broker``; its log goes to DATA_DIR/worker-<name>.log.
+    With ``queue`` it consumes only that queue (tests send their tasks there, so test sessions sharing
+    the broker never take each other's tasks)."""
     celery = str(Path(sys.executable).with_name("celery"))
-    log = settings.data_dir / "worker.log"
+    log = settings.data_dir / f"worker-{name}.log"
     proc = subprocess.Popen(
         [
             celery,
@@ -57,6 +61,7 @@ def celery_worker(settings: Settings, broker: str, name: str) -> Iterator[subpro
             "--without-mingle",
             "--hostname",
             f"{name}-{os.getpid()}@%h",
+            *(["--queues", queue] if queue else []),
         ],
         env=worker_env(settings, broker),
         stdout=log.open("wb"),
