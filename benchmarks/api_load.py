@@ -150,6 +150,7 @@ def main() -> None:
             "PSEUDONYM_MASTER_KEY": secrets.token_hex(32),  # one key for every worker process
             "RATE_LIMIT_AUTH_PER_MINUTE": str(10**9),
             "RATE_LIMIT_AUDIT_PER_MINUTE": str(10**9),
+            "RATE_LIMIT_WRITE_PER_MINUTE": str(10**9),
             "LOG_LEVEL": "WARNING",
         }
         uvicorn = str(Path(sys.executable).with_name("uvicorn"))

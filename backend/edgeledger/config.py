@@ -79,6 +79,7 @@ class Settings(BaseModel):
     settlement_max_payees: int = Field(100_000, gt=0, description="Refuse to compute larger payout trees")
     rate_limit_auth_per_minute: int = Field(60, gt=0, description="Sign-in and API-key requests per caller")
     rate_limit_audit_per_minute: int = Field(300, gt=0, description="Portal and audit requests per caller")
+    rate_limit_write_per_minute: int = Field(600, gt=0, description="State-changing requests per caller")
     rate_limit_redis_url: str = Field("", description="Share rate-limit counters across API processes")
     data_storage_zone: str = Field(
         "EU", description="Data zone this deployment stores raw logs in (EU or ISO code)"

@@ -26,7 +26,7 @@ from edgeledger.indexer.views import router as indexer_router
 from edgeledger.ipfs import IpfsClient
 from edgeledger.portal.views import install_portal_handlers
 from edgeledger.portal.views import router as portal_router
-from edgeledger.ratelimit import RateLimiter
+from edgeledger.ratelimit import RateLimiter, WriteRateLimit
 from edgeledger.settlement.views import router as settlement_router
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and the metadata field
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.chain = make_chain_client(settings)
     app.state.ipfs = make_ipfs_client(settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD)
+    app.add_middleware(WriteRateLimit)
     app.state.chain_id = _deployment_chain_id(settings)
     app.state.rate_limiter = RateLimiter.from_settings(settings)
     app.dependency_overrides[get_settings] = lambda: settings

@@ -5,7 +5,9 @@ address; either is reduced to a keyed hash at once, so neither a credential nor 
 by the limiter (in memory or in Redis). With ``RATE_LIMIT_REDIS_URL`` every API process shares one
 counter per caller and window (``INCR`` + ``EXPIRE``); without it each process counts on its own.
 
-Over the limit a request gets ``429`` with code ``rate_limited`` and a ``Retry-After`` header.
+Over the limit a request gets ``429`` with code ``rate_limited`` and a ``Retry-After`` header. Buckets:
+``auth`` (sign-in, API keys), ``audit`` (portal, audit, compliance, indexer routes) and ``write`` (every
+state-changing request, counted by :class:`WriteRateLimit` before the body is read).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
@@ -83,7 +87,11 @@ class RateLimiter:
         counter: Counter = (
             RedisCounter(settings.rate_limit_redis_url) if settings.rate_limit_redis_url else MemoryCounter()
         )
-        limits = {"auth": settings.rate_limit_auth_per_minute, "audit": settings.rate_limit_audit_per_minute}
+        limits = {
+            "auth": settings.rate_limit_auth_per_minute,
+            "audit": settings.rate_limit_audit_per_minute,
+            "write": settings.rate_limit_write_per_minute,
+        }
         # Shared counters need one key across processes; the pseudonym master key is such a secret.
         master = settings.pseudonym_master_key
         secret = master.get_secret_value().encode() if master is not None else secrets.token_bytes(32)
@@ -119,3 +127,29 @@ def rate_limit(bucket: str) -> Callable[[Request], None]:
             limiter.check(bucket, request)
 
     return _check
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class WriteRateLimit:
+    """ASGI middleware: every state-changing request (POST, PUT, PATCH, DELETE) counts against the
+    caller's "write" bucket; over it the request is refused with 429 before it is read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in WRITE_METHODS:
+            limiter: RateLimiter | None = getattr(scope["app"].state, "rate_limiter", None)
+            if limiter is not None:
+                try:
+                    limiter.check("write", Request(scope))
+                except RateLimited as exc:
+                    await JSONResponse(
+                        exc.to_body(),
+                        status_code=429,
+                        headers={"Retry-After": str(exc.details["retry_after"])},
+                    )(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

@@ -27,9 +27,8 @@ ST = PROJECT_ROOT / ".toolchain" / "fuzz" / "bin" / "st"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Rate limits out of the fuzzer's way, so generated requests reach the handlers."""
-    return settings.model_copy(
-        update={"rate_limit_auth_per_minute": 10**6, "rate_limit_audit_per_minute": 10**6}
-    )
+    limits = ("rate_limit_auth_per_minute", "rate_limit_audit_per_minute", "rate_limit_write_per_minute")
+    return settings.model_copy(update=dict.fromkeys(limits, 10**6))
 
 
 def _admin_key(settings: Settings) -> str:

@@ -12,7 +12,14 @@ from fastapi.testclient import TestClient
 
 from edgeledger.config import Settings
 from edgeledger.errors import install_error_handlers
-from edgeledger.ratelimit import MemoryCounter, RateLimited, RateLimiter, RedisCounter, rate_limit
+from edgeledger.ratelimit import (
+    MemoryCounter,
+    RateLimited,
+    RateLimiter,
+    RedisCounter,
+    WriteRateLimit,
+    rate_limit,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -84,4 +91,26 @@ def test_settings_choose_the_counter() -> None:
     assert isinstance(RateLimiter.from_settings(Settings()).counter, MemoryCounter)
     shared = RateLimiter.from_settings(Settings(rate_limit_redis_url=REDIS_URL))
     assert isinstance(shared.counter, RedisCounter)
-    assert shared.limits == {"auth": 60, "audit": 300}
+    assert shared.limits == {"auth": 60, "audit": 300, "write": 600}
+
+
+def test_every_state_changing_request_counts_against_the_write_bucket() -> None:
+    app = FastAPI()
+    app.state.rate_limiter = RateLimiter(MemoryCounter(), {"write": 2}, secret=secrets.token_bytes(32))
+    app.add_middleware(WriteRateLimit)
+
+    @app.post("/things")
+    def create() -> dict[str, str]:
+        return {"created": "yes"}
+
+    @app.get("/things")
+    def read() -> dict[str, str]:
+        return {"read": "yes"}
+
+    with TestClient(app) as client:
+        headers = {"X-API-Key": "writer"}
+        assert [client.post("/things", headers=headers).status_code for _ in range(3)] == [200, 200, 429]
+        refused = client.post("/things", headers=headers)
+        assert refused.json()["error"]["code"] == "rate_limited" and refused.headers["Retry-After"]
+        assert client.get("/things", headers=headers).status_code == 200  # reads are not counted
+        assert client.post("/things", headers={"X-API-Key": "someone else"}).status_code == 200
