@@ -123,18 +123,38 @@ class RunReport:
         }
 
 
+RETENTION_EVERY_SECONDS = 3600
+
+
+def _retention_due(settings: Settings, now_s: int) -> bool:
+    """Retention scans old records: once an hour per host is plenty (it is idempotent; the stamp file
+    only saves work)."""
+    stamp = Path(settings.data_dir) / "locks" / "retention.last"
+    try:
+        last = int(stamp.read_text())
+    except (OSError, ValueError):
+        last = 0
+    if now_s - last < RETENTION_EVERY_SECONDS:
+        return False
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(str(now_s))
+    return True
+
+
 def run_once(
     session: Session, chain: ChainClient, settings: Settings, now_s: int, *, force: bool = False
 ) -> RunReport:
-    """Retention purge, then batch and anchor the waiting events. Chain trouble is reported (the events
-    wait in the database and the next pass anchors them); nothing is lost or anchored twice."""
+    """Retention purge (hourly, or now with ``force``), then batch and anchor the waiting events. Chain
+    trouble is reported (the events wait in the database and the next pass anchors them); nothing is lost
+    or anchored twice."""
     report = RunReport()
-    purged = service.purge_expired(session, settings)
-    report.retention = {
-        "records_redacted": purged.records_redacted,
-        "quarantined_lines_deleted": purged.quarantined_lines_deleted,
-        "keys_destroyed": purged.keys_destroyed,
-    }
+    if force or _retention_due(settings, now_s):
+        purged = service.purge_expired(session, settings)
+        report.retention = {
+            "records_redacted": purged.records_redacted,
+            "quarantined_lines_deleted": purged.quarantined_lines_deleted,
+            "keys_destroyed": purged.keys_destroyed,
+        }
     try:
         source = log_source(session, chain, settings)
         batch = cut_batch(session, settings, source, now_s, force=force)
