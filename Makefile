@@ -1,6 +1,6 @@
 # The two commands a new machine needs:
 #   make up     start the local stack (anvil, IPFS, API, worker), deploy, run the demo, keep the API up
-#   make test   lint, contract tests with gas report, backend integration tests (SQLite and PostgreSQL)
+#   make test   lint, Slither, contract tests with gas report, backend integration tests (SQLite and PostgreSQL)
 # Both install what they need first (scripts/bootstrap.sh; idempotent).
 
 SHELL := /bin/bash
@@ -12,12 +12,12 @@ export SOLCX_BINARY_PATH := $(ROOT)/.toolchain/solcx
 BROWNIE := HOME=$(ROOT)/.toolchain/brownie-home $(VENV)/brownie
 TEST_DATABASE_URLS ?= sqlite postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: up test bootstrap compile lint test-contracts test-backend lock
+.PHONY: up test bootstrap compile lint slither test-contracts test-backend lock
 
 up: bootstrap compile
 	$(VENV)/edgeledger up
 
-test: bootstrap compile lint test-contracts test-backend
+test: bootstrap compile lint slither test-contracts test-backend
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -28,6 +28,10 @@ compile: bootstrap
 lint: bootstrap
 	$(VENV)/ruff check backend tests scripts benchmarks migrations
 	$(VENV)/ruff format --check backend tests scripts benchmarks migrations
+
+# Static analysis: any high or medium Slither finding not explained in contracts/slither-triage.json fails.
+slither: bootstrap
+	$(VENV)/python scripts/slither_check.py
 
 test-contracts: compile
 	mkdir -p reports

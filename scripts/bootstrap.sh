@@ -55,6 +55,16 @@ if [[ "$(cat "$TOOLCHAIN/fuzz/.edgeledger-stamp" 2>/dev/null)" != "$fuzz_digest"
   echo "$fuzz_digest" > "$TOOLCHAIN/fuzz/.edgeledger-stamp"
 fi
 
+# --- Slither in its own virtualenv (its dependencies clash with eth-brownie's pins) ---------------
+slither_digest="$(digest requirements-slither.lock)"
+if [[ "$(cat "$TOOLCHAIN/slither/.edgeledger-stamp" 2>/dev/null)" != "$slither_digest" ]]; then
+  say "creating .toolchain/slither from requirements-slither.lock"
+  [[ -x "$TOOLCHAIN/slither/bin/python" ]] || python3 -m venv "$TOOLCHAIN/slither"
+  "$TOOLCHAIN/slither/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-slither.lock 2>&1 \
+    | { grep -v "is neither a file nor a directory" || true; }
+  echo "$slither_digest" > "$TOOLCHAIN/slither/.edgeledger-stamp"
+fi
+
 # --- Solidity compiler -------------------------------------------------------------------------
 # A native solc of the pinned version wins when one is on PATH; otherwise the WebAssembly compiler from
 # npm answers through scripts/solc-adapter.js. Either is registered with py-solc-x as solc-v$SOLC_VERSION.
