@@ -9,9 +9,12 @@ and database, and its own random kill time (seeded by the run number)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
+import socket
+import threading
 import time
 from collections import Counter
 from itertools import pairwise
@@ -148,3 +151,122 @@ def test_two_workers_on_one_broker_and_database_anchor_each_batch_once(
     per_batch = Counter("0x" + bytes(e["args"]["batchId"]).hex() for e in events)
     batches = db_session.scalars(select(DeliveryBatch).where(DeliveryBatch.source_pk == source.id)).all()
     assert len(batches) == BATCHES and all(per_batch[b.batch_id] == 1 for b in batches)
+
+
+class ChainProxy:
+    """A TCP relay in front of the chain's RPC that can be cut: while cut, every connection (open or new)
+    is closed at once, as when the node or the network is down."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.down = threading.Event()
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.upstream)
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def cut(self) -> None:
+        self.down.set()
+        with self.lock:
+            for conn in self.open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self.open.clear()
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+def test_chain_unreachable_ingestion_keeps_accepting_and_anchoring_resumes_by_itself(
+    settings: Settings, db_session: Session, chain_snapshot: Any
+) -> None:
+    """The chain's RPC is cut for CHAIN_OUTAGE_SECONDS (CI: 5; the documented full run: 60): uploads are
+    still accepted and closed into batches; the worker's anchoring fails and retries with backoff on its
+    own; once the RPC is back every batch is anchored, once."""
+    from fastapi.testclient import TestClient
+
+    from edgeledger.auth.models import Role
+    from edgeledger.demo import demo_cloudfront_log
+    from edgeledger.main import create_app
+    from tests.backend.support.stack import make_caller, rpc
+
+    outage = float(os.environ.get("CHAIN_OUTAGE_SECONDS", "5"))
+    port = int(settings.eth_rpc_url.rsplit(":", 1)[1])
+    proxy = ChainProxy(port)
+    behind = settings.model_copy(update={"eth_rpc_url": proxy.url})
+    app = create_app(behind)
+    sender = Celery(broker=REDIS_URL)
+    try:
+        with TestClient(app) as client:
+            admin = make_caller(client, Role.admin, "admin")
+            source = {
+                "name": "cf-outage",
+                "kind": "cdn_provider",
+                "provider": "cloudfront",
+                "regions": ["*"],
+                "jurisdiction": "US",
+            }
+            assert client.post("/deliveries/sources", json=source, headers=admin.headers).status_code == 201
+            proxy.cut()
+            assert rpc(settings.eth_rpc_url, "eth_blockNumber")  # the chain itself is fine, only unreachable
+            log, _ = demo_cloudfront_log("bafkqaaa", 1000, "outage", lines=50, days_ago=3)
+            upload = client.post(
+                "/deliveries/sources/cf-outage/logs", files={"file": ("O.gz", log)}, headers=admin.headers
+            )
+            assert upload.status_code == 201 and upload.json()["records_new"] == 50, upload.text
+            closed = client.post(
+                "/deliveries/batches/close", json={"force": True, "anchor_now": False}, headers=admin.headers
+            )
+            assert closed.status_code == 200 and closed.json()["closed"], closed.text
+            batch_ids = [b["batch_id"] for b in closed.json()["closed"]]
+            with celery_worker(behind, REDIS_URL, "outage", QUEUE) as worker:
+                sender.send_task("edgeledger.deliveries.anchor_pending", queue=QUEUE)
+                time.sleep(outage)
+                assert _anchored(db_session) == 0  # nothing could be anchored while cut
+                proxy.restore()
+                _until(lambda: _anchored(db_session) == len(batch_ids), worker, 400)
+        app.state.engine.dispose()
+    finally:
+        sender.close()
+        proxy.close()
+    events = (
+        make_chain_client(settings).contract("DeliveryLedger").events.BatchAnchored().get_logs(from_block=0)
+    )
+    per_batch = Counter("0x" + bytes(e["args"]["batchId"]).hex() for e in events)
+    assert all(per_batch[b] == 1 for b in batch_ids)
