@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, StatementError
+from sqlalchemy.exc import DataError, OperationalError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StatementError)
     async def _unstorable(_: Request, exc: StatementError) -> JSONResponse:
+        if isinstance(exc, OperationalError):
+            # The database went away mid-request (restart, failover, killed connection): nothing half
+            # written (the transaction is lost with the connection); the client can retry.
+            log.warning("database unavailable: %s", type(exc.orig).__name__)
+            message = "the database is unavailable; retry (work already committed is kept, nothing twice)"
+            return JSONResponse(error_body("database_unavailable", message), status_code=503)
         # The database refused a value the schema let through (a NUL character, an integer beyond 64
         # bits, ...): the client's input, not our fault; the transaction is rolled back with the session.
         if isinstance(exc, DataError) or isinstance(exc.orig, ValueError | OverflowError):

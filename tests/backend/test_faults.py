@@ -20,6 +20,7 @@ from collections import Counter
 from itertools import pairwise
 from typing import Any
 
+import httpx
 import pytest
 from celery import Celery
 from sqlalchemy import func, select
@@ -270,3 +271,71 @@ def test_chain_unreachable_ingestion_keeps_accepting_and_anchoring_resumes_by_it
     )
     per_batch = Counter("0x" + bytes(e["args"]["batchId"]).hex() for e in events)
     assert all(per_batch[b] == 1 for b in batch_ids)
+
+
+def test_database_connections_killed_mid_ingest_fail_cleanly_and_a_rerun_adds_no_duplicates(
+    live_api: str, settings: Settings, db_session: Session
+) -> None:
+    """PostgreSQL drops every connection of the API while a 60,000-line upload is being stored (as in a
+    restart or failover): the upload fails with 503 ``database_unavailable``, the chunks already committed
+    stay, and uploading the same file again stores exactly the missing records."""
+    from sqlalchemy import create_engine, text
+
+    from edgeledger.auth.models import Role
+    from edgeledger.demo import demo_cloudfront_log
+    from tests.backend.support.stack import make_caller_in
+
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("connection loss is simulated with pg_terminate_backend (PostgreSQL)")
+    admin = make_caller_in(settings, Role.admin, "admin")
+    lines = 60_000
+    log, _ = demo_cloudfront_log("bafkqaaa", 1000, "pgkill", lines=lines, days_ago=3)
+    with httpx.Client(base_url=live_api, headers=admin.headers, timeout=600) as client:
+        source = {
+            "name": "cf-pgkill",
+            "kind": "cdn_provider",
+            "provider": "cloudfront",
+            "regions": ["*"],
+            "jurisdiction": "US",
+        }
+        assert client.post("/deliveries/sources", json=source).status_code == 201
+        result: dict[str, httpx.Response] = {}
+        upload = threading.Thread(
+            target=lambda: result.update(
+                r=client.post("/deliveries/sources/cf-pgkill/logs", files={"file": ("K.gz", log)})
+            )
+        )
+        upload.start()
+        killer = create_engine(
+            settings.resolved_database_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        )
+        with killer.connect() as conn:
+            for _ in range(600):  # bounded: until the first chunk is committed
+                stored = conn.execute(text("SELECT count(*) FROM delivery_records")).scalar_one()
+                if stored:
+                    break
+                time.sleep(0.05)
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            conn.commit()
+        upload.join(timeout=600)
+        first = result["r"]
+        assert first.status_code == 503 and first.json()["error"]["code"] == "database_unavailable", (
+            first.text
+        )
+        with killer.connect() as conn:
+            kept = conn.execute(text("SELECT count(*) FROM delivery_records")).scalar_one()
+        killer.dispose()
+        assert 0 < kept < lines  # committed chunks are kept, the rest was lost with the connection
+        second = client.post("/deliveries/sources/cf-pgkill/logs", files={"file": ("K.gz", log)})
+        assert second.status_code == 201, second.text
+        report = second.json()
+        assert report["records_new"] == lines - kept and report["duplicates"] == kept
+    db_session.expire_all()
+    total = db_session.scalar(select(func.count(DeliveryRecordRow.id)))
+    distinct = db_session.scalar(select(func.count(func.distinct(DeliveryRecordRow.request_id))))
+    assert total == distinct == lines  # every line once

@@ -15,6 +15,7 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from edgeledger.auth import service as auth_service
@@ -23,6 +24,7 @@ from edgeledger.chain.anvil import LocalAnvil
 from edgeledger.chain.anvil import anvil_rpc as rpc
 from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.config import Settings
+from edgeledger.db import make_engine
 from edgeledger.main import create_app
 from tests.backend.support.ipfs import free_ports
 
@@ -105,8 +107,21 @@ class Caller:
 
 
 def make_caller(app_client: TestClient, role: Role, name: str) -> Caller:
+    return _caller(app_client.app.state.engine, role, name)  # type: ignore[attr-defined]
+
+
+def make_caller_in(settings: Settings, role: Role, name: str) -> Caller:
+    """A caller made straight in the settings' database (for apps served by another process or thread)."""
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        return _caller(engine, role, name)
+    finally:
+        engine.dispose()
+
+
+def _caller(engine: Engine, role: Role, name: str) -> Caller:
     account = Account.create()
-    with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
+    with Session(engine) as session:
         user = auth_service.create_user(session, role=role, address=account.address, name=name)
         key, _ = auth_service.create_api_key(session, user, "tests")
         session.commit()
