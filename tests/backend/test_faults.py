@@ -339,3 +339,47 @@ def test_database_connections_killed_mid_ingest_fail_cleanly_and_a_rerun_adds_no
     total = db_session.scalar(select(func.count(DeliveryRecordRow.id)))
     distinct = db_session.scalar(select(func.count(func.distinct(DeliveryRecordRow.request_id))))
     assert total == distinct == lines  # every line once
+
+
+def test_a_reorg_of_depth_3_during_anchoring_converges_to_the_chain(
+    settings: Settings, db_session: Session, chain_snapshot: Any
+) -> None:
+    """Six batches anchored; anvil_reorg replaces the last three blocks (their anchors vanish). The next
+    confirmation pass sends those batches back to "anchoring", the next anchoring pass re-sends them with
+    the same manifests, and once they are deep enough every batch is final, anchored once on the canonical
+    chain, our transaction hashes the canonical ones. (A fresh chain client after the reorg, as after a
+    worker restart: anvil drops the reorged transactions instead of returning them to the mempool.)"""
+    from edgeledger.deliveries import anchoring
+    from tests.backend.support.stack import rpc
+
+    deep = settings.model_copy(update={"chain_confirmations": 4})
+    chain = make_chain_client(deep)
+    source = register_source(
+        db_session, chain, "cf-reorg", provider="cloudfront", signer=chain.signer_address
+    )
+    for day in range(6):
+        for batch in add_records(
+            db_session, deep, source, delivery_records(DAY0 + day * DAY, 5, 1000, "shop.example")
+        ):
+            close_batch(db_session, deep, batch)
+    assert not anchoring.anchor_pending(db_session, chain, deep).errors
+    assert _anchored(db_session) == 6
+
+    rpc(deep.eth_rpc_url, "anvil_reorg", 3, [])
+    chain = make_chain_client(deep)
+    moved = anchoring.confirm_anchors(db_session, chain, deep)
+    assert len(moved["reanchor"]) == 3, moved
+    assert not anchoring.anchor_pending(db_session, chain, deep).errors
+    for _ in range(deep.chain_confirmations):
+        rpc(deep.eth_rpc_url, "evm_mine")
+    anchoring.confirm_anchors(db_session, chain, deep)
+
+    db_session.expire_all()
+    batches = db_session.scalars(select(DeliveryBatch).where(DeliveryBatch.source_pk == source.id)).all()
+    assert {b.state for b in batches} == {BatchState.final}
+    events = chain.contract("DeliveryLedger").events.BatchAnchored().get_logs(from_block=0)
+    tx_of = {
+        "0x" + bytes(e["args"]["batchId"]).hex(): "0x" + bytes(e["transactionHash"]).hex() for e in events
+    }
+    per_batch = Counter("0x" + bytes(e["args"]["batchId"]).hex() for e in events)
+    assert all(per_batch[b.batch_id] == 1 and tx_of[b.batch_id] == b.tx_hash for b in batches)
