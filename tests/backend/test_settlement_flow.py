@@ -490,3 +490,23 @@ def test_kill_9_during_settlement_posts_once_and_conserves_escrow(run: int, worl
     assert "0x" + bytes(on_chain[0]).hex() == row.root and int(on_chain[4]) == row.total
     assert escrow + row.total == deposit_amount  # nothing reserved twice, nothing lost
     print(f"run {run}: SIGKILL in state {killed_in}; posted once, escrow conserved")
+
+
+def test_a_reorg_of_depth_3_dropping_the_post_converges(world: World) -> None:
+    """The post lands, two more blocks follow, then anvil_reorg replaces the last three: the post is gone
+    from the canonical chain. The next runs (a fresh client, as after a restart) find the vault empty
+    and post again: one SettlementPosted on the canonical chain, the vault holding our root."""
+    world.deposit(20_000_000)
+    world.run()
+    assert world.settlement().state == SettlementState.posted
+    for _ in range(2):
+        rpc(world.settings.eth_rpc_url, "evm_mine")
+    rpc(world.settings.eth_rpc_url, "anvil_reorg", 3, [])
+    world.chain = make_chain_client(world.settings)
+    assert world.posted_events() == 0
+    world.run()
+    world.run()
+    row = world.settlement()
+    assert row.state == SettlementState.posted and world.posted_events() == 1
+    on_chain = world.chain.call(world.vault.functions.settlementOf(row.period_id, world.merchant_key.address))
+    assert "0x" + bytes(on_chain[0]).hex() == row.root and int(on_chain[4]) == row.total
