@@ -151,6 +151,8 @@ def submit_signed(
 def provenance(asset_id: int, session: SessionDep, chain: ChainDep, _: Reader) -> ProvenanceRead:
     asset = service.get_asset(session, asset_id)
     head, head_hash = chain.head()
+    if head < asset.block_number:  # registered after the shared head was taken: read at the newest
+        head, head_hash = chain.head(max_age=0)
     record = service.read_on_chain_at(chain, asset_id, head_hash)
     if (asset.owner, asset.status) != (record.rights_holder, record.status):
         service.sync_from_chain(asset, record)

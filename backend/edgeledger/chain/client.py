@@ -10,6 +10,7 @@ import fcntl
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +58,10 @@ class ContractRevert(ChainError):
         super().__init__(message or f"the contract rejected the call: {error}", error=error, args=args)
         self.error = error
         self.error_args = args
+
+
+#: How stale a read path's view of the latest block may be (see ChainClient.head).
+HEAD_MAX_AGE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,7 @@ class ChainClient:
         self._contracts: dict[str, Contract] = {}
         self._selectors: dict[bytes, tuple[str, list[str], list[str]]] = {}
         self._deployment: Deployment | None = None
+        self._head: tuple[float, int, str] | None = None
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -216,11 +222,19 @@ class ChainClient:
         with self.rpc(fn.fn_name), self._decoded_reverts():
             return fn.call(block_identifier=block)
 
-    def head(self) -> tuple[int, str]:
-        """Number and hash of the latest block (one call): a hash names a state even across reorgs."""
+    def head(self, max_age: float = HEAD_MAX_AGE_SECONDS) -> tuple[int, str]:
+        """Number and hash of the latest block, as seen at most ``max_age`` seconds ago (one call when
+        older): a hash names a state even across reorgs. Reads served at this head are consistent; busy
+        read paths (provenance) share one head per second instead of asking the node every request."""
+        now = time.monotonic()
+        cached = self._head
+        if cached is not None and now - cached[0] < max_age:
+            return cached[1], cached[2]
         with self.rpc("eth_getBlockByNumber"):
             block = self.w3.eth.get_block("latest")
-        return int(block["number"]), "0x" + bytes(block["hash"]).hex()
+        number, block_hash = int(block["number"]), "0x" + bytes(block["hash"]).hex()
+        self._head = (now, number, block_hash)
+        return number, block_hash
 
     def confirmations_of(self, block_number: int) -> int:
         return max(0, self.block_number() - block_number + 1)
