@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,10 +25,12 @@ from tests.backend.test_assets import _crashed_registration, png
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["redis", "sqlite-broker"])
+@pytest.fixture(params=["redis", "rabbitmq", "sqlite-broker"])
 def broker_url(request: pytest.FixtureRequest, settings: Settings) -> str:
     if request.param == "redis":
         return REDIS_URL
+    if request.param == "rabbitmq":  # the production topology's other broker (127.0.0.1:5672 here and in CI)
+        return os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
     return f"sqla+sqlite:///{settings.data_dir / 'broker.db'}"
 
 
