@@ -23,15 +23,19 @@ if [[ "$(cat node_modules/.edgeledger-stamp 2>/dev/null)" != "$npm_digest" ]]; t
   echo "$npm_digest" > node_modules/.edgeledger-stamp
 fi
 
-# --- Chromium for the portal's browser tests ----------------------------------------------------
-# Debian's package; Playwright drives it at /usr/bin/chromium and downloads no browser of its own.
-if [[ ! -x /usr/bin/chromium ]]; then
+# --- Debian packages the tests drive: Chromium (portal browser test), wrk (API load test) -------------
+# Playwright drives Debian's /usr/bin/chromium and downloads no browser of its own.
+missing=()
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+command -v wrk >/dev/null || missing+=(wrk)
+if (( ${#missing[@]} )); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
-    say "installing chromium (Debian package) for the browser tests"
+    say "installing ${missing[*]} (Debian packages) for the browser and load tests"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+    apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
   else
-    say "warning: /usr/bin/chromium is missing and cannot be installed here (apt-get as root); browser tests will fail"
+    say "warning: ${missing[*]} missing and not installable here (apt-get as root); those tests will fail"
   fi
 fi
 

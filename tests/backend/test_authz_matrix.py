@@ -94,3 +94,88 @@ def test_every_endpoint_for_every_role(app_client: TestClient) -> None:
     assert outcomes["anonymous 401"] > 50
     assert outcomes["auditor 403"] > 20 and outcomes["creator 403"] > 20
     assert any(k.startswith("admin 2") for k in outcomes)
+
+
+def test_own_and_foreign_resources(app_client: TestClient) -> None:
+    """The resource-bearing endpoints, each with a resource of the caller's own and one of a peer of the
+    same role: the own one is served, the foreign one refused (403) or hidden (404), never served."""
+    from edgeledger.demo import demo_cloudfront_log
+
+    admin = make_caller(app_client, Role.admin, "admin")
+    me = {
+        role: make_caller(app_client, role, f"my {role}")
+        for role in (Role.creator, Role.merchant, Role.operator)
+    }
+    peer = {
+        role: make_caller(app_client, role, f"peer {role}")
+        for role in (Role.creator, Role.merchant, Role.operator)
+    }
+
+    # Ingests: one source per operator, one upload each.
+    ingests = {}
+    for who in (me, peer):
+        operator = who[Role.operator]
+        name = f"src-{operator.user_id}"
+        body = {
+            "name": name,
+            "kind": "cdn_provider",
+            "provider": "cloudfront",
+            "regions": ["*"],
+            "jurisdiction": "US",
+            "operator_user_id": operator.user_id,
+        }
+        assert app_client.post("/deliveries/sources", json=body, headers=admin.headers).status_code == 201
+        log, _ = demo_cloudfront_log("bafkqaaa", 1000, name, lines=5, days_ago=3)
+        upload = app_client.post(
+            f"/deliveries/sources/{name}/logs", files={"file": ("x.gz", log)}, headers=operator.headers
+        )
+        assert upload.status_code == 201, upload.text
+        ingests[operator.user_id] = upload.json()["id"]
+    # API keys: a second key of each creator.
+    keys = {}
+    for who in (me, peer):
+        creator = who[Role.creator]
+        made = app_client.post("/auth/api-keys", json={"label": "extra"}, headers=creator.headers)
+        keys[creator.user_id] = made.json()["id"]
+
+    def check(role: Role, method: str, own: str, foreign: str) -> None:
+        caller = me[role]
+        served = app_client.request(method, own, headers=caller.headers)
+        refused = app_client.request(method, foreign, headers=caller.headers)
+        assert served.status_code < 300, (own, served.text)
+        assert refused.status_code in (403, 404), (foreign, refused.text)
+        assert refused.json()["error"]["code"], refused.text
+
+    op_me, op_peer = me[Role.operator].user_id, peer[Role.operator].user_id
+    check(
+        Role.operator,
+        "GET",
+        f"/deliveries/ingests/{ingests[op_me]}",
+        f"/deliveries/ingests/{ingests[op_peer]}",
+    )
+    check(
+        Role.operator,
+        "GET",
+        f"/deliveries/ingests/{ingests[op_me]}/quarantine",
+        f"/deliveries/ingests/{ingests[op_peer]}/quarantine",
+    )
+    check(
+        Role.creator,
+        "GET",
+        f"/settlement/payees/{me[Role.creator].account.address}/earnings",
+        f"/settlement/payees/{peer[Role.creator].account.address}/earnings",
+    )
+    check(
+        Role.merchant,
+        "GET",
+        f"/settlement/settlements?merchant_user_id={me[Role.merchant].user_id}",
+        f"/settlement/settlements?merchant_user_id={peer[Role.merchant].user_id}",
+    )
+    check(
+        Role.merchant,
+        "GET",
+        f"/settlement/cases?merchant_user_id={me[Role.merchant].user_id}",
+        f"/settlement/cases?merchant_user_id={peer[Role.merchant].user_id}",
+    )
+    cr_me, cr_peer = me[Role.creator].user_id, peer[Role.creator].user_id
+    check(Role.creator, "DELETE", f"/auth/api-keys/{keys[cr_me]}", f"/auth/api-keys/{keys[cr_peer]}")
