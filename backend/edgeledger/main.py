@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeledger import __version__
 from edgeledger.assets.views import router as assets_router
 from edgeledger.assets.views import verify_router
-from edgeledger.audit.views import router as audit_router
+from edgeledger.audit.package_views import router as audit_router
 from edgeledger.auth.views import admin_router
 from edgeledger.auth.views import router as auth_router
 from edgeledger.chain.client import ChainClient, ChainError, Deployment
