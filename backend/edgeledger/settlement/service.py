@@ -31,8 +31,9 @@ from edgeledger.settlement.models import (
     Settlement,
     SettlementAccount,
 )
-from edgeledger.settlement.payouts import Decision
+from edgeledger.settlement.payouts import Decision, Statement
 from edgeledger.settlement.rates import FxRate, FxTable, RateCard, check_versions
+from edgeledger.settlement.statements import StatementContext
 
 # ----------------------------------------------------------------------------------------------
 # Periods
@@ -426,3 +427,37 @@ def list_settlements(
     if state is not None:
         query = query.where(Settlement.state == state)
     return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Statements
+# ----------------------------------------------------------------------------------------------
+
+
+def statement_context(session: Session, settlement: Settlement, statement: Statement) -> StatementContext:
+    """What a statement is rendered with (settlement/statements.py): names, token, state and usage."""
+    merchant = session.get(User, settlement.merchant_user_id)
+    account = session.scalar(
+        select(SettlementAccount).where(SettlementAccount.merchant_user_id == settlement.merchant_user_id)
+    )
+    if account is not None and account.token.lower() == settlement.token.lower():
+        symbol, decimals = account.token_symbol, account.token_decimals
+    else:  # the account moved to another token since: the statement names the one it was computed in
+        symbol, decimals = statement.currency.code, statement.currency.decimals
+    usage = {(r, d): (int(b), int(q)) for r, d, b, q in json.loads(settlement.usage_json or "[]")}
+    return StatementContext(
+        settlement_id=settlement.id,
+        period_id=settlement.period_id,
+        period_start=settlement.period_start,
+        period_end=settlement.period_end,
+        merchant_name=merchant.name if merchant is not None else f"merchant {settlement.merchant_user_id}",
+        merchant_address=to_checksum_address(settlement.merchant_address),
+        token_address=to_checksum_address(settlement.token),
+        token_symbol=symbol,
+        token_decimals=decimals,
+        state=settlement.state,
+        root=settlement.root,
+        tx_hash=settlement.tx_hash,
+        claims_open_at=settlement.claims_open_at,
+        usage_by_region_day=usage,
+    )

@@ -69,7 +69,6 @@ from edgeledger.settlement.schemas import (
     SettlementPage,
     SettlementRead,
 )
-from edgeledger.settlement.statements import StatementContext
 
 router = APIRouter(prefix="/settlement", tags=["settlement"])
 
@@ -695,38 +694,10 @@ _MEDIA_TYPES = {
 }
 
 
-def _statement_context(session: Session, settlement: Settlement, statement: Statement) -> StatementContext:
-    merchant = session.get(User, settlement.merchant_user_id)
-    account = session.scalar(
-        select(SettlementAccount).where(SettlementAccount.merchant_user_id == settlement.merchant_user_id)
-    )
-    if account is not None and account.token.lower() == settlement.token.lower():
-        symbol, decimals = account.token_symbol, account.token_decimals
-    else:  # the account moved to another token since: the statement names the one it was computed in
-        symbol, decimals = statement.currency.code, statement.currency.decimals
-    usage = {(r, d): (int(b), int(q)) for r, d, b, q in json.loads(settlement.usage_json or "[]")}
-    return StatementContext(
-        settlement_id=settlement.id,
-        period_id=settlement.period_id,
-        period_start=settlement.period_start,
-        period_end=settlement.period_end,
-        merchant_name=merchant.name if merchant is not None else f"merchant {settlement.merchant_user_id}",
-        merchant_address=to_checksum_address(settlement.merchant_address),
-        token_address=to_checksum_address(settlement.token),
-        token_symbol=symbol,
-        token_decimals=decimals,
-        state=settlement.state,
-        root=settlement.root,
-        tx_hash=settlement.tx_hash,
-        claims_open_at=settlement.claims_open_at,
-        usage_by_region_day=usage,
-    )
-
-
 def _render(session: Session, settlement: Settlement, text: str, payee: str | None, fmt: str) -> Response:
     """The merchant's statement (``payee`` None) or one payee's, in json, csv or html."""
     statement = Statement.model_validate_json(text)
-    ctx = _statement_context(session, settlement, statement)
+    ctx = service.statement_context(session, settlement, statement)
     filename = f"settlement-{settlement.id}" + (f"-{payee.lower()}" if payee else "") + f".{fmt}"
     disposition = "attachment" if fmt == "csv" else "inline"
     headers = {"Content-Disposition": f'{disposition}; filename="{filename}"'}
