@@ -67,6 +67,8 @@ DEFAULT_ONCHAIN_SAMPLE = 16
 BATCH_ANCHORED_TOPIC = keccak256(
     b"BatchAnchored(bytes32,bytes32,bytes32,uint64,uint64,uint64,uint128,uint64,bytes32,bytes32,uint8,bytes32)"
 )
+SOURCE_REGISTERED_TOPIC = keccak256(b"SourceRegistered(bytes32,uint8,address,address,uint256,bytes2,address)")
+SIGNER_ROTATED_TOPIC = keccak256(b"SignerRotated(bytes32,address,address,address)")
 MANIFEST_TYPE = (
     b"Manifest(bytes32 sourceId,bytes32 batchId,uint64 periodStart,uint64 periodEnd,bytes32 root,"
     b"uint64 leafCount,uint128 totalBytes,uint64 totalRequests,bytes32 prevManifestHash,uint8 kind,"
@@ -165,6 +167,8 @@ class OnchainBatch:
     manifest_hash: bytes
     tx_hash: str
     block_number: int
+    #: position of the BatchAnchored event in its block (orders it against signer rotations)
+    log_index: int = 0
 
 
 @dataclass(slots=True)
@@ -247,6 +251,7 @@ class Ledger:
                     manifest_hash=manifest_hash,
                     tx_hash="0x" + bytes(event["transactionHash"]).hex(),
                     block_number=int(event["blockNumber"]),
+                    log_index=int(event["logIndex"]),
                 )
         return self._batches[batch_id]
 
@@ -263,6 +268,28 @@ class Ledger:
         raise UnusableInput(
             f"batch 0x{batch_id.hex()} is anchored but the RPC returns no BatchAnchored event"
         )
+
+    def signer_at(self, source_id: bytes, block_number: int, log_index: int) -> str | None:
+        """The signer the ledger held for ``source_id`` just before the event at (block, log index): the
+        source's ``SourceRegistered`` signer, or the newest ``SignerRotated`` before that point. Read from
+        events, so it needs no archive node; None when the source was never registered."""
+        changes: list[tuple[int, int, bytes]] = []
+        for topic in (SOURCE_REGISTERED_TOPIC, SIGNER_ROTATED_TOPIC):
+            query = {
+                "address": self.address,
+                "topics": ["0x" + topic.hex(), "0x" + source_id.hex()],
+                "fromBlock": 0,
+                "toBlock": block_number,
+            }
+            logs = self._ask("eth_getLogs", lambda q=query: self.w3.eth.get_logs(q))  # type: ignore[misc]
+            # Both events carry the (new) signer as their third indexed topic.
+            changes += [
+                (int(log["blockNumber"]), int(log["logIndex"]), bytes(log["topics"][3])) for log in logs
+            ]
+        before = [c for c in changes if (c[0], c[1]) < (block_number, log_index)]
+        if not before:
+            return None
+        return Web3.to_checksum_address(max(before)[2][-20:])
 
     def verify_record(self, batch_id: bytes, values: LeafValues, proof: Sequence[bytes]) -> bool:
         fn = self.contract.functions.verifyRecord(batch_id, tuple(values), list(proof))
