@@ -825,21 +825,27 @@ def _day_bounds(day: str) -> tuple[int, int]:
 def audit_export(
     period: Annotated[str, typer.Option(help="UTC day YYYY-MM-DD")],
     legal_basis: Annotated[str, typer.Option(help="Why the package is exported")],
-    merchant: Annotated[int | None, typer.Option(help="Merchant user id")] = None,
+    merchant: Annotated[str | None, typer.Option(help="Merchant: its (escrow) address or user id")] = None,
     source: Annotated[str | None, typer.Option(help="Source name or id")] = None,
     line: Annotated[list[str] | None, typer.Option(help="Request id of a line to prove (repeat)")] = None,
+    log_line: Annotated[list[str] | None, typer.Option(help="A raw log line to prove (repeat)")] = None,
     output: Annotated[Path, typer.Option("-o", "--output")] = Path("audit-package.tar.gz"),
     api: ApiUrl = "",
     api_key: ApiKey = "",
 ) -> None:
     """Download an audit package for a day and a merchant or a source."""
     start, end = _day_bounds(period)
+    by_address = merchant is not None and merchant.startswith("0x")
+    if merchant is not None and not by_address and not merchant.isdigit():
+        raise typer.BadParameter("an 0x address or a user id", param_hint="--merchant")
     body = {
         "period_start": start,
         "period_end": end,
-        "merchant_user_id": merchant,
+        "merchant": merchant if by_address else None,
+        "merchant_user_id": int(merchant) if merchant is not None and not by_address else None,
         "source": source,
         "request_ids": line or [],
+        "log_lines": log_line or [],
         "legal_basis": legal_basis,
     }
     response = _api_call("POST", "/audit/packages", api, api_key, json=body)
