@@ -291,6 +291,10 @@ class Ledger:
             return None
         return Web3.to_checksum_address(max(before)[2][-20:])
 
+    def is_batch_root(self, batch_id: bytes, root: bytes) -> bool:
+        """``isBatchRoot``: the ledger's storage word for the batch commits to this root."""
+        return bool(self._ask("isBatchRoot", self.contract.functions.isBatchRoot(batch_id, root).call))
+
     def verify_record(self, batch_id: bytes, values: LeafValues, proof: Sequence[bytes]) -> bool:
         fn = self.contract.functions.verifyRecord(batch_id, tuple(values), list(proof))
         return bool(self._ask("verifyRecord", fn.call))

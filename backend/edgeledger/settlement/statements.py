@@ -34,6 +34,7 @@ __all__ = [
     "ReceiptKey",
     "ReceiptLinks",
     "StatementContext",
+    "context_from_json",
     "format_amount",
     "merchant_statement_csv",
     "merchant_statement_json",
@@ -340,6 +341,40 @@ def _context_json(statement: Statement, ctx: StatementContext) -> dict[str, Any]
         },
         "fx": _fx_json(statement.fx),
     }
+
+
+def context_from_json(document: Mapping[str, Any]) -> StatementContext:
+    """The :class:`StatementContext` a merchant statement JSON was rendered with, read back from it: with
+    the statement recomputed from the settlement's inputs, ``merchant_statement_json`` must give the
+    document again (the audit package verifier checks issued statements this way)."""
+    try:
+        links = document.get("batches") or []
+        suffix = "/deliveries/batches/"
+        api_base = links[0]["batch"].split(suffix)[0] if links else ""
+        return StatementContext(
+            settlement_id=int(document["settlement_id"]),
+            period_id=int(document["period_id"]),
+            period_start=int(document["period_start"]),
+            period_end=int(document["period_end"]),
+            merchant_name=str(document["merchant"]["name"]),
+            merchant_address=str(document["merchant"]["address"]),
+            token_address=str(document["token"]["address"]),
+            token_symbol=str(document["token"]["symbol"]),
+            token_decimals=int(document["token"]["decimals"]),
+            state=str(document["state"]),
+            root=document["root"],
+            tx_hash=document["tx_hash"],
+            claims_open_at=document["claims_open_at"],
+            usage_by_region_day={
+                (str(u["region"]), str(u["day"])): (int(u["bytes"]), int(u["requests"]))
+                for u in document["usage"]
+            },
+            api_base=api_base,
+        )
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise SettlementError(
+            f"not a merchant statement document: {exc!r}", code="statement_invalid"
+        ) from None
 
 
 def merchant_statement_json(statement: Statement, ctx: StatementContext) -> dict[str, Any]:
