@@ -7,13 +7,16 @@ archive or RPC exit code 2.
 
 Checks:
 
-* every file's sha256 is the index's, and no file is missing from or added to the index;
-* batches: anchored on chain with the same root; the manifest's fields hash to the anchored manifest
-  hash and its EIP-712 signature recovers to the stated signer; per source, each batch's prev-hash is
-  the manifest hash of the source's previous batch in the package (the package holds an unbroken
-  segment of the chain);
+* every file's sha256 is the index's, no file is missing from or added to the index, and what the index
+  claims of each file (batch id, root, totals...) is what the file holds;
+* batches: anchored on chain and ``isBatchRoot`` true for the manifest's root; the manifest's fields hash
+  to the anchored manifest hash; its EIP-712 signature recovers to the stated signer, and that signer is
+  the one the ledger had registered for the source when the batch was anchored; per source, each batch's
+  prev-hash is the manifest hash of the source's previous batch in the package (the package holds an
+  unbroken segment of the chain);
 * proofs: every line's leaf, Merkle path, anchored root and ``verifyRecord`` on chain;
 * settlements: the published inputs recompute to the payouts, root and total the vault holds;
+* statements: the issued statement is the one its settlement's inputs give, amount for amount;
 * compliance events (erasures, retention purges): leaf, path, anchored root, ``verifyLeaf`` on chain.
 """
 
@@ -26,12 +29,20 @@ import sys
 import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from edgeledger.compliance.verify import verify_event_proof
-from edgeledger.deliveries.verify import Ledger, UnusableInput, manifest_problems, verify_document
+from edgeledger.deliveries.verify import (
+    Ledger,
+    UnusableInput,
+    manifest_problems,
+    manifest_struct_hash,
+    verify_document,
+)
+from edgeledger.settlement import SettlementError
+from edgeledger.settlement.statements import context_from_json, merchant_statement_json, parse_receipt_key
+from edgeledger.settlement.verify import check_document, recompute, vault_settlement
 
 FORMAT = "edgeledger-audit-package/v1"
 ZERO32 = "0x" + "00" * 32
@@ -43,6 +54,78 @@ class ItemResult:
     path: str
     ok: bool
     detail: str
+
+
+def _claims_batch(document: Mapping[str, Any]) -> dict[str, Any]:
+    header = document["batch"]
+    manifest = header["manifest"]
+    return {
+        "batch_id": manifest["batchId"],
+        "source_id": manifest["sourceId"],
+        "root": manifest["root"],
+        "prev_manifest_hash": manifest["prevManifestHash"],
+        "manifest_hash": header["manifest_hash"],
+        "signer": header["signer"],
+        "tx_hash": header["tx_hash"],
+        "block_number": header["block_number"],
+    }
+
+
+def _claims_proofs(document: Mapping[str, Any]) -> dict[str, Any]:
+    manifest = document["batch"]["manifest"]
+    return {
+        "batch_id": manifest["batchId"],
+        "root": manifest["root"],
+        "request_ids": [p["record"]["request_id"] for p in document["proofs"]],
+    }
+
+
+def _claims_settlement(document: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("settlement_id", "period_id", "merchant", "token", "root", "total", "inputs_digest")
+    return {key: document[key] for key in keys}
+
+
+def _claims_statement(document: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "settlement_id": document["settlement_id"],
+        "root": document["root"],
+        "charge": document["charge"]["minor"],
+        "paid_total": document["paid_total"]["minor"],
+        "payees": {p["payee"]: p["amount"]["minor"] for p in document["payees"]},
+    }
+
+
+def _claims_cases(document: Any) -> dict[str, Any]:
+    return {"cases": [{"id": c["id"], "state": c["state"], "adjustment": c["adjustment"]} for c in document]}
+
+
+def _claims_event(document: Mapping[str, Any]) -> dict[str, Any]:
+    event = document["event"]
+    return {
+        "event_id": event["event_id"],
+        "action": event["action"],
+        "batch_id": document["batch_id"],
+        "root": document["root"],
+    }
+
+
+CLAIMS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "batch": _claims_batch,
+    "proofs": _claims_proofs,
+    "settlement_inputs": _claims_settlement,
+    "statement": _claims_statement,
+    "cases": _claims_cases,
+    "compliance_event": _claims_event,
+}
+
+
+def claims_of(kind: str, document: Any) -> dict[str, Any]:
+    """What the index says a file of ``kind`` holds (the package builder writes it, the verifier checks
+    it): the few facts an auditor reads in ``package.json`` before opening the file."""
+    try:
+        return CLAIMS[kind](document)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise UnusableInput(f"a {kind} file without the fields its claims are made of ({exc!r})") from None
 
 
 def read_archive(path: Path) -> dict[str, bytes]:
@@ -82,6 +165,11 @@ class Verifier:
         self.ledger = Ledger(rpc_url, contracts["DeliveryLedger"])
         self.vault = contracts.get("SettlementVault")
         self.results: list[ItemResult] = []
+        #: paths whose bytes match the index (only those are read)
+        self.intact: set[str] = set()
+        #: batch ids whose batch item passed; the settlements' receipts must name only these
+        self.proven_batches: set[str] = set()
+        self.settled_batches: dict[str, set[str]] = {}
 
     def _record(self, kind: str, path: str, ok: bool, detail: str) -> None:
         self.results.append(ItemResult(kind, path, ok, detail))
@@ -110,12 +198,20 @@ class Verifier:
             "batch": self._batch,
             "proofs": self._proofs,
             "settlement_inputs": self._settlement,
+            "statement": self._statement,
             "compliance_event": self._compliance_event,
         }
+        self.intact = {item["path"] for item in intact}
         batches: list[tuple[str, Any]] = []
         for item in intact:
             path, kind = item["path"], item["kind"]
             document = _json(self.files[path], path)
+            if kind in CLAIMS and item.get("claims") != claims_of(kind, document):
+                differing = sorted(
+                    k for k, v in claims_of(kind, document).items() if (item.get("claims") or {}).get(k) != v
+                )
+                detail = "the index claims other " + (", ".join(differing) or "fields") + " than the file"
+                self._record("index", path, False, detail)
             if kind == "batch":
                 batches.append((path, document))
             check = checks.get(kind)
@@ -124,6 +220,7 @@ class Verifier:
             else:
                 self._record(kind, path, True, "sha256 matches the index")
         self._chain_links(batches)
+        self._settlement_receipts()
         return self.results
 
     # --- items ---------------------------------------------------------------------------------
@@ -137,31 +234,48 @@ class Verifier:
             self._record("batch", path, False, "not anchored on chain")
             return
         problems = manifest_problems(header, self.ledger, onchain)
-        if "0x" + onchain.root.hex() != manifest["root"]:
-            problems.append("the chain anchors another root")
+        root = bytes.fromhex(str(manifest["root"]).removeprefix("0x"))
+        if len(root) != 32 or not self.ledger.is_batch_root(batch_id, root):
+            problems.append("isBatchRoot is false: the chain anchors another root")
+        registered = self.ledger.signer_at(onchain.source_id, onchain.block_number, onchain.log_index)
+        signer = header.get("signer")
+        if not isinstance(header.get("signature"), str) or not isinstance(signer, str):
+            problems.append("the manifest has no signature")
+        elif registered is None or registered.lower() != signer.lower():
+            problems.append(f"signed by {signer}, the ledger's signer of the source was {registered}")
         detail = (
-            "; ".join(problems) or f"anchored in block {onchain.block_number}, manifest and signature match"
+            "; ".join(problems)
+            or f"anchored in block {onchain.block_number}, root, manifest hash and the source's registered "
+            f"signer {registered} match"
         )
         self._record("batch", path, not problems, detail)
+        if not problems:
+            self.proven_batches.add(str(manifest["batchId"]).lower())
 
     def _chain_links(self, batches: list[tuple[str, Any]]) -> None:
-        by_source: dict[str, list[tuple[int, str, Any]]] = {}
+        """Per source, the batches must form one unbroken run of prev-hash links: each batch's
+        ``prevManifestHash`` is the manifest hash (recomputed from the fields) of another batch in the
+        package, except for the first one, and no two batches follow the same one."""
+        by_source: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
         for path, document in batches:
-            header = document["batch"]
-            by_source.setdefault(header["manifest"]["sourceId"], []).append(
-                (header.get("block_number") or 0, path, header)
+            manifest = document["batch"]["manifest"]
+            by_source.setdefault(str(manifest["sourceId"]).lower(), []).append((path, manifest))
+        for source_id, members in sorted(by_source.items()):
+            hashes = {"0x" + manifest_struct_hash(manifest).hex() for _, manifest in members}
+            prevs = [str(manifest["prevManifestHash"]).lower() for _, manifest in members]
+            starts = sorted(
+                path for (path, _), prev in zip(members, prevs, strict=True) if prev not in hashes
             )
-        for source_id, chain in by_source.items():
-            chain.sort(key=lambda item: item[0])
-            broken = [
-                path
-                for (_, _, previous), (_, path, current) in pairwise(chain)
-                if current["manifest"]["prevManifestHash"] != previous["manifest_hash"]
-            ]
-            detail = f"{len(chain)} batches, {len(chain) - 1} prev-hash links"
-            if broken:
-                detail = "prev-hash link broken at " + ", ".join(broken)
-            self._record("manifest chain", source_id, not broken, detail)
+            forks = sorted({prev for prev in prevs if prevs.count(prev) > 1})
+            problems = []
+            if not starts:
+                problems.append("no first batch: the links form a cycle")
+            elif len(starts) > 1:
+                problems.append(f"{len(starts)} runs instead of one: a gap before " + ", ".join(starts[1:]))
+            if forks:
+                problems.append("batches following the same manifest: " + ", ".join(forks))
+            detail = "; ".join(problems) or f"{len(members)} batches, {len(members) - 1} prev-hash links"
+            self._record("manifest chain", source_id, not problems, detail)
 
     def _proofs(self, path: str, document: Any) -> None:
         lines: list[str] = []
@@ -171,9 +285,12 @@ class Verifier:
         self._record("proofs", path, summary.ok, detail)
 
     def _settlement(self, path: str, document: Any) -> None:
-        from edgeledger.settlement import SettlementError
-        from edgeledger.settlement.verify import check_document, vault_settlement
-
+        try:
+            keys = [receipt["key"] for receipt in document["inputs"]["receipts"]]
+            self.settled_batches[path] = {parse_receipt_key(key).batch_id.lower() for key in keys}
+        except (KeyError, TypeError, SettlementError) as exc:
+            self._record("settlement", path, False, f"unreadable receipts: {exc!r}")
+            return
         vault = document.get("vault") or self.vault
         try:
             on_chain = vault_settlement(self.rpc_url, vault, int(document["period_id"]), document["merchant"])
@@ -184,6 +301,41 @@ class Verifier:
         failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
         detail = "; ".join(failed) or f"{len(checks)} checks: payouts, root and total as in the vault"
         self._record("settlement", path, not failed, detail)
+
+    def _settlement_receipts(self) -> None:
+        """A settlement counts only anchored deliveries: every batch its receipts name must be in the
+        package and pass its batch check."""
+        for path, batch_ids in sorted(self.settled_batches.items()):
+            missing = sorted(batch_ids - self.proven_batches)
+            detail = (
+                f"receipts name batches not proven in this package: {', '.join(missing)}"
+                if missing
+                else f"receipts name {len(batch_ids)} batches, each anchored and in the package"
+            )
+            self._record("settlement receipts", path, not missing, detail)
+
+    def _statement(self, path: str, document: Any) -> None:
+        """The issued statement must be the one its settlement's inputs give (rendered by the same code)."""
+        inputs_path = path.rsplit("/", 1)[0] + "/inputs.json"
+        if inputs_path not in self.intact:
+            self._record("statement", path, False, f"no intact {inputs_path} to recompute it from")
+            return
+        inputs = _json(self.files[inputs_path], inputs_path)
+        try:
+            _, statement, tree = recompute(inputs)
+            expected = merchant_statement_json(statement, context_from_json(document))
+        except SettlementError as exc:
+            self._record("statement", path, False, exc.message)
+            return
+        differing = sorted(k for k in expected.keys() | document.keys() if expected.get(k) != document.get(k))
+        if document.get("root") != tree.root_hex:
+            differing.append("root (not the recomputed payout root)")
+        detail = (
+            "differs from the statement its inputs give in: " + ", ".join(differing)
+            if differing
+            else f"{len(statement.payees)} payees, charge {statement.charge}: as recomputed from the inputs"
+        )
+        self._record("statement", path, not differing, detail)
 
     def _compliance_event(self, path: str, document: Any) -> None:
         checks = verify_event_proof(document, self.ledger)

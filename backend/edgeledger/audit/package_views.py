@@ -13,12 +13,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from edgeledger.audit.packages import Scope, build_package
+from edgeledger.audit.packages import Scope, export_package
 from edgeledger.auth.dependencies import Principal, require_roles
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
-from edgeledger.compliance.models import Action
-from edgeledger.compliance.service import record_access
 from edgeledger.config import Settings
 from edgeledger.db import get_session
 from edgeledger.deps import get_app_settings, get_chain
@@ -31,8 +29,12 @@ class PackageRequest(BaseModel):
     period_start: int = Field(ge=0, description="Unix seconds, inclusive")
     period_end: int = Field(gt=0, description="Unix seconds, exclusive")
     merchant_user_id: int | None = Field(None, description="A merchant's settlements and their batches")
+    merchant: str | None = Field(None, description="The same by the merchant's (escrow) address")
     source: str | None = Field(None, description="A source's batches (name or id)")
     request_ids: list[str] = Field(default_factory=list, description="Lines of the source to prove")
+    log_lines: list[str] = Field(
+        default_factory=list, description="Lines of the source to prove, as raw log lines (never stored)"
+    )
     legal_basis: str = Field(min_length=3, max_length=300)
 
 
@@ -47,20 +49,23 @@ def create_package(
     """A tar.gz with batch manifests and signatures, roots and transactions, proofs of the requested
     lines, statements, inputs (rate cards, FX, decisions), reconciliation cases and the compliance log's
     erasure proofs; check it with ``edgeledger-verify-package ARCHIVE --rpc-url URL``."""
-    scope = Scope(body.period_start, body.period_end, body.merchant_user_id, body.source, body.request_ids)
-    archive, index = build_package(session, settings, chain, principal, scope)
-    subject = (
-        f"merchant:{body.merchant_user_id}" if body.merchant_user_id is not None else f"source:{body.source}"
+    scope = Scope(
+        period_start=body.period_start,
+        period_end=body.period_end,
+        merchant_user_id=body.merchant_user_id,
+        source=body.source,
+        request_ids=list(dict.fromkeys(body.request_ids)),
+        merchant_address=body.merchant,
+        log_lines=body.log_lines,
     )
-    detail = {**scope.as_dict(), "items": len(index["items"])}
-    event = record_access(
-        session, principal, Action.export, f"audit-package/{subject}", body.legal_basis, detail
-    )
+    archive, summary = export_package(session, settings, chain, principal, scope, body.legal_basis)
+    event_id = summary["event_id"]
     return Response(
         archive,
         media_type="application/gzip",
         headers={
-            "Content-Disposition": f'attachment; filename="edgeledger-audit-{event.event_id[2:14]}.tar.gz"',
-            "X-Compliance-Event": event.event_id,
+            "Content-Disposition": f'attachment; filename="edgeledger-audit-{event_id[2:14]}.tar.gz"',
+            "X-Compliance-Event": event_id,
+            "X-Package-Sha256": summary["sha256"],
         },
     )

@@ -2,17 +2,21 @@
 
 Layout::
 
-    package.json                         index: format, chain, contracts, scope, every file with sha256
+    package.json                         index: format, chain, contracts, scope, every file with its
+                                         kind, sha256 and what it claims (batch id, root, totals...)
     batches/<batch id>.json              signed manifest, hash, signature, signer, tx, block
     proofs/<batch id>.json               edgeledger-proofs/v1 of the requested lines of that batch
     settlements/<id>/inputs.json         published inputs (receipts, assets' terms, rate cards, FX, decisions)
-    settlements/<id>/statement.json      the statement as issued
+    settlements/<id>/statement.json      the merchant's statement as the API renders it
     reconciliation/cases.json            reconciliation cases and their decisions (who, when, why)
     compliance/<event id>.json           proofs of the erasure and retention events of the compliance log
 
 A source's batches are included as one unbroken segment of its manifest chain (every batch anchored
 between the first and the last one selected), so the verifier can check every prev-hash link. Nothing in a
 package holds a client IP, pseudonym or salt: leaf values carry only the client commitment.
+
+:func:`export_package` is the one entry point of an export: it builds the archive and records the
+compliance log's ``export`` event.
 """
 
 from __future__ import annotations
@@ -25,24 +29,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from eth_utils import is_address
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from edgeledger.audit.archive_verify import FORMAT, claims_of
 from edgeledger.auth.dependencies import Principal, ensure_merchant_in_scope, ensure_source_in_scope
+from edgeledger.auth.models import Role, User
 from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.compliance import flows as compliance_flows
 from edgeledger.compliance.models import Action, ComplianceEvent
+from edgeledger.compliance.service import record_access
 from edgeledger.config import Settings
 from edgeledger.deliveries import proofs
-from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliverySource
+from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliveryRecordRow, DeliverySource
 from edgeledger.deliveries.service import get_source
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.settlement import flows as settlement_flows
 from edgeledger.settlement import service as settlement_service
-from edgeledger.settlement.models import Settlement
+from edgeledger.settlement import statements
+from edgeledger.settlement.models import Settlement, SettlementAccount
+from edgeledger.settlement.payouts import Statement
 from edgeledger.settlement.schemas import CaseRead
 
-FORMAT = "edgeledger-audit-package/v1"
 ANCHORED = (BatchState.anchored, BatchState.final)
 MAX_LINES = 1_000
 PACKAGED_COMPLIANCE_ACTIONS = (Action.erase, Action.retention_purge)
@@ -54,19 +63,26 @@ class AuditError(EdgeLedgerError):
 
 @dataclass
 class Scope:
+    """What a package covers: a period and exactly one merchant (user id, or its address) or source;
+    for a source, the lines to prove, by request id or as raw log lines."""
+
     period_start: int
     period_end: int
     merchant_user_id: int | None = None
     source: str | None = None
     request_ids: list[str] = field(default_factory=list)
+    merchant_address: str | None = None
+    log_lines: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        # Counts only: a log line holds a client IP, which never reaches a package or the compliance log.
         return {
             "period_start": self.period_start,
             "period_end": self.period_end,
             "merchant_user_id": self.merchant_user_id,
             "source": self.source,
             "request_ids": len(self.request_ids),
+            "log_lines": len(self.log_lines),
         }
 
 
@@ -74,26 +90,43 @@ class Scope:
 class _Builder:
     files: dict[str, bytes] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    claims: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, path: str, kind: str, document: Any) -> None:
-        data = (
-            document
-            if isinstance(document, bytes)
-            else json.dumps(document, indent=1, sort_keys=True).encode()
-        )
-        self.files[path] = data
+        self.files[path] = json.dumps(document, indent=1, sort_keys=True).encode()
         self.kinds[path] = kind
+        self.claims[path] = claims_of(kind, document)
+
+
+def merchant_by_address(session: Session, address: str) -> int:
+    """The merchant user whose escrow (settlement account) or own address is ``address``; 404 otherwise."""
+    if not is_address(address):
+        raise AuditError(f"{address!r} is not an address", code="scope_invalid")
+    wanted = address.lower()
+    user_id = session.scalar(
+        select(SettlementAccount.merchant_user_id).where(func.lower(SettlementAccount.address) == wanted)
+    )
+    if user_id is None:
+        user_id = session.scalar(
+            select(User.id).where(func.lower(User.address) == wanted, User.role == Role.merchant)
+        )
+    if user_id is None:
+        raise AuditError(f"no merchant has the address {address}", code="merchant_not_found", status=404)
+    return int(user_id)
 
 
 def _check_scope(principal: Principal, scope: Scope, session: Session) -> DeliverySource | None:
     if scope.period_end <= scope.period_start:
         raise AuditError("period_end must be after period_start", code="period_invalid")
-    if (scope.merchant_user_id is None) == (scope.source is None):
+    merchants = (scope.merchant_user_id is not None) + (scope.merchant_address is not None)
+    if merchants > 1 or merchants + (scope.source is not None) != 1:
         raise AuditError("name exactly one of a merchant or a source", code="scope_invalid")
-    if len(scope.request_ids) > MAX_LINES:
+    if len(scope.request_ids) + len(scope.log_lines) > MAX_LINES:
         raise AuditError(f"at most {MAX_LINES} lines per package", code="scope_invalid")
-    if scope.request_ids and scope.source is None:
+    if (scope.request_ids or scope.log_lines) and scope.source is None:
         raise AuditError("proofs of lines need the source they were logged by", code="scope_invalid")
+    if scope.merchant_address is not None:
+        scope.merchant_user_id = merchant_by_address(session, scope.merchant_address)
     if scope.merchant_user_id is not None:
         ensure_merchant_in_scope(principal.scope, scope.merchant_user_id)
         return None
@@ -170,10 +203,12 @@ def build_package(
             )
             out.add(f"settlements/{settlement.id}/inputs.json", "settlement_inputs", document)
             if settlement.statement_json is not None:
+                statement = Statement.model_validate_json(settlement.statement_json)
+                context = settlement_service.statement_context(session, settlement, statement)
                 out.add(
                     f"settlements/{settlement.id}/statement.json",
                     "statement",
-                    settlement.statement_json.encode(),
+                    statements.merchant_statement_json(statement, context),
                 )
             batch_ids = json.loads(settlement.batch_ids_json)
             selected += list(
@@ -200,10 +235,11 @@ def build_package(
             },
         )
 
-    if source is not None and scope.request_ids:
-        records = [proofs.find_record(session, source, rid) for rid in dict.fromkeys(scope.request_ids)]
-        by_batch: dict[int, list[Any]] = {}
-        for record in records:
+    if source is not None and (scope.request_ids or scope.log_lines):
+        records = [proofs.find_record(session, source, rid) for rid in scope.request_ids]
+        records += [proofs.find_record_by_line(session, source, line) for line in scope.log_lines]
+        by_batch: dict[int, list[DeliveryRecordRow]] = {}
+        for record in {r.id: r for r in records}.values():
             by_batch.setdefault(record.batch_pk, []).append(record)
         for batch_pk, batch_records in by_batch.items():
             batch = session.get(DeliveryBatch, batch_pk)
@@ -235,12 +271,42 @@ def build_package(
                 "kind": out.kinds[path],
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "bytes": len(data),
+                "claims": out.claims[path],
             }
             for path, data in sorted(out.files.items())
         ],
     }
     out.files["package.json"] = json.dumps(index, indent=1, sort_keys=True).encode()
     return _tar_gz(out.files), index
+
+
+def export_package(
+    session: Session,
+    settings: Settings,
+    chain: ChainClient,
+    principal: Principal,
+    scope: Scope,
+    legal_basis: str,
+) -> tuple[bytes, dict[str, Any]]:
+    """Every export goes through here: the archive, and a summary (the compliance event that records
+    the export, the scope, the items) after the ``export`` event is committed to the compliance log."""
+    archive, index = build_package(session, settings, chain, principal, scope)
+    subject = (
+        f"merchant:{scope.merchant_user_id}"
+        if scope.merchant_user_id is not None
+        else f"source:{scope.source}"
+    )
+    detail = {**scope.as_dict(), "items": len(index["items"])}
+    event = record_access(session, principal, Action.export, f"audit-package/{subject}", legal_basis, detail)
+    summary = {
+        "event_id": event.event_id,
+        "subject": subject,
+        "scope": scope.as_dict(),
+        "items": len(index["items"]),
+        "bytes": len(archive),
+        "sha256": hashlib.sha256(archive).hexdigest(),
+    }
+    return archive, summary
 
 
 def _tar_gz(files: dict[str, bytes]) -> bytes:
