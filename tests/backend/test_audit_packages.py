@@ -243,6 +243,13 @@ def test_a_source_package_proves_lines_and_its_manifest_chain(scene: Scene, tmp_
     files = _files(archive)
     batches = sorted(p for p in files if p.startswith("batches/"))
     assert len(batches) >= 3
+    # The same scope exported again: the same files, byte for byte (only the index's time differs).
+    again = _files(
+        _package(scene, days=3, source="cf-shop", request_ids=scene.request_ids[:2], log_lines=[by_line])
+    )
+    assert {p: d for p, d in again.items() if p != "package.json"} == {
+        p: d for p, d in files.items() if p != "package.json"
+    }
     (chain,) = [i for i in items if i["kind"] == "manifest chain"]
     assert chain["ok"] and f"{len(batches)} batches, {len(batches) - 1} prev-hash links" in chain["detail"]
     (proofs,) = [p for p in files if p.startswith("proofs/")]
