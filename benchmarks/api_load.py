@@ -1,22 +1,26 @@
-"""API load: proof lookup and asset lookup against the same server's plain JSON health endpoint, in one run.
+"""API load: proof lookups and asset lookups against the same server's plain JSON health endpoint, in one run.
 
-Sets up its own stack in a temporary directory: anvil with the contracts deployed, a local IPFS node, a
-scratch PostgreSQL database (``--database-url``, default the local server's ``test``) migrated, an admin,
-one registered asset and one CloudFront log of 400 lines ingested and anchored. Then serves the API with
-uvicorn (``--workers`` processes, default 2, loopback only) and drives it with wrk (Debian package
-``wrk``) for ``--seconds`` per endpoint and round:
+Sets up its own stack in a temporary directory (:class:`LoadStack`): anvil with the contracts deployed, a
+local IPFS node, a scratch PostgreSQL database (``--database-url``, default the local server's ``test``)
+migrated, an admin and an auditor, ``--assets`` registered assets and one CloudFront log of 400 lines
+ingested and anchored. Then serves the API with uvicorn (``--workers`` processes, default 2, loopback
+only, as ``edgeledger serve`` does) and drives it with wrk (Debian package ``wrk``) for ``--seconds``
+per endpoint, round and connection count:
 
 * ``health``   ``GET /health`` (no database, no chain): the server's ceiling;
-* ``proof``    ``GET /deliveries/proofs?source=…&request_id=…`` as an auditor: record, leaf, Merkle proof
-               from the stored tree, and the compliance log's ``read_raw`` event (a database write);
-* ``asset``    ``GET /assets/{id}``: provenance with the on-chain record read at request time (an
-               ``eth_call`` to anvil) and lineage.
+* ``proof``    ``GET /deliveries/proofs?source=…&request_id=…`` as an auditor, cycling through all 400
+               request ids: record, leaf, Merkle proof from the stored tree, and the compliance log's
+               ``read_raw`` event (a database write, committed before the answer);
+* ``asset``    ``GET /assets/{id}`` cycling through the registered assets: provenance with the on-chain
+               record read at the shared chain head (``READ_MAX_AGE_SECONDS``) and lineage.
 
-Rounds interleave the endpoints (health, proof, asset, health, …) so machine noise hits them alike;
-printed: requests/s and p99 latency per endpoint (median over ``--rounds``) and each ratio to health in
-the same round (median). Rate limits are raised out of the way (they would measure the limiter).
+Each endpoint gets one second of unmeasured warm-up per connection count; rounds then interleave the
+endpoints (health, proof, asset, health, …) so machine noise hits them alike. Printed per connection
+count: requests/s and p99 latency per endpoint (median over ``--rounds``), each ratio to health in the
+same round (median), and the API processes' CPU time per request. Rate limits are raised out of the way
+(they would measure the limiter).
 
-    .venv/bin/python -m benchmarks.api_load --seconds 10 --rounds 3
+    .venv/bin/python -m benchmarks.api_load --connections 2,8,32 --seconds 8 --rounds 3
 """
 
 from __future__ import annotations
@@ -32,8 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from eth_account import Account
@@ -49,6 +57,9 @@ from edgeledger.db import make_engine, migrate
 from edgeledger.demo import demo_cloudfront_log
 from edgeledger.devstack import demo_png
 from edgeledger.ipfs.node import LocalIpfsNode
+from edgeledger.server import uvicorn_command
+
+SOURCE = "cf-load"
 
 
 def _free_port() -> int:
@@ -87,41 +98,41 @@ def _key(database_url: str, role: Role, name: str, address: str | None = None) -
     return key
 
 
-def _wrk(
-    url: str, seconds: int, connections: int, threads: int, headers: dict[str, str]
-) -> tuple[float, float]:
-    """(requests/s, p99 ms) of one wrk run; non-2xx answers make the run fail."""
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
-    if "Non-2xx or 3xx responses" in out:
-        raise RuntimeError(f"errors under load at {url}:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    return rps, p99
+@dataclass
+class LoadStack:
+    """A served API with assets and an anchored batch to look up; see the module docstring."""
+
+    api: str
+    database_url: str
+    admin: dict[str, str]
+    auditor: dict[str, str]
+    asset_ids: list[int]
+    request_ids: list[str]
+    server: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def proof_path(self, request_id: str) -> str:
+        return "/deliveries/proofs?" + urlencode({"source": SOURCE, "request_id": request_id})
+
+    def server_pids(self) -> list[int]:
+        """The uvicorn supervisor and its worker processes."""
+        if self.server is None:
+            return []
+        children = Path(f"/proc/{self.server.pid}/task/{self.server.pid}/children")
+        try:
+            return [self.server.pid, *map(int, children.read_text().split())]
+        except OSError:
+            return [self.server.pid]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
-
+@contextmanager
+def load_stack(
+    database_url: str, *, workers: int = 2, assets: int = 5, env: dict[str, str] | None = None
+) -> Iterator[LoadStack]:
+    """Starts everything the load needs (anvil, IPFS, a scratch database, the API) and tears it down."""
     base = Path(tempfile.mkdtemp(prefix="edgeledger-load-"))
-    database_url = _scratch_database(args.database_url)
+    scratch = _scratch_database(database_url)
     anvil = LocalAnvil(_free_port(), log_file=base / "anvil.log")
-    ports = [_free_port() for _ in range(3)]
-    ipfs = LocalIpfsNode(base / "ipfs", *ports, base / "ipfs.log")
+    ipfs = LocalIpfsNode(base / "ipfs", *[_free_port() for _ in range(3)], base / "ipfs.log")
     server: subprocess.Popen[bytes] | None = None
     try:
         anvil.start()
@@ -137,12 +148,12 @@ def main() -> None:
             deployment_file=deployment,
             test_token=True,
         )
-        migrate(database_url)
+        migrate(scratch)
         port = _free_port()
         env = {
             **os.environ,
             "DATA_DIR": str(base),
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": scratch,
             "ETH_RPC_URL": anvil.rpc_url,
             "DEPLOYMENT_FILE": str(deployment),
             "SIGNER_PRIVATE_KEY": signer.key.to_0x_hex(),
@@ -152,23 +163,10 @@ def main() -> None:
             "RATE_LIMIT_AUDIT_PER_MINUTE": str(10**9),
             "RATE_LIMIT_WRITE_PER_MINUTE": str(10**9),
             "LOG_LEVEL": "WARNING",
+            **(env or {}),
         }
-        uvicorn = str(Path(sys.executable).with_name("uvicorn"))
         server = subprocess.Popen(
-            [
-                uvicorn,
-                "edgeledger.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
+            uvicorn_command("127.0.0.1", port, workers=workers, log_level="warning", access_log=False),
             env=env,
             stdout=(base / "api.log").open("wb"),
             stderr=subprocess.STDOUT,
@@ -180,19 +178,24 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        admin = {"X-API-Key": _key(database_url, Role.admin, "load admin", deployer.address)}
-        auditor = {"X-API-Key": _key(database_url, Role.auditor, "load auditor")}
+        admin = {"X-API-Key": _key(scratch, Role.admin, "load admin", deployer.address)}
+        auditor = {"X-API-Key": _key(scratch, Role.auditor, "load auditor")}
+        asset_ids: list[int] = []
+        first: dict[str, Any] = {}
         with httpx.Client(base_url=api, timeout=120) as client:
-            asset = client.post(
-                "/assets",
-                headers=admin,
-                files={"file": ("shot.png", demo_png("load"), "image/png")},
-                data={"metadata": json.dumps({"title": "Load test shot", "creator": deployer.address})},
-            )
-            asset.raise_for_status()
-            asset_doc = asset.json().get("asset", asset.json())
+            for n in range(assets):
+                created = client.post(
+                    "/assets",
+                    headers=admin,
+                    files={"file": (f"shot{n}.png", demo_png(f"load {n} {base.name}"), "image/png")},
+                    data={"metadata": json.dumps({"title": f"Load shot {n}", "creator": deployer.address})},
+                )
+                created.raise_for_status()
+                doc = created.json().get("asset", created.json())
+                asset_ids.append(int(doc["id"]))
+                first = first or doc
             source = {
-                "name": "cf-load",
+                "name": SOURCE,
                 "kind": "cdn_provider",
                 "provider": "cloudfront",
                 "regions": ["*"],
@@ -200,63 +203,172 @@ def main() -> None:
             }
             client.post("/deliveries/sources", json=source, headers=admin).raise_for_status()
             log, request_ids = demo_cloudfront_log(
-                asset_doc["content_cid"], asset_doc["size_bytes"], "load", lines=400, days_ago=2
+                first["content_cid"], first["size_bytes"], "load", lines=400, days_ago=2
             )
             client.post(
-                "/deliveries/sources/cf-load/logs", files={"file": ("L.gz", log)}, headers=admin
+                f"/deliveries/sources/{SOURCE}/logs", files={"file": ("L.gz", log)}, headers=admin
             ).raise_for_status()
             client.post(
                 "/deliveries/batches/close", json={"force": True, "anchor_now": True}, headers=admin
             ).raise_for_status()
-            probe = client.get(
-                "/deliveries/proofs",
-                params={"source": "cf-load", "request_id": request_ids[7]},
-                headers=auditor,
-            )
-            probe.raise_for_status()
-        from urllib.parse import urlencode
-
-        targets = {
-            "health": (f"{api}/health", {}),
-            "proof": (
-                f"{api}/deliveries/proofs?{urlencode({'source': 'cf-load', 'request_id': request_ids[7]})}",
-                auditor,
-            ),
-            "asset": (f"{api}/assets/{asset_doc['id']}", admin),
-        }
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
-        ratios: dict[str, list[float]] = {"proof": [], "asset": []}
-        for round_number in range(args.rounds):
-            for name, (url, headers) in targets.items():
-                results[name].append(_wrk(url, args.seconds, args.connections, args.threads, headers))
-            for name in ratios:
-                ratios[name].append(results[name][-1][0] / results["health"][-1][0])
-            print(
-                f"round {round_number + 1}: "
-                + ", ".join(f"{n} {r[-1][0]:,.0f}/s" for n, r in results.items()),
-                flush=True,
-            )
-        print(
-            f"\n{args.workers} workers, {args.connections} connections, {args.seconds} s per endpoint and "
-            f"round, median of {args.rounds} rounds"
-        )
-        print(f"{'endpoint':<8} {'requests/s':>11} {'p99 ms':>8} {'ratio to health':>16}")
-        summary: dict[str, Any] = {}
-        for name, runs in results.items():
-            rps = statistics.median(r for r, _ in runs)
-            p99 = statistics.median(p for _, p in runs)
-            ratio = statistics.median(ratios[name]) if name in ratios else 1.0
-            print(f"{name:<8} {rps:>11,.0f} {p99:>8.1f} {ratio:>15.0%}")
-            summary[name] = {"rps": round(rps), "p99_ms": round(p99, 1), "ratio": round(ratio, 3)}
-        print(json.dumps(summary))
+        stack = LoadStack(api, scratch, admin, auditor, asset_ids, request_ids, server)
+        yield stack
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
         ipfs.stop()
         anvil.stop()
-        _drop_database(database_url)
+        _drop_database(scratch)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _rotation_script(paths: list[str], directory: Path) -> Path:
+    """A wrk Lua script sending ``paths`` in turn (one per request, all connections sharing the turn)."""
+    script = directory / f"paths-{len(paths)}-{secrets.token_hex(3)}.lua"
+    items = ",\n".join(json.dumps(p) for p in paths)
+    script.write_text(
+        f"paths = {{\n{items}\n}}\ni = 0\n"
+        "request = function()\n  i = i + 1\n  return wrk.format(nil, paths[(i % #paths) + 1])\nend\n"
+    )
+    return script
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (clock ticks of /proc/<pid>/stat)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(
+    api: str,
+    script: Path,
+    seconds: int,
+    connections: int,
+    threads: int,
+    headers: dict[str, str],
+) -> tuple[float, float, int]:
+    """(requests/s, p99 ms, requests) of one wrk run; non-2xx answers make the run fail."""
+    command = [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+    ]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*command, api], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx or 3xx responses" in out or "Socket errors" in out:
+        raise RuntimeError(f"errors under load at {api}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if count == 0:
+        return 0.0, 0.0, 0
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return rps, p99, count
+
+
+def measure(
+    stack: LoadStack, *, connections: list[int], seconds: int, rounds: int, threads: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The benchmark proper: {connections: {endpoint: {rps, p99_ms, ratio, cpu_ms}}} (medians)."""
+    scripts_dir = Path(tempfile.mkdtemp(prefix="edgeledger-wrk-"))
+    targets = {
+        "health": (_rotation_script(["/health"], scripts_dir), {}),
+        "proof": (
+            _rotation_script([stack.proof_path(r) for r in stack.request_ids], scripts_dir),
+            stack.auditor,
+        ),
+        "asset": (_rotation_script([f"/assets/{a}" for a in stack.asset_ids], scripts_dir), stack.admin),
+    }
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for conns in connections:
+            for script, headers in targets.values():  # warm-up: connections, caches, pools
+                _wrk(stack.api, script, 1, conns, threads, headers)
+            runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
+            ratios: dict[str, list[float]] = {"proof": [], "asset": []}
+            for round_number in range(rounds):
+                for name, (script, headers) in targets.items():
+                    before = _cpu_seconds(stack.server_pids())
+                    rps, p99, count = _wrk(stack.api, script, seconds, conns, threads, headers)
+                    cpu = _cpu_seconds(stack.server_pids()) - before
+                    runs[name].append((rps, p99, 1000 * cpu / count if count else 0.0))
+                health = runs["health"][-1][0]
+                for name in ratios:
+                    ratios[name].append(runs[name][-1][0] / health if health else 0.0)
+                print(
+                    f"{conns} connections, round {round_number + 1}: "
+                    + ", ".join(f"{n} {r[-1][0]:,.0f}/s" for n, r in runs.items()),
+                    flush=True,
+                )
+            summary[str(conns)] = {
+                name: {
+                    "rps": round(statistics.median(r for r, _, _ in rows)),
+                    "p99_ms": round(statistics.median(p for _, p, _ in rows), 1),
+                    "ratio": round(statistics.median(ratios[name]), 3) if name in ratios else 1.0,
+                    "cpu_ms": round(statistics.median(c for _, _, c in rows), 2),
+                }
+                for name, rows in runs.items()
+            }
+    finally:
+        shutil.rmtree(scripts_dir, ignore_errors=True)
+    return summary
+
+
+def print_table(
+    summary: dict[str, dict[str, dict[str, float]]], workers: int, seconds: int, rounds: int
+) -> None:
+    print(f"\n{workers} workers, {seconds} s per endpoint and round, median of {rounds} rounds")
+    header = ("connections", "endpoint", "requests/s", "p99 ms", "ratio", "CPU ms/req")
+    print("{:>11} {:<8} {:>11} {:>8} {:>6} {:>11}".format(*header))
+    for conns, rows in summary.items():
+        for name, row in rows.items():
+            print(
+                f"{conns:>11} {name:<8} {row['rps']:>11,.0f} {row['p99_ms']:>8.1f} "
+                f"{row['ratio']:>6.0%} {row['cpu_ms']:>11.2f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--connections", default="2,8,32", help="comma-separated connection counts (default 2,8,32)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument(
+        "--assets", type=int, default=5, help="registered assets the asset lookups cycle through"
+    )
+    parser.add_argument("--api-threads", type=int, default=None, help="API_THREADS of the served API")
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    connections = [int(c) for c in args.connections.split(",")]
+    env = {"API_THREADS": str(args.api_threads)} if args.api_threads else {}
+    with load_stack(args.database_url, workers=args.workers, assets=args.assets, env=env) as stack:
+        summary = measure(
+            stack, connections=connections, seconds=args.seconds, rounds=args.rounds, threads=args.threads
+        )
+    print_table(summary, args.workers, args.seconds, args.rounds)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -41,6 +42,20 @@ def up(demo: Annotated[bool, typer.Option(help="Run the scripted demo")] = True)
     from edgeledger.devstack import up as run_up
 
     run_up(get_settings(), run_demo=demo)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; default API_HOST")] = "",
+    port: Annotated[int, typer.Option(help="Port; default API_PORT")] = 0,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the socket")] = 1,
+) -> None:
+    """Serve the API with uvicorn, TCP_NODELAY on every connection (docs/operations.md, "Read paths")."""
+    from edgeledger.server import uvicorn_command
+
+    settings = get_settings()
+    command = uvicorn_command(host or settings.api_host, port or settings.api_port, workers=workers)
+    os.execv(command[0], command)  # noqa: S606 - our own interpreter, fixed arguments
 
 
 @app.command()

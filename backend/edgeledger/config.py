@@ -95,6 +95,16 @@ class Settings(BaseModel):
     public_rpc_url: str = Field(
         "", description="RPC URL the portal gives browsers to check proofs; default ETH_RPC_URL"
     )
+    read_max_age_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="How stale a read path's view may be: the shared chain head, authenticated "
+        "credentials and asset provenance are reused for this long per API process",
+    )
+    api_threads: int = Field(
+        40, gt=0, le=1000, description="Worker threads per API process for blocking request work"
+    )
     log_level: str = "INFO"
 
     @field_validator("delivery_period_seconds")

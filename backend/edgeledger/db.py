@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
+import anyio
 from fastapi import Request
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -85,16 +86,33 @@ def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: one session per request (from the app's engine), rolled back on error."""
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """FastAPI dependency: one session per request (from the app's engine), closed (rolled back unless
+    committed) when the request is done.
+
+    An async generator on purpose: FastAPI runs a sync dependency in the thread pool, one hand-off per
+    dependency and two for a sync generator, and each costs more CPU than most read endpoints' own work
+    (see server.py and docs/operations.md, "Read paths"). Creating a session does no I/O, so it happens in
+    the event loop; closing returns the connection to the pool (a ROLLBACK on the wire), so it runs in a
+    worker thread, and only when the session still holds a transaction."""
     session = request.app.state.sessionmaker()
     try:
         yield session
-    except Exception:
-        session.rollback()
-        raise
     finally:
-        session.close()
+        if session.in_transaction():
+            # A limiter of its own, as FastAPI does for a sync dependency's exit: waiting for a token of
+            # the shared thread pool while requests holding every token wait for this very connection
+            # would deadlock the process until the pool's timeout.
+            await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
+        else:
+            session.close()
+
+
+def release_connection(session: Session) -> None:
+    """Ends the session's transaction when it has nothing to write, which returns its connection to the
+    pool; the session stays usable (the next statement checks a connection out again)."""
+    if session.in_transaction() and not (session.new or session.dirty or session.deleted):
+        session.rollback()
 
 
 def migrate(url: str, revision: str = "heads") -> None:

@@ -1,4 +1,7 @@
-"""Shared request dependencies: the app's one chain client, IPFS client and settings."""
+"""Shared request dependencies: the app's one chain client, IPFS client and settings.
+
+Async on purpose: they only read ``app.state``, and FastAPI would run a sync dependency in the thread
+pool (a hand-off per dependency and request)."""
 
 from __future__ import annotations
 
@@ -9,13 +12,13 @@ from edgeledger.config import Settings
 from edgeledger.ipfs import IpfsClient
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_chain(request: Request) -> ChainClient:
+async def get_chain(request: Request) -> ChainClient:
     return request.app.state.chain
 
 
-def get_ipfs(request: Request) -> IpfsClient:
+async def get_ipfs(request: Request) -> IpfsClient:
     return request.app.state.ipfs

@@ -27,6 +27,7 @@ from edgeledger.chain.anvil import LocalAnvil, anvil_rpc
 from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.config import PROJECT_ROOT, Settings
 from edgeledger.db import make_engine, migrate
+from edgeledger.server import uvicorn_command
 
 Say = Callable[[str], None]
 
@@ -206,19 +207,7 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
         say(f"worker: celery with beat, broker {settings.resolved_broker_url} (log {worker_log})")
 
         api_log = logs / "api.log"
-        api = _spawn(
-            [
-                str(bin_dir / "uvicorn"),
-                "edgeledger.main:create_app",
-                "--factory",
-                "--host",
-                settings.api_host,
-                "--port",
-                str(settings.api_port),
-            ],
-            env,
-            api_log,
-        )
+        api = _spawn(uvicorn_command(settings.api_host, settings.api_port), env, api_log)
         stack.started("API", _terminate(api))
         base = settings.resolved_public_base_url
         _wait_http(f"{base}/ready", api, api_log)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -14,8 +17,10 @@ from edgeledger import __version__
 from edgeledger.assets.views import router as assets_router
 from edgeledger.assets.views import verify_router
 from edgeledger.audit.package_views import router as audit_router
+from edgeledger.auth.dependencies import PrincipalCache
 from edgeledger.auth.views import admin_router
 from edgeledger.auth.views import router as auth_router
+from edgeledger.cache import SingleFlight, TtlCache
 from edgeledger.chain.client import ChainClient, ChainError, Deployment
 from edgeledger.compliance.views import router as compliance_router
 from edgeledger.config import Settings, get_settings
@@ -42,6 +47,7 @@ def make_chain_client(settings: Settings) -> ChainClient:
         confirmations=settings.chain_confirmations,
         tx_timeout=settings.tx_timeout_seconds,
         nonce_lock_file=settings.data_dir / "signer-nonce.lock",
+        head_max_age=settings.read_max_age_seconds,
     )
 
 
@@ -111,7 +117,15 @@ def _deployment_chain_id(settings: Settings) -> int | None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Blocking request work (sync endpoints and dependencies) runs in this many threads per process.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="EdgeLedger",
         version=__version__,
         description="Content provenance, delivery receipts and settlement for CDNs. Errors are "
@@ -127,7 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(WriteRateLimit)
     app.state.chain_id = _deployment_chain_id(settings)
     app.state.rate_limiter = RateLimiter.from_settings(settings)
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.principal_cache = PrincipalCache(settings.read_max_age_seconds)
+    app.state.provenance_cache = TtlCache[bytes](settings.read_max_age_seconds)
+    app.state.read_flights = SingleFlight[Any]()
     install_error_handlers(app)
     for router in (auth_router, admin_router, assets_router, verify_router, deliveries_router):
         app.include_router(router)
@@ -139,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_portal_handlers(app)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/ready", tags=["health"], summary="Readiness: database, chain and IPFS reachable")

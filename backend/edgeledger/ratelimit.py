@@ -17,9 +17,10 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -118,13 +119,20 @@ class RateLimiter:
             )
 
 
-def rate_limit(bucket: str) -> Callable[[Request], None]:
-    """Dependency: counts the request against ``bucket``'s per-minute limit (429 when over it)."""
+def rate_limit(bucket: str) -> Callable[[Request], Awaitable[None]]:
+    """Dependency: counts the request against ``bucket``'s per-minute limit (429 when over it).
 
-    def _check(request: Request) -> None:
+    Counting in memory happens in the event loop (no thread hand-off); counting in Redis is network I/O
+    and runs in a worker thread."""
+
+    async def _check(request: Request) -> None:
         limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-        if limiter is not None:
+        if limiter is None:
+            return
+        if isinstance(limiter.counter, MemoryCounter):
             limiter.check(bucket, request)
+        else:
+            await anyio.to_thread.run_sync(limiter.check, bucket, request)
 
     return _check
 

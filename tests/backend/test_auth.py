@@ -29,7 +29,7 @@ from edgeledger.auth.dependencies import (
 )
 from edgeledger.auth.models import ApiKey, AuthSession, Role, SiweNonce, User
 from edgeledger.auth.views import admin_router, router
-from edgeledger.config import Settings, get_settings
+from edgeledger.config import Settings
 from edgeledger.db import get_session
 from edgeledger.errors import install_error_handlers
 
@@ -140,7 +140,7 @@ def build_app(engine: Engine, *, chain_id: int | None = CHAIN_ID) -> FastAPI:
             yield session
 
     app.dependency_overrides[get_session] = session_override
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings
     return app
 
 

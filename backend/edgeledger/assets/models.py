@@ -92,8 +92,10 @@ class Asset(Base):
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    #: One row per territory, for searching by territory; reads take the codes from ``territories_bitmap``
+    #: (``service.asset_territories``), so the rows are loaded only when accessed.
     territories: Mapped[list[AssetTerritory]] = relationship(
-        cascade="all, delete-orphan", order_by="AssetTerritory.code", lazy="selectin"
+        cascade="all, delete-orphan", order_by="AssetTerritory.code", lazy="select"
     )
     split: Mapped[list[AssetSplitShare]] = relationship(
         cascade="all, delete-orphan", order_by="AssetSplitShare.position", lazy="selectin"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -478,6 +479,17 @@ def derivatives(session: Session, asset: Asset) -> list[Asset]:
     return found
 
 
+@functools.lru_cache(maxsize=1024)
+def _territory_codes(bitmap_hex: str) -> tuple[str, ...]:
+    return tuple(sorted(decode_territories(int(bitmap_hex, 16))))
+
+
+def asset_territories(asset: Asset) -> list[str]:
+    """The asset's licensed territories, sorted, from its bitmap column: no per-territory rows are loaded
+    (a worldwide asset has 249; building them as ORM objects was most of a provenance read's CPU)."""
+    return list(_territory_codes(asset.territories_bitmap))
+
+
 def to_read(asset: Asset, confirmations: int | None = None) -> AssetRead:
     return AssetRead(
         id=asset.id,
@@ -494,7 +506,7 @@ def to_read(asset: Asset, confirmations: int | None = None) -> AssetRead:
         media_type=asset.media_type,
         size_bytes=asset.size_bytes,
         filename=asset.filename,
-        territories=[t.code for t in asset.territories],
+        territories=asset_territories(asset),
         valid_from=asset.valid_from,
         valid_until=asset.valid_until,
         royalty_bps=asset.royalty_bps,
@@ -527,7 +539,7 @@ def matches_chain(asset: Asset, record: OnChainRecord) -> bool:
         and asset.metadata_cid == record.metadata_cid
         and (asset.parent_id or 0) == record.parent_id
         and asset.aigc == record.aigc
-        and [t.code for t in asset.territories] == sorted(record.territories)
+        and asset_territories(asset) == sorted(record.territories)
         and asset.valid_from == record.valid_from
         and asset.valid_until == record.valid_until
         and asset.royalty_bps == record.royalty_bps

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
-from fastapi.responses import JSONResponse
+import anyio
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
@@ -24,9 +25,10 @@ from edgeledger.assets.models import (
 from edgeledger.assets.service import AssetError
 from edgeledger.auth.dependencies import Principal, get_principal, require_roles
 from edgeledger.auth.models import Role
+from edgeledger.cache import SingleFlight, TtlCache
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
-from edgeledger.db import get_session
+from edgeledger.db import get_session, release_connection
 from edgeledger.deps import get_app_settings, get_chain, get_ipfs
 from edgeledger.ipfs import IpfsClient
 
@@ -148,7 +150,33 @@ def submit_signed(
 
 
 @router.get("/{asset_id}", response_model=ProvenanceRead, summary="Provenance: chain record, lineage, status")
-def provenance(asset_id: int, session: SessionDep, chain: ChainDep, _: Reader) -> ProvenanceRead:
+async def provenance(
+    asset_id: int, request: Request, session: SessionDep, chain: ChainDep, _: Reader
+) -> Response:
+    """The asset with its on-chain record read at the shared chain head, and its lineage.
+
+    Answers are kept per (asset, head block hash) for ``READ_MAX_AGE_SECONDS`` (docs/operations.md, "Read
+    paths"): a popular asset is served from memory, without a thread hand-off, the database or the chain,
+    while the head is fresh; a new block (a new hash) or an older answer is computed afresh."""
+    cache: TtlCache[bytes] = request.app.state.provenance_cache
+    flights: SingleFlight[Any] = request.app.state.read_flights
+    head = chain.fresh_head()
+    if head is None:  # one head refresh per process at a time, however many requests find it stale
+        head = await flights.run("head", lambda: anyio.to_thread.run_sync(chain.head))
+    key = (asset_id, head[1])
+    body = cache.get(key)
+    if body is None:
+        body = await flights.run(key, lambda: _compute(session, chain, cache, asset_id))
+    return Response(body, media_type="application/json")
+
+
+async def _compute(session: Session, chain: ChainClient, cache: TtlCache[bytes], asset_id: int) -> bytes:
+    head_hash, body = await anyio.to_thread.run_sync(_provenance_json, session, chain, asset_id)
+    cache.put((asset_id, head_hash), body)
+    return body
+
+
+def _provenance_json(session: Session, chain: ChainClient, asset_id: int) -> tuple[str, bytes]:
     asset = service.get_asset(session, asset_id)
     head, head_hash = chain.head()
     if head < asset.block_number:  # registered after the shared head was taken: read at the newest
@@ -157,13 +185,15 @@ def provenance(asset_id: int, session: SessionDep, chain: ChainDep, _: Reader) -
     if (asset.owner, asset.status) != (record.rights_holder, record.status):
         service.sync_from_chain(asset, record)
         session.commit()
-    return ProvenanceRead(
+    read = ProvenanceRead(
         asset=service.to_read(asset, max(0, head - asset.block_number + 1)),
         on_chain=record,
         matches_chain=service.matches_chain(asset, record),
         ancestors=[service.to_lineage(a) for a in service.ancestors(session, asset)],
         derivatives=[service.to_lineage(a) for a in service.derivatives(session, asset)],
     )
+    release_connection(session)
+    return head_hash, read.model_dump_json().encode()
 
 
 def _own_registration(session: Session, principal: Principal, registration_id: int) -> Registration:

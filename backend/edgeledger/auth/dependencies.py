@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import Depends
+import anyio
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -27,8 +28,10 @@ from edgeledger.auth.service import (
     audit_scope,
     authenticate_api_key,
     authenticate_session_token,
+    hash_secret,
 )
-from edgeledger.db import get_session
+from edgeledger.cache import SingleFlight, TtlCache
+from edgeledger.db import get_session, release_connection
 
 # auto_error=False: a missing header must produce our error shape, not FastAPI's default 403.
 _bearer = HTTPBearer(auto_error=False, description="Session token from POST /auth/siwe/verify")
@@ -57,19 +60,74 @@ class Principal:
         return cls(user_id=user.id, role=user.role, address=user.address, via=via, scope=scope)
 
 
-def get_principal(
+class PrincipalCache(TtlCache[Principal]):
+    """Who a credential authenticated as, remembered for ``max_age`` seconds per API process.
+
+    Authenticating costs a database round trip or two per request (key, user, auditor scope), more than
+    most read endpoints' own work. A credential seen within ``max_age`` seconds is answered from here:
+    a revoked key, a disabled user or a changed scope takes effect in this process at once (the auth
+    routes call :meth:`clear`) and in every other process within ``max_age`` seconds (``READ_MAX_AGE``,
+    1 s by default, the same bound as the shared chain head). Entries are keyed by the credential's
+    sha-256, never the credential itself."""
+
+    def __init__(self, max_age: float, max_entries: int = 10_000) -> None:
+        super().__init__(max_age, max_entries)
+        self.flights: SingleFlight[Principal] = SingleFlight()
+
+
+def principal_cache(request: Request) -> PrincipalCache | None:
+    return getattr(request.app.state, "principal_cache", None)
+
+
+def _authenticate(session: Session, credential: str, via: Literal["api_key", "session"]) -> Principal:
+    if via == "session":
+        principal = Principal.of(session, authenticate_session_token(session, credential), via="session")
+    else:
+        principal = Principal.of(session, authenticate_api_key(session, credential), via="api_key")
+    # The endpoint runs in another thread hand-off: give the connection back to the pool in between, so
+    # that no session holds a connection while it waits for a thread (requests waiting for connections
+    # while holding every thread would otherwise deadlock the process until the pool's timeout).
+    release_connection(session)
+    return principal
+
+
+async def get_principal(
+    request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
     session: Annotated[Session, Depends(get_session)],
 ) -> Principal:
+    """The caller, from a session token or an API key: from the :class:`PrincipalCache` when it saw the
+    credential within its max age (no thread hand-off, no database), else from the database."""
+    credential: str
+    via: Literal["api_key", "session"]
     if bearer is not None:
-        return Principal.of(session, authenticate_session_token(session, bearer.credentials), via="session")
-    if api_key:
-        return Principal.of(session, authenticate_api_key(session, api_key), via="api_key")
-    raise AuthError(
-        "authentication required: send 'Authorization: Bearer <session token>' or 'X-API-Key: <key>'",
-        code="unauthenticated",
-    )
+        credential, via = bearer.credentials, "session"
+    elif api_key:
+        credential, via = api_key, "api_key"
+    else:
+        raise AuthError(
+            "authentication required: send 'Authorization: Bearer <session token>' or 'X-API-Key: <key>'",
+            code="unauthenticated",
+        )
+    cache = principal_cache(request)
+    if cache is None:
+        return await anyio.to_thread.run_sync(_authenticate, session, credential, via)
+    key = f"{via}:{hash_secret(credential)}"
+    principal = cache.get(key)
+    if principal is None:  # one lookup per credential and process at a time (SingleFlight)
+        principal = await cache.flights.run(
+            key, lambda: _authenticate_into(cache, key, session, credential, via)
+        )
+    return principal
+
+
+async def _authenticate_into(
+    cache: PrincipalCache, key: str, session: Session, credential: str, via: Literal["api_key", "session"]
+) -> Principal:
+    principal = await anyio.to_thread.run_sync(_authenticate, session, credential, via)
+    cache.put(key, principal)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
@@ -84,7 +142,7 @@ def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
     allowed = frozenset(roles) | {Role.admin}
     names = ", ".join(sorted(role.value for role in allowed))
 
-    def _require(principal: CurrentPrincipal) -> Principal:
+    async def _require(principal: CurrentPrincipal) -> Principal:
         if principal.role not in allowed:
             raise _forbidden(f"requires one of the roles: {names}; you are {principal.role}")
         return principal
@@ -92,7 +150,7 @@ def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
     return _require
 
 
-def require_writer(principal: CurrentPrincipal) -> Principal:
+async def require_writer(principal: CurrentPrincipal) -> Principal:
     """Any role that may change state: everyone except auditors, who are read-only."""
     if principal.role == Role.auditor:
         raise _forbidden("auditors have read-only access")
@@ -117,7 +175,7 @@ def ensure_self_or_admin(principal: Principal, user_id: int) -> None:
         raise _forbidden(f"only user {user_id} or an admin may do this")
 
 
-def get_audit_scope(principal: CurrentPrincipal) -> AuditScope:
+async def get_audit_scope(principal: CurrentPrincipal) -> AuditScope:
     """The caller's read scope on the audit paths (see :class:`AuditScope`)."""
     return principal.scope
 

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from sqlalchemy.orm import Session
 
 from edgeledger.auth import service
-from edgeledger.auth.dependencies import AdminPrincipal, CallerScope, CurrentPrincipal, ensure_self_or_admin
+from edgeledger.auth.dependencies import (
+    AdminPrincipal,
+    CallerScope,
+    CurrentPrincipal,
+    ensure_self_or_admin,
+    principal_cache,
+)
 from edgeledger.auth.models import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -22,8 +28,9 @@ from edgeledger.auth.models import (
     UserCreate,
     UserRead,
 )
-from edgeledger.config import Settings, get_settings
+from edgeledger.config import Settings
 from edgeledger.db import get_session
+from edgeledger.deps import get_app_settings
 from edgeledger.ratelimit import rate_limit
 
 # Sign-in and key issuing are what a credential-guessing client hammers: rate-limited per caller.
@@ -31,7 +38,15 @@ router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(rate_lim
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
 DbSession = Annotated[Session, Depends(get_session)]
-AppSettings = Annotated[Settings, Depends(get_settings)]
+AppSettings = Annotated[Settings, Depends(get_app_settings)]
+
+
+def _forget_principals(request: Request) -> None:
+    """A credential or scope changed: this process authenticates everyone afresh (other processes
+    within the principal cache's max age)."""
+    cache = principal_cache(request)
+    if cache is not None:
+        cache.clear()
 
 
 def _configured_chain_id(request: Request) -> int | None:
@@ -87,10 +102,11 @@ def create_api_key(body: ApiKeyCreate, principal: CurrentPrincipal, session: DbS
 
 
 @router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_api_key(key_id: int, principal: CurrentPrincipal, session: DbSession) -> None:
+def revoke_api_key(key_id: int, request: Request, principal: CurrentPrincipal, session: DbSession) -> None:
     api_key = service.get_api_key(session, key_id)
     ensure_self_or_admin(principal, api_key.user_id)
     service.revoke_api_key(session, api_key)
+    _forget_principals(request)
 
 
 @admin_router.post("/users", response_model=UserRead, status_code=status.HTTP_201_CREATED)
@@ -133,8 +149,10 @@ def read_auditor_scope(user_id: int, _: AdminPrincipal, session: DbSession) -> A
 
 @admin_router.put("/users/{user_id}/scope", response_model=AuditorScopeRead)
 def set_auditor_scope(
-    user_id: int, body: AuditorScopeSet, _: AdminPrincipal, session: DbSession
+    user_id: int, body: AuditorScopeSet, request: Request, _: AdminPrincipal, session: DbSession
 ) -> AuditorScopeRead:
     """Restricts an auditor to these merchants and sources; both lists empty make it a global auditor."""
     user = service.get_user(session, user_id)
-    return _scope_read(user.id, service.set_audit_scope(session, user, body.merchants, body.sources))
+    scope = service.set_audit_scope(session, user, body.merchants, body.sources)
+    _forget_principals(request)
+    return _scope_read(user.id, scope)

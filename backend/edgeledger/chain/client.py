@@ -144,6 +144,7 @@ class ChainClient:
         tx_timeout: float = 120.0,
         nonce_lock_file: Path | None = None,
         request_timeout: float = 10.0,
+        head_max_age: float = HEAD_MAX_AGE_SECONDS,
     ) -> None:
         self.rpc_url = rpc_url
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
@@ -161,6 +162,7 @@ class ChainClient:
         self._selectors: dict[bytes, tuple[str, list[str], list[str]]] = {}
         self._deployment: Deployment | None = None
         self._head: tuple[float, int, str] | None = None
+        self.head_max_age = head_max_age
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -222,10 +224,12 @@ class ChainClient:
         with self.rpc(fn.fn_name), self._decoded_reverts():
             return fn.call(block_identifier=block)
 
-    def head(self, max_age: float = HEAD_MAX_AGE_SECONDS) -> tuple[int, str]:
-        """Number and hash of the latest block, as seen at most ``max_age`` seconds ago (one call when
-        older): a hash names a state even across reorgs. Reads served at this head are consistent; busy
-        read paths (provenance) share one head per second instead of asking the node every request."""
+    def head(self, max_age: float | None = None) -> tuple[int, str]:
+        """Number and hash of the latest block, as seen at most ``max_age`` seconds ago (default the
+        client's ``head_max_age``; one call when older): a hash names a state even across reorgs. Reads
+        served at this head are consistent; busy read paths (provenance) share one head per second
+        instead of asking the node every request."""
+        max_age = self.head_max_age if max_age is None else max_age
         now = time.monotonic()
         cached = self._head
         if cached is not None and now - cached[0] < max_age:
@@ -235,6 +239,13 @@ class ChainClient:
         number, block_hash = int(block["number"]), "0x" + bytes(block["hash"]).hex()
         self._head = (now, number, block_hash)
         return number, block_hash
+
+    def fresh_head(self) -> tuple[int, str] | None:
+        """The shared head when it is younger than ``head_max_age`` (no RPC call), else None."""
+        cached = self._head
+        if cached is not None and time.monotonic() - cached[0] < self.head_max_age:
+            return cached[1], cached[2]
+        return None
 
     def confirmations_of(self, block_number: int) -> int:
         return max(0, self.block_number() - block_number + 1)

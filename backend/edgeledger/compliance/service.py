@@ -89,6 +89,31 @@ def legal_basis_for(principal: Principal, stated: str | None) -> str:
     return DEFAULT_LEGAL_BASIS[principal.role]
 
 
+def _event_values(
+    *,
+    actor: str,
+    action: Action,
+    subject: str,
+    legal_basis: str,
+    detail: dict[str, Any] | None,
+    now_ms: int | None,
+) -> dict[str, Any]:
+    """The columns of one new event: a random id, the time, and the leaf committing to both."""
+    event_id = os.urandom(32)
+    occurred = int(time.time() * 1000) if now_ms is None else now_ms
+    detail = detail or {}
+    return {
+        "event_id": hex32(event_id),
+        "occurred_at_ms": occurred,
+        "actor": actor,
+        "action": action.value,
+        "subject": subject[:300],
+        "legal_basis": legal_basis,
+        "detail_json": canonical_json(detail),
+        "leaf": event_leaf(event_id, occurred, actor, action.value, subject[:300], legal_basis, detail),
+    }
+
+
 def record_event(
     session: Session,
     *,
@@ -100,19 +125,10 @@ def record_event(
     now_ms: int | None = None,
 ) -> ComplianceEvent:
     """Adds one event to the session (the caller commits it with what it records)."""
-    event_id = os.urandom(32)
-    occurred = int(time.time() * 1000) if now_ms is None else now_ms
-    detail = detail or {}
-    event = ComplianceEvent(
-        event_id=hex32(event_id),
-        occurred_at_ms=occurred,
-        actor=actor,
-        action=action.value,
-        subject=subject[:300],
-        legal_basis=legal_basis,
-        detail_json=canonical_json(detail),
-        leaf=event_leaf(event_id, occurred, actor, action.value, subject[:300], legal_basis, detail),
+    values = _event_values(
+        actor=actor, action=action, subject=subject, legal_basis=legal_basis, detail=detail, now_ms=now_ms
     )
+    event = ComplianceEvent(**values)
     session.add(event)
     return event
 
@@ -136,6 +152,32 @@ def record_access(
     )
     session.commit()
     return event
+
+
+_INSERT_EVENT = ComplianceEvent.__table__.insert()
+
+
+def record_read(
+    session: Session,
+    principal: Principal,
+    action: Action,
+    subject: str,
+    stated_basis: str | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """:func:`record_access` for the busy read paths (proof lookups): the same event, inserted with one
+    plain INSERT in the session's transaction and committed before the data is returned, without
+    building an ORM object (the ORM's unit of work was a third of a proof lookup's CPU)."""
+    values = _event_values(
+        actor=actor_of(principal),
+        action=action,
+        subject=subject,
+        legal_basis=legal_basis_for(principal, stated_basis),
+        detail=detail,
+        now_ms=None,
+    )
+    session.execute(_INSERT_EVENT, values)
+    session.commit()
 
 
 def event_read(session: Session, event: ComplianceEvent) -> EventRead:

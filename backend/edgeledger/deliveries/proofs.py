@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from edgeledger.auth.dependencies import Principal, ensure_source_in_scope
@@ -46,6 +46,7 @@ from edgeledger.deliveries.records import DeliveryRecord, LogFormatError, Pseudo
 from edgeledger.deliveries.service import (
     KIND_CODES,
     DeliveryError,
+    get_source,
     hex32,
     leaf_values_of,
 )
@@ -244,6 +245,43 @@ def find_record(session: Session, source: DeliverySource, request_id: str) -> De
     return record
 
 
+def _record_lookup(source_column: Any) -> Any:
+    """(source, record, batch) of one request id, the source found by ``source_column``: built once, as
+    building a statement costs more CPU than running it."""
+    return (
+        select(DeliverySource, DeliveryRecordRow, DeliveryBatch)
+        .join(DeliveryRecordRow, DeliveryRecordRow.source_pk == DeliverySource.id)
+        .join(DeliveryBatch, DeliveryBatch.id == DeliveryRecordRow.batch_pk)
+        .where(source_column == bindparam("ref"), DeliveryRecordRow.request_id == bindparam("request_id"))
+    )
+
+
+_RECORD_BY_SOURCE_NAME = _record_lookup(DeliverySource.name)
+_RECORD_BY_SOURCE_ID = _record_lookup(DeliverySource.source_id)
+
+
+def find_record_with_batch(
+    session: Session, principal: Principal, ref: str, request_id: str
+) -> tuple[DeliverySource, DeliveryRecordRow, DeliveryBatch]:
+    """Source, record and batch of (source name or id, request id) in one round trip, authorised as
+    :func:`authorize_source` and :func:`authorize_records` would: a caller who may not read the source
+    learns nothing about its request ids (403 before 404), and a merchant only its own hosts' records."""
+    by_id = ref.startswith("0x")
+    statement = _RECORD_BY_SOURCE_ID if by_id else _RECORD_BY_SOURCE_NAME
+    params = {"ref": ref.lower() if by_id else ref, "request_id": request_id}
+    row = session.execute(statement, params).one_or_none()
+    if row is None:  # the slow path only for answers that are errors: which one, in the usual order
+        source = get_source(session, ref)
+        if principal.role != Role.merchant:
+            authorize_source(principal, source)
+        raise _record_not_found(source, request_id)
+    source, record, batch = row.tuple()
+    if principal.role != Role.merchant:
+        authorize_source(principal, source)
+    authorize_records(session, principal, source, [record])
+    return source, record, batch
+
+
 def parse_line(source: DeliverySource, line: str, header: str | None = None) -> DeliveryRecord:
     """One raw log line of ``source``'s provider format as a record; 422 with the quarantine reason."""
     log_format = source.provider if source.provider in parsers.FORMATS else None
@@ -411,10 +449,16 @@ def _open_tree(session: Session, settings: Settings, batch: DeliveryBatch) -> Tr
         ) from None
 
 
-def record_proof(session: Session, settings: Settings, record: DeliveryRecordRow) -> RecordProof:
+def record_proof(
+    session: Session,
+    settings: Settings,
+    record: DeliveryRecordRow,
+    batch: DeliveryBatch | None = None,
+    source: DeliverySource | None = None,
+) -> RecordProof:
     """The proof document of one stored record (409 ``batch_not_closed`` while its batch is open)."""
-    batch = session.get(DeliveryBatch, record.batch_pk)
-    source = session.get(DeliverySource, record.source_pk)
+    batch = batch or session.get(DeliveryBatch, record.batch_pk)
+    source = source or session.get(DeliverySource, record.source_pk)
     assert batch is not None and source is not None  # foreign keys
     _require_rooted(batch)
     with _open_tree(session, settings, batch) as tree:

@@ -14,7 +14,12 @@ from edgeledger.auth.dependencies import Principal, require_roles
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.compliance.models import Action
-from edgeledger.compliance.service import LEGAL_BASIS_HEADER, ensure_storage_allowed, record_access
+from edgeledger.compliance.service import (
+    LEGAL_BASIS_HEADER,
+    ensure_storage_allowed,
+    record_access,
+    record_read,
+)
 from edgeledger.config import Settings
 from edgeledger.db import get_session
 from edgeledger.deliveries import anchoring, ingest, proofs, receipts, service, signals, tasks
@@ -332,17 +337,15 @@ def get_record_proof(
     settings: SettingsDep,
     principal: ReaderDep,
     legal_basis: LegalBasisHeader = None,
-) -> proofs.RecordProof:
+) -> Response:
     """One delivered request with its Merkle proof, root, batch and anchoring transaction (the read is
     recorded in the compliance log)."""
-    found = service.get_source(session, source)
-    if principal.role != Role.merchant:  # operators learn nothing about other sources' request ids
-        proofs.authorize_source(principal, found)
-    record = proofs.find_record(session, found, request_id)
-    proofs.authorize_records(session, principal, found, [record])
-    proof = proofs.record_proof(session, settings, record)
-    record_access(session, principal, Action.read_raw, f"record:{found.name}/{request_id}", legal_basis)
-    return proof
+    found, record, batch = proofs.find_record_with_batch(session, principal, source, request_id)
+    proof = proofs.record_proof(session, settings, record, batch, found)
+    record_read(session, principal, Action.read_raw, f"record:{found.name}/{request_id}", legal_basis)
+    # Serialised once here: returning the model would make FastAPI validate it again against
+    # response_model before serialising it (about a fifth of this endpoint's CPU).
+    return Response(proof.model_dump_json(), media_type="application/json")
 
 
 @router.post("/proofs/line", response_model=proofs.RecordProof)

@@ -15,13 +15,13 @@ from sqlalchemy.orm import Session
 
 from edgeledger.assets.models import Asset
 from edgeledger.auth import service as auth_service
-from edgeledger.auth.dependencies import Principal
+from edgeledger.auth.dependencies import Principal, principal_cache
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.compliance.models import Action
 from edgeledger.compliance.service import record_access
 from edgeledger.config import PROJECT_ROOT, Settings
-from edgeledger.db import get_session
+from edgeledger.db import get_session, release_connection
 from edgeledger.deliveries import proofs
 from edgeledger.deliveries.models import DeliveryBatch
 from edgeledger.deliveries.service import get_source
@@ -65,7 +65,9 @@ def portal_principal(request: Request, session: SessionDep) -> Principal:
         raise PortalAuthRequired from None
     if user.role not in (Role.auditor, Role.admin):
         raise PortalForbidden(f"the portal is for auditors and admins; you are {user.role}")
-    return Principal.of(session, user, via="session")
+    principal = Principal.of(session, user, via="session")
+    release_connection(session)  # no connection held across the hand-off to the page's thread
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(portal_principal)]
@@ -134,6 +136,9 @@ def logout(request: Request, session: SessionDep) -> Response:
     token = request.cookies.get(COOKIE)
     if token:
         auth_service.revoke_session_token(session, token)
+        cache = principal_cache(request)
+        if cache is not None:
+            cache.clear()
     response = RedirectResponse("/portal/login", status_code=303)
     response.delete_cookie(COOKIE, path="/portal")
     return response
