@@ -1,6 +1,6 @@
 # The two commands a new machine needs:
 #   make up     start the local stack (anvil, IPFS, API, worker), deploy, run the demo, keep the API up
-#   make test   lint, Slither, contract tests with gas report, backend integration tests (SQLite and PostgreSQL)
+#   make test   lint, type checks, Slither, contract tests with gas report, backend integration tests (SQLite and PostgreSQL)
 # Both install what they need first (scripts/bootstrap.sh; idempotent).
 
 SHELL := /bin/bash
@@ -12,22 +12,29 @@ export SOLCX_BINARY_PATH := $(ROOT)/.toolchain/solcx
 BROWNIE := HOME=$(ROOT)/.toolchain/brownie-home $(VENV)/brownie
 TEST_DATABASE_URLS ?= sqlite postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: up test bootstrap compile lint slither test-contracts test-backend lock
+.PHONY: up test bootstrap compile lint typecheck slither test-contracts test-backend lock
 
 up: bootstrap compile
 	$(VENV)/edgeledger up
 
-test: bootstrap compile lint slither test-contracts test-backend
+test: bootstrap compile lint typecheck slither test-contracts test-backend
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
 compile: bootstrap
 	@$(BROWNIE) compile >/dev/null && echo "[compile] contracts compiled to build/contracts"
+	@$(VENV)/python scripts/export_abis.py && echo "[compile] ABIs packaged in backend/edgeledger/ledger/abi"
 
 lint: bootstrap
 	$(VENV)/ruff check backend tests scripts benchmarks migrations
 	$(VENV)/ruff format --check backend tests scripts benchmarks migrations
+
+# Strict type checking of the ledger core and the chain-only verifiers (mypy from its own virtualenv,
+# resolving imports in the project's .venv).
+typecheck: bootstrap
+	cd backend && $(ROOT)/.toolchain/mypy/bin/mypy --strict --python-executable $(VENV)/python \
+	  -p edgeledger.ledger -p edgeledger.verify
 
 # Static analysis: any high or medium Slither finding not explained in contracts/slither-triage.json fails.
 slither: bootstrap

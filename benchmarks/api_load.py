@@ -54,8 +54,7 @@ from edgeledger.auth.models import Role
 from edgeledger.chain.anvil import LocalAnvil, anvil_rpc
 from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.db import make_engine, migrate
-from edgeledger.demo import demo_cloudfront_log
-from edgeledger.devstack import demo_png
+from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from edgeledger.ipfs.node import LocalIpfsNode
 from edgeledger.server import uvicorn_command
 

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeledger.deliveries.leaf import (
+from edgeledger.ledger.delivery_leaf import (
     KECCAK_IMPLEMENTATION,
     LEAF_TYPES,
     LeafValues,
@@ -36,7 +36,7 @@ from edgeledger.deliveries.leaf import (
     keccak256,
     leaf_hashes_encoded,
 )
-from edgeledger.deliveries.merkle import MerkleTree
+from edgeledger.ledger.merkle import MerkleTree
 
 ROOT = Path(__file__).resolve().parents[1]
 OZ_SCRIPT = ROOT / "benchmarks" / "merkle_tree_oz.mjs"

@@ -15,7 +15,7 @@ start of the phase through ``/proc/self/clear_refs``) and the RSS left when it e
   ``--builder keyword`` one ``Receipt(key=..., ...)`` per row. Generating the rows is part of this
   phase; ``rows s`` is the time of generating them alone (same process, after the phases), for reference.
 * ``compute``: ``compute_payouts``.
-* ``tree``: the payout tree over the statement's payees (``edgeledger.settlement.tree.PayoutTree``: OZ
+* ``tree``: the payout tree over the statement's payees (``edgeledger.ledger.payout_leaf.PayoutTree``: OZ
   StandardMerkleTree leaves of docs/settlement-leaf.md, one per payee).
 
 Each run is a fresh child process (so its peak RSS is that run's alone); medians (and min, max of the
@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeledger.deliveries.regions import REGIONS
+from edgeledger.ledger.payout_leaf import PayoutTree
 from edgeledger.settlement.payouts import AssetTerms, PayoutInputs, Receipt, Recipient, compute_payouts
 from edgeledger.settlement.rates import Currency, FxRate, FxTable, RateCard, RegionPrice, Royalty, Tier
-from edgeledger.settlement.tree import PayoutTree
 from edgeledger.territories import ALL_TERRITORIES_BITMAP, encode_territories
 
 PERIOD_START = 1_795_132_800  # 2026-11-20T00:00:00Z, one daily period

@@ -59,6 +59,16 @@ if [[ "$(cat "$TOOLCHAIN/fuzz/.edgeledger-stamp" 2>/dev/null)" != "$fuzz_digest"
   echo "$fuzz_digest" > "$TOOLCHAIN/fuzz/.edgeledger-stamp"
 fi
 
+# --- mypy in its own virtualenv: strict type checks of the ledger core and the verifiers ------------
+mypy_digest="$(digest requirements-mypy.lock)"
+if [[ "$(cat "$TOOLCHAIN/mypy/.edgeledger-stamp" 2>/dev/null)" != "$mypy_digest" ]]; then
+  say "creating .toolchain/mypy from requirements-mypy.lock"
+  [[ -x "$TOOLCHAIN/mypy/bin/python" ]] || python3 -m venv "$TOOLCHAIN/mypy"
+  "$TOOLCHAIN/mypy/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-mypy.lock 2>&1 \
+    | { grep -v "is neither a file nor a directory" || true; }
+  echo "$mypy_digest" > "$TOOLCHAIN/mypy/.edgeledger-stamp"
+fi
+
 # --- Slither in its own virtualenv (its dependencies clash with eth-brownie's pins) ---------------
 slither_digest="$(digest requirements-slither.lock)"
 if [[ "$(cat "$TOOLCHAIN/slither/.edgeledger-stamp" 2>/dev/null)" != "$slither_digest" ]]; then

@@ -13,35 +13,25 @@ from typing import IO, Annotated, Any
 import httpx
 import typer
 
+from edgeledger.clitools import ApiKey, ApiUrl, _api_call, _default_api, _echo_json, _fail
 from edgeledger.config import get_settings
+from edgeledger.settlement.cli import app as settlement_app
+from edgeledger.verify.cli import app as verify_app
 
 app = typer.Typer(help="EdgeLedger: content provenance and settlement for CDNs.", no_args_is_help=True)
 users_app = typer.Typer(help="Users and API keys (direct database access, for operators).")
 app.add_typer(users_app, name="users")
-
-ApiUrl = Annotated[str, typer.Option("--api", envvar="EDGELEDGER_API", help="API base URL")]
-ApiKey = Annotated[str, typer.Option("--api-key", envvar="EDGELEDGER_API_KEY", help="API key (X-API-Key)")]
-
-
-def _default_api() -> str:
-    return get_settings().resolved_public_base_url
-
-
-def _fail(response: httpx.Response) -> None:
-    try:
-        error = response.json()["error"]
-        typer.secho(f"error {response.status_code} {error['code']}: {error['message']}", fg="red", err=True)
-    except (ValueError, KeyError):
-        typer.secho(f"error {response.status_code}: {response.text[:500]}", fg="red", err=True)
-    raise typer.Exit(1)
+app.add_typer(verify_app, name="verify")
+app.add_typer(settlement_app, name="settlement")
 
 
 @app.command()
 def up(demo: Annotated[bool, typer.Option(help="Run the scripted demo")] = True) -> None:
     """Start anvil, IPFS, database, worker and API locally; deploy once; run the demo; wait for Ctrl-C."""
-    from edgeledger.devstack import up as run_up
+    from edgeledger.devtools.demo import run_demo
+    from edgeledger.devtools.stack import up as run_up
 
-    run_up(get_settings(), run_demo=demo)
+    run_up(get_settings(), demo=run_demo if demo else None)
 
 
 @app.command()
@@ -138,89 +128,21 @@ def register(
     )
 
 
-@app.command()
-def verify(
-    file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False)] = None,
-    sha256: Annotated[str | None, typer.Option(help="Verify a sha-256 instead of a file")] = None,
-    rpc: Annotated[str | None, typer.Option(envvar="ETH_RPC_URL", help="Chain RPC")] = None,
-    deployment: Annotated[Path | None, typer.Option(help="Deployment JSON (contract addresses)")] = None,
-) -> None:
-    """Say whether, when and by whom content was registered, from the chain alone (no API, no database).
-
-    Exit code 0: registered; 2: not registered.
-    """
-    from edgeledger.assets import service
-    from edgeledger.main import make_chain_client
-
-    if (file is None) == (sha256 is None):
-        raise typer.BadParameter("give a file or --sha256")
-    settings = get_settings()
-    overrides: dict[str, Any] = {}
-    if rpc:
-        overrides["eth_rpc_url"] = rpc
-    if deployment:
-        overrides["deployment_file"] = deployment
-    chain = make_chain_client(settings.model_copy(update=overrides))
-    digest = service.sha256_of_file(file) if file is not None else service.normalize_hash(sha256 or "")
-    verdict = service.verify_content_hash(chain, digest)
-    typer.echo(verdict.model_dump_json(indent=2))
-    if not verdict.registered:
-        typer.secho("not registered", fg="yellow", err=True)
-        raise typer.Exit(2)
-    assert verdict.chain is not None
-    typer.secho(
-        f"registered as asset #{verdict.asset_id} by {verdict.creator} at {verdict.registered_at} "
-        f"(block {verdict.chain.block_number}, tx {verdict.chain.tx_hash}, log {verdict.chain.log_index})",
-        fg="green",
-        err=True,
-    )
-
-
-@app.command("verify-delivery")
-def verify_delivery(
-    input_file: Annotated[
-        Path, typer.Argument(exists=True, dir_okay=False, help="Proof, proofs or export JSON")
-    ],
+@app.command("verify-delivery", hidden=False)
+def verify_delivery_alias(
+    input_file: Annotated[Path, typer.Argument(help="Proof, proofs or export JSON")],
     rpc_url: Annotated[str, typer.Option("--rpc-url", envvar="ETH_RPC_URL", help="Chain JSON-RPC endpoint")],
-    deployment: Annotated[
-        Path | None, typer.Option(help="Deployment JSON naming the DeliveryLedger address")
-    ] = None,
+    deployment: Annotated[Path | None, typer.Option(help="Deployment JSON naming the DeliveryLedger")] = None,
     contract: Annotated[str | None, typer.Option(help="DeliveryLedger address")] = None,
-    onchain_sample: Annotated[
-        int,
-        typer.Option(min=0, help="Batch exports: records also checked with an on-chain verifyRecord call"),
-    ] = 16,
+    onchain_sample: Annotated[int, typer.Option(min=0, help="Export records checked on chain")] = 16,
 ) -> None:
-    """Check delivery proofs or a batch export against the chain alone (no API, no database).
+    """Alias of `edgeledger verify delivery` (kept for existing scripts)."""
+    from edgeledger.verify.cli import run_delivery
 
-    Prints PASS/FAIL per record. Exit code 0: everything passed; 1: something failed; 2: unusable input
-    or RPC errors. See docs/proofs.md.
-    """
-    from edgeledger.deliveries import verify as checker
-
-    try:
-        if (deployment is None) == (contract is None):
-            raise checker.UnusableInput("give exactly one of --deployment and --contract")
-        address = contract or checker.contract_from_deployment(deployment)  # type: ignore[arg-type]
-        ledger = checker.Ledger(rpc_url, address)
-        doc = checker.load_document(input_file)
-        total = checker.count_items(doc)
-        if total >= 10_000:  # a progress bar on stderr only for big exports
-            with typer.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
-                summary = checker.verify_document(
-                    doc, ledger, onchain_sample=onchain_sample, emit=typer.echo, progress=bar.update
-                )
-        else:
-            summary = checker.verify_document(doc, ledger, onchain_sample=onchain_sample, emit=typer.echo)
-    except checker.UnusableInput as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    verdict = "all passed" if summary.ok else "FAILED"
-    typer.echo(
-        f"{summary.passed} passed, {summary.failed} failed, {summary.onchain_calls} verifyRecord calls on "
-        f"chain at {ledger.address}: {verdict}"
+    code = run_delivery(
+        input_file, rpc_url, deployment=deployment, contract=contract, onchain_sample=onchain_sample
     )
-    raise typer.Exit(0 if summary.ok else 1)
+    raise typer.Exit(code)
 
 
 @app.command("assets")
@@ -436,321 +358,6 @@ def create_user(
         typer.echo(f"API key (shown once): {key}", file=sys.stderr)
 
 
-# --- settlement (through the API) ------------------------------------------------------------------
-
-settlement_app = typer.Typer(
-    help="Settlement: accounts, rate cards, FX, CDN bills, cases and settlements (through the API).",
-    no_args_is_help=True,
-)
-app.add_typer(settlement_app, name="settlement")
-settlement_accounts_app = typer.Typer(help="Merchants' settlement accounts.", no_args_is_help=True)
-settlement_app.add_typer(settlement_accounts_app, name="accounts")
-rate_card_app = typer.Typer(help="Rate card versions.", no_args_is_help=True)
-settlement_app.add_typer(rate_card_app, name="rate-card")
-fx_app = typer.Typer(help="The FX table.", no_args_is_help=True)
-settlement_app.add_typer(fx_app, name="fx")
-billing_app = typer.Typer(help="CDN billing reports.", no_args_is_help=True)
-settlement_app.add_typer(billing_app, name="billing")
-
-
-def _api_call(method: str, path: str, api: str, api_key: str, **kwargs: Any) -> httpx.Response:
-    """One request to the API; an error response ends the command (exit code 1)."""
-    response = httpx.request(
-        method, f"{api or _default_api()}{path}", headers={"X-API-Key": api_key}, timeout=180, **kwargs
-    )
-    if response.status_code >= 400:
-        _fail(response)
-    return response
-
-
-def _echo_json(response: httpx.Response) -> None:
-    typer.echo(json.dumps(response.json(), indent=2))
-
-
-@settlement_accounts_app.command("set")
-def settlement_account_set(
-    merchant_id: int,
-    token: Annotated[str, typer.Option(help="Settlement token address (allow-listed in the vault)")],
-    symbol: Annotated[str, typer.Option(help="Token symbol, e.g. USDC")],
-    decimals: Annotated[int, typer.Option(help="Token decimals")],
-    address: Annotated[str | None, typer.Option(help="Escrow owner; default the merchant's address")] = None,
-    tolerance_bps: Annotated[int | None, typer.Option(help="Reconciliation tolerance")] = None,
-    require_billing: Annotated[bool, typer.Option(help="Wait for the CDN's bill of each period")] = False,
-    auto_settle: Annotated[bool, typer.Option(help="Settle periods automatically")] = True,
-    settle_from: Annotated[int | None, typer.Option(help="First period to settle (unix seconds)")] = None,
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """Create or update a merchant's settlement account (admin, or the merchant itself)."""
-    body = {
-        "token": token,
-        "token_symbol": symbol,
-        "token_decimals": decimals,
-        "address": address,
-        "tolerance_bps": tolerance_bps,
-        "require_billing": require_billing,
-        "auto_settle": auto_settle,
-        "settle_from": settle_from,
-    }
-    _echo_json(_api_call("PUT", f"/settlement/accounts/{merchant_id}", api, api_key, json=body))
-
-
-@settlement_accounts_app.command("show")
-def settlement_account_show(
-    merchant_id: Annotated[int | None, typer.Argument(help="Merchant user id; all accounts without")] = None,
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """One account with its live escrow and open totals, or every account (admins, auditors)."""
-    path = "/settlement/accounts" + (f"/{merchant_id}" if merchant_id is not None else "")
-    _echo_json(_api_call("GET", path, api, api_key))
-
-
-@rate_card_app.command("add")
-def settlement_rate_card_add(
-    merchant_id: int,
-    card: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Rate card JSON")],
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """Add a rate card version (admin); overlapping windows are refused."""
-    body = json.loads(card.read_text(encoding="utf-8"))
-    path = f"/settlement/accounts/{merchant_id}/rate-cards"
-    _echo_json(_api_call("POST", path, api, api_key, json=body))
-
-
-@rate_card_app.command("list")
-def settlement_rate_card_list(merchant_id: int, api: ApiUrl = "", api_key: ApiKey = "") -> None:
-    """The merchant's rate card versions."""
-    _echo_json(_api_call("GET", f"/settlement/accounts/{merchant_id}/rate-cards", api, api_key))
-
-
-@fx_app.command("add")
-def settlement_fx_add(
-    base: str,
-    quote: str,
-    rate: Annotated[str, typer.Argument(help='1 base = rate quote: a decimal ("1.0842") or "n/d"')],
-    source: Annotated[str, typer.Option(help="Who published the rate")] = "manual",
-    timestamp: Annotated[int | None, typer.Option(help="Unix seconds; default now")] = None,
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """Add an FX rate (admin). The rate is sent as a string and stored as an exact fraction."""
-    body = {
-        "source": source,
-        "timestamp": timestamp if timestamp is not None else int(time.time()),
-        "base": base,
-        "quote": quote,
-        "rate": rate,
-    }
-    _echo_json(_api_call("POST", "/settlement/fx-rates", api, api_key, json=body))
-
-
-@fx_app.command("list")
-def settlement_fx_list(api: ApiUrl = "", api_key: ApiKey = "") -> None:
-    """The FX table."""
-    for row in _api_call("GET", "/settlement/fx-rates", api, api_key).json():
-        typer.echo(
-            f"{row['timestamp']:>11} {row['source']:<16} 1 {row['base']} = {row['rate']} {row['quote']}"
-        )
-
-
-@billing_app.command("import")
-def settlement_billing_import(
-    merchant_id: int,
-    period_start: int,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    bytes_unit: Annotated[str, typer.Option(help="CloudFront usage values: bytes or GB")] = "bytes",
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """Import the CDN's bill of one period (CSV). Bad rows are printed with their line numbers."""
-    response = httpx.post(
-        f"{api or _default_api()}/settlement/accounts/{merchant_id}/billing",
-        params={"period_start": period_start, "bytes_unit": bytes_unit, "name": file.name},
-        headers={"X-API-Key": api_key, "Content-Type": "text/csv"},
-        content=file.read_bytes(),
-        timeout=180,
-    )
-    if response.status_code == 422:
-        try:
-            details = response.json()["error"]["details"]
-        except (ValueError, KeyError, TypeError):
-            details = {}
-        for problem in details.get("problems") or []:
-            where = f"line {problem['line']}" if "line" in problem else problem.get("field", "")
-            typer.secho(f"{file.name}: {where}: {problem['problem']}", fg="red", err=True)
-        if details.get("lines"):
-            lines = ", ".join(map(str, details["lines"]))
-            typer.secho(f"{file.name}: lines {lines}", fg="red", err=True)
-    if response.status_code >= 400:
-        _fail(response)
-    report = response.json()
-    typer.echo(json.dumps(report, indent=2))
-    typer.secho(
-        f"imported {report['rows']} rows ({report['ignored']} ignored) as import #{report['id']}",
-        fg="green",
-        err=True,
-    )
-
-
-@settlement_app.command("cases")
-def settlement_cases(
-    open_only: Annotated[bool, typer.Option("--open", help="Only undecided cases")] = False,
-    merchant: Annotated[int | None, typer.Option(help="Merchant user id")] = None,
-    period_start: int | None = None,
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """Reconciliation cases (merchants: their own)."""
-    query = {
-        "merchant_user_id": merchant,
-        "period_start": period_start,
-        "state": "open" if open_only else None,
-    }
-    params = {k: v for k, v in query.items() if v is not None}
-    for case in _api_call("GET", "/settlement/cases", api, api_key, params=params).json():
-        typer.echo(
-            f"#{case['id']:<6} merchant {case['merchant_user_id']:<5} {case['day']} {case['region']:<3} "
-            f"{case['state']:<10} {','.join(case['reasons']):<22} bytes {case['ours_bytes']} vs "
-            f"{case['theirs_bytes']}, requests {case['ours_requests']} vs {case['theirs_requests']}"
-        )
-
-
-@settlement_app.command("decide")
-def settlement_decide(
-    case_id: int,
-    action: Annotated[str, typer.Argument(help="accept or adjust")],
-    reason: Annotated[str, typer.Option(help="Why (recorded with who and when)")],
-    adjustment: Annotated[int, typer.Option(help="Rate-card minor units added to the region's fee")] = 0,
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """Decide a reconciliation case (the case's merchant or an admin)."""
-    body = {"action": action, "adjustment": adjustment, "reason": reason}
-    _echo_json(_api_call("POST", f"/settlement/cases/{case_id}/decision", api, api_key, json=body))
-
-
-@settlement_app.command("list")
-def settlement_list(
-    merchant: Annotated[int | None, typer.Option(help="Merchant user id")] = None,
-    state: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """Settlement attempts, newest period first."""
-    query = {"merchant_user_id": merchant, "state": state, "limit": limit, "offset": offset}
-    params = {k: v for k, v in query.items() if v is not None}
-    page = _api_call("GET", "/settlement/settlements", api, api_key, params=params).json()
-    for row in page["items"]:
-        typer.echo(
-            f"#{row['id']:<6} merchant {row['merchant_user_id']:<5} period {row['period_id']:<6} "
-            f"attempt {row['attempt']} {row['state']:<10} total {row['total']:>14} "
-            f"{row['error_code'] or row['tx_hash'] or ''}"
-        )
-    typer.secho(f"{len(page['items'])} of {page['total']}", err=True)
-
-
-@settlement_app.command("show")
-def settlement_show(settlement_id: int, api: ApiUrl = "", api_key: ApiKey = "") -> None:
-    """One settlement: state, period, root, total, transaction, error, counts, batches."""
-    _echo_json(_api_call("GET", f"/settlement/settlements/{settlement_id}", api, api_key))
-
-
-@settlement_app.command("statement")
-def settlement_statement(
-    settlement_id: int,
-    output_format: Annotated[str, typer.Option("--format", help="json, csv or html")] = "json",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file")] = None,
-    payee: Annotated[str | None, typer.Option(help="A payee's statement instead of the merchant's")] = None,
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """A settlement's statement (merchant view, or one payee's with --payee)."""
-    path = f"/settlement/settlements/{settlement_id}"
-    path += f"/payees/{payee}/statement" if payee else "/statement"
-    response = _api_call("GET", path, api, api_key, params={"format": output_format})
-    if output is None:
-        typer.echo(response.text)
-    else:
-        output.write_bytes(response.content)
-        typer.secho(f"wrote {output}", fg="green", err=True)
-
-
-@settlement_app.command("run")
-def settlement_run(
-    early: Annotated[
-        bool, typer.Option(help="Open ended periods without waiting for the late window (demos)")
-    ] = False,
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """Run the settlement scheduler once now (admin): open, compute, post, follow."""
-    _echo_json(_api_call("POST", "/settlement/run", api, api_key, params={"early": early}))
-
-
-@settlement_app.command("inputs")
-def settlement_inputs(
-    settlement_id: int,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Write the inputs document here")],
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """Download the exact inputs a settlement's payouts were computed from (for `settlement verify`)."""
-    response = _api_call("GET", f"/settlement/settlements/{settlement_id}/inputs", api, api_key)
-    output.write_bytes(response.content)
-    typer.secho(f"wrote {output}", fg="green", err=True)
-
-
-@settlement_app.command("verify")
-def settlement_verify(
-    input_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Inputs document JSON")],
-    rpc_url: Annotated[str, typer.Option("--rpc-url", envvar="ETH_RPC_URL", help="Chain JSON-RPC endpoint")],
-    vault: Annotated[
-        str | None, typer.Option(help="SettlementVault address (default: the document's)")
-    ] = None,
-) -> None:
-    """Recompute a settlement's payouts from its inputs and check the root against the vault (no API,
-    no database). Exit 0: all checks passed; 1: a check failed; 2: unusable input or RPC error."""
-    from edgeledger.settlement import SettlementError
-    from edgeledger.settlement import verify as checker
-
-    try:
-        document = json.loads(input_file.read_text())
-        address = vault or document.get("vault")
-        if not address:
-            raise SettlementError("the document names no vault: pass --vault", code="document_invalid")
-        on_chain = checker.vault_settlement(
-            rpc_url, address, int(document["period_id"]), document["merchant"]
-        )
-        checks = checker.check_document(document, on_chain)
-    except (ValueError, KeyError, OSError, SettlementError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    except Exception as exc:  # web3 raises transport-specific errors
-        typer.secho(f"error: cannot read the vault: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    for check in checks:
-        typer.echo(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
-    ok = all(c.ok for c in checks)
-    typer.echo("all checks passed" if ok else "FAILED")
-    raise typer.Exit(0 if ok else 1)
-
-
-@settlement_app.command("claims")
-def settlement_claims(
-    payee: str,
-    recipient: Annotated[str | None, typer.Option(help="Where the tokens go; default the payee")] = None,
-    api: ApiUrl = "",
-    api_key: ApiKey = "",
-) -> None:
-    """A payee's payouts with proofs and the claimMany transaction to send from its wallet."""
-    params = {"recipient": recipient} if recipient else None
-    _echo_json(_api_call("GET", f"/settlement/payees/{payee}/claims", api, api_key, params=params))
-
-
 # --- chain indexer -----------------------------------------------------------------------------------
 
 chain_app = typer.Typer(
@@ -762,15 +369,20 @@ app.add_typer(chain_app, name="chain")
 def _indexer_context() -> Iterator[tuple[Any, Any, Any, Any]]:
     from sqlalchemy.orm import Session
 
+    from edgeledger.chain.client import ChainClient
     from edgeledger.db import make_engine
     from edgeledger.ipfs import IpfsClient
-    from edgeledger.main import make_chain_client
 
     settings = get_settings()
     engine = make_engine(settings.resolved_database_url)
     try:
         with Session(engine, expire_on_commit=False) as session:
-            yield session, make_chain_client(settings), settings, IpfsClient(settings.ipfs_api, timeout=10)
+            yield (
+                session,
+                ChainClient.from_settings(settings),
+                settings,
+                IpfsClient(settings.ipfs_api, timeout=10),
+            )
     finally:
         engine.dispose()
 
@@ -874,10 +486,10 @@ def audit_verify(
     rpc_url: Annotated[str, typer.Option(help="JSON-RPC of the chain")],
     as_json: Annotated[bool, typer.Option("--json", help="Results as JSON")] = False,
 ) -> None:
-    """Verify an audit package with only the archive and the chain (exit 0 pass, 1 fail, 2 unusable)."""
-    from edgeledger.audit.archive_verify import report
+    """Alias of `edgeledger verify package`: an audit package against the archive and the chain only."""
+    from edgeledger.verify.cli import run_package
 
-    raise typer.Exit(report(archive, rpc_url, as_json=as_json, out=sys.stdout))
+    raise typer.Exit(run_package(archive, rpc_url, as_json=as_json))
 
 
 # --- compliance --------------------------------------------------------------------------------------
@@ -909,7 +521,7 @@ def compliance_events(
 
 @compliance_app.command("proof")
 def compliance_proof(event_id: str, api: ApiUrl = "", api_key: ApiKey = "") -> None:
-    """One event's proof document (feed it to `compliance verify-event`)."""
+    """One event's proof document (feed it to `edgeledger verify event`)."""
     _echo_json(_api_call("GET", f"/compliance/events/{event_id}/proof", api, api_key))
 
 
@@ -989,25 +601,10 @@ def compliance_verify_event(
         str | None, typer.Option(help="DeliveryLedger address; default the document's")
     ] = None,
 ) -> None:
-    """Check one compliance event against the chain only: leaf, Merkle path, anchored root, verifyLeaf.
-    Exit 0 all pass, 1 a check failed, 2 unusable input or RPC."""
-    from edgeledger.compliance.verify import verify_event_proof
-    from edgeledger.deliveries.verify import Ledger, UnusableInput
+    """Alias of `edgeledger verify event`: one compliance event against the chain only."""
+    from edgeledger.verify.cli import run_event
 
-    try:
-        document = json.loads(proof_file.read_text())
-        address = contract or document.get("contract")
-        if not address:
-            raise UnusableInput("no contract address: pass --contract")
-        checks = verify_event_proof(document, Ledger(rpc_url, address))
-    except (OSError, ValueError, UnusableInput) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    for check in checks:
-        typer.echo(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
-    ok = all(c.ok for c in checks)
-    typer.echo("event proven on chain" if ok else "FAILED")
-    raise typer.Exit(0 if ok else 1)
+    raise typer.Exit(run_event(proof_file, rpc_url, contract=contract))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ class Settings(BaseModel):
     deployment_file: Path | None = Field(
         None, description="Deployed addresses; default DATA_DIR/deployment.json"
     )
-    build_dir: Path = PROJECT_ROOT / "build" / "contracts"
     ipfs_api: str = "/ip4/127.0.0.1/tcp/5001/http"
     ipfs_timeout_seconds: float = Field(600.0, gt=0)
     celery_broker_url: str = Field("", description="Default: SQLite-backed broker in DATA_DIR")

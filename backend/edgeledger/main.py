@@ -14,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgeledger import __version__
+from edgeledger.api_errors import install_error_handlers
 from edgeledger.assets.views import router as assets_router
 from edgeledger.assets.views import verify_router
 from edgeledger.audit.package_views import router as audit_router
@@ -26,7 +27,7 @@ from edgeledger.compliance.views import router as compliance_router
 from edgeledger.config import Settings, get_settings
 from edgeledger.db import make_engine
 from edgeledger.deliveries.views import router as deliveries_router
-from edgeledger.errors import error_body, install_error_handlers
+from edgeledger.errors import error_body
 from edgeledger.indexer.views import router as indexer_router
 from edgeledger.ipfs import IpfsClient
 from edgeledger.portal.views import install_portal_handlers
@@ -35,24 +36,6 @@ from edgeledger.ratelimit import RateLimiter, WriteRateLimit
 from edgeledger.settlement.views import router as settlement_router
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and the metadata field
-
-
-def make_chain_client(settings: Settings) -> ChainClient:
-    key = settings.signer_private_key.get_secret_value() if settings.signer_private_key else None
-    return ChainClient(
-        settings.eth_rpc_url,
-        build_dir=settings.build_dir,
-        deployment_file=settings.resolved_deployment_file,
-        signer_private_key=key,
-        confirmations=settings.chain_confirmations,
-        tx_timeout=settings.tx_timeout_seconds,
-        nonce_lock_file=settings.data_dir / "signer-nonce.lock",
-        head_max_age=settings.read_max_age_seconds,
-    )
-
-
-def make_ipfs_client(settings: Settings) -> IpfsClient:
-    return IpfsClient(settings.ipfs_api, timeout=settings.ipfs_timeout_seconds)
 
 
 class BodyLimit:
@@ -135,8 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
-    app.state.chain = make_chain_client(settings)
-    app.state.ipfs = make_ipfs_client(settings)
+    app.state.chain = ChainClient.from_settings(settings)
+    app.state.ipfs = IpfsClient.from_settings(settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD)
     app.add_middleware(WriteRateLimit)
     app.state.chain_id = _deployment_chain_id(settings)

@@ -1,14 +1,63 @@
-"""Celery application. Broker from CELERY_BROKER_URL (Redis in production and tests); without one, a
-SQLite-backed broker in DATA_DIR that needs no server.
+"""Celery: the application, its beat schedule, and the plumbing every domain's tasks share (the retry
+policy for chain trouble, the chain client of a task, and sending a task from the API).
+
+Broker from CELERY_BROKER_URL (Redis in production and tests); without one, a SQLite-backed broker in
+DATA_DIR that needs no server.
 
     celery -A edgeledger.worker worker -B      # worker with the beat scheduler
 """
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
+from typing import Any
+
+import requests
 from celery import Celery
 
-from edgeledger.config import get_settings
+from edgeledger.chain.client import ChainClient, ChainError
+from edgeledger.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+#: Every chain-facing task retries RPC trouble with bounded exponential backoff; each flow resumes from
+#: the database (and asks the contract before every send), so running it again is always safe.
+RETRY_OPTIONS: dict[str, Any] = {
+    "autoretry_for": (ChainError, requests.ConnectionError, requests.Timeout),
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
+class RetryableChainError(ChainError):
+    """The chain could not be reached; the flow recorded where it stopped."""
+
+
+def chain_for(settings: Settings) -> ChainClient:
+    """The chain client a task uses (a fresh one per run: no nonce state survives between runs)."""
+    return ChainClient.from_settings(settings)
+
+
+@lru_cache(maxsize=4)
+def _sender(broker_url: str) -> Celery:
+    app = Celery("edgeledger-api", broker=broker_url)
+    app.conf.update(broker_connection_retry=False, broker_connection_timeout=3)
+    return app
+
+
+def enqueue(settings: Settings, task: str, **kwargs: Any) -> bool:
+    """Sends the task named ``task`` (``edgeledger.<domain>.<job>``) from the API; False (logged) when the
+    broker is down: the beat schedule picks the work up anyway."""
+    try:
+        _sender(settings.resolved_broker_url).send_task(task, kwargs=kwargs, retry=False)
+    except Exception as exc:  # kombu raises transport-specific errors
+        log.warning("could not enqueue %s: %s", task, exc)
+        return False
+    return True
+
 
 settings = get_settings()
 celery_app = Celery(

@@ -27,8 +27,7 @@ from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings, get_settings
-from edgeledger.deliveries import anchoring, service, tasks, trees
-from edgeledger.deliveries.leaf import leaf_hash
+from edgeledger.deliveries import anchoring, batches, service, sources, tasks, trees
 from edgeledger.deliveries.models import (
     BatchKind,
     BatchState,
@@ -38,7 +37,9 @@ from edgeledger.deliveries.models import (
     IngestFile,
     IngestState,
 )
-from edgeledger.main import make_chain_client
+from edgeledger.ledger.delivery_leaf import leaf_hash
+from edgeledger.ledger.manifest import MANIFEST_FIELDS, Manifest
+from edgeledger.worker import RetryableChainError
 from tests.backend.support.services import REDIS_URL, celery_worker, worker_env
 from tests.backend.support.stack import Caller, free_port, make_caller, rpc
 
@@ -193,7 +194,7 @@ def closed_cdn_batches(
             batch = open_batch(session, source, DAY0 + day * PERIOD)
             add_records(session, settings, batch, 3 + day)
             batches.append(batch)
-        anchoring.close_due_batches(session, settings, force=True)
+        batches.close_due_batches(session, settings, force=True)
         return [reload(session, b) for b in batches]
 
 
@@ -222,7 +223,7 @@ def test_sources_register_suspend_reactivate_and_sync(
     assert edge["status"] == "active" and edge["tx_hash"] and edge["block_number"]
     assert edge["source_id"] == service.source_id_for("edge-fra-1")
     assert edge["regions"] == ["DE", "FR"] and edge["node_ips"] == ["192.0.2.10", "2001:db8::1"]
-    on_chain = anchoring.chain_source(chain, edge["source_id"])
+    on_chain = sources.chain_source(chain, edge["source_id"])
     assert on_chain is not None and on_chain["signer"] == node_signer.address and on_chain["kind"] == 0
     assert on_chain["operator"] == operator.account.address and on_chain["jurisdiction"] == "DE"
 
@@ -293,10 +294,10 @@ def test_sources_register_suspend_reactivate_and_sync(
 
     suspended = app_client.post("/deliveries/sources/edge-fra-1/suspend", headers=admin.headers)
     assert suspended.status_code == 200 and suspended.json()["status"] == "suspended"
-    assert anchoring.chain_source(chain, edge["source_id"])["status"] == "suspended"  # type: ignore[index]
+    assert sources.chain_source(chain, edge["source_id"])["status"] == "suspended"  # type: ignore[index]
     reactivated = app_client.post("/deliveries/sources/edge-fra-1/reactivate", headers=admin.headers)
     assert reactivated.json()["status"] == "active"
-    assert anchoring.chain_source(chain, edge["source_id"])["status"] == "active"  # type: ignore[index]
+    assert sources.chain_source(chain, edge["source_id"])["status"] == "active"  # type: ignore[index]
 
     # The node's operator rotates the signer from its own wallet; sync pulls it into the database.
     rpc(settings.eth_rpc_url, "anvil_setBalance", operator.account.address, hex(10**20))
@@ -337,7 +338,7 @@ def test_sources_register_suspend_reactivate_and_sync(
 def test_stuck_registration_resumes_without_a_second_transaction(
     app_client: TestClient, admin: Caller, chain: ChainClient, settings: Settings
 ) -> None:
-    params = anchoring.SourceCreate(
+    params = sources.SourceCreate(
         name="cdn-stuck", kind="cdn_provider", provider="fastly", regions=["*"], jurisdiction="NL"
     )
     with db(app_client) as session:
@@ -386,8 +387,8 @@ def test_close_respects_late_window_corrections_empty_and_force(
         add_records(session, settings, current, 1)
 
         just_before = DAY0 + PERIOD + late - 1
-        assert anchoring.close_due_batches(session, settings, just_before) == []
-        closed = anchoring.close_due_batches(session, settings, DAY0 + PERIOD + late)
+        assert batches.close_due_batches(session, settings, just_before) == []
+        closed = batches.close_due_batches(session, settings, DAY0 + PERIOD + late)
         assert [b.id for b in closed] == [regular.id]
         regular = reload(session, regular)
         assert regular.state == BatchState.closed and regular.closed_at is not None
@@ -399,19 +400,19 @@ def test_close_respects_late_window_corrections_empty_and_force(
         correction = open_batch(session, source, DAY0, kind=BatchKind.correction, seq=1, corrects=regular)
         add_records(session, settings, correction, 2)
         opened = correction.created_at
-        cutoff = min(late, anchoring.CORRECTION_MAX_OPEN_SECONDS)
-        closed = anchoring.close_due_batches(session, settings, opened + timedelta(seconds=cutoff - 5))
+        cutoff = min(late, batches.CORRECTION_MAX_OPEN_SECONDS)
+        closed = batches.close_due_batches(session, settings, opened + timedelta(seconds=cutoff - 5))
         assert [b.id for b in closed] == [empty.id]  # its late window is long over, the correction's not
-        closed = anchoring.close_due_batches(session, settings, opened + timedelta(seconds=cutoff + 1))
+        closed = batches.close_due_batches(session, settings, opened + timedelta(seconds=cutoff + 1))
         assert [b.id for b in closed] == [correction.id]
         assert reload(session, empty).state == BatchState.empty and reload(session, empty).root is None
         assert reload(session, current).state == BatchState.open
 
         # force closes the current period too (demos): later records of it go to a correction batch.
-        forced = anchoring.close_due_batches(session, settings, force=True)
+        forced = batches.close_due_batches(session, settings, force=True)
         assert [b.id for b in forced] == [current.id]
         assert reload(session, current).state == BatchState.closed
-        assert anchoring.close_batch(session, settings, current.id) is None  # already closed
+        assert batches.close_batch(session, settings, current.id) is None  # already closed
 
     listed = app_client.get(
         "/deliveries/batches", params={"source": "cdn-close"}, headers=admin.headers
@@ -439,7 +440,7 @@ def test_a_close_waits_for_an_ingest_chunk_in_flight_and_includes_its_records(
 
     def close() -> None:
         with db(app_client) as session:
-            results.append(anchoring.close_batch(session, settings, batch.id))
+            results.append(batches.close_batch(session, settings, batch.id))
 
     closer = threading.Thread(target=close)
     closer.start()
@@ -484,7 +485,7 @@ def test_close_endpoint_forces_and_anchors_now(
 
 
 def test_manifest_hash_and_digest_match_the_contract(chain: ChainClient, settings: Settings) -> None:
-    manifest = anchoring.Manifest(
+    manifest = Manifest(
         source_id=service.source_id_for("m"),
         batch_id="0x" + secrets.token_hex(32),
         period_start=DAY0,
@@ -522,10 +523,10 @@ def test_anchors_a_chain_of_three_batches_with_a_correction_in_order(
         add_records(session, settings, day1, 3)
         day2 = open_batch(session, source, DAY0 + PERIOD)
         add_records(session, settings, day2, 2)
-        anchoring.close_due_batches(session, settings, force=True)
+        batches.close_due_batches(session, settings, force=True)
         correction = open_batch(session, source, DAY0, kind=BatchKind.correction, seq=1, corrects=day1)
         add_records(session, settings, correction, 1)
-        anchoring.close_due_batches(session, settings, force=True)
+        batches.close_due_batches(session, settings, force=True)
 
         report = anchoring.anchor_pending(session, chain, settings)
         assert report.errors == {}
@@ -540,7 +541,7 @@ def test_anchors_a_chain_of_three_batches_with_a_correction_in_order(
     assert all(
         b.state == BatchState.anchored and b.tx_hash and b.block_number for b in (day1, correction, day2)
     )
-    on_chain = anchoring.chain_source(chain, source.source_id)
+    on_chain = sources.chain_source(chain, source.source_id)
     assert on_chain is not None and on_chain["batch_count"] == 3
     assert on_chain["last_manifest_hash"] == day2.manifest_hash
     for batch in (day1, correction, day2):
@@ -589,7 +590,7 @@ def test_exactly_once_when_the_worker_died_after_sending(
         assert recovered.state == BatchState.anchored
         assert (recovered.tx_hash, recovered.block_number) == (tx_hash, block)
         assert recovered.attempts == 2
-    on_chain = anchoring.chain_source(chain, service.source_id_for("cdn-a"))
+    on_chain = sources.chain_source(chain, service.source_id_for("cdn-a"))
     assert on_chain is not None and on_chain["batch_count"] == 1
 
 
@@ -624,7 +625,9 @@ def test_rpc_down_records_the_error_and_a_later_run_resumes(
     app_client: TestClient, admin: Caller, settings: Settings, chain: ChainClient
 ) -> None:
     (batch,) = closed_cdn_batches(app_client, admin, settings)
-    dead = make_chain_client(settings.model_copy(update={"eth_rpc_url": f"http://127.0.0.1:{free_port()}"}))
+    dead = ChainClient.from_settings(
+        settings.model_copy(update={"eth_rpc_url": f"http://127.0.0.1:{free_port()}"})
+    )
     with db(app_client) as session:
         report = anchoring.anchor_pending(session, dead, settings)
         assert report.retryable and report.errors == {batch.batch_id: "chain_unavailable"}
@@ -701,12 +704,12 @@ def test_a_reorg_that_dropped_the_anchor_sends_it_again_once(
     (batch,) = closed_cdn_batches(app_client, admin, settings)
     before_anchor = rpc(settings.eth_rpc_url, "evm_snapshot")
     with db(app_client) as session:
-        first_chain = make_chain_client(settings)
+        first_chain = ChainClient.from_settings(settings)
         assert anchoring.anchor_pending(session, first_chain, settings).anchored == [batch.batch_id]
         dropped_tx = reload(session, batch).tx_hash
         rpc(settings.eth_rpc_url, "evm_revert", before_anchor)  # the block with the anchor is gone
 
-        chain = make_chain_client(settings)  # a fresh client: no locally cached nonce from before
+        chain = ChainClient.from_settings(settings)  # a fresh client: no locally cached nonce from before
         outcome = anchoring.confirm_anchors(session, chain, settings)
         assert outcome["reanchor"] == [batch.batch_id] and outcome["final"] == []
         assert reload(session, batch).state == BatchState.anchoring
@@ -718,7 +721,7 @@ def test_a_reorg_that_dropped_the_anchor_sends_it_again_once(
         assert again.state == BatchState.anchored and again.tx_hash == dropped_tx
         assert chain.receipt_if_mined(dropped_tx) is not None
         assert chain.call(ledger(chain).isAnchored(service.bytes32(batch.batch_id)))
-        on_chain = anchoring.chain_source(chain, service.source_id_for("cdn-a"))
+        on_chain = sources.chain_source(chain, service.source_id_for("cdn-a"))
         assert on_chain is not None and on_chain["batch_count"] == 1
         assert anchoring.confirm_anchors(session, chain, settings)["final"] == [batch.batch_id]
 
@@ -746,7 +749,7 @@ def test_edge_node_batches_wait_for_the_nodes_signature(
         add_records(session, settings, later, 1)
         not_ready = app_client.get(f"/deliveries/batches/{batch.batch_id}/manifest", headers=operator.headers)
         assert not_ready.status_code == 409 and not_ready.json()["error"]["code"] == "manifest_not_ready"
-        anchoring.close_due_batches(session, settings, force=True)
+        batches.close_due_batches(session, settings, force=True)
         report = anchoring.anchor_pending(session, chain, settings)
         assert report.awaiting_signature == [batch.batch_id] and report.anchored == []
         assert reload(session, later).state == BatchState.closed  # strictly in order: waits behind it
@@ -758,9 +761,7 @@ def test_edge_node_batches_wait_for_the_nodes_signature(
     assert typed["domain"]["name"] == "EdgeLedger DeliveryLedger" and typed["primaryType"] == "Manifest"
     assert typed["message"]["prevManifestHash"] == anchoring.ZERO32
     on_chain_digest = chain.call(
-        ledger(chain).manifestDigest(
-            anchoring.Manifest(*[typed["message"][n] for n, _ in anchoring.MANIFEST_FIELDS]).as_tuple()
-        )
+        ledger(chain).manifestDigest(Manifest(*[typed["message"][n] for n, _ in MANIFEST_FIELDS]).as_tuple())
     )
     assert manifest["digest"] == "0x" + bytes(on_chain_digest).hex()
 
@@ -806,7 +807,7 @@ def test_edge_node_batches_wait_for_the_nodes_signature(
         report = anchoring.anchor_pending(session, chain, with_keys)
         assert report.anchored == [later.batch_id]
         assert reload(session, later).prev_manifest_hash == reload(session, batch).manifest_hash
-    on_chain = anchoring.chain_source(chain, service.source_id_for("edge-ams-1"))
+    on_chain = sources.chain_source(chain, service.source_id_for("edge-ams-1"))
     assert on_chain is not None and on_chain["batch_count"] == 2
 
 
@@ -936,7 +937,7 @@ def test_anchor_task_retries_with_bounded_backoff_while_the_rpc_is_down(
     (batch,) = closed_cdn_batches(app_client, admin, settings)
     assert tasks.anchor_pending.retry_backoff and tasks.anchor_pending.max_retries == 8
     result = tasks.anchor_pending.apply()  # eager: the retries run at once instead of after the backoff
-    assert result.failed() and isinstance(result.result, tasks.RetryableChainError)
+    assert result.failed() and isinstance(result.result, RetryableChainError)
     with db(app_client) as session:
         stuck = reload(session, batch)
         assert stuck.state == BatchState.closed and stuck.error_code == "chain_unavailable"

@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from benchmarks.api_load import LoadStack, load_stack, measure
 from edgeledger.compliance.models import ComplianceEvent
-from edgeledger.deliveries.leaf import leaf_hash, leaf_values_from_json
-from edgeledger.deliveries.merkle import process_proof
+from edgeledger.ledger.delivery_leaf import leaf_hash, leaf_values_from_json
+from edgeledger.ledger.merkle import process_proof
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 from edgeledger.assets import flows
 from edgeledger.assets.models import Asset, Registration, RegistrationState
 from edgeledger.auth.models import Role
+from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
-from edgeledger.devstack import demo_png
+from edgeledger.devtools.samples import demo_png
 from edgeledger.ipfs import IpfsClient
-from edgeledger.main import create_app, make_chain_client, make_ipfs_client
+from edgeledger.main import create_app
 from tests.backend.support.stack import Caller, free_port, make_caller, rpc
 
 pytestmark = pytest.mark.integration
@@ -360,18 +361,22 @@ def test_reconciler_finishes_registrations_left_by_a_crash(
     later = datetime.now(UTC) + timedelta(minutes=5)
     with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
         counts = flows.reconcile_registrations(
-            session, make_chain_client(settings), make_ipfs_client(settings), settings, now=later
+            session,
+            ChainClient.from_settings(settings),
+            IpfsClient.from_settings(settings),
+            settings,
+            now=later,
         )
     assert counts["registered" if stage == "after-sending" else "retried"] == 1
     (row,) = registrations(app_client)
     assert row.id == reg.id and row.state == RegistrationState.registered and row.asset_id == 1
     assert asset_count(app_client) == 1
     # Exactly one registration on chain, and a second reconcile changes nothing.
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     assert chain.call(chain.contract("ContentRegistry").functions.totalAssets()) == 1
     with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
         again = flows.reconcile_registrations(
-            session, chain, make_ipfs_client(settings), settings, now=later + timedelta(minutes=5)
+            session, chain, IpfsClient.from_settings(settings), settings, now=later + timedelta(minutes=5)
         )
     assert sum(again.values()) == 0
 
@@ -384,7 +389,11 @@ def test_reconciler_releases_abandoned_pins(
     too_late = datetime.now(UTC) + timedelta(seconds=settings.pending_registration_max_age_seconds + 60)
     with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
         counts = flows.reconcile_registrations(
-            session, make_chain_client(settings), make_ipfs_client(settings), settings, now=too_late
+            session,
+            ChainClient.from_settings(settings),
+            IpfsClient.from_settings(settings),
+            settings,
+            now=too_late,
         )
     assert counts["released"] == 1
     (row,) = registrations(app_client)
@@ -448,14 +457,25 @@ def test_cli_verify_reads_the_chain_only(
     asset = upload(app_client, creator, data).json()
     file = tmp_path / "downloaded.png"
     file.write_bytes(data)
-    args = ["verify", str(file), "--rpc", settings.eth_rpc_url, "--deployment", str(settings.deployment_file)]
-    result = CliRunner().invoke(cli_app, args)
+    rpc = ["--rpc-url", settings.eth_rpc_url, "--deployment", str(settings.deployment_file)]
+    result = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc, "--json"])
     assert result.exit_code == 0, result.output
-    verdict = json.loads(result.stdout)
+    verdict = json.loads(result.stdout)["verdict"]
     assert verdict["asset_id"] == asset["id"] and verdict["chain"]["tx_hash"] == asset["chain"]["tx_hash"]
+    lines = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc])
+    assert lines.exit_code == 0 and lines.stdout.startswith("PASS registered: asset #"), lines.output
 
+    # Exit codes: 1 not registered (a failed check), 2 no such file, 3 the chain unreachable.
     file.write_bytes(data + b"tampered")
-    assert CliRunner().invoke(cli_app, args).exit_code == 2
+    tampered = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc])
+    assert tampered.exit_code == 1 and "FAIL registered" in tampered.stdout, tampered.output
+    missing = CliRunner().invoke(cli_app, ["verify", "asset", str(tmp_path / "nope.png"), *rpc])
+    assert missing.exit_code == 2 and missing.output.count("\n") == 1, missing.output
+    down = ["--rpc-url", "http://127.0.0.1:9", "--deployment", str(settings.deployment_file)]
+    unreachable = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *down])
+    assert unreachable.exit_code == 3 and unreachable.output.startswith("error: the chain RPC"), (
+        unreachable.output
+    )
 
 
 @pytest.fixture

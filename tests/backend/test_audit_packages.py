@@ -23,13 +23,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from edgeledger.audit.archive_verify import claims_of
 from edgeledger.auth.models import Role
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
 from edgeledger.deliveries.models import DeliveryRecordRow
-from edgeledger.deliveries.verify import manifest_digest, manifest_struct_hash
-from edgeledger.demo import demo_cloudfront_log
+from edgeledger.devtools.samples import demo_cloudfront_log
+from edgeledger.ledger.manifest import Manifest
+from edgeledger.verify.package import claims_of
 from tests.backend.support.scenes import Scene
 from tests.backend.support.stack import make_caller
 
@@ -73,7 +73,7 @@ def _verify(archive: bytes, settings: Settings, tmp_path: Path) -> tuple[int, li
     code, out = _run_verifier(archive, settings, tmp_path, "--json")
     report = json.loads(out)
     assert report["ok"] == (code == 0)
-    return code, report["items"]
+    return code, report["checks"]
 
 
 def _members(archive: bytes) -> list[str]:
@@ -116,7 +116,7 @@ def _retar(
 
 
 def _failing(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return [(i["kind"], i["path"]) for i in items if not i["ok"]]
+    return [(i["name"], i["subject"]) for i in items if not i["ok"]]
 
 
 def _anchor_more_days(scene: Scene, days_ago: tuple[int, ...]) -> None:
@@ -135,7 +135,7 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
     archive = _package(scene, merchant=scene.merchant.account.address)
     code, items = _verify(archive, scene.settings, tmp_path)
     assert code == 0, items
-    kinds = {i["kind"] for i in items}
+    kinds = {i["name"] for i in items}
     assert {"batch", "manifest chain", "settlement", "settlement receipts", "statement", "cases"} <= kinds
     assert "compliance erase" in kinds
     assert all(i["ok"] for i in items)
@@ -157,8 +157,8 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
 
     # The human table of the real console script.
     code, table = _run_verifier(archive, scene.settings, tmp_path)
-    assert code == 0 and f"{len(items)} of {len(items)} items pass" in table
-    assert "PASS  statement" in table and "registered signer" in table
+    assert code == 0 and f"package verified: {len(items)} checks passed" in table
+    assert "PASS statement " in table and "registered signer" in table
 
     def raise_a_payout(doc: Any) -> None:
         doc["payees"][0]["amount"]["minor"] += 1
@@ -174,10 +174,8 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
     def sign_with_another_key(doc: Any) -> None:
         # A valid signature of the right manifest, by a key the ledger never registered for the source.
         key = keys.PrivateKey(secrets.token_bytes(32))
-        digest = manifest_digest(
-            manifest_struct_hash(doc["batch"]["manifest"]),
-            index["chain_id"],
-            index["contracts"]["DeliveryLedger"],
+        digest = Manifest.from_message(doc["batch"]["manifest"]).digest_bytes(
+            index["chain_id"], index["contracts"]["DeliveryLedger"]
         )
         signed = key.sign_msg_hash(digest)
         doc["batch"]["signature"] = "0x" + (signed.to_bytes()[:64] + bytes([signed.v + 27])).hex()
@@ -203,7 +201,7 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
     for path, change, kind, reason, also in tampers:
         code, items = _verify(_retar(files, path, change), scene.settings, tmp_path)
         assert code == 1 and _failing(items) == [(kind, path), *also], (change.__name__, _failing(items))
-        failed = next(i for i in items if (i["kind"], i["path"]) == (kind, path))
+        failed = next(i for i in items if (i["name"], i["subject"]) == (kind, path))
         assert reason in failed["detail"], (change.__name__, failed["detail"])
 
     # Bytes that no longer match the index: that file fails, its content is not trusted any further.
@@ -250,7 +248,7 @@ def test_a_source_package_proves_lines_and_its_manifest_chain(scene: Scene, tmp_
     assert {p: d for p, d in again.items() if p != "package.json"} == {
         p: d for p, d in files.items() if p != "package.json"
     }
-    (chain,) = [i for i in items if i["kind"] == "manifest chain"]
+    (chain,) = [i for i in items if i["name"] == "manifest chain"]
     assert chain["ok"] and f"{len(batches)} batches, {len(batches) - 1} prev-hash links" in chain["detail"]
     (proofs,) = [p for p in files if p.startswith("proofs/")]
     proven = json.loads(files[proofs])["proofs"]
@@ -355,17 +353,22 @@ def test_the_cli_exports_and_verifies_a_package(scene: Scene, live_api: str, tmp
         scene.settings.eth_rpc_url,
     ]
     done = subprocess.run(verify, capture_output=True, text=True, check=False)
-    assert done.returncode == 0 and "items pass" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and "package verified" in done.stdout, done.stdout + done.stderr
 
     files = _files(output.read_bytes())
     statement = next(p for p in files if p.endswith("statement.json"))
     raw = gzip.compress(files[statement])  # any other bytes under the same name
     output.write_bytes(_tar({**files, statement: raw}))
     done = subprocess.run([*verify, "--json"], capture_output=True, text=True, check=False)
-    assert done.returncode == 1 and _failing(json.loads(done.stdout)["items"]) == [("file", statement)]
+    assert done.returncode == 1 and _failing(json.loads(done.stdout)["checks"]) == [("file", statement)]
 
-    # An unreadable archive or RPC is exit code 2, not a verdict.
+    # An unreachable RPC is exit code 3 and an unreadable archive exit code 2, with one line, not a verdict.
     done = subprocess.run(
         [str(VERIFIER), str(output), "--rpc-url", "http://127.0.0.1:9"], capture_output=True, text=True
     )
-    assert done.returncode == 2 and "error:" in done.stderr
+    assert done.returncode == 3 and done.stderr.startswith("error:") and done.stderr.count("\n") == 1
+    output.write_bytes(b"not a tar archive")
+    done = subprocess.run(
+        [str(VERIFIER), str(output), "--rpc-url", scene.settings.eth_rpc_url], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error:") and done.stderr.count("\n") == 1

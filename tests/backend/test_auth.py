@@ -19,6 +19,7 @@ from httpx import Response
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
+from edgeledger.api_errors import install_error_handlers
 from edgeledger.auth import service
 from edgeledger.auth.dependencies import (
     CurrentPrincipal,
@@ -31,7 +32,6 @@ from edgeledger.auth.models import ApiKey, AuthSession, Role, SiweNonce, User
 from edgeledger.auth.views import admin_router, router
 from edgeledger.config import Settings
 from edgeledger.db import get_session
-from edgeledger.errors import install_error_handlers
 
 DOMAIN = "edgeledger.test"
 CHAIN_ID = 31337

@@ -99,7 +99,7 @@ def test_every_endpoint_for_every_role(app_client: TestClient) -> None:
 def test_own_and_foreign_resources(app_client: TestClient) -> None:
     """The resource-bearing endpoints, each with a resource of the caller's own and one of a peer of the
     same role: the own one is served, the foreign one refused (403) or hidden (404), never served."""
-    from edgeledger.demo import demo_cloudfront_log
+    from edgeledger.devtools.samples import demo_cloudfront_log
 
     admin = make_caller(app_client, Role.admin, "admin")
     me = {

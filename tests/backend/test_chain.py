@@ -20,7 +20,6 @@ pytestmark = pytest.mark.integration
 def client(chain: DeployedChain, lock: Path | None = None) -> ChainClient:
     return ChainClient(
         chain.rpc_url,
-        build_dir=PROJECT_ROOT / "build" / "contracts",
         deployment_file=chain.deployment_file,
         signer_private_key=chain.signer.key.to_0x_hex(),
         nonce_lock_file=lock,
@@ -118,7 +117,6 @@ def test_custom_errors_are_decoded_by_name(chain_snapshot: DeployedChain) -> Non
 def test_unreachable_rpc_is_a_503_naming_the_endpoint(chain_snapshot: DeployedChain) -> None:
     dead = ChainClient(
         f"http://127.0.0.1:{free_port()}",
-        build_dir=PROJECT_ROOT / "build" / "contracts",
         deployment_file=chain_snapshot.deployment_file,
         request_timeout=2,
     )

@@ -21,12 +21,11 @@ from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.compliance import service
-from edgeledger.compliance.leaf import event_leaf
 from edgeledger.config import PROJECT_ROOT, Settings
-from edgeledger.deliveries.leaf import leaf_values_from_json
 from edgeledger.deliveries.models import DeliveryRecordRow, PseudonymKey
-from edgeledger.deliveries.service import bytes32
-from edgeledger.main import make_chain_client
+from edgeledger.ledger.compliance_leaf import event_leaf
+from edgeledger.ledger.delivery_leaf import leaf_values_from_json
+from edgeledger.ledger.hashing import bytes32
 from tests.backend.support.stack import Caller, make_caller
 
 SAMPLE = PROJECT_ROOT / "tests" / "backend" / "samples" / "logs" / "cloudfront.log.gz"
@@ -110,7 +109,7 @@ def test_reads_erasure_residency_and_retention_are_logged_anchored_and_keep_ever
     operator = make_caller(client, Role.operator, "operator")
     auditor = make_caller(client, Role.auditor, "auditor")
     _anchored_source(client, admin, operator)
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     request_ids = [_request_id(line) for line in _lines()]
     before = _records(db_session)
     subject_ids = {_request_id(line) for line in _lines() if line.split("\t")[4] == SUBJECT_IP}
@@ -246,13 +245,13 @@ def test_reads_erasure_residency_and_retention_are_logged_anchored_and_keep_ever
     erase_proof = _ok(client.get(f"/compliance/events/{erasure['event_id']}/proof", headers=auditor.headers))
     proof_file = tmp_path / "erasure.json"
     proof_file.write_text(json.dumps(erase_proof))
-    verify = ["compliance", "verify-event", str(proof_file), "--rpc-url", settings.eth_rpc_url]
+    verify = ["verify", "event", str(proof_file), "--rpc-url", settings.eth_rpc_url]
     result = CliRunner().invoke(cli_app, verify)
     assert result.exit_code == 0 and result.output.count("PASS") == 5, result.output
     erase_proof["event"]["legal_basis"] = "a basis nobody recorded"
     proof_file.write_text(json.dumps(erase_proof))
     result = CliRunner().invoke(cli_app, verify)
-    assert result.exit_code == 1 and "FAIL  leaf" in result.output, result.output
+    assert result.exit_code == 1 and "FAIL leaf" in result.output, result.output
 
     # Past the retention time of the ingest day its pseudonym key is destroyed (its records are all
     # anchored): nobody can compute those pseudonyms from an IP any more.

@@ -10,7 +10,7 @@ from eth_utils import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgeledger.compliance.leaf import canonical_json, event_leaf
+from edgeledger.ledger.compliance_leaf import canonical_json, event_leaf
 
 VECTOR_EVENT = {
     "event_id": bytes(range(32)),

@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from edgeledger.auth.models import Role
+from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import PROJECT_ROOT, Settings
-from edgeledger.deliveries.leaf import leaf_hash, leaf_values_from_json
-from edgeledger.deliveries.merkle import verify_proof
-from edgeledger.deliveries.service import bytes32
-from edgeledger.main import make_chain_client
+from edgeledger.ledger.delivery_leaf import leaf_hash, leaf_values_from_json
+from edgeledger.ledger.hashing import bytes32
+from edgeledger.ledger.merkle import verify_proof
 from tests.backend.support.stack import Caller, make_caller
 
 SAMPLE = PROJECT_ROOT / "tests" / "backend" / "samples" / "logs" / "cloudfront.log.gz"
@@ -91,7 +91,7 @@ def test_operator_ingests_a_cloudfront_log_and_an_auditor_proves_every_line(
     assert batches and all(b["state"] in ("anchored", "final") for b in batches), batches
     assert sum(b["leaf_count"] for b in batches) == len(lines)
 
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     ledger = chain.contract("DeliveryLedger").functions
     for line in lines:
         by_id = _ok(

@@ -26,9 +26,9 @@ from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliveryRecordRow
-from edgeledger.main import make_chain_client
 from tests.backend.support.deliveries import add_records, close_batch, register_source
 from tests.backend.support.services import REDIS_URL, celery_worker
 from tests.backend.support.settlement import delivery_records
@@ -70,7 +70,7 @@ def test_kill_9_during_anchoring_anchors_every_batch_exactly_once(
     run: int, app_client: Any, settings: Settings, db_session: Session
 ) -> None:
     rng = random.Random(run)
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     source = register_source(
         db_session, chain, f"cf-fault-{run}", provider="cloudfront", signer=chain.signer_address
     )
@@ -128,7 +128,7 @@ def test_two_workers_on_one_broker_and_database_anchor_each_batch_once(
 ) -> None:
     """Two workers at once, each given the whole queue: the per-source work lock (PostgreSQL advisory
     lock / lock file) serialises them, and the contract's ``isAnchored`` check backs it up."""
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     source = register_source(
         db_session, chain, "cf-two-workers", provider="cloudfront", signer=chain.signer_address
     )
@@ -223,7 +223,7 @@ def test_chain_unreachable_ingestion_keeps_accepting_and_anchoring_resumes_by_it
     from fastapi.testclient import TestClient
 
     from edgeledger.auth.models import Role
-    from edgeledger.demo import demo_cloudfront_log
+    from edgeledger.devtools.samples import demo_cloudfront_log
     from edgeledger.main import create_app
     from tests.backend.support.stack import make_caller, rpc
 
@@ -267,7 +267,10 @@ def test_chain_unreachable_ingestion_keeps_accepting_and_anchoring_resumes_by_it
         sender.close()
         proxy.close()
     events = (
-        make_chain_client(settings).contract("DeliveryLedger").events.BatchAnchored().get_logs(from_block=0)
+        ChainClient.from_settings(settings)
+        .contract("DeliveryLedger")
+        .events.BatchAnchored()
+        .get_logs(from_block=0)
     )
     per_batch = Counter("0x" + bytes(e["args"]["batchId"]).hex() for e in events)
     assert all(per_batch[b] == 1 for b in batch_ids)
@@ -282,7 +285,7 @@ def test_database_connections_killed_mid_ingest_fail_cleanly_and_a_rerun_adds_no
     from sqlalchemy import create_engine, text
 
     from edgeledger.auth.models import Role
-    from edgeledger.demo import demo_cloudfront_log
+    from edgeledger.devtools.samples import demo_cloudfront_log
     from tests.backend.support.stack import make_caller_in
 
     if not settings.resolved_database_url.startswith("postgresql"):
@@ -353,7 +356,7 @@ def test_a_reorg_of_depth_3_during_anchoring_converges_to_the_chain(
     from tests.backend.support.stack import rpc
 
     deep = settings.model_copy(update={"chain_confirmations": 4})
-    chain = make_chain_client(deep)
+    chain = ChainClient.from_settings(deep)
     source = register_source(
         db_session, chain, "cf-reorg", provider="cloudfront", signer=chain.signer_address
     )
@@ -366,7 +369,7 @@ def test_a_reorg_of_depth_3_during_anchoring_converges_to_the_chain(
     assert _anchored(db_session) == 6
 
     rpc(deep.eth_rpc_url, "anvil_reorg", 3, [])
-    chain = make_chain_client(deep)
+    chain = ChainClient.from_settings(deep)
     moved = anchoring.confirm_anchors(db_session, chain, deep)
     assert len(moved["reanchor"]) == 3, moved
     assert not anchoring.anchor_pending(db_session, chain, deep).errors

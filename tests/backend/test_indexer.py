@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
-from edgeledger.devstack import demo_png
+from edgeledger.devtools.samples import demo_png
 from edgeledger.indexer import flows
 from edgeledger.indexer.models import (
     ChainEventRow,
@@ -30,7 +30,7 @@ from edgeledger.indexer.models import (
     IndexedSource,
 )
 from edgeledger.indexer.service import projection_snapshot
-from edgeledger.main import make_chain_client, make_ipfs_client
+from edgeledger.ipfs import IpfsClient
 from tests.backend.support.deliveries import add_records, close_and_anchor, register_source
 from tests.backend.support.settlement import delivery_records, deposit, send_as
 from tests.backend.support.stack import Caller, DeployedChain, make_caller, rpc
@@ -46,7 +46,7 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def chain(settings: Settings) -> ChainClient:
-    return make_chain_client(settings)
+    return ChainClient.from_settings(settings)
 
 
 @pytest.fixture
@@ -57,7 +57,9 @@ def indexer_session(db_engine: Any) -> Iterator[Session]:
 
 def _indexer(session: Session, settings: Settings) -> flows.Indexer:
     # A fresh chain client each time: after evm_revert the old one's local nonce is stale.
-    return flows.make_indexer(session, make_chain_client(settings), settings, make_ipfs_client(settings))
+    return flows.make_indexer(
+        session, ChainClient.from_settings(settings), settings, IpfsClient.from_settings(settings)
+    )
 
 
 def _register_asset(client: TestClient, creator: Caller, title: str) -> int:
@@ -77,7 +79,7 @@ def _signer(settings: Settings) -> LocalAccount:
 
 
 def _anchor(session: Session, settings: Settings, name: str, day: int) -> str:
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     signer = _signer(settings)
     source = register_source(session, chain, name, provider="cloudfront", signer=signer.address)
     batches = add_records(
@@ -103,7 +105,7 @@ def test_follows_events_restarts_without_duplicates_and_rebuilds_the_same_state(
     first = _register_asset(app_client, creator, "Sneaker, side view")
     second = _register_asset(app_client, creator, "Sneaker, AI variant")
     source_id = _anchor(db_session, settings, "cf-index", 0)
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     admin = chain_snapshot.admin
     merchant = Account.create()
     rpc(settings.eth_rpc_url, "anvil_setBalance", merchant.address, hex(10**21))
@@ -144,7 +146,7 @@ def test_follows_events_restarts_without_duplicates_and_rebuilds_the_same_state(
     # Rebuild from nothing but the chain and IPFS: the same projections, row for row.
     live = projection_snapshot(indexer_session)
     rebuilt = flows.rebuild(
-        indexer_session, make_chain_client(settings), settings, make_ipfs_client(settings)
+        indexer_session, ChainClient.from_settings(settings), settings, IpfsClient.from_settings(settings)
     )
     assert rebuilt.caught_up
     assert projection_snapshot(indexer_session) == live
@@ -180,10 +182,10 @@ def test_a_reverted_chain_is_rolled_back_to_the_common_ancestor(
     assert len(kept) == 1  # "kept" survived, "orphaned" is gone
     batches = _table(indexer_session, IndexedBatch)
     assert {b.source_id for b in batches} == sources
-    status = flows.status(indexer_session, make_chain_client(settings), settings)
+    status = flows.status(indexer_session, ChainClient.from_settings(settings), settings)
     assert status.reorgs == 1 and status.last_reorg_depth > 0
     live = projection_snapshot(indexer_session)
-    flows.rebuild(indexer_session, make_chain_client(settings), settings, None)
+    flows.rebuild(indexer_session, ChainClient.from_settings(settings), settings, None)
     assert projection_snapshot(indexer_session) == live
 
 
@@ -200,7 +202,7 @@ def test_anvil_reorg_drops_the_reorged_batch(
     report = _indexer(indexer_session, settings).catch_up()
     assert report.caught_up
     batches = _table(indexer_session, IndexedBatch)
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     ledger = chain.contract("DeliveryLedger").functions
     anchored = [b for b in batches if chain.call(ledger.isAnchored(bytes.fromhex(b.batch_id[2:])))]
     assert batches == anchored and len(batches) == 1
@@ -211,7 +213,7 @@ def test_confirmation_depth_holds_back_the_newest_blocks(
 ) -> None:
     deep = settings.model_copy(update={"indexer_confirmations": 3})
     _anchor(db_session, deep, "fresh", 0)
-    indexer = flows.make_indexer(indexer_session, make_chain_client(deep), deep, None)
+    indexer = flows.make_indexer(indexer_session, ChainClient.from_settings(deep), deep, None)
     indexer.catch_up()
     assert _table(indexer_session, IndexedBatch) == []  # its block has fewer than 3 on top
     for _ in range(3):

@@ -27,7 +27,6 @@ from edgeledger.db import Base
 from edgeledger.deliveries import ingest as ingestion
 from edgeledger.deliveries import service
 from edgeledger.deliveries.ingest import ingest_log
-from edgeledger.deliveries.leaf import leaf_hash
 from edgeledger.deliveries.models import (
     BatchKind,
     BatchState,
@@ -42,6 +41,7 @@ from edgeledger.deliveries.parsers import ParseStats, parse_log
 from edgeledger.deliveries.records import Pseudonymiser, QuarantinedLine
 from edgeledger.deliveries.regions import REGIONS, UNKNOWN_REGION, region_of
 from edgeledger.ipfs.cid import cid_of_bytes
+from edgeledger.ledger.delivery_leaf import leaf_hash
 from edgeledger.territories import TERRITORY_CODES
 from tests.backend.support.stack import Caller, make_caller
 

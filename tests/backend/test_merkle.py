@@ -27,7 +27,7 @@ from Crypto.Hash import keccak as cryptodome_keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeledger.deliveries.leaf import (
+from edgeledger.ledger.delivery_leaf import (
     ENCODED_LEAF_SIZE,
     LEAF_FIELDS,
     LEAF_SOLIDITY_NAMES,
@@ -42,7 +42,7 @@ from edgeledger.deliveries.leaf import (
     leaf_values_from_json,
     leaf_values_to_json,
 )
-from edgeledger.deliveries.merkle import (
+from edgeledger.ledger.merkle import (
     MerkleTree,
     dump_standard,
     hash_pair,

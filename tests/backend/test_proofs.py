@@ -29,12 +29,12 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
 from edgeledger.deliveries import proofs
-from edgeledger.deliveries.leaf import LEAF_TYPES, LeafValues, leaf_hash, leaf_values_from_json
-from edgeledger.deliveries.merkle import MerkleTree, dump_standard, load_standard, verify_proof
 from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliveryRecordRow, DeliverySource
 from edgeledger.deliveries.records import CacheResult, DeliveryRecord, make_record
-from edgeledger.deliveries.service import bytes32, leaf_values_of
-from edgeledger.main import make_chain_client
+from edgeledger.deliveries.service import leaf_values_of
+from edgeledger.ledger.delivery_leaf import LEAF_TYPES, LeafValues, leaf_hash, leaf_values_from_json
+from edgeledger.ledger.hashing import bytes32
+from edgeledger.ledger.merkle import MerkleTree, dump_standard, load_standard, verify_proof
 from tests.backend.support.deliveries import (
     add_merchant_host,
     add_records,
@@ -81,7 +81,7 @@ class World:
 
 @pytest.fixture
 def chain(settings: Settings) -> ChainClient:
-    return make_chain_client(settings)
+    return ChainClient.from_settings(settings)
 
 
 @pytest.fixture
@@ -627,7 +627,7 @@ def test_proofs_documents_and_unanchored_exports_with_the_cli(
     result = run_verify(single, settings)
     assert result.exit_code == 1 and "bytes_delivered" in result.output
 
-    # Unusable input and an unreachable RPC: exit code 2.
+    # Unusable input: exit code 2; an unreachable RPC: exit code 3.
     garbage = tmp_path / "garbage.json"
     garbage.write_text("[1, 2")
     assert run_verify(garbage, settings).exit_code == 2
@@ -635,7 +635,7 @@ def test_proofs_documents_and_unanchored_exports_with_the_cli(
         cli_app,
         ["verify-delivery", str(path), "--rpc-url", "http://127.0.0.1:9", "--contract", doc["contract"]],
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 3 and "error: the chain RPC at http://127.0.0.1:9" in result.output
 
 
 def test_closed_but_unanchored_export_fails_verification(

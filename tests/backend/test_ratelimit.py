@@ -10,8 +10,8 @@ import redis
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
+from edgeledger.api_errors import install_error_handlers
 from edgeledger.config import Settings
-from edgeledger.errors import install_error_handlers
 from edgeledger.ratelimit import (
     MemoryCounter,
     RateLimited,

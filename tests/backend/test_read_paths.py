@@ -17,7 +17,7 @@ from edgeledger.auth.dependencies import CurrentPrincipal, Principal
 from edgeledger.auth.models import Role
 from edgeledger.cache import TtlCache
 from edgeledger.db import get_session
-from edgeledger.devstack import demo_png
+from edgeledger.devtools.samples import demo_png
 from edgeledger.server import NoDelayH11Protocol, set_nodelay, uvicorn_command
 from tests.backend.support.stack import Caller, make_caller, rpc
 

@@ -27,8 +27,7 @@ from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
-from edgeledger.devstack import demo_png
-from edgeledger.main import make_chain_client
+from edgeledger.devtools.samples import demo_png
 from edgeledger.settlement import flows
 from edgeledger.settlement.models import BillingImport, FxRateRow, RateCardRow, Settlement
 from tests.backend.support.deliveries import add_merchant_host, add_records, close_and_anchor, register_source
@@ -95,7 +94,7 @@ def roles(app_client: TestClient, settings: Settings) -> Roles:
 
 @pytest.fixture
 def chain(settings: Settings) -> ChainClient:
-    return make_chain_client(settings)
+    return ChainClient.from_settings(settings)
 
 
 def _account_body(chain: ChainClient, **extra: Any) -> dict[str, Any]:

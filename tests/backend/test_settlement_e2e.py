@@ -22,11 +22,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from edgeledger.auth.models import Role
+from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
-from edgeledger.demo import demo_cloudfront_log
-from edgeledger.devstack import demo_png
-from edgeledger.main import make_chain_client
+from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from tests.backend.support.scenes import rate_card
 from tests.backend.support.settlement import deposit, send_raw
 from tests.backend.support.stack import Caller, make_caller, rpc
@@ -109,7 +108,7 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
         )
     )
 
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     token = chain.contract("TestStablecoin")
     vault = chain.contract("SettlementVault")
     escrow = 50_000_000
@@ -230,7 +229,7 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
     path = tmp_path / "inputs.json"
     path.write_bytes(inputs.content)
     result = CliRunner().invoke(
-        cli_app, ["settlement", "verify", str(path), "--rpc-url", settings.eth_rpc_url]
+        cli_app, ["verify", "settlement", str(path), "--rpc-url", settings.eth_rpc_url]
     )
     assert result.exit_code == 0, result.output
     assert "FAIL" not in result.output and result.output.count("PASS") >= 8

@@ -31,11 +31,11 @@ from edgeledger.auth.models import Role, User
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.deliveries.models import DeliverySource
-from edgeledger.devstack import demo_png
-from edgeledger.main import make_chain_client
+from edgeledger.devtools.samples import demo_png
 from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import CaseState, Settlement, SettlementState
-from edgeledger.settlement.verify import check_document
+from edgeledger.verify.rpc import Chain, vault_settlement
+from edgeledger.verify.settlement import check_document
 from tests.backend.support.deliveries import add_merchant_host, add_records, close_and_anchor, register_source
 from tests.backend.support.settlement import delivery_records, deposit, send_as
 from tests.backend.support.stack import Caller, make_caller, rpc
@@ -136,7 +136,7 @@ def world(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> It
     )
     merchant_key = Account.create()
     rpc(settings.eth_rpc_url, "anvil_setBalance", merchant_key.address, hex(10**21))
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
         merchant = User(role=Role.merchant, name="Shop", address=merchant_key.address)
         session.add(merchant)
@@ -199,8 +199,8 @@ def test_a_period_settles_and_every_payee_claims_its_share(world: World) -> None
     document = json.loads(
         json.dumps(flows.inputs_document(settlement, world.chain.chain_id, world.vault.address))
     )
-    on_chain = world.chain.call(
-        world.vault.functions.settlementOf(settlement.period_id, world.merchant_key.address)
+    on_chain = vault_settlement(
+        Chain(world.chain.rpc_url), world.vault.address, settlement.period_id, world.merchant_key.address
     )
     checks = check_document(document, on_chain)
     assert checks and all(c.ok for c in checks), checks
@@ -367,7 +367,7 @@ def test_an_unreachable_chain_stops_the_run_and_the_next_run_resumes(world: Worl
     from tests.backend.support.stack import free_port
 
     world.deposit(20_000_000)
-    dead = make_chain_client(
+    dead = ChainClient.from_settings(
         world.settings.model_copy(update={"eth_rpc_url": f"http://127.0.0.1:{free_port()}"})
     )
     report = flows.run_once(world.session, dead, world.settings, NOW)
@@ -415,7 +415,7 @@ def test_a_post_dropped_by_a_reorg_is_posted_again(world: World) -> None:
     rpc(world.settings.eth_rpc_url, "evm_revert", before_post)  # the block with the post is gone
     # A reverted snapshot also forgets the transaction (a real reorg returns it to the mempool): a new
     # client, as after a worker restart, does not carry the local nonce of the vanished transaction.
-    world.chain = make_chain_client(world.settings)
+    world.chain = ChainClient.from_settings(world.settings)
     assert world.posted_events() == 0
     world.run()
     row = world.settlement()
@@ -502,7 +502,7 @@ def test_a_reorg_of_depth_3_dropping_the_post_converges(world: World) -> None:
     for _ in range(2):
         rpc(world.settings.eth_rpc_url, "evm_mine")
     rpc(world.settings.eth_rpc_url, "anvil_reorg", 3, [])
-    world.chain = make_chain_client(world.settings)
+    world.chain = ChainClient.from_settings(world.settings)
     assert world.posted_events() == 0
     world.run()
     world.run()

@@ -1,11 +1,11 @@
-"""Payout tree (settlement/tree.py) against the test vectors of docs/settlement-leaf.md."""
+"""Payout tree (ledger/payout_leaf.py) against the test vectors of docs/settlement-leaf.md."""
 
 from __future__ import annotations
 
 import pytest
 
-from edgeledger.settlement import SettlementError
-from edgeledger.settlement.tree import PayoutTree, encode_payout, payout_leaf, verify_payout
+from edgeledger.ledger.hashing import FormatError
+from edgeledger.ledger.payout_leaf import PayoutTree, encode_payout, payout_leaf, verify_payout
 
 MERCHANT = "0x1111111111111111111111111111111111111111"
 TOKEN = "0x2222222222222222222222222222222222222222"
@@ -77,15 +77,15 @@ def test_a_proof_for_another_amount_or_period_fails() -> None:
     ],
 )
 def test_bad_leaf_values_are_refused(period: int, payee: str, amount: int, code: str) -> None:
-    with pytest.raises(SettlementError) as err:
+    with pytest.raises(FormatError) as err:
         encode_payout(period, MERCHANT, TOKEN, payee, amount)
     assert err.value.code == code
 
 
 def test_unknown_payee_and_empty_tree_are_refused() -> None:
-    with pytest.raises(SettlementError) as err:
+    with pytest.raises(FormatError) as err:
         PayoutTree(42, MERCHANT, TOKEN, {})
     assert err.value.code == "nothing_to_pay"
-    with pytest.raises(SettlementError) as err:
+    with pytest.raises(FormatError) as err:
         PayoutTree(42, MERCHANT, TOKEN, PAYOUTS).proof("0x6666666666666666666666666666666666666666")
     assert err.value.code == "payee_unknown"

@@ -18,7 +18,7 @@ from edgeledger.assets.models import Asset
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
-from edgeledger.deliveries import anchoring, receipts, service, signals
+from edgeledger.deliveries import anchoring, batches, receipts, service, signals
 from edgeledger.deliveries.models import (
     DeliveryBatch,
     DeliveryRecordRow,
@@ -69,7 +69,7 @@ def source(db_session: Session) -> DeliverySource:
 
 
 def close_and_flag(session: Session, settings: Settings, batch: DeliveryBatch) -> dict[str, list[FraudFlag]]:
-    closed = anchoring.close_batch(session, settings, batch.id)
+    closed = batches.close_batch(session, settings, batch.id)
     assert closed is not None and closed.state == "closed"
     by_signal: dict[str, list[FraudFlag]] = {}
     for flag in signals.list_flags(session, batch=closed):
@@ -325,7 +325,7 @@ def anchored(app_client: TestClient, admin: Caller, settings: Settings) -> Itera
             host="Other.Example",
             region="NA",
         )
-        anchoring.close_due_batches(session, strict, force=True)
+        batches.close_due_batches(session, strict, force=True)
         assert anchoring.anchor_pending(session, chain, strict).anchored == [batch.batch_id]
         yield {"batch": batch, "a": a, "b1": b1, "b2": b2}
 
@@ -458,7 +458,7 @@ def test_receipts_only_count_anchored_batches(
     batch = open_batch(db_session, source, DAY0)
     add_records(db_session, base_settings, batch, 3, nbytes=10)
     add_records(db_session, base_settings, batch, 2, nbytes=20, host="b.example", region="AP")
-    closed = anchoring.close_batch(db_session, base_settings, batch.id)
+    closed = batches.close_batch(db_session, base_settings, batch.id)
     assert closed is not None
     rows = receipts.compute_receipts(db_session, closed)
     db_session.commit()

@@ -12,10 +12,9 @@ from eth_keys.constants import SECPK1_N
 from hexbytes import HexBytes
 from sqlalchemy.orm import Session
 
-from edgeledger.chain.client import ContractRevert
+from edgeledger.chain.client import ChainClient, ContractRevert
 from edgeledger.config import Settings
 from edgeledger.deliveries.models import DeliveryBatch
-from edgeledger.main import make_chain_client
 from tests.backend.support.deliveries import (
     MANIFEST_TYPES,
     add_records,
@@ -31,7 +30,7 @@ DAY0 = 1_763_596_800
 
 
 def _closed_batch(session: Session, settings: Settings, node: Any) -> tuple[Any, DeliveryBatch]:
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     source = register_source(session, chain, "edge-replay", provider="edgeledger", signer=node.address)
     (batch,) = add_records(session, settings, source, delivery_records(DAY0, 5, 1000, "shop.example"))
     return chain, close_batch(session, settings, batch)

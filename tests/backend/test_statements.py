@@ -28,6 +28,7 @@ from edgeledger.settlement.payouts import (
     compute_payouts,
 )
 from edgeledger.settlement.rates import Currency, FxRate, FxTable, RateCard, RegionPrice, Royalty, Tier
+from edgeledger.settlement.statement_html import statement_html
 from edgeledger.settlement.statements import (
     CSV_COLUMNS,
     TOP_PAYEES,
@@ -40,7 +41,6 @@ from edgeledger.settlement.statements import (
     payee_statement_csv,
     payee_statement_json,
     receipt_link,
-    statement_html,
 )
 from edgeledger.territories import encode_territories
 

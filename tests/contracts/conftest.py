@@ -19,6 +19,14 @@ from eth_account.messages import encode_typed_data
 from eth_keys import keys
 from eth_utils import keccak
 
+from edgeledger.ledger.manifest import (
+    DOMAIN_NAME,
+    DOMAIN_VERSION,
+    MANIFEST_FIELDS,
+    MANIFEST_TYPEHASH,
+)
+from edgeledger.ledger.manifest import EIP712_DOMAIN_FIELDS as _LEDGER_DOMAIN_FIELDS
+
 TOTAL_BPS = 10_000
 MAX_RECIPIENTS = 50
 TERRITORY_COUNT = 249
@@ -286,8 +294,8 @@ def assert_same(actual, expected) -> None:
 # data for us): a source's signer is an address, not necessarily an account with ether.
 
 
-LEDGER_NAME = "EdgeLedger DeliveryLedger"
-LEDGER_VERSION = "1"
+LEDGER_NAME = DOMAIN_NAME
+LEDGER_VERSION = DOMAIN_VERSION
 KIND_REGULAR = 0
 KIND_CORRECTION = 1
 # Arbitrary but fixed batch period (unix seconds): one hour.
@@ -309,28 +317,9 @@ class SourceStatus(IntEnum):
     Suspended = 1
 
 
-# EIP-712 struct `Manifest`, in field order (= the Solidity struct's order = the tuple order used here).
-MANIFEST_FIELDS = (
-    ("sourceId", "bytes32"),
-    ("batchId", "bytes32"),
-    ("periodStart", "uint64"),
-    ("periodEnd", "uint64"),
-    ("root", "bytes32"),
-    ("leafCount", "uint64"),
-    ("totalBytes", "uint128"),
-    ("totalRequests", "uint64"),
-    ("prevManifestHash", "bytes32"),
-    ("kind", "uint8"),
-    ("corrects", "bytes32"),
-)
-MANIFEST_TYPE = "Manifest(" + ",".join(f"{t} {n}" for n, t in MANIFEST_FIELDS) + ")"
-MANIFEST_TYPEHASH = keccak(text=MANIFEST_TYPE)
-EIP712_DOMAIN_FIELDS = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
+# EIP-712 struct `Manifest` (field order = the Solidity struct's order = the tuple order used here) and its
+# domain: the one definition in edgeledger.ledger.manifest, which the API signs with and verifiers check.
+EIP712_DOMAIN_FIELDS = [{"name": n, "type": t} for n, t in _LEDGER_DOMAIN_FIELDS]
 
 # Delivery record (docs/delivery-leaf.md), in field order.
 RECORD_FIELDS = (

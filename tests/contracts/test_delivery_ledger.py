@@ -16,13 +16,14 @@ from brownie import DeliveryLedger, web3
 from eth_account import Account
 from eth_utils import keccak
 
+from edgeledger.ledger.manifest import MANIFEST_TYPE
+
 from .conftest import (
     KIND_CORRECTION,
     KIND_REGULAR,
     LEDGER_NAME,
     LEDGER_VERSION,
     MANIFEST_FIELDS,
-    MANIFEST_TYPE,
     MANIFEST_TYPEHASH,
     PERIOD_END,
     PERIOD_START,

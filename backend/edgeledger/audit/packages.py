@@ -33,7 +33,6 @@ from eth_utils import is_address
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from edgeledger.audit.archive_verify import FORMAT, claims_of
 from edgeledger.auth.dependencies import Principal, ensure_merchant_in_scope, ensure_source_in_scope
 from edgeledger.auth.models import Role, User
 from edgeledger.chain.client import ChainClient, ChainError
@@ -51,6 +50,7 @@ from edgeledger.settlement import statements
 from edgeledger.settlement.models import Settlement, SettlementAccount
 from edgeledger.settlement.payouts import Statement
 from edgeledger.settlement.schemas import CaseRead
+from edgeledger.verify.package import FORMAT, claims_of
 
 ANCHORED = (BatchState.anchored, BatchState.final)
 MAX_LINES = 1_000

@@ -1,5 +1,5 @@
-"""The one chain client: contracts from brownie's build artifacts, the server signer with safe nonces,
-gas estimation, receipts with timeouts, and custom-error reverts decoded by name.
+"""The one chain client: contracts with the packaged ABIs (``ledger.abis``), the server signer with safe
+nonces, gas estimation, receipts with timeouts, and custom-error reverts decoded by name.
 
 Every other module talks to the chain through :class:`ChainClient`.
 """
@@ -36,7 +36,9 @@ from web3.exceptions import (
 )
 from web3.types import TxReceipt
 
+from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
+from edgeledger.ledger.abis import abi_type, contract_abi
 
 log = logging.getLogger(__name__)
 
@@ -105,29 +107,15 @@ class TxResult:
     receipt: TxReceipt
 
 
-def load_abi(build_dir: Path, name: str) -> list[dict[str, Any]]:
-    path = build_dir / f"{name}.json"
-    if not path.is_file():
-        raise ChainError(f"no build artifact {path}: run `make compile`", code="chain_not_deployed")
-    return json.loads(path.read_text())["abi"]
-
-
 def _error_selectors(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[str], list[str]]]:
     selectors = {}
     for item in abi:
         if item.get("type") != "error":
             continue
-        types = [_abi_type(i) for i in item["inputs"]]
+        types = [abi_type(i) for i in item["inputs"]]
         signature = f"{item['name']}({','.join(types)})"
         selectors[keccak(text=signature)[:4]] = (item["name"], [i["name"] for i in item["inputs"]], types)
     return selectors
-
-
-def _abi_type(param: dict[str, Any]) -> str:
-    if param["type"].startswith("tuple"):
-        inner = ",".join(_abi_type(c) for c in param["components"])
-        return f"({inner}){param['type'][5:]}"
-    return param["type"]
 
 
 class ChainClient:
@@ -137,7 +125,6 @@ class ChainClient:
         self,
         rpc_url: str,
         *,
-        build_dir: Path,
         deployment_file: Path,
         signer_private_key: str | None = None,
         confirmations: int = 1,
@@ -148,7 +135,6 @@ class ChainClient:
     ) -> None:
         self.rpc_url = rpc_url
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
-        self.build_dir = build_dir
         self.deployment_file = deployment_file
         self.confirmations = confirmations
         self.tx_timeout = tx_timeout
@@ -163,6 +149,21 @@ class ChainClient:
         self._deployment: Deployment | None = None
         self._head: tuple[float, int, str] | None = None
         self.head_max_age = head_max_age
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChainClient:
+        """The client the API, the worker and the CLI use: RPC, deployment, signer, confirmations and
+        timeouts from the settings (one nonce lock file per DATA_DIR)."""
+        key = settings.signer_private_key.get_secret_value() if settings.signer_private_key else None
+        return cls(
+            settings.eth_rpc_url,
+            deployment_file=settings.resolved_deployment_file,
+            signer_private_key=key,
+            confirmations=settings.chain_confirmations,
+            tx_timeout=settings.tx_timeout_seconds,
+            nonce_lock_file=settings.data_dir / "signer-nonce.lock",
+            head_max_age=settings.read_max_age_seconds,
+        )
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -199,7 +200,12 @@ class ChainClient:
 
     def contract(self, name: str) -> Contract:
         if name not in self._contracts:
-            abi = load_abi(self.build_dir, name)
+            try:
+                abi = contract_abi(name)
+            except KeyError:
+                raise ChainError(
+                    f"no ABI for {name}: run `make compile`", code="chain_not_deployed"
+                ) from None
             self._selectors.update(_error_selectors(abi))
             address = to_checksum_address(self.deployment.address_of(name))
             self._contracts[name] = self.w3.eth.contract(address=address, abi=abi)

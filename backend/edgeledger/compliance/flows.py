@@ -24,7 +24,7 @@ from edgeledger.compliance import service
 from edgeledger.compliance.models import ComplianceEvent, EventProof
 from edgeledger.config import Settings
 from edgeledger.db import exclusive_work
-from edgeledger.deliveries import anchoring, trees
+from edgeledger.deliveries import anchoring, batches, sources, trees
 from edgeledger.deliveries.models import (
     BatchExtraLeaf,
     BatchKind,
@@ -35,7 +35,8 @@ from edgeledger.deliveries.models import (
     SourceStatus,
 )
 from edgeledger.deliveries.proofs import ledger_location
-from edgeledger.deliveries.service import batch_id_for, hex32
+from edgeledger.ledger.hashing import hex32
+from edgeledger.ledger.ids import batch_id_for
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,14 @@ def log_source(session: Session, chain: ChainClient, settings: Settings) -> Deli
     source = session.scalar(select(DeliverySource).where(DeliverySource.name == SOURCE_NAME))
     if source is not None and source.status != SourceStatus.registering:
         return source
-    params = anchoring.SourceCreate(
+    params = sources.SourceCreate(
         name=SOURCE_NAME,
         kind=SourceKind.cdn_provider,
         provider="edgeledger",
         regions=["*"],
         jurisdiction=service.zone_of(settings.data_storage_zone),
     )
-    return anchoring.register_source(session, chain, settings, params)
+    return sources.register_source(session, chain, settings, params)
 
 
 def cut_batch(
@@ -100,7 +101,7 @@ def cut_batch(
             event.batch_pk = batch.id
         session.commit()
         log.info("compliance batch %s: %d events", batch.batch_id, len(waiting))
-    return anchoring.close_batch(session, settings, batch.id)
+    return batches.close_batch(session, settings, batch.id)
 
 
 @dataclass
@@ -165,7 +166,7 @@ def run_once(
                 DeliveryBatch.source_pk == source.id, DeliveryBatch.state == BatchState.open
             )
         ).all():
-            anchoring.close_batch(session, settings, leftover)
+            batches.close_batch(session, settings, leftover)
         report.anchoring = anchoring.anchor_source(session, chain, settings, source.id).as_dict()
     except ChainError as exc:
         session.rollback()

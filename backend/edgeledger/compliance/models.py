@@ -25,7 +25,7 @@ class Action(StrEnum):
 
 class ComplianceEvent(Base):
     """One access to, export of or deletion of personal or raw log data. Append-only; its leaf
-    (compliance/leaf.py) goes into a batch of the compliance source and is anchored on chain."""
+    (ledger/compliance_leaf.py) goes into a batch of the compliance source and is anchored on chain."""
 
     __tablename__ = "compliance_events"
 

@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from edgeledger.auth.dependencies import Principal, ensure_source_in_scope
 from edgeledger.auth.models import Role
-from edgeledger.compliance.leaf import canonical_json, event_leaf
 from edgeledger.compliance.models import (
     Action,
     ComplianceEvent,
@@ -35,7 +34,6 @@ from edgeledger.compliance.models import (
 )
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
-from edgeledger.deliveries.leaf import keccak256
 from edgeledger.deliveries.models import (
     BatchState,
     DeliveryBatch,
@@ -46,8 +44,10 @@ from edgeledger.deliveries.models import (
     QuarantinedLineRow,
 )
 from edgeledger.deliveries.parsers import edge_location_country
-from edgeledger.deliveries.service import destroy_pseudonym_key, get_source, hex32, pseudonymiser_for
+from edgeledger.deliveries.service import destroy_pseudonym_key, get_source, pseudonymiser_for
 from edgeledger.errors import EdgeLedgerError
+from edgeledger.ledger.compliance_leaf import canonical_json, event_leaf
+from edgeledger.ledger.hashing import hex32, keccak256
 
 LEGAL_BASIS_HEADER = "X-Legal-Basis"
 MAX_RAW_EXPORT_RECORDS = 100_000

@@ -12,7 +12,7 @@ from celery import shared_task
 from edgeledger.compliance import flows
 from edgeledger.config import get_settings
 from edgeledger.db import get_sessionmaker
-from edgeledger.deliveries.tasks import RETRY_OPTIONS, RetryableChainError, chain_for
+from edgeledger.worker import RETRY_OPTIONS, RetryableChainError, chain_for
 
 
 @shared_task(name="edgeledger.compliance.run", **RETRY_OPTIONS)

@@ -15,155 +15,53 @@ See docs/anchoring.md for the state machine and the exactly-once argument. In sh
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 from eth_account import Account
-from eth_account.messages import SignableMessage, encode_typed_data
-from eth_utils import is_address, keccak, to_checksum_address
+from eth_utils import keccak
 from hexbytes import HexBytes
 from pydantic import BaseModel, Field
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 from web3.exceptions import TransactionNotFound
 
-from edgeledger.auth.models import User
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
 from edgeledger.db import exclusive_work, utcnow
-from edgeledger.deliveries import receipts, signals, trees
+from edgeledger.deliveries import receipts
+from edgeledger.deliveries.batches import close_due_batches, manifest_of, stored_manifest
 from edgeledger.deliveries.models import (
-    BatchExtraLeaf,
+    ANCHORED_STATES,
     BatchKind,
     BatchState,
     DeliveryBatch,
-    DeliveryRecordRow,
     DeliverySource,
     SourceKind,
-    SourceStatus,
 )
-from edgeledger.deliveries.service import KIND_CODES, DeliveryError, bytes32, hex32, source_id_for
-from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
+from edgeledger.deliveries.service import DeliveryError
+from edgeledger.deliveries.sources import chain_source
+from edgeledger.ledger.abis import DELIVERY_LEDGER
+from edgeledger.ledger.hashing import ZERO32, bytes32, hex32
 
 log = logging.getLogger(__name__)
 
-LEDGER = "DeliveryLedger"
-ZERO32 = "0x" + "00" * 32
-PROVIDERS = ("cloudfront", "cloudflare", "fastly", "edgeledger")
-CHAIN_KIND = {SourceKind.edge_node: 0, SourceKind.cdn_provider: 1}
-CHAIN_STATUS = {0: SourceStatus.active, 1: SourceStatus.suspended}
-#: Correction batches close this long after they opened at most (or sooner with a shorter late window).
-CORRECTION_MAX_OPEN_SECONDS = 3600
 #: Batches waiting in a source's anchoring queue, in queue order.
 QUEUE_STATES = (BatchState.closed, BatchState.awaiting_signature, BatchState.anchoring)
-ANCHORED_STATES = (BatchState.anchored, BatchState.final)
 #: Reverts after which the stored manifest or signature is useless: the batch goes back to "closed"
 #: and is prepared (and signed) again on the next run.
 RESIGN_ERRORS = frozenset({"WrongSigner", "PrevManifestMismatch", "ECDSAInvalidSignature"})
-
-DOMAIN_NAME = "EdgeLedger DeliveryLedger"
-DOMAIN_VERSION = "1"
-MANIFEST_FIELDS: tuple[tuple[str, str], ...] = (
-    ("sourceId", "bytes32"),
-    ("batchId", "bytes32"),
-    ("periodStart", "uint64"),
-    ("periodEnd", "uint64"),
-    ("root", "bytes32"),
-    ("leafCount", "uint64"),
-    ("totalBytes", "uint128"),
-    ("totalRequests", "uint64"),
-    ("prevManifestHash", "bytes32"),
-    ("kind", "uint8"),
-    ("corrects", "bytes32"),
-)
-EIP712_DOMAIN_FIELDS = (
-    ("name", "string"),
-    ("version", "string"),
-    ("chainId", "uint256"),
-    ("verifyingContract", "address"),
-)
 
 
 # ----------------------------------------------------------------------------------------------
 # API schemas
 # ----------------------------------------------------------------------------------------------
-
-
-class SourceCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    kind: SourceKind
-    provider: Literal["cloudfront", "cloudflare", "fastly", "edgeledger"]
-    operator: str | None = Field(None, description="Payout address; CDN providers default to the platform")
-    signer: str | None = Field(None, description="Edge nodes: the node's manifest key (required)")
-    regions: list[str] = Field(min_length=1, description="ISO 3166-1 alpha-2 codes served, or *")
-    jurisdiction: str = Field(min_length=2, max_length=2)
-    node_ips: list[str] = Field(default_factory=list)
-    operator_user_id: int | None = None
-
-
-class SourceRead(BaseModel):
-    id: int
-    source_id: str
-    name: str
-    kind: str
-    provider: str
-    operator: str
-    signer: str
-    regions: list[str]
-    jurisdiction: str
-    node_ips: list[str]
-    operator_user_id: int | None
-    status: str
-    tx_hash: str | None
-    block_number: int | None
-
-
-class SignerRotation(BaseModel):
-    signer: str
-
-
-class BatchRead(BaseModel):
-    id: int
-    batch_id: str
-    source: str
-    source_id: str
-    kind: str
-    correction_seq: int
-    corrects: str | None
-    period_start: int
-    period_end: int
-    state: str
-    leaf_count: int
-    total_requests: int
-    total_bytes: int
-    root: str | None
-    manifest_hash: str | None
-    prev_manifest_hash: str | None
-    signer: str | None
-    tx_hash: str | None
-    block_number: int | None
-    confirmations: int | None
-    attempts: int
-    error_code: str | None
-    error_message: str | None
-    closed_at: datetime | None
-    anchored_at: datetime | None
-    finalized_at: datetime | None
-
-
-class CloseRequest(BaseModel):
-    force: bool = Field(
-        False, description="Close every open batch now, ignoring the late window (demos and tests only)"
-    )
-    anchor_now: bool = Field(False, description="Also anchor and confirm in this request (no worker)")
 
 
 class SignatureSubmit(BaseModel):
@@ -175,291 +73,9 @@ class SignatureSubmit(BaseModel):
 # ----------------------------------------------------------------------------------------------
 
 
-def _address(value: str, what: str) -> str:
-    if not is_address(value):
-        raise DeliveryError(f"{what} {value!r} is not an address", code="invalid_address", field=what)
-    address = to_checksum_address(value)
-    if int(address, 16) == 0:
-        raise DeliveryError(f"{what} must not be the zero address", code="invalid_address", field=what)
-    return address
-
-
-def regions_bitmap(codes: list[str]) -> int:
-    try:
-        bitmap = encode_territories(codes)
-    except UnknownTerritoryError as exc:
-        raise DeliveryError(str(exc), code="unknown_region", codes=exc.codes) from None
-    if bitmap == 0:
-        raise DeliveryError("name at least one region", code="unknown_region", codes=codes)
-    return bitmap
-
-
-def _node_ips(values: list[str]) -> list[str]:
-    try:
-        return [str(ipaddress.ip_address(v.strip())) for v in values]
-    except ValueError as exc:
-        raise DeliveryError(str(exc), code="invalid_node_ip") from None
-
-
-def ingest_signer_address(settings: Settings) -> str:
-    key = settings.resolved_ingest_signer_key
-    if key is None:
-        raise DeliveryError(
-            "no ingest key configured (INGEST_SIGNER_PRIVATE_KEY or SIGNER_PRIVATE_KEY)",
-            code="ingest_key_missing",
-            status=503,
-        )
-    return Account.from_key(key.get_secret_value()).address
-
-
-def source_read(source: DeliverySource) -> SourceRead:
-    return SourceRead(
-        id=source.id,
-        source_id=source.source_id,
-        name=source.name,
-        kind=source.kind,
-        provider=source.provider,
-        operator=source.operator,
-        signer=source.signer,
-        regions=decode_territories(int(source.regions_bitmap, 16)),
-        jurisdiction=source.jurisdiction,
-        node_ips=json.loads(source.node_ips_json),
-        operator_user_id=source.operator_user_id,
-        status=source.status,
-        tx_hash=source.tx_hash,
-        block_number=source.block_number,
-    )
-
-
-def register_source(
-    session: Session, chain: ChainClient, settings: Settings, params: SourceCreate
-) -> DeliverySource:
-    """Journal the source, register it on chain, mark it active. Re-posting a source stuck in
-    "registering" with the same name resumes it (see :func:`finish_registration`)."""
-    if params.operator_user_id is not None and session.get(User, params.operator_user_id) is None:
-        raise DeliveryError(
-            f"no user {params.operator_user_id}", code="unknown_user", user_id=params.operator_user_id
-        )
-    existing = session.scalar(select(DeliverySource).where(DeliverySource.name == params.name))
-    if existing is not None:
-        if existing.status != SourceStatus.registering:
-            raise DeliveryError(
-                f"source {params.name!r} already exists",
-                code="source_exists",
-                status=409,
-                source=existing.name,
-            )
-        return finish_registration(session, chain, existing)
-    source = _new_source_row(settings, params)
-    session.add(source)
-    session.commit()  # the journal entry: a crash from here on is resumed by finish_registration
-    return finish_registration(session, chain, source)
-
-
-def _new_source_row(settings: Settings, params: SourceCreate) -> DeliverySource:
-    jurisdiction = params.jurisdiction.upper()
-    if not (jurisdiction.isascii() and jurisdiction.isalpha()):
-        raise DeliveryError("jurisdiction must be an ISO 3166-1 alpha-2 code", code="invalid_jurisdiction")
-    if params.kind == SourceKind.edge_node:
-        if params.signer is None or params.operator is None:
-            raise DeliveryError("edge nodes need an operator and a signer address", code="signer_required")
-        signer = _address(params.signer, "signer")
-        operator = _address(params.operator, "operator")
-    else:
-        # CDN provider manifests are signed with the platform's ingest key.
-        signer = _address(params.signer, "signer") if params.signer else ingest_signer_address(settings)
-        operator = _address(params.operator, "operator") if params.operator else signer
-    return DeliverySource(
-        source_id=source_id_for(params.name),
-        name=params.name,
-        kind=params.kind,
-        provider=params.provider,
-        operator=operator,
-        signer=signer,
-        regions_bitmap=hex(regions_bitmap(params.regions)),
-        jurisdiction=jurisdiction,
-        node_ips_json=json.dumps(_node_ips(params.node_ips)),
-        operator_user_id=params.operator_user_id,
-        status=SourceStatus.registering,
-    )
-
-
-def chain_source(chain: ChainClient, source_id: str) -> dict[str, Any] | None:
-    """``getSource`` as a dict, or None when the chain does not know the source."""
-    try:
-        raw = chain.call(chain.contract(LEDGER).functions.getSource(bytes32(source_id)))
-    except ContractRevert as exc:
-        if exc.error == "UnknownSource":
-            return None
-        raise
-    signer, index, batch_count, kind, status, last, operator, jurisdiction, regions = raw
-    return {
-        "signer": to_checksum_address(signer),
-        "index": index,
-        "batch_count": batch_count,
-        "kind": kind,
-        "status": CHAIN_STATUS[status],
-        "last_manifest_hash": hex32(bytes(last)),
-        "operator": to_checksum_address(operator),
-        "jurisdiction": bytes(jurisdiction).decode("ascii"),
-        "regions": regions,
-    }
-
-
-def finish_registration(session: Session, chain: ChainClient, source: DeliverySource) -> DeliverySource:
-    """Completes a "registering" source: if the chain already has it (an earlier attempt landed), just
-    mark it active; otherwise send ``registerSource`` and wait for it."""
-    on_chain = chain_source(chain, source.source_id)
-    if on_chain is None:
-        fn = chain.contract(LEDGER).functions.registerSource(
-            bytes32(source.source_id),
-            CHAIN_KIND[SourceKind(source.kind)],
-            source.operator,
-            source.signer,
-            int(source.regions_bitmap, 16),
-            source.jurisdiction.encode("ascii"),
-        )
-        result = chain.transact(fn)
-        source.tx_hash, source.block_number = result.tx_hash, result.block_number
-    else:
-        source.signer = on_chain["signer"]
-        source.status = on_chain["status"]
-    if source.status == SourceStatus.registering:
-        source.status = SourceStatus.active
-    session.commit()
-    return source
-
-
-def set_source_status(
-    session: Session, chain: ChainClient, source: DeliverySource, target: SourceStatus
-) -> DeliverySource:
-    """Suspend or reactivate: on chain first, then the database (which mirrors the chain)."""
-    if source.status == SourceStatus.registering:
-        raise DeliveryError("the source is still registering", code="source_registering", status=409)
-    on_chain = chain_source(chain, source.source_id)
-    current = on_chain["status"] if on_chain else source.status
-    if current != target:
-        ledger = chain.contract(LEDGER).functions
-        fn = ledger.suspendSource if target == SourceStatus.suspended else ledger.reactivateSource
-        try:
-            chain.transact(fn(bytes32(source.source_id)))
-        except ContractRevert as exc:
-            raise DeliveryError(
-                exc.message, code="invalid_source_status", status=409, error=exc.error
-            ) from exc
-    source.status = target
-    session.commit()
-    return source
-
-
-def sync_source(session: Session, chain: ChainClient, source: DeliverySource) -> DeliverySource:
-    """Re-reads signer, operator and status from the chain (after a rotation done with the node's wallet)."""
-    on_chain = chain_source(chain, source.source_id)
-    if on_chain is None:
-        if source.status == SourceStatus.registering:
-            return source
-        raise DeliveryError("the chain does not know this source", code="source_not_on_chain", status=409)
-    source.signer = on_chain["signer"]
-    source.operator = on_chain["operator"]
-    source.status = on_chain["status"]
-    session.commit()
-    return source
-
-
-def rotate_provider_signer(
-    session: Session, chain: ChainClient, source: DeliverySource, signer: str
-) -> DeliverySource:
-    """CDN providers only: the platform (NODE_ADMIN_ROLE) moves the source to a new ingest key."""
-    if source.kind != SourceKind.cdn_provider:
-        raise DeliveryError(
-            "edge-node signers are rotated by the node's operator with rotateSigner from its own wallet, "
-            "then POST /deliveries/sources/{ref}/sync",
-            code="rotation_not_allowed",
-            status=409,
-        )
-    new = _address(signer, "signer")
-    try:
-        chain.transact(chain.contract(LEDGER).functions.rotateSigner(bytes32(source.source_id), new))
-    except ContractRevert as exc:
-        raise DeliveryError(exc.message, code="rotation_rejected", status=409, error=exc.error) from exc
-    return sync_source(session, chain, source)
-
-
 # ----------------------------------------------------------------------------------------------
 # Closing
 # ----------------------------------------------------------------------------------------------
-
-
-def _unix(now: datetime | int | None) -> int:
-    if now is None:
-        return int(datetime.now(UTC).timestamp())
-    return int(now.timestamp()) if isinstance(now, datetime) else int(now)
-
-
-def due_batch_ids(session: Session, settings: Settings, now: int, *, force: bool = False) -> list[int]:
-    """Open batches to close: regular ones whose period ended a late window ago, corrections open for
-    min(late window, 1 h); with ``force`` every open batch."""
-    query = select(DeliveryBatch.id).where(DeliveryBatch.state == BatchState.open)
-    if not force:
-        late = settings.delivery_late_window_seconds
-        correction_cutoff = datetime.fromtimestamp(now - min(late, CORRECTION_MAX_OPEN_SECONDS), UTC)
-        regular_due = (DeliveryBatch.kind == BatchKind.regular) & (DeliveryBatch.period_end + late <= now)
-        correction_due = (DeliveryBatch.kind == BatchKind.correction) & (
-            DeliveryBatch.created_at <= correction_cutoff
-        )
-        query = query.where(regular_due | correction_due)
-    return list(session.scalars(query.order_by(DeliveryBatch.period_start, DeliveryBatch.id)))
-
-
-def close_due_batches(
-    session: Session, settings: Settings, now: datetime | int | None = None, *, force: bool = False
-) -> list[DeliveryBatch]:
-    """Closes every due batch (see :func:`due_batch_ids`). ``force=True`` ignores the late window:
-    records of those periods that arrive later go to correction batches. For demos and tests."""
-    closed = []
-    for batch_pk in due_batch_ids(session, settings, _unix(now), force=force):
-        batch = close_batch(session, settings, batch_pk)
-        if batch is not None:
-            closed.append(batch)
-    return closed
-
-
-def close_batch(session: Session, settings: Settings, batch_pk: int) -> DeliveryBatch | None:
-    """Closes one batch in one transaction under its row lock: totals, tree, root, fraud signals.
-    None when someone else closed it first."""
-    # Write before reading: on SQLite FOR UPDATE is a no-op and reads run outside a transaction, so the
-    # UPDATE is what takes the database's write lock; an ingest chunk then cannot commit records into
-    # this batch between the count below and the close (they would be missing from the tree). On
-    # PostgreSQL it takes the row lock FOR UPDATE would.
-    session.execute(
-        update(DeliveryBatch)
-        .where(DeliveryBatch.id == batch_pk, DeliveryBatch.state == BatchState.open)
-        .values(updated_at=utcnow())
-    )
-    batch = session.scalar(select(DeliveryBatch).where(DeliveryBatch.id == batch_pk).with_for_update())
-    if batch is None or batch.state != BatchState.open:
-        session.rollback()
-        return None
-    count, total_bytes = session.execute(
-        select(
-            func.count(DeliveryRecordRow.id), func.coalesce(func.sum(DeliveryRecordRow.bytes_delivered), 0)
-        ).where(DeliveryRecordRow.batch_pk == batch.id)
-    ).one()
-    extra = session.scalar(select(func.count(BatchExtraLeaf.id)).where(BatchExtraLeaf.batch_pk == batch.id))
-    batch.total_requests = int(count)
-    batch.leaf_count = int(count) + int(extra or 0)
-    batch.total_bytes = int(total_bytes)
-    batch.closed_at = utcnow()
-    if batch.leaf_count == 0:
-        batch.state = BatchState.empty  # nothing to anchor (the contract refuses empty batches)
-    else:
-        tree = trees.build_batch_tree(session, settings, batch)
-        batch.root = hex32(tree.root)
-        batch.state = BatchState.closed
-        signals.flag_batch(session, settings, batch)
-    session.commit()
-    log.info("closed batch %s (%s, %d leaves)", batch.batch_id, batch.state, batch.leaf_count)
-    return batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -467,122 +83,9 @@ def close_batch(session: Session, settings: Settings, batch_pk: int) -> Delivery
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """DeliveryLedger.Manifest; bytes32 fields as 0x-hex."""
-
-    source_id: str
-    batch_id: str
-    period_start: int
-    period_end: int
-    root: str
-    leaf_count: int
-    total_bytes: int
-    total_requests: int
-    prev_manifest_hash: str
-    kind: int
-    corrects: str
-
-    def message(self) -> dict[str, Any]:
-        """The EIP-712 message (field names as in Solidity)."""
-        return dict(zip([name for name, _ in MANIFEST_FIELDS], self.values(), strict=True))
-
-    def values(self) -> tuple[Any, ...]:
-        return (
-            self.source_id,
-            self.batch_id,
-            self.period_start,
-            self.period_end,
-            self.root,
-            self.leaf_count,
-            self.total_bytes,
-            self.total_requests,
-            self.prev_manifest_hash,
-            self.kind,
-            self.corrects,
-        )
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The ABI tuple for ``anchor``/``manifestDigest`` (bytes32 as bytes)."""
-        return tuple(
-            bytes32(v) if t == "bytes32" else v
-            for v, (_, t) in zip(self.values(), MANIFEST_FIELDS, strict=True)
-        )
-
-    def struct_hash(self) -> str:
-        """``hashStruct(Manifest)``: the manifest hash the chain links on."""
-        return hex32(bytes(self._signable(1, "0x" + "11" * 20).body))
-
-    def typed_data(self, chain_id: int, contract: str) -> dict[str, Any]:
-        return {
-            "types": {
-                "EIP712Domain": [{"name": n, "type": t} for n, t in EIP712_DOMAIN_FIELDS],
-                "Manifest": [{"name": n, "type": t} for n, t in MANIFEST_FIELDS],
-            },
-            "primaryType": "Manifest",
-            "domain": {
-                "name": DOMAIN_NAME,
-                "version": DOMAIN_VERSION,
-                "chainId": chain_id,
-                "verifyingContract": to_checksum_address(contract),
-            },
-            "message": self.message(),
-        }
-
-    def _signable(self, chain_id: int, contract: str) -> SignableMessage:
-        return encode_typed_data(full_message=self.typed_data(chain_id, contract))
-
-    def digest(self, chain_id: int, contract: str) -> str:
-        """The EIP-712 digest the signer signs (``manifestDigest`` on chain)."""
-        signable = self._signable(chain_id, contract)
-        return hex32(keccak(b"\x19" + signable.version + signable.header + signable.body))
-
-    def sign(self, private_key: str, chain_id: int, contract: str) -> str:
-        signed = Account.sign_typed_data(private_key, full_message=self.typed_data(chain_id, contract))
-        return "0x" + bytes(signed.signature).hex()
-
-    def recover(self, signature: str, chain_id: int, contract: str) -> str:
-        return Account.recover_message(self._signable(chain_id, contract), signature=HexBytes(signature))
-
-
-def manifest_of(session: Session, batch: DeliveryBatch, prev_manifest_hash: str) -> Manifest:
-    source = session.get(DeliverySource, batch.source_pk)
-    assert source is not None and batch.root is not None
-    corrects = ZERO32
-    if batch.kind == BatchKind.correction and batch.corrects_pk is not None:
-        corrected = session.get(DeliveryBatch, batch.corrects_pk)
-        assert corrected is not None
-        corrects = corrected.batch_id
-    return Manifest(
-        source_id=source.source_id,
-        batch_id=batch.batch_id,
-        period_start=batch.period_start,
-        period_end=batch.period_end,
-        root=batch.root,
-        leaf_count=batch.leaf_count,
-        total_bytes=batch.total_bytes,
-        total_requests=batch.total_requests,
-        prev_manifest_hash=prev_manifest_hash,
-        kind=KIND_CODES[batch.kind],
-        corrects=corrects,
-    )
-
-
-def stored_manifest(session: Session, batch: DeliveryBatch) -> Manifest:
-    """The manifest prepared for a batch (409 ``manifest_not_ready`` before it was prepared)."""
-    if batch.prev_manifest_hash is None or batch.root is None:
-        raise DeliveryError(
-            f"batch {batch.batch_id} has no manifest yet (state {batch.state})",
-            code="manifest_not_ready",
-            status=409,
-            state=batch.state,
-        )
-    return manifest_of(session, batch, batch.prev_manifest_hash)
-
-
 def ledger_domain(chain: ChainClient) -> tuple[int, str]:
     """(chain id, DeliveryLedger address): the EIP-712 domain's variable part."""
-    return chain.chain_id, chain.deployment.address_of(LEDGER)
+    return chain.chain_id, chain.deployment.address_of(DELIVERY_LEDGER)
 
 
 def submit_signature(
@@ -772,7 +275,7 @@ def _db_chain_head(session: Session, source: DeliverySource) -> str | None:
     manifest that no anchored manifest links back to. None when that is ambiguous."""
     rows = session.execute(
         select(DeliveryBatch.manifest_hash, DeliveryBatch.prev_manifest_hash).where(
-            DeliveryBatch.source_pk == source.id, DeliveryBatch.state.in_(list(ANCHORED_STATES))
+            DeliveryBatch.source_pk == source.id, DeliveryBatch.state.in_(sorted(ANCHORED_STATES))
         )
     ).all()
     heads = {m for m, _ in rows} - {p for _, p in rows}
@@ -839,7 +342,7 @@ def _submit(
     report: AnchorReport,
 ) -> None:
     """anchoring -> anchored, sending the anchor transaction only if the chain does not have it yet."""
-    ledger = chain.contract(LEDGER)
+    ledger = chain.contract(DELIVERY_LEDGER)
     batch.attempts += 1
     session.commit()
     if chain.call(ledger.functions.isAnchored(bytes32(batch.batch_id))):
@@ -887,7 +390,7 @@ def _handle_revert(
     report: AnchorReport,
 ) -> None:
     # Whatever the revert says, if the batch is anchored now, someone's transaction carried it.
-    if chain.call(chain.contract(LEDGER).functions.isAnchored(bytes32(batch.batch_id))):
+    if chain.call(chain.contract(DELIVERY_LEDGER).functions.isAnchored(bytes32(batch.batch_id))):
         _record_existing_anchor(session, chain, settings, batch, report)
         return
     session.rollback()
@@ -903,12 +406,12 @@ def _handle_revert(
 
 def find_anchor_log(chain: ChainClient, batch_id: str) -> dict[str, Any] | None:
     """The BatchAnchored event of ``batch_id`` (topic filter on the indexed batch id)."""
-    ledger = chain.contract(LEDGER)
+    ledger = chain.contract(DELIVERY_LEDGER)
     event = ledger.events.BatchAnchored()
     topic0 = keccak(
         text="BatchAnchored(bytes32,bytes32,bytes32,uint64,uint64,uint64,uint128,uint64,bytes32,bytes32,uint8,bytes32)"
     )
-    start = chain.deployment.contracts[LEDGER].block
+    start = chain.deployment.contracts[DELIVERY_LEDGER].block
     with chain.rpc("eth_getLogs"):
         logs = chain.w3.eth.get_logs(
             {
@@ -997,75 +500,6 @@ def confirm_anchors(session: Session, chain: ChainClient, settings: Settings) ->
 # ----------------------------------------------------------------------------------------------
 
 
-def batch_read(session: Session, batch: DeliveryBatch, head: int | None) -> BatchRead:
-    source = session.get(DeliverySource, batch.source_pk)
-    assert source is not None
-    corrects = None
-    if batch.corrects_pk is not None:
-        corrected = session.get(DeliveryBatch, batch.corrects_pk)
-        corrects = corrected.batch_id if corrected else None
-    confirmations = None
-    if head is not None and batch.block_number is not None:
-        confirmations = max(0, head - batch.block_number + 1)
-    return BatchRead(
-        id=batch.id,
-        batch_id=batch.batch_id,
-        source=source.name,
-        source_id=source.source_id,
-        kind=batch.kind,
-        correction_seq=batch.correction_seq,
-        corrects=corrects,
-        period_start=batch.period_start,
-        period_end=batch.period_end,
-        state=batch.state,
-        leaf_count=batch.leaf_count,
-        total_requests=batch.total_requests,
-        total_bytes=batch.total_bytes,
-        root=batch.root,
-        manifest_hash=batch.manifest_hash,
-        prev_manifest_hash=batch.prev_manifest_hash,
-        signer=batch.signer,
-        tx_hash=batch.tx_hash,
-        block_number=batch.block_number,
-        confirmations=confirmations,
-        attempts=batch.attempts,
-        error_code=batch.error_code,
-        error_message=batch.error_message,
-        closed_at=batch.closed_at,
-        anchored_at=batch.anchored_at,
-        finalized_at=batch.finalized_at,
-    )
-
-
-def chain_head_or_none(chain: ChainClient) -> int | None:
-    """The chain's block number for confirmation counts; None while the RPC is down (reads still work)."""
-    try:
-        return chain.block_number()
-    except ChainError:
-        return None
-
-
-def list_batches(
-    session: Session,
-    *,
-    source: str | None = None,
-    state: str | None = None,
-    period_start: int | None = None,
-    limit: int = 500,
-) -> list[DeliveryBatch]:
-    query = select(DeliveryBatch)
-    if source is not None:
-        column = DeliverySource.source_id if source.startswith("0x") else DeliverySource.name
-        pk = session.scalar(select(DeliverySource.id).where(column == source))
-        query = query.where(DeliveryBatch.source_pk == (pk if pk is not None else -1))
-    if state is not None:
-        query = query.where(DeliveryBatch.state == state)
-    if period_start is not None:
-        query = query.where(DeliveryBatch.period_start == period_start)
-    query = query.order_by(DeliveryBatch.period_start.desc(), DeliveryBatch.id.desc()).limit(limit)
-    return list(session.scalars(query))
-
-
 # ----------------------------------------------------------------------------------------------
 # One pass in-process (CLI `edgeledger anchor`)
 # ----------------------------------------------------------------------------------------------
@@ -1076,11 +510,11 @@ def run_once(
 ) -> dict[str, Any]:
     """Close, anchor and confirm once in this process; with ``wait``, keep confirming until every
     anchored batch is final (or ``timeout`` seconds passed). For operators without a worker, and demos."""
+    from edgeledger.chain.client import ChainClient
     from edgeledger.db import make_engine
-    from edgeledger.main import make_chain_client
 
     engine = make_engine(settings.resolved_database_url)
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     try:
         with Session(engine, expire_on_commit=False) as session:
             closed = close_due_batches(session, settings, force=force_close)

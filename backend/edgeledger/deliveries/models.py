@@ -68,6 +68,10 @@ class BatchState(StrEnum):
     empty = "empty"  # closed without records: nothing to anchor
 
 
+#: The batch states whose root is on chain: what proofs call anchored, receipts count and settlement pays.
+ANCHORED_STATES: frozenset[str] = frozenset({BatchState.anchored, BatchState.final})
+
+
 class IngestState(StrEnum):
     processing = "processing"
     done = "done"
@@ -280,11 +284,12 @@ class MerchantHost(Base):
 
 
 class DeliveryReceipt(Base):
-    """Anchored, non-excluded deliveries of one batch for one (asset, merchant, region)."""
+    """Anchored, non-excluded deliveries of one batch for one (asset, merchant, region, country): the grain
+    settlement prices at (the batch names the source, hence the operator paid)."""
 
     __tablename__ = "delivery_receipts"
     __table_args__ = (
-        UniqueConstraint("batch_pk", "asset_id", "merchant_id", "region", name="uq_receipt_key"),
+        UniqueConstraint("batch_pk", "asset_id", "merchant_id", "region", "country", name="uq_receipt_key"),
         Index("ix_delivery_receipts_period", "period_start", "merchant_id"),
     )
 
@@ -296,6 +301,7 @@ class DeliveryReceipt(Base):
     merchant_id: Mapped[str] = mapped_column(String(66))
     host: Mapped[str] = mapped_column(String(255))
     region: Mapped[str] = mapped_column(String(8))
+    country: Mapped[str] = mapped_column(String(2), default="")  # "" unknown
     requests: Mapped[int] = mapped_column(BigInteger)
     bytes_delivered: Mapped[int] = mapped_column(BigInteger)
     excluded_requests: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -3,7 +3,7 @@
 * :func:`record_proof` gives one record with everything needed to check it: its fields (never the client
   pseudonym or salt, only the commitment), its leaf values in ``@openzeppelin/merkle-tree`` JSON form,
   the leaf, the Merkle proof, the batch root, and where the batch was anchored (tx hash, block, contract,
-  chain id). ``edgeledger verify-delivery`` (:mod:`edgeledger.deliveries.verify`) checks these documents.
+  chain id). ``edgeledger verify delivery`` (:mod:`edgeledger.verify.delivery`) checks these documents.
 * :func:`find_record` / :func:`find_record_by_line` look a record up by (source, request id) or by a raw log
   line, whose fields must equal the stored record's.
 * :func:`stream_batch_export` writes a whole batch as one JSON document whose ``tree`` member is an
@@ -32,9 +32,8 @@ from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainError, Deployment
 from edgeledger.config import Settings
 from edgeledger.deliveries import parsers
-from edgeledger.deliveries.leaf import LEAF_TYPES, leaf_hash, leaf_values_to_json
-from edgeledger.deliveries.merkle import STANDARD_FORMAT
 from edgeledger.deliveries.models import (
+    ANCHORED_STATES,
     BatchKind,
     BatchState,
     DeliveryBatch,
@@ -43,21 +42,17 @@ from edgeledger.deliveries.models import (
     MerchantHost,
 )
 from edgeledger.deliveries.records import DeliveryRecord, LogFormatError, Pseudonymiser, QuarantinedLine
-from edgeledger.deliveries.service import (
-    KIND_CODES,
-    DeliveryError,
-    get_source,
-    hex32,
-    leaf_values_of,
-)
+from edgeledger.deliveries.service import KIND_CODES, DeliveryError, get_source, leaf_values_of
 from edgeledger.deliveries.trees import TreeFile, open_batch_tree
+from edgeledger.ledger.delivery_leaf import LEAF_TYPES, leaf_hash, leaf_values_to_json
+from edgeledger.ledger.hashing import ZERO32, hex32
+from edgeledger.ledger.merkle import STANDARD_FORMAT
 
 PROOF_FORMAT = "edgeledger-proof/v1"
 PROOFS_FORMAT = "edgeledger-proofs/v1"
 EXPORT_FORMAT = "edgeledger-batch-export/v1"
 #: Name of the leaf encoding (docs/delivery-leaf.md); the types are ``leaf.LEAF_TYPES``.
 LEAF_ENCODING_NAME = "edgeledger-delivery-leaf/v1"
-ZERO32 = "0x" + "00" * 32
 #: Most request ids one proofs document may ask for (each is one indexed lookup and one proof).
 MAX_PROOFS_PER_REQUEST = 1_000
 #: The standard 33-column CloudFront ``#Fields`` header (what CloudFront writes today), used when a line
@@ -79,7 +74,6 @@ ROOTED_STATES = frozenset(
         BatchState.final,
     }
 )
-ANCHORED_STATES = frozenset({BatchState.anchored, BatchState.final})
 #: Log line fields compared with the stored record, as (name in errors, record attribute).
 LINE_FIELDS: tuple[tuple[str, str], ...] = (
     ("timestamp", "timestamp_ms"),

@@ -1,4 +1,5 @@
-"""Delivery receipts: anchored deliveries per (asset, merchant, region), the input of settlement.
+"""Delivery receipts: anchored deliveries per (batch, asset, merchant, region, country), the input of
+settlement (``settlement.flows.period_receipts`` reads them; records are aggregated once, here).
 
 A batch's :class:`DeliveryReceipt` rows are recomputed from its records whenever what counts changes
 (the batch is anchored, a fraud flag on it is reviewed): requests and bytes of the records that are not
@@ -17,16 +18,17 @@ from sqlalchemy.orm import Session
 
 from edgeledger.db import utcnow
 from edgeledger.deliveries.models import (
-    BatchState,
+    ANCHORED_STATES,
     DeliveryBatch,
     DeliveryReceipt,
     DeliveryRecordRow,
     MerchantHost,
 )
-from edgeledger.deliveries.service import DeliveryError, hex32, merchant_id_for
+from edgeledger.deliveries.service import DeliveryError
+from edgeledger.ledger.hashing import hex32
+from edgeledger.ledger.ids import merchant_id_for
 
 Record = DeliveryRecordRow
-SETTLED_STATES = (BatchState.anchored, BatchState.final)
 
 
 class ReceiptRead(BaseModel):
@@ -52,6 +54,7 @@ def compute_receipts(session: Session, batch: DeliveryBatch) -> list[DeliveryRec
             Record.asset_id,
             Record.merchant_id,
             Record.region,
+            Record.country,
             func.min(Record.host),
             func.sum(counted),
             func.sum(counted * Record.bytes_delivered),
@@ -59,7 +62,7 @@ def compute_receipts(session: Session, batch: DeliveryBatch) -> list[DeliveryRec
             func.sum(dropped * Record.bytes_delivered),
         )
         .where(Record.batch_pk == batch.id)
-        .group_by(Record.asset_id, Record.merchant_id, Record.region)
+        .group_by(Record.asset_id, Record.merchant_id, Record.region, Record.country)
     ).all()
     session.execute(delete(DeliveryReceipt).where(DeliveryReceipt.batch_pk == batch.id))
     now = utcnow()
@@ -72,13 +75,14 @@ def compute_receipts(session: Session, batch: DeliveryBatch) -> list[DeliveryRec
             merchant_id=hex32(bytes(merchant_id)),
             host=str(host).lower(),
             region=region,
+            country=country,
             requests=int(requests),
             bytes_delivered=int(nbytes),
             excluded_requests=int(ex_requests),
             excluded_bytes=int(ex_bytes),
             computed_at=now,
         )
-        for asset_id, merchant_id, region, host, requests, nbytes, ex_requests, ex_bytes in rows
+        for asset_id, merchant_id, region, country, host, requests, nbytes, ex_requests, ex_bytes in rows
     ]
     session.add_all(receipts)
     session.flush()
@@ -122,7 +126,7 @@ def aggregate_receipts(
     query = (
         select(DeliveryReceipt, DeliveryBatch.batch_id)
         .join(DeliveryBatch, DeliveryBatch.id == DeliveryReceipt.batch_pk)
-        .where(DeliveryBatch.state.in_(list(SETTLED_STATES)))
+        .where(DeliveryBatch.state.in_(sorted(ANCHORED_STATES)))
     )
     if period_start is not None:
         query = query.where(DeliveryReceipt.period_start == period_start)

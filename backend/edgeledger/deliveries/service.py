@@ -1,11 +1,7 @@
-"""Deliveries: the small shared pieces every flow uses (ids, periods, lookups, pseudonym keys).
+"""Deliveries: the small shared pieces every flow uses (record leaves, periods, lookups, pseudonym keys).
 
-Ids that go on chain are derived, never random, so a retried step computes the same id again:
-
-* ``source_id  = keccak256("edgeledger:source:" + name)``
-* ``batch_id   = keccak256(abi.encode(sourceId, periodStart, periodEnd, kind, correctionSeq))``
-  (bytes32, uint64, uint64, uint8, uint32)
-* ``merchantId = keccak256(lower-case request host)``, ``requestId = keccak256(request id as logged)``
+The ids that go on chain (source, batch, merchant, request key, client commitment) are derived in
+``edgeledger.ledger.ids``, the one definition the verifiers share.
 """
 
 from __future__ import annotations
@@ -23,9 +19,7 @@ from sqlalchemy.orm import Session
 
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
-from edgeledger.deliveries.leaf import LeafValues, keccak256
 from edgeledger.deliveries.models import (
-    BatchKind,
     DeliveryBatch,
     DeliveryRecordRow,
     DeliverySource,
@@ -33,8 +27,16 @@ from edgeledger.deliveries.models import (
 )
 from edgeledger.deliveries.records import Pseudonymiser
 from edgeledger.errors import EdgeLedgerError
+from edgeledger.ledger.delivery_leaf import LeafValues
+from edgeledger.ledger.hashing import bytes32
+from edgeledger.ledger.ids import (
+    BATCH_KIND_CODES,
+    country_bytes,
+    edge_location_bytes,
+    request_key,
+)
 
-KIND_CODES: dict[str, int] = {BatchKind.regular: 0, BatchKind.correction: 1}
+KIND_CODES: dict[str, int] = BATCH_KIND_CODES
 
 
 class DeliveryError(EdgeLedgerError):
@@ -43,54 +45,8 @@ class DeliveryError(EdgeLedgerError):
 
 
 # ----------------------------------------------------------------------------------------------
-# Ids
+# Leaves
 # ----------------------------------------------------------------------------------------------
-
-
-def hex32(value: bytes) -> str:
-    return "0x" + value.hex()
-
-
-def bytes32(value: str) -> bytes:
-    raw = bytes.fromhex(value.removeprefix("0x"))
-    if len(raw) != 32:
-        raise ValueError(f"expected 32 bytes of hex, got {len(raw)}")
-    return raw
-
-
-def source_id_for(name: str) -> str:
-    return hex32(keccak256(b"edgeledger:source:" + name.encode("utf-8")))
-
-
-def batch_id_for(source_id: str, period_start: int, period_end: int, kind: str, correction_seq: int) -> str:
-    encoded = (
-        bytes32(source_id)
-        + period_start.to_bytes(32)
-        + period_end.to_bytes(32)
-        + KIND_CODES[kind].to_bytes(32)
-        + correction_seq.to_bytes(32)
-    )
-    return hex32(keccak256(encoded))
-
-
-def merchant_id_for(host: str) -> bytes:
-    return keccak256(host.lower().encode("utf-8"))
-
-
-def request_key(request_id: str) -> bytes:
-    return keccak256(request_id.encode("utf-8"))
-
-
-def client_commitment(salt: bytes, pseudonym: bytes) -> bytes:
-    return keccak256(salt + pseudonym)
-
-
-def edge_location_bytes(edge_location: str) -> bytes:
-    return edge_location.encode("ascii").ljust(16, b"\0")
-
-
-def country_bytes(country: str) -> bytes:
-    return country.encode("ascii") if country else b"\0\0"
 
 
 def leaf_values_of(source_id: str, record: DeliveryRecordRow) -> LeafValues:

@@ -1,6 +1,6 @@
 """Batch trees on disk: built once when a batch closes, read for every proof.
 
-A batch's tree is OpenZeppelin's array layout (:class:`~edgeledger.deliveries.merkle.MerkleTree`) written
+A batch's tree is OpenZeppelin's array layout (:class:`~edgeledger.ledger.merkle.MerkleTree`) written
 as one file, ``DATA_DIR/trees/<batch id>.tree``::
 
     b"ELTREE1\\0" | uint64 big-endian leaf count n | 2n-1 nodes of 32 bytes (root first, leaves last)
@@ -23,8 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgeledger.config import Settings
-from edgeledger.deliveries.merkle import MerkleTree
 from edgeledger.deliveries.models import BatchExtraLeaf, DeliveryBatch, DeliveryRecordRow
+from edgeledger.ledger.merkle import MerkleTree
 
 MAGIC = b"ELTREE1\0"
 _HEADER = len(MAGIC) + 8

@@ -22,9 +22,21 @@ from edgeledger.compliance.service import (
 )
 from edgeledger.config import Settings
 from edgeledger.db import get_session
-from edgeledger.deliveries import anchoring, ingest, proofs, receipts, service, signals, tasks
+from edgeledger.deliveries import (
+    anchoring,
+    batches,
+    hosts,
+    ingest,
+    proofs,
+    receipts,
+    service,
+    signals,
+    sources,
+    uploads,
+)
 from edgeledger.deliveries.models import DeliverySource, SourceStatus
 from edgeledger.deps import get_app_settings, get_chain
+from edgeledger.worker import enqueue
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
 
@@ -64,7 +76,9 @@ def upload_log(
     403 ``residency_violation`` when the source's raw logs may not be stored in this deployment's zone.
     """
     ensure_storage_allowed(session, settings, principal, ref)
-    return ingest.ingest_request(session, settings, principal, ref, request, name=name, log_format=log_format)
+    return uploads.ingest_request(
+        session, settings, principal, ref, request, name=name, log_format=log_format
+    )
 
 
 @router.post("/sources/{ref}/stream", status_code=201, response_model=ingest.IngestFileRead)
@@ -79,12 +93,12 @@ def stream_log(
 ) -> ingest.IngestFile:
     """An edge node streams its own-format JSON lines (chunked transfer); ingested as they arrive."""
     ensure_storage_allowed(session, settings, principal, ref)
-    return ingest.ingest_request(
+    return uploads.ingest_request(
         session, settings, principal, ref, request, name=name, log_format=log_format, multipart_allowed=False
     )
 
 
-@router.get("/ingests", response_model=ingest.IngestFilePage)
+@router.get("/ingests", response_model=uploads.IngestFilePage)
 def list_ingests(
     session: SessionDep,
     principal: IngestReaderDep,
@@ -92,18 +106,18 @@ def list_ingests(
     state: str | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> ingest.IngestFilePage:
+) -> uploads.IngestFilePage:
     """Ingest reports, newest first (operators: their own sources only)."""
-    return ingest.list_ingests(session, principal, source=source, state=state, limit=limit, offset=offset)
+    return uploads.list_ingests(session, principal, source=source, state=state, limit=limit, offset=offset)
 
 
 @router.get("/ingests/{ingest_id}", response_model=ingest.IngestFileRead)
 def get_ingest(ingest_id: int, session: SessionDep, principal: IngestReaderDep) -> ingest.IngestFile:
     """One ingest report: counts, state, error."""
-    return ingest.get_ingest(session, principal, ingest_id)
+    return uploads.get_ingest(session, principal, ingest_id)
 
 
-@router.get("/ingests/{ingest_id}/quarantine", response_model=ingest.QuarantinePage)
+@router.get("/ingests/{ingest_id}/quarantine", response_model=uploads.QuarantinePage)
 def list_quarantined_lines(
     ingest_id: int,
     session: SessionDep,
@@ -111,26 +125,26 @@ def list_quarantined_lines(
     legal_basis: LegalBasisHeader = None,
     limit: int = 100,
     offset: int = 0,
-) -> ingest.QuarantinePage:
+) -> uploads.QuarantinePage:
     """Quarantined lines of one ingest (line number, reason, detail, IP-masked raw text). The read is
     recorded in the compliance log."""
-    page = ingest.list_quarantine(session, principal, ingest_id, limit=limit, offset=offset)
+    page = uploads.list_quarantine(session, principal, ingest_id, limit=limit, offset=offset)
     record_access(session, principal, Action.read_raw, f"ingest:{ingest_id}/quarantine", legal_basis)
     return page
 
 
-@router.post("/merchant-hosts", status_code=201, response_model=ingest.MerchantHostRead)
+@router.post("/merchant-hosts", status_code=201, response_model=hosts.MerchantHostRead)
 def add_merchant_host(
-    body: ingest.MerchantHostCreate, session: SessionDep, _: AdminDep
-) -> ingest.MerchantHostRead:
+    body: hosts.MerchantHostCreate, session: SessionDep, _: AdminDep
+) -> hosts.MerchantHostRead:
     """Map a request host to a merchant account (records carry keccak256(host) as merchantId)."""
-    return ingest.add_merchant_host(session, body)
+    return hosts.add_merchant_host(session, body)
 
 
-@router.get("/merchant-hosts", response_model=list[ingest.MerchantHostRead])
-def list_merchant_hosts(session: SessionDep, principal: HostReaderDep) -> list[ingest.MerchantHostRead]:
+@router.get("/merchant-hosts", response_model=list[hosts.MerchantHostRead])
+def list_merchant_hosts(session: SessionDep, principal: HostReaderDep) -> list[hosts.MerchantHostRead]:
     """Host -> merchant mappings (a merchant sees its own)."""
-    return ingest.list_merchant_hosts(session, principal)
+    return hosts.list_merchant_hosts(session, principal)
 
 
 # --- batches and anchoring -------------------------------------------------------------------------
@@ -147,61 +161,61 @@ def _ensure_source_operator(principal: Principal, source: DeliverySource) -> Non
         )
 
 
-@router.post("/sources", status_code=201, response_model=anchoring.SourceRead)
+@router.post("/sources", status_code=201, response_model=sources.SourceRead)
 def create_source(
-    body: anchoring.SourceCreate, session: SessionDep, chain: ChainDep, settings: SettingsDep, _: AdminDep
-) -> anchoring.SourceRead:
+    body: sources.SourceCreate, session: SessionDep, chain: ChainDep, settings: SettingsDep, _: AdminDep
+) -> sources.SourceRead:
     """Registers an edge node or CDN provider account in DeliveryLedger (journal row first; re-posting a
     source stuck in "registering" resumes it)."""
-    return anchoring.source_read(anchoring.register_source(session, chain, settings, body))
+    return sources.source_read(sources.register_source(session, chain, settings, body))
 
 
-@router.get("/sources", response_model=list[anchoring.SourceRead])
-def list_sources(session: SessionDep, _: ReaderDep) -> list[anchoring.SourceRead]:
+@router.get("/sources", response_model=list[sources.SourceRead])
+def list_sources(session: SessionDep, _: ReaderDep) -> list[sources.SourceRead]:
     rows = session.scalars(select(DeliverySource).order_by(DeliverySource.id))
-    return [anchoring.source_read(row) for row in rows]
+    return [sources.source_read(row) for row in rows]
 
 
-@router.get("/sources/{ref}", response_model=anchoring.SourceRead)
-def get_source(ref: str, session: SessionDep, _: ReaderDep) -> anchoring.SourceRead:
-    return anchoring.source_read(service.get_source(session, ref))
+@router.get("/sources/{ref}", response_model=sources.SourceRead)
+def get_source(ref: str, session: SessionDep, _: ReaderDep) -> sources.SourceRead:
+    return sources.source_read(service.get_source(session, ref))
 
 
-@router.post("/sources/{ref}/suspend", response_model=anchoring.SourceRead)
-def suspend_source(ref: str, session: SessionDep, chain: ChainDep, _: AdminDep) -> anchoring.SourceRead:
+@router.post("/sources/{ref}/suspend", response_model=sources.SourceRead)
+def suspend_source(ref: str, session: SessionDep, chain: ChainDep, _: AdminDep) -> sources.SourceRead:
     source = service.get_source(session, ref)
-    return anchoring.source_read(anchoring.set_source_status(session, chain, source, SourceStatus.suspended))
+    return sources.source_read(sources.set_source_status(session, chain, source, SourceStatus.suspended))
 
 
-@router.post("/sources/{ref}/reactivate", response_model=anchoring.SourceRead)
-def reactivate_source(ref: str, session: SessionDep, chain: ChainDep, _: AdminDep) -> anchoring.SourceRead:
+@router.post("/sources/{ref}/reactivate", response_model=sources.SourceRead)
+def reactivate_source(ref: str, session: SessionDep, chain: ChainDep, _: AdminDep) -> sources.SourceRead:
     source = service.get_source(session, ref)
-    return anchoring.source_read(anchoring.set_source_status(session, chain, source, SourceStatus.active))
+    return sources.source_read(sources.set_source_status(session, chain, source, SourceStatus.active))
 
 
-@router.post("/sources/{ref}/sync", response_model=anchoring.SourceRead)
+@router.post("/sources/{ref}/sync", response_model=sources.SourceRead)
 def sync_source(
     ref: str, session: SessionDep, chain: ChainDep, principal: SourceOperatorDep
-) -> anchoring.SourceRead:
+) -> sources.SourceRead:
     """Re-reads signer, operator and status from the chain (after the node rotated its signer with its
     own wallet); finishes a registration left in "registering"."""
     source = service.get_source(session, ref)
     _ensure_source_operator(principal, source)
     if source.status == SourceStatus.registering:
-        return anchoring.source_read(anchoring.finish_registration(session, chain, source))
-    return anchoring.source_read(anchoring.sync_source(session, chain, source))
+        return sources.source_read(sources.finish_registration(session, chain, source))
+    return sources.source_read(sources.sync_source(session, chain, source))
 
 
-@router.post("/sources/{ref}/signer", response_model=anchoring.SourceRead)
+@router.post("/sources/{ref}/signer", response_model=sources.SourceRead)
 def rotate_source_signer(
-    ref: str, body: anchoring.SignerRotation, session: SessionDep, chain: ChainDep, _: AdminDep
-) -> anchoring.SourceRead:
+    ref: str, body: sources.SignerRotation, session: SessionDep, chain: ChainDep, _: AdminDep
+) -> sources.SourceRead:
     """CDN providers only: rotate the platform's signing key for the source on chain."""
     source = service.get_source(session, ref)
-    return anchoring.source_read(anchoring.rotate_provider_signer(session, chain, source, body.signer))
+    return sources.source_read(sources.rotate_provider_signer(session, chain, source, body.signer))
 
 
-@router.get("/batches", response_model=list[anchoring.BatchRead])
+@router.get("/batches", response_model=list[batches.BatchRead])
 def list_batches(
     session: SessionDep,
     chain: ChainDep,
@@ -209,34 +223,34 @@ def list_batches(
     source: str | None = None,
     state: str | None = None,
     period_start: int | None = None,
-) -> list[anchoring.BatchRead]:
-    rows = anchoring.list_batches(session, source=source, state=state, period_start=period_start)
-    head = anchoring.chain_head_or_none(chain) if any(b.block_number for b in rows) else None
-    return [anchoring.batch_read(session, b, head) for b in rows]
+) -> list[batches.BatchRead]:
+    rows = batches.list_batches(session, source=source, state=state, period_start=period_start)
+    head = batches.chain_head_or_none(chain) if any(b.block_number for b in rows) else None
+    return [batches.batch_read(session, b, head) for b in rows]
 
 
 @router.post("/batches/close")
 def close_batches(
-    body: anchoring.CloseRequest, session: SessionDep, chain: ChainDep, settings: SettingsDep, _: AdminDep
+    body: batches.CloseRequest, session: SessionDep, chain: ChainDep, settings: SettingsDep, _: AdminDep
 ) -> dict[str, Any]:
     """Closes due batches now (``force``: every open batch, ignoring the late window - demos and tests),
     then enqueues anchoring, or with ``anchor_now`` anchors and confirms in this request."""
-    closed = anchoring.close_due_batches(session, settings, force=body.force)
-    result: dict[str, Any] = {"closed": [anchoring.batch_read(session, b, None) for b in closed]}
+    closed = batches.close_due_batches(session, settings, force=body.force)
+    result: dict[str, Any] = {"closed": [batches.batch_read(session, b, None) for b in closed]}
     if body.anchor_now:
         result["anchoring"] = anchoring.anchor_pending(session, chain, settings).as_dict()
         result["confirmations"] = anchoring.confirm_anchors(session, chain, settings)
     else:
-        result["anchor_enqueued"] = tasks.enqueue(settings, "anchor_pending")
+        result["anchor_enqueued"] = enqueue(settings, "edgeledger.deliveries.anchor_pending")
     return jsonable_encoder(result)
 
 
-@router.get("/batches/{batch_id}", response_model=anchoring.BatchRead)
-def get_batch(batch_id: str, session: SessionDep, chain: ChainDep, _: ReaderDep) -> anchoring.BatchRead:
+@router.get("/batches/{batch_id}", response_model=batches.BatchRead)
+def get_batch(batch_id: str, session: SessionDep, chain: ChainDep, _: ReaderDep) -> batches.BatchRead:
     """State, totals, root, manifest hash, transaction, block, confirmations and error of one batch."""
     batch = service.get_batch(session, batch_id)
-    head = anchoring.chain_head_or_none(chain) if batch.block_number else None
-    return anchoring.batch_read(session, batch, head)
+    head = batches.chain_head_or_none(chain) if batch.block_number else None
+    return batches.batch_read(session, batch, head)
 
 
 @router.get("/batches/{batch_id}/manifest")
@@ -248,7 +262,7 @@ def get_batch_manifest(
     source = session.get(DeliverySource, batch.source_pk)
     assert source is not None
     _ensure_source_operator(principal, source)
-    manifest = anchoring.stored_manifest(session, batch)
+    manifest = batches.stored_manifest(session, batch)
     chain_id, contract = anchoring.ledger_domain(chain)
     return {
         "batch_id": batch.batch_id,
@@ -259,7 +273,7 @@ def get_batch_manifest(
     }
 
 
-@router.post("/batches/{batch_id}/signature", response_model=anchoring.BatchRead)
+@router.post("/batches/{batch_id}/signature", response_model=batches.BatchRead)
 def submit_batch_signature(
     batch_id: str,
     body: anchoring.SignatureSubmit,
@@ -267,15 +281,15 @@ def submit_batch_signature(
     chain: ChainDep,
     settings: SettingsDep,
     principal: SourceOperatorDep,
-) -> anchoring.BatchRead:
+) -> batches.BatchRead:
     """Stores the node's signature (it must recover to the source's signer) and enqueues anchoring."""
     batch = service.get_batch(session, batch_id)
     source = session.get(DeliverySource, batch.source_pk)
     assert source is not None
     _ensure_source_operator(principal, source)
     anchoring.submit_signature(session, chain, batch, body.signature)
-    tasks.enqueue(settings, "anchor_pending", source_pk=source.id)
-    return anchoring.batch_read(session, batch, None)
+    enqueue(settings, "edgeledger.deliveries.anchor_pending", source_pk=source.id)
+    return batches.batch_read(session, batch, None)
 
 
 # --- fraud review and receipts ---------------------------------------------------------------------

@@ -10,9 +10,9 @@ from celery import shared_task
 from edgeledger.chain.client import ChainError
 from edgeledger.config import get_settings
 from edgeledger.db import get_sessionmaker
-from edgeledger.deliveries.tasks import RETRY_OPTIONS, RetryableChainError, chain_for
 from edgeledger.indexer import flows
 from edgeledger.ipfs import IpfsClient
+from edgeledger.worker import RETRY_OPTIONS, RetryableChainError, chain_for
 
 
 @shared_task(name="edgeledger.indexer.follow", **RETRY_OPTIONS)

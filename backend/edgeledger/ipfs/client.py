@@ -34,6 +34,7 @@ import ipfshttpclient
 import ipfshttpclient.exceptions as ipfs_exc
 import requests
 
+from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.ipfs.cid import CHUNKER_SIZE, InvalidCidError, canonical_json_bytes, normalize_cid
 

@@ -24,9 +24,9 @@ from edgeledger.deliveries.models import (
     DeliverySource,
     FraudFlag,
 )
-from edgeledger.deliveries.service import bytes32
+from edgeledger.ledger.hashing import bytes32
+from edgeledger.settlement.charts import bytes_chart_svg, payees_chart_svg, seconds_chart_svg
 from edgeledger.settlement.models import ReconciliationCase, Settlement, SettlementPayout
-from edgeledger.settlement.statements import bytes_chart_svg, payees_chart_svg, seconds_chart_svg
 
 ANCHORED = (BatchState.anchored, BatchState.final)
 ON_CHAIN_SETTLEMENT_STATES = ("posted", "challenged", "claimable", "cancelled")

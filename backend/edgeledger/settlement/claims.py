@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient
-from edgeledger.deliveries.leaf import keccak256
+from edgeledger.ledger.hashing import keccak256
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.flows import VAULT, payout_tree
 from edgeledger.settlement.models import Settlement, SettlementPayout, SettlementState

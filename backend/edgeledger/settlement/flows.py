@@ -45,13 +45,16 @@ from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
 from edgeledger.db import exclusive_work, utcnow
 from edgeledger.deliveries.models import (
+    ANCHORED_STATES,
     BatchState,
     DeliveryBatch,
-    DeliveryRecordRow,
+    DeliveryReceipt,
     DeliverySource,
     MerchantHost,
 )
-from edgeledger.deliveries.service import merchant_id_for
+from edgeledger.ledger.hashing import hex32
+from edgeledger.ledger.ids import merchant_id_for
+from edgeledger.ledger.payout_leaf import PayoutTree
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.billing import Usage, reconcile, usage_from_receipts, utc_day
 from edgeledger.settlement.models import (
@@ -65,10 +68,12 @@ from edgeledger.settlement.models import (
     SettlementState,
 )
 from edgeledger.settlement.payouts import (
+    DOCUMENT_VERSION,
     AssetTerms,
     PayoutInputs,
     Receipt,
     Recipient,
+    canonical_inputs,
     compute_payouts,
 )
 from edgeledger.settlement.rates import Currency, card_at
@@ -81,8 +86,6 @@ from edgeledger.settlement.service import (
     period_id_for,
     rate_cards,
 )
-from edgeledger.settlement.tree import PayoutTree
-from edgeledger.settlement.verify import DOCUMENT_VERSION, canonical_inputs
 from edgeledger.territories import ALL_TERRITORIES_BITMAP
 
 log = logging.getLogger(__name__)
@@ -90,7 +93,6 @@ log = logging.getLogger(__name__)
 VAULT = "SettlementVault"
 #: SettlementVault.SettlementStatus
 CHAIN_NONE, CHAIN_POSTED, CHAIN_CHALLENGED, CHAIN_UPHELD, CHAIN_CANCELLED = range(5)
-SETTLED_BATCH_STATES = (BatchState.anchored, BatchState.final)
 UNSETTLED_BATCH_STATES = (
     BatchState.open,
     BatchState.closed,
@@ -145,39 +147,42 @@ def receipt_key(batch_id: str, asset_id: int, region: str, country: str) -> str:
 
 def period_receipts(session: Session, account: SettlementAccount, period_start: int) -> PeriodData:
     """The merchant's anchored, non-excluded deliveries of registered assets in the period, per (batch,
-    asset, region, country): one receipt each, paid to the batch's source operator."""
+    asset, region, country): one receipt each, paid to the batch's source operator. Read from the
+    receipts deliveries computes when a batch is anchored or a fraud flag on it is reviewed
+    (deliveries/receipts.py): the records themselves are aggregated once, there."""
     hosts = session.scalars(
         select(MerchantHost.host).where(MerchantHost.merchant_user_id == account.merchant_user_id)
     )
-    merchant_ids = [merchant_id_for(h) for h in hosts]
+    merchant_ids = [hex32(merchant_id_for(h)) for h in hosts]
     data = PeriodData([], [], {})
     if not merchant_ids:
         return data
-    record = DeliveryRecordRow
+    receipt = DeliveryReceipt
     rows = session.execute(
         select(
             DeliveryBatch.batch_id,
-            record.asset_id,
-            record.region,
-            record.country,
+            receipt.asset_id,
+            receipt.region,
+            receipt.country,
             DeliverySource.operator,
-            func.count(),
-            func.sum(record.bytes_delivered),
+            func.sum(receipt.requests),
+            func.sum(receipt.bytes_delivered),
         )
-        .join(DeliveryBatch, record.batch_pk == DeliveryBatch.id)
+        .join(DeliveryBatch, receipt.batch_pk == DeliveryBatch.id)
         .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
         .where(
             DeliveryBatch.period_start == period_start,
-            DeliveryBatch.state.in_(list(SETTLED_BATCH_STATES)),
-            record.merchant_id.in_(merchant_ids),
-            record.excluded.is_(False),
-            record.asset_id != 0,
+            DeliveryBatch.state.in_(sorted(ANCHORED_STATES)),
+            receipt.merchant_id.in_(merchant_ids),
+            receipt.requests > 0,
+            receipt.asset_id != 0,
         )
         .group_by(
-            DeliveryBatch.batch_id, record.asset_id, record.region, record.country, DeliverySource.operator
+            DeliveryBatch.batch_id, receipt.asset_id, receipt.region, receipt.country, DeliverySource.operator
         )
-        .order_by(DeliveryBatch.batch_id, record.asset_id, record.region, record.country)
+        .order_by(DeliveryBatch.batch_id, receipt.asset_id, receipt.region, receipt.country)
     )
+
     merchant = merchant_key(account)
     day = utc_day(period_start)
     batch_ids: set[str] = set()
@@ -790,7 +795,7 @@ def recompute(session: Session, settings: Settings, settlement: Settlement) -> S
 
 def inputs_document(settlement: Settlement, chain_id: int | None, vault: str | None) -> dict[str, Any]:
     """The published inputs of a computed settlement: enough to recompute its payouts and root
-    (settlement/verify.py) and to compare them with the vault."""
+    (verify/settlement.py) and to compare them with the vault."""
     if settlement.inputs_gz is None or settlement.root is None:
         raise SettlementError(
             f"settlement {settlement.id} has no payouts ({settlement.state})",

@@ -10,10 +10,10 @@ records that were anchored and not excluded, so nothing here looks at fraud sign
 
 from __future__ import annotations
 
-import gc
+import hashlib
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Literal, TypeVar
@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeledger.deliveries.regions import REGION_CODES, REGIONS, UNKNOWN_REGION, region_of
+from edgeledger.ledger.merkle import gc_paused
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.rates import (
     BPS,
@@ -87,22 +88,6 @@ def _trusted(cls: type[M], values: dict[str, Any]) -> M:
     return model
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (restored afterwards if it was on).
-
-    Building a million receipts allocates a million container objects that are never part of a cycle; with
-    the collector on, they trigger full collections that walk every live container of the process.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 class Receipt(_Frozen):
     """Anchored, non-excluded deliveries of one asset, aggregated per (operator, region[, country], period).
 
@@ -156,7 +141,7 @@ class Receipt(_Frozen):
             fields = _FIELDS_SET[cls] = set(cls.model_fields)
         receipts: list[Receipt] = []
         append = receipts.append
-        with _gc_paused():
+        with gc_paused():
             for row in rows:
                 key, asset_id, merchant, region, country, period, at, operator, requests, nbytes = row
                 if not (
@@ -268,6 +253,20 @@ class PayoutInputs(_Frozen):
     decisions: tuple[Decision, ...] = ()
     #: (region, day) cases reconciliation flagged for this merchant; each needs a decision.
     flagged: tuple[tuple[str, str], ...] = ()
+
+
+#: Version of the published settlement inputs document (``GET /settlement/settlements/{id}/inputs``).
+DOCUMENT_VERSION = 1
+
+
+def canonical_inputs(inputs: PayoutInputs) -> bytes:
+    """The inputs as canonical JSON (sorted keys, no spaces): what ``inputs_digest`` hashes."""
+    return json.dumps(inputs.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+
+
+def inputs_digest(inputs: PayoutInputs) -> str:
+    """sha-256 of the canonical inputs: what the published inputs document states and verifiers check."""
+    return "0x" + hashlib.sha256(canonical_inputs(inputs)).hexdigest()
 
 
 class LineItem(_Frozen):

@@ -15,8 +15,8 @@ from celery import shared_task
 
 from edgeledger.config import get_settings
 from edgeledger.db import get_sessionmaker
-from edgeledger.deliveries.tasks import RETRY_OPTIONS, RetryableChainError, chain_for
 from edgeledger.settlement import flows
+from edgeledger.worker import RETRY_OPTIONS, RetryableChainError, chain_for
 
 
 @shared_task(name="edgeledger.settlement.run", **RETRY_OPTIONS)

@@ -34,7 +34,7 @@ from edgeledger.auth.models import Role, User
 from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.config import Settings
 from edgeledger.db import get_session
-from edgeledger.deliveries.ingest import RequestBody
+from edgeledger.deliveries.uploads import RequestBody
 from edgeledger.deps import get_app_settings, get_chain
 from edgeledger.settlement import SettlementError, claims, flows, service, statements
 from edgeledger.settlement.models import (
@@ -69,6 +69,7 @@ from edgeledger.settlement.schemas import (
     SettlementPage,
     SettlementRead,
 )
+from edgeledger.settlement.statement_html import statement_html
 
 router = APIRouter(prefix="/settlement", tags=["settlement"])
 
@@ -675,7 +676,7 @@ def settlement_inputs(
 ) -> Response:
     """The exact inputs the payouts were computed from (receipts with their batches, assets' terms,
     rate cards, FX table, decisions): recompute and check them against the vault with
-    ``edgeledger settlement verify`` (settlement/verify.py)."""
+    ``edgeledger verify settlement`` (verify/settlement.py)."""
     settlement = _settlement_for(session, principal, settlement_id)
     try:
         chain_id, vault = chain.chain_id, chain.deployment.address_of(flows.VAULT)
@@ -716,5 +717,5 @@ def _render(session: Session, settlement: Settlement, text: str, payee: str | No
             else statements.payee_statement_csv(statement, ctx, payee)
         )
     else:
-        body = statements.statement_html(statement, ctx, payee)
+        body = statement_html(statement, ctx, payee)
     return Response(body, media_type=_MEDIA_TYPES[fmt], headers=headers)

@@ -3,7 +3,7 @@
 //
 //   node tests/backend/js/make_vectors.mjs      (from the project root; rewrites vectors.json)
 //
-// tests/backend/test_merkle.py checks that edgeledger.deliveries.merkle reproduces every field.
+// tests/backend/test_merkle.py checks that edgeledger.ledger.merkle reproduces every field.
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { StandardMerkleTree } from '@openzeppelin/merkle-tree';

@@ -4,7 +4,7 @@ signed here.
 
 Typical use::
 
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     signer = Account.create()
     with Session(engine) as session:
         source = register_source(session, chain, "cdn-a", provider="cloudfront", signer=signer.address)
@@ -32,8 +32,6 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.deliveries import parsers, trees
-from edgeledger.deliveries.anchoring import MANIFEST_FIELDS as MANIFEST_TYPES
-from edgeledger.deliveries.leaf import keccak256, leaf_hash
 from edgeledger.deliveries.models import (
     BatchKind,
     BatchState,
@@ -47,17 +45,11 @@ from edgeledger.deliveries.models import (
     SourceStatus,
 )
 from edgeledger.deliveries.records import DeliveryRecord, Pseudonymiser
-from edgeledger.deliveries.service import (
-    KIND_CODES,
-    batch_id_for,
-    bytes32,
-    client_commitment,
-    hex32,
-    leaf_values_of,
-    merchant_id_for,
-    period_bounds,
-    source_id_for,
-)
+from edgeledger.deliveries.service import KIND_CODES, leaf_values_of, period_bounds
+from edgeledger.ledger.delivery_leaf import leaf_hash
+from edgeledger.ledger.hashing import bytes32, hex32, keccak256
+from edgeledger.ledger.ids import batch_id_for, client_commitment, merchant_id_for, source_id_for
+from edgeledger.ledger.manifest import MANIFEST_FIELDS as MANIFEST_TYPES
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "logs"
 ZERO32 = b"\0" * 32

@@ -15,10 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgeledger.auth.models import Role
+from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
-from edgeledger.demo import demo_cloudfront_log
-from edgeledger.devstack import demo_png
-from edgeledger.main import make_chain_client
+from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from tests.backend.support.settlement import deposit
 from tests.backend.support.stack import Caller, make_caller, rpc
 
@@ -96,7 +95,7 @@ def scene(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Sc
             "/deliveries/batches/close", json={"force": False, "anchor_now": True}, headers=admin.headers
         )
     )
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     deposit(chain, chain_snapshot.admin, merchant.account, 50_000_000)
     day = int(
         (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()

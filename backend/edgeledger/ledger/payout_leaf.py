@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
 
-from edgeledger.deliveries.leaf import keccak256
-from edgeledger.deliveries.merkle import MerkleTree, verify_proof
-from edgeledger.settlement import SettlementError
+from edgeledger.ledger.hashing import FormatError, keccak256
+from edgeledger.ledger.merkle import MerkleTree, verify_proof
 
 PAYOUT_LEAF_TYPES = ("uint64", "address", "address", "address", "uint256")
 UINT64_MAX = (1 << 64) - 1
@@ -22,16 +21,16 @@ UINT128_MAX = (1 << 128) - 1  # the vault keeps totals as uint128
 
 def _address_word(address: str, what: str) -> bytes:
     if not is_address(address):
-        raise SettlementError(f"{what} {address!r} is not an address", code="address_invalid")
+        raise FormatError(f"{what} {address!r} is not an address", code="address_invalid")
     return bytes(12) + bytes.fromhex(address[2:])
 
 
 def encode_payout(period_id: int, merchant: str, token: str, payee: str, amount: int) -> bytes:
     """``abi.encode(periodId, merchant, token, payee, amount)``: five static 32-byte words."""
     if not 0 <= period_id <= UINT64_MAX:
-        raise SettlementError(f"period id {period_id} does not fit uint64", code="period_invalid")
+        raise FormatError(f"period id {period_id} does not fit uint64", code="period_invalid")
     if not 0 < amount <= UINT128_MAX:
-        raise SettlementError(f"payout amount {amount} out of range", code="amount_invalid")
+        raise FormatError(f"payout amount {amount} out of range", code="amount_invalid")
     return (
         period_id.to_bytes(32, "big")
         + _address_word(merchant, "merchant")
@@ -61,14 +60,14 @@ class PayoutTree:
 
     def __init__(self, period_id: int, merchant: str, token: str, payouts: Mapping[str, int]) -> None:
         if not payouts:
-            raise SettlementError("a payout tree needs at least one payee", code="nothing_to_pay")
+            raise FormatError("a payout tree needs at least one payee", code="nothing_to_pay")
         self.period_id = period_id
         self.merchant = to_checksum_address(merchant)
         self.token = to_checksum_address(token)
         merged: dict[str, int] = {}
         for address, amount in payouts.items():
             if not is_address(address):
-                raise SettlementError(f"payee {address!r} is not an address", code="address_invalid")
+                raise FormatError(f"payee {address!r} is not an address", code="address_invalid")
             key = to_checksum_address(address)
             merged[key] = merged.get(key, 0) + amount
         self.payouts: dict[str, int] = dict(sorted(merged.items(), key=lambda kv: kv[0].lower()))
@@ -99,7 +98,7 @@ class PayoutTree:
         """The payee's amount, leaf and proof; ``payee_unknown`` when it has no leaf here."""
         index = self._index.get(payee.lower())
         if index is None:
-            raise SettlementError(f"{payee} has no payout in this settlement", code="payee_unknown")
+            raise FormatError(f"{payee} has no payout in this settlement", code="payee_unknown")
         address = to_checksum_address(payee)
         amount = self.payouts[address]
         return PayoutProof(

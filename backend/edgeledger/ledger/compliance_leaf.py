@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edgeledger.deliveries.leaf import keccak256
+from edgeledger.ledger.hashing import keccak256
 
 EVENT_LEAF_FIELDS = ("eventId", "occurredAtMs", "actor", "action", "subject", "legalBasis", "detail")
 

@@ -8,21 +8,7 @@ pad the `bytesN`, `Q`/`H`/`B` range-check the uint64/uint16/uint8 fields; only t
 `int.to_bytes`), 50-60x faster than `eth_abi.encode` and byte-for-byte equal to it
 (tests/backend/test_merkle.py cross-checks both on random values).
 
-Keccak-256: `_pysha3.keccak_256` (safe-pysha3, a dependency of eth-brownie, pinned in requirements.lock) is
-the fastest implementation in the venv. Per call `keccak(x).digest()`, measured on the dev container
-(Python 3.11, best of 5, timeit):
-
-    implementation                                   32 bytes   64 bytes
-    _pysha3.keccak_256(x).digest()                     550 ns     540 ns
-    Crypto.Hash.keccak.new(digest_bits=256, data=x)   3600 ns    3630 ns   (pycryptodome)
-    eth_hash.auto.keccak(x)  (selects pycryptodome)   4000 ns    3940 ns
-    eth_hash Keccak256 with its pysha3 backend         720 ns     725 ns
-
-pycryptodome pays for its Python-level wrapper around the C code (object set-up, keyword handling, one
-foreign call per step); pysha3 is a plain C type whose cost is almost all the Keccak-f permutation (a
-352-byte record encoding takes three permutations, ~1.3 us). Without pysha3 the module falls back to
-pycryptodome (same digests, about 7x slower per hash). `hashlib.sha3_256` is *not* Keccak-256 (different
-padding).
+Keccak-256 comes from ``ledger.hashing`` (the fastest implementation in the venv, see there).
 """
 
 from __future__ import annotations
@@ -31,23 +17,14 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-try:
-    from _pysha3 import keccak_256 as _keccak_256
-
-    KECCAK_IMPLEMENTATION = "pysha3"
-except ImportError:  # pragma: no cover - safe-pysha3 is in requirements.lock
-    from Crypto.Hash import keccak as _cryptodome_keccak
-
-    def _keccak_256(data: bytes = b"") -> Any:
-        return _cryptodome_keccak.new(digest_bits=256, data=data)
-
-    KECCAK_IMPLEMENTATION = "pycryptodome"
+from edgeledger.ledger.hashing import KECCAK_IMPLEMENTATION, keccak256, keccak_hasher
 
 __all__ = [
     "ENCODED_LEAF_SIZE",
     "KECCAK_IMPLEMENTATION",
     "LEAF_FIELDS",
     "LEAF_SOLIDITY_NAMES",
+    "LEAF_STRUCT",
     "LEAF_TYPES",
     "LeafValues",
     "encode_leaf_values",
@@ -117,9 +94,9 @@ LEAF_FIELDS: tuple[str, ...] = LeafValues._fields
 
 # One word per field: bytesN = N bytes + (32 - N) zero bytes; uint64/16/8 = zero bytes + Q/H/B (range
 # checked by struct); the uint256 is packed as 32s from int.to_bytes(32) (which range-checks it).
-_LEAF_STRUCT = struct.Struct(">32s32s24xQ16s16x2s30x32s32s24xQ30xH31xB32s")
-_pack = _LEAF_STRUCT.pack
-assert _LEAF_STRUCT.size == ENCODED_LEAF_SIZE
+LEAF_STRUCT = struct.Struct(">32s32s24xQ16s16x2s30x32s32s24xQ30xH31xB32s")
+_pack = LEAF_STRUCT.pack
+assert LEAF_STRUCT.size == ENCODED_LEAF_SIZE
 
 
 def encode_leaf_values(values: Sequence[Any]) -> bytes:
@@ -172,30 +149,27 @@ def _invalid(values: Any) -> ValueError:
     return ValueError(f"invalid leaf values {items!r}")  # pragma: no cover - every failure is named above
 
 
-def keccak256(data: bytes) -> bytes:
-    """Keccak-256 (Ethereum's, not NIST SHA3-256) of `data`."""
-    return _keccak_256(data).digest()
-
-
 def leaf_hash_encoded(encoded: bytes) -> bytes:
     """The leaf of already ABI-encoded values: keccak256(keccak256(encoded))."""
-    return _keccak_256(_keccak_256(encoded).digest()).digest()
+    leaf: bytes = keccak_hasher(keccak_hasher(encoded).digest()).digest()
+    return leaf
 
 
 def leaf_hash(values: Sequence[Any]) -> bytes:
     """The leaf of a delivery record: keccak256(bytes.concat(keccak256(abi.encode(values))))."""
-    return _keccak_256(_keccak_256(encode_leaf_values(values)).digest()).digest()
+    leaf: bytes = keccak_hasher(keccak_hasher(encode_leaf_values(values)).digest()).digest()
+    return leaf
 
 
 def leaf_hashes_encoded(encoded: Iterable[bytes]) -> list[bytes]:
     """`leaf_hash_encoded` of every item, in order (one comprehension: no per-item function call)."""
-    k = _keccak_256
+    k = keccak_hasher
     return [k(k(e).digest()).digest() for e in encoded]
 
 
 def leaf_hashes(records: Iterable[Sequence[Any]]) -> list[bytes]:
     """`leaf_hash` of every record, in order."""
-    k = _keccak_256
+    k = keccak_hasher
     return [k(k(e).digest()).digest() for e in map(encode_leaf_values, records)]
 
 
@@ -213,7 +187,7 @@ def leaf_values_from_json(items: Sequence[Any]) -> LeafValues:
     a JSON integer (the forms OZ accepts). ValueError naming the field otherwise."""
     if isinstance(items, str | bytes) or not isinstance(items, Sequence) or len(items) != len(LEAF_TYPES):
         raise ValueError(f"leaf values must be a list of {len(LEAF_TYPES)} items, got {items!r}")
-    return LeafValues(*(_from_json(pos, item) for pos, item in enumerate(items)))
+    return LeafValues._make(_from_json(pos, item) for pos, item in enumerate(items))
 
 
 def _from_json(pos: int, item: Any) -> bytes | int:
@@ -240,4 +214,5 @@ def _from_json(pos: int, item: Any) -> bytes | int:
             raise ValueError(f"{where} is not a number: {item!r}") from None
     if not 0 <= item < 1 << bits:
         raise ValueError(f"{where} out of range [0, 2**{bits}): {item}")
-    return item
+    number: int = item
+    return number

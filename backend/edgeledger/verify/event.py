@@ -1,7 +1,7 @@
-"""Chain-only verification of a compliance event proof (``edgeledger compliance verify-event``).
+"""Chain-only verification of a compliance event proof (``edgeledger verify event``).
 
 Trusts only the proof document (``GET /compliance/events/{id}/proof``) and a JSON-RPC endpoint: the leaf
-is recomputed from the event's fields (compliance/leaf.py), the Merkle path is checked against the
+is recomputed from the event's fields (ledger/compliance_leaf.py), the Merkle path is checked against the
 document's root, the batch must be anchored on chain with that root, and ``DeliveryLedger.verifyLeaf``
 must accept the leaf. No database, API or build artifacts.
 """
@@ -9,21 +9,14 @@ must accept the leaf. No database, API or build artifacts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from edgeledger.compliance.leaf import event_leaf
-from edgeledger.deliveries.merkle import process_proof
-from edgeledger.deliveries.verify import Ledger, UnusableInput
+from edgeledger.ledger.compliance_leaf import event_leaf
+from edgeledger.ledger.merkle import process_proof
+from edgeledger.verify.result import Check, UnusableInput
+from edgeledger.verify.rpc import LedgerReader
 
 PROOF_FORMAT = "edgeledger-compliance-proof/v1"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
 
 
 def _b32(value: Any, what: str) -> bytes:
@@ -50,7 +43,7 @@ def recomputed_leaf(event: Mapping[str, Any]) -> bytes:
         raise UnusableInput(f"the event is incomplete or malformed: {exc}") from None
 
 
-def verify_event_proof(document: Mapping[str, Any], ledger: Ledger) -> list[Check]:
+def verify_event_proof(document: Mapping[str, Any], ledger: LedgerReader) -> list[Check]:
     """Every check of one event proof, in order; any failure means the event is not proven."""
     if document.get("format") != PROOF_FORMAT:
         raise UnusableInput(f"not a {PROOF_FORMAT} document")

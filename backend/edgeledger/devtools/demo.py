@@ -14,10 +14,8 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
-import random
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,12 +31,14 @@ from edgeledger.assets.models import Asset
 from edgeledger.auth import service as auth_service
 from edgeledger.auth.models import ApiKey, Role, User
 from edgeledger.chain.anvil import anvil_rpc
+from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.db import make_engine
-from edgeledger.deliveries import verify
-from edgeledger.devstack import DEV_CHALLENGE_WINDOW, demo_png, now_label, say
-from edgeledger.main import make_chain_client
+from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
+from edgeledger.devtools.stack import DEV_CHALLENGE_WINDOW, now_label, say
 from edgeledger.settlement.statements import format_amount
+from edgeledger.verify.delivery import verify_document
+from edgeledger.verify.rpc import Chain, Deployment, LedgerReader
 
 
 def _demo_api_key(settings: Settings, address: str, *, role: Role = Role.creator) -> str:
@@ -70,7 +70,7 @@ def _register(client: httpx.Client, name: str, data: bytes, params: dict[str, An
     )
 
 
-def run_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None:
+def run_demo(settings: Settings, base_url: str, keys: dict[str, str]) -> None:
     creator_key, admin_key = keys["creator"], keys["admin"]
     creator = Account.from_key(creator_key).address
     key = _demo_api_key(settings, creator)
@@ -123,7 +123,7 @@ def run_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None
             f"{error['message']}"
         )
 
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     sha = assets_service.sha256_of_stream(io.BytesIO(original))
     verdict = assets_service.verify_content_hash(chain, sha)
     assert verdict.chain is not None
@@ -147,69 +147,6 @@ def run_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None
 # ----------------------------------------------------------------------------------------------
 
 DEMO_SOURCE = "demo-cloudfront"
-_CLOUDFRONT_FIELDS = (
-    "date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem sc-status cs(Referer) "
-    "cs(User-Agent) cs-uri-query cs(Cookie) x-edge-result-type x-edge-request-id x-host-header "
-    "cs-protocol cs-bytes time-taken x-forwarded-for ssl-protocol ssl-cipher x-edge-response-result-type "
-    "cs-protocol-version fle-status fle-encrypted-fields c-port time-to-first-byte "
-    "x-edge-detailed-result-type sc-content-type sc-content-len sc-range-start sc-range-end"
-)
-_EDGES = ("FRA56-P1", "CDG50-C1", "NRT57-C2", "IAD89-C1", "LHR61-C1")
-
-
-def demo_cloudfront_log(
-    cid: str, size: int, label: str, *, lines: int = 400, days_ago: int = 1
-) -> tuple[bytes, list[str]]:
-    """A gzip CloudFront standard log of `lines` requests for `/ipfs/<cid>` made `days_ago` days ago
-    (UTC), with documentation-range client IPs; returns the file and its request ids."""
-    rng = random.Random(label)  # noqa: S311 - reproducible sample data, not secrets
-    day = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%d")
-    body = ["#Version: 1.0", "#Fields: " + _CLOUDFRONT_FIELDS]
-    request_ids = []
-    for i in range(lines):
-        request_id = f"DEMO{label}{i:05d}".replace(" ", "").replace(":", "") + "=="
-        request_ids.append(request_id)
-        result = rng.choice(("Hit", "Hit", "Hit", "Miss"))
-        body.append(
-            "\t".join(
-                (
-                    day,
-                    f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}",
-                    rng.choice(_EDGES),
-                    str(size + 320),
-                    f"198.51.100.{rng.randrange(1, 255)}",
-                    "GET",
-                    "d111111abcdef8.cloudfront.net",
-                    f"/ipfs/{cid}",
-                    "200",
-                    "-",
-                    "Mozilla/5.0",
-                    "-",
-                    "-",
-                    result,
-                    request_id,
-                    "shop.example",
-                    "https",
-                    "180",
-                    "0.004",
-                    "-",
-                    "TLSv1.3",
-                    "TLS_AES_128_GCM_SHA256",
-                    result,
-                    "HTTP/2.0",
-                    "-",
-                    "-",
-                    str(rng.randrange(1024, 65535)),
-                    "0.002",
-                    result,
-                    "image/png",
-                    str(size),
-                    "-",
-                    "-",
-                )
-            )
-        )
-    return gzip.compress(("\n".join(body) + "\n").encode()), request_ids
 
 
 def _ensure_source(client: httpx.Client) -> dict[str, Any]:
@@ -273,13 +210,12 @@ def run_delivery_demo(
         say(f"  proof of request {request_ids[7]}: {len(proof['proof'])} sibling hashes")
         export = _ok(client.get(f"/deliveries/batches/{batch['batch_id']}/export"))
 
-    ledger = verify.Ledger(
-        settings.eth_rpc_url, verify.contract_from_deployment(settings.resolved_deployment_file)
-    )
-    one = verify.verify_document(proof, ledger, emit=lambda _line: None)
-    whole = verify.verify_document(export, ledger, emit=lambda _line: None)
+    deployment = Deployment.load(settings.resolved_deployment_file)
+    ledger = LedgerReader(Chain(settings.eth_rpc_url), deployment.address_of("DeliveryLedger"))
+    one = verify_document(proof, ledger)
+    whole = verify_document(export, ledger)
     say(
-        f"verify-delivery (chain only): that line {'PASS' if one.ok else 'FAIL'}; the whole batch export "
+        f"verify delivery (chain only): that line {'PASS' if one.ok else 'FAIL'}; the whole batch export "
         f"{whole.passed} passed, {whole.failed} failed"
     )
 
@@ -313,7 +249,7 @@ def _demo_card() -> dict[str, Any]:
 
 
 def _send_as(settings: Settings, key: str, to: str, data: str) -> str:
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     account = Account.from_key(key)
     tx: dict[str, Any] = {
         "from": account.address,
@@ -334,7 +270,7 @@ def _send_as(settings: Settings, key: str, to: str, data: str) -> str:
 def _merchant_funds(settings: Settings, keys: dict[str, str], amount: int) -> tuple[str, int]:
     """Mints test stablecoins to the merchant (the deployer owns the test token) and deposits them,
     unless its escrow already holds ``amount``."""
-    chain = make_chain_client(settings)
+    chain = ChainClient.from_settings(settings)
     token, vault = chain.contract("TestStablecoin"), chain.contract("SettlementVault")
     merchant = Account.from_key(keys["merchant"]).address
     escrow = int(chain.call(vault.functions.escrowOf(merchant, token.address)))
@@ -421,7 +357,7 @@ def run_settlement_demo(settings: Settings, base_url: str, *, keys: dict[str, st
             say("  the creator has nothing left to claim")
             return
         tx = _send_as(settings, keys["creator"], claims["call"]["to"], claims["call"]["data"])
-        chain = make_chain_client(settings)
+        chain = ChainClient.from_settings(settings)
         balance = chain.call(chain.contract("TestStablecoin").functions.balanceOf(creator))
         say(
             f"  creator claimed {claims['call']['claims']} payout(s) in tx {tx[:18]}…; its wallet holds "
@@ -470,13 +406,13 @@ def _auditor_api_key(settings: Settings) -> tuple[str, Path]:
 
 def _index_chain(settings: Settings) -> str:
     from edgeledger.indexer import flows as indexer_flows
-    from edgeledger.main import make_ipfs_client
+    from edgeledger.ipfs import IpfsClient
 
     engine = make_engine(settings.resolved_database_url)
     try:
         with Session(engine, expire_on_commit=False) as session:
-            chain = make_chain_client(settings)
-            indexer_flows.run_once(session, chain, settings, make_ipfs_client(settings))
+            chain = ChainClient.from_settings(settings)
+            indexer_flows.run_once(session, chain, settings, IpfsClient.from_settings(settings))
             status = indexer_flows.status(session, chain, settings)
     finally:
         engine.dispose()
@@ -484,7 +420,7 @@ def _index_chain(settings: Settings) -> str:
 
 
 def run_audit_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None:
-    from edgeledger.audit.archive_verify import verify_archive
+    from edgeledger.verify.package import verify_archive
 
     admin_key = _demo_api_key(settings, Account.from_key(keys["admin"]).address, role=Role.admin)
     auditor_key, key_path = _auditor_api_key(settings)
@@ -509,11 +445,10 @@ def run_audit_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -
         return
     package = settings.data_dir / "audit-package.tar.gz"
     package.write_bytes(response.content)
-    results = verify_archive(package, settings.eth_rpc_url)
-    passed = sum(r.ok for r in results)
+    report = verify_archive(package, settings.eth_rpc_url)
     say(
         f"  audit package of yesterday's settlement: {package} ({len(response.content)} bytes); "
-        f"{passed} of {len(results)} items verified from the archive and the chain alone "
-        f"(edgeledger-verify-package {package} --rpc-url {settings.eth_rpc_url})"
+        f"{report.passed} of {report.passed + report.failed} items verified from the archive and the chain "
+        f"alone (edgeledger verify package {package} --rpc-url {settings.eth_rpc_url})"
     )
     say(f"  auditor portal: {base_url}/portal/  (sign in with the API key in {key_path})")

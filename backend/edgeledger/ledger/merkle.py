@@ -2,7 +2,7 @@
 
 `MerkleTree.build(leaf_hashes)` gives the tree `@openzeppelin/merkle-tree` (1.0.x) builds with
 `StandardMerkleTree.of(values, LEAF_TYPES)` when `leaf_hashes[i]` is the leaf of `values[i]`
-(`edgeledger.deliveries.leaf.leaf_hash`):
+(`edgeledger.ledger.delivery_leaf.leaf_hash`):
 
 * leaves are sorted by hash (unsigned big-endian, a stable sort: equal leaves keep their input order);
 * the tree is one array of 2n-1 nodes, the sorted leaves at its end in reverse order
@@ -29,20 +29,21 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from edgeledger.deliveries.leaf import (
+from edgeledger.ledger.delivery_leaf import (
     LEAF_TYPES,
     LeafValues,
-    _keccak_256,
     leaf_hash,
     leaf_values_from_json,
     leaf_values_to_json,
 )
+from edgeledger.ledger.hashing import keccak_hasher
 
 __all__ = [
     "STANDARD_FORMAT",
     "MerkleTree",
     "MultiProof",
     "dump_standard",
+    "gc_paused",
     "hash_pair",
     "load_standard",
     "process_multiproof",
@@ -61,13 +62,14 @@ def _check_node(node: Any, what: str) -> None:
 
 def hash_pair(a: bytes, b: bytes) -> bytes:
     """OpenZeppelin's sorted-pair node hash: keccak256(min(a, b) || max(a, b))."""
-    return _keccak_256(a + b if a < b else b + a).digest()
+    node: bytes = keccak_hasher(a + b if a < b else b + a).digest()
+    return node
 
 
 def process_proof(leaf: bytes, proof: Iterable[bytes]) -> bytes:
     """The root `proof` leads to from `leaf` (OpenZeppelin `MerkleProof.processProof`)."""
     _check_node(leaf, "leaf")
-    k = _keccak_256
+    k = keccak_hasher
     node = leaf
     for sibling in proof:
         _check_node(sibling, "proof element")
@@ -125,12 +127,13 @@ def verify_multiproof(
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (restored afterwards if it was on).
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (restored afterwards if it was on), around code that allocates
+    millions of containers none of which can be part of a cycle.
 
-    `all_proofs` allocates one list per tree node and none of them can be part of a cycle; with the
-    collector on, the allocations trigger full collections that walk every live container of the process
-    (for a 1,000,000-leaf batch, the records themselves), which takes several times the proofs' own time.
+    With the collector on, such allocations trigger full collections that walk every live container of
+    the process: `all_proofs` allocates one list per tree node (for a 1,000,000-leaf batch the collections
+    took several times the proofs' own time), settlement builds a million receipts.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -154,7 +157,7 @@ class MerkleTree:
 
     __slots__ = ("_nodes", "_tree_index")
 
-    def __init__(self, nodes: list[bytes], tree_index: array) -> None:
+    def __init__(self, nodes: list[bytes], tree_index: array[int]) -> None:
         """Internal: use `build`, `from_nodes` or `load_standard`."""
         self._nodes = nodes
         self._tree_index = tree_index
@@ -181,7 +184,7 @@ class MerkleTree:
         nodes: list[bytes] = [b""] * (n - 1)
         nodes += map(hashes.__getitem__, reversed(order))
         del order
-        k = _keccak_256
+        k = keccak_hasher
         # Inner nodes level by level, deepest first; the inner nodes of one level are a contiguous index
         # range [start, end) whose children are exactly [2*start+1, 2*end+1).
         for start, end in reversed(list(_levels(n - 1))):
@@ -230,7 +233,7 @@ class MerkleTree:
 
     def tree_index(self, index: int) -> int:
         """Position in `nodes` of the leaf of input `index` (OZ's `treeIndex`)."""
-        return self._tree_index[self._input_index(index)]
+        return int(self._tree_index[self._input_index(index)])
 
     def leaf(self, index: int) -> bytes:
         """The leaf hash of input `index`."""
@@ -268,7 +271,7 @@ class MerkleTree:
             return [[]]
         by_leaf: list[Any] = [None] * n  # proofs by tree index - first_leaf
         parents: list[list[bytes]] = [[]]  # proofs of the previous level's nodes
-        with _gc_paused():
+        with gc_paused():
             for start, end in _levels(size):
                 if start == 0:
                     continue
@@ -389,7 +392,7 @@ def load_standard(data: Mapping[str, Any]) -> tuple[MerkleTree, list[LeafValues]
         except ValueError as exc:
             raise ValueError(f"values[{i}]: {exc}") from None
         tree_index.append(t)
-    tree = MerkleTree.from_nodes(nodes, tree_index)  # type: ignore[arg-type]
+    tree = MerkleTree.from_nodes(nodes, tree_index)
     for i, value in enumerate(values):
         if leaf_hash(value) != tree.leaf(i):
             raise ValueError(f"values[{i}] does not hash to tree node {tree_index[i]}")

@@ -1,7 +1,7 @@
-"""Chain-only verification of delivery proofs and batch exports (``edgeledger verify-delivery``).
+"""Chain-only verification of delivery proofs and batch exports (``edgeledger verify delivery``).
 
 Trusts nothing but the document's own bytes and a JSON-RPC endpoint: no database, no API, no build
-artifacts (the few ``DeliveryLedger`` functions it calls are declared here). For every record it
+artifacts (the DeliveryLedger ABI is the packaged one, ``ledger.abis``). For every record it
 
 1. recomputes the leaf from the leaf values (docs/delivery-leaf.md) and, for proof documents, checks that
    the human-readable record fields are the ones the leaf commits to;
@@ -16,43 +16,38 @@ artifacts (the few ``DeliveryLedger`` functions it calls are declared here). For
    a sample of ``onchain_sample`` records of a batch export (a million ``eth_call`` round trips would
    take hours; the local check in 2. already ties every leaf to the on-chain root).
 
-Every outcome is a line ``PASS <label>`` or ``FAIL <label>: <reason>``. :class:`UnusableInput` means the
-document or the RPC cannot be used at all (exit code 2 in the CLI).
+Every outcome is a :class:`Check` of the :class:`Report` (a line ``PASS <label>`` or ``FAIL <label>:
+<reason>``). :class:`UnusableInput` means the document cannot be used at all (exit code 2),
+:class:`Unreachable` that the chain could not be asked (exit code 3).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-from eth_abi import decode as abi_decode
-from eth_keys import keys
+from eth_keys.datatypes import Signature
 from eth_keys.exceptions import BadSignature
-from web3 import Web3
-from web3.exceptions import Web3Exception
 
-from edgeledger.deliveries.leaf import (
-    LEAF_SOLIDITY_NAMES,
-    LEAF_TYPES,
-    LeafValues,
-    keccak256,
-    leaf_hash,
-    leaf_values_from_json,
-)
-from edgeledger.deliveries.merkle import STANDARD_FORMAT, hash_pair, process_proof
+from edgeledger.ledger.delivery_leaf import LEAF_TYPES, LeafValues, leaf_hash, leaf_values_from_json
+from edgeledger.ledger.hashing import FormatError
+from edgeledger.ledger.ids import country_bytes, edge_location_bytes, merchant_id_for, request_key
+from edgeledger.ledger.manifest import Manifest
+from edgeledger.ledger.merkle import STANDARD_FORMAT, hash_pair, process_proof
+from edgeledger.verify.result import Report, UnusableInput
+from edgeledger.verify.rpc import AnchoredBatch, LedgerReader
 
 __all__ = [
     "DEFAULT_ONCHAIN_SAMPLE",
-    "Ledger",
-    "OnchainBatch",
-    "Summary",
-    "UnusableInput",
-    "contract_from_deployment",
+    "EXPORT_FORMAT",
+    "PROOFS_FORMAT",
+    "PROOF_FORMAT",
+    "count_items",
     "load_document",
+    "manifest_problems",
     "verify_document",
 ]
 
@@ -62,247 +57,6 @@ EXPORT_FORMAT = "edgeledger-batch-export/v1"
 #: Records of a batch export checked with an on-chain ``verifyRecord`` call (evenly spread, first and
 #: last included); every record is checked locally against the on-chain root either way.
 DEFAULT_ONCHAIN_SAMPLE = 16
-
-#: BatchAnchored(bytes32 indexed sourceId, bytes32 indexed batchId, bytes32 indexed root, ...data)
-BATCH_ANCHORED_TOPIC = keccak256(
-    b"BatchAnchored(bytes32,bytes32,bytes32,uint64,uint64,uint64,uint128,uint64,bytes32,bytes32,uint8,bytes32)"
-)
-SOURCE_REGISTERED_TOPIC = keccak256(b"SourceRegistered(bytes32,uint8,address,address,uint256,bytes2,address)")
-SIGNER_ROTATED_TOPIC = keccak256(b"SignerRotated(bytes32,address,address,address)")
-MANIFEST_TYPE = (
-    b"Manifest(bytes32 sourceId,bytes32 batchId,uint64 periodStart,uint64 periodEnd,bytes32 root,"
-    b"uint64 leafCount,uint128 totalBytes,uint64 totalRequests,bytes32 prevManifestHash,uint8 kind,"
-    b"bytes32 corrects)"
-)
-MANIFEST_FIELDS = (
-    "sourceId",
-    "batchId",
-    "periodStart",
-    "periodEnd",
-    "root",
-    "leafCount",
-    "totalBytes",
-    "totalRequests",
-    "prevManifestHash",
-    "kind",
-    "corrects",
-)
-_EIP712_DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-_EVENT_DATA_TYPES = [
-    "uint64",
-    "uint64",
-    "uint64",
-    "uint128",
-    "uint64",
-    "bytes32",
-    "bytes32",
-    "uint8",
-    "bytes32",
-]
-_RECORD_COMPONENTS = [
-    {"name": name, "type": type_} for name, type_ in zip(LEAF_SOLIDITY_NAMES, LEAF_TYPES, strict=True)
-]
-#: The DeliveryLedger views this verifier calls (same signatures as contracts/DeliveryLedger.sol).
-LEDGER_ABI: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "name": "isAnchored",
-        "stateMutability": "view",
-        "inputs": [{"name": "batchId", "type": "bytes32"}],
-        "outputs": [{"name": "", "type": "bool"}],
-    },
-    {
-        "type": "function",
-        "name": "batchSource",
-        "stateMutability": "view",
-        "inputs": [{"name": "batchId", "type": "bytes32"}],
-        "outputs": [{"name": "", "type": "bytes32"}],
-    },
-    {
-        "type": "function",
-        "name": "isBatchRoot",
-        "stateMutability": "view",
-        "inputs": [{"name": "batchId", "type": "bytes32"}, {"name": "root", "type": "bytes32"}],
-        "outputs": [{"name": "", "type": "bool"}],
-    },
-    {
-        "type": "function",
-        "name": "verifyRecord",
-        "stateMutability": "view",
-        "inputs": [
-            {"name": "batchId", "type": "bytes32"},
-            {"name": "r", "type": "tuple", "components": _RECORD_COMPONENTS},
-            {"name": "proof", "type": "bytes32[]"},
-        ],
-        "outputs": [{"name": "", "type": "bool"}],
-    },
-    {
-        "type": "function",
-        "name": "verifyLeaf",
-        "stateMutability": "view",
-        "inputs": [
-            {"name": "batchId", "type": "bytes32"},
-            {"name": "leaf", "type": "bytes32"},
-            {"name": "proof", "type": "bytes32[]"},
-        ],
-        "outputs": [{"name": "", "type": "bool"}],
-    },
-]
-
-
-class UnusableInput(Exception):
-    """The document cannot be read as a proof or export, or the chain cannot be asked (exit code 2)."""
-
-
-@dataclass(frozen=True, slots=True)
-class OnchainBatch:
-    """An anchored batch as the chain has it: its storage word (source, root) and its BatchAnchored event."""
-
-    source_id: bytes
-    root: bytes
-    period_start: int
-    period_end: int
-    leaf_count: int
-    kind: int
-    manifest_hash: bytes
-    tx_hash: str
-    block_number: int
-    #: position of the BatchAnchored event in its block (orders it against signer rotations)
-    log_index: int = 0
-
-
-@dataclass(slots=True)
-class Summary:
-    passed: int = 0
-    failed: int = 0
-    onchain_calls: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0 and self.passed > 0
-
-
-# ----------------------------------------------------------------------------------------------
-# Chain access
-# ----------------------------------------------------------------------------------------------
-
-
-def contract_from_deployment(path: Path) -> str:
-    """The DeliveryLedger address of a deployment file (``scripts/deploy.py`` writes it)."""
-    try:
-        raw = json.loads(path.read_text())
-        return str(raw["contracts"]["DeliveryLedger"]["address"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UnusableInput(f"{path}: no DeliveryLedger address in the deployment file ({exc})") from None
-
-
-class Ledger:
-    """The DeliveryLedger views, over plain JSON-RPC. RPC failures raise :class:`UnusableInput`."""
-
-    def __init__(self, rpc_url: str, address: str, *, timeout: float = 30.0) -> None:
-        self.rpc_url = rpc_url
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
-        if not Web3.is_address(address):
-            raise UnusableInput(f"{address!r} is not a contract address")
-        self.address = Web3.to_checksum_address(address)
-        self.contract = self.w3.eth.contract(address=self.address, abi=LEDGER_ABI)
-        self._batches: dict[bytes, OnchainBatch | None] = {}
-
-    def _ask(self, what: str, call: Callable[[], Any]) -> Any:
-        try:
-            return call()
-        except (requests.RequestException, Web3Exception, OSError, ValueError) as exc:
-            raise UnusableInput(f"the chain RPC at {self.rpc_url} failed ({what}): {exc}") from None
-
-    def chain_id(self) -> int:
-        return int(self._ask("eth_chainId", lambda: self.w3.eth.chain_id))
-
-    def check_code(self) -> None:
-        code = self._ask("eth_getCode", lambda: self.w3.eth.get_code(self.address))
-        if not code:
-            raise UnusableInput(f"no contract at {self.address} on the chain at {self.rpc_url}")
-
-    def batch(self, batch_id: bytes, block_hint: int | None = None) -> OnchainBatch | None:
-        """The anchored batch, or None when the id was never anchored. ``block_hint`` (the document's block)
-        is searched for the BatchAnchored event first; the whole chain after it."""
-        if batch_id not in self._batches:
-            fns = self.contract.functions
-            if not self._ask("isAnchored", fns.isAnchored(batch_id).call):
-                self._batches[batch_id] = None
-            else:
-                event = self._anchored_event(batch_id, block_hint)
-                source_id = bytes(self._ask("batchSource", fns.batchSource(batch_id).call))
-                root = bytes(event["topics"][3])
-                # The event and the storage word must agree (they are written by the same call).
-                if bytes(event["topics"][1]) != source_id or not self._ask(
-                    "isBatchRoot", fns.isBatchRoot(batch_id, root).call
-                ):
-                    raise UnusableInput(f"the BatchAnchored event of 0x{batch_id.hex()} contradicts storage")
-                start, end, leaves, _, _, manifest_hash, _, kind, _ = abi_decode(
-                    _EVENT_DATA_TYPES, bytes(event["data"])
-                )
-                self._batches[batch_id] = OnchainBatch(
-                    source_id=source_id,
-                    root=root,
-                    period_start=start,
-                    period_end=end,
-                    leaf_count=leaves,
-                    kind=kind,
-                    manifest_hash=manifest_hash,
-                    tx_hash="0x" + bytes(event["transactionHash"]).hex(),
-                    block_number=int(event["blockNumber"]),
-                    log_index=int(event["logIndex"]),
-                )
-        return self._batches[batch_id]
-
-    def _anchored_event(self, batch_id: bytes, block_hint: int | None) -> Any:
-        topics = ["0x" + BATCH_ANCHORED_TOPIC.hex(), None, "0x" + batch_id.hex()]
-        ranges: list[tuple[int | str, int | str]] = [(0, "latest")]
-        if block_hint is not None and block_hint >= 0:
-            ranges.insert(0, (block_hint, block_hint))
-        for first, last in ranges:
-            query = {"address": self.address, "topics": topics, "fromBlock": first, "toBlock": last}
-            logs = self._ask("eth_getLogs", lambda q=query: self.w3.eth.get_logs(q))  # type: ignore[misc]
-            if logs:
-                return logs[0]
-        raise UnusableInput(
-            f"batch 0x{batch_id.hex()} is anchored but the RPC returns no BatchAnchored event"
-        )
-
-    def signer_at(self, source_id: bytes, block_number: int, log_index: int) -> str | None:
-        """The signer the ledger held for ``source_id`` just before the event at (block, log index): the
-        source's ``SourceRegistered`` signer, or the newest ``SignerRotated`` before that point. Read from
-        events, so it needs no archive node; None when the source was never registered."""
-        changes: list[tuple[int, int, bytes]] = []
-        for topic in (SOURCE_REGISTERED_TOPIC, SIGNER_ROTATED_TOPIC):
-            query = {
-                "address": self.address,
-                "topics": ["0x" + topic.hex(), "0x" + source_id.hex()],
-                "fromBlock": 0,
-                "toBlock": block_number,
-            }
-            logs = self._ask("eth_getLogs", lambda q=query: self.w3.eth.get_logs(q))  # type: ignore[misc]
-            # Both events carry the (new) signer as their third indexed topic.
-            changes += [
-                (int(log["blockNumber"]), int(log["logIndex"]), bytes(log["topics"][3])) for log in logs
-            ]
-        before = [c for c in changes if (c[0], c[1]) < (block_number, log_index)]
-        if not before:
-            return None
-        return Web3.to_checksum_address(max(before)[2][-20:])
-
-    def is_batch_root(self, batch_id: bytes, root: bytes) -> bool:
-        """``isBatchRoot``: the ledger's storage word for the batch commits to this root."""
-        return bool(self._ask("isBatchRoot", self.contract.functions.isBatchRoot(batch_id, root).call))
-
-    def verify_record(self, batch_id: bytes, values: LeafValues, proof: Sequence[bytes]) -> bool:
-        fn = self.contract.functions.verifyRecord(batch_id, tuple(values), list(proof))
-        return bool(self._ask("verifyRecord", fn.call))
-
-    def verify_leaf(self, batch_id: bytes, leaf: bytes, proof: Sequence[bytes]) -> bool:
-        """A leaf that is not a delivery record (a compliance event) under an anchored root."""
-        fn = self.contract.functions.verifyLeaf(batch_id, leaf, list(proof))
-        return bool(self._ask("verifyLeaf", fn.call))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,7 +126,7 @@ def _optional_str(value: Any, what: str) -> str | None:
     return value.lower()
 
 
-def _batch_mismatch(claim: _Claim, onchain: OnchainBatch | None) -> str | None:
+def _batch_mismatch(claim: _Claim, onchain: AnchoredBatch | None) -> str | None:
     if onchain is None:
         return f"batch 0x{claim.batch_id.hex()} is not anchored on chain"
     diffs = [
@@ -394,19 +148,16 @@ def _batch_mismatch(claim: _Claim, onchain: OnchainBatch | None) -> str | None:
     return None
 
 
+@dataclass
 class _Run:
-    def __init__(self, ledger: Ledger, emit: Callable[[str], None]) -> None:
-        self.ledger = ledger
-        self.emit = emit
-        self.summary = Summary()
+    ledger: LedgerReader
+    report: Report
 
     def passed(self, label: str) -> None:
-        self.summary.passed += 1
-        self.emit(f"PASS {label}")
+        self.report.add(label, True)
 
     def failed(self, label: str, reason: str) -> None:
-        self.summary.failed += 1
-        self.emit(f"FAIL {label}: {reason}")
+        self.report.add(label, False, reason)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,20 +165,16 @@ class _Run:
 # ----------------------------------------------------------------------------------------------
 
 
-def _edge_bytes(text: str) -> bytes:
-    return text.encode("ascii").ljust(16, b"\0")
-
-
 def _record_differences(record: Mapping[str, Any], values: LeafValues) -> list[str]:
     """Readable record fields that are not what the leaf values commit to."""
     try:
         expected = {
-            "request_id": keccak256(str(record["request_id"]).encode("utf-8")) == values.request_id,
+            "request_id": request_key(str(record["request_id"])) == values.request_id,
             "timestamp_ms": record["timestamp_ms"] == values.timestamp_ms,
-            "edge_location": _edge_bytes(record["edge_location"]) == values.edge_location,
-            "country": (record["country"].encode("ascii") or b"\0\0") == values.country,
+            "edge_location": edge_location_bytes(record["edge_location"]) == values.edge_location,
+            "country": country_bytes(record["country"]) == values.country,
             "asset_id": record["asset_id"] == values.asset_id,
-            "host": keccak256(record["host"].lower().encode("utf-8")) == values.merchant_id,
+            "host": merchant_id_for(record["host"]) == values.merchant_id,
             "merchant_id": record["merchant_id"] == "0x" + values.merchant_id.hex(),
             "bytes_delivered": record["bytes_delivered"] == values.bytes_delivered,
             "status": record["status"] == values.status,
@@ -476,7 +223,7 @@ def _check_proof(run: _Run, proof_doc: Mapping[str, Any], default_label: str) ->
     else:
         reason = _batch_mismatch(claim, run.ledger.batch(claim.batch_id, claim.block_number))
     if reason is None:
-        run.summary.onchain_calls += 1
+        run.report.onchain_calls += 1
         if not run.ledger.verify_record(claim.batch_id, values, proof):
             reason = "the contract's verifyRecord returned false"
     if reason is None:
@@ -541,47 +288,30 @@ def _proof_from_nodes(nodes: list[bytes], position: int) -> list[bytes]:
     return proof
 
 
-def manifest_struct_hash(manifest: Mapping[str, Any]) -> bytes:
-    """EIP-712 ``hashStruct(Manifest)`` of the export's manifest (the contract's ``manifestHash``)."""
-    words = []
-    for name in MANIFEST_FIELDS:
-        value = _get(manifest, name, "manifest")
-        if isinstance(value, str):
-            words.append(_b32(value, f"manifest.{name}"))
-        else:
-            words.append(_int(value, f"manifest.{name}").to_bytes(32))
-    return keccak256(keccak256(MANIFEST_TYPE) + b"".join(words))
+def manifest_of(batch: Mapping[str, Any]) -> Manifest:
+    """The batch's manifest (``ledger.manifest``) from its EIP-712 message in a document."""
+    try:
+        return Manifest.from_message(_get(batch, "manifest", "batch"))
+    except FormatError as exc:
+        raise UnusableInput(str(exc)) from None
 
 
-def manifest_digest(struct_hash: bytes, chain_id: int, contract: str) -> bytes:
-    """The EIP-712 digest a source's signer signs (domain "EdgeLedger DeliveryLedger", version "1")."""
-    domain = keccak256(
-        keccak256(_EIP712_DOMAIN_TYPE)
-        + keccak256(b"EdgeLedger DeliveryLedger")
-        + keccak256(b"1")
-        + chain_id.to_bytes(32)
-        + bytes.fromhex(contract[2:]).rjust(32, b"\0")
-    )
-    return keccak256(b"\x19\x01" + domain + struct_hash)
-
-
-def manifest_problems(batch: Mapping[str, Any], ledger: Ledger, onchain: OnchainBatch | None) -> list[str]:
+def manifest_problems(
+    batch: Mapping[str, Any], ledger: LedgerReader, onchain: AnchoredBatch | None
+) -> list[str]:
     """The manifest's fields must hash to the anchored manifest hash, and its signature recover to the
     stated signer for this chain and contract."""
     problems = []
-    try:
-        struct_hash = manifest_struct_hash(_get(batch, "manifest", "batch"))
-    except OverflowError as exc:
-        raise UnusableInput(f"manifest field out of range: {exc}") from None
-    if onchain is not None and struct_hash != onchain.manifest_hash:
+    manifest = manifest_of(batch)
+    if onchain is not None and manifest.struct_hash_bytes() != onchain.manifest_hash:
         problems.append("the manifest's fields do not hash to the anchored manifest hash")
     signature, signer = batch.get("signature"), batch.get("signer")
     if isinstance(signature, str) and isinstance(signer, str):
-        digest = manifest_digest(struct_hash, ledger.chain_id(), ledger.address)
+        digest = manifest.digest_bytes(ledger.chain.chain_id(), ledger.address)
         try:
             raw = bytes.fromhex(signature.removeprefix("0x"))
             v = raw[64] - 27 if len(raw) == 65 and raw[64] >= 27 else -1
-            recovered = keys.Signature(raw[:64] + bytes([v])).recover_public_key_from_msg_hash(digest)
+            recovered = Signature(raw[:64] + bytes([v])).recover_public_key_from_msg_hash(digest)
             ok = recovered.to_checksum_address().lower() == signer.lower()
         except (ValueError, BadSignature):
             ok = False
@@ -635,7 +365,7 @@ def _check_export(
         if reason is None and j in sampled:
             assert isinstance(t, int)
             values = leaf_values_from_json(entry["value"])
-            run.summary.onchain_calls += 1
+            run.report.onchain_calls += 1
             if run.ledger.verify_record(claim.batch_id, values, _proof_from_nodes(nodes, t)):
                 label += ", verifyRecord on chain: true"
             else:
@@ -656,7 +386,7 @@ def _leaf_problem(
     seen: set[int],
     ok: bytearray,
     claim: _Claim,
-    onchain: OnchainBatch | None,
+    onchain: AnchoredBatch | None,
 ) -> str | None:
     """Why one dump value is not proven against the on-chain root, or None."""
     if type(t) is not int or not first_leaf <= t < len(nodes):
@@ -697,22 +427,22 @@ def count_items(doc: Mapping[str, Any]) -> int:
 
 def verify_document(
     doc: Mapping[str, Any],
-    ledger: Ledger,
+    ledger: LedgerReader,
     *,
     onchain_sample: int = DEFAULT_ONCHAIN_SAMPLE,
-    emit: Callable[[str], None] = print,
+    report: Report | None = None,
     progress: Callable[[int], None] | None = None,
-) -> Summary:
+) -> Report:
     """Check every record of ``doc`` (a proof, proofs or export document) against ``ledger``.
 
-    Raises :class:`UnusableInput` for a malformed document, a document of another chain, or RPC failures.
+    Raises :class:`UnusableInput` for a malformed document or a document of another chain, and
+    :class:`Unreachable` when the RPC fails.
     """
-    run = _Run(ledger, emit)
-    ledger.check_code()
+    run = _Run(ledger, report if report is not None else Report())
     claimed_chain = doc.get("chain_id")
-    if claimed_chain is not None and claimed_chain != ledger.chain_id():
+    if claimed_chain is not None and claimed_chain != ledger.chain.chain_id():
         raise UnusableInput(
-            f"the document is for chain {claimed_chain}, the RPC serves chain {ledger.chain_id()}"
+            f"the document is for chain {claimed_chain}, the RPC serves chain {ledger.chain.chain_id()}"
         )
     fmt = doc.get("format")
     if fmt == PROOF_FORMAT:
@@ -729,4 +459,4 @@ def verify_document(
         _check_export(run, doc, onchain_sample, progress)
     else:
         raise UnusableInput(f"unknown document format {fmt!r}")
-    return run.summary
+    return run.report

@@ -1,9 +1,10 @@
-"""Standalone verifier of audit packages: the archive and a JSON-RPC URL, nothing else.
+"""Standalone verifier of audit packages: the archive and a JSON-RPC URL, nothing else
+(``edgeledger verify package``, also installed as ``edgeledger-verify-package``, see verify/cli.py).
 
-No database, API, settings or build artifacts: the few contract views it calls are declared in the
-chain-only verifiers it reuses (deliveries/verify.py, settlement/verify.py, compliance/verify.py).
-Every item gets a line ``PASS``/``FAIL kind path: detail``; any failure means exit code 1, an unusable
-archive or RPC exit code 2.
+No database, API, settings or build artifacts: it reuses the other chain-only verifiers (verify/delivery.py,
+verify/settlement.py, verify/event.py) and the packaged ABIs. Every item gets a line ``PASS``/``FAIL kind
+path: detail``; exit codes as in verify/result.py (1 a check failed, 2 an unusable archive, 3 the chain
+unreachable).
 
 Checks:
 
@@ -23,37 +24,22 @@ Checks:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import sys
 import tarfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeledger.compliance.verify import verify_event_proof
-from edgeledger.deliveries.verify import (
-    Ledger,
-    UnusableInput,
-    manifest_problems,
-    manifest_struct_hash,
-    verify_document,
-)
+from edgeledger.ledger.hashing import ZERO32
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json, parse_receipt_key
-from edgeledger.settlement.verify import check_document, recompute, vault_settlement
+from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_document
+from edgeledger.verify.event import verify_event_proof
+from edgeledger.verify.result import Report, UnusableInput
+from edgeledger.verify.rpc import Chain, LedgerReader, vault_settlement
+from edgeledger.verify.settlement import check_document, recompute
 
 FORMAT = "edgeledger-audit-package/v1"
-ZERO32 = "0x" + "00" * 32
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    kind: str
-    path: str
-    ok: bool
-    detail: str
 
 
 def _claims_batch(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,20 +137,20 @@ def _json(data: bytes, path: str) -> Any:
 
 
 class Verifier:
-    def __init__(self, files: dict[str, bytes], rpc_url: str) -> None:
+    def __init__(self, files: dict[str, bytes], rpc_url: str, report: Report | None = None) -> None:
         if "package.json" not in files:
             raise UnusableInput("the archive has no package.json index")
         self.files = files
         self.index = _json(files["package.json"], "package.json")
         if self.index.get("format") != FORMAT:
             raise UnusableInput(f"package.json is not {FORMAT}")
-        self.rpc_url = rpc_url
         contracts = self.index.get("contracts") or {}
         if "DeliveryLedger" not in contracts:
             raise UnusableInput("package.json names no DeliveryLedger contract")
-        self.ledger = Ledger(rpc_url, contracts["DeliveryLedger"])
+        self.chain = Chain(rpc_url)
+        self.ledger = LedgerReader(self.chain, contracts["DeliveryLedger"])
         self.vault = contracts.get("SettlementVault")
-        self.results: list[ItemResult] = []
+        self.report = report if report is not None else Report()
         #: paths whose bytes match the index (only those are read)
         self.intact: set[str] = set()
         #: batch ids whose batch item passed; the settlements' receipts must name only these
@@ -172,14 +158,13 @@ class Verifier:
         self.settled_batches: dict[str, set[str]] = {}
 
     def _record(self, kind: str, path: str, ok: bool, detail: str) -> None:
-        self.results.append(ItemResult(kind, path, ok, detail))
+        self.report.add(kind, ok, detail, subject=path)
 
-    def run(self) -> list[ItemResult]:
-        self.ledger.check_code()
+    def run(self) -> Report:
         stated_chain = self.index.get("chain_id")
-        if stated_chain is not None and stated_chain != self.ledger.chain_id():
+        if stated_chain is not None and stated_chain != self.chain.chain_id():
             raise UnusableInput(
-                f"the package is for chain {stated_chain}, the RPC serves {self.ledger.chain_id()}"
+                f"the package is for chain {stated_chain}, the RPC serves {self.chain.chain_id()}"
             )
         items = self.index.get("items") or []
         listed = {item["path"] for item in items}
@@ -221,7 +206,7 @@ class Verifier:
                 self._record(kind, path, True, "sha256 matches the index")
         self._chain_links(batches)
         self._settlement_receipts()
-        return self.results
+        return self.report
 
     # --- items ---------------------------------------------------------------------------------
 
@@ -261,7 +246,7 @@ class Verifier:
             manifest = document["batch"]["manifest"]
             by_source.setdefault(str(manifest["sourceId"]).lower(), []).append((path, manifest))
         for source_id, members in sorted(by_source.items()):
-            hashes = {"0x" + manifest_struct_hash(manifest).hex() for _, manifest in members}
+            hashes = {_manifest_hash(manifest) for _, manifest in members}
             prevs = [str(manifest["prevManifestHash"]).lower() for _, manifest in members]
             starts = sorted(
                 path for (path, _), prev in zip(members, prevs, strict=True) if prev not in hashes
@@ -278,9 +263,8 @@ class Verifier:
             self._record("manifest chain", source_id, not problems, detail)
 
     def _proofs(self, path: str, document: Any) -> None:
-        lines: list[str] = []
-        summary = verify_document(document, self.ledger, emit=lines.append)
-        failures = [line for line in lines if line.startswith("FAIL")]
+        summary = verify_document(document, self.ledger)
+        failures = [check.line() for check in summary.failures]
         detail = f"{summary.passed} lines proven on chain" if summary.ok else "; ".join(failures)[:500]
         self._record("proofs", path, summary.ok, detail)
 
@@ -292,11 +276,14 @@ class Verifier:
             self._record("settlement", path, False, f"unreadable receipts: {exc!r}")
             return
         vault = document.get("vault") or self.vault
+        if not isinstance(vault, str):
+            self._record("settlement", path, False, "neither the document nor the index names a vault")
+            return
         try:
-            on_chain = vault_settlement(self.rpc_url, vault, int(document["period_id"]), document["merchant"])
+            on_chain = vault_settlement(self.chain, vault, int(document["period_id"]), document["merchant"])
             checks = check_document(document, on_chain)
-        except SettlementError as exc:
-            self._record("settlement", path, False, exc.message)
+        except (UnusableInput, KeyError, TypeError, ValueError) as exc:
+            self._record("settlement", path, False, str(exc))
             return
         failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
         detail = "; ".join(failed) or f"{len(checks)} checks: payouts, root and total as in the vault"
@@ -324,6 +311,9 @@ class Verifier:
         try:
             _, statement, tree = recompute(inputs)
             expected = merchant_statement_json(statement, context_from_json(document))
+        except UnusableInput as exc:
+            self._record("statement", path, False, str(exc))
+            return
         except SettlementError as exc:
             self._record("statement", path, False, exc.message)
             return
@@ -345,43 +335,13 @@ class Verifier:
         self._record(f"compliance {action}", path, not failed, detail)
 
 
-def verify_archive(path: Path, rpc_url: str) -> list[ItemResult]:
-    return Verifier(read_archive(path), rpc_url).run()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``edgeledger-verify-package ARCHIVE --rpc-url URL [--json]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="edgeledger-verify-package", description="Verify an EdgeLedger audit package against the chain."
-    )
-    parser.add_argument("archive", type=Path)
-    parser.add_argument("--rpc-url", required=True)
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-    return report(args.archive, args.rpc_url, as_json=args.json, out=sys.stdout)
-
-
-def report(archive: Path, rpc_url: str, *, as_json: bool, out: io.TextIOBase | Any) -> int:
+def _manifest_hash(manifest: Mapping[str, Any]) -> str:
     try:
-        results = verify_archive(archive, rpc_url)
-    except UnusableInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # the RPC transport's own errors
-        print(f"error: cannot verify: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    ok = bool(results) and all(r.ok for r in results)
-    if as_json:
-        print(json.dumps({"ok": ok, "items": [asdict(r) for r in results]}, indent=1), file=out)
-    else:
-        for r in results:
-            print(f"{'PASS' if r.ok else 'FAIL'}  {r.kind:<22} {r.path}: {r.detail}", file=out)
-        passed = sum(r.ok for r in results)
-        print(f"{passed} of {len(results)} items pass" + ("" if ok else " - FAILED"), file=out)
-    return 0 if ok else 1
+        return manifest_of({"manifest": manifest}).struct_hash()
+    except UnusableInput:
+        return ZERO32  # an unreadable manifest links to nothing (its batch item says why)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def verify_archive(path: Path, rpc_url: str, report: Report | None = None) -> Report:
+    """Every check of the archive at ``path`` against the chain at ``rpc_url``."""
+    return Verifier(read_archive(path), rpc_url, report).run()

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,7 +125,10 @@ def _tail(log: Path, lines: int = 20) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
 
-def up(settings: Settings, *, run_demo: bool = True) -> None:
+Demo = Callable[[Settings, str, dict[str, str]], None]
+
+
+def up(settings: Settings, *, demo: Demo | None = None) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logs = settings.data_dir / "logs"
     stack = Stack()
@@ -213,10 +214,8 @@ def up(settings: Settings, *, run_demo: bool = True) -> None:
         _wait_http(f"{base}/ready", api, api_log)
         say(f"API: {base} (log {api_log})")
 
-        if run_demo:
-            from edgeledger.demo import run_demo as demo
-
-            demo(settings, base, keys=keys)
+        if demo is not None:
+            demo(settings, base, keys)
 
         say(f"ready. API {base}  ·  OpenAPI docs {base}/docs  ·  Ctrl-C stops everything")
         _wait_forever([worker, api])
@@ -245,32 +244,6 @@ def _wait_forever(procs: list[subprocess.Popen[bytes]]) -> None:
             if proc.poll() is not None:
                 raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; see DATA_DIR/logs")
         time.sleep(1)
-
-
-def demo_png(label: str, size: int = 64) -> bytes:
-    """A small gradient PNG whose pixels depend on `label` (unique bytes per demo run)."""
-    seed = zlib.crc32(label.encode())
-    rows = b"".join(
-        b"\x00"
-        + b"".join(
-            bytes(((x * 4 + seed) % 256, (y * 4 + (seed >> 8)) % 256, (seed >> 16) % 256))
-            for x in range(size)
-        )
-        for y in range(size)
-    )
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    text = b"Comment\x00" + label.encode()
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"tEXt", text)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
 
 
 def now_label() -> str:

@@ -1,0 +1,14 @@
+"""The ledger core: every on-chain format, in one place that imports no database, web or worker code.
+
+Every domain and every chain-only verifier builds on these modules, so a leaf, an id or a manifest has
+exactly one definition (docs/delivery-leaf.md, docs/settlement-leaf.md, docs/compliance.md):
+
+* ``hashing``          Keccak-256 (the fastest implementation available), bytes32 hex helpers, FormatError
+* ``ids``              derived ids: source, batch, merchant, request key, client commitment
+* ``delivery_leaf``    the delivery record leaf (11 static words), its JSON form
+* ``merkle``           OpenZeppelin ``StandardMerkleTree``-compatible trees, proofs, multiproofs, dumps
+* ``manifest``         the EIP-712 batch manifest: type, fields, struct hash, domain, digest, signing
+* ``compliance_leaf``  the compliance event leaf
+* ``payout_leaf``      the settlement payout leaf and a settlement's payout tree
+* ``abis``             the contracts' ABIs, generated from the compiled contracts (package data)
+"""

@@ -1,0 +1,236 @@
+"""Server-side SVG charts of statements and the portal: bytes by region and day, horizontal bar charts of
+payees, sources and anchoring lag. Floats appear only in chart geometry; every label is made from the
+exact integer amounts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+
+from edgeledger.deliveries.regions import REGION_CODES
+from edgeledger.settlement.payouts import LineItem
+from edgeledger.settlement.statements import TOP_PAYEES, format_amount
+
+#: One colour per pricing region (REGION_CODES order), distinguishable in print.
+_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+_GB = 10**9
+
+
+#: Fonts set on the SVG itself so a chart saved on its own renders like in the page.
+_SVG_FONT = 'font-family="Helvetica, Arial, sans-serif" font-size="11"'
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _f(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _gb_exact(nbytes: int) -> str:
+    """Bytes in GB (10^9), exact, trailing zeros dropped: 1,500,000,000 -> "1.5"."""
+    text = format_amount(nbytes, 9)
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _gb_rounded(nbytes: int, digits: int = 3) -> str:
+    """Bytes in GB rounded half up to ``digits`` decimals, by integer arithmetic."""
+    unit = 10 ** (9 - digits)
+    return format_amount((nbytes + unit // 2) // unit, digits)
+
+
+def _gb_label(nbytes: int) -> str:
+    """A bar's value: 3 decimals from 1 GB, 6 from 1 MB, exact below (never "0.000" for some bytes)."""
+    if nbytes >= _GB:
+        return _gb_rounded(nbytes, 3)
+    if nbytes >= 10**6:
+        return _gb_rounded(nbytes, 6)
+    return _gb_exact(nbytes)
+
+
+def _thousands(value: int) -> str:
+    return f"{value:,}"
+
+
+def _nice_step(maximum: int, ticks: int = 5) -> int:
+    """An integer step of 1, 2 or 5 times a power of ten with at most ``ticks`` steps up to ``maximum``."""
+    step = 1
+    while True:
+        for factor in (1, 2, 5):
+            if factor * step * ticks >= maximum:
+                return factor * step
+        step *= 10
+
+
+def _region_colour(region: str) -> str:
+    index = REGION_CODES.index(region) if region in REGION_CODES else len(REGION_CODES)
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def bytes_chart_svg(usage: Mapping[tuple[str, str], tuple[int, int]], title: str) -> str:
+    """Grouped bars: one group per UTC day, one bar per region delivered that day, height in GB."""
+    days = sorted({day for _, day in usage})
+    # Many days: "MM-DD" labels (the year goes in the axis title), every k-th day so they do not overlap.
+    years = sorted({day[:4] for day in days})
+    short = len(days) > 7 and len(years) == 1
+    regions = sorted({region for region, _ in usage}, key=lambda r: (r not in REGION_CODES, _region_key(r)))
+    width, height = 760.0, 320.0
+    left, right, top, bottom = 70.0, 20.0, 40.0, 70.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-bytes" role="img" {_SVG_FONT} '
+        f'viewBox="0 0 {_f(width)} {_f(height)}" width="100%" aria-label="{_e(title)}">',
+        f"<title>{_e(title)}</title>",
+    ]
+    if not usage:
+        parts.append(
+            f'<text x="{_f(width / 2)}" y="{_f(height / 2)}" text-anchor="middle">No deliveries</text>'
+        )
+        parts.append("</svg>")
+        return "".join(parts)
+    peak = max(nbytes for nbytes, _ in usage.values())
+    step = _nice_step(max(peak, 1))
+    scale_max = step * max(1, -(-peak // step))
+    # Grid and ticks in GB (exact labels), then the axes over them.
+    for tick in range(0, scale_max + 1, step):
+        y = top + plot_h - plot_h * tick / scale_max
+        parts.append(
+            f'<line class="grid" x1="{_f(left)}" y1="{_f(y)}" x2="{_f(left + plot_w)}" y2="{_f(y)}" '
+            f'stroke="#ddd"/><text class="tick" x="{_f(left - 6)}" y="{_f(y + 4)}" '
+            f'text-anchor="end">{_gb_exact(tick)}</text>'
+        )
+    parts.append(
+        f'<line class="axis" x1="{_f(left)}" y1="{_f(top)}" x2="{_f(left)}" y2="{_f(top + plot_h)}" '
+        f'stroke="#333"/><line class="axis" x1="{_f(left)}" y1="{_f(top + plot_h)}" '
+        f'x2="{_f(left + plot_w)}" y2="{_f(top + plot_h)}" stroke="#333"/>'
+    )
+    parts.append(
+        f'<text class="axis-label" transform="translate(16 {_f(top + plot_h / 2)}) rotate(-90)" '
+        f'text-anchor="middle">GB delivered (10^9 bytes)</text>'
+        f'<text class="axis-label" x="{_f(left + plot_w / 2)}" y="{_f(height - 12)}" '
+        f'text-anchor="middle">day (UTC{", " + _e(years[0]) if short else ""})</text>'
+    )
+    group_w = plot_w / len(days)
+    bar_w = group_w * 0.8 / len(regions)
+    every = max(1, math.ceil((40 if short else 80) / group_w))
+    for d, day in enumerate(days):
+        group_x = left + d * group_w + group_w * 0.1
+        if d % every == 0:
+            parts.append(
+                f'<text class="tick" x="{_f(left + d * group_w + group_w / 2)}" y="{_f(top + plot_h + 16)}" '
+                f'text-anchor="middle">{_e(day[5:] if short else day)}</text>'
+            )
+        for r, region in enumerate(regions):
+            if (region, day) not in usage:
+                continue
+            nbytes, requests = usage[region, day]
+            bar_h = plot_h * nbytes / scale_max
+            x, y = group_x + r * bar_w, top + plot_h - bar_h
+            label = (
+                f"{region} {day}: {_gb_label(nbytes)} GB "
+                f"({_thousands(nbytes)} bytes, {_thousands(requests)} requests)"
+            )
+            parts.append(
+                f'<rect class="bar" data-region="{_e(region)}" data-day="{_e(day)}" data-bytes="{nbytes}" '
+                f'x="{_f(x)}" y="{_f(y)}" width="{_f(max(bar_w - 1, 0.5))}" height="{_f(bar_h)}" '
+                f'fill="{_region_colour(region)}"><title>{_e(label)}</title></rect>'
+            )
+            if bar_w >= 34:
+                parts.append(
+                    f'<text class="value" x="{_f(x + bar_w / 2)}" y="{_f(y - 3)}" '
+                    f'text-anchor="middle">{_gb_label(nbytes)}</text>'
+                )
+    # Legend, one swatch per region, under the day labels.
+    for r, region in enumerate(regions):
+        x = left + r * 64
+        parts.append(
+            f'<g class="legend"><rect x="{_f(x)}" y="{_f(height - 40)}" width="10" height="10" '
+            f'fill="{_region_colour(region)}"/>'
+            f'<text x="{_f(x + 14)}" y="{_f(height - 31)}">{_e(region)}</text></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _region_key(region: str) -> int:
+    return REGION_CODES.index(region) if region in REGION_CODES else len(REGION_CODES)
+
+
+@dataclass(frozen=True)
+class _Bar:
+    key: str
+    label: str
+    amount: int
+
+
+def _hbar_chart_svg(bars: Sequence[_Bar], title: str, decimals: int, symbol: str, attr: str) -> str:
+    """Horizontal bars, one per entry, labelled left and valued right (exact decimal amounts)."""
+    label_w, bar_area, value_w = 330.0, 300.0, 130.0
+    row_h, top = 22.0, 30.0
+    width = label_w + bar_area + value_w
+    height = top + row_h * max(len(bars), 1) + 10
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-payees" role="img" {_SVG_FONT} '
+        f'viewBox="0 0 {_f(width)} {_f(height)}" width="100%" aria-label="{_e(title)}">',
+        f"<title>{_e(title)}</title>",
+        f'<text class="axis-label" x="{_f(label_w)}" y="16">{_e(symbol)}</text>',
+    ]
+    if not bars:
+        parts.append(f'<text x="{_f(width / 2)}" y="{_f(top + 14)}" text-anchor="middle">No payouts</text>')
+    peak = max((b.amount for b in bars), default=0)
+    for i, bar in enumerate(bars):
+        y = top + i * row_h
+        bar_len = bar_area * bar.amount / peak if peak > 0 else 0.0
+        value = f"{format_amount(bar.amount, decimals)} {symbol}"
+        parts.append(
+            f'<text class="label" x="{_f(label_w - 8)}" y="{_f(y + 14)}" font-family="monospace" '
+            f'text-anchor="end">{_e(bar.label)}</text>'
+            f'<rect class="bar" data-{attr}="{_e(bar.key)}" data-amount="{bar.amount}" x="{_f(label_w)}" '
+            f'y="{_f(y + 3)}" width="{_f(max(bar_len, 0.5))}" height="{_f(row_h - 6)}" fill="#1f77b4">'
+            f"<title>{_e(bar.label)}: {_e(value)}</title></rect>"
+            f'<text class="value" x="{_f(label_w + bar_len + 6)}" y="{_f(y + 14)}">{_e(value)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def seconds_chart_svg(values: Mapping[str, int], title: str) -> str:
+    """Durations in whole seconds, one bar per labelled entry, in the given order (anchoring lag)."""
+    bars = [_Bar(label, label, seconds) for label, seconds in values.items()]
+    return _hbar_chart_svg(bars, title, 0, "s", "item")
+
+
+def payees_chart_svg(payees: Mapping[str, int], title: str, decimals: int, symbol: str) -> str:
+    """Payouts by payee, largest first: the top :data:`TOP_PAYEES` and one "others" bar for the rest."""
+    ranked = sorted(payees.items(), key=lambda kv: (-kv[1], kv[0]))
+    bars = [_Bar(address, address, amount) for address, amount in ranked[:TOP_PAYEES]]
+    rest = ranked[TOP_PAYEES:]
+    if rest:
+        bars.append(_Bar("others", f"others ({len(rest)} payees)", sum(a for _, a in rest)))
+    return _hbar_chart_svg(bars, title, decimals, symbol, "payee")
+
+
+def _sources_chart_svg(lines: Sequence[LineItem], title: str, decimals: int, symbol: str) -> str:
+    """A payee's payouts by (kind, source)."""
+    sums: dict[tuple[str, str], int] = {}
+    for item in lines:
+        sums[item.kind, item.source] = sums.get((item.kind, item.source), 0) + item.amount
+    ranked = sorted(sums.items(), key=lambda kv: (-kv[1], kv[0]))
+    bars = [_Bar(f"{kind}:{source}", f"{kind} {source}", amount) for (kind, source), amount in ranked]
+    return _hbar_chart_svg(bars, title, decimals, symbol, "source")

@@ -1,0 +1,107 @@
+"""Chain-only verification of a file (or a sha-256): was this content registered, when, by whom
+(``edgeledger verify asset FILE``).
+
+The file is hashed locally (sha-256, streamed); the ContentRegistry answers ``assetIdOf(hash)``, the
+asset's record (``getAsset``, ``ownerOf``) and its ``AssetRegistered`` event, all from one JSON-RPC
+endpoint and the packaged ABI: no API, no database. Not registered is a failed check (exit code 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from web3 import Web3
+
+from edgeledger.verify.result import Report, UnusableInput
+from edgeledger.verify.rpc import Chain, registry, topic_hex
+
+#: ContentRegistry.Status
+STATUS_NAMES = {0: "active", 1: "disputed", 2: "taken_down"}
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise UnusableInput(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    return "0x" + digest.hexdigest()
+
+
+def normalize_sha256(value: str) -> str:
+    text = value.strip().lower().removeprefix("0x")
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise UnusableInput(f"{value!r} is not a sha-256 (64 hex digits)")
+    return "0x" + text
+
+
+def verify_content(
+    chain: Chain, registry_address: str, content_hash: str, *, from_block: int = 0
+) -> tuple[Report, dict[str, Any]]:
+    """The checks and the verdict (``registered``, asset id, creator, rights holder, status, CIDs,
+    registration block, transaction and log) of one content hash."""
+    content_hash = normalize_sha256(content_hash)
+    report = Report()
+    verdict: dict[str, Any] = {"content_hash": content_hash, "registered": False}
+    contract = registry(chain, registry_address)
+    raw_hash = bytes.fromhex(content_hash[2:])
+    asset_id = int(chain.ask("assetIdOf", contract.functions.assetIdOf(raw_hash).call))
+    if asset_id == 0:
+        report.add(
+            "registered", False, f"no asset in the ContentRegistry at {contract.address} has this hash"
+        )
+        return report, verdict
+    report.add("registered", True, f"asset #{asset_id}")
+    asset = chain.ask("getAsset", contract.functions.getAsset(asset_id).call)
+    holder = chain.ask("ownerOf", contract.functions.ownerOf(asset_id).call)
+    content, creator, registered_at, status, aigc, _block, parent_id, content_cid, metadata_cid = asset[:9]
+    report.add(
+        "record",
+        bytes(content) == raw_hash,
+        f"creator {creator}, rights holder {holder}, status {STATUS_NAMES.get(int(status), status)}",
+    )
+    topics = [
+        topic_hex(contract, "AssetRegistered"),
+        "0x" + asset_id.to_bytes(32).hex(),
+        "0x" + raw_hash.hex(),
+    ]
+    logs = chain.logs(contract, topics, from_block, "latest")
+    if not logs:
+        report.add("registration event", False, "the RPC returns no AssetRegistered log (pruned history?)")
+        return report, verdict
+    log = logs[0]
+    event = contract.events.AssetRegistered().process_log(log)
+    block = int(log["blockNumber"])
+    head = chain.block_number()
+    report.add(
+        "registration event",
+        True,
+        f"block {block}, tx 0x{bytes(log['transactionHash']).hex()}, log {int(log['logIndex'])}",
+    )
+    verdict.update(
+        registered=True,
+        asset_id=asset_id,
+        creator=Web3.to_checksum_address(creator),
+        rights_holder=Web3.to_checksum_address(holder),
+        status=STATUS_NAMES.get(int(status), str(status)),
+        registered_at=datetime.fromtimestamp(int(registered_at), UTC).isoformat(),
+        content_cid=content_cid,
+        metadata_cid=metadata_cid,
+        parent_id=int(parent_id) or None,
+        aigc=bool(aigc),
+        registrar=Web3.to_checksum_address(event["args"]["registrar"]),
+        chain={
+            "chain_id": chain.chain_id(),
+            "contract_address": contract.address,
+            "tx_hash": "0x" + bytes(log["transactionHash"]).hex(),
+            "block_number": block,
+            "log_index": int(log["logIndex"]),
+            "confirmations": max(0, head - block + 1),
+        },
+    )
+    return report, verdict

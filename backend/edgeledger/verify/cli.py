@@ -1,0 +1,269 @@
+"""``edgeledger verify asset|delivery|settlement|event|package``: every chain-only verifier behind one
+command family, one output and one exit-code convention (verify/result.py):
+
+    0 verified   1 a check failed   2 unusable input   3 the chain could not be asked
+
+Each prints one ``PASS``/``FAIL`` line per check and a summary line (``--json``: one JSON document
+instead); errors are one line on standard error. The ``run_*`` functions are what the commands (and the
+older command names kept as aliases) call.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER
+from edgeledger.verify.result import Report, UnusableInput, dump_json, exit_codes, print_check, summary_line
+from edgeledger.verify.rpc import Chain, Deployment, LedgerReader, vault_settlement
+
+app = typer.Typer(
+    help="Verify files, proofs, exports, settlements, compliance events and audit packages against the "
+    "chain alone (no API, no database). Exit codes: 0 verified, 1 a check failed, 2 unusable input, "
+    "3 chain unreachable.",
+    no_args_is_help=True,
+)
+
+RpcUrl = Annotated[str, typer.Option("--rpc-url", envvar="ETH_RPC_URL", help="Chain JSON-RPC endpoint")]
+AsJson = Annotated[bool, typer.Option("--json", help="One JSON document instead of PASS/FAIL lines")]
+LedgerAddress = Annotated[str | None, typer.Option(help="DeliveryLedger address; default the document's")]
+
+#: Exports with at least this many records get a progress bar on standard error.
+PROGRESS_FROM = 10_000
+
+
+def _report(as_json: bool, *, keep: bool = True) -> Report:
+    return Report(emit=None if as_json else print_check(), keep=keep or as_json)
+
+
+def _finish(report: Report, as_json: bool, verified: str, extra: dict[str, Any] | None = None) -> int:
+    if as_json:
+        if extra:
+            print(json.dumps({**report.as_json(), **extra}, indent=1))
+        else:
+            dump_json(report)
+    else:
+        print(summary_line(report, verified))
+    return report.exit_code
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UnusableInput(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise UnusableInput(f"{path}: not JSON ({exc})") from None
+
+
+def _address(explicit: str | None, deployment: Path | None, name: str, fallback: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if deployment is not None:
+        return Deployment.load(deployment).address_of(name)
+    if fallback:
+        return fallback
+    raise UnusableInput(f"no {name} address: pass --deployment or the contract's address")
+
+
+# --- runners ---------------------------------------------------------------------------------------
+
+
+def run_asset(
+    file: Path | None,
+    sha256: str | None,
+    rpc_url: str,
+    *,
+    deployment: Path | None = None,
+    registry: str | None = None,
+    as_json: bool = False,
+) -> int:
+    from edgeledger.verify.asset import normalize_sha256, sha256_of_file, verify_content
+
+    with exit_codes() as code:
+        if (file is None) == (sha256 is None):
+            raise UnusableInput("give a file or --sha256")
+        digest = sha256_of_file(file) if file is not None else normalize_sha256(sha256 or "")
+        address = _address(registry, deployment, CONTENT_REGISTRY)
+        first = (
+            Deployment.load(deployment).blocks.get(CONTENT_REGISTRY, 0) if deployment and not registry else 0
+        )
+        checks, verdict = verify_content(Chain(rpc_url), address, digest, from_block=first)
+        report = _report(as_json)
+        report.extend(checks.checks)
+        code.append(_finish(report, as_json, "registered", {"verdict": verdict}))
+    return code[0]
+
+
+def run_delivery(
+    input_file: Path,
+    rpc_url: str,
+    *,
+    deployment: Path | None = None,
+    contract: str | None = None,
+    onchain_sample: int = 16,
+    as_json: bool = False,
+) -> int:
+    from edgeledger.verify import delivery
+
+    with exit_codes() as code:
+        if deployment is not None and contract is not None:
+            raise UnusableInput("give at most one of --deployment and --contract")
+        doc = delivery.load_document(input_file)
+        address = _address(contract, deployment, DELIVERY_LEDGER, doc.get("contract"))
+        ledger = LedgerReader(Chain(rpc_url), address)
+        total = delivery.count_items(doc)
+        report = _report(as_json, keep=total < PROGRESS_FROM)
+        if total >= PROGRESS_FROM and not as_json:
+            with typer.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+                delivery.verify_document(
+                    doc, ledger, onchain_sample=onchain_sample, report=report, progress=bar.update
+                )
+        else:
+            delivery.verify_document(doc, ledger, onchain_sample=onchain_sample, report=report)
+        code.append(_finish(report, as_json, "proven on chain"))
+    return code[0]
+
+
+def run_settlement(input_file: Path, rpc_url: str, *, vault: str | None = None, as_json: bool = False) -> int:
+    from edgeledger.verify.settlement import check_document
+
+    with exit_codes() as code:
+        document = _read_json(input_file)
+        if not isinstance(document, dict):
+            raise UnusableInput(f"{input_file}: not a settlement inputs document")
+        address = vault or document.get("vault")
+        if not address:
+            raise UnusableInput("the document names no vault: pass --vault")
+        try:
+            period_id, merchant = int(document["period_id"]), str(document["merchant"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UnusableInput(f"not a settlement inputs document: {exc!r}") from None
+        on_chain = vault_settlement(Chain(rpc_url), address, period_id, merchant)
+        report = _report(as_json)
+        report.extend(check_document(document, on_chain))
+        code.append(_finish(report, as_json, "payouts as in the vault"))
+    return code[0]
+
+
+def run_event(proof_file: Path, rpc_url: str, *, contract: str | None = None, as_json: bool = False) -> int:
+    from edgeledger.verify.event import verify_event_proof
+
+    with exit_codes() as code:
+        document = _read_json(proof_file)
+        if not isinstance(document, dict):
+            raise UnusableInput(f"{proof_file}: not a compliance event proof")
+        address = contract or document.get("contract")
+        if not address:
+            raise UnusableInput("no contract address: pass --contract")
+        report = _report(as_json)
+        report.extend(verify_event_proof(document, LedgerReader(Chain(rpc_url), address)))
+        code.append(_finish(report, as_json, "event proven on chain"))
+    return code[0]
+
+
+def run_package(archive: Path, rpc_url: str, *, as_json: bool = False) -> int:
+    from edgeledger.verify.package import verify_archive
+
+    with exit_codes() as code:
+        report = verify_archive(archive, rpc_url, _report(as_json))
+        code.append(_finish(report, as_json, "package verified"))
+    return code[0]
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+@app.command("asset")
+def verify_asset(
+    file: Annotated[Path | None, typer.Argument(help="The file to check", show_default=False)] = None,
+    sha256: Annotated[str | None, typer.Option(help="Check a sha-256 instead of a file")] = None,
+    rpc_url: RpcUrl = "http://127.0.0.1:8545",
+    deployment: Annotated[Path | None, typer.Option(help="Deployment JSON (contract addresses)")] = None,
+    registry: Annotated[str | None, typer.Option(help="ContentRegistry address")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Whether, when and by whom content was registered (exit 1: not registered)."""
+    raise typer.Exit(
+        run_asset(file, sha256, rpc_url, deployment=deployment, registry=registry, as_json=as_json)
+    )
+
+
+@app.command("delivery")
+def verify_delivery(
+    input_file: Annotated[Path, typer.Argument(help="Proof, proofs or batch export JSON")],
+    rpc_url: RpcUrl = "http://127.0.0.1:8545",
+    deployment: Annotated[Path | None, typer.Option(help="Deployment JSON naming the DeliveryLedger")] = None,
+    contract: Annotated[
+        str | None, typer.Option(help="DeliveryLedger address; default the document's")
+    ] = None,
+    onchain_sample: Annotated[
+        int,
+        typer.Option(min=0, help="Batch exports: records also checked with an on-chain verifyRecord call"),
+    ] = 16,
+    as_json: AsJson = False,
+) -> None:
+    """Delivery proofs or a batch export, record by record (docs/proofs.md)."""
+    raise typer.Exit(
+        run_delivery(
+            input_file,
+            rpc_url,
+            deployment=deployment,
+            contract=contract,
+            onchain_sample=onchain_sample,
+            as_json=as_json,
+        )
+    )
+
+
+@app.command("settlement")
+def verify_settlement(
+    input_file: Annotated[Path, typer.Argument(help="Settlement inputs document JSON")],
+    rpc_url: RpcUrl = "http://127.0.0.1:8545",
+    vault: Annotated[str | None, typer.Option(help="SettlementVault address; default the document's")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Recompute a settlement's payouts from its published inputs and compare them with the vault."""
+    raise typer.Exit(run_settlement(input_file, rpc_url, vault=vault, as_json=as_json))
+
+
+@app.command("event")
+def verify_event(
+    proof_file: Annotated[Path, typer.Argument(help="Compliance event proof JSON")],
+    rpc_url: RpcUrl = "http://127.0.0.1:8545",
+    contract: Annotated[
+        str | None, typer.Option(help="DeliveryLedger address; default the document's")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """One compliance event: leaf, Merkle path, anchored root, verifyLeaf on chain."""
+    raise typer.Exit(run_event(proof_file, rpc_url, contract=contract, as_json=as_json))
+
+
+@app.command("package")
+def verify_package(
+    archive: Annotated[Path, typer.Argument(help="Audit package (tar.gz)")],
+    rpc_url: RpcUrl = "http://127.0.0.1:8545",
+    as_json: AsJson = False,
+) -> None:
+    """An audit package: each file against its index, each item against the chain (docs/audit-package.md)."""
+    raise typer.Exit(run_package(archive, rpc_url, as_json=as_json))
+
+
+def package_main(argv: list[str] | None = None) -> int:
+    """``edgeledger-verify-package ARCHIVE --rpc-url URL [--json]``: ``edgeledger verify package`` as a
+    command of its own, for auditors who install nothing else."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="edgeledger-verify-package", description="Verify an EdgeLedger audit package against the chain."
+    )
+    parser.add_argument("archive", type=Path)
+    parser.add_argument("--rpc-url", required=True)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    return run_package(args.archive, args.rpc_url, as_json=args.json)

@@ -1,0 +1,230 @@
+"""The contract reads the chain-only verifiers make, over plain JSON-RPC with the packaged ABIs.
+
+Nothing here knows the database, the API or the build folder: an RPC URL and contract addresses (from the
+document, a deployment file or the command line) are all it needs. A transport failure, a timeout or an
+RPC error raises :class:`Unreachable` (exit code 3); an address without code raises :class:`UnusableInput`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import Web3Exception
+
+from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER, SETTLEMENT_VAULT, contract_abi
+from edgeledger.ledger.delivery_leaf import LeafValues
+from edgeledger.verify.result import Unreachable, UnusableInput
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a deployment file (scripts/deploy.py) says: the chain and each contract's address and block."""
+
+    chain_id: int
+    addresses: dict[str, str]
+    blocks: dict[str, int]
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        try:
+            raw = json.loads(Path(path).read_text())
+            contracts = raw["contracts"]
+            return cls(
+                chain_id=int(raw["chain_id"]),
+                addresses={name: str(info["address"]) for name, info in contracts.items()},
+                blocks={name: int(info.get("block", 0)) for name, info in contracts.items()},
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UnusableInput(f"{path}: not a deployment file ({exc})") from None
+
+    def address_of(self, name: str) -> str:
+        if name not in self.addresses:
+            raise UnusableInput(f"the deployment file names no {name}")
+        return self.addresses[name]
+
+
+class Chain:
+    """One JSON-RPC endpoint: every call goes through :meth:`ask`, which turns transport failures and RPC
+    errors into :class:`Unreachable` naming the endpoint and the call."""
+
+    def __init__(self, rpc_url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.rpc_url = rpc_url
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self._chain_id: int | None = None
+
+    def ask(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except (requests.RequestException, Web3Exception, OSError) as exc:
+            raise Unreachable(f"the chain RPC at {self.rpc_url} failed ({what}): {exc}") from None
+        except ValueError as exc:  # web3 raises ValueError for RPC error responses of some nodes
+            raise Unreachable(f"the chain RPC at {self.rpc_url} failed ({what}): {exc}") from None
+
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.ask("eth_chainId", lambda: self.w3.eth.chain_id))
+        return self._chain_id
+
+    def contract(self, name: str, address: str) -> Contract:
+        """The contract ``name`` (packaged ABI) at ``address``; UnusableInput when nothing is there."""
+        if not isinstance(address, str) or not Web3.is_address(address):
+            raise UnusableInput(f"{address!r} is not a contract address")
+        checksummed = Web3.to_checksum_address(address)
+        if not self.ask("eth_getCode", lambda: self.w3.eth.get_code(checksummed)):
+            raise UnusableInput(f"no contract at {checksummed} on the chain at {self.rpc_url}")
+        return self.w3.eth.contract(address=checksummed, abi=contract_abi(name))
+
+    def logs(
+        self, contract: Contract, topics: Sequence[str | None], first: int | str, last: int | str
+    ) -> list[Any]:
+        query = {"address": contract.address, "topics": list(topics), "fromBlock": first, "toBlock": last}
+        return list(self.ask("eth_getLogs", lambda: self.w3.eth.get_logs(query)))  # type: ignore[arg-type]
+
+    def block_timestamp(self, number: int) -> int:
+        return int(self.ask("eth_getBlockByNumber", lambda: self.w3.eth.get_block(number))["timestamp"])
+
+    def block_number(self) -> int:
+        return int(self.ask("eth_blockNumber", lambda: self.w3.eth.block_number))
+
+
+def topic_hex(contract: Contract, event: str) -> str:
+    """topic0 of one of the contract's events, from its ABI."""
+    return str(contract.events[event]().topic).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class AnchoredBatch:
+    """An anchored batch as the chain has it: its storage word (source, root) and its BatchAnchored event."""
+
+    source_id: bytes
+    root: bytes
+    period_start: int
+    period_end: int
+    leaf_count: int
+    kind: int
+    manifest_hash: bytes
+    tx_hash: str
+    block_number: int
+    #: position of the BatchAnchored event in its block (orders it against signer rotations)
+    log_index: int = 0
+
+
+class LedgerReader:
+    """The DeliveryLedger views and events the verifiers read."""
+
+    def __init__(self, chain: Chain, address: str) -> None:
+        self.chain = chain
+        self.contract = chain.contract(DELIVERY_LEDGER, address)
+        self.address = self.contract.address
+        self._batches: dict[bytes, AnchoredBatch | None] = {}
+
+    def _call(self, what: str, fn: Any) -> Any:
+        return self.chain.ask(what, fn.call)
+
+    def batch(self, batch_id: bytes, block_hint: int | None = None) -> AnchoredBatch | None:
+        """The anchored batch, or None when the id was never anchored. ``block_hint`` (the document's
+        block) is searched for the BatchAnchored event first, then the whole chain."""
+        if batch_id not in self._batches:
+            fns = self.contract.functions
+            if not self._call("isAnchored", fns.isAnchored(batch_id)):
+                self._batches[batch_id] = None
+            else:
+                log = self._anchored_log(batch_id, block_hint)
+                event = self.contract.events.BatchAnchored().process_log(log)
+                args = event["args"]
+                source_id = bytes(self._call("batchSource", fns.batchSource(batch_id)))
+                root = bytes(args["root"])
+                # The event and the storage word must agree (they are written by the same call).
+                if bytes(args["sourceId"]) != source_id or not self._call(
+                    "isBatchRoot", fns.isBatchRoot(batch_id, root)
+                ):
+                    raise UnusableInput(f"the BatchAnchored event of 0x{batch_id.hex()} contradicts storage")
+                self._batches[batch_id] = AnchoredBatch(
+                    source_id=source_id,
+                    root=root,
+                    period_start=int(args["periodStart"]),
+                    period_end=int(args["periodEnd"]),
+                    leaf_count=int(args["leafCount"]),
+                    kind=int(args["kind"]),
+                    manifest_hash=bytes(args["manifestHash"]),
+                    tx_hash="0x" + bytes(log["transactionHash"]).hex(),
+                    block_number=int(log["blockNumber"]),
+                    log_index=int(log["logIndex"]),
+                )
+        return self._batches[batch_id]
+
+    def _anchored_log(self, batch_id: bytes, block_hint: int | None) -> Any:
+        topics = [topic_hex(self.contract, "BatchAnchored"), None, "0x" + batch_id.hex()]
+        ranges: list[tuple[int | str, int | str]] = [(0, "latest")]
+        if block_hint is not None and block_hint >= 0:
+            ranges.insert(0, (block_hint, block_hint))
+        for first, last in ranges:
+            logs = self.chain.logs(self.contract, topics, first, last)
+            if logs:
+                return logs[0]
+        raise UnusableInput(
+            f"batch 0x{batch_id.hex()} is anchored but the RPC returns no BatchAnchored event"
+        )
+
+    def signer_at(self, source_id: bytes, block_number: int, log_index: int) -> str | None:
+        """The signer the ledger held for ``source_id`` just before the event at (block, log index): the
+        source's ``SourceRegistered`` signer, or the newest ``SignerRotated`` before that point. Read from
+        events, so it needs no archive node; None when the source was never registered."""
+        changes: list[tuple[int, int, str]] = []
+        for name in ("SourceRegistered", "SignerRotated"):
+            topics = [topic_hex(self.contract, name), "0x" + source_id.hex()]
+            for log in self.chain.logs(self.contract, topics, 0, block_number):
+                args = self.contract.events[name]().process_log(log)["args"]
+                signer = args["signer"] if name == "SourceRegistered" else args["newSigner"]
+                changes.append((int(log["blockNumber"]), int(log["logIndex"]), str(signer)))
+        before = [c for c in changes if (c[0], c[1]) < (block_number, log_index)]
+        return Web3.to_checksum_address(max(before)[2]) if before else None
+
+    def is_batch_root(self, batch_id: bytes, root: bytes) -> bool:
+        """``isBatchRoot``: the ledger's storage word for the batch commits to this root."""
+        return bool(self._call("isBatchRoot", self.contract.functions.isBatchRoot(batch_id, root)))
+
+    def verify_record(self, batch_id: bytes, values: LeafValues, proof: Sequence[bytes]) -> bool:
+        return bool(
+            self._call(
+                "verifyRecord", self.contract.functions.verifyRecord(batch_id, tuple(values), list(proof))
+            )
+        )
+
+    def verify_leaf(self, batch_id: bytes, leaf: bytes, proof: Sequence[bytes]) -> bool:
+        """A leaf that is not a delivery record (a compliance event) under an anchored root."""
+        return bool(self._call("verifyLeaf", self.contract.functions.verifyLeaf(batch_id, leaf, list(proof))))
+
+
+@dataclass(frozen=True)
+class VaultSettlement:
+    """``SettlementVault.settlementOf(periodId, merchant)``."""
+
+    root: bytes
+    token: str
+    claims_open_at: int
+    status: int
+    total: int
+    remaining: int
+
+
+def vault_settlement(chain: Chain, vault: str, period_id: int, merchant: str) -> VaultSettlement:
+    contract = chain.contract(SETTLEMENT_VAULT, vault)
+    if not Web3.is_address(merchant):
+        raise UnusableInput(f"merchant {merchant!r} is not an address")
+    fn = contract.functions.settlementOf(period_id, Web3.to_checksum_address(merchant))
+    root, token, opens, status, total, remaining = chain.ask("settlementOf", fn.call)
+    return VaultSettlement(bytes(root), str(token), int(opens), int(status), int(total), int(remaining))
+
+
+def registry(chain: Chain, address: str) -> Contract:
+    return chain.contract(CONTENT_REGISTRY, address)
