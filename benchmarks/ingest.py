@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeledger.ledger.ids import source_id_for
+
 FIELDS = (
     "date time x-edge-location sc-bytes c-ip cs-method cs(Host) cs-uri-stem sc-status cs(Referer) "
     "cs(User-Agent) cs-uri-query cs(Cookie) x-edge-result-type x-edge-request-id x-host-header cs-protocol "
@@ -123,7 +125,7 @@ def child(log: Path, database_url: str, work: Path, total_lines: int, profile: b
     samples: list[tuple[int, int]] = []
     with Session(engine, expire_on_commit=False) as session:
         source = DeliverySource(
-            source_id=service.source_id_for("bench"),
+            source_id=source_id_for("bench"),
             name="bench",
             kind="cdn_provider",
             provider="cloudfront",

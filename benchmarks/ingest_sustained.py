@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.ingest import AGENTS, EDGES, FIELDS, PERIOD_START, RESULTS, fake_cid, rss_kib
+from edgeledger.ledger.ids import source_id_for
 
 
 def lines_for(deadline: float, seed: int) -> Iterator[str]:
@@ -101,7 +102,6 @@ def main() -> None:
 
     from edgeledger.config import Settings
     from edgeledger.db import make_engine, migrate
-    from edgeledger.deliveries import service
     from edgeledger.deliveries.ingest import ingest_log
     from edgeledger.deliveries.models import DeliverySource
 
@@ -114,7 +114,7 @@ def main() -> None:
     started = time.monotonic()
     with Session(engine, expire_on_commit=False) as session:
         source = DeliverySource(
-            source_id=service.source_id_for("sustained"),
+            source_id=source_id_for("sustained"),
             name="sustained",
             kind="cdn_provider",
             provider="cloudfront",

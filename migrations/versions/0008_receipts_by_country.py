@@ -113,7 +113,7 @@ def upgrade() -> None:
             "uq_receipt_key", ["batch_pk", "asset_id", "merchant_id", "region", "country"]
         )
     conn = op.get_bind()
-    had = {row[0] for row in conn.execute(sa.select(sa.distinct(_receipts.c.batch_pk)))}
+    had = {row[0] for row in conn.execute(sa.select(_receipts.c.batch_pk).distinct())}
     anchored = {
         row[0]
         for row in conn.execute(sa.select(_batches.c.id).where(_batches.c.state.in_(["anchored", "final"])))
@@ -123,7 +123,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     conn = op.get_bind()
-    had = sorted({row[0] for row in conn.execute(sa.select(sa.distinct(_receipts.c.batch_pk)))})
+    had = sorted({row[0] for row in conn.execute(sa.select(_receipts.c.batch_pk).distinct())})
     conn.execute(sa.delete(_receipts))
     with op.batch_alter_table("delivery_receipts", schema=None) as batch_op:
         batch_op.drop_constraint("uq_receipt_key", type_="unique")

@@ -37,7 +37,10 @@ from edgeledger.deliveries.models import (
     IngestFile,
     IngestState,
 )
+from edgeledger.ledger.abis import DELIVERY_LEDGER
 from edgeledger.ledger.delivery_leaf import leaf_hash
+from edgeledger.ledger.hashing import bytes32
+from edgeledger.ledger.ids import batch_id_for, client_commitment, merchant_id_for, source_id_for
 from edgeledger.ledger.manifest import MANIFEST_FIELDS, Manifest
 from edgeledger.worker import RetryableChainError
 from tests.backend.support.services import REDIS_URL, celery_worker, worker_env
@@ -69,7 +72,7 @@ def open_batch(
 ) -> DeliveryBatch:
     end = period_start + PERIOD
     batch = DeliveryBatch(
-        batch_id=service.batch_id_for(source.source_id, period_start, end, kind, seq),
+        batch_id=batch_id_for(source.source_id, period_start, end, kind, seq),
         source_pk=source.id,
         period_start=period_start,
         period_end=end,
@@ -127,14 +130,14 @@ def add_records(
             host=host,
             uri=f"/media/{asset_id}.mp4",
             asset_id=asset_id,
-            merchant_id=service.merchant_id_for(host),
+            merchant_id=merchant_id_for(host),
             bytes_delivered=nbytes,
             status=200,
             cache_result=1,
             pseudonym_key_id=key_id,
             client_pseudonym=pseudonym,
             salt=salt,
-            client_commitment=service.client_commitment(salt, pseudonym),
+            client_commitment=client_commitment(salt, pseudonym),
             leaf=b"",
         )
         record.leaf = leaf_hash(service.leaf_values_of(source.source_id, record))
@@ -164,7 +167,7 @@ def nonce(chain: ChainClient) -> int:
 
 
 def ledger(chain: ChainClient) -> Any:
-    return chain.contract(anchoring.LEDGER).functions
+    return chain.contract(DELIVERY_LEDGER).functions
 
 
 def reload(session: Session, batch: DeliveryBatch) -> DeliveryBatch:
@@ -189,13 +192,13 @@ def closed_cdn_batches(
     register(client, admin, name)
     with db(client) as session:
         source = source_row(session, name)
-        batches = []
+        opened = []
         for day in range(days):
             batch = open_batch(session, source, DAY0 + day * PERIOD)
             add_records(session, settings, batch, 3 + day)
-            batches.append(batch)
+            opened.append(batch)
         batches.close_due_batches(session, settings, force=True)
-        return [reload(session, b) for b in batches]
+        return [reload(session, b) for b in opened]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,7 +224,7 @@ def test_sources_register_suspend_reactivate_and_sync(
         operator_user_id=operator.user_id,
     )
     assert edge["status"] == "active" and edge["tx_hash"] and edge["block_number"]
-    assert edge["source_id"] == service.source_id_for("edge-fra-1")
+    assert edge["source_id"] == source_id_for("edge-fra-1")
     assert edge["regions"] == ["DE", "FR"] and edge["node_ips"] == ["192.0.2.10", "2001:db8::1"]
     on_chain = sources.chain_source(chain, edge["source_id"])
     assert on_chain is not None and on_chain["signer"] == node_signer.address and on_chain["kind"] == 0
@@ -302,7 +305,7 @@ def test_sources_register_suspend_reactivate_and_sync(
     # The node's operator rotates the signer from its own wallet; sync pulls it into the database.
     rpc(settings.eth_rpc_url, "anvil_setBalance", operator.account.address, hex(10**20))
     new_signer = Account.create()
-    fn = ledger(chain).rotateSigner(service.bytes32(edge["source_id"]), new_signer.address)
+    fn = ledger(chain).rotateSigner(bytes32(edge["source_id"]), new_signer.address)
     tx = fn.build_transaction(
         {
             "from": operator.account.address,
@@ -343,11 +346,11 @@ def test_stuck_registration_resumes_without_a_second_transaction(
     )
     with db(app_client) as session:
         # The journal row was committed, the transaction landed, the process died before marking it.
-        row = anchoring._new_source_row(settings, params)
+        row = sources._new_source_row(settings, params)
         session.add(row)
         session.commit()
         fn = ledger(chain).registerSource(
-            service.bytes32(row.source_id), 1, row.operator, row.signer, int(row.regions_bitmap, 16), b"NL"
+            bytes32(row.source_id), 1, row.operator, row.signer, int(row.regions_bitmap, 16), b"NL"
         )
         chain.transact(fn)
     before = nonce(chain)
@@ -359,7 +362,7 @@ def test_stuck_registration_resumes_without_a_second_transaction(
     assert nonce(chain) == before  # nothing sent again
 
     with db(app_client) as session:  # a journal row whose transaction never went out is sent on retry
-        row = anchoring._new_source_row(settings, params.model_copy(update={"name": "cdn-stuck-2"}))
+        row = sources._new_source_row(settings, params.model_copy(update={"name": "cdn-stuck-2"}))
         session.add(row)
         session.commit()
     synced = app_client.post("/deliveries/sources/cdn-stuck-2/sync", headers=admin.headers)
@@ -476,7 +479,7 @@ def test_close_endpoint_forces_and_anchors_now(
     assert body["confirmations"]["final"] == [batch.batch_id]
     shown = app_client.get(f"/deliveries/batches/{batch.batch_id}", headers=admin.headers).json()
     assert shown["state"] == "final" and shown["confirmations"] >= 1 and shown["tx_hash"]
-    assert chain.call(ledger(chain).isAnchored(service.bytes32(batch.batch_id)))
+    assert chain.call(ledger(chain).isAnchored(bytes32(batch.batch_id)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,7 +489,7 @@ def test_close_endpoint_forces_and_anchors_now(
 
 def test_manifest_hash_and_digest_match_the_contract(chain: ChainClient, settings: Settings) -> None:
     manifest = Manifest(
-        source_id=service.source_id_for("m"),
+        source_id=source_id_for("m"),
         batch_id="0x" + secrets.token_hex(32),
         period_start=DAY0,
         period_end=DAY0 + PERIOD,
@@ -545,17 +548,17 @@ def test_anchors_a_chain_of_three_batches_with_a_correction_in_order(
     assert on_chain is not None and on_chain["batch_count"] == 3
     assert on_chain["last_manifest_hash"] == day2.manifest_hash
     for batch in (day1, correction, day2):
-        assert chain.call(ledger(chain).isAnchored(service.bytes32(batch.batch_id)))
+        assert chain.call(ledger(chain).isAnchored(bytes32(batch.batch_id)))
         found = anchoring.find_anchor_log(chain, batch.batch_id)
         assert found is not None and found["manifest_hash"] == batch.manifest_hash
         assert found["tx_hash"] == batch.tx_hash
     with db(app_client) as session, trees.open_batch_tree(session, settings, day2) as tree:
         leaf = tree.node(tree.leaf_count - 1)
         proof = tree.proof(tree.leaf_count - 1)
-        fn = ledger(chain).verifyLeaf(service.bytes32(day2.batch_id), leaf, proof)
+        fn = ledger(chain).verifyLeaf(bytes32(day2.batch_id), leaf, proof)
         assert chain.call(fn) is True
         event = (
-            chain.contract(anchoring.LEDGER)
+            chain.contract(DELIVERY_LEDGER)
             .events.BatchAnchored()
             .process_receipt(chain.w3.eth.get_transaction_receipt(correction.tx_hash))[0]["args"]
         )
@@ -590,7 +593,7 @@ def test_exactly_once_when_the_worker_died_after_sending(
         assert recovered.state == BatchState.anchored
         assert (recovered.tx_hash, recovered.block_number) == (tx_hash, block)
         assert recovered.attempts == 2
-    on_chain = sources.chain_source(chain, service.source_id_for("cdn-a"))
+    on_chain = sources.chain_source(chain, source_id_for("cdn-a"))
     assert on_chain is not None and on_chain["batch_count"] == 1
 
 
@@ -713,15 +716,15 @@ def test_a_reorg_that_dropped_the_anchor_sends_it_again_once(
         outcome = anchoring.confirm_anchors(session, chain, settings)
         assert outcome["reanchor"] == [batch.batch_id] and outcome["final"] == []
         assert reload(session, batch).state == BatchState.anchoring
-        assert not chain.call(ledger(chain).isAnchored(service.bytes32(batch.batch_id)))
+        assert not chain.call(ledger(chain).isAnchored(bytes32(batch.batch_id)))
 
         assert anchoring.anchor_pending(session, chain, settings).anchored == [batch.batch_id]
         again = reload(session, batch)
         # Same signer nonce, same calldata: the re-sent transaction is byte-identical, hence the same hash.
         assert again.state == BatchState.anchored and again.tx_hash == dropped_tx
         assert chain.receipt_if_mined(dropped_tx) is not None
-        assert chain.call(ledger(chain).isAnchored(service.bytes32(batch.batch_id)))
-        on_chain = sources.chain_source(chain, service.source_id_for("cdn-a"))
+        assert chain.call(ledger(chain).isAnchored(bytes32(batch.batch_id)))
+        on_chain = sources.chain_source(chain, source_id_for("cdn-a"))
         assert on_chain is not None and on_chain["batch_count"] == 1
         assert anchoring.confirm_anchors(session, chain, settings)["final"] == [batch.batch_id]
 
@@ -807,7 +810,7 @@ def test_edge_node_batches_wait_for_the_nodes_signature(
         report = anchoring.anchor_pending(session, chain, with_keys)
         assert report.anchored == [later.batch_id]
         assert reload(session, later).prev_manifest_hash == reload(session, batch).manifest_hash
-    on_chain = sources.chain_source(chain, service.source_id_for("edge-ams-1"))
+    on_chain = sources.chain_source(chain, source_id_for("edge-ams-1"))
     assert on_chain is not None and on_chain["batch_count"] == 2
 
 
@@ -857,7 +860,7 @@ def test_celery_worker_closes_anchors_and_confirms(
         assert final["manifest_hash"] == anchored["manifest_hash"]
     finally:
         sender.close()
-    assert chain.call(ledger(chain).isAnchored(service.bytes32(batch.batch_id)))
+    assert chain.call(ledger(chain).isAnchored(bytes32(batch.batch_id)))
 
 
 @pytest.fixture

@@ -42,6 +42,8 @@ from edgeledger.deliveries.records import Pseudonymiser, QuarantinedLine
 from edgeledger.deliveries.regions import REGIONS, UNKNOWN_REGION, region_of
 from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.ledger.delivery_leaf import leaf_hash
+from edgeledger.ledger.hashing import hex32
+from edgeledger.ledger.ids import batch_id_for, client_commitment, merchant_id_for, source_id_for
 from edgeledger.territories import TERRITORY_CODES
 from tests.backend.support.stack import Caller, make_caller
 
@@ -71,7 +73,7 @@ def db_settings(database_url: str, tmp_path: Path) -> Settings:
 
 def make_source(session: Session, name: str = "cdn-a", **values: Any) -> DeliverySource:
     source = DeliverySource(
-        source_id=service.source_id_for(name),
+        source_id=source_id_for(name),
         name=name,
         kind="cdn_provider",
         provider="cloudfront",
@@ -334,7 +336,7 @@ def test_late_records_go_to_correction_batches(
         DAY,
         DAY + 86400,
     )
-    assert regular.batch_id == service.batch_id_for(source.source_id, DAY, DAY + 86400, "regular", 0)
+    assert regular.batch_id == batch_id_for(source.source_id, DAY, DAY + 86400, "regular", 0)
     db_session.execute(update(DeliveryBatch).values(state=BatchState.closed))
     db_session.commit()
 
@@ -348,7 +350,7 @@ def test_late_records_go_to_correction_batches(
         select(DeliveryBatch).where(DeliveryBatch.kind == BatchKind.correction)
     ).one()
     assert (correction.correction_seq, correction.corrects_pk, correction.state) == (1, regular.id, "open")
-    assert correction.batch_id == service.batch_id_for(source.source_id, DAY, DAY + 86400, "correction", 1)
+    assert correction.batch_id == batch_id_for(source.source_id, DAY, DAY + 86400, "correction", 1)
     in_correction = db_session.scalars(
         select(DeliveryRecordRow.request_id).where(DeliveryRecordRow.batch_pk == correction.id)
     ).all()
@@ -378,7 +380,7 @@ def test_an_empty_batch_is_reopened(
     db_session: Session, db_settings: Settings, source: DeliverySource
 ) -> None:
     empty = DeliveryBatch(
-        batch_id=service.batch_id_for(source.source_id, DAY, DAY + 86400, "regular", 0),
+        batch_id=batch_id_for(source.source_id, DAY, DAY + 86400, "regular", 0),
         source_pk=source.id,
         period_start=DAY,
         period_end=DAY + 86400,
@@ -460,8 +462,8 @@ def test_stored_leaves_equal_the_leaf_of_the_stored_row(
     assert len(rows) == 21 and len({r.salt for r in rows}) == 21
     for row in rows:
         assert row.leaf == leaf_hash(service.leaf_values_of(source.source_id, row))
-        assert row.client_commitment == service.client_commitment(row.salt, row.client_pseudonym)
-        assert row.merchant_id == service.merchant_id_for(row.host) and len(row.salt) == 32
+        assert row.client_commitment == client_commitment(row.salt, row.client_pseudonym)
+        assert row.merchant_id == merchant_id_for(row.host) and len(row.salt) == 32
         batch = db_session.get(DeliveryBatch, row.batch_pk)
         assert batch is not None
         assert (
@@ -670,7 +672,7 @@ def test_api_merchant_hosts(app_client: TestClient, admin: Caller) -> None:
     )
     assert created.status_code == 201, created.text
     assert created.json()["host"] == "media.example.com"
-    assert created.json()["merchant_id"] == service.hex32(service.merchant_id_for("media.example.com"))
+    assert created.json()["merchant_id"] == hex32(merchant_id_for("media.example.com"))
     taken = app_client.post(
         "/deliveries/merchant-hosts",
         headers=admin.headers,

@@ -31,6 +31,8 @@ from edgeledger.deliveries.models import (
     QuarantinedLineRow,
     SourceStatus,
 )
+from edgeledger.ledger.hashing import hex32
+from edgeledger.ledger.ids import merchant_id_for, source_id_for
 from tests.backend.support.stack import Caller, make_caller
 from tests.backend.test_anchoring import DAY0, PERIOD, add_records, db, open_batch, register, reload
 
@@ -52,7 +54,7 @@ def base_settings(database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def source(db_session: Session) -> DeliverySource:
     row = DeliverySource(
-        source_id=service.source_id_for("edge-signals"),
+        source_id=source_id_for("edge-signals"),
         name="edge-signals",
         kind="edge_node",
         provider="edgeledger",
@@ -240,7 +242,7 @@ def test_duplicate_request_ids_quarantined_by_ingestion(
     db_session: Session, base_settings: Settings, source: DeliverySource
 ) -> None:
     other = DeliverySource(
-        source_id=service.source_id_for("other"),
+        source_id=source_id_for("other"),
         name="other",
         kind="cdn_provider",
         provider="cloudfront",
@@ -348,7 +350,7 @@ def test_receipts_sum_the_records_and_follow_flag_reviews(
     assert (shop["excluded_requests"], shop["excluded_bytes"]) == (6, 6_000)
     assert (other["requests"], other["bytes_delivered"], other["excluded_requests"]) == (3, 900, 0)
     assert other["host"] == "other.example" and other["region"] == "NA"
-    assert other["merchant_id"] == service.hex32(service.merchant_id_for("other.example"))
+    assert other["merchant_id"] == hex32(merchant_id_for("other.example"))
     assert shop["batch_ids"] == [batch.batch_id] and shop["period_start"] == DAY0
     assert sum(r["requests"] + r["excluded_requests"] for r in rows) == 11
     assert sum(r["bytes_delivered"] + r["excluded_bytes"] for r in rows) == 6_000 + 1_400 + 900

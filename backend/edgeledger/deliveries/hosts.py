@@ -17,6 +17,8 @@ from edgeledger.deliveries import service
 from edgeledger.deliveries.models import (
     MerchantHost,
 )
+from edgeledger.ledger.hashing import hex32
+from edgeledger.ledger.ids import merchant_id_for
 
 
 class MerchantHostCreate(BaseModel):
@@ -37,7 +39,7 @@ def _host_read(row: MerchantHost) -> MerchantHostRead:
     return MerchantHostRead(
         host=row.host,
         merchant_user_id=row.merchant_user_id,
-        merchant_id=service.hex32(service.merchant_id_for(row.host)),
+        merchant_id=hex32(merchant_id_for(row.host)),
         created_at=row.created_at,
     )
 

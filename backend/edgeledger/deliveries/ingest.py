@@ -51,7 +51,8 @@ from edgeledger.deliveries.records import CacheResult, DeliveryRecord, LogFormat
 from edgeledger.deliveries.regions import region_of
 from edgeledger.ipfs.cid import InvalidCidError, normalize_cid
 from edgeledger.ledger.delivery_leaf import LEAF_STRUCT
-from edgeledger.ledger.hashing import keccak_hasher
+from edgeledger.ledger.hashing import bytes32, hex32, keccak_hasher
+from edgeledger.ledger.ids import batch_id_for, country_bytes, edge_location_bytes, merchant_id_for
 
 __all__ = [
     "CHUNK_RECORDS",
@@ -366,7 +367,7 @@ class _Ingest:
     ) -> None:
         self.session = session
         self.source_pk = source.id
-        self.source_id = service.bytes32(source.source_id)
+        self.source_id = bytes32(source.source_id)
         self.ingest = ingest
         self.ingest_pk = ingest.id
         self.key_id = ingest.pseudonym_key_id
@@ -549,13 +550,13 @@ class _Ingest:
             host = r.host
             merchant = merchants.get(host)
             if merchant is None:
-                merchant = merchants[host] = service.merchant_id_for(host)
+                merchant = merchants[host] = merchant_id_for(host)
             edge = edges.get(r.edge_location)
             if edge is None:
-                edge = edges[r.edge_location] = service.edge_location_bytes(r.edge_location)
+                edge = edges[r.edge_location] = edge_location_bytes(r.edge_location)
             country = countries.get(r.country)
             if country is None:
-                country = countries[r.country] = (service.country_bytes(r.country), region_of(r.country))
+                country = countries[r.country] = (country_bytes(r.country), region_of(r.country))
             asset_id = assets(host, r.uri)
             salt = salts[offset : offset + 32]
             offset += 32
@@ -650,7 +651,7 @@ class _Ingest:
         now = utcnow()
         result = self.session.execute(
             insert(_BATCHES).values(
-                batch_id=service.batch_id_for(service.hex32(self.source_id), start, end, kind, seq),
+                batch_id=batch_id_for(hex32(self.source_id), start, end, kind, seq),
                 source_pk=self.source_pk,
                 period_start=start,
                 period_end=end,

@@ -1,7 +1,8 @@
 """What every chain-only verifier answers, and how every ``edgeledger verify`` command exits.
 
 A verification is a list of :class:`Check` (something checked, whether it held, and why); a
-:class:`Report` keeps them (or only counts them, for a million-record export) and prints each as one line::
+:class:`Report` keeps them (or only counts them, for a million-record export) and prints each as one line,
+then a summary line that starts with neither PASS nor FAIL (``verified: …`` / ``not verified: …``)::
 
     PASS <name>: <detail>
     FAIL <name>: <detail>
@@ -114,11 +115,12 @@ def print_check(out: IO[str] | None = None) -> Callable[[Check], None]:
 
 
 def summary_line(report: Report, verified: str = "verified") -> str:
+    calls = f", {report.onchain_calls} on-chain verify calls" if report.onchain_calls else ""
     if report.ok:
-        return f"{verified}: {report.passed} checks passed"
+        return f"{verified}: {report.passed} checks passed{calls}"
     if report.passed + report.failed == 0:
-        return "FAILED: nothing to check"
-    return f"FAILED: {report.failed} of {report.passed + report.failed} checks failed"
+        return "not verified: nothing to check"
+    return f"not verified: {report.failed} of {report.passed + report.failed} checks failed{calls}"
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
-from edgeledger.deliveries import parsers, trees
+from edgeledger.deliveries import parsers, receipts, trees
 from edgeledger.deliveries.models import (
     BatchKind,
     BatchState,
@@ -308,6 +308,7 @@ def anchor_batch(
     batch.block_number = result.block_number
     batch.state = BatchState.anchored
     batch.anchored_at = utcnow()
+    receipts.compute_receipts(session, batch)  # as anchoring does when it marks a batch anchored
     session.commit()
     return Anchored(manifest, manifest_hash, signature, result.tx_hash, result.block_number)
 
