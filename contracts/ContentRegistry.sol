@@ -9,7 +9,8 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// @title ContentRegistry
 /// @notice Provenance of digital content: who registered which bytes, under which licence, how revenue
 /// is split among the rights holders, and which asset a derivative came from. Each asset is an ERC-721
-/// token; whoever holds the token is the rights holder and alone may change licence and split.
+/// token; whoever holds the token is the rights holder and alone may change licence and split (moving the
+/// token resets the split to the new holder).
 /// @dev Territories are a bitmap over the ISO 3166-1 alpha-2 table documented in docs/territories.md
 /// (bit i = i-th code in alphabetical order; append-only). Revenue shares are basis points summing to
 /// exactly 10,000. Asset ids start at 1, so 0 means "no parent".
@@ -64,6 +65,20 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
     }
 
     struct Split {
+        address[] recipients;
+        uint16[] shares;
+    }
+
+    /// @notice What settlement prices an asset's deliveries with, as of the block a call is made at
+    /// (`settlementTerms`). `exists` is false for an id never registered (every other field is then zero).
+    struct Terms {
+        bool exists;
+        Status status;
+        address holder;
+        uint256 parentId;
+        uint256 territories;
+        uint64 validFrom;
+        uint64 validUntil;
         address[] recipients;
         uint16[] shares;
     }
@@ -261,6 +276,32 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
         return (split.recipients, split.shares);
     }
 
+    /// @notice Settlement terms of many assets in one call: status, rights holder, parent, licence window
+    /// and territories, split. Settlement reads them at a recorded block (`eth_call` at that block) and
+    /// publishes the block, so anyone can read the same terms again.
+    /// @param assetIds The assets; unknown ids give `exists = false` instead of reverting.
+    function settlementTerms(uint256[] calldata assetIds) external view returns (Terms[] memory terms) {
+        terms = new Terms[](assetIds.length);
+        for (uint256 i; i < assetIds.length; ++i) {
+            uint256 assetId = assetIds[i];
+            address holder = _ownerOf(assetId);
+            if (holder == address(0)) continue;
+            Licence storage licence = _licences[assetId];
+            Split storage split = _splits[assetId];
+            terms[i] = Terms({
+                exists: true,
+                status: _assets[assetId].status,
+                holder: holder,
+                parentId: _assets[assetId].parentId,
+                territories: licence.territories,
+                validFrom: licence.validFrom,
+                validUntil: licence.validUntil,
+                recipients: split.recipients,
+                shares: split.shares
+            });
+        }
+    }
+
     /// @notice The asset registered for a content hash, or 0.
     function assetIdOf(bytes32 contentHash) external view returns (uint256) {
         return _assetIdByHash[contentHash];
@@ -369,6 +410,21 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
         if (total != TOTAL_BPS) revert SharesNotWhole(total);
         _splits[assetId] = Split(recipients, shares);
         emit SplitUpdated(assetId, recipients, shares);
+    }
+
+    /// @dev Moving the token moves the rights, and with them the revenue: a transfer (a sale) or an
+    /// arbiter's `reassignRights` resets the split to the new holder alone, who may then set another. A
+    /// split the previous holder chose never keeps paying its recipients after the rights have moved.
+    function _update(address to, uint256 tokenId, address auth) internal override returns (address from) {
+        from = super._update(to, tokenId, auth);
+        if (from != address(0) && to != address(0) && from != to) {
+            Split storage split = _splits[tokenId];
+            delete split.recipients;
+            delete split.shares;
+            split.recipients.push(to);
+            split.shares.push(TOTAL_BPS);
+            emit SplitUpdated(tokenId, split.recipients, split.shares);
+        }
     }
 
     function _changeStatus(uint256 assetId, Status from, Status to, string calldata reasonCid) internal {

@@ -30,7 +30,16 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// * Posting writes three slots of the settlement and two of the token, whatever the number of payees.
 /// * Conservation, per token: deposited == escrow + reserved + claimed + withdrawn (see {totalsOf}); the
 ///   vault's token balance equals escrow + reserved (tokens must not charge transfer fees or rebase;
-///   deposits credit what actually arrived).
+///   deposits credit what actually arrived). `reserved` is every settlement's unclaimed remainder plus
+///   every held reserve.
+/// * Held royalties ({postWithHeld}): royalties a period cannot pay yet (its asset is disputed or taken
+///   down) are reserved from the merchant's escrow with the period's root, in the settlement's token,
+///   and leave that reserve only by the dispute's outcome: {releaseHeld} posts them under a supplementary
+///   settlement id as a new root with its own challenge window, paying the rights holder once the
+///   dispute clears or the rights are reassigned, or the merchant back after a takedown (a leaf to its
+///   own address). The merchant or an auditor may challenge a release like any root. A cancelled
+///   release goes back to the held reserve it came from; a cancelled period returns its held reserve to
+///   escrow with the rest. Supplementary ids are `periodId + (sequence << 32)`, sequence >= 1.
 /// * Pull payments: a payee's claim moves only its own money, and its transfer is its own transaction, so
 ///   a payee the token refuses (blacklisted) blocks nobody else. It may name any other recipient address
 ///   for its claims (the `recipient` argument), so a blacklisted payee can still be paid elsewhere.
@@ -97,6 +106,10 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     mapping(uint64 periodId => mapping(address merchant => Settlement)) private _settlements;
     /// @dev keccak256(abi.encode(payee, merchant, periodId >> 8)) => bitmap over periodId & 255.
     mapping(bytes32 key => uint256 word) private _claimedWords;
+    /// @dev Held royalties of (period, merchant), in that settlement's token (part of `reserved`).
+    mapping(uint64 periodId => mapping(address merchant => uint256)) private _held;
+    /// @dev For a release ({releaseHeld}): 1 + the period whose held reserve funded it; 0 otherwise.
+    mapping(uint64 releaseId => mapping(address merchant => uint64)) private _fundedBy;
     uint40 private _challengeWindow;
 
     error ZeroAddress();
@@ -119,6 +132,9 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     error NoClaims();
     error AuthorizationExpired(uint256 deadline, uint256 timestamp);
     error InvalidAuthorization(address payee, uint256 nonce);
+    error HeldExceeded(uint64 periodId, address merchant, uint256 held, uint256 requested);
+    error NotReleasable(uint64 periodId, address merchant, SettlementStatus status);
+    error NotSupplementary(uint64 periodId, uint64 releaseId);
 
     /// @notice An admin added a token to or removed it from the allow-list.
     event TokenAllowed(address indexed token, bool allowed, address indexed admin);
@@ -137,6 +153,13 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         uint256 total,
         uint40 claimsOpenAt,
         address settler
+    );
+    /// @notice `held` of a period's royalties were reserved with its root ({postWithHeld}).
+    event RoyaltiesHeld(uint64 indexed periodId, address indexed merchant, address indexed token, uint256 held);
+    /// @notice The settler released `amount` of a period's held royalties as the payout root of the
+    /// supplementary settlement `releaseId` (claimable after its own challenge window).
+    event HeldReleased(
+        uint64 indexed periodId, address indexed merchant, uint64 indexed releaseId, uint256 amount, address settler
     );
     /// @notice The merchant or an auditor challenged a settlement within its window.
     event SettlementChallenged(
@@ -264,30 +287,74 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         onlyRole(SETTLER_ROLE)
         whenNotPaused
     {
-        if (root == bytes32(0)) revert ZeroRoot();
-        if (total == 0) revert ZeroAmount();
-        TokenTotals storage totals = _totals[token];
-        if (!totals.allowed) revert TokenNotAllowed(token);
-        Settlement storage settlement = _settlements[periodId][merchant];
-        SettlementStatus status = settlement.status;
-        if (status != SettlementStatus.None && status != SettlementStatus.Cancelled) {
-            revert AlreadyPosted(periodId, merchant, status);
-        }
-        uint256 available = _escrow[merchant][token];
-        if (available < total) revert InsufficientEscrow(merchant, token, available, total);
+        _post(periodId, merchant, token, root, total, 0);
+    }
 
-        uint128 value = SafeCast.toUint128(total);
-        _escrow[merchant][token] = available - total;
-        totals.escrow -= value;
-        totals.reserved += value;
+    /// @notice {post}, and reserves `held` more from the merchant's escrow: the period's royalties that
+    /// cannot be paid yet (disputed or taken-down assets). They leave the reserve only by {releaseHeld}
+    /// (or with the whole period when an admin cancels it).
+    /// @param periodId The settlement period's sequence number.
+    /// @param merchant The merchant whose escrow pays.
+    /// @param token An allow-listed token the merchant holds in escrow.
+    /// @param root StandardMerkleTree root over the payouts (non-zero).
+    /// @param total Sum of the leaves' amounts (non-zero).
+    /// @param held Royalties held back (total + held at most the merchant's escrow in `token`).
+    function postWithHeld(
+        uint64 periodId,
+        address merchant,
+        address token,
+        bytes32 root,
+        uint256 total,
+        uint256 held
+    ) external onlyRole(SETTLER_ROLE) whenNotPaused {
+        _post(periodId, merchant, token, root, total, held);
+    }
+
+    /// @notice Pays `amount` of a settlement's held royalties under the supplementary settlement
+    /// `releaseId` (`period + (sequence << 32)`, where `period` is the low 32 bits of `periodId`): a new
+    /// root with its own challenge window, claimed like any other. Only while the settlement that holds
+    /// them stands (posted or upheld). The holding settlement is a period's own (`periodId` < 2**32) or a
+    /// supplementary settlement of the same period that held royalties of late records.
+    /// @param periodId The settlement whose held reserve pays.
+    /// @param merchant The merchant.
+    /// @param releaseId The supplementary settlement's id (never posted, or cancelled).
+    /// @param root StandardMerkleTree root over the released payouts (leaves name `releaseId`).
+    /// @param amount Sum of the leaves' amounts (non-zero, at most what is held).
+    function releaseHeld(uint64 periodId, address merchant, uint64 releaseId, bytes32 root, uint256 amount)
+        external
+        onlyRole(SETTLER_ROLE)
+        whenNotPaused
+    {
+        if (root == bytes32(0)) revert ZeroRoot();
+        if (amount == 0) revert ZeroAmount();
+        if (releaseId >> 32 == 0 || uint32(releaseId) != uint32(periodId) || releaseId == periodId) {
+            revert NotSupplementary(periodId, releaseId);
+        }
+        Settlement storage source = _requireSettlement(periodId, merchant);
+        SettlementStatus status = source.status;
+        if (status != SettlementStatus.Posted && status != SettlementStatus.Upheld) {
+            revert NotReleasable(periodId, merchant, status);
+        }
+        uint256 held = _held[periodId][merchant];
+        if (amount > held) revert HeldExceeded(periodId, merchant, held, amount);
+        Settlement storage release = _settlements[releaseId][merchant];
+        SettlementStatus current = release.status;
+        if (current != SettlementStatus.None && current != SettlementStatus.Cancelled) {
+            revert AlreadyPosted(releaseId, merchant, current);
+        }
+        _held[periodId][merchant] = held - amount; // stays in `reserved`, now as the release's remaining
+        _fundedBy[releaseId][merchant] = periodId + 1;
+        uint128 value = SafeCast.toUint128(amount);
+        address token = source.token;
         uint40 opensAt = SafeCast.toUint40(block.timestamp) + _challengeWindow;
-        settlement.root = root;
-        settlement.token = token;
-        settlement.claimsOpenAt = opensAt;
-        settlement.status = SettlementStatus.Posted;
-        settlement.total = value;
-        settlement.remaining = value;
-        emit SettlementPosted(periodId, merchant, token, root, total, opensAt, msg.sender);
+        release.root = root;
+        release.token = token;
+        release.claimsOpenAt = opensAt;
+        release.status = SettlementStatus.Posted;
+        release.total = value;
+        release.remaining = value;
+        emit HeldReleased(periodId, merchant, releaseId, amount, msg.sender);
+        emit SettlementPosted(releaseId, merchant, token, root, amount, opensAt, msg.sender);
     }
 
     /// @notice Challenges a posted settlement before its claims open; it stays frozen until an admin
@@ -311,8 +378,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     }
 
     /// @notice Resolves a challenged settlement: uphold opens its claims at once; cancel returns the
-    /// whole reserve to the merchant's escrow (no claim can have happened) and lets the settler post
-    /// the period again.
+    /// whole reserve, held royalties included, to the merchant's escrow (no claim can have happened) and
+    /// lets the settler post the period again; a cancelled release returns to its period's held reserve.
     /// @param periodId The period.
     /// @param merchant The merchant.
     /// @param uphold True to uphold, false to cancel.
@@ -333,10 +400,19 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
             address token = settlement.token;
             settlement.status = SettlementStatus.Cancelled;
             settlement.remaining = 0;
-            TokenTotals storage totals = _totals[token];
-            totals.reserved -= returned;
-            totals.escrow += returned;
-            _escrow[merchant][token] += returned;
+            uint64 fundedBy = _fundedBy[periodId][merchant];
+            if (fundedBy != 0) {
+                // A cancelled release goes back to the held reserve it came from (still reserved).
+                _held[fundedBy - 1][merchant] += returned;
+            } else {
+                uint256 held = _held[periodId][merchant];
+                _held[periodId][merchant] = 0;
+                returned += SafeCast.toUint128(held);
+                TokenTotals storage totals = _totals[token];
+                totals.reserved -= returned;
+                totals.escrow += returned;
+                _escrow[merchant][token] += returned;
+            }
         }
         emit SettlementResolved(periodId, merchant, uphold, returned, msg.sender);
     }
@@ -422,6 +498,14 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         return _claimedWords[key] & mask != 0;
     }
 
+    /// @notice Royalties of (periodId, merchant) held in reserve, in that settlement's token.
+    /// @param periodId The period.
+    /// @param merchant The merchant.
+    /// @return Token minor units.
+    function heldOf(uint64 periodId, address merchant) external view returns (uint256) {
+        return _held[periodId][merchant];
+    }
+
     /// @notice A merchant's unreserved escrow in `token`.
     /// @param merchant The merchant.
     /// @param token The token.
@@ -501,6 +585,45 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     // ------------------------------------------------------------------------------------------
     // Internals
     // ------------------------------------------------------------------------------------------
+
+    function _post(uint64 periodId, address merchant, address token, bytes32 root, uint256 total, uint256 held)
+        private
+    {
+        if (root == bytes32(0)) revert ZeroRoot();
+        if (total == 0) revert ZeroAmount();
+        Settlement storage settlement = _settlements[periodId][merchant];
+        SettlementStatus status = settlement.status;
+        if (status != SettlementStatus.None && status != SettlementStatus.Cancelled) {
+            revert AlreadyPosted(periodId, merchant, status);
+        }
+        _reserve(merchant, token, total + held);
+        delete _fundedBy[periodId][merchant]; // a cancelled release's id posted anew is funded by escrow
+        uint128 value = SafeCast.toUint128(total);
+        uint40 opensAt = SafeCast.toUint40(block.timestamp) + _challengeWindow;
+        settlement.root = root;
+        settlement.token = token;
+        settlement.claimsOpenAt = opensAt;
+        settlement.status = SettlementStatus.Posted;
+        settlement.total = value;
+        settlement.remaining = value;
+        emit SettlementPosted(periodId, merchant, token, root, total, opensAt, msg.sender);
+        if (held != 0) {
+            _held[periodId][merchant] = held;
+            emit RoyaltiesHeld(periodId, merchant, token, held);
+        }
+    }
+
+    /// @dev Moves `amount` of the merchant's escrow in an allow-listed `token` to reserved.
+    function _reserve(address merchant, address token, uint256 amount) private {
+        TokenTotals storage totals = _totals[token];
+        if (!totals.allowed) revert TokenNotAllowed(token);
+        uint256 available = _escrow[merchant][token];
+        if (available < amount) revert InsufficientEscrow(merchant, token, available, amount);
+        _escrow[merchant][token] = available - amount;
+        uint128 value = SafeCast.toUint128(amount);
+        totals.escrow -= value;
+        totals.reserved += value;
+    }
 
     function _setChallengeWindow(uint40 window) private {
         if (window > MAX_CHALLENGE_WINDOW) revert ChallengeWindowTooLong(window, MAX_CHALLENGE_WINDOW);

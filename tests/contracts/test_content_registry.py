@@ -621,8 +621,11 @@ def test_transfer_moves_rights(registry, creator, other, asset, method):
         tx = registry.safeTransferFrom["address,address,uint256,bytes"](
             creator, other, asset_id, b"edge", {"from": creator}
         )
-    assert event_names(tx) == ["Transfer"]
+    assert event_names(tx) == ["Transfer", "SplitUpdated"]
     assert_event(tx, "Transfer", **{"from": creator, "to": other, "tokenId": asset_id})
+    # The revenue moves with the rights: the split is the new holder alone until it sets another.
+    assert_event(tx, "SplitUpdated", assetId=asset_id, recipients=[other], shares=[TOTAL_BPS])
+    assert_same(registry.getSplit(asset_id), ([other], [TOTAL_BPS]))
     assert registry.ownerOf(asset_id) == other
     assert registry.rightsHolder(asset_id) == other
     assert registry.balanceOf(creator) == 0
@@ -879,8 +882,9 @@ def test_reassign_rights(registry, arbiter, creator, other, third, asset, start)
     reason = random_cid()
     tx = registry.reassignRights(asset_id, other, reason, {"from": arbiter})
 
-    assert event_names(tx) == ["Transfer", "RightsReassigned", "AssetStatusChanged"]
+    assert event_names(tx) == ["Transfer", "SplitUpdated", "RightsReassigned", "AssetStatusChanged"]
     assert_event(tx, "Transfer", **{"from": creator, "to": other, "tokenId": asset_id})
+    assert_event(tx, "SplitUpdated", assetId=asset_id, recipients=[other], shares=[TOTAL_BPS])
     assert_event(
         tx,
         "RightsReassigned",
@@ -905,8 +909,10 @@ def test_reassign_rights(registry, arbiter, creator, other, third, asset, start)
     assert status_of(registry, asset_id) == Status.Active
     assert registry.getAsset(asset_id)["statusReasonCid"] == reason
     assert registry.isAccruing(asset_id)
-    # Split and licence are left for the new holder to change.
-    assert_same(registry.getSplit(asset_id), (reg[7], reg[8]))
+    # The infringer's split stops paying: the rightful holder alone until it sets another split; the
+    # licence is left for the new holder to change.
+    assert_same(registry.getSplit(asset_id), ([other], [TOTAL_BPS]))
+    assert registry.getLicence(asset_id)[0] == reg[6][0]
 
     with brownie.reverts(custom_error("NotRightsHolder", asset_id, creator)):
         registry.updateSplit(asset_id, [creator], [TOTAL_BPS], {"from": creator})
@@ -1036,6 +1042,28 @@ def test_is_licensed_for_follows_licence_updates(registry, creator, asset):
     assert not registry.isLicensedFor(asset_id, 0, T1)
 
 
+def test_settlement_terms_read_many_assets_at_once(registry, register, arbiter, creator, other, asset):
+    """settlementTerms is getAsset + getLicence + getSplit + rightsHolder for each id, and says
+    `exists = false` (never reverts) for an id never registered: settlement reads a period's assets in
+    a few calls at one block."""
+    asset_id, reg = asset
+    a, b = addresses(2)
+    child_id, _, child = register(other, parent_id=asset_id, recipients=[a, b], shares=[4_000, 6_000])
+    registry.markDisputed(asset_id, random_cid(), {"from": arbiter})
+    terms = registry.settlementTerms([child_id, 0, asset_id, child_id + 1])
+    assert len(terms) == 4
+    first, missing, parent, unknown = terms
+    assert_same(
+        first,
+        (True, Status.Active, other, asset_id, child[6][0], child[6][1], child[6][2], [a, b], [4_000, 6_000]),
+    )
+    assert_same(parent[:4], (True, Status.Disputed, creator, 0))
+    assert_same(parent[7:], (reg[7], reg[8]))
+    for nothing in (missing, unknown):
+        assert_same(nothing, (False, 0, ZERO_ADDRESS, 0, 0, 0, 0, [], []))
+    assert len(registry.settlementTerms([])) == 0
+
+
 def test_views_of_unknown_asset(registry, asset):
     asset_id, _ = asset
     unknown = asset_id + 1
@@ -1121,6 +1149,7 @@ VIEW_CALLS = {
     "name": lambda ctx: (),
     "ownerOf": lambda ctx: (ctx["id"],),
     "rightsHolder": lambda ctx: (ctx["id"],),
+    "settlementTerms": lambda ctx: ([ctx["id"], ctx["id"] + 1, 0],),
     "royaltyInfo": lambda ctx: (ctx["id"], 10**18),
     "supportsInterface": lambda ctx: ("0x2a55205a",),
     "symbol": lambda ctx: (),

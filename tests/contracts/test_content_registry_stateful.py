@@ -147,6 +147,8 @@ class RegistryMachine(RuleBasedStateMachine):
         if str(to) != model.owner:
             model.former_owners.append(model.owner)
             model.owner = str(to)
+            # Moving the token resets the split to the new holder alone.
+            model.recipients, model.shares = [str(to)], [10_000]
 
     # -----------------------------------------------------------------------------------------
     # Rules
