@@ -7,13 +7,15 @@ country from the batch's records, excluded records counted apart; the downgrade 
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
+from edgeledger.auth.models import Role, User
 from edgeledger.config import PROJECT_ROOT
 from edgeledger.db import make_engine, migrate
 from edgeledger.deliveries.models import (
@@ -35,14 +37,14 @@ DAY = 1_764_547_200
 HOST = "shop.example"
 
 
-def _world(url: str) -> int:
+def _world(url: str, name: str = "cf-migrate") -> int:
     """A source with one anchored batch: 3 records from DE (one excluded by a fraud flag), 2 from FR, all
     for asset 7; and the receipt the previous release stored for it. Returns the batch's key."""
     engine = make_engine(url)
     with Session(engine) as session:
         source = DeliverySource(
-            source_id=source_id_for("cf-migrate"),
-            name="cf-migrate",
+            source_id=source_id_for(name),
+            name=name,
             kind=SourceKind.cdn_provider,
             provider="cloudfront",
             operator="0x" + "11" * 20,
@@ -53,17 +55,20 @@ def _world(url: str) -> int:
         )
         session.add(source)
         session.flush()
-        batch = DeliveryBatch(
-            batch_id=batch_id_for(source.source_id, DAY, DAY + 86400, BatchKind.regular, 0),
-            source_pk=source.id,
-            period_start=DAY,
-            period_end=DAY + 86400,
-            kind=BatchKind.regular,
-            correction_seq=0,
-            state=BatchState.final,
-        )
+        # A core INSERT naming only the columns of that release (the model has columns added later).
+        batch_pk = session.execute(
+            insert(DeliveryBatch).values(
+                batch_id=batch_id_for(source.source_id, DAY, DAY + 86400, BatchKind.regular, 0),
+                source_pk=source.id,
+                period_start=DAY,
+                period_end=DAY + 86400,
+                kind=BatchKind.regular,
+                correction_seq=0,
+                state=BatchState.final,
+            )
+        ).inserted_primary_key[0]
         ingest = IngestFile(source_pk=source.id, name="x.log", state=IngestState.done, pseudonym_key_id="k")
-        session.add_all([batch, ingest])
+        session.add(ingest)
         session.flush()
         for n, (country, nbytes, excluded) in enumerate(
             [
@@ -77,7 +82,7 @@ def _world(url: str) -> int:
             session.add(
                 DeliveryRecordRow(
                     source_pk=source.id,
-                    batch_pk=batch.id,
+                    batch_pk=batch_pk,
                     ingest_file_pk=ingest.id,
                     line_number=n + 1,
                     request_id=f"req-{n}",
@@ -101,7 +106,6 @@ def _world(url: str) -> int:
                 )
             )
         session.commit()
-        batch_pk = batch.id
     with engine.begin() as conn:  # the previous release's receipt: no country column yet
         conn.execute(
             text(
@@ -148,3 +152,44 @@ def test_0008_recomputes_receipts_per_country_and_back(database_url: str) -> Non
     config.attributes["url"] = database_url
     command.downgrade(config, "0007")
     assert _receipts(database_url, country=False) == [(7, "EU", 4, 4300, 1, 400)]
+
+
+def test_0009_adds_terms_block_and_abandoned_batches_and_back(database_url: str) -> None:
+    migrate(database_url, "0008")
+    batch_pk = _world(database_url, "cf-migrate-0009")
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        merchant = User(role=Role.merchant, name="Shop", address="0x" + "33" * 20)
+        session.add(merchant)
+        session.flush()
+        session.execute(
+            text("INSERT INTO merchant_hosts (host, merchant_user_id, created_at) VALUES (:h, :m, :t)"),
+            {"h": HOST, "m": merchant.id, "t": datetime.now(UTC)},
+        )
+        session.commit()
+        merchant_pk = merchant.id
+    migrate(database_url, "0009")
+    with engine.begin() as conn:
+        # The sources that already billed the merchant's hosts keep billing it: no bill changes by itself.
+        authorised = conn.execute(
+            text("SELECT merchant_user_id, source_pk, authorised_by FROM merchant_sources")
+        )
+        source_pk = conn.execute(
+            text("SELECT source_pk FROM delivery_batches WHERE id = :b"), {"b": batch_pk}
+        )
+        assert (merchant_pk, source_pk.scalar_one(), "migration:0009") in set(authorised.tuples())
+        conn.execute(
+            text(
+                "UPDATE delivery_batches SET state = 'abandoned', abandoned_by = 'user:1:admin', "
+                "abandon_reason = 'node lost its key' WHERE id = :b"
+            ),
+            {"b": batch_pk},
+        )
+        assert conn.execute(text("SELECT terms_block, unbillable_json FROM settlements")).all() == []
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0008")
+    with engine.connect() as conn:
+        state = text("SELECT state FROM delivery_batches WHERE id = :b")
+        assert conn.execute(state, {"b": batch_pk}).scalar_one() == "closed"
+    engine.dispose()

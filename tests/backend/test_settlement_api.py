@@ -30,7 +30,13 @@ from edgeledger.config import Settings
 from edgeledger.devtools.samples import demo_png
 from edgeledger.settlement import flows
 from edgeledger.settlement.models import BillingImport, FxRateRow, RateCardRow, Settlement
-from tests.backend.support.deliveries import add_merchant_host, add_records, close_and_anchor, register_source
+from tests.backend.support.deliveries import (
+    add_merchant_host,
+    add_records,
+    authorise_source,
+    close_and_anchor,
+    register_source,
+)
 from tests.backend.support.settlement import delivery_records, send_as
 from tests.backend.support.stack import Caller, make_caller, rpc
 
@@ -394,6 +400,7 @@ def scene(
         add_merchant_host(session, HOST, roles.merchant.user_id)
         node = Account.create()
         source = register_source(session, chain, "edge-fra", provider="edgeledger", signer=node.address)
+        authorise_source(session, roles.merchant.user_id, source)
         batches = add_records(
             session,
             settings,
@@ -550,7 +557,9 @@ def test_a_period_through_the_api_cases_statements_payouts_earnings(
         cli_app, ["settlement", "statement", str(settlement_id), "--format", "csv", "-o", str(out), *cli_auth]
     )
     assert result.exit_code == 0, result.output
-    assert out.read_text().splitlines() == csv_lines
+    # the same statement; its links are absolute, to the API it was fetched from
+    saved = out.read_text().replace(live_api.rstrip("/"), "http://testserver")
+    assert live_api.rstrip("/") in out.read_text() and saved.splitlines() == csv_lines
     result = CliRunner().invoke(cli_app, ["settlement", "show", str(settlement_id), *cli_auth])
     assert result.exit_code == 0 and json.loads(result.stdout)["root"] == settlement["root"]
 
@@ -607,10 +616,13 @@ def test_a_period_through_the_api_cases_statements_payouts_earnings(
     assert item["state"] == "posted" and item["claimed"] is False
     token = scene.chain.deployment.address_of("TestStablecoin")
     assert earnings["totals"][token] == {
+        "earned": creator_amount,
+        "released": 0,
         "claimed": 0,
         "claimable": 0,
         "pending": creator_amount,
         "not_posted": 0,
+        "unclaimed": creator_amount,
     }
     for stranger in (roles.merchant, roles.other_merchant, roles.operator):
         _error(client.get(earnings_path, headers=stranger.headers), 403, "forbidden")

@@ -95,6 +95,11 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
             headers=admin.headers,
         )
     )
+    # The merchant authorises the CDN distribution to bill it.
+    authorised = _ok(
+        app_client.post("/deliveries/merchant-sources", json={"source": "cf-shop"}, headers=merchant.headers)
+    )
+    assert authorised["merchant_user_id"] == merchant.user_id and authorised["source"] == "cf-shop"
     log, _ids = demo_cloudfront_log(asset["content_cid"], asset["size_bytes"], "e2e", lines=300, days_ago=3)
     report = _ok(
         app_client.post(

@@ -36,7 +36,13 @@ from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import CaseState, Settlement, SettlementState
 from edgeledger.verify.rpc import Chain, vault_settlement
 from edgeledger.verify.settlement import check_document
-from tests.backend.support.deliveries import add_merchant_host, add_records, close_and_anchor, register_source
+from tests.backend.support.deliveries import (
+    add_merchant_host,
+    add_records,
+    authorise_source,
+    close_and_anchor,
+    register_source,
+)
 from tests.backend.support.settlement import delivery_records, deposit, send_as
 from tests.backend.support.stack import Caller, make_caller, rpc
 
@@ -144,6 +150,7 @@ def world(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> It
         add_merchant_host(session, HOST, merchant.id)
         node = Account.create()
         source = register_source(session, chain, "edge-fra", provider="edgeledger", signer=node.address)
+        authorise_source(session, merchant.id, source)
         batches = add_records(
             session,
             settings,
@@ -197,7 +204,14 @@ def test_a_period_settles_and_every_payee_claims_its_share(world: World) -> None
 
     # Anyone can recompute the payouts from the published inputs and find the vault's root.
     document = json.loads(
-        json.dumps(flows.inputs_document(settlement, world.chain.chain_id, world.vault.address))
+        json.dumps(
+            flows.inputs_document(
+                settlement,
+                world.chain.chain_id,
+                world.vault.address,
+                world.chain.deployment.address_of("ContentRegistry"),
+            )
+        )
     )
     on_chain = vault_settlement(
         Chain(world.chain.rpc_url), world.vault.address, settlement.period_id, world.merchant_key.address
@@ -371,11 +385,16 @@ def test_an_unreachable_chain_stops_the_run_and_the_next_run_resumes(world: Worl
         world.settings.model_copy(update={"eth_rpc_url": f"http://127.0.0.1:{free_port()}"})
     )
     report = flows.run_once(world.session, dead, world.settings, NOW)
-    assert report.retryable and report.opened  # the period is opened and computed without the chain
+    # The period is opened without the chain; computing it reads the assets' terms from the chain, so
+    # it waits (nothing computed from a stale copy) and the next run computes and posts it.
+    assert report.retryable and report.opened
     row = world.settlement()
-    assert row.state == SettlementState.computed and row.root is not None and world.posted_events() == 0
+    assert row.state == SettlementState.blocked and row.error_code == "not_computed"
+    assert row.root is None and row.terms_block is None and world.posted_events() == 0
     world.run()
-    assert world.settlement().state == SettlementState.posted and world.posted_events() == 1
+    row = world.settlement()
+    assert row.state == SettlementState.posted and world.posted_events() == 1
+    assert row.terms_block is not None
 
 
 def test_the_celery_task_settles_due_periods(world: World) -> None:

@@ -180,7 +180,10 @@ def build_package(
     out = _Builder()
     try:
         chain_id: int | None = chain.chain_id
-        contracts = {n: chain.deployment.address_of(n) for n in ("DeliveryLedger", "SettlementVault")}
+        contracts = {
+            n: chain.deployment.address_of(n)
+            for n in ("ContentRegistry", "DeliveryLedger", "SettlementVault")
+        }
     except ChainError:
         chain_id, contracts = None, {}
 
@@ -199,7 +202,7 @@ def build_package(
     else:
         for settlement in _merchant_settlements(session, scope):
             document = settlement_flows.inputs_document(
-                settlement, chain_id, contracts.get("SettlementVault")
+                settlement, chain_id, contracts.get("SettlementVault"), contracts.get("ContentRegistry")
             )
             out.add(f"settlements/{settlement.id}/inputs.json", "settlement_inputs", document)
             if settlement.statement_json is not None:

@@ -21,6 +21,7 @@ class Action(StrEnum):
     erase = "erase"  # right to erasure
     retention_purge = "retention_purge"  # raw fields past the retention time
     policy_change = "policy_change"
+    batch_abandoned = "batch_abandoned"  # an admin gave up anchoring a batch: its records are not billed
 
 
 class ComplianceEvent(Base):

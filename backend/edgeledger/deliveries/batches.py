@@ -13,6 +13,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient, ChainError
+from edgeledger.compliance.models import Action
+from edgeledger.compliance.service import record_event
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.deliveries import signals, trees
@@ -61,6 +63,15 @@ class BatchRead(BaseModel):
     closed_at: datetime | None
     anchored_at: datetime | None
     finalized_at: datetime | None
+    abandoned_at: datetime | None = None
+    abandoned_by: str | None = None
+    abandon_reason: str | None = None
+
+
+class AbandonRequest(BaseModel):
+    reason: str = Field(
+        min_length=3, max_length=500, description="Why the batch will never anchor (kept with the batch)"
+    )
 
 
 class CloseRequest(BaseModel):
@@ -214,7 +225,52 @@ def batch_read(session: Session, batch: DeliveryBatch, head: int | None) -> Batc
         closed_at=batch.closed_at,
         anchored_at=batch.anchored_at,
         finalized_at=batch.finalized_at,
+        abandoned_at=batch.abandoned_at,
+        abandoned_by=batch.abandoned_by,
+        abandon_reason=batch.abandon_reason,
     )
+
+
+#: States a batch can be abandoned from: nothing of it is on chain, and no anchor transaction is out.
+ABANDONABLE = (BatchState.open, BatchState.closed, BatchState.awaiting_signature, BatchState.anchoring)
+
+
+def abandon_batch(session: Session, batch_pk: int, actor: str, reason: str) -> DeliveryBatch:
+    """An admin's decision that a batch will never anchor (its node lost its key, crashed for good, or
+    its anchoring keeps failing): the batch leaves every queue, its records become unbillable (no
+    settlement counts a batch that is not anchored) and no merchant's period waits for it any longer.
+
+    Under the batch's row lock (ingestion and anchoring take the same), only from a state with nothing
+    on chain; a batch whose anchor transaction is out (``anchoring`` with a hash) is refused until that
+    transaction is known. Who, when and why go to the batch and, in the same transaction, to the
+    compliance log; a node's late signature for it is refused. Records arriving later for the source's
+    period go to a correction batch, as for any closed batch."""
+    batch = session.scalars(select(DeliveryBatch).where(DeliveryBatch.id == batch_pk).with_for_update()).one()
+    if batch.state not in ABANDONABLE or (batch.state == BatchState.anchoring and batch.tx_hash):
+        session.rollback()
+        raise DeliveryError(
+            f"batch {batch.batch_id} is {batch.state}"
+            + (" with its anchor transaction out" if batch.state == BatchState.anchoring else "")
+            + ": only a batch with nothing on chain can be abandoned",
+            code="batch_not_abandonable",
+            status=409,
+        )
+    previous = batch.state
+    batch.state = BatchState.abandoned
+    batch.abandoned_at = utcnow()
+    batch.abandoned_by = actor
+    batch.abandon_reason = reason
+    record_event(
+        session,
+        actor=actor,
+        action=Action.batch_abandoned,
+        subject=f"batch:{batch.batch_id}",
+        legal_basis="settlement: a batch that will never anchor is not billed",
+        detail={"previous_state": previous, "reason": reason, "records": batch.leaf_count},
+    )
+    session.commit()
+    log.warning("batch %s abandoned by %s (was %s): %s", batch.batch_id, actor, previous, reason)
+    return batch
 
 
 def chain_head_or_none(chain: ChainClient) -> int | None:

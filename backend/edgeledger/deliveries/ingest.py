@@ -49,6 +49,7 @@ from edgeledger.deliveries.parsers import FORMATS, MAX_LINE_CHARS, ParseStats, p
 from edgeledger.deliveries.parsers.text import _line_reader, _open_text
 from edgeledger.deliveries.records import CacheResult, DeliveryRecord, LogFormatError, QuarantinedLine
 from edgeledger.deliveries.regions import region_of
+from edgeledger.indexer.models import IndexedAsset
 from edgeledger.ipfs.cid import InvalidCidError, normalize_cid
 from edgeledger.ledger.delivery_leaf import LEAF_STRUCT
 from edgeledger.ledger.hashing import bytes32, hex32, keccak_hasher
@@ -260,6 +261,11 @@ class _AssetResolver:
                 asset_id = (
                     self._session.scalar(select(func.min(Asset.id)).where(Asset.content_cid == cid)) or 0
                 )
+                if not asset_id:  # registered on chain directly: the chain indexer's projection knows it
+                    indexed = self._session.scalars(
+                        select(IndexedAsset.asset_id).where(IndexedAsset.content_cid.in_({cid, candidate}))
+                    )
+                    asset_id = min((int(a) for a in indexed), default=0)
             self._by_cid[candidate] = asset_id
         return asset_id
 

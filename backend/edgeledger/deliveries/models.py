@@ -66,6 +66,7 @@ class BatchState(StrEnum):
     anchored = "anchored"  # in a block (tx_hash, block_number)
     final = "final"  # CHAIN_CONFIRMATIONS blocks on top
     empty = "empty"  # closed without records: nothing to anchor
+    abandoned = "abandoned"  # an admin gave up on anchoring it (abandoned_by/at/reason): never billed
 
 
 #: The batch states whose root is on chain: what proofs call anchored, receipts count and settlement pays.
@@ -192,6 +193,10 @@ class DeliveryBatch(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     anchored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finalized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # an admin's decision that the batch will never anchor (deliveries/batches.py abandon_batch)
+    abandoned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    abandoned_by: Mapped[str | None] = mapped_column(String(120))
+    abandon_reason: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
@@ -280,6 +285,19 @@ class MerchantHost(Base):
 
     host: Mapped[str] = mapped_column(String(255), primary_key=True)  # lower case
     merchant_user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MerchantSource(Base):
+    """A source a merchant authorises to bill it: only its records for the merchant's hosts are charged.
+    Records any other source writes for those hosts (a request's Host is whatever the log says) are not
+    billed and are listed in the merchant's statement (settlement/flows.py ``unbillable_records``)."""
+
+    __tablename__ = "merchant_sources"
+
+    merchant_user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id"), primary_key=True)
+    source_pk: Mapped[int] = mapped_column(ForeignKey("delivery_sources.id"), primary_key=True)
+    authorised_by: Mapped[str] = mapped_column(String(120))  # "user:<id>:<role>"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

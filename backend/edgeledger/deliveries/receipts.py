@@ -1,5 +1,5 @@
 """Delivery receipts: anchored deliveries per (batch, asset, merchant, region, country), the input of
-settlement (``settlement.flows.period_receipts`` reads them; records are aggregated once, here).
+settlement (``settlement.period_inputs.period_receipts`` reads them; records are aggregated once, here).
 
 A batch's :class:`DeliveryReceipt` rows are recomputed from its records whenever what counts changes
 (the batch is anchored, a fraud flag on it is reviewed): requests and bytes of the records that are not

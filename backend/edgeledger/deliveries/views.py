@@ -16,6 +16,7 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.compliance.models import Action
 from edgeledger.compliance.service import (
     LEGAL_BASIS_HEADER,
+    actor_of,
     ensure_storage_allowed,
     record_access,
     record_read,
@@ -147,6 +148,34 @@ def list_merchant_hosts(session: SessionDep, principal: HostReaderDep) -> list[h
     return hosts.list_merchant_hosts(session, principal)
 
 
+MerchantOrAdminDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.merchant))]
+
+
+@router.post("/merchant-sources", status_code=201, response_model=hosts.MerchantSourceRead)
+def authorise_merchant_source(
+    body: hosts.MerchantSourceCreate, session: SessionDep, principal: MerchantOrAdminDep
+) -> hosts.MerchantSourceRead:
+    """Authorise a source to bill a merchant (the merchant itself, or an admin on its behalf). Only
+    authorised sources' records for the merchant's hosts are charged; other sources' records for them
+    are not billed and are listed in the merchant's statements."""
+    return hosts.authorise_source(session, principal, body)
+
+
+@router.get("/merchant-sources", response_model=list[hosts.MerchantSourceRead])
+def list_merchant_sources(session: SessionDep, principal: HostReaderDep) -> list[hosts.MerchantSourceRead]:
+    """The sources each merchant authorises (a merchant sees its own)."""
+    return hosts.list_merchant_sources(session, principal)
+
+
+@router.delete("/merchant-sources/{ref}", status_code=204)
+def revoke_merchant_source(
+    ref: str, session: SessionDep, principal: MerchantOrAdminDep, merchant_user_id: int | None = None
+) -> Response:
+    """Stop a source billing the merchant, from the next settlement computed."""
+    hosts.revoke_source(session, principal, ref, merchant_user_id)
+    return Response(status_code=204)
+
+
 # --- batches and anchoring -------------------------------------------------------------------------
 
 SourceOperatorDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.operator))]
@@ -251,6 +280,19 @@ def get_batch(batch_id: str, session: SessionDep, chain: ChainDep, _: ReaderDep)
     batch = service.get_batch(session, batch_id)
     head = batches.chain_head_or_none(chain) if batch.block_number else None
     return batches.batch_read(session, batch, head)
+
+
+@router.post("/batches/{batch_id}/abandon", response_model=batches.BatchRead)
+def abandon_batch(
+    batch_id: str, body: batches.AbandonRequest, session: SessionDep, principal: AdminDep
+) -> batches.BatchRead:
+    """Gives up on a batch that will never anchor (admin): its records become unbillable and are listed
+    in the affected merchants' statements; no settlement waits for it any longer. Who, when and why are
+    kept with the batch and in the compliance log. 409 ``batch_not_abandonable`` once anything of it is
+    on chain or its anchor transaction is out."""
+    batch = service.get_batch(session, batch_id)
+    abandoned = batches.abandon_batch(session, batch.id, actor_of(principal), body.reason)
+    return batches.batch_read(session, abandoned, None)
 
 
 @router.get("/batches/{batch_id}/manifest")

@@ -304,6 +304,12 @@ def run_settlement_demo(settings: Settings, base_url: str, *, keys: dict[str, st
                     "/deliveries/merchant-hosts", json={"host": DEMO_HOST, "merchant_user_id": merchant_id}
                 )
             )
+        # Only sources the merchant authorises bill it (idempotent).
+        _ok(
+            client.post(
+                "/deliveries/merchant-sources", json={"source": DEMO_SOURCE, "merchant_user_id": merchant_id}
+            )
+        )
         token, escrow = _merchant_funds(settings, keys, 100_000_000)
         say(
             f"demo: merchant {merchant} (host {DEMO_HOST}) has test stablecoins in the vault: escrow "

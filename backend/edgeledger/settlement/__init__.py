@@ -1,6 +1,8 @@
 """Off-chain settlement: rate cards and FX (rates), CDN billing import and reconciliation (billing), and the
-deterministic payout computation (payouts). Every function here is pure: no database, chain or clock, so a
-statement can be recomputed by anyone from the anchored data, the rate card and the recorded decisions.
+deterministic payout computation (payouts), and the assets' terms read from the chain at a recorded block
+(terms). Those four are pure (terms only reads through a call it is given): no database or clock, so a
+statement can be recomputed by anyone from the anchored data, the rate card, the recorded decisions and
+the chain at the recorded block. The database and chain steps are in service, flows and tasks.
 
 Money is always an ``int`` of minor units; see docs/settlement.md for the formulas and rounding rules.
 """

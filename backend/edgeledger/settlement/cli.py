@@ -289,3 +289,10 @@ def settlement_claims(
     """A payee's payouts with proofs and the claimMany transaction to send from its wallet."""
     params = {"recipient": recipient} if recipient else None
     _echo_json(_api_call("GET", f"/settlement/payees/{payee}/claims", api, api_key, params=params))
+
+
+@settlement_app.command("earnings")
+def settlement_earnings(payee: str, api: ApiUrl = "", api_key: ApiKey = "") -> None:
+    """A payee's running ledger per token: earned, released (held royalties paid after a dispute),
+    claimed, unclaimed (claimable, pending on chain, not yet posted), and every settlement behind it."""
+    _echo_json(_api_call("GET", f"/settlement/payees/{payee}/earnings", api, api_key))

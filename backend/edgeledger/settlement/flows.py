@@ -17,6 +17,9 @@
   with our root is adopted, never re-sent; a pending transaction is waited for, never duplicated. The
   state ``posting`` is committed before the send and the hash right after it, so a crash anywhere
   resumes to one post. Escrow below the total blocks the row (``insufficient_escrow``) until deposited.
+* **late records**: batches of a settled period anchored afterwards are paid once by a *correction* of
+  the period (settlement/corrections.py), computed and posted like the period; held royalties are
+  released by *releases* (settlement/releases.py).
 * **follow**: the vault's status (Posted / Challenged / Upheld / Cancelled) and the chain's clock move
   the row on; a post that disappeared from the chain (reorg) goes back to ``computed`` and is re-posted.
 """
@@ -40,43 +43,52 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from web3.exceptions import TransactionNotFound
 
-from edgeledger.assets.models import Asset, AssetStatus
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
 from edgeledger.db import exclusive_work, utcnow
+from edgeledger.deliveries.hosts import authorised_source_pks
 from edgeledger.deliveries.models import (
-    ANCHORED_STATES,
     BatchState,
     DeliveryBatch,
-    DeliveryReceipt,
-    DeliverySource,
-    MerchantHost,
+    DeliveryRecordRow,
 )
-from edgeledger.ledger.hashing import hex32
-from edgeledger.ledger.ids import merchant_id_for
+from edgeledger.ledger.abis import CONTENT_REGISTRY
 from edgeledger.ledger.payout_leaf import PayoutTree
 from edgeledger.settlement import SettlementError
-from edgeledger.settlement.billing import Usage, reconcile, usage_from_receipts, utc_day
+from edgeledger.settlement.corrections import (
+    check_computable,
+    claimed_batches,
+    open_corrections,
+    period_terms_block,
+)
+from edgeledger.settlement.held import RELEASE_VERSION
 from edgeledger.settlement.models import (
-    BillingImport,
-    BillingUsageRow,
     CaseState,
     ReconciliationCase,
     Settlement,
     SettlementAccount,
+    SettlementKind,
     SettlementPayout,
     SettlementState,
 )
 from edgeledger.settlement.payouts import (
     DOCUMENT_VERSION,
-    AssetTerms,
     PayoutInputs,
-    Receipt,
-    Recipient,
     canonical_inputs,
     compute_payouts,
 )
-from edgeledger.settlement.rates import Currency, card_at
+from edgeledger.settlement.period_inputs import (
+    PeriodData,
+    chain_terms_block,
+    merchant_ids_of,
+    period_receipts,
+    platform_address,
+    reconcile_period,
+    settlement_currency,
+    unbillable_batches,
+)
+from edgeledger.settlement.rates import card_at
+from edgeledger.settlement.releases import open_releases, record_held
 from edgeledger.settlement.service import (
     current_import,
     decision_of,
@@ -86,7 +98,7 @@ from edgeledger.settlement.service import (
     period_id_for,
     rate_cards,
 )
-from edgeledger.territories import ALL_TERRITORIES_BITMAP
+from edgeledger.settlement.terms import read_terms
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +124,10 @@ class RunReport:
     claimable: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     busy: list[int] = field(default_factory=list)
+    #: releases of held royalties opened this run (settlement/releases.py)
+    released: list[int] = field(default_factory=list)
+    #: corrections (late records of settled periods) opened this run (settlement/corrections.py)
+    corrections: list[int] = field(default_factory=list)
     retryable: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -123,184 +139,10 @@ class RunReport:
             "claimable": self.claimable,
             "cancelled": self.cancelled,
             "busy": self.busy,
+            "released": self.released,
+            "corrections": self.corrections,
             "retryable": self.retryable,
         }
-
-
-# ----------------------------------------------------------------------------------------------
-# Inputs from the database
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PeriodData:
-    receipts: list[Receipt]
-    batch_ids: list[str]
-    #: (region, day) -> [bytes, requests]
-    usage: dict[tuple[str, str], list[int]]
-
-
-def receipt_key(batch_id: str, asset_id: int, region: str, country: str) -> str:
-    """``<batch id>:<asset id>:<region>:<country>``: the receipt's batch, hence its proofs."""
-    return f"{batch_id}:{asset_id}:{region}:{country}"
-
-
-def period_receipts(session: Session, account: SettlementAccount, period_start: int) -> PeriodData:
-    """The merchant's anchored, non-excluded deliveries of registered assets in the period, per (batch,
-    asset, region, country): one receipt each, paid to the batch's source operator. Read from the
-    receipts deliveries computes when a batch is anchored or a fraud flag on it is reviewed
-    (deliveries/receipts.py): the records themselves are aggregated once, there."""
-    hosts = session.scalars(
-        select(MerchantHost.host).where(MerchantHost.merchant_user_id == account.merchant_user_id)
-    )
-    merchant_ids = [hex32(merchant_id_for(h)) for h in hosts]
-    data = PeriodData([], [], {})
-    if not merchant_ids:
-        return data
-    receipt = DeliveryReceipt
-    rows = session.execute(
-        select(
-            DeliveryBatch.batch_id,
-            receipt.asset_id,
-            receipt.region,
-            receipt.country,
-            DeliverySource.operator,
-            func.sum(receipt.requests),
-            func.sum(receipt.bytes_delivered),
-        )
-        .join(DeliveryBatch, receipt.batch_pk == DeliveryBatch.id)
-        .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
-        .where(
-            DeliveryBatch.period_start == period_start,
-            DeliveryBatch.state.in_(sorted(ANCHORED_STATES)),
-            receipt.merchant_id.in_(merchant_ids),
-            receipt.requests > 0,
-            receipt.asset_id != 0,
-        )
-        .group_by(
-            DeliveryBatch.batch_id, receipt.asset_id, receipt.region, receipt.country, DeliverySource.operator
-        )
-        .order_by(DeliveryBatch.batch_id, receipt.asset_id, receipt.region, receipt.country)
-    )
-
-    merchant = merchant_key(account)
-    day = utc_day(period_start)
-    batch_ids: set[str] = set()
-    values: list[tuple[Any, ...]] = []  # in RECEIPT_ROW order
-    for batch_id, asset_id, region, country, operator, requests, nbytes in rows:
-        batch_ids.add(batch_id)
-        nbytes, requests = int(nbytes or 0), int(requests)
-        key = receipt_key(batch_id, asset_id, region, country)
-        values.append(
-            (
-                key,
-                str(asset_id),
-                merchant,
-                region,
-                country,
-                period_start,
-                period_start,
-                operator.lower(),
-                requests,
-                nbytes,
-            )
-        )
-        counts = data.usage.setdefault((region, day), [0, 0])
-        counts[0] += nbytes
-        counts[1] += requests
-    data.receipts = Receipt.from_rows(values)
-    data.batch_ids = sorted(batch_ids)
-    return data
-
-
-def asset_terms(session: Session, asset_ids: set[int]) -> list[AssetTerms]:
-    """On-chain terms (as mirrored at registration) of the assets and all their ancestors."""
-    terms: dict[int, AssetTerms] = {}
-    pending = set(asset_ids)
-    while pending:
-        found = {a.id: a for a in session.scalars(select(Asset).where(Asset.id.in_(sorted(pending))))}
-        missing = pending - set(found)
-        if missing:
-            raise SettlementError(
-                f"asset(s) {', '.join(map(str, sorted(missing)))} delivered but not registered here",
-                code="asset_unknown",
-            )
-        pending = set()
-        for asset in found.values():
-            recipients = tuple(Recipient(address=s.recipient.lower(), bps=s.bps) for s in asset.split) or (
-                Recipient(address=asset.owner.lower(), bps=10_000),
-            )
-            terms[asset.id] = AssetTerms(
-                asset_id=str(asset.id),
-                recipients=recipients,
-                parent=str(asset.parent_id) if asset.parent_id is not None else None,
-                territories=int(asset.territories_bitmap, 16) & ALL_TERRITORIES_BITMAP,
-                valid_from=asset.valid_from,
-                valid_until=asset.valid_until or None,
-                # A taken-down asset's royalties are held back like a disputed one's.
-                disputed=asset.status != AssetStatus.active,
-            )
-            if asset.parent_id is not None and asset.parent_id not in terms:
-                pending.add(asset.parent_id)
-    return [terms[k] for k in sorted(terms)]
-
-
-def settlement_currency(account: SettlementAccount) -> Currency:
-    """The token as a currency: its symbol upper-cased (rate cards and FX rates name it so)."""
-    return Currency(code=account.token_symbol.upper(), decimals=account.token_decimals)
-
-
-def platform_address(settings: Settings, chain_signer: str | None) -> str:
-    address = settings.settlement_platform_address or chain_signer
-    if not address:
-        raise SettlementError(
-            "no platform fee address: set SETTLEMENT_PLATFORM_ADDRESS or a server signer",
-            code="platform_address_missing",
-        )
-    return address.lower()
-
-
-# ----------------------------------------------------------------------------------------------
-# Reconciliation
-# ----------------------------------------------------------------------------------------------
-
-
-def _billing_usage(session: Session, billing: BillingImport, merchant: str) -> dict[Any, Usage]:
-    rows = session.scalars(select(BillingUsageRow).where(BillingUsageRow.import_pk == billing.id))
-    return {(merchant, r.region, r.day): Usage(r.bytes, r.requests, r.amount, r.currency) for r in rows}
-
-
-def reconcile_period(
-    session: Session, account: SettlementAccount, billing: BillingImport, receipts: list[Receipt], card: Any
-) -> None:
-    """Opens a case for every (region, day) beyond the tolerance, once per billing import."""
-    if billing.reconciled_at is not None:
-        return
-    merchant = merchant_key(account)
-    ours = usage_from_receipts(receipts, card)
-    for delta in reconcile(ours, _billing_usage(session, billing, merchant), account.tolerance_bps):
-        if not delta.flagged:
-            continue
-        _merchant, region, day = delta.key
-        session.add(
-            ReconciliationCase(
-                merchant_user_id=account.merchant_user_id,
-                period_start=billing.period_start,
-                import_pk=billing.id,
-                region=region,
-                day=day,
-                reasons=",".join(delta.reasons),
-                ours_bytes=delta.ours.bytes,
-                theirs_bytes=delta.theirs.bytes,
-                ours_requests=delta.ours.requests,
-                theirs_requests=delta.theirs.requests,
-                ours_amount=delta.ours.amount,
-                theirs_amount=delta.theirs.amount,
-                currency=delta.theirs.currency or delta.ours.currency,
-            )
-        )
-    billing.reconciled_at = utcnow()
-    session.flush()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,22 +151,44 @@ def reconcile_period(
 
 
 def period_is_due(
-    session: Session, settings: Settings, period_start: int, now: int, *, early: bool = False
+    session: Session,
+    settings: Settings,
+    account: SettlementAccount,
+    period_start: int,
+    now: int,
+    *,
+    early: bool = False,
 ) -> bool:
-    """After the late window (``early``: once the period has ended), with no batch of the period still
-    to be anchored."""
+    """After the late window (``early``: once the period has ended), with no batch still to be anchored
+    that holds records of the merchant's hosts from a source it authorises. Other merchants' batches, a
+    source it does not authorise, and a source that never anchors a batch without this merchant's records
+    never hold its period back; a batch that will never anchor is abandoned by an admin
+    (deliveries/batches.py ``abandon_batch``) and then no longer waited for."""
     period_end = period_start + settings.delivery_period_seconds
     if period_end + (0 if early else settings.delivery_late_window_seconds) > now:
         return False
+    merchant_ids = [bytes.fromhex(m[2:]) for m in merchant_ids_of(session, account.merchant_user_id)]
+    authorised = authorised_source_pks(session, account.merchant_user_id)
+    if not merchant_ids or not authorised:
+        return True
+    carries_ours = (
+        select(DeliveryRecordRow.id)
+        .where(
+            DeliveryRecordRow.batch_pk == DeliveryBatch.id, DeliveryRecordRow.merchant_id.in_(merchant_ids)
+        )
+        .exists()
+    )
     waiting = session.scalar(
-        select(func.count())
-        .select_from(DeliveryBatch)
+        select(DeliveryBatch.id)
         .where(
             DeliveryBatch.period_start == period_start,
             DeliveryBatch.state.in_(list(UNSETTLED_BATCH_STATES)),
+            DeliveryBatch.source_pk.in_(authorised),
+            carries_ours,
         )
+        .limit(1)
     )
-    return not waiting
+    return waiting is None
 
 
 def open_due_periods(
@@ -333,7 +197,7 @@ def open_due_periods(
     """Writes a settlement row for every due period of every auto-settling account, in period order.
 
     ``early`` (an admin's choice, e.g. for a demo) does not wait for the late window: late records of
-    such a period go to correction batches that this settlement does not pay."""
+    such a period go to correction batches, paid by a correction of the period (settlement/corrections.py)."""
     accounts = list(
         session.scalars(
             select(SettlementAccount)
@@ -342,7 +206,7 @@ def open_due_periods(
         )
     )
     for account in accounts:
-        while period_is_due(session, settings, account.next_period_start, now, early=early):
+        while period_is_due(session, settings, account, account.next_period_start, now, early=early):
             start = account.next_period_start
             settlement = Settlement(
                 merchant_user_id=account.merchant_user_id,
@@ -373,11 +237,15 @@ def _block(session: Session, settlement: Settlement, code: str, message: str) ->
     session.commit()
 
 
-def compute(session: Session, settings: Settings, settlement: Settlement, platform: str) -> None:
-    """blocked -> computed | empty | blocked: the statement and payout tree of the attempt."""
+def compute(
+    session: Session, settings: Settings, chain: ChainClient, settlement: Settlement, platform: str
+) -> None:
+    """blocked -> computed | empty | blocked: the statement and payout tree of the attempt, with the
+    assets' terms read from the chain at a block recorded with it."""
     account = get_account(session, settlement.merchant_user_id)
     try:
-        inputs, data = _inputs(session, settings, account, settlement, platform)
+        check_computable(session, settlement)
+        inputs, data = _inputs(session, settings, chain, account, settlement, platform)
         statement = compute_payouts(inputs) if inputs is not None else None
     except SettlementError as exc:
         session.rollback()
@@ -391,6 +259,10 @@ def compute(session: Session, settings: Settings, settlement: Settlement, platfo
     settlement.usage_json = json.dumps([[r, d, b, q] for (r, d), (b, q) in sorted(data.usage.items())])
     settlement.error_code = settlement.error_message = None
     settlement.computed_at = utcnow()
+    settlement.terms_block = inputs.terms_block if inputs is not None else None
+    if settlement.kind == SettlementKind.period:  # a correction's period lists them
+        settlement.unbillable_json = json.dumps(unbillable_batches(session, account, settlement.period_start))
+    record_held(session, settlement, statement.held_back if statement is not None else ())
     if statement is None or not statement.payees:
         settlement.state = SettlementState.empty
         settlement.statement_json = statement.model_dump_json() if statement is not None else None
@@ -424,19 +296,33 @@ def compute(session: Session, settings: Settings, settlement: Settlement, platfo
 
 
 def _inputs(
-    session: Session, settings: Settings, account: SettlementAccount, settlement: Settlement, platform: str
+    session: Session,
+    settings: Settings,
+    chain: ChainClient,
+    account: SettlementAccount,
+    settlement: Settlement,
+    platform: str,
 ) -> tuple[PayoutInputs | None, PeriodData]:
-    data = period_receipts(session, account, settlement.period_start)
+    correction = settlement.kind == SettlementKind.correction
+    # batches another live settlement of the period counts (settlement/corrections.py)
+    data = period_receipts(session, account, settlement.period_start, claimed_batches(session, settlement))
     if not data.receipts:
         return None, data
+    block = period_terms_block(session, settlement) if correction else None
+    if block is None:
+        block = chain_terms_block(chain, settings, settlement.period_end)
+    registry = chain.contract(CONTENT_REGISTRY)
+    delivered = {int(r.asset_id) for r in data.receipts} - {0}
+    assets = read_terms(registry, lambda fn: chain.call(fn, block), delivered)
     cards = rate_cards(session, account)
     card = card_at(cards, merchant_key(account), settlement.period_start, settlement.period_end)
     billing = current_import(session, account, settlement.period_start)
-    if billing is None and account.require_billing:
+    if billing is None and account.require_billing and not correction:
         raise SettlementError("waiting for the CDN's billing report of the period", code="billing_missing")
     decisions, flagged = [], []
     if billing is not None:
-        reconcile_period(session, account, billing, data.receipts, card)
+        if not correction:  # a correction applies the decisions taken on its period's bill
+            reconcile_period(session, account, billing, data.receipts, card)
         cases = session.scalars(
             select(ReconciliationCase).where(
                 ReconciliationCase.import_pk == billing.id, ReconciliationCase.state != CaseState.superseded
@@ -452,13 +338,14 @@ def _inputs(
         period_start=settlement.period_start,
         period_end=settlement.period_end,
         receipts=tuple(data.receipts),
-        assets=tuple(asset_terms(session, {int(r.asset_id) for r in data.receipts})),
+        assets=tuple(assets),
         cards=tuple(cards),
         platform=platform,
         settlement_currency=settlement_currency(account),
         fx=fx_table(session),
         decisions=tuple(decisions),
         flagged=tuple(flagged),
+        terms_block=block,
     )
     return inputs, data
 
@@ -544,14 +431,26 @@ def _still_pending(chain: ChainClient, tx_hash: str) -> bool:
     return True
 
 
-def _post_call(chain: ChainClient, settlement: Settlement) -> Any:
+def _post_call(chain: ChainClient, settlement: Settlement, source: Settlement | None) -> Any:
+    """``postWithHeld`` of a period or a correction (its root, total and held royalties), or
+    ``releaseHeld`` of a release (paid from the held reserve of ``source``, the period or correction that
+    held the royalties: same low 32 bits of the id)."""
     assert settlement.root is not None
-    return chain.contract(VAULT).functions.post(
+    vault = chain.contract(VAULT)
+    merchant = to_checksum_address(settlement.merchant_address)
+    if settlement.kind == SettlementKind.release:
+        if source is None:
+            raise SettlementError(f"release {settlement.id} has no source settlement", code="release_orphan")
+        return vault.functions.releaseHeld(
+            source.period_id, merchant, settlement.period_id, HexBytes(settlement.root), settlement.total
+        )
+    return vault.functions.postWithHeld(
         settlement.period_id,
-        to_checksum_address(settlement.merchant_address),
+        merchant,
         to_checksum_address(settlement.token),
         HexBytes(settlement.root),
         settlement.total,
+        settlement.held_total,
     )
 
 
@@ -590,13 +489,15 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
         report.blocked[settlement.id] = "token_not_allowed"
         return
     escrow = int(chain.call(vault.functions.escrowOf(merchant, token)))
-    if escrow < settlement.total:
+    needed = settlement.total + settlement.held_total  # a release is paid from its period's held reserve
+    if settlement.kind != SettlementKind.release and escrow < needed:
+        held = f" and {settlement.held_total} held back" if settlement.held_total else ""
         _block(
             session,
             settlement,
             "insufficient_escrow",
-            f"escrow {escrow} is below the settlement total {settlement.total}: not posted; the merchant "
-            f"must deposit {settlement.total - escrow} more",
+            f"escrow {escrow} is below the settlement total {settlement.total}{held}: not posted; the "
+            f"merchant must deposit {needed - escrow} more",
         )
         report.blocked[settlement.id] = "insufficient_escrow"
         return
@@ -604,7 +505,8 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
     settlement.error_code = settlement.error_message = None
     settlement.send_attempts += 1
     session.commit()  # from here on a crash resumes in posting, which re-checks the vault first
-    fn = _post_call(chain, settlement)
+    source = session.get(Settlement, settlement.funded_by_pk) if settlement.funded_by_pk else None
+    fn = _post_call(chain, settlement, source)
     if settlement.tx_hash is not None and _still_pending(chain, settlement.tx_hash):
         tx_hash = settlement.tx_hash
     else:
@@ -693,8 +595,10 @@ def advance(
             return
         session.refresh(settlement)
         state = settlement.state
-        if state == SettlementState.blocked and settlement.error_code not in POST_BLOCKS:
-            compute(session, settings, settlement, platform_address(settings, chain.signer_address))
+        # a release is computed when it is opened
+        computes = settlement.kind in (SettlementKind.period, SettlementKind.correction)
+        if state == SettlementState.blocked and computes and settlement.error_code not in POST_BLOCKS:
+            compute(session, settings, chain, settlement, platform_address(settings, chain.signer_address))
             if settlement.state == SettlementState.computed:
                 report.computed.append(settlement.id)
             elif settlement.state == SettlementState.blocked:
@@ -719,6 +623,18 @@ def run_once(
     """
     report = RunReport()
     open_due_periods(session, settings, now, report, early=early)
+    report.corrections = open_corrections(session)
+    try:
+        report.released = open_releases(
+            session, chain, settings, platform_address(settings, chain.signer_address)
+        )
+    except ChainError as exc:
+        session.rollback()
+        log.warning("held royalties: chain unavailable: %s", exc.message)
+        report.retryable = True
+    except SettlementError as exc:
+        session.rollback()
+        log.warning("held royalties not released: %s", exc.message)
     ids = list(
         session.scalars(
             select(Settlement.id)
@@ -759,6 +675,14 @@ def recompute(session: Session, settings: Settings, settlement: Settlement) -> S
         settlement.error_message = "recompute requested"
         session.commit()
         return settlement
+    if settlement.kind != SettlementKind.period:
+        raise SettlementError(
+            f"settlement {settlement.id} is a {settlement.kind}: a cancelled release's royalties are held "
+            "again and released anew, a cancelled correction's batches go to the next correction, by the "
+            "next run",
+            code="settlement_not_recomputable",
+            status=409,
+        )
     if settlement.state != SettlementState.cancelled:
         raise SettlementError(
             f"settlement {settlement.id} is {settlement.state}: only blocked or cancelled ones can be "
@@ -770,6 +694,7 @@ def recompute(session: Session, settings: Settings, settlement: Settlement) -> S
         select(func.max(Settlement.attempt)).where(
             Settlement.merchant_user_id == settlement.merchant_user_id,
             Settlement.period_start == settlement.period_start,
+            Settlement.sequence == 0,
         )
     )
     if newer is not None and newer > settlement.attempt:
@@ -793,7 +718,9 @@ def recompute(session: Session, settings: Settings, settlement: Settlement) -> S
     return attempt
 
 
-def inputs_document(settlement: Settlement, chain_id: int | None, vault: str | None) -> dict[str, Any]:
+def inputs_document(
+    settlement: Settlement, chain_id: int | None, vault: str | None, registry: str | None = None
+) -> dict[str, Any]:
     """The published inputs of a computed settlement: enough to recompute its payouts and root
     (verify/settlement.py) and to compare them with the vault."""
     if settlement.inputs_gz is None or settlement.root is None:
@@ -802,14 +729,19 @@ def inputs_document(settlement: Settlement, chain_id: int | None, vault: str | N
             code="nothing_to_pay",
             status=409,
         )
+    release = settlement.kind == SettlementKind.release
     return {
-        "version": DOCUMENT_VERSION,
+        "version": RELEASE_VERSION if release else DOCUMENT_VERSION,
+        "kind": settlement.kind,
+        "sequence": settlement.sequence,
         "settlement_id": settlement.id,
         "chain_id": chain_id,
         "vault": vault,
         "period_id": settlement.period_id,
         "merchant": to_checksum_address(settlement.merchant_address),
         "token": to_checksum_address(settlement.token),
+        "registry": registry,
+        "terms_block": settlement.terms_block,
         "root": settlement.root,
         "total": settlement.total,
         "inputs_digest": settlement.inputs_digest,

@@ -48,6 +48,12 @@ class SettlementState(StrEnum):
     cancelled = "cancelled"  # an admin cancelled it on chain; a recompute makes a new attempt (terminal)
 
 
+class SettlementKind(StrEnum):
+    period = "period"  # a merchant's period
+    release = "release"  # held royalties of a posted period, released or refunded (settlement/held.py)
+    correction = "correction"  # records of the period anchored after it settled (settlement/corrections.py)
+
+
 OPEN_STATES = (
     SettlementState.blocked,
     SettlementState.computed,
@@ -179,7 +185,9 @@ class ReconciliationCase(Base):
 class Settlement(Base):
     __tablename__ = "settlements"
     __table_args__ = (
-        UniqueConstraint("merchant_user_id", "period_start", "attempt", name="uq_settlement_attempt"),
+        UniqueConstraint(
+            "merchant_user_id", "period_start", "sequence", "attempt", name="uq_settlement_attempt"
+        ),
         Index("ix_settlements_state", "state"),
     )
 
@@ -189,6 +197,15 @@ class Settlement(Base):
     period_end: Mapped[int] = mapped_column(BigInteger)
     period_id: Mapped[int] = mapped_column(BigInteger)  # period_start // period length: the vault's periodId
     attempt: Mapped[int] = mapped_column(Integer, default=1)  # a new attempt after a cancelled one
+    # "period"; "release" (held royalties paid out or refunded: settlement/held.py); "correction" (the
+    # period's records anchored after it settled: settlement/corrections.py)
+    kind: Mapped[str] = mapped_column(String(16), default=SettlementKind.period, server_default="period")
+    # 0 for the period itself; n >= 1 for its n-th supplementary settlement (period_id + (n << 32))
+    sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # a release's source: the period (or correction) whose held reserve pays it
+    funded_by_pk: Mapped[int | None] = mapped_column(ForeignKey("settlements.id"))
+    # royalties held back and reserved with the root (postWithHeld), token minor units
+    held_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     state: Mapped[str] = mapped_column(String(20), default=SettlementState.computed)
     merchant_address: Mapped[str] = mapped_column(String(42))
     token: Mapped[str] = mapped_column(String(42))
@@ -202,6 +219,10 @@ class Settlement(Base):
     statement_json: Mapped[str | None] = mapped_column(Text)
     usage_json: Mapped[str | None] = mapped_column(Text)  # bytes/requests per (region, day) for charts
     batch_ids_json: Mapped[str] = mapped_column(Text, default="[]")  # anchored batches it counted
+    # the block the assets' terms were read at (settlement/terms.py); in the published inputs too
+    terms_block: Mapped[int | None] = mapped_column(BigInteger)
+    # batches of the period holding the merchant's records that are not billed (abandoned), as listed
+    unbillable_json: Mapped[str | None] = mapped_column(Text)
     tx_hash: Mapped[str | None] = mapped_column(String(66))
     block_number: Mapped[int | None] = mapped_column(BigInteger)
     claims_open_at: Mapped[int | None] = mapped_column(BigInteger)
@@ -211,6 +232,31 @@ class Settlement(Base):
     computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class HeldState(StrEnum):
+    held = "held"  # reserved in the vault with its period's root
+    released = "released"  # in a release settlement (release_pk) paying the rights holder
+    refunded = "refunded"  # in a release settlement (release_pk) paying the merchant back
+
+
+class SettlementHeld(Base):
+    """One held-back royalty of a period's settlement (its statement's ``held_back[position]``), and
+    what became of it. A release that is cancelled on chain returns its items to ``held``."""
+
+    __tablename__ = "settlement_held"
+    __table_args__ = (UniqueConstraint("settlement_pk", "position", name="uq_settlement_held"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    settlement_pk: Mapped[int] = mapped_column(ForeignKey("settlements.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    asset_id: Mapped[str] = mapped_column(String(78))
+    reason: Mapped[str] = mapped_column(String(20))
+    via_json: Mapped[str] = mapped_column(Text)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(12), default=HeldState.held)
+    release_pk: Mapped[int | None] = mapped_column(ForeignKey("settlements.id"), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

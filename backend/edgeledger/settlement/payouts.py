@@ -197,8 +197,14 @@ class Recipient(_Frozen):
     bps: int = Field(gt=0, le=BPS)
 
 
+#: The asset id of deliveries of content not registered: they pay the delivery fee (operators and the
+#: platform's margin), and no royalty.
+UNREGISTERED = "0"
+
+
 class AssetTerms(_Frozen):
-    """What the chain says about an asset: split, lineage, licence territories and window, dispute."""
+    """What the chain says about an asset: split, lineage, licence territories and window, dispute; with
+    (from document version 2) its status and rights holder as read at the inputs' ``terms_block``."""
 
     asset_id: str = Field(min_length=1)
     recipients: tuple[Recipient, ...] = Field(min_length=1)
@@ -207,6 +213,8 @@ class AssetTerms(_Frozen):
     valid_from: int = Field(default=0, ge=0)
     valid_until: int | None = None
     disputed: bool = False
+    holder: str | None = None
+    status: Literal["active", "disputed", "taken_down"] | None = None
 
     @field_validator("recipients")
     @classmethod
@@ -214,6 +222,14 @@ class AssetTerms(_Frozen):
         if sum(r.bps for r in recipients) != BPS:
             raise ValueError("recipient shares must sum to 10,000 bps")
         return recipients
+
+    @model_validator(mode="after")
+    def _status_and_dispute_agree(self) -> AssetTerms:
+        if self.status is not None and self.disputed != (self.status != "active"):
+            raise ValueError(f"status {self.status} disagrees with disputed={self.disputed}")
+        if self.asset_id == UNREGISTERED:
+            raise ValueError("asset 0 means unregistered content: it has no terms")
+        return self
 
 
 class Decision(_Frozen):
@@ -253,15 +269,27 @@ class PayoutInputs(_Frozen):
     decisions: tuple[Decision, ...] = ()
     #: (region, day) cases reconciliation flagged for this merchant; each needs a decision.
     flagged: tuple[tuple[str, str], ...] = ()
+    #: the block the assets' terms were read at (settlement/terms.py); None in version 1 documents
+    terms_block: int | None = Field(default=None, ge=0)
 
 
 #: Version of the published settlement inputs document (``GET /settlement/settlements/{id}/inputs``).
-DOCUMENT_VERSION = 1
+#: 2: terms read from the chain at ``terms_block`` (with each asset's status and holder); receipts of
+#: unregistered content (asset ``"0"``) pay the delivery fee.
+DOCUMENT_VERSION = 2
 
 
 def canonical_inputs(inputs: PayoutInputs) -> bytes:
-    """The inputs as canonical JSON (sorted keys, no spaces): what ``inputs_digest`` hashes."""
-    return json.dumps(inputs.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+    """The inputs as canonical JSON (sorted keys, no spaces): what ``inputs_digest`` hashes. Fields added
+    in version 2 are left out while unset, so version 1 documents keep their digests."""
+    data = inputs.model_dump(mode="json")
+    if data["terms_block"] is None:
+        del data["terms_block"]
+    for asset in data["assets"]:
+        for name in ("holder", "status"):
+            if asset[name] is None:
+                del asset[name]
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 def inputs_digest(inputs: PayoutInputs) -> str:
@@ -274,7 +302,7 @@ class LineItem(_Frozen):
 
     payee: str
     amount: int
-    kind: Literal["delivery", "delivery_margin", "platform_fee", "royalty"]
+    kind: Literal["delivery", "delivery_margin", "platform_fee", "royalty", "refund"]
     #: the region (delivery kinds) or the asset whose receipts earned the royalty
     source: str
     #: royalty lineage: the asset itself, then each parent the pass-through went to
@@ -412,7 +440,7 @@ def _check_receipts(inputs: PayoutInputs, assets: Mapping[str, AssetTerms]) -> N
             raise SettlementError(f"receipt {receipt.key} is another merchant's", code="receipt_foreign")
         if not inputs.period_start <= receipt.period < inputs.period_end:
             raise SettlementError(f"receipt {receipt.key} is outside the period", code="receipt_foreign")
-        if receipt.asset_id not in assets:
+        if receipt.asset_id not in assets and receipt.asset_id != UNREGISTERED:
             raise SettlementError(
                 f"receipt {receipt.key} names unknown asset {receipt.asset_id}", code="asset_unknown"
             )
@@ -483,7 +511,7 @@ def _aggregate(inputs: PayoutInputs, assets: Mapping[str, AssetTerms]) -> _Aggre
     ):
         add_seen(key)
         asset = terms_of.get(asset_id)
-        if asset is None or owner != merchant or not start <= period < end:
+        if (asset is None and asset_id != UNREGISTERED) or owner != merchant or not start <= period < end:
             _check_receipts(inputs, assets)
             raise AssertionError(f"receipt {key} failed a check")  # pragma: no cover
         operator = operators.get(given)
@@ -498,6 +526,8 @@ def _aggregate(inputs: PayoutInputs, assets: Mapping[str, AssetTerms]) -> _Aggre
         usage.requests += requests
         usage.bytes += nbytes
         usage.keys.append(key)
+        if asset is None:  # unregistered content: the delivery fee only
+            continue
 
         terms, valid_from, valid_until, bitmap = asset
         if at < valid_from or (valid_until is not None and at >= valid_until):

@@ -279,11 +279,20 @@ class SettlementRead(BaseModel):
     period_end: int
     period_id: int
     attempt: int
+    #: "period", or "release" (held royalties of the period ``funded_by`` paid out or refunded)
+    kind: str = "period"
+    #: 0 for a period; n for its n-th supplementary settlement (on chain: period id + (n << 32))
+    sequence: int = 0
+    funded_by: int | None = None
     state: str
     merchant_address: str
     token: str
     root: str | None
     total: int
+    #: royalties held back and reserved in the vault with the root
+    held_total: int = 0
+    #: the block the assets' terms were read at
+    terms_block: int | None = None
     payee_count: int
     receipt_count: int
     inputs_digest: str | None
@@ -308,6 +317,11 @@ class SettlementRead(BaseModel):
             period_end=row.period_end,
             period_id=row.period_id,
             attempt=row.attempt,
+            kind=row.kind,
+            sequence=row.sequence,
+            funded_by=row.funded_by_pk,
+            held_total=row.held_total,
+            terms_block=row.terms_block,
             state=row.state,
             merchant_address=row.merchant_address,
             token=row.token,
@@ -360,6 +374,10 @@ class RunReportRead(BaseModel):
     claimable: list[int]
     cancelled: list[int]
     busy: list[int]
+    #: releases of held royalties opened by the run
+    released: list[int] = []
+    #: corrections (late records of settled periods) opened by the run
+    corrections: list[int] = []
     retryable: bool
 
 
@@ -378,13 +396,21 @@ class EarningItem(BaseModel):
     claims_open_at: int | None
     #: SettlementVault.isClaimed now; always false for settlements that are not on chain
     claimed: bool
+    #: "period", or "release" (held royalties released to this payee after a dispute, or refunded)
+    kind: str = "period"
 
 
 class EarningTotals(BaseModel):
-    """Per token: claimed, claimable now, pending on chain (window running or challenged), and computed
-    but not yet posted. Cancelled attempts count nowhere."""
+    """Per token, a running ledger across periods: ``earned`` (every payout of a settlement that was not
+    cancelled, periods and releases alike) = ``claimed`` + ``unclaimed``; ``unclaimed`` = ``claimable``
+    now + ``pending`` on chain (window running or challenged) + ``not_posted`` (computed, not yet on
+    chain); ``released`` is the part of ``earned`` paid by releases of held royalties. Cancelled attempts
+    count nowhere."""
 
+    earned: int = 0
+    released: int = 0
     claimed: int = 0
+    unclaimed: int = 0
     claimable: int = 0
     pending: int = 0
     not_posted: int = 0

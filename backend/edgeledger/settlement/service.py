@@ -65,8 +65,15 @@ class AccountParams(BaseModel):
 
     address: str | None = Field(None, description="Escrow owner on chain; default the merchant's address")
     token: str = Field(description="Settlement token (allow-listed in SettlementVault)")
-    token_symbol: str = Field(min_length=1, max_length=10)
-    token_decimals: int = Field(ge=0, le=18)
+    token_symbol: str | None = Field(
+        None,
+        min_length=1,
+        max_length=10,
+        description="The token's own symbol(); read from the chain when left out",
+    )
+    token_decimals: int | None = Field(
+        None, ge=0, le=18, description="The token's own decimals(); read from the chain when left out"
+    )
     tolerance_bps: int | None = Field(None, ge=0, le=10_000)
     require_billing: bool = False
     auto_settle: bool = True
@@ -112,6 +119,8 @@ def upsert_account(
         session.add(account)
     account.address = _address(address, "address")
     account.token = _address(params.token, "token")
+    if params.token_symbol is None or params.token_decimals is None:
+        raise SettlementError("the token's symbol and decimals are needed", code="token_metadata_missing")
     account.token_symbol = params.token_symbol
     account.token_decimals = params.token_decimals
     account.tolerance_bps = (
@@ -460,4 +469,32 @@ def statement_context(session: Session, settlement: Settlement, statement: State
         tx_hash=settlement.tx_hash,
         claims_open_at=settlement.claims_open_at,
         usage_by_region_day=usage,
+        terms_block=settlement.terms_block,
+        unbillable=tuple(json.loads(settlement.unbillable_json or "[]")),
+        related=tuple(related_settlements(session, settlement)),
     )
+
+
+def related_settlements(session: Session, settlement: Settlement) -> list[dict[str, Any]]:
+    """The other settlements of the same merchant and period, in sequence order: the period (each
+    attempt), its corrections (late records) and its releases (held royalties)."""
+    rows = session.scalars(
+        select(Settlement)
+        .where(
+            Settlement.merchant_user_id == settlement.merchant_user_id,
+            Settlement.period_start == settlement.period_start,
+            Settlement.id != settlement.id,
+        )
+        .order_by(Settlement.sequence, Settlement.attempt)
+    )
+    return [
+        {
+            "settlement_id": row.id,
+            "kind": row.kind,
+            "sequence": row.sequence,
+            "period_id": row.period_id,
+            "state": row.state,
+            "total": int(row.total),
+        }
+        for row in rows
+    ]

@@ -10,6 +10,7 @@ from edgeledger.settlement.charts import _e, _sources_chart_svg, bytes_chart_svg
 from edgeledger.settlement.payouts import LineItem, Statement
 from edgeledger.settlement.rates import Currency, FxSnapshot
 from edgeledger.settlement.statements import (
+    LINKS_AUTHENTICATION,
     StatementContext,
     _batch_links,
     _batches,
@@ -21,6 +22,7 @@ from edgeledger.settlement.statements import (
     format_amount,
     parse_receipt_key,
     receipt_link,
+    settlement_link,
 )
 
 _CSS = """
@@ -239,6 +241,40 @@ def statement_html(statement: Statement, ctx: StatementContext, payee: str | Non
             )
         else:
             body.append('<p class="muted">None.</p>')
+        body.append("<h2>Not billed (abandoned batches, sources you do not authorise)</h2>")
+        if ctx.unbillable:
+            urows = [
+                f"<tr class='unbillable'><td class='mono'>{_e(str(u['batch_id']))}</td>"
+                f"<td>{_e(str(u['source']))}</td><td class='num'>{int(u['records'])}</td>"
+                f"<td class='num'>{int(u['bytes'])}</td><td>{_e(str(u['reason']))}</td>"
+                f"<td>{_e(str(u['abandoned_by'] or '-'))}</td>"
+                f"<td>{_e(str(u['abandoned_at'] or '-'))}</td></tr>"
+                for u in ctx.unbillable
+            ]
+            body.append(
+                '<table class="unbillable"><thead><tr><th>batch</th><th>source</th><th class="num">records'
+                '</th><th class="num">bytes</th><th>why</th><th>abandoned by</th><th>abandoned at</th>'
+                f"</tr></thead><tbody>{''.join(urows)}</tbody></table>"
+            )
+        else:
+            body.append('<p class="muted">None.</p>')
+        body.append("<h2>Other settlements of this period (corrections, releases, attempts)</h2>")
+        if ctx.related:
+            base = ctx.api_base
+            rrows = [
+                f"<tr class='related'><td><a href=\"{_e(settlement_link(int(r['settlement_id']), base))}"
+                f'">{int(r["settlement_id"])}</a></td><td>{_e(str(r["kind"]))}</td>'
+                f"<td class='num'>{int(r['sequence'])}</td><td class='mono'>{int(r['period_id'])}</td>"
+                f"<td>{_e(str(r['state']))}</td>{_amount_td(int(r['total']), decimals, symbol)}</tr>"
+                for r in ctx.related
+            ]
+            body.append(
+                '<table class="related"><thead><tr><th>settlement</th><th>kind</th><th class="num">sequence'
+                '</th><th>vault id</th><th>state</th><th class="num">total</th></tr></thead><tbody>'
+                f"{''.join(rrows)}</tbody></table>"
+            )
+        else:
+            body.append('<p class="muted">None.</p>')
         body.append("<h2>Reconciliation decisions</h2>")
         if statement.decisions:
             drows = [
@@ -288,6 +324,7 @@ def statement_html(statement: Statement, ctx: StatementContext, payee: str | Non
         '<p class="muted">Each receipt links to its delivery batch (anchoring transaction); "proofs" is the '
         "batch's export with every leaf and its Merkle proof.</p>"
     )
+    body.append(f'<p class="muted links">{_e(LINKS_AUTHENTICATION)}</p>')
     body.append(_receipts_table(keys, ctx))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -7,7 +7,7 @@ is pure: no database, chain or clock; the caller passes the statement and a :cla
 exact decimal string made by integer arithmetic (:func:`format_amount`); floats appear only in chart
 geometry. Formats and CSV columns: docs/settlement.md, "Statements".
 
-Receipt keys are ``"<batch id>:<asset id>:<region>:<country>"`` (see ``flows.receipt_key``); each line
+Receipt keys are ``"<batch id>:<asset id>:<region>:<country>"`` (see ``period_inputs.receipt_key``); each line
 links to the batch (anchoring transaction) and to the batch's export (every leaf with its proof).
 """
 
@@ -29,6 +29,7 @@ from edgeledger.settlement.rates import Currency, FxSnapshot
 
 __all__ = [
     "CSV_COLUMNS",
+    "LINKS_AUTHENTICATION",
     "ReceiptKey",
     "ReceiptLinks",
     "StatementContext",
@@ -40,6 +41,7 @@ __all__ = [
     "payee_statement_csv",
     "payee_statement_json",
     "receipt_link",
+    "settlement_link",
 ]
 
 #: Columns of the CSV statements, in order (docs/settlement.md, "Statements").
@@ -54,6 +56,12 @@ CSV_COLUMNS: tuple[str, ...] = (
     "receipt_count",
     "batch_ids",
     "first_batch_link",
+)
+#: How to open a statement's links outside the browser session it came from (JSON "links", HTML footer).
+LINKS_AUTHENTICATION = (
+    "Batch, proof and settlement links are API URLs: send 'Authorization: Bearer <session token>' (from "
+    "POST /auth/siwe/verify) or 'X-API-Key: <key>' (from POST /auth/api-keys) as a merchant, payee, "
+    "auditor or admin. Each batch's proofs export verifies offline with 'edgeledger verify'."
 )
 #: Payees drawn one bar each in the payouts chart; the rest are summed into one "others" bar.
 TOP_PAYEES = 20
@@ -81,6 +89,15 @@ class StatementContext:
     usage_by_region_day: Mapping[tuple[str, str], tuple[int, int]]
     #: base URL path of the API (e.g. "" or "/api"), used to build links
     api_base: str = ""
+    #: the block the assets' terms were read at (settlement/terms.py)
+    terms_block: int | None = None
+    #: batches holding this merchant's records of the period that are not billed (abandoned: who, when,
+    #: why, and the merchant's records, requests and bytes in them)
+    unbillable: Sequence[Mapping[str, Any]] = ()
+    #: the other settlements of the same period (the period itself, its corrections and releases):
+    #: ``{"settlement_id", "kind", "sequence", "period_id", "state", "total"}`` each, linked by
+    #: :func:`settlement_link`
+    related: Sequence[Mapping[str, Any]] = ()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,6 +188,21 @@ def receipt_link(key: str, api_base: str = "") -> ReceiptLinks:
 def _batch_links(batch_id: str, api_base: str) -> ReceiptLinks:
     batch = f"{api_base.rstrip('/')}/deliveries/batches/{batch_id}"
     return ReceiptLinks(batch_id=batch_id, batch=batch, export=f"{batch}/export")
+
+
+def settlement_link(settlement_id: int, api_base: str = "") -> str:
+    """The merchant statement of another settlement (a correction or release of the same period)."""
+    return f"{api_base.rstrip('/')}/settlement/settlements/{settlement_id}/statement"
+
+
+def _related_json(ctx: StatementContext) -> list[dict[str, Any]]:
+    return [
+        {
+            **{k: r[k] for k in ("settlement_id", "kind", "sequence", "period_id", "state", "total")},
+            "statement": settlement_link(int(r["settlement_id"]), ctx.api_base),
+        }
+        for r in ctx.related
+    ]
 
 
 def _batches(keys: Iterable[str], api_base: str) -> list[ReceiptLinks]:
@@ -337,6 +369,10 @@ def _context_json(statement: Statement, ctx: StatementContext) -> dict[str, Any]
             "currency": {"code": statement.card_currency.code, "decimals": statement.card_currency.decimals},
         },
         "fx": _fx_json(statement.fx),
+        "terms_block": ctx.terms_block,
+        "unbillable": [dict(u) for u in ctx.unbillable],
+        "related": _related_json(ctx),
+        "links": {"base": ctx.api_base, "authentication": LINKS_AUTHENTICATION},
     }
 
 
@@ -348,6 +384,7 @@ def context_from_json(document: Mapping[str, Any]) -> StatementContext:
         links = document.get("batches") or []
         suffix = "/deliveries/batches/"
         api_base = links[0]["batch"].split(suffix)[0] if links else ""
+        api_base = str((document.get("links") or {}).get("base", api_base))
         return StatementContext(
             settlement_id=int(document["settlement_id"]),
             period_id=int(document["period_id"]),
@@ -367,6 +404,11 @@ def context_from_json(document: Mapping[str, Any]) -> StatementContext:
                 for u in document["usage"]
             },
             api_base=api_base,
+            terms_block=document.get("terms_block"),
+            unbillable=tuple(document.get("unbillable") or ()),
+            related=tuple(
+                {k: v for k, v in r.items() if k != "statement"} for r in document.get("related") or ()
+            ),
         )
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise SettlementError(

@@ -8,6 +8,7 @@ own statement lines. Another merchant's resources answer 403 ``forbidden``, like
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from web3.exceptions import BadFunctionCallOutput
 
 from edgeledger.auth.dependencies import (
     Principal,
@@ -31,11 +33,12 @@ from edgeledger.auth.dependencies import (
     require_roles,
 )
 from edgeledger.auth.models import Role, User
-from edgeledger.chain.client import ChainClient, ChainError
+from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
 from edgeledger.db import get_session
 from edgeledger.deliveries.uploads import RequestBody
 from edgeledger.deps import get_app_settings, get_chain
+from edgeledger.ledger.abis import CONTENT_REGISTRY
 from edgeledger.settlement import SettlementError, claims, flows, service, statements
 from edgeledger.settlement.models import (
     OPEN_STATES,
@@ -46,6 +49,7 @@ from edgeledger.settlement.models import (
     ReconciliationCase,
     Settlement,
     SettlementAccount,
+    SettlementKind,
     SettlementPayout,
     SettlementState,
 )
@@ -223,6 +227,7 @@ def put_account(
         raise SettlementError(
             f"token {token} is not allow-listed in the SettlementVault", code="token_not_allowed", token=token
         )
+    body = _with_token_metadata(chain, token, body)
     account = service.upsert_account(session, settings, merchant, body, now=int(time.time()))
     try:
         session.commit()
@@ -486,16 +491,26 @@ def _statement_text(settlement: Settlement) -> str:
 
 @router.get("/settlements/{settlement_id}/statement", response_model=None)
 def get_statement(
-    settlement_id: int, session: SessionDep, principal: MerchantReaderDep, fmt: StatementFormat = "json"
+    settlement_id: int,
+    request: Request,
+    session: SessionDep,
+    principal: MerchantReaderDep,
+    fmt: StatementFormat = "json",
 ) -> Response:
-    """The merchant's statement of one settlement: json, csv or html."""
+    """The merchant's statement of one settlement: json, csv or html. Its batch, proof and settlement
+    links are absolute URLs of this API (saved, they still work with a session token or API key)."""
     settlement = _settlement_for(session, principal, settlement_id)
-    return _render(session, settlement, _statement_text(settlement), None, fmt)
+    return _render(session, settlement, _statement_text(settlement), None, fmt, _base_url(request))
 
 
 @router.get("/settlements/{settlement_id}/payees/{address}/statement", response_model=None)
 def get_payee_statement(
-    settlement_id: int, address: str, session: SessionDep, principal: AnyoneDep, fmt: StatementFormat = "json"
+    settlement_id: int,
+    address: str,
+    request: Request,
+    session: SessionDep,
+    principal: AnyoneDep,
+    fmt: StatementFormat = "json",
 ) -> Response:
     """One payee's part of a settlement: that payee, the settlement's merchant, auditors or admins."""
     payee = _checksummed(address, "payee")
@@ -512,7 +527,7 @@ def get_payee_statement(
         raise SettlementError(
             f"{payee} is not paid by settlement {settlement.id}", code="payee_not_found", status=404
         )
-    return _render(session, settlement, text, payee, fmt)
+    return _render(session, settlement, text, payee, fmt, _base_url(request))
 
 
 @router.get("/settlements/{settlement_id}/payouts", response_model=PayoutPage)
@@ -555,7 +570,7 @@ def run(
 ) -> RunReportRead:
     """One run of the settlement scheduler now (the worker does the same every minute): open due
     periods, compute, post, follow. ``early``: open ended periods without waiting for their late window
-    (demos; late records then go to correction batches this settlement does not pay)."""
+    (demos; late records then go to correction batches, paid by a correction of the period)."""
     report = flows.run_once(session, chain, settings, now=int(time.time()), early=early)
     return RunReportRead(**report.as_dict())
 
@@ -606,11 +621,17 @@ def payee_earnings(address: str, session: SessionDep, chain: ChainDep, principal
                 state=settlement.state,
                 claims_open_at=settlement.claims_open_at,
                 claimed=claimed,
+                kind=settlement.kind,
             )
         )
         if settlement.state == SettlementState.cancelled:
             continue
         bucket = totals.setdefault(token, EarningTotals())
+        bucket.earned += int(amount)
+        if settlement.kind == SettlementKind.release:
+            bucket.released += int(amount)
+        if not claimed:
+            bucket.unclaimed += int(amount)
         if claimed:
             bucket.claimed += int(amount)
         elif settlement.state == SettlementState.claimable:
@@ -680,13 +701,52 @@ def settlement_inputs(
     settlement = _settlement_for(session, principal, settlement_id)
     try:
         chain_id, vault = chain.chain_id, chain.deployment.address_of(flows.VAULT)
+        registry = chain.deployment.address_of(CONTENT_REGISTRY)
     except ChainError:
-        chain_id, vault = None, None
-    document = flows.inputs_document(settlement, chain_id, vault)
+        chain_id, vault, registry = None, None, None
+    document = flows.inputs_document(settlement, chain_id, vault, registry)
     return Response(json.dumps(document), media_type="application/json")
 
 
 # --- statement rendering -----------------------------------------------------------------------------
+
+#: symbol() and decimals() of an ERC-20 token
+_ERC20_METADATA_ABI = [
+    {
+        "name": n,
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"type": t, "name": ""}],
+    }
+    for n, t in (("symbol", "string"), ("decimals", "uint8"))
+]
+
+
+def _with_token_metadata(
+    chain: ChainClient, token: str, body: service.AccountParams
+) -> service.AccountParams:
+    """The account's token named by its own ``symbol()`` and ``decimals()`` (statements print them): read
+    from the chain when left out, and a 422 ``token_mismatch`` when the request says otherwise."""
+    erc20 = chain.w3.eth.contract(address=to_checksum_address(token), abi=_ERC20_METADATA_ABI)
+    try:
+        symbol = str(chain.call(erc20.functions.symbol()))
+        decimals = int(chain.call(erc20.functions.decimals()))
+    except (ContractRevert, BadFunctionCallOutput):
+        raise SettlementError(
+            f"token {token} has no ERC-20 symbol() and decimals()", code="token_metadata_missing", token=token
+        ) from None
+    if not 1 <= len(symbol) <= 10 or not symbol.isprintable():
+        raise SettlementError(f"token {token}'s symbol {symbol!r} is not usable", code="token_symbol_invalid")
+    given = (body.token_symbol, body.token_decimals)
+    if (given[0] is not None and given[0] != symbol) or (given[1] is not None and given[1] != decimals):
+        raise SettlementError(
+            f"token {token} is {symbol} with {decimals} decimals, not {given[0]} with {given[1]}",
+            code="token_mismatch",
+            token=token,
+        )
+    return body.model_copy(update={"token_symbol": symbol, "token_decimals": decimals})
+
 
 _MEDIA_TYPES = {
     "json": "application/json",
@@ -695,10 +755,17 @@ _MEDIA_TYPES = {
 }
 
 
-def _render(session: Session, settlement: Settlement, text: str, payee: str | None, fmt: str) -> Response:
+def _base_url(request: Request) -> str:
+    """This API's absolute base URL as the client reached it (links in statements start with it)."""
+    return str(request.base_url).rstrip("/")
+
+
+def _render(
+    session: Session, settlement: Settlement, text: str, payee: str | None, fmt: str, base: str
+) -> Response:
     """The merchant's statement (``payee`` None) or one payee's, in json, csv or html."""
     statement = Statement.model_validate_json(text)
-    ctx = service.statement_context(session, settlement, statement)
+    ctx = dataclasses.replace(service.statement_context(session, settlement, statement), api_base=base)
     filename = f"settlement-{settlement.id}" + (f"-{payee.lower()}" if payee else "") + f".{fmt}"
     disposition = "attachment" if fmt == "csv" else "inline"
     headers = {"Content-Disposition": f'{disposition}; filename="{filename}"'}

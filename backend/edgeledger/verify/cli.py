@@ -129,8 +129,15 @@ def run_delivery(
     return code[0]
 
 
-def run_settlement(input_file: Path, rpc_url: str, *, vault: str | None = None, as_json: bool = False) -> int:
-    from edgeledger.verify.settlement import check_document
+def run_settlement(
+    input_file: Path,
+    rpc_url: str,
+    *,
+    vault: str | None = None,
+    registry: str | None = None,
+    as_json: bool = False,
+) -> int:
+    from edgeledger.verify.settlement import chain_terms, check_document, recompute
 
     with exit_codes() as code:
         document = _read_json(input_file)
@@ -143,9 +150,17 @@ def run_settlement(input_file: Path, rpc_url: str, *, vault: str | None = None, 
             period_id, merchant = int(document["period_id"]), str(document["merchant"])
         except (KeyError, TypeError, ValueError) as exc:
             raise UnusableInput(f"not a settlement inputs document: {exc!r}") from None
-        on_chain = vault_settlement(Chain(rpc_url), address, period_id, merchant)
+        chain = Chain(rpc_url)
+        on_chain = vault_settlement(chain, address, period_id, merchant)
+        inputs = recompute(document)[0]
+        terms = None
+        if inputs.terms_block is not None:
+            registry_address = registry or document.get("registry")
+            if not registry_address:
+                raise UnusableInput("the document names no registry: pass --registry")
+            terms = chain_terms(chain, registry_address, inputs)
         report = _report(as_json)
-        report.extend(check_document(document, on_chain))
+        report.extend(check_document(document, on_chain, terms))
         code.append(_finish(report, as_json, "payouts as in the vault"))
     return code[0]
 
@@ -225,10 +240,14 @@ def verify_settlement(
     input_file: Annotated[Path, typer.Argument(help="Settlement inputs document JSON")],
     rpc_url: RpcUrl = "http://127.0.0.1:8545",
     vault: Annotated[str | None, typer.Option(help="SettlementVault address; default the document's")] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="ContentRegistry address; default the document's")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Recompute a settlement's payouts from its published inputs and compare them with the vault."""
-    raise typer.Exit(run_settlement(input_file, rpc_url, vault=vault, as_json=as_json))
+    """Recompute a settlement's payouts from its published inputs, compare them with the vault, and
+    read the assets' terms again at the block the inputs name."""
+    raise typer.Exit(run_settlement(input_file, rpc_url, vault=vault, registry=registry, as_json=as_json))
 
 
 @app.command("event")

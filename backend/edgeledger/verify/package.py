@@ -37,7 +37,7 @@ from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_do
 from edgeledger.verify.event import verify_event_proof
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import Chain, LedgerReader, vault_settlement
-from edgeledger.verify.settlement import check_document, recompute
+from edgeledger.verify.settlement import chain_terms, check_document, recompute
 
 FORMAT = "edgeledger-audit-package/v1"
 
@@ -270,7 +270,9 @@ class Verifier:
 
     def _settlement(self, path: str, document: Any) -> None:
         try:
-            keys = [receipt["key"] for receipt in document["inputs"]["receipts"]]
+            # A release of held royalties pays items of its period's statement, not receipts.
+            receipts = [] if document.get("kind") == "release" else document["inputs"]["receipts"]
+            keys = [receipt["key"] for receipt in receipts]
             self.settled_batches[path] = {parse_receipt_key(key).batch_id.lower() for key in keys}
         except (KeyError, TypeError, SettlementError) as exc:
             self._record("settlement", path, False, f"unreadable receipts: {exc!r}")
@@ -281,7 +283,14 @@ class Verifier:
             return
         try:
             on_chain = vault_settlement(self.chain, vault, int(document["period_id"]), document["merchant"])
-            checks = check_document(document, on_chain)
+            inputs = recompute(document)[0]
+            terms = None
+            if inputs.terms_block is not None:
+                registry = document.get("registry")
+                if not isinstance(registry, str):
+                    raise UnusableInput("the document names no registry to read its terms from")
+                terms = chain_terms(self.chain, registry, inputs)
+            checks = check_document(document, on_chain, terms)
         except (UnusableInput, KeyError, TypeError, ValueError) as exc:
             self._record("settlement", path, False, str(exc))
             return

@@ -4,7 +4,8 @@ A settlement's inputs document (``GET /settlement/settlements/{id}/inputs``) hol
 :class:`PayoutInputs` the statement was computed from: receipts (each naming its anchored batch), the
 assets' on-chain terms, the rate card versions, the FX table, the recorded reconciliation decisions and
 the platform address. Anyone can recompute the statement and the payout tree from it and compare the
-root with the one the SettlementVault holds::
+root with the one the SettlementVault holds; the assets' terms are read again from the ContentRegistry at
+the block the inputs name (``terms_block``, document version 2) and must be the published ones::
 
     edgeledger verify settlement inputs.json --rpc-url http://127.0.0.1:8545
 """
@@ -19,16 +20,31 @@ from eth_utils.address import to_checksum_address
 
 from edgeledger.ledger.payout_leaf import PayoutTree
 from edgeledger.settlement import SettlementError
-from edgeledger.settlement.payouts import PayoutInputs, Statement, compute_payouts, inputs_digest
+from edgeledger.settlement.held import ReleaseInputs, compute_release, release_digest
+from edgeledger.settlement.payouts import (
+    UNREGISTERED,
+    AssetTerms,
+    PayoutInputs,
+    Statement,
+    compute_payouts,
+    inputs_digest,
+)
+from edgeledger.settlement.terms import read_terms
 from edgeledger.verify.result import Check, UnusableInput
-from edgeledger.verify.rpc import VaultSettlement
+from edgeledger.verify.rpc import Chain, VaultSettlement, registry
 
 
-def recompute(document: Mapping[str, Any]) -> tuple[PayoutInputs, Statement, PayoutTree]:
-    """The statement and payout tree the document's inputs give (UnusableInput when they give none)."""
+def recompute(document: Mapping[str, Any]) -> tuple[PayoutInputs | ReleaseInputs, Statement, PayoutTree]:
+    """The statement and payout tree the document's inputs give (UnusableInput when they give none). A
+    release of held royalties (``kind: release``) is recomputed from its held items and terms."""
     try:
-        inputs = PayoutInputs.model_validate_json(json.dumps(document["inputs"]))
         period_id, merchant, token = int(document["period_id"]), document["merchant"], document["token"]
+        if document.get("kind") == "release":
+            release_inputs = ReleaseInputs.model_validate_json(json.dumps(document["inputs"]))
+            release = compute_release(release_inputs)
+            statement = Statement.model_construct(payees=release.payees, charge=release.total, held_back=())
+            return release_inputs, statement, PayoutTree(period_id, merchant, token, release.payees)
+        inputs = PayoutInputs.model_validate_json(json.dumps(document["inputs"]))
         statement = compute_payouts(inputs)
         return inputs, statement, PayoutTree(period_id, merchant, token, statement.payees)
     except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError and FormatError too
@@ -37,15 +53,64 @@ def recompute(document: Mapping[str, Any]) -> tuple[PayoutInputs, Statement, Pay
         raise UnusableInput(f"the inputs cannot be settled: {exc.message}") from None
 
 
-def check_document(document: Mapping[str, Any], on_chain: VaultSettlement | None) -> list[Check]:
-    """Checks of the document against itself and against the vault's ``settlementOf`` (None: not checked
-    on chain)."""
+def chain_terms(
+    chain: Chain, registry_address: str, inputs: PayoutInputs | ReleaseInputs
+) -> list[AssetTerms]:
+    """The terms of every asset the inputs name (receipts or held items, and published terms), read
+    from the registry at the inputs' ``terms_block``, as the settlement worker read them."""
+    contract = registry(chain, registry_address)
+    block = inputs.terms_block
+    named = (
+        [i.holder_asset for i in inputs.items]
+        if isinstance(inputs, ReleaseInputs)
+        else [r.asset_id for r in inputs.receipts]
+    )
+    ids = {int(a.asset_id) for a in inputs.assets} | {int(a) for a in named}
+    ids.discard(int(UNREGISTERED))
+    try:
+        return read_terms(
+            contract,
+            lambda fn: chain.ask("settlementTerms", lambda: fn.call(block_identifier=block)),
+            ids,
+        )
+    except SettlementError as exc:
+        raise UnusableInput(f"terms at block {block}: {exc.message}") from None
+
+
+def _terms_check(published: tuple[AssetTerms, ...], read: list[AssetTerms], block: int) -> Check:
+    ours = {t.asset_id: t for t in published}
+    theirs = {t.asset_id: t for t in read}
+    differ = sorted(
+        (a for a in set(ours) | set(theirs) if ours.get(a) != theirs.get(a)), key=lambda a: int(a)
+    )
+    if not differ:
+        return Check("terms at the recorded block", True, f"{len(theirs)} asset(s) as read at block {block}")
+    first = differ[0]
+    said = ours[first].model_dump(exclude_none=True) if first in ours else "absent"
+    chain_says = theirs[first].model_dump(exclude_none=True) if first in theirs else "absent"
+    return Check(
+        "terms at the recorded block",
+        False,
+        f"{len(differ)} asset(s) differ at block {block}; asset {first}: "
+        f"published {said}, chain {chain_says}",
+    )
+
+
+def check_document(
+    document: Mapping[str, Any],
+    on_chain: VaultSettlement | None,
+    terms: list[AssetTerms] | None = None,
+) -> list[Check]:
+    """Checks of the document against itself, against the vault's ``settlementOf`` (None: not checked
+    on chain) and against the assets' terms read at the recorded block (``terms``, from
+    :func:`chain_terms`; None: not checked)."""
     inputs, statement, tree = recompute(document)
+    digest = release_digest(inputs) if isinstance(inputs, ReleaseInputs) else inputs_digest(inputs)
     checks = [
         Check(
             "inputs digest",
-            inputs_digest(inputs) == document.get("inputs_digest"),
-            f"sha256 of the canonical inputs {inputs_digest(inputs)}",
+            digest == document.get("inputs_digest"),
+            f"sha256 of the canonical inputs {digest}",
         ),
         Check(
             "payouts sum to the charge",
@@ -67,4 +132,6 @@ def check_document(document: Mapping[str, Any], on_chain: VaultSettlement | None
             Check("vault total", on_chain.total == tree.total, f"vault total {on_chain.total}"),
             Check("vault token", same_token, f"vault token {on_chain.token}"),
         ]
+    if terms is not None and inputs.terms_block is not None:
+        checks.append(_terms_check(inputs.assets, terms, inputs.terms_block))
     return checks

@@ -41,6 +41,7 @@ from edgeledger.deliveries.models import (
     IngestFile,
     IngestState,
     MerchantHost,
+    MerchantSource,
     SourceKind,
     SourceStatus,
 )
@@ -117,8 +118,14 @@ def add_merchant_host(session: Session, host: str, merchant_user_id: int) -> Non
     session.commit()
 
 
+def authorise_source(session: Session, merchant_user_id: int, source: DeliverySource) -> None:
+    """The merchant lets ``source`` bill it (only authorised sources' records are charged)."""
+    session.add(MerchantSource(merchant_user_id=merchant_user_id, source_pk=source.id, authorised_by="test"))
+    session.commit()
+
+
 def _batch_for(
-    session: Session, settings: Settings, source: DeliverySource, timestamp_ms: int
+    session: Session, settings: Settings, source: DeliverySource, timestamp_ms: int, late: bool = False
 ) -> DeliveryBatch:
     start, end = period_bounds(timestamp_ms, settings.delivery_period_seconds)
     batch = session.scalar(
@@ -128,6 +135,8 @@ def _batch_for(
             DeliveryBatch.kind == BatchKind.regular,
         )
     )
+    if late and batch is not None and batch.state != BatchState.open:
+        return _correction_for(session, batch)
     if batch is None:
         batch = DeliveryBatch(
             batch_id=batch_id_for(source.source_id, start, end, BatchKind.regular, 0),
@@ -143,6 +152,41 @@ def _batch_for(
     return batch
 
 
+def _correction_for(session: Session, regular: DeliveryBatch) -> DeliveryBatch:
+    """The open correction batch of a closed regular batch's period (the next one when the latest is no
+    longer open), as ingest files late records."""
+    latest = session.scalar(
+        select(DeliveryBatch)
+        .where(
+            DeliveryBatch.source_pk == regular.source_pk,
+            DeliveryBatch.period_start == regular.period_start,
+            DeliveryBatch.kind == BatchKind.correction,
+        )
+        .order_by(DeliveryBatch.correction_seq.desc())
+        .limit(1)
+    )
+    if latest is not None and latest.state == BatchState.open:
+        return latest
+    seq = (latest.correction_seq if latest is not None else 0) + 1
+    source = session.get(DeliverySource, regular.source_pk)
+    assert source is not None
+    batch = DeliveryBatch(
+        batch_id=batch_id_for(
+            source.source_id, regular.period_start, regular.period_end, BatchKind.correction, seq
+        ),
+        source_pk=source.id,
+        period_start=regular.period_start,
+        period_end=regular.period_end,
+        kind=BatchKind.correction,
+        correction_seq=seq,
+        corrects_pk=regular.id,
+        state=BatchState.open,
+    )
+    session.add(batch)
+    session.flush()
+    return batch
+
+
 def add_records(
     session: Session,
     settings: Settings,
@@ -151,9 +195,11 @@ def add_records(
     *,
     asset_id: int = 0,
     region: str = "EU",
+    late: bool = False,
 ) -> list[DeliveryBatch]:
     """Store ``records`` with real leaves, each in the open regular batch of its period (created on
-    demand); returns the batches touched, in order of first use."""
+    demand; ``late``: in the period's open correction batch once the regular one is closed, as ingest
+    files records that arrive late); returns the batches touched, in order of first use."""
     ingest = IngestFile(
         source_pk=source.id,
         name="fixture.log",
@@ -164,7 +210,7 @@ def add_records(
     session.flush()
     touched: dict[int, DeliveryBatch] = {}
     for number, record in enumerate(records, start=1):
-        batch = _batch_for(session, settings, source, record.timestamp_ms)
+        batch = _batch_for(session, settings, source, record.timestamp_ms, late)
         touched.setdefault(batch.id, batch)
         salt = secrets.token_bytes(32)
         row = DeliveryRecordRow(
@@ -223,6 +269,7 @@ class Anchored:
 def manifest_of(session: Session, batch: DeliveryBatch, prev_manifest_hash: bytes) -> dict[str, Any]:
     source = session.get(DeliverySource, batch.source_pk)
     assert source is not None and batch.root is not None
+    corrected = session.get(DeliveryBatch, batch.corrects_pk) if batch.corrects_pk is not None else None
     return {
         "sourceId": bytes32(source.source_id),
         "batchId": bytes32(batch.batch_id),
@@ -234,7 +281,7 @@ def manifest_of(session: Session, batch: DeliveryBatch, prev_manifest_hash: byte
         "totalRequests": batch.total_requests,
         "prevManifestHash": prev_manifest_hash,
         "kind": KIND_CODES[batch.kind],
-        "corrects": ZERO32,
+        "corrects": bytes32(corrected.batch_id) if corrected is not None else ZERO32,
     }
 
 

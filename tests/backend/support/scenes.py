@@ -84,6 +84,7 @@ def scene(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Sc
     _ok(client.post("/deliveries/sources", json=source, headers=admin.headers))
     host = {"host": "shop.example", "merchant_user_id": merchant.user_id}
     _ok(client.post("/deliveries/merchant-hosts", json=host, headers=admin.headers))
+    _ok(client.post("/deliveries/merchant-sources", json={"source": "cf-shop"}, headers=merchant.headers))
     log, _ = demo_cloudfront_log(asset["content_cid"], asset["size_bytes"], "pkg", lines=40, days_ago=3)
     _ok(
         client.post(

@@ -1,0 +1,302 @@
+"""What a period's computation reads from the database and the chain: the merchant's receipts (from the
+sources it authorises), what is not billed and why, the block its assets' terms are read at, the
+settlement currency and platform address, and the reconciliation of the CDN's bill (flows.py drives
+them; nothing here writes a settlement).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, true
+from sqlalchemy.orm import Session
+
+from edgeledger.chain.client import ChainClient
+from edgeledger.config import Settings
+from edgeledger.db import utcnow
+from edgeledger.deliveries.hosts import authorised_source_pks
+from edgeledger.deliveries.models import (
+    ANCHORED_STATES,
+    BatchState,
+    DeliveryBatch,
+    DeliveryReceipt,
+    DeliveryRecordRow,
+    DeliverySource,
+    MerchantHost,
+)
+from edgeledger.ledger.hashing import hex32
+from edgeledger.ledger.ids import merchant_id_for
+from edgeledger.settlement import SettlementError
+from edgeledger.settlement.billing import Usage, reconcile, usage_from_receipts, utc_day
+from edgeledger.settlement.models import (
+    BillingImport,
+    BillingUsageRow,
+    ReconciliationCase,
+    SettlementAccount,
+)
+from edgeledger.settlement.payouts import Receipt
+from edgeledger.settlement.rates import Currency
+from edgeledger.settlement.service import merchant_key
+from edgeledger.settlement.terms import terms_block
+
+# ----------------------------------------------------------------------------------------------
+# Inputs from the database
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PeriodData:
+    receipts: list[Receipt]
+    batch_ids: list[str]
+    #: (region, day) -> [bytes, requests]
+    usage: dict[tuple[str, str], list[int]]
+
+
+def receipt_key(batch_id: str, asset_id: int, region: str, country: str) -> str:
+    """``<batch id>:<asset id>:<region>:<country>``: the receipt's batch, hence its proofs."""
+    return f"{batch_id}:{asset_id}:{region}:{country}"
+
+
+def merchant_ids_of(session: Session, merchant_user_id: int) -> list[str]:
+    """The merchant ids (keccak of each host, hex) a merchant's deliveries are recorded under."""
+    hosts = session.scalars(
+        select(MerchantHost.host).where(MerchantHost.merchant_user_id == merchant_user_id)
+    )
+    return [hex32(merchant_id_for(h)) for h in hosts]
+
+
+def period_receipts(
+    session: Session,
+    account: SettlementAccount,
+    period_start: int,
+    exclude: frozenset[str] | set[str] = frozenset(),
+) -> PeriodData:
+    """The merchant's anchored, non-excluded deliveries in the period, per (batch, asset, region,
+    country): one receipt each, paid to the batch's source operator; asset 0 (content not registered)
+    pays the delivery fee only. Batches in ``exclude`` (counted by another settlement of the period,
+    settlement/corrections.py) are left out. Read from the
+    receipts deliveries computes when a batch is anchored or a fraud flag on it is reviewed
+    (deliveries/receipts.py): the records themselves are aggregated once, there."""
+    merchant_ids = merchant_ids_of(session, account.merchant_user_id)
+    authorised = authorised_source_pks(session, account.merchant_user_id)
+    data = PeriodData([], [], {})
+    if not merchant_ids or not authorised:
+        return data
+    receipt = DeliveryReceipt
+    rows = session.execute(
+        select(
+            DeliveryBatch.batch_id,
+            receipt.asset_id,
+            receipt.region,
+            receipt.country,
+            DeliverySource.operator,
+            func.sum(receipt.requests),
+            func.sum(receipt.bytes_delivered),
+        )
+        .join(DeliveryBatch, receipt.batch_pk == DeliveryBatch.id)
+        .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
+        .where(
+            DeliveryBatch.period_start == period_start,
+            DeliveryBatch.state.in_(sorted(ANCHORED_STATES)),
+            DeliveryBatch.source_pk.in_(authorised),
+            receipt.merchant_id.in_(merchant_ids),
+            receipt.requests > 0,
+            DeliveryBatch.batch_id.not_in(sorted(exclude)) if exclude else true(),
+        )
+        .group_by(
+            DeliveryBatch.batch_id, receipt.asset_id, receipt.region, receipt.country, DeliverySource.operator
+        )
+        .order_by(DeliveryBatch.batch_id, receipt.asset_id, receipt.region, receipt.country)
+    )
+
+    merchant = merchant_key(account)
+    day = utc_day(period_start)
+    batch_ids: set[str] = set()
+    values: list[tuple[Any, ...]] = []  # in RECEIPT_ROW order
+    for batch_id, asset_id, region, country, operator, requests, nbytes in rows:
+        batch_ids.add(batch_id)
+        nbytes, requests = int(nbytes or 0), int(requests)
+        key = receipt_key(batch_id, asset_id, region, country)
+        values.append(
+            (
+                key,
+                str(asset_id),
+                merchant,
+                region,
+                country,
+                period_start,
+                period_start,
+                operator.lower(),
+                requests,
+                nbytes,
+            )
+        )
+        counts = data.usage.setdefault((region, day), [0, 0])
+        counts[0] += nbytes
+        counts[1] += requests
+    data.receipts = Receipt.from_rows(values)
+    data.batch_ids = sorted(batch_ids)
+    return data
+
+
+def unbillable_batches(
+    session: Session, account: SettlementAccount, period_start: int
+) -> list[dict[str, Any]]:
+    """What the statement lists as not billed: abandoned batches of the period holding the merchant's
+    records (who gave up on them, when, why; the merchant's records and bytes in each), and anchored
+    batches of sources the merchant does not authorise that carry records for its hosts."""
+    merchant_ids = [bytes.fromhex(m[2:]) for m in merchant_ids_of(session, account.merchant_user_id)]
+    if not merchant_ids:
+        return []
+    record = DeliveryRecordRow
+    rows = session.execute(
+        select(
+            DeliveryBatch.batch_id,
+            DeliverySource.name,
+            DeliveryBatch.abandoned_by,
+            DeliveryBatch.abandoned_at,
+            DeliveryBatch.abandon_reason,
+            func.count(record.id),
+            func.coalesce(func.sum(record.bytes_delivered), 0),
+        )
+        .join(record, record.batch_pk == DeliveryBatch.id)
+        .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
+        .where(
+            DeliveryBatch.period_start == period_start,
+            DeliveryBatch.state == BatchState.abandoned,
+            record.merchant_id.in_(merchant_ids),
+        )
+        .group_by(
+            DeliveryBatch.batch_id,
+            DeliverySource.name,
+            DeliveryBatch.abandoned_by,
+            DeliveryBatch.abandoned_at,
+            DeliveryBatch.abandon_reason,
+        )
+        .order_by(DeliveryBatch.batch_id)
+    )
+    return [
+        {
+            "batch_id": batch_id,
+            "source": source,
+            "kind": "abandoned",
+            "abandoned_by": by,
+            "abandoned_at": at.isoformat() if at is not None else None,
+            "reason": reason,
+            "records": int(count),
+            "bytes": int(nbytes),
+        }
+        for batch_id, source, by, at, reason, count, nbytes in rows
+    ] + _unauthorised(session, account, period_start, merchant_ids)
+
+
+def _unauthorised(
+    session: Session, account: SettlementAccount, period_start: int, merchant_ids: list[bytes]
+) -> list[dict[str, Any]]:
+    """Anchored batches of sources the merchant does not authorise that carry records for its hosts: not
+    charged, listed (and counted per batch) so the merchant and the source's operator can see them."""
+    authorised = authorised_source_pks(session, account.merchant_user_id)
+    receipt = DeliveryReceipt
+    rows = session.execute(
+        select(
+            DeliveryBatch.batch_id,
+            DeliverySource.name,
+            func.sum(receipt.requests),
+            func.sum(receipt.bytes_delivered),
+        )
+        .join(DeliveryBatch, receipt.batch_pk == DeliveryBatch.id)
+        .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
+        .where(
+            DeliveryBatch.period_start == period_start,
+            DeliveryBatch.state.in_(sorted(ANCHORED_STATES)),
+            DeliveryBatch.source_pk.not_in(authorised),
+            receipt.merchant_id.in_(["0x" + m.hex() for m in merchant_ids]),
+            receipt.requests > 0,
+        )
+        .group_by(DeliveryBatch.batch_id, DeliverySource.name)
+        .order_by(DeliveryBatch.batch_id)
+    )
+    return [
+        {
+            "batch_id": batch_id,
+            "source": source,
+            "kind": "unauthorised_source",
+            "abandoned_by": None,
+            "abandoned_at": None,
+            "reason": f"{source} is not authorised to bill this merchant",
+            "records": int(requests),
+            "bytes": int(nbytes or 0),
+        }
+        for batch_id, source, requests, nbytes in rows
+    ]
+
+
+def chain_terms_block(chain: ChainClient, settings: Settings, period_end: int) -> int:
+    """The block this attempt reads the assets' terms at (settlement/terms.py): the latest final one,
+    once it is past the period's end."""
+    latest = chain.block_number()
+
+    def timestamp_of(number: int) -> int:
+        with chain.rpc("eth_getBlockByNumber"):
+            return int(chain.w3.eth.get_block(number)["timestamp"])
+
+    return terms_block(latest, settings.chain_confirmations, timestamp_of, period_end)
+
+
+def settlement_currency(account: SettlementAccount) -> Currency:
+    """The token as a currency: its symbol upper-cased (rate cards and FX rates name it so)."""
+    return Currency(code=account.token_symbol.upper(), decimals=account.token_decimals)
+
+
+def platform_address(settings: Settings, chain_signer: str | None) -> str:
+    address = settings.settlement_platform_address or chain_signer
+    if not address:
+        raise SettlementError(
+            "no platform fee address: set SETTLEMENT_PLATFORM_ADDRESS or a server signer",
+            code="platform_address_missing",
+        )
+    return address.lower()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reconciliation
+# ----------------------------------------------------------------------------------------------
+
+
+def _billing_usage(session: Session, billing: BillingImport, merchant: str) -> dict[Any, Usage]:
+    rows = session.scalars(select(BillingUsageRow).where(BillingUsageRow.import_pk == billing.id))
+    return {(merchant, r.region, r.day): Usage(r.bytes, r.requests, r.amount, r.currency) for r in rows}
+
+
+def reconcile_period(
+    session: Session, account: SettlementAccount, billing: BillingImport, receipts: list[Receipt], card: Any
+) -> None:
+    """Opens a case for every (region, day) beyond the tolerance, once per billing import."""
+    if billing.reconciled_at is not None:
+        return
+    merchant = merchant_key(account)
+    ours = usage_from_receipts(receipts, card)
+    for delta in reconcile(ours, _billing_usage(session, billing, merchant), account.tolerance_bps):
+        if not delta.flagged:
+            continue
+        _merchant, region, day = delta.key
+        session.add(
+            ReconciliationCase(
+                merchant_user_id=account.merchant_user_id,
+                period_start=billing.period_start,
+                import_pk=billing.id,
+                region=region,
+                day=day,
+                reasons=",".join(delta.reasons),
+                ours_bytes=delta.ours.bytes,
+                theirs_bytes=delta.theirs.bytes,
+                ours_requests=delta.ours.requests,
+                theirs_requests=delta.theirs.requests,
+                ours_amount=delta.ours.amount,
+                theirs_amount=delta.theirs.amount,
+                currency=delta.theirs.currency or delta.ours.currency,
+            )
+        )
+    billing.reconciled_at = utcnow()
+    session.flush()

@@ -1,0 +1,278 @@
+"""Opening releases of held royalties (settlement/held.py decides; flows.py posts and follows them).
+
+Crash safety and exactly-once:
+
+* a period's held items are written with its statement (flows.compute) and are live once the period's
+  root and held reserve are on chain (state ``posted`` or ``claimable``);
+* a release is one ``settlements`` row (``kind = "release"``, ``sequence`` n, on chain
+  ``period id + (n << 32)``) written in the same transaction that marks its items ``released`` or
+  ``refunded`` with its id: an item is in at most one live release, and a crash leaves either both or
+  neither. From there the release is posted exactly once like any settlement (flows.post asks the vault
+  for the release id first), with ``releaseHeld`` instead of ``post``;
+* a release cancelled on chain (challenged, then cancelled by an admin) returned its amount to the
+  period's held reserve in the vault; its items go back to ``held`` here and a later release takes them
+  under the next sequence number;
+* one release at a time per period: a period whose last release is not yet final on our side
+  (blocked, computed, posting, posted, challenged) waits for it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from edgeledger.chain.client import ChainClient
+from edgeledger.config import Settings
+from edgeledger.db import utcnow
+from edgeledger.ledger.abis import CONTENT_REGISTRY
+from edgeledger.ledger.payout_leaf import PayoutTree
+from edgeledger.settlement.held import (
+    SUPPLEMENT_SHIFT,
+    HeldItem,
+    ReleaseInputs,
+    canonical_release_inputs,
+    compute_release,
+    supplementary_id,
+)
+from edgeledger.settlement.models import (
+    HeldState,
+    Settlement,
+    SettlementHeld,
+    SettlementKind,
+    SettlementPayout,
+    SettlementState,
+)
+from edgeledger.settlement.payouts import HeldBack, PayoutInputs, Statement
+from edgeledger.settlement.period_inputs import chain_terms_block
+from edgeledger.settlement.rates import card_at
+from edgeledger.settlement.terms import read_terms
+
+log = logging.getLogger(__name__)
+
+#: A period's held reserve is on chain and standing in these states.
+_LIVE = (SettlementState.posted, SettlementState.claimable)
+#: A release in these states is still in flight: its period waits for it.
+_IN_FLIGHT = (
+    SettlementState.blocked,
+    SettlementState.computed,
+    SettlementState.posting,
+    SettlementState.posted,
+    SettlementState.challenged,
+)
+
+
+def record_held(session: Session, settlement: Settlement, held_back: tuple[HeldBack, ...]) -> None:
+    """The statement's held-back royalties as rows of the settlement (replacing an earlier computation's)."""
+    session.query(SettlementHeld).filter(SettlementHeld.settlement_pk == settlement.id).delete()
+    for position, held in enumerate(held_back):
+        session.add(
+            SettlementHeld(
+                settlement_pk=settlement.id,
+                position=position,
+                asset_id=held.asset_id,
+                reason=held.reason,
+                via_json=json.dumps(list(held.via)),
+                amount=held.amount,
+                state=HeldState.held,
+            )
+        )
+    settlement.held_total = sum(h.amount for h in held_back)
+
+
+def held_item(row: SettlementHeld) -> HeldItem:
+    return HeldItem(
+        key=f"{row.settlement_pk}:{row.position}",
+        asset_id=row.asset_id,
+        reason=row.reason,  # type: ignore[arg-type]
+        via=tuple(json.loads(row.via_json)),
+        amount=int(row.amount),
+    )
+
+
+def _return_cancelled(session: Session) -> None:
+    """Items of releases cancelled on chain are held again (the vault returned their amount)."""
+    cancelled = select(Settlement.id).where(
+        Settlement.kind == SettlementKind.release, Settlement.state == SettlementState.cancelled
+    )
+    session.execute(
+        update(SettlementHeld)
+        .where(SettlementHeld.release_pk.in_(cancelled))
+        .values(state=HeldState.held, release_pk=None, updated_at=utcnow())
+    )
+    session.commit()
+
+
+def open_releases(session: Session, chain: ChainClient, settings: Settings, platform: str) -> list[int]:
+    """A release for every live period whose held items the chain's terms now decide; returns the new
+    settlements' ids. Terms are read at one recorded block for all of them."""
+    _return_cancelled(session)
+    in_flight = select(Settlement.funded_by_pk).where(
+        Settlement.kind == SettlementKind.release,
+        Settlement.state.in_([s.value for s in _IN_FLIGHT]),
+        Settlement.funded_by_pk.is_not(None),
+    )
+    periods = list(
+        session.scalars(
+            select(Settlement)
+            .where(
+                Settlement.kind.in_([SettlementKind.period, SettlementKind.correction]),
+                Settlement.state.in_([s.value for s in _LIVE]),
+                Settlement.id.in_(
+                    select(SettlementHeld.settlement_pk).where(SettlementHeld.state == HeldState.held)
+                ),
+                Settlement.id.not_in(in_flight),
+            )
+            .order_by(Settlement.period_start, Settlement.id)
+        )
+    )
+    if not periods:
+        return []
+    block = chain_terms_block(chain, settings, 0)
+    registry = chain.contract(CONTENT_REGISTRY)
+    opened: list[int] = []
+    for period in periods:
+        rows = list(
+            session.scalars(
+                select(SettlementHeld)
+                .where(SettlementHeld.settlement_pk == period.id, SettlementHeld.state == HeldState.held)
+                .order_by(SettlementHeld.position)
+            )
+        )
+        items = [held_item(r) for r in rows]
+        assets = read_terms(registry, lambda fn: chain.call(fn, block), {int(i.holder_asset) for i in items})
+        statement = Statement.model_validate_json(period.statement_json or "{}")
+        inputs = _release_inputs(period, statement, items, assets, block, platform)
+        release = compute_release(inputs)
+        if not release.total:
+            continue
+        opened.append(_write_release(session, period, statement, inputs, release, rows))
+    return opened
+
+
+def _release_inputs(
+    period: Settlement,
+    statement: Statement,
+    items: list[HeldItem],
+    assets: list[Any],
+    block: int,
+    platform: str,
+) -> ReleaseInputs:
+    assert period.inputs_gz is not None  # a posted period with held items has its inputs
+    period_inputs = PayoutInputs.model_validate_json(gzip.decompress(period.inputs_gz))
+    card = card_at(period_inputs.cards, period_inputs.merchant, period.period_start, period.period_end)
+    return ReleaseInputs(
+        merchant=statement.merchant,
+        merchant_address=period.merchant_address.lower(),
+        period_start=period.period_start,
+        period_end=period.period_end,
+        items=tuple(items),
+        assets=tuple(assets),
+        terms_block=block,
+        platform=platform,
+        platform_fee_bps=card.platform_fee_bps,
+        derivative_share_bps=card.derivative_share_bps,
+    )
+
+
+def release_statement(period_statement: Statement, release: Any, items: list[HeldItem]) -> Statement:
+    """A release as a statement: what it pays (royalties released per asset, refunds) and to whom."""
+    by_key = {i.key: i for i in items}
+    royalties: dict[str, int] = {}
+    for key in (*release.released, *release.refunded):
+        item = by_key[key]
+        royalties[item.asset_id] = royalties.get(item.asset_id, 0) + item.amount
+    return Statement(
+        merchant=period_statement.merchant,
+        period_start=period_statement.period_start,
+        period_end=period_statement.period_end,
+        card_version=period_statement.card_version,
+        card_currency=period_statement.card_currency,
+        currency=period_statement.currency,
+        charge_card_currency=0,
+        charge=release.total,
+        fx=None,
+        delivery_fees={},
+        royalties=dict(sorted(royalties.items())),
+        payees=release.payees,
+        line_items=release.line_items,
+        violations=(),
+        held_back=(),
+        decisions=(),
+    )
+
+
+def _write_release(
+    session: Session,
+    period: Settlement,
+    statement: Statement,
+    inputs: ReleaseInputs,
+    release: Any,
+    rows: list[SettlementHeld],
+) -> int:
+    sequence = 1 + int(
+        session.scalar(
+            select(func.max(Settlement.sequence)).where(
+                Settlement.merchant_user_id == period.merchant_user_id,
+                Settlement.period_start == period.period_start,
+            )
+        )
+        or 0
+    )
+    # a correction's held royalties are released under its period's next id too (SUPPLEMENT_SHIFT)
+    release_id = supplementary_id(period.period_id & ((1 << SUPPLEMENT_SHIFT) - 1), sequence)
+    tree = PayoutTree(release_id, period.merchant_address, period.token, release.payees)
+    canonical = canonical_release_inputs(inputs)
+    row = Settlement(
+        merchant_user_id=period.merchant_user_id,
+        period_start=period.period_start,
+        period_end=period.period_end,
+        period_id=release_id,
+        attempt=1,
+        kind=SettlementKind.release,
+        sequence=sequence,
+        funded_by_pk=period.id,
+        state=SettlementState.computed,
+        merchant_address=period.merchant_address,
+        token=period.token,
+        root=tree.root_hex,
+        total=tree.total,
+        payee_count=len(tree),
+        inputs_digest="0x" + hashlib.sha256(canonical).hexdigest(),
+        inputs_gz=gzip.compress(canonical, compresslevel=6, mtime=0),
+        statement_json=release_statement(statement, release, list(inputs.items)).model_dump_json(),
+        terms_block=inputs.terms_block,
+        computed_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    for payee, amount in tree.payouts.items():
+        session.add(
+            SettlementPayout(
+                settlement_pk=row.id,
+                payee=payee.lower(),
+                amount=amount,
+                leaf="0x" + tree.proof(payee).leaf.hex(),
+            )
+        )
+    outcome = {key: HeldState.released for key in release.released}
+    outcome.update({key: HeldState.refunded for key in release.refunded})
+    for held in rows:
+        state = outcome.get(f"{held.settlement_pk}:{held.position}")
+        if state is not None:
+            held.state, held.release_pk = state, row.id
+    session.commit()  # the release and its items' outcome together
+    log.info(
+        "release %s of settlement %s: %s released, %s refunded, total %s",
+        row.id,
+        period.id,
+        len(release.released),
+        len(release.refunded),
+        row.total,
+    )
+    return row.id

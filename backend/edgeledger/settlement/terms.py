@@ -1,0 +1,93 @@
+"""Asset terms as the chain states them at one recorded block: what settlement prices deliveries with.
+
+Who is paid for an asset's deliveries is read from ContentRegistry (``settlementTerms``) by ``eth_call`` at
+a block recorded with the settlement, never from the copy the database keeps for the API: a rights
+holder's ``updateSplit`` or ``updateLicence``, a token transfer (which resets the split to the new
+holder), an arbiter's ``markDisputed``, ``takeDown``, ``clearDispute`` or ``reassignRights`` all reach
+the next settlement, whether or not anyone read the asset through the API, and an asset registered on
+chain directly settles like any other.
+
+The block is the latest one final by the configured confirmations, and only once that block is past the
+period's end (:func:`terms_block`); the published inputs carry it, so ``edgeledger verify settlement``
+reads the same terms again over RPC (:func:`read_terms` is shared by both, DB-free) and fails when the
+published ones differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from edgeledger.settlement import SettlementError
+from edgeledger.settlement.payouts import AssetTerms, Recipient
+from edgeledger.territories import ALL_TERRITORIES_BITMAP
+
+#: ContentRegistry.Status, by its index
+STATUSES = ("active", "disputed", "taken_down")
+#: assets per ``settlementTerms`` call (a 50-recipient split is ~3.3 KB of return data)
+CHUNK = 100
+
+
+def terms_of(asset_id: int, raw: Any) -> AssetTerms | None:
+    """AssetTerms from one ``ContentRegistry.Terms`` value (None when the id was never registered)."""
+    exists, status, holder, parent_id, territories, valid_from, valid_until, recipients, shares = raw
+    if not exists:
+        return None
+    status_name = STATUSES[int(status)]
+    return AssetTerms(
+        asset_id=str(asset_id),
+        recipients=tuple(
+            Recipient(address=str(r).lower(), bps=int(b)) for r, b in zip(recipients, shares, strict=True)
+        ),
+        parent=str(parent_id) if parent_id else None,
+        territories=int(territories) & ALL_TERRITORIES_BITMAP,
+        valid_from=int(valid_from),
+        valid_until=int(valid_until) or None,
+        # A taken-down asset's royalties are held back like a disputed one's.
+        disputed=status_name != "active",
+        holder=str(holder).lower(),
+        status=status_name,
+    )
+
+
+def read_terms(registry: Any, call: Callable[[Any], Any], asset_ids: Iterable[int]) -> list[AssetTerms]:
+    """Terms of the assets and all their ancestors, sorted by id. ``call`` runs a contract function at
+    the recorded block (``lambda fn: fn.call(block_identifier=block)`` or the worker's client).
+
+    Raises ``asset_unknown`` for an id the registry does not know at that block."""
+    terms: dict[int, AssetTerms] = {}
+    pending = sorted({int(a) for a in asset_ids})
+    while pending:
+        missing: list[int] = []
+        for start in range(0, len(pending), CHUNK):
+            chunk = pending[start : start + CHUNK]
+            rows = call(registry.functions.settlementTerms(chunk))
+            if len(rows) != len(chunk):
+                raise SettlementError("the registry answered for other assets", code="terms_unreadable")
+            for asset_id, raw in zip(chunk, rows, strict=True):
+                found = terms_of(asset_id, raw)
+                if found is None:
+                    missing.append(asset_id)
+                else:
+                    terms[asset_id] = found
+        if missing:
+            raise SettlementError(
+                f"asset(s) {', '.join(map(str, missing))} not registered on chain at the terms block",
+                code="asset_unknown",
+            )
+        pending = sorted(
+            {int(t.parent) for t in terms.values() if t.parent is not None and int(t.parent) not in terms}
+        )
+    return [terms[k] for k in sorted(terms)]
+
+
+def terms_block(latest: int, confirmations: int, timestamp_of: Callable[[int], int], period_end: int) -> int:
+    """The block settlement reads terms at: the latest final one (``confirmations`` below the head),
+    once its timestamp is at or past the period's end (``terms_block_pending`` until then)."""
+    block = latest - confirmations
+    if block < 0 or timestamp_of(block) < period_end:
+        raise SettlementError(
+            f"no block final by {confirmations} confirmation(s) after the period's end yet",
+            code="terms_block_pending",
+        )
+    return block

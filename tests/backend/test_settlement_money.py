@@ -1,0 +1,666 @@
+"""Money follows chain truth: end-to-end on a real chain and database (docs/settlement.md, "Who is paid").
+
+* terms are read from ContentRegistry at a recorded block, never from the database's copy: a split
+  changed on chain, a dispute, a reassignment after a dispute and an asset registered on chain only all
+  reach the next settlement; ``verify settlement`` re-reads the terms at that block and fails on altered
+  ones;
+* unregistered content (asset 0) pays the delivery fee and its operator, no royalty;
+* a silent node holds back only the merchants whose records it carries, until an admin abandons its batch
+  (who, when, why in the compliance log and the statement);
+* records of a source the merchant does not authorise are not charged, and are listed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+from hexbytes import HexBytes
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edgeledger.assets.models import Asset
+from edgeledger.auth.models import Role, User
+from edgeledger.chain.client import ChainClient
+from edgeledger.compliance.models import ComplianceEvent
+from edgeledger.config import Settings
+from edgeledger.deliveries.ingest import _AssetResolver
+from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliverySource
+from edgeledger.indexer.models import IndexedAsset
+from edgeledger.ipfs.cid import cid_of_bytes
+from edgeledger.settlement import flows, service
+from edgeledger.settlement.models import Settlement, SettlementState
+from edgeledger.settlement.payouts import Statement
+from edgeledger.verify.rpc import Chain, vault_settlement
+from edgeledger.verify.settlement import chain_terms, check_document
+from tests.backend.support.deliveries import (
+    add_merchant_host,
+    add_records,
+    authorise_source,
+    close_and_anchor,
+    close_batch,
+    register_source,
+)
+from tests.backend.support.settlement import delivery_records, deposit, send_as
+from tests.backend.support.stack import Caller, make_caller, rpc
+from tests.backend.test_settlement_flow import CARD, DAY, DAY0, GB, register_asset
+
+pytestmark = pytest.mark.integration
+
+NOW = DAY0 + 2 * DAY  # period DAY0 is past its late window
+NEXT = DAY0 + 3 * DAY  # and period DAY0 + DAY too
+DELIVERY_FEE = 8_500_000  # 50 deliveries of 2 GB in EU at 0.085 per GB
+ROYALTY = 500_000  # 50 deliveries at 0.01
+NET_ROYALTY = ROYALTY * 9 // 10  # after the platform's 10 %
+
+
+@dataclass
+class Shop:
+    user: User
+    key: LocalAccount
+    host: str
+    account: Any
+
+
+@dataclass
+class Money:
+    session: Session
+    settings: Settings
+    chain: ChainClient
+    admin: LocalAccount
+    creator: Caller
+    asset_id: int
+    split: tuple[LocalAccount, LocalAccount]
+    node: LocalAccount
+    source: DeliverySource
+    platform: str
+    app: TestClient
+    shops: dict[str, Shop] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> Any:
+        return self.chain.contract("ContentRegistry")
+
+    def run(self, now: int = NOW) -> flows.RunReport:
+        return flows.run_once(self.session, self.chain, self.settings, now)
+
+    def mine(self) -> None:
+        rpc(self.settings.eth_rpc_url, "evm_mine")
+
+    def deliver(
+        self,
+        shop: str,
+        *,
+        period: int = DAY0,
+        asset_id: int | None = None,
+        source: DeliverySource | None = None,
+        anchor: bool = True,
+        count: int = 50,
+        late: bool = False,
+    ) -> list[DeliveryBatch]:
+        batches = add_records(
+            self.session,
+            self.settings,
+            source or self.source,
+            delivery_records(period, count, 2 * GB, self.shops[shop].host),
+            asset_id=self.asset_id if asset_id is None else asset_id,
+            region="EU",
+            late=late,
+        )
+        if anchor:
+            close_and_anchor(self.session, self.settings, self.chain, batches, self.node)
+        return batches
+
+    def settlement(self, shop: str, period: int = DAY0) -> Settlement | None:
+        row = self.session.scalar(
+            select(Settlement)
+            .where(
+                Settlement.merchant_user_id == self.shops[shop].user.id,
+                Settlement.period_start == period,
+                Settlement.sequence == 0,
+            )
+            .order_by(Settlement.attempt.desc())
+            .limit(1)
+        )
+        if row is not None:
+            self.session.refresh(row)
+        return row
+
+    def posted(self, shop: str, period: int = DAY0) -> Settlement:
+        row = self.settlement(shop, period)
+        assert row is not None, f"{shop}'s period {period} was not opened"
+        assert row.state == SettlementState.posted, (row.state, row.error_code, row.error_message)
+        return row
+
+    def payouts(self, row: Settlement) -> dict[str, int]:
+        tree = flows.payout_tree(self.session, row)
+        return {payee.lower(): amount for payee, amount in tree.payouts.items()}
+
+    def statement(self, row: Settlement) -> Statement:
+        assert row.statement_json is not None
+        return Statement.model_validate_json(row.statement_json)
+
+    def document(self, row: Settlement) -> dict[str, Any]:
+        return json.loads(
+            json.dumps(
+                flows.inputs_document(
+                    row,
+                    self.chain.chain_id,
+                    self.chain.deployment.address_of("SettlementVault"),
+                    self.chain.deployment.address_of("ContentRegistry"),
+                )
+            )
+        )
+
+    def verify(self, document: dict[str, Any]) -> dict[str, bool]:
+        """``edgeledger verify settlement``'s checks of a document: name -> passed."""
+        chain = Chain(self.chain.rpc_url)
+        on_chain = vault_settlement(chain, document["vault"], document["period_id"], document["merchant"])
+        from edgeledger.verify.settlement import recompute
+
+        terms = chain_terms(chain, document["registry"], recompute(document)[0])
+        return {c.name: c.ok for c in check_document(document, on_chain, terms)}
+
+    def as_wallet(self, account: LocalAccount, fn: Any) -> None:
+        rpc(self.settings.eth_rpc_url, "anvil_setBalance", account.address, hex(10**20))
+        send_as(self.chain, account, fn)
+
+
+@pytest.fixture
+def money(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Iterator[Money]:
+    platform = Account.create().address
+    settings = settings.model_copy(update={"settlement_platform_address": platform})
+    first, second = Account.create(), Account.create()
+    creator = make_caller(app_client, Role.creator, "creator")
+    asset_id = register_asset(
+        app_client,
+        creator,
+        split=[{"recipient": first.address, "bps": 7_000}, {"recipient": second.address, "bps": 3_000}],
+    )
+    chain = ChainClient.from_settings(settings)
+    with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
+        node = Account.create()
+        source = register_source(session, chain, "edge-fra", provider="edgeledger", signer=node.address)
+        world = Money(
+            session,
+            settings,
+            chain,
+            chain_snapshot.admin,
+            creator,
+            asset_id,
+            (first, second),
+            node,
+            source,
+            platform,
+            app_client,
+        )
+        for name in ("a", "b"):
+            key = Account.create()
+            rpc(settings.eth_rpc_url, "anvil_setBalance", key.address, hex(10**21))
+            user = User(role=Role.merchant, name=f"Shop {name}", address=key.address)
+            session.add(user)
+            session.commit()
+            host = f"{name}.shop.example"
+            add_merchant_host(session, host, user.id)
+            authorise_source(session, user.id, source)
+            params = service.AccountParams(
+                token=chain.deployment.address_of("TestStablecoin"),
+                token_symbol="tUSDC",
+                token_decimals=6,
+                settle_from=DAY0,
+            )
+            account = service.upsert_account(session, settings, user, params, now=DAY0)
+            service.add_rate_card(session, account, CARD, created_by=None)
+            session.commit()
+            deposit(chain, chain_snapshot.admin, key, 50_000_000)
+            world.shops[name] = Shop(user, key, host, account)
+        yield world
+
+
+def _operator(money: Money) -> str:
+    return money.source.operator.lower()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Terms from the chain at a recorded block
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_a_split_changed_on_chain_is_what_the_next_period_pays(money: Money) -> None:
+    first, second = (a.address.lower() for a in money.split)
+    money.deliver("a", period=DAY0)
+    money.deliver("a", period=DAY0 + DAY)
+    money.run(NOW)
+    row = money.posted("a")
+    paid = money.payouts(row)
+    assert paid[first] == NET_ROYALTY * 7 // 10 and paid[second] == NET_ROYALTY * 3 // 10
+
+    # The rights holder changes the split from its own wallet; nobody reads the asset through the API.
+    third = Account.create()
+    fn = money.registry.functions.updateSplit(money.asset_id, [third.address], [10_000])
+    money.as_wallet(money.creator.account, fn)
+    money.mine()  # one confirmation on top
+    change_block = money.chain.block_number() - 1
+    mirrored = money.session.get(Asset, money.asset_id)
+    assert mirrored is not None and {s.recipient.lower() for s in mirrored.split} == {first, second}
+
+    money.run(NEXT)
+    row = money.posted("a", DAY0 + DAY)
+    paid = money.payouts(row)
+    assert paid[third.address.lower()] == NET_ROYALTY
+    assert first not in paid and second not in paid
+    assert row.terms_block is not None and row.terms_block >= change_block
+
+    # After the challenge window the new recipient pulls its royalty from the vault.
+    rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
+    money.mine()
+    money.run(NEXT)
+    proof = flows.payout_tree(money.session, row).proof(third.address)
+    claim = (row.period_id, money.shops["a"].key.address, proof.amount, [HexBytes(p) for p in proof.proof])
+    vault = money.chain.contract("SettlementVault")
+    money.as_wallet(third, vault.functions.claim(claim, third.address))
+    token = money.chain.contract("TestStablecoin")
+    assert money.chain.call(token.functions.balanceOf(third.address)) == NET_ROYALTY
+
+    # Anyone re-reads the terms at the recorded block and finds the published ones.
+    document = money.document(row)
+    assert document["terms_block"] == row.terms_block and document["inputs"]["terms_block"] == row.terms_block
+    checks = money.verify(document)
+    assert checks and all(checks.values()), checks
+    # Publishing the old split instead fails the terms check (and the digest), whatever the root says.
+    document["inputs"]["assets"][0]["recipients"] = [
+        {"address": first, "bps": 7_000},
+        {"address": second, "bps": 3_000},
+    ]
+    failed = {name for name, ok in money.verify(document).items() if not ok}
+    assert {"terms at the recorded block", "inputs digest"} <= failed
+
+
+def test_a_dispute_on_chain_holds_royalties_and_a_reassignment_pays_the_rightful_holder(money: Money) -> None:
+    first, second = (a.address.lower() for a in money.split)
+    money.deliver("a", period=DAY0)
+    money.deliver("a", period=DAY0 + DAY)
+    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    money.as_wallet(money.admin, money.registry.functions.markDisputed(money.asset_id, notice))
+    money.mine()
+    money.run(NOW)
+    row = money.posted("a")
+    statement = money.statement(row)
+    assert [(h.asset_id, h.reason, h.amount) for h in statement.held_back] == [
+        (str(money.asset_id), "disputed", ROYALTY)
+    ]
+    paid = money.payouts(row)
+    assert first not in paid and second not in paid
+    assert row.total == DELIVERY_FEE  # the operators and the platform's margin only
+    terms = {a["asset_id"]: a for a in money.document(row)["inputs"]["assets"]}
+    assert terms[str(money.asset_id)]["status"] == "disputed"
+
+    # The arbiter finds for another claimant: the token and the revenue move to it.
+    rightful = Account.create().address
+    fn = money.registry.functions.reassignRights(money.asset_id, rightful, notice)
+    money.as_wallet(money.admin, fn)
+    money.mine()
+    money.run(NEXT)
+    row = money.posted("a", DAY0 + DAY)
+    paid = money.payouts(row)
+    assert paid[rightful.lower()] == NET_ROYALTY and first not in paid and second not in paid
+    assert money.statement(row).held_back == ()
+    terms = {a["asset_id"]: a for a in money.document(row)["inputs"]["assets"]}
+    assert terms[str(money.asset_id)]["holder"] == rightful.lower()
+    # And the first period's held royalty is released to the rightful holder too.
+    first_period = money.settlement("a")
+    assert first_period is not None
+    release = _release_of(money, first_period)
+    assert money.payouts(release)[rightful.lower()] == NET_ROYALTY
+
+
+def _claim(money: Money, row: Settlement, payee: LocalAccount) -> int:
+    """``payee`` claims its leaf of ``row`` from its own wallet; returns its token balance after."""
+    proof = flows.payout_tree(money.session, row).proof(payee.address)
+    claim = (row.period_id, money.shops["a"].key.address, proof.amount, [HexBytes(p) for p in proof.proof])
+    money.as_wallet(payee, money.chain.contract("SettlementVault").functions.claim(claim, payee.address))
+    return int(money.chain.call(money.chain.contract("TestStablecoin").functions.balanceOf(payee.address)))
+
+
+def _earnings(money: Money, payee: str) -> dict[str, int]:
+    """The payee's ledger in the test token, as ``GET /settlement/payees/{payee}/earnings`` gives it."""
+    admin = make_caller(money.app, Role.admin, "admin")
+    answer = money.app.get(f"/settlement/payees/{payee}/earnings", headers=admin.headers)
+    assert answer.status_code == 200, answer.text
+    token = money.chain.deployment.address_of("TestStablecoin")
+    totals: dict[str, int] = answer.json()["totals"][token]
+    return totals
+
+
+def _release_of(money: Money, period: Settlement) -> Settlement:
+    row = money.session.scalar(
+        select(Settlement).where(Settlement.funded_by_pk == period.id).order_by(Settlement.sequence.desc())
+    )
+    assert row is not None, "no release was opened"
+    money.session.refresh(row)
+    return row
+
+
+def test_held_royalties_are_reserved_and_released_to_the_holder_when_the_dispute_clears(money: Money) -> None:
+    vault = money.chain.contract("SettlementVault")
+    token = money.chain.contract("TestStablecoin")
+    shop = money.shops["a"]
+    money.deliver("a")
+    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    money.as_wallet(money.admin, money.registry.functions.markDisputed(money.asset_id, notice))
+    money.mine()
+    money.run(NOW)
+    period = money.posted("a")
+    # Reserved with the root: the merchant can no longer withdraw the held royalty.
+    assert period.held_total == ROYALTY and period.total == DELIVERY_FEE
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
+    escrow = money.chain.call(vault.functions.escrowOf(shop.key.address, token.address))
+    assert escrow == 50_000_000 - DELIVERY_FEE - ROYALTY
+    # Still disputed: nothing is released, however often the worker runs.
+    money.run(NOW)
+    assert money.session.scalar(select(Settlement).where(Settlement.funded_by_pk == period.id)) is None
+
+    money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
+    money.mine()
+    report = money.run(NOW)
+    release = _release_of(money, period)
+    assert report.released == [release.id]
+    assert release.kind == "release" and release.sequence == 1
+    assert release.period_id == period.period_id + (1 << 32)
+    assert release.state == SettlementState.posted, (release.error_code, release.error_message)
+    first, second = money.split
+    assert money.payouts(release) == {
+        first.address.lower(): NET_ROYALTY * 7 // 10,
+        second.address.lower(): NET_ROYALTY * 3 // 10,
+        money.platform.lower(): ROYALTY - NET_ROYALTY,
+    }
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
+    # Exactly once: the next runs open no other release.
+    money.run(NOW)
+    assert (
+        len(list(money.session.scalars(select(Settlement).where(Settlement.funded_by_pk == period.id)))) == 1
+    )
+    # Anyone recomputes the release from its published inputs and the chain's terms at its block.
+    checks = money.verify(money.document(release))
+    assert checks and all(checks.values()), checks
+
+    rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
+    money.mine()
+    money.run(NOW)
+    assert _claim(money, release, first) == NET_ROYALTY * 7 // 10
+
+    # The payee's ledger: earned by the release, claimed; the co-holder's still unclaimed.
+    totals = _earnings(money, first.address)
+    assert totals["earned"] == totals["released"] == totals["claimed"] == NET_ROYALTY * 7 // 10
+    assert totals["unclaimed"] == 0
+    totals = _earnings(money, second.address)
+    assert totals["earned"] == totals["unclaimed"] == totals["claimable"] == NET_ROYALTY * 3 // 10
+
+
+def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Money) -> None:
+    vault = money.chain.contract("SettlementVault")
+    shop = money.shops["a"]
+    money.deliver("a")
+    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    money.as_wallet(money.admin, money.registry.functions.takeDown(money.asset_id, notice))
+    money.mine()
+    money.run(NOW)
+    period = money.posted("a")
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
+    money.run(NOW)  # the takedown decides it: a release paying the merchant back
+    release = _release_of(money, period)
+    assert money.payouts(release) == {shop.key.address.lower(): ROYALTY}
+    statement = money.statement(release)
+    assert [(line.kind, line.amount) for line in statement.line_items] == [("refund", ROYALTY)]
+    rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
+    money.mine()
+    money.run(NOW)
+    assert _claim(money, release, shop.key) == ROYALTY
+
+
+def test_an_asset_registered_only_on_chain_settles_like_any_other(money: Money) -> None:
+    # A creator registers from its own wallet, never through this API.
+    creator = Account.create()
+    payee = Account.create().address
+    content = secrets.token_bytes(64)
+    content_cid = cid_of_bytes(content)
+    registration = (
+        HexBytes(secrets.token_bytes(32)),
+        content_cid,
+        cid_of_bytes(b"{}" + content),
+        creator.address,
+        0,
+        False,
+        ((1 << 249) - 1, 0, 0, 0, ""),
+        [payee],
+        [10_000],
+    )
+    money.as_wallet(creator, money.registry.functions.registerAsset(registration))
+    asset_id = int(money.chain.call(money.registry.functions.totalAssets()))
+    assert money.session.get(Asset, asset_id) is None
+
+    # Ingestion finds it through the chain indexer's projection.
+    money.session.add(
+        IndexedAsset(
+            asset_id=str(asset_id),
+            content_hash="0x" + bytes(registration[0]).hex(),
+            creator=creator.address,
+            owner=creator.address,
+            parent_id="0",
+            content_cid=content_cid,
+            metadata_cid=registration[2],
+            registered_block=money.chain.block_number(),
+            registered_tx="0x" + "00" * 32,
+        )
+    )
+    money.session.commit()
+    assert _AssetResolver(money.session)("a.shop.example", f"/ipfs/{content_cid}/video.mp4") == asset_id
+
+    money.deliver("a", asset_id=asset_id)
+    money.mine()
+    money.run(NOW)
+    row = money.posted("a")
+    assert money.payouts(row)[payee.lower()] == NET_ROYALTY
+
+
+# ------------------------------------------------------------------------------------------------------
+# Every payable delivery is paid
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_unregistered_content_pays_the_delivery_fee_and_its_operator(money: Money) -> None:
+    money.deliver("a", asset_id=0)
+    money.run(NOW)
+    row = money.posted("a")
+    statement = money.statement(row)
+    assert statement.charge == DELIVERY_FEE and statement.royalties == {}
+    assert money.payouts(row) == {
+        _operator(money): DELIVERY_FEE * 7 // 10,
+        money.platform.lower(): DELIVERY_FEE * 3 // 10,
+    }
+    assert row.total == DELIVERY_FEE
+    checks = money.verify(money.document(row))
+    assert all(checks.values()), checks
+
+
+def test_late_records_are_paid_once_by_a_correction_linked_from_the_period(money: Money) -> None:
+    vault = money.chain.contract("SettlementVault")
+    token = money.chain.contract("TestStablecoin")
+    shop = money.shops["a"]
+    money.deliver("a")
+    money.run(NOW)
+    period = money.posted("a")
+    assert period.total == DELIVERY_FEE + ROYALTY
+
+    # 10 more deliveries of the period reach the node after its batch closed: a correction batch, anchored
+    # after the period was posted.
+    (late,) = money.deliver("a", count=10, late=True)
+    assert late.kind == "correction" and late.correction_seq == 1
+    report = money.run(NOW)
+    (correction_id,) = report.corrections
+    correction = money.session.get(Settlement, correction_id)
+    assert correction is not None
+    money.session.refresh(correction)
+    assert correction.kind == "correction" and correction.sequence == 1
+    assert correction.period_id == period.period_id + (1 << 32)
+    assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
+    assert json.loads(correction.batch_ids_json) == [late.batch_id]
+    assert correction.total == (DELIVERY_FEE + ROYALTY) // 5  # the 10 late deliveries, priced as the period
+    assert correction.terms_block == period.terms_block
+    first, second = (a.address.lower() for a in money.split)
+    assert money.payouts(correction) == {
+        _operator(money): DELIVERY_FEE * 7 // 10 // 5,
+        money.platform.lower(): DELIVERY_FEE * 3 // 10 // 5 + (ROYALTY - NET_ROYALTY) // 5,
+        first: NET_ROYALTY * 7 // 10 // 5,
+        second: NET_ROYALTY * 3 // 10 // 5,
+    }
+    on_chain = money.chain.call(vault.functions.settlementOf(correction.period_id, shop.key.address))
+    assert on_chain[4] == correction.total  # charged to the merchant's escrow under its own id
+    escrow = money.chain.call(vault.functions.escrowOf(shop.key.address, token.address))
+    assert escrow == 50_000_000 - period.total - correction.total
+    # Exactly once: the next runs open no other correction, and the period's batches are not in it.
+    assert money.run(NOW).corrections == [] and money.run(NOW).corrections == []
+    assert late.batch_id not in json.loads(period.batch_ids_json)
+    checks = money.verify(money.document(correction))
+    assert checks and all(checks.values()), checks
+
+    # The period's statement links the correction (and the correction's links back).
+    admin = make_caller(money.app, Role.admin, "admin")
+    answer = money.app.get(f"/settlement/settlements/{period.id}/statement", headers=admin.headers)
+    assert answer.status_code == 200, answer.text
+    assert [(r["settlement_id"], r["kind"], r["total"]) for r in answer.json()["related"]] == [
+        (correction.id, "correction", correction.total)
+    ]
+    link = answer.json()["related"][0]["statement"]
+    # Absolute, so a saved statement's links work outside the server, and it says how to authenticate.
+    assert link == f"http://testserver/settlement/settlements/{correction.id}/statement"
+    assert answer.json()["links"]["base"] == "http://testserver"
+    assert "X-API-Key" in answer.json()["links"]["authentication"]
+    assert all(
+        b["batch"].startswith("http://testserver/deliveries/batches/") for b in answer.json()["batches"]
+    )
+    html = money.app.get(f"/settlement/settlements/{period.id}/statement?format=html", headers=admin.headers)
+    assert html.status_code == 200 and f"/settlement/settlements/{correction.id}/statement" in html.text
+    back = money.app.get(link, headers=admin.headers)
+    assert back.status_code == 200, back.text
+    assert [r["settlement_id"] for r in back.json()["related"]] == [period.id]
+
+    # After the window a rights holder claims its share of the correction.
+    rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
+    money.mine()
+    money.run(NOW)
+    assert _claim(money, correction, money.split[0]) == NET_ROYALTY * 7 // 10 // 5
+
+
+# ------------------------------------------------------------------------------------------------------
+# No one stalls another; no padded bills
+# ------------------------------------------------------------------------------------------------------
+
+
+def test_a_silent_node_stalls_only_the_merchant_it_carries_until_an_admin_abandons_its_batch(
+    money: Money, app_client: TestClient
+) -> None:
+    silent_key = Account.create()
+    silent = register_source(
+        money.session, money.chain, "edge-ams", provider="edgeledger", signer=silent_key.address
+    )
+    authorise_source(money.session, money.shops["b"].user.id, silent)
+    (batch,) = money.deliver("a", anchor=False)
+    money.deliver("b", count=10, anchor=False)  # the same batch of edge-fra
+    close_and_anchor(money.session, money.settings, money.chain, [batch], money.node)
+    # The silent node's batch holds b's records and is never signed.
+    (stuck,) = money.deliver("b", source=silent, anchor=False)
+    close_batch(money.session, money.settings, stuck)
+    stuck.state = BatchState.awaiting_signature
+    money.session.commit()
+
+    report = money.run(NOW)
+    assert money.posted("a").total == DELIVERY_FEE + ROYALTY  # a settles on time
+    assert money.settlement("b") is None and len(report.opened) == 1  # b waits for the batch it needs
+
+    admin = make_caller(app_client, Role.admin, "admin")
+    merchant_b = make_caller(app_client, Role.merchant, "not an admin")
+    body = {"reason": "edge-ams lost its signing key in a disk failure"}
+    path = f"/deliveries/batches/{stuck.batch_id}/abandon"
+    refused = app_client.post(path, json=body, headers=merchant_b.headers)
+    assert refused.status_code == 403
+    answer = app_client.post(path, json=body, headers=admin.headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "abandoned" and answer.json()["abandon_reason"] == body["reason"]
+    assert answer.json()["abandoned_by"] == f"user:{admin.user_id}:admin"
+    again = app_client.post(path, json=body, headers=admin.headers)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "batch_not_abandonable"
+    event = money.session.scalar(
+        select(ComplianceEvent).where(ComplianceEvent.subject == f"batch:{stuck.batch_id}")
+    )
+    assert (
+        event is not None
+        and event.action == "batch_abandoned"
+        and event.actor == f"user:{admin.user_id}:admin"
+    )
+    # A node's late signature for the abandoned batch is refused.
+    manifest = app_client.get(f"/deliveries/batches/{stuck.batch_id}", headers=admin.headers).json()
+    assert manifest["state"] == "abandoned"
+
+    money.run(NOW)
+    row = money.posted("b")
+    assert row.total == (DELIVERY_FEE + ROYALTY) // 5  # the 10 anchored deliveries only
+    unbillable = json.loads(row.unbillable_json or "[]")
+    assert [(u["batch_id"], u["kind"], u["records"], u["reason"]) for u in unbillable] == [
+        (stuck.batch_id, "abandoned", 50, body["reason"])
+    ]
+    statement = app_client.get(f"/settlement/settlements/{row.id}/statement", headers=admin.headers)
+    assert statement.status_code == 200, statement.text
+    assert statement.json()["unbillable"][0]["abandoned_by"] == f"user:{admin.user_id}:admin"
+
+
+def test_records_of_a_source_the_merchant_does_not_authorise_are_not_charged(money: Money) -> None:
+    rogue_key = Account.create()
+    rogue = register_source(
+        money.session, money.chain, "edge-rogue", provider="edgeledger", signer=rogue_key.address
+    )
+    money.deliver("a")
+    # Another operator writes a's host into its own logs, anchored and all; and leaves one batch unsigned.
+    batches = add_records(
+        money.session,
+        money.settings,
+        rogue,
+        delivery_records(DAY0, 30, 2 * GB, "a.shop.example"),
+        asset_id=money.asset_id,
+    )
+    close_and_anchor(money.session, money.settings, money.chain, batches, rogue_key)
+    money.deliver("a", period=DAY0 + DAY, source=rogue, anchor=False)
+
+    money.run(NEXT)
+    row = money.posted("a")
+    assert row.total == DELIVERY_FEE + ROYALTY  # the authorised source's deliveries only
+    unbillable = json.loads(row.unbillable_json or "[]")
+    assert [(u["batch_id"], u["kind"], u["records"], u["source"]) for u in unbillable] == [
+        (batches[0].batch_id, "unauthorised_source", 30, "edge-rogue")
+    ]
+    # The rogue's unsigned batch of the next period holds nothing back either.
+    assert money.settlement("a", DAY0 + DAY) is not None
+
+
+def test_the_settlement_token_is_named_by_its_own_symbol(money: Money) -> None:
+    """The account's token symbol and decimals (printed on every statement) are the token's own."""
+    admin = make_caller(money.app, Role.admin, "admin")
+    shop = money.shops["a"]
+    path = f"/settlement/accounts/{shop.user.id}"
+    token = money.chain.deployment.address_of("TestStablecoin")
+    wrong = money.app.put(
+        path, json={"token": token, "token_symbol": "USDT", "token_decimals": 6}, headers=admin.headers
+    )
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "token_mismatch", wrong.text
+    wrong = money.app.put(path, json={"token": token, "token_decimals": 18}, headers=admin.headers)
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "token_mismatch", wrong.text
+    read = money.app.put(path, json={"token": token}, headers=admin.headers)
+    assert read.status_code == 200, read.text
+    assert read.json()["token_symbol"] == "tUSDC" and read.json()["token_decimals"] == 6
