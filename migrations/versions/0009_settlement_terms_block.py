@@ -78,6 +78,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("abandoned_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("abandoned_by", sa.String(length=120), nullable=True))
         batch_op.add_column(sa.Column("abandon_reason", sa.Text(), nullable=True))
+    with op.batch_alter_table("settlement_cases", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("sources_json", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
@@ -105,6 +107,7 @@ def downgrade() -> None:
     op.execute("UPDATE delivery_batches SET state = 'closed' WHERE state = 'abandoned'")
     # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+ and PostgreSQL).
     for table, column in (
+        ("settlement_cases", "sources_json"),
         ("delivery_batches", "abandon_reason"),
         ("delivery_batches", "abandoned_by"),
         ("delivery_batches", "abandoned_at"),

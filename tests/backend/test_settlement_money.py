@@ -664,3 +664,37 @@ def test_the_settlement_token_is_named_by_its_own_symbol(money: Money) -> None:
     read = money.app.put(path, json={"token": token}, headers=admin.headers)
     assert read.status_code == 200, read.text
     assert read.json()["token_symbol"] == "tUSDC" and read.json()["token_decimals"] == 6
+
+
+def test_each_sources_volume_is_compared_with_the_cdns_bill(money: Money) -> None:
+    """Where the CDN's bill is imported, a case names each authorised source's own volume, and flags the
+    source that alone reports more than the bill."""
+    second_key = Account.create()
+    second = register_source(
+        money.session, money.chain, "edge-ams", provider="edgeledger", signer=second_key.address
+    )
+    shop = money.shops["a"]
+    authorise_source(money.session, shop.user.id, second)
+    money.deliver("a")  # edge-fra: 50 deliveries of 2 GB
+    money.deliver("a", count=10, source=second, anchor=False)  # edge-ams: 10 of 2 GB
+    batch = money.session.scalar(select(DeliveryBatch).where(DeliveryBatch.source_pk == second.id))
+    assert batch is not None
+    close_and_anchor(money.session, money.settings, money.chain, [batch], second_key)
+    # The CDN billed 60 GB in EU that day: edge-fra alone reports 100 GB.
+    csv = f"date,region,bytes,requests,amount,currency\n2023-11-14,EU,{60 * GB},60,5.10,USD\n".encode()
+    service.import_billing(
+        money.session, money.settings, shop.account, DAY0, "bill.csv", csv, imported_by=None
+    )
+    money.session.commit()
+    money.run(NOW)
+    row = money.settlement("a")
+    assert row is not None and row.error_code == "reconciliation_open", (row.state, row.error_code)
+    admin = make_caller(money.app, Role.admin, "admin")
+    answer = money.app.get(f"/settlement/cases?merchant_user_id={shop.user.id}", headers=admin.headers)
+    assert answer.status_code == 200, answer.text
+    (case,) = answer.json()
+    assert "bytes" in case["reasons"] and "source_over_bill" in case["reasons"]
+    assert case["sources"] == [
+        {"source": "edge-ams", "bytes": 20 * GB, "requests": 10, "over_bill": False},
+        {"source": "edge-fra", "bytes": 100 * GB, "requests": 50, "over_bill": True},
+    ]

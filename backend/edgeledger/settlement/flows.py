@@ -322,7 +322,7 @@ def _inputs(
     decisions, flagged = [], []
     if billing is not None:
         if not correction:  # a correction applies the decisions taken on its period's bill
-            reconcile_period(session, account, billing, data.receipts, card)
+            reconcile_period(session, account, billing, data, card)
         cases = session.scalars(
             select(ReconciliationCase).where(
                 ReconciliationCase.import_pk == billing.id, ReconciliationCase.state != CaseState.superseded

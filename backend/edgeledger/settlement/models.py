@@ -165,7 +165,10 @@ class ReconciliationCase(Base):
     import_pk: Mapped[int] = mapped_column(ForeignKey("settlement_billing_imports.id"))
     region: Mapped[str] = mapped_column(String(8))
     day: Mapped[str] = mapped_column(String(10))
-    reasons: Mapped[str] = mapped_column(String(100))  # comma-separated: bytes,requests,amount,currency
+    # comma-separated: bytes,requests,amount,currency,source_over_bill
+    reasons: Mapped[str] = mapped_column(String(100))
+    # each source's own volume at the key, JSON [{source, bytes, requests, over_bill}] (period_inputs.py)
+    sources_json: Mapped[str | None] = mapped_column(Text)
     ours_bytes: Mapped[int] = mapped_column(BigInteger)
     theirs_bytes: Mapped[int] = mapped_column(BigInteger)
     ours_requests: Mapped[int] = mapped_column(BigInteger)

@@ -6,7 +6,8 @@ them; nothing here writes a settlement).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, true
@@ -36,7 +37,7 @@ from edgeledger.settlement.models import (
     SettlementAccount,
 )
 from edgeledger.settlement.payouts import Receipt
-from edgeledger.settlement.rates import Currency
+from edgeledger.settlement.rates import BPS, Currency
 from edgeledger.settlement.service import merchant_key
 from edgeledger.settlement.terms import terms_block
 
@@ -51,6 +52,8 @@ class PeriodData:
     batch_ids: list[str]
     #: (region, day) -> [bytes, requests]
     usage: dict[tuple[str, str], list[int]]
+    #: (source name, region, day) -> [bytes, requests]: each source's volume, compared with the CDN's bill
+    source_usage: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
 
 
 def receipt_key(batch_id: str, asset_id: int, region: str, country: str) -> str:
@@ -91,6 +94,7 @@ def period_receipts(
             receipt.region,
             receipt.country,
             DeliverySource.operator,
+            DeliverySource.name,
             func.sum(receipt.requests),
             func.sum(receipt.bytes_delivered),
         )
@@ -105,7 +109,12 @@ def period_receipts(
             DeliveryBatch.batch_id.not_in(sorted(exclude)) if exclude else true(),
         )
         .group_by(
-            DeliveryBatch.batch_id, receipt.asset_id, receipt.region, receipt.country, DeliverySource.operator
+            DeliveryBatch.batch_id,
+            receipt.asset_id,
+            receipt.region,
+            receipt.country,
+            DeliverySource.operator,
+            DeliverySource.name,
         )
         .order_by(DeliveryBatch.batch_id, receipt.asset_id, receipt.region, receipt.country)
     )
@@ -114,7 +123,7 @@ def period_receipts(
     day = utc_day(period_start)
     batch_ids: set[str] = set()
     values: list[tuple[Any, ...]] = []  # in RECEIPT_ROW order
-    for batch_id, asset_id, region, country, operator, requests, nbytes in rows:
+    for batch_id, asset_id, region, country, operator, source, requests, nbytes in rows:
         batch_ids.add(batch_id)
         nbytes, requests = int(nbytes or 0), int(requests)
         key = receipt_key(batch_id, asset_id, region, country)
@@ -132,9 +141,12 @@ def period_receipts(
                 nbytes,
             )
         )
-        counts = data.usage.setdefault((region, day), [0, 0])
-        counts[0] += nbytes
-        counts[1] += requests
+        for counts in (
+            data.usage.setdefault((region, day), [0, 0]),
+            data.source_usage.setdefault((source, region, day), [0, 0]),
+        ):
+            counts[0] += nbytes
+            counts[1] += requests
     data.receipts = Receipt.from_rows(values)
     data.batch_ids = sorted(batch_ids)
     return data
@@ -269,18 +281,45 @@ def _billing_usage(session: Session, billing: BillingImport, merchant: str) -> d
     return {(merchant, r.region, r.day): Usage(r.bytes, r.requests, r.amount, r.currency) for r in rows}
 
 
+def source_volumes(
+    source_usage: dict[tuple[str, str, str], list[int]],
+    region: str,
+    day: str,
+    billed_bytes: int,
+    tolerance: int,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Each source's own volume at (region, day), and whether one alone delivered more than the CDN
+    billed for the key beyond the tolerance (``over_bill``: it reports deliveries the bill does not have)."""
+    volumes = []
+    for (source, r, d), (nbytes, requests) in sorted(source_usage.items()):
+        if (r, d) != (region, day):
+            continue
+        over = nbytes * BPS > billed_bytes * (BPS + tolerance)
+        volumes.append({"source": source, "bytes": nbytes, "requests": requests, "over_bill": over})
+    return volumes, any(v["over_bill"] for v in volumes)
+
+
 def reconcile_period(
-    session: Session, account: SettlementAccount, billing: BillingImport, receipts: list[Receipt], card: Any
+    session: Session,
+    account: SettlementAccount,
+    billing: BillingImport,
+    data: PeriodData,
+    card: Any,
 ) -> None:
-    """Opens a case for every (region, day) beyond the tolerance, once per billing import."""
+    """Opens a case for every (region, day) beyond the tolerance, or where one authorised source alone
+    reports more than the bill, once per billing import; each case lists every source's own volume."""
     if billing.reconciled_at is not None:
         return
     merchant = merchant_key(account)
-    ours = usage_from_receipts(receipts, card)
+    ours = usage_from_receipts(data.receipts, card)
     for delta in reconcile(ours, _billing_usage(session, billing, merchant), account.tolerance_bps):
-        if not delta.flagged:
-            continue
         _merchant, region, day = delta.key
+        volumes, over = source_volumes(
+            data.source_usage, region, day, delta.theirs.bytes, account.tolerance_bps
+        )
+        if not delta.flagged and not over:
+            continue
+        reasons = (*delta.reasons, "source_over_bill") if over else delta.reasons
         session.add(
             ReconciliationCase(
                 merchant_user_id=account.merchant_user_id,
@@ -288,7 +327,8 @@ def reconcile_period(
                 import_pk=billing.id,
                 region=region,
                 day=day,
-                reasons=",".join(delta.reasons),
+                reasons=",".join(reasons),
+                sources_json=json.dumps(volumes),
                 ours_bytes=delta.ours.bytes,
                 theirs_bytes=delta.theirs.bytes,
                 ours_requests=delta.ours.requests,

@@ -217,6 +217,8 @@ class CaseRead(BaseModel):
     region: str
     day: str
     reasons: list[str]
+    #: each authorised source's own volume at the key: {source, bytes, requests, over_bill}
+    sources: list[dict[str, Any]] = []
     ours_bytes: int
     theirs_bytes: int
     ours_requests: int
@@ -243,6 +245,7 @@ class CaseRead(BaseModel):
             region=case.region,
             day=case.day,
             reasons=[r for r in case.reasons.split(",") if r],
+            sources=json.loads(case.sources_json or "[]"),
             ours_bytes=case.ours_bytes,
             theirs_bytes=case.theirs_bytes,
             ours_requests=case.ours_requests,
