@@ -312,8 +312,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
 
     /// @notice Pays `amount` of a settlement's held royalties under the supplementary settlement
     /// `releaseId` (`period + (sequence << 32)`, where `period` is the low 32 bits of `periodId`): a new
-    /// root with its own challenge window, claimed like any other. Only while the settlement that holds
-    /// them stands (posted or upheld). The holding settlement is a period's own (`periodId` < 2**32) or a
+    /// root with its own challenge window, claimed like any other. Only once the settlement that holds
+    /// them is final (upheld, or posted and past its challenge window), so it can no longer be cancelled. The holding settlement is a period's own (`periodId` < 2**32) or a
     /// supplementary settlement of the same period that held royalties of late records.
     /// @param periodId The settlement whose held reserve pays.
     /// @param merchant The merchant.
@@ -331,10 +331,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
             revert NotSupplementary(periodId, releaseId);
         }
         Settlement storage source = _requireSettlement(periodId, merchant);
-        SettlementStatus status = source.status;
-        if (status != SettlementStatus.Posted && status != SettlementStatus.Upheld) {
-            revert NotReleasable(periodId, merchant, status);
-        }
+        // Only from a settlement that can no longer be cancelled: a release never outlives its reserve.
+        if (!_isFinal(source)) revert NotReleasable(periodId, merchant, source.status);
         uint256 held = _held[periodId][merchant];
         if (amount > held) revert HeldExceeded(periodId, merchant, held, amount);
         Settlement storage release = _settlements[releaseId][merchant];
@@ -611,6 +609,13 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
             _held[periodId][merchant] = held;
             emit RoyaltiesHeld(periodId, merchant, token, held);
         }
+    }
+
+    /// @dev Upheld, or posted with its challenge window over: no longer challengeable nor cancellable.
+    function _isFinal(Settlement storage settlement) private view returns (bool) {
+        SettlementStatus status = settlement.status;
+        return status == SettlementStatus.Upheld
+            || (status == SettlementStatus.Posted && block.timestamp >= settlement.claimsOpenAt);
     }
 
     /// @dev Moves `amount` of the merchant's escrow in an allow-listed `token` to reserved.

@@ -230,6 +230,8 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
                 self.next_day(silent=False)
             if disputed:
                 self.arbitrate(1, outcome)
+                self.time_passes()  # held royalties are released once their period is final
+                self.run()
             if late or disputed:
                 self.run()
 

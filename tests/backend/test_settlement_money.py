@@ -38,8 +38,9 @@ from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import Settlement, SettlementState
 from edgeledger.settlement.payouts import Statement
+from edgeledger.settlement.statements import context_from_json, merchant_statement_json
 from edgeledger.verify.rpc import Chain, vault_settlement
-from edgeledger.verify.settlement import chain_terms, check_document
+from edgeledger.verify.settlement import chain_terms, check_document, recompute
 from tests.backend.support.deliveries import (
     add_merchant_host,
     add_records,
@@ -93,6 +94,11 @@ class Money:
 
     def mine(self) -> None:
         rpc(self.settings.eth_rpc_url, "evm_mine")
+
+    def pass_window(self) -> None:
+        """The chain's clock moves past every posted settlement's challenge window."""
+        rpc(self.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
+        self.mine()
 
     def deliver(
         self,
@@ -163,8 +169,6 @@ class Money:
         """``edgeledger verify settlement``'s checks of a document: name -> passed."""
         chain = Chain(self.chain.rpc_url)
         on_chain = vault_settlement(chain, document["vault"], document["period_id"], document["merchant"])
-        from edgeledger.verify.settlement import recompute
-
         terms = chain_terms(chain, document["registry"], recompute(document)[0])
         return {c.name: c.ok for c in check_document(document, on_chain, terms)}
 
@@ -306,7 +310,8 @@ def test_a_dispute_on_chain_holds_royalties_and_a_reassignment_pays_the_rightful
     rightful = Account.create().address
     fn = money.registry.functions.reassignRights(money.asset_id, rightful, notice)
     money.as_wallet(money.admin, fn)
-    money.mine()
+    money.pass_window()  # the first period is final: its held royalty can be released
+    money.run(NEXT)
     money.run(NEXT)
     row = money.posted("a", DAY0 + DAY)
     paid = money.payouts(row)
@@ -369,6 +374,11 @@ def test_held_royalties_are_reserved_and_released_to_the_holder_when_the_dispute
 
     money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
     money.mine()
+    money.run(NOW)
+    # Not before the period is final: while it can still be challenged and cancelled, nothing is released.
+    assert money.session.scalar(select(Settlement).where(Settlement.funded_by_pk == period.id)) is None
+    money.pass_window()
+    money.run(NOW)  # the period becomes claimable
     report = money.run(NOW)
     release = _release_of(money, period)
     assert report.released == [release.id]
@@ -402,6 +412,23 @@ def test_held_royalties_are_reserved_and_released_to_the_holder_when_the_dispute
     assert totals["unclaimed"] == 0
     totals = _earnings(money, second.address)
     assert totals["earned"] == totals["unclaimed"] == totals["claimable"] == NET_ROYALTY * 3 // 10
+    # ... and in the payee's statement, next to this settlement's lines.
+    admin = make_caller(money.app, Role.admin, "admin")
+    path = f"/settlement/settlements/{release.id}/payees/{first.address}/statement"
+    answer = money.app.get(path, headers=admin.headers)
+    assert answer.status_code == 200, answer.text
+    ledger = answer.json()["ledger"]
+    assert ledger["claimed"]["minor"] == ledger["released"]["minor"] == NET_ROYALTY * 7 // 10
+    assert ledger["unclaimed"]["minor"] == 0 and ledger["claimed"]["currency"] == "tUSDC"
+    html = money.app.get(path + "?format=html", headers=admin.headers)
+    assert html.status_code == 200 and "running ledger" in html.text
+    # The release's statement leads to the batches whose receipts earned the royalty, and an auditor
+    # gets the very same statement from the published inputs alone (as the audit package verifier does).
+    issued = money.app.get(f"/settlement/settlements/{release.id}/statement", headers=admin.headers).json()
+    assert [b["batch_id"] for b in issued["batches"]] == json.loads(period.batch_ids_json)
+    assert issued["related"][0]["settlement_id"] == period.id
+    _, recomputed, _ = recompute(money.document(release))
+    assert merchant_statement_json(recomputed, context_from_json(issued)) == issued
 
 
 def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Money) -> None:
@@ -414,6 +441,8 @@ def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Mo
     money.run(NOW)
     period = money.posted("a")
     assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
+    money.pass_window()
+    money.run(NOW)  # the period is final
     money.run(NOW)  # the takedown decides it: a release paying the merchant back
     release = _release_of(money, period)
     assert money.payouts(release) == {shop.key.address.lower(): ROYALTY}

@@ -38,6 +38,19 @@ def held_period(vault, settler, merchant, usdc, fund, payees):
     return payout, tx
 
 
+@pytest.fixture
+def final_period(held_period):
+    """Period 7 past its challenge window: final, its held royalties releasable."""
+    chain.sleep(CHALLENGE_WINDOW + 1)
+    chain.mine()
+    return held_period
+
+
+def _final() -> None:
+    chain.sleep(CHALLENGE_WINDOW + 1)
+    chain.mine()
+
+
 def test_held_royalties_are_reserved_with_the_root(vault, merchant, usdc, held_period, settler):
     _payout, tx = held_period
     assert tx.events["RoyaltiesHeld"]["held"] == 400
@@ -52,10 +65,13 @@ def test_held_royalties_are_reserved_with_the_root(vault, merchant, usdc, held_p
     # Escrow must cover total + held.
     with brownie.reverts(vault_error("InsufficientEscrow", merchant, usdc, 1_000, 1_001)):
         vault.postWithHeld(8, merchant, usdc, random_hash(), 1, 1_000, {"from": settler})
+    # Nothing is released while the period can still be challenged and cancelled.
+    with brownie.reverts(vault_error("NotReleasable", 7, merchant, 1)):
+        vault.releaseHeld(7, merchant, SUPPLEMENT + 7, random_hash(), 1, {"from": settler})
 
 
 def test_released_royalties_are_a_new_root_claimed_after_its_own_window(
-    vault, settler, merchant, usdc, held_period, payees
+    vault, settler, merchant, usdc, final_period, payees
 ):
     release_id = SUPPLEMENT + 7
     holder = payees[2]
@@ -78,7 +94,7 @@ def test_released_royalties_are_a_new_root_claimed_after_its_own_window(
     _conserved(vault, usdc)
 
 
-def test_release_bounds(vault, settler, merchant, usdc, held_period, auditor):
+def test_release_bounds(vault, settler, merchant, usdc, final_period, auditor):
     root = random_hash()
     with brownie.reverts(vault_error("HeldExceeded", 7, merchant, 400, 401)):
         vault.releaseHeld(7, merchant, SUPPLEMENT + 7, root, 401, {"from": settler})
@@ -104,7 +120,7 @@ def test_release_bounds(vault, settler, merchant, usdc, held_period, auditor):
         vault.releaseHeld(7, merchant, 3 * SUPPLEMENT + 7, root, 1, {"from": settler})
 
 
-def test_a_refund_is_a_release_paying_the_merchant(vault, settler, merchant, usdc, held_period):
+def test_a_refund_is_a_release_paying_the_merchant(vault, settler, merchant, usdc, final_period):
     """After a takedown the held royalties go back to the merchant: a release leaf to its own address."""
     release = Payout(SUPPLEMENT + 7, str(merchant), str(usdc), {str(merchant): 400})
     vault.releaseHeld(7, merchant, SUPPLEMENT + 7, release.root, 400, {"from": settler})
@@ -129,7 +145,7 @@ def test_a_challenged_period_freezes_its_held_reserve_and_a_cancelled_one_return
 
 
 def test_a_cancelled_release_returns_to_the_held_reserve_it_came_from(
-    vault, admin, settler, merchant, usdc, held_period
+    vault, admin, settler, merchant, usdc, final_period
 ):
     release_id = SUPPLEMENT + 7
     vault.releaseHeld(7, merchant, release_id, random_hash(), 300, {"from": settler})
@@ -144,7 +160,7 @@ def test_a_cancelled_release_returns_to_the_held_reserve_it_came_from(
     _conserved(vault, usdc)
 
 
-def test_pausing_stops_releases(vault, admin, settler, merchant, held_period):
+def test_pausing_stops_releases(vault, admin, settler, merchant, final_period):
     vault.pause({"from": admin})
     with brownie.reverts(vault_error("EnforcedPause")):
         vault.releaseHeld(7, merchant, SUPPLEMENT + 7, random_hash(), 1, {"from": settler})
@@ -152,7 +168,7 @@ def test_pausing_stops_releases(vault, admin, settler, merchant, held_period):
 
 
 def test_a_late_correction_holds_and_releases_under_the_same_period(
-    vault, admin, settler, merchant, usdc, held_period, payees
+    vault, admin, settler, merchant, usdc, final_period, payees
 ):
     """A supplementary settlement of late records (id period + 1<<32) is posted from escrow with its own
     held royalties; they are released under the period's next supplementary id, and a release cannot fund
@@ -162,6 +178,9 @@ def test_a_late_correction_holds_and_releases_under_the_same_period(
     vault.postWithHeld(correction, merchant, usdc, payout.root, 50, 30, {"from": settler})
     assert vault.heldOf(correction, merchant) == 30 and vault.escrowOf(merchant, usdc) == 920
     _conserved(vault, usdc)
+    with brownie.reverts(vault_error("NotReleasable", correction, merchant, 1)):
+        vault.releaseHeld(correction, merchant, 2 * SUPPLEMENT + 7, random_hash(), 1, {"from": settler})
+    _final()
     with brownie.reverts(vault_error("NotSupplementary", correction, correction)):
         vault.releaseHeld(correction, merchant, correction, random_hash(), 1, {"from": settler})
     with brownie.reverts(vault_error("NotSupplementary", correction, SUPPLEMENT + 8)):
@@ -169,7 +188,7 @@ def test_a_late_correction_holds_and_releases_under_the_same_period(
     release = 2 * SUPPLEMENT + 7
     vault.releaseHeld(correction, merchant, release, random_hash(), 30, {"from": settler})
     assert vault.heldOf(correction, merchant) == 0 and vault.heldOf(7, merchant) == 400
-    with brownie.reverts(vault_error("HeldExceeded", release, merchant, 0, 1)):
+    with brownie.reverts(vault_error("NotReleasable", release, merchant, 1)):  # and it holds nothing
         vault.releaseHeld(release, merchant, 3 * SUPPLEMENT + 7, random_hash(), 1, {"from": settler})
     _conserved(vault, usdc)
     # Cancelled, the release goes back to the correction's held reserve ...

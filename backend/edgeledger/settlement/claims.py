@@ -20,7 +20,8 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.ledger.hashing import keccak256
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.flows import VAULT, payout_tree
-from edgeledger.settlement.models import Settlement, SettlementPayout, SettlementState
+from edgeledger.settlement.models import Settlement, SettlementKind, SettlementPayout, SettlementState
+from edgeledger.settlement.schemas import EarningItem, EarningsRead, EarningTotals
 
 #: settlements whose leaves are on chain (claimable now, or after the window / a challenge)
 ON_CHAIN_STATES = (SettlementState.posted, SettlementState.challenged, SettlementState.claimable)
@@ -258,3 +259,50 @@ def relay(session: Session, chain: ChainClient, payee: str, request: RelayReques
     return RelayResult(
         tx_hash=result.tx_hash, block_number=result.block_number, claims=len(args), total_by_token=totals
     )
+
+
+def earnings_of(session: Session, chain: ChainClient, payee: str) -> EarningsRead:
+    """Every settlement that pays ``payee`` (periods, corrections, releases) with the vault's claimed flag
+    read now, and per token the running ledger across periods (schemas.EarningTotals)."""
+    rows = payouts_of(session, payee)
+    vault = chain.contract(VAULT) if any(s.state in ON_CHAIN_STATES for s, _ in rows) else None
+    items: list[EarningItem] = []
+    totals: dict[str, EarningTotals] = {}
+    for settlement, amount in rows:
+        merchant = to_checksum_address(settlement.merchant_address)
+        token = to_checksum_address(settlement.token)
+        claimed = False
+        if vault is not None and settlement.state in ON_CHAIN_STATES:
+            claimed = bool(chain.call(vault.functions.isClaimed(settlement.period_id, merchant, payee)))
+        items.append(
+            EarningItem(
+                settlement_id=settlement.id,
+                period_id=settlement.period_id,
+                period_start=settlement.period_start,
+                attempt=settlement.attempt,
+                merchant=merchant,
+                token=token,
+                amount=int(amount),
+                state=settlement.state,
+                claims_open_at=settlement.claims_open_at,
+                claimed=claimed,
+                kind=settlement.kind,
+            )
+        )
+        if settlement.state == SettlementState.cancelled:
+            continue
+        bucket = totals.setdefault(token, EarningTotals())
+        bucket.earned += int(amount)
+        if settlement.kind == SettlementKind.release:
+            bucket.released += int(amount)
+        if not claimed:
+            bucket.unclaimed += int(amount)
+        if claimed:
+            bucket.claimed += int(amount)
+        elif settlement.state == SettlementState.claimable:
+            bucket.claimable += int(amount)
+        elif settlement.state in ON_CHAIN_STATES:
+            bucket.pending += int(amount)
+        else:
+            bucket.not_posted += int(amount)
+    return EarningsRead(payee=payee, items=items, totals=totals)

@@ -35,12 +35,13 @@ from edgeledger.settlement import SettlementError
 from edgeledger.settlement.payouts import (
     AssetTerms,
     LineItem,
+    Statement,
     _distribute_royalty,
     _Frozen,
     _Ledger,
     payee,
 )
-from edgeledger.settlement.rates import BPS, largest_remainder
+from edgeledger.settlement.rates import BPS, Currency, largest_remainder
 
 #: Version of the published release inputs document.
 RELEASE_VERSION = 1
@@ -65,6 +66,9 @@ class HeldItem(_Frozen):
     #: the asset, then each ancestor the royalty passed to, up to the one that held it
     via: tuple[str, ...] = Field(min_length=1)
     amount: int = Field(gt=0)
+    #: the period's receipts that earned it (``<batch id>:<asset>:<region>:<country>``): release lines
+    #: cite them, so a release statement leads to the batches and proofs like the period's
+    receipt_keys: tuple[str, ...] = Field(min_length=1)
 
     @property
     def holder_asset(self) -> str:
@@ -85,6 +89,10 @@ class ReleaseInputs(_Frozen):
     platform: str = Field(min_length=1)
     platform_fee_bps: int = Field(ge=0, le=BPS)
     derivative_share_bps: int = Field(ge=0, le=BPS)
+    #: the period's rate card version and currency, and the settlement currency (for the statement)
+    card_version: int = Field(ge=1)
+    card_currency: Currency
+    currency: Currency
 
 
 class Release(_Frozen):
@@ -144,7 +152,7 @@ def compute_release(inputs: ReleaseInputs) -> Release:
         moved += item.amount
         if decided == "refund":
             refunded.append(item.key)
-            ledger.pay(inputs.merchant_address, item.amount, "refund", item.asset_id, (item.key,))
+            ledger.pay(inputs.merchant_address, item.amount, "refund", item.asset_id, item.receipt_keys)
             continue
         released.append(item.key)
         amount = item.amount
@@ -152,10 +160,10 @@ def compute_release(inputs: ReleaseInputs) -> Release:
             parts = largest_remainder(
                 amount, {"fee": inputs.platform_fee_bps, "net": BPS - inputs.platform_fee_bps}
             )
-            ledger.pay(inputs.platform, parts["fee"], "platform_fee", item.asset_id, (item.key,))
+            ledger.pay(inputs.platform, parts["fee"], "platform_fee", item.asset_id, item.receipt_keys)
             amount = parts["net"]
         _distribute_royalty(
-            ledger, assets, inputs.derivative_share_bps, item.holder_asset, amount, (item.key,)
+            ledger, assets, inputs.derivative_share_bps, item.holder_asset, amount, item.receipt_keys
         )
     payees: dict[str, int] = {}
     for line in ledger.items:
@@ -169,6 +177,35 @@ def compute_release(inputs: ReleaseInputs) -> Release:
         refunded=tuple(refunded),
         held=tuple(held),
         total=moved,
+    )
+
+
+def release_statement(inputs: ReleaseInputs, release: Release) -> Statement:
+    """A release as a statement (stored, issued and recomputed by the verifiers alike): what it pays,
+    royalties released or refunded per asset, and to whom; it charges the merchant nothing new (the
+    period's held reserve pays)."""
+    by_key = {i.key: i for i in inputs.items}
+    royalties: dict[str, int] = {}
+    for key in (*release.released, *release.refunded):
+        item = by_key[key]
+        royalties[item.asset_id] = royalties.get(item.asset_id, 0) + item.amount
+    return Statement(
+        merchant=inputs.merchant,
+        period_start=inputs.period_start,
+        period_end=inputs.period_end,
+        card_version=inputs.card_version,
+        card_currency=inputs.card_currency,
+        currency=inputs.currency,
+        charge_card_currency=0,
+        charge=release.total,
+        fx=None,
+        delivery_fees={},
+        royalties=dict(sorted(royalties.items())),
+        payees=release.payees,
+        line_items=release.line_items,
+        violations=(),
+        held_back=(),
+        decisions=(),
     )
 
 
@@ -189,5 +226,6 @@ __all__ = [
     "outcome",
     "payee",
     "release_digest",
+    "release_statement",
     "supplementary_id",
 ]

@@ -2,8 +2,10 @@
 
 Crash safety and exactly-once:
 
-* a period's held items are written with its statement (flows.compute) and are live once the period's
-  root and held reserve are on chain (state ``posted`` or ``claimable``);
+* a period's (or correction's) held items are written with its statement (flows.compute) and can be
+  released once it is final (``claimable``: upheld, or past its challenge window; the vault refuses
+  ``releaseHeld`` before, ``NotReleasable``): a settlement that can still be cancelled never funds a
+  release, so a release never outlives the reserve it was paid from;
 * a release is one ``settlements`` row (``kind = "release"``, ``sequence`` n, on chain
   ``period id + (n << 32)``) written in the same transaction that marks its items ``released`` or
   ``refunded`` with its id: an item is in at most one live release, and a crash leaves either both or
@@ -38,6 +40,7 @@ from edgeledger.settlement.held import (
     ReleaseInputs,
     canonical_release_inputs,
     compute_release,
+    release_statement,
     supplementary_id,
 )
 from edgeledger.settlement.models import (
@@ -55,8 +58,8 @@ from edgeledger.settlement.terms import read_terms
 
 log = logging.getLogger(__name__)
 
-#: A period's held reserve is on chain and standing in these states.
-_LIVE = (SettlementState.posted, SettlementState.claimable)
+#: A period's held reserve is final (no longer cancellable) in this state: releases may draw on it.
+_LIVE = (SettlementState.claimable,)
 #: A release in these states is still in flight: its period waits for it.
 _IN_FLIGHT = (
     SettlementState.blocked,
@@ -85,13 +88,15 @@ def record_held(session: Session, settlement: Settlement, held_back: tuple[HeldB
     settlement.held_total = sum(h.amount for h in held_back)
 
 
-def held_item(row: SettlementHeld) -> HeldItem:
+def held_item(row: SettlementHeld, statement: Statement) -> HeldItem:
+    """The held row as a release input, with the receipts that earned it (its period's statement)."""
     return HeldItem(
         key=f"{row.settlement_pk}:{row.position}",
         asset_id=row.asset_id,
         reason=row.reason,  # type: ignore[arg-type]
         via=tuple(json.loads(row.via_json)),
         amount=int(row.amount),
+        receipt_keys=statement.held_back[row.position].receipt_keys,
     )
 
 
@@ -144,9 +149,9 @@ def open_releases(session: Session, chain: ChainClient, settings: Settings, plat
                 .order_by(SettlementHeld.position)
             )
         )
-        items = [held_item(r) for r in rows]
-        assets = read_terms(registry, lambda fn: chain.call(fn, block), {int(i.holder_asset) for i in items})
         statement = Statement.model_validate_json(period.statement_json or "{}")
+        items = [held_item(r, statement) for r in rows]
+        assets = read_terms(registry, lambda fn: chain.call(fn, block), {int(i.holder_asset) for i in items})
         inputs = _release_inputs(period, statement, items, assets, block, platform)
         release = compute_release(inputs)
         if not release.total:
@@ -177,33 +182,9 @@ def _release_inputs(
         platform=platform,
         platform_fee_bps=card.platform_fee_bps,
         derivative_share_bps=card.derivative_share_bps,
-    )
-
-
-def release_statement(period_statement: Statement, release: Any, items: list[HeldItem]) -> Statement:
-    """A release as a statement: what it pays (royalties released per asset, refunds) and to whom."""
-    by_key = {i.key: i for i in items}
-    royalties: dict[str, int] = {}
-    for key in (*release.released, *release.refunded):
-        item = by_key[key]
-        royalties[item.asset_id] = royalties.get(item.asset_id, 0) + item.amount
-    return Statement(
-        merchant=period_statement.merchant,
-        period_start=period_statement.period_start,
-        period_end=period_statement.period_end,
-        card_version=period_statement.card_version,
-        card_currency=period_statement.card_currency,
-        currency=period_statement.currency,
-        charge_card_currency=0,
-        charge=release.total,
-        fx=None,
-        delivery_fees={},
-        royalties=dict(sorted(royalties.items())),
-        payees=release.payees,
-        line_items=release.line_items,
-        violations=(),
-        held_back=(),
-        decisions=(),
+        card_version=statement.card_version,
+        card_currency=statement.card_currency,
+        currency=statement.currency,
     )
 
 
@@ -245,7 +226,7 @@ def _write_release(
         payee_count=len(tree),
         inputs_digest="0x" + hashlib.sha256(canonical).hexdigest(),
         inputs_gz=gzip.compress(canonical, compresslevel=6, mtime=0),
-        statement_json=release_statement(statement, release, list(inputs.items)).model_dump_json(),
+        statement_json=release_statement(inputs, release).model_dump_json(),
         terms_block=inputs.terms_block,
         computed_at=utcnow(),
     )

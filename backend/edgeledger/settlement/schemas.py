@@ -399,16 +399,17 @@ class EarningItem(BaseModel):
     claims_open_at: int | None
     #: SettlementVault.isClaimed now; always false for settlements that are not on chain
     claimed: bool
-    #: "period", or "release" (held royalties released to this payee after a dispute, or refunded)
+    #: "period", "correction" (late records of a settled period) or "release" (held royalties released to
+    #: this payee after a dispute, or refunded)
     kind: str = "period"
 
 
 class EarningTotals(BaseModel):
     """Per token, a running ledger across periods: ``earned`` (every payout of a settlement that was not
-    cancelled, periods and releases alike) = ``claimed`` + ``unclaimed``; ``unclaimed`` = ``claimable``
-    now + ``pending`` on chain (window running or challenged) + ``not_posted`` (computed, not yet on
-    chain); ``released`` is the part of ``earned`` paid by releases of held royalties. Cancelled attempts
-    count nowhere."""
+    cancelled, periods, corrections and releases alike) = ``claimed`` + ``unclaimed``; ``unclaimed`` =
+    ``claimable`` now + ``pending`` on chain (window running or challenged) + ``not_posted`` (computed,
+    not yet on chain); ``released`` is the part of ``earned`` paid by releases of held royalties.
+    Cancelled attempts count nowhere."""
 
     earned: int = 0
     released: int = 0

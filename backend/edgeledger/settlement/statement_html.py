@@ -307,6 +307,13 @@ def statement_html(statement: Statement, ctx: StatementContext, payee: str | Non
                 ]
             )
         )
+        if ctx.payee_ledger is not None:
+            body.append("<h2>Your running ledger in this token, all periods</h2>")
+            body.append(
+                _meta_html(
+                    [(_e(name.replace("_", " ")), token(int(v))) for name, v in ctx.payee_ledger.items()]
+                )
+            )
         keys = [k for item in lines for k in item.receipt_keys]
         regions = {parse_receipt_key(k).region for k in keys}
         usage = {key: value for key, value in ctx.usage_by_region_day.items() if key[0] in regions}

@@ -98,6 +98,9 @@ class StatementContext:
     #: ``{"settlement_id", "kind", "sequence", "period_id", "state", "total"}`` each, linked by
     #: :func:`settlement_link`
     related: Sequence[Mapping[str, Any]] = ()
+    #: a payee statement's running ledger in this token across all periods (schemas.EarningTotals as a
+    #: dict: earned, released, claimed, unclaimed, claimable, pending, not_posted), read when rendered
+    payee_ledger: Mapping[str, int] | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -483,6 +486,11 @@ def payee_statement_json(statement: Statement, ctx: StatementContext, payee: str
         **_context_json(statement, ctx),
         "payee": payee.lower(),
         "total": _token_money(sum(item.amount for item in lines), ctx),
+        "ledger": (
+            {name: _token_money(int(v), ctx) for name, v in ctx.payee_ledger.items()}
+            if ctx.payee_ledger is not None
+            else None
+        ),
         "line_items": [_line_json(item, ctx) for item in lines],
         "receipts": _receipts_json(keys, ctx),
         "batches": _batches(keys, ctx.api_base),

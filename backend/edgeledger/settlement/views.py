@@ -49,7 +49,6 @@ from edgeledger.settlement.models import (
     ReconciliationCase,
     Settlement,
     SettlementAccount,
-    SettlementKind,
     SettlementPayout,
     SettlementState,
 )
@@ -61,7 +60,6 @@ from edgeledger.settlement.schemas import (
     BillingImportRead,
     CaseDecision,
     CaseRead,
-    EarningItem,
     EarningsRead,
     EarningTotals,
     FxRateCreate,
@@ -509,6 +507,7 @@ def get_payee_statement(
     address: str,
     request: Request,
     session: SessionDep,
+    chain: ChainDep,
     principal: AnyoneDep,
     fmt: StatementFormat = "json",
 ) -> Response:
@@ -527,7 +526,9 @@ def get_payee_statement(
         raise SettlementError(
             f"{payee} is not paid by settlement {settlement.id}", code="payee_not_found", status=404
         )
-    return _render(session, settlement, text, payee, fmt, _base_url(request))
+    totals = claims.earnings_of(session, chain, payee).totals.get(to_checksum_address(settlement.token))
+    ledger = (totals or EarningTotals()).model_dump()
+    return _render(session, settlement, text, payee, fmt, _base_url(request), ledger)
 
 
 @router.get("/settlements/{settlement_id}/payouts", response_model=PayoutPage)
@@ -599,48 +600,7 @@ def payee_earnings(address: str, session: SessionDep, chain: ChainDep, principal
     whether it is claimed in the vault, with totals per token."""
     payee = _checksummed(address, "payee")
     _ensure_payee_reader(principal, payee)
-    rows = claims.payouts_of(session, payee)
-    vault = chain.contract(flows.VAULT) if any(s.state in ON_CHAIN_STATES for s, _ in rows) else None
-    items: list[EarningItem] = []
-    totals: dict[str, EarningTotals] = {}
-    for settlement, amount in rows:
-        merchant = to_checksum_address(settlement.merchant_address)
-        token = to_checksum_address(settlement.token)
-        claimed = False
-        if vault is not None and settlement.state in ON_CHAIN_STATES:
-            claimed = bool(chain.call(vault.functions.isClaimed(settlement.period_id, merchant, payee)))
-        items.append(
-            EarningItem(
-                settlement_id=settlement.id,
-                period_id=settlement.period_id,
-                period_start=settlement.period_start,
-                attempt=settlement.attempt,
-                merchant=merchant,
-                token=token,
-                amount=int(amount),
-                state=settlement.state,
-                claims_open_at=settlement.claims_open_at,
-                claimed=claimed,
-                kind=settlement.kind,
-            )
-        )
-        if settlement.state == SettlementState.cancelled:
-            continue
-        bucket = totals.setdefault(token, EarningTotals())
-        bucket.earned += int(amount)
-        if settlement.kind == SettlementKind.release:
-            bucket.released += int(amount)
-        if not claimed:
-            bucket.unclaimed += int(amount)
-        if claimed:
-            bucket.claimed += int(amount)
-        elif settlement.state == SettlementState.claimable:
-            bucket.claimable += int(amount)
-        elif settlement.state in ON_CHAIN_STATES:
-            bucket.pending += int(amount)
-        else:
-            bucket.not_posted += int(amount)
-    return EarningsRead(payee=payee, items=items, totals=totals)
+    return claims.earnings_of(session, chain, payee)
 
 
 @router.get("/payees/{address}/claims", response_model=claims.ClaimsRead)
@@ -761,11 +721,20 @@ def _base_url(request: Request) -> str:
 
 
 def _render(
-    session: Session, settlement: Settlement, text: str, payee: str | None, fmt: str, base: str
+    session: Session,
+    settlement: Settlement,
+    text: str,
+    payee: str | None,
+    fmt: str,
+    base: str,
+    ledger: dict[str, int] | None = None,
 ) -> Response:
-    """The merchant's statement (``payee`` None) or one payee's, in json, csv or html."""
+    """The merchant's statement (``payee`` None) or one payee's (with its running ``ledger``), in json,
+    csv or html."""
     statement = Statement.model_validate_json(text)
-    ctx = dataclasses.replace(service.statement_context(session, settlement, statement), api_base=base)
+    ctx = dataclasses.replace(
+        service.statement_context(session, settlement, statement), api_base=base, payee_ledger=ledger
+    )
     filename = f"settlement-{settlement.id}" + (f"-{payee.lower()}" if payee else "") + f".{fmt}"
     disposition = "attachment" if fmt == "csv" else "inline"
     headers = {"Content-Disposition": f'{disposition}; filename="{filename}"'}

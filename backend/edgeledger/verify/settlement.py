@@ -20,7 +20,7 @@ from eth_utils.address import to_checksum_address
 
 from edgeledger.ledger.payout_leaf import PayoutTree
 from edgeledger.settlement import SettlementError
-from edgeledger.settlement.held import ReleaseInputs, compute_release, release_digest
+from edgeledger.settlement.held import ReleaseInputs, compute_release, release_digest, release_statement
 from edgeledger.settlement.payouts import (
     UNREGISTERED,
     AssetTerms,
@@ -42,7 +42,7 @@ def recompute(document: Mapping[str, Any]) -> tuple[PayoutInputs | ReleaseInputs
         if document.get("kind") == "release":
             release_inputs = ReleaseInputs.model_validate_json(json.dumps(document["inputs"]))
             release = compute_release(release_inputs)
-            statement = Statement.model_construct(payees=release.payees, charge=release.total, held_back=())
+            statement = release_statement(release_inputs, release)
             return release_inputs, statement, PayoutTree(period_id, merchant, token, release.payees)
         inputs = PayoutInputs.model_validate_json(json.dumps(document["inputs"]))
         statement = compute_payouts(inputs)
