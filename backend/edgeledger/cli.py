@@ -294,6 +294,42 @@ def list_sources(api: ApiUrl = "", api_key: ApiKey = "") -> None:
         typer.echo(f"{source['name']:<24} {source['kind']:<13} {source['status']:<11} {source['source_id']}")
 
 
+@sources_app.command("authorise")
+def authorise_source(
+    source: Annotated[str, typer.Argument(help="The source's name or 0x source id")],
+    merchant: Annotated[
+        int | None, typer.Option(help="The merchant's user id (admins, on its behalf)")
+    ] = None,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Stop the source billing the merchant")] = False,
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Let a source bill a merchant (only authorised sources' records are charged), or --revoke it."""
+    base, headers = api or _default_api(), {"X-API-Key": api_key}
+    if revoke:
+        params = {"merchant_user_id": merchant} if merchant is not None else {}
+        response = httpx.delete(
+            f"{base}/deliveries/merchant-sources/{source}", params=params, headers=headers
+        )
+    else:
+        body = {"source": source, "merchant_user_id": merchant}
+        response = httpx.post(f"{base}/deliveries/merchant-sources", json=body, headers=headers)
+    if response.status_code >= 400:
+        _fail(response)
+    typer.secho(f"{source} {'revoked' if revoke else 'authorised'}", fg="green", err=True)
+
+
+@sources_app.command("authorised")
+def list_authorised(api: ApiUrl = "", api_key: ApiKey = "") -> None:
+    """The sources each merchant authorises to bill it (a merchant sees its own)."""
+    response = httpx.get(
+        f"{api or _default_api()}/deliveries/merchant-sources", headers={"X-API-Key": api_key}
+    )
+    if response.status_code >= 400:
+        _fail(response)
+    typer.echo(json.dumps(response.json(), indent=2))
+
+
 @app.command("batches")
 def list_batches(
     source: str | None = None,

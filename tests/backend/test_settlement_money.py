@@ -25,10 +25,12 @@ from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
 from edgeledger.assets.models import Asset
 from edgeledger.auth.models import Role, User
 from edgeledger.chain.client import ChainClient
+from edgeledger.cli import app as cli_app
 from edgeledger.compliance.models import ComplianceEvent
 from edgeledger.config import Settings
 from edgeledger.deliveries.ingest import _AssetResolver
@@ -727,3 +729,24 @@ def test_each_sources_volume_is_compared_with_the_cdns_bill(money: Money) -> Non
         {"source": "edge-ams", "bytes": 20 * GB, "requests": 10, "over_bill": False},
         {"source": "edge-fra", "bytes": 100 * GB, "requests": 50, "over_bill": True},
     ]
+
+
+def test_a_merchant_authorises_and_revokes_a_source_from_the_cli(money: Money, live_api: str) -> None:
+    merchant = make_caller(money.app, Role.merchant, "Shop c")
+    auth = ["--api", live_api, "--api-key", merchant.api_key]
+
+    def authorised() -> list[str]:
+        result = CliRunner().invoke(cli_app, ["sources", "authorised", *auth])
+        assert result.exit_code == 0, result.output
+        return [r["source"] for r in json.loads(result.stdout) if r["merchant_user_id"] == merchant.user_id]
+
+    assert authorised() == []
+    result = CliRunner().invoke(cli_app, ["sources", "authorise", "edge-fra", *auth])
+    assert result.exit_code == 0, result.output
+    assert authorised() == ["edge-fra"]
+    # A merchant authorises sources for itself only.
+    result = CliRunner().invoke(cli_app, ["sources", "authorise", "edge-fra", "--merchant", "1", *auth])
+    assert result.exit_code != 0 and "forbidden" in result.output
+    result = CliRunner().invoke(cli_app, ["sources", "authorise", "edge-fra", "--revoke", *auth])
+    assert result.exit_code == 0, result.output
+    assert authorised() == []
