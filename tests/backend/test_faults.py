@@ -318,13 +318,18 @@ def test_database_connections_killed_mid_ingest_fail_cleanly_and_a_rerun_adds_no
                 if stored:
                     break
                 time.sleep(0.05)
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            # Again and again until the upload ends: one kill alone can land between two chunks, on
+            # a pooled connection the pool then replaces unnoticed, and the upload would just finish.
+            deadline = time.monotonic() + 600
+            while upload.is_alive() and time.monotonic() < deadline:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
                 )
-            )
-            conn.commit()
+                conn.commit()
+                time.sleep(0.02)
         upload.join(timeout=600)
         first = result["r"]
         assert first.status_code == 503 and first.json()["error"]["code"] == "database_unavailable", (
