@@ -16,9 +16,17 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// @title SettlementVault
 /// @notice Settlement of delivery and licence payouts in allow-listed ERC-20 stablecoins. Merchants keep
 /// an escrow per token; per (period, merchant) the settler posts a Merkle root over the period's payouts
-/// with its total, which is reserved from the merchant's escrow. After a challenge window (or once an
-/// admin upholds a challenged settlement) every payee pulls its amount with a Merkle proof.
+/// with its total, which is reserved from the merchant's escrow. After a challenge window (or once the
+/// resolver upholds a challenged settlement) every payee pulls its amount with a Merkle proof.
 /// @dev
+/// * Keys and their bounds (docs/custody.md): DEFAULT_ADMIN_ROLE administers roles, the token allow-list,
+///   the challenge window (never below MIN_CHALLENGE_WINDOW) and the recovery of stray tokens; in
+///   production it is a TimelockController whose delay is longer than the challenge window, so a role
+///   grant (say, itself as settler) is public a whole window before it can act and merchants can withdraw.
+///   SETTLER_ROLE posts roots and releases, each bounded by the merchant's own per-posting cap
+///   ({setPeriodCap}) and choice of settler ({chooseSettler}), and challengeable by the merchant for a
+///   whole window. PAUSER_ROLE pauses, which stops the vault's clock, so challenge windows are never
+///   shortened by a pause. RESOLVER_ROLE decides challenges. Payouts are claimable forever.
 /// * Leaves follow docs/settlement-leaf.md: OpenZeppelin StandardMerkleTree leaves,
 ///   keccak256(bytes.concat(keccak256(abi.encode(periodId, merchant, token, payee, amount)))), with
 ///   sorted-pair inner nodes. A payout tree holds at most ONE leaf per payee (the off-chain builder sums a
@@ -56,8 +64,15 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
     /// @notice May challenge any settlement within its challenge window.
     bytes32 public constant AUDITOR_ROLE = keccak256("AUDITOR_ROLE");
+    /// @notice May pause and unpause (an operations key: fast, and a pause only stops the vault's clock).
+    bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
+    /// @notice Decides challenged settlements: uphold or cancel (the arbiter).
+    bytes32 public constant RESOLVER_ROLE = keccak256("RESOLVER_ROLE");
     /// @notice Upper bound of the challenge window (seconds).
     uint40 public constant MAX_CHALLENGE_WINDOW = 30 days;
+    /// @notice Lower bound of the challenge window for the vault's lifetime: the window it was deployed
+    /// with. DEFAULT_ADMIN_ROLE (a timelock in production) may lengthen the window, never shorten it below.
+    uint40 public immutable MIN_CHALLENGE_WINDOW;
     /// @notice EIP-712 type hash of the payee's authorization of a relayed {claimManyFor}.
     bytes32 public constant CLAIM_AUTHORIZATION_TYPEHASH = keccak256(
         "ClaimAuthorization(address payee,bytes32 claimsHash,address recipient,uint256 nonce,uint256 deadline)"
@@ -75,7 +90,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     struct Settlement {
         bytes32 root;
         address token;
-        uint40 claimsOpenAt; // unix seconds: end of the challenge window
+        uint40 claimsOpenAt; // end of the challenge window on the vault's clock (stops while paused)
         SettlementStatus status;
         uint128 total;
         uint128 remaining; // reserved and not yet claimed
@@ -110,7 +125,15 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     mapping(uint64 periodId => mapping(address merchant => uint256)) private _held;
     /// @dev For a release ({releaseHeld}): 1 + the period whose held reserve funded it; 0 otherwise.
     mapping(uint64 releaseId => mapping(address merchant => uint64)) private _fundedBy;
+    /// @dev A merchant's own bounds per token: the most one posting may reserve from its escrow (0: no
+    /// bound), and the only settler that may post for it (zero: any SETTLER_ROLE holder).
+    mapping(address merchant => mapping(address token => uint256)) private _periodCap;
+    mapping(address merchant => address) private _chosenSettler;
+    /// @dev One slot: the challenge window, then the pause clock: seconds paused before the current
+    /// pause, and when the current pause began (0 when not paused). See {vaultClock}.
     uint40 private _challengeWindow;
+    uint40 private _pausedSeconds;
+    uint40 private _pausedSince;
 
     error ZeroAddress();
     error ZeroAmount();
@@ -118,6 +141,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     error TokenNotAllowed(address token);
     error TokenStatusUnchanged(address token, bool allowed);
     error ChallengeWindowTooLong(uint256 window, uint256 maximum);
+    error ChallengeWindowTooShort(uint256 window, uint256 minimum);
+    error NothingToRecover(address token);
     error InsufficientEscrow(address merchant, address token, uint256 available, uint256 requested);
     error AlreadyPosted(uint64 periodId, address merchant, SettlementStatus status);
     error UnknownSettlement(uint64 periodId, address merchant);
@@ -135,11 +160,19 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     error HeldExceeded(uint64 periodId, address merchant, uint256 held, uint256 requested);
     error NotReleasable(uint64 periodId, address merchant, SettlementStatus status);
     error NotSupplementary(uint64 periodId, uint64 releaseId);
+    error PeriodCapExceeded(address merchant, address token, uint256 cap, uint256 requested);
+    error SettlerNotChosen(address merchant, address chosen, address caller);
 
     /// @notice An admin added a token to or removed it from the allow-list.
     event TokenAllowed(address indexed token, bool allowed, address indexed admin);
     /// @notice An admin changed the challenge window of future settlements.
     event ChallengeWindowChanged(uint40 previous, uint40 current, address indexed admin);
+    /// @notice Tokens sent to the vault by mistake (beyond escrow and reserves) went to `to`.
+    event TokensRecovered(address indexed token, address indexed to, uint256 amount, address indexed admin);
+    /// @notice A merchant bounded what one posting may reserve from its escrow in `token` (0: unbounded).
+    event PeriodCapSet(address indexed merchant, address indexed token, uint256 cap);
+    /// @notice A merchant chose the only settler that may post for it (zero: any settler).
+    event SettlerChosen(address indexed merchant, address indexed settler);
     /// @notice A merchant deposited into its escrow (`amount` is what the vault received).
     event Deposited(address indexed merchant, address indexed token, uint256 amount);
     /// @notice A merchant withdrew unreserved escrow.
@@ -185,13 +218,14 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         address indexed payee, address indexed relayer, uint256 nonce, bytes32 claimsHash, address recipient
     );
 
-    /// @param admin Receives DEFAULT_ADMIN_ROLE (grants SETTLER_ROLE and AUDITOR_ROLE, allow-lists
-    /// tokens, resolves challenges, pauses).
+    /// @param admin Receives DEFAULT_ADMIN_ROLE (grants the other roles, allow-lists tokens, sets the
+    /// challenge window, recovers stray tokens); a timelock in production.
     /// @param challengeWindow Seconds between a post and the opening of its claims (at most
-    /// MAX_CHALLENGE_WINDOW).
+    /// MAX_CHALLENGE_WINDOW); also the window's lifetime minimum (MIN_CHALLENGE_WINDOW).
     constructor(address admin, uint40 challengeWindow) EIP712("EdgeLedger SettlementVault", "1") {
         if (admin == address(0)) revert ZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        MIN_CHALLENGE_WINDOW = challengeWindow;
         _setChallengeWindow(challengeWindow);
     }
 
@@ -212,19 +246,71 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     }
 
     /// @notice Sets the challenge window of settlements posted from now on.
-    /// @param challengeWindow Seconds (at most MAX_CHALLENGE_WINDOW; zero opens claims at once).
+    /// @param challengeWindow Seconds (MIN_CHALLENGE_WINDOW to MAX_CHALLENGE_WINDOW).
     function setChallengeWindow(uint40 challengeWindow) external onlyRole(DEFAULT_ADMIN_ROLE) {
         _setChallengeWindow(challengeWindow);
     }
 
-    /// @notice Stops deposits, withdrawals, posts, challenges, resolutions and claims.
-    function pause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+    /// @notice Stops deposits, withdrawals, posts, challenges, resolutions and claims. The vault's clock
+    /// stops with it: every open challenge window is extended by the time paused, so a pause never eats
+    /// into a merchant's chance to challenge.
+    function pause() external onlyRole(PAUSER_ROLE) {
         _pause();
+        _pausedSince = SafeCast.toUint40(block.timestamp);
     }
 
-    /// @notice Resumes after {pause}.
-    function unpause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+    /// @notice Resumes after {pause}; the vault's clock runs again from where it stopped.
+    function unpause() external onlyRole(PAUSER_ROLE) {
         _unpause();
+        _pausedSeconds += SafeCast.toUint40(block.timestamp) - _pausedSince;
+        _pausedSince = 0;
+    }
+
+    /// @notice Sends `token`s that reached the vault other than by {deposit} (a plain transfer by
+    /// mistake) to `to`: only the balance beyond the token's escrow and reserves, so no merchant's escrow,
+    /// reserve or unclaimed payout can be taken this way.
+    /// @param token The token.
+    /// @param to The recipient.
+    function recoverTokens(address token, address to) external onlyRole(DEFAULT_ADMIN_ROLE) nonReentrant {
+        if (to == address(0)) revert ZeroAddress();
+        TokenTotals storage totals = _totals[token];
+        uint256 owned = uint256(totals.escrow) + totals.reserved;
+        uint256 balance = IERC20(token).balanceOf(address(this));
+        if (balance <= owned) revert NothingToRecover(token);
+        uint256 amount = balance - owned;
+        emit TokensRecovered(token, to, amount, msg.sender);
+        IERC20(token).safeTransfer(to, amount);
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // A merchant's own bounds
+    // ------------------------------------------------------------------------------------------
+
+    /// @notice Bounds what one posting (a period or a correction, its held royalties included) may
+    /// reserve from the caller's escrow in `token`; a larger post reverts PeriodCapExceeded. Zero removes
+    /// the bound. Whatever a settler key does, it cannot reserve more than this per posting.
+    /// @param token The token.
+    /// @param cap Token minor units (0: unbounded).
+    function setPeriodCap(address token, uint256 cap) external {
+        _periodCap[msg.sender][token] = cap;
+        emit PeriodCapSet(msg.sender, token, cap);
+    }
+
+    /// @notice Chooses the only SETTLER_ROLE holder that may post roots and releases for the caller
+    /// (zero: any settler). Another settler key, even a compromised one, then cannot post for it.
+    /// @param settler The settler's address, or zero.
+    function chooseSettler(address settler) external {
+        _chosenSettler[msg.sender] = settler;
+        emit SettlerChosen(msg.sender, settler);
+    }
+
+    /// @notice The bounds `merchant` set itself in `token`.
+    /// @param merchant The merchant.
+    /// @param token The token.
+    /// @return cap The most one posting may reserve (0: no bound).
+    /// @return settler The only settler that may post for it (zero: any).
+    function boundsOf(address merchant, address token) external view returns (uint256 cap, address settler) {
+        return (_periodCap[merchant][token], _chosenSettler[merchant]);
     }
 
     // ------------------------------------------------------------------------------------------
@@ -330,9 +416,10 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         if (releaseId >> 32 == 0 || uint32(releaseId) != uint32(periodId) || releaseId == periodId) {
             revert NotSupplementary(periodId, releaseId);
         }
+        _requireChosenSettler(merchant);
         Settlement storage source = _requireSettlement(periodId, merchant);
         // Only from a settlement that can no longer be cancelled: a release never outlives its reserve.
-        if (!_isFinal(source)) revert NotReleasable(periodId, merchant, source.status);
+        if (!_isOpen(source)) revert NotReleasable(periodId, merchant, source.status);
         uint256 held = _held[periodId][merchant];
         if (amount > held) revert HeldExceeded(periodId, merchant, held, amount);
         Settlement storage release = _settlements[releaseId][merchant];
@@ -344,10 +431,11 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         _fundedBy[releaseId][merchant] = periodId + 1;
         uint128 value = SafeCast.toUint128(amount);
         address token = source.token;
-        uint40 opensAt = SafeCast.toUint40(block.timestamp) + _challengeWindow;
+        uint40 window = _challengeWindow;
+        uint40 opensAt = SafeCast.toUint40(block.timestamp) + window;
         release.root = root;
         release.token = token;
-        release.claimsOpenAt = opensAt;
+        release.claimsOpenAt = _vaultClock() + window;
         release.status = SettlementStatus.Posted;
         release.total = value;
         release.remaining = value;
@@ -368,8 +456,9 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         if (settlement.status != SettlementStatus.Posted) {
             revert NotChallengeable(periodId, merchant, settlement.status);
         }
-        if (block.timestamp >= settlement.claimsOpenAt) {
-            revert ChallengeWindowClosed(periodId, merchant, settlement.claimsOpenAt);
+        uint40 clock = _vaultClock();
+        if (clock >= settlement.claimsOpenAt) {
+            revert ChallengeWindowClosed(periodId, merchant, _wallTime(settlement.claimsOpenAt, clock));
         }
         settlement.status = SettlementStatus.Challenged;
         emit SettlementChallenged(periodId, merchant, msg.sender, reason);
@@ -383,7 +472,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @param uphold True to uphold, false to cancel.
     function resolve(uint64 periodId, address merchant, bool uphold)
         external
-        onlyRole(DEFAULT_ADMIN_ROLE)
+        onlyRole(RESOLVER_ROLE)
         whenNotPaused
     {
         Settlement storage settlement = _requireSettlement(periodId, merchant);
@@ -473,9 +562,24 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @notice The settlement of (periodId, merchant) (status None if never posted).
     /// @param periodId The period.
     /// @param merchant The merchant.
-    /// @return The settlement record.
-    function settlementOf(uint64 periodId, address merchant) external view returns (Settlement memory) {
-        return _settlements[periodId][merchant];
+    /// @return settlement The settlement record, `claimsOpenAt` in unix seconds.
+    function settlementOf(uint64 periodId, address merchant)
+        external
+        view
+        returns (Settlement memory settlement)
+    {
+        settlement = _settlements[periodId][merchant];
+        if (settlement.status != SettlementStatus.None) {
+            settlement.claimsOpenAt = _wallTime(settlement.claimsOpenAt, _vaultClock());
+        }
+    }
+
+    /// @notice The vault's clock: unix seconds minus every second the vault has been paused (it stops
+    /// while paused). Challenge windows run on it; {settlementOf} reports `claimsOpenAt` in unix seconds,
+    /// as it stands if the vault is not paused again.
+    /// @return Seconds on the vault's clock.
+    function vaultClock() external view returns (uint40) {
+        return _vaultClock();
     }
 
     /// @notice Whether the settlement's claims are open now.
@@ -594,13 +698,17 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         if (status != SettlementStatus.None && status != SettlementStatus.Cancelled) {
             revert AlreadyPosted(periodId, merchant, status);
         }
+        _requireChosenSettler(merchant);
+        uint256 cap = _periodCap[merchant][token];
+        if (cap != 0 && total + held > cap) revert PeriodCapExceeded(merchant, token, cap, total + held);
         _reserve(merchant, token, total + held);
         delete _fundedBy[periodId][merchant]; // a cancelled release's id posted anew is funded by escrow
         uint128 value = SafeCast.toUint128(total);
-        uint40 opensAt = SafeCast.toUint40(block.timestamp) + _challengeWindow;
+        uint40 window = _challengeWindow;
+        uint40 opensAt = SafeCast.toUint40(block.timestamp) + window;
         settlement.root = root;
         settlement.token = token;
-        settlement.claimsOpenAt = opensAt;
+        settlement.claimsOpenAt = _vaultClock() + window;
         settlement.status = SettlementStatus.Posted;
         settlement.total = value;
         settlement.remaining = value;
@@ -611,11 +719,22 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         }
     }
 
-    /// @dev Upheld, or posted with its challenge window over: no longer challengeable nor cancellable.
-    function _isFinal(Settlement storage settlement) private view returns (bool) {
-        SettlementStatus status = settlement.status;
-        return status == SettlementStatus.Upheld
-            || (status == SettlementStatus.Posted && block.timestamp >= settlement.claimsOpenAt);
+    /// @dev The vault's clock ({vaultClock}).
+    function _vaultClock() private view returns (uint40) {
+        uint40 since = _pausedSince;
+        uint40 stopped = since != 0 ? since : SafeCast.toUint40(block.timestamp);
+        return stopped - _pausedSeconds;
+    }
+
+    /// @dev A time on the vault's clock in unix seconds, as it stands if the vault is not paused again.
+    function _wallTime(uint40 vaultTime, uint40 clock) private view returns (uint40) {
+        return vaultTime + (SafeCast.toUint40(block.timestamp) - clock);
+    }
+
+    /// @dev Reverts unless the caller is the merchant's chosen settler (when it chose one).
+    function _requireChosenSettler(address merchant) private view {
+        address chosen = _chosenSettler[merchant];
+        if (chosen != address(0) && chosen != msg.sender) revert SettlerNotChosen(merchant, chosen, msg.sender);
     }
 
     /// @dev Moves `amount` of the merchant's escrow in an allow-listed `token` to reserved.
@@ -632,6 +751,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
 
     function _setChallengeWindow(uint40 window) private {
         if (window > MAX_CHALLENGE_WINDOW) revert ChallengeWindowTooLong(window, MAX_CHALLENGE_WINDOW);
+        if (window < MIN_CHALLENGE_WINDOW) revert ChallengeWindowTooShort(window, MIN_CHALLENGE_WINDOW);
         emit ChallengeWindowChanged(_challengeWindow, window, msg.sender);
         _challengeWindow = window;
     }
@@ -642,10 +762,12 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         return settlement;
     }
 
+    /// @dev Upheld, or posted with its challenge window over (on the vault's clock): claims are open, and
+    /// it can no longer be challenged nor cancelled.
     function _isOpen(Settlement storage settlement) private view returns (bool) {
         SettlementStatus status = settlement.status;
         return status == SettlementStatus.Upheld
-            || (status == SettlementStatus.Posted && block.timestamp >= settlement.claimsOpenAt);
+            || (status == SettlementStatus.Posted && _vaultClock() >= settlement.claimsOpenAt);
     }
 
     /// @dev The settlement's token if its claims are open now (token, claimsOpenAt and status share a
@@ -658,8 +780,11 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         token = settlement.token;
         uint40 opensAt = settlement.claimsOpenAt;
         SettlementStatus status = settlement.status;
-        if (status != SettlementStatus.Upheld && (status != SettlementStatus.Posted || block.timestamp < opensAt)) {
-            revert ClaimsNotOpen(periodId, merchant, status, opensAt);
+        if (status != SettlementStatus.Upheld) {
+            uint40 clock = _vaultClock();
+            if (status != SettlementStatus.Posted || clock < opensAt) {
+                revert ClaimsNotOpen(periodId, merchant, status, _wallTime(opensAt, clock));
+            }
         }
     }
 

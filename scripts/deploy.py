@@ -4,14 +4,20 @@
 
 Environment:
     DEPLOYER_PRIVATE_KEY  key that pays for deployment (development networks: accounts[0] if unset)
-    ADMIN_ADDRESS         receives DEFAULT_ADMIN_ROLE (default: the deployer)
+    ADMIN_ADDRESS         receives DEFAULT_ADMIN_ROLE (default: the deployer); on SettlementVault it also
+                          receives PAUSER_ROLE, and proposes and executes the timelock's operations
     REGISTRAR_ADDRESS     the API's server signer, receives REGISTRAR_ROLE on ContentRegistry,
                           NODE_ADMIN_ROLE + ANCHORER_ROLE on DeliveryLedger and SETTLER_ROLE on
                           SettlementVault (required)
-    ARBITER_ADDRESS       handles notice-and-takedown, receives ARBITER_ROLE (default: the admin)
+    ARBITER_ADDRESS       handles notice-and-takedown, receives ARBITER_ROLE, and decides challenged
+                          settlements, RESOLVER_ROLE on SettlementVault (default: the admin)
     AUDITOR_ADDRESS       may challenge settlements, receives AUDITOR_ROLE on SettlementVault (optional)
     SETTLEMENT_CHALLENGE_WINDOW
-                          SettlementVault's challenge window in seconds (default 86400, at most 30 days)
+                          SettlementVault's challenge window in seconds (default 86400, at most 30 days),
+                          also its lifetime minimum
+    VAULT_TIMELOCK_DELAY  seconds of the EdgeLedgerTimelock that becomes the vault's DEFAULT_ADMIN_ROLE
+                          (default: the challenge window + 1 hour; must exceed the window). The deployer
+                          hands the vault's admin role to it and renounces its own (docs/custody.md)
     DEPLOY_TEST_TOKEN     "1": also deploy the 6-decimal TestStablecoin ("Test USD Coin", tUSDC), owned by
                           the deployer, and allow-list it in the vault (always on the "development" network)
     DEPLOYMENT_FILE       where addresses are written (default: var/deployment.json)
@@ -30,6 +36,7 @@ from pathlib import Path
 from brownie import (
     ContentRegistry,
     DeliveryLedger,
+    EdgeLedgerTimelock,
     SettlementVault,
     TestStablecoin,
     accounts,
@@ -102,6 +109,31 @@ def _challenge_window() -> int:
     return window
 
 
+def _timelock_delay(window: int) -> int:
+    raw = os.environ.get("VAULT_TIMELOCK_DELAY") or str(window + 3_600)
+    try:
+        delay = int(raw)
+    except ValueError:
+        raise SystemExit(f"VAULT_TIMELOCK_DELAY must be whole seconds, got {raw!r}") from None
+    if delay <= window:
+        raise SystemExit(f"VAULT_TIMELOCK_DELAY ({delay} s) must exceed the challenge window ({window} s)")
+    return delay
+
+
+def _hand_over(vault, admin: str, delay: int, deployer, data: dict) -> None:  # type: ignore[no-untyped-def]
+    """The vault's DEFAULT_ADMIN_ROLE moves to a new timelock (proposer and executor: the admin); the
+    deployer renounces its own. Only when the deployer is the admin (else the admin does it)."""
+    if admin != deployer.address:
+        print(f"admin {admin} must hand SettlementVault's DEFAULT_ADMIN_ROLE to a timelock (docs/custody.md)")
+        return
+    timelock = EdgeLedgerTimelock.deploy(delay, [admin], [admin], {"from": deployer})
+    _record(data, "EdgeLedgerTimelock", timelock)
+    role = vault.DEFAULT_ADMIN_ROLE()
+    vault.grantRole(role, timelock.address, {"from": deployer})
+    vault.renounceRole(role, deployer.address, {"from": deployer})
+    print(f"SettlementVault administered by the timelock {timelock.address} ({delay} s delay)")
+
+
 def _wants_test_token() -> bool:
     return network.show_active() == "development" or os.environ.get("DEPLOY_TEST_TOKEN") == "1"
 
@@ -119,6 +151,7 @@ def main() -> None:
     if not registrar:
         raise SystemExit("REGISTRAR_ADDRESS (the API's server signer) is required")
     window = _challenge_window()
+    delay = _timelock_delay(window)
     deployer = _deployer()
     admin = os.environ.get("ADMIN_ADDRESS") or deployer.address
     arbiter = os.environ.get("ARBITER_ADDRESS") or admin
@@ -136,7 +169,8 @@ def main() -> None:
     if "SettlementVault" in missing:
         # The API's server signer posts payout roots; an auditor (if any) may challenge them.
         vault = SettlementVault.deploy(admin, window, {"from": deployer})
-        roles = [("SETTLER_ROLE", registrar)] + ([("AUDITOR_ROLE", auditor)] if auditor else [])
+        roles = [("SETTLER_ROLE", registrar), ("PAUSER_ROLE", admin), ("RESOLVER_ROLE", arbiter)]
+        roles += [("AUDITOR_ROLE", auditor)] if auditor else []
         _grant(vault, roles, admin, deployer)
         _record(data, "SettlementVault", vault)
     else:
@@ -154,8 +188,13 @@ def main() -> None:
             print(f"{STABLECOIN} {token_address} allow-listed in SettlementVault")
         else:
             print(f"admin {admin} must allow-list {STABLECOIN} {token_address} in SettlementVault")
+    if "SettlementVault" in missing:
+        _hand_over(vault, admin, delay, deployer, data)
 
-    data["roles"] = {"admin": admin, "registrar": registrar, "arbiter": arbiter}
+    data["roles"] = {"admin": admin, "registrar": registrar, "arbiter": arbiter, "pauser": admin}
+    timelock_info = data["contracts"].get("EdgeLedgerTimelock")
+    if timelock_info is not None:
+        data["roles"]["vault_admin"] = timelock_info["address"]
     if auditor:
         data["roles"]["auditor"] = auditor
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -750,3 +750,29 @@ def test_a_merchant_authorises_and_revokes_a_source_from_the_cli(money: Money, l
     result = CliRunner().invoke(cli_app, ["sources", "authorise", "edge-fra", "--revoke", *auth])
     assert result.exit_code == 0, result.output
     assert authorised() == []
+
+
+def test_a_merchants_own_cap_on_chain_bounds_what_a_period_reserves(money: Money) -> None:
+    """The merchant caps one posting at less than the period's charge from its own wallet: the period
+    waits (period_cap_exceeded, shown on the account) and posts once the merchant raises the cap."""
+    shop = money.shops["a"]
+    vault = money.chain.contract("SettlementVault")
+    token = money.chain.deployment.address_of("TestStablecoin")
+    money.as_wallet(shop.key, vault.functions.setPeriodCap(token, DELIVERY_FEE))
+    money.deliver("a")
+    money.run(NOW)
+    row = money.settlement("a")
+    assert row is not None and row.error_code == "period_cap_exceeded", (row.state, row.error_code)
+    admin = make_caller(money.app, Role.admin, "admin")
+    account = money.app.get(f"/settlement/accounts/{shop.user.id}", headers=admin.headers).json()
+    assert account["period_cap"] == DELIVERY_FEE and account["chosen_settler"] is None
+    # A settler of its choice only: not this server's signer.
+    other = Account.create().address
+    money.as_wallet(shop.key, vault.functions.setPeriodCap(token, 0))
+    money.as_wallet(shop.key, vault.functions.chooseSettler(other))
+    money.run(NOW)
+    row = money.settlement("a")
+    assert row is not None and row.error_code == "settler_not_chosen", (row.state, row.error_code)
+    money.as_wallet(shop.key, vault.functions.chooseSettler(money.chain.signer_address))
+    money.run(NOW)
+    assert money.posted("a").total == DELIVERY_FEE + ROYALTY

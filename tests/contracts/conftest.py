@@ -793,6 +793,8 @@ def vault(module_isolation, admin, settler, auditor, usdc, eurc):
     contract = SettlementVault.deploy(admin, CHALLENGE_WINDOW, {"from": admin})
     contract.grantRole(contract.SETTLER_ROLE(), settler, {"from": admin})
     contract.grantRole(contract.AUDITOR_ROLE(), auditor, {"from": admin})
+    contract.grantRole(contract.PAUSER_ROLE(), admin, {"from": admin})
+    contract.grantRole(contract.RESOLVER_ROLE(), admin, {"from": admin})
     contract.setTokenAllowed(usdc, True, {"from": admin})
     contract.setTokenAllowed(eurc, True, {"from": admin})
     return contract

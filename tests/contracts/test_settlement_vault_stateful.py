@@ -11,7 +11,13 @@ contract with the model:
   * every merchant's escrow, every settlement's status and remaining amount, every claimed marker and
     every payee's and recipient's token balance equal the model's (so no leaf is ever paid twice, nothing
     is paid before its window or from a challenged or cancelled settlement, and a cancel returns the
-    whole reserve to the merchant's escrow).
+    whole reserve to the merchant's escrow);
+  * custody (docs/custody.md): an adversary holds a second settler key and posts roots reserving a
+    merchant's whole escrow, the admin tries to grant itself roles or shorten the window, the pauser
+    pauses for a while. The vault's admin role sits behind the timelock (handed over before the run):
+    every direct admin call and every schedule shorter than its delay is refused; no posting reserves
+    more than the merchant's own cap or comes from a settler it did not choose; and every posted
+    settlement's window ends at least a whole challenge window after its post, later by every pause.
 
 Runner: as in test_delivery_ledger_stateful.py, a plain hypothesis RuleBasedStateMachine fed with
 `brownie.test.strategy` strategies (brownie's compiled `state_machine` helper cannot run machines), one
@@ -63,6 +69,7 @@ st_flag = strategy("bool")
 class SettlementModel:
     payout: Payout
     opens_at: int
+    posted_at: int = 0
     status: SettlementStatus = SettlementStatus.Posted
     remaining: int = 0
     claimed: set = field(default_factory=set)
@@ -82,7 +89,7 @@ class VaultMachine(RuleBasedStateMachine):
         cls.merchants = [accounts[3], accounts[4]]
         cls.payees = list(accounts[5:9])
         cls.other = accounts[9]  # an alternative recipient; never a payee
-        cls.prepared: dict[tuple[int, str], tuple[Payout, int]] = {}
+        cls.prepared: dict[tuple[int, str], tuple[Payout, int, int]] = {}
 
     @classmethod
     def prepare(cls):
@@ -103,7 +110,24 @@ class VaultMachine(RuleBasedStateMachine):
                 period, str(merchant), str(token), {str(p): 100 + 7 * i for i, p in enumerate(payees)}
             )
             tx = cls.vault.post(period, merchant, token, payout.root, payout.total, {"from": cls.settler})
-            cls.prepared[(period, str(merchant))] = (payout, tx.events["SettlementPosted"]["claimsOpenAt"])
+            opens = tx.events["SettlementPosted"]["claimsOpenAt"]
+            cls.prepared[(period, str(merchant))] = (payout, opens, tx.timestamp)
+        # The adversary: a second settler key (a leaked or rogue settler), and the admin role behind a
+        # timelock whose delay exceeds the challenge window, as the deployment sets it up.
+        from brownie import EdgeLedgerTimelock, accounts
+
+        cls.rogue = accounts.add()
+        cls.admin.transfer(cls.rogue, "10 ether")
+        cls.vault.grantRole(cls.vault.SETTLER_ROLE(), cls.rogue, {"from": cls.admin})
+        cls.delay = CHALLENGE_WINDOW + 3_600
+        cls.timelock = EdgeLedgerTimelock.deploy(cls.delay, [cls.admin], [cls.admin], {"from": cls.admin})
+        admin_role = cls.vault.DEFAULT_ADMIN_ROLE()
+        cls.vault.grantRole(admin_role, cls.timelock, {"from": cls.admin})
+        cls.vault.renounceRole(admin_role, cls.admin, {"from": cls.admin})
+        # Bounds the merchants set from the start: the first caps a posting in the first token, the
+        # second lets only the platform's settler post for it.
+        cls.vault.setPeriodCap(cls.tokens[0], 5_000, {"from": cls.merchants[0]})
+        cls.vault.chooseSettler(cls.settler, {"from": cls.merchants[1]})
         chain.sleep(CHALLENGE_WINDOW + 2 * BOUNDARY)
         chain.mine()
 
@@ -119,9 +143,14 @@ class VaultMachine(RuleBasedStateMachine):
         self.blacklisted: set[str] = set()
         self.nonces: Counter = Counter()  # relayed-claim nonce per payee
         self.used: dict[str, tuple] = {}  # the last authorization each payee's relayer submitted
-        for (period, merchant), (payout, opens_at) in self.prepared.items():
-            self.settlements[(period, merchant)] = SettlementModel(payout, opens_at, remaining=payout.total)
+        for (period, merchant), (payout, opens_at, posted_at) in self.prepared.items():
+            self.settlements[(period, merchant)] = SettlementModel(
+                payout, opens_at, posted_at, remaining=payout.total
+            )
             self.escrow[(merchant, payout.token)] -= payout.total
+        # the merchant's own per-posting cap (0: none) and chosen settler (absent: any), as prepared
+        self.caps: dict[tuple[str, str], int] = {(str(self.merchants[0]), str(self.tokens[0])): 5_000}
+        self.chosen: dict[str, str] = {str(self.merchants[1]): str(self.settler)}
         for token in self.tokens:
             for account in [*self.payees, self.other]:
                 self.balances[(str(account), str(token))] = token.balanceOf(account)
@@ -211,6 +240,34 @@ class VaultMachine(RuleBasedStateMachine):
     def rule_post(self, pick, seed):
         self._post(pick, seed)
 
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_rogue_settler_drains(self, pick, seed):
+        """The adversary's settler key posts a root paying itself the merchant's whole escrow."""
+        period, merchant = PERIODS[pick % len(PERIODS)], str(self.merchants[(pick // 8) % 2])
+        token = self.tokens[(seed >> 20) % 2]
+        whole = self.escrow[(merchant, str(token))]
+        if whole == 0:
+            return
+        payout = Payout(period, merchant, str(token), {str(self.rogue): whole})
+        self._post_payout(payout, self.rogue, "rogue")
+
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_merchant_sets_bounds(self, pick, seed):
+        """A merchant caps one posting in a token, or chooses its settler (the platform's, or none)."""
+        merchant, token = self.merchants[pick % 2], self.tokens[(pick // 2) % 2]
+        if seed % 2:
+            cap = [0, 500, 5_000, 50_000][(seed // 2) % 4]
+            self.vault.setPeriodCap(token, cap, {"from": merchant})
+            self.caps[(str(merchant), str(token))] = cap
+        else:
+            settler = [self.settler, ZERO_ADDRESS][(seed // 2) % 2]
+            self.vault.chooseSettler(settler, {"from": merchant})
+            if settler == ZERO_ADDRESS:
+                self.chosen.pop(str(merchant), None)
+            else:
+                self.chosen[str(merchant)] = str(settler)
+        self.stats["bounds set"] += 1
+
     def _post(self, pick: int, seed: int) -> tuple[int, str] | None:
         """Posts a payout of 1 to 4 payees for a (period, merchant), posted before or not, sometimes
         with a total above the escrow."""
@@ -218,33 +275,71 @@ class VaultMachine(RuleBasedStateMachine):
         token = self.tokens[(seed >> 20) % 2]
         chosen = [p for i, p in enumerate(self.payees) if (seed >> i) & 1] or [self.payees[seed % 4]]
         amounts = {str(p): 1 + (seed >> (4 + 3 * i)) % 7_000 for i, p in enumerate(chosen)}
-        payout = Payout(period, merchant, str(token), amounts)
-        available = self.escrow[(merchant, str(token))]
+        return self._post_payout(Payout(period, merchant, str(token), amounts), self.settler, "post")
+
+    def _post_payout(self, payout: Payout, poster, label: str) -> tuple[int, str] | None:
+        """Posts ``payout`` from ``poster``, predicting the outcome in the contract's check order."""
+        period, merchant, token = payout.period_id, payout.merchant, payout.token
+        available = self.escrow[(merchant, token)]
+        cap = self.caps.get((merchant, token), 0)
+        chosen = self.chosen.get(merchant)
         existing = self.settlements.get((period, merchant))
         if existing is not None and existing.status != SettlementStatus.Cancelled:
             expected = vault_error("AlreadyPosted", period, merchant, existing.status)
+        elif chosen is not None and chosen != str(poster):
+            expected = vault_error("SettlerNotChosen", merchant, chosen, poster)
+        elif cap and payout.total > cap:
+            expected = vault_error("PeriodCapExceeded", merchant, token, cap, payout.total)
         elif payout.total > available:
             expected = vault_error("InsufficientEscrow", merchant, token, available, payout.total)
         else:
             expected = None
-        self.stats["post" if expected is None else "post refused"] += 1
+        self.stats[label if expected is None else f"{label} refused"] += 1
         tx = self._send(
-            expected,
-            self.vault.post,
-            period,
-            merchant,
-            token,
-            payout.root,
-            payout.total,
-            {"from": self.settler},
+            expected, self.vault.post, period, merchant, token, payout.root, payout.total, {"from": poster}
         )
         if tx is not None:
             opens_at = tx.events["SettlementPosted"]["claimsOpenAt"]
             assert opens_at == tx.timestamp + CHALLENGE_WINDOW
-            self.settlements[(period, merchant)] = SettlementModel(payout, opens_at, remaining=payout.total)
-            self.escrow[(merchant, str(token))] -= payout.total
+            assert not cap or payout.total <= cap  # never more than the merchant's own bound
+            self.settlements[(period, merchant)] = SettlementModel(
+                payout, opens_at, tx.timestamp, remaining=payout.total
+            )
+            self.escrow[(merchant, token)] -= payout.total
             return period, merchant
         return None
+
+    @rule(seed=st_seed)
+    def rule_pause_for_a_while(self, seed):
+        """The pauser pauses, time passes, it unpauses: the vault's clock stood still meanwhile, so every
+        window ends that much later (reported times move with it; windows already over stay over)."""
+        paused = self.vault.pause({"from": self.admin})
+        chain.sleep([60, CHALLENGE_WINDOW // 2, 2 * CHALLENGE_WINDOW][seed % 3])
+        resumed = self.vault.unpause({"from": self.admin})
+        stopped = resumed.timestamp - paused.timestamp
+        for model in self.settlements.values():
+            model.opens_at += stopped
+        self.stats["paused"] += 1
+
+    @rule(seed=st_seed)
+    def rule_admin_grabs(self, seed):
+        """The admin key tries to act without the timelock, or to schedule shorter than its delay."""
+        vault, admin = self.vault, self.admin
+        denied = vault_error("AccessControlUnauthorizedAccount", admin, vault.DEFAULT_ADMIN_ROLE())
+        choice = seed % 4
+        if choice == 0:
+            self._send(denied, vault.grantRole, vault.SETTLER_ROLE(), admin, {"from": admin})
+        elif choice == 1:
+            self._send(denied, vault.setChallengeWindow, CHALLENGE_WINDOW, {"from": admin})
+        elif choice == 2:
+            self._send(denied, vault.recoverTokens, self.tokens[0], admin, {"from": admin})
+        else:
+            call = vault.grantRole.encode_input(vault.SETTLER_ROLE(), admin)
+            with brownie.reverts():
+                self.timelock.schedule(
+                    vault, 0, call, ZERO_HASH, ZERO_HASH, CHALLENGE_WINDOW, {"from": admin}
+                )
+            self.stats["timelock too short"] += 1
 
     @rule(pick=st_pick, seed=st_seed)
     def rule_challenge(self, pick, seed):
@@ -485,6 +580,10 @@ class VaultMachine(RuleBasedStateMachine):
             record = next(results)
             assert record["status"] == model.status
             assert record["remaining"] == model.remaining
+            # The merchant can always challenge in time: a window never ends sooner than a whole
+            # challenge window after its post (pauses only push it later).
+            assert record["claimsOpenAt"] == model.opens_at
+            assert model.opens_at >= model.posted_at + CHALLENGE_WINDOW
             assert record["total"] == model.payout.total
             assert record["remaining"] <= record["total"]
             for payee in self.payees:

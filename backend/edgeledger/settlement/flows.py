@@ -112,7 +112,13 @@ UNSETTLED_BATCH_STATES = (
     BatchState.anchoring,
 )
 #: blocked reasons that only the post step can clear (the statement itself is fine)
-POST_BLOCKS = ("insufficient_escrow", "token_not_allowed", "posted_elsewhere")
+POST_BLOCKS = (
+    "insufficient_escrow",
+    "token_not_allowed",
+    "posted_elsewhere",
+    "period_cap_exceeded",
+    "settler_not_chosen",
+)
 
 
 @dataclass
@@ -501,6 +507,12 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
         )
         report.blocked[settlement.id] = "insufficient_escrow"
         return
+    bounded = _merchant_bounds(chain, settlement, merchant, token)
+    if bounded is not None:
+        code, message = bounded
+        _block(session, settlement, code, message)
+        report.blocked[settlement.id] = code
+        return
     settlement.state = SettlementState.posting
     settlement.error_code = settlement.error_message = None
     settlement.send_attempts += 1
@@ -528,6 +540,28 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
     _report(report, settlement)
 
 
+def _merchant_bounds(
+    chain: ChainClient, settlement: Settlement, merchant: str, token: str
+) -> tuple[str, str] | None:
+    """The merchant's own bounds in the vault (``boundsOf``) that this post would break, as a blocked
+    reason: more than its per-posting cap, or a settler other than the one it chose."""
+    cap, chosen = chain.call(chain.contract(VAULT).functions.boundsOf(merchant, token))
+    reserved = settlement.total + (settlement.held_total if settlement.kind != SettlementKind.release else 0)
+    if settlement.kind != SettlementKind.release and int(cap) and reserved > int(cap):
+        return (
+            "period_cap_exceeded",
+            f"this settlement reserves {reserved}, above the merchant's own cap of {int(cap)} per posting "
+            "(SettlementVault.setPeriodCap): the merchant raises the cap, or the period is challenged",
+        )
+    signer = chain.signer_address
+    if int(chosen, 16) != 0 and signer is not None and chosen.lower() != signer.lower():
+        return (
+            "settler_not_chosen",
+            f"the merchant chose {chosen} to post for it, not this server's signer {signer}",
+        )
+    return None
+
+
 def _after_revert(
     session: Session, chain: ChainClient, settlement: Settlement, exc: ContractRevert, report: RunReport
 ) -> None:
@@ -535,9 +569,12 @@ def _after_revert(
     if _adopt(session, settlement, chain_settlement(chain, settlement), chain_time(chain)):
         _report(report, settlement)
         return
-    code = {"InsufficientEscrow": "insufficient_escrow", "TokenNotAllowed": "token_not_allowed"}.get(
-        exc.error, f"post_reverted:{exc.error}"
-    )
+    code = {
+        "InsufficientEscrow": "insufficient_escrow",
+        "TokenNotAllowed": "token_not_allowed",
+        "PeriodCapExceeded": "period_cap_exceeded",
+        "SettlerNotChosen": "settler_not_chosen",
+    }.get(exc.error, f"post_reverted:{exc.error}")
     settlement.tx_hash = None
     _block(session, settlement, code, exc.message)
     report.blocked[settlement.id] = code

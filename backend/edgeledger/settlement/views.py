@@ -176,16 +176,16 @@ def _open_totals(session: Session, merchant_user_id: int) -> tuple[int, int, int
 def _account_detail(session: Session, chain: ChainClient, account: SettlementAccount) -> AccountDetail:
     reserved, pending, count = _open_totals(session, account.merchant_user_id)
     escrow: int | None = None
+    cap: int | None = None
+    settler: str | None = None
     chain_error: str | None = None
+    merchant, token = to_checksum_address(account.address), to_checksum_address(account.token)
     try:
         vault = chain.contract(flows.VAULT)
-        escrow = int(
-            chain.call(
-                vault.functions.escrowOf(
-                    to_checksum_address(account.address), to_checksum_address(account.token)
-                )
-            )
-        )
+        escrow = int(chain.call(vault.functions.escrowOf(merchant, token)))
+        raw_cap, raw_settler = chain.call(vault.functions.boundsOf(merchant, token))
+        cap = int(raw_cap)
+        settler = None if int(raw_settler, 16) == 0 else to_checksum_address(raw_settler)
     except ChainError as exc:  # the account is still worth showing when the chain is down
         chain_error = f"{exc.code}: {exc.message}"
     return AccountDetail(
@@ -196,6 +196,8 @@ def _account_detail(session: Session, chain: ChainClient, account: SettlementAcc
         pending=pending,
         shortfall=max(0, pending - escrow) if escrow is not None else None,
         open_settlements=count,
+        period_cap=cap,
+        chosen_settler=settler,
     )
 
 
