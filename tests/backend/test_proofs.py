@@ -317,11 +317,24 @@ def test_authorisation(world: World, app_client: TestClient) -> None:
     assert_error(get_proof(world, world.operator, "cloudflare", cloudflare_id), 403, "forbidden")
     # Even an unknown request id of a foreign source is a 403, not a 404 (no probing).
     assert_error(get_proof(world, world.operator, "cloudflare", "unknown"), 403, "forbidden")
-    # The merchant reads records of its hosts only, on any source.
+    # The merchant reads records of its hosts only, on any source; another merchant's record is answered
+    # as if it did not exist (no probing), and a line that differs from it shows nothing of it.
     assert get_proof(world, world.merchant, "cloudfront", media.request_id).status_code == 200
-    assert_error(get_proof(world, world.merchant, "cloudfront", other.request_id), 403, "forbidden")
+    missing = assert_error(
+        get_proof(world, world.merchant, "cloudfront", other.request_id), 404, "record_not_found"
+    )
+    unknown = assert_error(
+        get_proof(world, world.merchant, "cloudfront", "no-such-id"), 404, "record_not_found"
+    )
+    assert set(missing) == set(unknown)
     line = sample_lines("cloudfront.log")[other.line_number - 1]
-    assert_error(post_line(world, world.merchant, "cloudfront", line), 403, "forbidden")
+    assert_error(post_line(world, world.merchant, "cloudfront", line), 404, "record_not_found")
+    fields = line.split("\t")
+    fields[3] = str(int(fields[3]) + 1)  # a wrong byte count: the mismatch answer would show stored values
+    body = assert_error(
+        post_line(world, world.merchant, "cloudfront", "\t".join(fields)), 404, "record_not_found"
+    )
+    assert "differences" not in json.dumps(body)
     # Creators are not readers at all; anonymous callers are not authenticated.
     creator = make_caller(app_client, Role.creator, "creator")
     assert_error(get_proof(world, creator, "cloudfront", media.request_id), 403, "forbidden")

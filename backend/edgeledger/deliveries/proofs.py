@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -205,9 +205,9 @@ def authorize_records(
     """Like :func:`authorize_source`, and a merchant may read the records of its own hosts."""
     if principal.role == Role.merchant:
         hosts = _merchant_hosts(session, principal)
-        foreign = sorted({r.host for r in records if r.host.lower() not in hosts})
-        if foreign:
-            raise _forbidden(f"records of host {foreign[0]!r} belong to another merchant")
+        foreign = sorted((r for r in records if r.host.lower() not in hosts), key=lambda r: r.request_id)
+        if foreign:  # as if it did not exist: a merchant cannot probe other merchants' request ids
+            raise _record_not_found(source, foreign[0].request_id)
         return
     authorize_source(principal, source)
 
@@ -320,12 +320,20 @@ def parse_line(source: DeliverySource, line: str, header: str | None = None) -> 
 
 
 def find_record_by_line(
-    session: Session, source: DeliverySource, line: str, header: str | None = None
+    session: Session,
+    source: DeliverySource,
+    line: str,
+    header: str | None = None,
+    authorize: Callable[[DeliveryRecordRow], None] | None = None,
 ) -> DeliveryRecordRow:
     """The stored record a raw line describes: same request id, and the line's timestamp, bytes, status,
-    host, uri and edge location equal the stored ones (409 ``line_mismatch`` naming the others)."""
+    host, uri and edge location equal the stored ones (409 ``line_mismatch`` naming the others).
+    ``authorize`` runs on the stored record before anything of it is compared or shown, so a caller never
+    learns the stored values of a record it may not read."""
     parsed = parse_line(source, line, header)
     record = find_record(session, source, parsed.request_id)
+    if authorize is not None:
+        authorize(record)
     differing = {
         name: {"line": getattr(parsed, attr), "stored": getattr(record, attr)}
         for name, attr in LINE_FIELDS

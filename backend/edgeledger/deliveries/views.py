@@ -35,7 +35,7 @@ from edgeledger.deliveries import (
     sources,
     uploads,
 )
-from edgeledger.deliveries.models import DeliverySource, SourceStatus
+from edgeledger.deliveries.models import DeliveryRecordRow, DeliverySource, SourceStatus
 from edgeledger.deps import get_app_settings, get_chain
 from edgeledger.worker import enqueue
 
@@ -417,12 +417,17 @@ def get_line_proof(
     found = service.get_source(session, body.source)
     if principal.role != Role.merchant:
         proofs.authorize_source(principal, found)
-    record = proofs.find_record_by_line(session, found, body.line, body.header)
-    proofs.authorize_records(session, principal, found, [record])
-    proof = proofs.record_proof(session, settings, record)
-    subject = f"record:{found.name}/{record.request_id}"
-    record_access(session, principal, Action.read_raw, subject, legal_basis)
-    return proof
+
+    def authorize(record: DeliveryRecordRow) -> None:
+        # Before the line is compared: a mismatch answer shows stored values, so only the reader's own,
+        # and that read is logged like a proof.
+        proofs.authorize_records(session, principal, found, [record])
+        record_access(
+            session, principal, Action.read_raw, f"record:{found.name}/{record.request_id}", legal_basis
+        )
+
+    record = proofs.find_record_by_line(session, found, body.line, body.header, authorize)
+    return proofs.record_proof(session, settings, record)
 
 
 @router.get("/batches/{batch_id}/export", response_model=None)
