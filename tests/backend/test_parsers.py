@@ -73,7 +73,8 @@ def ms(iso: str) -> int:
 
 def pseud(ip: str, key: bytes = KEY) -> bytes:
     try:
-        text = str(ipaddress.ip_address(ip))
+        address = ipaddress.ip_address(ip)
+        text = str(getattr(address, "ipv4_mapped", None) or address)  # a mapped IPv4 client is IPv4
     except ValueError:
         text = ip
     return hmac.digest(key, text.encode(), "sha256")
@@ -532,7 +533,27 @@ def test_ipv6_normalisation_matches_ipaddress(address: ipaddress.IPv6Address, st
         "upper": address.exploded.upper(),
         "mapped4": f"::ffff:{ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)}",
     }[style]
-    assert Pseudonymiser.normalise(text) == ipaddress.IPv6Address(text).compressed
+    parsed = ipaddress.IPv6Address(text)
+    expected = str(parsed.ipv4_mapped) if parsed.ipv4_mapped is not None else parsed.compressed
+    assert Pseudonymiser.normalise(text) == expected
+
+
+def test_an_ipv4_client_logged_ipv4_mapped_is_the_same_client() -> None:
+    """``::ffff:203.0.113.9`` (a dual-stack server's spelling) and ``203.0.113.9`` get one pseudonym; an
+    erasure also finds the records stored with the mapped spelling's older pseudonym."""
+    first = Pseudonymiser(KEY, "k1")
+    for spelling in (
+        "::ffff:203.0.113.9",
+        "::FFFF:203.0.113.9",
+        "0:0:0:0:0:ffff:cb00:7109",
+        "::ffff:cb00:7109",
+    ):
+        assert first.pseudonym(spelling) == first.pseudonym("203.0.113.9") == pseud("203.0.113.9")
+    legacy = hmac.digest(KEY, b"::ffff:cb00:7109", "sha256")  # how the mapped spelling was hashed before
+    assert first.pseudonyms("203.0.113.9") == {pseud("203.0.113.9"), legacy}
+    assert first.pseudonyms("::ffff:203.0.113.9") == {pseud("203.0.113.9"), legacy}
+    assert first.pseudonyms("2001:db8::1") == {pseud("2001:db8::1")}
+    assert first.pseudonyms("not-an-ip") == {pseud("not-an-ip")}
 
 
 # ------------------------------------------------------------------------------------------------------

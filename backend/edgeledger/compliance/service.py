@@ -481,9 +481,10 @@ def erase_subject(
     for key in keys:
         if key.key_wrapped is None:
             continue
-        pseudonym = pseudonymiser_for(session, settings, key.key_id).pseudonym(client_ip.strip())
+        # the current pseudonym and, for an IPv4 client, the one of its IPv4-mapped spelling
+        pseudonyms = pseudonymiser_for(session, settings, key.key_id).pseudonyms(client_ip.strip())
         match = (DeliveryRecordRow.pseudonym_key_id == key.key_id) & (
-            DeliveryRecordRow.client_pseudonym == pseudonym
+            DeliveryRecordRow.client_pseudonym.in_(sorted(pseudonyms))
         )
         erased_leaves.extend(session.scalars(select(DeliveryRecordRow.leaf).where(match)))
         session.execute(_redact(match, now))

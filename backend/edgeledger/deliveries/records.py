@@ -168,6 +168,10 @@ def _compress_v6(packed: bytes) -> str:
     return ":".join(hextets)
 
 
+#: The first 12 bytes of an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``).
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+
+
 class Pseudonymiser:
     """Keyed, stable pseudonyms for client IPs: ``HMAC-SHA256(key, normalised IP text)``.
 
@@ -178,11 +182,13 @@ class Pseudonymiser:
     destroyed nobody can recompute a pseudonym from an IP any more.
 
     Normalisation: IPv4 stays dotted-quad text as logged (a valid dotted quad is already canonical for
-    :mod:`ipaddress`); IPv6 becomes :mod:`ipaddress`'s compressed lower-case form (Python 3.11), so
-    ``2001:DB8:0::1`` and ``2001:db8::1`` get the same pseudonym. Anything that is not a valid address is
-    used as-is. (IPv6 goes through ``inet_pton``/``inet_ntop`` first, 15x faster than ``ipaddress``
-    and identical to its text except for IPv4-mapped forms, which are re-rendered the ``ipaddress``
-    way; the unit tests check the equivalence.)
+    :mod:`ipaddress`); an IPv4-mapped IPv6 address (``::ffff:203.0.113.9``, how a dual-stack server logs
+    an IPv4 client) is that IPv4 client, so it becomes its dotted quad (``203.0.113.9``); other IPv6
+    becomes :mod:`ipaddress`'s compressed lower-case form (Python 3.11), so ``2001:DB8:0::1`` and
+    ``2001:db8::1`` get the same pseudonym. Anything that is not a valid address is used as-is. (IPv6
+    goes through ``inet_pton``/``inet_ntop`` first, 15x faster than ``ipaddress`` and identical to its
+    text; the unit tests check the equivalence.) Records ingested before mapped addresses were
+    normalised carry the pseudonym of the mapped IPv6 text: :meth:`pseudonyms` gives both, for erasure.
 
     The HMAC is RFC 2104 over pre-keyed SHA-256 states (equal to ``hmac.digest(key, msg, "sha256")``,
     ~2.5x faster per call), and a small bounded cache (``cache_size`` recent IPs, process memory only)
@@ -222,19 +228,37 @@ class Pseudonymiser:
                 return ipaddress.IPv6Address(ip).compressed  # e.g. with a %scope id
             except ValueError:
                 return ip
+        if packed[:12] == _V4_MAPPED:
+            return socket.inet_ntop(socket.AF_INET, packed[12:])
         text = socket.inet_ntop(socket.AF_INET6, packed)
         return _compress_v6(packed) if "." in text else text
+
+    def _hmac(self, text: str) -> bytes:
+        inner = self._inner.copy()
+        inner.update(text.encode("utf-8", "surrogatepass"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def pseudonyms(self, ip: str) -> set[bytes]:
+        """Every pseudonym records of client ``ip`` may carry under this key: the current one, and for an
+        IPv4 client the one of its IPv4-mapped IPv6 text as hashed before mapped addresses were
+        normalised (records stored then keep it)."""
+        found = {self.pseudonym(ip)}
+        text = self.normalise(ip)
+        try:
+            quad = socket.inet_pton(socket.AF_INET, text)
+        except (OSError, ValueError):
+            return found
+        found.add(self._hmac(_compress_v6(_V4_MAPPED + quad)))
+        return found
 
     def pseudonym(self, ip: str) -> bytes:
         """32-byte pseudonym of ``ip`` under this key."""
         cached = self._cache.get(ip)
         if cached is not None:
             return cached
-        inner = self._inner.copy()
-        inner.update(self.normalise(ip).encode("utf-8", "surrogatepass"))
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        value = outer.digest()
+        value = self._hmac(self.normalise(ip))
         if self._cache_size:
             if len(self._cache) >= self._cache_size:
                 self._cache.clear()
