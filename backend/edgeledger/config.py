@@ -41,6 +41,9 @@ class Settings(BaseModel):
     public_base_url: str = Field("", description="Default http://API_HOST:API_PORT")
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)
     siwe_domain: str = Field("", description="Domain SIWE messages must name; default host:port of the API")
+    siwe_chain_id: int | None = Field(
+        None, gt=0, description="Chain id SIWE messages must name; default the deployment file's"
+    )
     siwe_nonce_ttl_seconds: int = Field(600, gt=0)
     session_ttl_seconds: int = Field(12 * 3600, gt=0)
     pending_registration_max_age_seconds: int = Field(

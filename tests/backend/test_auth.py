@@ -6,6 +6,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,6 +180,33 @@ def test_nonce_response_names_domain_chain_and_a_long_alphanumeric_nonce(client:
 def test_nonce_response_omits_chain_id_when_the_app_has_no_chain(db_engine: Engine) -> None:
     with TestClient(build_app(db_engine, chain_id=None)) as client:
         assert "chain_id" not in client.post("/auth/siwe/nonce").json()
+
+
+def test_without_a_known_chain_sign_in_is_refused_not_accepted_for_any_chain(
+    db_engine: Engine, wallet: LocalAccount
+) -> None:
+    """No SIWE_CHAIN_ID and no deployment file: a message signed for any chain is refused (503)."""
+    with TestClient(build_app(db_engine, chain_id=None)) as client:
+        for chain_id in (1, CHAIN_ID):
+            message = siwe_message(
+                wallet.address,
+                fresh_nonce(client),
+                chain_id=chain_id,
+                expiration_time=datetime.now(UTC) + timedelta(minutes=5),
+            )
+            response = sign_in(client, message, sign(wallet, message))
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "siwe_chain_unknown"
+
+
+def test_siwe_chain_id_comes_from_configuration_before_the_deployment(tmp_path: Path) -> None:
+    from edgeledger.main import create_app
+
+    missing = tmp_path / "no-deployment.json"
+    settings = Settings(data_dir=tmp_path, deployment_file=missing, siwe_chain_id=8453)
+    assert create_app(settings).state.chain_id == 8453
+    without = Settings(data_dir=tmp_path, deployment_file=missing)
+    assert create_app(without).state.chain_id is None
 
 
 def test_siwe_sign_in_creates_a_creator_and_a_working_session(

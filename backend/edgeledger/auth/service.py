@@ -284,8 +284,9 @@ def verify_siwe(
 ) -> User:
     """Checks a signed EIP-4361 message, consumes its nonce and returns the signer's account.
 
-    ``expected_chain_id=None`` accepts any chain (no chain configured). A wallet signing in for the first
-    time gets a ``creator`` account.
+    ``expected_chain_id=None`` (no chain configured: neither SIWE_CHAIN_ID nor a deployment file) refuses
+    every sign-in with 503 ``siwe_chain_unknown``: a message signed for any chain must not be accepted.
+    A wallet signing in for the first time gets a ``creator`` account.
     """
     now = now or utcnow()
     fields = parse_siwe_message(message)
@@ -335,7 +336,14 @@ def _check_siwe_audience(fields: SiweFields, expected_domain: str, expected_chai
             f"message is for domain {fields.domain!r}, this service is {expected_domain!r}",
             code="siwe_domain_mismatch",
         )
-    if expected_chain_id is not None and fields.chain_id != expected_chain_id:
+    if expected_chain_id is None:
+        raise AuthError(
+            "sign-in is not available: this service knows no chain id (set SIWE_CHAIN_ID or deploy the "
+            "contracts)",
+            code="siwe_chain_unknown",
+            status=503,
+        )
+    if fields.chain_id != expected_chain_id:
         raise AuthError(
             f"message is for chain {fields.chain_id}, this service uses chain {expected_chain_id}",
             code="siwe_chain_mismatch",
