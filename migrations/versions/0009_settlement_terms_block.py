@@ -8,7 +8,9 @@ batch will never anchor; its state is then ``abandoned``), and ``merchant_source
 merchant authorises to bill it), ``settlements.kind``, ``sequence`` (0 for a period, n for its n-th
 supplementary settlement: the unique key becomes (merchant, period_start, sequence, attempt)),
 ``funded_by_pk`` and ``held_total``, and ``settlement_held`` (each held-back royalty and what became of
-it). So that an upgrade changes no merchant's bill by itself, every source
+it), ``settlement_cases.sources_json`` (each source's volume at a reconciliation key) and
+``auth_sessions.api_key_pk`` (the API key a portal session was opened with: revoking it ends the
+session). So that an upgrade changes no merchant's bill by itself, every source
 that already has anchored receipts for a merchant's hosts is authorised for that merchant
 (``authorised_by = "migration:0009"``); merchants review them with ``GET /deliveries/merchant-sources``.
 
@@ -80,6 +82,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("abandon_reason", sa.Text(), nullable=True))
     with op.batch_alter_table("settlement_cases", schema=None) as batch_op:
         batch_op.add_column(sa.Column("sources_json", sa.Text(), nullable=True))
+    with op.batch_alter_table("auth_sessions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("api_key_pk", sa.Integer(), nullable=True))
+        batch_op.create_foreign_key(
+            "fk_auth_sessions_api_key", "auth_api_keys", ["api_key_pk"], ["id"], ondelete="CASCADE"
+        )
 
 
 def downgrade() -> None:
@@ -106,6 +113,9 @@ def downgrade() -> None:
     # An abandoned batch has no older spelling: it goes back to "closed" (it never anchors either way).
     op.execute("UPDATE delivery_batches SET state = 'closed' WHERE state = 'abandoned'")
     # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+ and PostgreSQL).
+    with op.batch_alter_table("auth_sessions", schema=None) as batch_op:
+        batch_op.drop_constraint("fk_auth_sessions_api_key", type_="foreignkey")
+        batch_op.drop_column("api_key_pk")
     for table, column in (
         ("settlement_cases", "sources_json"),
         ("delivery_batches", "abandon_reason"),

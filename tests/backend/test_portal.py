@@ -54,6 +54,19 @@ def test_sign_in_roles_and_logout(scene: Scene) -> None:
     assert client.get("/portal/", follow_redirects=False).status_code == 303  # the session is revoked
 
 
+def test_revoking_the_api_key_ends_the_portal_sessions_opened_with_it(scene: Scene) -> None:
+    client = scene.client
+    created = client.post("/auth/api-keys", json={"label": "portal"}, headers=scene.auditor.headers)
+    assert created.status_code == 201, created.text
+    key = created.json()
+    _login(client, Caller(scene.auditor.account, key["key"], scene.auditor.user_id))
+    assert "Overview" in _page(client, "/portal/")
+    revoked = client.delete(f"/auth/api-keys/{key['id']}", headers=scene.auditor.headers)
+    assert revoked.status_code == 204, revoked.text
+    # At once, not when the session would have expired.
+    assert client.get("/portal/", follow_redirects=False).headers["location"] == "/portal/login"
+
+
 def test_pages_render_and_badges_come_from_the_chain(scene: Scene) -> None:
     client = scene.client
     _login(client, scene.auditor)

@@ -80,6 +80,8 @@ class AuthSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # the API key a portal session was opened with: revoking the key ends the session
+    api_key_pk: Mapped[int | None] = mapped_column(ForeignKey("auth_api_keys.id", ondelete="CASCADE"))
 
 
 class AuditorScopeEntry(Base):

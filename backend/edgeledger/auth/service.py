@@ -180,6 +180,13 @@ def get_api_key(session: Session, key_id: int) -> ApiKey:
 
 
 def authenticate_api_key(session: Session, key: str, *, now: datetime | None = None) -> User:
+    return authenticate_api_key_row(session, key, now=now)[1]
+
+
+def authenticate_api_key_row(
+    session: Session, key: str, *, now: datetime | None = None
+) -> tuple[ApiKey, User]:
+    """The key's row and its user (a portal session remembers the key it was opened with)."""
     # Looking the key up by its hash is the constant-time comparison: the database compares digests
     # of attacker-chosen input, which leak nothing about the stored key through timing.
     row = session.execute(
@@ -193,12 +200,19 @@ def authenticate_api_key(session: Session, key: str, *, now: datetime | None = N
     if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
         api_key.last_used_at = now
         session.commit()
-    return user
+    return api_key, user
 
 
 def revoke_api_key(session: Session, api_key: ApiKey, *, now: datetime | None = None) -> ApiKey:
+    """Revokes the key and, in the same transaction, every session opened with it (portal sign-ins)."""
     if api_key.revoked_at is None:
-        api_key.revoked_at = now or utcnow()
+        when = now or utcnow()
+        api_key.revoked_at = when
+        session.execute(
+            update(AuthSession)
+            .where(AuthSession.api_key_pk == api_key.id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=when)
+        )
         session.commit()
     return api_key
 
@@ -207,13 +221,25 @@ def revoke_api_key(session: Session, api_key: ApiKey, *, now: datetime | None = 
 
 
 def create_session(
-    session: Session, user: User, ttl: timedelta, *, now: datetime | None = None
+    session: Session,
+    user: User,
+    ttl: timedelta,
+    *,
+    now: datetime | None = None,
+    api_key: ApiKey | None = None,
 ) -> tuple[str, AuthSession]:
-    """Returns the plaintext bearer token, which exists nowhere else afterwards, and its record."""
+    """Returns the plaintext bearer token, which exists nowhere else afterwards, and its record. A
+    session opened with ``api_key`` ends when that key is revoked."""
     _ensure_enabled(user)
     now = now or utcnow()
     token = secrets.token_urlsafe(32)
-    record = AuthSession(token_hash=hash_secret(token), user_id=user.id, created_at=now, expires_at=now + ttl)
+    record = AuthSession(
+        token_hash=hash_secret(token),
+        user_id=user.id,
+        created_at=now,
+        expires_at=now + ttl,
+        api_key_pk=api_key.id if api_key is not None else None,
+    )
     session.add(record)
     session.commit()
     return token, record

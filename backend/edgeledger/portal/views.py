@@ -110,13 +110,13 @@ def login(
 ) -> Response:
     """Exchange an API key for a session cookie (HttpOnly, SameSite=Strict); the key is not kept."""
     try:
-        user = auth_service.authenticate_api_key(session, api_key.strip())
+        key, user = auth_service.authenticate_api_key_row(session, api_key.strip())
     except auth_service.AuthError:
         return _page(request, "login.html", {"error": "That API key is not valid."}, status=401)
     if user.role not in (Role.auditor, Role.admin):
         return _page(request, "login.html", {"error": "The portal is for auditors and admins."}, status=403)
     ttl = timedelta(seconds=settings.session_ttl_seconds)
-    token, _ = auth_service.create_session(session, user, ttl)
+    token, _ = auth_service.create_session(session, user, ttl, api_key=key)  # ends when the key is revoked
     response = RedirectResponse("/portal/", status_code=303)
     secure = request.url.scheme == "https"
     response.set_cookie(
