@@ -175,11 +175,13 @@ _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 class Pseudonymiser:
     """Keyed, stable pseudonyms for client IPs: ``HMAC-SHA256(key, normalised IP text)``.
 
-    The key rotates: the caller passes the key of the period the log belongs to (for example one key
-    per UTC day, kept in the secrets store under ``key_id``) and destroys old keys according to the
-    retention policy. Within one key the same client always gets the same pseudonym, so per-period
-    unique-client counts still work; across keys pseudonyms cannot be linked, and once a key is
-    destroyed nobody can recompute a pseudonym from an IP any more.
+    The key rotates: ingestion passes the key of the UTC day the file is ingested (one key per upload,
+    whatever days its lines span: a file is pseudonymised under one key, and retention can destroy a
+    day's key once everything ingested that day is past retention; deliveries/service.py
+    ``pseudonym_key_id``), kept wrapped in the database under ``key_id``. Within one key the same
+    client always gets the same pseudonym, so per-day unique-client counts still work; across keys
+    pseudonyms cannot be linked, and once a key is destroyed nobody can recompute a pseudonym from an IP
+    any more.
 
     Normalisation: IPv4 stays dotted-quad text as logged (a valid dotted quad is already canonical for
     :mod:`ipaddress`); an IPv4-mapped IPv6 address (``::ffff:203.0.113.9``, how a dual-stack server logs
