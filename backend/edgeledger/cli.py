@@ -643,5 +643,27 @@ def compliance_verify_event(
     raise typer.Exit(run_event(proof_file, rpc_url, contract=contract))
 
 
+#: Exit code when the API or the chain cannot be reached (as `edgeledger verify` uses it).
+EXIT_UNREACHABLE = 3
+
+
+def main() -> None:
+    """The ``edgeledger`` command: an API or chain that cannot be reached is one line and exit code 3,
+    not a traceback."""
+    from edgeledger.chain.client import ChainError
+
+    try:
+        app()
+    except httpx.TransportError as exc:
+        where = str(exc.request.url) if getattr(exc, "_request", None) is not None else "the API"
+        typer.secho(
+            f"error: cannot reach {where}: {exc} (is the API running? --api sets its URL)", fg="red", err=True
+        )
+        raise SystemExit(EXIT_UNREACHABLE) from None
+    except ChainError as exc:
+        typer.secho(f"error: {exc.code}: {exc.message}", fg="red", err=True)
+        raise SystemExit(EXIT_UNREACHABLE) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

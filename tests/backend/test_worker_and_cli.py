@@ -99,3 +99,22 @@ def test_cli_register_uploads_with_progress(
     again = CliRunner().invoke(cli_app, args)
     assert again.exit_code == 1
     assert "409 duplicate_content" in again.stderr
+
+
+def test_an_unreachable_api_is_one_line_and_exit_code_3_not_a_traceback(tmp_path: Path) -> None:
+    import sys
+
+    from tests.backend.support.stack import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeledger.cli", "sources", "list", "--api", closed, "--api-key", "el_x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot reach {closed}/deliveries/sources"), lines
+    assert "Traceback" not in result.stderr
