@@ -368,6 +368,22 @@ def anchor(
     typer.echo(json.dumps(summary, indent=2))
     if summary["anchoring"]["errors"]:
         raise typer.Exit(1)
+    if summary["awaiting_signature"]:
+        count = len(summary["awaiting_signature"])
+        typer.secho(
+            f"{count} closed batch(es) wait for their edge node's signature (GET /deliveries/batches/"
+            "{id}/manifest, then POST …/signature): not anchored",
+            fg="yellow",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if wait and summary["still_anchored"]:
+        typer.secho(
+            f"{summary['still_anchored']} anchored batch(es) not final after {timeout:g} s",
+            fg="yellow",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @users_app.command("create")

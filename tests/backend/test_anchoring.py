@@ -910,6 +910,38 @@ def test_cli_sources_batches_and_anchor(
     batches = CliRunner().invoke(cli_app, ["batches", "--source", "cdn-cli", *api])
     assert batches.exit_code == 0 and "final" in batches.stdout and batch.batch_id[:18] in batches.stdout
 
+    # An edge node's batch needs the node's own signature: the command says so and exits 2, not 0.
+    node = CliRunner().invoke(
+        cli_app,
+        [
+            "sources",
+            "register",
+            "--name",
+            "edge-cli",
+            "--kind",
+            "edge_node",
+            "--provider",
+            "edgeledger",
+            "--regions",
+            "DE",
+            "--jurisdiction",
+            "DE",
+            "--signer",
+            Account.create().address,
+            "--operator",
+            Account.create().address,
+            *api,
+        ],
+    )
+    assert node.exit_code == 0, node.output
+    with db(app_client) as session:
+        unsigned = open_batch(session, source_row(session, "edge-cli"), DAY0)
+        add_records(session, settings, unsigned, 2)
+    ran = CliRunner().invoke(cli_app, ["anchor", "--force-close"])
+    assert ran.exit_code == 2, ran.output
+    assert json.loads(ran.stdout)["awaiting_signature"] == [unsigned.batch_id]
+    assert "wait for their edge node's signature" in ran.stderr
+
 
 def test_batch_reads_need_a_role_and_unknown_ids_are_404(app_client: TestClient, admin: Caller) -> None:
     creator = make_caller(app_client, Role.creator, "creator")

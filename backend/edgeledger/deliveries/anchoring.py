@@ -524,11 +524,22 @@ def run_once(
             while wait and _count_in_state(session, BatchState.anchored) and time.monotonic() < deadline:
                 time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
                 final += confirm_anchors(session, chain, settings)["final"]
+            closed_ids = [b.batch_id for b in closed]
+            unsigned = list(
+                session.scalars(
+                    select(DeliveryBatch.batch_id).where(
+                        DeliveryBatch.batch_id.in_(closed_ids),
+                        DeliveryBatch.state == BatchState.awaiting_signature,
+                    )
+                )
+            )
             return {
-                "closed": [b.batch_id for b in closed],
+                "closed": closed_ids,
                 "anchoring": report.as_dict(),
                 "final": final,
                 "still_anchored": _count_in_state(session, BatchState.anchored),
+                # closed now, but waiting for a signature this process cannot give (an edge node's own)
+                "awaiting_signature": sorted(unsigned),
             }
     finally:
         engine.dispose()
