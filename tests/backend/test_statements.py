@@ -623,3 +623,13 @@ def test_payees_chart_top_20_and_others() -> None:
     assert int(bars[-1]["data-amount"]) == sum(a for _, a in ranked[TOP_PAYEES:])
     assert f"others ({len(ranked) - TOP_PAYEES} payees)" in page.all_text
     assert sum(int(b["data-amount"]) for b in bars) == wide.charge - sum(h.amount for h in wide.held_back)
+
+
+def test_durations_read_as_days_hours_minutes_not_raw_seconds() -> None:
+    from edgeledger.settlement.charts import duration, seconds_chart_svg
+
+    assert duration(0) == "0 s" and duration(42) == "42 s"
+    assert duration(725) == "12 min 5 s" and duration(3 * 3600 + 4 * 60 + 9) == "3 h 4 min"
+    assert duration(220_708_606) == "2,554 d 11 h" and duration(-90) == "-1 min 30 s"
+    svg = seconds_chart_svg({"batch 1": 220_708_606, "batch 2": 95}, "Anchoring lag")
+    assert "2,554 d 11 h" in svg and "1 min 35 s" in svg and "220708606 s" not in svg

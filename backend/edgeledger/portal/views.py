@@ -29,6 +29,7 @@ from edgeledger.deps import get_app_settings, get_chain
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.portal import service
 from edgeledger.ratelimit import rate_limit
+from edgeledger.settlement.charts import duration
 
 HERE = Path(__file__).parent
 COOKIE = "edgeledger_session"
@@ -38,6 +39,7 @@ LOOKUP_BASIS = "GDPR Art. 6(1)(c): statutory audit (portal lookup)"
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals["utc"] = service.utc
+templates.env.filters["duration"] = duration  # anchoring lag as "3 h 4 min", not raw seconds
 router = APIRouter(prefix="/portal", include_in_schema=False, dependencies=[Depends(rate_limit("audit"))])
 
 SessionDep = Annotated[Session, Depends(get_session)]

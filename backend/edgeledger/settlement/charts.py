@@ -5,7 +5,7 @@ exact integer amounts."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -179,8 +179,33 @@ class _Bar:
     amount: int
 
 
-def _hbar_chart_svg(bars: Sequence[_Bar], title: str, decimals: int, symbol: str, attr: str) -> str:
-    """Horizontal bars, one per entry, labelled left and valued right (exact decimal amounts)."""
+def duration(seconds: int) -> str:
+    """A whole number of seconds for people: ``42 s``, ``12 min 5 s``, ``3 h 4 min``, ``2,554 d 11 h``."""
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        text = f"{days:,} d {hours} h"
+    elif hours:
+        text = f"{hours} h {minutes} min"
+    elif minutes:
+        text = f"{minutes} min {secs} s"
+    else:
+        text = f"{secs} s"
+    return sign + text
+
+
+def _hbar_chart_svg(
+    bars: Sequence[_Bar],
+    title: str,
+    decimals: int,
+    symbol: str,
+    attr: str,
+    fmt: Callable[[int], str] | None = None,
+) -> str:
+    """Horizontal bars, one per entry, labelled left and valued right (exact decimal amounts, or
+    ``fmt`` of the value)."""
     label_w, bar_area, value_w = 330.0, 300.0, 130.0
     row_h, top = 22.0, 30.0
     width = label_w + bar_area + value_w
@@ -197,7 +222,7 @@ def _hbar_chart_svg(bars: Sequence[_Bar], title: str, decimals: int, symbol: str
     for i, bar in enumerate(bars):
         y = top + i * row_h
         bar_len = bar_area * bar.amount / peak if peak > 0 else 0.0
-        value = f"{format_amount(bar.amount, decimals)} {symbol}"
+        value = fmt(bar.amount) if fmt is not None else f"{format_amount(bar.amount, decimals)} {symbol}"
         parts.append(
             f'<text class="label" x="{_f(label_w - 8)}" y="{_f(y + 14)}" font-family="monospace" '
             f'text-anchor="end">{_e(bar.label)}</text>'
@@ -213,7 +238,7 @@ def _hbar_chart_svg(bars: Sequence[_Bar], title: str, decimals: int, symbol: str
 def seconds_chart_svg(values: Mapping[str, int], title: str) -> str:
     """Durations in whole seconds, one bar per labelled entry, in the given order (anchoring lag)."""
     bars = [_Bar(label, label, seconds) for label, seconds in values.items()]
-    return _hbar_chart_svg(bars, title, 0, "s", "item")
+    return _hbar_chart_svg(bars, title, 0, "", "item", duration)
 
 
 def payees_chart_svg(payees: Mapping[str, int], title: str, decimals: int, symbol: str) -> str:
