@@ -79,6 +79,8 @@ def test_pages_render_and_badges_come_from_the_chain(scene: Scene) -> None:
     assert _badges(batch) == ["ok"] and "root anchored on chain" in batch
     settlements = _page(client, "/portal/settlements")
     assert "ok" in _badges(settlements) and "vault holds this root" in settlements
+    # Merchants by name, totals in their token (not a bare id and minor units).
+    assert re.search(r"<td>[^<]+ \(#\d+\)</td>", settlements) and " tUSDC</td>" in settlements
     assets = _page(client, "/portal/assets")
     assert _badges(assets) == ["ok"]
     asset_id = re.search(r'/portal/assets/(\d+)"', assets).group(1)  # type: ignore[union-attr]

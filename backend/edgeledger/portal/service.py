@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from edgeledger.assets import service as assets_service
 from edgeledger.assets.models import Asset
+from edgeledger.auth.models import User
 from edgeledger.auth.service import AuditScope
 from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.deliveries.models import (
@@ -26,7 +27,13 @@ from edgeledger.deliveries.models import (
 )
 from edgeledger.ledger.hashing import bytes32
 from edgeledger.settlement.charts import bytes_chart_svg, payees_chart_svg, seconds_chart_svg
-from edgeledger.settlement.models import ReconciliationCase, Settlement, SettlementPayout
+from edgeledger.settlement.models import (
+    ReconciliationCase,
+    Settlement,
+    SettlementAccount,
+    SettlementPayout,
+)
+from edgeledger.settlement.statements import format_amount
 
 ANCHORED = (BatchState.anchored, BatchState.final)
 ON_CHAIN_SETTLEMENT_STATES = ("posted", "challenged", "claimable", "cancelled")
@@ -143,6 +150,9 @@ def batch_view(session: Session, chain: ChainClient, batch: DeliveryBatch) -> Ba
 class SettlementView:
     settlement: Settlement
     badge: Badge
+    #: the merchant's name, and the total in its token (``0.310301 tUSDC``; minor units when unknown)
+    merchant: str = ""
+    total: str = ""
 
 
 def settlement_badge(chain: ChainClient, settlement: Settlement) -> Badge:
@@ -163,13 +173,36 @@ def settlement_badge(chain: ChainClient, settlement: Settlement) -> Badge:
 
 
 def settlement_views(session: Session, chain: ChainClient, scope: AuditScope) -> list[SettlementView]:
-    rows = session.scalars(
-        select(Settlement).order_by(Settlement.period_start.desc(), Settlement.id.desc()).limit(MAX_ROWS)
-    )
-    return [
-        SettlementView(s, settlement_badge(chain, s))
-        for s in rows
+    rows = [
+        s
+        for s in session.scalars(
+            select(Settlement).order_by(Settlement.period_start.desc(), Settlement.id.desc()).limit(MAX_ROWS)
+        )
         if scope.allows_merchant(s.merchant_user_id)
+    ]
+    merchant_ids = {s.merchant_user_id for s in rows}
+    names = dict(session.execute(select(User.id, User.name).where(User.id.in_(merchant_ids))).tuples().all())
+    accounts = {
+        a.merchant_user_id: a
+        for a in session.scalars(
+            select(SettlementAccount).where(SettlementAccount.merchant_user_id.in_(merchant_ids))
+        )
+    }
+
+    def total(s: Settlement) -> str:
+        account = accounts.get(s.merchant_user_id)
+        if account is None or account.token.lower() != s.token.lower():
+            return f"{s.total} (minor units)"
+        return f"{format_amount(int(s.total), account.token_decimals)} {account.token_symbol}"
+
+    return [
+        SettlementView(
+            s,
+            settlement_badge(chain, s),
+            merchant=f"{names.get(s.merchant_user_id, 'merchant')} (#{s.merchant_user_id})",
+            total=total(s),
+        )
+        for s in rows
     ]
 
 
