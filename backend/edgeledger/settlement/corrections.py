@@ -50,6 +50,7 @@ from edgeledger.settlement.models import (
     SettlementState,
 )
 from edgeledger.settlement.period_inputs import merchant_ids_of
+from edgeledger.settlement.service import next_sequence
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +78,20 @@ def latest_period(siblings: list[Settlement]) -> Settlement | None:
     return max(periods, key=lambda s: s.attempt) if periods else None
 
 
+def _counted(siblings: list[Settlement], besides: int | None = None) -> set[str]:
+    """Batch ids counted by the live (not cancelled) periods and corrections among ``siblings``, but
+    ``besides``."""
+    counted: set[str] = set()
+    for sibling in siblings:
+        if sibling.id != besides and sibling.kind in COUNTING and sibling.state != SettlementState.cancelled:
+            counted.update(json.loads(sibling.batch_ids_json or "[]"))
+    return counted
+
+
 def claimed_batches(session: Session, settlement: Settlement) -> set[str]:
     """Batch ids counted by the other live (not cancelled) periods and corrections of the same merchant and
     period: a computation of ``settlement`` leaves them out."""
-    claimed: set[str] = set()
-    for sibling in _siblings(session, settlement.merchant_user_id, settlement.period_start):
-        if sibling.id == settlement.id or sibling.kind not in COUNTING:
-            continue
-        if sibling.state == SettlementState.cancelled:
-            continue
-        claimed.update(json.loads(sibling.batch_ids_json or "[]"))
-    return claimed
+    return _counted(_siblings(session, settlement.merchant_user_id, settlement.period_start), settlement.id)
 
 
 def check_computable(session: Session, settlement: Settlement) -> None:
@@ -152,14 +156,10 @@ def open_corrections(session: Session) -> list[int]:
                 continue  # not settled yet (or cancelled: its recompute counts these batches)
             if any(s.kind == SettlementKind.correction and s.state in UNPOSTED for s in siblings):
                 continue  # one unposted correction at a time; it counts new batches while blocked
-            claimed: set[str] = set()
-            for sibling in siblings:
-                if sibling.kind in COUNTING and sibling.state != SettlementState.cancelled:
-                    claimed.update(json.loads(sibling.batch_ids_json or "[]"))
-            late = sorted(batches - claimed)
+            late = sorted(batches - _counted(siblings))
             if not late:
                 continue
-            sequence = 1 + max(s.sequence for s in siblings)
+            sequence = next_sequence(session, account.merchant_user_id, period_start)
             row = Settlement(
                 merchant_user_id=account.merchant_user_id,
                 period_start=period_start,

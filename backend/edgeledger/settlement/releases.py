@@ -26,7 +26,7 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient
@@ -54,6 +54,7 @@ from edgeledger.settlement.models import (
 from edgeledger.settlement.payouts import HeldBack, PayoutInputs, Statement
 from edgeledger.settlement.period_inputs import chain_terms_block
 from edgeledger.settlement.rates import card_at
+from edgeledger.settlement.service import next_sequence
 from edgeledger.settlement.terms import read_terms
 
 log = logging.getLogger(__name__)
@@ -196,15 +197,7 @@ def _write_release(
     release: Any,
     rows: list[SettlementHeld],
 ) -> int:
-    sequence = 1 + int(
-        session.scalar(
-            select(func.max(Settlement.sequence)).where(
-                Settlement.merchant_user_id == period.merchant_user_id,
-                Settlement.period_start == period.period_start,
-            )
-        )
-        or 0
-    )
+    sequence = next_sequence(session, period.merchant_user_id, period.period_start)
     # a correction's held royalties are released under its period's next id too (SUPPLEMENT_SHIFT)
     release_id = supplementary_id(period.period_id & ((1 << SUPPLEMENT_SHIFT) - 1), sequence)
     tree = PayoutTree(release_id, period.merchant_address, period.token, release.payees)

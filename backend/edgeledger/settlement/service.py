@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from eth_utils import is_address, to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from edgeledger.auth.models import Role, User
@@ -43,6 +43,17 @@ from edgeledger.settlement.statements import StatementContext
 def period_id_for(period_start: int, settings: Settings) -> int:
     """The vault's periodId: consecutive numbers, the same for every merchant."""
     return period_start // settings.delivery_period_seconds
+
+
+def next_sequence(session: Session, merchant_user_id: int, period_start: int) -> int:
+    """The next supplementary sequence number of a merchant's period (corrections and releases share
+    them: on chain ``period id + (sequence << 32)``)."""
+    latest = session.scalar(
+        select(func.max(Settlement.sequence)).where(
+            Settlement.merchant_user_id == merchant_user_id, Settlement.period_start == period_start
+        )
+    )
+    return 1 + int(latest or 0)
 
 
 def period_start_of(at: int, settings: Settings) -> int:
