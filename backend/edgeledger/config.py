@@ -56,6 +56,27 @@ class Settings(BaseModel):
     delivery_late_window_seconds: int = Field(
         24 * 3600, ge=0, description="How long after its end a period still takes late logs before closing"
     )
+    # Upload limits of log ingestion (docs/ingestion.md, "Upload limits")
+    ingest_max_decompressed_bytes: int = Field(
+        16 * 1024**3,
+        gt=0,
+        description="Bytes one log upload may decompress to (plain: its size); 413 past it",
+    )
+    ingest_max_compression_ratio: int = Field(
+        100,
+        ge=1,
+        description="Decompressed / received bytes of a gzip upload, judged past its first MiB; 413",
+    )
+    ingest_max_line_chars: int = Field(
+        65_536,
+        gt=0,
+        le=1_000_000,
+        description="Characters of one log line (terminator excluded); 422 past it",
+    )
+    ingest_max_lines: int = Field(50_000_000, gt=0, description="Lines of one log upload; 413 past it")
+    ingest_max_quarantined_lines: int = Field(
+        10_000, ge=0, description="Quarantined lines of one upload (residency ones not counted); 422 past it"
+    )
     ingest_signer_private_key: SecretStr | None = Field(
         None, description="Platform ingest key: signs CDN providers' manifests; default the server signer"
     )

@@ -1,1 +1,12 @@
-"""Deliveries: CDN and edge-node log ingestion, Merkle anchoring, per-line proofs."""
+"""Deliveries: CDN and edge-node log ingestion, Merkle anchoring, per-line proofs.
+
+* ``parsers/``     log formats -> records and quarantined lines (docs/log-formats.md); ``records.py``
+                   their types;
+* ``limits.py``    upload limits: bytes, compression ratio, lines, line length (docs/ingestion.md);
+* ``ingest.py``    one upload into records, leaves and quarantined lines, chunk by chunk; ``uploads.py`` the
+                   HTTP side (streamed bodies, listings); ``regions.py`` pricing regions;
+* ``batches.py``, ``anchoring.py``, ``sources.py``, ``trees.py``, ``signals.py``, ``tasks.py``   closing,
+                   signing and anchoring batches, sources on chain, trees on disk, fraud signals, jobs;
+* ``receipts.py``, ``proofs.py``, ``hosts.py``   settlement inputs, inclusion proofs, merchant hosts;
+* ``models.py``, ``service.py``, ``views.py``   tables and schemas, shared helpers, the /deliveries API.
+"""

@@ -3,18 +3,29 @@
 :func:`ingest_log` streams one log file (plain or gzip, any format of :mod:`parsers`) into the database:
 every physical line becomes a :class:`DeliveryRecordRow` (with its Merkle leaf), a
 :class:`QuarantinedLineRow`, a counted duplicate of an already stored request, or a skipped header /
-blank line. Records are written in chunks of :data:`CHUNK_RECORDS` with bulk Core inserts, one
-transaction per chunk that also moves the :class:`IngestFile` counters, so a crash leaves consistent
-counts and running the file again completes it (what was stored counts as duplicates).
+blank line. Records are written in chunks (:data:`CHUNK_RECORDS` records and quarantined lines, or fewer
+once the lines read take :data:`CHUNK_TEXT_BYTES`) with bulk Core inserts, one transaction per chunk that
+also moves the :class:`IngestFile` counters, so a crash leaves consistent counts and running the file
+again completes it (what was stored counts as duplicates).
 
-Memory stays flat as the file grows: the file is read in 64 KiB pieces, only the current chunk's
-records and raw lines are held, and duplicates are found in the database (the unique index on
-``(source_pk, request_id)``), not in an in-memory set of every request id seen.
+An upload that breaks one of the ``INGEST_MAX_*`` limits (:mod:`limits`: decompressed bytes, compression
+ratio, lines, line length, quarantined lines) is refused (413 or 422) as soon as the limit trips. What it
+had committed is kept whole, not taken back: the chunk being read is dropped (rolled back), the chunks
+committed before stay with the ``failed`` IngestFile, whose counts are exactly theirs, as after a crash.
+Taking them back could not be done safely: a stored chunk's records may already be in a batch that closed
+and was anchored since. The quarantine limit is checked before each chunk commits, so a refused upload
+leaves at most ``INGEST_MAX_QUARANTINED_LINES`` quarantined rows.
+
+Memory stays flat as the file grows, whatever its lines are: the file is read in 64 KiB pieces, only the
+current chunk's records and quarantined lines are held, raw text only for the lines that may need it (the
+chunk's record lines, which an in-file repeat quarantines when the chunk is written; quarantined lines
+carry theirs, masked and cut to 2,000 characters), nothing for comment or blank lines; and duplicates are
+found in the database (the unique index on ``(source_pk, request_id)``), not in an in-memory set of every
+request id seen.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -34,6 +45,7 @@ from edgeledger.compliance.service import edge_zone, storage_refusal
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.deliveries import service
+from edgeledger.deliveries.limits import IngestLimitError, UploadLimits, UploadLines
 from edgeledger.deliveries.models import (
     BatchKind,
     BatchState,
@@ -45,8 +57,7 @@ from edgeledger.deliveries.models import (
     QuarantinedLineRow,
     SourceStatus,
 )
-from edgeledger.deliveries.parsers import FORMATS, MAX_LINE_CHARS, ParseStats, parse_log
-from edgeledger.deliveries.parsers.text import _line_reader, _open_text
+from edgeledger.deliveries.parsers import FORMATS, ParseStats, parse_log
 from edgeledger.deliveries.records import CacheResult, DeliveryRecord, LogFormatError, QuarantinedLine
 from edgeledger.deliveries.regions import region_of
 from edgeledger.indexer.models import IndexedAsset
@@ -57,6 +68,7 @@ from edgeledger.ledger.ids import batch_id_for, country_bytes, edge_location_byt
 
 __all__ = [
     "CHUNK_RECORDS",
+    "CHUNK_TEXT_BYTES",
     "DUPLICATE_REQUEST_ID",
     "IngestFileRead",
     "QuarantinedLineRead",
@@ -72,8 +84,10 @@ REQUEST_ID_TOO_LONG = "request_id_too_long"  # over the 128 characters the recor
 HOST_TOO_LONG = "host_too_long"  # over the 255 characters the records table keeps
 RESIDENCY = "residency"  # the edge location's data zone may not be stored here (no raw text is kept)
 NUL_CHARACTER = "nul_character"  # a NUL in the request id, host or URI (PostgreSQL text cannot hold it)
-#: Raw text kept per line of the current chunk (enough for a quarantined line: masking looks at 8 KiB).
-_RAW_KEEP = 8_192
+#: Memory the lines read since the last chunk take as strings (all lines, skipped ones too; see
+#: ``UploadLines.held``) after which a chunk is written however few records it holds: with CHUNK_RECORDS
+#: it bounds what a chunk holds, whatever the lines are (docs/ingestion.md, "Upload limits").
+CHUNK_TEXT_BYTES = 8 << 20
 _IN_CHUNK = 2_000  # request ids per IN (...) lookup
 _CACHE_LIMIT = 100_000  # entries of the per-run uri -> asset cache before it is cleared
 _RETRIES = 3  # chunk transactions retried after a unique-constraint race with a concurrent ingest
@@ -271,71 +285,6 @@ class _AssetResolver:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------------------
-
-
-class _HashingReader:
-    """Binary file wrapper: sha-256 and size of the bytes as received, computed as they are read."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.sha256.update(data)
-        self.size += len(data)
-        return data
-
-
-class _Lines:
-    """Text lines of the upload, numbered as the parsers number them, the current chunk's kept raw."""
-
-    def __init__(self, stream: Any) -> None:
-        self.hashing: _HashingReader | None = None
-        if hasattr(stream, "read"):
-            self.hashing = _HashingReader(stream)
-            self._text, self._close = _open_text(self.hashing)
-            self._lines: Iterable[str] = _line_reader(self._text)
-        else:  # an iterable of str lines: hash their UTF-8 text
-            self._text, self._close = stream, lambda: None
-            self._lines = stream
-            self._sha = hashlib.sha256()
-            self._size = 0
-        self.raw: dict[int, str] = {}
-
-    def __iter__(self) -> Iterator[str]:
-        raw = self.raw
-        number = 0
-        continuation = False
-        hashing = self.hashing is None
-        for line in self._lines:
-            if hashing:
-                data = line.encode("utf-8", "surrogatepass")
-                self._sha.update(data)
-                self._size += len(data)
-            if not continuation:
-                number += 1
-                raw[number] = line[:_RAW_KEEP]
-            # a piece of MAX_LINE_CHARS without a newline: the next piece continues the same line
-            continuation = len(line) >= MAX_LINE_CHARS and not line.endswith("\n")
-            yield line
-
-    def digest(self) -> tuple[str, int]:
-        if self.hashing is not None:
-            return self.hashing.sha256.hexdigest(), self.hashing.size
-        return self._sha.hexdigest(), self._size
-
-    def close(self) -> None:
-        self._close()
-
-
-# --------------------------------------------------------------------------------------------------------
 # Chunks
 # --------------------------------------------------------------------------------------------------------
 
@@ -362,6 +311,8 @@ class _Counts:
 class _Chunk:
     records: list[DeliveryRecord] = field(default_factory=list)
     quarantined: list[QuarantinedLine] = field(default_factory=list)
+    raw: dict[int, str] = field(default_factory=dict)  # line -> kept raw text, for the records' lines
+    junk: int = 0  # quarantined lines that count against INGEST_MAX_QUARANTINED_LINES
     last_line: int = 0
 
 
@@ -385,14 +336,36 @@ class _Ingest:
         self.edges: dict[str, bytes] = {}
         self.countries: dict[str, tuple[bytes, str]] = {}
         self._analyze_at = CHUNK_RECORDS
+        self.limits = UploadLimits.from_settings(settings)
+        self.max_junk = self.limits.quarantined
+        self.junk = 0  # quarantined lines of the stored chunks that count against the limit
+        self.lines: UploadLines | None = None
+
+    def too_much_junk(self, line: int) -> IngestLimitError:
+        """INGEST_MAX_QUARANTINED_LINES broken at ``line``."""
+        assert self.lines is not None
+        limit = self.max_junk
+        return self.lines.refused(
+            "upload_too_many_quarantined",
+            422,
+            "INGEST_MAX_QUARANTINED_LINES",
+            limit,
+            f"more than {limit:,} lines would be quarantined",
+            line=line,
+        )
+
+    def _too_much_junk(self, chunk: _Chunk, repeated: dict[int, str]) -> None:
+        """The chunk's in-file repeats take the quarantine over the limit: refuse at the crossing line."""
+        junk = sorted([q.line_number for q in chunk.quarantined if q.reason != RESIDENCY] + list(repeated))
+        raise self.too_much_junk(junk[max(0, self.max_junk - self.junk)])
 
     # --- the transaction of one chunk ---------------------------------------------------------------
 
-    def write(self, chunk: _Chunk, raw: dict[int, str]) -> None:
+    def write(self, chunk: _Chunk) -> None:
         """Store one chunk in one transaction (retried from scratch after a concurrent-insert race)."""
         for attempt in range(_RETRIES):
             try:
-                counts = self._write(chunk, raw)
+                counts = self._write(chunk)
                 self.session.commit()
             except IntegrityError:
                 self.session.rollback()
@@ -400,6 +373,7 @@ class _Ingest:
                     raise
                 continue
             self.totals.add(counts)
+            self.junk += chunk.junk + counts.duplicates_in_file
             if self.totals.records_new >= self._analyze_at:
                 self._analyze()
             return
@@ -419,7 +393,7 @@ class _Ingest:
         with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.exec_driver_sql(f"ANALYZE {_RECORDS.name}")
 
-    def _write(self, chunk: _Chunk, raw: dict[int, str]) -> _Counts:
+    def _write(self, chunk: _Chunk) -> _Counts:
         session = self.session
         counts = _Counts(lines=chunk.last_line)
         # Write first: on SQLite this takes the database write lock before anything is read, so a batch
@@ -452,10 +426,12 @@ class _Ingest:
                     self.ingest.name,
                     record.line_number,
                     DUPLICATE_REQUEST_ID,
-                    raw.get(record.line_number, ""),
+                    chunk.raw.get(record.line_number, ""),
                     f"request id already on line {earlier[1]}",
                 )
             )
+        if self.junk + chunk.junk + counts.duplicates_in_file > self.max_junk:
+            self._too_much_junk(chunk, repeated)
         rows = self._rows(new, counts)
         if rows:
             self._insert_records(rows)
@@ -681,9 +657,9 @@ class _Ingest:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _too_long(record: DeliveryRecord, lines: _Lines, name: str) -> QuarantinedLine:
+def _too_long(record: DeliveryRecord, lines: UploadLines, name: str) -> QuarantinedLine:
     """A record the tables cannot hold as it is (never truncated silently) becomes a quarantined line."""
-    raw = lines.raw.get(record.line_number, "")
+    raw = lines.raw_of(record.line_number)
     if len(record.request_id) > 128:
         return QuarantinedLine(name, record.line_number, REQUEST_ID_TOO_LONG, raw, "over 128 chars")
     if len(record.host) > 255:
@@ -707,8 +683,9 @@ def ingest_log(
     Returns the finished :class:`IngestFile` (state ``done``). Raises :class:`service.DeliveryError`:
     ``source_suspended`` (409), ``bad_log_format`` (422) before anything is written; ``not_a_log`` (422,
     the IngestFile is ``rejected``, nothing else stored) and ``log_truncated`` (422, ``failed``, the
-    records before the break are kept) after. ``progress`` is called with the lines read so far after
-    every chunk.
+    records before the break are kept) after; :class:`limits.IngestLimitError` (413 or 422, ``failed``,
+    the chunks stored before are kept whole, the chunk being read is dropped) when the upload breaks one of
+    the ``INGEST_MAX_*`` limits. ``progress`` is called with the lines read so far after every chunk.
     """
     if source.status == SourceStatus.suspended:
         raise service.DeliveryError(
@@ -735,11 +712,13 @@ def ingest_log(
     # Residency per line: the zone of the line's edge location must be storable in this deployment.
     refused = storage_refusal(session, settings)
     edge_refused: dict[str, bool] = {}
-    lines = _Lines(stream)
+    lines = run.lines = UploadLines(stream, run.limits, name)
+    raw, mask = lines.raw, len(lines.raw) - 1
     stats = ParseStats()
     chunk = _Chunk()
     record_class = DeliveryRecord
     chunk_size = CHUNK_RECORDS
+    chunk_bytes = CHUNK_TEXT_BYTES
     pending = 0
     try:
         for item in parse_log(
@@ -767,60 +746,70 @@ def ingest_log(
                         )
                     else:
                         chunk.records.append(item)  # type: ignore[arg-type]
+                        chunk.raw[item.line_number] = raw[item.line_number & mask]
                 else:
                     chunk.quarantined.append(_too_long(item, lines, name))  # type: ignore[arg-type]
+                    chunk.junk += 1
             else:
                 chunk.quarantined.append(item)  # type: ignore[arg-type]
-            if pending >= chunk_size:
-                pending = 0
+                chunk.junk += 1
+                if run.junk + chunk.junk > run.max_junk:
+                    raise run.too_much_junk(item.line_number)
+            if pending >= chunk_size or lines.held >= chunk_bytes:
+                pending = lines.held = 0
                 chunk.last_line = item.line_number
                 run.log_format = run.log_format or next(iter(stats.by_format), None)
-                run.write(chunk, lines.raw)
-                _forget_lines(lines.raw, item.line_number)
+                run.write(chunk)
                 chunk = _Chunk()
                 if progress is not None:
                     progress(item.line_number)
+        broken: LogFormatError | None = None
     except LogFormatError as exc:
         session.rollback()
-        truncated = isinstance(exc.__cause__, EOFError | OSError | zlib.error)
-        if truncated:
-            _write_rest(run, chunk, lines, stats)
-        _finish(run, lines, stats, error=("log_truncated" if truncated else "not_a_log", exc.reason))
-        lines.close()
-        code = "log_truncated" if truncated else "not_a_log"
-        raise service.DeliveryError(
-            f"{name}: {exc.reason}", code=code, status=422, ingest_id=ingest.id, lines=run.totals.lines
-        ) from exc
+        broken = exc
     except BaseException as exc:
-        session.rollback()
-        lines.close()
-        code = exc.code if isinstance(exc, service.DeliveryError) else "ingest_interrupted"
-        _finish(run, lines, stats, error=(code, f"{type(exc).__name__}: {exc}"[:500]))
+        _fail(run, stats, exc)
         raise
-    _write_rest(run, chunk, lines, stats)
+    truncated = broken is not None and isinstance(broken.__cause__, EOFError | OSError | zlib.error)
+    try:
+        if broken is None or truncated:  # a gzip cut short keeps the records before the break
+            _write_rest(run, chunk, lines, stats)
+    except BaseException as exc:
+        _fail(run, stats, exc)
+        raise
     lines.close()
+    if broken is not None:
+        code = "log_truncated" if truncated else "not_a_log"
+        _finish(run, lines, stats, error=(code, broken.reason))
+        raise service.DeliveryError(
+            f"{name}: {broken.reason}", code=code, status=422, ingest_id=ingest.id, lines=run.totals.lines
+        ) from broken
     _finish(run, lines, stats, error=None)
     if progress is not None:
         progress(stats.lines)
     return ingest
 
 
-def _forget_lines(raw: dict[int, str], up_to: int) -> None:
-    """Drop the kept raw text of lines up to ``up_to`` (their chunk is stored)."""
-    if len(raw) and max(raw) <= up_to:
-        raw.clear()
-        return
-    for number in [n for n in raw if n <= up_to]:
-        del raw[number]
+def _fail(run: _Ingest, stats: ParseStats, exc: BaseException) -> None:
+    """The ingest stops on ``exc``: the chunk being read is dropped, the stored ones stay (``failed``)."""
+    assert run.lines is not None
+    run.session.rollback()
+    run.lines.close()
+    if isinstance(exc, service.DeliveryError):
+        exc.details.setdefault("ingest_id", run.ingest_pk)
+        error = (exc.code, exc.message[:500])
+    else:
+        error = ("ingest_interrupted", f"{type(exc).__name__}: {exc}"[:500])
+    _finish(run, run.lines, stats, error=error)
 
 
-def _write_rest(run: _Ingest, chunk: _Chunk, lines: _Lines, stats: ParseStats) -> None:
+def _write_rest(run: _Ingest, chunk: _Chunk, lines: UploadLines, stats: ParseStats) -> None:
     run.log_format = run.log_format or next(iter(stats.by_format), None)
     chunk.last_line = max(stats.lines, chunk.last_line, *(i.line_number for i in chunk.records[-1:]))
-    run.write(chunk, lines.raw)
+    run.write(chunk)
 
 
-def _finish(run: _Ingest, lines: _Lines, stats: ParseStats, *, error: tuple[str, str] | None) -> None:
+def _finish(run: _Ingest, lines: UploadLines, stats: ParseStats, *, error: tuple[str, str] | None) -> None:
     """Final counters, digest and state of the IngestFile (its own transaction)."""
     sha, size = lines.digest()
     totals = run.totals

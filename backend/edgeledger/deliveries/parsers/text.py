@@ -61,8 +61,12 @@ def _source_name(source: Any) -> str:
     return name if isinstance(name, str) else "<stream>"
 
 
-def _open_text(source: Any) -> tuple[Any, Callable[[], None]]:
-    """A text stream (or an iterable of str lines) for ``source`` and the function that releases it."""
+def _open_text(source: Any, wrap: Callable[[Any, bool], Any] | None = None) -> tuple[Any, Callable[[], None]]:
+    """A text stream (or an iterable of str lines) for ``source`` and the function that releases it.
+
+    ``wrap(stream, compressed)``, when given, is put between the (decompressed) byte stream and the text
+    decoder: ingestion counts and limits the decompressed bytes there (deliveries/limits.py).
+    """
     if isinstance(source, str | os.PathLike):
         binary: Any = open(source, "rb")  # noqa: SIM115 (closed by the returned closer)
         owned = True
@@ -84,7 +88,8 @@ def _open_text(source: Any) -> tuple[Any, Callable[[], None]]:
         magic = binary.read(2)
         binary = io.BufferedReader(_Prefixed(magic, binary), _READ_CHUNK)
     stream = gzip.GzipFile(fileobj=binary, mode="rb") if magic == _GZIP_MAGIC else binary
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="\n")
+    decoded = stream if wrap is None else wrap(stream, stream is not binary)
+    text = io.TextIOWrapper(decoded, encoding="utf-8-sig", errors="replace", newline="\n")
     text._CHUNK_SIZE = _READ_CHUNK  # type: ignore[attr-defined]  # fewer, larger reads
 
     def close() -> None:
