@@ -194,30 +194,38 @@ def ingest_logs(
 ) -> None:
     """Upload delivery log files (plain or gzip) for a source; print each ingest report as a JSON line.
 
-    Exit code 1 when a file was rejected (not a log) or failed (e.g. a truncated gzip), after trying all.
+    Exit code 1 when a file was rejected (not a log) or failed (e.g. a truncated gzip, an upload limit
+    broken), after trying all; each failure is one line on stderr with the API's code and reason.
     """
     failed = 0
     for file in files:
         size = file.stat().st_size
         params = {"name": file.name, **({"log_format": log_format} if log_format else {})}
         started = time.perf_counter()
-        with (
-            file.open("rb") as handle,
-            typer.progressbar(length=size, label=f"uploading {file.name}", file=sys.stderr) as bar,
-        ):
-            response = httpx.post(
-                f"{api or _default_api()}/deliveries/sources/{source}/logs",
-                params=params,
-                headers={"X-API-Key": api_key, "Content-Type": "application/octet-stream"},
-                content=_file_chunks(handle, bar),
-                timeout=httpx.Timeout(30, read=None),
-            )
+        try:
+            with (
+                file.open("rb") as handle,
+                typer.progressbar(length=size, label=f"uploading {file.name}", file=sys.stderr) as bar,
+            ):
+                response = httpx.post(
+                    f"{api or _default_api()}/deliveries/sources/{source}/logs",
+                    params=params,
+                    headers={"X-API-Key": api_key, "Content-Type": "application/octet-stream"},
+                    content=_file_chunks(handle, bar),
+                    timeout=httpx.Timeout(30, read=None),
+                )
+        except httpx.HTTPError as exc:  # the connection broke (the API's answer, if any, is in its report)
+            failed += 1
+            typer.secho(f"{file.name}: upload failed: {type(exc).__name__}: {exc}", fg="red", err=True)
+            continue
         seconds = time.perf_counter() - started
         if response.status_code >= 400:
             failed += 1
             try:
                 error = response.json()["error"]
-                message = f"{file.name}: error {response.status_code} {error['code']}: {error['message']}"
+                # the reason in one line (for a refused upload: which limit, its value, where it tripped)
+                reason = str(error["message"]).removeprefix(f"{file.name}: ")
+                message = f"{file.name}: error {response.status_code} {error['code']}: {reason}"
             except (ValueError, KeyError, TypeError):
                 message = f"{file.name}: error {response.status_code}: {response.text[:500]}"
             typer.secho(message, fg="red", err=True)
