@@ -3,8 +3,9 @@
 
 A log upload is read as a stream (:class:`UploadLines`): bytes as received (hashed and counted), gunzipped
 when they are gzip, counted again as decompressed bytes, decoded, cut into lines of bounded length and
-numbered. The limits are checked there, while the bytes flow, so a hostile upload is refused after at most
-one 64 KiB read past the limit it breaks:
+numbered. The limits are checked there, while the bytes flow: the byte limit within one 64 KiB read past
+it, the line limits on the line that breaks them, the ratio once the bytes decompressed outrun the bytes
+received (read ahead up to 64 KiB at a time) by the ratio:
 
 ==================================  ======  ==================================================
 setting                             status  code
