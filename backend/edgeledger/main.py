@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgeledger import __version__
 from edgeledger.api_errors import install_error_handlers
+from edgeledger.apidocs.views import router as apidocs_router
 from edgeledger.assets.views import router as assets_router
 from edgeledger.assets.views import verify_router
 from edgeledger.audit.package_views import router as audit_router
@@ -113,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Content provenance, delivery receipts and settlement for CDNs. Errors are "
         '`{"error": {"code", "message", "details"}}` with a 4xx/5xx status.',
+        docs_url=None,  # /docs and /redoc come from edgeledger.apidocs, with no asset from outside
+        redoc_url=None,
     )
     engine = make_engine(settings.resolved_database_url)
     app.state.settings = settings
@@ -136,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(indexer_router)
     app.include_router(audit_router)
     app.include_router(portal_router)
+    app.include_router(apidocs_router)
     install_portal_handlers(app)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")
