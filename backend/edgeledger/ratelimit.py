@@ -46,7 +46,7 @@ import anyio
 from fastapi import Request
 from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse
-from limits import RateLimitItem, RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerMinute, strategies
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import (
@@ -61,7 +61,7 @@ from edgeledger.config import Settings
 from edgeledger.deliveries.service import master_key
 from edgeledger.errors import EdgeLedgerError
 
-STRATEGIES = {
+STRATEGIES: dict[str, Callable[[Storage], strategies.RateLimiter]] = {
     "fixed-window": FixedWindowRateLimiter,
     "moving-window": MovingWindowRateLimiter,
     "sliding-window-counter": SlidingWindowCounterRateLimiter,

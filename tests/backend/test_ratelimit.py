@@ -54,15 +54,20 @@ def random_key() -> dict[str, str]:
 def test_a_fresh_random_key_per_request_opens_no_fresh_bucket(base: Settings) -> None:
     settings = base.model_copy(update={"rate_limit_write_per_minute": 5, "rate_limit_auth_per_minute": 3})
     with client_of(settings) as client:
-        codes = [client.post("/auth/siwe/nonce", headers=random_key()).status_code for _ in range(8)]
-        assert codes == [401] * 5 + [429] * 3  # every bad key counted against the sender's address
-        refused = client.post("/auth/siwe/nonce", headers=random_key())
-        assert refused.json()["error"]["code"] == "rate_limited"
+        writes = [
+            client.post("/auth/api-keys", json={"label": "x"}, headers=random_key()).status_code
+            for _ in range(8)
+        ]
+        assert writes == [401] * 5 + [429] * 3  # every bad key counted against the sender's address
+        refused = client.post("/auth/siwe/nonce", headers=random_key())  # the same write bucket
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
         reads = [client.get("/auth/me", headers=random_key()).status_code for _ in range(5)]
-        assert reads == [401, 401, 401, 429, 429]
+        assert reads == [401, 401, 401, 429, 429]  # the auth bucket, per address too
     with client_of(settings, OTHER) as client:  # another address has its own buckets
         assert client.get("/auth/me", headers=random_key()).status_code == 401
+        # Sign-in routes ignore a stale credential (a client signing in again may still send one).
+        assert client.post("/auth/siwe/nonce", headers={"Authorization": "Bearer expired"}).status_code == 201
 
 
 def test_an_authenticated_caller_is_counted_as_its_user_from_any_address(

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 #: The portal's session cookie (edgeledger.portal.views).
 PORTAL_COOKIE = "edgeledger_session"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Routes that hand out credentials: a stale credential sent along is ignored there, not refused.
+SIGN_IN_PATHS = frozenset({"/auth/siwe/nonce", "/auth/siwe/verify"})
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -157,6 +159,9 @@ class AuthenticateBeforeBody:
         if caller.principal is not None:
             return None
         if caller.error is not None and caller.source != "cookie":
+            # A client signing in again may still send its expired token: sign-in is for exactly that.
+            if scope["path"].rstrip("/") in SIGN_IN_PATHS:
+                return None
             return caller.error
         if caller.source in (None, "cookie") and self._route_needs_principal(scope):
             return AuthError(
