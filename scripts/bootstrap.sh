@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the project needs, idempotently: the Python virtualenv (.venv) from
 # requirements.lock, the npm toolchain (solc, OpenZeppelin, anvil, js-ipfs; Swagger UI and ReDoc for the
-# API docs pages) from package-lock.json, the solc adapter registered with py-solc-x, and brownie's project-local data folder.
+# API docs pages) from package-lock.json, the solc adapter registered with py-solc-x, and brownie's
+# project-local data folder.
 # A second run with unchanged lock files installs nothing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
