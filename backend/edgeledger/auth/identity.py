@@ -17,7 +17,10 @@ A state-changing request whose header credential does not authenticate, or that 
 that needs a caller, is refused with 401 by :class:`AuthenticateBeforeBody`, before its body is read
 (after the rate limits have counted it against its sender's address). Without this, a multipart upload
 (``POST /assets``, ``POST /verify``) was read to its end, up to ``MAX_UPLOAD_BYTES``, before FastAPI
-resolved the route's dependencies and answered 401. Role checks (403) stay with the routes.
+resolved the route's dependencies and answered 401. A route needs a caller when the app's OpenAPI
+document gives it a security requirement, which FastAPI does for every route that depends on
+``get_principal``, however deep. Role checks (403) stay with the routes. The sign-in routes ignore a
+stale credential sent along rather than refusing it.
 """
 
 from __future__ import annotations
