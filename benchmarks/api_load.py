@@ -161,6 +161,7 @@ def load_stack(
             "RATE_LIMIT_AUTH_PER_MINUTE": str(10**9),
             "RATE_LIMIT_AUDIT_PER_MINUTE": str(10**9),
             "RATE_LIMIT_WRITE_PER_MINUTE": str(10**9),
+            "RATE_LIMIT_ANONYMOUS_PER_MINUTE": str(10**9),
             "LOG_LEVEL": "WARNING",
             **(env or {}),
         }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the project needs, idempotently: the Python virtualenv (.venv) from
-# requirements.lock, the npm toolchain (solc, OpenZeppelin, anvil, js-ipfs) from package-lock.json,
-# the solc adapter registered with py-solc-x, and brownie's project-local data folder.
+# requirements.lock, the npm toolchain (solc, OpenZeppelin, anvil, js-ipfs; Swagger UI and ReDoc for the
+# API docs pages) from package-lock.json, the solc adapter registered with py-solc-x, and brownie's
+# project-local data folder.
 # A second run with unchanged lock files installs nothing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +19,7 @@ digest() { cat "$@" | sha256sum | cut -d' ' -f1; }
 # --- npm toolchain -----------------------------------------------------------------------------
 npm_digest="$(digest package.json package-lock.json)"
 if [[ "$(cat node_modules/.edgeledger-stamp 2>/dev/null)" != "$npm_digest" ]]; then
-  say "installing npm toolchain (solc $SOLC_VERSION, OpenZeppelin, anvil, js-ipfs); first run takes a few minutes"
+  say "installing npm toolchain (solc $SOLC_VERSION, OpenZeppelin, anvil, js-ipfs, Swagger UI, ReDoc); first run takes a few minutes"
   npm install --no-audit --no-fund --loglevel=error
   echo "$npm_digest" > node_modules/.edgeledger-stamp
 fi

@@ -10,15 +10,28 @@ pydantic-settings cannot be installed beside eth-brownie (it needs python-dotenv
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def proxy_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``"10.0.0.0/8, 2001:db8::/64"`` -> networks; ValueError names a malformed entry."""
+    networks = []
+    for part in value.replace(";", ",").split(","):
+        if part.strip():
+            try:
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {part.strip()!r} is not an address or CIDR") from None
+    return tuple(networks)
 
 
 class Settings(BaseModel):
@@ -103,7 +116,21 @@ class Settings(BaseModel):
     rate_limit_auth_per_minute: int = Field(60, gt=0, description="Sign-in and API-key requests per caller")
     rate_limit_audit_per_minute: int = Field(300, gt=0, description="Portal and audit requests per caller")
     rate_limit_write_per_minute: int = Field(600, gt=0, description="State-changing requests per caller")
+    rate_limit_anonymous_per_minute: int = Field(
+        300,
+        gt=0,
+        description="Global budget, all callers together, of each route anyone may call without a "
+        "credential (sign-in nonce, sign-in, file verification upload)",
+    )
+    rate_limit_strategy: Literal["fixed-window", "moving-window", "sliding-window-counter"] = Field(
+        "fixed-window", description="How the limits library counts a minute"
+    )
     rate_limit_redis_url: str = Field("", description="Share rate-limit counters across API processes")
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client; "
+        "default none (the TCP peer is the client)",
+    )
     data_storage_zone: str = Field(
         "EU", description="Data zone this deployment stores raw logs in (EU or ISO code)"
     )
@@ -136,6 +163,16 @@ class Settings(BaseModel):
         if 86400 % value:
             raise ValueError("delivery_period_seconds must divide 86400 (periods align with UTC days)")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        proxy_networks(value)
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return proxy_networks(self.trusted_proxies)
 
     @property
     def resolved_database_url(self) -> str:

@@ -15,10 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgeledger import __version__
 from edgeledger.api_errors import install_error_handlers
+from edgeledger.apidocs.views import router as apidocs_router
 from edgeledger.assets.views import router as assets_router
 from edgeledger.assets.views import verify_router
 from edgeledger.audit.package_views import router as audit_router
 from edgeledger.auth.dependencies import PrincipalCache
+from edgeledger.auth.identity import AuthenticateBeforeBody, CallerIdentity
 from edgeledger.auth.views import admin_router
 from edgeledger.auth.views import router as auth_router
 from edgeledger.cache import SingleFlight, TtlCache
@@ -32,7 +34,7 @@ from edgeledger.indexer.views import router as indexer_router
 from edgeledger.ipfs import IpfsClient
 from edgeledger.portal.views import install_portal_handlers
 from edgeledger.portal.views import router as portal_router
-from edgeledger.ratelimit import RateLimiter, WriteRateLimit
+from edgeledger.ratelimit import RateLimiter, RequestRateLimit
 from edgeledger.settlement.views import router as settlement_router
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and the metadata field
@@ -113,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Content provenance, delivery receipts and settlement for CDNs. Errors are "
         '`{"error": {"code", "message", "details"}}` with a 4xx/5xx status.',
+        docs_url=None,  # /docs and /redoc come from edgeledger.apidocs, with no asset from outside
+        redoc_url=None,
     )
     engine = make_engine(settings.resolved_database_url)
     app.state.settings = settings
@@ -120,8 +124,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
     app.state.chain = ChainClient.from_settings(settings)
     app.state.ipfs = IpfsClient.from_settings(settings)
+    # Added innermost first. A request meets CallerIdentity (who is calling), the rate limits keyed on
+    # that caller, the 401 of a state-changing request without a valid caller, then the body size
+    # limit: all before any of its body is read.
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD)
-    app.add_middleware(WriteRateLimit)
+    app.add_middleware(AuthenticateBeforeBody)
+    app.add_middleware(RequestRateLimit)
+    app.add_middleware(CallerIdentity, trusted_proxies=settings.trusted_proxy_networks)
     # SIWE_CHAIN_ID, else the deployment's; with neither, sign-in is refused (never "any chain")
     app.state.chain_id = settings.siwe_chain_id or _deployment_chain_id(settings)
     app.state.rate_limiter = RateLimiter.from_settings(settings)
@@ -136,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(indexer_router)
     app.include_router(audit_router)
     app.include_router(portal_router)
+    app.include_router(apidocs_router)
     install_portal_handlers(app)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")

@@ -1,34 +1,80 @@
-"""Per-caller request rate limits (fixed one-minute windows) for the auth, audit and portal endpoints.
+"""Request rate limits, counted by the ``limits`` library in this process or, with
+``RATE_LIMIT_REDIS_URL``, in Redis shared by every API process.
 
-A caller is its credential (API key, bearer token, portal cookie) when it sends one, else its client
-address; either is reduced to a keyed hash at once, so neither a credential nor a raw IP is ever held
-by the limiter (in memory or in Redis). With ``RATE_LIMIT_REDIS_URL`` every API process shares one
-counter per caller and window (``INCR`` + ``EXPIRE``); without it each process counts on its own.
+Who is counted. ``CallerIdentity`` (edgeledger.auth.identity) settles the caller before the route runs
+and before the body is read: the authenticated principal (key ``u:<user id>``) when the request's
+credential authenticates, else the client address (after ``TRUSTED_PROXIES``). A credential that does
+not authenticate counts for nothing, so sending a fresh random ``X-API-Key`` per request no longer opens a
+fresh bucket: every such request counts against the sender's address. An address is reduced at once to
+a keyed hash (IPv6 by its /64, which one subscriber usually holds whole), so no raw address is ever held
+by the limiter, in memory or in Redis. The hash key is derived from the pseudonym master key
+(``PSEUDONYM_MASTER_KEY``, else its 0600 file in ``DATA_DIR``), the one secret every process of a
+deployment already shares, so two processes give the same address the same counter.
 
-Over the limit a request gets ``429`` with code ``rate_limited`` and a ``Retry-After`` header. Buckets:
-``auth`` (sign-in, API keys), ``audit`` (portal, audit, compliance, indexer routes) and ``write`` (every
-state-changing request, counted by :class:`WriteRateLimit` before the body is read).
+Buckets, each a number of requests per minute and caller:
+
+* ``auth`` (``RATE_LIMIT_AUTH_PER_MINUTE``): the /auth routes (sign-in, API keys);
+* ``audit`` (``RATE_LIMIT_AUDIT_PER_MINUTE``): portal, audit, compliance and chain-indexer routes;
+* ``write`` (``RATE_LIMIT_WRITE_PER_MINUTE``): every state-changing request (:class:`RequestRateLimit`);
+* ``anonymous`` (``RATE_LIMIT_ANONYMOUS_PER_MINUTE``): a global budget, all callers together, for each
+  route that anyone may call without a credential and that costs the service something: a sign-in nonce,
+  a sign-in (a wallet's first creates its ``creator`` account), a file verification upload. Requests
+  with a valid credential do not draw on it.
+
+Over a limit a request gets ``429`` with code ``rate_limited`` and a ``Retry-After`` header (seconds
+until the window that refused it ends). ``RATE_LIMIT_STRATEGY`` picks the ``limits`` strategy:
+``fixed-window`` (default: one counter per caller and window), ``moving-window`` (exact over the last
+60 s, one entry per request) or ``sliding-window-counter`` (two counters, weighted).
+
+Crash safety: counters are the only state and are meant to be forgotten: a restarted process (memory
+counters) or a restarted Redis starts every caller's window afresh, which can only let a caller through
+early, never lock one out. When Redis cannot be reached, requests that need a counter get ``503``
+``rate_limit_unavailable`` rather than going through unlimited.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
-import threading
+import ipaddress
+import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from functools import cached_property
 
 import anyio
 from fastapi import Request
+from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse
+from limits import RateLimitItem, RateLimitItemPerMinute, strategies
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from edgeledger.auth.dependencies import caller_of
 from edgeledger.config import Settings
+from edgeledger.deliveries.service import master_key
 from edgeledger.errors import EdgeLedgerError
 
-WINDOW_SECONDS = 60
+STRATEGIES: dict[str, Callable[[Storage], strategies.RateLimiter]] = {
+    "fixed-window": FixedWindowRateLimiter,
+    "moving-window": MovingWindowRateLimiter,
+    "sliding-window-counter": SlidingWindowCounterRateLimiter,
+}
+#: Prefix of every counter's key in Redis.
+REDIS_PREFIX = "edgeledger:rl"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Routes anyone may call without a credential, each with its own global ``anonymous`` budget.
+ANONYMOUS_ROUTES = {
+    ("POST", "/auth/siwe/nonce"): "siwe-nonce",
+    ("POST", "/auth/siwe/verify"): "siwe-sign-in",
+    ("POST", "/verify"): "verify-upload",
+}
 
 
 class RateLimited(EdgeLedgerError):
@@ -36,113 +82,124 @@ class RateLimited(EdgeLedgerError):
     code = "rate_limited"
 
 
-class Counter(Protocol):
-    def hit(self, key: str, window: int) -> int:
-        """Counts one request of ``key`` in window number ``window``; returns the count so far."""
-        ...
-
-
-class MemoryCounter:
-    """Counts in this process; forgets windows older than the current one."""
-
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()
-        self._window = 0
-
-    def hit(self, key: str, window: int) -> int:
-        with self._lock:
-            if window != self._window:
-                self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
-                self._window = window
-            count = self._counts.get((key, window), 0) + 1
-            self._counts[(key, window)] = count
-            return count
-
-
-class RedisCounter:
-    """Counts in Redis, shared by every API process."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self._redis = redis.Redis.from_url(url, socket_timeout=2)
-
-    def hit(self, key: str, window: int) -> int:
-        name = f"edgeledger:rl:{key}:{window}"
-        pipe = self._redis.pipeline()
-        pipe.incr(name)
-        pipe.expire(name, WINDOW_SECONDS * 2)
-        count, _ = pipe.execute()
-        return int(count)
+class RateLimitUnavailable(EdgeLedgerError):
+    status = 503
+    code = "rate_limit_unavailable"
 
 
 class RateLimiter:
-    def __init__(self, counter: Counter, limits: dict[str, int], secret: bytes) -> None:
-        self.counter = counter
-        self.limits = limits
-        self._secret = secret
+    """Counts requests per bucket and caller key with one ``limits`` strategy over one storage."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        limits: dict[str, int],
+        secret: bytes | Callable[[], bytes],
+        strategy: str = "fixed-window",
+    ) -> None:
+        self.storage = storage
+        self.limits = dict(limits)
+        self.strategy = STRATEGIES[strategy](storage)
+        self._items: dict[str, RateLimitItem] = {
+            bucket: RateLimitItemPerMinute(amount, namespace="edgeledger")
+            for bucket, amount in limits.items()
+        }
+        self._secret_source = secret
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimiter:
-        counter: Counter = (
-            RedisCounter(settings.rate_limit_redis_url) if settings.rate_limit_redis_url else MemoryCounter()
+        storage: Storage = (
+            RedisStorage(
+                settings.rate_limit_redis_url,
+                key_prefix=REDIS_PREFIX,
+                wrap_exceptions=True,
+                socket_timeout=2,
+                socket_connect_timeout=2,
+            )
+            if settings.rate_limit_redis_url
+            else MemoryStorage()
         )
         limits = {
             "auth": settings.rate_limit_auth_per_minute,
             "audit": settings.rate_limit_audit_per_minute,
             "write": settings.rate_limit_write_per_minute,
+            "anonymous": settings.rate_limit_anonymous_per_minute,
         }
-        # Shared counters need one key across processes; the pseudonym master key is such a secret.
-        master = settings.pseudonym_master_key
-        secret = master.get_secret_value().encode() if master is not None else secrets.token_bytes(32)
-        return cls(counter, limits, secret)
+        return cls(storage, limits, lambda: master_key(settings), settings.rate_limit_strategy)
 
-    def caller_key(self, request: Request) -> str:
-        credential = (
-            request.headers.get("x-api-key")
-            or request.headers.get("authorization")
-            or request.cookies.get("edgeledger_session")
+    @property
+    def shared(self) -> bool:
+        """True when the counters live outside this process (Redis): counting is network I/O."""
+        return not isinstance(self.storage, MemoryStorage)
+
+    @cached_property
+    def _key(self) -> bytes:
+        source = self._secret_source
+        secret = source() if callable(source) else source
+        return hmac.new(secret, b"edgeledger rate-limit caller key", hashlib.sha256).digest()
+
+    def address_key(self, address: str) -> str:
+        """``a:`` + a keyed hash of the address (of its /64 for IPv6)."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            subject = address
+        else:
+            subject = str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+        return "a:" + hmac.new(self._key, subject.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def caller_key(self, connection: HTTPConnection) -> str:
+        """The principal's key when the request authenticated, else its client address's."""
+        caller = caller_of(connection)
+        if caller is not None and caller.principal is not None:
+            return f"u:{caller.principal.user_id}"
+        if caller is not None:
+            return self.address_key(caller.address)
+        return self.address_key(connection.client.host if connection.client else "")
+
+    def hit(self, bucket: str, key: str) -> None:
+        """Counts one request of ``key`` in ``bucket``; RateLimited when that is one too many."""
+        item = self._items[bucket]
+        try:
+            if self.strategy.hit(item, bucket, key):
+                return
+            reset = self.strategy.get_window_stats(item, bucket, key).reset_time
+        except StorageError as exc:
+            raise RateLimitUnavailable(
+                f"the rate-limit store cannot be reached ({type(exc.storage_error).__name__}); retry",
+                retry_after=5,
+            ) from None
+        retry_after = max(1, math.ceil(reset - time.time()))
+        what = "requests" if bucket != "anonymous" else f"unauthenticated {key} requests from all callers"
+        raise RateLimited(
+            f"too many {what}: at most {item.amount} per minute ({bucket}); retry in {retry_after} s",
+            retry_after=retry_after,
+            bucket=bucket,
         )
-        who = f"c:{credential}" if credential else f"a:{request.client.host if request.client else ''}"
-        return hmac.new(self._secret, who.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def check(self, bucket: str, request: Request, now: float | None = None) -> None:
-        limit = self.limits[bucket]
-        window = int((time.time() if now is None else now) // WINDOW_SECONDS)
-        count = self.counter.hit(f"{bucket}:{self.caller_key(request)}", window)
-        if count > limit:
-            retry_after = WINDOW_SECONDS - int((time.time() if now is None else now) % WINDOW_SECONDS)
-            raise RateLimited(
-                f"too many {bucket} requests: at most {limit} per minute; retry in {retry_after} s",
-                retry_after=retry_after,
-            )
+    async def ahit(self, bucket: str, key: str) -> None:
+        """:meth:`hit` from the event loop: in place for memory counters, in a worker thread for Redis."""
+        if self.shared:
+            await anyio.to_thread.run_sync(self.hit, bucket, key)
+        else:
+            self.hit(bucket, key)
 
 
 def rate_limit(bucket: str) -> Callable[[Request], Awaitable[None]]:
-    """Dependency: counts the request against ``bucket``'s per-minute limit (429 when over it).
-
-    Counting in memory happens in the event loop (no thread hand-off); counting in Redis is network I/O
-    and runs in a worker thread."""
+    """Dependency: counts the request against the caller's ``bucket`` (429 when over it)."""
 
     async def _check(request: Request) -> None:
         limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-        if limiter is None:
-            return
-        if isinstance(limiter.counter, MemoryCounter):
-            limiter.check(bucket, request)
-        else:
-            await anyio.to_thread.run_sync(limiter.check, bucket, request)
+        if limiter is not None:
+            await limiter.ahit(bucket, limiter.caller_key(request))
 
     return _check
 
 
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class WriteRateLimit:
-    """ASGI middleware: every state-changing request (POST, PUT, PATCH, DELETE) counts against the
-    caller's "write" bucket; over it the request is refused with 429 before it is read."""
+class RequestRateLimit:
+    """ASGI middleware, inside ``CallerIdentity``: every state-changing request counts against its
+    caller's ``write`` bucket, and an unauthenticated request to one of :data:`ANONYMOUS_ROUTES` against
+    that route's global ``anonymous`` budget; over either it is refused before its body is read."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -152,12 +209,19 @@ class WriteRateLimit:
             limiter: RateLimiter | None = getattr(scope["app"].state, "rate_limiter", None)
             if limiter is not None:
                 try:
-                    limiter.check("write", Request(scope))
-                except RateLimited as exc:
-                    await JSONResponse(
-                        exc.to_body(),
-                        status_code=429,
-                        headers={"Retry-After": str(exc.details["retry_after"])},
-                    )(scope, receive, send)
+                    await self._count(limiter, HTTPConnection(scope))
+                except (RateLimited, RateLimitUnavailable) as exc:
+                    headers = {"Retry-After": str(exc.details["retry_after"])}
+                    await JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)(
+                        scope, receive, send
+                    )
                     return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _count(limiter: RateLimiter, connection: HTTPConnection) -> None:
+        await limiter.ahit("write", limiter.caller_key(connection))
+        route = ANONYMOUS_ROUTES.get((connection.scope["method"], connection.scope["path"].rstrip("/")))
+        caller = caller_of(connection)
+        if route is not None and (caller is None or caller.principal is None):
+            await limiter.ahit("anonymous", route)

@@ -64,5 +64,8 @@ def uvicorn_command(
         str(workers),
         "--log-level",
         log_level,
+        # The client address is the app's to find (TRUSTED_PROXIES, edgeledger.auth.identity): uvicorn
+        # would otherwise take X-Forwarded-For from any peer at 127.0.0.1 before the app sees it.
+        "--no-proxy-headers",
     ]
     return command if access_log else [*command, "--no-access-log"]

@@ -27,7 +27,12 @@ ST = PROJECT_ROOT / ".toolchain" / "fuzz" / "bin" / "st"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """Rate limits out of the fuzzer's way, so generated requests reach the handlers."""
-    limits = ("rate_limit_auth_per_minute", "rate_limit_audit_per_minute", "rate_limit_write_per_minute")
+    limits = (
+        "rate_limit_auth_per_minute",
+        "rate_limit_audit_per_minute",
+        "rate_limit_write_per_minute",
+        "rate_limit_anonymous_per_minute",
+    )
     return settings.model_copy(update=dict.fromkeys(limits, 10**6))
 
 

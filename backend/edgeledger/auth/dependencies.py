@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Depends, Request
+from fastapi.requests import HTTPConnection
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -36,6 +37,11 @@ from edgeledger.db import get_session, release_connection
 # auto_error=False: a missing header must produce our error shape, not FastAPI's default 403.
 _bearer = HTTPBearer(auto_error=False, description="Session token from POST /auth/siwe/verify")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key from POST /auth/api-keys")
+
+
+#: Key of the :class:`Caller` in a request's state (``scope["state"]``), set by ``identity.CallerIdentity``.
+CALLER_STATE = "edgeledger_caller"
+Source = Literal["bearer", "api_key", "cookie"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,26 +97,63 @@ def _authenticate(session: Session, credential: str, via: Literal["api_key", "se
     return principal
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The caller of one request as far as it is known before its body is read (``identity.py``)."""
+
+    #: Client address (after trusted proxies). Only ever kept in memory for this request; the rate
+    #: limiter reduces it to a keyed hash.
+    address: str
+    #: Where the credential came from; None when the request carries none.
+    source: Source | None = None
+    principal: Principal | None = None
+    #: Why the credential did not authenticate (unknown, revoked, expired key or token).
+    error: AuthError | None = None
+
+
+def caller_of(connection: HTTPConnection) -> Caller | None:
+    """The :class:`Caller` found before the route ran; None in an app without ``CallerIdentity``."""
+    state: dict[str, Any] = connection.scope.get("state") or {}
+    caller = state.get(CALLER_STATE)
+    return caller if isinstance(caller, Caller) else None
+
+
 async def get_principal(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
     session: Annotated[Session, Depends(get_session)],
 ) -> Principal:
-    """The caller, from a session token or an API key: from the :class:`PrincipalCache` when it saw the
-    credential within its max age (no thread hand-off, no database), else from the database."""
+    """The caller, from a session token or an API key: as ``CallerIdentity`` found it before the route
+    ran, else from the :class:`PrincipalCache` when it saw the credential within its max age (no thread
+    hand-off, no database), else from the database."""
     credential: str
     via: Literal["api_key", "session"]
     if bearer is not None:
-        credential, via = bearer.credentials, "session"
+        credential, via, source = bearer.credentials, "session", "bearer"
     elif api_key:
-        credential, via = api_key, "api_key"
+        credential, via, source = api_key, "api_key", "api_key"
     else:
         raise AuthError(
             "authentication required: send 'Authorization: Bearer <session token>' or 'X-API-Key: <key>'",
             code="unauthenticated",
         )
-    cache = principal_cache(request)
+    caller = caller_of(request)
+    if caller is not None and caller.source == source:
+        if caller.principal is not None:
+            return caller.principal
+        if caller.error is not None:
+            raise caller.error
+    return await authenticate_credential(request.app.state, session, credential, via)
+
+
+async def authenticate_credential(
+    state: Any, session: Session, credential: str, via: Literal["api_key", "session"]
+) -> Principal:
+    """The principal of ``credential`` (an API key or a session token) for the app whose ``state`` is
+    given: from its principal cache when it has one, else from the database (AuthError when it does
+    not authenticate)."""
+    cache: PrincipalCache | None = getattr(state, "principal_cache", None)
     if cache is None:
         return await anyio.to_thread.run_sync(_authenticate, session, credential, via)
     key = f"{via}:{hash_secret(credential)}"

@@ -116,8 +116,11 @@ def get_batch(session: Session, batch_id: str) -> DeliveryBatch:
 _MASTER_FILE = "pseudonym-master.key"
 
 
-def _master_key(settings: Settings) -> bytes:
-    """32-byte key-wrapping key: PSEUDONYM_MASTER_KEY (hex), else a 0600 file created in DATA_DIR."""
+def master_key(settings: Settings) -> bytes:
+    """32-byte key-wrapping key: PSEUDONYM_MASTER_KEY (hex), else a 0600 file created in DATA_DIR.
+
+    Also the root of the rate limiter's address-hashing key (edgeledger.ratelimit), which every API
+    process must derive alike."""
     if settings.pseudonym_master_key is not None:
         raw = bytes.fromhex(settings.pseudonym_master_key.get_secret_value().removeprefix("0x"))
         if len(raw) != 32:
@@ -164,7 +167,7 @@ def pseudonymiser_for(session: Session, settings: Settings, key_id: str) -> Pseu
     Raises ``pseudonym_key_destroyed`` (409) for a destroyed key: pseudonyms of that day can no longer
     be computed, by design.
     """
-    master = _master_key(settings)
+    master = master_key(settings)
     row = session.get(PseudonymKey, key_id)
     if row is None:
         row = PseudonymKey(key_id=key_id, key_wrapped=_wrap(master, key_id, secrets.token_bytes(32)))
