@@ -24,10 +24,10 @@ from edgeledger.auth.models import (
     AuditorScopeRead,
     AuditorScopeSet,
     NonceRead,
+    Role,
     SessionRead,
     SiweVerifyRequest,
     UserCreate,
-    Role,
     UserRead,
 )
 from edgeledger.compliance.models import Action
