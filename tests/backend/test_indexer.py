@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from edgeledger.indexer.models import (
 )
 from edgeledger.indexer.service import projection_snapshot
 from edgeledger.ipfs import IpfsClient
+from edgeledger.ipfs.cid import cid_of_bytes
 from tests.backend.support.deliveries import add_records, close_and_anchor, register_source
 from tests.backend.support.settlement import delivery_records, deposit, send_as
 from tests.backend.support.stack import Caller, DeployedChain, make_caller, rpc
@@ -300,3 +302,25 @@ def test_metadata_reads_that_found_ipfs_down_are_retried_a_bounded_number_of_tim
     states = {(a.metadata_state, a.title, a.metadata_attempts) for a in _table(indexer_session, IndexedAsset)}
     assert states == {("ok", "Sneaker, AI variant", 3), ("invalid", None, 3)}
     assert _indexer(indexer_session, more).retry_metadata() == 0
+
+
+def test_metadata_the_node_cannot_find_times_out_and_does_not_hold_the_cursor(
+    settings: Settings, indexer_session: Session, ipfs_client: IpfsClient
+) -> None:
+    """A metadata CID of content no node has (the offline node waits for its blocks): the read gives up
+    after INDEXER_METADATA_TIMEOUT_SECONDS, the asset is indexed with reason "timeout" and the cursor
+    reaches the head."""
+    quick = settings.model_copy(
+        update={"indexer_metadata_timeout_seconds": 1.0, "indexer_metadata_attempts": 1}
+    )
+    chain = ChainClient.from_settings(quick)
+    missing = cid_of_bytes(os.urandom(256))  # never added anywhere
+    _register_on_chain(chain, missing, ipfs_client.add_bytes(os.urandom(64)))
+    started = time.monotonic()
+    report = _indexer(indexer_session, quick).catch_up()
+    assert report.caught_up and report.to_block == chain.block_number()
+    assert time.monotonic() - started < 30
+    (asset,) = _table(indexer_session, IndexedAsset)
+    assert (asset.metadata_cid, asset.metadata_state, asset.title) == (missing, "timeout", None)
+    assert "not read within 1 s" in (asset.metadata_error or "")
+    assert _indexer(indexer_session, quick).retry_metadata() == 0  # one attempt allowed, made
