@@ -180,6 +180,11 @@ def load_stack(
                 time.sleep(0.2)
         admin = {"X-API-Key": _key(scratch, Role.admin, "load admin", deployer.address)}
         auditor = {"X-API-Key": _key(scratch, Role.auditor, "load auditor")}
+        auditor_id = httpx.get(f"{api}/auth/me", headers=auditor, timeout=30).json()["id"]
+        granted = httpx.put(
+            f"{api}/admin/users/{auditor_id}/scope", json={"is_global": True}, headers=admin, timeout=30
+        )
+        assert granted.status_code == 200, granted.text  # scopes fail closed: the admin grants everything
         asset_ids: list[int] = []
         first: dict[str, Any] = {}
         with httpx.Client(base_url=api, timeout=120) as client:

@@ -142,6 +142,15 @@ class Settings(BaseModel):
         1, ge=0, description="Blocks on top before the indexer applies a block"
     )
     indexer_log_chunk: int = Field(2_000, gt=0, description="Blocks per eth_getLogs range of the indexer")
+    indexer_metadata_max_bytes: int = Field(
+        65_536, gt=0, description="Largest asset metadata document the indexer reads from IPFS"
+    )
+    indexer_metadata_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time the indexer gives one asset metadata read from IPFS"
+    )
+    indexer_metadata_attempts: int = Field(
+        3, ge=1, description="Reads of an asset's metadata that timed out or found IPFS down, at most"
+    )
     public_rpc_url: str = Field(
         "", description="RPC URL the portal gives browsers to check proofs; default ETH_RPC_URL"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,8 +30,9 @@ from edgeledger.auth.dependencies import (
     ensure_owner_or_admin,
     require_roles,
 )
-from edgeledger.auth.models import ApiKey, AuthSession, Role, SiweNonce, User
+from edgeledger.auth.models import ApiKey, AuditorScopeEntry, AuthSession, Role, SiweNonce, User
 from edgeledger.auth.views import admin_router, router
+from edgeledger.compliance.models import ComplianceEvent
 from edgeledger.config import Settings
 from edgeledger.db import get_session
 
@@ -583,16 +585,18 @@ SOURCE_A = "0x" + "aa" * 32
 SOURCE_B = "0x" + "bb" * 32
 
 
-def test_auditor_without_scope_entries_is_global_and_scoping_restricts_it(
+def test_auditor_scopes_fail_closed_and_only_an_explicit_grant_is_global(
     client: TestClient, db_session: Session
 ) -> None:
-    _, admin_key = make_user(db_session, Role.admin)
+    admin, admin_key = make_user(db_session, Role.admin)
     auditor, auditor_key = make_user(db_session, Role.auditor)
     merchant, _ = make_user(db_session, Role.merchant, address=Account.create().address)
 
+    # Nobody scoped this auditor: it reads nothing.
     mine = client.get("/auth/me/scope", headers=api_key_header(auditor_key))
     assert mine.status_code == 200, mine.text
-    assert mine.json() == {"user_id": auditor.id, "is_global": True, "merchants": [], "sources": []}
+    assert mine.json() == {"user_id": auditor.id, "is_global": False, "merchants": [], "sources": []}
+    assert service.audit_scope(db_session, auditor.id, Role.auditor).is_empty
 
     scoped = client.put(
         f"/admin/users/{auditor.id}/scope",
@@ -612,7 +616,25 @@ def test_auditor_without_scope_entries_is_global_and_scoping_restricts_it(
     assert scope.allows_source(SOURCE_A) and not scope.allows_source(SOURCE_B)
 
     cleared = client.put(f"/admin/users/{auditor.id}/scope", json={}, headers=api_key_header(admin_key))
-    assert cleared.json()["is_global"] is True
+    assert cleared.json() == {"user_id": auditor.id, "is_global": False, "merchants": [], "sources": []}
+
+    granted = client.put(
+        f"/admin/users/{auditor.id}/scope", json={"is_global": True}, headers=api_key_header(admin_key)
+    )
+    assert granted.json() == {"user_id": auditor.id, "is_global": True, "merchants": [], "sources": []}
+    assert client.get("/auth/me/scope", headers=api_key_header(auditor_key)).json()["is_global"] is True
+    entry = db_session.scalar(select(AuditorScopeEntry).where(AuditorScopeEntry.user_id == auditor.id))
+    assert entry is not None and (entry.kind, entry.ref, entry.granted_by) == ("global", "*", admin.id)
+
+    # Every change is in the compliance log, with who made it.
+    events = db_session.scalars(
+        select(ComplianceEvent)
+        .where(ComplianceEvent.subject == f"auditor-scope:{auditor.id}")
+        .order_by(ComplianceEvent.id)
+    ).all()
+    assert [e.action for e in events] == ["policy_change"] * 3
+    assert {e.actor for e in events} == {f"user:{admin.id}:admin"}
+    assert [json.loads(e.detail_json)["is_global"] for e in events] == [False, False, True]
 
 
 @pytest.mark.parametrize(
@@ -620,6 +642,7 @@ def test_auditor_without_scope_entries_is_global_and_scoping_restricts_it(
     [
         ({"sources": ["0x1234"]}, 422, "invalid_scope"),
         ({"merchants": [999_999]}, 422, "invalid_scope"),
+        ({"is_global": True, "sources": [SOURCE_A]}, 422, "invalid_scope"),
     ],
 )
 def test_bad_scopes_are_refused(
@@ -632,7 +655,7 @@ def test_bad_scopes_are_refused(
         status,
         code,
     )
-    assert service.audit_scope(db_session, auditor.id, Role.auditor).is_global  # nothing half-written
+    assert service.audit_scope(db_session, auditor.id, Role.auditor).is_empty  # nothing half-written
 
 
 def test_only_auditors_have_scopes_and_only_admins_set_them(client: TestClient, db_session: Session) -> None:

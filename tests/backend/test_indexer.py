@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from edgeledger.indexer.models import (
 )
 from edgeledger.indexer.service import projection_snapshot
 from edgeledger.ipfs import IpfsClient
+from edgeledger.ipfs.cid import cid_of_bytes
 from tests.backend.support.deliveries import add_records, close_and_anchor, register_source
 from tests.backend.support.settlement import delivery_records, deposit, send_as
 from tests.backend.support.stack import Caller, DeployedChain, make_caller, rpc
@@ -220,3 +222,105 @@ def test_confirmation_depth_holds_back_the_newest_blocks(
         rpc(deep.eth_rpc_url, "evm_mine")
     indexer.catch_up()
     assert len(_table(indexer_session, IndexedBatch)) == 1
+
+
+def _register_on_chain(chain: ChainClient, metadata_cid: str, content_cid: str) -> None:
+    """An asset registered straight on the registry (as any registrar could), with this metadata CID."""
+    registrar = chain.signer_address
+    licence = (1, 0, 0, 0, "")
+    registration = (
+        os.urandom(32),
+        content_cid,
+        metadata_cid,
+        registrar,
+        0,
+        False,
+        licence,
+        [registrar],
+        [10_000],
+    )
+    chain.transact(chain.contract("ContentRegistry").functions.registerAsset(registration))
+
+
+def test_oversized_slow_or_invalid_metadata_is_recorded_and_skipped(
+    settings: Settings, db_session: Session, indexer_session: Session, ipfs_client: IpfsClient
+) -> None:
+    """A metadata CID pointing at a file above the cap, one at a file that is not JSON, then a normal
+    one: the indexer indexes all three (the normal one with its title, the others with their reason),
+    its cursor passes them, a batch anchored after them is indexed, and nothing is read twice."""
+    capped = settings.model_copy(
+        update={"indexer_metadata_max_bytes": 4_096, "indexer_metadata_timeout_seconds": 5.0}
+    )
+    chain = ChainClient.from_settings(capped)
+    content = ipfs_client.add_bytes(os.urandom(64))
+    huge = ipfs_client.add_bytes(os.urandom(2 * 1024 * 1024))  # 2 MiB, 512 times the cap
+    not_json = ipfs_client.add_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
+    normal = ipfs_client.add_json({"name": "Sneaker, side view"})
+    for metadata_cid in (huge, not_json, normal):
+        _register_on_chain(chain, metadata_cid, content)
+    source_id = _anchor(db_session, capped, "after-bad-metadata", 0)
+
+    report = _indexer(indexer_session, capped).catch_up()
+    assert report.caught_up and report.to_block == chain.block_number()
+    assets = {a.metadata_cid: a for a in _table(indexer_session, IndexedAsset)}
+    assert set(assets) == {huge, not_json, normal}
+    assert (assets[huge].metadata_state, assets[huge].title) == ("too_large", None)
+    assert "larger than 4096 bytes" in (assets[huge].metadata_error or "")
+    assert assets[not_json].metadata_state == "invalid"
+    assert "not a JSON document" in (assets[not_json].metadata_error or "")
+    assert (assets[normal].metadata_state, assets[normal].title) == ("ok", "Sneaker, side view")
+    assert assets[normal].metadata_error is None
+    assert {a.metadata_attempts for a in assets.values()} == {1}
+    (batch,) = _table(indexer_session, IndexedBatch)  # anchored after the bad assets: indexed too
+    assert batch.source_id == source_id
+
+    # Permanent reasons are not read again; the cursor is where the chain is.
+    assert _indexer(indexer_session, capped).retry_metadata() == 0
+    assert {a.metadata_attempts for a in _table(indexer_session, IndexedAsset)} == {1}
+
+
+def test_metadata_reads_that_found_ipfs_down_are_retried_a_bounded_number_of_times(
+    settings: Settings, indexer_session: Session, ipfs_client: IpfsClient
+) -> None:
+    bounded = settings.model_copy(update={"indexer_metadata_attempts": 2})
+    chain = ChainClient.from_settings(bounded)
+    content = ipfs_client.add_bytes(os.urandom(64))
+    normal = ipfs_client.add_json({"name": "Sneaker, AI variant"})
+    _register_on_chain(chain, normal, content)
+    _register_on_chain(chain, ipfs_client.add_bytes(b"{not json"), content)
+
+    # IPFS down: both recorded "unavailable" and the cursor moves on.
+    down = flows.make_indexer(indexer_session, ChainClient.from_settings(bounded), bounded, None)
+    assert down.catch_up().caught_up  # its retry pass ran too: 2 attempts each, the bound
+    assets = _table(indexer_session, IndexedAsset)
+    assert {(a.metadata_state, a.metadata_attempts) for a in assets} == {("unavailable", 2)}
+    assert _indexer(indexer_session, bounded).retry_metadata() == 0  # bound reached: never again
+
+    # With a higher bound and IPFS back, the next pass reads them: one title, one reason.
+    more = bounded.model_copy(update={"indexer_metadata_attempts": 3})
+    assert _indexer(indexer_session, more).retry_metadata() == 2
+    states = {(a.metadata_state, a.title, a.metadata_attempts) for a in _table(indexer_session, IndexedAsset)}
+    assert states == {("ok", "Sneaker, AI variant", 3), ("invalid", None, 3)}
+    assert _indexer(indexer_session, more).retry_metadata() == 0
+
+
+def test_metadata_the_node_cannot_find_times_out_and_does_not_hold_the_cursor(
+    settings: Settings, indexer_session: Session, ipfs_client: IpfsClient
+) -> None:
+    """A metadata CID of content no node has (the offline node waits for its blocks): the read gives up
+    after INDEXER_METADATA_TIMEOUT_SECONDS, the asset is indexed with reason "timeout" and the cursor
+    reaches the head."""
+    quick = settings.model_copy(
+        update={"indexer_metadata_timeout_seconds": 1.0, "indexer_metadata_attempts": 1}
+    )
+    chain = ChainClient.from_settings(quick)
+    missing = cid_of_bytes(os.urandom(256))  # never added anywhere
+    _register_on_chain(chain, missing, ipfs_client.add_bytes(os.urandom(64)))
+    started = time.monotonic()
+    report = _indexer(indexer_session, quick).catch_up()
+    assert report.caught_up and report.to_block == chain.block_number()
+    assert time.monotonic() - started < 30
+    (asset,) = _table(indexer_session, IndexedAsset)
+    assert (asset.metadata_cid, asset.metadata_state, asset.title) == (missing, "timeout", None)
+    assert "not read within 1 s" in (asset.metadata_error or "")
+    assert _indexer(indexer_session, quick).retry_metadata() == 0  # one attempt allowed, made

@@ -2,6 +2,8 @@
 
 0008 (receipts per country): receipts stored per (batch, asset, merchant, region) are recomputed per
 country from the batch's records, excluded records counted apart; the downgrade restores the old grain.
+0012 (scopes fail closed, metadata states): no auditor is granted anything; untitled indexed assets are
+marked for a new metadata read.
 """
 
 from __future__ import annotations
@@ -192,4 +194,52 @@ def test_0009_adds_terms_block_and_abandoned_batches_and_back(database_url: str)
     with engine.connect() as conn:
         state = text("SELECT state FROM delivery_batches WHERE id = :b")
         assert conn.execute(state, {"b": batch_pk}).scalar_one() == "closed"
+    engine.dispose()
+
+
+def test_0012_grants_no_scope_and_marks_untitled_assets_for_a_new_read_and_back(database_url: str) -> None:
+    migrate(database_url, "0009")
+    engine = make_engine(database_url)
+    asset = (
+        "INSERT INTO indexed_assets (asset_id, content_hash, creator, owner, parent_id, aigc, content_cid, "
+        "metadata_cid, title, status, royalty_bps, split_json, registered_block, registered_tx) VALUES "
+        "(:id, :h, :a, :a, '0', false, 'bafy-content', :m, :t, 'active', 0, '[]', 1, :h)"
+    )
+    with engine.begin() as conn:
+        for asset_id, title in (("1", "Sneaker"), ("2", None)):
+            params = {"id": asset_id, "h": "0x" + "00" * 32, "a": "0x" + "11" * 20, "m": f"bafy-{asset_id}"}
+            conn.execute(text(asset), {**params, "t": title})
+        conn.execute(
+            text(
+                "INSERT INTO auth_users (address, name, role, created_at) VALUES (NULL, 'a', 'auditor', :t)"
+            ),
+            {"t": datetime.now(UTC)},
+        )
+    migrate(database_url, "0012")
+    with engine.begin() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT asset_id, metadata_state, metadata_attempts, metadata_error "
+                "FROM indexed_assets ORDER BY 1"
+            )
+        ).all()
+        assert [tuple(r)[:3] for r in rows] == [("1", "ok", 1), ("2", "unavailable", 0)]
+        assert rows[0][3] is None and "before metadata reads were recorded" in rows[1][3]
+        # No auditor becomes global by the upgrade: scopes are granted, never implied.
+        assert conn.execute(text("SELECT count(*) FROM auth_auditor_scopes")).scalar_one() == 0
+        auditor = conn.execute(text("SELECT id FROM auth_users WHERE role = 'auditor'")).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO auth_auditor_scopes (user_id, kind, ref, created_at, granted_by) "
+                "VALUES (:u, 'global', '*', :t, NULL)"
+            ),
+            {"u": auditor, "t": datetime.now(UTC)},
+        )
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0009")
+    with engine.connect() as conn:
+        # Before 0012 an auditor without entries was global: the explicit grant is no longer needed.
+        assert conn.execute(text("SELECT count(*) FROM auth_auditor_scopes")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM indexed_assets")).scalar_one() == 2
     engine.dispose()

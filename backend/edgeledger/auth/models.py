@@ -85,17 +85,23 @@ class AuthSession(Base):
 
 
 class AuditorScopeEntry(Base):
-    """One merchant or delivery source an auditor may read. An auditor without entries reads everything
-    (a global auditor); with entries, only those merchants' and sources' data."""
+    """One merchant or delivery source an auditor may read, or the explicit grant of everything.
+
+    Scopes fail closed: an auditor without entries reads nothing on the audit paths. Only a
+    ``kind="global"`` row (``ref="*"``, written by an admin through ``PUT /admin/users/{id}/scope``
+    with ``is_global: true``, recorded in the compliance log) makes an auditor global."""
 
     __tablename__ = "auth_auditor_scopes"
     __table_args__ = (UniqueConstraint("user_id", "kind", "ref"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "merchant" (ref = user id) | "source" (ref = source id)
+    # "merchant" (ref = user id) | "source" (ref = source id) | "global" (ref = "*")
+    kind: Mapped[str] = mapped_column(String(16))
     ref: Mapped[str] = mapped_column(String(66))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the admin who wrote the entry (NULL for entries written before this was recorded)
+    granted_by: Mapped[int | None] = mapped_column(ForeignKey("auth_users.id", ondelete="SET NULL"))
 
 
 class UserRead(BaseModel):
@@ -156,8 +162,10 @@ class SessionRead(BaseModel):
 
 
 class AuditorScopeSet(BaseModel):
-    """What an auditor may read: everything (both lists empty), or only these merchants and sources."""
+    """What an auditor may read: only these merchants and sources; nothing when both lists are empty;
+    everything only with ``is_global`` (then both lists must be empty)."""
 
+    is_global: bool = Field(False, description="Grant every merchant and source (admins only; logged)")
     merchants: list[int] = Field(default_factory=list, max_length=1000, description="Merchant user ids")
     sources: list[str] = Field(
         default_factory=list, max_length=1000, description="DeliveryLedger source ids (0x + 64 hex)"
@@ -166,4 +174,3 @@ class AuditorScopeSet(BaseModel):
 
 class AuditorScopeRead(AuditorScopeSet):
     user_id: int
-    is_global: bool

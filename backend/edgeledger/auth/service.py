@@ -100,8 +100,9 @@ def list_users(session: Session, *, limit: int = 100, offset: int = 0) -> list[U
 class AuditScope:
     """What one caller may read through the audit paths (portal, audit packages, auditors' reads).
 
-    Admins and auditors without scope entries are global; a scoped auditor reads only its merchants
-    (by merchant user id) and sources (by DeliveryLedger source id); every other role reads nothing here
+    Scopes fail closed. Admins are global; an auditor reads only its merchants (by merchant user id)
+    and sources (by DeliveryLedger source id), and nothing at all without scope entries, unless an admin
+    granted it the global scope explicitly (a ``global`` entry); every other role reads nothing here
     (their own-resource rules apply in their domains).
     """
 
@@ -115,9 +116,15 @@ class AuditScope:
     def allows_source(self, source_id: str | None) -> bool:
         return self.is_global or (source_id is not None and source_id.lower() in self.sources)
 
+    @property
+    def is_empty(self) -> bool:
+        """Reads nothing at all (an auditor nobody has scoped yet)."""
+        return not (self.is_global or self.merchants or self.sources)
+
 
 NO_SCOPE = AuditScope(is_global=False)
 GLOBAL_SCOPE = AuditScope(is_global=True)
+GLOBAL_KIND, GLOBAL_REF = "global", "*"
 
 
 def audit_scope(session: Session, user_id: int, role: Role) -> AuditScope:
@@ -126,7 +133,7 @@ def audit_scope(session: Session, user_id: int, role: Role) -> AuditScope:
     if role != Role.auditor:
         return NO_SCOPE
     entries = session.scalars(select(AuditorScopeEntry).where(AuditorScopeEntry.user_id == user_id)).all()
-    if not entries:
+    if any(e.kind == GLOBAL_KIND for e in entries):
         return GLOBAL_SCOPE
     return AuditScope(
         is_global=False,
@@ -142,18 +149,41 @@ def _source_ref(value: str) -> str:
     return ref
 
 
-def set_audit_scope(session: Session, user: User, merchants: list[int], sources: list[str]) -> AuditScope:
-    """Replaces an auditor's scope; empty lists make it global. Merchants must be merchant accounts."""
+def set_audit_scope(
+    session: Session,
+    user: User,
+    merchants: list[int],
+    sources: list[str],
+    *,
+    granted_by: User,
+    is_global: bool = False,
+) -> AuditScope:
+    """Replaces an auditor's scope. Empty lists leave it reading nothing; ``is_global`` (with both lists
+    empty) grants everything. Only an admin (``granted_by``) may write a scope; merchants must be
+    merchant accounts. The caller records the change in the compliance log."""
+    if granted_by.role != Role.admin:
+        raise AuthError("only an admin may set an audit scope", code="forbidden", status=403)
     if user.role != Role.auditor:
         raise AuthError(f"user {user.id} is a {user.role}, not an auditor", code="not_an_auditor", status=409)
+    if is_global and (merchants or sources):
+        raise AuthError(
+            "a global scope names no merchants or sources; send is_global alone",
+            code="invalid_scope",
+            status=422,
+        )
     for merchant_id in merchants:
         merchant = session.get(User, merchant_id)
         if merchant is None or merchant.role != Role.merchant:
             raise AuthError(f"user {merchant_id} is not a merchant", code="invalid_scope", status=422)
     refs = {("merchant", str(m)) for m in merchants} | {("source", _source_ref(s)) for s in sources}
+    if is_global:
+        refs = {(GLOBAL_KIND, GLOBAL_REF)}
     session.execute(delete(AuditorScopeEntry).where(AuditorScopeEntry.user_id == user.id))
-    session.add_all(AuditorScopeEntry(user_id=user.id, kind=kind, ref=ref) for kind, ref in sorted(refs))
-    session.commit()
+    session.add_all(
+        AuditorScopeEntry(user_id=user.id, kind=kind, ref=ref, granted_by=granted_by.id)
+        for kind, ref in sorted(refs)
+    )
+    session.flush()
     return audit_scope(session, user.id, user.role)
 
 

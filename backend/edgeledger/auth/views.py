@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Annotated
 
@@ -23,15 +24,20 @@ from edgeledger.auth.models import (
     AuditorScopeRead,
     AuditorScopeSet,
     NonceRead,
+    Role,
     SessionRead,
     SiweVerifyRequest,
     UserCreate,
     UserRead,
 )
+from edgeledger.compliance.models import Action
+from edgeledger.compliance.service import DEFAULT_LEGAL_BASIS, actor_of, record_event
 from edgeledger.config import Settings
 from edgeledger.db import get_session
 from edgeledger.deps import get_app_settings
 from edgeledger.ratelimit import rate_limit
+
+log = logging.getLogger(__name__)
 
 # Sign-in and key issuing are what a credential-guessing client hammers: rate-limited per caller.
 router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(rate_limit("auth"))])
@@ -136,8 +142,9 @@ def _scope_read(user_id: int, scope: service.AuditScope) -> AuditorScopeRead:
 
 @router.get("/me/scope", response_model=AuditorScopeRead)
 def read_my_scope(principal: CurrentPrincipal, scope: CallerScope) -> AuditorScopeRead:
-    """What you may read on the audit paths (portal, audit packages): global, or these merchants and
-    sources. Roles other than auditor and admin read nothing there."""
+    """What you may read on the audit paths (portal, audit packages, auditors' reads): global, or these
+    merchants and sources; an auditor nobody has scoped reads nothing. Roles other than auditor and admin
+    read nothing there."""
     return _scope_read(principal.user_id, scope)
 
 
@@ -149,10 +156,38 @@ def read_auditor_scope(user_id: int, _: AdminPrincipal, session: DbSession) -> A
 
 @admin_router.put("/users/{user_id}/scope", response_model=AuditorScopeRead)
 def set_auditor_scope(
-    user_id: int, body: AuditorScopeSet, request: Request, _: AdminPrincipal, session: DbSession
+    user_id: int, body: AuditorScopeSet, request: Request, principal: AdminPrincipal, session: DbSession
 ) -> AuditorScopeRead:
-    """Restricts an auditor to these merchants and sources; both lists empty make it a global auditor."""
+    """Restricts an auditor to these merchants and sources. Scopes fail closed: both lists empty leave
+    the auditor reading nothing; ``is_global: true`` (alone) grants every merchant and source. Every
+    change is recorded in the compliance log (action ``policy_change``, subject ``auditor-scope:<id>``)."""
     user = service.get_user(session, user_id)
-    scope = service.set_audit_scope(session, user, body.merchants, body.sources)
+    admin = service.get_user(session, principal.user_id)
+    scope = service.set_audit_scope(
+        session, user, body.merchants, body.sources, granted_by=admin, is_global=body.is_global
+    )
+    record_event(
+        session,
+        actor=actor_of(principal),
+        action=Action.policy_change,
+        subject=f"auditor-scope:{user.id}",
+        legal_basis=DEFAULT_LEGAL_BASIS[Role.admin],
+        detail={
+            "is_global": scope.is_global,
+            "merchants": sorted(scope.merchants),
+            "sources": sorted(scope.sources),
+        },
+    )
+    session.commit()
     _forget_principals(request)
+    if scope.is_global:
+        log.warning("auditor %d granted the global audit scope by admin %d", user.id, admin.id)
+    else:
+        log.info(
+            "auditor %d scoped by admin %d to %d merchant(s) and %d source(s)",
+            user.id,
+            admin.id,
+            len(scope.merchants),
+            len(scope.sources),
+        )
     return _scope_read(user.id, scope)

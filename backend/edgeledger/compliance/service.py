@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, String, cast, delete, false, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from edgeledger.auth.dependencies import Principal, ensure_source_in_scope
 from edgeledger.auth.models import Role
+from edgeledger.auth.service import AuditScope
 from edgeledger.compliance.models import (
     Action,
     ComplianceEvent,
@@ -44,7 +45,13 @@ from edgeledger.deliveries.models import (
     QuarantinedLineRow,
 )
 from edgeledger.deliveries.parsers import edge_location_country
-from edgeledger.deliveries.service import destroy_pseudonym_key, get_source, pseudonymiser_for
+from edgeledger.deliveries.service import (
+    destroy_pseudonym_key,
+    get_source,
+    limiting_scope,
+    pseudonymiser_for,
+    scope_source_pks,
+)
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.ledger.compliance_leaf import canonical_json, event_leaf
 from edgeledger.ledger.hashing import hex32, keccak256
@@ -196,17 +203,70 @@ def event_read(session: Session, event: ComplianceEvent) -> EventRead:
     )
 
 
-def get_event(session: Session, event_id: str) -> ComplianceEvent:
+def get_event(session: Session, event_id: str, principal: Principal | None = None) -> ComplianceEvent:
+    """One event; for a scoped auditor (``principal``) only an event of its scope, else 403
+    ``out_of_scope``."""
     event = session.scalar(select(ComplianceEvent).where(ComplianceEvent.event_id == event_id.lower()))
     if event is None:
         raise ComplianceError(f"no compliance event {event_id}", code="event_not_found", status=404)
+    scope = limiting_scope(principal) if principal is not None else None
+    if scope is not None:
+        visible = select(ComplianceEvent.id).where(
+            ComplianceEvent.id == event.id, scope_clause(session, scope)
+        )
+        if session.scalar(visible) is None:
+            raise ComplianceError(
+                f"compliance event {event_id} is outside your audit scope", code="out_of_scope", status=403
+            )
     return event
 
 
+def scope_clause(session: Session, scope: AuditScope) -> ColumnElement[bool]:
+    """The events a scoped auditor reads: those whose subject is one of its sources (``source:``,
+    ``record:<source>/``, ``batch:`` and ``ingest:`` of its sources' batches and uploads, audit packages
+    of a source) or of its merchants (audit packages of a merchant). Platform-wide events (residency
+    policy, erasures, retention, scope changes) are for admins and global auditors only."""
+    sources = session.execute(
+        select(DeliverySource.name, DeliverySource.source_id).where(
+            DeliverySource.source_id.in_(sorted(scope.sources))
+        )
+    ).all()
+    subjects = [f"audit-package/merchant:{m}" for m in sorted(scope.merchants)]
+    records: list[ColumnElement[bool]] = []
+    for name, source_id in sources:
+        subjects += [f"source:{name}", f"audit-package/source:{name}", f"audit-package/source:{source_id}"]
+        prefix = f"record:{name}/"
+        records.append(func.substr(ComplianceEvent.subject, 1, len(prefix)) == prefix)
+    pks = scope_source_pks(scope)
+    batches = select(literal("batch:", String) + DeliveryBatch.batch_id).where(
+        DeliveryBatch.source_pk.in_(pks)
+    )
+    ingests = select(literal("ingest:", String) + cast(IngestFile.id, String) + "/quarantine").where(
+        IngestFile.source_pk.in_(pks)
+    )
+    if not sources and not subjects:
+        return false()
+    return or_(
+        ComplianceEvent.subject.in_(subjects),
+        ComplianceEvent.subject.in_(batches),
+        ComplianceEvent.subject.in_(ingests),
+        *records,
+    )
+
+
 def list_events(
-    session: Session, *, action: str | None, subject: str | None, limit: int, offset: int
+    session: Session,
+    *,
+    action: str | None,
+    subject: str | None,
+    limit: int,
+    offset: int,
+    scope: AuditScope | None = None,
 ) -> tuple[int, list[ComplianceEvent]]:
+    """Newest first; ``scope``: only the events a scoped auditor reads (:func:`scope_clause`)."""
     query = select(ComplianceEvent)
+    if scope is not None:
+        query = query.where(scope_clause(session, scope))
     if action is not None:
         query = query.where(ComplianceEvent.action == action)
     if subject is not None:

@@ -30,6 +30,7 @@ from edgeledger.compliance.models import (
 )
 from edgeledger.config import Settings
 from edgeledger.db import get_session
+from edgeledger.deliveries.service import limiting_scope
 from edgeledger.deps import get_app_settings, get_chain
 from edgeledger.ratelimit import rate_limit
 
@@ -45,30 +46,38 @@ AuditDep = Annotated[Principal, Depends(require_roles(Role.admin, Role.auditor))
 @router.get("/events", response_model=EventPage)
 def list_events(
     session: SessionDep,
-    _: AuditDep,
+    principal: AuditDep,
     action: Annotated[Action | None, Query()] = None,
     subject: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> EventPage:
     """The compliance log, newest first: who read, exported or deleted what, when, on which legal basis,
-    and the batch that anchors each event."""
+    and the batch that anchors each event. A scoped auditor sees the events of its sources and merchants
+    only (docs/compliance.md), an auditor without scope none."""
     total, rows = service.list_events(
-        session, action=action.value if action else None, subject=subject, limit=limit, offset=offset
+        session,
+        action=action.value if action else None,
+        subject=subject,
+        limit=limit,
+        offset=offset,
+        scope=limiting_scope(principal),
     )
     return EventPage(total=total, items=[service.event_read(session, e) for e in rows])
 
 
 @router.get("/events/{event_id}", response_model=EventRead)
-def get_event(event_id: str, session: SessionDep, _: AuditDep) -> EventRead:
-    return service.event_read(session, service.get_event(session, event_id))
+def get_event(event_id: str, session: SessionDep, principal: AuditDep) -> EventRead:
+    return service.event_read(session, service.get_event(session, event_id, principal))
 
 
 @router.get("/events/{event_id}/proof", response_model=EventProof)
-def get_event_proof(event_id: str, session: SessionDep, settings: SettingsDep, _: AuditDep) -> EventProof:
+def get_event_proof(
+    event_id: str, session: SessionDep, settings: SettingsDep, principal: AuditDep
+) -> EventProof:
     """The event with its Merkle proof; check it with DeliveryLedger.verifyLeaf(batch_id, leaf, proof)
     after recomputing the leaf from the event's fields (docs/compliance.md)."""
-    return flows.event_proof(session, settings, service.get_event(session, event_id))
+    return flows.event_proof(session, settings, service.get_event(session, event_id, principal))
 
 
 @router.post("/erasures", response_model=ErasureRead, status_code=201)

@@ -9,7 +9,7 @@ import logging
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient, ChainError
@@ -288,8 +288,12 @@ def list_batches(
     state: str | None = None,
     period_start: int | None = None,
     limit: int = 500,
+    within: Select[tuple[int]] | None = None,
 ) -> list[DeliveryBatch]:
+    """Newest first; ``within``: only batches of these sources (keys, a subquery: an audit scope)."""
     query = select(DeliveryBatch)
+    if within is not None:
+        query = query.where(DeliveryBatch.source_pk.in_(within))
     if source is not None:
         column = DeliverySource.source_id if source.startswith("0x") else DeliverySource.name
         pk = session.scalar(select(DeliverySource.id).where(column == source))

@@ -73,10 +73,13 @@ def add_merchant_host(session: Session, body: MerchantHostCreate) -> MerchantHos
 
 
 def list_merchant_hosts(session: Session, principal: Principal) -> list[MerchantHostRead]:
-    """Admins and auditors see every mapping, a merchant its own hosts."""
+    """Admins and global auditors see every mapping, a scoped auditor its merchants', a merchant its own
+    hosts."""
     query = select(MerchantHost).order_by(MerchantHost.host)
     if principal.role == Role.merchant:
         query = query.where(MerchantHost.merchant_user_id == principal.user_id)
+    if (scope := service.limiting_scope(principal)) is not None:
+        query = query.where(MerchantHost.merchant_user_id.in_(sorted(scope.merchants)))
     return [_host_read(row) for row in session.scalars(query)]
 
 
@@ -167,7 +170,8 @@ def revoke_source(
 
 
 def list_merchant_sources(session: Session, principal: Principal) -> list[MerchantSourceRead]:
-    """Admins and auditors see every authorisation, a merchant its own."""
+    """Admins and global auditors see every authorisation, a scoped auditor its merchants', a merchant
+    its own."""
     query = (
         select(MerchantSource, DeliverySource)
         .join(DeliverySource, MerchantSource.source_pk == DeliverySource.id)
@@ -175,6 +179,8 @@ def list_merchant_sources(session: Session, principal: Principal) -> list[Mercha
     )
     if principal.role == Role.merchant:
         query = query.where(MerchantSource.merchant_user_id == principal.user_id)
+    if (scope := service.limiting_scope(principal)) is not None:
+        query = query.where(MerchantSource.merchant_user_id.in_(sorted(scope.merchants)))
     return [_source_read(row, source) for row, source in session.execute(query).tuples()]
 
 

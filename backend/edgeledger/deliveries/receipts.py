@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import ColumnElement, case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from edgeledger.auth.service import AuditScope
 from edgeledger.db import utcnow
 from edgeledger.deliveries.models import (
     ANCHORED_STATES,
@@ -24,7 +25,7 @@ from edgeledger.deliveries.models import (
     DeliveryRecordRow,
     MerchantHost,
 )
-from edgeledger.deliveries.service import DeliveryError
+from edgeledger.deliveries.service import DeliveryError, scope_source_pks
 from edgeledger.ledger.hashing import hex32
 from edgeledger.ledger.ids import merchant_id_for
 
@@ -105,6 +106,16 @@ def merchant_ids_of_user(session: Session, user_id: int) -> list[str]:
     return [hex32(merchant_id_for(host)) for host in hosts]
 
 
+def scope_clause(session: Session, scope: AuditScope) -> ColumnElement[bool]:
+    """The receipts a scoped auditor reads: those of its merchants' hosts, and those of batches of its
+    sources (nothing for an empty scope)."""
+    merchant_ids = [m for user_id in sorted(scope.merchants) for m in merchant_ids_of_user(session, user_id)]
+    return or_(
+        DeliveryReceipt.merchant_id.in_(merchant_ids),
+        DeliveryBatch.source_pk.in_(scope_source_pks(scope)),
+    )
+
+
 def merchant_filter_id(merchant: str) -> str:
     """A merchant filter given as 0x merchant id or as host."""
     if merchant.startswith("0x"):
@@ -120,14 +131,18 @@ def aggregate_receipts(
     period_start: int | None = None,
     merchant_ids: Iterable[str] | None = None,
     asset_id: int | None = None,
+    visible: ColumnElement[bool] | None = None,
 ) -> list[ReceiptRead]:
     """Receipts of anchored and final batches summed per (asset, merchant, region, period), each with
-    the batch ids behind it. ``merchant_ids`` None means every merchant."""
+    the batch ids behind it. ``merchant_ids`` None means every merchant; ``visible`` further limits the
+    receipts (an audit scope, :func:`scope_clause`)."""
     query = (
         select(DeliveryReceipt, DeliveryBatch.batch_id)
         .join(DeliveryBatch, DeliveryBatch.id == DeliveryReceipt.batch_pk)
         .where(DeliveryBatch.state.in_(sorted(ANCHORED_STATES)))
     )
+    if visible is not None:
+        query = query.where(visible)
     if period_start is not None:
         query = query.where(DeliveryReceipt.period_start == period_start)
     if merchant_ids is not None:

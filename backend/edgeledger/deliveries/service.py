@@ -13,10 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from Crypto.Cipher import AES
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from edgeledger.auth.dependencies import Principal, ensure_source_in_scope
+from edgeledger.auth.models import Role
+from edgeledger.auth.service import AuditScope
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.deliveries.models import (
@@ -107,6 +110,38 @@ def get_batch(session: Session, batch_id: str) -> DeliveryBatch:
     if batch is None:
         raise DeliveryError(f"no batch {batch_id!r}", code="batch_not_found", status=404)
     return batch
+
+
+# ----------------------------------------------------------------------------------------------
+# Audit scopes (docs/api.md "Auditor scopes")
+# ----------------------------------------------------------------------------------------------
+
+
+def limiting_scope(principal: Principal) -> AuditScope | None:
+    """The audit scope that limits what ``principal`` reads here: a non-global auditor's (possibly
+    empty: scopes fail closed), or None for everyone else (admins, global auditors, and the roles whose
+    own-resource rules apply instead)."""
+    if principal.role == Role.auditor and not principal.scope.is_global:
+        return principal.scope
+    return None
+
+
+def scope_source_pks(scope: AuditScope) -> Select[tuple[int]]:
+    """The database keys of the sources in ``scope`` (a subquery; empty for an empty scope)."""
+    return select(DeliverySource.id).where(DeliverySource.source_id.in_(sorted(scope.sources)))
+
+
+def ensure_source_visible(principal: Principal, source: DeliverySource) -> None:
+    """403 ``out_of_scope`` when a scoped auditor names a source outside its scope."""
+    if (scope := limiting_scope(principal)) is not None:
+        ensure_source_in_scope(scope, source.source_id)
+
+
+def ensure_batch_visible(session: Session, principal: Principal, batch: DeliveryBatch) -> None:
+    if limiting_scope(principal) is not None:
+        source = session.get(DeliverySource, batch.source_pk)
+        assert source is not None
+        ensure_source_visible(principal, source)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, exists, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, Select, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from edgeledger.assets.models import Asset
@@ -355,9 +355,18 @@ def flag_read(session: Session, flag: FraudFlag) -> FlagRead:
 
 
 def list_flags(
-    session: Session, *, batch: DeliveryBatch | None = None, state: str | None = None
+    session: Session,
+    *,
+    batch: DeliveryBatch | None = None,
+    state: str | None = None,
+    within: Select[tuple[int]] | None = None,
 ) -> list[FraudFlag]:
+    """``within``: only flags on batches of these sources (keys, a subquery: an audit scope)."""
     query = select(FraudFlag)
+    if within is not None:
+        query = query.where(
+            FraudFlag.batch_pk.in_(select(DeliveryBatch.id).where(DeliveryBatch.source_pk.in_(within)))
+        )
     if batch is not None:
         query = query.where(FraudFlag.batch_pk == batch.id)
     if state is not None:

@@ -200,14 +200,19 @@ def create_source(
 
 
 @router.get("/sources", response_model=list[sources.SourceRead])
-def list_sources(session: SessionDep, _: ReaderDep) -> list[sources.SourceRead]:
-    rows = session.scalars(select(DeliverySource).order_by(DeliverySource.id))
-    return [sources.source_read(row) for row in rows]
+def list_sources(session: SessionDep, principal: ReaderDep) -> list[sources.SourceRead]:
+    """Every source (a scoped auditor: the sources of its scope)."""
+    query = select(DeliverySource).order_by(DeliverySource.id)
+    if (scope := service.limiting_scope(principal)) is not None:
+        query = query.where(DeliverySource.id.in_(service.scope_source_pks(scope)))
+    return [sources.source_read(row) for row in session.scalars(query)]
 
 
 @router.get("/sources/{ref}", response_model=sources.SourceRead)
-def get_source(ref: str, session: SessionDep, _: ReaderDep) -> sources.SourceRead:
-    return sources.source_read(service.get_source(session, ref))
+def get_source(ref: str, session: SessionDep, principal: ReaderDep) -> sources.SourceRead:
+    source = service.get_source(session, ref)
+    service.ensure_source_visible(principal, source)
+    return sources.source_read(source)
 
 
 @router.post("/sources/{ref}/suspend", response_model=sources.SourceRead)
@@ -248,12 +253,15 @@ def rotate_source_signer(
 def list_batches(
     session: SessionDep,
     chain: ChainDep,
-    _: ReaderDep,
+    principal: ReaderDep,
     source: str | None = None,
     state: str | None = None,
     period_start: int | None = None,
 ) -> list[batches.BatchRead]:
-    rows = batches.list_batches(session, source=source, state=state, period_start=period_start)
+    """Batches, newest period first (a scoped auditor: those of its sources)."""
+    scope = service.limiting_scope(principal)
+    within = service.scope_source_pks(scope) if scope is not None else None
+    rows = batches.list_batches(session, source=source, state=state, period_start=period_start, within=within)
     head = batches.chain_head_or_none(chain) if any(b.block_number for b in rows) else None
     return [batches.batch_read(session, b, head) for b in rows]
 
@@ -275,9 +283,10 @@ def close_batches(
 
 
 @router.get("/batches/{batch_id}", response_model=batches.BatchRead)
-def get_batch(batch_id: str, session: SessionDep, chain: ChainDep, _: ReaderDep) -> batches.BatchRead:
+def get_batch(batch_id: str, session: SessionDep, chain: ChainDep, principal: ReaderDep) -> batches.BatchRead:
     """State, totals, root, manifest hash, transaction, block, confirmations and error of one batch."""
     batch = service.get_batch(session, batch_id)
+    service.ensure_batch_visible(session, principal, batch)
     head = batches.chain_head_or_none(chain) if batch.block_number else None
     return batches.batch_read(session, batch, head)
 
@@ -339,15 +348,22 @@ def submit_batch_signature(
 
 @router.get("/flags", response_model=list[signals.FlagRead])
 def list_flags(
-    session: SessionDep, _: ReviewerDep, batch: str | None = None, state: str | None = None
+    session: SessionDep, principal: ReviewerDep, batch: str | None = None, state: str | None = None
 ) -> list[signals.FlagRead]:
+    """Fraud flags (a scoped auditor: those on batches of its sources)."""
     found = service.get_batch(session, batch) if batch is not None else None
-    return [signals.flag_read(session, f) for f in signals.list_flags(session, batch=found, state=state)]
+    if found is not None:
+        service.ensure_batch_visible(session, principal, found)
+    scope = service.limiting_scope(principal)
+    within = service.scope_source_pks(scope) if scope is not None else None
+    flags = signals.list_flags(session, batch=found, state=state, within=within)
+    return [signals.flag_read(session, f) for f in flags]
 
 
 @router.get("/batches/{batch_id}/flags", response_model=list[signals.FlagRead])
-def list_batch_flags(batch_id: str, session: SessionDep, _: ReviewerDep) -> list[signals.FlagRead]:
+def list_batch_flags(batch_id: str, session: SessionDep, principal: ReviewerDep) -> list[signals.FlagRead]:
     batch = service.get_batch(session, batch_id)
+    service.ensure_batch_visible(session, principal, batch)
     return [signals.flag_read(session, f) for f in signals.list_flags(session, batch=batch)]
 
 
@@ -370,15 +386,20 @@ def list_receipts(
     asset: int | None = None,
 ) -> list[receipts.ReceiptRead]:
     """Anchored deliveries per (asset, merchant, region, period) with the batches behind each row.
-    Merchants see their own hosts only."""
+    Merchants see their own hosts only; a scoped auditor its merchants' hosts and its sources' batches."""
     merchant_ids: list[str] | None = None
     if merchant is not None:
         merchant_ids = [receipts.merchant_filter_id(merchant)]
     if principal.role == Role.merchant:
         own = receipts.merchant_ids_of_user(session, principal.user_id)
         merchant_ids = [m for m in (merchant_ids if merchant_ids is not None else own) if m in own]
+    scope = service.limiting_scope(principal)
     return receipts.aggregate_receipts(
-        session, period_start=period_start, merchant_ids=merchant_ids, asset_id=asset
+        session,
+        period_start=period_start,
+        merchant_ids=merchant_ids,
+        asset_id=asset,
+        visible=receipts.scope_clause(session, scope) if scope is not None else None,
     )
 
 

@@ -389,7 +389,8 @@ AUDITOR_NAME = "Demo auditor"
 
 
 def _auditor_api_key(settings: Settings) -> tuple[str, Path]:
-    """The demo auditor's API key (a global, read-only service account), kept 0600 in DATA_DIR."""
+    """The demo auditor's API key (a read-only service account the demo admin grants the global scope),
+    kept 0600 in DATA_DIR."""
     path = settings.data_dir / "demo-auditor-api-key"
     engine = make_engine(settings.resolved_database_url)
     with Session(engine) as session:
@@ -434,7 +435,11 @@ def run_audit_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -
     yesterday = int(
         (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     )
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": auditor_key}, timeout=60) as client:
+        auditor_id = _ok(client.get("/auth/me"))["id"]
     with httpx.Client(base_url=base_url, headers={"X-API-Key": admin_key}, timeout=300) as client:
+        # Scopes fail closed: the demo auditor reads everything only because the admin grants it.
+        _ok(client.put(f"/admin/users/{auditor_id}/scope", json={"is_global": True}))
         run = _ok(client.post("/compliance/run", params={"force": "true"}))
     say(f"demo: compliance log anchored ({len(run['batches'])} new batch(es) of access events)")
     say(f"  {_index_chain(settings)}")

@@ -10,6 +10,13 @@ One step, in one database transaction (so a crash leaves the cursor and the even
    INDEXER_CONFIRMATIONS), decode them, store them with the hashes of their blocks and of the range's last
    block, apply them to the projections and move the cursor. A log whose block hash differs from the one
    the chain reports for that block (a reorg while reading) aborts the step; the next one starts over.
+
+Asset metadata (the title) is read from IPFS best effort, capped at INDEXER_METADATA_MAX_BYTES and
+INDEXER_METADATA_TIMEOUT_SECONDS: a document too large, too slow, not JSON, or an IPFS node that is down
+is recorded on the asset with its reason (``metadata_state``, ``metadata_error``) and the step goes on, so
+no asset can hold the cursor back, exhaust the worker's memory or make the task retry forever. Reads that
+timed out or found IPFS down are tried again after a catch-up, each at most INDEXER_METADATA_ATTEMPTS
+times in all, in their own small commits.
 """
 
 from __future__ import annotations
@@ -183,13 +190,26 @@ class Indexer:
                 progress(report)
             if report.caught_up:
                 break
+        if not report.busy and report.reorg_depth == 0:
+            self.retry_metadata()
         return report
+
+    def retry_metadata(self) -> int:
+        """One bounded pass over the assets whose metadata read timed out or found IPFS down (at most
+        INDEXER_METADATA_ATTEMPTS reads per asset, 10 assets per pass), committed on its own: the cursor
+        never waits for it."""
+        tried = service.retry_metadata(self.session, self.title_of, self.settings.indexer_metadata_attempts)
+        self.session.commit()
+        return tried
 
 
 def make_indexer(
     session: Session, chain: ChainClient, settings: Settings, ipfs: IpfsClient | None
 ) -> Indexer:
-    return Indexer(session, chain, settings, service.ipfs_title_reader(ipfs))
+    reader = service.ipfs_title_reader(
+        ipfs, settings.indexer_metadata_max_bytes, settings.indexer_metadata_timeout_seconds
+    )
+    return Indexer(session, chain, settings, reader)
 
 
 def run_once(session: Session, chain: ChainClient, settings: Settings, ipfs: IpfsClient | None) -> StepReport:

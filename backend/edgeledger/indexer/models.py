@@ -65,6 +65,11 @@ class IndexedAsset(Base):
     content_cid: Mapped[str] = mapped_column(String(120))
     metadata_cid: Mapped[str] = mapped_column(String(120))
     title: Mapped[str | None] = mapped_column(Text)  # from the metadata JSON on IPFS
+    # What became of the metadata read (service.MetadataState): "ok", or why it was skipped, with the
+    # reason; "timeout" and "unavailable" are tried again up to INDEXER_METADATA_ATTEMPTS times.
+    metadata_state: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
+    metadata_error: Mapped[str | None] = mapped_column(String(300))
+    metadata_attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[str] = mapped_column(String(16), default="active")
     royalty_bps: Mapped[int] = mapped_column(Integer, default=0)
     split_json: Mapped[str] = mapped_column(Text, default="[]")

@@ -27,7 +27,8 @@ from edgeledger.indexer.models import (
     IndexedSettlement,
     IndexedSource,
 )
-from edgeledger.ipfs import IpfsClient
+from edgeledger.ipfs import IpfsClient, IpfsError
+from edgeledger.ipfs.cid import InvalidCidError
 
 log = logging.getLogger(__name__)
 
@@ -129,22 +130,57 @@ class EventDecoder:
 # --- projection ----------------------------------------------------------------------------------
 
 
-TitleOf = Callable[[str], str | None]
+class MetadataState:
+    """What became of one asset's metadata read (``IndexedAsset.metadata_state``)."""
+
+    ok = "ok"
+    too_large = "too_large"  # over INDEXER_METADATA_MAX_BYTES: never read again
+    invalid = "invalid"  # not a JSON document: never read again
+    timeout = "timeout"  # not read within INDEXER_METADATA_TIMEOUT_SECONDS: tried again
+    unavailable = "unavailable"  # IPFS down, refused, or not configured: tried again
+
+    RETRIED = ("timeout", "unavailable")
 
 
-def ipfs_title_reader(ipfs: IpfsClient | None) -> TitleOf:
-    """Title of an asset from its metadata JSON on IPFS (None when IPFS cannot give it)."""
+@dataclass(frozen=True)
+class MetadataRead:
+    title: str | None
+    state: str = MetadataState.ok
+    error: str | None = None
+    attempts: int = 1  # reads made so far (a remembered read keeps its count)
 
-    def title_of(metadata_cid: str) -> str | None:
+
+TitleOf = Callable[[str], MetadataRead]
+
+
+def ipfs_title_reader(ipfs: IpfsClient | None, max_bytes: int = 65_536, seconds: float = 10.0) -> TitleOf:
+    """Title of an asset from its metadata JSON on IPFS, best effort: the document is read with a cap
+    in bytes and in time, and anything but a JSON document within both is recorded as a reason
+    (:class:`MetadataState`), never raised, so one asset's metadata cannot stop the indexer."""
+
+    def title_of(metadata_cid: str) -> MetadataRead:
         if ipfs is None:
-            return None
+            return MetadataRead(None, MetadataState.unavailable, "no IPFS node configured")
         try:
-            metadata = json.loads(ipfs.cat(metadata_cid))
-        except Exception as exc:  # IPFS down or not JSON: the projection keeps going without a title
-            log.warning("no metadata for %s from IPFS: %s", metadata_cid, exc)
-            return None
+            raw = ipfs.cat_limited(metadata_cid, max_bytes, seconds)
+        except IpfsError as exc:
+            state = {"ipfs_too_large": MetadataState.too_large, "ipfs_timeout": MetadataState.timeout}.get(
+                exc.code, MetadataState.unavailable
+            )
+            log.warning("metadata %s of an asset skipped (%s): %s", metadata_cid, state, exc.message)
+            return MetadataRead(None, state, exc.message[:300])
+        except InvalidCidError as exc:
+            return MetadataRead(None, MetadataState.invalid, f"not a CID: {exc}"[:300])
+        except Exception as exc:  # anything else from the read: recorded, tried again (bounded)
+            log.warning("metadata %s of an asset not read: %r", metadata_cid, exc)
+            return MetadataRead(None, MetadataState.unavailable, repr(exc)[:300])
+        try:
+            metadata = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("metadata %s of an asset is not JSON: %s", metadata_cid, exc)
+            return MetadataRead(None, MetadataState.invalid, f"not a JSON document: {exc}"[:300])
         title = metadata.get("name") if isinstance(metadata, dict) else None  # ERC-721 metadata "name"
-        return str(title) if title is not None else None
+        return MetadataRead(str(title) if title is not None else None)
 
     return title_of
 
@@ -159,17 +195,49 @@ def apply_events(session: Session, events: Iterable[DecodedEvent], title_of: Tit
 
 
 def reproject(session: Session, title_of: TitleOf) -> None:
-    """Empties the projections and applies every stored event again (after a rollback)."""
+    """Empties the projections and applies every stored event again (after a rollback). Metadata
+    already read (or given up on) is reused, not fetched again: a rollback costs no IPFS reads."""
+    known = {
+        a.metadata_cid: MetadataRead(a.title, a.metadata_state, a.metadata_error, a.metadata_attempts)
+        for a in session.scalars(select(IndexedAsset))
+    }
     for table in PROJECTIONS:
         session.execute(delete(table))
     rows = session.scalars(
         select(ChainEventRow).order_by(ChainEventRow.block_number, ChainEventRow.log_index)
     )
-    apply_events(session, (DecodedEvent.of_row(r) for r in rows), title_of)
+    apply_events(session, (DecodedEvent.of_row(r) for r in rows), _remembering(known, title_of))
+
+
+def _remembering(known: dict[str, MetadataRead], title_of: TitleOf) -> TitleOf:
+    def title(metadata_cid: str) -> MetadataRead:
+        return known[metadata_cid] if metadata_cid in known else title_of(metadata_cid)
+
+    return title
+
+
+def retry_metadata(session: Session, title_of: TitleOf, max_attempts: int, limit: int = 10) -> int:
+    """Reads again the metadata of up to ``limit`` assets whose last read timed out or found IPFS down,
+    each at most ``max_attempts`` times in all; returns how many were tried (the caller commits)."""
+    due = session.scalars(
+        select(IndexedAsset)
+        .where(
+            IndexedAsset.metadata_state.in_(MetadataState.RETRIED),
+            IndexedAsset.metadata_attempts < max_attempts,
+        )
+        .order_by(IndexedAsset.registered_block, IndexedAsset.asset_id)
+        .limit(limit)
+    ).all()
+    for asset in due:
+        read = title_of(asset.metadata_cid)
+        asset.title, asset.metadata_state, asset.metadata_error = read.title, read.state, read.error
+        asset.metadata_attempts += 1
+    return len(due)
 
 
 def _asset_registered(session: Session, e: DecodedEvent, title_of: TitleOf) -> None:
     a = e.args
+    read = title_of(a["metadataCid"])
     session.merge(
         IndexedAsset(
             asset_id=a["assetId"],
@@ -180,7 +248,10 @@ def _asset_registered(session: Session, e: DecodedEvent, title_of: TitleOf) -> N
             aigc=bool(a["aigc"]),
             content_cid=a["contentCid"],
             metadata_cid=a["metadataCid"],
-            title=title_of(a["metadataCid"]),
+            title=read.title,
+            metadata_state=read.state,
+            metadata_error=read.error,
+            metadata_attempts=read.attempts,
             status="active",
             royalty_bps=0,
             split_json="[]",

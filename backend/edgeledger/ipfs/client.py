@@ -25,6 +25,7 @@ Threads: the underlying client is created once but opens a fresh HTTP session pe
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -172,6 +173,48 @@ class IpfsClient:
             self._raise("cat", exc, cid=target)
         return bytes(data)
 
+    def cat_limited(self, cid: str, max_bytes: int, seconds: float) -> bytes:
+        """Content of a file of at most ``max_bytes``, read within about ``seconds``; never holds more
+        than ``max_bytes`` plus one received piece in memory.
+
+        Raises :class:`IpfsError` ``ipfs_too_large`` (413) past ``max_bytes`` (the node is asked for at
+        most ``max_bytes + 1`` and the read stops there), ``ipfs_timeout`` (504) when the data is not all
+        there after ``seconds`` (checked as pieces arrive; a node that sends nothing is given up after
+        ``seconds`` without data, so the read takes at most about twice ``seconds``), and the usual
+        ``ipfs_unavailable``/``ipfs_error`` otherwise."""
+        if max_bytes < 0 or seconds <= 0:
+            raise ValueError("max_bytes must be >= 0 and seconds > 0")
+        target = normalize_cid(cid)
+        started = time.monotonic()
+        received: list[bytes] = []
+        size = 0
+        stream: Any = None
+        try:
+            stream = self._client.cat(target, length=max_bytes + 1, stream=True, timeout=seconds)
+            for piece in stream:
+                size += len(piece)
+                if size > max_bytes:
+                    raise IpfsError(
+                        f"{target} is larger than {max_bytes} bytes",
+                        code="ipfs_too_large",
+                        status=413,
+                        operation="cat",
+                        cid=target,
+                    )
+                received.append(bytes(piece))
+                if time.monotonic() - started > seconds:
+                    raise _cat_timeout(target, seconds)
+        except IpfsError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, ipfs_exc.TimeoutError | requests.Timeout):
+                raise _cat_timeout(target, seconds) from exc
+            self._raise("cat", exc, cid=target)
+        finally:
+            if stream is not None:
+                stream.close()
+        return b"".join(received)
+
     def pin_rm(self, cid: str) -> None:
         """Release the recursive pin on ``cid``. Idempotent: a CID that is not pinned is not an error.
 
@@ -270,6 +313,12 @@ class IpfsClient:
                 f"the IPFS node at {self._addr} failed {operation}: {exc}", operation=operation, **details
             ) from exc
         raise exc
+
+
+def _cat_timeout(cid: str, seconds: float) -> IpfsError:
+    return IpfsError(
+        f"{cid} was not read within {seconds:g} s", code="ipfs_timeout", status=504, operation="cat", cid=cid
+    )
 
 
 def _unreachable_reason(exc: Exception) -> str | None:

@@ -1,9 +1,10 @@
 """Settlement API: accounts and escrow, rate cards, FX table, CDN billing imports, reconciliation cases,
 settlements with their statements and payouts, payees' earnings (docs/settlement.md).
 
-Who may do what: admins everything; auditors read everything; a merchant reads and manages its own
-account, cases and settlements; a payee (any role with a wallet address) reads its own earnings and its
-own statement lines. Another merchant's resources answer 403 ``forbidden``, like every other refusal.
+Who may do what: admins everything; auditors read within their audit scope (docs/api.md); a merchant
+reads and manages its own account, cases and settlements; a payee (any role with a wallet address) reads
+its own earnings and its own statement lines. Another merchant's resources answer 403 ``forbidden``,
+like every other refusal.
 """
 
 from __future__ import annotations
@@ -111,14 +112,13 @@ def _ensure_merchant(principal: Principal, merchant_user_id: int, *, write: bool
     raise _forbidden(f"only merchant {merchant_user_id}, an auditor (reading) or an admin may do this")
 
 
-def _merchant_filter(principal: Principal, merchant_user_id: int | None) -> int | None:
-    """The merchant a listing is limited to: a merchant sees only its own; a scoped auditor one merchant
-    of its scope (the only one, or the one it names)."""
+def _merchant_filter(principal: Principal, merchant_user_id: int | None) -> int | frozenset[int] | None:
+    """The merchant(s) a listing is limited to: a merchant sees only its own; a scoped auditor the
+    merchant it names (403 ``out_of_scope`` outside its scope) or else every merchant of its scope (none
+    at all for an auditor nobody has scoped: an empty listing)."""
     if principal.role == Role.auditor and not principal.scope.is_global:
-        if merchant_user_id is None and len(principal.scope.merchants) == 1:
-            return next(iter(principal.scope.merchants))
         if merchant_user_id is None:
-            raise out_of_scope("a listing over every merchant")
+            return principal.scope.merchants
         ensure_merchant_in_scope(principal.scope, merchant_user_id)
         return merchant_user_id
     if principal.role != Role.merchant:
@@ -405,6 +405,9 @@ def list_cases(
     """Reconciliation cases, oldest first (merchants: their own)."""
     merchant = _merchant_filter(principal, merchant_user_id)
     _checked_state(state, [s.value for s in CaseState], "case")
+    if isinstance(merchant, frozenset):  # a scoped auditor's merchants
+        cases = service.cases_of(session, merchant_user_id=None, period_start=period_start, state=state)
+        return [CaseRead.of(c) for c in cases if c.merchant_user_id in merchant]
     cases = service.cases_of(session, merchant_user_id=merchant, period_start=period_start, state=state)
     return [CaseRead.of(c) for c in cases]
 
@@ -456,7 +459,9 @@ def list_settlements(
     merchant = _merchant_filter(principal, merchant_user_id)
     _checked_state(state, [s.value for s in SettlementState], "settlement")
     query = select(Settlement)
-    if merchant is not None:
+    if isinstance(merchant, frozenset):  # a scoped auditor's merchants
+        query = query.where(Settlement.merchant_user_id.in_(sorted(merchant)))
+    elif merchant is not None:
         query = query.where(Settlement.merchant_user_id == merchant)
     if state is not None:
         query = query.where(Settlement.state == state)

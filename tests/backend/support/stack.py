@@ -106,24 +106,29 @@ class Caller:
         return {"X-API-Key": self.api_key}
 
 
-def make_caller(app_client: TestClient, role: Role, name: str) -> Caller:
-    return _caller(app_client.app.state.engine, role, name)  # type: ignore[attr-defined]
+def make_caller(app_client: TestClient, role: Role, name: str, *, global_scope: bool = True) -> Caller:
+    """A user of ``role`` with an API key. Auditors are granted the global audit scope by an admin
+    unless ``global_scope=False`` (then they read nothing until scoped: scopes fail closed)."""
+    return _caller(app_client.app.state.engine, role, name, global_scope)  # type: ignore[attr-defined]
 
 
 def make_caller_in(settings: Settings, role: Role, name: str) -> Caller:
     """A caller made straight in the settings' database (for apps served by another process or thread)."""
     engine = make_engine(settings.resolved_database_url)
     try:
-        return _caller(engine, role, name)
+        return _caller(engine, role, name, True)
     finally:
         engine.dispose()
 
 
-def _caller(engine: Engine, role: Role, name: str) -> Caller:
+def _caller(engine: Engine, role: Role, name: str, global_scope: bool) -> Caller:
     account = Account.create()
     with Session(engine) as session:
         user = auth_service.create_user(session, role=role, address=account.address, name=name)
         key, _ = auth_service.create_api_key(session, user, "tests")
+        if role == Role.auditor and global_scope:
+            admin = auth_service.create_user(session, role=Role.admin, name=f"scope admin of {name}")
+            auth_service.set_audit_scope(session, user, [], [], granted_by=admin, is_global=True)
         session.commit()
         return Caller(account, key, user.id)
 
