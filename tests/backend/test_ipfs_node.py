@@ -121,6 +121,35 @@ def test_js_ipfs_ignores_the_file_width(ipfs_node: LocalIpfsNode, ipfs_client: I
 
 
 @integration
+def test_a_layout_the_node_cannot_build_is_refused_and_unpinned(
+    ipfs_node: LocalIpfsNode, ipfs_client: IpfsClient
+) -> None:
+    """The registration's pin check, against the real node and the width it ignores (1 KiB chunks keep
+    175 chunks small): the node's CID is unpinned and refused, never taken, with the reason."""
+    from edgeledger.assets.flows import _pin_expecting
+    from edgeledger.assets.service import AssetError
+
+    data = data_of(175 * 1024 + 3)
+    raw = ipfshttpclient.Client(ipfs_node.api_multiaddr, timeout=120)
+    options = {**add_options(UNIXFS_V1_2025), "chunker": "size-1024"}
+    expected = CidBuilder(chunker_size=1024, max_links=1024)
+    expected.update(data)
+    with pytest.raises(AssetError) as info:
+        _pin_expecting(
+            ipfs_client,
+            lambda: normalize_cid(raw.add_bytes(data, opts=options), allow_v0=True),
+            expected.finalize(),
+            "unixfs-v1-2025",
+        )
+    error = info.value
+    assert (error.code, error.status) == ("ipfs_cid_mismatch", 502)
+    assert error.details["node_honours_max_file_links"] is False
+    assert error.details["import_profile"] == "unixfs-v1-2025"
+    assert "ignores max-file-links" in error.message
+    assert not ipfs_client.is_pinned(error.details["node_cid"])
+
+
+@integration
 def test_add_json_is_deterministic(ipfs_client: IpfsClient) -> None:
     doc: dict[str, Any] = {"title": "Ünïcode ✓", "n": 1, "nested": {"z": [1, 2.5], "a": None, "t": True}}
     reordered = {"nested": {"t": True, "a": None, "z": [1, 2.5]}, "n": 1, "title": "Ünïcode ✓"}

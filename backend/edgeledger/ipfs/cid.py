@@ -420,7 +420,7 @@ class _Child:
     filesize: int
 
 
-def _raw_leaf(chunk: bytes | memoryview) -> _Child:
+def _raw_leaf(chunk: bytes | bytearray | memoryview) -> _Child:
     return _Child(_RAW_SHA256_PREFIX + hashlib.sha256(chunk).digest(), len(chunk), len(chunk))
 
 

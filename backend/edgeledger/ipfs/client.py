@@ -40,8 +40,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
 
-import ipfshttpclient
-import ipfshttpclient.exceptions as ipfs_exc
+import ipfshttpclient  # type: ignore[import-untyped]
+import ipfshttpclient.exceptions as ipfs_exc  # type: ignore[import-untyped]
 import requests
 
 from edgeledger.config import Settings
