@@ -16,13 +16,16 @@ import hashlib
 import io
 import json
 import random
+import typing
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 from Crypto.Cipher import ChaCha20
 
+from edgeledger.config import Settings
 from edgeledger.ipfs.cid import (
     CHUNKER_SIZE,
     DEFAULT_PROFILE,
@@ -199,6 +202,15 @@ def test_profiles_are_the_ipip_499_parameters() -> None:
         import_profile("unixfs-v0-2015")  # CIDv0 with dag-pb leaves: not something this service builds
     with pytest.raises(ValueError):
         CidBuilder("nonsense")
+
+
+def test_the_setting_offers_exactly_the_profiles() -> None:
+    """IPFS_IMPORT_PROFILE is a Literal (config.py cannot import the ipfs package): kept in step here."""
+    assert typing.get_args(Settings.model_fields["ipfs_import_profile"].annotation) == tuple(PROFILES)
+    assert Settings().ipfs_import_profile == DEFAULT_PROFILE.name
+    assert Settings(ipfs_import_profile="unixfs-v1-2025").ipfs_import_profile == "unixfs-v1-2025"
+    with pytest.raises(pydantic.ValidationError):
+        Settings(ipfs_import_profile="unixfs-v0-2015")
 
 
 def test_every_profile_has_vectors_at_its_boundaries() -> None:
