@@ -38,9 +38,9 @@ and ``Tsize`` (3, the cumulative size of the linked block plus everything below 
 ``Type`` (1, File = 2), ``filesize`` (3), one ``blocksizes`` (4, proto2 repeated, not packed) per link;
 internal nodes carry no ``Data`` bytes because the leaves are raw.
 
-Only the current partial node of each layer is kept in memory (at most ``L`` child CIDs per layer, and
-the layers grow as log_L of the size), plus the bytes of one unfinished chunk: a 1 GiB file costs at
-most one chunk (1 MiB) plus a few tens of kilobytes of state.
+Only the current partial node of each layer is kept in memory (fewer than ``L`` child CIDs per layer,
+and the layers grow as log_L of the size), plus the bytes of one unfinished chunk: the state does not
+grow with the file (``test_builder_state_stays_small``).
 
 Text form: CIDv1 in multibase base32, lower case, ``b`` prefix (``bafk...`` raw, ``bafy...`` dag-pb).
 js-ipfs prints CIDv1 in base58btc (``z...``); :func:`normalize_cid` turns any accepted spelling into
