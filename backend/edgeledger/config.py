@@ -48,6 +48,11 @@ class Settings(BaseModel):
     )
     ipfs_api: str = "/ip4/127.0.0.1/tcp/5001/http"
     ipfs_timeout_seconds: float = Field(600.0, gt=0)
+    ipfs_import_profile: Literal["legacy-cidv1", "unixfs-v1-2025"] = Field(
+        "legacy-cidv1",
+        description="How new uploads are chunked into CIDs (edgeledger.ipfs.cid.PROFILES); the IPFS node "
+        "is told the same parameters on every add, and each asset records the profile it was added with",
+    )
     celery_broker_url: str = Field("", description="Default: SQLite-backed broker in DATA_DIR")
     api_host: str = "127.0.0.1"
     api_port: int = 8000

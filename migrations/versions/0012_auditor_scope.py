@@ -12,7 +12,7 @@ rows with a title become ``ok`` after one attempt; rows without one become ``una
 attempt recorded, so the indexer tries their metadata again (within its size, time and attempt caps).
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0010
 """
 
 from collections.abc import Sequence
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | tuple[str, ...] | None = "0009"
+down_revision: str | tuple[str, ...] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -21,7 +21,7 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
 from edgeledger.devtools.samples import demo_png
-from edgeledger.ipfs import IpfsClient
+from edgeledger.ipfs import IpfsClient, cid_of_bytes
 from edgeledger.main import create_app
 from tests.backend.support.stack import Caller, free_port, make_caller, rpc
 
@@ -344,7 +344,7 @@ def _crashed_registration(app_client: TestClient, caller: Caller, *, submit: boo
             reg = flows._open_journal(
                 session, actor, params, facts, creator, 1_700_000_000, "c.png", metadata
             )
-            flows._pin(session, app.state.ipfs, reg, spool.name, facts.cid, metadata)  # type: ignore[attr-defined]
+            flows._pin(session, app.state.ipfs, reg, spool.name, facts, metadata)  # type: ignore[attr-defined]
         if submit:
             reg.tx_hash = app.state.chain.send(flows.registration_call(app.state.chain, reg))  # type: ignore[attr-defined]
             reg.state = RegistrationState.submitted
@@ -462,8 +462,12 @@ def test_cli_verify_reads_the_chain_only(
     assert result.exit_code == 0, result.output
     verdict = json.loads(result.stdout)["verdict"]
     assert verdict["asset_id"] == asset["id"] and verdict["chain"]["tx_hash"] == asset["chain"]["tx_hash"]
+    assert (verdict["content_cid"], verdict["import_profile"]) == (asset["content_cid"], "legacy-cidv1")
     lines = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc])
     assert lines.exit_code == 0 and lines.stdout.startswith("PASS registered: asset #"), lines.output
+    assert f"PASS content CID: {asset['content_cid']} (import profile legacy-cidv1)" in lines.stdout
+    bad = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc, "--import-profile", "v0"])
+    assert bad.exit_code == 2 and "unknown import profile 'v0'" in bad.output, bad.output
 
     # Exit codes: 1 not registered (a failed check), 2 no such file, 3 the chain unreachable.
     file.write_bytes(data + b"tampered")
@@ -476,6 +480,45 @@ def test_cli_verify_reads_the_chain_only(
     assert unreachable.exit_code == 3 and unreachable.output.startswith("error: the chain RPC"), (
         unreachable.output
     )
+
+
+def test_unixfs_v1_2025_uploads_record_their_profile_and_verify_under_it(
+    settings: Settings, creator_factory: Any, ipfs_client: IpfsClient, tmp_path: Any
+) -> None:
+    """IPFS_IMPORT_PROFILE=unixfs-v1-2025: a 400 kB file is one 1 MiB-chunk raw leaf (legacy-cidv1 makes
+    a dag-pb node of two leaves); the node pins that CID, the asset and its metadata name the profile,
+    and `verify asset` says which profile the on-chain CID is."""
+    modern = settings.model_copy(update={"ipfs_import_profile": "unixfs-v1-2025"})
+    data = demo_png("v1-2025") + os.urandom(400_000)
+    expected = cid_of_bytes(data, "unixfs-v1-2025")
+    assert expected.startswith("bafk") and expected != cid_of_bytes(data, "legacy-cidv1")
+    app = create_app(modern)
+    with TestClient(app) as client:
+        caller = creator_factory(client)
+        response = upload(client, caller, data)
+        assert response.status_code == 201, response.text
+        asset = response.json()
+        assert (asset["content_cid"], asset["import_profile"]) == (expected, "unixfs-v1-2025")
+        again = client.get(f"/assets/{asset['id']}", headers=caller.headers).json()
+        assert again["asset"]["import_profile"] == "unixfs-v1-2025" and again["matches_chain"] is True
+        assert ipfs_client.is_pinned(expected) and ipfs_client.cat(expected) == data
+        properties = json.loads(ipfs_client.cat(asset["metadata_cid"]))["properties"]
+        assert (properties["content_cid"], properties["content_import_profile"]) == (
+            expected,
+            "unixfs-v1-2025",
+        )
+    app.state.engine.dispose()
+
+    file = tmp_path / "modern.png"
+    file.write_bytes(data)
+    rpc = ["--rpc-url", settings.eth_rpc_url, "--deployment", str(settings.deployment_file)]
+    result = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verdict"]["import_profile"] == "unixfs-v1-2025"
+    legacy_only = ["verify", "asset", str(file), *rpc, "--import-profile", "legacy-cidv1"]
+    refused = CliRunner().invoke(cli_app, legacy_only)
+    assert refused.exit_code == 1, refused.output
+    assert f"FAIL content CID: the chain records {expected}; legacy-cidv1 gives" in refused.stdout
 
 
 @pytest.fixture

@@ -53,6 +53,15 @@ def test_digest_matches_sha256_and_cid_and_copies_every_byte() -> None:
     assert target.getvalue() == PNG
 
 
+def test_digest_computes_the_cid_under_the_chosen_import_profile() -> None:
+    facts = service.digest_to_file(io.BytesIO(PNG), io.BytesIO(), 10**9, "unixfs-v1-2025")
+    assert (facts.cid, facts.import_profile) == (cid_of_bytes(PNG, "unixfs-v1-2025"), "unixfs-v1-2025")
+    assert facts.cid != cid_of_bytes(PNG)  # 600 kB: one 1 MiB chunk, but three 256 KiB ones
+    assert service.digest_to_file(io.BytesIO(PNG), io.BytesIO(), 10**9).import_profile == "legacy-cidv1"
+    with pytest.raises(ValueError, match="unknown IPFS import profile"):
+        service.digest_to_file(io.BytesIO(PNG), io.BytesIO(), 10**9, "unixfs-v0-2015")
+
+
 def test_digest_refuses_oversized_empty_and_unknown_uploads() -> None:
     with pytest.raises(AssetError) as too_big:
         service.digest_to_file(io.BytesIO(PNG), io.BytesIO(), max_bytes=len(PNG) - 1)
@@ -75,6 +84,7 @@ def test_metadata_is_canonical_and_complete() -> None:
     assert doc["animation_url"] == f"ipfs://{facts.cid}" and "image" not in doc
     assert doc["properties"]["split"] == [{"recipient": CREATOR, "bps": 10_000}]
     assert doc["properties"]["licence"]["valid_from"] == 1_700_000_000
+    assert doc["properties"]["content_import_profile"] == "legacy-cidv1"
 
 
 @pytest.mark.parametrize(

@@ -1,23 +1,38 @@
 """Local CID computation and CID parsing (pure; no node needed).
 
-Every expected CID below was produced by a real IPFS daemon (js-ipfs 0.18.1, ``add --cid-version=1
---raw-leaves --hash=sha2-256 --chunker=size-N``) on the same bytes and hard-coded here; the integration
-tests in ``test_ipfs_node.py`` re-check the live agreement. Test data of size ``n`` is
-``random.Random(n).randbytes(n)``: deterministic, and every chunk differs (so a link-order bug shows).
+The expected CIDs of both import profiles live in ``samples/cid_vectors.json``, each with how to rebuild
+its bytes and where the CID comes from: kubo's own IPIP-499 fixtures (``unixfs-v1-2025`` at 1,024 and
+1,025 chunks), a real IPFS daemon (js-ipfs, ``add --cid-version=1 --raw-leaves --hash=sha2-256
+--chunker=size-N``) for the others; ``test_ipfs_node.py`` re-checks the live agreement. Where no
+outside source gives a CID (the small-parameter trees below), :func:`reference_cid`, a second,
+straightforward implementation written the way kubo's balanced builder works (top-down, in memory),
+gives the expectation. Test data of size ``n`` is ``random.Random(n).randbytes(n)``: deterministic, and
+every chunk differs (so a link-order bug shows).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import random
+import typing
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pydantic
 import pytest
+from Crypto.Cipher import ChaCha20
 
+from edgeledger.config import Settings
 from edgeledger.ipfs.cid import (
     CHUNKER_SIZE,
+    DEFAULT_PROFILE,
+    LEGACY_CIDV1,
     MAX_LINKS,
+    PROFILES,
+    UNIXFS_V1_2025,
     Cid,
     CidBuilder,
     InvalidCidError,
@@ -33,10 +48,14 @@ from edgeledger.ipfs.cid import (
     cid_of_stream,
     decode_varint,
     encode_varint,
+    import_profile,
     is_valid_cid,
     normalize_cid,
     parse_cid,
 )
+
+SAMPLES = Path(__file__).parent / "samples"
+CID_VECTORS: list[dict[str, Any]] = json.loads((SAMPLES / "cid_vectors.json").read_text())["vectors"]
 
 HELLO = b"hello world\n"
 HELLO_CID = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
@@ -48,20 +67,14 @@ V0_AS_V1 = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 V0_AS_V1_B58 = "zdj7Wic6KcJAfWz1c9o4M6kq9Lwd5BfbxkVafnrojaaGiSFxM"
 
 C = CHUNKER_SIZE
-# size -> CID of random.Random(size).randbytes(size), chunker size-262144
+MiB = 1024 * 1024
+# size -> legacy-cidv1 CID of random.Random(size).randbytes(size), from samples/cid_vectors.json
 VECTORS: dict[int, str] = {
-    0: EMPTY_CID,
-    1: "bafkreiekgmp53zydf4z2ohq3fysx3aawny2i4ah4wf4rj5el3nl2drrqa4",
-    12: "bafkreihjqvpvihch7qlxxyg3kayqmuqpxry35mld6z56jvuvpl2nqzclf4",
-    C - 1: "bafkreih2hom5mdt3hxznampdzj6ksv6o36vafqqctcrkoz5rfhpw3eodwu",
-    C: "bafkreih2bk74eu5axngebs6vftmmkcaqboysjjy726xzy5hksnqmfgw5fy",  # one full chunk: still a raw leaf
-    C + 1: "bafybeidbbs6ocod3v27jtr4uhvc6n55y3gbrtur3bvjsnraudtbxkozi2y",  # two leaves under one dag-pb node
-    2 * C: "bafybeibuvqq37phlhefrdmacc7uyxcxte2nrginrt6dkl33nuoxwt37o5a",
-    MAX_LINKS * C: "bafybeih3ebhydpblov22wbakszm4spvku7hbo3oa5gdhgoh7gnub26mtx4",  # one full node
-    MAX_LINKS * C + 1: "bafybeidsyc3rx6lmbjml2fg4ucagkjh3kse6tbphoyyhms46fqhmu6ujbi",  # second layer
-    (MAX_LINKS + 1) * C + 5: "bafybeifyx67w5unrg2vqkcd5hptibzgnqohsjp6yrtv63lofefkloeg6sa",
-    2 * MAX_LINKS * C + 1: "bafybeigzfqrg5i3rw4j25iz4i6x44vrma37lel2pkgye2mmwek2v4yqzva",
+    v["input"]["size"]: v["cid"]
+    for v in CID_VECTORS
+    if v["profile"] == LEGACY_CIDV1.name and v["input"]["generator"] == "python_random"
 }
+assert min(VECTORS) == 0 and VECTORS[0] == EMPTY_CID and {C, C + 1, MAX_LINKS * C + 1} <= set(VECTORS)
 # Deeper trees, cheaply: chunker size-1024 (the daemon ran with --chunker=size-1024; max links still 174).
 SMALL_CHUNK = 1024
 DEEP_VECTORS: dict[int, str] = {
@@ -77,6 +90,192 @@ DEEP_VECTORS: dict[int, str] = {
 
 def data_of(size: int) -> bytes:
     return random.Random(size).randbytes(size)
+
+
+def kubo_chacha20(seed: str, size: int, piece: int = MiB) -> Iterator[bytes]:
+    """kubo's ``DeterministicRandomReader(size, seed)`` (test/cli/testutils): the ChaCha20 key stream,
+    key sha256(seed), zero nonce, counter 0, produced lazily ``piece`` bytes at a time."""
+    cipher = ChaCha20.new(key=hashlib.sha256(seed.encode()).digest(), nonce=bytes(12))
+    zeros = bytes(piece)
+    left = size
+    while left:
+        n = min(piece, left)
+        yield cipher.encrypt(zeros if n == piece else zeros[:n])
+        left -= n
+
+
+def vector_pieces(spec: dict[str, Any]) -> Iterator[bytes]:
+    """The bytes of a vector's ``input`` (samples/cid_vectors.json ``generators``), in pieces."""
+    if spec["generator"] == "text":
+        yield spec["text"].encode()
+    elif spec["generator"] == "python_random":
+        yield data_of(spec["size"])
+    elif spec["generator"] == "kubo_chacha20":
+        yield from kubo_chacha20(spec["seed"], spec["size"])
+    else:
+        raise AssertionError(f"unknown generator {spec['generator']}")
+
+
+def vector_size(spec: dict[str, Any]) -> int:
+    return len(spec["text"].encode()) if spec["generator"] == "text" else int(spec["size"])
+
+
+# ----------------------------------------------------------------------------------------------
+# A second implementation: kubo's balanced builder, top-down and in memory (expectations only)
+# ----------------------------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while n >= 0x80:
+        out += bytes([n & 0x7F | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def _field(number: int, payload: bytes | int) -> bytes:
+    if isinstance(payload, int):
+        return _varint(number << 3) + _varint(payload)
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def reference_cid(pieces: Iterable[bytes], chunk: int, width: int) -> str:
+    """CID as boxo's ``importer/balanced`` builds it: the first leaf is the root; while data remains,
+    wrap the root in a new node and fill that node recursively to the next depth. Written apart from
+    :class:`CidBuilder` (which groups bottom-up while streaming) so that each checks the other."""
+    data = b"".join(pieces)
+    chunks = iter([data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""])
+    pending: list[bytes] = [next(chunks)]
+
+    def more() -> bool:
+        if not pending:
+            nxt = next(chunks, None)
+            if nxt is not None:
+                pending.append(nxt)
+        return bool(pending)
+
+    def leaf() -> tuple[bytes, int, int]:  # (binary CID, Tsize, file bytes)
+        block = pending.pop()
+        return bytes([1, 0x55, 0x12, 32]) + hashlib.sha256(block).digest(), len(block), len(block)
+
+    def node(children: list[tuple[bytes, int, int]]) -> tuple[bytes, int, int]:
+        size = sum(c[2] for c in children)
+        unixfs = _field(1, 2) + _field(3, size) + b"".join(_field(4, c[2]) for c in children)
+        links = b"".join(_field(2, _field(1, c[0]) + _field(2, b"") + _field(3, c[1])) for c in children)
+        block = links + _field(1, unixfs)
+        digest = hashlib.sha256(block).digest()
+        return bytes([1, 0x70, 0x12, 32]) + digest, len(block) + sum(c[1] for c in children), size
+
+    def fill(children: list[tuple[bytes, int, int]], depth: int) -> tuple[bytes, int, int]:
+        while len(children) < width and more():
+            children.append(leaf() if depth == 1 else fill([], depth - 1))
+        return node(children)
+
+    root = leaf()
+    depth = 1
+    while more():
+        root = fill([root], depth)
+        depth += 1
+    return "b" + base32_encode(root[0])
+
+
+def streamed_cid(pieces: Iterable[bytes], **builder: Any) -> str:
+    cid = CidBuilder(**builder)
+    for piece in pieces:
+        cid.update(piece)
+    return cid.finalize()
+
+
+# ----------------------------------------------------------------------------------------------
+# Import profiles
+# ----------------------------------------------------------------------------------------------
+
+
+def test_profiles_are_the_ipip_499_parameters() -> None:
+    assert list(PROFILES) == ["legacy-cidv1", "unixfs-v1-2025"] and DEFAULT_PROFILE is LEGACY_CIDV1
+    assert (LEGACY_CIDV1.chunker_size, LEGACY_CIDV1.max_links) == (262_144, 174)
+    assert (UNIXFS_V1_2025.chunker_size, UNIXFS_V1_2025.max_links) == (1_048_576, 1_024)
+    assert UNIXFS_V1_2025.chunker == "size-1048576" and str(UNIXFS_V1_2025) == "unixfs-v1-2025"
+    assert import_profile(None) is import_profile("legacy-cidv1") is LEGACY_CIDV1
+    assert import_profile(UNIXFS_V1_2025) is UNIXFS_V1_2025
+    with pytest.raises(ValueError, match="unknown IPFS import profile 'unixfs-v0-2015'"):
+        import_profile("unixfs-v0-2015")  # CIDv0 with dag-pb leaves: not something this service builds
+    with pytest.raises(ValueError):
+        CidBuilder("nonsense")
+
+
+def test_the_setting_offers_exactly_the_profiles() -> None:
+    """IPFS_IMPORT_PROFILE is a Literal (config.py cannot import the ipfs package): kept in step here."""
+    assert typing.get_args(Settings.model_fields["ipfs_import_profile"].annotation) == tuple(PROFILES)
+    assert Settings().ipfs_import_profile == DEFAULT_PROFILE.name
+    assert Settings(ipfs_import_profile="unixfs-v1-2025").ipfs_import_profile == "unixfs-v1-2025"
+    with pytest.raises(pydantic.ValidationError):
+        Settings(ipfs_import_profile="unixfs-v0-2015")
+
+
+def test_every_profile_has_vectors_at_its_boundaries() -> None:
+    """Exactly one chunk, one chunk + 1 byte, a full node of ``width`` chunks, and just past it."""
+    for profile in PROFILES.values():
+        n, width = profile.chunker_size, profile.max_links
+        sizes = {vector_size(v["input"]) for v in CID_VECTORS if v["profile"] == profile.name}
+        assert {n, n + 1, width * n} <= sizes, profile.name
+        assert sizes & {width * n + 1, (width + 1) * n}, profile.name
+    assert all(v["source"] and v["case"] for v in CID_VECTORS)
+
+
+@pytest.mark.parametrize(
+    "vector",
+    CID_VECTORS,
+    ids=[f"{v['profile']}-{vector_size(v['input'])}" for v in CID_VECTORS],
+)
+def test_profile_vectors(vector: dict[str, Any]) -> None:
+    """Every vector of samples/cid_vectors.json; the 1 GiB ones are generated and hashed as a stream."""
+    assert streamed_cid(vector_pieces(vector["input"]), profile=vector["profile"]) == vector["cid"]
+
+
+def test_the_profiles_part_ways_above_one_legacy_chunk() -> None:
+    for size in (0, 1, C):
+        assert cid_of_bytes(data_of(size), "unixfs-v1-2025") == cid_of_bytes(data_of(size)) == VECTORS[size]
+    data = data_of(C + 1)
+    legacy, modern = cid_of_bytes(data, LEGACY_CIDV1), cid_of_bytes(data, UNIXFS_V1_2025)
+    assert legacy == VECTORS[C + 1] and legacy.startswith("bafy")  # two leaves under a dag-pb node
+    assert modern == "b" + base32_encode(bytes([1, 0x55, 0x12, 32]) + hashlib.sha256(data).digest())
+
+
+@pytest.mark.parametrize(
+    "vector",
+    [v for v in CID_VECTORS if vector_size(v["input"]) <= 4 * MiB],
+    ids=lambda v: f"{v['profile']}-{vector_size(v['input'])}",
+)
+def test_reference_builder_agrees_with_the_small_vectors(vector: dict[str, Any]) -> None:
+    profile = import_profile(vector["profile"])
+    pieces = vector_pieces(vector["input"])
+    assert reference_cid(pieces, profile.chunker_size, profile.max_links) == vector["cid"]
+
+
+@pytest.mark.parametrize("width", [2, 3, 4, 174])
+def test_streaming_and_reference_builders_agree_around_every_boundary(width: int) -> None:
+    """Tiny chunks make deep trees cheap: every size around 1, w, w^2 and w^3 chunks, +-1 byte."""
+    chunk = 4
+    sizes = {0, 1}
+    for depth in range(4):
+        for k in (width**depth - 1, width**depth, width**depth + 1, 2 * width**depth):
+            sizes |= {max(0, k * chunk + d) for d in (-1, 0, 1)}
+    for size in sorted(sizes):
+        if size > 200_000:
+            continue
+        data = data_of(size)
+        expected = reference_cid([data], chunk, width)
+        assert streamed_cid([data], chunker_size=chunk, max_links=width) == expected, size
+
+
+def test_profile_and_overrides_compose() -> None:
+    data = data_of(3 * MiB + 1)
+    assert cid_of_bytes(data, "unixfs-v1-2025") == reference_cid([data], MiB, 1024)
+    # An explicit width overrides the profile's (tests use this for deep trees with small inputs).
+    assert streamed_cid([data], profile=UNIXFS_V1_2025, max_links=2) == reference_cid([data], MiB, 2)
+    assert cid_of_stream(io.BytesIO(data), profile="unixfs-v1-2025") == cid_of_bytes(data, UNIXFS_V1_2025)
+    assert cid_of_json({"a": 1}, "unixfs-v1-2025") == cid_of_json({"a": 1})  # small: one raw leaf
 
 
 # ----------------------------------------------------------------------------------------------

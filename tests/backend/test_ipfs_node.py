@@ -36,9 +36,10 @@ from edgeledger.ipfs import (
     cid_of_bytes,
     cid_of_file,
     cid_of_json,
+    normalize_cid,
 )
-from edgeledger.ipfs.cid import CHUNKER_SIZE, MAX_LINKS, base58btc_encode, parse_cid
-from edgeledger.ipfs.client import ADD_OPTIONS
+from edgeledger.ipfs.cid import CHUNKER_SIZE, MAX_LINKS, UNIXFS_V1_2025, base58btc_encode, parse_cid
+from edgeledger.ipfs.client import ADD_OPTIONS, add_options
 from tests.backend.support.ipfs import free_ports
 
 integration = pytest.mark.integration
@@ -93,6 +94,59 @@ def test_three_layer_tree_matches_daemon(ipfs_node: LocalIpfsNode) -> None:
     builder = CidBuilder(chunker_size=1024)
     builder.update(data)
     assert parse_cid(answer) == parse_cid(builder.finalize())
+
+
+@integration
+@pytest.mark.parametrize("size", [C + 1, MiB, MiB + 1, 3 * MiB + 5])
+def test_unixfs_v1_2025_small_files_match_the_daemon(ipfs_client: IpfsClient, size: int) -> None:
+    """Below 175 chunks the width never matters, so js-ipfs builds unixfs-v1-2025 exactly."""
+    data = data_of(size)
+    assert ipfs_client.add_bytes(data, profile="unixfs-v1-2025") == cid_of_bytes(data, UNIXFS_V1_2025)
+    assert cid_of_bytes(data, UNIXFS_V1_2025) != cid_of_bytes(data)
+
+
+@integration
+def test_js_ipfs_ignores_the_file_width(ipfs_node: LocalIpfsNode, ipfs_client: IpfsClient) -> None:
+    """js-ipfs's HTTP add drops max-file-links: past 174 chunks it builds another tree than the one we
+    (and kubo >= 0.35) build for unixfs-v1-2025, and the width probe says so. Small chunks keep it cheap."""
+    data = data_of(175 * 1024 + 1)
+    raw = ipfshttpclient.Client(ipfs_node.api_multiaddr, timeout=120)
+    options = {**add_options(UNIXFS_V1_2025), "chunker": "size-1024", "pin": "false"}
+    answer = normalize_cid(raw.add_bytes(data, opts=options), allow_v0=True)
+    wide, narrow = CidBuilder(chunker_size=1024, max_links=1024), CidBuilder(chunker_size=1024)
+    wide.update(data)
+    narrow.update(data)
+    assert answer == narrow.finalize() != wide.finalize()
+    assert ipfs_client.builds_file_width() is False
+
+
+@integration
+def test_a_layout_the_node_cannot_build_is_refused_and_unpinned(
+    ipfs_node: LocalIpfsNode, ipfs_client: IpfsClient
+) -> None:
+    """The registration's pin check, against the real node and the width it ignores (1 KiB chunks keep
+    175 chunks small): the node's CID is unpinned and refused, never taken, with the reason."""
+    from edgeledger.assets.flows import _pin_expecting
+    from edgeledger.assets.service import AssetError
+
+    data = data_of(175 * 1024 + 3)
+    raw = ipfshttpclient.Client(ipfs_node.api_multiaddr, timeout=120)
+    options = {**add_options(UNIXFS_V1_2025), "chunker": "size-1024"}
+    expected = CidBuilder(chunker_size=1024, max_links=1024)
+    expected.update(data)
+    with pytest.raises(AssetError) as info:
+        _pin_expecting(
+            ipfs_client,
+            lambda: normalize_cid(raw.add_bytes(data, opts=options), allow_v0=True),
+            expected.finalize(),
+            "unixfs-v1-2025",
+        )
+    error = info.value
+    assert (error.code, error.status) == ("ipfs_cid_mismatch", 502)
+    assert error.details["node_honours_max_file_links"] is False
+    assert error.details["import_profile"] == "unixfs-v1-2025"
+    assert "ignores max-file-links" in error.message
+    assert not ipfs_client.is_pinned(error.details["node_cid"])
 
 
 @integration
@@ -420,11 +474,48 @@ def test_add_sends_the_cid_defining_options_and_a_content_type(fake_api: FakeIpf
             "raw-leaves": "true",
             "hash": "sha2-256",
             "chunker": "size-262144",
+            "max-file-links": "174",
             "pin": "true",
         }.items():
             assert sent.query[key] == [value]
         assert b"Content-Type: application/octet-stream" in sent.body
         assert HELLO in sent.body
+
+
+def test_the_import_profile_decides_chunker_and_width(fake_api: FakeIpfsApi) -> None:
+    """Sent explicitly either way, so a kubo initialised with another profile (its ``Import.*`` config)
+    cannot change a CID; the client's profile is the default, an add may name another."""
+    fake_api.replies["add"] = (200, {"Name": "x", "Hash": HELLO_CID})
+    modern = IpfsClient(fake_api.addr, timeout=10, profile="unixfs-v1-2025")
+    assert modern.profile.name == "unixfs-v1-2025" and "unixfs-v1-2025" in repr(modern)
+    modern.add_bytes(HELLO)
+    modern.add_bytes(HELLO, profile="legacy-cidv1")
+    IpfsClient(fake_api.addr, timeout=10).add_json({"a": 1}, profile=UNIXFS_V1_2025)
+    sent = [
+        (r.query["chunker"], r.query["max-file-links"], r.query["cid-version"]) for r in fake_api.requests
+    ]
+    assert sent == [
+        (["size-1048576"], ["1024"], ["1"]),
+        (["size-262144"], ["174"], ["1"]),
+        (["size-1048576"], ["1024"], ["1"]),
+    ]
+    assert add_options("unixfs-v1-2025")["raw-leaves"] == "true" and add_options() == ADD_OPTIONS
+    with pytest.raises(ValueError, match="unknown IPFS import profile"):
+        IpfsClient(fake_api.addr, timeout=10, profile="unixfs-v0-2015")
+
+
+def test_width_probe_only_hashes_three_bytes(fake_api: FakeIpfsApi) -> None:
+    """A node answering the two-level tree of 3 one-byte chunks under 2 links (what kubo's
+    --max-file-links=2 builds) honours the width; the probe stores and pins nothing."""
+    two_level = CidBuilder(chunker_size=1, max_links=2)
+    two_level.update(b"abc")
+    fake_api.replies["add"] = (200, {"Name": "x", "Hash": two_level.finalize()})
+    assert IpfsClient(fake_api.addr, timeout=10).builds_file_width() is True
+    (sent,) = fake_api.requests
+    assert (sent.query["only-hash"], sent.query["pin"]) == (["true"], ["false"])
+    assert (sent.query["chunker"], sent.query["max-file-links"]) == (["size-1"], ["2"])
+    fake_api.replies["add"] = (200, {"Name": "x", "Hash": cid_of_bytes(b"abc")})  # anything else
+    assert IpfsClient(fake_api.addr, timeout=10).builds_file_width() is False
 
 
 def test_error_reply_is_ipfs_error_502(fake_api: FakeIpfsApi) -> None:

@@ -2,6 +2,7 @@
 
 0008 (receipts per country): receipts stored per (batch, asset, merchant, region) are recomputed per
 country from the batch's records, excluded records counted apart; the downgrade restores the old grain.
+0010 (import profile per asset): existing assets become ``legacy-cidv1``, the only layout before it.
 0012 (scopes fail closed, metadata states): no auditor is granted anything; untitled indexed assets are
 marked for a new metadata read.
 """
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import insert, text
+from sqlalchemy import insert, inspect, text
 from sqlalchemy.orm import Session
 
 from edgeledger.auth.models import Role, User
@@ -242,4 +243,33 @@ def test_0012_grants_no_scope_and_marks_untitled_assets_for_a_new_read_and_back(
         # Before 0012 an auditor without entries was global: the explicit grant is no longer needed.
         assert conn.execute(text("SELECT count(*) FROM auth_auditor_scopes")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM indexed_assets")).scalar_one() == 2
+    engine.dispose()
+
+
+def test_0010_records_the_legacy_import_profile_of_existing_assets_and_back(database_url: str) -> None:
+    """Every asset registered before import profiles existed was added as legacy-cidv1."""
+    migrate(database_url, "0009")
+    engine = make_engine(database_url)
+    legacy_row = text(
+        "INSERT INTO assets (id, content_hash, content_cid, metadata_cid, creator, owner, aigc, title, "
+        "description, media_type, size_bytes, filename, territories_bitmap, valid_from, valid_until, "
+        "royalty_bps, terms_cid, status, chain_id, contract_address, tx_hash, block_number, log_index, "
+        "registered_at, created_at) VALUES (9010, :h, 'bafkcid', 'bafkmeta', :a, :a, false, 't', '', "
+        "'image/png', 1, 'f.png', '0x1', 0, 0, 0, '', 'active', 31337, :a, :tx, 1, 0, :t, :t)"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            legacy_row,
+            {"h": "0x" + "ab" * 32, "a": "0x" + "44" * 20, "tx": "0x" + "cd" * 32, "t": datetime.now(UTC)},
+        )
+    migrate(database_url, "0010")
+    with engine.connect() as conn:
+        profile = conn.execute(text("SELECT import_profile FROM assets WHERE id = 9010")).scalar_one()
+        assert profile == "legacy-cidv1"
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0009")
+    with engine.connect() as conn:
+        assert "import_profile" not in {c["name"] for c in inspect(conn).get_columns("assets")}
+        assert conn.execute(text("SELECT content_cid FROM assets WHERE id = 9010")).scalar_one() == "bafkcid"
     engine.dispose()

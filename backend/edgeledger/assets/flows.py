@@ -97,11 +97,11 @@ def register_upload(
     uploads = settings.data_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=uploads, prefix="upload-", suffix=".part") as spool:
-        facts = service.digest_to_file(upload, spool, settings.max_upload_bytes)
+        facts = service.digest_to_file(upload, spool, settings.max_upload_bytes, settings.ipfs_import_profile)
         _reject_duplicate(session, chain, facts.sha256)
         metadata = service.metadata_document(params, facts, creator, valid_from)
         reg = _open_journal(session, actor, params, facts, creator, valid_from, filename, metadata)
-        _pin(session, ipfs, reg, spool.name, facts.cid, metadata)
+        _pin(session, ipfs, reg, spool.name, facts, metadata)
 
     if reg.mode == RegistrationMode.wallet:
         reg.state = RegistrationState.awaiting_signature
@@ -162,7 +162,12 @@ def _open_journal(
         {
             "params": params.model_dump(mode="json"),
             "valid_from": valid_from,
-            "file": {"media_type": facts.media_type, "size": facts.size, "filename": filename[:255]},
+            "file": {
+                "media_type": facts.media_type,
+                "size": facts.size,
+                "filename": filename[:255],
+                "import_profile": facts.import_profile,
+            },
         }
     )
     reg = session.scalar(
@@ -186,7 +191,7 @@ def _open_journal(
         reg = Registration(content_hash=facts.sha256, creator=creator, requested_by=actor.user_id, attempts=1)
         session.add(reg)
     reg.content_cid = facts.cid
-    reg.metadata_cid = cid_of_bytes(metadata)
+    reg.metadata_cid = cid_of_bytes(metadata, facts.import_profile)
     reg.mode = params.mode
     reg.state = RegistrationState.pinning
     reg.params_json = payload
@@ -203,10 +208,14 @@ def _open_journal(
     return reg
 
 
-def _pin(session: Session, ipfs: IpfsClient, reg: Registration, path: str, cid: str, metadata: bytes) -> None:
+def _pin(
+    session: Session, ipfs: IpfsClient, reg: Registration, path: str, facts: FileFacts, metadata: bytes
+) -> None:
+    """Pins content and metadata with the import profile their CIDs were computed with."""
+    profile = facts.import_profile
     try:
-        _pin_expecting(ipfs, lambda: ipfs.add_file(path), cid)  # type: ignore[arg-type]
-        _pin_expecting(ipfs, lambda: ipfs.add_bytes(metadata), reg.metadata_cid or "")
+        _pin_expecting(ipfs, lambda: ipfs.add_file(path, profile), facts.cid, profile)
+        _pin_expecting(ipfs, lambda: ipfs.add_bytes(metadata, profile), reg.metadata_cid or "", profile)
     except (IpfsError, AssetError) as exc:
         # The row stays `pinning` with the error: a retry of the same upload resumes it, and the
         # reconciler releases whatever got pinned if nobody comes back.
@@ -216,16 +225,32 @@ def _pin(session: Session, ipfs: IpfsClient, reg: Registration, path: str, cid: 
     session.commit()
 
 
-def _pin_expecting(ipfs: IpfsClient, add: Any, expected: str) -> None:
+def _pin_expecting(ipfs: IpfsClient, add: Callable[[], str], expected: str, profile: str) -> None:
+    """Runs `add`; a CID other than ours is unpinned and refused, never recorded.
+
+    The refusal says whether the node can build the profile's layout at all (a node that ignores
+    `max-file-links`, such as js-ipfs, cannot build unixfs-v1-2025 files over 174 chunks)."""
     got = add()
     if got != expected:
         ipfs.pin_rm(got)
+        try:
+            builds_width: bool | None = ipfs.builds_file_width()
+        except IpfsError:
+            builds_width = None
+        hint = (
+            "; the node ignores max-file-links, so it cannot build this profile's layout (kubo >= 0.35 can)"
+            if builds_width is False
+            else ""
+        )
         raise AssetError(
-            f"the IPFS node computed CID {got}, we computed {expected}; pin rejected",
+            f"the IPFS node computed CID {got}, we computed {expected} (import profile {profile}); "
+            f"pin rejected{hint}",
             code="ipfs_cid_mismatch",
             status=502,
             node_cid=got,
             expected_cid=expected,
+            import_profile=profile,
+            node_honours_max_file_links=builds_width,
         )
 
 

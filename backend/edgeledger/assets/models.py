@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from edgeledger.db import Base, UTCDateTime, utcnow
-from edgeledger.ipfs.cid import normalize_cid
+from edgeledger.ipfs.cid import DEFAULT_PROFILE, PROFILES, normalize_cid
 
 
 class AssetStatus(StrEnum):
@@ -68,6 +68,10 @@ class Asset(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # = on-chain id
     content_hash: Mapped[str] = mapped_column(String(66), unique=True)
     content_cid: Mapped[str] = mapped_column(String(128), index=True)
+    #: The IPFS import profile ``content_cid`` was computed and pinned with (edgeledger.ipfs.cid.PROFILES).
+    import_profile: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_PROFILE.name, server_default=DEFAULT_PROFILE.name
+    )
     metadata_cid: Mapped[str] = mapped_column(String(128))
     creator: Mapped[str] = mapped_column(String(42), index=True)
     owner: Mapped[str] = mapped_column(String(42), index=True)
@@ -223,6 +227,13 @@ class AssetRead(BaseModel):
     id: int
     content_hash: str
     content_cid: str
+    import_profile: str = Field(
+        description="IPFS import profile content_cid was computed with: "
+        + ", ".join(
+            f"{p.name} ({p.chunker_size:,}-byte chunks, {p.max_links:,} links per node)"
+            for p in PROFILES.values()
+        )
+    )
     metadata_cid: str
     token_uri: str
     creator: str

@@ -35,7 +35,14 @@ from edgeledger.assets.models import (
 )
 from edgeledger.chain.client import ChainClient, ContractRevert
 from edgeledger.errors import EdgeLedgerError
-from edgeledger.ipfs.cid import CidBuilder, InvalidCidError, canonical_json_bytes, normalize_cid
+from edgeledger.ipfs.cid import (
+    DEFAULT_PROFILE,
+    CidBuilder,
+    ImportProfile,
+    InvalidCidError,
+    canonical_json_bytes,
+    normalize_cid,
+)
 from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
 
 REGISTRY = "ContentRegistry"
@@ -59,12 +66,16 @@ class FileFacts:
     cid: str  # CIDv1, raw leaves, base32
     size: int
     media_type: str
+    import_profile: str = DEFAULT_PROFILE.name  # the IPFS import profile `cid` was computed with
 
 
-def digest_to_file(source: IO[bytes], target: IO[bytes], max_bytes: int) -> FileFacts:
-    """Copies an upload to `target` while computing sha-256 and the IPFS CID in one streaming pass."""
+def digest_to_file(
+    source: IO[bytes], target: IO[bytes], max_bytes: int, profile: ImportProfile | str | None = None
+) -> FileFacts:
+    """Copies an upload to `target` while computing sha-256 and the IPFS CID (under `profile`, default
+    legacy-cidv1) in one streaming pass."""
     sha = hashlib.sha256()
-    cid = CidBuilder()
+    cid = CidBuilder(profile)
     size = 0
     head = b""
     while chunk := source.read(READ_CHUNK):
@@ -89,7 +100,13 @@ def digest_to_file(source: IO[bytes], target: IO[bytes], max_bytes: int) -> File
             status=415,
         )
     target.flush()
-    return FileFacts(sha256="0x" + sha.hexdigest(), cid=cid.finalize(), size=size, media_type=media_type)
+    return FileFacts(
+        sha256="0x" + sha.hexdigest(),
+        cid=cid.finalize(),
+        size=size,
+        media_type=media_type,
+        import_profile=cid.profile.name,
+    )
 
 
 def sha256_of_stream(source: IO[bytes]) -> str:
@@ -165,6 +182,7 @@ def metadata_document(params: RegistrationParams, facts: FileFacts, creator: str
             "schema": METADATA_SCHEMA,
             "content_sha256": facts.sha256,
             "content_cid": facts.cid,
+            "content_import_profile": facts.import_profile,
             "media_type": facts.media_type,
             "size_bytes": facts.size,
             "creator": creator,
@@ -379,11 +397,14 @@ def record_asset(
     """Writes the asset row from its AssetRegistered log (the chain is the source of truth)."""
     args = event["args"]
     facts = json.loads(reg.params_json)["file"]
+    # Journal rows written before import profiles existed name none: they were all legacy-cidv1.
+    profile = facts.get("import_profile", DEFAULT_PROFILE.name)
     record = read_on_chain(chain, args["assetId"])
     asset = Asset(
         id=args["assetId"],
         content_hash=reg.content_hash,
         content_cid=args["contentCid"],
+        import_profile=profile,
         metadata_cid=args["metadataCid"],
         creator=args["creator"],
         owner=record.rights_holder,
@@ -495,6 +516,7 @@ def to_read(asset: Asset, confirmations: int | None = None) -> AssetRead:
         id=asset.id,
         content_hash=asset.content_hash,
         content_cid=asset.content_cid,
+        import_profile=asset.import_profile,
         metadata_cid=asset.metadata_cid,
         token_uri=f"ipfs://{asset.metadata_cid}",
         creator=asset.creator,

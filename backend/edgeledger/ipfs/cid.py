@@ -4,18 +4,33 @@ Why compute it locally: an upload is digested once while it is written to disk, 
 content address before (and independently of) the IPFS node, and can check what the node reports.
 The result must equal, byte for byte, what kubo prints for::
 
-    ipfs add --cid-version=1 --raw-leaves --hash=sha2-256 --chunker=size-262144   (balanced layout)
+    ipfs add --cid-version=1 --raw-leaves --hash=sha2-256 --chunker=size-N --max-file-links=L   (balanced)
 
-How that DAG is built (go-unixfs ``importer/balanced``, mirrored by js-ipfs's unixfs importer):
+Two import profiles fix ``N`` and ``L`` (:data:`PROFILES`, IPIP-499 for the names):
 
-* the stream is cut into fixed 262144-byte chunks (the last one shorter); each chunk is a *raw* block
+* ``legacy-cidv1``: 262,144-byte chunks, 174 links per node. The file layout of IPIP-499's
+  ``unixfs-v0-2015`` profile (kubo's implicit default) with CIDv1 and raw leaves, i.e. what kubo gives
+  for ``ipfs add --cid-version=1`` without a profile. It is *not* ``unixfs-v0-2015`` itself, which is
+  CIDv0 with dag-pb leaves; this service never produced those. Default, and every CID it stored before
+  profiles existed;
+* ``unixfs-v1-2025``: IPIP-499's profile of that name (kubo >= 0.40 ``--profile unixfs-v1-2025``):
+  1,048,576-byte chunks, 1,024 links per node, CIDv1, raw leaves, sha2-256, balanced layout.
+
+A file of at most one chunk is the same single raw block in both; every larger file (from 262,145 bytes)
+gets a different CID in each profile.
+
+How that DAG is built (go-unixfs / boxo ``importer/balanced``, mirrored by js-ipfs's unixfs importer),
+with ``N`` bytes per chunk and ``L`` links per node:
+
+* the stream is cut into fixed ``N``-byte chunks (the last one shorter); each chunk is a *raw* block
   (CIDv1, codec ``raw`` 0x55). An empty file is one empty raw block;
 * a file of exactly one chunk *is* that raw block;
-* otherwise leaves are grouped 174 per parent: each parent is a dag-pb (0x70) node holding a UnixFS
-  ``File`` whose ``blocksizes`` are the file bytes under each link. When there are more than 174 such
-  parents they are grouped 174 per grand-parent, and so on, until one root remains. Only the last node
+* otherwise leaves are grouped ``L`` per parent: each parent is a dag-pb (0x70) node holding a UnixFS
+  ``File`` whose ``blocksizes`` are the file bytes under each link. When there are more than ``L`` such
+  parents they are grouped ``L`` per grand-parent, and so on, until one root remains. Only the last node
   of each layer is partial. (Kubo builds this top-down, "fill the root, then wrap it in a deeper root",
-  which yields the same tree as this bottom-up grouping.)
+  which yields the same tree as this bottom-up grouping; IPIP-499 calls it ``balanced``, as opposed to
+  Singularity's ``balanced-packed``.)
 
 dag-pb canonical encoding: ``PBNode`` = ``Links`` (field 2, repeated) *before* ``Data`` (field 1);
 ``PBLink`` = ``Hash`` (1, binary CID), ``Name`` (2, always present, the empty string for file chunks)
@@ -23,9 +38,9 @@ and ``Tsize`` (3, the cumulative size of the linked block plus everything below 
 ``Type`` (1, File = 2), ``filesize`` (3), one ``blocksizes`` (4, proto2 repeated, not packed) per link;
 internal nodes carry no ``Data`` bytes because the leaves are raw.
 
-Only the current partial node of each layer is kept in memory (at most 174 child CIDs per layer, and
-the layers grow as log174 of the size), plus the bytes of one unfinished chunk: a 1 GiB file costs a
-few kilobytes of state.
+Only the current partial node of each layer is kept in memory (fewer than ``L`` child CIDs per layer,
+and the layers grow as log_L of the size), plus the bytes of one unfinished chunk: the state does not
+grow with the file (``test_builder_state_stays_small``).
 
 Text form: CIDv1 in multibase base32, lower case, ``b`` prefix (``bafk...`` raw, ``bafy...`` dag-pb).
 js-ipfs prints CIDv1 in base58btc (``z...``); :func:`normalize_cid` turns any accepted spelling into
@@ -49,10 +64,15 @@ __all__ = [
     "CHUNKER_SIZE",
     "CODEC_DAG_PB",
     "CODEC_RAW",
+    "DEFAULT_PROFILE",
+    "LEGACY_CIDV1",
     "MAX_LINKS",
     "MULTIHASH_SHA2_256",
+    "PROFILES",
+    "UNIXFS_V1_2025",
     "Cid",
     "CidBuilder",
+    "ImportProfile",
     "InvalidCidError",
     "base32_decode",
     "base32_encode",
@@ -66,15 +86,62 @@ __all__ = [
     "cid_of_stream",
     "decode_varint",
     "encode_varint",
+    "import_profile",
     "is_valid_cid",
     "normalize_cid",
     "parse_cid",
 ]
 
 CHUNKER_SIZE: Final = 262_144
-"""``--chunker=size-262144``: bytes per leaf."""
+"""``--chunker=size-262144``: bytes per leaf of the ``legacy-cidv1`` profile."""
 MAX_LINKS: Final = 174
-"""Links per dag-pb node in the balanced layout (go-unixfs ``helpers.DefaultLinksPerBlock``)."""
+"""Links per dag-pb node of the ``legacy-cidv1`` profile (go-unixfs ``helpers.DefaultLinksPerBlock``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportProfile:
+    """The parameters of ``ipfs add`` that decide a file's CID, under one name.
+
+    Everything else is fixed for every profile here: CIDv1, raw leaves, sha2-256, balanced layout,
+    fixed-size chunker, no inlining, no wrapping directory, no mode/mtime.
+    """
+
+    name: str
+    chunker_size: int
+    max_links: int
+
+    @property
+    def chunker(self) -> str:
+        """The value of ``ipfs add --chunker`` (kubo config ``Import.UnixFSChunker``)."""
+        return f"size-{self.chunker_size}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+LEGACY_CIDV1: Final = ImportProfile("legacy-cidv1", CHUNKER_SIZE, MAX_LINKS)
+"""unixfs-v0-2015's file layout (256 KiB, 174 links) with CIDv1 raw leaves: every CID stored before
+profiles existed."""
+UNIXFS_V1_2025: Final = ImportProfile("unixfs-v1-2025", 1_048_576, 1_024)
+"""IPIP-499 ``unixfs-v1-2025``: 1 MiB chunks, 1,024 links per node."""
+PROFILES: Final[dict[str, ImportProfile]] = {p.name: p for p in (LEGACY_CIDV1, UNIXFS_V1_2025)}
+"""Every import profile by name, the default first."""
+DEFAULT_PROFILE: Final = LEGACY_CIDV1
+
+
+def import_profile(profile: ImportProfile | str | None) -> ImportProfile:
+    """The profile named ``profile`` (``None``: the default); :class:`ValueError` for an unknown name."""
+    if profile is None:
+        return DEFAULT_PROFILE
+    if isinstance(profile, ImportProfile):
+        return profile
+    try:
+        return PROFILES[profile]
+    except KeyError:
+        raise ValueError(
+            f"unknown IPFS import profile {profile!r}: expected one of {', '.join(PROFILES)}"
+        ) from None
+
 
 CODEC_RAW: Final = 0x55
 CODEC_DAG_PB: Final = 0x70
@@ -353,7 +420,7 @@ class _Child:
     filesize: int
 
 
-def _raw_leaf(chunk: bytes | memoryview) -> _Child:
+def _raw_leaf(chunk: bytes | bytearray | memoryview) -> _Child:
     return _Child(_RAW_SHA256_PREFIX + hashlib.sha256(chunk).digest(), len(chunk), len(chunk))
 
 
@@ -377,14 +444,25 @@ def _file_node(children: list[_Child]) -> _Child:
 class CidBuilder:
     """Incremental CID of a byte stream, as ``ipfs add --cid-version=1 --raw-leaves`` would compute it.
 
-    Feed it with :meth:`update` in pieces of any size, then call :meth:`finalize` once. ``chunker_size``
-    and ``max_links`` exist so tests can exercise deep trees with small inputs; production uses the
-    defaults, which are the parameters the IPFS client always sends.
+    Feed it with :meth:`update` in pieces of any size, then call :meth:`finalize` once. ``profile``
+    (an :class:`ImportProfile` or its name; default ``legacy-cidv1``) sets the chunk size and the links
+    per node. ``chunker_size`` and ``max_links`` override them so tests can exercise deep trees with
+    small inputs; production uses a profile, whose parameters are the ones the IPFS client sends.
     """
 
-    def __init__(self, *, chunker_size: int = CHUNKER_SIZE, max_links: int = MAX_LINKS) -> None:
+    def __init__(
+        self,
+        profile: ImportProfile | str | None = None,
+        *,
+        chunker_size: int | None = None,
+        max_links: int | None = None,
+    ) -> None:
+        chosen = import_profile(profile)
+        chunker_size = chosen.chunker_size if chunker_size is None else chunker_size
+        max_links = chosen.max_links if max_links is None else max_links
         if chunker_size <= 0 or max_links < 2:
             raise ValueError("chunker_size must be positive and max_links at least 2")
+        self.profile = chosen
         self._chunker_size = chunker_size
         self._max_links = max_links
         self._pending = bytearray()  # the unfinished chunk, always shorter than chunker_size
@@ -460,25 +538,27 @@ class CidBuilder:
             self._push(level + 1, _file_node(layer))
 
 
-def cid_of_bytes(data: bytes | bytearray | memoryview) -> str:
-    """CID of an in-memory byte string (see :class:`CidBuilder`)."""
-    builder = CidBuilder()
+def cid_of_bytes(data: bytes | bytearray | memoryview, profile: ImportProfile | str | None = None) -> str:
+    """CID of an in-memory byte string under ``profile`` (default legacy-cidv1; see :class:`CidBuilder`)."""
+    builder = CidBuilder(profile)
     builder.update(data)
     return builder.finalize()
 
 
-def cid_of_stream(fileobj: IO[bytes], chunk_size: int = 1024 * 1024) -> str:
+def cid_of_stream(
+    fileobj: IO[bytes], chunk_size: int = 1024 * 1024, profile: ImportProfile | str | None = None
+) -> str:
     """CID of everything left in a binary stream; ``chunk_size`` is only the read size."""
-    builder = CidBuilder()
+    builder = CidBuilder(profile)
     while chunk := fileobj.read(chunk_size):
         builder.update(chunk)
     return builder.finalize()
 
 
-def cid_of_file(path: Path | str) -> str:
+def cid_of_file(path: Path | str, profile: ImportProfile | str | None = None) -> str:
     """CID of a file on disk, read in 1 MiB pieces."""
     with Path(path).open("rb") as fh:
-        return cid_of_stream(fh)
+        return cid_of_stream(fh, profile=profile)
 
 
 def canonical_json_bytes(obj: Any) -> bytes:
@@ -492,6 +572,6 @@ def canonical_json_bytes(obj: Any) -> bytes:
     )
 
 
-def cid_of_json(obj: Any) -> str:
+def cid_of_json(obj: Any, profile: ImportProfile | str | None = None) -> str:
     """CID that :meth:`edgeledger.ipfs.client.IpfsClient.add_json` will get for ``obj``."""
-    return cid_of_bytes(canonical_json_bytes(obj))
+    return cid_of_bytes(canonical_json_bytes(obj), profile)

@@ -2,11 +2,21 @@
 
 Why a wrapper around ``ipfshttpclient``:
 
-* the add parameters that decide a CID are always sent explicitly (CIDv1, raw leaves, sha2-256,
-  ``size-262144`` chunker), so the node's defaults or flavour can never change a content address and
-  :func:`edgeledger.ipfs.cid.cid_of_bytes` predicts every CID this client gets back;
+* the add parameters that decide a CID are always sent explicitly (CIDv1, raw leaves, sha2-256, and the
+  import profile's chunker and ``max-file-links``: :func:`add_options`), so the node's defaults, its
+  ``Import.*`` configuration or an ``ipfs init --profile`` can never change a content address and
+  :func:`edgeledger.ipfs.cid.cid_of_bytes` with the same profile predicts every CID this client gets
+  back;
 * every CID leaving this module is normalised to CIDv1 base32 (js-ipfs answers in base58btc);
 * failures become :class:`IpfsError` with an API-ready code/status instead of library exceptions.
+
+Which node builds which layout: kubo >= 0.35 honours ``max-file-links`` (and >= 0.40 knows the
+``unixfs-v1-2025`` profile by name), so it builds both profiles exactly. Older kubo ignores the unknown
+option (its width is fixed at 174, the legacy one). js-ipfs 0.66 (the local stack) takes ``chunker`` but
+drops ``max-file-links`` (its HTTP API strips unknown options) and always builds 174-link nodes: under
+``unixfs-v1-2025`` it agrees with us up to 174 chunks (174 MiB) and gives another CID above. Nothing
+papers over that: the caller compares the node's CID with its own and refuses a mismatch, and
+:meth:`IpfsClient.builds_file_width` asks a node (3 bytes, hashed only) whether it honours the width.
 
 ``ipfshttpclient.connect()`` refuses daemons newer than it knows (kubo >= 0.8, js-ipfs); constructing
 ``ipfshttpclient.Client`` directly skips that version check, and the calls used here are stable across
@@ -31,18 +41,25 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
 
-import ipfshttpclient
-import ipfshttpclient.exceptions as ipfs_exc
+import ipfshttpclient  # type: ignore[import-untyped]
+import ipfshttpclient.exceptions as ipfs_exc  # type: ignore[import-untyped]
 import requests
 
 from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
-from edgeledger.ipfs.cid import CHUNKER_SIZE, InvalidCidError, canonical_json_bytes, normalize_cid
+from edgeledger.ipfs.cid import (
+    CidBuilder,
+    ImportProfile,
+    InvalidCidError,
+    canonical_json_bytes,
+    import_profile,
+    normalize_cid,
+)
 
 if TYPE_CHECKING:
     from edgeledger.config import Settings
 
-__all__ = ["ADD_OPTIONS", "IpfsClient", "IpfsError"]
+__all__ = ["ADD_OPTIONS", "IpfsClient", "IpfsError", "add_options"]
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +73,36 @@ warnings.filterwarnings(
     module=r"urllib3\.poolmanager",
 )
 
-ADD_OPTIONS: Final[dict[str, str]] = {
-    "cid-version": "1",
-    "raw-leaves": "true",
-    "hash": "sha2-256",
-    "chunker": f"size-{CHUNKER_SIZE}",
-    "pin": "true",
-    "trickle": "false",
-    "wrap-with-directory": "false",
+
+def add_options(profile: ImportProfile | str | None = None) -> dict[str, str]:
+    """Query parameters of an ``/api/v0/add`` under ``profile``: exactly what
+    :class:`~edgeledger.ipfs.cid.CidBuilder` models for it (default ``legacy-cidv1``)."""
+    chosen = import_profile(profile)
+    return {
+        "cid-version": "1",
+        "raw-leaves": "true",
+        "hash": "sha2-256",
+        "chunker": chosen.chunker,
+        "max-file-links": str(chosen.max_links),
+        "pin": "true",
+        "trickle": "false",
+        "wrap-with-directory": "false",
+    }
+
+
+ADD_OPTIONS: Final[dict[str, str]] = add_options()
+"""The add parameters of the default (``legacy-cidv1``) profile."""
+
+#: The width probe: 3 one-byte chunks under at most 2 links per node. A node that honours
+#: ``max-file-links`` answers with a two-level tree; one that ignores it, with a single node of 3 links.
+_PROBE_BYTES: Final = b"abc"
+_PROBE_OPTIONS: Final = {
+    **add_options(),
+    "chunker": "size-1",
+    "max-file-links": "2",
+    "pin": "false",
+    "only-hash": "true",
 }
-"""Query parameters of every ``/api/v0/add``: exactly what :class:`~edgeledger.ipfs.cid.CidBuilder` models."""
 
 _READ_SIZE: Final = 1024 * 1024  # bytes read from disk and sent per multipart piece
 _CONNECT_TIMEOUT: Final = 10.0  # a black-holed address should not cost the full (long) read timeout
@@ -94,12 +131,16 @@ class IpfsClient:
     No connection is made until the first call; each call uses its own HTTP session.
     """
 
-    def __init__(self, api_multiaddr: str, timeout: float = 600.0) -> None:
-        """``timeout``: seconds to wait for the node to answer (reads); connecting waits at most 10 s."""
+    def __init__(
+        self, api_multiaddr: str, timeout: float = 600.0, profile: ImportProfile | str | None = None
+    ) -> None:
+        """``timeout``: seconds to wait for the node to answer (reads); connecting waits at most 10 s.
+        ``profile``: the import profile of every add that names none (default ``legacy-cidv1``)."""
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._addr = api_multiaddr
         self._timeout = timeout
+        self._profile = import_profile(profile)
         try:
             self._client = ipfshttpclient.Client(
                 api_multiaddr,
@@ -112,8 +153,10 @@ class IpfsClient:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IpfsClient:
-        """Client for ``IPFS_API`` with ``IPFS_TIMEOUT_SECONDS``."""
-        return cls(settings.ipfs_api, timeout=settings.ipfs_timeout_seconds)
+        """Client for ``IPFS_API`` with ``IPFS_TIMEOUT_SECONDS`` and ``IPFS_IMPORT_PROFILE``."""
+        return cls(
+            settings.ipfs_api, timeout=settings.ipfs_timeout_seconds, profile=settings.ipfs_import_profile
+        )
 
     @property
     def api_multiaddr(self) -> str:
@@ -123,42 +166,65 @@ class IpfsClient:
     def timeout(self) -> float:
         return self._timeout
 
+    @property
+    def profile(self) -> ImportProfile:
+        """The import profile of adds that name none."""
+        return self._profile
+
     def __repr__(self) -> str:
-        return f"IpfsClient({self._addr!r}, timeout={self._timeout})"
+        return f"IpfsClient({self._addr!r}, timeout={self._timeout}, profile={self._profile.name!r})"
 
     # ------------------------------------------------------------------------------------------
-    # Adding (always pinned, always with ADD_OPTIONS)
+    # Adding (always pinned, always with add_options(profile))
     # ------------------------------------------------------------------------------------------
 
-    def add_file(self, path: Path | str) -> str:
+    def add_file(self, path: Path | str, profile: ImportProfile | str | None = None) -> str:
         """Add and pin a file, streamed from disk; returns its CID (CIDv1 base32).
 
-        A missing/unreadable file raises the ``OSError`` from opening it, before the node is contacted.
+        ``profile``: the import profile (default: the client's). A missing/unreadable file raises the
+        ``OSError`` from opening it, before the node is contacted.
         """
         with Path(path).open("rb") as fh:
-            return self.add_stream(fh)
+            return self.add_stream(fh, profile)
 
-    def add_stream(self, fileobj: IO[bytes]) -> str:
+    def add_stream(self, fileobj: IO[bytes], profile: ImportProfile | str | None = None) -> str:
         """Add and pin everything left in a binary stream, read and sent 1 MiB at a time."""
-        return self._add(_read_pieces(fileobj, _READ_SIZE))
+        return self._add(_read_pieces(fileobj, _READ_SIZE), profile)
 
-    def add_bytes(self, data: bytes) -> str:
+    def add_bytes(self, data: bytes, profile: ImportProfile | str | None = None) -> str:
         """Add and pin a byte string as a file."""
-        return self._add(iter((bytes(data),)))
+        return self._add(iter((bytes(data),)), profile)
 
-    def add_json(self, obj: Any) -> str:
+    def add_json(self, obj: Any, profile: ImportProfile | str | None = None) -> str:
         """Add and pin ``obj`` as canonical JSON (sorted keys, compact, UTF-8).
 
         The CID is therefore a function of the document alone: ``cid_of_json(obj)`` predicts it.
         """
-        return self.add_bytes(canonical_json_bytes(obj))
+        return self.add_bytes(canonical_json_bytes(obj), profile)
 
-    def _add(self, body: Iterator[bytes]) -> str:
+    def _add(self, body: Iterator[bytes], profile: ImportProfile | str | None) -> str:
+        opts = add_options(self._profile if profile is None else profile)
         try:
-            reply = self._client.add_bytes(body, opts=ADD_OPTIONS)
+            reply = self._client.add_bytes(body, opts=opts)
         except Exception as exc:
             self._raise("add", exc)
         return self._cid_from_reply("add", reply)
+
+    def builds_file_width(self) -> bool:
+        """Whether the node honours ``max-file-links``, i.e. can build every profile's layout.
+
+        Hashes 3 bytes (``only-hash``: nothing is stored or pinned) as 1-byte chunks under at most 2
+        links per node and compares with the local computation. kubo >= 0.35 answers True; js-ipfs and
+        older kubo (fixed 174-link nodes) answer False, and then agree with ``unixfs-v1-2025`` only up
+        to 174 chunks.
+        """
+        try:
+            reply = self._client.add_bytes(iter((_PROBE_BYTES,)), opts=_PROBE_OPTIONS)
+        except Exception as exc:
+            self._raise("add", exc)
+        expected = CidBuilder(chunker_size=1, max_links=2)
+        expected.update(_PROBE_BYTES)
+        return self._cid_from_reply("add", reply) == expected.finalize()
 
     # ------------------------------------------------------------------------------------------
     # Reading and pins

@@ -4,6 +4,12 @@
 The file is hashed locally (sha-256, streamed); the ContentRegistry answers ``assetIdOf(hash)``, the
 asset's record (``getAsset``, ``ownerOf``) and its ``AssetRegistered`` event, all from one JSON-RPC
 endpoint and the packaged ABI: no API, no database. Not registered is a failed check (exit code 1).
+
+In the same read the file's IPFS CID is computed under every import profile (``legacy-cidv1`` and
+``unixfs-v1-2025``, :data:`edgeledger.ipfs.cid.PROFILES`): the chain records the content CID but not the
+profile it was made with, so the check "content CID" passes when one of them equals the on-chain CID and
+names it (``--import-profile`` restricts the check to one). A file with the registered sha-256 whose CID
+matches under no profile fails: the on-chain CID does not address these bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 
 from web3 import Web3
 
+from edgeledger.ipfs.cid import PROFILES, CidBuilder
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import Chain, registry, topic_hex
 
@@ -23,14 +30,34 @@ STATUS_NAMES = {0: "active", 1: "disputed", 2: "taken_down"}
 
 
 def sha256_of_file(path: Path) -> str:
+    return digests_of_file(path, profiles=())[0]
+
+
+def digests_of_file(path: Path, profiles: tuple[str, ...] | None = None) -> tuple[str, dict[str, str]]:
+    """The file's sha-256 and its CID under each import profile (default: all), in one streamed read."""
     digest = hashlib.sha256()
+    builders = {name: CidBuilder(name) for name in (PROFILES if profiles is None else profiles)}
     try:
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
+                for builder in builders.values():
+                    builder.update(chunk)
     except OSError as exc:
         raise UnusableInput(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    return "0x" + digest.hexdigest()
+    return "0x" + digest.hexdigest(), {name: b.finalize() for name, b in builders.items()}
+
+
+def check_content_cid(report: Report, verdict: dict[str, Any], cids: dict[str, str]) -> None:
+    """Adds the "content CID" check: which profile's CID of the file is the on-chain content CID."""
+    on_chain = verdict.get("content_cid")
+    matched = [name for name, cid in cids.items() if cid == on_chain]
+    verdict["import_profile"] = matched[0] if matched else None
+    if matched:
+        report.add("content CID", True, f"{on_chain} (import profile {matched[0]})")
+    else:
+        tried = ", ".join(f"{name} gives {cid}" for name, cid in cids.items())
+        report.add("content CID", False, f"the chain records {on_chain}; {tried}")
 
 
 def normalize_sha256(value: str) -> str:

@@ -80,14 +80,24 @@ def run_asset(
     *,
     deployment: Path | None = None,
     registry: str | None = None,
+    import_profile: str | None = None,
     as_json: bool = False,
 ) -> int:
-    from edgeledger.verify.asset import normalize_sha256, sha256_of_file, verify_content
+    from edgeledger.ipfs.cid import PROFILES
+    from edgeledger.verify.asset import check_content_cid, digests_of_file, normalize_sha256, verify_content
 
     with exit_codes() as code:
         if (file is None) == (sha256 is None):
             raise UnusableInput("give a file or --sha256")
-        digest = sha256_of_file(file) if file is not None else normalize_sha256(sha256 or "")
+        if import_profile is not None and import_profile not in PROFILES:
+            raise UnusableInput(f"unknown import profile {import_profile!r}: one of {', '.join(PROFILES)}")
+        if import_profile is not None and file is None:
+            raise UnusableInput("--import-profile needs a file (a sha-256 has no CID)")
+        cids: dict[str, str] = {}
+        if file is not None:
+            digest, cids = digests_of_file(file, None if import_profile is None else (import_profile,))
+        else:
+            digest = normalize_sha256(sha256 or "")
         address = _address(registry, deployment, CONTENT_REGISTRY)
         first = (
             Deployment.load(deployment).blocks.get(CONTENT_REGISTRY, 0) if deployment and not registry else 0
@@ -95,6 +105,8 @@ def run_asset(
         checks, verdict = verify_content(Chain(rpc_url), address, digest, from_block=first)
         report = _report(as_json)
         report.extend(checks.checks)
+        if cids and verdict["registered"]:
+            check_content_cid(report, verdict, cids)
         code.append(_finish(report, as_json, "registered", {"verdict": verdict}))
     return code[0]
 
@@ -200,11 +212,27 @@ def verify_asset(
     rpc_url: RpcUrl = "http://127.0.0.1:8545",
     deployment: Annotated[Path | None, typer.Option(help="Deployment JSON (contract addresses)")] = None,
     registry: Annotated[str | None, typer.Option(help="ContentRegistry address")] = None,
+    import_profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Check the content CID under this IPFS import profile only (legacy-cidv1 or "
+            "unixfs-v1-2025); default: try both and name the one that matches"
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Whether, when and by whom content was registered (exit 1: not registered)."""
+    """Whether, when and by whom content was registered, and under which IPFS import profile the file's
+    CID is the registered one (exit 1: not registered, or the CID matches under no profile)."""
     raise typer.Exit(
-        run_asset(file, sha256, rpc_url, deployment=deployment, registry=registry, as_json=as_json)
+        run_asset(
+            file,
+            sha256,
+            rpc_url,
+            deployment=deployment,
+            registry=registry,
+            import_profile=import_profile,
+            as_json=as_json,
+        )
     )
 
 
