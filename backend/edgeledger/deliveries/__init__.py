@@ -1,1 +1,2 @@
-"""Deliveries: CDN and edge-node log ingestion, Merkle anchoring, per-line proofs."""
+"""Deliveries: CDN and edge-node log ingestion, Merkle anchoring, per-line proofs; `cli` is the
+`edgeledger deliveries proof|export` command family (through the API)."""
