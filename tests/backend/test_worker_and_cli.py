@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
@@ -275,3 +276,54 @@ def test_cli_sources_register_everywhere_prints_a_summary_not_249_codes(
     assert result.stderr.endswith("serving all 249 territories\n") and "ZW" not in result.output
     listed = app_client.get("/deliveries/sources/cf-all", headers=admin.headers).json()
     assert len(listed["regions"]) == 249  # the API keeps the codes
+
+
+def test_a_short_or_broken_export_leaves_no_file(tmp_path: Path) -> None:
+    """The export is renamed into place only when every record arrived: an answer that ends early is
+    exit code 1, a connection dropped mid-stream an error; neither leaves the file nor its .part.
+    (A stand-in HTTP server: the real API cannot be made to send a short export.)"""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    batch_id = "0x" + "ab" * 32
+    records = b",".join(b'{"value":["0x01"],"treeIndex":%d}' % i for i in (2, 3))
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.endswith("/export"):
+                body = b'{"format":"edgeledger-batch-export/v1","tree":{"values":[' + records
+                complete = body + b"]}}"
+                self.send_response(200)
+                promised = len(complete) + (100 if self.server.drop else 0)  # type: ignore[attr-defined]
+                self.send_header("Content-Length", str(promised))
+                self.end_headers()
+                self.wfile.write(complete)
+                return
+            answer = json.dumps({"batch_id": batch_id, "leaf_count": 3}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    server.drop = False  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = ["--api", f"http://127.0.0.1:{server.server_address[1]}", "--api-key", "el_x"]
+        out = tmp_path / "export.json"
+        short = CliRunner().invoke(cli_app, ["deliveries", "export", batch_id, "-o", str(out), *api])
+        assert short.exit_code == 1, short.output
+        assert "error: the export ended after 2 of 3 records" in short.stderr
+        assert list(tmp_path.iterdir()) == []
+
+        server.drop = True  # type: ignore[attr-defined]  # promises 100 bytes more, then closes
+        dropped = CliRunner().invoke(cli_app, ["deliveries", "export", batch_id, "-o", str(out), *api])
+        assert isinstance(dropped.exception, httpx.TransportError), dropped.output  # main(): exit code 3
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        server.shutdown()
+        server.server_close()
