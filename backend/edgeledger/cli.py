@@ -13,8 +13,22 @@ from typing import IO, Annotated, Any
 import httpx
 import typer
 
-from edgeledger.clitools import ApiKey, ApiUrl, _api_call, _default_api, _echo_json, _fail
+from edgeledger.clitools import (
+    EXIT_UNREACHABLE,
+    ApiKey,
+    ApiUrl,
+    _api_call,
+    _default_api,
+    _echo_json,
+    _fail,
+    readable_file,
+    summarise_territories,
+    territory_summary,
+    writable_output,
+    write_output,
+)
 from edgeledger.config import get_settings
+from edgeledger.deliveries.cli import app as deliveries_app
 from edgeledger.settlement.cli import app as settlement_app
 from edgeledger.verify.cli import app as verify_app
 
@@ -23,6 +37,7 @@ users_app = typer.Typer(help="Users and API keys (direct database access, for op
 app.add_typer(users_app, name="users")
 app.add_typer(verify_app, name="verify")
 app.add_typer(settlement_app, name="settlement")
+app.add_typer(deliveries_app, name="deliveries")
 
 
 @app.command()
@@ -73,7 +88,7 @@ class _ProgressReader:
 
 @app.command()
 def register(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    file: Annotated[Path, typer.Argument(help="The file to upload")],
     title: Annotated[str, typer.Option(help="Asset title")],
     territories: Annotated[str, typer.Option(help="Comma-separated ISO 3166-1 alpha-2 codes, or *")] = "*",
     split: Annotated[
@@ -90,6 +105,7 @@ def register(
     api_key: ApiKey = "",
 ) -> None:
     """Upload a file and register it (streamed, with a progress bar)."""
+    readable_file(file)
     params: dict[str, Any] = {
         "title": title,
         "description": description,
@@ -119,7 +135,7 @@ def register(
     if response.status_code >= 400:
         _fail(response)
     asset = response.json()
-    typer.echo(json.dumps(asset, indent=2))
+    typer.echo(json.dumps(summarise_territories(asset), indent=2))
     typer.secho(
         f"registered asset #{asset['id']} in block {asset['chain']['block_number']} "
         f"(tx {asset['chain']['tx_hash']})",
@@ -172,7 +188,7 @@ def provenance(asset_id: int, api: ApiUrl = "", api_key: ApiKey = "") -> None:
     response = httpx.get(f"{api or _default_api()}/assets/{asset_id}", headers={"X-API-Key": api_key})
     if response.status_code >= 400:
         _fail(response)
-    typer.echo(json.dumps(response.json(), indent=2))
+    typer.echo(json.dumps(summarise_territories(response.json()), indent=2))
 
 
 def _file_chunks(handle: IO[bytes], bar: Any, chunk_size: int = 1 << 20) -> Iterator[bytes]:
@@ -184,7 +200,7 @@ def _file_chunks(handle: IO[bytes], bar: Any, chunk_size: int = 1 << 20) -> Iter
 
 @app.command("ingest")
 def ingest_logs(
-    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True)],
+    files: Annotated[list[Path], typer.Argument(help="Log files, plain or gzip")],
     source: Annotated[str, typer.Option(help="Delivery source name or 0x source id")],
     log_format: Annotated[
         str | None, typer.Option("--format", help="cloudfront, cloudflare or edgeledger (default: detect)")
@@ -195,8 +211,11 @@ def ingest_logs(
     """Upload delivery log files (plain or gzip) for a source; print each ingest report as a JSON line.
 
     Exit code 1 when a file was rejected (not a log) or failed (e.g. a truncated gzip, an upload limit
-    broken), after trying all; each failure is one line on stderr with the API's code and reason.
+    broken), after trying all; each failure is one line on stderr with the API's code and reason; 2 when
+    a file is missing or unreadable (checked before anything is uploaded).
     """
+    for file in files:
+        readable_file(file)
     failed = 0
     for file in files:
         size = file.stat().st_size
@@ -288,8 +307,11 @@ def register_source(
     if response.status_code >= 400:
         _fail(response)
     source = response.json()
-    typer.echo(json.dumps(source, indent=2))
-    typer.secho(f"registered {source['name']} as {source['source_id']}", fg="green", err=True)
+    typer.echo(json.dumps(summarise_territories(source), indent=2))
+    serving = territory_summary(source["regions"])
+    typer.secho(
+        f"registered {source['name']} as {source['source_id']}, serving {serving}", fg="green", err=True
+    )
 
 
 @sources_app.command("list")
@@ -521,6 +543,7 @@ def audit_export(
     api_key: ApiKey = "",
 ) -> None:
     """Download an audit package for a day and a merchant or a source."""
+    writable_output(output)
     start, end = _day_bounds(period)
     by_address = merchant is not None and merchant.startswith("0x")
     if merchant is not None and not by_address and not merchant.isdigit():
@@ -536,7 +559,7 @@ def audit_export(
         "legal_basis": legal_basis,
     }
     response = _api_call("POST", "/audit/packages", api, api_key, json=body)
-    output.write_bytes(response.content)
+    write_output(output, response.content)
     typer.secho(f"wrote {output} ({len(response.content)} bytes)", fg="green", err=True)
 
 
@@ -612,6 +635,7 @@ def compliance_export(
     api_key: ApiKey = "",
 ) -> None:
     """Raw records of a source and period, if the residency policy allows the destination."""
+    writable_output(output)
     body = {
         "source": source,
         "period_start": period_start,
@@ -620,7 +644,7 @@ def compliance_export(
         "legal_basis": legal_basis,
     }
     response = _api_call("POST", "/compliance/exports", api, api_key, json=body)
-    output.write_bytes(response.content)
+    write_output(output, response.content)
     typer.secho(f"wrote {len(response.json()['records'])} records to {output}", fg="green", err=True)
 
 
@@ -665,10 +689,6 @@ def compliance_verify_event(
     from edgeledger.verify.cli import run_event
 
     raise typer.Exit(run_event(proof_file, rpc_url, contract=contract))
-
-
-#: Exit code when the API or the chain cannot be reached (as `edgeledger verify` uses it).
-EXIT_UNREACHABLE = 3
 
 
 def main() -> None:

@@ -4,6 +4,8 @@ that are logged and never echo the client IP, rate limits."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 import pytest
@@ -154,3 +156,85 @@ def test_portal_requests_are_rate_limited(scene: Scene) -> None:
         codes = [client.get("/portal/login").status_code for _ in range(4)]
     app.state.engine.dispose()
     assert codes == [200, 200, 200, 429]
+
+
+def test_overview_chart_has_a_bar_per_region_and_day_each_region_its_own_colour(scene: Scene) -> None:
+    from edgeledger.deliveries.regions import REGION_CODES
+
+    client = scene.client
+    _login(client, scene.auditor)
+    chart = _page(client, "/portal/").split('class="chart chart-bytes"')[1].split("</svg>")[0]
+    bars = re.findall(
+        r'<rect class="bar" data-region="([^"]+)" data-day="([^"]+)"[^>]* fill="([^"]+)"', chart
+    )
+    assert bars, chart[:500]
+    # Series are pricing regions and groups are days (not the other way round).
+    assert {region for region, _, _ in bars} <= set(REGION_CODES)
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", day) for _, day, _ in bars)
+    fills = {region: fill for region, _, fill in bars}
+    assert len(set(fills.values())) == len(fills)
+    legend = re.findall(r'<g class="legend" data-series="([^"]+)"', chart)
+    assert sorted(legend) == sorted(fills)
+
+
+def test_settlement_detail_page_and_its_statement(scene: Scene) -> None:
+    client = scene.client
+    _login(client, scene.auditor)
+    listing = _page(client, "/portal/settlements")
+    with Session(client.app.state.engine, expire_on_commit=False) as session:  # type: ignore[attr-defined]
+        row = session.scalars(select(Settlement).where(Settlement.tx_hash.is_not(None))).one()
+        assert row.root and row.block_number
+        settlement_id = row.id
+        # A release of the period's held reserve, as settlement/held.py would add it.
+        release = Settlement(
+            merchant_user_id=row.merchant_user_id,
+            period_start=row.period_start,
+            period_end=row.period_end,
+            period_id=row.period_id,
+            kind="release",
+            sequence=1,
+            funded_by_pk=row.id,
+            state="computed",
+            merchant_address=row.merchant_address,
+            token=row.token,
+            total=1_250_000,
+        )
+        session.add(release)
+        session.commit()
+
+    assert f'<a href="/portal/settlements/{settlement_id}">#{settlement_id}</a>' in listing
+    page = _page(client, f"/portal/settlements/{settlement_id}")
+    assert _badges(page) == ["ok"] and "vault holds this root" in page
+    assert f"Shop (#{scene.merchant.user_id})" in page and "tUSDC, 6 decimals" in page
+    total = re.search(r'class="num total" data-minor="(\d+)">([^<]+)<', page)
+    assert total is not None and int(total.group(1)) == row.total
+    assert total.group(2) == f"{row.total // 10**6}.{row.total % 10**6:06d} tUSDC"
+    assert row.root in page and row.tx_hash in page and f"block {row.block_number}" in page
+    assert re.search(r'class="challenge">(running: claims open at|closed: claims open since) \d{4}-', page)
+    assert f'href="/portal/settlements/{release.id}">#{release.id}</a></td><td>release</td>' in page
+    assert "1.250000 tUSDC" in page  # the related release's total, in the token too
+    for batch_id in re.findall(r'href="/portal/batches/(0x[0-9a-f]{64})"', page):
+        assert batch_id in row.batch_ids_json
+    released = _page(client, f"/portal/settlements/{release.id}")
+    assert f'class="funded-by" href="/portal/settlements/{settlement_id}"' in released
+    assert "not posted yet (computed)" in released and "none (computed)" in released  # no statement yet
+
+    # The statement link: the HTML statement, its one style element allowed by hash, no script.
+    assert f'href="/portal/settlements/{settlement_id}/statement"' in page
+    statement = client.get(f"/portal/settlements/{settlement_id}/statement")
+    assert statement.status_code == 200 and statement.headers["cache-control"] == "no-store"
+    css = statement.text.split("<style>")[1].split("</style>")[0]
+    digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in statement.headers["content-security-policy"]
+    assert "<script" not in statement.text and "tUSDC" in statement.text
+    assert _page(client, f"/portal/settlements/{release.id}/statement", status=404).count("no statement")
+
+    # Out of scope or unknown: 404, like batches.
+    assert "in your scope" in _page(client, "/portal/settlements/999999", status=404)
+    scoped = make_caller(client, Role.auditor, "Scoped")
+    other = make_caller(client, Role.merchant, "Other shop")
+    scope = {"merchants": [other.user_id], "sources": []}
+    client.put(f"/admin/users/{scoped.user_id}/scope", json=scope, headers=scene.admin.headers)
+    _login(client, scoped)
+    assert "in your scope" in _page(client, f"/portal/settlements/{settlement_id}", status=404)
+    _page(client, f"/portal/settlements/{settlement_id}/statement", status=404)

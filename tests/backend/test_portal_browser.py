@@ -74,3 +74,42 @@ def test_an_auditor_proves_a_line_in_the_browser_and_a_tampered_proof_fails(
             assert _share_of_colour(tampered, page, "#overall", GREEN) < 0.05
         finally:
             browser.close()
+
+
+def test_chart_legends_fit_and_a_settlement_opens_with_its_statement(scene: Scene, live_api: str) -> None:
+    """In a real browser: every legend entry of the overview's usage chart is drawn inside the chart
+    (not clipped); the settlements list links to a detail page, which links to the statement, whose
+    style element the page's Content-Security-Policy allows (by hash) and applies."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 1000})
+            page.goto(f"{live_api}/portal/login")
+            page.fill("#api_key", scene.auditor.api_key)
+            page.click("#sign-in")
+            page.wait_for_url(f"{live_api}/portal/")
+            chart = page.locator("svg.chart-bytes").bounding_box()
+            entries = page.locator("svg.chart-bytes g.legend")
+            assert chart is not None and entries.count() >= 1
+            for i in range(entries.count()):
+                box = entries.nth(i).bounding_box()
+                assert box is not None and box["width"] > 10
+                assert chart["x"] <= box["x"] and box["x"] + box["width"] <= chart["x"] + chart["width"]
+                assert box["y"] + box["height"] <= chart["y"] + chart["height"]
+
+            page.goto(f"{live_api}/portal/settlements")
+            rows = page.locator("tr.settlement")
+            posted = next(
+                i for i in range(rows.count()) if "vault holds this root" in rows.nth(i).inner_text()
+            )
+            rows.nth(posted).locator("a").click()
+            page.wait_for_selector("#settlement-badge")
+            assert "tUSDC, 6 decimals" in page.inner_text("td.token")
+            assert page.get_attribute("#settlement-badge .badge", "data-verified") == "ok"
+            page.click("#statement-link")
+            page.wait_for_load_state()
+            assert "tUSDC" in page.inner_text("body")
+            font_size = page.evaluate("() => getComputedStyle(document.body).fontSize")
+            assert font_size == "12px"  # STATEMENT_CSS applied: the CSP let its style element through
+        finally:
+            browser.close()

@@ -633,3 +633,34 @@ def test_durations_read_as_days_hours_minutes_not_raw_seconds() -> None:
     assert duration(220_708_606) == "2,554 d 11 h" and duration(-90) == "-1 min 30 s"
     svg = seconds_chart_svg({"batch 1": 220_708_606, "batch 2": 95}, "Anchoring lag")
     assert "2,554 d 11 h" in svg and "1 min 35 s" in svg and "220708606 s" not in svg
+
+
+def test_bytes_chart_gives_every_series_its_own_fill_and_never_clips_the_legend() -> None:
+    from edgeledger.deliveries.regions import REGION_CODES
+    from edgeledger.settlement.charts import MAX_DISTINCT_SERIES, bytes_chart_svg
+
+    # 30 series, past the 10 colours; regions first in their own order, then the others by name.
+    series = [*REGION_CODES, *sorted(f"edge-node-{n}" for n in range(20))]
+    days = [f"2026-11-{d:02d}" for d in range(1, 29)]
+    usage = {(s, day): (10**9 * (1 + d % 4), 10) for s in series for d, day in enumerate(days)}
+    svg = bytes_chart_svg(usage, "Bytes")
+    page = Page(svg)
+    bars = page.find("rect", "bar", within="chart-bytes")
+    assert len(bars) == len(series) * len(days)
+    fill_of: dict[str, str] = {}
+    for bar in bars:  # one fill per series, the same on every day
+        assert fill_of.setdefault(bar["data-region"], bar["fill"]) == bar["fill"]
+    assert len(set(fill_of.values())) == len(series) <= MAX_DISTINCT_SERIES
+    patterns = {p["id"] for p in page.find("pattern", within="chart-bytes")}
+    assert {f[5:-1] for f in fill_of.values() if f.startswith("url(#")} == patterns and len(patterns) == 20
+    assert fill_of["EU"] == bytes_chart_svg({("EU", days[0]): (1, 1)}, "Other").split('fill="')[1][:7]
+
+    # The legend: one entry per series, in rows inside the drawing (none past the right or bottom edge).
+    _, _, width, height = map(float, page.find("svg")[0]["viewbox"].split())
+    legend = [attrs for tag, attrs, inside in page.elements if tag == "g" and inside == "chart chart-bytes"]
+    assert [g["data-series"] for g in legend] == series
+    swatches = [a for t, a, inside in page.elements if t == "rect" and "class" not in a and "x" in a]
+    label_w = {s: 10 + 4 + 7.5 * len(s) for s in series}
+    for swatch, name in zip(swatches, series, strict=True):
+        assert float(swatch["x"]) + label_w[name] <= width and float(swatch["y"]) + 10 <= height
+    assert len({sw["y"] for sw in swatches}) >= 3  # it wrapped

@@ -8,5 +8,6 @@
 * ``batches.py``, ``anchoring.py``, ``sources.py``, ``trees.py``, ``signals.py``, ``tasks.py``   closing,
                    signing and anchoring batches, sources on chain, trees on disk, fraud signals, jobs;
 * ``receipts.py``, ``proofs.py``, ``hosts.py``   settlement inputs, inclusion proofs, merchant hosts;
-* ``models.py``, ``service.py``, ``views.py``   tables and schemas, shared helpers, the /deliveries API.
+* ``models.py``, ``service.py``, ``views.py``   tables and schemas, shared helpers, the /deliveries API;
+* ``cli.py``       the ``edgeledger deliveries proof|export`` commands (through the API).
 """

@@ -33,6 +33,8 @@ from edgeledger.settlement.models import (
     SettlementAccount,
     SettlementPayout,
 )
+from edgeledger.settlement.payouts import Statement
+from edgeledger.settlement.service import related_settlements
 from edgeledger.settlement.statements import format_amount
 
 ANCHORED = (BatchState.anchored, BatchState.final)
@@ -188,22 +190,89 @@ def settlement_views(session: Session, chain: ChainClient, scope: AuditScope) ->
             select(SettlementAccount).where(SettlementAccount.merchant_user_id.in_(merchant_ids))
         )
     }
-
-    def total(s: Settlement) -> str:
-        account = accounts.get(s.merchant_user_id)
-        if account is None or account.token.lower() != s.token.lower():
-            return f"{s.total} (minor units)"
-        return f"{format_amount(int(s.total), account.token_decimals)} {account.token_symbol}"
-
     return [
         SettlementView(
             s,
             settlement_badge(chain, s),
             merchant=f"{names.get(s.merchant_user_id, 'merchant')} (#{s.merchant_user_id})",
-            total=total(s),
+            total=Token.of(s, accounts.get(s.merchant_user_id)).amount(int(s.total)),
         )
         for s in rows
     ]
+
+
+@dataclass(frozen=True)
+class Token:
+    """The token a settlement pays in, to print its amounts: ``0.310301 tUSDC``."""
+
+    address: str
+    symbol: str | None
+    decimals: int | None
+
+    @classmethod
+    def of(cls, settlement: Settlement, account: SettlementAccount | None) -> Token:
+        """The merchant's account names the token (while it still settles in it); else the statement's
+        currency; else only minor units can be shown."""
+        if account is not None and account.token.lower() == settlement.token.lower():
+            return cls(settlement.token, account.token_symbol, account.token_decimals)
+        if settlement.statement_json is not None:
+            currency = Statement.model_validate_json(settlement.statement_json).currency
+            return cls(settlement.token, currency.code, currency.decimals)
+        return cls(settlement.token, None, None)
+
+    def amount(self, minor: int) -> str:
+        if self.symbol is None or self.decimals is None:
+            return f"{minor} (minor units)"
+        return f"{format_amount(minor, self.decimals)} {self.symbol}"
+
+
+@dataclass
+class SettlementDetail:
+    """One settlement's page: what it is, what it pays, where it is on chain, what relates to it."""
+
+    settlement: Settlement
+    badge: Badge
+    merchant: str
+    token: Token
+    #: the challenge window in words (from the state and the vault's claims-open time)
+    challenge: str
+    #: the other settlements of the merchant's period (attempts, corrections, releases), and the
+    #: settlement whose held reserve funds this one (a release)
+    related: list[dict[str, Any]]
+    funded_by: Settlement | None
+    batch_ids: list[str]
+
+
+def _challenge_window(settlement: Settlement) -> str:
+    opens = utc(settlement.claims_open_at)
+    if settlement.state == "posted":
+        return f"running: claims open at {opens} unless the settlement is challenged"
+    if settlement.state == "challenged":
+        return "challenged: claims are frozen until an admin upholds or cancels it"
+    if settlement.state == "claimable":
+        return f"closed: claims open since {opens}"
+    if settlement.state == "cancelled":
+        return "cancelled on chain: nothing can be claimed"
+    return f"not posted yet ({settlement.state})"
+
+
+def settlement_detail(session: Session, chain: ChainClient, settlement: Settlement) -> SettlementDetail:
+    merchant = session.get(User, settlement.merchant_user_id)
+    account = session.scalar(
+        select(SettlementAccount).where(SettlementAccount.merchant_user_id == settlement.merchant_user_id)
+    )
+    name = merchant.name if merchant is not None and merchant.name else "merchant"
+    funded_by = session.get(Settlement, settlement.funded_by_pk) if settlement.funded_by_pk else None
+    return SettlementDetail(
+        settlement=settlement,
+        badge=settlement_badge(chain, settlement),
+        merchant=f"{name} (#{settlement.merchant_user_id})",
+        token=Token.of(settlement, account),
+        challenge=_challenge_window(settlement),
+        related=related_settlements(session, settlement),
+        funded_by=funded_by,
+        batch_ids=[str(b) for b in json.loads(settlement.batch_ids_json or "[]")],
+    )
 
 
 def cases(session: Session, scope: AuditScope) -> list[ReconciliationCase]:
@@ -269,7 +338,7 @@ def charts(session: Session, scope: AuditScope) -> Charts:
     usage: dict[tuple[str, str], tuple[int, int]] = {}
     for day_number, region, nbytes, requests in rows:
         label = datetime.fromtimestamp(int(day_number) * 86_400, UTC).strftime("%Y-%m-%d")
-        usage[(label, region)] = (int(nbytes or 0), int(requests))
+        usage[(region, label)] = (int(nbytes or 0), int(requests))  # bytes_chart_svg: (region, day)
     payees: dict[str, int] = defaultdict(int)
     settlements = [
         s

@@ -3,6 +3,9 @@ rate-limited per caller; record lookups are logged in the compliance log like an
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +33,10 @@ from edgeledger.errors import EdgeLedgerError
 from edgeledger.portal import service
 from edgeledger.ratelimit import rate_limit
 from edgeledger.settlement.charts import duration
+from edgeledger.settlement.models import Settlement
+from edgeledger.settlement.payouts import Statement
+from edgeledger.settlement.service import statement_context
+from edgeledger.settlement.statement_html import STATEMENT_CSS, statement_html
 
 HERE = Path(__file__).parent
 COOKIE = "edgeledger_session"
@@ -183,6 +190,57 @@ def settlements(
 ) -> HTMLResponse:
     views = service.settlement_views(session, chain, principal.scope)
     return _page(request, "settlements.html", {"principal": principal, "settlements": views})
+
+
+def _settlement_in_scope(
+    request: Request, session: Session, principal: Principal, settlement_id: int
+) -> Settlement | HTMLResponse:
+    found = session.get(Settlement, settlement_id)
+    if found is None or not principal.scope.allows_merchant(found.merchant_user_id):
+        message = f"No settlement {settlement_id} in your scope."
+        return _page(request, "error.html", {"principal": principal, "message": message}, status=404)
+    return found
+
+
+@router.get("/settlements/{settlement_id}", response_class=HTMLResponse)
+def settlement(
+    request: Request, settlement_id: int, session: SessionDep, chain: ChainDep, principal: PrincipalDep
+) -> HTMLResponse:
+    """State, merchant, period, totals in the token, root, challenge window, transaction, related
+    settlements, counted batches and the statement link; the badge reads the vault."""
+    found = _settlement_in_scope(request, session, principal, settlement_id)
+    if isinstance(found, HTMLResponse):
+        return found
+    view = service.settlement_detail(session, chain, found)
+    return _page(request, "settlement.html", {"principal": principal, "view": view})
+
+
+#: The statement is a document of its own (inline CSS, no script): its one style element is allowed by hash.
+_STATEMENT_CSP = (
+    "default-src 'none'; img-src data:; frame-ancestors 'none'; "
+    f"style-src 'sha256-{base64.b64encode(hashlib.sha256(STATEMENT_CSS.encode()).digest()).decode()}'"
+)
+
+
+@router.get("/settlements/{settlement_id}/statement", response_class=HTMLResponse)
+def settlement_statement(
+    request: Request, settlement_id: int, session: SessionDep, principal: PrincipalDep
+) -> HTMLResponse:
+    """The merchant's statement of the settlement as printable HTML (the API's ``format=html``)."""
+    found = _settlement_in_scope(request, session, principal, settlement_id)
+    if isinstance(found, HTMLResponse):
+        return found
+    if found.statement_json is None:
+        message = f"Settlement {settlement_id} has no statement ({found.state})."
+        return _page(request, "error.html", {"principal": principal, "message": message}, status=404)
+    statement = Statement.model_validate_json(found.statement_json)
+    ctx = dataclasses.replace(
+        statement_context(session, found, statement), api_base=str(request.base_url).rstrip("/")
+    )
+    response = HTMLResponse(statement_html(statement, ctx))
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = _STATEMENT_CSP
+    return response
 
 
 @router.get("/cases", response_class=HTMLResponse)

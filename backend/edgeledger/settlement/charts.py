@@ -4,6 +4,8 @@ exact integer amounts."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ from edgeledger.deliveries.regions import REGION_CODES
 from edgeledger.settlement.payouts import LineItem
 from edgeledger.settlement.statements import TOP_PAYEES, format_amount
 
-#: One colour per pricing region (REGION_CODES order), distinguishable in print.
+#: One colour per pricing region (REGION_CODES order: every region has its own), distinguishable in print;
+#: further series (names that are not regions) take the colours again with a pattern over them.
 _PALETTE = (
     "#1f77b4",
     "#ff7f0e",
@@ -78,9 +81,56 @@ def _nice_step(maximum: int, ticks: int = 5) -> int:
         step *= 10
 
 
-def _region_colour(region: str) -> str:
-    index = REGION_CODES.index(region) if region in REGION_CODES else len(REGION_CODES)
-    return _PALETTE[index % len(_PALETTE)]
+#: Patterns over the palette's colours for the series after the first ``len(_PALETTE)``: white stripes one
+#: way, the other way, and dots; so :data:`MAX_DISTINCT_SERIES` series each look different.
+_PATTERNS = (
+    '<path d="M0 6 L6 0" stroke="#fff" stroke-width="1.5"/>',
+    '<path d="M0 0 L6 6" stroke="#fff" stroke-width="1.5"/>',
+    '<circle cx="3" cy="3" r="1.3" fill="#fff"/>',
+)
+MAX_DISTINCT_SERIES = len(_PALETTE) * (1 + len(_PATTERNS))
+#: Legend geometry: swatch, gap, a generous width per character of the 11 px font, space between items.
+_SWATCH, _GAP, _CHAR_W, _ITEM_SPACE, _LEGEND_ROW = 10.0, 4.0, 7.5, 16.0, 16.0
+
+
+def _series_fills(series: Sequence[str], chart_key: str) -> tuple[dict[str, str], list[str]]:
+    """A fill per series, no two alike up to :data:`MAX_DISTINCT_SERIES`: regions keep their own colour
+    (the same in every chart), other series take the next free slot; slots past the palette are a colour
+    with a pattern (``<pattern>`` definitions returned for the chart's ``<defs>``, ids unique to
+    ``chart_key``)."""
+    used = {REGION_CODES.index(name) for name in series if name in REGION_CODES}
+    free = (slot for slot in itertools.count() if slot not in used)
+    fills: dict[str, str] = {}
+    defs: list[str] = []
+    prefix = "p" + hashlib.sha256(chart_key.encode()).hexdigest()[:8]
+    for name in series:
+        slot = REGION_CODES.index(name) if name in REGION_CODES else next(free)
+        colour = _PALETTE[slot % len(_PALETTE)]
+        layer = (slot // len(_PALETTE)) % (1 + len(_PATTERNS))
+        if layer == 0:
+            fills[name] = colour
+            continue
+        pattern_id = f"{prefix}-{slot}"
+        defs.append(
+            f'<pattern id="{pattern_id}" patternUnits="userSpaceOnUse" width="6" height="6">'
+            f'<rect width="6" height="6" fill="{colour}"/>{_PATTERNS[layer - 1]}</pattern>'
+        )
+        fills[name] = f"url(#{pattern_id})"
+    return fills, defs
+
+
+def _legend_rows(labels: Sequence[str], start_x: float, max_x: float) -> list[list[tuple[str, float]]]:
+    """Legend items flowed into rows that fit between ``start_x`` and ``max_x`` (never clipped)."""
+    rows: list[list[tuple[str, float]]] = [[]]
+    x = start_x
+    for label in labels:
+        item_w = _SWATCH + _GAP + _CHAR_W * len(label)
+        if rows[-1] and x + item_w > max_x:
+            rows.append([])
+            x = start_x
+        rows[-1].append((label, x))
+        x += item_w + _ITEM_SPACE
+    return rows
 
 
 def bytes_chart_svg(usage: Mapping[tuple[str, str], tuple[int, int]], title: str) -> str:
@@ -89,15 +139,24 @@ def bytes_chart_svg(usage: Mapping[tuple[str, str], tuple[int, int]], title: str
     # Many days: "MM-DD" labels (the year goes in the axis title), every k-th day so they do not overlap.
     years = sorted({day[:4] for day in days})
     short = len(days) > 7 and len(years) == 1
-    regions = sorted({region for region, _ in usage}, key=lambda r: (r not in REGION_CODES, _region_key(r)))
-    width, height = 760.0, 320.0
-    left, right, top, bottom = 70.0, 20.0, 40.0, 70.0
-    plot_w, plot_h = width - left - right, height - top - bottom
+    regions = sorted(
+        {region for region, _ in usage}, key=lambda r: (r not in REGION_CODES, _region_key(r), r)
+    )
+    fills, defs = _series_fills(regions, title + "|" + "|".join(regions))
+    width, plot_h = 760.0, 210.0
+    left, right, top = 70.0, 20.0, 40.0
+    plot_w = width - left - right
+    # Under the plot: day labels, the axis title, then the legend in as many rows as it needs.
+    legend = _legend_rows(regions, left, width - right)
+    legend_top = top + plot_h + 48
+    height = legend_top + _LEGEND_ROW * len(legend) + 8 if usage else 320.0
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-bytes" role="img" {_SVG_FONT} '
         f'viewBox="0 0 {_f(width)} {_f(height)}" width="100%" aria-label="{_e(title)}">',
         f"<title>{_e(title)}</title>",
     ]
+    if defs:
+        parts.append("<defs>" + "".join(defs) + "</defs>")
     if not usage:
         parts.append(
             f'<text x="{_f(width / 2)}" y="{_f(height / 2)}" text-anchor="middle">No deliveries</text>'
@@ -123,7 +182,7 @@ def bytes_chart_svg(usage: Mapping[tuple[str, str], tuple[int, int]], title: str
     parts.append(
         f'<text class="axis-label" transform="translate(16 {_f(top + plot_h / 2)}) rotate(-90)" '
         f'text-anchor="middle">GB delivered (10^9 bytes)</text>'
-        f'<text class="axis-label" x="{_f(left + plot_w / 2)}" y="{_f(height - 12)}" '
+        f'<text class="axis-label" x="{_f(left + plot_w / 2)}" y="{_f(top + plot_h + 34)}" '
         f'text-anchor="middle">day (UTC{", " + _e(years[0]) if short else ""})</text>'
     )
     group_w = plot_w / len(days)
@@ -149,21 +208,22 @@ def bytes_chart_svg(usage: Mapping[tuple[str, str], tuple[int, int]], title: str
             parts.append(
                 f'<rect class="bar" data-region="{_e(region)}" data-day="{_e(day)}" data-bytes="{nbytes}" '
                 f'x="{_f(x)}" y="{_f(y)}" width="{_f(max(bar_w - 1, 0.5))}" height="{_f(bar_h)}" '
-                f'fill="{_region_colour(region)}"><title>{_e(label)}</title></rect>'
+                f'fill="{fills[region]}"><title>{_e(label)}</title></rect>'
             )
             if bar_w >= 34:
                 parts.append(
                     f'<text class="value" x="{_f(x + bar_w / 2)}" y="{_f(y - 3)}" '
                     f'text-anchor="middle">{_gb_label(nbytes)}</text>'
                 )
-    # Legend, one swatch per region, under the day labels.
-    for r, region in enumerate(regions):
-        x = left + r * 64
-        parts.append(
-            f'<g class="legend"><rect x="{_f(x)}" y="{_f(height - 40)}" width="10" height="10" '
-            f'fill="{_region_colour(region)}"/>'
-            f'<text x="{_f(x + 14)}" y="{_f(height - 31)}">{_e(region)}</text></g>'
-        )
+    # Legend, one swatch per series, under the axis title, wrapped into rows.
+    for row, items in enumerate(legend):
+        y = legend_top + row * _LEGEND_ROW
+        for region, x in items:
+            parts.append(
+                f'<g class="legend" data-series="{_e(region)}"><rect x="{_f(x)}" y="{_f(y)}" '
+                f'width="{_f(_SWATCH)}" height="{_f(_SWATCH)}" fill="{fills[region]}"/>'
+                f'<text x="{_f(x + _SWATCH + _GAP)}" y="{_f(y + 9)}">{_e(region)}</text></g>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -11,7 +11,18 @@ from typing import Annotated
 import httpx
 import typer
 
-from edgeledger.clitools import ApiKey, ApiUrl, _api_call, _default_api, _echo_json, _fail
+from edgeledger.clitools import (
+    ApiKey,
+    ApiUrl,
+    _api_call,
+    _default_api,
+    _echo_json,
+    _fail,
+    read_json_file,
+    readable_file,
+    writable_output,
+    write_output,
+)
 
 app = settlement_app = typer.Typer(
     help="Settlement: accounts, rate cards, FX, CDN bills, cases and settlements (through the API).",
@@ -69,12 +80,12 @@ def settlement_account_show(
 @rate_card_app.command("add")
 def settlement_rate_card_add(
     merchant_id: int,
-    card: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Rate card JSON")],
+    card: Annotated[Path, typer.Argument(help="Rate card JSON")],
     api: ApiUrl = "",
     api_key: ApiKey = "",
 ) -> None:
     """Add a rate card version (admin); overlapping windows are refused."""
-    body = json.loads(card.read_text(encoding="utf-8"))
+    body = read_json_file(card)
     path = f"/settlement/accounts/{merchant_id}/rate-cards"
     _echo_json(_api_call("POST", path, api, api_key, json=body))
 
@@ -119,12 +130,13 @@ def settlement_fx_list(api: ApiUrl = "", api_key: ApiKey = "") -> None:
 def settlement_billing_import(
     merchant_id: int,
     period_start: int,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    file: Annotated[Path, typer.Argument(help="The CDN's bill (CSV)")],
     bytes_unit: Annotated[str, typer.Option(help="CloudFront usage values: bytes or GB")] = "bytes",
     api: ApiUrl = "",
     api_key: ApiKey = "",
 ) -> None:
     """Import the CDN's bill of one period (CSV). Bad rows are printed with their line numbers."""
+    readable_file(file)
     response = httpx.post(
         f"{api or _default_api()}/settlement/accounts/{merchant_id}/billing",
         params={"period_start": period_start, "bytes_unit": bytes_unit, "name": file.name},
@@ -229,13 +241,15 @@ def settlement_statement(
     api_key: ApiKey = "",
 ) -> None:
     """A settlement's statement (merchant view, or one payee's with --payee)."""
+    if output is not None:
+        writable_output(output)
     path = f"/settlement/settlements/{settlement_id}"
     path += f"/payees/{payee}/statement" if payee else "/statement"
     response = _api_call("GET", path, api, api_key, params={"format": output_format})
     if output is None:
         typer.echo(response.text)
     else:
-        output.write_bytes(response.content)
+        write_output(output, response.content)
         typer.secho(f"wrote {output}", fg="green", err=True)
 
 
@@ -259,14 +273,15 @@ def settlement_inputs(
     api_key: ApiKey = "",
 ) -> None:
     """Download the inputs a settlement's payouts were computed from (`edgeledger verify settlement`)."""
+    writable_output(output)
     response = _api_call("GET", f"/settlement/settlements/{settlement_id}/inputs", api, api_key)
-    output.write_bytes(response.content)
+    write_output(output, response.content)
     typer.secho(f"wrote {output}", fg="green", err=True)
 
 
 @settlement_app.command("verify")
 def settlement_verify(
-    input_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Inputs document JSON")],
+    input_file: Annotated[Path, typer.Argument(help="Inputs document JSON")],
     rpc_url: Annotated[str, typer.Option("--rpc-url", envvar="ETH_RPC_URL", help="Chain JSON-RPC endpoint")],
     vault: Annotated[
         str | None, typer.Option(help="SettlementVault address (default: the document's)")

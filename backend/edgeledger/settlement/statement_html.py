@@ -25,7 +25,8 @@ from edgeledger.settlement.statements import (
     settlement_link,
 )
 
-_CSS = """
+#: The statement's only style element (the portal allows it by its hash in a Content-Security-Policy).
+STATEMENT_CSS = """
 @page { size: A4; margin: 14mm; }
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 12px; color: #111;
        margin: 24px auto; max-width: 1000px; }
@@ -336,5 +337,5 @@ def statement_html(statement: Statement, ctx: StatementContext, payee: str | Non
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+        f"<title>{_e(title)}</title><style>{STATEMENT_CSS}</style></head><body>{''.join(body)}</body></html>\n"
     )
