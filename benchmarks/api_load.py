@@ -56,6 +56,7 @@ from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.db import make_engine, migrate
 from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from edgeledger.ipfs.node import LocalIpfsNode
+from edgeledger.ledger import registration as registration_formats
 from edgeledger.server import uvicorn_command
 
 SOURCE = "cf-load"
@@ -195,6 +196,15 @@ def load_stack(
                     files={"file": (f"shot{n}.png", demo_png(f"load {n} {base.name}"), "image/png")},
                     data={"metadata": json.dumps({"title": f"Load shot {n}", "creator": deployer.address})},
                 )
+                if created.status_code == 202:  # the creator signs its registration (its wallet would)
+                    registration = created.json()
+                    created = client.post(
+                        f"/assets/registrations/{registration['id']}/signature",
+                        headers=admin,
+                        json={
+                            "signature": registration_formats.sign(registration["typed_data"], deployer.key)
+                        },
+                    )
                 created.raise_for_status()
                 doc = created.json().get("asset", created.json())
                 asset_ids.append(int(doc["id"]))

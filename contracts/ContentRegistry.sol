@@ -5,6 +5,9 @@ import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
 import {IERC2981} from "@openzeppelin/contracts/interfaces/IERC2981.sol";
 import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 
 /// @title ContentRegistry
 /// @notice Provenance of digital content: who registered which bytes, under which licence, how revenue
@@ -14,7 +17,18 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// @dev Territories are a bitmap over the ISO 3166-1 alpha-2 table documented in docs/territories.md
 /// (bit i = i-th code in alphabetical order; append-only). Revenue shares are basis points summing to
 /// exactly 10,000. Asset ids start at 1, so 0 means "no parent".
-contract ContentRegistry is ERC721, AccessControl, IERC2981 {
+///
+/// Registration cannot be stolen from the mempool (docs/registration.md):
+/// * a creator registering from its own wallet commits first ({commitRegistration}: a hash of content
+///   hash, creator and a secret salt) and reveals at least one block later ({registerAsset}): a copy of
+///   the reveal names the copier's own address, whose commitment cannot predate the reveal it copied;
+/// * the platform's registrar registers for a creator only with the creator's EIP-712 `Registration`
+///   signature over the whole registration, a per-creator nonce and a deadline ({registerFor}; ECDSA or
+///   ERC-1271 for contract wallets), so neither the registrar key nor a copier can register anything the
+///   creator did not sign, for anyone else.
+/// Licence and split updates may be relayed gas-free with the rights holder's EIP-712 signature
+/// ({updateLicenceFor}, {updateSplitFor}). Domain: name "EdgeLedger ContentRegistry", version "1".
+contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     /// @notice May register assets on behalf of a creator (the platform's server signer).
     bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
     /// @notice May mark assets disputed or taken down, clear them, and reassign rights (notice-and-takedown).
@@ -24,6 +38,24 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
     uint256 public constant MAX_RECIPIENTS = 50;
     /// @notice Number of codes in the territory table; bits at or above it must be zero.
     uint256 public constant TERRITORY_COUNT = 249;
+
+    /// @notice EIP-712 type of the licence inside the signed messages.
+    bytes32 public constant LICENCE_TYPEHASH =
+        keccak256("Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)");
+    /// @notice EIP-712 type a creator signs to let the registrar register for it ({registerFor}).
+    bytes32 public constant REGISTRATION_TYPEHASH = keccak256(
+        "Registration(bytes32 contentHash,string contentCid,string metadataCid,address creator,uint256 parentId,"
+        "bool aigc,Licence licence,address[] recipients,uint16[] shares,uint256 nonce,uint256 deadline)"
+        "Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)"
+    );
+    /// @notice EIP-712 type a rights holder signs for a relayed licence update ({updateLicenceFor}).
+    bytes32 public constant LICENCE_UPDATE_TYPEHASH = keccak256(
+        "LicenceUpdate(uint256 assetId,Licence licence,uint256 nonce,uint256 deadline)"
+        "Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)"
+    );
+    /// @notice EIP-712 type a rights holder signs for a relayed split update ({updateSplitFor}).
+    bytes32 public constant SPLIT_UPDATE_TYPEHASH =
+        keccak256("SplitUpdate(uint256 assetId,address[] recipients,uint16[] shares,uint256 nonce,uint256 deadline)");
 
     enum Status {
         Active,
@@ -88,11 +120,12 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
     mapping(uint256 assetId => Licence) private _licences;
     mapping(uint256 assetId => Split) private _splits;
     mapping(bytes32 contentHash => uint256 assetId) private _assetIdByHash;
+    /// @dev Registration commitments ({commitRegistration}) => the block they were made in.
+    mapping(bytes32 commitment => uint256 blockNumber) private _commitments;
 
     error ZeroContentHash();
     error EmptyCid();
     error ZeroCreator();
-    error NotRegistrar(address caller, address creator);
     error AlreadyRegistered(bytes32 contentHash, uint256 assetId);
     error UnknownParent(uint256 parentId);
     error NotRightsHolder(uint256 assetId, address caller);
@@ -109,6 +142,12 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
     error RoyaltyTooHigh(uint16 royaltyBps);
     error InvalidStatusTransition(uint256 assetId, Status from, Status to);
     error EmptyReason();
+    error NotCreator(address caller, address creator);
+    error AlreadyCommitted(bytes32 commitment, uint256 blockNumber);
+    error NoCommitment(bytes32 commitment);
+    error CommitmentTooRecent(bytes32 commitment, uint256 blockNumber);
+    error SignatureExpired(uint256 deadline);
+    error InvalidSignature(address signer);
 
     /// @notice A new asset (token) was registered.
     event AssetRegistered(
@@ -132,6 +171,8 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
     );
     /// @notice The revenue split of an asset was set (at registration) or changed.
     event SplitUpdated(uint256 indexed assetId, address[] recipients, uint16[] shares);
+    /// @notice Someone committed to a registration it will reveal at least one block later.
+    event RegistrationCommitted(bytes32 indexed commitment, address indexed committer);
     /// @notice An arbiter changed an asset's dispute status.
     event AssetStatusChanged(
         uint256 indexed assetId, Status previous, Status current, address indexed arbiter, string reasonCid
@@ -142,7 +183,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
     );
 
     /// @param admin Receives DEFAULT_ADMIN_ROLE (grants REGISTRAR_ROLE and ARBITER_ROLE).
-    constructor(address admin) ERC721("EdgeLedger Content", "EDGE") {
+    constructor(address admin) ERC721("EdgeLedger Content", "EDGE") EIP712("EdgeLedger ContentRegistry", "1") {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
@@ -150,42 +191,47 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
     // Registration and updates
     // ------------------------------------------------------------------------------------------
 
-    /// @notice Registers content and mints its token to `r.creator`. The first registrant of a content
-    /// hash wins; a wrongful first registration is resolved through the arbiter's takedown process.
-    /// @dev Callers register for themselves, or hold REGISTRAR_ROLE to register for a creator.
-    /// @param r The registration: content hash and CIDs, creator, parent, AIGC flag, licence, split.
+    /// @notice Commits to a registration revealed later by {registerAsset}: `commitment` is
+    /// {registrationCommitment}(content hash, creator, salt), which hides the content hash until the reveal.
+    /// @param commitment The commitment (each may be made once).
+    function commitRegistration(bytes32 commitment) external {
+        uint256 made = _commitments[commitment];
+        if (made != 0) revert AlreadyCommitted(commitment, made);
+        _commitments[commitment] = block.number;
+        emit RegistrationCommitted(commitment, msg.sender);
+    }
+
+    /// @notice Registers content for the caller and mints its token to it, revealing a commitment made
+    /// in an earlier block. The first registrant of a content hash wins; a wrongful first registration is
+    /// resolved through the arbiter's takedown process.
+    /// @param r The registration; `r.creator` must be the caller.
+    /// @param salt The secret of the commitment keccak256(abi.encode(r.contentHash, r.creator, salt)).
     /// @return assetId The new asset's id (= token id).
-    function registerAsset(Registration calldata r) external returns (uint256 assetId) {
+    function registerAsset(Registration calldata r, bytes32 salt) external returns (uint256 assetId) {
+        if (r.creator != msg.sender) revert NotCreator(msg.sender, r.creator);
+        bytes32 commitment = registrationCommitment(r.contentHash, r.creator, salt);
+        uint256 made = _commitments[commitment];
+        if (made == 0) revert NoCommitment(commitment);
+        if (made >= block.number) revert CommitmentTooRecent(commitment, made);
+        delete _commitments[commitment];
+        return _register(r);
+    }
+
+    /// @notice Registers content for `r.creator` with the creator's EIP-712 `Registration` signature
+    /// over exactly this registration, its next nonce and `deadline`. Only the registrar (the platform
+    /// pays the gas); the signature decides what is registered and for whom.
+    /// @param r The registration.
+    /// @param deadline Unix seconds after which the signature is void.
+    /// @param signature The creator's signature (ECDSA, or ERC-1271 when the creator is a contract).
+    /// @return assetId The new asset's id (= token id).
+    function registerFor(Registration calldata r, uint256 deadline, bytes calldata signature)
+        external
+        onlyRole(REGISTRAR_ROLE)
+        returns (uint256 assetId)
+    {
         if (r.creator == address(0)) revert ZeroCreator();
-        if (r.creator != msg.sender && !hasRole(REGISTRAR_ROLE, msg.sender)) {
-            revert NotRegistrar(msg.sender, r.creator);
-        }
-        if (r.contentHash == bytes32(0)) revert ZeroContentHash();
-        if (bytes(r.contentCid).length == 0 || bytes(r.metadataCid).length == 0) revert EmptyCid();
-        uint256 existing = _assetIdByHash[r.contentHash];
-        if (existing != 0) revert AlreadyRegistered(r.contentHash, existing);
-        if (r.parentId != 0 && _ownerOf(r.parentId) == address(0)) revert UnknownParent(r.parentId);
-
-        assetId = ++_assetCount;
-        _assetIdByHash[r.contentHash] = assetId;
-        Asset storage asset = _assets[assetId];
-        asset.contentHash = r.contentHash;
-        asset.creator = r.creator;
-        asset.registeredAt = uint64(block.timestamp);
-        asset.registeredBlock = uint64(block.number);
-        asset.aigc = r.aigc;
-        asset.parentId = r.parentId;
-        asset.contentCid = r.contentCid;
-        asset.metadataCid = r.metadataCid;
-
-        emit AssetRegistered(
-            assetId, r.contentHash, r.creator, msg.sender, r.parentId, r.aigc, r.contentCid, r.metadataCid
-        );
-        _setLicence(assetId, r.licence);
-        _setSplit(assetId, r.recipients, r.shares);
-        // Plain _mint, not _safeMint: creators are often contract wallets without IERC721Receiver, and
-        // registering provenance must not depend on that.
-        _mint(r.creator, assetId);
+        _requireSigned(r.creator, _registrationStructHash(r, _useNonce(r.creator), deadline), deadline, signature);
+        return _register(r);
     }
 
     /// @notice Replaces an asset's licence. Only the rights holder (token owner), only while active.
@@ -202,6 +248,52 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
     /// @param shares Basis points per payee, each above zero, summing to exactly 10,000.
     function updateSplit(uint256 assetId, address[] calldata recipients, uint16[] calldata shares) external {
         _requireActiveRightsHolder(assetId);
+        _setSplit(assetId, recipients, shares);
+    }
+
+    /// @notice {updateLicence}, relayed: anyone submits the rights holder's EIP-712 `LicenceUpdate`
+    /// signature over the asset, the licence, the holder's next nonce and `deadline`.
+    /// @param assetId The asset.
+    /// @param licence The new licence.
+    /// @param deadline Unix seconds after which the signature is void.
+    /// @param signature The rights holder's signature (ECDSA or ERC-1271).
+    function updateLicenceFor(uint256 assetId, Licence calldata licence, uint256 deadline, bytes calldata signature)
+        external
+    {
+        address holder = _requireActiveHolder(assetId);
+        bytes32 structHash = keccak256(
+            abi.encode(LICENCE_UPDATE_TYPEHASH, assetId, _licenceHash(licence), _useNonce(holder), deadline)
+        );
+        _requireSigned(holder, structHash, deadline, signature);
+        _setLicence(assetId, licence);
+    }
+
+    /// @notice {updateSplit}, relayed: anyone submits the rights holder's EIP-712 `SplitUpdate` signature
+    /// over the asset, the split, the holder's next nonce and `deadline`.
+    /// @param assetId The asset.
+    /// @param recipients Payees, at most 50, no zero address.
+    /// @param shares Basis points per payee, each above zero, summing to exactly 10,000.
+    /// @param deadline Unix seconds after which the signature is void.
+    /// @param signature The rights holder's signature (ECDSA or ERC-1271).
+    function updateSplitFor(
+        uint256 assetId,
+        address[] calldata recipients,
+        uint16[] calldata shares,
+        uint256 deadline,
+        bytes calldata signature
+    ) external {
+        address holder = _requireActiveHolder(assetId);
+        bytes32 structHash = keccak256(
+            abi.encode(
+                SPLIT_UPDATE_TYPEHASH,
+                assetId,
+                keccak256(abi.encodePacked(recipients)),
+                keccak256(abi.encodePacked(shares)),
+                _useNonce(holder),
+                deadline
+            )
+        );
+        _requireSigned(holder, structHash, deadline, signature);
         _setSplit(assetId, recipients, shares);
     }
 
@@ -302,6 +394,31 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
         }
     }
 
+    /// @notice The commitment {registerAsset} reveals: keccak256(abi.encode(contentHash, creator, salt)).
+    function registrationCommitment(bytes32 contentHash, address creator, bytes32 salt) public pure returns (bytes32) {
+        return keccak256(abi.encode(contentHash, creator, salt));
+    }
+
+    /// @notice The block a commitment was made in (0: never, or already revealed).
+    function commitmentBlock(bytes32 commitment) external view returns (uint256) {
+        return _commitments[commitment];
+    }
+
+    /// @notice The EIP-712 digest a creator signs for {registerFor}.
+    function registrationDigest(Registration calldata r, uint256 nonce, uint256 deadline)
+        external
+        view
+        returns (bytes32)
+    {
+        return _hashTypedDataV4(_registrationStructHash(r, nonce, deadline));
+    }
+
+    /// @notice The EIP-712 domain separator (name "EdgeLedger ContentRegistry", version "1").
+    // solhint-disable-next-line func-name-mixedcase
+    function DOMAIN_SEPARATOR() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
     /// @notice The asset registered for a content hash, or 0.
     function assetIdOf(bytes32 contentHash) external view returns (uint256) {
         return _assetIdByHash[contentHash];
@@ -381,6 +498,93 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981 {
         Asset storage asset = _requireAsset(assetId);
         if (ownerOf(assetId) != msg.sender) revert NotRightsHolder(assetId, msg.sender);
         if (asset.status != Status.Active) revert AssetNotActive(assetId, asset.status);
+    }
+
+    /// @dev The rights holder of an active asset (for relayed updates).
+    function _requireActiveHolder(uint256 assetId) internal view returns (address holder) {
+        Asset storage asset = _requireAsset(assetId);
+        if (asset.status != Status.Active) revert AssetNotActive(assetId, asset.status);
+        return ownerOf(assetId);
+    }
+
+    /// @dev Reverts unless `signer` signed the EIP-712 struct `structHash` in this domain, before `deadline`.
+    function _requireSigned(address signer, bytes32 structHash, uint256 deadline, bytes calldata signature)
+        internal
+        view
+    {
+        if (block.timestamp > deadline) revert SignatureExpired(deadline);
+        if (!SignatureChecker.isValidSignatureNow(signer, _hashTypedDataV4(structHash), signature)) {
+            revert InvalidSignature(signer);
+        }
+    }
+
+    function _licenceHash(Licence calldata licence) internal pure returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                LICENCE_TYPEHASH,
+                licence.territories,
+                licence.validFrom,
+                licence.validUntil,
+                licence.royaltyBps,
+                keccak256(bytes(licence.termsCid))
+            )
+        );
+    }
+
+    function _registrationStructHash(Registration calldata r, uint256 nonce, uint256 deadline)
+        internal
+        pure
+        returns (bytes32)
+    {
+        // Two halves of the flat EIP-712 encoding (every member is one 32-byte word), to stay in the stack.
+        bytes memory head = abi.encode(
+            REGISTRATION_TYPEHASH,
+            r.contentHash,
+            keccak256(bytes(r.contentCid)),
+            keccak256(bytes(r.metadataCid)),
+            r.creator,
+            r.parentId,
+            r.aigc
+        );
+        bytes memory tail = abi.encode(
+            _licenceHash(r.licence),
+            keccak256(abi.encodePacked(r.recipients)),
+            keccak256(abi.encodePacked(r.shares)),
+            nonce,
+            deadline
+        );
+        return keccak256(bytes.concat(head, tail));
+    }
+
+    /// @dev Checks and writes a registration, mints its token to the creator.
+    function _register(Registration calldata r) internal returns (uint256 assetId) {
+        if (r.creator == address(0)) revert ZeroCreator();
+        if (r.contentHash == bytes32(0)) revert ZeroContentHash();
+        if (bytes(r.contentCid).length == 0 || bytes(r.metadataCid).length == 0) revert EmptyCid();
+        uint256 existing = _assetIdByHash[r.contentHash];
+        if (existing != 0) revert AlreadyRegistered(r.contentHash, existing);
+        if (r.parentId != 0 && _ownerOf(r.parentId) == address(0)) revert UnknownParent(r.parentId);
+
+        assetId = ++_assetCount;
+        _assetIdByHash[r.contentHash] = assetId;
+        Asset storage asset = _assets[assetId];
+        asset.contentHash = r.contentHash;
+        asset.creator = r.creator;
+        asset.registeredAt = uint64(block.timestamp);
+        asset.registeredBlock = uint64(block.number);
+        asset.aigc = r.aigc;
+        asset.parentId = r.parentId;
+        asset.contentCid = r.contentCid;
+        asset.metadataCid = r.metadataCid;
+
+        emit AssetRegistered(
+            assetId, r.contentHash, r.creator, msg.sender, r.parentId, r.aigc, r.contentCid, r.metadataCid
+        );
+        _setLicence(assetId, r.licence);
+        _setSplit(assetId, r.recipients, r.shares);
+        // Plain _mint, not _safeMint: creators are often contract wallets without IERC721Receiver, and
+        // registering provenance must not depend on that.
+        _mint(r.creator, assetId);
     }
 
     function _setLicence(uint256 assetId, Licence calldata licence) internal {

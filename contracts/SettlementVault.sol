@@ -12,6 +12,7 @@ import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {MerchantBounds} from "./vault/MerchantBounds.sol";
 
 /// @title SettlementVault
 /// @notice Settlement of delivery and licence payouts in allow-listed ERC-20 stablecoins. Merchants keep
@@ -25,8 +26,9 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 ///   grant (say, itself as settler) is public a whole window before it can act and merchants can withdraw.
 ///   SETTLER_ROLE posts roots and releases, each bounded by the merchant's own per-posting cap
 ///   ({setPeriodCap}) and choice of settler ({chooseSettler}), and challengeable by the merchant for a
-///   whole window. PAUSER_ROLE pauses, which stops the vault's clock, so challenge windows are never
-///   shortened by a pause. RESOLVER_ROLE decides challenges. Payouts are claimable forever.
+///   whole window, and only for a period that has ended (PERIOD_SECONDS). PAUSER_ROLE pauses, which stops
+///   the vault's clock, so challenge windows are never shortened by a pause. RESOLVER_ROLE decides
+///   challenges. Payouts are claimable forever.
 /// * Leaves follow docs/settlement-leaf.md: OpenZeppelin StandardMerkleTree leaves,
 ///   keccak256(bytes.concat(keccak256(abi.encode(periodId, merchant, token, payee, amount)))), with
 ///   sorted-pair inner nodes. A payout tree holds at most ONE leaf per payee (the off-chain builder sums a
@@ -57,7 +59,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 ///   version "1", this chain and this contract. Proofs are not signed: they only prove what the leaf says.
 /// * Claims are all-or-nothing per transaction; Checks-Effects-Interactions plus a transient reentrancy
 ///   guard; everything that moves funds stops while paused.
-contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, EIP712, Nonces {
+contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, EIP712, Nonces, MerchantBounds {
     using SafeERC20 for IERC20;
 
     /// @notice May post payout roots (the platform's settlement worker).
@@ -73,6 +75,10 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @notice Lower bound of the challenge window for the vault's lifetime: the window it was deployed
     /// with. DEFAULT_ADMIN_ROLE (a timelock in production) may lengthen the window, never shorten it below.
     uint40 public immutable MIN_CHALLENGE_WINDOW;
+    /// @notice Length of a settlement period: period `p` (the low 32 bits of a settlement id) covers
+    /// [p * PERIOD_SECONDS, (p + 1) * PERIOD_SECONDS) in unix seconds, and no root is posted for it before
+    /// its end.
+    uint32 public immutable PERIOD_SECONDS;
     /// @notice EIP-712 type hash of the payee's authorization of a relayed {claimManyFor}.
     bytes32 public constant CLAIM_AUTHORIZATION_TYPEHASH = keccak256(
         "ClaimAuthorization(address payee,bytes32 claimsHash,address recipient,uint256 nonce,uint256 deadline)"
@@ -125,10 +131,6 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     mapping(uint64 periodId => mapping(address merchant => uint256)) private _held;
     /// @dev For a release ({releaseHeld}): 1 + the period whose held reserve funded it; 0 otherwise.
     mapping(uint64 releaseId => mapping(address merchant => uint64)) private _fundedBy;
-    /// @dev A merchant's own bounds per token: the most one posting may reserve from its escrow (0: no
-    /// bound), and the only settler that may post for it (zero: any SETTLER_ROLE holder).
-    mapping(address merchant => mapping(address token => uint256)) private _periodCap;
-    mapping(address merchant => address) private _chosenSettler;
     /// @dev One slot: the challenge window, then the pause clock: seconds paused before the current
     /// pause, and when the current pause began (0 when not paused). See {vaultClock}.
     uint40 private _challengeWindow;
@@ -138,6 +140,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     error ZeroAddress();
     error ZeroAmount();
     error ZeroRoot();
+    error ZeroPeriodLength();
+    error PeriodNotEnded(uint64 periodId, uint256 endsAt);
     error TokenNotAllowed(address token);
     error TokenStatusUnchanged(address token, bool allowed);
     error ChallengeWindowTooLong(uint256 window, uint256 maximum);
@@ -160,8 +164,6 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     error HeldExceeded(uint64 periodId, address merchant, uint256 held, uint256 requested);
     error NotReleasable(uint64 periodId, address merchant, SettlementStatus status);
     error NotSupplementary(uint64 periodId, uint64 releaseId);
-    error PeriodCapExceeded(address merchant, address token, uint256 cap, uint256 requested);
-    error SettlerNotChosen(address merchant, address chosen, address caller);
 
     /// @notice An admin added a token to or removed it from the allow-list.
     event TokenAllowed(address indexed token, bool allowed, address indexed admin);
@@ -169,10 +171,6 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     event ChallengeWindowChanged(uint40 previous, uint40 current, address indexed admin);
     /// @notice Tokens sent to the vault by mistake (beyond escrow and reserves) went to `to`.
     event TokensRecovered(address indexed token, address indexed to, uint256 amount, address indexed admin);
-    /// @notice A merchant bounded what one posting may reserve from its escrow in `token` (0: unbounded).
-    event PeriodCapSet(address indexed merchant, address indexed token, uint256 cap);
-    /// @notice A merchant chose the only settler that may post for it (zero: any settler).
-    event SettlerChosen(address indexed merchant, address indexed settler);
     /// @notice A merchant deposited into its escrow (`amount` is what the vault received).
     event Deposited(address indexed merchant, address indexed token, uint256 amount);
     /// @notice A merchant withdrew unreserved escrow.
@@ -222,10 +220,15 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// challenge window, recovers stray tokens); a timelock in production.
     /// @param challengeWindow Seconds between a post and the opening of its claims (at most
     /// MAX_CHALLENGE_WINDOW); also the window's lifetime minimum (MIN_CHALLENGE_WINDOW).
-    constructor(address admin, uint40 challengeWindow) EIP712("EdgeLedger SettlementVault", "1") {
+    /// @param periodSeconds Length of a settlement period (PERIOD_SECONDS; the service's period length).
+    constructor(address admin, uint40 challengeWindow, uint32 periodSeconds)
+        EIP712("EdgeLedger SettlementVault", "1")
+    {
         if (admin == address(0)) revert ZeroAddress();
+        if (periodSeconds == 0) revert ZeroPeriodLength();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         MIN_CHALLENGE_WINDOW = challengeWindow;
+        PERIOD_SECONDS = periodSeconds;
         _setChallengeWindow(challengeWindow);
     }
 
@@ -280,37 +283,6 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         uint256 amount = balance - owned;
         emit TokensRecovered(token, to, amount, msg.sender);
         IERC20(token).safeTransfer(to, amount);
-    }
-
-    // ------------------------------------------------------------------------------------------
-    // A merchant's own bounds
-    // ------------------------------------------------------------------------------------------
-
-    /// @notice Bounds what one posting (a period or a correction, its held royalties included) may
-    /// reserve from the caller's escrow in `token`; a larger post reverts PeriodCapExceeded. Zero removes
-    /// the bound. Whatever a settler key does, it cannot reserve more than this per posting.
-    /// @param token The token.
-    /// @param cap Token minor units (0: unbounded).
-    function setPeriodCap(address token, uint256 cap) external {
-        _periodCap[msg.sender][token] = cap;
-        emit PeriodCapSet(msg.sender, token, cap);
-    }
-
-    /// @notice Chooses the only SETTLER_ROLE holder that may post roots and releases for the caller
-    /// (zero: any settler). Another settler key, even a compromised one, then cannot post for it.
-    /// @param settler The settler's address, or zero.
-    function chooseSettler(address settler) external {
-        _chosenSettler[msg.sender] = settler;
-        emit SettlerChosen(msg.sender, settler);
-    }
-
-    /// @notice The bounds `merchant` set itself in `token`.
-    /// @param merchant The merchant.
-    /// @param token The token.
-    /// @return cap The most one posting may reserve (0: no bound).
-    /// @return settler The only settler that may post for it (zero: any).
-    function boundsOf(address merchant, address token) external view returns (uint256 cap, address settler) {
-        return (_periodCap[merchant][token], _chosenSettler[merchant]);
     }
 
     // ------------------------------------------------------------------------------------------
@@ -429,18 +401,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         }
         _held[periodId][merchant] = held - amount; // stays in `reserved`, now as the release's remaining
         _fundedBy[releaseId][merchant] = periodId + 1;
-        uint128 value = SafeCast.toUint128(amount);
-        address token = source.token;
-        uint40 window = _challengeWindow;
-        uint40 opensAt = SafeCast.toUint40(block.timestamp) + window;
-        release.root = root;
-        release.token = token;
-        release.claimsOpenAt = _vaultClock() + window;
-        release.status = SettlementStatus.Posted;
-        release.total = value;
-        release.remaining = value;
         emit HeldReleased(periodId, merchant, releaseId, amount, msg.sender);
-        emit SettlementPosted(releaseId, merchant, token, root, amount, opensAt, msg.sender);
+        _record(release, releaseId, merchant, source.token, root, amount);
     }
 
     /// @notice Challenges a posted settlement before its claims open; it stays frozen until an admin
@@ -693,30 +655,45 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     {
         if (root == bytes32(0)) revert ZeroRoot();
         if (total == 0) revert ZeroAmount();
+        uint256 endsAt = (uint256(uint32(periodId)) + 1) * PERIOD_SECONDS;
+        if (block.timestamp < endsAt) revert PeriodNotEnded(periodId, endsAt);
         Settlement storage settlement = _settlements[periodId][merchant];
         SettlementStatus status = settlement.status;
         if (status != SettlementStatus.None && status != SettlementStatus.Cancelled) {
             revert AlreadyPosted(periodId, merchant, status);
         }
         _requireChosenSettler(merchant);
-        uint256 cap = _periodCap[merchant][token];
-        if (cap != 0 && total + held > cap) revert PeriodCapExceeded(merchant, token, cap, total + held);
+        _requireWithinCap(merchant, token, total + held);
         _reserve(merchant, token, total + held);
         delete _fundedBy[periodId][merchant]; // a cancelled release's id posted anew is funded by escrow
+        _record(settlement, periodId, merchant, token, root, total);
+        if (held != 0) {
+            _held[periodId][merchant] = held;
+            emit RoyaltiesHeld(periodId, merchant, token, held);
+        }
+    }
+
+    /// @dev Writes a posted settlement (a period's, a correction's or a release's root) whose claims open
+    /// one challenge window from now on the vault's clock, and announces it.
+    function _record(
+        Settlement storage settlement,
+        uint64 id,
+        address merchant,
+        address token,
+        bytes32 root,
+        uint256 total
+    ) private {
         uint128 value = SafeCast.toUint128(total);
         uint40 window = _challengeWindow;
-        uint40 opensAt = SafeCast.toUint40(block.timestamp) + window;
         settlement.root = root;
         settlement.token = token;
         settlement.claimsOpenAt = _vaultClock() + window;
         settlement.status = SettlementStatus.Posted;
         settlement.total = value;
         settlement.remaining = value;
-        emit SettlementPosted(periodId, merchant, token, root, total, opensAt, msg.sender);
-        if (held != 0) {
-            _held[periodId][merchant] = held;
-            emit RoyaltiesHeld(periodId, merchant, token, held);
-        }
+        emit SettlementPosted(
+            id, merchant, token, root, total, SafeCast.toUint40(block.timestamp) + window, msg.sender
+        );
     }
 
     /// @dev The vault's clock ({vaultClock}).
@@ -729,12 +706,6 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @dev A time on the vault's clock in unix seconds, as it stands if the vault is not paused again.
     function _wallTime(uint40 vaultTime, uint40 clock) private view returns (uint40) {
         return vaultTime + (SafeCast.toUint40(block.timestamp) - clock);
-    }
-
-    /// @dev Reverts unless the caller is the merchant's chosen settler (when it chose one).
-    function _requireChosenSettler(address merchant) private view {
-        address chosen = _chosenSettler[merchant];
-        if (chosen != address(0) && chosen != msg.sender) revert SettlerNotChosen(merchant, chosen, msg.sender);
     }
 
     /// @dev Moves `amount` of the merchant's escrow in an allow-listed `token` to reserved.

@@ -15,6 +15,10 @@ Environment:
     SETTLEMENT_CHALLENGE_WINDOW
                           SettlementVault's challenge window in seconds (default 86400, at most 30 days),
                           also its lifetime minimum
+    DELIVERY_PERIOD_SECONDS
+                          length of a settlement period (default 86400; must divide a day), the vault's
+                          PERIOD_SECONDS: no root is posted for a period before it ends. Must equal the
+                          service's DELIVERY_PERIOD_SECONDS (the worker checks)
     VAULT_TIMELOCK_DELAY  seconds of the EdgeLedgerTimelock that becomes the vault's DEFAULT_ADMIN_ROLE
                           (default: the challenge window + 1 hour; must exceed the window). The deployer
                           hands the vault's admin role to it and renounces its own (docs/custody.md)
@@ -96,6 +100,17 @@ def _grant(contract, roles: list[tuple[str, str]], admin: str, deployer) -> None
             print(f"admin {admin} must grant {role_name} on {contract.address} to {holder}")
 
 
+def _period_seconds() -> int:
+    raw = os.environ.get("DELIVERY_PERIOD_SECONDS") or "86400"
+    try:
+        seconds = int(raw)
+    except ValueError:
+        raise SystemExit(f"DELIVERY_PERIOD_SECONDS must be whole seconds, got {raw!r}") from None
+    if not 60 <= seconds <= 86400 or 86400 % seconds:
+        raise SystemExit(f"DELIVERY_PERIOD_SECONDS must divide a day (60..86400), got {seconds}")
+    return seconds
+
+
 def _challenge_window() -> int:
     raw = os.environ.get("SETTLEMENT_CHALLENGE_WINDOW") or str(DEFAULT_CHALLENGE_WINDOW)
     try:
@@ -168,7 +183,7 @@ def main() -> None:
         _record(data, "DeliveryLedger", ledger)
     if "SettlementVault" in missing:
         # The API's server signer posts payout roots; an auditor (if any) may challenge them.
-        vault = SettlementVault.deploy(admin, window, {"from": deployer})
+        vault = SettlementVault.deploy(admin, window, _period_seconds(), {"from": deployer})
         roles = [("SETTLER_ROLE", registrar), ("PAUSER_ROLE", admin), ("RESOLVER_ROLE", arbiter)]
         roles += [("AUDITOR_ROLE", auditor)] if auditor else []
         _grant(vault, roles, admin, deployer)

@@ -23,6 +23,8 @@ def compiled_abis(build_dir: Path) -> dict[str, str]:
         data = json.loads(artifact.read_text())
         if not str(data.get("sourcePath", "")).startswith("contracts/") or data.get("type") != "contract":
             continue
+        if not data.get("bytecode"):  # abstract building blocks (contracts/vault/) are part of a contract
+            continue
         abis[data["contractName"]] = json.dumps(data["abi"], indent=1, sort_keys=True) + "\n"
     return abis
 

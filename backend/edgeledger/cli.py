@@ -29,6 +29,7 @@ from edgeledger.clitools import (
 )
 from edgeledger.config import get_settings
 from edgeledger.deliveries.cli import app as deliveries_app
+from edgeledger.ledger import registration as registration_formats
 from edgeledger.settlement.cli import app as settlement_app
 from edgeledger.verify.cli import app as verify_app
 
@@ -100,12 +101,22 @@ def register(
     valid_until: Annotated[int, typer.Option(help="Licence end, unix seconds (0 = open-ended)")] = 0,
     terms_cid: Annotated[str, typer.Option(help="IPFS CID of the licence terms")] = "",
     creator: Annotated[str | None, typer.Option(help="Creator address (admins only)")] = None,
+    creator_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="File holding the creator's private key: sign the registration here. Without it the "
+            "typed data is printed for the creator's wallet, then `edgeledger sign-registration`."
+        ),
+    ] = None,
     description: str = "",
     api: ApiUrl = "",
     api_key: ApiKey = "",
 ) -> None:
-    """Upload a file and register it (streamed, with a progress bar)."""
+    """Upload a file and register it (streamed, with a progress bar). The platform registers only what
+    the creator signed: with --creator-key-file the registration is signed and submitted at once."""
     readable_file(file)
+    if creator_key_file is not None:
+        readable_file(creator_key_file)
     params: dict[str, Any] = {
         "title": title,
         "description": description,
@@ -135,12 +146,51 @@ def register(
     if response.status_code >= 400:
         _fail(response)
     asset = response.json()
+    if response.status_code == 202:
+        if creator_key_file is None:
+            typer.echo(json.dumps(asset["typed_data"], indent=2))
+            typer.secho(
+                f"registration {asset['id']} awaits the creator's signature: sign the typed data above "
+                f"(eth_signTypedData_v4), then run `edgeledger sign-registration {asset['id']} SIGNATURE`",
+                fg="yellow",
+                err=True,
+            )
+            return
+        signature = registration_formats.sign(asset["typed_data"], creator_key_file.read_text().strip())
+        asset = _submit_registration_signature(api, api_key, int(asset["id"]), signature)
     typer.echo(json.dumps(summarise_territories(asset), indent=2))
     typer.secho(
         f"registered asset #{asset['id']} in block {asset['chain']['block_number']} "
         f"(tx {asset['chain']['tx_hash']})",
         fg="green",
         err=True,
+    )
+
+
+def _submit_registration_signature(api: str, api_key: str, registration_id: int, signature: str) -> Any:
+    response = httpx.post(
+        f"{api or _default_api()}/assets/registrations/{registration_id}/signature",
+        headers={"X-API-Key": api_key},
+        json={"signature": signature},
+        timeout=httpx.Timeout(30, read=None),
+    )
+    if response.status_code >= 400:
+        _fail(response)
+    return response.json()
+
+
+@app.command("sign-registration")
+def sign_registration(
+    registration_id: Annotated[int, typer.Argument(help="The registration awaiting the creator's signature")],
+    signature: Annotated[str, typer.Argument(help="The creator's signature of its typed data (0x...)")],
+    api: ApiUrl = "",
+    api_key: ApiKey = "",
+) -> None:
+    """Submit the creator's signature of a registration; the platform then registers it on chain."""
+    asset = _submit_registration_signature(api, api_key, registration_id, signature)
+    typer.echo(json.dumps(summarise_territories(asset), indent=2))
+    typer.secho(
+        f"registered asset #{asset['id']} in block {asset['chain']['block_number']}", fg="green", err=True
     )
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from eth_account import Account
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -22,8 +23,9 @@ from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
 from edgeledger.devtools.samples import demo_png
 from edgeledger.ipfs import IpfsClient, cid_of_bytes
+from edgeledger.ledger import registration as formats
 from edgeledger.main import create_app
-from tests.backend.support.stack import Caller, free_port, make_caller, rpc
+from tests.backend.support.stack import Caller, free_port, make_caller, post_asset, rpc
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +36,9 @@ def png(label: str | None = None) -> bytes:
 
 def upload(client: TestClient, caller: Caller, data: bytes, **params: Any) -> Any:
     params.setdefault("title", "Product shot")
-    return client.post(
-        "/assets",
-        headers=caller.headers,
+    return post_asset(
+        client,
+        caller,
         files={"file": ("shot.png", data, "image/png")},
         data={"metadata": json.dumps(params)},
     )
@@ -253,9 +255,9 @@ def test_bad_registration_input(
 def test_bad_uploads(app_client: TestClient, creator: Caller, settings: Settings) -> None:
     assert_error(upload(app_client, creator, b"#!/bin/sh\necho not media\n"), 415, "unsupported_media_type")
     assert_error(upload(app_client, creator, b""), 400, "empty_upload")
-    response = app_client.post(
-        "/assets",
-        headers=creator.headers,
+    response = post_asset(
+        app_client,
+        creator,
         data={"metadata": "{not json"},
         files={"file": ("a.png", png(), "image/png")},
     )
@@ -341,10 +343,18 @@ def _crashed_registration(app_client: TestClient, caller: Caller, *, submit: boo
         with tempfile.NamedTemporaryFile() as spool:
             facts = service.digest_to_file(io.BytesIO(data), spool, 10**9)
             metadata = service.metadata_document(params, facts, creator, 1_700_000_000)
+            deadline = int(datetime.now(UTC).timestamp()) + 3600
             reg = flows._open_journal(
-                session, actor, params, facts, creator, 1_700_000_000, "c.png", metadata
+                session, actor, params, facts, creator, 1_700_000_000, "c.png", metadata, deadline
             )
             flows._pin(session, app.state.ipfs, reg, spool.name, facts, metadata)  # type: ignore[attr-defined]
+        # The creator's signature arrived and was kept; the process dies before (or after) sending.
+        typed = flows.registration_typed_data(app.state.chain, reg)  # type: ignore[attr-defined]
+        reg.params_json = json.dumps(
+            {**json.loads(reg.params_json), "signature": formats.sign(typed, caller.account.key)}
+        )
+        reg.state = RegistrationState.pinned
+        session.commit()
         if submit:
             reg.tx_hash = app.state.chain.send(flows.registration_call(app.state.chain, reg))  # type: ignore[attr-defined]
             reg.state = RegistrationState.submitted
@@ -406,43 +416,106 @@ def test_reconciler_releases_abandoned_pins(
 # ----------------------------------------------------------------------------------------------
 
 
-def test_wallet_mode_creator_signs_the_registration(app_client: TestClient, creator: Caller) -> None:
+def test_the_platform_registers_only_what_the_creator_signed(app_client: TestClient, creator: Caller) -> None:
+    """Every upload waits for the creator's EIP-712 signature of its registration (typed data in the
+    read model); someone else's signature is refused before any gas is spent, and the platform's signer
+    relays the creator's own with registerFor."""
     chain = app_client.app.state.chain  # type: ignore[attr-defined]
-    rpc(chain.rpc_url, "anvil_setBalance", creator.account.address, hex(10**20))
-    pending = upload(app_client, creator, png(), mode="wallet")
+    pending = app_client.post(
+        "/assets",
+        headers=creator.headers,
+        files={"file": ("shot.png", png(), "image/png")},
+        data={"metadata": json.dumps({"title": "Signed", "mode": "wallet"})},
+    )
     assert pending.status_code == 202, pending.text
     reg = pending.json()
-    assert reg["state"] == "awaiting_signature"
-    unsigned = reg["unsigned_transaction"]
-
-    def signed_by(account: Any) -> str:
-        tx = {
-            **unsigned,
-            "from": account.address,
-            "gas": 1_500_000,
-            "nonce": chain.w3.eth.get_transaction_count(account.address),
-            "maxFeePerGas": 10**10,
-            "maxPriorityFeePerGas": 10**9,
-        }
-        return account.sign_transaction(tx).raw_transaction.to_0x_hex()
+    assert reg["state"] == "awaiting_signature" and reg["tx_hash"] is None
+    typed = reg["typed_data"]
+    assert typed["primaryType"] == "Registration"
+    assert typed["message"]["creator"] == creator.account.address
+    assert typed["message"]["contentHash"] == reg["content_hash"]
+    assert typed["domain"]["verifyingContract"] == chain.contract("ContentRegistry").address
+    path = f"/assets/registrations/{reg['id']}/signature"
 
     stranger = make_caller(app_client, Role.creator, "stranger").account
     wrong = app_client.post(
-        f"/assets/registrations/{reg['id']}/signed-transaction",
-        headers=creator.headers,
-        json={"raw_transaction": signed_by(stranger)},
+        path, headers=creator.headers, json={"signature": formats.sign(typed, stranger.key)}
     )
-    assert_error(wrong, 422, "signed_transaction_mismatch")
-
+    body = assert_error(wrong, 422, "invalid_signature")
+    assert body["details"]["recovered_signer"] == stranger.address
+    assert app_client.get(f"/assets/registrations/{reg['id']}", headers=creator.headers).json()["state"] == (
+        "awaiting_signature"
+    )
     done = app_client.post(
-        f"/assets/registrations/{reg['id']}/signed-transaction",
-        headers=creator.headers,
-        json={"raw_transaction": signed_by(creator.account)},
+        path, headers=creator.headers, json={"signature": formats.sign(typed, creator.account.key)}
     )
     assert done.status_code == 201, done.text
     asset = done.json()
-    receipt = rpc(chain.rpc_url, "eth_getTransactionByHash", asset["chain"]["tx_hash"])
-    assert receipt["from"].lower() == creator.account.address.lower()  # type: ignore[index]
+    tx = rpc(chain.rpc_url, "eth_getTransactionByHash", asset["chain"]["tx_hash"])
+    assert tx["from"].lower() == chain.signer_address.lower()  # type: ignore[index]  # the platform pays
+    assert asset["creator"] == creator.account.address
+    again = app_client.post(
+        path, headers=creator.headers, json={"signature": formats.sign(typed, creator.account.key)}
+    )
+    assert_error(again, 409, "registration_not_awaiting_signature")
+
+
+def test_a_registration_front_run_on_chain_is_reported_as_such(
+    app_client: TestClient, creator: Caller
+) -> None:
+    """Someone registers the same bytes on chain (commit-reveal from its own wallet) while the creator's
+    registration waits for its signature: the creator's submission answers 409 front_run with the
+    other asset and holder (the arbiter may then reassign the rights), and the pins are released."""
+    chain = app_client.app.state.chain  # type: ignore[attr-defined]
+    data = png()
+    pending = app_client.post(
+        "/assets",
+        headers=creator.headers,
+        files={"file": ("shot.png", data, "image/png")},
+        data={"metadata": json.dumps({"title": "Mine"})},
+    )
+    assert pending.status_code == 202, pending.text
+    reg = pending.json()
+    thief = Account.create()
+    rpc(chain.rpc_url, "anvil_setBalance", thief.address, hex(10**20))
+    registry = chain.contract("ContentRegistry")
+    message = formats.registration_message(
+        (
+            sha(data),
+            "bafkreithief",
+            "bafkreithiefmeta",
+            thief.address,
+            0,
+            False,
+            (1, 0, 0, 0, ""),
+            [thief.address],
+            [10_000],
+        )
+    )
+    stolen = formats.registration_tuple(message)
+    salt = os.urandom(32)
+    for call in (
+        registry.functions.commitRegistration(formats.commitment(sha(data), thief.address, salt)),
+        registry.functions.registerAsset(stolen, salt),
+    ):
+        tx = call.build_transaction(
+            {
+                "from": thief.address,
+                "nonce": chain.w3.eth.get_transaction_count(thief.address),
+                "gas": 1_500_000,
+            }
+        )
+        raw = thief.sign_transaction(tx).raw_transaction
+        receipt = chain.w3.eth.wait_for_transaction_receipt(chain.w3.eth.send_raw_transaction(raw))
+        assert receipt["status"] == 1
+    signature = formats.sign(reg["typed_data"], creator.account.key)
+    late = app_client.post(
+        f"/assets/registrations/{reg['id']}/signature", headers=creator.headers, json={"signature": signature}
+    )
+    body = assert_error(late, 409, "front_run")
+    assert body["details"]["holder"] == thief.address
+    row = next(r for r in registrations(app_client) if r.id == reg["id"])
+    assert row.state == RegistrationState.released and row.error_code == "front_run"
 
 
 # ----------------------------------------------------------------------------------------------

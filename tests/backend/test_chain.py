@@ -12,7 +12,8 @@ import pytest
 
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import PROJECT_ROOT
-from tests.backend.support.stack import DeployedChain, free_port
+from edgeledger.ledger import registration as formats
+from tests.backend.support.stack import DeployedChain, free_port, self_register
 
 pytestmark = pytest.mark.integration
 
@@ -48,12 +49,16 @@ def test_concurrent_sends_never_share_a_nonce(chain_snapshot: DeployedChain, tmp
     creator = chain_snapshot.signer.address
 
     def register(seed: int) -> int:
-        return chain.transact(registry.functions.registerAsset(registration(seed, creator))).block_number
+        # Commitments: independent transactions of one signer, as registrations of many assets are.
+        commitment = formats.commitment(seed.to_bytes(32, "big"), creator, bytes(32))
+        return int(chain.transact(registry.functions.commitRegistration(commitment)).block_number)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         blocks = list(pool.map(register, range(1, 25)))
     assert len(blocks) == 24
-    assert chain.call(registry.functions.totalAssets()) == 24
+    for seed in range(1, 25):
+        commitment = formats.commitment(seed.to_bytes(32, "big"), creator, bytes(32))
+        assert chain.call(registry.functions.commitmentBlock(commitment)) in blocks
     nonces = [
         chain.w3.eth.get_transaction(tx)["nonce"]
         for block in set(blocks)
@@ -72,13 +77,15 @@ def test_two_processes_share_the_signer_through_the_lock_file(
         "from pathlib import Path\n"
         "from tests.backend.test_chain import client, registration\n"
         "from tests.backend.support.stack import DeployedChain\n"
+        "from edgeledger.ledger.registration import commitment\n"
         "from eth_account import Account\n"
         "rpc, dep, key, lock, start = sys.argv[1:6]\n"
         "acct = Account.from_key(key)\n"
         "chain = client(DeployedChain(rpc, Path(dep), acct, acct), Path(lock))\n"
         "reg = chain.contract('ContentRegistry')\n"
         "for seed in range(int(start), int(start) + 10):\n"
-        "    chain.transact(reg.functions.registerAsset(registration(seed, acct.address)))\n"
+        "    c = commitment(seed.to_bytes(32, 'big'), acct.address, bytes(32))\n"
+        "    chain.transact(reg.functions.commitRegistration(c))\n"
     )
     args = [
         chain_snapshot.rpc_url,
@@ -93,21 +100,24 @@ def test_two_processes_share_the_signer_through_the_lock_file(
     ]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     chain = client(chain_snapshot)
-    assert chain.call(chain.contract("ContentRegistry").functions.totalAssets()) == 20
+    registry = chain.contract("ContentRegistry")
+    for seed in [*range(1000, 1010), *range(2000, 2010)]:
+        commitment = formats.commitment(seed.to_bytes(32, "big"), chain_snapshot.signer.address, bytes(32))
+        assert chain.call(registry.functions.commitmentBlock(commitment)) > 0
 
 
 def test_custom_errors_are_decoded_by_name(chain_snapshot: DeployedChain) -> None:
     chain = client(chain_snapshot)
     registry = chain.contract("ContentRegistry")
     creator = chain_snapshot.signer.address
-    chain.transact(registry.functions.registerAsset(registration(7, creator)))
+    self_register(chain.transact, registry, registration(7, creator))
     with pytest.raises(ContractRevert) as duplicate:
-        chain.transact(registry.functions.registerAsset(registration(7, creator)))
+        self_register(chain.transact, registry, registration(7, creator))
     assert duplicate.value.error == "AlreadyRegistered"
     assert duplicate.value.error_args == {"contentHash": "0x" + (7).to_bytes(32, "big").hex(), "assetId": 1}
     bad_split = (*registration(8, creator)[:8], [5_000])
     with pytest.raises(ContractRevert) as split:
-        chain.transact(registry.functions.registerAsset(bad_split))
+        self_register(chain.transact, registry, bad_split)
     assert (split.value.error, split.value.error_args) == ("SharesNotWhole", {"total": 5000})
     with pytest.raises(ContractRevert) as missing:
         chain.call(registry.functions.getAsset(99))

@@ -35,7 +35,7 @@ from edgeledger.ipfs import IpfsClient
 from edgeledger.ipfs.cid import cid_of_bytes
 from tests.backend.support.deliveries import add_records, close_and_anchor, register_source
 from tests.backend.support.settlement import delivery_records, deposit, send_as
-from tests.backend.support.stack import Caller, DeployedChain, make_caller, rpc
+from tests.backend.support.stack import Caller, DeployedChain, make_caller, post_asset, rpc, self_register
 
 PERIOD = 86_400
 DAY0 = 1_763_596_800  # 2025-11-20T00:00:00Z
@@ -65,9 +65,9 @@ def _indexer(session: Session, settings: Settings) -> flows.Indexer:
 
 
 def _register_asset(client: TestClient, creator: Caller, title: str) -> int:
-    response = client.post(
-        "/assets",
-        headers=creator.headers,
+    response = post_asset(
+        client,
+        creator,
         files={"file": ("shot.png", demo_png(os.urandom(8).hex()), "image/png")},
         data={"metadata": json.dumps({"title": title})},
     )
@@ -239,7 +239,7 @@ def _register_on_chain(chain: ChainClient, metadata_cid: str, content_cid: str) 
         [registrar],
         [10_000],
     )
-    chain.transact(chain.contract("ContentRegistry").functions.registerAsset(registration))
+    self_register(chain.transact, chain.contract("ContentRegistry"), registration)
 
 
 def test_oversized_slow_or_invalid_metadata_is_recorded_and_skipped(

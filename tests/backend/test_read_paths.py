@@ -19,7 +19,7 @@ from edgeledger.cache import TtlCache
 from edgeledger.db import get_session
 from edgeledger.devtools.samples import demo_png
 from edgeledger.server import NoDelayH11Protocol, set_nodelay, uvicorn_command
-from tests.backend.support.stack import Caller, make_caller, rpc
+from tests.backend.support.stack import Caller, make_caller, post_asset, rpc
 
 pytestmark = pytest.mark.integration
 
@@ -141,9 +141,9 @@ def test_a_scope_change_applies_at_once_despite_the_principal_cache(app_client: 
 def test_provenance_is_served_per_chain_head_and_follows_a_new_one(
     app_client: TestClient, creator: Caller, chain_snapshot: Any
 ) -> None:
-    created = app_client.post(
-        "/assets",
-        headers=creator.headers,
+    created = post_asset(
+        app_client,
+        creator,
         files={"file": ("shot.png", demo_png("read paths"), "image/png")},
         data={"metadata": '{"title": "Read paths"}'},
     )

@@ -38,7 +38,7 @@ from tests.backend.support.deliveries import (
     register_source,
 )
 from tests.backend.support.settlement import delivery_records, send_as
-from tests.backend.support.stack import Caller, make_caller, rpc
+from tests.backend.support.stack import Caller, make_caller, post_asset, rpc
 
 pytestmark = pytest.mark.integration
 
@@ -377,9 +377,9 @@ def scene(
     co-payee) three days ago, an account settling from that period, a rate card and 20 tUSDC escrow."""
     period_start = int(time.time()) // DAY * DAY - 3 * DAY
     co_payee = Account.create()
-    response = app_client.post(
-        "/assets",
-        headers=roles.creator.headers,
+    response = post_asset(
+        app_client,
+        roles.creator,
         files={"file": ("shot.png", demo_png(secrets.token_hex(8)), "image/png")},
         data={
             "metadata": json.dumps(

@@ -72,7 +72,7 @@ from tests.backend.support.deliveries import (
     register_source,
 )
 from tests.backend.support.settlement import delivery_records, deposit, send_as
-from tests.backend.support.stack import rpc
+from tests.backend.support.stack import rpc, self_register
 from tests.backend.test_settlement_flow import CARD, DAY, DAY0, GB
 
 pytestmark = pytest.mark.integration
@@ -165,7 +165,7 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
             for parent in (0, 1):
                 creator, co = self._wallet(), self._wallet()
                 reg = _registration(creator.address, parent, [creator.address, co.address], [6_000, 4_000])
-                self._send(creator, self.registry.functions.registerAsset(reg))
+                self_register(lambda call, who=creator: self._send(who, call), self.registry, reg)
                 self.assets.append(int(self.chain.call(self.registry.functions.totalAssets())))
             self.deliveries = 0
             #: right after a run: every late batch anchored before it is in a correction by now

@@ -28,7 +28,7 @@ from edgeledger.config import Settings
 from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from tests.backend.support.scenes import rate_card
 from tests.backend.support.settlement import deposit, send_raw
-from tests.backend.support.stack import Caller, make_caller, rpc
+from tests.backend.support.stack import Caller, make_caller, post_asset, rpc
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +53,9 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
 
     image = demo_png(secrets.token_hex(6))
     asset = _ok(
-        app_client.post(
-            "/assets",
-            headers=creator.headers,
+        post_asset(
+            app_client,
+            creator,
             files={"file": ("shot.png", image, "image/png")},
             data={
                 "metadata": json.dumps(

@@ -44,7 +44,7 @@ from tests.backend.support.deliveries import (
     register_source,
 )
 from tests.backend.support.settlement import delivery_records, deposit, send_as
-from tests.backend.support.stack import Caller, make_caller, rpc
+from tests.backend.support.stack import Caller, make_caller, post_asset, rpc
 
 pytestmark = pytest.mark.integration
 #: This session's own queue on the shared broker (see support/services.celery_worker).
@@ -75,9 +75,9 @@ def _ok(response: Any) -> Any:
 def register_asset(app_client: TestClient, caller: Caller, **params: Any) -> int:
     params.setdefault("title", "Product shot")
     params.setdefault("valid_from", 0)
-    response = app_client.post(
-        "/assets",
-        headers=caller.headers,
+    response = post_asset(
+        app_client,
+        caller,
         files={"file": ("shot.png", demo_png(secrets.token_hex(8)), "image/png")},
         data={"metadata": json.dumps(params)},
     )

@@ -52,7 +52,7 @@ from tests.backend.support.deliveries import (
     register_source,
 )
 from tests.backend.support.settlement import delivery_records, deposit, send_as
-from tests.backend.support.stack import Caller, make_caller, rpc
+from tests.backend.support.stack import Caller, make_caller, rpc, self_register
 from tests.backend.test_settlement_flow import CARD, DAY, DAY0, GB, register_asset
 
 pytestmark = pytest.mark.integration
@@ -473,7 +473,7 @@ def test_an_asset_registered_only_on_chain_settles_like_any_other(money: Money) 
         [payee],
         [10_000],
     )
-    money.as_wallet(creator, money.registry.functions.registerAsset(registration))
+    self_register(lambda call: money.as_wallet(creator, call), money.registry, registration)
     asset_id = int(money.chain.call(money.registry.functions.totalAssets()))
     assert money.session.get(Asset, asset_id) is None
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 import pytest
-from brownie import ContentRegistry, DeliveryLedger, web3
+from brownie import ContentRegistry, DeliveryLedger, chain, web3
 from brownie.exceptions import decode_typed_error
 from eth_abi import encode
 from eth_account import Account
@@ -26,6 +26,8 @@ from edgeledger.ledger.manifest import (
     MANIFEST_TYPEHASH,
 )
 from edgeledger.ledger.manifest import EIP712_DOMAIN_FIELDS as _LEDGER_DOMAIN_FIELDS
+from edgeledger.ledger.registration import commitment as registration_commitment
+from edgeledger.ledger.registration import registration_typed_data
 
 TOTAL_BPS = 10_000
 MAX_RECIPIENTS = 50
@@ -227,13 +229,68 @@ def registry(module_isolation, admin, registrar, arbiter):
     return contract
 
 
+def self_register(registry, reg, sender, *, salt=None):
+    """A creator's own registration: commitRegistration in one block, registerAsset (the reveal) in the
+    next. Returns the reveal's transaction."""
+    salt = random_hash() if salt is None else salt
+    registry.commitRegistration(registration_commitment(reg[0], reg[3], salt), {"from": sender})
+    return registry.registerAsset(reg, salt, {"from": sender})
+
+
+def sign_registration(registry, reg, signer, *, nonce=None, deadline=None):
+    """(signature, deadline): `signer`'s EIP-712 Registration signature of `reg` for `registry` (the
+    creator's next nonce and a deadline an hour ahead unless given)."""
+    nonce = registry.nonces(reg[3]) if nonce is None else nonce
+    deadline = chain.time() + 3600 if deadline is None else deadline
+    typed = registration_typed_data(
+        reg, nonce=nonce, deadline=deadline, chain_id=web3.eth.chain_id, contract=str(registry.address)
+    )
+    signed = Account.sign_message(encode_typed_data(full_message=typed), private_key_of(signer))
+    return signed.signature, deadline
+
+
+def register_for(registry, reg, registrar, *, signer=None, nonce=None, deadline=None):
+    """The registrar's registerFor with the creator's (or `signer`'s, for a contract creator) signature."""
+    signer = _account_of(reg[3]) if signer is None else signer
+    signature, deadline = sign_registration(registry, reg, signer, nonce=nonce, deadline=deadline)
+    return registry.registerFor(reg, deadline, signature, {"from": registrar})
+
+
+#: anvil's default accounts (brownie's `accounts`) come from this well-known test mnemonic.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+@functools.cache
+def _anvil_keys() -> dict[str, bytes]:
+    Account.enable_unaudited_hdwallet_features()
+    derived = (Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(10))
+    return {a.address: a.key for a in derived}
+
+
+def private_key_of(account) -> bytes:
+    """The private key of a LocalAccount or of one of anvil's unlocked default accounts."""
+    key = getattr(account, "key", None) or getattr(account, "private_key", None)
+    return key if key is not None else _anvil_keys()[str(account)]
+
+
+def _account_of(address):
+    from brownie import accounts
+
+    return next(a for a in accounts if a.address == str(address))
+
+
 @pytest.fixture
-def register(registry):
-    """register(creator, sender=None, **overrides) -> (assetId, tx, registration tuple)."""
+def register(registry, registrar):
+    """register(creator, sender=None, **overrides) -> (assetId, tx, registration tuple): the creator's
+    own commit-reveal registration, or the registrar's registerFor with the creator's signature when
+    `sender` is the registrar."""
 
     def _register(creator, sender=None, **overrides):
         reg = registration(creator, **overrides)
-        tx = registry.registerAsset(reg, {"from": sender or creator})
+        if sender is not None and str(sender) != str(creator):
+            tx = register_for(registry, reg, sender)
+        else:
+            tx = self_register(registry, reg, creator)
         return tx.return_value, tx, reg
 
     return _register
@@ -685,6 +742,8 @@ def batch_call(contract, calls) -> list:
 # are payees without any role. Payout leaves follow docs/settlement-leaf.md.
 
 CHALLENGE_WINDOW = 86_400
+#: The vault's settlement period length (the service's default DELIVERY_PERIOD_SECONDS).
+PERIOD_SECONDS = 86_400
 USDC_UNIT = 10**6
 PAYOUT_TYPES = ["uint64", "address", "address", "address", "uint256"]
 
@@ -790,7 +849,7 @@ def eurc(module_isolation, admin):
 def vault(module_isolation, admin, settler, auditor, usdc, eurc):
     from brownie import SettlementVault
 
-    contract = SettlementVault.deploy(admin, CHALLENGE_WINDOW, {"from": admin})
+    contract = SettlementVault.deploy(admin, CHALLENGE_WINDOW, PERIOD_SECONDS, {"from": admin})
     contract.grantRole(contract.SETTLER_ROLE(), settler, {"from": admin})
     contract.grantRole(contract.AUDITOR_ROLE(), auditor, {"from": admin})
     contract.grantRole(contract.PAUSER_ROLE(), admin, {"from": admin})

@@ -6,7 +6,7 @@ see conftest.custom_error.
 
 import brownie
 import pytest
-from brownie import ContentRegistry, web3
+from brownie import ContentRegistry, chain, web3
 from eth_utils import to_checksum_address
 
 from .conftest import (
@@ -27,7 +27,9 @@ from .conftest import (
     licence,
     random_cid,
     random_hash,
+    register_for,
     registration,
+    self_register,
     territories,
 )
 
@@ -56,7 +58,6 @@ EXPECTED_ERRORS = (
     "ZeroContentHash()",
     "EmptyCid()",
     "ZeroCreator()",
-    "NotRegistrar(address,address)",
     "AlreadyRegistered(bytes32,uint256)",
     "UnknownParent(uint256)",
     "NotRightsHolder(uint256,address)",
@@ -73,7 +74,15 @@ EXPECTED_ERRORS = (
     "RoyaltyTooHigh(uint16)",
     "InvalidStatusTransition(uint256,uint8,uint8)",
     "EmptyReason()",
+    "NotCreator(address,address)",
+    "AlreadyCommitted(bytes32,uint256)",
+    "NoCommitment(bytes32)",
+    "CommitmentTooRecent(bytes32,uint256)",
+    "SignatureExpired(uint256)",
+    "InvalidSignature(address)",
 )
+#: Errors of the OpenZeppelin building blocks (Nonces, EIP712's ShortStrings) besides ERC721/AccessControl.
+INHERITED_ERRORS = {"InvalidAccountNonce", "InvalidShortString", "StringTooLong"}
 
 
 def test_custom_error_signatures_and_selectors():
@@ -86,7 +95,7 @@ def test_custom_error_signatures_and_selectors():
         item["name"]
         for item in ContentRegistry.abi
         if item["type"] == "error" and not item["name"].startswith(("ERC721", "AccessControl"))
-    }
+    } - INHERITED_ERRORS
     assert own_errors == {signature.split("(")[0] for signature in EXPECTED_ERRORS}
     # Known selectors, independent of the ABI lookup.
     assert error_selector("AccessControlUnauthorizedAccount") == "0xe2517d3f"
@@ -133,14 +142,14 @@ def test_admin_grants_and_revokes_registrar_role(registry, admin, creator, other
     tx = registry.grantRole(REGISTRAR_ROLE, other, {"from": admin})
     assert_event(tx, "RoleGranted", role=REGISTRAR_ROLE, account=other, sender=admin)
     assert registry.hasRole(REGISTRAR_ROLE, other)
-    tx = registry.registerAsset(registration(creator), {"from": other})
+    tx = register_for(registry, registration(creator), other)
     assert registry.ownerOf(tx.return_value) == creator
 
     tx = registry.revokeRole(REGISTRAR_ROLE, other, {"from": admin})
     assert_event(tx, "RoleRevoked", role=REGISTRAR_ROLE, account=other, sender=admin)
     assert not registry.hasRole(REGISTRAR_ROLE, other)
-    with brownie.reverts(custom_error("NotRegistrar", other, creator)):
-        registry.registerAsset(registration(creator), {"from": other})
+    with brownie.reverts(custom_error("AccessControlUnauthorizedAccount", other, REGISTRAR_ROLE)):
+        register_for(registry, registration(creator), other)
 
 
 @pytest.mark.parametrize("role", [REGISTRAR_ROLE, ARBITER_ROLE, DEFAULT_ADMIN_ROLE])
@@ -172,7 +181,7 @@ def test_renounce_role(registry, arbiter, other, asset):
 def test_self_registration(registry, creator):
     lic = licence(territories(3, 200), T0, T1, 750, random_cid())
     reg = registration(creator, aigc=True, licence_tuple=lic)
-    tx = registry.registerAsset(reg, {"from": creator})
+    tx = self_register(registry, reg, creator)
 
     assert tx.return_value == 1
     assert event_names(tx) == ["AssetRegistered", "LicenceUpdated", "SplitUpdated", "Transfer"]
@@ -243,7 +252,7 @@ def test_unregistered_hash_maps_to_zero(registry, asset):
 
 def test_registrar_registers_for_creator(registry, registrar, creator):
     reg = registration(creator)
-    tx = registry.registerAsset(reg, {"from": registrar})
+    tx = register_for(registry, reg, registrar)
     asset_id = tx.return_value
     assert_event(
         tx,
@@ -263,25 +272,43 @@ def test_registrar_registers_for_creator(registry, registrar, creator):
     assert registry.getAsset(asset_id)["creator"] == creator
 
 
-def test_registrar_may_register_for_a_contract_without_erc721_receiver(registry, registrar):
-    # The registry itself is a contract without onERC721Received: plain _mint must still succeed.
-    tx = registry.registerAsset(registration(registry.address), {"from": registrar})
-    assert registry.ownerOf(tx.return_value) == registry.address
+def test_registrar_may_register_for_a_contract_wallet_without_erc721_receiver(registry, registrar, creator):
+    # A smart-contract wallet signs by ERC-1271 and has no onERC721Received: plain _mint must still succeed.
+    from brownie import TestClaimWallet
+
+    wallet = TestClaimWallet.deploy(creator, {"from": creator})
+    tx = register_for(registry, registration(wallet.address), registrar, signer=creator)
+    assert registry.ownerOf(tx.return_value) == wallet.address
+    # Anyone else's signature is not the wallet's.
+    with brownie.reverts(custom_error("InvalidSignature", wallet.address)):
+        register_for(registry, registration(wallet.address), registrar, signer=registrar)
 
 
 @pytest.mark.parametrize("sender_name", ["other", "admin", "arbiter"])
 def test_non_registrar_cannot_register_for_someone_else(registry, creator, request, sender_name):
     sender = request.getfixturevalue(sender_name)
-    with brownie.reverts(custom_error("NotRegistrar", sender, creator)):
-        registry.registerAsset(registration(creator), {"from": sender})
+    with brownie.reverts(custom_error("NotCreator", sender, creator)):
+        self_register(registry, registration(creator), sender)
+    # Even with the creator's own signature, only the registrar submits registerFor.
+    with brownie.reverts(custom_error("AccessControlUnauthorizedAccount", sender, REGISTRAR_ROLE)):
+        register_for(registry, registration(creator), sender)
     assert registry.totalAssets() == 0
 
 
 @pytest.mark.parametrize("sender_name", ["creator", "registrar"])
 def test_zero_creator(registry, request, sender_name):
     sender = request.getfixturevalue(sender_name)
-    with brownie.reverts(custom_error("ZeroCreator")):
-        registry.registerAsset(registration(ZERO_ADDRESS, recipients=[sender]), {"from": sender})
+    reg = registration(ZERO_ADDRESS, recipients=[sender])
+    with brownie.reverts(
+        custom_error(
+            "ZeroCreator" if sender_name == "registrar" else "NotCreator",
+            *([] if sender_name == "registrar" else [sender, ZERO_ADDRESS]),
+        )
+    ):
+        if sender_name == "registrar":
+            registry.registerFor(reg, chain.time() + 60, b"\x00" * 65, {"from": sender})
+        else:
+            self_register(registry, reg, sender)
 
 
 def test_duplicate_hash_reverts_with_existing_id(registry, register, registrar, creator, other):
@@ -289,36 +316,37 @@ def test_duplicate_hash_reverts_with_existing_id(registry, register, registrar, 
     first_id, _, reg = register(other)
     # Same bytes, different creator, CIDs and sender: the first registrant wins.
     duplicate = registration(creator, content_hash=reg[0])
-    for sender in (creator, registrar):
-        with brownie.reverts(custom_error("AlreadyRegistered", reg[0], first_id)):
-            registry.registerAsset(duplicate, {"from": sender})
+    with brownie.reverts(custom_error("AlreadyRegistered", reg[0], first_id)):
+        self_register(registry, duplicate, creator)
+    with brownie.reverts(custom_error("AlreadyRegistered", reg[0], first_id)):
+        register_for(registry, duplicate, registrar)
     # Even the original registrant cannot register it again.
     with brownie.reverts(custom_error("AlreadyRegistered", reg[0], first_id)):
-        registry.registerAsset(registration(other, content_hash=reg[0]), {"from": other})
+        self_register(registry, registration(other, content_hash=reg[0]), other)
     assert registry.totalAssets() == 2
     assert registry.assetIdOf(reg[0]) == first_id
 
 
 def test_zero_content_hash(registry, creator):
     with brownie.reverts(custom_error("ZeroContentHash")):
-        registry.registerAsset(registration(creator, content_hash=ZERO_HASH), {"from": creator})
+        self_register(registry, registration(creator, content_hash=ZERO_HASH), creator)
 
 
 @pytest.mark.parametrize("field", ["content_cid", "metadata_cid"])
 def test_empty_cid(registry, creator, field):
     with brownie.reverts(custom_error("EmptyCid")):
-        registry.registerAsset(registration(creator, **{field: ""}), {"from": creator})
+        self_register(registry, registration(creator, **{field: ""}), creator)
 
 
 def test_unknown_parent(registry, register, creator):
     with brownie.reverts(custom_error("UnknownParent", 1)):
-        registry.registerAsset(registration(creator, parent_id=1), {"from": creator})
+        self_register(registry, registration(creator, parent_id=1), creator)
     register(creator)
     # The id the new asset itself would get is not a valid parent either.
     with brownie.reverts(custom_error("UnknownParent", 2)):
-        registry.registerAsset(registration(creator, parent_id=2), {"from": creator})
+        self_register(registry, registration(creator, parent_id=2), creator)
     with brownie.reverts(custom_error("UnknownParent", MAX_UINT256)):
-        registry.registerAsset(registration(creator, parent_id=MAX_UINT256), {"from": creator})
+        self_register(registry, registration(creator, parent_id=MAX_UINT256), creator)
 
 
 def test_derivative_links_to_parent(registry, register, registrar, arbiter, creator, other):
@@ -351,12 +379,12 @@ def submit_split(request, registry, creator):
     if request.param == "register":
 
         def _submit(recipients, shares):
-            return registry.registerAsset(
-                registration(creator, recipients=recipients, shares=shares), {"from": creator}
+            return self_register(
+                registry, registration(creator, recipients=recipients, shares=shares), creator
             )
 
     else:
-        asset_id = registry.registerAsset(registration(creator), {"from": creator}).return_value
+        asset_id = self_register(registry, registration(creator), creator).return_value
 
         def _submit(recipients, shares):
             return registry.updateSplit(asset_id, recipients, shares, {"from": creator})
@@ -438,10 +466,10 @@ def submit_licence(request, registry, creator):
     if request.param == "register":
 
         def _submit(lic):
-            return registry.registerAsset(registration(creator, licence_tuple=lic), {"from": creator})
+            return self_register(registry, registration(creator, licence_tuple=lic), creator)
 
     else:
-        asset_id = registry.registerAsset(registration(creator), {"from": creator}).return_value
+        asset_id = self_register(registry, registration(creator), creator).return_value
 
         def _submit(lic):
             return registry.updateLicence(asset_id, lic, {"from": creator})
@@ -1096,7 +1124,9 @@ MUTATING_FUNCTIONS = {
     "grantRole(bytes32,address)",
     "markDisputed(uint256,string)",
     "reassignRights(uint256,address,string)",
-    "registerAsset((bytes32,string,string,address,uint256,bool,(uint256,uint64,uint64,uint16,string),address[],uint16[]))",
+    "commitRegistration(bytes32)",
+    "registerAsset((bytes32,string,string,address,uint256,bool,(uint256,uint64,uint64,uint16,string),address[],uint16[]),bytes32)",
+    "registerFor((bytes32,string,string,address,uint256,bool,(uint256,uint64,uint64,uint16,string),address[],uint16[]),uint256,bytes)",
     "renounceRole(bytes32,address)",
     "revokeRole(bytes32,address)",
     "safeTransferFrom(address,address,uint256)",
@@ -1105,7 +1135,9 @@ MUTATING_FUNCTIONS = {
     "takeDown(uint256,string)",
     "transferFrom(address,address,uint256)",
     "updateLicence(uint256,(uint256,uint64,uint64,uint16,string))",
+    "updateLicenceFor(uint256,(uint256,uint64,uint64,uint16,string),uint256,bytes)",
     "updateSplit(uint256,address[],uint16[])",
+    "updateSplitFor(uint256,address[],uint16[],uint256,bytes)",
 }
 
 
@@ -1122,8 +1154,9 @@ def test_abi_surface():
         for i in ContentRegistry.abi
         if i["type"] == "function"
     }
-    assert {sig for sig, mutability in functions.items() if mutability != "view"} == MUTATING_FUNCTIONS
-    assert {sig.split("(")[0] for sig, mutability in functions.items() if mutability == "view"} == set(
+    reads = ("view", "pure")
+    assert {sig for sig, mutability in functions.items() if mutability not in reads} == MUTATING_FUNCTIONS
+    assert {sig.split("(")[0] for sig, mutability in functions.items() if mutability in reads} == set(
         VIEW_CALLS
     )
 
@@ -1131,6 +1164,16 @@ def test_abi_surface():
 VIEW_CALLS = {
     "ARBITER_ROLE": lambda ctx: (),
     "DEFAULT_ADMIN_ROLE": lambda ctx: (),
+    "DOMAIN_SEPARATOR": lambda ctx: (),
+    "LICENCE_TYPEHASH": lambda ctx: (),
+    "LICENCE_UPDATE_TYPEHASH": lambda ctx: (),
+    "REGISTRATION_TYPEHASH": lambda ctx: (),
+    "SPLIT_UPDATE_TYPEHASH": lambda ctx: (),
+    "commitmentBlock": lambda ctx: (ctx["hash"],),
+    "eip712Domain": lambda ctx: (),
+    "nonces": lambda ctx: (ctx["owner"],),
+    "registrationCommitment": lambda ctx: (ctx["hash"], ctx["owner"], ctx["hash"]),
+    "registrationDigest": lambda ctx: (ctx["reg"], 0, 2**40),
     "MAX_RECIPIENTS": lambda ctx: (),
     "REGISTRAR_ROLE": lambda ctx: (),
     "TERRITORY_COUNT": lambda ctx: (),
@@ -1165,7 +1208,7 @@ def test_view_functions_as_transactions(registry, register, arbiter, creator):
     # A 50-recipient split is the worst case for royaltyInfo's scan and getSplit.
     recipients, shares = even_split(addresses(MAX_RECIPIENTS))
     asset_id, _, reg = register(creator, recipients=recipients, shares=shares)
-    ctx = {"id": asset_id, "hash": reg[0], "owner": creator, "arbiter": arbiter}
+    ctx = {"id": asset_id, "hash": reg[0], "owner": creator, "arbiter": arbiter, "reg": reg}
     for name, make_args in VIEW_CALLS.items():
         method = getattr(registry, name)
         args = make_args(ctx)

@@ -39,6 +39,8 @@ from .conftest import (
     custom_error,
     random_cid,
     random_hash,
+    register_for,
+    self_register,
 )
 
 N_USERS = 6  # accounts[3:9]; accounts[9] never holds anything and probes updates as an outsider
@@ -158,9 +160,11 @@ class RegistryMachine(RuleBasedStateMachine):
         recipients, shares = self._split(seed, count)
         lic = self._licence(seed)
         reg = (content_hash, random_cid(), random_cid(), str(creator), parent_id, bool(seed & 1), lic)
-        tx = self._send(
-            expected_error, self.registry.registerAsset, (*reg, recipients, shares), {"from": sender}
-        )
+        reg = (*reg, recipients, shares)
+        if sender == self.registrar:  # with the creator's EIP-712 signature
+            tx = self._send(expected_error, lambda: register_for(self.registry, reg, sender, signer=creator))
+        else:  # commit, then reveal a block later (a third party reveals a registration naming another)
+            tx = self._send(expected_error, lambda: self_register(self.registry, reg, sender))
         if tx is None:
             return
         asset_id = len(self.assets) + 1
@@ -201,7 +205,7 @@ class RegistryMachine(RuleBasedStateMachine):
         parent_id = 0 if seed % 3 == 0 else self._pick(pick // 7 + seed)
 
         if sender != creator and sender != self.registrar:
-            expected = custom_error("NotRegistrar", sender, creator)
+            expected = custom_error("NotCreator", sender, creator)
         elif duplicate_of is not None:
             expected = custom_error("AlreadyRegistered", content_hash, duplicate_of)
         elif parent_id not in self.assets and parent_id != 0:

@@ -21,6 +21,7 @@ from .conftest import (
     CHALLENGE_WINDOW,
     CLAIM_AUTHORIZATION_TYPEHASH,
     PAYOUT_TYPES,
+    PERIOD_SECONDS,
     USDC_UNIT,
     VAULT_NAME,
     VAULT_VERSION,
@@ -111,11 +112,14 @@ def test_constructor_checks(admin):
     from brownie import SettlementVault
 
     with brownie.reverts(vault_error("ZeroAddress")):
-        SettlementVault.deploy(ZERO_ADDRESS, 10, {"from": admin})
+        SettlementVault.deploy(ZERO_ADDRESS, 10, PERIOD_SECONDS, {"from": admin})
     with brownie.reverts(vault_error("ChallengeWindowTooLong", MAX_WINDOW + 1, MAX_WINDOW)):
-        SettlementVault.deploy(admin, MAX_WINDOW + 1, {"from": admin})
-    contract = SettlementVault.deploy(admin, 0, {"from": admin})
+        SettlementVault.deploy(admin, MAX_WINDOW + 1, PERIOD_SECONDS, {"from": admin})
+    with brownie.reverts(vault_error("ZeroPeriodLength")):
+        SettlementVault.deploy(admin, 10, 0, {"from": admin})
+    contract = SettlementVault.deploy(admin, 0, PERIOD_SECONDS, {"from": admin})
     assert contract.challengeWindow() == 0 and contract.MIN_CHALLENGE_WINDOW() == 0
+    assert contract.PERIOD_SECONDS() == PERIOD_SECONDS
 
 
 def test_set_token_allowed(vault, admin, settler, usdc):
@@ -311,6 +315,29 @@ def test_post_errors(vault, admin, settler, auditor, merchant, usdc, eurc, fund,
     # The same period for another merchant, and another period for this one, are independent.
     post_payout(2, merchant, usdc, {payees[0]: 60})
     assert vault.escrowOf(merchant, usdc) == 0
+
+
+def test_root_only_for_an_ended_period(vault, settler, merchant, usdc, fund, post_payout, payees):
+    """The settler cannot reserve escrow for a period still running (or one in the future), nor under a
+    supplementary id of it; once the chain's clock passes the period's end the same post lands."""
+    fund(merchant, usdc, 100)
+    now = chain.time()
+    current = now // PERIOD_SECONDS
+    ends_at = (current + 1) * PERIOD_SECONDS
+    root = random_hash()
+    with brownie.reverts(vault_error("PeriodNotEnded", current, ends_at)):
+        vault.post(current, merchant, usdc, root, 10, {"from": settler})
+    with brownie.reverts(vault_error("PeriodNotEnded", current + (1 << 32), ends_at)):
+        vault.post(current + (1 << 32), merchant, usdc, root, 10, {"from": settler})
+    future = current + 400
+    with brownie.reverts(vault_error("PeriodNotEnded", future, (future + 1) * PERIOD_SECONDS)):
+        vault.postWithHeld(future, merchant, usdc, root, 10, 5, {"from": settler})
+    assert vault.escrowOf(merchant, usdc) == 100
+    post_payout(current - 1, merchant, usdc, {payees[0]: 10})  # yesterday's period: ended
+    chain.sleep(ends_at - chain.time() + 1)
+    chain.mine()
+    post_payout(current, merchant, usdc, {payees[0]: 20})
+    assert vault.escrowOf(merchant, usdc) == 70
 
 
 # ---------------------------------------------------------------------------------------------
@@ -690,7 +717,7 @@ def test_claim_many_for_rejects_replays_and_forgeries(
     # Another domain: another contract, chain, name or version.
     from brownie import SettlementVault
 
-    twin = SettlementVault.deploy(admin, CHALLENGE_WINDOW, {"from": admin})
+    twin = SettlementVault.deploy(admin, CHALLENGE_WINDOW, PERIOD_SECONDS, {"from": admin})
     for domain in (
         {"verifying_contract": twin},
         {"chain_id": web3.eth.chain_id + 1},

@@ -1,4 +1,12 @@
-"""Registration, end to end: journal -> pin -> chain -> asset row, resumable at every step.
+"""Registration, end to end: journal -> pin -> creator's signature -> chain -> asset row, resumable at
+every step.
+
+The platform's signer registers only what the creator signed: every registration waits in
+``awaiting_signature`` for the creator's EIP-712 ``Registration`` signature over exactly this content,
+CIDs, terms, its next nonce and a deadline (edgeledger.ledger.registration; the typed data is in the
+registration's read model), then relays it with ``ContentRegistry.registerFor`` (docs/registration.md).
+Neither a stolen registrar key nor a copied transaction can register anything for anyone else. The
+signature is kept with the journal row, so a dropped transaction is sent again without asking again.
 
 Order matters for "nothing lost": the journal row (with the CIDs computed locally) is committed before
 anything is pinned, the transaction hash is committed before its receipt is awaited, and the asset row
@@ -17,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from eth_account import Account
-from eth_account.typed_transactions import TypedTransaction
+from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from sqlalchemy import select
@@ -38,6 +46,7 @@ from edgeledger.assets.service import REGISTRY, AssetError, FileFacts
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
 from edgeledger.ipfs import IpfsClient, IpfsError, cid_of_bytes
+from edgeledger.ledger import registration as formats
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +64,12 @@ REVERT_CODES: dict[str, tuple[str, int]] = {
     "UnknownTerritory": ("unknown_territory", 422),
     "InvalidValidityWindow": ("invalid_licence", 422),
     "RoyaltyTooHigh": ("invalid_licence", 422),
-    "NotRegistrar": ("registrar_role_missing", 503),
+    "AccessControlUnauthorizedAccount": ("registrar_role_missing", 503),
+}
+#: Reverts that only a new signature from the creator can cure: the registration waits for one again.
+SIGNATURE_REVERTS: dict[str, str] = {
+    "InvalidSignature": "invalid_signature",
+    "SignatureExpired": "signature_expired",
 }
 
 
@@ -100,14 +114,15 @@ def register_upload(
         facts = service.digest_to_file(upload, spool, settings.max_upload_bytes, settings.ipfs_import_profile)
         _reject_duplicate(session, chain, facts.sha256)
         metadata = service.metadata_document(params, facts, creator, valid_from)
-        reg = _open_journal(session, actor, params, facts, creator, valid_from, filename, metadata)
+        deadline = int(datetime.now(UTC).timestamp()) + settings.pending_registration_max_age_seconds
+        reg = _open_journal(session, actor, params, facts, creator, valid_from, filename, metadata, deadline)
         _pin(session, ipfs, reg, spool.name, facts, metadata)
 
-    if reg.mode == RegistrationMode.wallet:
-        reg.state = RegistrationState.awaiting_signature
-        session.commit()
-        return RegistrationOutcome(reg, None)
-    return RegistrationOutcome(reg, submit_registration(session, chain, ipfs, reg))
+    # Whoever uploaded (the creator's wallet session, or an admin for a named creator), the chain only
+    # takes the registration with the creator's own signature.
+    reg.state = RegistrationState.awaiting_signature
+    session.commit()
+    return RegistrationOutcome(reg, None)
 
 
 def _creator_for(actor: Actor, params: RegistrationParams) -> str:
@@ -156,12 +171,14 @@ def _open_journal(
     valid_from: int,
     filename: str,
     metadata: bytes,
+    deadline: int,
 ) -> Registration:
     """Creates the journal row, or resumes the creator's own unfinished attempt for the same bytes."""
     payload = json.dumps(
         {
             "params": params.model_dump(mode="json"),
             "valid_from": valid_from,
+            "deadline": deadline,
             "file": {
                 "media_type": facts.media_type,
                 "size": facts.size,
@@ -264,14 +281,81 @@ def _params_of(reg: Registration) -> tuple[RegistrationParams, int]:
     return RegistrationParams.model_validate(payload["params"]), int(payload["valid_from"])
 
 
-def registration_call(chain: ChainClient, reg: Registration) -> Any:
+def _payload(reg: Registration) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(reg.params_json)
+    return payload
+
+
+def registration_typed_data(chain: ChainClient, reg: Registration) -> dict[str, Any]:
+    """The EIP-712 typed data the creator signs (``eth_signTypedData_v4``): this registration, the
+    creator's next nonce on chain and the registration's deadline."""
     params, valid_from = _params_of(reg)
     registry = chain.contract(REGISTRY)
-    return registry.functions.registerAsset(service.registration_tuple(reg, params, valid_from))
+    nonce = int(chain.call(registry.functions.nonces(to_checksum_address(reg.creator))))
+    return formats.registration_typed_data(
+        service.registration_tuple(reg, params, valid_from),
+        nonce=nonce,
+        deadline=int(_payload(reg)["deadline"]),
+        chain_id=chain.deployment.chain_id,
+        contract=registry.address,
+    )
+
+
+def registration_call(chain: ChainClient, reg: Registration) -> Any:
+    """``registerFor`` with the creator's signature kept on the journal row."""
+    params, valid_from = _params_of(reg)
+    payload = _payload(reg)
+    registry = chain.contract(REGISTRY)
+    return registry.functions.registerFor(
+        service.registration_tuple(reg, params, valid_from),
+        int(payload["deadline"]),
+        HexBytes(payload["signature"]),
+    )
+
+
+def submit_signature(
+    session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration, signature: str
+) -> Asset:
+    """The creator's signature arrived: keep it with the journal row, then relay the registration."""
+    if reg.state != RegistrationState.awaiting_signature:
+        raise AssetError(
+            f"registration {reg.id} is {reg.state}", code="registration_not_awaiting_signature", status=409
+        )
+    _check_signature(chain, reg, signature)
+    payload = _payload(reg)
+    payload["signature"] = signature
+    reg.params_json = json.dumps(payload)
+    reg.state = RegistrationState.pinned
+    reg.error_code = reg.error_message = None
+    session.commit()
+    return submit_registration(session, chain, ipfs, reg)
+
+
+def _check_signature(chain: ChainClient, reg: Registration, signature: str) -> None:
+    """An ECDSA signature by anyone but the creator is refused here, before any gas is spent (an
+    ERC-1271 creator's, a contract's, is checked by the contract itself)."""
+    try:
+        signer = Account.recover_message(
+            encode_typed_data(full_message=registration_typed_data(chain, reg)), signature=HexBytes(signature)
+        )
+    except Exception:
+        signer = None
+    if signer == to_checksum_address(reg.creator):
+        return
+    if chain.w3.eth.get_code(to_checksum_address(reg.creator)):
+        return  # a contract wallet: ERC-1271, the contract decides
+    raise AssetError(
+        "the signature is not the creator's over this registration's typed data (sign the typed data of "
+        "GET /assets/registrations/{id} again: it carries the creator's current nonce)",
+        code="invalid_signature",
+        status=422,
+        expected_signer=reg.creator,
+        recovered_signer=signer,
+    )
 
 
 def submit_registration(session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration) -> Asset:
-    """Server mode: the platform signer registers for the creator."""
+    """The platform signer relays the creator-signed registration (``registerFor``)."""
     call = registration_call(chain, reg)
     return _submit(session, chain, ipfs, reg, lambda: chain.send(call), sender=chain.signer_address)
 
@@ -330,6 +414,18 @@ def _settle_revert(
     if exc.error == "AlreadyRegistered" and _chain_record_is_ours(chain, reg):
         # An earlier submission of this very registration landed first (retry after a crash).
         return finish_from_chain(session, chain, reg)
+    if exc.error in SIGNATURE_REVERTS:
+        payload = _payload(reg)
+        payload.pop("signature", None)
+        reg.params_json = json.dumps(payload)
+        reg.state = RegistrationState.awaiting_signature
+        error = AssetError(
+            f"{exc.message}: the creator signs this registration again", code=SIGNATURE_REVERTS[exc.error]
+        )
+        _record_error(session, reg, error)
+        raise error from exc
+    if exc.error == "AlreadyRegistered":
+        raise _registered_by_someone_else(session, chain, ipfs, reg) from exc
     code, status = REVERT_CODES.get(exc.error, ("contract_revert", 422))
     error = AssetError(exc.message, code=code, status=status, error=exc.error, args=exc.error_args)
     if status < 500:
@@ -337,6 +433,29 @@ def _settle_revert(
     else:
         _record_error(session, reg, error)
     raise error from exc
+
+
+def _registered_by_someone_else(
+    session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration
+) -> AssetError:
+    """The content hash went to someone else's registration after this upload passed the duplicate
+    check (which reads the chain before anything is pinned): a front-run. It is reported as such, with
+    the other asset and its holder; the creator files a dispute and the arbiter may reassign the rights
+    (ContentRegistry.reassignRights), which the indexer then follows. The pins are released: the other
+    asset names its own CIDs."""
+    asset_id = service.registered_asset_id(chain, reg.content_hash)
+    record = service.read_on_chain(chain, asset_id)
+    error = AssetError(
+        f"asset {asset_id} registered this content for {record.creator} after this upload began: "
+        "reported as front-run; dispute it with the arbiter",
+        code="front_run",
+        status=409,
+        asset_id=asset_id,
+        holder=record.creator,
+        registered_at=record.registered_at,
+    )
+    release_registration(session, ipfs, reg, error)
+    return error
 
 
 def _chain_record_is_ours(chain: ChainClient, reg: Registration) -> bool:
@@ -347,63 +466,12 @@ def _chain_record_is_ours(chain: ChainClient, reg: Registration) -> bool:
     return record.creator == reg.creator and record.metadata_cid == reg.metadata_cid
 
 
-def unsigned_transaction(chain: ChainClient, reg: Registration) -> dict[str, Any]:
-    call = registration_call(chain, reg)
-    return {
-        "from": reg.creator,
-        "to": call.address,
-        "data": call._encode_transaction_data(),
-        "chainId": chain.deployment.chain_id,
-        "value": 0,
-    }
-
-
-def submit_signed_transaction(
-    session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration, raw_tx: str
-) -> Asset:
-    """Wallet mode: broadcasts the creator's own signed registerAsset transaction after checking it."""
-    if reg.state != RegistrationState.awaiting_signature:
-        raise AssetError(
-            f"registration {reg.id} is {reg.state}", code="registration_not_awaiting_signature", status=409
-        )
-    expected = unsigned_transaction(chain, reg)
-    sender, to, data = _decode_signed(raw_tx)
-    if sender != reg.creator or to != expected["to"] or data != HexBytes(expected["data"]):
-        raise AssetError(
-            "the signed transaction is not this registration's registerAsset call from the creator",
-            code="signed_transaction_mismatch",
-            expected_from=reg.creator,
-            expected_to=expected["to"],
-            got_from=sender,
-            got_to=to,
-        )
-    return _submit(session, chain, ipfs, reg, lambda: chain.send_raw_transaction(raw_tx), sender=reg.creator)
-
-
-def _decode_signed(raw_tx: str) -> tuple[str, str | None, bytes]:
-    raw = HexBytes(raw_tx)
-    try:
-        sender = Account.recover_transaction(raw)
-        if raw[0] <= 0x7F:
-            fields = TypedTransaction.from_bytes(raw).as_dict()
-        else:
-            from eth_account._utils.legacy_transactions import Transaction  # no public decoder
-
-            fields = Transaction.from_bytes(raw).as_dict()
-    except Exception as exc:
-        raise AssetError(
-            f"not a signed Ethereum transaction: {exc}", code="invalid_signed_transaction"
-        ) from None
-    to = fields.get("to")
-    return sender, to_checksum_address(to) if to else None, bytes(HexBytes(fields.get("data", b"")))
-
-
 def registration_read(chain: ChainClient | None, reg: Registration) -> RegistrationRead:
-    unsigned = None
+    typed = None
     if chain is not None and reg.state == RegistrationState.awaiting_signature:
-        unsigned = unsigned_transaction(chain, reg)
+        typed = registration_typed_data(chain, reg)
     read = RegistrationRead.model_validate(reg, from_attributes=True)
-    return read.model_copy(update={"unsigned_transaction": unsigned})
+    return read.model_copy(update={"typed_data": typed})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,9 +545,7 @@ def _reconcile_one(
         if _chain_record_is_ours(chain, reg):
             finish_from_chain(session, chain, reg)
             return "registered"
-        release_registration(
-            session, ipfs, reg, AssetError("registered meanwhile by someone else", code="duplicate_content")
-        )
+        _registered_by_someone_else(session, chain, ipfs, reg)
         return "released"
     age = (now - reg.created_at).total_seconds()
     if age > settings.pending_registration_max_age_seconds:
@@ -494,12 +560,12 @@ def _reconcile_one(
         receipt = chain.receipt_if_mined(reg.tx_hash)
         if receipt is None and (now - reg.updated_at).total_seconds() < settings.tx_timeout_seconds:
             return "deferred"
-        # Dropped or reverted: the server submits again; a wallet creator is asked to sign again.
-        server = reg.mode == RegistrationMode.server
-        reg.state = RegistrationState.pinned if server else RegistrationState.awaiting_signature
+        # Dropped or reverted: sent again with the signature kept (or the creator is asked again).
+        signed = "signature" in _payload(reg)
+        reg.state = RegistrationState.pinned if signed else RegistrationState.awaiting_signature
         reg.tx_hash = None
         session.commit()
-    if reg.state == RegistrationState.pinned and reg.mode == RegistrationMode.server:
+    if reg.state == RegistrationState.pinned and "signature" in _payload(reg):
         reg.attempts += 1
         session.commit()
         submit_registration(session, chain, ipfs, reg)

@@ -42,8 +42,8 @@ CHAIN_STATUS = {0: AssetStatus.active, 1: AssetStatus.disputed, 2: AssetStatus.t
 
 class RegistrationState(StrEnum):
     pinning = "pinning"  # CIDs known locally, adding to IPFS
-    pinned = "pinned"  # content and metadata pinned, not yet on chain (server mode: will be submitted)
-    awaiting_signature = "awaiting_signature"  # wallet mode: the creator signs and submits
+    pinned = "pinned"  # pinned and signed by the creator, not yet on chain (will be submitted)
+    awaiting_signature = "awaiting_signature"  # the creator signs the registration's typed data
     submitted = "submitted"  # transaction sent, receipt pending
     registered = "registered"  # on chain and in the assets table (terminal)
     released = "released"  # gave up: pins removed, reason recorded (terminal)
@@ -58,8 +58,10 @@ OPEN_STATES = (
 
 
 class RegistrationMode(StrEnum):
-    server = "server"  # the platform's signer (REGISTRAR_ROLE) registers for the creator
-    wallet = "wallet"  # the creator signs the transaction
+    # Both relay the creator's signed registration through the platform's signer (registerFor); the
+    # mode records who uploaded: an admin for a named creator, or the creator signed in with its wallet.
+    server = "server"
+    wallet = "wallet"
 
 
 class Asset(Base):
@@ -269,13 +271,19 @@ class RegistrationRead(BaseModel):
     attempts: int
     error_code: str | None
     error_message: str | None
-    unsigned_transaction: dict[str, Any] | None = Field(
-        None, description="Wallet mode: the transaction for the creator to sign (to, data, chainId)"
+    typed_data: dict[str, Any] | None = Field(
+        None,
+        description="While awaiting_signature: the EIP-712 typed data the creator signs "
+        "(eth_signTypedData_v4; docs/registration.md)",
     )
 
 
-class SignedTransaction(BaseModel):
-    raw_transaction: str = Field(pattern=r"^0x[0-9a-fA-F]+$")
+class RegistrationSignature(BaseModel):
+    signature: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{2,2048}$",
+        description="The creator's signature of the registration's typed data (65-byte ECDSA, or what its "
+        "ERC-1271 wallet accepts)",
+    )
 
 
 class LineageEntry(BaseModel):

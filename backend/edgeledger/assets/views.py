@@ -19,7 +19,7 @@ from edgeledger.assets.models import (
     Registration,
     RegistrationParams,
     RegistrationRead,
-    SignedTransaction,
+    RegistrationSignature,
     Verification,
 )
 from edgeledger.assets.service import AssetError
@@ -66,7 +66,7 @@ def _parse_params(raw: str) -> RegistrationParams:
     "",
     status_code=201,
     response_model=AssetRead,
-    responses={202: {"model": RegistrationRead, "description": "Wallet mode: sign and submit"}},
+    responses={202: {"model": RegistrationRead, "description": "The creator signs its typed_data"}},
     summary="Upload and register an asset",
 )
 def register_asset(
@@ -79,7 +79,9 @@ def register_asset(
     metadata: Annotated[str, Form(description="RegistrationParams as JSON")] = "{}",
 ) -> AssetRead | JSONResponse:
     """Streams the upload to disk computing sha-256 and the CID, pins content and metadata to IPFS
-    (rejecting the pin if the node's CID differs), registers on chain and returns the asset."""
+    (rejecting the pin if the node's CID differs) and answers 202 with the registration: the creator
+    signs its ``typed_data`` and submits the signature (``POST /assets/registrations/{id}/signature``),
+    then the platform registers it on chain and answers the asset."""
     params = _parse_params(metadata)
     actor = flows.Actor(principal.user_id, principal.address, principal.role == Role.admin)
     outcome = flows.register_upload(
@@ -131,21 +133,21 @@ def get_registration(
 
 
 @router.post(
-    "/registrations/{registration_id}/signed-transaction",
+    "/registrations/{registration_id}/signature",
     response_model=AssetRead,
     status_code=201,
-    summary="Wallet mode: submit the creator's signed registerAsset transaction",
+    summary="Submit the creator's signature of the registration; the platform registers it on chain",
 )
-def submit_signed(
+def submit_signature(
     registration_id: int,
-    body: SignedTransaction,
+    body: RegistrationSignature,
     session: SessionDep,
     chain: ChainDep,
     ipfs: IpfsDep,
     principal: Registrant,
 ) -> AssetRead:
     reg = _own_registration(session, principal, registration_id)
-    asset = flows.submit_signed_transaction(session, chain, ipfs, reg, body.raw_transaction)
+    asset = flows.submit_signature(session, chain, ipfs, reg, body.signature)
     return service.to_read(asset, chain.confirmations_of(asset.block_number))
 
 

@@ -36,11 +36,13 @@ def run_deploy_script(
     admin: str | None = None,
     test_token: bool = False,
     challenge_window: int | None = None,
+    period_seconds: int | None = None,
 ) -> str:
     """Deploys unless `deployment_file` already names live contracts on this chain; returns the output.
 
     ``test_token`` also deploys the 6-decimal TestStablecoin (development chains only) and allow-lists it
-    in the SettlementVault; ``challenge_window`` (seconds) is the vault's initial challenge window.
+    in the SettlementVault; ``challenge_window`` (seconds) is the vault's initial challenge window;
+    ``period_seconds`` the vault's settlement period length (the service's ``delivery_period_seconds``).
     """
     env = {
         "ETH_RPC_URL": rpc_url,
@@ -52,6 +54,8 @@ def run_deploy_script(
         env["DEPLOY_TEST_TOKEN"] = "1"  # noqa: S105 - a flag, not a secret
     if challenge_window is not None:
         env["SETTLEMENT_CHALLENGE_WINDOW"] = str(challenge_window)
+    if period_seconds is not None:
+        env["DELIVERY_PERIOD_SECONDS"] = str(period_seconds)
     if arbiter:
         env["ARBITER_ADDRESS"] = arbiter
     if admin:

@@ -36,6 +36,7 @@ from edgeledger.config import Settings
 from edgeledger.db import make_engine
 from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from edgeledger.devtools.stack import DEV_CHALLENGE_WINDOW, now_label, say
+from edgeledger.ledger import registration as registration_formats
 from edgeledger.settlement.statements import format_amount
 from edgeledger.verify.delivery import verify_document
 from edgeledger.verify.rpc import Chain, Deployment, LedgerReader
@@ -61,12 +62,23 @@ def _demo_api_key(settings: Settings, address: str, *, role: Role = Role.creator
     return key
 
 
-def _register(client: httpx.Client, name: str, data: bytes, params: dict[str, Any]) -> httpx.Response:
-    return client.post(
+def _register(
+    client: httpx.Client, name: str, data: bytes, params: dict[str, Any], creator_key: str
+) -> httpx.Response:
+    """Uploads, then signs the registration's typed data with the creator's key (what its wallet does)
+    and submits the signature: the platform registers only what the creator signed."""
+    pending = client.post(
         "/assets",
         files={"file": (name, data, "image/png")},
         data={"metadata": json.dumps(params)},
         timeout=120,
+    )
+    if pending.status_code != 202:
+        return pending
+    registration = pending.json()
+    signature = registration_formats.sign(registration["typed_data"], creator_key)
+    return client.post(
+        f"/assets/registrations/{registration['id']}/signature", json={"signature": signature}, timeout=120
     )
 
 
@@ -92,6 +104,7 @@ def run_demo(settings: Settings, base_url: str, keys: dict[str, str]) -> None:
                 "royalty_bps": 500,
                 "split": [{"recipient": creator, "bps": 10_000}],
             },
+            creator_key,
         )
         first.raise_for_status()
         asset = first.json()
@@ -111,12 +124,13 @@ def run_demo(settings: Settings, base_url: str, keys: dict[str, str]) -> None:
                 "parent_asset_id": asset["id"],
                 "aigc": True,
             },
+            creator_key,
         )
         second.raise_for_status()
         child = second.json()
         say(f"  registered its AI-generated variant as asset #{child['id']} (parent #{child['parent_id']})")
 
-        again = _register(client, "sneaker-copy.png", original, {"title": "Same bytes again"})
+        again = _register(client, "sneaker-copy.png", original, {"title": "Same bytes again"}, creator_key)
         error = again.json()["error"]
         say(
             f"  uploading the same bytes again is refused: HTTP {again.status_code} {error['code']}: "

@@ -174,6 +174,7 @@ def up(settings: Settings, *, demo: Demo | None = None) -> None:
             deployment_file=settings.resolved_deployment_file,
             test_token=True,  # the local chain settles in a 6-decimal test stablecoin
             challenge_window=DEV_CHALLENGE_WINDOW,
+            period_seconds=settings.delivery_period_seconds,
         )
         summary = [ln for ln in out.splitlines() if " deployed at " in ln or "already deployed" in ln]
         say("contracts: " + ("; ".join(summary) if summary else out.strip()[-200:]))

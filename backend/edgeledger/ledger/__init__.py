@@ -9,6 +9,8 @@ exactly one definition (docs/delivery-leaf.md, docs/settlement-leaf.md, docs/com
 * ``merkle``           OpenZeppelin ``StandardMerkleTree``-compatible trees, proofs, multiproofs, dumps
 * ``manifest``         the EIP-712 batch manifest: type, fields, struct hash, domain, digest, signing
 * ``compliance_leaf``  the compliance event leaf
+* ``registration``     the registry's EIP-712 messages (registration, licence and split updates), the
+                       commit-reveal commitment
 * ``payout_leaf``      the settlement payout leaf and a settlement's payout tree
 * ``abis``             the contracts' ABIs, generated from the compiled contracts (package data)
 """

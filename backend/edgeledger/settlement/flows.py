@@ -118,6 +118,8 @@ POST_BLOCKS = (
     "posted_elsewhere",
     "period_cap_exceeded",
     "settler_not_chosen",
+    "period_not_ended",
+    "period_length_mismatch",
 )
 
 
@@ -494,6 +496,12 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
         _block(session, settlement, "token_not_allowed", f"token {token} is not allow-listed in the vault")
         report.blocked[settlement.id] = "token_not_allowed"
         return
+    timing = _period_timing(chain, settlement)
+    if timing is not None:
+        code, message = timing
+        _block(session, settlement, code, message)
+        report.blocked[settlement.id] = code
+        return
     escrow = int(chain.call(vault.functions.escrowOf(merchant, token)))
     needed = settlement.total + settlement.held_total  # a release is paid from its period's held reserve
     if settlement.kind != SettlementKind.release and escrow < needed:
@@ -540,6 +548,25 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
     _report(report, settlement)
 
 
+def _period_timing(chain: ChainClient, settlement: Settlement) -> tuple[str, str] | None:
+    """The vault's own period clock (``PERIOD_SECONDS``) against this settlement: a vault deployed with
+    another period length would price other periods than the ones settled here, and no root is posted
+    before the vault's clock says the period ended."""
+    seconds = int(chain.call(chain.contract(VAULT).functions.PERIOD_SECONDS()))
+    ends_at = ((settlement.period_id & 0xFFFFFFFF) + 1) * seconds
+    if ends_at != settlement.period_end:
+        return (
+            "period_length_mismatch",
+            f"the vault's periods last {seconds} s, so period {settlement.period_id} ends at {ends_at} on "
+            f"chain, not at {settlement.period_end}: DELIVERY_PERIOD_SECONDS must equal the vault's "
+            "PERIOD_SECONDS (docs/custody.md)",
+        )
+    now = chain_time(chain)
+    if now < ends_at:
+        return ("period_not_ended", f"the period ends at {ends_at}; the chain's clock says {now}")
+    return None
+
+
 def _merchant_bounds(
     chain: ChainClient, settlement: Settlement, merchant: str, token: str
 ) -> tuple[str, str] | None:
@@ -574,6 +601,7 @@ def _after_revert(
         "TokenNotAllowed": "token_not_allowed",
         "PeriodCapExceeded": "period_cap_exceeded",
         "SettlerNotChosen": "settler_not_chosen",
+        "PeriodNotEnded": "period_not_ended",
     }.get(exc.error, f"post_reverted:{exc.error}")
     settlement.tx_hash = None
     _block(session, settlement, code, exc.message)

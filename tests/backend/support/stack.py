@@ -7,9 +7,11 @@ tests while the (slow) deployment happens once per session.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -25,6 +27,7 @@ from edgeledger.chain.anvil import anvil_rpc as rpc
 from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.config import Settings
 from edgeledger.db import make_engine
+from edgeledger.ledger import registration as registration_formats
 from edgeledger.main import create_app
 from tests.backend.support.ipfs import free_ports
 
@@ -61,6 +64,7 @@ def deployed(anvil: LocalAnvil, tmp_path_factory: pytest.TempPathFactory) -> Dep
         deployment_file=deployment_file,
         test_token=True,
         challenge_window=86400,
+        period_seconds=86400,  # the tests' delivery_period_seconds (the default)
     )
     return DeployedChain(anvil.rpc_url, deployment_file, admin, signer)
 
@@ -121,8 +125,51 @@ def make_caller_in(settings: Settings, role: Role, name: str) -> Caller:
         engine.dispose()
 
 
+#: Every key a test made (callers' wallets, creators named by address): the creator of a registration
+#: signs its typed data with it (post_asset), as its wallet would.
+KNOWN_KEYS: dict[str, LocalAccount] = {}
+
+
+def remember(account: LocalAccount) -> LocalAccount:
+    """Makes `account` sign the registrations that name it as creator (see post_asset)."""
+    KNOWN_KEYS[account.address] = account
+    return account
+
+
+def post_asset(client: Any, caller: Caller | dict[str, str], **request: Any) -> Any:
+    """POST /assets as `caller`, then, when the registration awaits the creator's signature (202), signs
+    its typed data with the creator's key (a caller's own wallet, or any account passed to remember())
+    and submits it: the final response (201 with the asset, or the refusal)."""
+    headers = caller.headers if isinstance(caller, Caller) else caller
+    if isinstance(caller, Caller):
+        remember(caller.account)
+    response = client.post("/assets", headers=headers, **request)
+    if response.status_code != 202:
+        return response
+    registration = response.json()
+    creator = registration["typed_data"]["message"]["creator"]
+    signer = KNOWN_KEYS.get(creator)
+    assert signer is not None, f"no key for creator {creator}: remember() its account first"
+    signature = registration_formats.sign(registration["typed_data"], signer.key)
+    path = f"/assets/registrations/{registration['id']}/signature"
+    return client.post(path, headers=headers, json={"signature": signature})
+
+
+def self_register(transact: Any, registry: Any, registration: tuple[Any, ...]) -> Any:
+    """A creator's own registration from its wallet: commitRegistration, then registerAsset revealing it
+    a block later. `transact` sends a contract call from the creator."""
+    salt = os.urandom(32)
+    creator = registration[3]
+    transact(
+        registry.functions.commitRegistration(registration_formats.commitment(registration[0], creator, salt))
+    )
+    # A wallet estimates the reveal at the latest block, which must already be past the commitment's.
+    registry.w3.provider.make_request("evm_mine", [])
+    return transact(registry.functions.registerAsset(registration, salt))
+
+
 def _caller(engine: Engine, role: Role, name: str, global_scope: bool) -> Caller:
-    account = Account.create()
+    account = remember(Account.create())
     with Session(engine) as session:
         user = auth_service.create_user(session, role=role, address=account.address, name=name)
         key, _ = auth_service.create_api_key(session, user, "tests")

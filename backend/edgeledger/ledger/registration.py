@@ -1,0 +1,228 @@
+"""The signed messages and the commitment of ``ContentRegistry`` (docs/registration.md): one definition
+for the API (the typed data a creator's wallet signs), the tests and the verifiers.
+
+    Registration(bytes32 contentHash,string contentCid,string metadataCid,address creator,
+                 uint256 parentId,bool aigc,Licence licence,address[] recipients,uint16[] shares,
+                 uint256 nonce,uint256 deadline)
+    LicenceUpdate(uint256 assetId,Licence licence,uint256 nonce,uint256 deadline)
+    SplitUpdate(uint256 assetId,address[] recipients,uint16[] shares,uint256 nonce,uint256 deadline)
+    Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)
+    domain: name "EdgeLedger ContentRegistry", version "1", chainId, verifyingContract
+
+A creator signs ``Registration`` to let the platform's registrar register exactly that content, with
+exactly those terms, for it (``registerFor``); a rights holder signs ``LicenceUpdate`` / ``SplitUpdate``
+for a relayed, gas-free update (``updateLicenceFor`` / ``updateSplitFor``). ``nonce`` is the signer's
+``ContentRegistry.nonces(address)``, shared by the three messages. A creator registering from its own
+wallet instead commits to :func:`commitment` and reveals it a block later (``registerAsset``).
+
+Messages are plain dicts in the ABI's field order (:data:`REGISTRATION_FIELDS`), so the same values build
+the contract call's tuple (:func:`registration_tuple`) and the typed data: what is signed is what is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils.address import to_checksum_address
+
+from edgeledger.ledger.hashing import bytes32, keccak256
+
+DOMAIN_NAME = "EdgeLedger ContentRegistry"
+DOMAIN_VERSION = "1"
+
+EIP712_DOMAIN_FIELDS: tuple[tuple[str, str], ...] = (
+    ("name", "string"),
+    ("version", "string"),
+    ("chainId", "uint256"),
+    ("verifyingContract", "address"),
+)
+LICENCE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("territories", "uint256"),
+    ("validFrom", "uint64"),
+    ("validUntil", "uint64"),
+    ("royaltyBps", "uint16"),
+    ("termsCid", "string"),
+)
+#: (Solidity name, type) in struct order = the ABI tuple's order (``ContentRegistry.Registration``).
+REGISTRATION_FIELDS: tuple[tuple[str, str], ...] = (
+    ("contentHash", "bytes32"),
+    ("contentCid", "string"),
+    ("metadataCid", "string"),
+    ("creator", "address"),
+    ("parentId", "uint256"),
+    ("aigc", "bool"),
+    ("licence", "Licence"),
+    ("recipients", "address[]"),
+    ("shares", "uint16[]"),
+)
+SIGNED_FIELDS: tuple[tuple[str, str], ...] = (("nonce", "uint256"), ("deadline", "uint256"))
+LICENCE_UPDATE_FIELDS: tuple[tuple[str, str], ...] = (("assetId", "uint256"), ("licence", "Licence"))
+SPLIT_UPDATE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("assetId", "uint256"),
+    ("recipients", "address[]"),
+    ("shares", "uint16[]"),
+)
+
+
+def _word(value: bytes | str) -> bytes:
+    """32 bytes from bytes (HexBytes included) or ``0x`` hex."""
+    if isinstance(value, str):
+        return bytes32(value)
+    if len(value) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(value)}")
+    return bytes(value)
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"name": name, "type": kind} for name, kind in pairs]
+
+
+def _domain(chain_id: int, contract: str) -> dict[str, Any]:
+    return {
+        "name": DOMAIN_NAME,
+        "version": DOMAIN_VERSION,
+        "chainId": chain_id,
+        "verifyingContract": to_checksum_address(contract),
+    }
+
+
+def licence_message(licence: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any]:
+    """A licence as the typed-data member (from a dict with the Solidity names, or the ABI tuple)."""
+    values = [licence[name] for name, _ in LICENCE_FIELDS] if isinstance(licence, Mapping) else list(licence)
+    territories, valid_from, valid_until, royalty_bps, terms_cid = values
+    return {
+        "territories": int(territories),
+        "validFrom": int(valid_from),
+        "validUntil": int(valid_until),
+        "royaltyBps": int(royalty_bps),
+        "termsCid": str(terms_cid),
+    }
+
+
+def registration_message(registration: Sequence[Any]) -> dict[str, Any]:
+    """The ``Registration`` members (without nonce and deadline) from the contract call's tuple."""
+    content_hash, content_cid, metadata_cid, creator, parent_id, aigc, licence, recipients, shares = (
+        registration
+    )
+    return {
+        "contentHash": _word(content_hash),
+        "contentCid": str(content_cid),
+        "metadataCid": str(metadata_cid),
+        "creator": to_checksum_address(creator),
+        "parentId": int(parent_id),
+        "aigc": bool(aigc),
+        "licence": licence_message(licence),
+        "recipients": [to_checksum_address(r) for r in recipients],
+        "shares": [int(s) for s in shares],
+    }
+
+
+def registration_tuple(message: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The contract call's ``Registration`` tuple from a :func:`registration_message` dict."""
+    licence = message["licence"]
+    return (
+        _word(message["contentHash"]),
+        message["contentCid"],
+        message["metadataCid"],
+        to_checksum_address(message["creator"]),
+        int(message["parentId"]),
+        bool(message["aigc"]),
+        tuple(licence[name] for name, _ in LICENCE_FIELDS),
+        [to_checksum_address(r) for r in message["recipients"]],
+        [int(s) for s in message["shares"]],
+    )
+
+
+def registration_typed_data(
+    registration: Sequence[Any], *, nonce: int, deadline: int, chain_id: int, contract: str
+) -> dict[str, Any]:
+    """The full EIP-712 typed data (``eth_signTypedData_v4``) a creator signs for ``registerFor``."""
+    message = registration_message(registration)
+    message["contentHash"] = "0x" + message["contentHash"].hex()
+    return {
+        "types": {
+            "EIP712Domain": _fields(EIP712_DOMAIN_FIELDS),
+            "Registration": _fields(REGISTRATION_FIELDS + SIGNED_FIELDS),
+            "Licence": _fields(LICENCE_FIELDS),
+        },
+        "primaryType": "Registration",
+        "domain": _domain(chain_id, contract),
+        "message": {**message, "nonce": int(nonce), "deadline": int(deadline)},
+    }
+
+
+def licence_update_typed_data(
+    asset_id: int,
+    licence: Mapping[str, Any] | Sequence[Any],
+    *,
+    nonce: int,
+    deadline: int,
+    chain_id: int,
+    contract: str,
+) -> dict[str, Any]:
+    """The typed data a rights holder signs for ``updateLicenceFor``."""
+    return {
+        "types": {
+            "EIP712Domain": _fields(EIP712_DOMAIN_FIELDS),
+            "LicenceUpdate": _fields(LICENCE_UPDATE_FIELDS + SIGNED_FIELDS),
+            "Licence": _fields(LICENCE_FIELDS),
+        },
+        "primaryType": "LicenceUpdate",
+        "domain": _domain(chain_id, contract),
+        "message": {
+            "assetId": int(asset_id),
+            "licence": licence_message(licence),
+            "nonce": int(nonce),
+            "deadline": int(deadline),
+        },
+    }
+
+
+def split_update_typed_data(
+    asset_id: int,
+    recipients: Sequence[str],
+    shares: Sequence[int],
+    *,
+    nonce: int,
+    deadline: int,
+    chain_id: int,
+    contract: str,
+) -> dict[str, Any]:
+    """The typed data a rights holder signs for ``updateSplitFor``."""
+    return {
+        "types": {
+            "EIP712Domain": _fields(EIP712_DOMAIN_FIELDS),
+            "SplitUpdate": _fields(SPLIT_UPDATE_FIELDS + SIGNED_FIELDS),
+        },
+        "primaryType": "SplitUpdate",
+        "domain": _domain(chain_id, contract),
+        "message": {
+            "assetId": int(asset_id),
+            "recipients": [to_checksum_address(r) for r in recipients],
+            "shares": [int(s) for s in shares],
+            "nonce": int(nonce),
+            "deadline": int(deadline),
+        },
+    }
+
+
+def digest(typed_data: Mapping[str, Any]) -> bytes:
+    """keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(message)) of any of the typed data above."""
+    signable = encode_typed_data(full_message=dict(typed_data))
+    return keccak256(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def commitment(content_hash: bytes | str, creator: str, salt: bytes | str) -> bytes:
+    """``registrationCommitment``: keccak256(abi.encode(contentHash, creator, salt))."""
+    creator_word = bytes(12) + bytes.fromhex(to_checksum_address(creator)[2:])
+    return keccak256(_word(content_hash) + creator_word + _word(salt))
+
+
+def sign(typed_data: Mapping[str, Any], private_key: bytes | str) -> str:
+    """``0x`` + the 65-byte ECDSA signature (r ‖ s ‖ v) of any of the typed data above, as a wallet's
+    ``eth_signTypedData_v4`` gives it (the CLI and the demo sign with a creator's key file this way)."""
+    signed = Account.sign_message(encode_typed_data(full_message=dict(typed_data)), private_key)
+    return "0x" + bytes(signed.signature).hex()
