@@ -20,6 +20,7 @@ from edgeledger.assets.models import Registration, RegistrationState
 from edgeledger.auth.models import Role
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
+from edgeledger.ledger import registration as registration_formats
 from tests.backend.support.scenes import Scene
 from tests.backend.support.services import REDIS_URL, celery_worker
 from tests.backend.support.stack import Caller, make_caller
@@ -78,6 +79,8 @@ def test_cli_register_uploads_with_progress(
 ) -> None:
     file = tmp_path / "product.png"
     file.write_bytes(png())
+    key_file = tmp_path / "creator.key"
+    key_file.write_text(creator.account.key.to_0x_hex())
     args = [
         "register",
         str(file),
@@ -92,6 +95,31 @@ def test_cli_register_uploads_with_progress(
         "--royalty-bps",
         "300",
     ]
+    # Without the creator's key: the typed data to sign and the command that submits the signature.
+    unsigned = CliRunner().invoke(cli_app, [*args, "--title", "Signed elsewhere"])
+    assert unsigned.exit_code == 0, unsigned.output
+    typed = json.loads(unsigned.stdout)
+    assert typed["primaryType"] == "Registration" and typed["message"]["creator"] == creator.account.address
+    registration_id = int(unsigned.stderr.split("registration ")[1].split()[0])
+    assert f"edgeledger sign-registration {registration_id}" in unsigned.stderr
+    signature = registration_formats.sign(typed, creator.account.key)
+    submitted = CliRunner().invoke(
+        cli_app,
+        [
+            "sign-registration",
+            str(registration_id),
+            signature,
+            "--api",
+            live_api,
+            "--api-key",
+            creator.api_key,
+        ],
+    )
+    assert submitted.exit_code == 0, submitted.output
+    assert json.loads(submitted.stdout)["title"] == "Signed elsewhere"
+
+    file.write_bytes(png())  # other bytes: with the key file, signed and registered in one command
+    args += ["--creator-key-file", str(key_file)]
     result = CliRunner().invoke(cli_app, args)
     assert result.exit_code == 0, result.output
     asset = json.loads(result.stdout)

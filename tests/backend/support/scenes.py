@@ -19,7 +19,7 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from tests.backend.support.settlement import deposit
-from tests.backend.support.stack import Caller, make_caller, rpc
+from tests.backend.support.stack import Caller, make_caller, post_asset, rpc
 
 
 def _ok(response: Any) -> Any:
@@ -64,9 +64,9 @@ def scene(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Sc
     merchant = make_caller(client, Role.merchant, "Shop")
     rpc(settings.eth_rpc_url, "anvil_setBalance", merchant.account.address, hex(10**21))
     asset = _ok(
-        client.post(
-            "/assets",
-            headers=creator.headers,
+        post_asset(
+            client,
+            creator,
             files={"file": ("shot.png", demo_png(secrets.token_hex(6)), "image/png")},
             data={"metadata": json.dumps({"title": "Sneaker", "valid_from": 0})},
         )
