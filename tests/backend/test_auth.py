@@ -664,7 +664,7 @@ def test_only_auditors_have_scopes_and_only_admins_set_them(client: TestClient, 
     ids=["garbage", "long-line", "long-resource"],
 )
 def test_siwe_text_the_parser_would_chew_on_is_refused_at_once(message: str) -> None:
-    """Found by fuzzing: the siwe package's ABNF parser took ~20 s of CPU for 8 KiB of text, which the API
+    """Found by fuzzing: the siwe package's ABNF parser took ~15 s of CPU for 8 KiB of text, which the API
     accepted; such text is now refused before it reaches the parser."""
     started = time.monotonic()
     with pytest.raises(service.AuthError) as caught:
