@@ -13,8 +13,8 @@ an invariant, or runs longer than ``--timeout`` seconds stops its target and is 
     .venv/bin/python -m scripts.fuzz --seconds 5 logs                            # one short run
 
 atheris comes from ``.toolchain/atheris`` (scripts/bootstrap.sh, ``requirements-atheris.lock``). Prints one
-line per target: runs, seconds, coverage (libFuzzer's ``cov``/``ft`` counters), corpus size, findings;
-exits non-zero if any target found something.
+line per target: runs, seconds, coverage (libFuzzer's ``cov``/``ft`` counters), corpus size, the slowest
+input (whole seconds), peak memory, findings; exits non-zero if any target found something.
 """
 
 from __future__ import annotations
@@ -89,9 +89,12 @@ def _run(target: str, args: argparse.Namespace, workdir: Path) -> tuple[bool, st
     runs = _stat(r"stat::number_of_executed_units: (\d+)", log)
     cov = _stat(r"cov: (\d+) ft: (\d+) corp: (\d+)", log)
     coverage = f"cov {cov[0]} ft {cov[1]} corpus {cov[2]}" if isinstance(cov, tuple) else "cov ?"
+    slowest = _stat(r"stat::slowest_unit_time_sec: +(\d+)", log)
+    rss = _stat(r"stat::peak_rss_mb: +(\d+)", log)
     ok = done.returncode == 0 and not found
     summary = (
-        f"{target}: {runs} runs in {seconds:.0f} s, {coverage}, "
+        f"{target}: {runs} runs in {seconds:.0f} s, {coverage}, slowest input {slowest} s, "
+        f"peak RSS {rss} MB, "
         f"{'no findings' if ok else f'FOUND (exit {done.returncode}): ' + ', '.join(map(str, found))}"
     )
     if not ok:
