@@ -144,7 +144,7 @@ class NonceRead(BaseModel):
 
 
 #: Longest Sign-In with Ethereum message accepted (EIP-4361 messages are a few hundred characters; the
-#: parser's time grows fast with length: auth/service.py ``_check_siwe_shape``).
+#: parser's time grows faster than linearly with length: auth/service.py ``_check_siwe_shape``).
 MAX_SIWE_MESSAGE_CHARS = 2048
 
 

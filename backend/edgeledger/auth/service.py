@@ -43,9 +43,9 @@ NONCE_LENGTH = 32  # ~190 bits; EIP-4361 demands at least 8 alphanumerics
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
 _SECP256K1_HALF_N = SECPK1_N // 2
 #: Longest line of an EIP-4361 message accepted for parsing (the whole message: MAX_SIWE_MESSAGE_CHARS).
-#: Real messages are a few hundred characters; the siwe package's ABNF parser takes time quadratic in a
-#: line's length (8 KiB of text: ~15 s of CPU, docs/testing.md), so longer input is refused before it
-#: reaches the parser.
+#: Real messages are a few hundred characters; the siwe package's ABNF parser takes time that grows faster
+#: than linearly with a line's length (8 KiB of text: ~15 s of CPU, docs/testing.md), so longer input is
+#: refused before it reaches the parser.
 MAX_SIWE_LINE_CHARS = 512
 _SIWE_PREAMBLE = " wants you to sign in with your Ethereum account:"
 
