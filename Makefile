@@ -12,7 +12,7 @@ export SOLCX_BINARY_PATH := $(ROOT)/.toolchain/solcx
 BROWNIE := HOME=$(ROOT)/.toolchain/brownie-home $(VENV)/brownie
 TEST_DATABASE_URLS ?= sqlite postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: up test bootstrap compile lint typecheck slither test-contracts test-backend lock
+.PHONY: up test bootstrap compile lint typecheck slither test-contracts test-backend fuzz-long lock
 
 up: bootstrap compile
 	$(VENV)/edgeledger up
@@ -46,6 +46,14 @@ test-contracts: compile
 
 test-backend: compile
 	TEST_DATABASE_URLS="$(TEST_DATABASE_URLS)" $(VENV)/pytest tests/backend
+
+# Coverage-guided fuzzing (atheris) of the log parsers, the billing CSV importer and SIWE parsing, FUZZ_SECONDS
+# per target; the corpus grows in reports/fuzz-corpus across runs, findings land in reports/fuzz-findings.
+# make test runs a few seconds of each (tests/backend/test_input_fuzz.py). docs/testing.md has the figures.
+FUZZ_SECONDS ?= 600
+fuzz-long: bootstrap
+	$(VENV)/python -m scripts.fuzz --seconds $(FUZZ_SECONDS) --corpus reports/fuzz-corpus \
+	  --artifacts reports/fuzz-findings
 
 lock:
 	rm -rf .lockenv && python3 -m venv .lockenv && .lockenv/bin/pip install -q . && \

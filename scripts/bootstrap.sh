@@ -60,6 +60,18 @@ if [[ "$(cat "$TOOLCHAIN/fuzz/.edgeledger-stamp" 2>/dev/null)" != "$fuzz_digest"
   echo "$fuzz_digest" > "$TOOLCHAIN/fuzz/.edgeledger-stamp"
 fi
 
+# --- atheris (coverage-guided fuzzing of the parsers, scripts/fuzz.py): one wheel, no dependencies, into ---
+# .toolchain/atheris; the fuzz workers run on .venv's python with it on sys.path
+atheris_digest="$(digest requirements-atheris.lock)"
+if [[ "$(cat "$TOOLCHAIN/atheris/.edgeledger-stamp" 2>/dev/null)" != "$atheris_digest" ]]; then
+  say "installing atheris into .toolchain/atheris from requirements-atheris.lock"
+  rm -rf "$TOOLCHAIN/atheris"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+    --only-binary=:all: --target "$TOOLCHAIN/atheris" -r requirements-atheris.lock 2>&1 \
+    | { grep -v "is neither a file nor a directory" || true; }
+  echo "$atheris_digest" > "$TOOLCHAIN/atheris/.edgeledger-stamp"
+fi
+
 # --- mypy in its own virtualenv: strict type checks of the ledger core and the verifiers ------------
 mypy_digest="$(digest requirements-mypy.lock)"
 if [[ "$(cat "$TOOLCHAIN/mypy/.edgeledger-stamp" 2>/dev/null)" != "$mypy_digest" ]]; then

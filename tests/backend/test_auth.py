@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -669,3 +670,37 @@ def test_only_auditors_have_scopes_and_only_admins_set_them(client: TestClient, 
     # Roles other than auditor and admin read nothing on the audit paths.
     assert client.get("/auth/me/scope", headers=api_key_header(merchant_key)).json()["is_global"] is False
     assert not service.audit_scope(db_session, merchant.id, Role.merchant).allows_merchant(merchant.id)
+
+
+# --- hostile SIWE input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "x" * 2048,
+        "x" * 300 + " wants you to sign in with your Ethereum account:\n" + "y" * 600,
+        siwe_message("0x71C7656EC7ab88b098defB751B7401B5f6d8976F", "NonceNonce12345678")
+        + "\nResources:\n- https://e.example/"
+        + "a" * 600,
+    ],
+    ids=["garbage", "long-line", "long-resource"],
+)
+def test_siwe_text_the_parser_would_chew_on_is_refused_at_once(message: str) -> None:
+    """Found by fuzzing: the siwe package's ABNF parser took ~15 s of CPU for 8 KiB of text, which the API
+    accepted; such text is now refused before it reaches the parser."""
+    started = time.monotonic()
+    with pytest.raises(service.AuthError) as caught:
+        service.parse_siwe_message(message)
+    assert caught.value.code == "siwe_invalid_message" and caught.value.status == 400
+    assert time.monotonic() - started < 0.5
+
+
+def test_siwe_messages_longer_than_the_limit_are_refused_by_the_api_model() -> None:
+    from pydantic import ValidationError
+
+    from edgeledger.auth.models import MAX_SIWE_MESSAGE_CHARS, SiweVerifyRequest
+
+    SiweVerifyRequest(message="m" * MAX_SIWE_MESSAGE_CHARS, signature="0x")
+    with pytest.raises(ValidationError):
+        SiweVerifyRequest(message="m" * (MAX_SIWE_MESSAGE_CHARS + 1), signature="0x")

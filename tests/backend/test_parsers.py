@@ -506,6 +506,18 @@ def test_quarantined_line_masks_and_truncates_on_construction() -> None:
         line.raw = "203.0.113.5"  # type: ignore[misc]
 
 
+def test_a_json_escaped_client_ip_is_masked_in_quarantined_lines() -> None:
+    """Found by fuzzing: the JSON parsers decode "198\\u002e51\\u002e100\\u002e23" to the client's address;
+    the quarantined raw text kept it, escaped, unmasked."""
+    line = (
+        '{"v":1,"request_id":"r1","ts":"bad","edge_location":"FRA1","country":"DE","host":"h.example",'
+        '"uri":"/a\\u0022","body_bytes":1,"status":200,"cache":"HIT","client_ip":"198\\u002E51\\u002e100\\u002e23"}'
+    )
+    (item,) = parse([line], Pseudonymiser(KEY, "escape"))
+    assert type(item) is QuarantinedLine and item.reason == "bad_timestamp"
+    assert item.raw.endswith('"client_ip":"[ip]"}') and '"uri":"/a\\u0022"' in item.raw
+
+
 def test_pseudonyms_are_keyed_stable_and_normalised() -> None:
     first, again = Pseudonymiser(KEY, "k1"), Pseudonymiser(KEY, "k1", cache_size=0)
     other = Pseudonymiser(OTHER_KEY, "k2")

@@ -23,6 +23,7 @@ from edgeledger.settlement.billing import (
     aggregate_billing,
     amount_to_minor,
     beyond_tolerance,
+    billing_lines,
     reconcile,
     usage_from_receipts,
 )
@@ -410,6 +411,47 @@ def test_billing_csv_cloudfront_usage_report() -> None:
     ]
     assert [(p.line, p.problem) for p in in_gb.problems] == [(4, "UsageValue '1.5' is not an integer")]
     assert in_gb.ignored == 1  # another service's line
+
+
+def _billing_problems(text: str) -> list[tuple[int, str]]:
+    reader = BillingReader(billing_lines(text.encode()), merchant="shop")
+    list(reader)
+    return [(problem.line, problem.problem) for problem in reader.problems]
+
+
+BILLING_HEADER = "date,region,bytes,requests,amount,currency\n"
+
+
+def test_billing_numbers_past_pythons_digit_limit_are_a_problem_not_a_crash() -> None:
+    """Found by fuzzing (docs/testing.md): int() refuses strings over 4,300 digits with a ValueError, which
+    escaped the reader (a 500 on import)."""
+    for row in ("2026-11-20,EU,1,1," + "9" * 5000 + ",USD", "2026-11-20,EU," + "9" * 5000 + ",1,1,USD"):
+        ((line, problem),) = _billing_problems(BILLING_HEADER + row)
+        assert line == 2 and "does not fit in a signed 64-bit integer" in problem and len(problem) < 200
+    assert _billing_problems(BILLING_HEADER + "2026-11-20,EU,1,1,0." + "0" * 5000 + "5,USD") == []
+
+
+def test_a_csv_field_over_the_csv_module_limit_is_a_problem_not_a_crash() -> None:
+    """Found by fuzzing: csv.Error ("field larger than field limit (131072)") escaped the reader."""
+    text = BILLING_HEADER + "2026-11-20,EU,1,1,1,USD\n" + "2026-11-20,EU,1,1,1,USD," + "x" * 200_000 + "\n"
+    assert _billing_problems(text) == [(3, "unreadable CSV: field larger than field limit (131072)")]
+
+
+def test_billing_line_numbers_count_only_line_ends() -> None:
+    """Found by fuzzing: str.splitlines() also split at U+2028, form feeds and other separators inside a
+    field: the problem below was reported on line 4 of a 3-line file."""
+    text = BILLING_HEADER + '2026-11-20,EU,1,1,1,USD,"a\u2028b\x0cc"\n2026-11-20,XX,1,1,1,USD,x\n'
+    text = text.replace("currency\n", "currency,merchant\n")
+    assert _billing_problems(text) == [(3, "unknown region 'XX'")]
+
+
+def test_billing_numbers_and_dates_are_ascii_digits() -> None:
+    """Found by fuzzing: \\d matched other scripts' digits, which int() and strptime accept: "١٢" was 12
+    bytes."""
+    assert _billing_problems(BILLING_HEADER + "2026-11-20,EU,\u0661\u0662,1,1,USD") == [
+        (2, "bytes '١٢' is not an integer")
+    ]
+    assert _billing_problems(BILLING_HEADER + "\u0662026-11-20,EU,1,1,1,USD")[0][0] == 2
 
 
 # ----------------------------------------------------------------------------------------------

@@ -149,9 +149,14 @@ class NonceRead(BaseModel):
     chain_id: int | None = None
 
 
+#: Longest Sign-In with Ethereum message accepted (EIP-4361 messages are a few hundred characters; the
+#: parser's time grows faster than linearly with length: auth/service.py ``_check_siwe_shape``).
+MAX_SIWE_MESSAGE_CHARS = 2048
+
+
 class SiweVerifyRequest(BaseModel):
     # Bounds keep the parser and signature recovery away from arbitrarily large inputs.
-    message: str = Field(min_length=1, max_length=8192)
+    message: str = Field(min_length=1, max_length=MAX_SIWE_MESSAGE_CHARS)
     signature: str = Field(min_length=1, max_length=200)
 
 

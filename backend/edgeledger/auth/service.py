@@ -23,7 +23,15 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from edgeledger.auth.models import ApiKey, AuditorScopeEntry, AuthSession, Role, SiweNonce, User
+from edgeledger.auth.models import (
+    MAX_SIWE_MESSAGE_CHARS,
+    ApiKey,
+    AuditorScopeEntry,
+    AuthSession,
+    Role,
+    SiweNonce,
+    User,
+)
 from edgeledger.db import utcnow
 from edgeledger.errors import EdgeLedgerError
 
@@ -34,6 +42,12 @@ NONCE_LENGTH = 32  # ~190 bits; EIP-4361 demands at least 8 alphanumerics
 # Writing last_used_at on every request would turn each read into a write; minute precision is plenty.
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
 _SECP256K1_HALF_N = SECPK1_N // 2
+#: Longest line of an EIP-4361 message accepted for parsing (the whole message: MAX_SIWE_MESSAGE_CHARS).
+#: Real messages are a few hundred characters; the siwe package's ABNF parser takes time that grows faster
+#: than linearly with a line's length (8 KiB of text: ~15 s of CPU, docs/testing.md), so longer input is
+#: refused before it reaches the parser.
+MAX_SIWE_LINE_CHARS = 512
+_SIWE_PREAMBLE = " wants you to sign in with your Ethereum account:"
 
 
 class AuthError(EdgeLedgerError):
@@ -355,6 +369,7 @@ def verify_siwe(
 
 
 def parse_siwe_message(message: str) -> SiweFields:
+    _check_siwe_shape(message)
     # Imported here, not at module level, so that a broken siwe install (siwe 4.4.0 does not import
     # with abnf >= 2.9) disables only SIWE sign-in, not the API-key and session checks every router uses.
     from siwe import SiweMessage
@@ -375,6 +390,24 @@ def parse_siwe_message(message: str) -> SiweFields:
             code="siwe_invalid_message",
             status=400,
         ) from exc
+
+
+def _check_siwe_shape(message: str) -> None:
+    """Refuses, in linear time, text the ABNF parser would spend long on: too long, an over-long line, or a
+    first line that is not EIP-4361's ``<domain> wants you to sign in with your Ethereum account:``."""
+    problem = ""
+    if len(message) > MAX_SIWE_MESSAGE_CHARS:
+        problem = f"over {MAX_SIWE_MESSAGE_CHARS} characters"
+    elif any(len(line) > MAX_SIWE_LINE_CHARS for line in message.split("\n")):
+        problem = f"a line is over {MAX_SIWE_LINE_CHARS} characters"
+    elif not message.partition("\n")[0].endswith(_SIWE_PREAMBLE):
+        problem = f"the first line does not end with {_SIWE_PREAMBLE.strip()!r}"
+    if problem:
+        raise AuthError(
+            f"not a valid EIP-4361 (Sign-In with Ethereum) message: {problem}",
+            code="siwe_invalid_message",
+            status=400,
+        )
 
 
 def _parse_timestamp(value: str | None) -> datetime | None:

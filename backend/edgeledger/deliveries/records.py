@@ -277,6 +277,13 @@ _IPV6_CANDIDATE = re.compile(r"[0-9A-Za-z.]*:[0-9A-Za-z:.]*:[0-9A-Za-z:.]*")
 # Any dotted quad of 1-3 digit groups, valid or not (no look-behind: "%20198.51.100.2" must match).
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _IP_CHARS = "0123456789abcdefABCDEF:.%"
+# A JSON escape of a character addresses are written with (digit, hex letter, ".", ":", "%"): JSON log
+# formats decode "198\u002e51\u002e100\u002e23" to an address, so raw text shows it decoded before masking.
+_JSON_IP_CHAR_ESCAPE = re.compile(r"\\u00(3[0-9Aa]|2[5Ee]|4[1-6]|6[1-6])")
+
+
+def _unescape_ip_chars(text: str) -> str:
+    return _JSON_IP_CHAR_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), text)
 
 
 def _mask_v6(match: re.Match[str]) -> str:
@@ -302,6 +309,8 @@ def _safe_raw(raw: str) -> str:
     if len(raw) > _MASK_WINDOW:
         # Drop a trailing partial token that might be the first half of an address.
         raw = raw[:_MASK_WINDOW].rstrip(_IP_CHARS)
+    if "\\u" in raw:
+        raw = _unescape_ip_chars(raw)
     return mask_ips(raw)[:RAW_LINE_LIMIT]
 
 
@@ -311,7 +320,8 @@ class QuarantinedLine:
 
     ``reason`` is a stable code (see ``docs/log-formats.md``); ``detail`` says what exactly was wrong.
     ``raw`` (and ``detail``) never hold a client IP: IP literals are replaced by ``[ip]`` on
-    construction, then ``raw`` is truncated to :data:`RAW_LINE_LIMIT` characters.
+    construction (JSON escapes of address characters, ``\\u002e``, decoded first), then ``raw`` is
+    truncated to :data:`RAW_LINE_LIMIT` characters.
     """
 
     file: str

@@ -4,11 +4,18 @@ Two CSV layouts are accepted (docs/settlement.md lists the columns): EdgeLedger'
 ``date,region,bytes,requests,amount|amount_minor,currency[,merchant]`` and the CloudFront usage report
 ``Service,Operation,UsageType,Resource,StartTime,EndTime,UsageValue``. Both become :class:`BillingRow`s
 keyed by (merchant, region, day), which :func:`reconcile` compares with the anchored receipts.
+
+Hostile files are expected (``tests/backend/test_input_fuzz.py`` fuzzes this module): nothing a file holds
+makes the reader raise; every problem is collected with the physical line its row starts on (lines end at
+LF, CR LF or CR only: :func:`billing_lines`), numbers are ASCII digits of at most 64 bits before any
+``int()`` sees them, and a CSV the ``csv`` module cannot read (a field over its size limit) is one problem
+at the line where reading stopped.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,9 +40,12 @@ ISO_CURRENCIES: dict[str, int] = {
 CLOUDFRONT_REGIONS: dict[str, str] = {"US": "NA", "CA": "NA", "ZA": "AF"}
 OWN_COLUMNS = ("date", "region", "bytes", "requests", "currency")
 CLOUDFRONT_COLUMNS = ("service", "operation", "usagetype", "resource", "starttime", "endtime", "usagevalue")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_INT = re.compile(r"^[+-]?\d+(\.0*)?$")
-_AMOUNT = re.compile(r"^([+-]?)(\d+)(?:\.(\d+))?$")
+# ASCII digits only: ``\d`` would also take other scripts' digits, which int() and strptime accept.
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_INT = re.compile(r"([+-]?)([0-9]+)(?:\.0*)?")
+_AMOUNT = re.compile(r"([+-]?)([0-9]+)(?:\.([0-9]+))?")
+#: Digits of INT64_MAX: a longer number (leading zeros aside) does not fit, whatever its digits.
+_INT64_DIGITS = len(str(INT64_MAX))
 _TIME_FORMATS = (
     "%m/%d/%y %H:%M:%S",
     "%m/%d/%Y %H:%M:%S",
@@ -78,29 +88,35 @@ class _RowError(ValueError):
 
 def _int64(text: str, what: str) -> int:
     value = text.strip()
-    if not _INT.match(value):
-        raise _RowError(f"{what} {text!r} is not an integer")
-    number = int(value.split(".")[0])
-    if number < 0:
-        raise _RowError(f"{what} {number} is negative")
-    if number > INT64_MAX:
-        raise _RowError(f"{what} {number} does not fit in a signed 64-bit integer")
-    return number
+    match = _INT.fullmatch(value)
+    if not match:
+        raise _RowError(f"{what} {text[:40]!r} is not an integer")
+    digits = match.group(2).lstrip("0")
+    if match.group(1) == "-" and digits:
+        raise _RowError(f"{what} {value[:40]} is negative")
+    if len(digits) > _INT64_DIGITS or int(digits or "0") > INT64_MAX:
+        raise _RowError(f"{what} {value[:40]} does not fit in a signed 64-bit integer")
+    return int(digits or "0")
 
 
 def amount_to_minor(text: str, decimals: int, what: str = "amount") -> int:
     """A decimal amount in major units as minor units: exact, or rounded half up past ``decimals``."""
-    match = _AMOUNT.match(text.strip())
+    value = text.strip()
+    match = _AMOUNT.fullmatch(value)
     if not match:
-        raise _RowError(f"{what} {text.strip()!r} is not a decimal number")
-    sign, whole, fraction = match.group(1), match.group(2), match.group(3) or ""
-    if sign == "-" and int(whole + fraction or "0"):
-        raise _RowError(f"{what} {text.strip()} is negative")
-    scaled = int(whole + fraction)
+        raise _RowError(f"{what} {value[:40]!r} is not a decimal number")
+    sign, whole, fraction = match.group(1), match.group(2).lstrip("0"), match.group(3) or ""
+    if sign == "-" and (whole + fraction).strip("0"):
+        raise _RowError(f"{what} {value[:40]} is negative")
+    if len(whole) + decimals > _INT64_DIGITS:
+        raise _RowError(f"{what} {value[:40]} does not fit in a signed 64-bit integer")
+    # Rounding half up past ``decimals`` depends on the first dropped digit only.
+    fraction = fraction[: decimals + 1]
+    scaled = int(whole + fraction or "0")
     extra = len(fraction) - decimals
     minor = scaled * 10**-extra if extra <= 0 else (scaled + 5 * 10 ** (extra - 1)) // 10**extra
     if minor > INT64_MAX:
-        raise _RowError(f"{what} {text.strip()} does not fit in a signed 64-bit integer")
+        raise _RowError(f"{what} {value[:40]} does not fit in a signed 64-bit integer")
     return minor
 
 
@@ -108,7 +124,7 @@ def billing_region(code: str) -> str:
     value = code.strip().upper()
     region = CLOUDFRONT_REGIONS.get(value, value)
     if region not in REGION_CODES:
-        raise _RowError(f"unknown region {code.strip()!r}")
+        raise _RowError(f"unknown region {code.strip()[:20]!r}")
     return region
 
 
@@ -119,7 +135,16 @@ def _day_of(text: str) -> str:
             return datetime.strptime(value, fmt).replace(tzinfo=UTC).date().isoformat()
         except ValueError:
             continue
-    raise _RowError(f"time {value!r} is not a date or time in a known format")
+    raise _RowError(f"time {value[:40]!r} is not a date or time in a known format")
+
+
+def billing_lines(data: bytes) -> io.StringIO:
+    """The lines of an uploaded billing file for :class:`BillingReader`: UTF-8 (a BOM dropped), ended by
+    LF, CR LF or CR only, as an editor counts them (``str.splitlines`` would also end a line at U+2028,
+    form feeds and other separators inside a field, and shift every later line number).
+
+    Raises :class:`UnicodeDecodeError` for bytes that are not UTF-8."""
+    return io.StringIO(data.decode("utf-8-sig"), newline="")
 
 
 @dataclass
@@ -152,8 +177,16 @@ class BillingReader:
     def __iter__(self) -> Iterator[BillingRow]:
         reader = csv.reader(self.lines)
         header: list[str] | None = None
-        for fields in reader:
-            line = reader.line_num
+        while True:
+            # A row is numbered by the physical line it starts on (a quoted field may span lines).
+            line = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): the rest is unreadable
+                self._problem(line, f"unreadable CSV: {exc}")
+                return
             if not fields or all(not f.strip() for f in fields):
                 continue
             if header is None:
@@ -190,12 +223,12 @@ class BillingReader:
 
     def _own(self, line: int, row: dict[str, str]) -> BillingRow:
         day = row["date"].strip()
-        if not _DATE.match(day):
-            raise _RowError(f"date {day!r} is not YYYY-MM-DD")
+        if not _DATE.fullmatch(day):
+            raise _RowError(f"date {day[:40]!r} is not YYYY-MM-DD")
         _day_of(day)  # a real calendar date
         currency = row["currency"].strip().upper()
         if currency not in self.currencies:
-            raise _RowError(f"unknown currency {row['currency'].strip()!r}")
+            raise _RowError(f"unknown currency {row['currency'].strip()[:20]!r}")
         if self._currency is not None and currency != self._currency:
             raise _RowError(f"currency {currency} differs from the file's {self._currency}")
         if row.get("amount_minor", "").strip():

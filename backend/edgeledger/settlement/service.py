@@ -20,7 +20,7 @@ from edgeledger.auth.models import Role, User
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.settlement import SettlementError
-from edgeledger.settlement.billing import BillingReader, aggregate_billing, utc_day
+from edgeledger.settlement.billing import BillingReader, aggregate_billing, billing_lines, utc_day
 from edgeledger.settlement.models import (
     BillingImport,
     BillingUsageRow,
@@ -267,12 +267,10 @@ def import_billing(
         raise SettlementError("period_start is not a period boundary", code="period_invalid")
     period_end = period_start + settings.delivery_period_seconds
     try:
-        text = data.decode("utf-8-sig")
+        lines = billing_lines(data)
     except UnicodeDecodeError:
         raise SettlementError("billing file is not UTF-8 text", code="billing_invalid") from None
-    reader = BillingReader(
-        text.splitlines(), merchant=merchant_key(account), cloudfront_bytes_unit=cloudfront_bytes_unit
-    )
+    reader = BillingReader(lines, merchant=merchant_key(account), cloudfront_bytes_unit=cloudfront_bytes_unit)
     rows = list(reader)
     if reader.problem_count:
         raise SettlementError(
