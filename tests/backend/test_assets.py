@@ -293,27 +293,42 @@ def test_roles_and_authentication(app_client: TestClient) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_ipfs_down_gives_503_and_the_journal_keeps_the_attempt(
-    settings: Settings, creator_factory: Any
+def test_ipfs_down_delays_publishing_and_loses_nothing(
+    settings: Settings, creator_factory: Any, ipfs_client: IpfsClient
 ) -> None:
+    """IPFS is only needed once the registration landed: with the node down the upload waits for its
+    signature and lands on chain as usual; the content stays in the spool (`pinning` with the asset id)
+    and the reconciler publishes it when the node is back."""
     dead = settings.model_copy(update={"ipfs_api": f"/ip4/127.0.0.1/tcp/{free_port()}/http"})
     app = create_app(dead)
     with TestClient(app) as client:
         caller = creator_factory(client)
         data = png()
-        assert_error(upload(client, caller, data), 503, "ipfs_unavailable")
-        (reg,) = registrations(client)
-        assert reg.state == RegistrationState.pinning and reg.error_code == "ipfs_unavailable"
-        assert asset_count(client) == 0
-    app.state.engine.dispose()
-
-    # With IPFS back, the same upload resumes the same journal row and completes.
-    app = create_app(settings)
-    with TestClient(app) as client:
         response = upload(client, caller, data)
         assert response.status_code == 201, response.text
+        asset = response.json()
         (reg,) = registrations(client)
-        assert reg.state == RegistrationState.registered and reg.attempts == 2
+        assert reg.state == RegistrationState.pinning and reg.asset_id == asset["id"]
+        assert reg.error_code == "ipfs_unavailable"
+        assert not ipfs_client.is_pinned(asset["content_cid"])
+    app.state.engine.dispose()
+
+    # With IPFS back, the reconciler publishes the spooled content.
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    app = create_app(settings)
+    with TestClient(app) as client, Session(app.state.engine) as session:
+        counts = flows.reconcile_registrations(
+            session,
+            ChainClient.from_settings(settings),
+            IpfsClient.from_settings(settings),
+            settings,
+            now=later,
+        )
+        assert counts["registered"] == 1
+        (reg,) = registrations(client)
+        assert reg.state == RegistrationState.registered and reg.error_code is None
+        assert ipfs_client.is_pinned(asset["content_cid"]) and ipfs_client.cat(asset["content_cid"]) == data
+        assert ipfs_client.is_pinned(asset["metadata_cid"])
     app.state.engine.dispose()
 
 
@@ -347,7 +362,14 @@ def _crashed_registration(app_client: TestClient, caller: Caller, *, submit: boo
             reg = flows._open_journal(
                 session, actor, params, facts, creator, 1_700_000_000, "c.png", metadata, deadline
             )
-            flows._pin(session, app.state.ipfs, reg, spool.name, facts, metadata)  # type: ignore[attr-defined]
+            flows.keep_spool(
+                session,
+                app.state.settings.data_dir / "uploads",
+                reg,
+                spool.name,
+                metadata,
+                facts.import_profile,
+            )  # type: ignore[attr-defined]
         # The creator's signature arrived and was kept; the process dies before (or after) sending.
         typed = flows.registration_typed_data(app.state.chain, reg)  # type: ignore[attr-defined]
         reg.params_json = json.dumps(
@@ -381,6 +403,8 @@ def test_reconciler_finishes_registrations_left_by_a_crash(
     (row,) = registrations(app_client)
     assert row.id == reg.id and row.state == RegistrationState.registered and row.asset_id == 1
     assert asset_count(app_client) == 1
+    ipfs = IpfsClient.from_settings(settings)
+    assert ipfs.is_pinned(reg.content_cid) and ipfs.is_pinned(reg.metadata_cid or "")  # published on landing
     # Exactly one registration on chain, and a second reconcile changes nothing.
     chain = ChainClient.from_settings(settings)
     assert chain.call(chain.contract("ContentRegistry").functions.totalAssets()) == 1
@@ -391,11 +415,12 @@ def test_reconciler_finishes_registrations_left_by_a_crash(
     assert sum(again.values()) == 0
 
 
-def test_reconciler_releases_abandoned_pins(
+def test_reconciler_releases_abandoned_registrations(
     app_client: TestClient, creator: Caller, settings: Settings, ipfs_client: IpfsClient
 ) -> None:
     reg = _crashed_registration(app_client, creator, submit=False)
-    assert ipfs_client.is_pinned(reg.content_cid)
+    spool = json.loads(reg.params_json)["spool"]
+    assert os.path.exists(spool["content"]) and not ipfs_client.is_pinned(reg.content_cid)
     too_late = datetime.now(UTC) + timedelta(seconds=settings.pending_registration_max_age_seconds + 60)
     with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
         counts = flows.reconcile_registrations(
@@ -409,6 +434,7 @@ def test_reconciler_releases_abandoned_pins(
     (row,) = registrations(app_client)
     assert row.state == RegistrationState.released and row.error_code == "registration_expired"
     assert not ipfs_client.is_pinned(reg.content_cid) and not ipfs_client.is_pinned(reg.metadata_cid or "")
+    assert not os.path.exists(spool["content"]) and not os.path.exists(spool["metadata"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,6 +484,37 @@ def test_the_platform_registers_only_what_the_creator_signed(app_client: TestCli
         path, headers=creator.headers, json={"signature": formats.sign(typed, creator.account.key)}
     )
     assert_error(again, 409, "registration_not_awaiting_signature")
+
+
+def test_nothing_is_published_before_the_registration_lands(
+    app_client: TestClient, creator: Caller, ipfs_client: IpfsClient
+) -> None:
+    """While a registration waits for the creator's signature its bytes are only in the journal's spool:
+    the node has neither the content nor the metadata, so a copied pin cannot exist. Once it lands on
+    chain both are pinned with the CIDs the chain records, and the spool is gone."""
+    data = png()
+    pending = app_client.post(
+        "/assets",
+        headers=creator.headers,
+        files={"file": ("shot.png", data, "image/png")},
+        data={"metadata": json.dumps({"title": "Unpublished"})},
+    )
+    assert pending.status_code == 202, pending.text
+    reg = pending.json()
+    assert not ipfs_client.is_pinned(reg["content_cid"]) and not ipfs_client.is_pinned(reg["metadata_cid"])
+    (row,) = [r for r in registrations(app_client) if r.id == reg["id"]]
+    spool = json.loads(row.params_json)["spool"]
+    with open(spool["content"], "rb") as kept:
+        assert kept.read() == data
+    signature = formats.sign(reg["typed_data"], creator.account.key)
+    done = app_client.post(
+        f"/assets/registrations/{reg['id']}/signature", headers=creator.headers, json={"signature": signature}
+    )
+    assert done.status_code == 201, done.text
+    asset = done.json()
+    assert ipfs_client.is_pinned(asset["content_cid"]) and ipfs_client.cat(asset["content_cid"]) == data
+    assert ipfs_client.is_pinned(asset["metadata_cid"])
+    assert not os.path.exists(spool["content"]) and not os.path.exists(spool["metadata"])
 
 
 def test_a_registration_front_run_on_chain_is_reported_as_such(

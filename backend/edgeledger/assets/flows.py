@@ -1,5 +1,5 @@
-"""Registration, end to end: journal -> pin -> creator's signature -> chain -> asset row, resumable at
-every step.
+"""Registration, end to end: journal + spool -> creator's signature -> chain -> asset row -> IPFS pins,
+resumable at every step.
 
 The platform's signer registers only what the creator signed: every registration waits in
 ``awaiting_signature`` for the creator's EIP-712 ``Registration`` signature over exactly this content,
@@ -8,20 +8,29 @@ registration's read model), then relays it with ``ContentRegistry.registerFor`` 
 Neither a stolen registrar key nor a copied transaction can register anything for anyone else. The
 signature is kept with the journal row, so a dropped transaction is sent again without asking again.
 
-Order matters for "nothing lost": the journal row (with the CIDs computed locally) is committed before
-anything is pinned, the transaction hash is committed before its receipt is awaited, and the asset row
-is written only from the chain's own log. Whatever dies in between, :func:`reconcile_registrations`
-finds the journal row and either finishes the registration or releases the pins.
+Nothing is published before the registration lands: the upload and its metadata document wait in the
+journal's spool (``DATA_DIR/uploads/registration-<id>.*``, next to the row that names them), so nobody
+can read the bytes from IPFS and register them first. Once the chain has the registration, the content
+and metadata are pinned from the spool (the node's CID must equal ours) and the spool is dropped.
+
+Order matters for "nothing lost": the journal row (with the CIDs computed locally) and its spool are
+committed before anything is sent, the transaction hash is committed before its receipt is awaited, the
+asset row is written only from the chain's own log, and the spool is dropped only after both pins.
+Whatever dies in between, :func:`reconcile_registrations` finds the journal row and finishes the
+registration, publishes a landed one whose pins are missing (``pinning`` with an asset id), or releases
+an abandoned one (its spool, and any pin only it used).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO, Any
 
 from eth_account import Account
@@ -116,13 +125,61 @@ def register_upload(
         metadata = service.metadata_document(params, facts, creator, valid_from)
         deadline = int(datetime.now(UTC).timestamp()) + settings.pending_registration_max_age_seconds
         reg = _open_journal(session, actor, params, facts, creator, valid_from, filename, metadata, deadline)
-        _pin(session, ipfs, reg, spool.name, facts, metadata)
-
+        # Nothing goes to IPFS before the registration lands: the bytes wait in the journal's spool.
+        keep_spool(session, uploads, reg, spool.name, metadata, facts.import_profile)
     # Whoever uploaded (the creator's wallet session, or an admin for a named creator), the chain only
     # takes the registration with the creator's own signature.
     reg.state = RegistrationState.awaiting_signature
     session.commit()
     return RegistrationOutcome(reg, None)
+
+
+def keep_spool(
+    session: Session, uploads: Path, reg: Registration, path: str, metadata: bytes, profile: str
+) -> None:
+    """Keeps the upload (a hard link to the spooled file, same folder) and its metadata document beside
+    the journal row until the registration lands, and records where (committed with the row)."""
+    uploads.mkdir(parents=True, exist_ok=True)
+    content = uploads / f"registration-{reg.id}.content"
+    meta = uploads / f"registration-{reg.id}.metadata.json"
+    meta.write_bytes(metadata)
+    content.unlink(missing_ok=True)  # a resumed upload replaces what an earlier attempt left
+    os.link(path, content)
+    payload = _payload(reg)
+    payload["spool"] = {"content": str(content), "metadata": str(meta), "profile": profile}
+    reg.params_json = json.dumps(payload)
+    session.commit()
+
+
+def _drop_spool(reg: Registration) -> None:
+    for path in (_payload(reg).get("spool") or {}).values():
+        if isinstance(path, str) and path.startswith("/"):
+            Path(path).unlink(missing_ok=True)
+
+
+def _publish(session: Session, ipfs: IpfsClient, reg: Registration) -> None:
+    """Pins the landed registration's content and metadata from the spool (with the import profile the
+    CIDs were computed with, refusing a node CID other than ours), then drops the spool. Until it
+    succeeds the row stays `pinning` with its asset id, and the reconciler tries again."""
+    spool = _payload(reg).get("spool")
+    if spool is None:  # registered before registrations waited in a spool: pinned at upload
+        reg.state = RegistrationState.registered
+        session.commit()
+        return
+    profile = spool["profile"]
+    try:
+        _pin_expecting(ipfs, lambda: ipfs.add_file(spool["content"], profile), reg.content_cid, profile)
+        metadata = Path(spool["metadata"]).read_bytes()
+        _pin_expecting(ipfs, lambda: ipfs.add_bytes(metadata, profile), reg.metadata_cid or "", profile)
+    except (IpfsError, AssetError, OSError) as exc:
+        reg.state = RegistrationState.pinning
+        _record_error(session, reg, exc)
+        log.warning("registration %s: on chain, content not yet published to IPFS: %s", reg.id, exc)
+        return
+    reg.state = RegistrationState.registered
+    reg.error_code = reg.error_message = None
+    session.commit()
+    _drop_spool(reg)
 
 
 def _creator_for(actor: Actor, params: RegistrationParams) -> str:
@@ -223,23 +280,6 @@ def _open_journal(
             status=409,
         ) from None
     return reg
-
-
-def _pin(
-    session: Session, ipfs: IpfsClient, reg: Registration, path: str, facts: FileFacts, metadata: bytes
-) -> None:
-    """Pins content and metadata with the import profile their CIDs were computed with."""
-    profile = facts.import_profile
-    try:
-        _pin_expecting(ipfs, lambda: ipfs.add_file(path, profile), facts.cid, profile)
-        _pin_expecting(ipfs, lambda: ipfs.add_bytes(metadata, profile), reg.metadata_cid or "", profile)
-    except (IpfsError, AssetError) as exc:
-        # The row stays `pinning` with the error: a retry of the same upload resumes it, and the
-        # reconciler releases whatever got pinned if nobody comes back.
-        _record_error(session, reg, exc)
-        raise
-    reg.state = RegistrationState.pinned
-    session.commit()
 
 
 def _pin_expecting(ipfs: IpfsClient, add: Callable[[], str], expected: str, profile: str) -> None:
@@ -389,11 +429,12 @@ def _submit(
             registration_id=reg.id,
             state=reg.state,
         ) from exc
-    return finish_from_chain(session, chain, reg)
+    return finish_from_chain(session, chain, ipfs, reg)
 
 
-def finish_from_chain(session: Session, chain: ChainClient, reg: Registration) -> Asset:
-    """Writes the asset row from the chain's AssetRegistered log and closes the journal row."""
+def finish_from_chain(session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration) -> Asset:
+    """Writes the asset row from the chain's AssetRegistered log, then publishes the content to IPFS
+    and closes the journal row (or leaves it `pinning` for the reconciler when IPFS is down)."""
     existing = service.find_asset_by_hash(session, reg.content_hash)
     if existing is None:
         event = service.registration_event(chain, reg.content_hash)
@@ -401,10 +442,10 @@ def finish_from_chain(session: Session, chain: ChainClient, reg: Registration) -
             raise ChainError("registration not found on chain yet", code="chain_timeout", status=504)
         params, _ = _params_of(reg)
         existing = service.record_asset(session, chain, reg, params, event)
-    reg.state = RegistrationState.registered
     reg.asset_id = existing.id
     reg.error_code = reg.error_message = None
     session.commit()
+    _publish(session, ipfs, reg)
     return existing
 
 
@@ -413,7 +454,7 @@ def _settle_revert(
 ) -> Asset:
     if exc.error == "AlreadyRegistered" and _chain_record_is_ours(chain, reg):
         # An earlier submission of this very registration landed first (retry after a crash).
-        return finish_from_chain(session, chain, reg)
+        return finish_from_chain(session, chain, ipfs, reg)
     if exc.error in SIGNATURE_REVERTS:
         payload = _payload(reg)
         payload.pop("signature", None)
@@ -491,6 +532,7 @@ def release_registration(session: Session, ipfs: IpfsClient, reg: Registration, 
     _record_error(session, reg, reason, commit=False)
     reg.state = RegistrationState.released
     session.commit()
+    _drop_spool(reg)
 
 
 def _record_error(session: Session, reg: Registration, exc: Exception, *, commit: bool = True) -> None:
@@ -543,7 +585,7 @@ def _reconcile_one(
 ) -> str:
     if service.registered_asset_id(chain, reg.content_hash):
         if _chain_record_is_ours(chain, reg):
-            finish_from_chain(session, chain, reg)
+            finish_from_chain(session, chain, ipfs, reg)
             return "registered"
         _registered_by_someone_else(session, chain, ipfs, reg)
         return "released"
@@ -570,6 +612,9 @@ def _reconcile_one(
         session.commit()
         submit_registration(session, chain, ipfs, reg)
         return "retried"
+    if reg.state == RegistrationState.pinning and reg.asset_id is not None:
+        _publish(session, ipfs, reg)  # on chain already: publish the spooled content
+        return "registered" if reg.state == RegistrationState.registered else "deferred"
     if reg.state == RegistrationState.pinning:
         # The upload's bytes are gone with its request: only the creator re-uploading can resume it.
         release_registration(
