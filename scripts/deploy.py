@@ -1,6 +1,8 @@
 """Deploys EdgeLedger's contracts and grants least-privilege roles (brownie script).
 
     brownie run scripts/deploy.py --network edgeledger-rpc      # any node at $ETH_RPC_URL
+    python -m edgeledger.chain.brownie_run run scripts/deploy.py --network edgeledger-rpc
+                                                              # the same, also from a path with dots
 
 Environment:
     DEPLOYER_PRIVATE_KEY  key that pays for deployment (development networks: accounts[0] if unset)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import PROJECT_ROOT
 from edgeledger.ledger import registration as formats
-from tests.backend.support.stack import DeployedChain, free_port, self_register
+from tests.backend.support.stack import DeployedChain, free_port, rpc, self_register
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +137,46 @@ def test_unreachable_rpc_is_a_503_naming_the_endpoint(chain_snapshot: DeployedCh
         dead.block_number()
     assert error.value.status == 503 and error.value.code == "chain_unavailable"
     assert dead.rpc_url in error.value.message
+
+
+def test_the_deploy_script_runs_from_a_folder_whose_path_has_a_dot(tmp_path: Path) -> None:
+    """Brownie imports a script by its absolute path as a dotted module name, so a checkout at
+    `.../edgeledger.v2` failed with "No module named ...edgeledger". The project (its sources, build
+    artifacts and configuration; the toolchains linked) copied into such a folder deploys through
+    edgeledger.chain.brownie_run, as `make up` and the test stack do."""
+    from edgeledger.chain.anvil import LocalAnvil
+    from edgeledger.chain.brownie_run import brownie_module_name
+    from edgeledger.chain.deploy import brownie_env
+
+    copy = tmp_path / "src" / "edgeledger.v2"
+    copy.mkdir(parents=True)
+    for name in ("brownie-config.yaml", "contracts", "scripts", "build/contracts", "build/interfaces"):
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name)
+        elif source.exists():
+            shutil.copy(source, copy / name)
+    for name in (".toolchain", "node_modules"):
+        (copy / name).symlink_to(PROJECT_ROOT / name)
+    for name in ("interfaces", "reports", "tests/contracts"):  # the folders brownie expects
+        (copy / name).mkdir(parents=True, exist_ok=True)
+    assert brownie_module_name(copy / "scripts" / "deploy.py").endswith("edgeledger.v2.scripts.deploy")
+
+    with LocalAnvil(free_port(), log_file=tmp_path / "anvil.log") as node:
+        deployer = Account.create()
+        rpc(node.rpc_url, "anvil_setBalance", deployer.address, hex(10**21))
+        env = brownie_env(
+            {
+                "ETH_RPC_URL": node.rpc_url,
+                "DEPLOYER_PRIVATE_KEY": deployer.key.to_0x_hex(),
+                "REGISTRAR_ADDRESS": Account.create().address,
+                "DEPLOYMENT_FILE": str(copy / "deployment.json"),
+            }
+        )
+        command = [sys.executable, "-m", "edgeledger.chain.brownie_run", "run", "scripts/deploy.py"]
+        result = subprocess.run(
+            [*command, "--network", "edgeledger-rpc"], cwd=copy, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        deployed = json.loads((copy / "deployment.json").read_text())
+        assert set(deployed["contracts"]) >= {"ContentRegistry", "DeliveryLedger", "SettlementVault"}

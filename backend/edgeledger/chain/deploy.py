@@ -60,11 +60,12 @@ def run_deploy_script(
         env["ARBITER_ADDRESS"] = arbiter
     if admin:
         env["ADMIN_ADDRESS"] = admin
-    brownie = str(Path(sys.executable).with_name("brownie"))
+    # brownie's own command line, through a runner that also works from a folder whose path has a dot
+    runner = [sys.executable, "-m", "edgeledger.chain.brownie_run"]
     for _attempt in range(3):
         _forget_brownie_deployments()
         result = subprocess.run(
-            [brownie, "run", "scripts/deploy.py", "--network", "edgeledger-rpc"],
+            [*runner, "run", "scripts/deploy.py", "--network", "edgeledger-rpc"],
             cwd=PROJECT_ROOT,
             env=brownie_env(env),
             capture_output=True,
