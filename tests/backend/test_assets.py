@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from edgeledger.assets import flows
+from edgeledger.assets import flows, service
 from edgeledger.assets.models import Asset, Registration, RegistrationState
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
@@ -654,3 +654,57 @@ def test_unixfs_v1_2025_uploads_record_their_profile_and_verify_under_it(
 @pytest.fixture
 def creator_factory() -> Any:
     return lambda client: make_caller(client, Role.creator, "creator")
+
+
+def test_licence_and_split_updates_are_relayed_with_the_holders_signature(
+    app_client: TestClient, creator: Caller
+) -> None:
+    """The holder signs, the platform pays: the API answers the typed data, then relays the signature
+    (updateLicenceFor / updateSplitFor). A replayed or someone else's signature is refused on chain."""
+    asset = upload(app_client, creator, png()).json()
+    chain = app_client.app.state.chain  # type: ignore[attr-defined]
+    registry = chain.contract("ContentRegistry")
+    path = f"/assets/{asset['id']}/licence"
+    ask = {"territories": ["DE", "FR"], "royalty_bps": 250, "deadline": 2**40}
+    typed = app_client.post(path, headers=creator.headers, json=ask).json()["typed_data"]
+    assert typed["primaryType"] == "LicenceUpdate" and typed["message"]["assetId"] == asset["id"]
+    signature = formats.sign(typed, creator.account.key)
+    done = app_client.post(path, headers=creator.headers, json={**ask, "signature": signature})
+    assert done.status_code == 200, done.text
+    licence = chain.call(registry.functions.getLicence(asset["id"]))
+    assert licence[3] == 250 and licence[0] == service.territories_bitmap(["DE", "FR"])
+    replay = app_client.post(path, headers=creator.headers, json={**ask, "signature": signature})
+    assert_error(replay, 422, "invalid_signature")
+    no_deadline = app_client.post(
+        path, headers=creator.headers, json={"territories": ["DE"], "signature": signature}
+    )
+    assert_error(no_deadline, 422, "deadline_required")
+
+    split_path = f"/assets/{asset['id']}/split"
+    co = Account.create()
+    ask_split = {
+        "split": [
+            {"recipient": creator.account.address, "bps": 6000},
+            {"recipient": co.address, "bps": 4000},
+        ],
+        "deadline": 2**40,
+    }
+    typed = app_client.post(split_path, headers=creator.headers, json=ask_split).json()["typed_data"]
+    stranger = formats.sign(typed, co.key)
+    assert_error(
+        app_client.post(split_path, headers=creator.headers, json={**ask_split, "signature": stranger}),
+        422,
+        "invalid_signature",
+    )
+    signed = formats.sign(typed, creator.account.key)
+    assert (
+        app_client.post(
+            split_path, headers=creator.headers, json={**ask_split, "signature": signed}
+        ).status_code
+        == 200
+    )
+    recipients, shares = chain.call(registry.functions.getSplit(asset["id"]))
+    assert (list(recipients), list(shares)) == ([creator.account.address, co.address], [6000, 4000])
+    assert_error(
+        app_client.post("/assets/99999/split", headers=creator.headers, json=ask_split), 404, "not_found"
+    )

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from edgeledger.assets import flows, service
+from edgeledger.assets import flows, service, updates
 from edgeledger.assets.models import (
     AssetRead,
     AssetStatus,
@@ -149,6 +149,32 @@ def submit_signature(
     reg = _own_registration(session, principal, registration_id)
     asset = flows.submit_signature(session, chain, ipfs, reg, body.signature)
     return service.to_read(asset, chain.confirmations_of(asset.block_number))
+
+
+@router.post(
+    "/{asset_id}/licence",
+    response_model=updates.UpdateAnswer,
+    summary="Gas-free licence update: the typed data for the holder to sign, or relay its signature",
+)
+def update_licence(
+    asset_id: int, body: updates.LicenceUpdateRequest, chain: ChainDep, _: Registrant
+) -> updates.UpdateAnswer:
+    """Without ``signature``: the EIP-712 ``LicenceUpdate`` the rights holder signs (its current nonce,
+    ``deadline``). With it (and the same ``deadline``): the platform sends ``updateLicenceFor``."""
+    return updates.licence_update(chain, asset_id, body)
+
+
+@router.post(
+    "/{asset_id}/split",
+    response_model=updates.UpdateAnswer,
+    summary="Gas-free split update: the typed data for the holder to sign, or relay its signature",
+)
+def update_split(
+    asset_id: int, body: updates.SplitUpdateRequest, chain: ChainDep, _: Registrant
+) -> updates.UpdateAnswer:
+    """Without ``signature``: the EIP-712 ``SplitUpdate`` the rights holder signs. With it (and the same
+    ``deadline``): the platform sends ``updateSplitFor``."""
+    return updates.split_update(chain, asset_id, body)
 
 
 @router.get("/{asset_id}", response_model=ProvenanceRead, summary="Provenance: chain record, lineage, status")
