@@ -42,6 +42,7 @@ from hypothesis.stateful import (
 
 from .conftest import (
     CHALLENGE_WINDOW,
+    PERIOD_SECONDS,
     ZERO_ADDRESS,
     ZERO_HASH,
     Payout,
@@ -250,6 +251,21 @@ class VaultMachine(RuleBasedStateMachine):
             return
         payout = Payout(period, merchant, str(token), {str(self.rogue): whole})
         self._post_payout(payout, self.rogue, "rogue")
+
+    @rule(pick=st_pick, seed=st_seed)
+    def rule_settler_posts_ahead(self, pick, seed):
+        """A settler key (the platform's or the rogue) posts for the running period, a future one, or a
+        supplementary id of the running one: refused whatever the amount, nothing reserved."""
+        now_period = chain.time() // PERIOD_SECONDS
+        period = [now_period, now_period + 1 + seed % 400, now_period + (1 << 32)][pick % 3]
+        merchant, token = self.merchants[(pick // 3) % 2], self.tokens[(seed >> 20) % 2]
+        sender = [self.settler, self.rogue][(pick // 6) % 2]
+        ends_at = ((period & 0xFFFFFFFF) + 1) * PERIOD_SECONDS
+        if ends_at - chain.time() <= BOUNDARY:
+            return  # the next block could fall after the period's end
+        payout = Payout(period, str(merchant), str(token), {str(self.rogue): 1})
+        expected = vault_error("PeriodNotEnded", period, ends_at)
+        self._send(expected, self.vault.post, period, merchant, token, payout.root, 1, {"from": sender})
 
     @rule(pick=st_pick, seed=st_seed)
     def rule_merchant_sets_bounds(self, pick, seed):
