@@ -1,11 +1,14 @@
 """Streaming parsers: CDN and edge-node logs -> :class:`DeliveryRecord` / :class:`QuarantinedLine`.
 
-Three formats are understood (``docs/log-formats.md`` documents every field decision):
+Five formats are understood (``docs/log-formats.md`` documents every field decision):
 
 * ``cloudfront``: Amazon CloudFront standard (access) logs, tab-separated, with ``#Version``/``#Fields``
   headers; columns are mapped through the ``#Fields`` header, not by position.
 * ``cloudflare``: Cloudflare Logpush ``http_requests`` NDJSON.
 * ``edgeledger``: the project's own edge-node JSON lines (``{"v":1, ...}``).
+* ``nginx_combined``: nginx's predefined ``combined`` access log (edge nodes not yet on edge-node JSON);
+  it names neither host nor edge location, so the caller supplies them (:class:`NginxSite`).
+* ``aliyun``: Alibaba Cloud CDN offline logs (mainland and overseas packages share the layout).
 
 Files are read line by line (plain or gzip, detected from the magic bytes), so memory does not grow with
 the file. Every physical line ends up as exactly one of: a record, a quarantined line (file, line number,
@@ -15,7 +18,7 @@ lines). One bad line never stops the file; a file that is not a recognised log a
 
 This package: ``parse_log`` and ``detect_format`` here; ``text`` (plain or gzip text, bounded reads),
 ``fields`` (quarantine reasons, statistics, checked conversions), ``edges`` (the edge-location table),
-``cloudfront`` and ``jsonlines`` (the formats), ``names`` (format names).
+``cloudfront``, ``jsonlines`` and ``accesslog`` (the formats), ``names`` (format names).
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from collections.abc import Iterable, Iterator
 from itertools import chain, islice
 from typing import IO
 
+from edgeledger.deliveries.parsers.accesslog import (
+    NginxSite,
+    _parse_access_log,
+    _tokens,
+    looks_like_aliyun,
+    looks_like_nginx_combined,
+)
 from edgeledger.deliveries.parsers.cloudfront import (
     _cloudfront_columns,
     _missing_cloudfront_columns,
@@ -40,7 +50,14 @@ from edgeledger.deliveries.parsers.jsonlines import (
     _edgeledger_record,
     _parse_json_lines,
 )
-from edgeledger.deliveries.parsers.names import CLOUDFLARE, CLOUDFRONT, EDGELEDGER, FORMATS
+from edgeledger.deliveries.parsers.names import (
+    ALIYUN,
+    CLOUDFLARE,
+    CLOUDFRONT,
+    EDGELEDGER,
+    FORMATS,
+    NGINX_COMBINED,
+)
 from edgeledger.deliveries.parsers.text import (
     DETECT_LINES,
     MAX_LINE_CHARS,
@@ -59,13 +76,16 @@ from edgeledger.deliveries.records import (
 )
 
 __all__ = [
+    "ALIYUN",
     "CLOUDFLARE",
     "CLOUDFRONT",
     "EDGELEDGER",
     "EDGE_LOCATION_COUNTRIES",
     "FORMATS",
     "MAX_LINE_CHARS",
+    "NGINX_COMBINED",
     "LogLines",
+    "NginxSite",
     "ParseStats",
     "Reason",
     "detect_format",
@@ -95,7 +115,8 @@ def _describe(line: str) -> str:
 
 
 def detect_format(first_lines: Iterable[str], *, file_name: str = "<input>") -> str:
-    """``"cloudfront"``, ``"cloudflare"`` or ``"edgeledger"`` from the first lines of a file.
+    """``"cloudfront"``, ``"cloudflare"``, ``"edgeledger"``, ``"nginx_combined"`` or ``"aliyun"`` from the
+    first lines of a file.
 
     Raises :class:`LogFormatError` (naming ``file_name`` and why) for anything else: an empty file, a
     CSV or HTML document, a CloudFront header without the columns a record needs, JSON lines of an
@@ -145,6 +166,17 @@ def detect_format(first_lines: Iterable[str], *, file_name: str = "<input>") -> 
                 f"JSON lines of an unknown schema (neither Cloudflare nor edge-node v1; keys {keys})",
             )
         raise LogFormatError(file_name, f"no valid JSON object in the first {len(lines)} lines")
+    tokens = _tokens(first)
+    if looks_like_aliyun(tokens):
+        return ALIYUN
+    if looks_like_nginx_combined(tokens):
+        return NGINX_COMBINED
+    if first.startswith("[") or (len(tokens) > 3 and tokens[3].startswith("[")):
+        raise LogFormatError(
+            file_name,
+            f"an access-log line of no known layout ({len(tokens)} fields; neither nginx combined, 9 fields, "
+            f"nor Alibaba Cloud CDN, 12 or more): declare the format or convert the file",
+        )
     raise LogFormatError(file_name, _describe(first))
 
 
@@ -160,6 +192,7 @@ def parse_log(
     file_name: str | None = None,
     stats: ParseStats | None = None,
     log_format: str | None = None,
+    site: NginxSite | None = None,
 ) -> Iterator[DeliveryRecord | QuarantinedLine]:
     """Stream the records and quarantined lines of one log file.
 
@@ -168,7 +201,9 @@ def parse_log(
     unrecognised file raises :class:`LogFormatError` on the first ``next()``, before anything is
     produced. ``file_name`` names the file in quarantined lines and errors (default: the path or the
     file object's name). Pass a :class:`ParseStats` as ``stats`` to receive the totals; it is updated
-    when the generator finishes or is closed (quarantine counts as they happen).
+    when the generator finishes or is closed (quarantine counts as they happen). ``site`` gives an
+    ``nginx_combined`` file its host and edge location; such a file without it raises
+    :class:`LogFormatError`.
 
     A gzip stream that is cut short raises :class:`LogFormatError` where it breaks off: treat the file
     as failed (the lines before were valid and have been produced).
@@ -188,6 +223,10 @@ def parse_log(
             log_format = detect_format(head, file_name=name)
         elif log_format not in FORMATS:
             raise ValueError(f"log_format must be one of {', '.join(FORMATS)}")
+        if log_format == NGINX_COMBINED and site is None:
+            raise LogFormatError(
+                name, "nginx combined lines name no host or edge location: the source must declare them"
+            )
         stats.files += 1
         stats.by_format[log_format] += 1
         all_lines = chain(head, lines)
@@ -195,6 +234,8 @@ def parse_log(
             parser = _parse_cloudfront(all_lines, run, counts)
         elif log_format == CLOUDFLARE:
             parser = _parse_json_lines(all_lines, run, counts, _cloudflare_record)
+        elif log_format in (NGINX_COMBINED, ALIYUN):
+            parser = _parse_access_log(all_lines, run, counts, log_format, site)
         else:
             parser = _parse_json_lines(all_lines, run, counts, _edgeledger_record)
         try:

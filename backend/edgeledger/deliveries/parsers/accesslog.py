@@ -1,0 +1,258 @@
+"""Space-separated access-log formats: nginx ``combined`` (the project's own edge nodes before they log
+edge-node JSON) and Alibaba Cloud CDN offline logs (docs/log-formats.md).
+
+Neither format logs a request id: each line gets a derived one, ``<prefix>`` + the first 32 hex digits
+of SHA-256 over the line's fields (see :func:`derived_request_id`); what that means for dedupe is in
+the docs. Nothing here holds state across lines beyond bounded caches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from edgeledger.deliveries.parsers.edges import _check_edge_location, edge_location_country
+from edgeledger.deliveries.parsers.fields import (
+    _EPOCH_ORDINAL,
+    _NO_BODY_STATUS,
+    Reason,
+    _Bad,
+    _check_ms,
+    _count,
+    _normalise_host,
+    _path_of,
+    _Run,
+    _status,
+    _too_long,
+)
+from edgeledger.deliveries.parsers.names import ALIYUN, NGINX_COMBINED
+from edgeledger.deliveries.parsers.text import MAX_LINE_CHARS
+from edgeledger.deliveries.records import CacheResult, DeliveryRecord, QuarantinedLine
+
+# One token: a [bracketed] time, a "quoted" string (nginx escapes a quote inside as \x22; a backslash
+# escape is tolerated), or a run of non-spaces.
+_TOKEN_RE = re.compile(r'\[[^\]]*\]|"(?:[^"\\]|\\.)*"|\S+')
+
+
+# [9/Jun/2015:01:58:09 +0800]: nginx $time_local, also Alibaba Cloud CDN's time field.
+_LOCAL_TIME_RE = re.compile(
+    r"\[([0-9]{1,2})/([A-Z][a-z]{2})/([0-9]{4}):([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})\]"
+)
+
+
+_MONTHS = {name: i for i, name in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+
+
+_ALIYUN_CACHE = {"HIT": CacheResult.hit, "MISS": CacheResult.miss}
+
+
+#: Edge location of Alibaba Cloud CDN records: the offline log does not name the node that served.
+ALIYUN_EDGE_LOCATION = "ALIYUN-CDN"
+
+
+@dataclass(frozen=True, slots=True)
+class NginxSite:
+    """What an nginx ``combined`` line does not say: the site's host name and the node's edge location.
+
+    ``parse_log(..., site=NginxSite("media.example.com", "FRA1"))``; without it a ``nginx_combined``
+    file is rejected (``LogFormatError``), never given a guessed host.
+    """
+
+    host: str
+    edge_location: str
+
+
+def _tokens(line: str) -> list[str]:
+    return _TOKEN_RE.findall(line)
+
+
+def _unquote(token: str, field_name: str) -> str:
+    if len(token) < 2 or token[0] != '"' or token[-1] != '"':
+        raise _Bad(Reason.bad_value, f"{field_name} {token[:40]!r} is not a quoted string")
+    return token[1:-1]
+
+
+def local_time_ms(text: str, field_name: str = "time") -> int:
+    """Unix ms of ``[9/Jun/2015:01:58:09 +0800]`` (the offset is applied; second precision)."""
+    match = _LOCAL_TIME_RE.fullmatch(text)
+    if match is None:
+        raise _Bad(Reason.bad_timestamp, f"{field_name} {text[:40]!r} is not [dd/Mon/yyyy:HH:MM:SS +hhmm]")
+    month = _MONTHS.get(match[2])
+    if month is None:
+        raise _Bad(Reason.bad_timestamp, f"{field_name} {text!r}: unknown month")
+    try:
+        ordinal = dt.date(int(match[3]), month, int(match[1])).toordinal()
+    except ValueError as exc:
+        raise _Bad(Reason.bad_timestamp, f"{field_name} {text!r}: {exc}") from None
+    hour, minute, second = int(match[4]), int(match[5]), int(match[6])
+    off_h, off_m = int(match[8]), int(match[9])
+    if hour > 23 or minute > 59 or second > 59 or off_h > 23 or off_m > 59:
+        raise _Bad(Reason.bad_timestamp, f"{field_name} {text!r}: out of range")
+    offset = (off_h * 60 + off_m) * (1 if match[7] == "+" else -1)
+    ms = (ordinal - _EPOCH_ORDINAL) * 86_400_000 + ((hour * 60 + minute - offset) * 60 + second) * 1000
+    return _check_ms(ms, field_name)
+
+
+def derived_request_id(prefix: str, fields: Iterable[str]) -> str:
+    """``prefix`` + 32 hex digits of SHA-256 over the fields (NUL-separated): the same logged request
+    always gets the same id; two requests logged identically (same second, client, URL, status, bytes,
+    agent, ...) get the same id too, and dedupe keeps one of them (docs/log-formats.md)."""
+    digest = hashlib.sha256("\x00".join(fields).encode("utf-8", "surrogatepass")).hexdigest()
+    return prefix + digest[:32]
+
+
+def _request_line(text: str, field_name: str) -> tuple[str, str]:
+    """``"GET /path HTTP/1.1"`` (or ``"GET http://host/path"``) -> (method, target)."""
+    parts = text.split(" ")
+    if len(parts) not in (2, 3) or not parts[0].isalpha() or not parts[1]:
+        raise _Bad(Reason.bad_value, f"{field_name} {text[:60]!r} is not 'METHOD target [protocol]'")
+    return parts[0], parts[1]
+
+
+def _body_bytes(method: str, status: int, text: str, field_name: str) -> int:
+    total = _count(text, field_name)
+    return 0 if status in _NO_BODY_STATUS or method == "HEAD" else total
+
+
+def _nginx_record(tokens: list[str], line_number: int, run: _Run, site: NginxSite) -> DeliveryRecord:
+    # $remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer"
+    # "$http_user_agent"
+    client_ip, _, _, stamp, request, status_text, bytes_text, _, _ = tokens
+    if not client_ip or client_ip == "-":
+        raise _Bad(Reason.missing_field, "remote_addr is empty")
+    timestamp_ms = local_time_ms(stamp, "time_local")
+    _, target = _request_line(_unquote(request, "request"), "request")
+    uri = _path_of(target, "request")
+    status = _status(status_text)
+    body = _count(bytes_text, "body_bytes_sent")  # already the body: 0 for HEAD and 304
+    return DeliveryRecord(
+        NGINX_COMBINED,
+        derived_request_id("ngx-", tokens),
+        timestamp_ms,
+        site.edge_location,
+        edge_location_country(site.edge_location),
+        site.host,
+        uri,
+        body,
+        status,
+        CacheResult.unknown,
+        run.pseudonym(client_ip),
+        line_number,
+    )
+
+
+def _aliyun_record(tokens: list[str], line_number: int, run: _Run) -> DeliveryRecord:
+    # [time] client-ip proxy-ip response-time-ms "referer" "METHOD url" status request-size
+    # response-size cache-status "user-agent" "content-type" [fields appended later, ignored]
+    stamp, client_ip, _, _, _, request, status_text, _, bytes_text, cache_text = tokens[:10]
+    if not client_ip or client_ip == "-":
+        raise _Bad(Reason.missing_field, "client IP is empty")
+    timestamp_ms = local_time_ms(stamp, "time")
+    method, url = _request_line(_unquote(request, "request"), "request")
+    if not url.startswith(("http://", "https://")):
+        raise _Bad(Reason.bad_value, f"request URL {url[:60]!r} is not absolute (http:// or https://)")
+    authority = url[url.index("//") + 2 :]
+    cut = len(authority)
+    for stop in "/?#":
+        found = authority.find(stop)
+        if 0 <= found < cut:
+            cut = found
+    host = _normalise_host(authority[:cut].rpartition("@")[2], "request URL host")
+    uri = _path_of(url, "request URL")
+    status = _status(status_text)
+    body = _body_bytes(method, status, bytes_text, "response size")
+    return DeliveryRecord(
+        ALIYUN,
+        derived_request_id("ali-", tokens),
+        timestamp_ms,
+        ALIYUN_EDGE_LOCATION,
+        "",
+        host,
+        uri,
+        body,
+        status,
+        _ALIYUN_CACHE.get(cache_text.upper(), CacheResult.unknown),
+        run.pseudonym(client_ip),
+        line_number,
+    )
+
+
+#: Tokens per line: nginx combined exactly; Alibaba at least (later fields are ignored).
+NGINX_TOKENS = 9
+ALIYUN_TOKENS = 12
+
+
+def looks_like_nginx_combined(tokens: list[str]) -> bool:
+    return (
+        len(tokens) == NGINX_TOKENS
+        and tokens[3][:1] == "["
+        and tokens[4][:1] == '"'
+        and tokens[7][:1] == '"'
+        and tokens[8][:1] == '"'
+    )
+
+
+def looks_like_aliyun(tokens: list[str]) -> bool:
+    return (
+        len(tokens) >= ALIYUN_TOKENS
+        and tokens[0][:1] == "["
+        and tokens[4][:1] == '"'
+        and tokens[5].startswith(('"', "'"))
+        and "://" in tokens[5]
+        and tokens[10][:1] == '"'
+    )
+
+
+def _parse_access_log(
+    lines: Iterable[str], run: _Run, counts: list[int], log_format: str, site: NginxSite | None
+) -> Iterator[DeliveryRecord | QuarantinedLine]:
+    """nginx combined or Alibaba Cloud CDN lines; ``counts`` receives [lines, records, skipped]."""
+    if log_format == NGINX_COMBINED:
+        if site is None:
+            raise ValueError("nginx_combined needs a NginxSite")
+        _check_edge_location(site.edge_location, "edge location")
+        site = NginxSite(_normalise_host(site.host, "host"), site.edge_location)
+    line_number = records = skipped = 0
+    continuation = False
+    try:
+        for line in lines:
+            if continuation:
+                continuation = not line.endswith("\n")
+                continue
+            line_number += 1
+            if _too_long(line):
+                continuation = True
+                yield run.quarantine(line_number, Reason.line_too_long, line, f"over {MAX_LINE_CHARS} chars")
+                continue
+            text = line.strip()
+            if not text:
+                skipped += 1
+                continue
+            try:
+                if "\ufffd" in text:
+                    raise _Bad(Reason.invalid_encoding, "the line is not valid UTF-8")
+                tokens = _tokens(text)
+                if log_format == NGINX_COMBINED:
+                    if len(tokens) != NGINX_TOKENS:
+                        raise _Bad(
+                            Reason.field_count, f"{len(tokens)} fields, nginx combined has {NGINX_TOKENS}"
+                        )
+                    assert site is not None
+                    record = _nginx_record(tokens, line_number, run, site)
+                else:
+                    if len(tokens) < ALIYUN_TOKENS:
+                        raise _Bad(
+                            Reason.field_count, f"{len(tokens)} fields, Alibaba Cloud CDN has {ALIYUN_TOKENS}"
+                        )
+                    record = _aliyun_record(tokens, line_number, run)
+                records += 1
+                yield record
+            except _Bad as bad:
+                yield run.quarantine(line_number, bad.reason, line, bad.detail)
+            except Exception as exc:  # never let one line stop the file
+                yield run.quarantine(line_number, Reason.invalid_line, line, type(exc).__name__)
+    finally:
+        counts[:] = [line_number, records, skipped]
