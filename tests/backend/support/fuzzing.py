@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import fields
 
 from edgeledger.auth.service import AuthError, _recover_signer, parse_siwe_message
-from edgeledger.deliveries.parsers import FORMATS, MAX_LINE_CHARS, ParseStats, Reason, parse_log
+from edgeledger.deliveries.parsers import FORMATS, MAX_LINE_CHARS, NginxSite, ParseStats, Reason, parse_log
 from edgeledger.deliveries.records import (
     MAX_BYTES,
     RAW_LINE_LIMIT,
@@ -109,6 +109,7 @@ def parse_all(
             file_name="fuzz.log",
             stats=stats,
             log_format=log_format,
+            site=NginxSite("media.example.com", "FRA1"),  # what a source of nginx combined logs declares
         )
     )
     return items, stats
