@@ -6,6 +6,7 @@ formats and packaged ABIs) and share one result type and exit-code convention (`
 * ``rpc``         JSON-RPC reads of the three contracts with the packaged ABIs; deployment files
 * ``asset``       a file or sha-256 against the ContentRegistry
 * ``delivery``    delivery proofs and batch exports against the DeliveryLedger (manifests, signatures)
+* ``stream``      reading a batch export in bounded memory (packed tree nodes, values read one at a time)
 * ``settlement``  a settlement's published inputs recomputed and compared with the SettlementVault
 * ``event``       a compliance event's leaf and proof against the DeliveryLedger
 * ``package``     an audit package: its index, and each item with the verifiers above

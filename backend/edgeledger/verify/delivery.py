@@ -16,6 +16,10 @@ artifacts (the DeliveryLedger ABI is the packaged one, ``ledger.abis``). For eve
    a sample of ``onchain_sample`` records of a batch export (a million ``eth_call`` round trips would
    take hours; the local check in 2. already ties every leaf to the on-chain root).
 
+A batch export is read from its file in bounded memory (``verify.stream``): its tree nodes packed at 32
+bytes each, its values read one at a time in a second pass over the file; leaf checks need only the
+nodes, a byte per node for "tied to the root" and a byte per node for "tree index used".
+
 Every outcome is a :class:`Check` of the :class:`Report` (a line ``PASS <label>`` or ``FAIL <label>:
 <reason>``). :class:`UnusableInput` means the document cannot be used at all (exit code 2),
 :class:`Unreachable` that the chain could not be asked (exit code 3).
@@ -23,7 +27,6 @@ Every outcome is a :class:`Check` of the :class:`Report` (a line ``PASS <label>`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ from edgeledger.ledger.manifest import Manifest
 from edgeledger.ledger.merkle import STANDARD_FORMAT, hash_pair, process_proof
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import AnchoredBatch, LedgerReader
+from edgeledger.verify.stream import PackedNodes, StreamedValues, read_document
 
 __all__ = [
     "DEFAULT_ONCHAIN_SAMPLE",
@@ -65,11 +69,9 @@ DEFAULT_ONCHAIN_SAMPLE = 16
 
 
 def load_document(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            doc = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise UnusableInput(f"{path}: not a readable JSON document ({exc})") from None
+    """The document in ``path``; an export's tree nodes packed and its values left in the file
+    (``verify.stream``), so memory does not grow with the export's records."""
+    doc: Any = read_document(path)
     if not isinstance(doc, dict) or doc.get("format") not in (PROOF_FORMAT, PROOFS_FORMAT, EXPORT_FORMAT):
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise UnusableInput(
@@ -255,7 +257,7 @@ def _export_claim(doc: Mapping[str, Any]) -> _Claim:
     )
 
 
-def _path_ok(nodes: list[bytes], trusted_root: bytes | None) -> bytearray:
+def _path_ok(nodes: PackedNodes, trusted_root: bytes | None) -> bytearray:
     """ok[i] = 1 when node i is tied to ``trusted_root``: every node from i up to the root is the hash of
     its two children (leaves excluded) and the root is the trusted one. One pass, root first."""
     size = len(nodes)
@@ -280,7 +282,7 @@ def _sample(count: int, wanted: int) -> set[int]:
     return {round(k * (count - 1) / (wanted - 1)) for k in range(wanted)}
 
 
-def _proof_from_nodes(nodes: list[bytes], position: int) -> list[bytes]:
+def _proof_from_nodes(nodes: PackedNodes, position: int) -> list[bytes]:
     proof = []
     while position > 0:
         proof.append(nodes[position + 1 if position & 1 else position - 1])
@@ -330,9 +332,18 @@ def _check_export(
     ):
         raise UnusableInput(f"tree must be an OpenZeppelin {STANDARD_FORMAT} dump over {list(LEAF_TYPES)}")
     raw_nodes, raw_values = _get(tree, "tree", "tree"), _get(tree, "values", "tree")
-    if not isinstance(raw_nodes, list) or not isinstance(raw_values, list) or not raw_nodes:
+    if (
+        not isinstance(raw_nodes, list | PackedNodes)
+        or not isinstance(raw_values, list | StreamedValues)
+        or not raw_nodes
+    ):
         raise UnusableInput("tree.tree and tree.values must be lists (the tree non-empty)")
-    nodes = [_b32(node, f"tree.tree[{pos}]") for pos, node in enumerate(raw_nodes)]
+    if isinstance(raw_nodes, PackedNodes):
+        nodes = raw_nodes
+    else:
+        nodes = PackedNodes()
+        for pos, node in enumerate(raw_nodes):
+            nodes.append(_b32(node, f"tree.tree[{pos}]"))
     size, n = len(nodes), len(raw_values)
     batch_label = f"batch 0x{claim.batch_id.hex()}"
 
@@ -357,7 +368,7 @@ def _check_export(
     ok = _path_ok(nodes, trusted_root) if size % 2 == 1 else bytearray(size)
     first_leaf = (size - 1) // 2
     sampled = _sample(n, onchain_sample)
-    seen: set[int] = set()
+    seen = bytearray(size)
     for j, entry in enumerate(raw_values):
         t = entry.get("treeIndex") if isinstance(entry, Mapping) else None
         label = f"leaf {j}" + (f" (tree index {t})" if isinstance(t, int) else "")
@@ -381,9 +392,9 @@ def _check_export(
 def _leaf_problem(
     entry: Any,
     t: Any,
-    nodes: list[bytes],
+    nodes: PackedNodes,
     first_leaf: int,
-    seen: set[int],
+    seen: bytearray,
     ok: bytearray,
     claim: _Claim,
     onchain: AnchoredBatch | None,
@@ -391,9 +402,9 @@ def _leaf_problem(
     """Why one dump value is not proven against the on-chain root, or None."""
     if type(t) is not int or not first_leaf <= t < len(nodes):
         return f"treeIndex {t!r} is not a leaf position"
-    if t in seen:
+    if seen[t]:
         return f"tree index {t} is used by another value"
-    seen.add(t)
+    seen[t] = 1
     try:
         values = leaf_values_from_json(entry.get("value"))
     except ValueError as exc:
@@ -418,7 +429,7 @@ def count_items(doc: Mapping[str, Any]) -> int:
     """Records a document holds (for a progress bar)."""
     if doc.get("format") == EXPORT_FORMAT:
         values = doc.get("tree", {}).get("values") if isinstance(doc.get("tree"), Mapping) else None
-        return len(values) if isinstance(values, list) else 0
+        return len(values) if isinstance(values, list | StreamedValues) else 0
     if doc.get("format") == PROOFS_FORMAT:
         proofs = doc.get("proofs")
         return len(proofs) if isinstance(proofs, list) else 0
