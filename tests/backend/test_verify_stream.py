@@ -5,6 +5,7 @@ peak far below the export's size, a tampered record still failing."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import tracemalloc
@@ -115,10 +116,14 @@ def test_reader_bounds_one_value_and_notices_a_changed_file(
 
 
 # ----------------------------------------------------------------------------------------------
-# A 200,000-record export against anvil
+# A large export against anvil (20,000 records in CI, 200,000 by VERIFY_STREAM_RECORDS)
 # ----------------------------------------------------------------------------------------------
 
-RECORDS = 200_000
+#: CI verifies 20,000 records (the same bounds per record); the documented run: VERIFY_STREAM_RECORDS=200000.
+RECORDS = int(os.environ.get("VERIFY_STREAM_RECORDS", "20000"))
+#: Peak memory allowed: 100 bytes per record (the packed tree nodes and flags take about 77) plus 1 MB
+#: fixed (a read chunk, the decoder, the output buffer).
+BOUND = 100 * RECORDS + 1_000_000
 
 
 def _values(source_id: bytes, count: int, seed: int) -> list[LeafValues]:
@@ -160,7 +165,7 @@ def _write_export(path: Path, head: dict[str, Any], tree: MerkleTree, values: li
 
 @pytest.fixture
 def big_export(settings: Settings, db_engine: Engine, tmp_path: Path) -> tuple[Path, str]:
-    """An anchored batch of 200,000 synthetic records and its export file; (path, contract address).
+    """An anchored batch of RECORDS synthetic records and its export file; (path, contract address).
     The database only holds the source and batch rows, so one backend is enough."""
     if not settings.database_url.startswith("sqlite"):
         pytest.skip("reading an export involves no database: run once, on SQLite")
@@ -227,7 +232,7 @@ def test_a_200k_record_export_verifies_in_bounded_memory(
     assert lines[-1] == f"proven on chain: {RECORDS + 1} checks passed, 4 on-chain verify calls"
     # The packed tree is 64 bytes per record, plus two bytes per node of flags: far below the export
     # (about 540 bytes of JSON, some 2 kB decoded, per record).
-    assert peak < 100 * RECORDS < size / 5, (peak, size)
+    assert peak < BOUND < size / 2, (peak, size)
 
     # One value's bytesDelivered changed in place (same length): that leaf fails, the rest pass.
     text = path.read_bytes()
@@ -246,4 +251,4 @@ def test_a_200k_record_export_verifies_in_bounded_memory(
     assert len(failed) == 1 and f"(tree index {entry['treeIndex']})" in failed[0], failed
     assert "do not hash to tree node" in failed[0]
     assert out.splitlines()[-1].startswith("not verified: 1 of")
-    assert peak < 100 * RECORDS
+    assert peak < BOUND, peak
