@@ -44,7 +44,7 @@ def client_of(settings: Settings, client: tuple[str, int] = HOME) -> Iterator[Te
 
 
 def user(db_engine: Engine, name: str = "creator") -> Caller:
-    return _caller(db_engine, Role.creator, name)
+    return _caller(db_engine, Role.creator, name, True)
 
 
 def random_key() -> dict[str, str]:

@@ -47,8 +47,9 @@ def worker(settings: Settings, broker_url: str) -> Iterator[subprocess.Popen[byt
 def _wait_for_state(
     client: TestClient, reg_id: int, state: str, worker: subprocess.Popen[bytes]
 ) -> Registration:
-    """Polls the database for the worker's effect (bounded: the broker may poll once a second)."""
-    for _ in range(240):
+    """Polls the database for the worker's effect (bounded, generously: a loaded machine starts Celery
+    and its first task slowly; the broker may poll once a second)."""
+    for _ in range(720):
         assert worker.poll() is None, "worker died"
         with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
             reg = session.get(Registration, reg_id)
