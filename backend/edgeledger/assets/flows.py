@@ -63,16 +63,7 @@ log = logging.getLogger(__name__)
 REVERT_CODES: dict[str, tuple[str, int]] = {
     "AlreadyRegistered": ("duplicate_content", 409),
     "UnknownParent": ("unknown_parent", 422),
-    "EmptySplit": ("invalid_split", 422),
-    "SplitLengthMismatch": ("invalid_split", 422),
-    "TooManyRecipients": ("invalid_split", 422),
-    "ZeroRecipient": ("invalid_split", 422),
-    "ZeroShare": ("invalid_split", 422),
-    "SharesNotWhole": ("invalid_split", 422),
-    "EmptyTerritories": ("unknown_territory", 422),
-    "UnknownTerritory": ("unknown_territory", 422),
-    "InvalidValidityWindow": ("invalid_licence", 422),
-    "RoyaltyTooHigh": ("invalid_licence", 422),
+    **service.TERMS_REVERT_CODES,
     "AccessControlUnauthorizedAccount": ("registrar_role_missing", 503),
 }
 #: Reverts that only a new signature from the creator can cure: the registration waits for one again.

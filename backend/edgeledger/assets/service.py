@@ -46,6 +46,19 @@ from edgeledger.ipfs.cid import (
 from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
 
 REGISTRY = "ContentRegistry"
+#: ContentRegistry's checks of a split and a licence (at registration and in updates), as API errors.
+TERMS_REVERT_CODES: dict[str, tuple[str, int]] = {
+    "EmptySplit": ("invalid_split", 422),
+    "SplitLengthMismatch": ("invalid_split", 422),
+    "TooManyRecipients": ("invalid_split", 422),
+    "ZeroRecipient": ("invalid_split", 422),
+    "ZeroShare": ("invalid_split", 422),
+    "SharesNotWhole": ("invalid_split", 422),
+    "EmptyTerritories": ("unknown_territory", 422),
+    "UnknownTerritory": ("unknown_territory", 422),
+    "InvalidValidityWindow": ("invalid_licence", 422),
+    "RoyaltyTooHigh": ("invalid_licence", 422),
+}
 READ_CHUNK = 1024 * 1024
 METADATA_SCHEMA = "edgeledger/asset-metadata/v1"
 

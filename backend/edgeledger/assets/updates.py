@@ -29,16 +29,7 @@ UPDATE_REVERTS: dict[str, tuple[str, int]] = {
     "SignatureExpired": ("signature_expired", 422),
     "AssetNotActive": ("asset_not_active", 409),
     "ERC721NonexistentToken": ("not_found", 404),
-    "EmptySplit": ("invalid_split", 422),
-    "SplitLengthMismatch": ("invalid_split", 422),
-    "TooManyRecipients": ("invalid_split", 422),
-    "ZeroRecipient": ("invalid_split", 422),
-    "ZeroShare": ("invalid_split", 422),
-    "SharesNotWhole": ("invalid_split", 422),
-    "EmptyTerritories": ("unknown_territory", 422),
-    "UnknownTerritory": ("unknown_territory", 422),
-    "InvalidValidityWindow": ("invalid_licence", 422),
-    "RoyaltyTooHigh": ("invalid_licence", 422),
+    **service.TERMS_REVERT_CODES,
 }
 DEFAULT_VALIDITY_SECONDS = 3600
 

@@ -136,22 +136,44 @@ def registration_tuple(message: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _typed_data(
+    primary: str,
+    fields: tuple[tuple[str, str], ...],
+    message: dict[str, Any],
+    *,
+    nonce: int,
+    deadline: int,
+    chain_id: int,
+    contract: str,
+) -> dict[str, Any]:
+    """Typed data of one of the three messages: its fields, then the signer's nonce and the deadline;
+    the ``Licence`` type is declared when the message holds one."""
+    types = {"EIP712Domain": _fields(EIP712_DOMAIN_FIELDS), primary: _fields(fields + SIGNED_FIELDS)}
+    if "licence" in message:
+        types["Licence"] = _fields(LICENCE_FIELDS)
+    return {
+        "types": types,
+        "primaryType": primary,
+        "domain": _domain(chain_id, contract),
+        "message": {**message, "nonce": int(nonce), "deadline": int(deadline)},
+    }
+
+
 def registration_typed_data(
     registration: Sequence[Any], *, nonce: int, deadline: int, chain_id: int, contract: str
 ) -> dict[str, Any]:
     """The full EIP-712 typed data (``eth_signTypedData_v4``) a creator signs for ``registerFor``."""
     message = registration_message(registration)
     message["contentHash"] = "0x" + message["contentHash"].hex()
-    return {
-        "types": {
-            "EIP712Domain": _fields(EIP712_DOMAIN_FIELDS),
-            "Registration": _fields(REGISTRATION_FIELDS + SIGNED_FIELDS),
-            "Licence": _fields(LICENCE_FIELDS),
-        },
-        "primaryType": "Registration",
-        "domain": _domain(chain_id, contract),
-        "message": {**message, "nonce": int(nonce), "deadline": int(deadline)},
-    }
+    return _typed_data(
+        "Registration",
+        REGISTRATION_FIELDS,
+        message,
+        nonce=nonce,
+        deadline=deadline,
+        chain_id=chain_id,
+        contract=contract,
+    )
 
 
 def licence_update_typed_data(
@@ -164,21 +186,16 @@ def licence_update_typed_data(
     contract: str,
 ) -> dict[str, Any]:
     """The typed data a rights holder signs for ``updateLicenceFor``."""
-    return {
-        "types": {
-            "EIP712Domain": _fields(EIP712_DOMAIN_FIELDS),
-            "LicenceUpdate": _fields(LICENCE_UPDATE_FIELDS + SIGNED_FIELDS),
-            "Licence": _fields(LICENCE_FIELDS),
-        },
-        "primaryType": "LicenceUpdate",
-        "domain": _domain(chain_id, contract),
-        "message": {
-            "assetId": int(asset_id),
-            "licence": licence_message(licence),
-            "nonce": int(nonce),
-            "deadline": int(deadline),
-        },
-    }
+    message = {"assetId": int(asset_id), "licence": licence_message(licence)}
+    return _typed_data(
+        "LicenceUpdate",
+        LICENCE_UPDATE_FIELDS,
+        message,
+        nonce=nonce,
+        deadline=deadline,
+        chain_id=chain_id,
+        contract=contract,
+    )
 
 
 def split_update_typed_data(
@@ -192,21 +209,20 @@ def split_update_typed_data(
     contract: str,
 ) -> dict[str, Any]:
     """The typed data a rights holder signs for ``updateSplitFor``."""
-    return {
-        "types": {
-            "EIP712Domain": _fields(EIP712_DOMAIN_FIELDS),
-            "SplitUpdate": _fields(SPLIT_UPDATE_FIELDS + SIGNED_FIELDS),
-        },
-        "primaryType": "SplitUpdate",
-        "domain": _domain(chain_id, contract),
-        "message": {
-            "assetId": int(asset_id),
-            "recipients": [to_checksum_address(r) for r in recipients],
-            "shares": [int(s) for s in shares],
-            "nonce": int(nonce),
-            "deadline": int(deadline),
-        },
+    message = {
+        "assetId": int(asset_id),
+        "recipients": [to_checksum_address(r) for r in recipients],
+        "shares": [int(s) for s in shares],
     }
+    return _typed_data(
+        "SplitUpdate",
+        SPLIT_UPDATE_FIELDS,
+        message,
+        nonce=nonce,
+        deadline=deadline,
+        chain_id=chain_id,
+        contract=contract,
+    )
 
 
 def digest(typed_data: Mapping[str, Any]) -> bytes:
