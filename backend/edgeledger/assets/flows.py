@@ -143,9 +143,10 @@ def keep_spool(
 
 
 def _drop_spool(reg: Registration) -> None:
-    for path in (_payload(reg).get("spool") or {}).values():
-        if isinstance(path, str) and path.startswith("/"):
-            Path(path).unlink(missing_ok=True)
+    spool = _payload(reg).get("spool") or {}
+    for kind in ("content", "metadata"):
+        if kind in spool:
+            Path(spool[kind]).unlink(missing_ok=True)
 
 
 def _publish(session: Session, ipfs: IpfsClient, reg: Registration) -> None:
