@@ -24,11 +24,13 @@ if [[ "$(cat node_modules/.edgeledger-stamp 2>/dev/null)" != "$npm_digest" ]]; t
   echo "$npm_digest" > node_modules/.edgeledger-stamp
 fi
 
-# --- Debian packages the tests drive: Chromium (portal browser test), wrk (API load test) -------------
+# --- Debian packages the tests drive: Chromium (portal browser test), wrk (API load test), NATS -----
 # Playwright drives Debian's /usr/bin/chromium and downloads no browser of its own.
 missing=()
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
+# NATS JetStream for the queued-ingestion tests (they start their own server on a free port)
+command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
 if (( ${#missing[@]} )); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
     say "installing ${missing[*]} (Debian packages) for the browser and load tests"

@@ -248,6 +248,29 @@ def _file_chunks(handle: IO[bytes], bar: Any, chunk_size: int = 1 << 20) -> Iter
         yield chunk
 
 
+_FINAL = ("done", "failed", "rejected")
+
+
+def _wait_for_ingest(api: str, api_key: str, report: dict[str, Any], name: str) -> dict[str, Any]:
+    """Follow a queued ingest (202) until it is final, showing its progress on stderr."""
+    shown = None
+    while report["state"] not in _FINAL:
+        size = max(report["size_bytes"], 1)
+        line = (
+            f"{name}: {report['state']} {report['lines']:,} lines, "
+            f"{report['bytes_read'] / 1048576:,.1f} of {size / 1048576:,.1f} MiB"
+        )
+        if line != shown:
+            typer.echo(line, err=True)
+            shown = line
+        time.sleep(0.5)
+        response = httpx.get(f"{api}/deliveries/ingests/{report['id']}", headers={"X-API-Key": api_key})
+        if response.status_code >= 400:
+            _fail(response)
+        report = response.json()
+    return report
+
+
 @app.command("ingest")
 def ingest_logs(
     files: Annotated[list[Path], typer.Argument(help="Log files, plain or gzip")],
@@ -257,8 +280,12 @@ def ingest_logs(
     ] = None,
     api: ApiUrl = "",
     api_key: ApiKey = "",
+    wait: Annotated[bool, typer.Option(help="Follow a queued upload (202) until its report is final")] = True,
 ) -> None:
     """Upload delivery log files (plain or gzip) for a source; print each ingest report as a JSON line.
+
+    When the API queues uploads (INGEST_MODE=queue) each file's progress is shown until its report is
+    final (``--no-wait``: the queued report, at once).
 
     Exit code 1 when a file was rejected (not a log) or failed (e.g. a truncated gzip, an upload limit
     broken), after trying all; each failure is one line on stderr with the API's code and reason; 2 when
@@ -300,6 +327,15 @@ def ingest_logs(
             typer.secho(message, fg="red", err=True)
             continue
         report = response.json()
+        if response.status_code == 202 and wait:
+            report = _wait_for_ingest(api or _default_api(), api_key, report, file.name)
+            seconds = time.perf_counter() - started
+            if report["state"] != "done":
+                failed += 1
+                reason = str(report["error_message"]).removeprefix(f"{file.name}: ")
+                message = f"{file.name}: {report['state']} {report['error_code']}: {reason}"
+                typer.secho(message, fg="red", err=True)
+                continue
         typer.echo(json.dumps(report))
         rate = report["lines"] / max(seconds, 1e-9)
         typer.secho(
@@ -311,6 +347,42 @@ def ingest_logs(
         )
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("ingest-worker")
+def ingest_worker(
+    partitions: Annotated[
+        str, typer.Option(help="Partitions to consume, e.g. 0-3,6 (default: all INGEST_PARTITIONS)")
+    ] = "",
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Exit after this many seconds without a message (default: never)")
+    ] = None,
+) -> None:
+    """Run queued ingests from NATS JetStream (INGEST_MODE=queue), one file at a time; SIGTERM or Ctrl-C
+    stops after the current file. Start one per core on any number of hosts (docs/ingestion.md)."""
+    import signal
+    import threading
+
+    from edgeledger.deliveries.ingest_queue import run_worker
+
+    chosen: list[int] | None = None
+    if partitions:
+        chosen = []
+        for part in partitions.split(","):
+            first, _, last = part.strip().partition("-")
+            chosen.extend(range(int(first), int(last or first) + 1))
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    settings = get_settings()
+    done = run_worker(
+        settings,
+        chosen,
+        stop=stop,
+        idle_exit=idle_exit,
+        on_ready=lambda: typer.echo(f"ingest worker ready on {settings.nats_url}", err=True),
+    )
+    typer.echo(json.dumps({"ingests": done}))
 
 
 @app.command()

@@ -95,6 +95,21 @@ class Settings(BaseModel):
     ingest_max_quarantined_lines: int = Field(
         10_000, ge=0, description="Quarantined lines of one upload (residency ones not counted); 422 past it"
     )
+    # Queued ingestion (docs/ingestion.md, "Queued ingestion"): the endpoints store the upload and
+    # answer 202; `edgeledger ingest-worker` processes run it from NATS JetStream.
+    ingest_mode: Literal["inline", "queue"] = Field(
+        "inline", description="inline: the upload request parses the log; queue: it stores it and enqueues"
+    )
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS server(s) with JetStream, comma-separated"
+    )
+    ingest_stream: str = Field("EDGELEDGER_INGEST", description="JetStream stream of queued ingests")
+    ingest_partitions: int = Field(
+        8, ge=1, le=1024, description="Subjects ingest.<p>; a source always maps to the same partition"
+    )
+    ingest_ack_wait_seconds: float = Field(
+        60.0, gt=0, description="A message unacknowledged this long (no progress) is delivered again"
+    )
     ingest_signer_private_key: SecretStr | None = Field(
         None, description="Platform ingest key: signs CDN providers' manifests; default the server signer"
     )

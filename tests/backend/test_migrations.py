@@ -5,6 +5,7 @@ country from the batch's records, excluded records counted apart; the downgrade 
 0010 (import profile per asset): existing assets become ``legacy-cidv1``, the only layout before it.
 0012 (scopes fail closed, metadata states): no auditor is granted anything; untitled indexed assets are
 marked for a new metadata read.
+0014 (queued ingestion, shared batch trees): existing ingests count as read whole, with no claim.
 """
 
 from __future__ import annotations
@@ -70,9 +71,12 @@ def _world(url: str, name: str = "cf-migrate") -> int:
                 state=BatchState.final,
             )
         ).inserted_primary_key[0]
-        ingest = IngestFile(source_pk=source.id, name="x.log", state=IngestState.done, pseudonym_key_id="k")
-        session.add(ingest)
-        session.flush()
+        # Core insert of the columns the old revision has (the model has gained queued-ingestion columns)
+        ingest_pk = session.execute(
+            insert(IngestFile).values(
+                source_pk=source.id, name="x.log", state=IngestState.done, pseudonym_key_id="k"
+            )
+        ).inserted_primary_key[0]
         for n, (country, nbytes, excluded) in enumerate(
             [
                 ("DE", 100, False),
@@ -86,7 +90,7 @@ def _world(url: str, name: str = "cf-migrate") -> int:
                 DeliveryRecordRow(
                     source_pk=source.id,
                     batch_pk=batch_pk,
-                    ingest_file_pk=ingest.id,
+                    ingest_file_pk=ingest_pk,
                     line_number=n + 1,
                     request_id=f"req-{n}",
                     timestamp_ms=DAY * 1000 + n,
@@ -272,4 +276,51 @@ def test_0010_records_the_legacy_import_profile_of_existing_assets_and_back(data
     with engine.connect() as conn:
         assert "import_profile" not in {c["name"] for c in inspect(conn).get_columns("assets")}
         assert conn.execute(text("SELECT content_cid FROM assets WHERE id = 9010")).scalar_one() == "bafkcid"
+    engine.dispose()
+
+
+def test_0014_marks_existing_ingests_as_read_whole_and_back(database_url: str) -> None:
+    """Ingests before queued ingestion ran inline: all their bytes read, no claim, no attempt counted."""
+    migrate(database_url, "0012")
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        source = DeliverySource(
+            source_id=source_id_for("cf-0014"),
+            name="cf-0014",
+            kind=SourceKind.cdn_provider,
+            provider="cloudfront",
+            operator="0x" + "11" * 20,
+            signer="0x" + "22" * 20,
+            regions_bitmap="0x1",
+            jurisdiction="US",
+            status=SourceStatus.active,
+        )
+        session.add(source)
+        session.flush()
+        session.execute(
+            insert(IngestFile).values(
+                source_pk=source.id,
+                name="x-0014.log",
+                state=IngestState.done,
+                pseudonym_key_id="k",
+                size_bytes=123,
+            )
+        )
+        session.commit()
+    migrate(database_url, "0014")
+    with engine.connect() as conn:
+        columns = (
+            "SELECT bytes_read, attempts, claim, heartbeat_at FROM ingest_files WHERE name = 'x-0014.log'"
+        )
+        row = conn.execute(text(columns)).one()
+        assert tuple(row) == (123, 0, None, None)
+        assert conn.execute(text("SELECT count(*) FROM ingest_blob_chunks")).scalar_one() == 0
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0012")
+    engine.dispose()
+    engine = make_engine(database_url)
+    schema = inspect(engine)
+    assert "bytes_read" not in {c["name"] for c in schema.get_columns("ingest_files")}
+    assert not {"ingest_blob_chunks", "batch_tree_pieces"} & set(schema.get_table_names())
     engine.dispose()

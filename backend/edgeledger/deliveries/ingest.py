@@ -70,6 +70,7 @@ __all__ = [
     "CHUNK_RECORDS",
     "CHUNK_TEXT_BYTES",
     "DUPLICATE_REQUEST_ID",
+    "ClaimLost",
     "IngestFileRead",
     "QuarantinedLineRead",
     "asset_candidates",
@@ -202,6 +203,7 @@ class IngestFileRead(BaseModel):
     created_by: int | None
     created_at: datetime
     finished_at: datetime | None
+    bytes_read: int = 0  # of size_bytes, while a queued ingest runs (progress)
 
 
 class QuarantinedLineRead(BaseModel):
@@ -327,6 +329,7 @@ class _Ingest:
         self.source_id = bytes32(source.source_id)
         self.ingest = ingest
         self.ingest_pk = ingest.id
+        self.claim = ingest.claim  # None inline; a queued run's token: every commit checks it still holds
         self.key_id = ingest.pseudonym_key_id
         self.period_seconds = settings.delivery_period_seconds
         self.totals = _Counts()
@@ -398,9 +401,19 @@ class _Ingest:
         counts = _Counts(lines=chunk.last_line)
         # Write first: on SQLite this takes the database write lock before anything is read, so a batch
         # close cannot commit between our state check and our insert (PostgreSQL: the FOR UPDATE below).
-        session.execute(
-            update(IngestFile).where(IngestFile.id == self.ingest_pk).values(log_format=self.log_format)
+        # The row lock it takes also orders this chunk with any other run of the same queued ingest: a
+        # run whose claim was taken over writes nothing more (ClaimLost).
+        held = session.execute(
+            update(IngestFile)
+            .where(IngestFile.id == self.ingest_pk, IngestFile.claim == self.claim)
+            .values(
+                log_format=self.log_format,
+                bytes_read=self.lines.received if self.lines is not None else 0,
+                heartbeat_at=utcnow(),
+            )
         )
+        if held.rowcount != 1:  # type: ignore[attr-defined]
+            raise ClaimLost(f"ingest {self.ingest_pk}: another worker run took it over")
         stored = self._stored(chunk.records)
         quarantined = list(chunk.quarantined)
         new: list[DeliveryRecord] = []
@@ -657,6 +670,31 @@ class _Ingest:
 # --------------------------------------------------------------------------------------------------------
 
 
+class ClaimLost(RuntimeError):
+    """A queued ingest's claim was taken over by another worker run (this one stalled): stop, write
+    nothing more; the run holding the claim finishes the file."""
+
+
+def _resume(run: _Ingest) -> int:
+    """A queued ingest run again after a crash or a redelivery: the counters, quarantine budget and
+    line watermark of the chunks already committed (each chunk commit moved them with its rows).
+    Returns the watermark: items up to that line are already stored and are not read again."""
+    row = run.ingest
+    run.totals = _Counts(
+        lines=row.lines,
+        records_new=row.records_new,
+        duplicates=row.duplicates,
+        duplicates_in_file=row.duplicates_in_file,
+        late_records=row.late_records,
+        quarantined=row.quarantined,
+    )
+    counted = select(func.count()).where(
+        QuarantinedLineRow.ingest_file_pk == row.id, QuarantinedLineRow.reason != RESIDENCY
+    )
+    run.junk = run.session.scalar(counted) or 0
+    return row.lines
+
+
 def _too_long(record: DeliveryRecord, lines: UploadLines, name: str) -> QuarantinedLine:
     """A record the tables cannot hold as it is (never truncated silently) becomes a quarantined line."""
     raw = lines.raw_of(record.line_number)
@@ -677,6 +715,7 @@ def ingest_log(
     created_by: int | None,
     log_format: str | None = None,
     progress: Callable[[int], None] | None = None,
+    queued: IngestFile | None = None,
 ) -> IngestFile:
     """Ingest one log file (binary file object, plain or gzip, or an iterable of text lines).
 
@@ -686,6 +725,9 @@ def ingest_log(
     records before the break are kept) after; :class:`limits.IngestLimitError` (413 or 422, ``failed``,
     the chunks stored before are kept whole, the chunk being read is dropped) when the upload breaks one of
     the ``INGEST_MAX_*`` limits. ``progress`` is called with the lines read so far after every chunk.
+
+    ``queued``: the claimed row of a queued ingest (:mod:`ingest_queue`), run instead of a new row; a run
+    of it that stopped part-way resumes after the last committed chunk (:func:`_resume`).
     """
     if source.status == SourceStatus.suspended:
         raise service.DeliveryError(
@@ -695,9 +737,9 @@ def ingest_log(
         raise service.DeliveryError(
             f"log format must be one of {', '.join(FORMATS)}", code="bad_log_format", log_format=log_format
         )
-    key_id = service.pseudonym_key_id()
+    key_id = queued.pseudonym_key_id if queued is not None else service.pseudonym_key_id()
     pseudonymiser = service.pseudonymiser_for(session, settings, key_id)
-    ingest = IngestFile(
+    ingest = queued or IngestFile(
         source_pk=source.id,
         name=name[:255],
         log_format=log_format,
@@ -709,6 +751,7 @@ def ingest_log(
     session.commit()
 
     run = _Ingest(session, settings, source, ingest)
+    watermark = _resume(run) if queued is not None else 0
     # Residency per line: the zone of the line's edge location must be storable in this deployment.
     refused = storage_refusal(session, settings)
     edge_refused: dict[str, bool] = {}
@@ -721,9 +764,10 @@ def ingest_log(
     chunk_bytes = CHUNK_TEXT_BYTES
     pending = 0
     try:
-        for item in parse_log(
+        items = parse_log(
             iter(lines), pseudonymiser=pseudonymiser, file_name=name, stats=stats, log_format=log_format
-        ):
+        )
+        for item in (i for i in items if i.line_number > watermark) if watermark else items:
             pending += 1
             if item.__class__ is record_class:
                 if (
@@ -829,7 +873,8 @@ def _finish(run: _Ingest, lines: UploadLines, stats: ParseStats, *, error: tuple
         values.update(state=IngestState.failed, error_code=error[0], error_message=error[1])
         values["skipped"] = totals.lines - totals.records_new - totals.duplicates - totals.quarantined
         values["lines"] = totals.lines
-    run.session.execute(update(IngestFile).where(IngestFile.id == run.ingest_pk).values(**values))
+    row = (IngestFile.id == run.ingest_pk, IngestFile.claim == run.claim)  # not over a run that took over
+    run.session.execute(update(IngestFile).where(*row).values(**values))
     run.session.commit()
     run.session.refresh(run.ingest)
 

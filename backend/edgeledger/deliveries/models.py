@@ -74,7 +74,8 @@ ANCHORED_STATES: frozenset[str] = frozenset({BatchState.anchored, BatchState.fin
 
 
 class IngestState(StrEnum):
-    processing = "processing"
+    queued = "queued"  # stored (IngestBlobChunk rows) and enqueued; an ingest worker will run it
+    processing = "processing"  # running: the counters are those of the chunks stored so far
     done = "done"
     rejected = "rejected"  # not a log at all (nothing stored)
     failed = "failed"  # broke off part-way (records read before the break are kept, see error)
@@ -144,6 +145,39 @@ class IngestFile(Base):
     created_by: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Queued ingestion (deliveries.ingest_queue): bytes of the upload read so far, the worker run that
+    # holds the row (every chunk commit checks it) and when that run last committed, runs started.
+    # Server-side defaults only: an insert that does not name them (older code, older revisions' rows)
+    # stays valid.
+    bytes_read: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    claim: Mapped[str | None] = mapped_column(String(32))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class IngestBlobChunk(Base):
+    """A queued upload as received, in pieces of up to 1 MiB, until its ingest is final (then deleted)."""
+
+    __tablename__ = "ingest_blob_chunks"
+
+    ingest_file_pk: Mapped[int] = mapped_column(
+        ForeignKey("ingest_files.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class BatchTreePiece(Base):
+    """A closed batch's tree file (:mod:`trees`) in pieces of up to 1 MiB, written in the close's
+    transaction: every host's proofs read the same tree, each keeping a local copy as a cache."""
+
+    __tablename__ = "batch_tree_pieces"
+
+    batch_pk: Mapped[int] = mapped_column(
+        ForeignKey("delivery_batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class QuarantinedLineRow(Base):

@@ -9,8 +9,11 @@ Leaves sit at positions n-1 .. 2n-2 in descending hash order (StandardMerkleTree
 position of a leaf is found by binary search in the file and a proof needs only log2(n) reads: proofs
 for a batch of a million records come from a memory map without loading the tree.
 
-The file is a cache of the database: the records' stored leaves rebuild it byte for byte
-(:func:`build_batch_tree`), and a file whose root differs from the batch's is rebuilt, never trusted.
+The tree is shared by every host through the database: closing a batch stores the file's bytes as
+:class:`BatchTreePiece` rows in the close's transaction, and a host without a local copy (another API
+host, a new one, a lost disk) fetches them once into ``DATA_DIR/trees`` (:func:`open_batch_tree`). The
+local file is only a cache: the records' stored leaves rebuild it byte for byte (:func:`build_batch_tree`),
+and a file, local or fetched, whose root differs from the batch's is rebuilt, never trusted.
 """
 
 from __future__ import annotations
@@ -19,15 +22,16 @@ import mmap
 import os
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from edgeledger.config import Settings
-from edgeledger.deliveries.models import BatchExtraLeaf, DeliveryBatch, DeliveryRecordRow
+from edgeledger.deliveries.models import BatchExtraLeaf, BatchTreePiece, DeliveryBatch, DeliveryRecordRow
 from edgeledger.ledger.merkle import MerkleTree
 
 MAGIC = b"ELTREE1\0"
 _HEADER = len(MAGIC) + 8
+PIECE = 1 << 20  # bytes per BatchTreePiece row
 
 
 def tree_path(settings: Settings, batch_id: str) -> Path:
@@ -53,11 +57,47 @@ def write_tree(path: Path, tree: MerkleTree) -> None:
     os.replace(tmp, path)
 
 
-def build_batch_tree(session: Session, settings: Settings, batch: DeliveryBatch) -> MerkleTree:
-    """Build the tree over the batch's stored leaves and store it (ValueError for an empty batch)."""
+def build_batch_tree(
+    session: Session, settings: Settings, batch: DeliveryBatch, *, share: bool = True
+) -> MerkleTree:
+    """Build the tree over the batch's stored leaves and store it (ValueError for an empty batch): the
+    local file, and with ``share`` its pieces in ``session``'s transaction (the caller commits)."""
     tree = MerkleTree.build(batch_leaves(session, batch))
-    write_tree(tree_path(settings, batch.batch_id), tree)
+    path = tree_path(settings, batch.batch_id)
+    write_tree(path, tree)
+    if share:
+        session.execute(delete(BatchTreePiece).where(BatchTreePiece.batch_pk == batch.id))
+        with open(path, "rb") as handle:
+            seq = 0
+            while data := handle.read(PIECE):
+                session.execute(insert(BatchTreePiece).values(batch_pk=batch.id, seq=seq, data=data))
+                seq += 1
     return tree
+
+
+def fetch_shared_tree(session: Session, settings: Settings, batch: DeliveryBatch) -> bool:
+    """Copy the batch's stored pieces to the local file (atomically); False when there are none."""
+    path = tree_path(settings, batch.batch_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".fetch{os.getpid()}")
+    pieces = session.execute(
+        select(BatchTreePiece.data)
+        .where(BatchTreePiece.batch_pk == batch.id)
+        .order_by(BatchTreePiece.seq)
+        .execution_options(yield_per=4)  # a few MiB in memory at a time, whatever the tree's size
+    ).scalars()
+    found = False
+    with open(tmp, "wb") as handle:
+        for data in pieces:
+            handle.write(data)
+            found = True
+        handle.flush()
+        os.fsync(handle.fileno())
+    if not found:
+        tmp.unlink()
+        return False
+    os.replace(tmp, path)
+    return True
 
 
 class TreeFile:
@@ -128,7 +168,18 @@ def open_batch_tree(session: Session, settings: Settings, batch: DeliveryBatch) 
         return tree
     if tree is not None:
         tree.close()
-    rebuilt = build_batch_tree(session, settings, batch)
+        tree = None
+    if fetch_shared_tree(session, settings, batch):  # closed on another host: its tree, once
+        try:
+            tree = TreeFile(path)
+        except ValueError:
+            tree = None
+        if tree is not None and "0x" + tree.root.hex() == batch.root:
+            return tree
+        if tree is not None:
+            tree.close()
+    # Not shared (closed before trees were) or not matching: this host's own copy, from the leaves.
+    rebuilt = build_batch_tree(session, settings, batch, share=False)
     if "0x" + rebuilt.root.hex() != batch.root:
         raise ValueError(f"batch {batch.batch_id}: stored records no longer produce its root {batch.root}")
     return TreeFile(path)

@@ -1,6 +1,7 @@
 """Log uploads over HTTP and the ingest views: the request body streamed into ``ingest.ingest_log`` while it
-arrives (multipart or raw, bounded by MAX_UPLOAD_BYTES), who may upload to and read a source's ingests,
-and the paged listings of ingests and quarantined lines (docs/ingestion.md).
+arrives (multipart or raw, bounded by MAX_UPLOAD_BYTES; with INGEST_MODE=queue into
+``ingest_queue.enqueue_upload``, stored and enqueued for the ingest workers), who may upload to and read a
+source's ingests, and the paged listings of ingests and quarantined lines (docs/ingestion.md).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from edgeledger.auth.dependencies import Principal
 from edgeledger.auth.models import Role
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
-from edgeledger.deliveries import service
-from edgeledger.deliveries.ingest import IngestFileRead, QuarantinedLineRead, ingest_log
+from edgeledger.deliveries import ingest_queue, service
+from edgeledger.deliveries.ingest import IngestFileRead, QuarantinedLineRead
+from edgeledger.deliveries.ingest import ingest_log as _ingest_log
 from edgeledger.deliveries.models import (
     DeliverySource,
     IngestFile,
@@ -135,6 +137,8 @@ def ingest_request(
     """
     source = service.get_source(session, ref)
     authorize_ingest(principal, source)
+    # INGEST_MODE=queue: store the body and enqueue it (202); workers parse it (ingest_queue).
+    ingest_log = _ingest_log if settings.ingest_mode == "inline" else ingest_queue.enqueue_upload
     if source.status == SourceStatus.suspended:
         raise service.DeliveryError(
             f"source {source.name!r} is suspended", code="source_suspended", status=409, source=source.name

@@ -61,10 +61,21 @@ IngestReaderDep = Annotated[Principal, Depends(require_roles(Role.auditor, Role.
 HostReaderDep = Annotated[Principal, Depends(require_roles(Role.auditor, Role.merchant))]
 
 
-@router.post("/sources/{ref}/logs", status_code=201, response_model=ingest.IngestFileRead)
+_QUEUED = {202: {"model": ingest.IngestFileRead, "description": "Stored and queued (INGEST_MODE=queue)"}}
+
+
+def _status(response: Response, found: ingest.IngestFile) -> ingest.IngestFile:
+    """201 with the report inline; 202 when queued (GET /deliveries/ingests/{id} follows it)."""
+    if found.state == "queued":
+        response.status_code = 202
+    return found
+
+
+@router.post("/sources/{ref}/logs", status_code=201, response_model=ingest.IngestFileRead, responses=_QUEUED)
 def upload_log(
     ref: str,
     request: Request,
+    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     principal: IngestorDep,
@@ -77,15 +88,19 @@ def upload_log(
     403 ``residency_violation`` when the source's raw logs may not be stored in this deployment's zone.
     """
     ensure_storage_allowed(session, settings, principal, ref)
-    return uploads.ingest_request(
-        session, settings, principal, ref, request, name=name, log_format=log_format
+    return _status(
+        response,
+        uploads.ingest_request(session, settings, principal, ref, request, name=name, log_format=log_format),
     )
 
 
-@router.post("/sources/{ref}/stream", status_code=201, response_model=ingest.IngestFileRead)
+@router.post(
+    "/sources/{ref}/stream", status_code=201, response_model=ingest.IngestFileRead, responses=_QUEUED
+)
 def stream_log(
     ref: str,
     request: Request,
+    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     principal: IngestorDep,
@@ -94,9 +109,10 @@ def stream_log(
 ) -> ingest.IngestFile:
     """An edge node streams its own-format JSON lines (chunked transfer); ingested as they arrive."""
     ensure_storage_allowed(session, settings, principal, ref)
-    return uploads.ingest_request(
+    found = uploads.ingest_request(
         session, settings, principal, ref, request, name=name, log_format=log_format, multipart_allowed=False
     )
+    return _status(response, found)
 
 
 @router.get("/ingests", response_model=uploads.IngestFilePage)
@@ -114,7 +130,8 @@ def list_ingests(
 
 @router.get("/ingests/{ingest_id}", response_model=ingest.IngestFileRead)
 def get_ingest(ingest_id: int, session: SessionDep, principal: IngestReaderDep) -> ingest.IngestFile:
-    """One ingest report: counts, state, error."""
+    """One ingest report: counts, state, error; while a queued ingest runs, ``state`` is ``queued`` or
+    ``processing`` with the lines and ``bytes_read`` (of ``size_bytes``) so far."""
     return uploads.get_ingest(session, principal, ingest_id)
 
 

@@ -1,9 +1,12 @@
 """Pytest plugin: the worker-side processes tests start for real - a Celery worker on a real broker
-(Redis or the SQLite-backed one) and the API served by uvicorn on a free port (for the CLI)."""
+(Redis or the SQLite-backed one), the API served by uvicorn on a free port (for the CLI), a NATS
+JetStream server on a free port and ``edgeledger ingest-worker`` processes (queued ingestion)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -88,3 +91,71 @@ def live_api(settings: Settings) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+def nats_server_binary() -> str:
+    """The nats-server of the machine (Debian installs it in /usr/sbin, which a user's PATH may lack)."""
+    found = shutil.which("nats-server") or next(
+        (str(p) for p in (Path("/usr/sbin/nats-server"), Path("/usr/bin/nats-server")) if p.exists()), None
+    )
+    if found is None:
+        pytest.fail("nats-server is not installed (scripts/bootstrap.sh installs it)")
+    return found
+
+
+@contextmanager
+def nats_server(directory: Path) -> Iterator[str]:
+    """A NATS server with JetStream on a free loopback port, storing in ``directory``; yields its URL."""
+    port = free_port()
+    log = directory / "nats-server.log"
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(directory / "js")],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"nats-server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A JetStream server of the test's own (empty: no stream, no consumer)."""
+    with nats_server(tmp_path_factory.mktemp("nats")) as url:
+        yield url
+
+
+def ingest_worker_process(settings: Settings, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """``edgeledger ingest-worker`` as its own process (the caller stops it); log in DATA_DIR/<name>.log."""
+    executable = str(Path(sys.executable).with_name("edgeledger"))
+    variables = {
+        **os.environ,
+        "DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.resolved_database_url,
+        "NATS_URL": settings.nats_url,
+        "INGEST_STREAM": settings.ingest_stream,
+        "INGEST_PARTITIONS": str(settings.ingest_partitions),
+        "INGEST_ACK_WAIT_SECONDS": str(settings.ingest_ack_wait_seconds),
+        **env,
+    }
+    if settings.pseudonym_master_key is not None:
+        variables["PSEUDONYM_MASTER_KEY"] = settings.pseudonym_master_key.get_secret_value()
+    log = settings.data_dir / f"{name}.log"
+    return subprocess.Popen(
+        [executable, "ingest-worker", *args],
+        env=variables,
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        cwd=settings.data_dir,
+    )
