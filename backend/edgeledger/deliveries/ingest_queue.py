@@ -25,9 +25,10 @@ accepted, and two partitions run in parallel on different workers. A worker ackn
 ingest row is final.
 
 Exactly-once records from at-least-once delivery. A message may be delivered again: the worker died, or
-did not report progress within ``INGEST_ACK_WAIT_SECONDS`` (it sends an in-progress ack after every
-chunk). A run first *claims* the row (a fresh token in ``ingest_files.claim``; taken over only when the
-previous holder's heartbeat is older than the ack wait). Every chunk commit of :mod:`ingest` checks the
+did not report progress within ``INGEST_ACK_WAIT_SECONDS`` (while a file runs, a heartbeat sends an
+in-progress ack and refreshes the row's ``heartbeat_at`` every third of it). A run first *claims* the
+row (a fresh token in ``ingest_files.claim``; taken over only when the previous holder's heartbeat is
+older than the ack wait). Every chunk commit of :mod:`ingest` checks the
 claim in the statement that locks the row and moves its counters and line watermark (``lines``) together
 with the chunk's records, so a chunk is stored whole, once, by the run holding the claim, or not at all.
 A run taking over resumes after the watermark (:func:`ingest._resume`): the lines before it are read
@@ -334,9 +335,8 @@ class _LinesReader:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _claim(session: Session, settings: Settings, ingest_pk: int) -> str | None:
-    """Take the row for this run (a fresh token), unless a live run holds it; None then."""
-    token = secrets.token_hex(16)
+def _claim(session: Session, settings: Settings, ingest_pk: int, token: str) -> str | None:
+    """Take the row for this run (``token``), unless a live run holds it; None then."""
     stale = utcnow() - timedelta(seconds=settings.ingest_ack_wait_seconds)
     taken = session.execute(
         update(IngestFile)
@@ -356,16 +356,31 @@ def _claim(session: Session, settings: Settings, ingest_pk: int) -> str | None:
     return token if taken.rowcount == 1 else None  # type: ignore[attr-defined]
 
 
+def touch(engine: Engine, ingest_pk: int, token: str) -> None:
+    """The run holding ``token`` is alive (between chunk commits, which also say so)."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(IngestFile)
+            .where(IngestFile.id == ingest_pk, IngestFile.claim == token)
+            .values(heartbeat_at=utcnow())
+        )
+
+
+def message_ingest(data: bytes) -> int:
+    return int(json.loads(data)["ingest_id"])
+
+
 def process_message(
     settings: Settings,
     engine: Engine,
     data: bytes,
-    progress: Callable[[int], None] | None = None,
+    token: str | None = None,
 ) -> str:
-    """Run the ingest a message names. ``"ack"`` when its row is final (now or before), ``"nak"`` when a
-    live run of another worker holds it (try later), ``"leave"`` when this run lost its claim (the run
-    that took over acknowledges)."""
-    ingest_pk = int(json.loads(data)["ingest_id"])
+    """Run the ingest a message names, as the run ``token`` (default a fresh one). ``"ack"`` when its
+    row is final (now or before), ``"nak"`` when a live run of another worker holds it (try later),
+    ``"leave"`` when this run lost its claim (the run that took over acknowledges)."""
+    ingest_pk = message_ingest(data)
+    token = token or secrets.token_hex(16)
     with Session(engine, expire_on_commit=False) as session:
         row = session.get(IngestFile, ingest_pk)
         if row is None:
@@ -374,7 +389,7 @@ def process_message(
             _drop_blob(session, ingest_pk)  # a run that finished but died before deleting it
             session.commit()
             return "ack"
-        claim = _claim(session, settings, ingest_pk)
+        claim = _claim(session, settings, ingest_pk, token)
         if claim is None:
             return "nak"
         session.refresh(row)
@@ -394,7 +409,6 @@ def process_message(
                 name=row.name,
                 created_by=row.created_by,
                 log_format=row.log_format,
-                progress=progress,
                 queued=row,
             )
         except ClaimLost:
@@ -448,7 +462,6 @@ async def _work(
         subs = {p: await _subscription(js, settings, p) for p in partitions}
         if on_ready is not None:
             on_ready()
-        loop = asyncio.get_running_loop()
         turn = 0
         idle_since = time.monotonic()
         while not stop.is_set():
@@ -460,14 +473,15 @@ async def _work(
                 await asyncio.sleep(POLL_SECONDS)
                 continue
 
-            def heartbeat(_lines: int, msg: Any = msg) -> None:
-                asyncio.run_coroutine_threadsafe(msg.in_progress(), loop)
-
+            token = secrets.token_hex(16)
+            beat = asyncio.create_task(_heartbeat(settings, engine, msg, token))
             try:
-                outcome = await asyncio.to_thread(process_message, settings, engine, msg.data, heartbeat)
+                outcome = await asyncio.to_thread(process_message, settings, engine, msg.data, token)
             except Exception:  # the database went away, a bug: the row says how far it got; try later
                 log.exception("ingest message %r", msg.data[:100])
                 outcome = "nak"
+            finally:
+                beat.cancel()
             if outcome == "ack":
                 await msg.ack_sync(timeout=10)
                 processed += 1
@@ -478,6 +492,20 @@ async def _work(
         await nc.close()
         engine.dispose()
     return processed
+
+
+async def _heartbeat(settings: Settings, engine: Engine, msg: Any, token: str) -> None:
+    """While a file runs: every third of the ack wait, tell JetStream (in-progress ack) and the row
+    (``heartbeat_at``) that this run is alive, also while a resumed run re-reads the lines it stored
+    before (no chunk commits then)."""
+    ingest_pk = message_ingest(msg.data)
+    while True:
+        await asyncio.sleep(settings.ingest_ack_wait_seconds / 3)
+        try:
+            await msg.in_progress()
+            await asyncio.to_thread(touch, engine, ingest_pk, token)
+        except Exception as exc:  # a missed beat only lets another worker take over: logged, not fatal
+            log.warning("ingest %s heartbeat: %s", ingest_pk, exc)
 
 
 async def _next_message(js: JetStreamContext, settings: Settings, subs: dict[int, Any], turn: int) -> Any:
