@@ -1,10 +1,11 @@
 """queued ingestion: stored uploads and the worker's claim on an ingest; batch trees in the database
 
 Adds ``batch_tree_pieces`` (a closed batch's tree file, shared by every host; batches closed before
-keep being rebuilt from their leaves where a host has no copy), ``ingest_blob_chunks`` (a queued upload as received, in pieces, until its ingest is final) and the
-``ingest_files`` columns the queued mode uses: ``bytes_read`` (progress), ``claim`` and ``heartbeat_at``
-(the worker run that holds the row; every chunk commit checks it) and ``attempts``. Existing ingests
-were all run inline: they get ``bytes_read = size_bytes`` and no claim.
+keep being rebuilt from their leaves where a host has no copy), ``ingest_blob_chunks`` (a queued upload
+as received, in pieces, until its ingest is final) and the ``ingest_files`` columns the queued mode
+uses: ``bytes_read`` (progress), ``claim`` and ``heartbeat_at`` (the worker run that holds the row;
+every chunk commit checks it) and ``attempts``. Existing ingests were all run inline: they get
+``bytes_read = size_bytes`` and no claim.
 
 Revision ID: 0014
 Revises: 0012

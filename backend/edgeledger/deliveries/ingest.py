@@ -16,6 +16,10 @@ Taking them back could not be done safely: a stored chunk's records may already 
 and was anchored since. The quarantine limit is checked before each chunk commits, so a refused upload
 leaves at most ``INGEST_MAX_QUARANTINED_LINES`` quarantined rows.
 
+Queued ingestion (:mod:`ingest_queue`) runs the same pipeline on a stored upload, at least once per
+message: each chunk commit also checks the run's claim on the row and moves the line watermark, and a
+run that takes over resumes after it (:func:`_resume`), so each chunk is still stored exactly once.
+
 Memory stays flat as the file grows, whatever its lines are: the file is read in 64 KiB pieces, only the
 current chunk's records and quarantined lines are held, raw text only for the lines that may need it (the
 chunk's record lines, which an in-file repeat quarantines when the chunk is written; quarantined lines
