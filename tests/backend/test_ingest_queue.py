@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import nats
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -30,12 +31,15 @@ from benchmarks.ingest_bombs import ratio_bomb
 from edgeledger.auth.models import Role
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
+from edgeledger.db import utcnow
 from edgeledger.deliveries import batches, service, trees
 from edgeledger.deliveries.ingest import ingest_log
 from edgeledger.deliveries.ingest_queue import (
+    STALE_QUEUED_SECONDS,
     enqueue_upload,
     partition_of,
     run_worker,
+    store_upload,
     subject_of,
 )
 from edgeledger.deliveries.models import (
@@ -401,3 +405,33 @@ def test_a_batch_tree_closed_on_one_host_serves_proofs_on_another(
     db_session.commit()
     with pytest.raises(ValueError, match="no longer produce its root"):
         trees.open_batch_tree(db_session, host_b, batch)
+
+
+def test_workers_sweep_uploads_left_half_stored_or_never_published(
+    db_session: Session, queue_settings: Settings
+) -> None:
+    """The API process stopped while receiving an upload (no sha256 yet) or between storing it and
+    publishing it: an hour later a worker fails the first (its bytes dropped) and runs the second."""
+    source = make_source(db_session, "node-sweep")
+    half, unsent, fresh = (
+        store_upload(
+            db_session,
+            queue_settings,
+            source,
+            io.BytesIO(node_file(range(k, k + 5))),
+            name=f"s{k}",
+            created_by=None,
+        )
+        for k in (0, 100, 200)
+    )
+    old = utcnow() - timedelta(seconds=STALE_QUEUED_SECONDS + 60)
+    db_session.execute(update(IngestFile).where(IngestFile.id == half.id).values(sha256=None, created_at=old))
+    db_session.execute(update(IngestFile).where(IngestFile.id == unsent.id).values(created_at=old))
+    db_session.commit()
+    with worker(queue_settings):
+        failed, done = wait_final(db_session, [half.id, unsent.id])
+    assert (failed.state, failed.error_code) == ("failed", "upload_interrupted")
+    assert (done.state, done.records_new) == ("done", 5)
+    db_session.expire_all()
+    assert db_session.get(IngestFile, fresh.id).state == "queued"  # not stale: its message may be on its way
+    assert count(db_session, IngestBlobChunk, IngestBlobChunk.ingest_file_pk != fresh.id) == 0

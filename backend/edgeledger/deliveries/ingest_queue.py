@@ -95,6 +95,11 @@ SUBJECT = "ingest"
 #: Runs of one ingest that ended without a final row (a worker crashed or was killed each time) before
 #: the ingest is failed with ``ingest_attempts_exhausted`` instead of being run again.
 MAX_ATTEMPTS = 5
+#: A ``queued`` row this old whose upload never completed (the API process stopped while receiving it)
+#: is failed and its bytes dropped; one stored whole but never run (the API stopped between its commit
+#: and the publish) is published again. Workers sweep at start and every :data:`SWEEP_SECONDS`.
+STALE_QUEUED_SECONDS = 3600
+SWEEP_SECONDS = 600
 POLL_SECONDS = 0.1  # how long an idle worker waits before looking at its partitions again
 FINAL_STATES = (IngestState.done, IngestState.failed, IngestState.rejected)
 
@@ -424,6 +429,37 @@ def process_message(
         return "ack"
 
 
+def sweep(settings: Settings, engine: Engine) -> list[tuple[int, int]]:
+    """Fail the stale uploads that never completed; the (ingest, partition) of stale ones never run.
+
+    Publishing one of those again is safe even when its first message is only waiting behind a long
+    backlog: whichever message comes second finds the row final and is acknowledged without work.
+    """
+    cutoff = utcnow() - timedelta(seconds=STALE_QUEUED_SECONDS)
+    stale = (IngestFile.state == IngestState.queued, IngestFile.created_at < cutoff)
+    with Session(engine, expire_on_commit=False) as session:
+        broken = session.scalars(select(IngestFile.id).where(*stale, IngestFile.sha256.is_(None))).all()
+        for ingest_pk in broken:
+            _mark_failed(session, ingest_pk, "upload_interrupted", "the upload never completed")
+        unsent = session.execute(
+            select(IngestFile.id, DeliverySource.source_id)
+            .join(DeliverySource, DeliverySource.id == IngestFile.source_pk)
+            .where(*stale, IngestFile.sha256.is_not(None), IngestFile.attempts == 0)
+        ).all()
+    return [(pk, partition_of(source_id, settings.ingest_partitions)) for pk, source_id in unsent]
+
+
+async def _sweep(js: JetStreamContext, settings: Settings, engine: Engine) -> None:
+    for ingest_pk, partition in await asyncio.to_thread(sweep, settings, engine):
+        log.warning("ingest %s was stored but never published: publishing it", ingest_pk)
+        await js.publish(
+            subject_of(partition),
+            json.dumps({"ingest_id": ingest_pk}).encode(),
+            stream=settings.ingest_stream,
+            headers={"Nats-Msg-Id": f"ingest-{ingest_pk}"},
+        )
+
+
 async def _subscription(js: JetStreamContext, settings: Settings, partition: int) -> Any:
     durable = f"ingest-{partition}"
     try:
@@ -464,7 +500,14 @@ async def _work(
             on_ready()
         turn = 0
         idle_since = time.monotonic()
+        swept: float | None = None
         while not stop.is_set():
+            if swept is None or time.monotonic() - swept > SWEEP_SECONDS:
+                swept = time.monotonic()
+                try:
+                    await _sweep(js, settings, engine)
+                except Exception:  # the database or NATS is away: the next sweep tries again
+                    log.exception("sweeping stale queued ingests")
             turn += 1
             msg = await _next_message(js, settings, subs, turn)
             if msg is None:
