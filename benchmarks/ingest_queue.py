@@ -76,6 +76,19 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """utime + stime of every PostgreSQL process on the machine so far (the server's share of a run)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if text.split("(", 1)[1].startswith("postgres)"):
+            total += process_cpu_seconds(int(stat.parent.name))
+    return total
+
+
 def source_names(count: int, partitions: int) -> list[str]:
     """``count`` source names on distinct partitions (as many as there are)."""
     from edgeledger.deliveries.ingest_queue import partition_of
@@ -186,6 +199,7 @@ def one_run(
             await nc.close()
 
         cpu_before = [process_cpu_seconds(proc.pid) for proc in procs]
+        postgres_before = postgres_cpu_seconds() if args.database_url != "sqlite" else 0.0
         busy_before, total_before = cpu_ticks()
         started = time.perf_counter()
         asyncio.run(publish_all())
@@ -201,6 +215,9 @@ def one_run(
         seconds = time.perf_counter() - started
         busy_after, total_after = cpu_ticks()
         worker_cpu = sum(process_cpu_seconds(p.pid) for p in procs) - sum(cpu_before)
+        if args.database_url != "sqlite":
+            postgres = postgres_cpu_seconds() - postgres_before
+            print(f"  PostgreSQL CPU {postgres:.1f} s", flush=True)
         cores = (os.cpu_count() or 1) * (busy_after - busy_before) / max(total_after - total_before, 1)
         with Session(engine) as session:
             rows = session.scalars(select(IngestFile).where(IngestFile.id.in_(wanted))).all()
