@@ -456,6 +456,12 @@ def test_a_period_through_the_api_cases_statements_payouts_earnings(
     assert case["merchant_user_id"] == merchant_id and "bytes" in case["reasons"]
     assert (case["ours_bytes"], case["theirs_bytes"]) == (100 * GB, 110 * GB)
     assert _ok(client.get("/settlement/cases", headers=roles.other_merchant.headers)) == []
+    # Paged: one case, so the page after it is empty; a page size outside 1..1,000 is refused.
+    assert _ok(client.get("/settlement/cases?limit=1", headers=roles.merchant.headers)) == [case]
+    assert _ok(client.get("/settlement/cases?limit=1&offset=1", headers=roles.merchant.headers)) == []
+    assert client.get("/settlement/cases?limit=0", headers=roles.merchant.headers).json()["error"][
+        "code"
+    ] == ("bad_page")
     _error(
         client.get(f"/settlement/cases?merchant_user_id={merchant_id}", headers=roles.other_merchant.headers),
         403,
