@@ -173,7 +173,9 @@ class AuthenticateBeforeBody:
 
     def _refusal(self, scope: Scope, caller: Caller) -> AuthError | None:
         if caller.principal is not None:
-            return self._role_refusal(scope, caller.principal.role)
+            # The API's routes take header credentials only; a browser session's cookie is for the
+            # portal's and the app's pages, which check their own roles.
+            return self._role_refusal(scope, caller.principal.role) if caller.source != "cookie" else None
         if caller.error is not None and caller.source != "cookie":
             # A client signing in again may still send its expired token: sign-in is for exactly that.
             if scope["path"].rstrip("/") in SIGN_IN_PATHS:
