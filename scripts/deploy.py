@@ -25,6 +25,9 @@ Environment:
                           contract this run deploys (vault, registry, ledger; default: the challenge window
                           + 1 hour; must exceed the window). The deployer grants the operational roles,
                           then hands each admin role to the timelock and renounces its own (docs/custody.md)
+    REASSIGN_DELAY        ContentRegistry's REASSIGN_DELAY: seconds an asset stays contested before the
+                          arbiter may move its rights (default: the timelock's delay + 1 day; must exceed
+                          the timelock's delay, so that the admin can revoke a stolen arbiter key in time)
     DEPLOY_TEST_TOKEN     "1": also deploy the 6-decimal TestStablecoin ("Test USD Coin", tUSDC), owned by
                           the deployer, and allow-list it in the vault (always on the "development" network)
     DEPLOYMENT_FILE       where addresses are written (default: var/deployment.json)
@@ -138,6 +141,20 @@ def _timelock_delay(window: int) -> int:
     return delay
 
 
+def _reassign_delay(timelock_delay: int) -> int:
+    raw = os.environ.get("REASSIGN_DELAY") or str(timelock_delay + 86_400)
+    try:
+        delay = int(raw)
+    except ValueError:
+        raise SystemExit(f"REASSIGN_DELAY must be whole seconds, got {raw!r}") from None
+    if delay <= timelock_delay:
+        raise SystemExit(
+            f"REASSIGN_DELAY ({delay} s) must exceed the timelock's delay ({timelock_delay} s): revoking a "
+            "stolen arbiter key goes through the timelock"
+        )
+    return delay
+
+
 def _timelock(data: dict, admin: str, delay: int, deployer):  # type: ignore[no-untyped-def]
     """The deployment's EdgeLedgerTimelock (proposer and executor: the admin), deployed on first use."""
     address = _live(data, "EdgeLedgerTimelock")
@@ -190,7 +207,7 @@ def main() -> None:
 
     administered = {}  # contracts of this run, whose admin role goes to the timelock at the end
     if "ContentRegistry" in missing:
-        registry = ContentRegistry.deploy(admin, {"from": deployer})
+        registry = ContentRegistry.deploy(admin, _reassign_delay(delay), {"from": deployer})
         _grant(registry, [("REGISTRAR_ROLE", registrar), ("ARBITER_ROLE", arbiter)], admin, deployer)
         _record(data, "ContentRegistry", registry)
         administered["ContentRegistry"] = registry
