@@ -53,6 +53,7 @@ from tests.backend.support.fuzzing import (
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 SAMPLES = Path(__file__).parent / "samples" / "logs"
+FORMAT_SAMPLES = Path(__file__).parent / "samples" / "formats"
 EXAMPLES = int(os.environ.get("INPUT_FUZZ_EXAMPLES", "60"))
 SECONDS = int(os.environ.get("INPUT_FUZZ_SECONDS", "5"))
 FUZZ = settings(
@@ -80,7 +81,10 @@ def test_every_seed_passes_its_target(seed: Path) -> None:
 
 def test_the_corpus_covers_every_target_and_sample() -> None:
     assert {path.name for path in CORPUS.iterdir() if path.is_dir()} == set(TARGETS)
-    assert {path.name for path in SAMPLES.iterdir()} <= {path.name for path in (CORPUS / "logs").iterdir()}
+    seeds = {path.name for path in (CORPUS / "logs").iterdir()}
+    assert {path.name for path in SAMPLES.iterdir()} <= seeds
+    formats = {path.name for path in FORMAT_SAMPLES.iterdir() if path.suffix not in (".json", ".md")}
+    assert formats <= seeds  # every format's golden file seeds the fuzzer
 
 
 # ------------------------------------------------------------------------------------------------------
