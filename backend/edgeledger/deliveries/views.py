@@ -240,6 +240,20 @@ def sync_source(
     return sources.source_read(sources.sync_source(session, chain, source))
 
 
+@router.put("/sources/{ref}/log-format", response_model=sources.SourceRead)
+def declare_source_log_format(
+    ref: str, body: sources.LogFormatDeclaration, session: SessionDep, principal: SourceOperatorDep
+) -> sources.SourceRead:
+    """What the source's logs are: the format (always used instead of detection; null: detected per file,
+    only when exactly one format fits), the host and edge location its lines may not name, the Akamai
+    structured field ids. Admins, or the source's operator. 422 ``bad_log_format``,
+    ``log_declaration_incomplete`` (``missing`` names what the format needs), ``invalid_log_declaration``.
+    """
+    source = service.get_source(session, ref)
+    _ensure_source_operator(principal, source)
+    return sources.source_read(sources.declare_log_format(session, source, body))
+
+
 @router.post("/sources/{ref}/signer", response_model=sources.SourceRead)
 def rotate_source_signer(
     ref: str, body: sources.SignerRotation, session: SessionDep, chain: ChainDep, _: AdminDep
