@@ -27,6 +27,7 @@ request id seen.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import zlib
@@ -57,7 +58,7 @@ from edgeledger.deliveries.models import (
     QuarantinedLineRow,
     SourceStatus,
 )
-from edgeledger.deliveries.parsers import FORMATS, ParseStats, parse_log
+from edgeledger.deliveries.parsers import FORMATS, ParseStats, SourceSite, parse_log
 from edgeledger.deliveries.records import (
     AmbiguousLogFormatError,
     CacheResult,
@@ -66,7 +67,6 @@ from edgeledger.deliveries.records import (
     QuarantinedLine,
 )
 from edgeledger.deliveries.regions import region_of
-from edgeledger.deliveries.sources import source_site
 from edgeledger.indexer.models import IndexedAsset
 from edgeledger.ipfs.cid import InvalidCidError, normalize_cid
 from edgeledger.ledger.delivery_leaf import LEAF_STRUCT
@@ -672,6 +672,12 @@ def _too_long(record: DeliveryRecord, lines: UploadLines, name: str) -> Quaranti
     if len(record.host) > 255:
         return QuarantinedLine(name, record.line_number, HOST_TOO_LONG, raw, "over 255 chars")
     return QuarantinedLine(name, record.line_number, NUL_CHARACTER, raw, "request id, host or URI holds NUL")
+
+
+def source_site(source: DeliverySource) -> SourceSite:
+    """What ``source`` declared about its logs (deliveries/sources.py), as the parsers take it."""
+    fields = tuple(json.loads(source.log_fields_json)) if source.log_fields_json else ()
+    return SourceSite(source.site_host, source.site_edge_location, fields)
 
 
 def ingest_log(

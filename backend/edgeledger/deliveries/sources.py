@@ -162,12 +162,6 @@ def source_read(source: DeliverySource) -> SourceRead:
     )
 
 
-def source_site(source: DeliverySource) -> SourceSite:
-    """What ``source`` declared, as the parsers take it."""
-    fields = tuple(json.loads(source.log_fields_json)) if source.log_fields_json else ()
-    return SourceSite(source.site_host, source.site_edge_location, fields)
-
-
 def apply_declaration(source: DeliverySource, params: LogFormatDeclaration) -> None:
     """Checks ``params`` against what its format needs and stores it on ``source`` (not committed).
 
