@@ -21,7 +21,7 @@ from edgeledger.deliveries.parsers.accesslog import (
     _clf_record,
     derived_request_id,
 )
-from edgeledger.deliveries.parsers.edges import _country_code
+from edgeledger.deliveries.parsers.edges import _country_code, edge_location_country
 from edgeledger.deliveries.parsers.fields import (
     _EPOCH_ORDINAL,
     Reason,
@@ -104,12 +104,13 @@ def _tencent_record(tokens: list[str], line_number: int, run: _Run, site: Source
     status = _status(tokens[7])
     method = tokens[12]
     body = _body_bytes(method, status, bytes_text, "bytes")
+    edge = site.edge_location
     return DeliveryRecord(
         TENCENT,
         derived_request_id("tc-", tokens),
         timestamp_ms,
-        site.edge_location or TENCENT_EDGE_LOCATION,
-        "",
+        edge or TENCENT_EDGE_LOCATION,
+        edge_location_country(edge) if edge else "",
         host,
         uri,
         body,
@@ -231,7 +232,10 @@ def akamai_record(
         request_id = derived_request_id("ak-", tokens)
     edge = site.edge_location or AKAMAI_EDGE_LOCATION
     country = values.get("country", "-")
-    country = _country_code(country, "") if country and country != "-" else ""
+    if country and country != "-":
+        country = _country_code(country, "")
+    else:  # not logged: the declared edge location's country, if any
+        country = edge_location_country(site.edge_location) if site.edge_location else ""
     return DeliveryRecord(
         log_format,
         request_id,
