@@ -224,6 +224,8 @@ def akamai_record(
     timestamp_ms = epoch_seconds_ms(need("reqTimeSec"), "reqTimeSec")
     host = _normalise_host(need("reqHost"), "reqHost")
     uri = _path_of(need("reqPath"), "reqPath")
+    if uri[0] != "/":  # a path logged without its leading slash is the same path
+        uri = "/" + uri
     status = _status(need("statusCode"))
     method = values.get("reqMethod", "-")
     body = _body_bytes(method, status, need("bytes"), "bytes")
