@@ -209,3 +209,11 @@ def test_tencent_http3_and_beijing_time() -> None:
 def test_an_ambiguous_access_log_line_is_rejected_not_guessed(line: str) -> None:
     with pytest.raises(LogFormatError, match="an access-log line of no known layout"):
         detect_format([line], file_name="x.log")
+
+
+def test_json_lines_that_fit_several_schemas_are_ambiguous() -> None:
+    line = '{"RayID": "r", "ClientIP": "192.0.2.1", "cliIP": "192.0.2.1", "reqTimeSec": "1714564801"}'
+    with pytest.raises(AmbiguousLogFormatError) as ambiguous:
+        detect_format([line], file_name="x.ndjson")
+    assert ambiguous.value.candidates == ("cloudflare", "akamai_json")
+    assert "declare the source's log format" in ambiguous.value.reason
