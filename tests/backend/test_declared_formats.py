@@ -6,7 +6,9 @@
   naming the candidates until the source declares one;
 * a declared format always wins over detection (a file of another format is quarantined line by line,
   not re-detected); a declaration lacking what its format needs is refused before it is stored;
-* an Akamai DataStream 2 structured source declares its columns by data set field id.
+* an Akamai DataStream 2 structured source declares its columns by data set field id;
+* a source registered on chain declares its format at creation (an incomplete declaration is refused
+  before anything is written or sent).
 """
 
 from __future__ import annotations
@@ -154,3 +156,41 @@ def test_a_declared_format_always_wins_and_akamai_columns_are_declared_by_id(app
     assert reset.status_code == 200 and reset.json()["log_format"] is None
     detected = _upload(app_client, operator, "akamai-1", "fastly_json.ndjson").json()
     assert (detected["log_format"], detected["records_new"]) == ("fastly_json", 5)
+
+
+def test_a_source_registered_on_chain_declares_its_format_at_creation(app_client: TestClient) -> None:
+    admin = make_caller(app_client, Role.admin, "platform admin")
+    base = {"kind": "cdn_provider", "regions": ["DE"], "jurisdiction": "DE"}
+    incomplete = app_client.post(
+        "/deliveries/sources",
+        headers=admin.headers,
+        json={**base, "name": "akamai-main", "provider": "akamai", "log_format": "akamai_structured"},
+    )
+    assert incomplete.status_code == 422
+    assert incomplete.json()["error"]["details"]["missing"] == ["log_fields"]
+    # refused before the journal row: nothing was written, nothing sent to the chain
+    assert app_client.get("/deliveries/sources/akamai-main", headers=admin.headers).status_code == 404
+
+    created = app_client.post(
+        "/deliveries/sources",
+        headers=admin.headers,
+        json={
+            **base,
+            "name": "fastly-main",
+            "provider": "fastly",
+            "log_format": "fastly_combined",
+            "site_host": "Media.Example.com",
+            "site_edge_location": "FRA1",
+        },
+    )
+    assert created.status_code == 201, created.text
+    source = created.json()
+    assert source["tx_hash"] and source["status"] == "active"
+    assert (source["log_format"], source["site_host"], source["site_edge_location"]) == (
+        "fastly_combined",
+        "media.example.com",
+        "FRA1",
+    )
+    report = _upload(app_client, admin, "fastly-main", "fastly_combined.log").json()
+    assert (report["log_format"], report["records_new"], report["quarantined"]) == ("fastly_combined", 3, 1)
+    assert {r.host for r in _records(app_client, report["id"])} == {"media.example.com"}
