@@ -115,6 +115,14 @@ def test_nginx_logs_of_our_edge_nodes_are_ingested_with_the_declared_host(app_cl
     again = _upload(app_client, operator, "edge-fra-1", "nginx_combined.log")  # the same file: all duplicates
     assert (again.json()["records_new"], again.json()["duplicates"]) == (0, 4)
 
+    # The stream endpoint's edge-node JSON default gives way to the declared format too.
+    line = b'198.51.100.9 - - [02/May/2024:12:00:00 +0000] "GET /media/new.mp4 HTTP/1.1" 200 512 "-" "curl"\n'
+    streamed = app_client.post(
+        "/deliveries/sources/edge-fra-1/stream?name=live", headers=operator.headers, content=iter([line])
+    )
+    assert streamed.status_code == 201, streamed.text
+    assert (streamed.json()["log_format"], streamed.json()["records_new"]) == ("nginx_combined", 1)
+
 
 def test_a_declared_format_always_wins_and_akamai_columns_are_declared_by_id(app_client: TestClient) -> None:
     operator = make_caller(app_client, Role.operator, "cdn account operator")

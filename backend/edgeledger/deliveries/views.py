@@ -90,12 +90,21 @@ def stream_log(
     settings: SettingsDep,
     principal: IngestorDep,
     name: str | None = None,
-    log_format: str = "edgeledger",
+    log_format: str | None = None,
 ) -> ingest.IngestFile:
-    """An edge node streams its own-format JSON lines (chunked transfer); ingested as they arrive."""
+    """An edge node streams its log lines (chunked transfer); ingested as they arrive. The format is
+    ``log_format``, else the source's declared one, else the edge-node JSON format ``edgeledger``."""
     ensure_storage_allowed(session, settings, principal, ref)
     return uploads.ingest_request(
-        session, settings, principal, ref, request, name=name, log_format=log_format, multipart_allowed=False
+        session,
+        settings,
+        principal,
+        ref,
+        request,
+        name=name,
+        log_format=log_format,
+        multipart_allowed=False,
+        undeclared_format="edgeledger",
     )
 
 
