@@ -5,6 +5,7 @@ country from the batch's records, excluded records counted apart; the downgrade 
 0010 (import profile per asset): existing assets become ``legacy-cidv1``, the only layout before it.
 0012 (scopes fail closed, metadata states): no auditor is granted anything; untitled indexed assets are
 marked for a new metadata read.
+0013 (declared log formats): existing sources declare nothing (detected per file as before).
 """
 
 from __future__ import annotations
@@ -45,24 +46,26 @@ def _world(url: str, name: str = "cf-migrate") -> int:
     for asset 7; and the receipt the previous release stored for it. Returns the batch's key."""
     engine = make_engine(url)
     with Session(engine) as session:
-        source = DeliverySource(
-            source_id=source_id_for(name),
-            name=name,
-            kind=SourceKind.cdn_provider,
-            provider="cloudfront",
-            operator="0x" + "11" * 20,
-            signer="0x" + "22" * 20,
-            regions_bitmap="0x1",
-            jurisdiction="US",
-            status=SourceStatus.active,
-        )
-        session.add(source)
-        session.flush()
+        # A core INSERT naming only the columns of that release (the model has columns added later).
+        source_pk = session.execute(
+            insert(DeliverySource).values(
+                source_id=source_id_for(name),
+                name=name,
+                kind=SourceKind.cdn_provider,
+                provider="cloudfront",
+                operator="0x" + "11" * 20,
+                signer="0x" + "22" * 20,
+                regions_bitmap="0x1",
+                jurisdiction="US",
+                node_ips_json="[]",
+                status=SourceStatus.active,
+            )
+        ).inserted_primary_key[0]
         # A core INSERT naming only the columns of that release (the model has columns added later).
         batch_pk = session.execute(
             insert(DeliveryBatch).values(
-                batch_id=batch_id_for(source.source_id, DAY, DAY + 86400, BatchKind.regular, 0),
-                source_pk=source.id,
+                batch_id=batch_id_for(source_id_for(name), DAY, DAY + 86400, BatchKind.regular, 0),
+                source_pk=source_pk,
                 period_start=DAY,
                 period_end=DAY + 86400,
                 kind=BatchKind.regular,
@@ -70,7 +73,7 @@ def _world(url: str, name: str = "cf-migrate") -> int:
                 state=BatchState.final,
             )
         ).inserted_primary_key[0]
-        ingest = IngestFile(source_pk=source.id, name="x.log", state=IngestState.done, pseudonym_key_id="k")
+        ingest = IngestFile(source_pk=source_pk, name="x.log", state=IngestState.done, pseudonym_key_id="k")
         session.add(ingest)
         session.flush()
         for n, (country, nbytes, excluded) in enumerate(
@@ -84,7 +87,7 @@ def _world(url: str, name: str = "cf-migrate") -> int:
         ):
             session.add(
                 DeliveryRecordRow(
-                    source_pk=source.id,
+                    source_pk=source_pk,
                     batch_pk=batch_pk,
                     ingest_file_pk=ingest.id,
                     line_number=n + 1,
@@ -272,4 +275,41 @@ def test_0010_records_the_legacy_import_profile_of_existing_assets_and_back(data
     with engine.connect() as conn:
         assert "import_profile" not in {c["name"] for c in inspect(conn).get_columns("assets")}
         assert conn.execute(text("SELECT content_cid FROM assets WHERE id = 9010")).scalar_one() == "bafkcid"
+    engine.dispose()
+
+
+def test_0013_sources_declare_nothing_until_they_do_and_back(database_url: str) -> None:
+    """Existing sources are detected per file as before: the new declaration columns start NULL."""
+    migrate(database_url, "0012")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO delivery_sources (source_id, name, kind, provider, operator, signer, "
+                "regions_bitmap, jurisdiction, node_ips_json, status, created_at, updated_at) VALUES "
+                "(:sid, 'edge-0013', 'edge_node', 'edgeledger', :a, :a, '0x1', 'DE', '[]', 'active', :t, :t)"
+            ),
+            {"sid": source_id_for("edge-0013"), "a": "0x" + "44" * 20, "t": datetime.now(UTC)},
+        )
+    migrate(database_url, "0013")
+    declared = text(
+        "SELECT log_format, site_host, site_edge_location, log_fields_json FROM delivery_sources "
+        "WHERE name = 'edge-0013'"
+    )
+    with engine.begin() as conn:
+        assert tuple(conn.execute(declared).one()) == (None, None, None, None)
+        conn.execute(
+            text(
+                "UPDATE delivery_sources SET log_format = 'nginx_combined', site_host = 'media.example.com', "
+                "site_edge_location = 'FRA1' WHERE name = 'edge-0013'"
+            )
+        )
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0012")
+    with engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("delivery_sources")}
+        assert not columns & {"log_format", "site_host", "site_edge_location", "log_fields_json"}
+        name = text("SELECT name FROM delivery_sources WHERE name = 'edge-0013'")
+        assert conn.execute(name).scalar_one() == "edge-0013"
     engine.dispose()

@@ -27,6 +27,7 @@ request id seen.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import zlib
@@ -57,8 +58,14 @@ from edgeledger.deliveries.models import (
     QuarantinedLineRow,
     SourceStatus,
 )
-from edgeledger.deliveries.parsers import FORMATS, ParseStats, parse_log
-from edgeledger.deliveries.records import CacheResult, DeliveryRecord, LogFormatError, QuarantinedLine
+from edgeledger.deliveries.parsers import FORMATS, ParseStats, SourceSite, parse_log
+from edgeledger.deliveries.records import (
+    AmbiguousLogFormatError,
+    CacheResult,
+    DeliveryRecord,
+    LogFormatError,
+    QuarantinedLine,
+)
 from edgeledger.deliveries.regions import region_of
 from edgeledger.indexer.models import IndexedAsset
 from edgeledger.ipfs.cid import InvalidCidError, normalize_cid
@@ -667,6 +674,12 @@ def _too_long(record: DeliveryRecord, lines: UploadLines, name: str) -> Quaranti
     return QuarantinedLine(name, record.line_number, NUL_CHARACTER, raw, "request id, host or URI holds NUL")
 
 
+def source_site(source: DeliverySource) -> SourceSite:
+    """What ``source`` declared about its logs (deliveries/sources.py), as the parsers take it."""
+    fields = tuple(json.loads(source.log_fields_json)) if source.log_fields_json else ()
+    return SourceSite(source.site_host, source.site_edge_location, fields)
+
+
 def ingest_log(
     session: Session,
     settings: Settings,
@@ -680,10 +693,15 @@ def ingest_log(
 ) -> IngestFile:
     """Ingest one log file (binary file object, plain or gzip, or an iterable of text lines).
 
+    The format is ``log_format`` if given, else the one the source declares, else detected from the
+    first lines (only when exactly one format fits); the source's declared host, edge location and field
+    ids go to the parser (docs/log-formats.md, "Declared or detected").
+
     Returns the finished :class:`IngestFile` (state ``done``). Raises :class:`service.DeliveryError`:
-    ``source_suspended`` (409), ``bad_log_format`` (422) before anything is written; ``not_a_log`` (422,
-    the IngestFile is ``rejected``, nothing else stored) and ``log_truncated`` (422, ``failed``, the
-    records before the break are kept) after; :class:`limits.IngestLimitError` (413 or 422, ``failed``,
+    ``source_suspended`` (409), ``bad_log_format`` (422) before anything is written; ``not_a_log`` and
+    ``ambiguous_log_format`` (422, ``candidates`` names the formats that fit; the IngestFile is
+    ``rejected``, nothing else stored) and ``log_truncated`` (422, ``failed``, the records before the
+    break are kept) after; :class:`limits.IngestLimitError` (413 or 422, ``failed``,
     the chunks stored before are kept whole, the chunk being read is dropped) when the upload breaks one of
     the ``INGEST_MAX_*`` limits. ``progress`` is called with the lines read so far after every chunk.
     """
@@ -695,6 +713,8 @@ def ingest_log(
         raise service.DeliveryError(
             f"log format must be one of {', '.join(FORMATS)}", code="bad_log_format", log_format=log_format
         )
+    log_format = log_format or source.log_format
+    site = source_site(source)
     key_id = service.pseudonym_key_id()
     pseudonymiser = service.pseudonymiser_for(session, settings, key_id)
     ingest = IngestFile(
@@ -722,7 +742,12 @@ def ingest_log(
     pending = 0
     try:
         for item in parse_log(
-            iter(lines), pseudonymiser=pseudonymiser, file_name=name, stats=stats, log_format=log_format
+            iter(lines),
+            pseudonymiser=pseudonymiser,
+            file_name=name,
+            stats=stats,
+            log_format=log_format,
+            site=site,
         ):
             pending += 1
             if item.__class__ is record_class:
@@ -779,10 +804,21 @@ def ingest_log(
         raise
     lines.close()
     if broken is not None:
-        code = "log_truncated" if truncated else "not_a_log"
+        details: dict[str, Any] = {}
+        if truncated:
+            code = "log_truncated"
+        elif isinstance(broken, AmbiguousLogFormatError):
+            code, details["candidates"] = "ambiguous_log_format", list(broken.candidates)
+        else:
+            code = "not_a_log"
         _finish(run, lines, stats, error=(code, broken.reason))
         raise service.DeliveryError(
-            f"{name}: {broken.reason}", code=code, status=422, ingest_id=ingest.id, lines=run.totals.lines
+            f"{name}: {broken.reason}",
+            code=code,
+            status=422,
+            ingest_id=ingest.id,
+            lines=run.totals.lines,
+            **details,
         ) from broken
     _finish(run, lines, stats, error=None)
     if progress is not None:
@@ -821,7 +857,7 @@ def _finish(run: _Ingest, lines: UploadLines, stats: ParseStats, *, error: tuple
     }
     if error is None:
         values.update(state=IngestState.done, lines=stats.lines, skipped=stats.skipped)
-    elif error[0] == "not_a_log":
+    elif error[0] in ("not_a_log", "ambiguous_log_format"):
         values.update(
             state=IngestState.rejected, error_code=error[0], error_message=error[1], lines=0, skipped=0
         )
