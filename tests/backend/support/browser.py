@@ -78,6 +78,8 @@ class WalletPage:
     calls: list[str] = field(default_factory=list)
     #: methods the wallet refuses as a user would (EIP-1193 code 4001)
     reject: set[str] = field(default_factory=set)
+    #: what the test's own page scripts noted with ``window.__edgeledgerTestNote(text)``
+    notes: list[str] = field(default_factory=list)
 
     def close(self) -> None:
         self.context.close()
@@ -114,6 +116,7 @@ def open_wallet_page(
     page = context.new_page()
     wallet = WalletPage(context, page, address, rpc_url)
     page.expose_function("__edgeledgerWallet", lambda method, params: _forward(wallet, method, params))
+    page.expose_function("__edgeledgerTestNote", lambda note: wallet.notes.append(str(note)))
     page.add_init_script(_PROVIDER_JS)
     return wallet
 
