@@ -61,6 +61,16 @@ def test_dates_are_utc_in_the_locale_style() -> None:
     assert i18n.format_int(1234567) == "1,234,567"
 
 
+def test_big_integers_reach_the_browser_as_exact_strings() -> None:
+    from edgeledger.webapp.prepared import js_safe
+
+    bitmap = (1 << 249) - 1
+    typed = {"message": {"territories": bitmap, "nonce": 3, "ok": True, "list": [2**53, 2**53 - 1]}}
+    assert js_safe(typed) == {
+        "message": {"territories": str(bitmap), "nonce": 3, "ok": True, "list": [str(2**53), 2**53 - 1]}
+    }
+
+
 @pytest.mark.parametrize(
     ("cookie", "header", "lang"),
     [

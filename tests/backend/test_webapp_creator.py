@@ -4,24 +4,31 @@ a creator signs in, drops a file on the upload page (upload progress, then the r
 settled and made claimable; the creator claims every claimable period (one ``claimMany`` sent from the
 wallet, or gas-free through a signed authorization) and its token balance, read from the chain by the
 test, rises by exactly the claimable amount. Then the same flow in Simplified Chinese on a phone screen,
-with a licence update signed in the wallet. Screenshots of the main pages go to docs/screenshots/."""
+with a licence update signed in the wallet. With WEBAPP_SCREENSHOTS=docs/screenshots the main pages are
+screenshotted there."""
 
 from __future__ import annotations
 
 import base64
+import os
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from eth_account import Account
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page
+from sqlalchemy.orm import Session
 
+from edgeledger.auth import service as auth_service
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import PROJECT_ROOT, Settings
+from edgeledger.db import make_engine
 from edgeledger.devtools.samples import demo_png
 from edgeledger.webapp.i18n import format_amount
 from tests.backend.support.browser import (
@@ -38,8 +45,15 @@ from tests.backend.support.stack import make_caller, rpc
 
 pytestmark = pytest.mark.integration
 # ruff: noqa: RUF001 (the Chinese pages use full-width punctuation)
-SHOTS = PROJECT_ROOT / "docs" / "screenshots"
 DAY = 86_400
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: ``WEBAPP_SCREENSHOTS`` (docs/webapp.md: docs/screenshots), else a temporary
+    directory, so an ordinary run changes no file of the repository."""
+    chosen = os.environ.get("WEBAPP_SCREENSHOTS")
+    return (PROJECT_ROOT / chosen) if chosen else tmp_path
 
 
 def _drop_file(page: Page, name: str, content: bytes, media_type: str) -> None:
@@ -120,7 +134,12 @@ def _claimable(page: Page) -> int:
 
 
 def test_a_creator_registers_a_file_and_claims_from_the_wallet(
-    chromium: Browser, live_api: str, app_client: TestClient, settings: Settings, chain_snapshot: Any
+    chromium: Browser,
+    live_api: str,
+    app_client: TestClient,
+    settings: Settings,
+    chain_snapshot: Any,
+    shots: Path,
 ) -> None:
     address = DEV_ACCOUNTS[7]
     wallet = open_wallet_page(chromium, settings.eth_rpc_url, address, locale="en-GB", viewport=DESKTOP)
@@ -128,7 +147,7 @@ def test_a_creator_registers_a_file_and_claims_from_the_wallet(
     try:
         sign_in(page, live_api)
         page.goto(f"{live_api}/app/upload")
-        screenshot(page, SHOTS, "webapp-upload-desktop")
+        screenshot(page, shots, "webapp-upload-desktop")
         asset_id = _register_in_browser(wallet, live_api, "Poster")
         assert page.inner_text("#asset-title") == f"Asset {asset_id}: Poster"
         assert page.inner_text("#licence-royalty") == "250 bps"
@@ -140,7 +159,7 @@ def test_a_creator_registers_a_file_and_claims_from_the_wallet(
         page.goto(f"{live_api}/app/assets/{asset_id}")
         assert "requests" in page.inner_text("#delivery-totals")
         assert page.locator("figure.chart svg").count() == 1
-        screenshot(page, SHOTS, "webapp-asset-desktop")
+        screenshot(page, shots, "webapp-asset-desktop")
 
         page.goto(f"{live_api}/app/earnings")
         claimable = _claimable(page)
@@ -148,7 +167,7 @@ def test_a_creator_registers_a_file_and_claims_from_the_wallet(
         assert page.inner_text("section.token dd.claimable") == format_amount(claimable, 6, "tUSDC")
         before = _token_balance(settings, address)
         assert page.get_attribute("section.token dd.balance", "data-minor") == str(before)
-        screenshot(page, SHOTS, "webapp-earnings-desktop")
+        screenshot(page, shots, "webapp-earnings-desktop")
 
         page.click("#claim-wallet")
         _wait_for(page, "claimed=", "#claim-status")
@@ -162,7 +181,12 @@ def test_a_creator_registers_a_file_and_claims_from_the_wallet(
 
 
 def test_the_same_flow_in_chinese_on_a_phone_gas_free(
-    chromium: Browser, live_api: str, app_client: TestClient, settings: Settings, chain_snapshot: Any
+    chromium: Browser,
+    live_api: str,
+    app_client: TestClient,
+    settings: Settings,
+    chain_snapshot: Any,
+    shots: Path,
 ) -> None:
     address = DEV_ACCOUNTS[8]
     wallet = open_wallet_page(chromium, settings.eth_rpc_url, address, locale="zh-CN", viewport=PHONE)
@@ -170,11 +194,11 @@ def test_the_same_flow_in_chinese_on_a_phone_gas_free(
     try:
         sign_in(page, live_api)
         assert "创作者" in page.inner_text("#welcome")
-        screenshot(page, SHOTS, "webapp-home-phone-zh")
+        screenshot(page, shots, "webapp-home-phone-zh")
         page.goto(f"{live_api}/app/upload")
         assert page.inner_text("h1") == "上传并登记"
         assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
-        screenshot(page, SHOTS, "webapp-upload-phone-zh")
+        screenshot(page, shots, "webapp-upload-phone-zh")
         asset_id = _register_in_browser(wallet, live_api, "海报")
         assert page.inner_text("#asset-title") == f"作品 {asset_id}：海报"
         assert page.inner_text("#updated") == "已在链上登记。"
@@ -199,7 +223,7 @@ def test_the_same_flow_in_chinese_on_a_phone_gas_free(
         page.goto(f"{live_api}/app/assets/{asset_id}")
         assert "次请求" in page.inner_text("#delivery-totals")
         assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
-        screenshot(page, SHOTS, "webapp-asset-phone-zh")
+        screenshot(page, shots, "webapp-asset-phone-zh")
 
         page.goto(f"{live_api}/app/earnings")
         claimable = _claimable(page)
@@ -208,7 +232,7 @@ def test_the_same_flow_in_chinese_on_a_phone_gas_free(
         period = page.inner_text("tr.period td")
         assert re.fullmatch(r"\d{4}年\d{1,2}月\d{1,2}日", period), period
         assert "可领取" in page.inner_text("tr.period")
-        screenshot(page, SHOTS, "webapp-earnings-phone-zh")
+        screenshot(page, shots, "webapp-earnings-phone-zh")
 
         before = _token_balance(settings, address)
         eth_before = int(rpc(settings.eth_rpc_url, "eth_getBalance", address, "latest"), 16)
@@ -224,7 +248,8 @@ def test_the_same_flow_in_chinese_on_a_phone_gas_free(
 
 
 def test_pages_refuse_other_roles_and_missing_sessions(live_api: str, settings: Settings) -> None:
-    """Without a session the JSON endpoints answer 401 JSON; another site's page is refused."""
+    """Without a session the JSON endpoints answer 401 JSON and pages redirect to the sign-in page; another
+    site's page is refused; a merchant's session gets the creators' pages refused in its language."""
     answer = requests.post(f"{live_api}/app/claims/prepare", json={}, timeout=10)
     assert answer.status_code == 401 and answer.json()["error"]["code"] == "unauthenticated"
     answer = requests.post(
@@ -233,3 +258,21 @@ def test_pages_refuse_other_roles_and_missing_sessions(live_api: str, settings: 
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "cross_origin"
     page = requests.get(f"{live_api}/app/earnings", allow_redirects=False, timeout=10)
     assert page.status_code == 303 and page.headers["location"] == "/app/signin?next=/app/earnings"
+
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with Session(engine) as session:
+            merchant = auth_service.create_user(
+                session, role=Role.merchant, address=Account.create().address, name="Shop"
+            )
+            token, _ = auth_service.create_session(session, merchant, timedelta(hours=1))
+            session.commit()
+    finally:
+        engine.dispose()
+    cookies = {"edgeledger_session": token}
+    page = requests.get(
+        f"{live_api}/app/earnings", cookies=cookies, headers={"Accept-Language": "zh-CN"}, timeout=10
+    )
+    assert page.status_code == 403 and "此页面仅供：创作者。" in page.text
+    answer = requests.post(f"{live_api}/app/claims/prepare", json={}, cookies=cookies, timeout=10)
+    assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"

@@ -13,9 +13,7 @@ Every change is signed in the creator's wallet; the server only prepares and rel
 
 from __future__ import annotations
 
-import contextlib
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -35,7 +33,7 @@ from edgeledger.db import get_session
 from edgeledger.deps import get_app_settings, get_chain, get_ipfs
 from edgeledger.ipfs import IpfsClient
 from edgeledger.settlement import claims
-from edgeledger.webapp import creator, i18n
+from edgeledger.webapp import creator, i18n, prepared
 from edgeledger.webapp.session import AppUser, WebAppError, api_user, page_user
 from edgeledger.webapp.views import language, render
 
@@ -57,33 +55,6 @@ IpfsDep = Annotated[IpfsClient, Depends(get_ipfs)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 CreatorPage = Annotated[AppUser, Depends(page_user(Role.creator))]
 CreatorApi = Annotated[AppUser, Depends(api_user(Role.creator))]
-
-
-#: The largest integer a browser's JSON.parse keeps exactly (2**53 - 1).
-JS_SAFE_INTEGER = 2**53 - 1
-
-
-def js_safe(value: Any) -> Any:
-    """``value`` with every integer beyond :data:`JS_SAFE_INTEGER` as a decimal string: a uint256 such as
-    a territories bitmap would otherwise reach the wallet rounded (EIP-712 encodes "123" and 123 alike)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return str(value) if abs(value) > JS_SAFE_INTEGER else value
-    if isinstance(value, dict):
-        return {k: js_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [js_safe(v) for v in value]
-    return value
-
-
-def _deadline(chain: ChainClient) -> int:
-    """A signature's deadline an hour ahead of the chain's clock (what the contracts compare with), or of
-    this server's when that is later."""
-    now = int(datetime.now(UTC).timestamp())
-    with contextlib.suppress(ChainError, ValueError, OSError):
-        now = max(now, int(chain.w3.eth.get_block("latest")["timestamp"]))
-    return now + RELAY_VALIDITY_SECONDS
 
 
 def _t(request: Request) -> i18n.Translator:
@@ -145,7 +116,7 @@ def update_licence(
     """Without a signature: the typed data for the holder's wallet; with it: relayed to the registry."""
     _check_holder(session, chain, user, asset_id)
     if body.signature is None and body.deadline is None:
-        body = body.model_copy(update={"deadline": _deadline(chain)})
+        body = body.model_copy(update={"deadline": prepared.deadline(chain, RELAY_VALIDITY_SECONDS)})
     return _safe_answer(updates.licence_update(chain, asset_id, body))
 
 
@@ -155,12 +126,12 @@ def update_split(
 ) -> dict[str, Any]:
     _check_holder(session, chain, user, asset_id)
     if body.signature is None and body.deadline is None:
-        body = body.model_copy(update={"deadline": _deadline(chain)})
+        body = body.model_copy(update={"deadline": prepared.deadline(chain, RELAY_VALIDITY_SECONDS)})
     return _safe_answer(updates.split_update(chain, asset_id, body))
 
 
 def _safe_answer(answer: updates.UpdateAnswer) -> dict[str, Any]:
-    return js_safe(answer.model_dump(mode="json"))
+    return prepared.js_safe(answer.model_dump(mode="json"))
 
 
 def _check_holder(session: Session, chain: ChainClient, user: AppUser, asset_id: int) -> None:
@@ -236,7 +207,7 @@ async def upload(
             return {
                 "registration_id": read.id,
                 "creator": read.creator,
-                "typed_data": js_safe(read.typed_data),
+                "typed_data": prepared.js_safe(read.typed_data),
             }
 
         return JSONResponse(await anyio.to_thread.run_sync(register), status_code=202)
@@ -313,8 +284,10 @@ def prepare_claim(session: SessionDep, chain: ChainDep, user: CreatorApi) -> dic
 @router.post("/claims/authorization")
 def claim_authorization(session: SessionDep, chain: ChainDep, user: CreatorApi) -> dict[str, Any]:
     """The typed data authorizing the platform to relay every claimable period (it pays the gas)."""
-    found = claims.authorization(session, chain, _payee(user), None, _deadline(chain))
-    return js_safe(found.model_dump(mode="json"))
+    found = claims.authorization(
+        session, chain, _payee(user), None, prepared.deadline(chain, RELAY_VALIDITY_SECONDS)
+    )
+    return prepared.js_safe(found.model_dump(mode="json"))
 
 
 @router.post("/claims/relay")
