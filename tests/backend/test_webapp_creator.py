@@ -71,21 +71,35 @@ def _drop_file(page: Page, name: str, content: bytes, media_type: str) -> None:
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": transfer})
 
 
-def _register_in_browser(wallet: WalletPage, base: str, title: str) -> int:
-    page = wallet.page
+def _unlabelled(page: Page) -> list[str]:
+    """Form fields of the page without a label (or aria-label): none may be."""
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll("input, textarea, select"))
+            .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label"))
+            .map((el) => el.id || el.name)"""
+    )
+
+
+def _upload(page: Page, base: str, title: str, content: bytes) -> None:
     page.goto(f"{base}/app/upload")
+    assert _unlabelled(page) == []
+    _drop_file(page, "poster.png", content, "image/png")
+    assert "poster.png" in page.inner_text("#file-name")
+    page.fill("#title", title)
+    week_ago = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%d")
+    page.fill("#valid-from", week_ago)
+    page.fill("#royalty", "250")
+
+
+def _register_in_browser(wallet: WalletPage, base: str, title: str, content: bytes) -> int:
+    page = wallet.page
+    _upload(page, base, title, content)
     # The progress bar's values as the page shows them, noted to the test (the page navigates away).
     page.evaluate(
         """() => new MutationObserver(() => window.__edgeledgerTestNote(
               "progress " + document.getElementById("progress").value))
               .observe(document.getElementById("progress"), { attributes: true })"""
     )
-    _drop_file(page, "poster.png", demo_png(secrets.token_hex(8)) + secrets.token_bytes(300_000), "image/png")
-    assert "poster.png" in page.inner_text("#file-name")
-    page.fill("#title", title)
-    week_ago = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%d")
-    page.fill("#valid-from", week_ago)
-    page.fill("#royalty", "250")
     page.click("#register")
     _wait_for(page, "updated=registered", "#upload-status")
     assert "eth_signTypedData_v4" in wallet.calls
@@ -93,6 +107,11 @@ def _register_in_browser(wallet: WalletPage, base: str, title: str) -> int:
     asset_id = int(re.search(r"/app/assets/(\d+)", page.url).group(1))  # type: ignore[union-attr]
     assert page.get_attribute("#asset-badge .badge", "data-verified") == "ok"
     return asset_id
+
+
+def _poster() -> bytes:
+    """A PNG of about 300 kB (so the upload reports progress), different every time."""
+    return demo_png(secrets.token_hex(8)) + secrets.token_bytes(300_000)
 
 
 def _wait_for(page: Page, in_url: str, status: str) -> None:
@@ -148,10 +167,30 @@ def test_a_creator_registers_a_file_and_claims_from_the_wallet(
         sign_in(page, live_api)
         page.goto(f"{live_api}/app/upload")
         screenshot(page, shots, "webapp-upload-desktop")
-        asset_id = _register_in_browser(wallet, live_api, "Poster")
+        content = _poster()
+        asset_id = _register_in_browser(wallet, live_api, "Poster", content)
         assert page.inner_text("#asset-title") == f"Asset {asset_id}: Poster"
         assert page.inner_text("#licence-royalty") == "250 bps"
         assert page.inner_text("#holder") == address
+        assert _unlabelled(page) == []
+
+        # A split update signed in the wallet and relayed: 70 % to the creator, 30 % to a co-author.
+        co_author = DEV_ACCOUNTS[9]
+        page.fill("#split-lines", f"{address} 7000\n{co_author} 3000")
+        page.click("#split-submit")
+        _wait_for(page, "updated=split", "#split-status")
+        assert page.inner_text("#updated") == "Split updated on chain."
+        rows = page.locator("#split tbody tr")
+        assert rows.count() == 2 and "3,000 bps" in rows.nth(1).inner_text()
+        assert co_author in rows.nth(1).inner_text()
+
+        # The same file again: a clear refusal in the page, nothing signed.
+        signed = wallet.calls.count("eth_signTypedData_v4")
+        _upload(page, live_api, "Poster again", content)
+        page.click("#register")
+        page.wait_for_selector("#upload-status[data-kind='error']", timeout=30_000)
+        assert page.inner_text("#upload-status") == "This exact file is already registered."
+        assert wallet.calls.count("eth_signTypedData_v4") == signed
         page.goto(f"{live_api}/app/assets")
         assert page.locator(f"tr.asset[data-asset-id='{asset_id}']").count() == 1
 
@@ -199,7 +238,7 @@ def test_the_same_flow_in_chinese_on_a_phone_gas_free(
         assert page.inner_text("h1") == "上传并登记"
         assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
         screenshot(page, shots, "webapp-upload-phone-zh")
-        asset_id = _register_in_browser(wallet, live_api, "海报")
+        asset_id = _register_in_browser(wallet, live_api, "海报", _poster())
         assert page.inner_text("#asset-title") == f"作品 {asset_id}：海报"
         assert page.inner_text("#updated") == "已在链上登记。"
         assert page.inner_text("#licence-territories") == "全球"

@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
+from web3.exceptions import Web3Exception
 
 from edgeledger.assets import flows, updates
 from edgeledger.assets.models import Asset, RegistrationParams
@@ -242,7 +243,7 @@ def _balance(chain: ChainClient, token: str, holder: str) -> int | None:
     data = "0x70a08231" + "00" * 12 + holder.lower().removeprefix("0x")
     try:
         raw = chain.w3.eth.call({"to": to_checksum_address(token), "data": data})  # type: ignore[typeddict-item]
-    except (ChainError, ValueError, OSError):
+    except (ChainError, Web3Exception, ValueError, OSError):  # unreachable or not an ERC-20
         return None
     return int.from_bytes(bytes(raw), "big") if raw else None
 

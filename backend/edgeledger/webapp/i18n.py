@@ -146,7 +146,7 @@ class Translator:
     def has(self, key: str) -> bool:
         return key in CATALOGS[self.lang]
 
-    def int(self, value: int) -> str:
+    def number(self, value: int) -> str:
         return format_int(value)
 
     def amount(self, minor: int, decimals: int, symbol: str = "") -> str:
@@ -155,7 +155,8 @@ class Translator:
     def date(self, ts: int | float | datetime | None) -> str:
         return format_date(ts, self.lang)
 
-    def datetime(self, ts: int | float | datetime | None) -> str:
+    def when(self, ts: int | float | datetime | None) -> str:
+        """Date and time (UTC)."""
         return format_datetime(ts, self.lang)
 
     def messages(self, prefix: str) -> dict[str, str]:

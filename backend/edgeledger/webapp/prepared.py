@@ -13,6 +13,8 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
+from web3.exceptions import Web3Exception
+
 from edgeledger.chain.client import ChainClient, ChainError
 
 #: The largest integer a browser's JSON.parse keeps exactly (2**53 - 1).
@@ -37,6 +39,6 @@ def deadline(chain: ChainClient, seconds: int) -> int:
     """A signature's deadline ``seconds`` ahead of the chain's clock (what the contracts compare with), or of
     this server's when that is later."""
     now = int(datetime.now(UTC).timestamp())
-    with contextlib.suppress(ChainError, ValueError, OSError):
+    with contextlib.suppress(ChainError, Web3Exception, ValueError, OSError):
         now = max(now, int(chain.w3.eth.get_block("latest")["timestamp"]))
     return now + seconds
