@@ -61,6 +61,13 @@ def test_dates_are_utc_in_the_locale_style() -> None:
     assert i18n.format_int(1234567) == "1,234,567"
 
 
+def test_the_app_sign_in_shares_the_apis_anonymous_budgets() -> None:
+    from edgeledger.ratelimit import ANONYMOUS_ROUTES
+
+    assert ANONYMOUS_ROUTES[("POST", "/app/signin/nonce")] == ANONYMOUS_ROUTES[("POST", "/auth/siwe/nonce")]
+    assert ANONYMOUS_ROUTES[("POST", "/app/signin")] == ANONYMOUS_ROUTES[("POST", "/auth/siwe/verify")]
+
+
 def test_big_integers_reach_the_browser_as_exact_strings() -> None:
     from edgeledger.webapp.prepared import js_safe
 

@@ -244,8 +244,11 @@ def test_the_same_flow_in_chinese_on_a_phone_gas_free(
         assert page.inner_text("#licence-territories") == "全球"
 
         # A licence update signed in the wallet and relayed by the platform.
-        page.fill("#lic-royalty", "300")
-        page.click("#licence-submit")
+        # With the keyboard only: type into the field and press Enter to submit the form.
+        page.focus("#lic-royalty")
+        page.keyboard.press("Control+A")
+        page.keyboard.type("300")
+        page.keyboard.press("Enter")
         _wait_for(page, "updated=licence", "#licence-status")
         assert page.inner_text("#licence-royalty") == "300 个基点"
         assert page.inner_text("#updated") == "许可已在链上更新。"
