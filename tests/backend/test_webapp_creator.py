@@ -318,3 +318,50 @@ def test_pages_refuse_other_roles_and_missing_sessions(live_api: str, settings: 
     assert page.status_code == 403 and "此页面仅供：创作者。" in page.text
     answer = requests.post(f"{live_api}/app/claims/prepare", json={}, cookies=cookies, timeout=10)
     assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden"
+
+
+def test_the_creators_endpoints_refuse_bad_input_clearly(app_client: TestClient) -> None:
+    """Each refusal is a 4xx with a machine-readable code (and HTML pages answer in the page's language)."""
+    engine = app_client.app.state.engine  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        user = auth_service.create_user(
+            session, role=Role.creator, address=Account.create().address, name="creator"
+        )
+        token, _ = auth_service.create_session(session, user, timedelta(hours=1))
+        session.commit()
+    app_client.cookies.set("edgeledger_session", token, path="/app")
+
+    def code(response: Any, status: int) -> str:
+        assert response.status_code == status, response.text
+        return str(response.json()["error"]["code"])
+
+    png = ("a.png", demo_png(secrets.token_hex(4)), "image/png")
+    assert code(app_client.post("/app/upload", data={"metadata": "{}"}), 422) == "file_missing"
+    assert code(app_client.post("/app/upload", files={"file": png}, data={"metadata": "{"}), 422) == (
+        "validation_error"
+    )
+    missing_title = app_client.post("/app/upload", files={"file": png}, data={"metadata": '{"aigc": false}'})
+    assert (
+        code(missing_title, 422) == "validation_error" and "title" in missing_title.json()["error"]["message"]
+    )
+    someone = '{"title": "x", "creator": "' + Account.create().address + '"}'
+    assert code(app_client.post("/app/upload", files={"file": png}, data={"metadata": someone}), 422) == (
+        "creator_mismatch"
+    )
+    signature = {"signature": "0x" + "11" * 65}
+    assert code(app_client.post("/app/registrations/999/signature", json=signature), 404) == (
+        "registration_not_found"
+    )
+    assert code(app_client.post("/app/claims/prepare", json={}), 409) == "nothing_to_claim"
+    assert code(app_client.post("/app/claims/authorization", json={}), 409) == "nothing_to_claim"
+    licence = {"territories": ["*"], "royalty_bps": 100}
+    assert code(app_client.post("/app/assets/999/licence", json=licence), 404) == "not_found"
+    page = app_client.get("/app/assets/999", headers={"Accept-Language": "zh-CN"})
+    assert page.status_code == 404 and "您没有编号为 999 的作品。" in page.text
+    assert "Traceback" not in page.text
+    earnings = app_client.get("/app/earnings")
+    assert earnings.status_code == 200 and "No earnings yet." in earnings.text
+    app_client.cookies.clear()
+    assert code(app_client.post("/app/upload", files={"file": png}, data={"metadata": "{}"}), 401) == (
+        "unauthenticated"
+    )
