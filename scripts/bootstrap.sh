@@ -29,6 +29,8 @@ fi
 missing=()
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 command -v wrk >/dev/null || missing+=(wrk)
+# A CJK font, so the web app's Simplified Chinese pages render (and are screenshotted) as text, not boxes.
+[[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] || missing+=(fonts-wqy-microhei)
 if (( ${#missing[@]} )); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
     say "installing ${missing[*]} (Debian packages) for the browser and load tests"
