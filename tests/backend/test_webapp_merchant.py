@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page
 from sqlalchemy.orm import Session
@@ -254,6 +255,17 @@ def test_merchant_pages_are_the_merchants_own(
         )
         service.upsert_account(session, scene.settings, other, params, now=DAY0)
         session.commit()
+
+    # Without a session the upload is not read: the browser is sent to sign in.
+    anonymous = requests.post(
+        f"{live_api}/app/merchant/billing",
+        files={"file": ("bill.csv", GOOD_BILL.encode())},
+        data={"day": DAY0_TEXT},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == "/app/signin?next=/app/merchant/billing"
 
     creator = open_wallet_page(chromium, settings.eth_rpc_url, DEV_ACCOUNTS[4], locale="zh-CN")
     try:

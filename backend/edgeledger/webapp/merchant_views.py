@@ -15,11 +15,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from functools import partial
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, File, Form, Request, UploadFile
+import anyio.from_thread
+from fastapi import APIRouter, Body, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
@@ -51,6 +54,8 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 MerchantPage = Annotated[AppUser, Depends(page_user(Role.merchant))]
 MerchantApi = Annotated[AppUser, Depends(api_user(Role.merchant))]
 SCRIPTS = ("js.", "merchant.js.")
+#: multipart framing and the small fields around the billing file
+FORM_OVERHEAD = 64 * 1024
 #: The statement is a document of its own (inline CSS, no script): its one style element allowed by hash.
 STATEMENT_CSP = (
     "default-src 'none'; img-src data:; frame-ancestors 'none'; "
@@ -170,45 +175,51 @@ def billing_page(
 
 @router.post("/merchant/billing", response_class=HTMLResponse)
 def billing_import(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    user: MerchantPage,
-    file: Annotated[UploadFile, File()],
-    day: Annotated[str, Form(max_length=20)],
-    slot: Annotated[str, Form(max_length=10)] = "0",
-    bytes_unit: Annotated[Literal["bytes", "GB"], Form()] = "bytes",
+    request: Request, session: SessionDep, settings: SettingsDep, user: MerchantPage
 ) -> HTMLResponse:
-    """Imports the uploaded bill for the chosen period; the page shows every problem with its line
-    number (422) or a summary of what was stored."""
+    """Imports the uploaded bill (multipart: ``file``, ``day``, ``slot``, ``bytes_unit``) for the chosen
+    period; the page shows every problem with its line number (422) or a summary of what was stored.
+    The body is read only after the session, role and origin are checked, and at most
+    ``BILLING_MAX_BYTES`` of the file."""
     same_origin(request)
     account = merchant.require_account(session, user)
     result: merchant.ImportResult | None = None
     problems: list[dict[str, Any]] = []
     error: str | None = None
-    status = 201
-    data = file.file.read(merchant.BILLING_MAX_BYTES + 1)
+    status = 200
+    day, filename = "", ""
     try:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > merchant.BILLING_MAX_BYTES + FORM_OVERHEAD:
+            raise merchant.WebAppError("the file is too large", code="upload_too_large", status=413)
+        form = anyio.from_thread.run(partial(request.form, max_files=1, max_fields=10))
+        try:
+            upload = form.get("file")
+            day, slot = str(form.get("day") or "")[:20], str(form.get("slot") or "0")[:10]
+            unit: Literal["bytes", "GB"] = "GB" if form.get("bytes_unit") == "GB" else "bytes"
+            if not isinstance(upload, StarletteUploadFile) or not upload.filename:
+                raise merchant.WebAppError("choose the billing file", code="billing_file_missing", status=400)
+            filename = upload.filename[:255]
+            data = upload.file.read(merchant.BILLING_MAX_BYTES + 1)
+        finally:
+            anyio.from_thread.run(form.close)
         if len(data) > merchant.BILLING_MAX_BYTES:
             raise merchant.WebAppError("the file is too large", code="upload_too_large", status=413)
         period = merchant.period_of(settings, day, slot)
-        result = merchant.import_bill(
-            session, settings, account, user, period, (file.filename or "")[:255], data, bytes_unit
-        )
+        result = merchant.import_bill(session, settings, account, user, period, filename, data, unit)
     except EdgeLedgerError as exc:
         session.rollback()
         status = exc.status if exc.status >= 400 else 422
         error = _error_text(request, exc)
         problems = list(exc.details.get("problems") or [])
-        lines = exc.details.get("lines") or []
-        problems += [{"line": line, "problem": exc.message} for line in lines]
+        problems += [{"line": line, "problem": exc.message} for line in exc.details.get("lines") or []]
     context = {
         **_billing_context(session, settings, account),
         "result": result,
         "problems": problems,
         "error": error,
         "chosen_day": day,
-        "filename": file.filename,
+        "filename": filename,
     }
     return _page(request, "merchant_billing.html", user, account, context, status=status)
 
