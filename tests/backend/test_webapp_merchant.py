@@ -109,11 +109,19 @@ def test_a_merchant_deposits_imports_its_bill_decides_a_case_and_challenges(
         page.wait_for_selector("#deposit-status[data-kind='error']")
         assert page.inner_text("#deposit-status") == "The amount has more decimals than the token."
         assert "eth_sendTransaction" not in wallet.calls
+        wallet.reject.add("eth_sendTransaction")  # the merchant declines in its wallet
+        page.fill("#deposit-amount", "1")
+        page.click("#deposit-button")
+        page.wait_for_selector("#deposit-status[data-kind='error']")
+        assert page.inner_text("#deposit-status") == "You declined the request in your wallet."
+        assert scene.escrow() == 0
+        wallet.reject.clear()
 
+        sent = wallet.calls.count("eth_sendTransaction")
         page.fill("#deposit-amount", "20.5")
         page.click("#deposit-button")
         page.wait_for_selector("#deposit-status[data-kind='ok']", timeout=60_000)
-        assert wallet.calls.count("eth_sendTransaction") == 2 and "eth_call" in wallet.calls
+        assert wallet.calls.count("eth_sendTransaction") == sent + 2 and "eth_call" in wallet.calls
         assert scene.escrow() == 20_500_000  # on chain: the vault's escrowOf, read by the test
         assert page.inner_text("#escrow-balance") == "20.50 tUSDC"
         assert "20.50 tUSDC" in page.inner_text("#deposit-status")
@@ -209,6 +217,7 @@ def test_a_merchant_deposits_imports_its_bill_decides_a_case_and_challenges(
         page.click("#lang-zh-CN")
         page.wait_for_load_state()
         assert page.inner_text("h1") == "结算"
+        assert "2023年11月14日" in page.inner_text(f"#settlement-{posted.id}-h")
         assert page.inner_text(f"#settlement-{posted.id}-total") == "9.10 tUSDC"
         assert "剩余" in page.inner_text(f"#settlement-{posted.id}-window")
         screenshot(page, SHOTS, "merchant-settlements-zh")
@@ -242,7 +251,7 @@ def test_merchant_pages_are_the_merchants_own(
     scene.settle()  # computed, then blocked: no escrow to reserve
     with Session(scene.engine) as session:
         settlement = session.query(Settlement).one()
-        assert settlement.statement_json is not None
+        assert settlement.statement_json is not None and settlement.error_code == "insufficient_escrow"
         settlement_id = settlement.id
         other = User(role=Role.merchant, name="Other shop", address=DEV_ACCOUNTS[3])
         session.add(other)
@@ -255,6 +264,19 @@ def test_merchant_pages_are_the_merchants_own(
         )
         service.upsert_account(session, scene.settings, other, params, now=DAY0)
         session.commit()
+
+    # The settlement waits for a deposit: the merchant sees the shortfall and why it waits.
+    owner = open_wallet_page(chromium, settings.eth_rpc_url, DEV_ACCOUNTS[2])
+    try:
+        sign_in(owner.page, live_api)
+        owner.page.goto(f"{live_api}/app/merchant/escrow")
+        assert owner.page.inner_text("#escrow-pending") == "9.00 tUSDC"
+        assert owner.page.inner_text("#escrow-shortfall").startswith("9.00 tUSDC")
+        screenshot(owner.page, SHOTS, "merchant-escrow-shortfall")
+        owner.page.goto(f"{live_api}/app/merchant/settlements")
+        assert "deposit" in owner.page.inner_text(f"#settlement-{settlement_id}-why")
+    finally:
+        owner.close()
 
     # Without a session the upload is not read: the browser is sent to sign in.
     anonymous = requests.post(
