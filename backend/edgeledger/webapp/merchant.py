@@ -22,6 +22,7 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from eth_utils import keccak, to_checksum_address
@@ -291,10 +292,9 @@ def period_of(settings: Settings, day: str, slot: str | None) -> int:
     match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", (day or "").strip())
     if not match:
         raise WebAppError("choose the period's day", code="period_invalid", status=400)
-    from datetime import UTC, datetime
-
     try:
-        start = int(datetime(*map(int, match.groups()), tzinfo=UTC).timestamp())
+        year, month, date = (int(part) for part in match.groups())
+        start = int(datetime(year, month, date, tzinfo=UTC).timestamp())
     except ValueError:
         raise WebAppError("choose the period's day", code="period_invalid", status=400) from None
     offset = int(slot) if slot and slot.isdigit() else 0

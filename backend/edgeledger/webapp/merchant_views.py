@@ -22,6 +22,7 @@ import anyio.from_thread
 from fastapi import APIRouter, Body, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from edgeledger.auth.models import Role
@@ -192,7 +193,7 @@ def billing_import(
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > merchant.BILLING_MAX_BYTES + FORM_OVERHEAD:
             raise merchant.WebAppError("the file is too large", code="upload_too_large", status=413)
-        form = anyio.from_thread.run(partial(request.form, max_files=1, max_fields=10))
+        form: FormData = anyio.from_thread.run(partial(request.form, max_files=1, max_fields=10))  # type: ignore[arg-type]
         try:
             upload = form.get("file")
             day, slot = str(form.get("day") or "")[:20], str(form.get("slot") or "0")[:10]
@@ -323,12 +324,8 @@ def statement(
                 "you have no settlement account yet", code="account_missing", status=404
             )
         settlement = merchant.own_settlement(session, account, settlement_id)
-        body, name = merchant.statement_document(
-            session,
-            settlement,
-            fmt,
-            str(request.base_url).rstrip("/"),  # type: ignore[arg-type]
-        )
+        kind: Literal["csv", "json", "html"] = "csv" if fmt == "csv" else "json" if fmt == "json" else "html"
+        body, name = merchant.statement_document(session, settlement, kind, str(request.base_url).rstrip("/"))
     except EdgeLedgerError as exc:
         return render(
             request, "error.html", {"message": _error_text(request, exc)}, user=user, status=exc.status
