@@ -14,6 +14,10 @@ Simplified Chinese, signed in with the browser's wallet (EIP-1193 + Sign-In with
 * ``creator.py``, ``creator_views.py``  the creators' area: assets with provenance, licence, split,
                    lineage and deliveries by region and day; upload and registration by drag and drop;
                    earnings; claims from the wallet or relayed; licence and split updates;
+* ``merchant.py``, ``merchant_views.py``  the merchants' area: escrow and shortfall with deposits from the
+                   wallet (approve, then deposit), rate cards, CDN bill imports with line-numbered errors,
+                   reconciliation cases to decide, settlements with their challenge window, challenges
+                   from the wallet, statements to download;
 * ``templates/``, ``static/``  pages, ``app.css`` (mobile first) and the scripts: ``wallet.js`` (EIP-1193
                    helpers: connect, sign, send a prepared transaction and wait for its receipt),
                    ``signin.js`` and each area's own script.

@@ -200,7 +200,7 @@ def static(name: str) -> Response:
 
 #: The area modules, each with ``router``, ``NAV`` ({role: [(path, catalog key)]}) and ``STATIC``
 #: ({file name in static/: media type}). Imported here, after everything above, so each may import this one.
-AREAS: tuple[str, ...] = ("creator_views",)
+AREAS: tuple[str, ...] = ("creator_views", "merchant_views")
 
 for _area in AREAS:
     _module = importlib.import_module(f"edgeledger.webapp.{_area}")
