@@ -3,10 +3,12 @@ injected anvil-backed wallet, a merchant who signs in, deposits into the vault (
 its wallet; the balance read back from the chain), imports a bill with an error (the line shown) and then a
 correct one, decides the case it opens, sees the settlement posted with its challenge window, downloads
 its statement and challenges the posted root from its wallet; pages in Chinese and on a 375 px phone.
-Screenshots of the main pages go to docs/screenshots/ (``merchant-*``)."""
+With WEBAPP_SCREENSHOTS=docs/screenshots the main pages are screenshotted there (``merchant-*``)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,17 @@ from edgeledger.webapp.session import WebAppError
 from tests.backend.support.browser import DEV_ACCOUNTS, PHONE, open_wallet_page, screenshot, sign_in
 from tests.backend.support.merchant_scene import CHARGE, DAY0, DAY0_TEXT, GB, merchant_scene
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+def _shots() -> Path:
+    """Where screenshots go: ``WEBAPP_SCREENSHOTS`` (docs/webapp.md: docs/screenshots), else a temporary
+    directory, so an ordinary run changes no file of the repository."""
+    chosen = os.environ.get("WEBAPP_SCREENSHOTS")
+    return (
+        (Path(__file__).resolve().parents[2] / chosen) if chosen else Path(tempfile.mkdtemp(prefix="shots-"))
+    )
+
+
+SHOTS = _shots()
 MERCHANT = DEV_ACCOUNTS[1]
 
 
