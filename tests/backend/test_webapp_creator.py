@@ -198,6 +198,7 @@ def test_a_creator_registers_a_file_and_claims_from_the_wallet(
         page.goto(f"{live_api}/app/assets/{asset_id}")
         assert "requests" in page.inner_text("#delivery-totals")
         assert page.locator("figure.chart svg").count() == 1
+        assert "GB delivered (10^9 bytes)" in page.inner_html("figure.chart svg")
         screenshot(page, shots, "webapp-asset-desktop")
 
         page.goto(f"{live_api}/app/earnings")
@@ -264,6 +265,8 @@ def test_the_same_flow_in_chinese_on_a_phone_gas_free(
         _settle(app_client, settings, chain_snapshot, asset_id)
         page.goto(f"{live_api}/app/assets/{asset_id}")
         assert "次请求" in page.inner_text("#delivery-totals")
+        chart = page.inner_html("figure.chart svg")  # the chart's own words in Chinese too
+        assert "分发量（GB" in chart and "日期（UTC" in chart and "GB delivered" not in chart
         assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
         screenshot(page, shots, "webapp-asset-phone-zh")
 

@@ -23,7 +23,7 @@ from edgeledger.assets.service import AssetError
 from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.deliveries.models import DeliveryRecordRow
 from edgeledger.settlement import claims
-from edgeledger.settlement.charts import bytes_chart_svg
+from edgeledger.settlement.charts import BytesChartText, bytes_chart_svg
 from edgeledger.settlement.models import SettlementAccount
 from edgeledger.settlement.schemas import EarningItem, EarningTotals
 from edgeledger.territories import TERRITORY_COUNT, WORLDWIDE
@@ -91,7 +91,13 @@ def _record(chain: ChainClient, asset: Asset) -> OnChainRecord | None:
         return None
 
 
-def asset_detail(session: Session, chain: ChainClient, asset: Asset, chart_title: str) -> AssetDetail:
+def asset_detail(
+    session: Session,
+    chain: ChainClient,
+    asset: Asset,
+    chart_title: str,
+    chart_text: BytesChartText = BytesChartText(),
+) -> AssetDetail:
     record = _record(chain, asset)
     if record is not None:
         licence = Licence(
@@ -128,11 +134,11 @@ def asset_detail(session: Session, chain: ChainClient, asset: Asset, chart_title
         ancestors=assets_service.ancestors(session, asset),
         derivatives=assets_service.derivatives(session, asset),
     )
-    _deliveries(session, detail, chart_title)
+    _deliveries(session, detail, chart_title, chart_text)
     return detail
 
 
-def _deliveries(session: Session, detail: AssetDetail, chart_title: str) -> None:
+def _deliveries(session: Session, detail: AssetDetail, chart_title: str, chart_text: BytesChartText) -> None:
     day = func.floor(DeliveryRecordRow.timestamp_ms / 86_400_000)
     rows = session.execute(
         select(
@@ -153,7 +159,7 @@ def _deliveries(session: Session, detail: AssetDetail, chart_title: str) -> None
     detail.total_requests = sum(r[2] for r in detail.deliveries)
     detail.total_bytes = sum(r[3] for r in detail.deliveries)
     if usage:
-        detail.chart_svg = bytes_chart_svg(usage, chart_title)
+        detail.chart_svg = bytes_chart_svg(usage, chart_title, chart_text)
 
 
 def own_registration(session: Session, user: AppUser, registration_id: int) -> Registration:

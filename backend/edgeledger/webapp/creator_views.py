@@ -34,6 +34,7 @@ from edgeledger.db import get_session
 from edgeledger.deps import get_app_settings, get_chain, get_ipfs
 from edgeledger.ipfs import IpfsClient
 from edgeledger.settlement import claims
+from edgeledger.settlement.charts import BytesChartText
 from edgeledger.webapp import creator, i18n, prepared
 from edgeledger.webapp.session import AppUser, WebAppError, api_user, page_user
 from edgeledger.webapp.views import language, render
@@ -78,7 +79,21 @@ def _asset_for(session: Session, chain: ChainClient, user: AppUser, asset_id: in
     asset = session.get(Asset, asset_id)
     if asset is None or not creator.may_see(user, asset):
         return None
-    return creator.asset_detail(session, chain, asset, t("creator.asset.chart_title"))
+    words = BytesChartText(
+        no_data=t("creator.chart.no_data"),
+        gb_axis=t("creator.chart.gb_axis"),
+        day_axis=t("creator.chart.day_axis"),
+        day_axis_year=t("creator.chart.day_axis_year", year="{year}"),
+        bar=t(
+            "creator.chart.bar",
+            region="{region}",
+            day="{day}",
+            gb="{gb}",
+            bytes="{bytes}",
+            requests="{requests}",
+        ),
+    )
+    return creator.asset_detail(session, chain, asset, t("creator.asset.chart_title"), words)
 
 
 @router.get("/assets/{asset_id}", response_class=HTMLResponse)
