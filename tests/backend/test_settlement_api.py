@@ -299,6 +299,21 @@ def test_billing_import_bad_rows_are_reported_by_line_and_nothing_is_stored(
     problems = error["details"]["problems"]
     assert [p["line"] for p in problems] == list(range(3, 12))
     assert all(p["problem"] for p in problems)
+    # Each problem also as a code with the values it names, for clients that word it in another language.
+    assert [p["code"] for p in problems] == [
+        "bad_time",
+        "unknown_region",
+        "negative",
+        "too_large",
+        "unknown_currency",
+        "field_count",
+        "not_an_integer",
+        "negative",
+        "mixed_currency",
+    ]
+    assert problems[1]["values"] == {"value": "XX"}
+    assert problems[5]["values"] == {"expected": "6", "found": "3"}
+    assert problems[8]["values"] == {"value": "EUR", "expected": "USD"}
     with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
         assert session.scalar(select(func.count()).select_from(BillingImport)) == 0
 

@@ -233,6 +233,16 @@ def test_a_merchant_deposits_imports_its_bill_decides_a_case_and_challenges(
         assert page.inner_text(f"#settlement-{posted.id}-total") == "9.10 tUSDC"
         assert "剩余" in page.inner_text(f"#settlement-{posted.id}-window")
         screenshot(page, SHOTS, "merchant-settlements-zh")
+        # A bill's bad line is worded in Chinese too (from its problem code and values).
+        page.goto(f"{live_api}/app/merchant/billing")
+        page.fill("#billing-day", DAY0_TEXT)
+        page.set_input_files(
+            "#billing-file", {"name": "bill.csv", "mimeType": "text/csv", "buffer": BAD_BILL.encode()}
+        )
+        page.click("#billing-submit")
+        page.wait_for_selector("#problems")
+        (line, problem) = page.locator("#problems tbody tr td").all_inner_texts()
+        assert line == "3" and "sixty" in problem and "不是整数" in problem, problem
     finally:
         wallet.close()
 

@@ -277,7 +277,10 @@ def import_billing(
             f"billing file has {reader.problem_count} bad row(s); first: line {reader.problems[0].line}: "
             f"{reader.problems[0].problem}",
             code="billing_invalid",
-            problems=[{"line": p.line, "problem": p.problem} for p in reader.problems],
+            problems=[
+                {"line": p.line, "problem": p.problem, "code": p.code, "values": dict(p.values)}
+                for p in reader.problems
+            ],
         )
     if not rows:
         raise SettlementError("billing file has no usage rows", code="billing_empty")

@@ -70,6 +70,20 @@ def _error_text(request: Request, exc: EdgeLedgerError) -> str:
     return t(f"error.{exc.code}") if t.has(f"error.{exc.code}") else exc.message
 
 
+def _problem_text(request: Request, problem: dict[str, Any]) -> dict[str, Any]:
+    """A bill's bad line worded in the page's language from its code and values (settlement.billing),
+    else as the parser wrote it."""
+    t = i18n.Translator(language(request))
+    key = f"merchant.billing.problem.{problem.get('code')}"
+    if not t.has(key):
+        return problem
+    try:
+        text = t(key, **{k: str(v) for k, v in (problem.get("values") or {}).items()})
+    except (KeyError, IndexError):  # a value the wording names is missing: keep the parser's text
+        return problem
+    return {**problem, "problem": text}
+
+
 def _duration(t: i18n.Translator) -> Any:
     def text(seconds: int) -> str:
         days, rest = divmod(max(0, int(seconds)), 86400)
@@ -212,7 +226,7 @@ def billing_import(
         session.rollback()
         status = exc.status if exc.status >= 400 else 422
         error = _error_text(request, exc)
-        problems = list(exc.details.get("problems") or [])
+        problems = [_problem_text(request, p) for p in exc.details.get("problems") or []]
         problems += [{"line": line, "problem": exc.message} for line in exc.details.get("lines") or []]
     context = {
         **_billing_context(session, settings, account),
