@@ -28,6 +28,11 @@ import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 ///   creator did not sign, for anyone else.
 /// Licence and split updates may be relayed gas-free with the rights holder's EIP-712 signature
 /// ({updateLicenceFor}, {updateSplitFor}). Domain: name "EdgeLedger ContentRegistry", version "1".
+///
+/// The arbiter can freeze an asset's revenue at once (dispute, takedown) but move its rights only after
+/// the asset has been contested for {REASSIGN_DELAY} seconds ({reassignRights}): a stolen arbiter key
+/// is seen on chain (`AssetStatusChanged`) that long before it can redirect any revenue, longer than the
+/// admin's timelock needs to revoke it (docs/custody.md).
 contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     /// @notice May register assets on behalf of a creator (the platform's server signer).
     bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
@@ -38,6 +43,9 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     uint256 public constant MAX_RECIPIENTS = 50;
     /// @notice Number of codes in the territory table; bits at or above it must be zero.
     uint256 public constant TERRITORY_COUNT = 249;
+    /// @notice Seconds an asset must have been contested (disputed or taken down, without being cleared)
+    /// before the arbiter may reassign its rights. Set at deployment, longer than the admin timelock's delay.
+    uint256 public immutable REASSIGN_DELAY;
 
     /// @notice EIP-712 type of the licence inside the signed messages.
     bytes32 public constant LICENCE_TYPEHASH =
@@ -122,6 +130,8 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     mapping(bytes32 contentHash => uint256 assetId) private _assetIdByHash;
     /// @dev Registration commitments ({commitRegistration}) => the block they were made in.
     mapping(bytes32 commitment => uint256 blockNumber) private _commitments;
+    /// @dev When a contested asset left the Active status (unix seconds); 0 while active.
+    mapping(uint256 assetId => uint256 since) private _contestedSince;
 
     error ZeroContentHash();
     error EmptyCid();
@@ -148,6 +158,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     error CommitmentTooRecent(bytes32 commitment, uint256 blockNumber);
     error SignatureExpired(uint256 deadline);
     error InvalidSignature(address signer);
+    error ReassignTooEarly(uint256 assetId, uint256 notBefore);
 
     /// @notice A new asset (token) was registered.
     event AssetRegistered(
@@ -183,7 +194,12 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     );
 
     /// @param admin Receives DEFAULT_ADMIN_ROLE (grants REGISTRAR_ROLE and ARBITER_ROLE).
-    constructor(address admin) ERC721("EdgeLedger Content", "EDGE") EIP712("EdgeLedger ContentRegistry", "1") {
+    /// @param reassignDelay {REASSIGN_DELAY}: seconds an asset stays contested before its rights can move.
+    constructor(address admin, uint256 reassignDelay)
+        ERC721("EdgeLedger Content", "EDGE")
+        EIP712("EdgeLedger ContentRegistry", "1")
+    {
+        REASSIGN_DELAY = reassignDelay;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
@@ -329,7 +345,8 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     }
 
     /// @notice Resolves a dispute in favour of `to`: moves the token (and with it the rights) and
-    /// reactivates the asset. Only for disputed or taken-down assets.
+    /// reactivates the asset. Only for disputed or taken-down assets, contested for at least
+    /// {REASSIGN_DELAY} seconds ({reassignableAt}).
     /// @param assetId The asset.
     /// @param to The rightful rights holder.
     /// @param reasonCid IPFS CID of the decision.
@@ -340,6 +357,8 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
         Status current = _requireAsset(assetId).status;
         if (current == Status.Active) revert AssetNotActive(assetId, current);
         if (to == address(0)) revert ZeroRecipient(0);
+        uint256 notBefore = _contestedSince[assetId] + REASSIGN_DELAY;
+        if (block.timestamp < notBefore) revert ReassignTooEarly(assetId, notBefore);
         address from = _ownerOf(assetId);
         _update(to, assetId, address(0));
         emit RightsReassigned(assetId, from, to, msg.sender, reasonCid);
@@ -392,6 +411,13 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
                 shares: split.shares
             });
         }
+    }
+
+    /// @notice The earliest time (unix seconds) the arbiter may reassign a contested asset's rights; 0 while
+    /// the asset is active (or unknown).
+    function reassignableAt(uint256 assetId) external view returns (uint256) {
+        uint256 since = _contestedSince[assetId];
+        return since == 0 ? 0 : since + REASSIGN_DELAY;
     }
 
     /// @notice The commitment {registerAsset} reveals: keccak256(abi.encode(contentHash, creator, salt)).
@@ -637,6 +663,9 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
         if (bytes(reasonCid).length == 0) revert EmptyReason();
         asset.status = to;
         asset.statusReasonCid = reasonCid;
+        // Contested from the moment it leaves Active (a takedown after a dispute keeps that moment).
+        if (to == Status.Active) delete _contestedSince[assetId];
+        else if (from == Status.Active) _contestedSince[assetId] = block.timestamp;
         emit AssetStatusChanged(assetId, from, to, msg.sender, reasonCid);
     }
 }

@@ -31,6 +31,8 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 # NATS JetStream for the queued-ingestion tests (they start their own server on a free port)
 command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
+# A CJK font, so the web app's Simplified Chinese pages render (and are screenshotted) as text, not boxes.
+[[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] || missing+=(fonts-wqy-microhei)
 if (( ${#missing[@]} )); then
   if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
     say "installing ${missing[*]} (Debian packages) for the browser and load tests"

@@ -21,9 +21,13 @@ Environment:
                           length of a settlement period (default 86400; must divide a day), the vault's
                           PERIOD_SECONDS: no root is posted for a period before it ends. Must equal the
                           service's DELIVERY_PERIOD_SECONDS (the worker checks)
-    VAULT_TIMELOCK_DELAY  seconds of the EdgeLedgerTimelock that becomes the vault's DEFAULT_ADMIN_ROLE
-                          (default: the challenge window + 1 hour; must exceed the window). The deployer
-                          hands the vault's admin role to it and renounces its own (docs/custody.md)
+    VAULT_TIMELOCK_DELAY  seconds of the EdgeLedgerTimelock that becomes DEFAULT_ADMIN_ROLE of every
+                          contract this run deploys (vault, registry, ledger; default: the challenge window
+                          + 1 hour; must exceed the window). The deployer grants the operational roles,
+                          then hands each admin role to the timelock and renounces its own (docs/custody.md)
+    REASSIGN_DELAY        ContentRegistry's REASSIGN_DELAY: seconds an asset stays contested before the
+                          arbiter may move its rights (default: the timelock's delay + 1 day; must exceed
+                          the timelock's delay, so that the admin can revoke a stolen arbiter key in time)
     DEPLOY_TEST_TOKEN     "1": also deploy the 6-decimal TestStablecoin ("Test USD Coin", tUSDC), owned by
                           the deployer, and allow-list it in the vault (always on the "development" network)
     DEPLOYMENT_FILE       where addresses are written (default: var/deployment.json)
@@ -137,18 +141,45 @@ def _timelock_delay(window: int) -> int:
     return delay
 
 
-def _hand_over(vault, admin: str, delay: int, deployer, data: dict) -> None:  # type: ignore[no-untyped-def]
-    """The vault's DEFAULT_ADMIN_ROLE moves to a new timelock (proposer and executor: the admin); the
-    deployer renounces its own. Only when the deployer is the admin (else the admin does it)."""
-    if admin != deployer.address:
-        print(f"admin {admin} must hand SettlementVault's DEFAULT_ADMIN_ROLE to a timelock (docs/custody.md)")
-        return
+def _reassign_delay(timelock_delay: int) -> int:
+    raw = os.environ.get("REASSIGN_DELAY") or str(timelock_delay + 86_400)
+    try:
+        delay = int(raw)
+    except ValueError:
+        raise SystemExit(f"REASSIGN_DELAY must be whole seconds, got {raw!r}") from None
+    if delay <= timelock_delay:
+        raise SystemExit(
+            f"REASSIGN_DELAY ({delay} s) must exceed the timelock's delay ({timelock_delay} s): revoking a "
+            "stolen arbiter key goes through the timelock"
+        )
+    return delay
+
+
+def _timelock(data: dict, admin: str, delay: int, deployer):  # type: ignore[no-untyped-def]
+    """The deployment's EdgeLedgerTimelock (proposer and executor: the admin), deployed on first use."""
+    address = _live(data, "EdgeLedgerTimelock")
+    if address is not None:
+        return EdgeLedgerTimelock.at(address)
     timelock = EdgeLedgerTimelock.deploy(delay, [admin], [admin], {"from": deployer})
     _record(data, "EdgeLedgerTimelock", timelock)
-    role = vault.DEFAULT_ADMIN_ROLE()
-    vault.grantRole(role, timelock.address, {"from": deployer})
-    vault.renounceRole(role, deployer.address, {"from": deployer})
-    print(f"SettlementVault administered by the timelock {timelock.address} ({delay} s delay)")
+    return timelock
+
+
+def _hand_over(contracts: dict, admin: str, delay: int, deployer, data: dict) -> None:  # type: ignore[no-untyped-def]
+    """Each contract's DEFAULT_ADMIN_ROLE moves to the timelock; the deployer renounces its own. Only when
+    the deployer is the admin (else the admin does it)."""
+    if not contracts:
+        return
+    if admin != deployer.address:
+        for name in contracts:
+            print(f"admin {admin} must hand {name}'s DEFAULT_ADMIN_ROLE to a timelock (docs/custody.md)")
+        return
+    timelock = _timelock(data, admin, delay, deployer)
+    for name, contract in contracts.items():
+        role = contract.DEFAULT_ADMIN_ROLE()
+        contract.grantRole(role, timelock.address, {"from": deployer})
+        contract.renounceRole(role, deployer.address, {"from": deployer})
+        print(f"{name} administered by the timelock {timelock.address} ({delay} s delay)")
 
 
 def _wants_test_token() -> bool:
@@ -174,15 +205,18 @@ def main() -> None:
     arbiter = os.environ.get("ARBITER_ADDRESS") or admin
     auditor = os.environ.get("AUDITOR_ADDRESS") or None
 
+    administered = {}  # contracts of this run, whose admin role goes to the timelock at the end
     if "ContentRegistry" in missing:
-        registry = ContentRegistry.deploy(admin, {"from": deployer})
+        registry = ContentRegistry.deploy(admin, _reassign_delay(delay), {"from": deployer})
         _grant(registry, [("REGISTRAR_ROLE", registrar), ("ARBITER_ROLE", arbiter)], admin, deployer)
         _record(data, "ContentRegistry", registry)
+        administered["ContentRegistry"] = registry
     if "DeliveryLedger" in missing:
         # The API's server signer registers sources and submits manifests the sources signed.
         ledger = DeliveryLedger.deploy(admin, {"from": deployer})
         _grant(ledger, [("NODE_ADMIN_ROLE", registrar), ("ANCHORER_ROLE", registrar)], admin, deployer)
         _record(data, "DeliveryLedger", ledger)
+        administered["DeliveryLedger"] = ledger
     if "SettlementVault" in missing:
         # The API's server signer posts payout roots; an auditor (if any) may challenge them.
         vault = SettlementVault.deploy(admin, window, _period_seconds(), {"from": deployer})
@@ -206,12 +240,14 @@ def main() -> None:
         else:
             print(f"admin {admin} must allow-list {STABLECOIN} {token_address} in SettlementVault")
     if "SettlementVault" in missing:
-        _hand_over(vault, admin, delay, deployer, data)
+        administered["SettlementVault"] = vault
+    _hand_over(administered, admin, delay, deployer, data)
 
     data["roles"] = {"admin": admin, "registrar": registrar, "arbiter": arbiter, "pauser": admin}
     timelock_info = data["contracts"].get("EdgeLedgerTimelock")
     if timelock_info is not None:
-        data["roles"]["vault_admin"] = timelock_info["address"]
+        # Every contract's DEFAULT_ADMIN_ROLE ("vault_admin": the name older deployment files use).
+        data["roles"]["vault_admin"] = data["roles"]["contracts_admin"] = timelock_info["address"]
     if auditor:
         data["roles"]["auditor"] = auditor
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,13 @@
 """Coverage-guided fuzzing of the parsers of untrusted input with atheris (libFuzzer for Python).
 
-Targets (``tests/backend/support/fuzzing.py`` says what each one checks): ``logs`` (the CloudFront,
-Cloudflare and edge-node log parsers), ``billing`` (the billing CSV importer), ``siwe`` (Sign-In with
-Ethereum message parsing and signature recovery). Each target runs in its own process for ``--seconds``,
-starting from the seed corpus in ``tests/backend/fuzz_corpus/<target>`` (cut from ``tests/backend/samples``)
-plus ``--corpus DIR/<target>`` if given (libFuzzer adds the inputs that reach new code there, so a later run
-continues where this one stopped). An input that raises anything but the target's documented error, breaks
-an invariant, or runs longer than ``--timeout`` seconds stops its target and is saved under
-``--artifacts`` (``crash-…`` or ``timeout-…``; replay it with ``--replay FILE``).
+Targets (``tests/backend/support/fuzzing.py`` says what each one checks): ``logs`` (every log parser
+of ``edgeledger.deliveries.parsers``, each format in ``FORMATS``), ``billing`` (the billing CSV
+importer), ``siwe`` (Sign-In with Ethereum message parsing and signature recovery). Each target runs in
+its own process for ``--seconds``, starting from the seed corpus in ``tests/backend/fuzz_corpus/<target>``
+(cut from ``tests/backend/samples``) plus ``--corpus DIR/<target>`` if given (libFuzzer adds the inputs
+that reach new code there, so a later run continues where this one stopped). An input that raises anything
+but the target's documented error, breaks an invariant, or runs longer than ``--timeout`` seconds stops its
+target and is saved under ``--artifacts`` (``crash-…`` or ``timeout-…``; replay it with ``--replay FILE``).
 
     .venv/bin/python -m scripts.fuzz --seconds 600 --corpus reports/fuzz-corpus   # make fuzz-long
     .venv/bin/python -m scripts.fuzz --seconds 5 logs                            # one short run

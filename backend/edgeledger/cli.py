@@ -276,7 +276,12 @@ def ingest_logs(
     files: Annotated[list[Path], typer.Argument(help="Log files, plain or gzip")],
     source: Annotated[str, typer.Option(help="Delivery source name or 0x source id")],
     log_format: Annotated[
-        str | None, typer.Option("--format", help="cloudfront, cloudflare or edgeledger (default: detect)")
+        str | None,
+        typer.Option(
+            "--format",
+            help="a format of docs/log-formats.md, e.g. cloudfront, tencent, akamai_json "
+            "(default: the source's declared format, else detected)",
+        ),
     ] = None,
     api: ApiUrl = "",
     api_key: ApiKey = "",

@@ -36,6 +36,8 @@ from edgeledger.portal.views import install_portal_handlers
 from edgeledger.portal.views import router as portal_router
 from edgeledger.ratelimit import RateLimiter, RequestRateLimit
 from edgeledger.settlement.views import router as settlement_router
+from edgeledger.webapp.views import install_webapp_handlers
+from edgeledger.webapp.views import router as webapp_router
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and the metadata field
 
@@ -145,8 +147,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(indexer_router)
     app.include_router(audit_router)
     app.include_router(portal_router)
+    app.include_router(webapp_router)
     app.include_router(apidocs_router)
     install_portal_handlers(app)
+    install_webapp_handlers(app)
 
     @app.get("/health", tags=["health"], summary="Liveness (no dependencies checked)")
     async def health() -> dict[str, str]:

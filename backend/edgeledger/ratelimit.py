@@ -73,6 +73,9 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 ANONYMOUS_ROUTES = {
     ("POST", "/auth/siwe/nonce"): "siwe-nonce",
     ("POST", "/auth/siwe/verify"): "siwe-sign-in",
+    # The web app's sign-in (edgeledger.webapp) draws on the same budgets: not a second way around them.
+    ("POST", "/app/signin/nonce"): "siwe-nonce",
+    ("POST", "/app/signin"): "siwe-sign-in",
     ("POST", "/verify"): "verify-upload",
 }
 

@@ -8,7 +8,7 @@ every chunk commit checks it) and ``attempts``. Existing ingests were all run in
 ``bytes_read = size_bytes`` and no claim.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | tuple[str, ...] | None = "0012"
+down_revision: str | tuple[str, ...] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -56,10 +56,11 @@ def siwe_message(
     chain_id: int = CHAIN_ID,
     expiration_time: datetime | None = None,
     not_before: datetime | None = None,
+    scheme: str | None = None,
 ) -> str:
-    """An EIP-4361 message as a wallet would show and sign it."""
+    """An EIP-4361 message as a wallet would show and sign it (with ``scheme``: ``scheme://domain``)."""
     lines = [
-        f"{domain} wants you to sign in with your Ethereum account:",
+        f"{scheme + '://' if scheme else ''}{domain} wants you to sign in with your Ethereum account:",
         address,
         "",
         "Sign in to EdgeLedger.",
@@ -301,6 +302,8 @@ REJECTIONS: dict[str, tuple[MessageFactory, int, str]] = {
     ),
     "wrong-domain": (lambda a, n: _signed(a, n, domain="evil.example"), 401, "siwe_domain_mismatch"),
     "wrong-chain": (lambda a, n: _signed(a, n, chain_id=1), 401, "siwe_chain_mismatch"),
+    # A page served over plain http (anyone on the path could have written it) is not our origin.
+    "http-scheme": (lambda a, n: _signed(a, n, scheme="http"), 401, "siwe_scheme_mismatch"),
     "other-signer": (_signed_by_another_key, 401, "siwe_bad_signature"),
     "high-s-malleated": (_high_s, 401, "siwe_bad_signature"),
     "signature-of-other-text": (_signature_for_another_message, 401, "siwe_bad_signature"),
@@ -315,6 +318,32 @@ REJECTIONS: dict[str, tuple[MessageFactory, int, str]] = {
         "siwe_invalid_message",
     ),
 }
+
+
+def test_siwe_scheme_https_is_accepted_and_http_only_on_loopback(db_session: Session) -> None:
+    wallet = Account.create()
+    for domain, scheme, accepted in (
+        (DOMAIN, "https", True),
+        (DOMAIN, "http", False),
+        ("127.0.0.1:8000", "http", True),
+        ("localhost:8000", "http", True),
+        ("localhost:8000", "ftp", False),
+    ):
+        nonce = service.issue_nonce(db_session, timedelta(minutes=5))
+        message = siwe_message(wallet.address, nonce.nonce, domain=domain, scheme=scheme)
+        try:
+            service.verify_siwe(
+                db_session,
+                message=message,
+                signature=sign(wallet, message),
+                expected_domain=domain,
+                expected_chain_id=CHAIN_ID,
+            )
+            outcome = True
+        except service.AuthError as refused:
+            assert refused.code == "siwe_scheme_mismatch", refused.code
+            outcome = False
+        assert outcome is accepted, (domain, scheme)
 
 
 @pytest.mark.parametrize("case", REJECTIONS)

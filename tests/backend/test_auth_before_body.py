@@ -1,4 +1,5 @@
-"""Upload routes refuse a wrong or missing credential with 401 before the request body is read: the app
+"""Upload routes refuse a wrong or missing credential with 401, and a valid credential of the wrong role with
+403, before the request body is read: the app
 served by uvicorn on a loopback port, a raw socket declaring a 256 MiB body and sending only the first
 MiB of it, and the bytes the app received counted at its door. The control case (an anonymous file
 verification, which needs no credential) shows the same harness waiting for a body that is read."""
@@ -16,8 +17,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edgeledger.auth import service as auth_service
+from edgeledger.auth.identity import role_requirements
+from edgeledger.auth.models import Role
 from edgeledger.config import Settings
 from edgeledger.main import create_app
 from tests.backend.support.stack import free_port
@@ -160,3 +165,61 @@ def test_control_a_route_that_reads_the_body_keeps_waiting_for_it(served: Served
     while served.door.read.get("/verify", 0) < SENT // 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert served.door.read["/verify"] >= SENT // 2
+
+
+def _key_of(engine: Engine, role: Role) -> dict[str, str]:
+    with Session(engine) as session:
+        user = auth_service.create_user(session, role=role, name=f"a {role}")
+        key, _ = auth_service.create_api_key(session, user, "tests")
+        session.commit()
+    return {"X-API-Key": key}
+
+
+@pytest.mark.parametrize(
+    ("path", "role", "multipart"),
+    [
+        ("/deliveries/sources/cf-shop/logs?name=a.log", Role.creator, False),  # operators upload logs
+        ("/assets", Role.merchant, True),  # creators register
+        ("/assets", Role.auditor, True),
+        ("/settlement/accounts/1/billing?period_start=0", Role.creator, False),  # merchants import bills
+    ],
+)
+def test_a_valid_key_of_the_wrong_role_is_refused_before_the_body(
+    served: Served, db_engine: Engine, path: str, role: Role, multipart: bool
+) -> None:
+    answer = post_partially(served.port, path, _key_of(db_engine, role), multipart=multipart)
+    assert answer is not None, "the server waited for the body instead of answering 403"
+    status, body = answer
+    assert status == 403 and body["error"]["code"] == "forbidden", body  # type: ignore[index]
+    assert f"you are {role}" in body["error"]["message"]  # type: ignore[index]
+    assert served.door.read.get(path.split("?")[0], 0) == 0
+
+
+def test_the_right_role_still_sends_its_body(served: Served, db_engine: Engine) -> None:
+    """Control: a creator's upload to the same route passes the early role check and its body is read."""
+    assert post_partially(served.port, "/assets", _key_of(db_engine, Role.creator), multipart=True) is None
+    deadline = time.monotonic() + 5
+    while served.door.read.get("/assets", 0) < SENT // 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert served.door.read["/assets"] >= SENT // 2
+
+
+def test_role_requirements_follow_the_routes_dependencies(database_url: str, tmp_path: Path) -> None:
+    """The early check reads the same role sets the routes enforce: one per role-checked write route."""
+    app = create_app(Settings(data_dir=tmp_path, database_url=database_url))
+    try:
+        table = {
+            (m, regex.pattern): allowed
+            for methods, regex, allowed in role_requirements(app.routes)
+            for m in methods
+        }
+        logs = next(
+            v for (m, p), v in table.items() if m == "POST" and "/sources/" in p and p.endswith("/logs$")
+        )
+        assert logs == frozenset({Role.operator, Role.admin})
+        assets = next(v for (m, p), v in table.items() if m == "POST" and p == "^/assets$")
+        assert assets == frozenset({Role.creator, Role.admin})
+        verify = next(v for (m, p), v in table.items() if m == "POST" and p == "^/verify$")
+        assert verify is None  # anonymous file checks: no role
+    finally:
+        app.state.engine.dispose()

@@ -180,3 +180,34 @@ def test_the_deploy_script_runs_from_a_folder_whose_path_has_a_dot(tmp_path: Pat
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         deployed = json.loads((copy / "deployment.json").read_text())
         assert set(deployed["contracts"]) >= {"ContentRegistry", "DeliveryLedger", "SettlementVault"}
+
+
+def test_the_deployment_leaves_every_admin_role_with_the_timelock(chain_snapshot: DeployedChain) -> None:
+    """No contract keeps a one-key admin: the deployer granted the operational roles, then handed each
+    contract's DEFAULT_ADMIN_ROLE to the timelock (delay longer than the challenge window) and renounced
+    its own. A role grant now waits the timelock's delay in public (docs/custody.md)."""
+    chain = client(chain_snapshot)
+    deployment = json.loads(chain_snapshot.deployment_file.read_text())
+    timelock_address = deployment["contracts"]["EdgeLedgerTimelock"]["address"]
+    assert deployment["roles"]["contracts_admin"] == timelock_address
+    deployer, signer = chain_snapshot.admin.address, chain_snapshot.signer.address
+    admin_role = bytes(32)
+    for name in ("ContentRegistry", "DeliveryLedger", "SettlementVault"):
+        functions = chain.contract(name).functions
+        assert functions.hasRole(admin_role, timelock_address).call(), name
+        assert not functions.hasRole(admin_role, deployer).call(), name
+        assert not functions.hasRole(admin_role, signer).call(), name
+    registry = chain.contract("ContentRegistry").functions
+    assert registry.hasRole(registry.REGISTRAR_ROLE().call(), signer).call()
+    assert registry.hasRole(
+        registry.ARBITER_ROLE().call(), deployer
+    ).call()  # the arbiter defaults to the admin
+    ledger = chain.contract("DeliveryLedger").functions
+    assert ledger.hasRole(ledger.NODE_ADMIN_ROLE().call(), signer).call()
+    assert ledger.hasRole(ledger.ANCHORER_ROLE().call(), signer).call()
+    timelock = chain.contract("EdgeLedgerTimelock").functions
+    window = chain.contract("SettlementVault").functions.MIN_CHALLENGE_WINDOW().call()
+    assert timelock.getMinDelay().call() > window
+    # The signer's hot key cannot grant itself an admin's power on any contract.
+    with pytest.raises(ContractRevert):
+        chain.transact(ledger.grantRole(ledger.NODE_ADMIN_ROLE().call(), Account.create().address))

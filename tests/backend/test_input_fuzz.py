@@ -5,11 +5,11 @@ Sign-In with Ethereum message handling (docs/testing.md, "Fuzzing the parsers").
   ``tests/backend/support/fuzzing.py`` (which say what each parser promises), and each finding of the
   fuzzers has a regression test below.
 * Hypothesis properties, seeded (derandomised, no example database) with ``INPUT_FUZZ_EXAMPLES`` examples
-  each (default 60): arbitrary and mutated bytes into the same targets; generated valid lines that must
-  parse to the fields they were generated from; no client IP, however written, in any record or
-  quarantined line; billing rows and problems at the physical line they start on; SIWE messages whose
-  domain, chain id, nonce, validity window or address do not match are refused with the matching code
-  and leave the nonce unused (SQLite and PostgreSQL).
+  each (default 60): arbitrary and mutated bytes into the same targets; generated valid lines (edge-node
+  JSON; Tencent, Fastly CLF, Akamai structured) that must parse to the fields they were generated from;
+  no client IP, however written, in any record or quarantined line; billing rows and problems at the
+  physical line they start on; SIWE messages whose domain, chain id, nonce, validity window or address do
+  not match are refused with the matching code and leave the nonce unused (SQLite and PostgreSQL).
 * A short coverage-guided atheris run of each target (``INPUT_FUZZ_SECONDS`` per target, default 5;
   ``scripts/fuzz.py``); ``make fuzz-long`` is the long run.
 """
@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.parse
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from edgeledger.auth.models import SiweNonce
 from edgeledger.config import PROJECT_ROOT
 from edgeledger.deliveries.parsers import EDGE_LOCATION_COUNTRIES
 from edgeledger.deliveries.parsers.jsonlines import _EDGELEDGER_CACHE
-from edgeledger.deliveries.records import DeliveryRecord, Pseudonymiser, QuarantinedLine
+from edgeledger.deliveries.records import CacheResult, DeliveryRecord, Pseudonymiser, QuarantinedLine
 from edgeledger.deliveries.regions import REGION_CODES
 from edgeledger.settlement.billing import ISO_CURRENCIES, BillingReader, billing_lines
 from tests.backend.support.fuzzing import (
@@ -53,6 +54,7 @@ from tests.backend.support.fuzzing import (
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 SAMPLES = Path(__file__).parent / "samples" / "logs"
+FORMAT_SAMPLES = Path(__file__).parent / "samples" / "formats"
 EXAMPLES = int(os.environ.get("INPUT_FUZZ_EXAMPLES", "60"))
 SECONDS = int(os.environ.get("INPUT_FUZZ_SECONDS", "5"))
 FUZZ = settings(
@@ -80,7 +82,10 @@ def test_every_seed_passes_its_target(seed: Path) -> None:
 
 def test_the_corpus_covers_every_target_and_sample() -> None:
     assert {path.name for path in CORPUS.iterdir() if path.is_dir()} == set(TARGETS)
-    assert {path.name for path in SAMPLES.iterdir()} <= {path.name for path in (CORPUS / "logs").iterdir()}
+    seeds = {path.name for path in (CORPUS / "logs").iterdir()}
+    assert {path.name for path in SAMPLES.iterdir()} <= seeds
+    formats = {path.name for path in FORMAT_SAMPLES.iterdir() if path.suffix not in (".json", ".md")}
+    assert formats <= seeds  # every format's golden file seeds the fuzzer
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -281,6 +286,59 @@ def test_edgeledger_line_round_trip(
         PSEUDONYMISER.pseudonym(ip),
         1,
     )
+
+
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_NO_BODY = frozenset((*range(100, 200), 204, 304))
+
+
+@FUZZ
+@given(
+    log_format=st.sampled_from(["tencent", "fastly_common", "akamai_structured"]),
+    seconds=st.integers(86_400, 253_402_000_000),
+    millis=st.none() | st.integers(0, 999),
+    host=_host,
+    path=_path,
+    body=st.integers(0, 2**63 - 1),
+    status=st.integers(100, 599),
+    hit=st.booleans(),
+    ip=_client_ip,
+)
+def test_cdn_line_round_trip(log_format, seconds, millis, host, path, body, status, hit, ip) -> None:
+    """A generated valid Tencent, Fastly CLF or Akamai structured line parses to the fields it was generated
+    from (Tencent's Beijing time, Fastly's offset and Akamai's fraction included), and no form of its
+    client IP is anywhere in the record but the pseudonym."""
+    encoded = urllib.parse.quote(path)
+    utc = EPOCH + dt.timedelta(seconds=seconds)
+    if log_format == "tencent":
+        beijing = (utc + dt.timedelta(hours=8)).strftime("%Y%m%d%H%M%S").zfill(14)
+        cache = "hit" if hit else "miss"
+        line = (
+            f'{beijing} {ip} {host} {encoded} {body} 22 2 {status} - 12 "Mozilla/5.0 (X)" - GET HTTP/3 '
+            f"{cache} 443"
+        )
+        expected = (host, "FRA1", "DE", CacheResult.hit if hit else CacheResult.miss)  # the declared edge
+        millis = None
+    elif log_format == "fastly_common":
+        stamp = f"{utc.day:02d}/{_MONTHS[utc.month - 1]}/{utc.year:04d}:{utc:%H:%M:%S} +0000"
+        line = f'{ip} - - [{stamp}] "GET {encoded} HTTP/1.1" {status} {body}'
+        expected = ("media.example.com", "FRA1", "DE", CacheResult.unknown)
+        millis = None
+    else:
+        stamp = f"{seconds}.{millis:03d}" if millis is not None else str(seconds)
+        line = f"1 rid-{seconds} {stamp} {body} {ip} {status} HTTPS {host} GET {encoded} - {int(hit)} -"
+        expected = (host, "FRA1", "DE", CacheResult.hit if hit else CacheResult.miss)
+    (item,) = parse_all(line.encode() + b"\n", log_format)[0]
+    assert type(item) is DeliveryRecord, (line, item)
+    assert (item.host, item.edge_location, item.country, item.cache_result) == expected
+    assert item.timestamp_ms == seconds * 1000 + (millis or 0)
+    assert (item.uri, item.status) == (path, status)
+    assert item.bytes_delivered == (0 if status in _NO_BODY and log_format != "fastly_common" else body)
+    assert item.client_pseudonym == PSEUDONYMISER.pseudonym(ip)
+    if log_format == "akamai_structured":
+        assert item.request_id == f"rid-{seconds}"
+    for form in _forms(ip):
+        assert not any(form in text for text in (item.request_id, item.edge_location, item.host, item.uri))
 
 
 _TEMPLATES = {

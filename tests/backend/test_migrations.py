@@ -5,6 +5,7 @@ country from the batch's records, excluded records counted apart; the downgrade 
 0010 (import profile per asset): existing assets become ``legacy-cidv1``, the only layout before it.
 0012 (scopes fail closed, metadata states): no auditor is granted anything; untitled indexed assets are
 marked for a new metadata read.
+0013 (declared log formats): existing sources declare nothing (detected per file as before).
 0014 (queued ingestion, shared batch trees): existing ingests count as read whole, with no claim.
 """
 
@@ -46,24 +47,26 @@ def _world(url: str, name: str = "cf-migrate") -> int:
     for asset 7; and the receipt the previous release stored for it. Returns the batch's key."""
     engine = make_engine(url)
     with Session(engine) as session:
-        source = DeliverySource(
-            source_id=source_id_for(name),
-            name=name,
-            kind=SourceKind.cdn_provider,
-            provider="cloudfront",
-            operator="0x" + "11" * 20,
-            signer="0x" + "22" * 20,
-            regions_bitmap="0x1",
-            jurisdiction="US",
-            status=SourceStatus.active,
-        )
-        session.add(source)
-        session.flush()
+        # A core INSERT naming only the columns of that release (the model has columns added later).
+        source_pk = session.execute(
+            insert(DeliverySource).values(
+                source_id=source_id_for(name),
+                name=name,
+                kind=SourceKind.cdn_provider,
+                provider="cloudfront",
+                operator="0x" + "11" * 20,
+                signer="0x" + "22" * 20,
+                regions_bitmap="0x1",
+                jurisdiction="US",
+                node_ips_json="[]",
+                status=SourceStatus.active,
+            )
+        ).inserted_primary_key[0]
         # A core INSERT naming only the columns of that release (the model has columns added later).
         batch_pk = session.execute(
             insert(DeliveryBatch).values(
-                batch_id=batch_id_for(source.source_id, DAY, DAY + 86400, BatchKind.regular, 0),
-                source_pk=source.id,
+                batch_id=batch_id_for(source_id_for(name), DAY, DAY + 86400, BatchKind.regular, 0),
+                source_pk=source_pk,
                 period_start=DAY,
                 period_end=DAY + 86400,
                 kind=BatchKind.regular,
@@ -74,7 +77,7 @@ def _world(url: str, name: str = "cf-migrate") -> int:
         # Core insert of the columns the old revision has (the model has gained queued-ingestion columns)
         ingest_pk = session.execute(
             insert(IngestFile).values(
-                source_pk=source.id, name="x.log", state=IngestState.done, pseudonym_key_id="k"
+                source_pk=source_pk, name="x.log", state=IngestState.done, pseudonym_key_id="k"
             )
         ).inserted_primary_key[0]
         for n, (country, nbytes, excluded) in enumerate(
@@ -88,7 +91,7 @@ def _world(url: str, name: str = "cf-migrate") -> int:
         ):
             session.add(
                 DeliveryRecordRow(
-                    source_pk=source.id,
+                    source_pk=source_pk,
                     batch_pk=batch_pk,
                     ingest_file_pk=ingest_pk,
                     line_number=n + 1,
@@ -279,32 +282,64 @@ def test_0010_records_the_legacy_import_profile_of_existing_assets_and_back(data
     engine.dispose()
 
 
-def test_0014_marks_existing_ingests_as_read_whole_and_back(database_url: str) -> None:
-    """Ingests before queued ingestion ran inline: all their bytes read, no claim, no attempt counted."""
+def test_0013_sources_declare_nothing_until_they_do_and_back(database_url: str) -> None:
+    """Existing sources are detected per file as before: the new declaration columns start NULL."""
     migrate(database_url, "0012")
     engine = make_engine(database_url)
-    with Session(engine) as session:
-        source = DeliverySource(
-            source_id=source_id_for("cf-0014"),
-            name="cf-0014",
-            kind=SourceKind.cdn_provider,
-            provider="cloudfront",
-            operator="0x" + "11" * 20,
-            signer="0x" + "22" * 20,
-            regions_bitmap="0x1",
-            jurisdiction="US",
-            status=SourceStatus.active,
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO delivery_sources (source_id, name, kind, provider, operator, signer, "
+                "regions_bitmap, jurisdiction, node_ips_json, status, created_at, updated_at) VALUES "
+                "(:sid, 'edge-0013', 'edge_node', 'edgeledger', :a, :a, '0x1', 'DE', '[]', 'active', :t, :t)"
+            ),
+            {"sid": source_id_for("edge-0013"), "a": "0x" + "44" * 20, "t": datetime.now(UTC)},
         )
-        session.add(source)
-        session.flush()
-        session.execute(
-            insert(IngestFile).values(
-                source_pk=source.id,
-                name="x-0014.log",
-                state=IngestState.done,
-                pseudonym_key_id="k",
-                size_bytes=123,
+    migrate(database_url, "0013")
+    declared = text(
+        "SELECT log_format, site_host, site_edge_location, log_fields_json FROM delivery_sources "
+        "WHERE name = 'edge-0013'"
+    )
+    with engine.begin() as conn:
+        assert tuple(conn.execute(declared).one()) == (None, None, None, None)
+        conn.execute(
+            text(
+                "UPDATE delivery_sources SET log_format = 'nginx_combined', site_host = 'media.example.com', "
+                "site_edge_location = 'FRA1' WHERE name = 'edge-0013'"
             )
+        )
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0012")
+    with engine.connect() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("delivery_sources")}
+        assert not columns & {"log_format", "site_host", "site_edge_location", "log_fields_json"}
+        name = text("SELECT name FROM delivery_sources WHERE name = 'edge-0013'")
+        assert conn.execute(name).scalar_one() == "edge-0013"
+
+
+def test_0014_marks_existing_ingests_as_read_whole_and_back(database_url: str) -> None:
+    """Ingests before queued ingestion ran inline: all their bytes read, no claim, no attempt counted."""
+    migrate(database_url, "0013")
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        source_pk = session.execute(
+            text(
+                "INSERT INTO delivery_sources (source_id, name, kind, provider, operator, signer, "
+                "regions_bitmap, jurisdiction, node_ips_json, status, created_at, updated_at) VALUES "
+                "(:sid, 'cf-0014', 'cdn_provider', 'cloudfront', :a, :a, '0x1', 'US', '[]', 'active', "
+                ":t, :t) RETURNING id"
+            ),
+            {"sid": source_id_for("cf-0014"), "a": "0x" + "11" * 20, "t": datetime.now(UTC)},
+        ).scalar_one()
+        session.execute(
+            text(
+                "INSERT INTO ingest_files (source_pk, name, size_bytes, state, pseudonym_key_id, lines, "
+                "records_new, duplicates, duplicates_in_file, late_records, quarantined, skipped, "
+                "created_at) "
+                "VALUES (:s, 'x-0014.log', 123, 'done', 'k', 0, 0, 0, 0, 0, 0, 0, :t)"
+            ),
+            {"s": source_pk, "t": datetime.now(UTC)},
         )
         session.commit()
     migrate(database_url, "0014")
@@ -317,7 +352,7 @@ def test_0014_marks_existing_ingests_as_read_whole_and_back(database_url: str) -
         assert conn.execute(text("SELECT count(*) FROM ingest_blob_chunks")).scalar_one() == 0
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.attributes["url"] = database_url
-    command.downgrade(config, "0012")
+    command.downgrade(config, "0013")
     engine.dispose()
     engine = make_engine(database_url)
     schema = inspect(engine)

@@ -299,6 +299,21 @@ def test_billing_import_bad_rows_are_reported_by_line_and_nothing_is_stored(
     problems = error["details"]["problems"]
     assert [p["line"] for p in problems] == list(range(3, 12))
     assert all(p["problem"] for p in problems)
+    # Each problem also as a code with the values it names, for clients that word it in another language.
+    assert [p["code"] for p in problems] == [
+        "bad_time",
+        "unknown_region",
+        "negative",
+        "too_large",
+        "unknown_currency",
+        "field_count",
+        "not_an_integer",
+        "negative",
+        "mixed_currency",
+    ]
+    assert problems[1]["values"] == {"value": "XX"}
+    assert problems[5]["values"] == {"expected": "6", "found": "3"}
+    assert problems[8]["values"] == {"value": "EUR", "expected": "USD"}
     with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
         assert session.scalar(select(func.count()).select_from(BillingImport)) == 0
 
@@ -456,6 +471,12 @@ def test_a_period_through_the_api_cases_statements_payouts_earnings(
     assert case["merchant_user_id"] == merchant_id and "bytes" in case["reasons"]
     assert (case["ours_bytes"], case["theirs_bytes"]) == (100 * GB, 110 * GB)
     assert _ok(client.get("/settlement/cases", headers=roles.other_merchant.headers)) == []
+    # Paged: one case, so the page after it is empty; a page size outside 1..1,000 is refused.
+    assert _ok(client.get("/settlement/cases?limit=1", headers=roles.merchant.headers)) == [case]
+    assert _ok(client.get("/settlement/cases?limit=1&offset=1", headers=roles.merchant.headers)) == []
+    assert client.get("/settlement/cases?limit=0", headers=roles.merchant.headers).json()["error"][
+        "code"
+    ] == ("bad_page")
     _error(
         client.get(f"/settlement/cases?merchant_user_id={merchant_id}", headers=roles.other_merchant.headers),
         403,

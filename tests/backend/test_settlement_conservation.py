@@ -354,6 +354,12 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
             elif action == "clear" and status != "active":
                 fn = functions.clearDispute(asset_id, NOTICE)
             elif action == "reassign" and status != "active":
+                # The arbiter may move rights only once the asset was contested for REASSIGN_DELAY.
+                not_before = int(self.chain.call(functions.reassignableAt(asset_id)))
+                latest = int(self.chain.w3.eth.get_block("latest")["timestamp"])
+                if latest < not_before:
+                    rpc(base.eth_rpc_url, "evm_increaseTime", not_before - latest)
+                    rpc(base.eth_rpc_url, "evm_mine")
                 fn = functions.reassignRights(asset_id, self._wallet().address, NOTICE)
             else:
                 return

@@ -310,6 +310,13 @@ def test_a_dispute_on_chain_holds_royalties_and_a_reassignment_pays_the_rightful
 
     # The arbiter finds for another claimant: the token and the revenue move to it.
     rightful = Account.create().address
+    # Not before the asset was contested for the registry's REASSIGN_DELAY (a stolen arbiter key is seen
+    # that long before it can move any revenue).
+    not_before = int(money.chain.call(money.registry.functions.reassignableAt(money.asset_id)))
+    latest = int(money.chain.w3.eth.get_block("latest")["timestamp"])
+    assert not_before > latest + DAY  # the deployment's delay exceeds the timelock's (over a day)
+    rpc(money.settings.eth_rpc_url, "evm_increaseTime", not_before - latest)
+    money.mine()
     fn = money.registry.functions.reassignRights(money.asset_id, rightful, notice)
     money.as_wallet(money.admin, fn)
     money.pass_window()  # the first period is final: its held royalty can be released

@@ -29,6 +29,8 @@ from edgeledger.ledger.manifest import EIP712_DOMAIN_FIELDS as _LEDGER_DOMAIN_FI
 from edgeledger.ledger.registration import commitment as registration_commitment
 from edgeledger.ledger.registration import registration_typed_data
 
+#: ContentRegistry's REASSIGN_DELAY in the tests: seconds an asset stays contested before its rights move.
+REASSIGN_DELAY = 1_000
 TOTAL_BPS = 10_000
 MAX_RECIPIENTS = 50
 TERRITORY_COUNT = 249
@@ -223,7 +225,7 @@ def third(accounts):
 
 @pytest.fixture(scope="module")
 def registry(module_isolation, admin, registrar, arbiter):
-    contract = ContentRegistry.deploy(admin, {"from": admin})
+    contract = ContentRegistry.deploy(admin, REASSIGN_DELAY, {"from": admin})
     contract.grantRole(contract.REGISTRAR_ROLE(), registrar, {"from": admin})
     contract.grantRole(contract.ARBITER_ROLE(), arbiter, {"from": admin})
     return contract

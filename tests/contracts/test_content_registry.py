@@ -11,6 +11,7 @@ from eth_utils import to_checksum_address
 
 from .conftest import (
     MAX_RECIPIENTS,
+    REASSIGN_DELAY,
     T0,
     T1,
     TERRITORY_COUNT,
@@ -80,6 +81,7 @@ EXPECTED_ERRORS = (
     "CommitmentTooRecent(bytes32,uint256)",
     "SignatureExpired(uint256)",
     "InvalidSignature(address)",
+    "ReassignTooEarly(uint256,uint256)",
 )
 #: Errors of the OpenZeppelin building blocks (Nonces, EIP712's ShortStrings) besides ERC721/AccessControl.
 INHERITED_ERRORS = {"InvalidAccountNonce", "InvalidShortString", "StringTooLong"}
@@ -131,7 +133,8 @@ def test_deployment_state(registry, admin, registrar, arbiter):
 
 
 def test_constructor_grants_admin_role_to_the_argument_not_the_deployer(admin, other):
-    contract = ContentRegistry.deploy(other, {"from": admin})
+    contract = ContentRegistry.deploy(other, 7 * 86_400, {"from": admin})
+    assert contract.REASSIGN_DELAY() == 7 * 86_400
     assert contract.hasRole(DEFAULT_ADMIN_ROLE, other)
     assert not contract.hasRole(DEFAULT_ADMIN_ROLE, admin)
     assert event_names(contract.tx) == ["RoleGranted"]
@@ -894,9 +897,63 @@ def test_empty_reason(registry, arbiter, other, asset):
         registry.takeDown(asset_id, "", {"from": arbiter})
     with brownie.reverts(custom_error("EmptyReason")):
         registry.clearDispute(asset_id, "", {"from": arbiter})
+    _wait_reassign_delay()
     with brownie.reverts(custom_error("EmptyReason")):
         registry.reassignRights(asset_id, other, "", {"from": arbiter})
     assert status_of(registry, asset_id) == Status.Disputed
+
+
+def _wait_reassign_delay() -> None:
+    chain.sleep(REASSIGN_DELAY)
+    chain.mine()
+
+
+def test_a_rogue_arbiter_cannot_move_rights_before_the_asset_was_contested_for_the_delay(
+    registry, admin, arbiter, creator, other, asset
+):
+    """The worst a stolen arbiter key does at once is freeze revenue (dispute, takedown): moving the
+    rights (and with them every future payout and the held royalties) waits REASSIGN_DELAY seconds from
+    the moment the asset left Active, in public, time for the admin to revoke the key and clear."""
+    asset_id, _ = asset
+    assert registry.reassignableAt(asset_id) == 0  # active: nothing to reassign
+    tx = registry.markDisputed(asset_id, random_cid(), {"from": arbiter})
+    not_before = tx.timestamp + REASSIGN_DELAY
+    assert registry.reassignableAt(asset_id) == not_before
+    with brownie.reverts(custom_error("ReassignTooEarly", asset_id, not_before)):
+        registry.reassignRights(asset_id, other, random_cid(), {"from": arbiter})
+    # A takedown after the dispute does not restart (or shorten) the clock.
+    chain.sleep(REASSIGN_DELAY // 2)
+    registry.takeDown(asset_id, random_cid(), {"from": arbiter})
+    assert registry.reassignableAt(asset_id) == not_before
+    with brownie.reverts(custom_error("ReassignTooEarly", asset_id, not_before)):
+        registry.reassignRights(asset_id, other, random_cid(), {"from": arbiter})
+    # Within the delay the admin revokes the key and a trustworthy arbiter clears the asset: the
+    # creator keeps its rights and the rogue key can do nothing more.
+    registry.revokeRole(ARBITER_ROLE, arbiter, {"from": admin})
+    registry.grantRole(ARBITER_ROLE, other, {"from": admin})
+    registry.clearDispute(asset_id, random_cid(), {"from": other})
+    assert registry.reassignableAt(asset_id) == 0
+    _wait_reassign_delay()
+    with brownie.reverts(custom_error("AccessControlUnauthorizedAccount", arbiter, ARBITER_ROLE)):
+        registry.reassignRights(asset_id, arbiter, random_cid(), {"from": arbiter})
+    assert registry.ownerOf(asset_id) == creator
+
+
+def test_a_new_dispute_starts_a_new_delay(registry, arbiter, creator, other, asset):
+    """Clearing resets the clock: an old dispute's time never counts towards a new one."""
+    asset_id, _ = asset
+    registry.markDisputed(asset_id, random_cid(), {"from": arbiter})
+    _wait_reassign_delay()
+    registry.clearDispute(asset_id, random_cid(), {"from": arbiter})
+    tx = registry.markDisputed(asset_id, random_cid(), {"from": arbiter})
+    not_before = tx.timestamp + REASSIGN_DELAY
+    with brownie.reverts(custom_error("ReassignTooEarly", asset_id, not_before)):
+        registry.reassignRights(asset_id, other, random_cid(), {"from": arbiter})
+    chain.sleep(not_before - chain.time())
+    chain.mine()
+    tx = registry.reassignRights(asset_id, other, random_cid(), {"from": arbiter})
+    assert tx.timestamp >= not_before
+    assert registry.ownerOf(asset_id) == other and registry.reassignableAt(asset_id) == 0
 
 
 @pytest.mark.parametrize("start", [Status.Disputed, Status.TakenDown])
@@ -907,6 +964,7 @@ def test_reassign_rights(registry, arbiter, creator, other, third, asset, start)
         registry.markDisputed(asset_id, random_cid(), {"from": arbiter})
     else:
         registry.takeDown(asset_id, random_cid(), {"from": arbiter})
+    _wait_reassign_delay()
     reason = random_cid()
     tx = registry.reassignRights(asset_id, other, reason, {"from": arbiter})
 
@@ -952,6 +1010,7 @@ def test_reassign_rights_to_a_contract(registry, arbiter, asset):
     # Like registration, reassignment does not require an ERC721 receiver.
     asset_id, _ = asset
     registry.markDisputed(asset_id, random_cid(), {"from": arbiter})
+    _wait_reassign_delay()
     registry.reassignRights(asset_id, registry.address, random_cid(), {"from": arbiter})
     assert registry.ownerOf(asset_id) == registry.address
 
@@ -1168,6 +1227,8 @@ VIEW_CALLS = {
     "LICENCE_TYPEHASH": lambda ctx: (),
     "LICENCE_UPDATE_TYPEHASH": lambda ctx: (),
     "REGISTRATION_TYPEHASH": lambda ctx: (),
+    "REASSIGN_DELAY": lambda ctx: (),
+    "reassignableAt": lambda ctx: (ctx["id"],),
     "SPLIT_UPDATE_TYPEHASH": lambda ctx: (),
     "commitmentBlock": lambda ctx: (ctx["hash"],),
     "eip712Domain": lambda ctx: (),

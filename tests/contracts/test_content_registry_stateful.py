@@ -24,12 +24,14 @@ import random
 from dataclasses import dataclass
 
 import brownie
+from brownie import chain
 from brownie.test import strategy
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from .conftest import (
     MAX_RECIPIENTS,
+    REASSIGN_DELAY,
     TERRITORY_COUNT,
     TOTAL_BPS,
     Revert,
@@ -56,6 +58,7 @@ class AssetModel:
     licence: tuple
     parent_id: int
     former_owners: list[str]
+    contested_since: int = 0  # block time the asset left Active; 0 while active
 
 
 st_user = strategy("uint8", max_value=N_USERS - 1)
@@ -64,6 +67,7 @@ st_pick = strategy("uint16")
 st_seed = strategy("uint32")
 st_count = strategy("uint8", min_value=1, max_value=MAX_RECIPIENTS)
 st_flag = strategy("bool")
+st_wait = strategy("uint8", max_value=3)  # 0: no wait, 1: 0.6 of the delay, 2 and 3: just past it
 
 
 class RegistryMachine(RuleBasedStateMachine):
@@ -281,6 +285,10 @@ class RegistryMachine(RuleBasedStateMachine):
         if tx is not None:
             assert tx.events["AssetStatusChanged"]["previous"] == model.status
             assert tx.events["AssetStatusChanged"]["current"] == target
+            if target == Status.Active:
+                model.contested_since = 0
+            elif model.status == Status.Active:
+                model.contested_since = tx.timestamp
             model.status = target
 
     @rule(pick=st_pick, sender_kind=st_sender)
@@ -316,8 +324,9 @@ class RegistryMachine(RuleBasedStateMachine):
             lambda i, s: custom_error("InvalidStatusTransition", i, s, Status.Active),
         )
 
-    @rule(pick=st_pick, sender_kind=st_sender, user_ix=st_user)
-    def rule_reassign_rights(self, pick, sender_kind, user_ix):
+    @rule(pick=st_pick, sender_kind=st_sender, user_ix=st_user, wait=st_wait)
+    def rule_reassign_rights(self, pick, sender_kind, user_ix, wait):
+        self.rule_wait(wait)  # the arbiter waits (or not) before reassigning
         asset_id = self._pick(pick, {Status.Disputed, Status.TakenDown})
         to = self.users[user_ix]
         caller, expected = self._arbiter_or_intruder(sender_kind, user_ix)
@@ -326,12 +335,28 @@ class RegistryMachine(RuleBasedStateMachine):
             expected = self._unknown_or_none(asset_id)
         if expected is None and model.status == Status.Active:
             expected = custom_error("AssetNotActive", asset_id, Status.Active)
+        if expected is None:
+            # rule_wait's steps keep the chain's clock clear of the boundary: either well before it or past.
+            not_before = model.contested_since + REASSIGN_DELAY
+            if chain.time() < not_before:
+                expected = custom_error("ReassignTooEarly", asset_id, not_before)
         tx = self._send(expected, self.registry.reassignRights, asset_id, to, random_cid(), {"from": caller})
         if tx is not None:
+            assert tx.timestamp >= model.contested_since + REASSIGN_DELAY
             assert tx.events["RightsReassigned"]["from"] == model.owner
             assert tx.events["RightsReassigned"]["to"] == to
             self._change_owner(model, to)
             model.status = Status.Active
+            model.contested_since = 0
+
+    @rule(step=st_wait)
+    def rule_wait(self, step):
+        """Time passes: not at all, 0.6 or 1.001 of the reassignment delay (sums never land within a few
+        seconds of the delay, so the model knows on which side of it the next transaction falls)."""
+        seconds = (0, REASSIGN_DELAY * 3 // 5, REASSIGN_DELAY + 1, REASSIGN_DELAY + 1)[step]
+        if seconds:
+            chain.sleep(seconds)
+            chain.mine()
 
     # -----------------------------------------------------------------------------------------
     # Invariants (after every step)
@@ -361,6 +386,7 @@ class RegistryMachine(RuleBasedStateMachine):
                 (registry.getSplit, (asset_id,), self.outsider),
                 (registry.getLicence, (asset_id,), self.outsider),
                 (registry.ownerOf, (asset_id,), self.outsider),
+                (registry.reassignableAt, (asset_id,), self.outsider),
                 (registry.updateSplit, (asset_id, [str(owner)], [TOTAL_BPS]), owner),
                 (registry.updateSplit, (asset_id, [str(intruder)], [TOTAL_BPS]), intruder),
             ]
@@ -368,9 +394,17 @@ class RegistryMachine(RuleBasedStateMachine):
 
         assert next(results) == len(self.assets)
         for asset_id, model in self.assets.items():
-            record, mapped_id, (recipients, shares), lic, owner, owner_update, intruder_update = (
-                next(results) for _ in range(7)
-            )
+            (
+                record,
+                mapped_id,
+                (recipients, shares),
+                lic,
+                owner,
+                reassignable,
+                owner_update,
+                intruder_update,
+            ) = (next(results) for _ in range(8))
+            assert reassignable == (model.contested_since + REASSIGN_DELAY if model.contested_since else 0)
             # No hash registered twice: hash -> id -> hash round-trips for every asset.
             assert_same(record["contentHash"], model.content_hash)
             assert mapped_id == asset_id

@@ -176,6 +176,16 @@ async def _authenticate_into(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
+#: Attribute of a role-checking dependency: the roles it lets through. The role check of a state-changing
+#: request is made from it before the request's body is read (identity.AuthenticateBeforeBody).
+ALLOWED_ROLES = "allowed_roles"
+
+
+def forbidden_role(role: Role, allowed: frozenset[Role]) -> AuthError:
+    names = ", ".join(sorted(r.value for r in allowed))
+    return _forbidden(f"requires one of the roles: {names}; you are {role}")
+
+
 def _forbidden(message: str) -> AuthError:
     return AuthError(message, code="forbidden", status=403)
 
@@ -183,13 +193,13 @@ def _forbidden(message: str) -> AuthError:
 def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
     """Dependency factory: the caller must hold one of ``roles``; admins always pass."""
     allowed = frozenset(roles) | {Role.admin}
-    names = ", ".join(sorted(role.value for role in allowed))
 
     async def _require(principal: CurrentPrincipal) -> Principal:
         if principal.role not in allowed:
-            raise _forbidden(f"requires one of the roles: {names}; you are {principal.role}")
+            raise forbidden_role(principal.role, allowed)
         return principal
 
+    setattr(_require, ALLOWED_ROLES, allowed)  # read by identity.AuthenticateBeforeBody
     return _require
 
 
@@ -198,6 +208,9 @@ async def require_writer(principal: CurrentPrincipal) -> Principal:
     if principal.role == Role.auditor:
         raise _forbidden("auditors have read-only access")
     return principal
+
+
+setattr(require_writer, ALLOWED_ROLES, frozenset(Role) - {Role.auditor})
 
 
 WriterPrincipal = Annotated[Principal, Depends(require_writer)]

@@ -19,8 +19,14 @@ that needs a caller, is refused with 401 by :class:`AuthenticateBeforeBody`, bef
 (``POST /assets``, ``POST /verify``) was read to its end, up to ``MAX_UPLOAD_BYTES``, before FastAPI
 resolved the route's dependencies and answered 401. A route needs a caller when the app's OpenAPI
 document gives it a security requirement, which FastAPI does for every route that depends on
-``get_principal``, however deep. Role checks (403) stay with the routes. The sign-in routes ignore a
-stale credential sent along rather than refusing it.
+``get_principal``, however deep. The sign-in routes ignore a stale credential sent along rather than
+refusing it.
+
+A state-changing request whose principal lacks the route's role is refused with 403 ``forbidden`` before
+its body is read too: the role-checking dependencies (``require_roles``, ``require_writer``) name the roles
+they let through, and :func:`role_requirements` collects them per route from the app's own dependency
+trees, so a creator's key posting a 1 GiB file to a merchant's route costs the server no body bytes. The
+routes keep their own checks (the same roles): this is an early answer, not the only one.
 """
 
 from __future__ import annotations
@@ -28,21 +34,27 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import anyio
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgeledger.auth.dependencies import (
+    ALLOWED_ROLES,
     CALLER_STATE,
     Caller,
     Source,
     authenticate_credential,
     caller_of,
+    forbidden_role,
 )
+from edgeledger.auth.models import Role
 from edgeledger.auth.service import AuthError
 
 log = logging.getLogger(__name__)
@@ -148,6 +160,7 @@ class AuthenticateBeforeBody:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._secured: list[tuple[str, re.Pattern[str]]] | None = None
+        self._roles: list[RoleRequirement] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in WRITE_METHODS:
@@ -160,7 +173,9 @@ class AuthenticateBeforeBody:
 
     def _refusal(self, scope: Scope, caller: Caller) -> AuthError | None:
         if caller.principal is not None:
-            return None
+            # The API's routes take header credentials only; a browser session's cookie is for the
+            # portal's and the app's pages, which check their own roles.
+            return self._role_refusal(scope, caller.principal.role) if caller.source != "cookie" else None
         if caller.error is not None and caller.source != "cookie":
             # A client signing in again may still send its expired token: sign-in is for exactly that.
             if scope["path"].rstrip("/") in SIGN_IN_PATHS:
@@ -176,10 +191,51 @@ class AuthenticateBeforeBody:
     def _route_needs_principal(self, scope: Scope) -> bool:
         if self._secured is None:
             self._secured = secured_operations(scope["app"].openapi())
-        path, root = scope["path"], scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
+        path = _app_path(scope)
         return any(method == scope["method"] and regex.match(path) for method, regex in self._secured)
+
+    def _role_refusal(self, scope: Scope, role: Role) -> AuthError | None:
+        if self._roles is None:
+            self._roles = role_requirements(scope["app"].routes)
+        path, method = _app_path(scope), scope["method"]
+        # The first route matching method and path is the one Starlette's router will call.
+        for methods, regex, allowed in self._roles:
+            if method in methods and regex.match(path):
+                return forbidden_role(role, allowed) if allowed is not None and role not in allowed else None
+        return None
+
+
+#: (methods, path pattern, roles let through or None for "no role check") of one route.
+RoleRequirement = tuple[frozenset[str], re.Pattern[str], frozenset[Role] | None]
+
+
+def _app_path(scope: Scope) -> str:
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def role_requirements(routes: Sequence[BaseRoute]) -> list[RoleRequirement]:
+    """Every API route in routing order (routers included into the app flattened, as FastAPI's router
+    sees them) with the roles its dependencies let through: the intersection of the ``allowed_roles`` of
+    every role-checking dependency in its tree, however deep (None: no role check)."""
+    table: list[RoleRequirement] = []
+    for context in iter_route_contexts(routes):
+        route, path = context.original_route, context.path
+        if not isinstance(route, APIRoute) or path is None:
+            continue
+        dependant = getattr(context, "dependant", None) or route.dependant
+        regex, _, _ = compile_path(path)
+        table.append((frozenset(context.methods or ()), regex, _allowed_roles(dependant)))
+    return table
+
+
+def _allowed_roles(dependant: Dependant) -> frozenset[Role] | None:
+    allowed: frozenset[Role] | None = getattr(dependant.call, ALLOWED_ROLES, None)
+    for sub in dependant.dependencies:
+        inner = _allowed_roles(sub)
+        if inner is not None:
+            allowed = inner if allowed is None else allowed & inner
+    return allowed
 
 
 def secured_operations(openapi: dict[str, Any]) -> list[tuple[str, re.Pattern[str]]]:

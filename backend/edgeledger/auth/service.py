@@ -324,6 +324,8 @@ class SiweFields:
     domain: str
     address: str
     chain_id: int
+    #: EIP-4361's optional URI scheme before the domain ("https://example.com wants you ..."), or None.
+    scheme: str | None
     nonce: str
     expiration_time: datetime | None
     not_before: datetime | None
@@ -378,6 +380,7 @@ def parse_siwe_message(message: str) -> SiweFields:
         parsed = SiweMessage.from_message(message)
         return SiweFields(
             domain=parsed.domain,
+            scheme=parsed.scheme,
             address=parsed.address,
             chain_id=parsed.chain_id,
             nonce=parsed.nonce,
@@ -419,11 +422,27 @@ def _parse_timestamp(value: str | None) -> datetime | None:
     return parsed
 
 
+#: Hosts for which a SIWE message may name the ``http`` scheme (a developer's own machine); elsewhere a
+#: message that names a scheme must name ``https``.
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
 def _check_siwe_audience(fields: SiweFields, expected_domain: str, expected_chain_id: int | None) -> None:
     if fields.domain != expected_domain:
         raise AuthError(
             f"message is for domain {fields.domain!r}, this service is {expected_domain!r}",
             code="siwe_domain_mismatch",
+        )
+    # EIP-4361: a scheme, when given, is the origin's; absent, https is meant. A message for
+    # http://<our domain> was made for a page served without TLS, which anyone on the path could have
+    # written: refused unless the domain is the loopback of a developer's machine.
+    host = fields.domain.rsplit(":", 1)[0] if not fields.domain.endswith("]") else fields.domain
+    allowed = {"https", "http"} if host in _LOOPBACK_HOSTS else {"https"}
+    if fields.scheme is not None and fields.scheme not in allowed:
+        raise AuthError(
+            f"message is for scheme {fields.scheme!r}; this service signs in over "
+            + " or ".join(sorted(allowed)),
+            code="siwe_scheme_mismatch",
         )
     if expected_chain_id is None:
         raise AuthError(

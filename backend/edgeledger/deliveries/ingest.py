@@ -31,6 +31,7 @@ request id seen.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import zlib
@@ -61,8 +62,15 @@ from edgeledger.deliveries.models import (
     QuarantinedLineRow,
     SourceStatus,
 )
-from edgeledger.deliveries.parsers import FORMATS, ParseStats, parse_log
-from edgeledger.deliveries.records import CacheResult, DeliveryRecord, LogFormatError, QuarantinedLine
+from edgeledger.deliveries.parsers import FORMATS, ParseStats, SourceSite, parse_log
+from edgeledger.deliveries.pgcopy import copy_text as _copy_text
+from edgeledger.deliveries.records import (
+    AmbiguousLogFormatError,
+    CacheResult,
+    DeliveryRecord,
+    LogFormatError,
+    QuarantinedLine,
+)
 from edgeledger.deliveries.regions import region_of
 from edgeledger.indexer.models import IndexedAsset
 from edgeledger.ipfs.cid import InvalidCidError, normalize_cid
@@ -137,32 +145,6 @@ _COPY_PG = f"COPY {_RECORDS.name} ({_COLUMN_LIST}) FROM STDIN"
 _INSERT_QMARK = (
     f"INSERT INTO {_RECORDS.name} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})"  # noqa: S608
 )
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_field(value: Any) -> str:
-    """One column in PostgreSQL's COPY text format."""
-    if value.__class__ is str:
-        return (
-            value.translate(_COPY_ESCAPES)
-            if ("\\" in value or "\t" in value or "\n" in value or "\r" in value)
-            else value
-        )
-    if value.__class__ is bytes:
-        return "\\\\x" + value.hex()  # bytea hex input, its backslash escaped for COPY
-    if value is None:
-        return "\\N"
-    if value.__class__ is bool:
-        return "t" if value else "f"
-    return str(value)
-
-
-def _copy_text(rows: list[tuple[Any, ...]]) -> str:
-    """The rows as one COPY text-format payload (tab-separated columns, one line per row)."""
-    field = _copy_field
-    return "".join(["\t".join([field(v) for v in row]) + "\n" for row in rows])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -680,22 +662,13 @@ class ClaimLost(RuntimeError):
 
 
 def _resume(run: _Ingest) -> int:
-    """A queued ingest run again after a crash or a redelivery: the counters, quarantine budget and
-    line watermark of the chunks already committed (each chunk commit moved them with its rows).
-    Returns the watermark: items up to that line are already stored and are not read again."""
+    """A queued ingest run again (crash, redelivery): the counters, quarantine budget and line watermark
+    of its committed chunks. Returns the watermark: items up to that line are stored, not read again."""
     row = run.ingest
-    run.totals = _Counts(
-        lines=row.lines,
-        records_new=row.records_new,
-        duplicates=row.duplicates,
-        duplicates_in_file=row.duplicates_in_file,
-        late_records=row.late_records,
-        quarantined=row.quarantined,
-    )
-    counted = select(func.count()).where(
-        QuarantinedLineRow.ingest_file_pk == row.id, QuarantinedLineRow.reason != RESIDENCY
-    )
-    run.junk = run.session.scalar(counted) or 0
+    fields = ("lines", "records_new", "duplicates", "duplicates_in_file", "late_records", "quarantined")
+    run.totals = _Counts(*(getattr(row, f) for f in fields))
+    junk = (QuarantinedLineRow.ingest_file_pk == row.id, QuarantinedLineRow.reason != RESIDENCY)
+    run.junk = run.session.scalar(select(func.count()).where(*junk)) or 0
     return row.lines
 
 
@@ -707,6 +680,12 @@ def _too_long(record: DeliveryRecord, lines: UploadLines, name: str) -> Quaranti
     if len(record.host) > 255:
         return QuarantinedLine(name, record.line_number, HOST_TOO_LONG, raw, "over 255 chars")
     return QuarantinedLine(name, record.line_number, NUL_CHARACTER, raw, "request id, host or URI holds NUL")
+
+
+def source_site(source: DeliverySource) -> SourceSite:
+    """What ``source`` declared about its logs (deliveries/sources.py), as the parsers take it."""
+    fields = tuple(json.loads(source.log_fields_json)) if source.log_fields_json else ()
+    return SourceSite(source.site_host, source.site_edge_location, fields)
 
 
 def ingest_log(
@@ -723,10 +702,15 @@ def ingest_log(
 ) -> IngestFile:
     """Ingest one log file (binary file object, plain or gzip, or an iterable of text lines).
 
+    The format is ``log_format`` if given, else the one the source declares, else detected from the
+    first lines (only when exactly one format fits); the source's declared host, edge location and field
+    ids go to the parser (docs/log-formats.md, "Declared or detected").
+
     Returns the finished :class:`IngestFile` (state ``done``). Raises :class:`service.DeliveryError`:
-    ``source_suspended`` (409), ``bad_log_format`` (422) before anything is written; ``not_a_log`` (422,
-    the IngestFile is ``rejected``, nothing else stored) and ``log_truncated`` (422, ``failed``, the
-    records before the break are kept) after; :class:`limits.IngestLimitError` (413 or 422, ``failed``,
+    ``source_suspended`` (409), ``bad_log_format`` (422) before anything is written; ``not_a_log`` and
+    ``ambiguous_log_format`` (422, ``candidates`` names the formats that fit; the IngestFile is
+    ``rejected``, nothing else stored) and ``log_truncated`` (422, ``failed``, the records before the
+    break are kept) after; :class:`limits.IngestLimitError` (413 or 422, ``failed``,
     the chunks stored before are kept whole, the chunk being read is dropped) when the upload breaks one of
     the ``INGEST_MAX_*`` limits. ``progress`` is called with the lines read so far after every chunk.
 
@@ -741,6 +725,8 @@ def ingest_log(
         raise service.DeliveryError(
             f"log format must be one of {', '.join(FORMATS)}", code="bad_log_format", log_format=log_format
         )
+    log_format = log_format or source.log_format
+    site = source_site(source)
     key_id = queued.pseudonym_key_id if queued is not None else service.pseudonym_key_id()
     pseudonymiser = service.pseudonymiser_for(session, settings, key_id)
     ingest = queued or IngestFile(
@@ -769,7 +755,12 @@ def ingest_log(
     pending = 0
     try:
         items = parse_log(
-            iter(lines), pseudonymiser=pseudonymiser, file_name=name, stats=stats, log_format=log_format
+            iter(lines),
+            pseudonymiser=pseudonymiser,
+            file_name=name,
+            stats=stats,
+            log_format=log_format,
+            site=site,
         )
         for item in (i for i in items if i.line_number > watermark) if watermark else items:
             pending += 1
@@ -827,10 +818,21 @@ def ingest_log(
         raise
     lines.close()
     if broken is not None:
-        code = "log_truncated" if truncated else "not_a_log"
+        details: dict[str, Any] = {}
+        if truncated:
+            code = "log_truncated"
+        elif isinstance(broken, AmbiguousLogFormatError):
+            code, details["candidates"] = "ambiguous_log_format", list(broken.candidates)
+        else:
+            code = "not_a_log"
         _finish(run, lines, stats, error=(code, broken.reason))
         raise service.DeliveryError(
-            f"{name}: {broken.reason}", code=code, status=422, ingest_id=ingest.id, lines=run.totals.lines
+            f"{name}: {broken.reason}",
+            code=code,
+            status=422,
+            ingest_id=ingest.id,
+            lines=run.totals.lines,
+            **details,
         ) from broken
     _finish(run, lines, stats, error=None)
     if progress is not None:
@@ -869,7 +871,7 @@ def _finish(run: _Ingest, lines: UploadLines, stats: ParseStats, *, error: tuple
     }
     if error is None:
         values.update(state=IngestState.done, lines=stats.lines, skipped=stats.skipped)
-    elif error[0] == "not_a_log":
+    elif error[0] in ("not_a_log", "ambiguous_log_format"):
         values.update(
             state=IngestState.rejected, error_code=error[0], error_message=error[1], lines=0, skipped=0
         )

@@ -102,6 +102,14 @@ class DeliverySource(Base):
     # The node's own public IPs (JSON list; infrastructure addresses, not personal data): a request from
     # one of them is a self-request (fraud signal).
     node_ips_json: Mapped[str] = mapped_column(Text, default="[]")
+    # The log format the source writes, declared (parsers.FORMATS; NULL: detected per file, and only when
+    # exactly one format fits), and what its lines may not say: the merchant host and the edge location
+    # (nginx and Fastly CLF lines name neither), the Akamai structured columns (JSON list of data set
+    # field ids, in order). docs/log-formats.md, "Declared or detected".
+    log_format: Mapped[str | None] = mapped_column(String(32))
+    site_host: Mapped[str | None] = mapped_column(String(255))
+    site_edge_location: Mapped[str | None] = mapped_column(String(16))
+    log_fields_json: Mapped[str | None] = mapped_column(Text)
     operator_user_id: Mapped[int | None] = mapped_column(ForeignKey("auth_users.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default=SourceStatus.registering)
     tx_hash: Mapped[str | None] = mapped_column(String(66))

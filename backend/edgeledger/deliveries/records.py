@@ -20,6 +20,7 @@ from enum import IntEnum
 __all__ = [
     "MAX_BYTES",
     "RAW_LINE_LIMIT",
+    "AmbiguousLogFormatError",
     "CacheResult",
     "DeliveryRecord",
     "LogFormatError",
@@ -343,3 +344,15 @@ class LogFormatError(ValueError):
         super().__init__(f"{file}: not a recognised delivery log: {reason}")
         self.file = file
         self.reason = reason
+
+
+class AmbiguousLogFormatError(LogFormatError):
+    """The file's lines fit more than one format equally well (``candidates``): the source must declare
+    which one it writes; the file is rejected, never parsed under a guess."""
+
+    def __init__(self, file: str, candidates: tuple[str, ...]) -> None:
+        super().__init__(
+            file,
+            f"its lines fit several formats ({', '.join(candidates)}): declare the source's log format",
+        )
+        self.candidates = candidates

@@ -1,8 +1,11 @@
 """Delivery sources on chain: edge nodes and CDN provider accounts registered in the DeliveryLedger, their
-status and their manifest signers.
+status and their manifest signers; and, off chain, the log format each one declares.
 
 A source row is a journal: written ("registering") and committed before ``registerSource`` is sent, so a
-retry first asks the chain whether the registration landed (docs/anchoring.md).
+retry first asks the chain whether the registration landed (docs/anchoring.md). The declared log format
+(:class:`LogFormatDeclaration`: format, host, edge location, Akamai field ids) is checked against what the
+format needs before it is stored, so an upload never meets a half-declared source
+(docs/log-formats.md, "Declared or detected").
 """
 
 from __future__ import annotations
@@ -25,13 +28,39 @@ from edgeledger.deliveries.models import (
     SourceKind,
     SourceStatus,
 )
+from edgeledger.deliveries.parsers import (
+    AKAMAI_REQUIRED_IDS,
+    FORMATS,
+    NEEDS_EDGE,
+    NEEDS_FIELDS,
+    NEEDS_HOST,
+    SourceSite,
+)
+from edgeledger.deliveries.parsers.accesslog import checked_site
 from edgeledger.deliveries.service import DeliveryError
 from edgeledger.ledger.abis import DELIVERY_LEDGER
 from edgeledger.ledger.hashing import bytes32, hex32
 from edgeledger.ledger.ids import source_id_for
 from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
 
-PROVIDERS = ("cloudfront", "cloudflare", "fastly", "edgeledger")
+PROVIDERS = ("cloudfront", "cloudflare", "fastly", "edgeledger", "akamai", "aliyun", "tencent")
+
+
+class LogFormatDeclaration(BaseModel):
+    """What a source declares about its logs (docs/log-formats.md, "Declared or detected")."""
+
+    log_format: str | None = Field(
+        None, description="One of the log formats; null: detected per file, only when exactly one fits"
+    )
+    site_host: str | None = Field(
+        None, max_length=255, description="The merchant host of lines that name none (nginx, Fastly CLF)"
+    )
+    site_edge_location: str | None = Field(
+        None, max_length=16, description="The edge location of lines that name none (1-16 ASCII chars)"
+    )
+    log_fields: list[int] | None = Field(
+        None, max_length=200, description="Akamai structured: the data set field ids of the columns, in order"
+    )
 
 
 CHAIN_KIND = {SourceKind.edge_node: 0, SourceKind.cdn_provider: 1}
@@ -40,10 +69,10 @@ CHAIN_KIND = {SourceKind.edge_node: 0, SourceKind.cdn_provider: 1}
 CHAIN_STATUS = {0: SourceStatus.active, 1: SourceStatus.suspended}
 
 
-class SourceCreate(BaseModel):
+class SourceCreate(LogFormatDeclaration):
     name: str = Field(min_length=1, max_length=100)
     kind: SourceKind
-    provider: Literal["cloudfront", "cloudflare", "fastly", "edgeledger"]
+    provider: Literal["cloudfront", "cloudflare", "fastly", "edgeledger", "akamai", "aliyun", "tencent"]
     operator: str | None = Field(None, description="Payout address; CDN providers default to the platform")
     signer: str | None = Field(None, description="Edge nodes: the node's manifest key (required)")
     regions: list[str] = Field(min_length=1, description="ISO 3166-1 alpha-2 codes served, or *")
@@ -52,7 +81,7 @@ class SourceCreate(BaseModel):
     operator_user_id: int | None = None
 
 
-class SourceRead(BaseModel):
+class SourceRead(LogFormatDeclaration):
     id: int
     source_id: str
     name: str
@@ -126,7 +155,68 @@ def source_read(source: DeliverySource) -> SourceRead:
         status=source.status,
         tx_hash=source.tx_hash,
         block_number=source.block_number,
+        log_format=source.log_format,
+        site_host=source.site_host,
+        site_edge_location=source.site_edge_location,
+        log_fields=json.loads(source.log_fields_json) if source.log_fields_json else None,
     )
+
+
+def apply_declaration(source: DeliverySource, params: LogFormatDeclaration) -> None:
+    """Checks ``params`` against what its format needs and stores it on ``source`` (not committed).
+
+    422 ``bad_log_format`` (unknown format), ``invalid_log_declaration`` (a host or edge location the
+    records could not carry, a field id list without a field a record needs) and
+    ``log_declaration_incomplete`` (the format needs a host, edge location or field ids not given).
+    """
+    log_format = params.log_format
+    if log_format is not None and log_format not in FORMATS:
+        raise DeliveryError(
+            f"log format must be one of {', '.join(FORMATS)}", code="bad_log_format", log_format=log_format
+        )
+    try:
+        site = checked_site(SourceSite(params.site_host, params.site_edge_location), host=False, edge=False)
+    except ValueError as exc:
+        raise DeliveryError(str(exc), code="invalid_log_declaration") from None
+    fields = params.log_fields or []
+    missing = [
+        name
+        for name, needed, given in (
+            ("site_host", NEEDS_HOST, site.host),
+            ("site_edge_location", NEEDS_EDGE, site.edge_location),
+            ("log_fields", NEEDS_FIELDS, fields),
+        )
+        if log_format in needed and not given
+    ]
+    if missing:
+        raise DeliveryError(
+            f"a {log_format} source must declare {', '.join(missing)}",
+            code="log_declaration_incomplete",
+            log_format=log_format,
+            missing=missing,
+        )
+    if fields:
+        lacking = [field_id for field_id in AKAMAI_REQUIRED_IDS if field_id not in fields]
+        if lacking or any(not 0 <= field_id < 100_000 for field_id in fields):
+            raise DeliveryError(
+                f"log_fields must name the data set fields {', '.join(map(str, AKAMAI_REQUIRED_IDS))}",
+                code="invalid_log_declaration",
+                lacking=lacking,
+            )
+    source.log_format = log_format
+    source.site_host = site.host
+    source.site_edge_location = site.edge_location
+    source.log_fields_json = json.dumps(fields) if fields else None
+
+
+def declare_log_format(
+    session: Session, source: DeliverySource, params: LogFormatDeclaration
+) -> DeliverySource:
+    """PUT .../log-format: replaces what the source declares (a declared format always wins over
+    detection; all null goes back to detection)."""
+    apply_declaration(source, params)
+    session.commit()
+    return source
 
 
 def register_source(
@@ -167,7 +257,7 @@ def _new_source_row(settings: Settings, params: SourceCreate) -> DeliverySource:
         # CDN provider manifests are signed with the platform's ingest key.
         signer = _address(params.signer, "signer") if params.signer else ingest_signer_address(settings)
         operator = _address(params.operator, "operator") if params.operator else signer
-    return DeliverySource(
+    source = DeliverySource(
         source_id=source_id_for(params.name),
         name=params.name,
         kind=params.kind,
@@ -180,6 +270,8 @@ def _new_source_row(settings: Settings, params: SourceCreate) -> DeliverySource:
         operator_user_id=params.operator_user_id,
         status=SourceStatus.registering,
     )
+    apply_declaration(source, params)
+    return source
 
 
 def chain_source(chain: ChainClient, source_id: str) -> dict[str, Any] | None:

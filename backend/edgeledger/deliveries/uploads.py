@@ -129,8 +129,11 @@ def ingest_request(
     name: str | None,
     log_format: str | None,
     multipart_allowed: bool = True,
+    undeclared_format: str | None = None,
 ) -> IngestFile:
     """POST .../logs and .../stream: checks first (404, 403, 409), then streams the body to ingest_log.
+    The format: ``log_format``, else the source's declared one, else ``undeclared_format`` if given,
+    else detected.
 
     A ``multipart/form-data`` body must carry the log in the field ``file`` (Starlette spools the part to
     a temporary file past 1 MiB); any other body is the log itself, named by ``?name=``.
@@ -143,6 +146,9 @@ def ingest_request(
         raise service.DeliveryError(
             f"source {source.name!r} is suspended", code="source_suspended", status=409, source=source.name
         )
+    # ``undeclared_format`` (the stream endpoint's edge-node JSON) stands in for detection only: an explicit
+    # ``log_format`` and then the source's declared one come first (ingest_log).
+    log_format = log_format or source.log_format or undeclared_format
     content_type = request.headers.get("content-type", "")
     if multipart_allowed and content_type.startswith("multipart/form-data"):
         form = anyio.from_thread.run(partial(request.form, max_files=1, max_fields=10))

@@ -105,12 +105,21 @@ def stream_log(
     settings: SettingsDep,
     principal: IngestorDep,
     name: str | None = None,
-    log_format: str = "edgeledger",
+    log_format: str | None = None,
 ) -> ingest.IngestFile:
-    """An edge node streams its own-format JSON lines (chunked transfer); ingested as they arrive."""
+    """An edge node streams its log lines (chunked transfer); ingested as they arrive. The format is
+    ``log_format``, else the source's declared one, else the edge-node JSON format ``edgeledger``."""
     ensure_storage_allowed(session, settings, principal, ref)
     found = uploads.ingest_request(
-        session, settings, principal, ref, request, name=name, log_format=log_format, multipart_allowed=False
+        session,
+        settings,
+        principal,
+        ref,
+        request,
+        name=name,
+        log_format=log_format,
+        multipart_allowed=False,
+        undeclared_format="edgeledger",
     )
     return _status(response, found)
 
@@ -255,6 +264,20 @@ def sync_source(
     if source.status == SourceStatus.registering:
         return sources.source_read(sources.finish_registration(session, chain, source))
     return sources.source_read(sources.sync_source(session, chain, source))
+
+
+@router.put("/sources/{ref}/log-format", response_model=sources.SourceRead)
+def declare_source_log_format(
+    ref: str, body: sources.LogFormatDeclaration, session: SessionDep, principal: SourceOperatorDep
+) -> sources.SourceRead:
+    """What the source's logs are: the format (always used instead of detection; null: detected per file,
+    only when exactly one format fits), the host and edge location its lines may not name, the Akamai
+    structured field ids. Admins, or the source's operator. 422 ``bad_log_format``,
+    ``log_declaration_incomplete`` (``missing`` names what the format needs), ``invalid_log_declaration``.
+    """
+    source = service.get_source(session, ref)
+    _ensure_source_operator(principal, source)
+    return sources.source_read(sources.declare_log_format(session, source, body))
 
 
 @router.post("/sources/{ref}/signer", response_model=sources.SourceRead)

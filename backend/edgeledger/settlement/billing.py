@@ -70,8 +70,13 @@ class BillingRow:
 
 @dataclass(frozen=True)
 class BillingProblem:
+    """A bad line: its number, the problem in English, and the same as a code with the values it names
+    (``code`` and ``values`` let a client word it in its own language; docs/settlement.md lists them)."""
+
     line: int
     problem: str
+    code: str = "invalid_row"
+    values: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,19 +88,31 @@ class Usage:
 
 
 class _RowError(ValueError):
-    pass
+    """One row's problem: ``code`` and ``values`` for :class:`BillingProblem`, the English text as message."""
+
+    def __init__(self, code: str, message: str, **values: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.values = values
 
 
 def _int64(text: str, what: str) -> int:
     value = text.strip()
     match = _INT.fullmatch(value)
     if not match:
-        raise _RowError(f"{what} {text[:40]!r} is not an integer")
+        raise _RowError(
+            "not_an_integer", f"{what} {text[:40]!r} is not an integer", field=what, value=text[:40]
+        )
     digits = match.group(2).lstrip("0")
     if match.group(1) == "-" and digits:
-        raise _RowError(f"{what} {value[:40]} is negative")
+        raise _RowError("negative", f"{what} {value[:40]} is negative", field=what, value=value[:40])
     if len(digits) > _INT64_DIGITS or int(digits or "0") > INT64_MAX:
-        raise _RowError(f"{what} {value[:40]} does not fit in a signed 64-bit integer")
+        raise _RowError(
+            "too_large",
+            f"{what} {value[:40]} does not fit in a signed 64-bit integer",
+            field=what,
+            value=value[:40],
+        )
     return int(digits or "0")
 
 
@@ -104,19 +121,31 @@ def amount_to_minor(text: str, decimals: int, what: str = "amount") -> int:
     value = text.strip()
     match = _AMOUNT.fullmatch(value)
     if not match:
-        raise _RowError(f"{what} {value[:40]!r} is not a decimal number")
+        raise _RowError(
+            "not_a_decimal", f"{what} {value[:40]!r} is not a decimal number", field=what, value=value[:40]
+        )
     sign, whole, fraction = match.group(1), match.group(2).lstrip("0"), match.group(3) or ""
     if sign == "-" and (whole + fraction).strip("0"):
-        raise _RowError(f"{what} {value[:40]} is negative")
+        raise _RowError("negative", f"{what} {value[:40]} is negative", field=what, value=value[:40])
     if len(whole) + decimals > _INT64_DIGITS:
-        raise _RowError(f"{what} {value[:40]} does not fit in a signed 64-bit integer")
+        raise _RowError(
+            "too_large",
+            f"{what} {value[:40]} does not fit in a signed 64-bit integer",
+            field=what,
+            value=value[:40],
+        )
     # Rounding half up past ``decimals`` depends on the first dropped digit only.
     fraction = fraction[: decimals + 1]
     scaled = int(whole + fraction or "0")
     extra = len(fraction) - decimals
     minor = scaled * 10**-extra if extra <= 0 else (scaled + 5 * 10 ** (extra - 1)) // 10**extra
     if minor > INT64_MAX:
-        raise _RowError(f"{what} {value[:40]} does not fit in a signed 64-bit integer")
+        raise _RowError(
+            "too_large",
+            f"{what} {value[:40]} does not fit in a signed 64-bit integer",
+            field=what,
+            value=value[:40],
+        )
     return minor
 
 
@@ -124,7 +153,7 @@ def billing_region(code: str) -> str:
     value = code.strip().upper()
     region = CLOUDFRONT_REGIONS.get(value, value)
     if region not in REGION_CODES:
-        raise _RowError(f"unknown region {code.strip()[:20]!r}")
+        raise _RowError("unknown_region", f"unknown region {code.strip()[:20]!r}", value=code.strip()[:20])
     return region
 
 
@@ -135,7 +164,9 @@ def _day_of(text: str) -> str:
             return datetime.strptime(value, fmt).replace(tzinfo=UTC).date().isoformat()
         except ValueError:
             continue
-    raise _RowError(f"time {value[:40]!r} is not a date or time in a known format")
+    raise _RowError(
+        "bad_time", f"time {value[:40]!r} is not a date or time in a known format", value=value[:40]
+    )
 
 
 def billing_lines(data: bytes) -> io.StringIO:
@@ -169,10 +200,10 @@ class BillingReader:
     layout: str = ""
     _currency: str | None = None
 
-    def _problem(self, line: int, message: str) -> None:
+    def _problem(self, line: int, message: str, code: str = "invalid_row", **values: str) -> None:
         self.problem_count += 1
         if len(self.problems) < self.max_problems:
-            self.problems.append(BillingProblem(line, message))
+            self.problems.append(BillingProblem(line, message, code, values))
 
     def __iter__(self) -> Iterator[BillingRow]:
         reader = csv.reader(self.lines)
@@ -185,7 +216,7 @@ class BillingReader:
             except StopIteration:
                 break
             except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): the rest is unreadable
-                self._problem(line, f"unreadable CSV: {exc}")
+                self._problem(line, f"unreadable CSV: {exc}", "unreadable_csv")
                 return
             if not fields or all(not f.strip() for f in fields):
                 continue
@@ -195,18 +226,24 @@ class BillingReader:
                     return
                 continue
             if len(fields) != len(header):
-                self._problem(line, f"expected {len(header)} fields, found {len(fields)}")
+                self._problem(
+                    line,
+                    f"expected {len(header)} fields, found {len(fields)}",
+                    "field_count",
+                    expected=str(len(header)),
+                    found=str(len(fields)),
+                )
                 continue
             row = dict(zip(header, fields, strict=True))
             try:
                 parsed = self._own(line, row) if self.layout == "own" else self._cloudfront(line, row)
             except _RowError as exc:
-                self._problem(line, str(exc))
+                self._problem(line, str(exc), exc.code, **exc.values)
                 continue
             if parsed is not None:
                 yield parsed
         if header is None:
-            self._problem(0, "empty file: no header line")
+            self._problem(0, "empty file: no header line", "empty_file")
 
     def _choose_layout(self, line: int, header: list[str]) -> bool:
         if all(c in header for c in CLOUDFRONT_COLUMNS):
@@ -216,7 +253,12 @@ class BillingReader:
         if "amount" not in header and "amount_minor" not in header:
             missing.append("amount")
         if missing:
-            self._problem(line, f"header lacks column(s): {', '.join(missing)}")
+            self._problem(
+                line,
+                f"header lacks column(s): {', '.join(missing)}",
+                "missing_columns",
+                columns=", ".join(missing),
+            )
             return False
         self.layout = "own"
         return True
@@ -224,13 +266,22 @@ class BillingReader:
     def _own(self, line: int, row: dict[str, str]) -> BillingRow:
         day = row["date"].strip()
         if not _DATE.fullmatch(day):
-            raise _RowError(f"date {day[:40]!r} is not YYYY-MM-DD")
+            raise _RowError("bad_date", f"date {day[:40]!r} is not YYYY-MM-DD", value=day[:40])
         _day_of(day)  # a real calendar date
         currency = row["currency"].strip().upper()
         if currency not in self.currencies:
-            raise _RowError(f"unknown currency {row['currency'].strip()[:20]!r}")
+            raise _RowError(
+                "unknown_currency",
+                f"unknown currency {row['currency'].strip()[:20]!r}",
+                value=row["currency"].strip()[:20],
+            )
         if self._currency is not None and currency != self._currency:
-            raise _RowError(f"currency {currency} differs from the file's {self._currency}")
+            raise _RowError(
+                "mixed_currency",
+                f"currency {currency} differs from the file's {self._currency}",
+                value=currency,
+                expected=self._currency,
+            )
         if row.get("amount_minor", "").strip():
             amount = _int64(row["amount_minor"], "amount_minor")
         else:

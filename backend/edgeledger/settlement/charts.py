@@ -133,7 +133,22 @@ def _legend_rows(labels: Sequence[str], start_x: float, max_x: float) -> list[li
     return rows
 
 
-def bytes_chart_svg(usage: Mapping[tuple[str, str], tuple[int, int]], title: str) -> str:
+@dataclass(frozen=True)
+class BytesChartText:
+    """The words of :func:`bytes_chart_svg` (English by default; the web app passes its language's).
+    ``day_axis_year`` takes ``{year}``; ``bar`` takes ``{region}``, ``{day}``, ``{gb}``, ``{bytes}`` and
+    ``{requests}`` (numbers already formatted)."""
+
+    no_data: str = "No deliveries"
+    gb_axis: str = "GB delivered (10^9 bytes)"
+    day_axis: str = "day (UTC)"
+    day_axis_year: str = "day (UTC, {year})"
+    bar: str = "{region} {day}: {gb} GB ({bytes} bytes, {requests} requests)"
+
+
+def bytes_chart_svg(
+    usage: Mapping[tuple[str, str], tuple[int, int]], title: str, text: BytesChartText = BytesChartText()
+) -> str:
     """Grouped bars: one group per UTC day, one bar per region delivered that day, height in GB."""
     days = sorted({day for _, day in usage})
     # Many days: "MM-DD" labels (the year goes in the axis title), every k-th day so they do not overlap.
@@ -159,7 +174,7 @@ def bytes_chart_svg(usage: Mapping[tuple[str, str], tuple[int, int]], title: str
         parts.append("<defs>" + "".join(defs) + "</defs>")
     if not usage:
         parts.append(
-            f'<text x="{_f(width / 2)}" y="{_f(height / 2)}" text-anchor="middle">No deliveries</text>'
+            f'<text x="{_f(width / 2)}" y="{_f(height / 2)}" text-anchor="middle">{_e(text.no_data)}</text>'
         )
         parts.append("</svg>")
         return "".join(parts)
@@ -179,11 +194,12 @@ def bytes_chart_svg(usage: Mapping[tuple[str, str], tuple[int, int]], title: str
         f'stroke="#333"/><line class="axis" x1="{_f(left)}" y1="{_f(top + plot_h)}" '
         f'x2="{_f(left + plot_w)}" y2="{_f(top + plot_h)}" stroke="#333"/>'
     )
+    day_axis = text.day_axis_year.format(year=years[0]) if short else text.day_axis
     parts.append(
         f'<text class="axis-label" transform="translate(16 {_f(top + plot_h / 2)}) rotate(-90)" '
-        f'text-anchor="middle">GB delivered (10^9 bytes)</text>'
+        f'text-anchor="middle">{_e(text.gb_axis)}</text>'
         f'<text class="axis-label" x="{_f(left + plot_w / 2)}" y="{_f(top + plot_h + 34)}" '
-        f'text-anchor="middle">day (UTC{", " + _e(years[0]) if short else ""})</text>'
+        f'text-anchor="middle">{_e(day_axis)}</text>'
     )
     group_w = plot_w / len(days)
     bar_w = group_w * 0.8 / len(regions)
@@ -201,9 +217,12 @@ def bytes_chart_svg(usage: Mapping[tuple[str, str], tuple[int, int]], title: str
             nbytes, requests = usage[region, day]
             bar_h = plot_h * nbytes / scale_max
             x, y = group_x + r * bar_w, top + plot_h - bar_h
-            label = (
-                f"{region} {day}: {_gb_label(nbytes)} GB "
-                f"({_thousands(nbytes)} bytes, {_thousands(requests)} requests)"
+            label = text.bar.format(
+                region=region,
+                day=day,
+                gb=_gb_label(nbytes),
+                bytes=_thousands(nbytes),
+                requests=_thousands(requests),
             )
             parts.append(
                 f'<rect class="bar" data-region="{_e(region)}" data-day="{_e(day)}" data-bytes="{nbytes}" '

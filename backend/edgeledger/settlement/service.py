@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, Literal
 
 from eth_utils import is_address, to_checksum_address
@@ -277,7 +277,10 @@ def import_billing(
             f"billing file has {reader.problem_count} bad row(s); first: line {reader.problems[0].line}: "
             f"{reader.problems[0].problem}",
             code="billing_invalid",
-            problems=[{"line": p.line, "problem": p.problem} for p in reader.problems],
+            problems=[
+                {"line": p.line, "problem": p.problem, "code": p.code, "values": dict(p.values)}
+                for p in reader.problems
+            ],
         )
     if not rows:
         raise SettlementError("billing file has no usage rows", code="billing_empty")
@@ -361,15 +364,25 @@ def cases_of(
     merchant_user_id: int | None = None,
     period_start: int | None = None,
     state: str | None = None,
+    *,
+    merchants: Collection[int] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[ReconciliationCase]:
+    """Cases oldest first: of one merchant, of ``merchants`` (a scoped auditor's; filtered in the query,
+    so a page holds only cases the caller may read), or of all; ``limit``/``offset`` page them."""
     query = select(ReconciliationCase).order_by(ReconciliationCase.id)
     if merchant_user_id is not None:
         query = query.where(ReconciliationCase.merchant_user_id == merchant_user_id)
+    if merchants is not None:
+        query = query.where(ReconciliationCase.merchant_user_id.in_(sorted(merchants)))
     if period_start is not None:
         query = query.where(ReconciliationCase.period_start == period_start)
     if state is not None:
         query = query.where(ReconciliationCase.state == state)
-    return list(session.scalars(query))
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query.offset(offset)))
 
 
 def get_case(session: Session, case_id: int) -> ReconciliationCase:

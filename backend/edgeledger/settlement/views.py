@@ -401,14 +401,24 @@ def list_cases(
     merchant_user_id: int | None = None,
     state: str | None = None,
     period_start: int | None = None,
+    limit: int = MAX_PAGE,
+    offset: int = 0,
 ) -> list[CaseRead]:
-    """Reconciliation cases, oldest first (merchants: their own)."""
+    """Reconciliation cases, oldest first (merchants: their own), at most ``limit`` (1..1,000) from
+    ``offset``."""
+    limit, offset = _page(limit, offset)
     merchant = _merchant_filter(principal, merchant_user_id)
     _checked_state(state, [s.value for s in CaseState], "case")
-    if isinstance(merchant, frozenset):  # a scoped auditor's merchants
-        cases = service.cases_of(session, merchant_user_id=None, period_start=period_start, state=state)
-        return [CaseRead.of(c) for c in cases if c.merchant_user_id in merchant]
-    cases = service.cases_of(session, merchant_user_id=merchant, period_start=period_start, state=state)
+    scoped = merchant if isinstance(merchant, frozenset) else None  # a scoped auditor's merchants
+    cases = service.cases_of(
+        session,
+        merchant_user_id=merchant if isinstance(merchant, int) else None,
+        period_start=period_start,
+        state=state,
+        merchants=scoped,
+        limit=limit,
+        offset=offset,
+    )
     return [CaseRead.of(c) for c in cases]
 
 

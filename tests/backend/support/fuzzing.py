@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import fields
 
 from edgeledger.auth.service import AuthError, _recover_signer, parse_siwe_message
-from edgeledger.deliveries.parsers import FORMATS, MAX_LINE_CHARS, NginxSite, ParseStats, Reason, parse_log
+from edgeledger.deliveries.parsers import FORMATS, MAX_LINE_CHARS, ParseStats, Reason, SourceSite, parse_log
 from edgeledger.deliveries.records import (
     MAX_BYTES,
     RAW_LINE_LIMIT,
@@ -58,6 +58,13 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _ADDRESS_CHARS = frozenset("0123456789abcdefABCDEF.:%")
 assert [f.name for f in fields(DeliveryRecord)] == RECORD_FIELDS  # no field for a raw client IP
+#: What a source declares for the formats that need it: host and edge location (nginx and Fastly CLF) and
+#: the Akamai structured columns (those of the seed ``akamai_structured.log``).
+SITE = SourceSite(
+    "media.example.com",
+    "FRA1",
+    (1000, 1002, 1100, 1005, 1006, 1008, 1009, 1011, 1012, 1013, 1017, 2010, 2012),
+)
 
 
 # --- logs ---------------------------------------------------------------------------------------------
@@ -109,7 +116,7 @@ def parse_all(
             file_name="fuzz.log",
             stats=stats,
             log_format=log_format,
-            site=NginxSite("media.example.com", "FRA1"),  # what a source of nginx combined logs declares
+            site=SITE,
         )
     )
     return items, stats

@@ -42,36 +42,19 @@ def rate_card() -> dict[str, Any]:
     }
 
 
-@dataclass
-class Scene:
-    client: TestClient
-    settings: Settings
-    admin: Caller
-    auditor: Caller
-    merchant: Caller
-    day: int
-    request_ids: list[str]
-    lines: list[str]
-
-
-@pytest.fixture
-def scene(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Scene:
-    client = app_client
-    admin = make_caller(client, Role.admin, "admin")
-    auditor = make_caller(client, Role.auditor, "auditor")
-    creator = make_caller(client, Role.creator, "creator")
-    operator = make_caller(client, Role.operator, "operator")
-    merchant = make_caller(client, Role.merchant, "Shop")
+def settle_deliveries(
+    client: TestClient,
+    settings: Settings,
+    chain_snapshot: Any,
+    asset: dict[str, Any],
+    admin: Caller,
+    merchant: Caller,
+    operator: Caller,
+) -> tuple[bytes, int]:
+    """Deliveries of ``asset`` to the merchant's host three days ago (a CloudFront log ingested and
+    anchored), the merchant's escrow, account and rate card, and the period settled and posted to the
+    vault. Returns the log and the period's start."""
     rpc(settings.eth_rpc_url, "anvil_setBalance", merchant.account.address, hex(10**21))
-    asset = _ok(
-        post_asset(
-            client,
-            creator,
-            files={"file": ("shot.png", demo_png(secrets.token_hex(6)), "image/png")},
-            data={"metadata": json.dumps({"title": "Sneaker", "valid_from": 0})},
-        )
-    )
-    asset = asset.get("asset", asset)
     source = {
         "name": "cf-shop",
         "kind": "cdn_provider",
@@ -115,6 +98,40 @@ def scene(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Sc
     )
     _ok(client.post("/settlement/run", headers=admin.headers))
 
+    return log, day
+
+
+@dataclass
+class Scene:
+    client: TestClient
+    settings: Settings
+    admin: Caller
+    auditor: Caller
+    merchant: Caller
+    day: int
+    request_ids: list[str]
+    lines: list[str]
+    creator: Caller | None = None
+
+
+@pytest.fixture
+def scene(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Scene:
+    client = app_client
+    admin = make_caller(client, Role.admin, "admin")
+    auditor = make_caller(client, Role.auditor, "auditor")
+    creator = make_caller(client, Role.creator, "creator")
+    operator = make_caller(client, Role.operator, "operator")
+    merchant = make_caller(client, Role.merchant, "Shop")
+    asset = _ok(
+        post_asset(
+            client,
+            creator,
+            files={"file": ("shot.png", demo_png(secrets.token_hex(6)), "image/png")},
+            data={"metadata": json.dumps({"title": "Sneaker", "valid_from": 0})},
+        )
+    )
+    asset = asset.get("asset", asset)
+    log, day = settle_deliveries(client, settings, chain_snapshot, asset, admin, merchant, operator)
     lines = [line for line in gzip.decompress(log).decode().splitlines() if line and not line.startswith("#")]
     # One client asks for erasure; the erasure is anchored with the compliance log.
     erasure = {"client_ip": lines[0].split("\t")[4], "legal_basis": "GDPR Art. 17 request #7"}
@@ -123,4 +140,4 @@ def scene(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Sc
     )
     assert _ok(client.post("/compliance/run", params={"force": True}, headers=admin.headers))["error"] is None
     request_ids = [line.split("\t")[14] for line in lines[:3]]
-    return Scene(client, settings, admin, auditor, merchant, day, request_ids, lines)
+    return Scene(client, settings, admin, auditor, merchant, day, request_ids, lines, creator)

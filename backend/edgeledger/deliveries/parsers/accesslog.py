@@ -1,5 +1,6 @@
 """Space-separated access-log formats: nginx ``combined`` (the project's own edge nodes before they log
-edge-node JSON) and Alibaba Cloud CDN offline logs (docs/log-formats.md).
+edge-node JSON) and Alibaba Cloud CDN offline logs (docs/log-formats.md), and the line loop every
+space-separated format shares (:func:`_parse_access_log`; the other formats are in ``cdnlogs``).
 
 Neither format logs a request id: each line gets a derived one, ``<prefix>`` + the first 32 hex digits
 of SHA-256 over the line's fields (see :func:`derived_request_id`); what that means for dedupe is in
@@ -11,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from edgeledger.deliveries.parsers.edges import _check_edge_location, edge_location_country
@@ -54,15 +55,23 @@ ALIYUN_EDGE_LOCATION = "ALIYUN-CDN"
 
 
 @dataclass(frozen=True, slots=True)
-class NginxSite:
-    """What an nginx ``combined`` line does not say: the site's host name and the node's edge location.
+class SourceSite:
+    """What a source declares because its lines do not say it: the site's host name, the node's edge
+    location, and (Akamai DataStream 2 structured logs) the data set field ids of its columns in order.
 
-    ``parse_log(..., site=NginxSite("media.example.com", "FRA1"))``; without it a ``nginx_combined``
-    file is rejected (``LogFormatError``), never given a guessed host.
+    ``parse_log(..., site=SourceSite("media.example.com", "FRA1"))``; a ``nginx_combined``,
+    ``fastly_common`` or ``fastly_combined`` file without host and edge location, or an
+    ``akamai_structured`` file without field ids, is rejected (``LogFormatError``), never given a
+    guessed value.
     """
 
-    host: str
-    edge_location: str
+    host: str | None = None
+    edge_location: str | None = None
+    fields: tuple[int, ...] = ()
+
+
+#: The name this class had when only nginx combined needed it.
+NginxSite = SourceSite
 
 
 def _tokens(line: str) -> list[str]:
@@ -117,20 +126,41 @@ def _body_bytes(method: str, status: int, text: str, field_name: str) -> int:
     return 0 if status in _NO_BODY_STATUS or method == "HEAD" else total
 
 
-def _nginx_record(tokens: list[str], line_number: int, run: _Run, site: NginxSite) -> DeliveryRecord:
+def _nginx_record(tokens: list[str], line_number: int, run: _Run, site: SourceSite) -> DeliveryRecord:
     # $remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer"
     # "$http_user_agent"
-    client_ip, _, _, stamp, request, status_text, bytes_text, _, _ = tokens
+    if len(tokens) != NGINX_TOKENS:
+        raise _Bad(Reason.field_count, f"{len(tokens)} fields, nginx combined has {NGINX_TOKENS}")
+    return _clf_record(NGINX_COMBINED, "ngx-", tokens, line_number, run, site, _NGINX_NAMES)
+
+
+_NGINX_NAMES = ("remote_addr", "time_local", "body_bytes_sent")
+
+
+def _clf_record(
+    log_format: str,
+    prefix: str,
+    tokens: list[str],
+    line_number: int,
+    run: _Run,
+    site: SourceSite,
+    names: tuple[str, str, str],
+) -> DeliveryRecord:
+    """A Common Log Format line (and its combined extension): host and edge location from ``site``;
+    ``names`` name the client, time and bytes fields in quarantine details."""
+    client_ip, _, _, stamp, request, status_text, bytes_text = tokens[:7]
     if not client_ip or client_ip == "-":
-        raise _Bad(Reason.missing_field, "remote_addr is empty")
-    timestamp_ms = local_time_ms(stamp, "time_local")
+        raise _Bad(Reason.missing_field, f"{names[0]} is empty")
+    timestamp_ms = local_time_ms(stamp, names[1])
     _, target = _request_line(_unquote(request, "request"), "request")
     uri = _path_of(target, "request")
     status = _status(status_text)
-    body = _count(bytes_text, "body_bytes_sent")  # already the body: 0 for HEAD and 304
+    # already the body (0 for HEAD and 304); CLF's %b writes "-" for no body
+    body = 0 if bytes_text == "-" and log_format != NGINX_COMBINED else _count(bytes_text, names[2])
+    assert site.host is not None and site.edge_location is not None
     return DeliveryRecord(
-        NGINX_COMBINED,
-        derived_request_id("ngx-", tokens),
+        log_format,
+        derived_request_id(prefix, tokens),
         timestamp_ms,
         site.edge_location,
         edge_location_country(site.edge_location),
@@ -144,9 +174,11 @@ def _nginx_record(tokens: list[str], line_number: int, run: _Run, site: NginxSit
     )
 
 
-def _aliyun_record(tokens: list[str], line_number: int, run: _Run) -> DeliveryRecord:
+def _aliyun_record(tokens: list[str], line_number: int, run: _Run, site: SourceSite) -> DeliveryRecord:
     # [time] client-ip proxy-ip response-time-ms "referer" "METHOD url" status request-size
     # response-size cache-status "user-agent" "content-type" [fields appended later, ignored]
+    if len(tokens) < ALIYUN_TOKENS:
+        raise _Bad(Reason.field_count, f"{len(tokens)} fields, Alibaba Cloud CDN has {ALIYUN_TOKENS}")
     stamp, client_ip, _, _, _, request, status_text, _, bytes_text, cache_text = tokens[:10]
     if not client_ip or client_ip == "-":
         raise _Bad(Reason.missing_field, "client IP is empty")
@@ -206,15 +238,20 @@ def looks_like_aliyun(tokens: list[str]) -> bool:
     )
 
 
+#: Converts one line's fields to a record (raises ``_Bad``, field count included).
+Convert = Callable[[list[str], int, _Run, SourceSite], DeliveryRecord]
+
+
 def _parse_access_log(
-    lines: Iterable[str], run: _Run, counts: list[int], log_format: str, site: NginxSite | None
+    lines: Iterable[str],
+    run: _Run,
+    counts: list[int],
+    convert: Convert,
+    site: SourceSite,
+    split: Callable[[str], list[str]] = _tokens,
 ) -> Iterator[DeliveryRecord | QuarantinedLine]:
-    """nginx combined or Alibaba Cloud CDN lines; ``counts`` receives [lines, records, skipped]."""
-    if log_format == NGINX_COMBINED:
-        if site is None:
-            raise ValueError("nginx_combined needs a NginxSite")
-        _check_edge_location(site.edge_location, "edge location")
-        site = NginxSite(_normalise_host(site.host, "host"), site.edge_location)
+    """Space-separated lines: ``split`` cuts each into fields, ``convert`` makes the record; ``counts``
+    receives [lines, records, skipped]."""
     line_number = records = skipped = 0
     continuation = False
     try:
@@ -234,20 +271,7 @@ def _parse_access_log(
             try:
                 if "\ufffd" in text:
                     raise _Bad(Reason.invalid_encoding, "the line is not valid UTF-8")
-                tokens = _tokens(text)
-                if log_format == NGINX_COMBINED:
-                    if len(tokens) != NGINX_TOKENS:
-                        raise _Bad(
-                            Reason.field_count, f"{len(tokens)} fields, nginx combined has {NGINX_TOKENS}"
-                        )
-                    assert site is not None
-                    record = _nginx_record(tokens, line_number, run, site)
-                else:
-                    if len(tokens) < ALIYUN_TOKENS:
-                        raise _Bad(
-                            Reason.field_count, f"{len(tokens)} fields, Alibaba Cloud CDN has {ALIYUN_TOKENS}"
-                        )
-                    record = _aliyun_record(tokens, line_number, run)
+                record = convert(split(text), line_number, run, site)
                 records += 1
                 yield record
             except _Bad as bad:
@@ -256,3 +280,19 @@ def _parse_access_log(
                 yield run.quarantine(line_number, Reason.invalid_line, line, type(exc).__name__)
     finally:
         counts[:] = [line_number, records, skipped]
+
+
+def checked_site(site: SourceSite | None, *, host: bool, edge: bool) -> SourceSite:
+    """``site`` with its host normalised and edge location checked (``ValueError`` if one is needed and
+    missing or invalid)."""
+    site = site or SourceSite()
+    try:
+        if site.host is not None:
+            site = SourceSite(_normalise_host(site.host, "host"), site.edge_location, site.fields)
+        if site.edge_location is not None:
+            _check_edge_location(site.edge_location, "edge location")
+    except _Bad as bad:
+        raise ValueError(bad.detail) from None
+    if (host and site.host is None) or (edge and site.edge_location is None):
+        raise ValueError("the source must declare its host and edge location")
+    return site

@@ -1,5 +1,5 @@
-"""JSON-lines formats: Cloudflare Logpush ``http_requests`` NDJSON and the project's own edge-node JSON lines
-(``{"v":1, ...}``) (docs/log-formats.md)."""
+"""JSON-lines formats: Cloudflare Logpush ``http_requests`` NDJSON, the project's own edge-node JSON lines
+(``{"v":1, ...}``), Fastly's documented JSON log format and Akamai DataStream 2 JSON (docs/log-formats.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from edgeledger.deliveries.parsers.accesslog import SourceSite, derived_request_id
+from edgeledger.deliveries.parsers.cdnlogs import AKAMAI_FIELD_IDS, akamai_record
 from edgeledger.deliveries.parsers.edges import (
     _check_edge_location,
     _country_code,
@@ -28,7 +30,7 @@ from edgeledger.deliveries.parsers.fields import (
     _too_long,
     _unix_auto_ms,
 )
-from edgeledger.deliveries.parsers.names import CLOUDFLARE, EDGELEDGER
+from edgeledger.deliveries.parsers.names import AKAMAI_JSON, CLOUDFLARE, EDGELEDGER, FASTLY_JSON
 from edgeledger.deliveries.parsers.text import (
     MAX_LINE_CHARS,
 )
@@ -176,6 +178,122 @@ def _edgeledger_record(
         pseudonym(client_ip),
         line_number,
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Fastly: the JSON log format of Fastly's "Useful log formats" guide
+# --------------------------------------------------------------------------------------------------------
+
+_FASTLY_KEYS = frozenset(
+    ("fastly_server", "response_state", "response_body_size", "response_status", "request_user_agent")
+)
+
+
+#: fastly_info.state -> cache result, by the state's first word (HIT-STALE, HIT-CLUSTER, MISS-WAIT, ...).
+_FASTLY_STATE = {
+    "HIT": CacheResult.hit,
+    "MISS": CacheResult.miss,
+    "PASS": CacheResult.bypass,
+    "HITPASS": CacheResult.bypass,
+    "PIPE": CacheResult.bypass,
+    "ERROR": CacheResult.error,
+}
+
+
+#: Edge location of Fastly JSON records that log no POP (neither ``pop`` nor a ``fastly_server`` ending
+#: in one) and whose source declares none.
+FASTLY_EDGE_LOCATION = "FASTLY"
+
+
+def _fastly_time_ms(stamp: Any) -> int:
+    if type(stamp) is int:
+        return _unix_auto_ms(stamp, "timestamp")
+    if type(stamp) is not str:
+        raise _Bad(Reason.wrong_type, f"timestamp must be a string or an integer, got {type(stamp).__name__}")
+    # strftime's %z writes +0000 (no colon): RFC 3339 wants +00:00
+    if len(stamp) > 5 and stamp[-5] in "+-" and stamp[-4:].isdigit():
+        stamp = f"{stamp[:-2]}:{stamp[-2:]}"
+    return _rfc3339_ms(stamp, "timestamp")
+
+
+def _fastly_edge(obj: dict[str, Any], site: SourceSite) -> str:
+    pop = obj.get("pop")
+    if type(pop) is str and pop:
+        return _check_edge_location(pop, "pop")
+    server = obj.get("fastly_server")
+    if type(server) is str:
+        tail = server.rpartition("-")[2]  # server.identity: cache-fra19120-FRA
+        if len(tail) == 3 and tail.isascii() and tail.isalpha() and tail.isupper():
+            return tail
+    return site.edge_location or FASTLY_EDGE_LOCATION
+
+
+def _fastly_json_record(
+    obj: dict[str, Any], line_number: int, pseudonym: Callable[[str], bytes], site: SourceSite
+) -> DeliveryRecord:
+    timestamp_ms = _fastly_time_ms(_require(obj, "timestamp"))
+    edge_location = _fastly_edge(obj, site)
+    code = obj.get("geo_country_code")
+    country = _country_code(code, "") if type(code) is str and code else edge_location_country(edge_location)
+    host = _normalise_host(_require_str(obj, "host"), "host")
+    uri = _path_of(_require_str(obj, "url"), "url")
+    status = _int_status(_require(obj, "response_status"), "response_status")
+    body = _int_count(_require(obj, "response_body_size"), "response_body_size")
+    if status in _NO_BODY_STATUS or obj.get("request_method") == "HEAD":
+        body = 0
+    state = obj.get("response_state", "")
+    if type(state) is not str:
+        raise _Bad(Reason.wrong_type, f"response_state must be a string, got {type(state).__name__}")
+    cache = _FASTLY_STATE.get(state.upper().partition("-")[0], CacheResult.unknown)
+    if state.upper() == "HIT-SYNTH":  # a synthetic response: neither cache nor origin content
+        cache = CacheResult.unknown
+    client_ip = _require_str(obj, "client_ip")
+    request_id = obj.get("request_id")
+    if request_id is None:
+        request_id = derived_request_id("fst-", [json.dumps(obj, sort_keys=True, ensure_ascii=False)])
+    elif type(request_id) is not str or not request_id:
+        raise _Bad(Reason.empty_request_id, "request_id is empty or not a string")
+    return DeliveryRecord(
+        FASTLY_JSON,
+        request_id,
+        timestamp_ms,
+        edge_location,
+        country,
+        host,
+        uri,
+        body,
+        status,
+        cache,
+        pseudonym(client_ip),
+        line_number,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Akamai DataStream 2 JSON
+# --------------------------------------------------------------------------------------------------------
+
+_AKAMAI_KEYS = frozenset(("reqTimeSec", "cliIP", "reqHost", "reqPath", "statusCode", "reqId", "cp"))
+
+
+_AKAMAI_NAMES = tuple(AKAMAI_FIELD_IDS.values())
+
+
+def _akamai_json_record(
+    obj: dict[str, Any], line_number: int, pseudonym: Callable[[str], bytes], site: SourceSite
+) -> DeliveryRecord:
+    values: dict[str, str] = {}
+    for name in _AKAMAI_NAMES:
+        value = obj.get(name)
+        if value is None:
+            continue
+        if type(value) is int:  # DataStream writes numbers as strings; integers are read as such
+            value = str(value)
+        elif type(value) is not str:
+            raise _Bad(Reason.wrong_type, f"{name} must be a string, got {type(value).__name__}")
+        values[name] = value
+    tokens = [json.dumps(obj, sort_keys=True, ensure_ascii=False)]
+    return akamai_record(AKAMAI_JSON, values, tokens, line_number, pseudonym, site)
 
 
 def _parse_json_lines(
