@@ -218,7 +218,7 @@ def up(settings: Settings, *, demo: Demo | None = None) -> None:
         if demo is not None:
             demo(settings, base, keys)
 
-        say(f"ready. API {base}  ·  OpenAPI docs {base}/docs  ·  Ctrl-C stops everything")
+        say(f"ready. API {base}  ·  web app {base}/app/  ·  docs {base}/docs  ·  Ctrl-C stops everything")
         _wait_forever([worker, api])
     except KeyboardInterrupt:
         print()
