@@ -37,7 +37,7 @@ from tests.backend.support.deliveries import (
     close_and_anchor,
     register_source,
 )
-from tests.backend.support.settlement import delivery_records, send_as
+from tests.backend.support.settlement import CARD, delivery_records, send_as
 from tests.backend.support.stack import Caller, make_caller, post_asset, rpc
 
 pytestmark = pytest.mark.integration
@@ -46,16 +46,6 @@ DAY = 86400
 GB = 10**9
 HOST = "shop.example"
 BILLING_SAMPLES = Path(__file__).parent / "samples" / "billing"
-CARD = {
-    "version": 1,
-    "valid_from": 0,
-    "currency": {"code": "TUSDC", "decimals": 6},
-    "delivery": {"EU": {"tiers": [{"up_to_bytes": None, "price_per_gb": 85_000}]}},
-    "default_royalty": {"mode": "per_delivery", "amount": 10_000},
-    "platform_fee_bps": 1_000,
-    "operator_share_bps": 7_000,
-    "derivative_share_bps": 2_000,
-}
 # 50 deliveries of 2 GB in EU at 0.085 -> 8,500,000; 50 deliveries at 0.01 royalty -> 500,000
 CHARGE = 8_500_000 + 500_000
 

@@ -682,6 +682,19 @@ def _too_long(record: DeliveryRecord, lines: UploadLines, name: str) -> Quaranti
     return QuarantinedLine(name, record.line_number, NUL_CHARACTER, raw, "request id, host or URI holds NUL")
 
 
+def check_ingestable(source: DeliverySource, log_format: str | None) -> None:
+    """The refusals made before anything of an upload is stored, inline or queued: a suspended source
+    (409 ``source_suspended``), an unknown format (422 ``bad_log_format``)."""
+    if source.status == SourceStatus.suspended:
+        raise service.DeliveryError(
+            f"source {source.name!r} is suspended", code="source_suspended", status=409, source=source.name
+        )
+    if log_format is not None and log_format not in FORMATS:
+        raise service.DeliveryError(
+            f"log format must be one of {', '.join(FORMATS)}", code="bad_log_format", log_format=log_format
+        )
+
+
 def source_site(source: DeliverySource) -> SourceSite:
     """What ``source`` declared about its logs (deliveries/sources.py), as the parsers take it."""
     fields = tuple(json.loads(source.log_fields_json)) if source.log_fields_json else ()
@@ -717,14 +730,7 @@ def ingest_log(
     ``queued``: the claimed row of a queued ingest (:mod:`ingest_queue`), run instead of a new row; a run
     of it that stopped part-way resumes after the last committed chunk (:func:`_resume`).
     """
-    if source.status == SourceStatus.suspended:
-        raise service.DeliveryError(
-            f"source {source.name!r} is suspended", code="source_suspended", status=409, source=source.name
-        )
-    if log_format is not None and log_format not in FORMATS:
-        raise service.DeliveryError(
-            f"log format must be one of {', '.join(FORMATS)}", code="bad_log_format", log_format=log_format
-        )
+    check_ingestable(source, log_format)
     log_format = log_format or source.log_format
     site = source_site(source)
     key_id = queued.pseudonym_key_id if queued is not None else service.pseudonym_key_id()

@@ -63,16 +63,14 @@ from sqlalchemy.orm import Session
 from edgeledger.config import Settings
 from edgeledger.db import make_engine, utcnow
 from edgeledger.deliveries import service
-from edgeledger.deliveries.ingest import ClaimLost, ingest_log
+from edgeledger.deliveries.ingest import ClaimLost, check_ingestable, ingest_log
 from edgeledger.deliveries.limits import IngestLimitError
 from edgeledger.deliveries.models import (
     DeliverySource,
     IngestBlobChunk,
     IngestFile,
     IngestState,
-    SourceStatus,
 )
-from edgeledger.deliveries.parsers import FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -245,14 +243,7 @@ def store_upload(
 ) -> IngestFile:
     """The first half of :func:`enqueue_upload`: the ``queued`` row and its stored bytes, not yet
     published (a message for it is what makes a worker run it)."""
-    if source.status == SourceStatus.suspended:
-        raise service.DeliveryError(
-            f"source {source.name!r} is suspended", code="source_suspended", status=409, source=source.name
-        )
-    if log_format is not None and log_format not in FORMATS:
-        raise service.DeliveryError(
-            f"log format must be one of {', '.join(FORMATS)}", code="bad_log_format", log_format=log_format
-        )
+    check_ingestable(source, log_format)
     reader: Any = stream
     if not hasattr(stream, "read"):  # text lines (tests, tools): stored as UTF-8
         lines = iter(stream)  # type: ignore[arg-type]

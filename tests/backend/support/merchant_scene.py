@@ -31,7 +31,7 @@ from tests.backend.support.deliveries import (
     close_and_anchor,
     register_source,
 )
-from tests.backend.support.settlement import delivery_records, send_as
+from tests.backend.support.settlement import CARD, delivery_records, send_as
 from tests.backend.support.stack import make_caller, post_asset
 
 DAY = 86400
@@ -40,16 +40,6 @@ DAY0_TEXT = "2023-11-14"
 NOW = DAY0 + 2 * DAY  # the period is due (its late window has passed)
 GB = 10**9
 HOST = "merchant-shop.example"
-CARD = {
-    "version": 1,
-    "valid_from": 0,
-    "currency": {"code": "TUSDC", "decimals": 6},
-    "delivery": {"EU": {"tiers": [{"up_to_bytes": None, "price_per_gb": 85_000}]}},
-    "default_royalty": {"mode": "per_delivery", "amount": 10_000},
-    "platform_fee_bps": 1_000,
-    "operator_share_bps": 7_000,
-    "derivative_share_bps": 2_000,
-}
 #: what the period charges: 100 GB x 0.085 + 50 x 0.01 tUSDC, in minor units
 CHARGE = 8_500_000 + 500_000
 

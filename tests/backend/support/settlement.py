@@ -10,6 +10,18 @@ from eth_account.signers.local import LocalAccount
 from edgeledger.chain.client import ChainClient
 from edgeledger.deliveries.records import CacheResult, DeliveryRecord
 
+#: A rate card in the 6-decimal test token, EU only: 0.085 tUSDC/GB, a 0.01 tUSDC royalty per delivery.
+CARD = {
+    "version": 1,
+    "valid_from": 0,
+    "currency": {"code": "TUSDC", "decimals": 6},
+    "delivery": {"EU": {"tiers": [{"up_to_bytes": None, "price_per_gb": 85_000}]}},
+    "default_royalty": {"mode": "per_delivery", "amount": 10_000},
+    "platform_fee_bps": 1_000,
+    "operator_share_bps": 7_000,
+    "derivative_share_bps": 2_000,
+}
+
 
 def send_raw(chain: ChainClient, account: LocalAccount, to: str, data: str) -> dict[str, Any]:
     """Signs and sends ``data`` to ``to`` from ``account`` (as a wallet would); asserts success."""
