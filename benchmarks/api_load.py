@@ -88,14 +88,16 @@ def _drop_database(url: str) -> None:
     admin.dispose()
 
 
-def _key(database_url: str, role: Role, name: str, address: str | None = None) -> str:
+def _user_with_key(database_url: str, role: Role, name: str, address: str | None = None) -> tuple[int, str]:
+    """A new user of ``role`` and an API key of it: (user id, key)."""
     engine = make_engine(database_url)
     with Session(engine) as session:
         user = auth_service.create_user(session, role=role, name=name, address=address)
         key, _ = auth_service.create_api_key(session, user, "load")
         session.commit()
+        user_id = user.id
     engine.dispose()
-    return key
+    return user_id, key
 
 
 @dataclass
@@ -179,9 +181,11 @@ def load_stack(
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        admin = {"X-API-Key": _key(scratch, Role.admin, "load admin", deployer.address)}
-        auditor = {"X-API-Key": _key(scratch, Role.auditor, "load auditor")}
-        auditor_id = httpx.get(f"{api}/auth/me", headers=auditor, timeout=30).json()["id"]
+        admin = {"X-API-Key": _user_with_key(scratch, Role.admin, "load admin", deployer.address)[1]}
+        # The auditor's key is not used before its scope is granted: a server process that had
+        # authenticated it would answer from its principal cache, scope-less, for up to READ_MAX_AGE.
+        auditor_id, auditor_key = _user_with_key(scratch, Role.auditor, "load auditor")
+        auditor = {"X-API-Key": auditor_key}
         granted = httpx.put(
             f"{api}/admin/users/{auditor_id}/scope", json={"is_global": True}, headers=admin, timeout=30
         )
