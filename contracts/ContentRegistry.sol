@@ -8,6 +8,7 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
+import {CidCodec} from "./registry/CidCodec.sol";
 
 /// @title ContentRegistry
 /// @notice Provenance of digital content: who registered which bytes, under which licence, how revenue
@@ -17,6 +18,12 @@ import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 /// @dev Territories are a bitmap over the ISO 3166-1 alpha-2 table documented in docs/territories.md
 /// (bit i = i-th code in alphabetical order; append-only). Revenue shares are basis points summing to
 /// exactly 10,000. Asset ids start at 1, so 0 means "no parent".
+///
+/// Storage is kept small and flat in the split's size (docs/registration.md, "What a registration
+/// stores"): CIDs are kept as their codec and 32-byte digest ({CidCodec}; the text is rebuilt when read),
+/// licence fields are packed, and the split is committed as `keccak256(abi.encode(recipients, shares))`
+/// ({splitHashOf}) with the full split in calldata and in the `SplitUpdated` event, 0xSplits' approach:
+/// settlement reads the split from the latest event at its recorded block and checks it against the hash.
 ///
 /// Registration cannot be stolen from the mempool (docs/registration.md):
 /// * a creator registering from its own wallet commits first ({commitRegistration}: a hash of content
@@ -104,13 +111,9 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
         string statusReasonCid;
     }
 
-    struct Split {
-        address[] recipients;
-        uint16[] shares;
-    }
-
     /// @notice What settlement prices an asset's deliveries with, as of the block a call is made at
     /// (`settlementTerms`). `exists` is false for an id never registered (every other field is then zero).
+    /// The split itself is in the asset's latest `SplitUpdated` event; `splitHash` commits to it.
     struct Terms {
         bool exists;
         Status status;
@@ -119,14 +122,39 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
         uint256 territories;
         uint64 validFrom;
         uint64 validUntil;
-        address[] recipients;
-        uint16[] shares;
+        bytes32 splitHash;
+    }
+
+    /// @dev What the registry stores per asset: 9 words for an original work with a terms CID, whatever
+    /// the split's size (one more for a derivative's parent).
+    struct Record {
+        bytes32 contentHash;
+        // word 1
+        address creator;
+        uint64 registeredAt;
+        Status status;
+        bool aigc;
+        uint8 contentCodec;
+        uint8 metadataCodec;
+        // word 2
+        address royaltyReceiver; // the split's largest shareholder (the first on a tie), for EIP-2981
+        uint64 registeredBlock;
+        uint16 royaltyBps;
+        uint8 termsCodec; // 0: no terms CID
+        // word 3
+        uint64 validFrom;
+        uint64 validUntil;
+        bytes32 contentDigest;
+        bytes32 metadataDigest;
+        uint256 territories;
+        bytes32 splitHash;
+        bytes32 termsDigest; // written only when the licence names a terms CID
+        uint256 parentId; // written only for a derivative
+        string statusReasonCid; // written by the arbiter
     }
 
     uint256 private _assetCount;
-    mapping(uint256 assetId => Asset) private _assets;
-    mapping(uint256 assetId => Licence) private _licences;
-    mapping(uint256 assetId => Split) private _splits;
+    mapping(uint256 assetId => Record) private _records;
     mapping(bytes32 contentHash => uint256 assetId) private _assetIdByHash;
     /// @dev Registration commitments ({commitRegistration}) => the block they were made in.
     mapping(bytes32 commitment => uint256 blockNumber) private _commitments;
@@ -369,27 +397,50 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     // Views
     // ------------------------------------------------------------------------------------------
 
-    /// @notice The provenance record of an asset.
+    /// @notice The provenance record of an asset (CIDs in their text form, rebuilt from the stored digests).
     function getAsset(uint256 assetId) external view returns (Asset memory) {
-        return _requireAsset(assetId);
+        Record storage record = _requireAsset(assetId);
+        return Asset({
+            contentHash: record.contentHash,
+            creator: record.creator,
+            registeredAt: record.registeredAt,
+            status: record.status,
+            aigc: record.aigc,
+            registeredBlock: record.registeredBlock,
+            parentId: record.parentId,
+            contentCid: CidCodec.encode(record.contentCodec, record.contentDigest),
+            metadataCid: CidCodec.encode(record.metadataCodec, record.metadataDigest),
+            statusReasonCid: record.statusReasonCid
+        });
     }
 
-    /// @notice The licence of an asset.
+    /// @notice The licence of an asset (`termsCid` is "" when the licence names none).
     function getLicence(uint256 assetId) external view returns (Licence memory) {
-        _requireAsset(assetId);
-        return _licences[assetId];
+        Record storage record = _requireAsset(assetId);
+        return Licence({
+            territories: record.territories,
+            validFrom: record.validFrom,
+            validUntil: record.validUntil,
+            royaltyBps: record.royaltyBps,
+            termsCid: record.termsCodec == 0 ? "" : CidCodec.encode(record.termsCodec, record.termsDigest)
+        });
     }
 
-    /// @notice The revenue split of an asset.
-    function getSplit(uint256 assetId) external view returns (address[] memory recipients, uint16[] memory shares) {
-        _requireAsset(assetId);
-        Split storage split = _splits[assetId];
-        return (split.recipients, split.shares);
+    /// @notice The commitment to an asset's revenue split: {splitHash} of the split in its latest
+    /// `SplitUpdated` event.
+    function splitHashOf(uint256 assetId) external view returns (bytes32) {
+        return _requireAsset(assetId).splitHash;
+    }
+
+    /// @notice How a split is committed: keccak256(abi.encode(recipients, shares)).
+    function splitHash(address[] calldata recipients, uint16[] calldata shares) public pure returns (bytes32) {
+        return keccak256(abi.encode(recipients, shares));
     }
 
     /// @notice Settlement terms of many assets in one call: status, rights holder, parent, licence window
-    /// and territories, split. Settlement reads them at a recorded block (`eth_call` at that block) and
-    /// publishes the block, so anyone can read the same terms again.
+    /// and territories, the split's commitment. Settlement reads them at a recorded block (`eth_call` at
+    /// that block), takes each split from the asset's latest `SplitUpdated` event up to that block, checks
+    /// it against `splitHash`, and publishes the block, so anyone can read the same terms again.
     /// @param assetIds The assets; unknown ids give `exists = false` instead of reverting.
     function settlementTerms(uint256[] calldata assetIds) external view returns (Terms[] memory terms) {
         terms = new Terms[](assetIds.length);
@@ -397,18 +448,16 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
             uint256 assetId = assetIds[i];
             address holder = _ownerOf(assetId);
             if (holder == address(0)) continue;
-            Licence storage licence = _licences[assetId];
-            Split storage split = _splits[assetId];
+            Record storage record = _records[assetId];
             terms[i] = Terms({
                 exists: true,
-                status: _assets[assetId].status,
+                status: record.status,
                 holder: holder,
-                parentId: _assets[assetId].parentId,
-                territories: licence.territories,
-                validFrom: licence.validFrom,
-                validUntil: licence.validUntil,
-                recipients: split.recipients,
-                shares: split.shares
+                parentId: record.parentId,
+                territories: record.territories,
+                validFrom: record.validFrom,
+                validUntil: record.validUntil,
+                splitHash: record.splitHash
             });
         }
     }
@@ -467,17 +516,17 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
 
     /// @notice Whether a delivery at `timestamp` in territory `territoryIndex` is within the licence.
     function isLicensedFor(uint256 assetId, uint256 territoryIndex, uint64 timestamp) external view returns (bool) {
-        _requireAsset(assetId);
-        Licence storage licence = _licences[assetId];
-        if (territoryIndex >= TERRITORY_COUNT || (licence.territories >> territoryIndex) & 1 == 0) return false;
-        if (timestamp < licence.validFrom) return false;
-        return licence.validUntil == 0 || timestamp <= licence.validUntil;
+        Record storage record = _requireAsset(assetId);
+        if (territoryIndex >= TERRITORY_COUNT || (record.territories >> territoryIndex) & 1 == 0) return false;
+        if (timestamp < record.validFrom) return false;
+        return record.validUntil == 0 || timestamp <= record.validUntil;
     }
 
-    /// @notice `ipfs://<metadata CID>`.
+    /// @notice `ipfs://<metadata CID>`, the CID's text rebuilt from its stored codec and digest.
     function tokenURI(uint256 assetId) public view override returns (string memory) {
         _requireOwned(assetId);
-        return string.concat("ipfs://", _assets[assetId].metadataCid);
+        Record storage record = _records[assetId];
+        return string.concat("ipfs://", CidCodec.encode(record.metadataCodec, record.metadataDigest));
     }
 
     /// @notice EIP-2981. The standard names one receiver: the split's largest shareholder (the first on a
@@ -490,14 +539,10 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
         returns (address receiver, uint256 royaltyAmount)
     {
         _requireOwned(assetId);
-        Split storage split = _splits[assetId];
-        uint256 lead;
-        for (uint256 i = 1; i < split.shares.length; ++i) {
-            if (split.shares[i] > split.shares[lead]) lead = i;
-        }
-        receiver = split.recipients[lead];
-        if (_assets[assetId].status == Status.Active) {
-            royaltyAmount = (salePrice * _licences[assetId].royaltyBps) / TOTAL_BPS;
+        Record storage record = _records[assetId];
+        receiver = record.royaltyReceiver;
+        if (record.status == Status.Active) {
+            royaltyAmount = (salePrice * record.royaltyBps) / TOTAL_BPS;
         }
     }
 
@@ -515,20 +560,20 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     // Internal helpers
     // ------------------------------------------------------------------------------------------
 
-    function _requireAsset(uint256 assetId) internal view returns (Asset storage) {
+    function _requireAsset(uint256 assetId) internal view returns (Record storage) {
         _requireOwned(assetId);
-        return _assets[assetId];
+        return _records[assetId];
     }
 
     function _requireActiveRightsHolder(uint256 assetId) internal view {
-        Asset storage asset = _requireAsset(assetId);
+        Record storage asset = _requireAsset(assetId);
         if (ownerOf(assetId) != msg.sender) revert NotRightsHolder(assetId, msg.sender);
         if (asset.status != Status.Active) revert AssetNotActive(assetId, asset.status);
     }
 
     /// @dev The rights holder of an active asset (for relayed updates).
     function _requireActiveHolder(uint256 assetId) internal view returns (address holder) {
-        Asset storage asset = _requireAsset(assetId);
+        Record storage asset = _requireAsset(assetId);
         if (asset.status != Status.Active) revert AssetNotActive(assetId, asset.status);
         return ownerOf(assetId);
     }
@@ -593,15 +638,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
 
         assetId = ++_assetCount;
         _assetIdByHash[r.contentHash] = assetId;
-        Asset storage asset = _assets[assetId];
-        asset.contentHash = r.contentHash;
-        asset.creator = r.creator;
-        asset.registeredAt = uint64(block.timestamp);
-        asset.registeredBlock = uint64(block.number);
-        asset.aigc = r.aigc;
-        asset.parentId = r.parentId;
-        asset.contentCid = r.contentCid;
-        asset.metadataCid = r.metadataCid;
+        _writeRecord(_records[assetId], r);
 
         emit AssetRegistered(
             assetId, r.contentHash, r.creator, msg.sender, r.parentId, r.aigc, r.contentCid, r.metadataCid
@@ -613,6 +650,22 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
         _mint(r.creator, assetId);
     }
 
+    /// @dev The registration's provenance fields, CIDs as (codec, digest); zero words are not written.
+    function _writeRecord(Record storage record, Registration calldata r) internal {
+        (uint8 contentCodec, bytes32 contentDigest) = CidCodec.decode(r.contentCid);
+        (uint8 metadataCodec, bytes32 metadataDigest) = CidCodec.decode(r.metadataCid);
+        record.contentHash = r.contentHash;
+        record.creator = r.creator;
+        record.registeredAt = uint64(block.timestamp);
+        record.aigc = r.aigc;
+        record.contentCodec = contentCodec;
+        record.metadataCodec = metadataCodec;
+        record.registeredBlock = uint64(block.number);
+        record.contentDigest = contentDigest;
+        record.metadataDigest = metadataDigest;
+        if (r.parentId != 0) record.parentId = r.parentId;
+    }
+
     function _setLicence(uint256 assetId, Licence calldata licence) internal {
         if (licence.territories == 0) revert EmptyTerritories();
         if (licence.territories >> TERRITORY_COUNT != 0) revert UnknownTerritory(licence.territories);
@@ -620,7 +673,21 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
             revert InvalidValidityWindow(licence.validFrom, licence.validUntil);
         }
         if (licence.royaltyBps > TOTAL_BPS) revert RoyaltyTooHigh(licence.royaltyBps);
-        _licences[assetId] = licence;
+        Record storage record = _records[assetId];
+        record.territories = licence.territories;
+        record.validFrom = licence.validFrom;
+        record.validUntil = licence.validUntil;
+        record.royaltyBps = licence.royaltyBps;
+        if (bytes(licence.termsCid).length == 0) {
+            if (record.termsCodec != 0) {
+                record.termsCodec = 0;
+                delete record.termsDigest;
+            }
+        } else {
+            (uint8 termsCodec, bytes32 termsDigest) = CidCodec.decode(licence.termsCid);
+            record.termsCodec = termsCodec;
+            record.termsDigest = termsDigest;
+        }
         emit LicenceUpdated(
             assetId, licence.territories, licence.validFrom, licence.validUntil, licence.royaltyBps, licence.termsCid
         );
@@ -632,13 +699,17 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
         if (count != shares.length) revert SplitLengthMismatch(count, shares.length);
         if (count > MAX_RECIPIENTS) revert TooManyRecipients(count, MAX_RECIPIENTS);
         uint256 total;
+        uint256 lead;
         for (uint256 i; i < count; ++i) {
             if (recipients[i] == address(0)) revert ZeroRecipient(i);
             if (shares[i] == 0) revert ZeroShare(i);
+            if (shares[i] > shares[lead]) lead = i;
             total += shares[i];
         }
         if (total != TOTAL_BPS) revert SharesNotWhole(total);
-        _splits[assetId] = Split(recipients, shares);
+        Record storage record = _records[assetId];
+        record.splitHash = splitHash(recipients, shares);
+        record.royaltyReceiver = recipients[lead];
         emit SplitUpdated(assetId, recipients, shares);
     }
 
@@ -648,17 +719,19 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     function _update(address to, uint256 tokenId, address auth) internal override returns (address from) {
         from = super._update(to, tokenId, auth);
         if (from != address(0) && to != address(0) && from != to) {
-            Split storage split = _splits[tokenId];
-            delete split.recipients;
-            delete split.shares;
-            split.recipients.push(to);
-            split.shares.push(TOTAL_BPS);
-            emit SplitUpdated(tokenId, split.recipients, split.shares);
+            address[] memory recipients = new address[](1);
+            uint16[] memory shares = new uint16[](1);
+            recipients[0] = to;
+            shares[0] = TOTAL_BPS;
+            Record storage record = _records[tokenId];
+            record.splitHash = keccak256(abi.encode(recipients, shares));
+            record.royaltyReceiver = to;
+            emit SplitUpdated(tokenId, recipients, shares);
         }
     }
 
     function _changeStatus(uint256 assetId, Status from, Status to, string calldata reasonCid) internal {
-        Asset storage asset = _requireAsset(assetId);
+        Record storage asset = _requireAsset(assetId);
         if (asset.status != from) revert InvalidStatusTransition(assetId, asset.status, to);
         if (bytes(reasonCid).length == 0) revert EmptyReason();
         asset.status = to;

@@ -24,6 +24,7 @@ from edgeledger.config import Settings
 from edgeledger.devtools.samples import demo_png
 from edgeledger.ipfs import IpfsClient, cid_of_bytes
 from edgeledger.ledger import registration as formats
+from edgeledger.ledger.splits import split_hash, splits_at
 from edgeledger.main import create_app
 from tests.backend.support.stack import Caller, free_port, make_caller, post_asset, rpc
 
@@ -539,8 +540,8 @@ def test_a_registration_front_run_on_chain_is_reported_as_such(
     message = formats.registration_message(
         (
             sha(data),
-            "bafkreithief",
-            "bafkreithiefmeta",
+            cid_of_bytes(b"the thief's copy"),
+            cid_of_bytes(b"the thief's metadata"),
             thief.address,
             0,
             False,
@@ -703,8 +704,13 @@ def test_licence_and_split_updates_are_relayed_with_the_holders_signature(
         ).status_code
         == 200
     )
-    recipients, shares = chain.call(registry.functions.getSplit(asset["id"]))
-    assert (list(recipients), list(shares)) == ([creator.account.address, co.address], [6000, 4000])
+    # The registry commits to the split; the split itself is in the asset's latest SplitUpdated event.
+    block = chain.w3.eth.block_number
+    committed = bytes(chain.call(registry.functions.splitHashOf(asset["id"]), block))
+    assert committed == split_hash([creator.account.address, co.address], [6000, 4000])
+    asset_id = int(asset["id"])
+    split = splits_at(chain.get_logs, registry.address, {asset_id: committed}, block)[asset_id]
+    assert split == ((creator.account.address.lower(), co.address.lower()), (6000, 4000))
     assert_error(
         app_client.post("/assets/99999/split", headers=creator.headers, json=ask_split), 404, "not_found"
     )

@@ -15,6 +15,7 @@ from eth_account import Account
 
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import PROJECT_ROOT
+from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.ledger import registration as formats
 from tests.backend.support.stack import DeployedChain, free_port, rpc, self_register
 
@@ -35,8 +36,8 @@ def registration(seed: int, creator: str) -> tuple[object, ...]:
     content_hash = seed.to_bytes(32, "big")
     return (
         content_hash,
-        f"bafkrei{seed}",
-        f"bafkreimeta{seed}",
+        cid_of_bytes(b"content %d" % seed),
+        cid_of_bytes(b"metadata %d" % seed),
         creator,
         0,
         False,

@@ -4,6 +4,7 @@ Accounts: accounts[0] is the admin (DEFAULT_ADMIN_ROLE), accounts[1] holds REGIS
 holds ARBITER_ROLE; accounts[3:] are plain creators / users without any role.
 """
 
+import base64
 import functools
 import secrets
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from edgeledger.ledger.manifest import (
 from edgeledger.ledger.manifest import EIP712_DOMAIN_FIELDS as _LEDGER_DOMAIN_FIELDS
 from edgeledger.ledger.registration import commitment as registration_commitment
 from edgeledger.ledger.registration import registration_typed_data
+from edgeledger.ledger.splits import splits_at
 
 #: ContentRegistry's REASSIGN_DELAY in the tests: seconds an asset stays contested before its rights move.
 REASSIGN_DELAY = 1_000
@@ -39,8 +41,6 @@ ZERO_HASH = b"\x00" * 32
 # Arbitrary but fixed instants (unix seconds) for licence windows.
 T0 = 1_700_000_000
 T1 = 1_800_000_000
-
-_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
 
 
 class Status(IntEnum):
@@ -64,9 +64,23 @@ def random_hash() -> bytes:
             return value
 
 
-def random_cid() -> str:
-    """A CIDv1-looking string (base32, raw codec, sha2-256: 'bafkrei' + 52 characters)."""
-    return "bafkrei" + "".join(secrets.choice(_BASE32) for _ in range(52))
+def cid_text(codec: int, digest: bytes) -> str:
+    """The canonical CIDv1 text the registry accepts: "b" + base32(0x01, codec, 0x12, 0x20, digest)."""
+    return "b" + base64.b32encode(bytes([1, codec, 0x12, 0x20]) + digest).decode().lower().rstrip("=")
+
+
+def random_cid(codec: int = 0x55) -> str:
+    """A random CIDv1 (base32, sha2-256; codec raw 'bafkrei...' by default, 0x70 for dag-pb 'bafybei...')."""
+    return cid_text(codec, secrets.token_bytes(32))
+
+
+def split_of(registry, asset_id: int, block: int | None = None) -> tuple[list[str], list[int]]:
+    """An asset's split as settlement reads it: its latest SplitUpdated event up to `block`, checked
+    against splitHashOf at that block (edgeledger.ledger.splits)."""
+    block = web3.eth.block_number if block is None else block
+    expected = bytes(registry.splitHashOf.call(asset_id, block_identifier=block))
+    split = splits_at(web3.eth.get_logs, registry.address, {asset_id: expected}, block)[asset_id]
+    return [web3.to_checksum_address(r) for r in split[0]], list(split[1])
 
 
 def territories(*indices: int) -> int:

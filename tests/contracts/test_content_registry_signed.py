@@ -28,6 +28,7 @@ from .conftest import (
     register_for,
     registration,
     sign_registration,
+    split_of,
     territories,
 )
 
@@ -338,7 +339,7 @@ def test_relayed_split_update_follows_the_token(registry, register, creator, oth
         asset_id, [other, third], [9_000, 1_000], deadline, _sign(typed, other), {"from": third}
     )
     assert_event(tx, "SplitUpdated", assetId=asset_id, recipients=[other, third], shares=[9_000, 1_000])
-    assert_same(registry.getSplit(asset_id), ([other, third], [9_000, 1_000]))
+    assert_same(split_of(registry, asset_id), ([other, third], [9_000, 1_000]))
     # Invalid splits are refused as in updateSplit, even when signed.
     typed, deadline = _split_update(registry, asset_id, [other], [9_999], other)
     with brownie.reverts(custom_error("SharesNotWhole", 9_999)):

@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 
 import brownie
-from brownie import chain
+from brownie import chain, web3
 from brownie.test import strategy
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -43,6 +43,8 @@ from .conftest import (
     random_hash,
     register_for,
     self_register,
+    split_hash,
+    splits_at,
 )
 
 N_USERS = 6  # accounts[3:9]; accounts[9] never holds anything and probes updates as an outsider
@@ -383,7 +385,7 @@ class RegistryMachine(RuleBasedStateMachine):
             calls += [
                 (registry.getAsset, (asset_id,), self.outsider),
                 (registry.assetIdOf, (model.content_hash,), self.outsider),
-                (registry.getSplit, (asset_id,), self.outsider),
+                (registry.splitHashOf, (asset_id,), self.outsider),
                 (registry.getLicence, (asset_id,), self.outsider),
                 (registry.ownerOf, (asset_id,), self.outsider),
                 (registry.reassignableAt, (asset_id,), self.outsider),
@@ -391,13 +393,20 @@ class RegistryMachine(RuleBasedStateMachine):
                 (registry.updateSplit, (asset_id, [str(intruder)], [TOTAL_BPS]), intruder),
             ]
         results = iter(batch_call(registry, calls))
+        # Every split as settlement reads it: the latest SplitUpdated events, checked against the hashes.
+        splits = splits_at(
+            web3.eth.get_logs,
+            registry.address,
+            {asset_id: split_hash(m.recipients, m.shares) for asset_id, m in self.assets.items()},
+            web3.eth.block_number,
+        )
 
         assert next(results) == len(self.assets)
         for asset_id, model in self.assets.items():
             (
                 record,
                 mapped_id,
-                (recipients, shares),
+                committed_split,
                 lic,
                 owner,
                 reassignable,
@@ -410,7 +419,10 @@ class RegistryMachine(RuleBasedStateMachine):
             assert mapped_id == asset_id
             assert record["parentId"] == model.parent_id
             assert Status(record["status"]) == model.status
-            # The split is whole and is the model's.
+            # The split is whole and is the model's: the latest SplitUpdated event, checked against the
+            # committed hash, as settlement reads it.
+            assert_same(committed_split, split_hash(model.recipients, model.shares))
+            recipients, shares = splits[asset_id]
             assert 1 <= len(recipients) == len(shares) <= MAX_RECIPIENTS
             assert sum(shares) == TOTAL_BPS
             assert all(share > 0 for share in shares)

@@ -43,6 +43,7 @@ from edgeledger.ipfs.cid import (
     canonical_json_bytes,
     normalize_cid,
 )
+from edgeledger.ledger.splits import SplitMismatch, splits_at
 from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
 
 REGISTRY = "ContentRegistry"
@@ -279,10 +280,14 @@ def read_on_chain_at(chain: ChainClient, asset_id: int, block_hash: str) -> OnCh
 
 def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes = "latest") -> OnChainRecord:
     registry = chain.contract(REGISTRY)
+    if not isinstance(block, int):
+        # The split is read from events up to a block number: pin every read to that block.
+        with chain.rpc("eth_getBlockByNumber"):
+            block = int(chain.w3.eth.get_block(block)["number"])
     try:
         asset = chain.call(registry.functions.getAsset(asset_id), block)
         licence = chain.call(registry.functions.getLicence(asset_id), block)
-        recipients, shares = chain.call(registry.functions.getSplit(asset_id), block)
+        committed_split = bytes(chain.call(registry.functions.splitHashOf(asset_id), block))
         holder = chain.call(registry.functions.ownerOf(asset_id), block)
     except ContractRevert as exc:
         if exc.error == "ERC721NonexistentToken":
@@ -303,6 +308,13 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
         reason_cid,
     ) = asset
     territories, valid_from, valid_until, royalty_bps, terms_cid = licence
+    try:
+        # The asset's first SplitUpdated event is in its registration block.
+        recipients, shares = splits_at(
+            chain.get_logs, registry.address, {asset_id: committed_split}, block, from_block=registered_block
+        )[asset_id]
+    except SplitMismatch as exc:
+        raise AssetError(str(exc), code="chain_unreadable", status=502) from None
     return OnChainRecord(
         asset_id=asset_id,
         content_hash="0x" + bytes(content_hash).hex(),
@@ -321,7 +333,10 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
         valid_until=valid_until,
         royalty_bps=royalty_bps,
         terms_cid=terms_cid,
-        split=[SplitShare(recipient=r, bps=b) for r, b in zip(recipients, shares, strict=True)],
+        split=[
+            SplitShare(recipient=to_checksum_address(r), bps=b)
+            for r, b in zip(recipients, shares, strict=True)
+        ],
     )
 
 

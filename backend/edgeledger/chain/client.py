@@ -230,6 +230,11 @@ class ChainClient:
         with self.rpc(fn.fn_name), self._decoded_reverts():
             return fn.call(block_identifier=block)
 
+    def get_logs(self, query: dict[str, Any]) -> list[Any]:
+        """One ``eth_getLogs`` query (transport failures as 503, like every other read)."""
+        with self.rpc("eth_getLogs"):
+            return list(self.w3.eth.get_logs(query))  # type: ignore[arg-type]
+
     def head(self, max_age: float | None = None) -> tuple[int, str]:
         """Number and hash of the latest block, as seen at most ``max_age`` seconds ago (default the
         client's ``head_max_age``; one call when older): a hash names a state even across reorgs. Reads

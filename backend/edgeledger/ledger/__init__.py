@@ -12,5 +12,7 @@ exactly one definition (docs/delivery-leaf.md, docs/settlement-leaf.md, docs/com
 * ``registration``     the registry's EIP-712 messages (registration, licence and split updates), the
                        commit-reveal commitment
 * ``payout_leaf``      the settlement payout leaf and a settlement's payout tree
+* ``splits``           an asset's split as the registry commits to it (hash) and reading it back from the
+                       latest ``SplitUpdated`` event at a block, checked against the hash
 * ``abis``             the contracts' ABIs, generated from the compiled contracts (package data)
 """

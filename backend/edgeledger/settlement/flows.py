@@ -321,7 +321,14 @@ def _inputs(
         block = chain_terms_block(chain, settings, settlement.period_end)
     registry = chain.contract(CONTENT_REGISTRY)
     delivered = {int(r.asset_id) for r in data.receipts} - {0}
-    assets = read_terms(registry, lambda fn: chain.call(fn, block), delivered)
+    assets = read_terms(
+        registry,
+        lambda fn: chain.call(fn, block),
+        delivered,
+        get_logs=chain.get_logs,
+        block=block,
+        from_block=chain.deployment.contracts[CONTENT_REGISTRY].block,
+    )
     cards = rate_cards(session, account)
     card = card_at(cards, merchant_key(account), settlement.period_start, settlement.period_end)
     billing = current_import(session, account, settlement.period_start)

@@ -152,7 +152,14 @@ def open_releases(session: Session, chain: ChainClient, settings: Settings, plat
         )
         statement = Statement.model_validate_json(period.statement_json or "{}")
         items = [held_item(r, statement) for r in rows]
-        assets = read_terms(registry, lambda fn: chain.call(fn, block), {int(i.holder_asset) for i in items})
+        assets = read_terms(
+            registry,
+            lambda fn: chain.call(fn, block),
+            {int(i.holder_asset) for i in items},
+            get_logs=chain.get_logs,
+            block=block,
+            from_block=chain.deployment.contracts[CONTENT_REGISTRY].block,
+        )
         inputs = _release_inputs(period, statement, items, assets, block, platform)
         release = compute_release(inputs)
         if not release.total:

@@ -1,11 +1,12 @@
 """Asset terms as the chain states them at one recorded block: what settlement prices deliveries with.
 
 Who is paid for an asset's deliveries is read from ContentRegistry (``settlementTerms``) by ``eth_call`` at
-a block recorded with the settlement, never from the copy the database keeps for the API: a rights
-holder's ``updateSplit`` or ``updateLicence``, a token transfer (which resets the split to the new
-holder), an arbiter's ``markDisputed``, ``takeDown``, ``clearDispute`` or ``reassignRights`` all reach
-the next settlement, whether or not anyone read the asset through the API, and an asset registered on
-chain directly settles like any other.
+a block recorded with the settlement, each split from the asset's latest ``SplitUpdated`` event up to that
+block checked against the split hash ``settlementTerms`` returns, never from the copy the database keeps
+for the API: a rights holder's ``updateSplit`` or ``updateLicence``, a token transfer (which resets the
+split to the new holder), an arbiter's ``markDisputed``, ``takeDown``, ``clearDispute`` or
+``reassignRights`` all reach the next settlement, whether or not anyone read the asset through the API,
+and an asset registered on chain directly settles like any other.
 
 The block is the latest one final by the configured confirmations, and only once that block is past the
 period's end (:func:`terms_block`); the published inputs carry it, so ``edgeledger verify settlement``
@@ -15,25 +16,28 @@ published ones differ.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from edgeledger.ledger.splits import Split, SplitMismatch, splits_at
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.payouts import AssetTerms, Recipient
 from edgeledger.territories import ALL_TERRITORIES_BITMAP
 
 #: ContentRegistry.Status, by its index
 STATUSES = ("active", "disputed", "taken_down")
-#: assets per ``settlementTerms`` call (a 50-recipient split is ~3.3 KB of return data)
+#: assets per ``settlementTerms`` call (288 bytes of return data each, whatever the split's size)
 CHUNK = 100
 
 
-def terms_of(asset_id: int, raw: Any) -> AssetTerms | None:
-    """AssetTerms from one ``ContentRegistry.Terms`` value (None when the id was never registered)."""
-    exists, status, holder, parent_id, territories, valid_from, valid_until, recipients, shares = raw
+def terms_of(asset_id: int, raw: Any, split: Split) -> AssetTerms | None:
+    """AssetTerms from one ``ContentRegistry.Terms`` value and the split it commits to (None when the id
+    was never registered)."""
+    exists, status, holder, parent_id, territories, valid_from, valid_until, _split_hash = raw
     if not exists:
         return None
     status_name = STATUSES[int(status)]
+    recipients, shares = split
     return AssetTerms(
         asset_id=str(asset_id),
         recipients=tuple(
@@ -50,35 +54,51 @@ def terms_of(asset_id: int, raw: Any) -> AssetTerms | None:
     )
 
 
-def read_terms(registry: Any, call: Callable[[Any], Any], asset_ids: Iterable[int]) -> list[AssetTerms]:
+def read_terms(
+    registry: Any,
+    call: Callable[[Any], Any],
+    asset_ids: Iterable[int],
+    *,
+    get_logs: Callable[[dict[str, Any]], Iterable[Mapping[str, Any]]],
+    block: int,
+    from_block: int = 0,
+) -> list[AssetTerms]:
     """Terms of the assets and all their ancestors, sorted by id. ``call`` runs a contract function at
-    the recorded block (``lambda fn: fn.call(block_identifier=block)`` or the worker's client).
+    the recorded ``block`` (``lambda fn: fn.call(block_identifier=block)`` or the worker's client);
+    ``get_logs`` runs one ``eth_getLogs`` query (searched from ``from_block``, the registry's deployment
+    block when known). Each split is the asset's latest ``SplitUpdated`` event up
+    to ``block``, accepted only when it hashes to the ``splitHash`` read at ``block``
+    (:func:`edgeledger.ledger.splits.splits_at`).
 
-    Raises ``asset_unknown`` for an id the registry does not know at that block."""
-    terms: dict[int, AssetTerms] = {}
+    Raises ``asset_unknown`` for an id the registry does not know at that block, ``terms_unreadable``
+    when the events the node returns do not match the committed split."""
+    rows: dict[int, Any] = {}
     pending = sorted({int(a) for a in asset_ids})
     while pending:
         missing: list[int] = []
         for start in range(0, len(pending), CHUNK):
             chunk = pending[start : start + CHUNK]
-            rows = call(registry.functions.settlementTerms(chunk))
-            if len(rows) != len(chunk):
+            answered = call(registry.functions.settlementTerms(chunk))
+            if len(answered) != len(chunk):
                 raise SettlementError("the registry answered for other assets", code="terms_unreadable")
-            for asset_id, raw in zip(chunk, rows, strict=True):
-                found = terms_of(asset_id, raw)
-                if found is None:
-                    missing.append(asset_id)
+            for asset_id, raw in zip(chunk, answered, strict=True):
+                if raw[0]:
+                    rows[asset_id] = raw
                 else:
-                    terms[asset_id] = found
+                    missing.append(asset_id)
         if missing:
             raise SettlementError(
                 f"asset(s) {', '.join(map(str, missing))} not registered on chain at the terms block",
                 code="asset_unknown",
             )
-        pending = sorted(
-            {int(t.parent) for t in terms.values() if t.parent is not None and int(t.parent) not in terms}
-        )
-    return [terms[k] for k in sorted(terms)]
+        pending = sorted({int(raw[3]) for raw in rows.values() if int(raw[3]) and int(raw[3]) not in rows})
+    try:
+        hashes = {a: bytes(raw[7]) for a, raw in rows.items()}
+        splits = splits_at(get_logs, str(registry.address), hashes, block, from_block)
+    except SplitMismatch as exc:
+        raise SettlementError(str(exc), code="terms_unreadable") from None
+    terms = [terms_of(asset_id, rows[asset_id], splits[asset_id]) for asset_id in sorted(rows)]
+    return [t for t in terms if t is not None]
 
 
 def terms_block(latest: int, confirmations: int, timestamp_of: Callable[[int], int], period_end: int) -> int:

@@ -89,6 +89,10 @@ class Chain:
         query = {"address": contract.address, "topics": list(topics), "fromBlock": first, "toBlock": last}
         return list(self.ask("eth_getLogs", lambda: self.w3.eth.get_logs(query)))  # type: ignore[arg-type]
 
+    def get_logs(self, query: dict[str, Any]) -> list[Any]:
+        """One ``eth_getLogs`` query."""
+        return list(self.ask("eth_getLogs", lambda: self.w3.eth.get_logs(query)))  # type: ignore[arg-type]
+
     def block_timestamp(self, number: int) -> int:
         return int(self.ask("eth_getBlockByNumber", lambda: self.w3.eth.get_block(number))["timestamp"])
 

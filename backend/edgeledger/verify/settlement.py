@@ -72,6 +72,8 @@ def chain_terms(
             contract,
             lambda fn: chain.ask("settlementTerms", lambda: fn.call(block_identifier=block)),
             ids,
+            get_logs=chain.get_logs,
+            block=chain.block_number() if block is None else block,
         )
     except SettlementError as exc:
         raise UnusableInput(f"terms at block {block}: {exc.message}") from None
