@@ -1,0 +1,91 @@
+"""The split commitment shared by ContentRegistry, settlement, the API and the verifier
+(edgeledger.ledger.splits): pure tests of the hash and of picking the split in force from raw logs.
+The contract side (splitHashOf equals split_hash, the events carry the split) is in
+tests/contracts/test_content_registry.py; settlement over the real chain in the settlement suites."""
+
+from __future__ import annotations
+
+import pytest
+from eth_abi.abi import encode
+
+from edgeledger.ledger.hashing import keccak256
+from edgeledger.ledger.splits import (
+    SPLIT_UPDATED_TOPIC,
+    SplitMismatch,
+    decode_split_event,
+    split_hash,
+    split_query,
+    splits_at,
+)
+
+A = "0x" + "aa" * 20
+B = "0x" + "bb" * 20
+REGISTRY = "0x" + "12" * 20
+
+
+def log(asset_id: int, recipients: list[str], shares: list[int], block: int, index: int = 0) -> dict:
+    return {
+        "topics": [SPLIT_UPDATED_TOPIC, asset_id.to_bytes(32, "big")],
+        "data": encode(["address[]", "uint16[]"], [recipients, shares]),
+        "blockNumber": block,
+        "logIndex": index,
+    }
+
+
+def test_split_hash_is_keccak_of_the_abi_encoding():
+    # The bytes the contract hashes, abi.encode(address[], uint16[]); address case does not matter.
+    expected = keccak256(encode(["address[]", "uint16[]"], [[A, B], [6_000, 4_000]]))
+    assert split_hash([A.upper().replace("0X", "0x"), B], [6_000, 4_000]) == expected
+    assert split_hash([A, B], [4_000, 6_000]) != expected
+    assert split_hash([B, A], [6_000, 4_000]) != expected
+
+
+def test_the_latest_event_up_to_the_block_is_the_split_in_force():
+    logs = [
+        log(7, [A], [10_000], block=10),
+        log(7, [A, B], [5_000, 5_000], block=12, index=3),
+        log(7, [B], [10_000], block=12, index=1),  # earlier in the same block
+        log(8, [B], [10_000], block=11),
+    ]
+    queries = []
+
+    def get_logs(query):
+        queries.append(query)
+        return list(reversed(logs))  # any order from the node
+
+    hashes = {7: split_hash([A, B], [5_000, 5_000]), 8: split_hash([B], [10_000])}
+    assert splits_at(get_logs, REGISTRY, hashes, block=12) == {
+        7: ((A, B), (5_000, 5_000)),
+        8: ((B,), (10_000,)),
+    }
+    assert queries == [split_query(REGISTRY, [7, 8], 12)]
+    assert queries[0]["topics"][1] == ["0x" + f"{7:064x}", "0x" + f"{8:064x}"]
+
+
+def test_an_event_that_does_not_match_the_commitment_is_refused():
+    # A node that leaves out the latest event answers an older split: it no longer matches the hash.
+    older = [log(7, [A], [10_000], block=10)]
+    with pytest.raises(SplitMismatch) as refused:
+        splits_at(lambda q: older, REGISTRY, {7: split_hash([A, B], [5_000, 5_000])}, block=12)
+    assert refused.value.asset_id == 7
+    with pytest.raises(SplitMismatch, match="no SplitUpdated event"):
+        splits_at(lambda q: [], REGISTRY, {7: split_hash([A], [10_000])}, block=12)
+
+
+def test_queries_hold_at_most_100_assets():
+    hashes = {i: split_hash([A], [10_000]) for i in range(1, 251)}
+    queries = []
+
+    def get_logs(query):
+        queries.append(query)
+        return [log(int(t, 16), [A], [10_000], block=5) for t in query["topics"][1]]
+
+    assert len(splits_at(get_logs, REGISTRY, hashes, block=9)) == 250
+    assert [len(q["topics"][1]) for q in queries] == [100, 100, 50]
+
+
+def test_decode_refuses_other_events():
+    other = log(7, [A], [10_000], block=1)
+    other["topics"] = [keccak256(b"LicenceUpdated(uint256)"), other["topics"][1]]
+    with pytest.raises(ValueError, match="not a SplitUpdated log"):
+        decode_split_event(other)
