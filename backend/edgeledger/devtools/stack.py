@@ -47,8 +47,8 @@ Say = Callable[[str], None]
 #: The local stack's settlement challenge window (seconds): short, so the demo reaches claims.
 DEV_CHALLENGE_WINDOW = 60
 DEV_ROLES = ("admin", "signer", "creator", "merchant")
-#: The stack's NATS port unless NATS_URL names one: not the standard 4222, which the nats-server package's
-#: own system service holds on a machine scripts/bootstrap.sh set up.
+#: The stack's NATS port unless NATS_URL names one: not the standard 4222, which the nats-server Debian
+#: package's own system service may already hold (scripts/bootstrap.sh installs that package).
 DEV_NATS_PORT = 4223
 #: Ingest workers `up` starts unless told otherwise (see the module docstring for why one).
 DEFAULT_INGEST_WORKERS = 1
@@ -254,7 +254,7 @@ def up(settings: Settings, *, demo: Demo | None = None, ingest_workers: int = DE
         say(
             f"ingestion: queued (INGEST_MODE=queue): log uploads are stored in the database, published to "
             f"NATS JetStream at {nats.url} (store {nats.store_dir}) and answered 202; {ingest_workers} "
-            f"ingest worker(s) run them (logs {logs}/ingest-worker-*.log, {nats.log_file.name})"
+            f"ingest worker(s) run them (logs {logs}/ingest-worker-<n>.log, {nats.log_file})"
         )
         bin_dir = Path(sys.executable).parent
         worker_log = logs / "worker.log"
