@@ -1,5 +1,6 @@
 # The two commands a new machine needs:
-#   make up     start the local stack (anvil, IPFS, API, worker), deploy, run the demo, keep the API up
+#   make up     start the local stack (anvil, IPFS, NATS JetStream, ingest worker, Celery worker, API; uploads
+#               queued as in production), deploy, run the demo, keep the API up (INGEST_WORKERS=N: N ingest workers)
 #   make test   lint, type checks, Slither, contract tests with gas report, backend integration tests (SQLite and PostgreSQL)
 # Both install what they need first (scripts/bootstrap.sh; idempotent).
 
@@ -15,7 +16,7 @@ TEST_DATABASE_URLS ?= sqlite postgresql://postgres@127.0.0.1:5432/test
 .PHONY: up test bootstrap compile lint typecheck slither test-contracts test-backend fuzz-long lock
 
 up: bootstrap compile
-	$(VENV)/edgeledger up
+	$(VENV)/edgeledger up $(if $(INGEST_WORKERS),--ingest-workers $(INGEST_WORKERS))
 
 test: bootstrap compile lint typecheck slither test-contracts test-backend
 

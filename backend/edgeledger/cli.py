@@ -42,12 +42,24 @@ app.add_typer(deliveries_app, name="deliveries")
 
 
 @app.command()
-def up(demo: Annotated[bool, typer.Option(help="Run the scripted demo")] = True) -> None:
-    """Start anvil, IPFS, database, worker and API locally; deploy once; run the demo; wait for Ctrl-C."""
+def up(
+    demo: Annotated[bool, typer.Option(help="Run the scripted demo")] = True,
+    ingest_workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="`edgeledger ingest-worker` processes consuming the queued uploads (one is enough on the "
+            "local SQLite database, which takes one writer at a time; more pay on PostgreSQL)",
+        ),
+    ] = 1,
+) -> None:
+    """Start anvil, IPFS, database, NATS JetStream, ingest workers, Celery worker and API locally (uploads
+    queued, as in production); deploy once; run the demo; wait for Ctrl-C."""
     from edgeledger.devtools.demo import run_demo
     from edgeledger.devtools.stack import up as run_up
 
-    run_up(get_settings(), demo=run_demo if demo else None)
+    run_up(get_settings(), demo=run_demo if demo else None, ingest_workers=ingest_workers)
 
 
 @app.command()

@@ -5,7 +5,9 @@
 2. Delivery receipts: an admin registers a CloudFront distribution as a delivery source, uploads a
    CloudFront standard log (gzip) of requests for the image, uploads it again (nothing changes), closes
    and anchors the batch, fetches the proof of one log line and checks it against the chain alone, with
-   the contract's verifyRecord and by verifying the whole batch export.
+   the contract's verifyRecord and by verifying the whole batch export. The local stack queues uploads
+   (INGEST_MODE=queue): each is answered 202 and followed (GET /deliveries/ingests/{id}, progress
+   printed) until an ingest worker has run it, before anything goes on; an inline API's 201 is final.
 3. Settlement: the demo merchant (owner of the log's host) deposits test stablecoins into the vault, an
    admin sets its account and rate card, yesterday's period is settled (posted with its payout root),
    the local stack's 60 s challenge window passes, and the creator claims its royalty from its own
@@ -161,6 +163,9 @@ def run_demo(settings: Settings, base_url: str, keys: dict[str, str]) -> None:
 # ----------------------------------------------------------------------------------------------
 
 DEMO_SOURCE = "demo-cloudfront"
+#: How long the demo waits for a queued upload to be ingested before it gives up.
+INGEST_WAIT_SECONDS = 120.0
+FINAL_INGEST_STATES = ("done", "failed", "rejected")
 
 
 def _ensure_source(client: httpx.Client) -> dict[str, Any]:
@@ -191,17 +196,15 @@ def run_delivery_demo(
         source = _ensure_source(client)
         say(f"demo: CDN source {source['name']} ({source['source_id'][:18]}…) registered on chain")
 
-        report = _ok(
-            client.post(f"/deliveries/sources/{DEMO_SOURCE}/logs", files={"file": ("E2DEMO.gz", log)})
-        )
+        upload = client.post(f"/deliveries/sources/{DEMO_SOURCE}/logs", files={"file": ("E2DEMO.gz", log)})
+        report = wait_for_ingest(client, upload, settings)
         say(
             f"  ingested a CloudFront log ({len(log):,} bytes gzip): {report['lines']} lines, "
             f"{report['records_new']} new records, {report['quarantined']} quarantined "
             "(client IPs pseudonymised at ingest)"
         )
-        again = _ok(
-            client.post(f"/deliveries/sources/{DEMO_SOURCE}/logs", files={"file": ("E2DEMO.gz", log)})
-        )
+        upload = client.post(f"/deliveries/sources/{DEMO_SOURCE}/logs", files={"file": ("E2DEMO.gz", log)})
+        again = wait_for_ingest(client, upload, settings)
         say(
             f"  the same file again: {again['records_new']} new, {again['duplicates']} duplicates "
             "(idempotent)"
@@ -232,6 +235,46 @@ def run_delivery_demo(
         f"verify delivery (chain only): that line {'PASS' if one.ok else 'FAIL'}; the whole batch export "
         f"{whole.passed} passed, {whole.failed} failed"
     )
+
+
+def wait_for_ingest(
+    client: httpx.Client, upload: httpx.Response, settings: Settings, timeout: float = INGEST_WAIT_SECONDS
+) -> dict[str, Any]:
+    """The final report of a log upload. A 201 (inline ingestion) is final already; a 202 (queued) is
+    followed with GET /deliveries/ingests/{id}, its progress printed, until an ingest worker has finished
+    it. RuntimeError when it failed or was rejected, or is not final within ``timeout`` seconds."""
+    report: dict[str, Any] = _ok(upload)
+    if upload.status_code != 202:
+        return report
+    name, ingest = report["name"], report["id"]
+    say(
+        f"  {name}: accepted (HTTP 202), {report['size_bytes']:,} bytes stored, queued as ingest #{ingest}; "
+        "waiting for an ingest worker"
+    )
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while report["state"] not in FINAL_INGEST_STATES:
+        progress = (
+            f"    ingest #{ingest}: {report['state']}, {report['lines']:,} lines, "
+            f"{report['bytes_read']:,} of {report['size_bytes']:,} bytes read"
+        )
+        if progress != shown:
+            say(progress)
+            shown = progress
+        if time.monotonic() > deadline:
+            logs = settings.data_dir / "logs"
+            raise RuntimeError(
+                f"ingest #{ingest} ({name}) is still {report['state']} after {timeout:.0f} s: no ingest "
+                f"worker finished it; see {logs}/ingest-worker-*.log and {logs}/nats-server.log"
+            )
+        time.sleep(0.25)
+        report = _ok(client.get(f"/deliveries/ingests/{ingest}"))
+    if report["state"] != "done":
+        raise RuntimeError(
+            f"ingest #{ingest} ({name}) {report['state']}: {report['error_code']}: {report['error_message']}"
+        )
+    say(f"    ingest #{ingest}: done by an ingest worker, {report['lines']:,} lines")
+    return report
 
 
 def _ok(response: httpx.Response) -> Any:

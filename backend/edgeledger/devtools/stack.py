@@ -1,8 +1,21 @@
 """`edgeledger up`: the whole local stack on embedded defaults, a short demo, and the API left running.
 
 Starts anvil (state kept in DATA_DIR, so a second run finds the same chain), a local IPFS node, migrates
-the SQLite database, deploys the contracts once, starts the worker (with beat) and the API, registers
-and verifies a demo asset, and waits for Ctrl-C to stop everything it started.
+the SQLite database, deploys the contracts once, starts a NATS server with JetStream and the ingest
+workers, the Celery worker (with beat) and the API, runs the demo, and waits for Ctrl-C to stop
+everything it started (in reverse order: the API first, NATS after the workers that consume it).
+
+Ingestion runs as in production: the API gets ``INGEST_MODE=queue`` (an upload is stored in the database,
+published to JetStream and answered 202) and ``--ingest-workers`` ``edgeledger ingest-worker`` processes
+(default 1) run the queued files (docs/ingestion.md, "Queued ingestion"). One is the default because the
+local database is SQLite, which takes one writer at a time: a second worker would only wait for the
+first's write lock (the benchmark's 2x of two workers is on PostgreSQL); with ``DATABASE_URL`` naming a
+PostgreSQL database, one worker per free core pays. Either way a source's files run one at a time, in
+the order they were accepted (one JetStream consumer per partition, one message in flight).
+
+Crash safety: a stop (Ctrl-C, SIGTERM, or a kill) loses no accepted upload: its bytes and row are in the
+database, its message in the JetStream file store under DATA_DIR/nats; a worker stopped mid-file leaves
+the row to the next run, which resumes after the last stored chunk (each line stored once).
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from edgeledger.chain.anvil import LocalAnvil, anvil_rpc
 from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.config import PROJECT_ROOT, Settings
 from edgeledger.db import make_engine, migrate
+from edgeledger.devtools.nats_server import LocalNatsServer
 from edgeledger.server import uvicorn_command
 
 Say = Callable[[str], None]
@@ -33,6 +47,12 @@ Say = Callable[[str], None]
 #: The local stack's settlement challenge window (seconds): short, so the demo reaches claims.
 DEV_CHALLENGE_WINDOW = 60
 DEV_ROLES = ("admin", "signer", "creator", "merchant")
+#: The stack's NATS port unless NATS_URL names one: not the standard 4222, which the nats-server Debian
+#: package's own system service may already hold (scripts/bootstrap.sh installs that package).
+DEV_NATS_PORT = 4223
+#: Ingest workers `up` starts unless told otherwise (see the module docstring for why one).
+DEFAULT_INGEST_WORKERS = 1
+INGEST_WORKER_READY = "ingest worker ready"
 
 
 def say(message: str) -> None:
@@ -125,10 +145,54 @@ def _tail(log: Path, lines: int = 20) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
 
+def nats_port(settings: Settings) -> int:
+    """The port of the stack's own NATS server: NATS_URL's (its first server's) when set, else
+    DEV_NATS_PORT. Like anvil's, only the port is taken: the server always listens on 127.0.0.1."""
+    if "nats_url" not in settings.model_fields_set:
+        return DEV_NATS_PORT
+    return _port_of(settings.nats_url.split(",")[0].strip(), 4222)
+
+
+def start_ingest_queue(
+    stack: Stack, settings: Settings, env: dict[str, str], logs: Path, workers: int
+) -> tuple[dict[str, str], LocalNatsServer, list[subprocess.Popen[bytes]]]:
+    """Starts the stack's NATS server (JetStream store in DATA_DIR/nats) and ``workers`` ingest workers
+    (logs DATA_DIR/logs/ingest-worker-<n>.log), each registered with ``stack`` to be stopped; returns the
+    environment the API and workers run with (``env`` plus INGEST_MODE=queue and NATS_URL), the server
+    and the worker processes (not yet connected: :func:`wait_ingest_workers`)."""
+    server = LocalNatsServer(nats_port(settings), settings.data_dir / "nats", logs / "nats-server.log")
+    server.start()
+    stack.started("NATS server", server.stop)
+    server.wait_ready()
+    queued_env = {**env, "INGEST_MODE": "queue", "NATS_URL": server.url}
+    command = [str(Path(sys.executable).with_name("edgeledger")), "ingest-worker"]
+    procs = []
+    for n in range(1, workers + 1):
+        proc = _spawn(command, queued_env, logs / f"ingest-worker-{n}.log")
+        stack.started(f"ingest worker {n}", _terminate(proc))
+        procs.append(proc)
+    return queued_env, server, procs
+
+
+def wait_ingest_workers(procs: list[subprocess.Popen[bytes]], logs: Path, timeout: float = 60) -> None:
+    """Until every ingest worker has connected to JetStream and bound its consumers."""
+    deadline = time.monotonic() + timeout
+    for n, proc in enumerate(procs, start=1):
+        log = logs / f"ingest-worker-{n}.log"
+        while INGEST_WORKER_READY not in (log.read_text(errors="replace") if log.exists() else ""):
+            if proc.poll() is not None:
+                raise RuntimeError(f"ingest worker {n} exited ({proc.returncode}); its log:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ingest worker {n} not ready within {timeout:.0f}s:\n{_tail(log)}")
+            time.sleep(0.1)
+
+
 Demo = Callable[[Settings, str, dict[str, str]], None]
 
 
-def up(settings: Settings, *, demo: Demo | None = None) -> None:
+def up(settings: Settings, *, demo: Demo | None = None, ingest_workers: int = DEFAULT_INGEST_WORKERS) -> None:
+    if ingest_workers < 1:
+        raise ValueError("ingest_workers must be at least 1")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     logs = settings.data_dir / "logs"
     stack = Stack()
@@ -186,6 +250,12 @@ def up(settings: Settings, *, demo: Demo | None = None) -> None:
             "IPFS_API": node.api_multiaddr,
             "DATA_DIR": str(settings.data_dir),
         }
+        env, nats, ingest_procs = start_ingest_queue(stack, settings, env, logs, ingest_workers)
+        say(
+            f"ingestion: queued (INGEST_MODE=queue): log uploads are stored in the database, published to "
+            f"NATS JetStream at {nats.url} (store {nats.store_dir}) and answered 202; {ingest_workers} "
+            f"ingest worker(s) run them (logs {logs}/ingest-worker-<n>.log, {nats.log_file})"
+        )
         bin_dir = Path(sys.executable).parent
         worker_log = logs / "worker.log"
         worker = _spawn(
@@ -214,12 +284,19 @@ def up(settings: Settings, *, demo: Demo | None = None) -> None:
         base = settings.resolved_public_base_url
         _wait_http(f"{base}/ready", api, api_log)
         say(f"API: {base} (log {api_log})")
+        wait_ingest_workers(ingest_procs, logs)
+        say(f"ingest workers: {ingest_workers} connected to {nats.url}")
 
         if demo is not None:
-            demo(settings, base, keys)
+            demo(settings.model_copy(update={"ingest_mode": "queue", "nats_url": nats.url}), base, keys)
 
-        say(f"ready. API {base}  ·  web app {base}/app/  ·  docs {base}/docs  ·  Ctrl-C stops everything")
-        _wait_forever([worker, api])
+        say(
+            f"ready. API {base}  ·  web app {base}/app/  ·  docs {base}/docs  ·  ingestion queued, "
+            f"{ingest_workers} ingest worker(s)  ·  Ctrl-C stops everything"
+        )
+        watched = [("Celery worker", worker.poll), ("API", api.poll), ("NATS server", nats.poll)]
+        watched += [(f"ingest worker {n}", p.poll) for n, p in enumerate(ingest_procs, start=1)]
+        _wait_forever(watched)
     except KeyboardInterrupt:
         print()
     except (RuntimeError, OSError) as exc:
@@ -232,18 +309,19 @@ def up(settings: Settings, *, demo: Demo | None = None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop_all()
         make_engine(settings.resolved_database_url).dispose()
-        say("stopped; chain state, IPFS repo and database are kept in " + str(settings.data_dir))
+        kept = "chain state, IPFS repo, JetStream store and database are kept in"
+        say(f"stopped; {kept} {settings.data_dir}")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _wait_forever(procs: list[subprocess.Popen[bytes]]) -> None:
+def _wait_forever(watched: list[tuple[str, Callable[[], int | None]]]) -> None:
     while True:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; see DATA_DIR/logs")
+        for name, poll in watched:
+            if (code := poll()) is not None:
+                raise RuntimeError(f"{name} exited with {code}; see DATA_DIR/logs")
         time.sleep(1)
 
 

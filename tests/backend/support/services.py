@@ -5,8 +5,6 @@ JetStream server on a free port and ``edgeledger ingest-worker`` processes (queu
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +17,7 @@ import pytest
 import uvicorn
 
 from edgeledger.config import Settings
+from edgeledger.devtools.nats_server import LocalNatsServer
 from edgeledger.main import create_app
 from tests.backend.support.stack import free_port
 
@@ -93,40 +92,12 @@ def live_api(settings: Settings) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-def nats_server_binary() -> str:
-    """The nats-server of the machine (Debian installs it in /usr/sbin, which a user's PATH may lack)."""
-    found = shutil.which("nats-server") or next(
-        (str(p) for p in (Path("/usr/sbin/nats-server"), Path("/usr/bin/nats-server")) if p.exists()), None
-    )
-    if found is None:
-        pytest.fail("nats-server is not installed (scripts/bootstrap.sh installs it)")
-    return found
-
-
 @contextmanager
 def nats_server(directory: Path) -> Iterator[str]:
-    """A NATS server with JetStream on a free loopback port, storing in ``directory``; yields its URL."""
-    port = free_port()
-    log = directory / "nats-server.log"
-    proc = subprocess.Popen(
-        [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(directory / "js")],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"nats-server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    """A NATS server with JetStream on a free loopback port, storing in ``directory``; yields its URL
+    (the local stack's own runner, devtools.nats_server)."""
+    with LocalNatsServer(free_port(), directory / "js", directory / "nats-server.log") as server:
+        yield server.url
 
 
 @pytest.fixture
