@@ -9,6 +9,8 @@ import pytest
 from brownie import ContentRegistry, chain, web3
 from eth_utils import to_checksum_address
 
+from edgeledger.ledger.splits import split_hash
+
 from .conftest import (
     MAX_RECIPIENTS,
     REASSIGN_DELAY,
@@ -32,7 +34,6 @@ from .conftest import (
     register_for,
     registration,
     self_register,
-    split_hash,
     split_of,
     territories,
 )

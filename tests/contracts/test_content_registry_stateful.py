@@ -29,6 +29,8 @@ from brownie.test import strategy
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
+from edgeledger.ledger.splits import split_hash, splits_at
+
 from .conftest import (
     MAX_RECIPIENTS,
     REASSIGN_DELAY,
@@ -43,8 +45,6 @@ from .conftest import (
     random_hash,
     register_for,
     self_register,
-    split_hash,
-    splits_at,
 )
 
 N_USERS = 6  # accounts[3:9]; accounts[9] never holds anything and probes updates as an outsider
