@@ -37,7 +37,7 @@ from eth_account import Account
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from benchmarks.ingest import FIELDS
+from benchmarks.ingest_formats import CLOUDFRONT_FIELDS
 from edgeledger.auth import service as auth_service
 from edgeledger.auth.models import Role
 from edgeledger.db import make_engine, migrate
@@ -45,7 +45,7 @@ from edgeledger.deliveries.models import DeliveryRecordRow, DeliverySource, Quar
 from edgeledger.ledger.ids import source_id_for
 
 MIB = 1024 * 1024
-HEADER = "#Version: 1.0\n#Fields: " + FIELDS + "\n"
+HEADER = "#Version: 1.0\n#Fields: " + CLOUDFRONT_FIELDS + "\n"
 EMOJI = [chr(0x1F600 + i) for i in range(64)]
 
 

@@ -21,7 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.ingest import AGENTS, EDGES, FIELDS, PERIOD_START, RESULTS, fake_cid, rss_kib
+from benchmarks.ingest import rss_kib
+from benchmarks.ingest_formats import AGENTS, CLOUDFRONT_FIELDS, EDGES, PERIOD_START, RESULTS, fake_cid
 from edgeledger.ledger.ids import source_id_for
 
 
@@ -35,7 +36,7 @@ def lines_for(deadline: float, seed: int) -> Iterator[str]:
         for _ in range(50_000)
     ]
     yield "#Version: 1.0\n"
-    yield "#Fields: " + FIELDS + "\n"
+    yield "#Fields: " + CLOUDFRONT_FIELDS + "\n"
     n = 0
     while True:
         if n % 1000 == 0 and time.monotonic() >= deadline:
