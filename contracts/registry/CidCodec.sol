@@ -30,8 +30,8 @@ library CidCodec {
         if (text.length != TEXT_LENGTH || text[0] != "b") revert InvalidCid(cid);
         // 58 base32 characters carry 290 bits: the 40 bits of (0x01, codec, 0x12, 0x20, digest[0]) in the
         // first 8 characters, then the digest's other 31 bytes and 2 zero padding bits in the last 50.
-        uint256 head;
-        uint256 tail;
+        uint256 head = 0;
+        uint256 tail = 0;
         unchecked {
             for (uint256 i = 1; i < 9; ++i) {
                 head = (head << 5) | _value(text[i], cid);
