@@ -8,6 +8,7 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
+import {IERC2309} from "@openzeppelin/contracts/interfaces/IERC2309.sol";
 import {CidCodec} from "./registry/CidCodec.sol";
 
 /// @title ContentRegistry
@@ -22,8 +23,11 @@ import {CidCodec} from "./registry/CidCodec.sol";
 /// Storage is kept small and flat in the split's size (docs/registration.md, "What a registration
 /// stores"): CIDs are kept as their codec and 32-byte digest ({CidCodec}; the text is rebuilt when read),
 /// licence fields are packed, and the split is committed as `keccak256(abi.encode(recipients, shares))`
-/// ({splitHashOf}) with the full split in calldata and in the `SplitUpdated` event, 0xSplits' approach:
-/// settlement reads the split from the latest event at its recorded block and checks it against the hash.
+/// ({splitHashOf}, {splitKeyOf}) with the full split in calldata and `SplitUpdated` events, as 0xSplits:
+/// settlement reads the split from the events at its recorded block and checks it against the hash.
+/// A catalogue of up to {MAX_BATCH} assets registers in one transaction ({registerBatch}): each its own
+/// token, minted ERC721A-style (one ownership word per registration, an ERC-2309 `ConsecutiveTransfer`),
+/// with one licence and split stored once and copied to an asset when it changes its own.
 ///
 /// Registration cannot be stolen from the mempool (docs/registration.md):
 /// * a creator registering from its own wallet commits first ({commitRegistration}: a hash of content
@@ -40,7 +44,7 @@ import {CidCodec} from "./registry/CidCodec.sol";
 /// the asset has been contested for {REASSIGN_DELAY} seconds ({reassignRights}): a stolen arbiter key
 /// is seen on chain (`AssetStatusChanged`) that long before it can redirect any revenue, longer than the
 /// admin's timelock needs to revoke it (docs/custody.md).
-contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
+contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, Nonces {
     /// @notice May register assets on behalf of a creator (the platform's server signer).
     bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
     /// @notice May mark assets disputed or taken down, clear them, and reassign rights (notice-and-takedown).
@@ -123,38 +127,69 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
         uint64 validFrom;
         uint64 validUntil;
         bytes32 splitHash;
+        uint256 splitKey; // the asset id whose SplitUpdated events hold the split's preimage
     }
 
-    /// @dev What the registry stores per asset: 9 words for an original work with a terms CID, whatever
-    /// the split's size (one more for a derivative's parent).
+    /// @notice One asset of a catalogue registered in one transaction ({registerBatch}).
+    struct CatalogueItem {
+        bytes32 contentHash; // sha-256 of the content bytes
+        string contentCid; // IPFS CID of the content bytes
+        string metadataCid; // IPFS CID of the metadata JSON (tokenURI)
+        uint256 parentId; // 0 = original work; may name an earlier item of the same catalogue
+        bool aigc; // generated or altered by AI
+    }
+
+    /// @dev What the registry stores per asset: 4 words (one more for a derivative's parent), whatever
+    /// the split's size; the registration's creator and time and the asset's terms live in records shared
+    /// by every asset of a catalogue ({Origin}, {TermsRecord}).
     struct Record {
         bytes32 contentHash;
         // word 1
-        address creator;
-        uint64 registeredAt;
         Status status;
         bool aigc;
         uint8 contentCodec;
         uint8 metadataCodec;
-        // word 2
-        address royaltyReceiver; // the split's largest shareholder (the first on a tie), for EIP-2981
-        uint64 registeredBlock;
-        uint16 royaltyBps;
-        uint8 termsCodec; // 0: no terms CID
-        // word 3
-        uint64 validFrom;
-        uint64 validUntil;
+        uint64 origin; // key of `_origins`: the first asset id of its transaction
+        uint64 termsId; // key of `_termsRecords`
         bytes32 contentDigest;
         bytes32 metadataDigest;
-        uint256 territories;
-        bytes32 splitHash;
-        bytes32 termsDigest; // written only when the licence names a terms CID
         uint256 parentId; // written only for a derivative
         string statusReasonCid; // written by the arbiter
     }
 
+    /// @dev Who registered in one transaction, and when; the owner of its tokens until each first moves
+    /// (ERC721A-style ownership: one word per transaction, not per token).
+    struct Origin {
+        address creator;
+        uint48 registeredAt;
+        uint48 registeredBlock;
+    }
+
+    /// @dev Licence and split, shared by every asset of a catalogue until one of them changes its own
+    /// (copied on write, {_ownTerms}).
+    struct TermsRecord {
+        uint256 territories;
+        // word 1
+        address royaltyReceiver; // the split's largest shareholder (the first on a tie), for EIP-2981
+        uint16 royaltyBps;
+        uint64 validFrom;
+        uint8 termsCodec; // 0: no terms CID
+        // word 2
+        uint64 validUntil;
+        uint64 splitKey; // the asset id whose SplitUpdated event carries this split
+        uint64 users; // assets whose terms these are
+        bytes32 splitHash;
+        bytes32 termsDigest; // written only when the licence names a terms CID
+    }
+
+    /// @notice Most assets {registerBatch} takes: 100 fit well inside a transaction's gas cap (2^24).
+    uint256 public constant MAX_BATCH = 100;
+
     uint256 private _assetCount;
+    uint256 private _termsCount;
     mapping(uint256 assetId => Record) private _records;
+    mapping(uint256 firstAssetId => Origin) private _origins;
+    mapping(uint256 termsId => TermsRecord) private _termsRecords;
     mapping(bytes32 contentHash => uint256 assetId) private _assetIdByHash;
     /// @dev Registration commitments ({commitRegistration}) => the block they were made in.
     mapping(bytes32 commitment => uint256 blockNumber) private _commitments;
@@ -187,6 +222,8 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     error SignatureExpired(uint256 deadline);
     error InvalidSignature(address signer);
     error ReassignTooEarly(uint256 assetId, uint256 notBefore);
+    error EmptyBatch();
+    error BatchTooLarge(uint256 count, uint256 max);
 
     /// @notice A new asset (token) was registered.
     event AssetRegistered(
@@ -210,6 +247,10 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     );
     /// @notice The revenue split of an asset was set (at registration) or changed.
     event SplitUpdated(uint256 indexed assetId, address[] recipients, uint16[] shares);
+    /// @notice A catalogue of `count` assets, ids `firstId` to `firstId + count - 1`, was registered in one
+    /// transaction ({registerBatch}); they share the licence and split in the `LicenceUpdated` and
+    /// `SplitUpdated` events of `firstId` emitted just before, until each changes its own.
+    event BatchRegistered(uint256 indexed firstId, uint256 count, address indexed creator);
     /// @notice Someone committed to a registration it will reveal at least one block later.
     event RegistrationCommitted(bytes32 indexed commitment, address indexed committer);
     /// @notice An arbiter changed an asset's dispute status.
@@ -276,6 +317,50 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
         if (r.creator == address(0)) revert ZeroCreator();
         _requireSigned(r.creator, _registrationStructHash(r, _useNonce(r.creator), deadline), deadline, signature);
         return _register(r);
+    }
+
+    /// @notice Registers a catalogue for the caller in one transaction: each item its own asset and token
+    /// (ids `firstId` on, in order), all under one licence and split until each changes its own. Reveals a
+    /// commitment made in an earlier block: {registrationCommitment}({batchHash}(items), caller, salt).
+    /// Tokens are minted as one ERC-2309 `ConsecutiveTransfer`; `BatchRegistered` closes the events.
+    /// @param items At most {MAX_BATCH} assets; a parent may be an earlier item of the same catalogue.
+    /// @param licence The licence of every item.
+    /// @param recipients Payees of every item, at most 50, no zero address.
+    /// @param shares Basis points per payee, each above zero, summing to exactly 10,000.
+    /// @param salt The commitment's secret.
+    /// @return firstId The first item's asset id.
+    function registerBatch(
+        CatalogueItem[] calldata items,
+        Licence calldata licence,
+        address[] calldata recipients,
+        uint16[] calldata shares,
+        bytes32 salt
+    ) external returns (uint256 firstId) {
+        uint256 count = items.length;
+        if (count == 0) revert EmptyBatch();
+        if (count > MAX_BATCH) revert BatchTooLarge(count, MAX_BATCH);
+        bytes32 commitment = registrationCommitment(batchHash(items), msg.sender, salt);
+        uint256 made = _commitments[commitment];
+        if (made == 0) revert NoCommitment(commitment);
+        if (made >= block.number) revert CommitmentTooRecent(commitment, made);
+        delete _commitments[commitment];
+
+        firstId = _assetCount + 1;
+        _origins[firstId] = Origin(msg.sender, uint48(block.timestamp), uint48(block.number));
+        uint256 termsId = ++_termsCount;
+        TermsRecord storage terms = _termsRecords[termsId];
+        terms.users = uint64(count);
+        for (uint256 i; i < count; ++i) {
+            CatalogueItem calldata item = items[i];
+            _writeAsset(
+                firstId + i, firstId, termsId, item.contentHash, item.contentCid, item.metadataCid, item.parentId, item.aigc
+            );
+        }
+        _writeLicence(terms, firstId, licence);
+        _writeSplit(terms, firstId, recipients, shares);
+        _increaseBalance(msg.sender, uint128(count));
+        emit ConsecutiveTransfer(firstId, firstId + count - 1, address(0), msg.sender);
+        emit BatchRegistered(firstId, count, msg.sender);
     }
 
     /// @notice Replaces an asset's licence. Only the rights holder (token owner), only while active.
@@ -400,13 +485,14 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     /// @notice The provenance record of an asset (CIDs in their text form, rebuilt from the stored digests).
     function getAsset(uint256 assetId) external view returns (Asset memory) {
         Record storage record = _requireAsset(assetId);
+        Origin storage origin = _origins[record.origin];
         return Asset({
             contentHash: record.contentHash,
-            creator: record.creator,
-            registeredAt: record.registeredAt,
+            creator: origin.creator,
+            registeredAt: origin.registeredAt,
             status: record.status,
             aigc: record.aigc,
-            registeredBlock: record.registeredBlock,
+            registeredBlock: origin.registeredBlock,
             parentId: record.parentId,
             contentCid: CidCodec.encode(record.contentCodec, record.contentDigest),
             metadataCid: CidCodec.encode(record.metadataCodec, record.metadataDigest),
@@ -416,20 +502,26 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
 
     /// @notice The licence of an asset (`termsCid` is "" when the licence names none).
     function getLicence(uint256 assetId) external view returns (Licence memory) {
-        Record storage record = _requireAsset(assetId);
+        TermsRecord storage terms = _termsRecords[_requireAsset(assetId).termsId];
         return Licence({
-            territories: record.territories,
-            validFrom: record.validFrom,
-            validUntil: record.validUntil,
-            royaltyBps: record.royaltyBps,
-            termsCid: record.termsCodec == 0 ? "" : CidCodec.encode(record.termsCodec, record.termsDigest)
+            territories: terms.territories,
+            validFrom: terms.validFrom,
+            validUntil: terms.validUntil,
+            royaltyBps: terms.royaltyBps,
+            termsCid: terms.termsCodec == 0 ? "" : CidCodec.encode(terms.termsCodec, terms.termsDigest)
         });
     }
 
     /// @notice The commitment to an asset's revenue split: {splitHash} of the split in its latest
     /// `SplitUpdated` event.
     function splitHashOf(uint256 assetId) external view returns (bytes32) {
-        return _requireAsset(assetId).splitHash;
+        return _termsRecords[_requireAsset(assetId).termsId].splitHash;
+    }
+
+    /// @notice The asset id whose `SplitUpdated` events hold the preimage of the asset's {splitHashOf}:
+    /// the asset itself once it set or reset its own split, else the first asset of its catalogue.
+    function splitKeyOf(uint256 assetId) external view returns (uint256) {
+        return _termsRecords[_requireAsset(assetId).termsId].splitKey;
     }
 
     /// @notice How a split is committed: keccak256(abi.encode(recipients, shares)).
@@ -449,15 +541,17 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
             address holder = _ownerOf(assetId);
             if (holder == address(0)) continue;
             Record storage record = _records[assetId];
+            TermsRecord storage held = _termsRecords[record.termsId];
             terms[i] = Terms({
                 exists: true,
                 status: record.status,
                 holder: holder,
                 parentId: record.parentId,
-                territories: record.territories,
-                validFrom: record.validFrom,
-                validUntil: record.validUntil,
-                splitHash: record.splitHash
+                territories: held.territories,
+                validFrom: held.validFrom,
+                validUntil: held.validUntil,
+                splitHash: held.splitHash,
+                splitKey: held.splitKey
             });
         }
     }
@@ -472,6 +566,18 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     /// @notice The commitment {registerAsset} reveals: keccak256(abi.encode(contentHash, creator, salt)).
     function registrationCommitment(bytes32 contentHash, address creator, bytes32 salt) public pure returns (bytes32) {
         return keccak256(abi.encode(contentHash, creator, salt));
+    }
+
+    /// @notice What a catalogue's commitment hides: keccak256 of its items' content hashes, in order.
+    function batchHash(CatalogueItem[] calldata items) public pure returns (bytes32 hash) {
+        bytes memory hashes = new bytes(items.length * 32);
+        for (uint256 i; i < items.length; ++i) {
+            bytes32 contentHash = items[i].contentHash;
+            assembly ("memory-safe") {
+                mstore(add(add(hashes, 32), mul(i, 32)), contentHash)
+            }
+        }
+        hash = keccak256(hashes);
     }
 
     /// @notice The block a commitment was made in (0: never, or already revealed).
@@ -516,10 +622,10 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
 
     /// @notice Whether a delivery at `timestamp` in territory `territoryIndex` is within the licence.
     function isLicensedFor(uint256 assetId, uint256 territoryIndex, uint64 timestamp) external view returns (bool) {
-        Record storage record = _requireAsset(assetId);
-        if (territoryIndex >= TERRITORY_COUNT || (record.territories >> territoryIndex) & 1 == 0) return false;
-        if (timestamp < record.validFrom) return false;
-        return record.validUntil == 0 || timestamp <= record.validUntil;
+        TermsRecord storage terms = _termsRecords[_requireAsset(assetId).termsId];
+        if (territoryIndex >= TERRITORY_COUNT || (terms.territories >> territoryIndex) & 1 == 0) return false;
+        if (timestamp < terms.validFrom) return false;
+        return terms.validUntil == 0 || timestamp <= terms.validUntil;
     }
 
     /// @notice `ipfs://<metadata CID>`, the CID's text rebuilt from its stored codec and digest.
@@ -540,9 +646,10 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     {
         _requireOwned(assetId);
         Record storage record = _records[assetId];
-        receiver = record.royaltyReceiver;
+        TermsRecord storage terms = _termsRecords[record.termsId];
+        receiver = terms.royaltyReceiver;
         if (record.status == Status.Active) {
-            royaltyAmount = (salePrice * record.royaltyBps) / TOTAL_BPS;
+            royaltyAmount = (salePrice * terms.royaltyBps) / TOTAL_BPS;
         }
     }
 
@@ -630,63 +737,95 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     /// @dev Checks and writes a registration, mints its token to the creator.
     function _register(Registration calldata r) internal returns (uint256 assetId) {
         if (r.creator == address(0)) revert ZeroCreator();
-        if (r.contentHash == bytes32(0)) revert ZeroContentHash();
-        if (bytes(r.contentCid).length == 0 || bytes(r.metadataCid).length == 0) revert EmptyCid();
-        uint256 existing = _assetIdByHash[r.contentHash];
-        if (existing != 0) revert AlreadyRegistered(r.contentHash, existing);
-        if (r.parentId != 0 && _ownerOf(r.parentId) == address(0)) revert UnknownParent(r.parentId);
-
-        assetId = ++_assetCount;
-        _assetIdByHash[r.contentHash] = assetId;
-        _writeRecord(_records[assetId], r);
-
-        emit AssetRegistered(
-            assetId, r.contentHash, r.creator, msg.sender, r.parentId, r.aigc, r.contentCid, r.metadataCid
-        );
-        _setLicence(assetId, r.licence);
-        _setSplit(assetId, r.recipients, r.shares);
-        // Plain _mint, not _safeMint: creators are often contract wallets without IERC721Receiver, and
-        // registering provenance must not depend on that.
-        _mint(r.creator, assetId);
+        assetId = _assetCount + 1;
+        _origins[assetId] = Origin(r.creator, uint48(block.timestamp), uint48(block.number));
+        uint256 termsId = ++_termsCount;
+        _termsRecords[termsId].users = 1;
+        _writeAsset(assetId, assetId, termsId, r.contentHash, r.contentCid, r.metadataCid, r.parentId, r.aigc);
+        _writeLicence(_termsRecords[termsId], assetId, r.licence);
+        _writeSplit(_termsRecords[termsId], assetId, r.recipients, r.shares);
+        // ERC721A-style mint: the token's owner is its registration's creator until it first moves
+        // ({_ownerOf}); no per-token owner word. Not a safe mint: creators are often contract wallets
+        // without IERC721Receiver, and registering provenance must not depend on that.
+        _increaseBalance(r.creator, 1);
+        emit Transfer(address(0), r.creator, assetId);
     }
 
-    /// @dev The registration's provenance fields, CIDs as (codec, digest); zero words are not written.
-    function _writeRecord(Record storage record, Registration calldata r) internal {
-        (uint8 contentCodec, bytes32 contentDigest) = CidCodec.decode(r.contentCid);
-        (uint8 metadataCodec, bytes32 metadataDigest) = CidCodec.decode(r.metadataCid);
-        record.contentHash = r.contentHash;
-        record.creator = r.creator;
-        record.registeredAt = uint64(block.timestamp);
-        record.aigc = r.aigc;
-        record.contentCodec = contentCodec;
-        record.metadataCodec = metadataCodec;
-        record.registeredBlock = uint64(block.number);
-        record.contentDigest = contentDigest;
-        record.metadataDigest = metadataDigest;
-        if (r.parentId != 0) record.parentId = r.parentId;
+    /// @dev Checks and writes one asset's provenance (CIDs as codec and digest), counts it, emits
+    /// `AssetRegistered`. Zero words are not written.
+    function _writeAsset(
+        uint256 assetId,
+        uint256 origin,
+        uint256 termsId,
+        bytes32 contentHash,
+        string calldata contentCid,
+        string calldata metadataCid,
+        uint256 parentId,
+        bool aigc
+    ) internal {
+        if (contentHash == bytes32(0)) revert ZeroContentHash();
+        if (bytes(contentCid).length == 0 || bytes(metadataCid).length == 0) revert EmptyCid();
+        uint256 existing = _assetIdByHash[contentHash];
+        if (existing != 0) revert AlreadyRegistered(contentHash, existing);
+        if (parentId != 0 && _ownerOf(parentId) == address(0)) revert UnknownParent(parentId);
+        Record storage record = _records[assetId];
+        (record.contentCodec, record.contentDigest) = CidCodec.decode(contentCid);
+        (record.metadataCodec, record.metadataDigest) = CidCodec.decode(metadataCid);
+        record.contentHash = contentHash;
+        record.aigc = aigc;
+        record.origin = uint64(origin);
+        record.termsId = uint64(termsId);
+        if (parentId != 0) record.parentId = parentId;
+        _assetIdByHash[contentHash] = assetId;
+        _assetCount = assetId;
+        emit AssetRegistered(
+            assetId, contentHash, _origins[origin].creator, msg.sender, parentId, aigc, contentCid, metadataCid
+        );
+    }
+
+    /// @dev The asset's own terms record, copied first if other assets share it (copy on write).
+    function _ownTerms(uint256 assetId) internal returns (TermsRecord storage own) {
+        Record storage record = _records[assetId];
+        TermsRecord storage shared = _termsRecords[record.termsId];
+        if (shared.users <= 1) return shared;
+        shared.users -= 1;
+        uint256 termsId = ++_termsCount;
+        own = _termsRecords[termsId];
+        own.territories = shared.territories;
+        own.royaltyReceiver = shared.royaltyReceiver;
+        own.royaltyBps = shared.royaltyBps;
+        own.validFrom = shared.validFrom;
+        own.termsCodec = shared.termsCodec;
+        own.validUntil = shared.validUntil;
+        own.splitKey = shared.splitKey;
+        own.users = 1;
+        own.splitHash = shared.splitHash;
+        if (shared.termsCodec != 0) own.termsDigest = shared.termsDigest;
+        record.termsId = uint64(termsId);
     }
 
     function _setLicence(uint256 assetId, Licence calldata licence) internal {
+        _writeLicence(_ownTerms(assetId), assetId, licence);
+    }
+
+    function _writeLicence(TermsRecord storage terms, uint256 assetId, Licence calldata licence) internal {
         if (licence.territories == 0) revert EmptyTerritories();
         if (licence.territories >> TERRITORY_COUNT != 0) revert UnknownTerritory(licence.territories);
         if (licence.validUntil != 0 && licence.validUntil <= licence.validFrom) {
             revert InvalidValidityWindow(licence.validFrom, licence.validUntil);
         }
         if (licence.royaltyBps > TOTAL_BPS) revert RoyaltyTooHigh(licence.royaltyBps);
-        Record storage record = _records[assetId];
-        record.territories = licence.territories;
-        record.validFrom = licence.validFrom;
-        record.validUntil = licence.validUntil;
-        record.royaltyBps = licence.royaltyBps;
+        terms.territories = licence.territories;
+        terms.validFrom = licence.validFrom;
+        terms.validUntil = licence.validUntil;
+        terms.royaltyBps = licence.royaltyBps;
         if (bytes(licence.termsCid).length == 0) {
-            if (record.termsCodec != 0) {
-                record.termsCodec = 0;
-                delete record.termsDigest;
+            if (terms.termsCodec != 0) {
+                terms.termsCodec = 0;
+                delete terms.termsDigest;
             }
         } else {
-            (uint8 termsCodec, bytes32 termsDigest) = CidCodec.decode(licence.termsCid);
-            record.termsCodec = termsCodec;
-            record.termsDigest = termsDigest;
+            (terms.termsCodec, terms.termsDigest) = CidCodec.decode(licence.termsCid);
         }
         emit LicenceUpdated(
             assetId, licence.territories, licence.validFrom, licence.validUntil, licence.royaltyBps, licence.termsCid
@@ -694,6 +833,15 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
     }
 
     function _setSplit(uint256 assetId, address[] calldata recipients, uint16[] calldata shares) internal {
+        _writeSplit(_ownTerms(assetId), assetId, recipients, shares);
+    }
+
+    function _writeSplit(
+        TermsRecord storage terms,
+        uint256 assetId,
+        address[] calldata recipients,
+        uint16[] calldata shares
+    ) internal {
         uint256 count = recipients.length;
         if (count == 0) revert EmptySplit();
         if (count != shares.length) revert SplitLengthMismatch(count, shares.length);
@@ -707,10 +855,19 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
             total += shares[i];
         }
         if (total != TOTAL_BPS) revert SharesNotWhole(total);
-        Record storage record = _records[assetId];
-        record.splitHash = splitHash(recipients, shares);
-        record.royaltyReceiver = recipients[lead];
+        terms.splitHash = splitHash(recipients, shares);
+        terms.royaltyReceiver = recipients[lead];
+        terms.splitKey = uint64(assetId);
         emit SplitUpdated(assetId, recipients, shares);
+    }
+
+    /// @dev A token's owner: the one written at its last move, else its registration's creator
+    /// (ERC721A-style: minting writes no owner word per token). Ids never registered have none.
+    function _ownerOf(uint256 tokenId) internal view override returns (address owner) {
+        owner = super._ownerOf(tokenId);
+        if (owner == address(0) && tokenId != 0 && tokenId <= _assetCount) {
+            owner = _origins[_records[tokenId].origin].creator;
+        }
     }
 
     /// @dev Moving the token moves the rights, and with them the revenue: a transfer (a sale) or an
@@ -723,9 +880,10 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, EIP712, Nonces {
             uint16[] memory shares = new uint16[](1);
             recipients[0] = to;
             shares[0] = TOTAL_BPS;
-            Record storage record = _records[tokenId];
-            record.splitHash = keccak256(abi.encode(recipients, shares));
-            record.royaltyReceiver = to;
+            TermsRecord storage terms = _ownTerms(tokenId);
+            terms.splitHash = keccak256(abi.encode(recipients, shares));
+            terms.royaltyReceiver = to;
+            terms.splitKey = uint64(tokenId);
             emit SplitUpdated(tokenId, recipients, shares);
         }
     }

@@ -121,14 +121,19 @@ if [[ ! -f "$TOOLCHAIN/brownie-home/.brownie/network-config.yaml" ]] \
   HOME="$TOOLCHAIN/brownie-home" .venv/bin/brownie networks add Ethereum edgeledger-rpc \
     host='$ETH_RPC_URL' chainid=31337 name="EdgeLedger RPC (ETH_RPC_URL)" >/dev/null
 fi
-# Brownie's test chain must never be the dev stack's anvil (8545): brownie would attach to it.
+# Brownie's test chain must never be the dev stack's anvil (8545): brownie would attach to it. Its block
+# gas limit is anvil's own default, 30,000,000 (brownie's 12,000,000 is below one 100-asset catalogue).
 BROWNIE_TEST_PORT=8645
-if ! .venv/bin/python - "$TOOLCHAIN/brownie-home/.brownie/network-config.yaml" "$BROWNIE_TEST_PORT" <<'PY'
+BROWNIE_TEST_GAS_LIMIT=30000000
+if ! .venv/bin/python - "$TOOLCHAIN/brownie-home/.brownie/network-config.yaml" "$BROWNIE_TEST_PORT" \
+    "$BROWNIE_TEST_GAS_LIMIT" <<'PY'
 import sys, yaml
 dev = next(n for n in yaml.safe_load(open(sys.argv[1]))["development"] if n["id"] == "development")
-sys.exit(0 if dev["cmd_settings"].get("port") == int(sys.argv[2]) else 1)
+settings = dev["cmd_settings"]
+sys.exit(0 if (settings.get("port"), settings.get("gas_limit")) == (int(sys.argv[2]), int(sys.argv[3])) else 1)
 PY
 then
-  say "brownie's development (test) network: anvil on port $BROWNIE_TEST_PORT"
-  HOME="$TOOLCHAIN/brownie-home" .venv/bin/brownie networks modify development port=$BROWNIE_TEST_PORT >/dev/null
+  say "brownie's development (test) network: anvil on port $BROWNIE_TEST_PORT, block gas limit $BROWNIE_TEST_GAS_LIMIT"
+  HOME="$TOOLCHAIN/brownie-home" .venv/bin/brownie networks modify development port=$BROWNIE_TEST_PORT \
+    gas_limit=$BROWNIE_TEST_GAS_LIMIT >/dev/null
 fi

@@ -26,20 +26,28 @@ library CidCodec {
 
     /// @notice (codec, digest) of a CID's text; reverts with {InvalidCid} on anything but the canonical form.
     function decode(string calldata cid) internal pure returns (uint8 codec, bytes32 digest) {
-        bytes calldata text = bytes(cid);
-        if (text.length != TEXT_LENGTH || text[0] != "b") revert InvalidCid(cid);
+        if (bytes(cid).length != TEXT_LENGTH) revert InvalidCid(cid);
         // 58 base32 characters carry 290 bits: the 40 bits of (0x01, codec, 0x12, 0x20, digest[0]) in the
         // first 8 characters, then the digest's other 31 bytes and 2 zero padding bits in the last 50.
         uint256 head = 0;
         uint256 tail = 0;
-        unchecked {
-            for (uint256 i = 1; i < 9; ++i) {
-                head = (head << 5) | _value(text[i], cid);
-            }
-            for (uint256 i = 9; i < TEXT_LENGTH; ++i) {
-                tail = (tail << 5) | _value(text[i], cid);
+        uint256 bad = 0;
+        assembly ("memory-safe") {
+            let text := cid.offset
+            bad := iszero(eq(byte(0, calldataload(text)), 0x62)) // "b"
+            for { let i := 1 } lt(i, 59) { i := add(i, 1) } {
+                let c := byte(0, calldataload(add(text, i)))
+                let v := sub(c, 0x61) // a-z: 0-25
+                if gt(v, 25) {
+                    v := sub(c, 0x18) // 2-7 (0x32-0x37): 26-31
+                    bad := or(bad, or(lt(c, 0x32), gt(c, 0x37)))
+                }
+                switch lt(i, 9)
+                case 1 { head := or(shl(5, head), v) }
+                default { tail := or(shl(5, tail), v) }
             }
         }
+        if (bad != 0) revert InvalidCid(cid);
         codec = uint8(head >> 24);
         if (head >> 32 != 0x01 || (head >> 8) & 0xffff != 0x1220 || tail & 3 != 0) revert InvalidCid(cid);
         if (codec != RAW && codec != DAG_PB) revert InvalidCid(cid);
@@ -64,12 +72,5 @@ library CidCodec {
             }
         }
         cid = string(out);
-    }
-
-    function _value(bytes1 char, string calldata cid) private pure returns (uint256) {
-        uint8 c = uint8(char);
-        if (c >= 0x61 && c <= 0x7a) return c - 0x61; // a-z: 0-25
-        if (c >= 0x32 && c <= 0x37) return c - 0x32 + 26; // 2-7: 26-31
-        revert InvalidCid(cid);
     }
 }

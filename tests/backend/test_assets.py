@@ -709,7 +709,8 @@ def test_licence_and_split_updates_are_relayed_with_the_holders_signature(
     committed = bytes(chain.call(registry.functions.splitHashOf(asset["id"]), block))
     assert committed == split_hash([creator.account.address, co.address], [6000, 4000])
     asset_id = int(asset["id"])
-    split = splits_at(chain.get_logs, registry.address, {asset_id: committed}, block)[asset_id]
+    key = int(chain.call(registry.functions.splitKeyOf(asset_id), block))
+    split = splits_at(chain.get_logs, registry.address, {asset_id: (key, committed)}, block)[asset_id]
     assert split == ((creator.account.address.lower(), co.address.lower()), (6000, 4000))
     assert_error(
         app_client.post("/assets/99999/split", headers=creator.headers, json=ask_split), 404, "not_found"

@@ -53,7 +53,7 @@ def test_the_latest_event_up_to_the_block_is_the_split_in_force():
         queries.append(query)
         return list(reversed(logs))  # any order from the node
 
-    hashes = {7: split_hash([A, B], [5_000, 5_000]), 8: split_hash([B], [10_000])}
+    hashes = {7: (7, split_hash([A, B], [5_000, 5_000])), 8: (8, split_hash([B], [10_000]))}
     assert splits_at(get_logs, REGISTRY, hashes, block=12) == {
         7: ((A, B), (5_000, 5_000)),
         8: ((B,), (10_000,)),
@@ -62,18 +62,27 @@ def test_the_latest_event_up_to_the_block_is_the_split_in_force():
     assert queries[0]["topics"][1] == ["0x" + f"{7:064x}", "0x" + f"{8:064x}"]
 
 
+def test_a_catalogue_asset_reads_the_shared_split_under_its_first_asset():
+    """Asset 9 still has its catalogue's split, emitted under asset 7, which has since set its own: the
+    preimage of 9's hash is 7's older event, not 7's latest."""
+    logs = [log(7, [A], [10_000], block=10), log(7, [B], [10_000], block=15)]
+    wanted = {7: (7, split_hash([B], [10_000])), 9: (7, split_hash([A], [10_000]))}
+    found = splits_at(lambda q: logs, REGISTRY, wanted, block=20)
+    assert found == {7: ((B,), (10_000,)), 9: ((A,), (10_000,))}
+
+
 def test_an_event_that_does_not_match_the_commitment_is_refused():
     # A node that leaves out the latest event answers an older split: it no longer matches the hash.
     older = [log(7, [A], [10_000], block=10)]
     with pytest.raises(SplitMismatch) as refused:
-        splits_at(lambda q: older, REGISTRY, {7: split_hash([A, B], [5_000, 5_000])}, block=12)
+        splits_at(lambda q: older, REGISTRY, {7: (7, split_hash([A, B], [5_000, 5_000]))}, block=12)
     assert refused.value.asset_id == 7
     with pytest.raises(SplitMismatch, match="no SplitUpdated event"):
-        splits_at(lambda q: [], REGISTRY, {7: split_hash([A], [10_000])}, block=12)
+        splits_at(lambda q: [], REGISTRY, {7: (7, split_hash([A], [10_000]))}, block=12)
 
 
 def test_queries_hold_at_most_100_assets():
-    hashes = {i: split_hash([A], [10_000]) for i in range(1, 251)}
+    hashes = {i: (i, split_hash([A], [10_000])) for i in range(1, 251)}
     queries = []
 
     def get_logs(query):

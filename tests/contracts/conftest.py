@@ -79,7 +79,8 @@ def split_of(registry, asset_id: int, block: int | None = None) -> tuple[list[st
     against splitHashOf at that block (edgeledger.ledger.splits)."""
     block = web3.eth.block_number if block is None else block
     expected = bytes(registry.splitHashOf.call(asset_id, block_identifier=block))
-    split = splits_at(web3.eth.get_logs, registry.address, {asset_id: expected}, block)[asset_id]
+    key = registry.splitKeyOf.call(asset_id, block_identifier=block)
+    split = splits_at(web3.eth.get_logs, registry.address, {asset_id: (key, expected)}, block)[asset_id]
     return [web3.to_checksum_address(r) for r in split[0]], list(split[1])
 
 
@@ -251,6 +252,34 @@ def self_register(registry, reg, sender, *, salt=None):
     salt = random_hash() if salt is None else salt
     registry.commitRegistration(registration_commitment(reg[0], reg[3], salt), {"from": sender})
     return registry.registerAsset(reg, salt, {"from": sender})
+
+
+def catalogue_item(*, content_hash: bytes | None = None, parent_id: int = 0, aigc: bool = False) -> tuple:
+    """A CatalogueItem tuple: (contentHash, contentCid, metadataCid, parentId, aigc)."""
+    return (
+        random_hash() if content_hash is None else content_hash,
+        random_cid(),
+        random_cid(0x70),
+        parent_id,
+        aigc,
+    )
+
+
+def batch_commitment(items) -> bytes:
+    """ContentRegistry.batchHash: keccak256 of the items' content hashes, in order."""
+    return keccak(b"".join(bytes(item[0]) for item in items))
+
+
+def register_batch(registry, items, sender, *, lic=None, recipients=None, shares=None, salt=None):
+    """A creator's catalogue: commitRegistration(batch commitment) in one block, registerBatch in the
+    next. Returns the reveal's transaction."""
+    salt = random_hash() if salt is None else salt
+    recipients = [str(sender)] if recipients is None else [str(r) for r in recipients]
+    shares = [TOTAL_BPS] if shares is None else list(shares)
+    lic = licence() if lic is None else lic
+    commitment = registration_commitment(batch_commitment(items), str(sender), salt)
+    registry.commitRegistration(commitment, {"from": sender})
+    return registry.registerBatch(items, lic, recipients, shares, salt, {"from": sender})
 
 
 def sign_registration(registry, reg, signer, *, nonce=None, deadline=None):

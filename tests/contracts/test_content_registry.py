@@ -9,6 +9,7 @@ import pytest
 from brownie import ContentRegistry, chain, web3
 from eth_utils import to_checksum_address
 
+from edgeledger.ledger.registration import commitment as registration_commitment
 from edgeledger.ledger.splits import split_hash
 
 from .conftest import (
@@ -23,6 +24,8 @@ from .conftest import (
     Status,
     assert_event,
     assert_same,
+    batch_commitment,
+    catalogue_item,
     cid_text,
     custom_error,
     error_selector,
@@ -31,6 +34,7 @@ from .conftest import (
     licence,
     random_cid,
     random_hash,
+    register_batch,
     register_for,
     registration,
     self_register,
@@ -63,6 +67,8 @@ EXPECTED_ERRORS = (
     "ZeroContentHash()",
     "EmptyCid()",
     "InvalidCid(string)",
+    "EmptyBatch()",
+    "BatchTooLarge(uint256,uint256)",
     "ZeroCreator()",
     "AlreadyRegistered(bytes32,uint256)",
     "UnknownParent(uint256)",
@@ -1221,13 +1227,14 @@ def test_settlement_terms_read_many_assets_at_once(registry, register, arbiter, 
             child[6][1],
             child[6][2],
             split_hash([a, b], [4_000, 6_000]),
+            child_id,
         ),
     )
     assert_same(parent[:4], (True, Status.Disputed, creator, 0))
-    assert_same(parent[7], split_hash(reg[7], reg[8]))
+    assert_same(parent[7:], (split_hash(reg[7], reg[8]), asset_id))
     assert_same(split_of(registry, child_id), ([a, b], [4_000, 6_000]))
     for nothing in (missing, unknown):
-        assert_same(nothing, (False, 0, ZERO_ADDRESS, 0, 0, 0, 0, ZERO_HASH))
+        assert_same(nothing, (False, 0, ZERO_ADDRESS, 0, 0, 0, 0, ZERO_HASH, 0))
     assert len(registry.settlementTerms([])) == 0
 
 
@@ -1239,6 +1246,7 @@ def test_views_of_unknown_asset(registry, asset):
         registry.getAsset,
         registry.getLicence,
         registry.splitHashOf,
+        registry.splitKeyOf,
         registry.isAccruing,
         registry.rightsHolder,
         registry.ownerOf,
@@ -1259,6 +1267,7 @@ def test_views_of_unknown_asset(registry, asset):
 
 MUTATING_FUNCTIONS = {
     "approve(address,uint256)",
+    "registerBatch((bytes32,string,string,uint256,bool)[],(uint256,uint64,uint64,uint16,string),address[],uint16[],bytes32)",
     "clearDispute(uint256,string)",
     "grantRole(bytes32,address)",
     "markDisputed(uint256,string)",
@@ -1327,6 +1336,9 @@ VIEW_CALLS = {
     "getRoleAdmin": lambda ctx: (ARBITER_ROLE,),
     "splitHash": lambda ctx: (ctx["reg"][7], ctx["reg"][8]),
     "splitHashOf": lambda ctx: (ctx["id"],),
+    "splitKeyOf": lambda ctx: (ctx["id"],),
+    "batchHash": lambda ctx: ([catalogue_item(content_hash=ctx["hash"])],),
+    "MAX_BATCH": lambda ctx: (),
     "hasRole": lambda ctx: (ARBITER_ROLE, ctx["arbiter"]),
     "isAccruing": lambda ctx: (ctx["id"],),
     "isApprovedForAll": lambda ctx: (ctx["owner"], ctx["arbiter"]),
@@ -1357,3 +1369,134 @@ def test_view_functions_as_transactions(registry, register, arbiter, creator):
         tx = method.transact(*args, {"from": arbiter})
         assert tx.status == 1, name
         assert_same(tx.return_value, method(*args))
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalogues: many assets in one transaction
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_catalogue_of_100_assets_in_one_transaction(registry, creator, other):
+    """registerBatch: each item its own token with its own provenance, one ERC-2309 ConsecutiveTransfer,
+    the licence and split stored once and read back per asset (the split from the first asset's event,
+    checked against each asset's hash); the gas per asset is printed beside an ERC721A mint."""
+    first_expected = registry.totalAssets() + 1
+    items = [catalogue_item() for _ in range(99)]
+    items.append(catalogue_item(parent_id=first_expected, aigc=True))  # a variant of the first image
+    recipients, shares = [creator, other], [8_000, 2_000]
+    lic = licence(territories(1, 2, 3), T0, T1, 500, random_cid())
+    tx = register_batch(registry, items, creator, lic=lic, recipients=recipients, shares=shares)
+    first_id = tx.return_value
+    assert first_id == first_expected and registry.totalAssets() == first_id + 99
+    names = event_names(tx)
+    assert names.count("AssetRegistered") == 100 and "Transfer" not in names
+    assert names[-4:] == ["LicenceUpdated", "SplitUpdated", "ConsecutiveTransfer", "BatchRegistered"]
+    assert_event(
+        tx,
+        "ConsecutiveTransfer",
+        fromTokenId=first_id,
+        toTokenId=first_id + 99,
+        fromAddress=ZERO_ADDRESS,
+        toAddress=creator,
+    )
+    assert registry.balanceOf(creator) == 100
+    for offset in (0, 57, 99):
+        asset_id = first_id + offset
+        record = registry.getAsset(asset_id)
+        assert_same(
+            (
+                record["contentHash"],
+                record["contentCid"],
+                record["metadataCid"],
+                record["parentId"],
+                record["aigc"],
+            ),
+            items[offset],
+        )
+        assert record["creator"] == creator and registry.ownerOf(asset_id) == creator
+        assert registry.assetIdOf(items[offset][0]) == asset_id
+        assert_same(registry.getLicence(asset_id), lic)
+        assert registry.splitKeyOf(asset_id) == first_id
+        assert_same(split_of(registry, asset_id), (recipients, shares))
+        assert registry.tokenURI(asset_id) == "ipfs://" + items[offset][2]
+    per_asset = tx.gas_used // 100
+    print(
+        f"[gas] registerBatch of 100: {tx.gas_used:,} in all, {per_asset:,} per asset"
+        " (an ERC721A mint: about 73,000)"
+    )
+    assert tx.gas_used < 2**24  # a transaction's gas cap on chains since Osaka (EIP-7825)
+
+
+def test_a_catalogue_asset_that_changes_its_terms_leaves_the_others_alone(registry, creator, other, arbiter):
+    """Copy on write: a licence update, a split update, a transfer (split reset) or a reassignment of
+    one asset gives it its own terms; every other asset of the catalogue keeps the shared ones, and each
+    split still reads back from events and its hash."""
+    items = [catalogue_item() for _ in range(4)]
+    lic = licence(territories(5), T0, 0, 250, "")
+    tx = register_batch(registry, items, creator, lic=lic, recipients=[creator], shares=[TOTAL_BPS])
+    first = tx.return_value
+    a, b = addresses(2)
+    # The first asset (whose events hold the shared split) sets its own split.
+    registry.updateSplit(first, [a, b], [5_000, 5_000], {"from": creator})
+    # The second changes its licence only: its split is still the shared one.
+    new_licence = licence(territories(9), T0, T1, 0, random_cid())
+    registry.updateLicence(first + 1, new_licence, {"from": creator})
+    # The third is sold.
+    registry.transferFrom(creator, other, first + 2, {"from": creator})
+    assert_same(split_of(registry, first), ([a, b], [5_000, 5_000]))
+    assert registry.splitKeyOf(first) == first
+    assert_same(split_of(registry, first + 1), ([creator], [TOTAL_BPS]))
+    assert registry.splitKeyOf(first + 1) == first
+    assert_same(registry.getLicence(first + 1), new_licence)
+    assert_same(split_of(registry, first + 2), ([other], [TOTAL_BPS]))
+    assert registry.ownerOf(first + 2) == other and registry.balanceOf(other) == 1
+    assert_same(registry.royaltyInfo(first + 2, 10_000), (other, 250))
+    # The fourth kept everything.
+    assert_same(registry.getLicence(first + 3), lic)
+    assert_same(split_of(registry, first + 3), ([creator], [TOTAL_BPS]))
+    assert registry.ownerOf(first + 3) == creator and registry.balanceOf(creator) == 3
+    for asset_id in (first, first + 1, first + 3):
+        assert_same(registry.getLicence(asset_id), new_licence if asset_id == first + 1 else lic)
+    # settlementTerms names, per asset, where the split's preimage is.
+    terms = registry.settlementTerms([first, first + 1, first + 2, first + 3])
+    assert [t[8] for t in terms] == [first, first, first + 2, first]
+    # A dispute and reassignment of the last asset moves only it.
+    registry.markDisputed(first + 3, random_cid(), {"from": arbiter})
+    chain.sleep(REASSIGN_DELAY + 1)
+    registry.reassignRights(first + 3, other, random_cid(), {"from": arbiter})
+    assert_same(split_of(registry, first + 3), ([other], [TOTAL_BPS]))
+    assert_same(split_of(registry, first + 1), ([creator], [TOTAL_BPS]))
+
+
+def test_a_catalogue_needs_its_commitment_and_fair_contents(registry, creator, other):
+    items = [catalogue_item() for _ in range(3)]
+    salt = random_hash()
+    # Without a commitment, or revealed in the commitment's own block: refused.
+    commitment = registration_commitment(batch_commitment(items), str(creator), salt)
+    with brownie.reverts(custom_error("NoCommitment", commitment)):
+        registry.registerBatch(items, licence(), [creator], [TOTAL_BPS], salt, {"from": creator})
+    # A copier revealing the catalogue under its own address has no commitment of its own.
+    registry.commitRegistration(commitment, {"from": creator})
+    copied = registration_commitment(batch_commitment(items), str(other), salt)
+    with brownie.reverts(custom_error("NoCommitment", copied)):
+        registry.registerBatch(items, licence(), [other], [TOTAL_BPS], salt, {"from": other})
+    with brownie.reverts(custom_error("EmptyBatch")):
+        registry.registerBatch([], licence(), [creator], [TOTAL_BPS], salt, {"from": creator})
+    too_many = [catalogue_item() for _ in range(101)]
+    with brownie.reverts(custom_error("BatchTooLarge", 101, 100)):
+        register_batch(registry, too_many, creator)
+    # A content hash twice in one catalogue, or one already registered: the whole catalogue is refused.
+    twice = [items[0], catalogue_item(content_hash=items[0][0])]
+    first_id = registry.totalAssets() + 1
+    with brownie.reverts(custom_error("AlreadyRegistered", items[0][0], first_id)):
+        register_batch(registry, twice, creator)
+    # A parent later in the same catalogue does not exist yet.
+    forward = [catalogue_item(parent_id=first_id + 1), catalogue_item()]
+    with brownie.reverts(custom_error("UnknownParent", first_id + 1)):
+        register_batch(registry, forward, creator)
+    # The split and licence are checked as for one asset.
+    with brownie.reverts(custom_error("SharesNotWhole", 9_999)):
+        register_batch(registry, items, creator, recipients=[creator], shares=[9_999])
+    assert registry.totalAssets() == first_id - 1
+    tx = registry.registerBatch(items, licence(), [creator], [TOTAL_BPS], salt, {"from": creator})
+    assert tx.return_value == first_id

@@ -40,9 +40,11 @@ from .conftest import (
     Status,
     assert_same,
     batch_call,
+    catalogue_item,
     custom_error,
     random_cid,
     random_hash,
+    register_batch,
     register_for,
     self_register,
 )
@@ -220,6 +222,28 @@ class RegistryMachine(RuleBasedStateMachine):
             expected = None
         self._register(creator, sender, content_hash, parent_id, seed, count, expected)
 
+    @rule(user_ix=st_user, seed=st_seed, count=st_count, size=strategy("uint8", min_value=1, max_value=4))
+    def rule_register_batch(self, user_ix, seed, count, size):
+        """A creator registers a catalogue in one transaction: every asset its own token under one
+        licence and split (stored once, copied when one asset changes its own, which the invariant's
+        per-asset checks see); the last item is sometimes a derivative of the first."""
+        creator = self.users[user_ix]
+        first_id = len(self.assets) + 1
+        items = [catalogue_item() for _ in range(size)]
+        if size > 1 and seed % 2:
+            items[-1] = catalogue_item(parent_id=first_id, aigc=True)
+        recipients, shares = self._split(seed, count)
+        lic = self._licence(seed)
+        tx = register_batch(self.registry, items, creator, lic=lic, recipients=recipients, shares=shares)
+        assert tx.return_value == first_id
+        assert tx.events["BatchRegistered"]["count"] == size
+        for offset, item in enumerate(items):
+            content_hash = bytes(item[0])
+            self.assets[first_id + offset] = AssetModel(
+                content_hash, str(creator), Status.Active, list(recipients), list(shares), lic, item[3], []
+            )
+            self.ids_by_hash[content_hash] = first_id + offset
+
     @rule(pick=st_pick, sender_kind=st_sender, user_ix=st_user, to_ix=st_user)
     def rule_transfer(self, pick, sender_kind, user_ix, to_ix):
         """The owner (sometimes someone else) transfers the token, whatever its status, to a user."""
@@ -386,20 +410,27 @@ class RegistryMachine(RuleBasedStateMachine):
                 (registry.getAsset, (asset_id,), self.outsider),
                 (registry.assetIdOf, (model.content_hash,), self.outsider),
                 (registry.splitHashOf, (asset_id,), self.outsider),
+                (registry.splitKeyOf, (asset_id,), self.outsider),
                 (registry.getLicence, (asset_id,), self.outsider),
                 (registry.ownerOf, (asset_id,), self.outsider),
                 (registry.reassignableAt, (asset_id,), self.outsider),
                 (registry.updateSplit, (asset_id, [str(owner)], [TOTAL_BPS]), owner),
                 (registry.updateSplit, (asset_id, [str(intruder)], [TOTAL_BPS]), intruder),
             ]
-        results = iter(batch_call(registry, calls))
-        # Every split as settlement reads it: the latest SplitUpdated events, checked against the hashes.
+        answers = batch_call(registry, calls)
+        # Every split as settlement reads it: the preimage of the asset's hash among its split key's
+        # SplitUpdated events (the asset's own, or its catalogue's shared one).
+        per_asset = 9
         splits = splits_at(
             web3.eth.get_logs,
             registry.address,
-            {asset_id: split_hash(m.recipients, m.shares) for asset_id, m in self.assets.items()},
+            {
+                asset_id: (answers[1 + n * per_asset + 3], split_hash(m.recipients, m.shares))
+                for n, (asset_id, m) in enumerate(self.assets.items())
+            },
             web3.eth.block_number,
         )
+        results = iter(answers)
 
         assert next(results) == len(self.assets)
         for asset_id, model in self.assets.items():
@@ -407,12 +438,13 @@ class RegistryMachine(RuleBasedStateMachine):
                 record,
                 mapped_id,
                 committed_split,
+                _split_key,
                 lic,
                 owner,
                 reassignable,
                 owner_update,
                 intruder_update,
-            ) = (next(results) for _ in range(8))
+            ) = (next(results) for _ in range(9))
             assert reassignable == (model.contested_since + REASSIGN_DELAY if model.contested_since else 0)
             # No hash registered twice: hash -> id -> hash round-trips for every asset.
             assert_same(record["contentHash"], model.content_hash)

@@ -288,6 +288,7 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
         asset = chain.call(registry.functions.getAsset(asset_id), block)
         licence = chain.call(registry.functions.getLicence(asset_id), block)
         committed_split = bytes(chain.call(registry.functions.splitHashOf(asset_id), block))
+        split_key = int(chain.call(registry.functions.splitKeyOf(asset_id), block))
         holder = chain.call(registry.functions.ownerOf(asset_id), block)
     except ContractRevert as exc:
         if exc.error == "ERC721NonexistentToken":
@@ -309,9 +310,13 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
     ) = asset
     territories, valid_from, valid_until, royalty_bps, terms_cid = licence
     try:
-        # The asset's first SplitUpdated event is in its registration block.
+        # The split's events start in the registration block (of the asset, or of its catalogue's first).
         recipients, shares = splits_at(
-            chain.get_logs, registry.address, {asset_id: committed_split}, block, from_block=registered_block
+            chain.get_logs,
+            registry.address,
+            {asset_id: (split_key, committed_split)},
+            block,
+            from_block=registered_block,
         )[asset_id]
     except SplitMismatch as exc:
         raise AssetError(str(exc), code="chain_unreadable", status=502) from None

@@ -1,7 +1,8 @@
 """The scripted demo `edgeledger up` runs.
 
 1. Provenance: a creator registers an image and an AI-generated variant of it through the API, and the
-   original is then verified from the file alone against the chain.
+   original is then verified from the file alone against the chain; then a catalogue of 100 product
+   images in one transaction from the creator's wallet (devtools/catalogue.py).
 2. Delivery receipts: an admin registers a CloudFront distribution as a delivery source, uploads a
    CloudFront standard log (gzip) of requests for the image, uploads it again (nothing changes), closes
    and anchors the batch, fetches the proof of one log line and checks it against the chain alone, with
@@ -36,6 +37,7 @@ from edgeledger.chain.anvil import anvil_rpc
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.db import make_engine
+from edgeledger.devtools.catalogue import run_catalogue_demo
 from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from edgeledger.devtools.stack import DEV_CHALLENGE_WINDOW, now_label, say
 from edgeledger.ledger import registration as registration_formats
@@ -153,6 +155,7 @@ def run_demo(settings: Settings, base_url: str, keys: dict[str, str]) -> None:
         total = session.scalar(select(func.count()).select_from(Asset))
     engine.dispose()
     say(f"the database now holds {total} registered assets (runs add to it; nothing is reset)")
+    run_catalogue_demo(settings, creator_key, label, valid_from=int(time.time()) - 2 * 86400)
     run_delivery_demo(settings, base_url, admin_key=admin_key, asset=asset, label=label)
     run_settlement_demo(settings, base_url, keys=keys)
     run_audit_demo(settings, base_url, keys=keys)

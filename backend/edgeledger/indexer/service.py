@@ -276,6 +276,16 @@ def _split(session: Session, e: DecodedEvent, _: TitleOf) -> None:
         asset.split_json = json.dumps(pairs, separators=(",", ":"))
 
 
+def _batch_registered(session: Session, e: DecodedEvent, _: TitleOf) -> None:
+    """A catalogue's assets share the licence and split emitted under its first asset just before."""
+    first = int(e.args["firstId"])
+    if (template := _asset(session, str(first))) is None:
+        return
+    for asset_id in range(first + 1, first + int(e.args["count"])):
+        if (asset := _asset(session, str(asset_id))) is not None:
+            asset.royalty_bps, asset.split_json = template.royalty_bps, template.split_json
+
+
 def _status(session: Session, e: DecodedEvent, _: TitleOf) -> None:
     if (asset := _asset(session, e.args["assetId"])) is not None:
         asset.status = ASSET_STATUS[int(e.args["current"])]
@@ -383,6 +393,7 @@ _HANDLERS: dict[tuple[str, str], Callable[[Session, DecodedEvent, TitleOf], None
     ("ContentRegistry", "AssetRegistered"): _asset_registered,
     ("ContentRegistry", "LicenceUpdated"): _licence,
     ("ContentRegistry", "SplitUpdated"): _split,
+    ("ContentRegistry", "BatchRegistered"): _batch_registered,
     ("ContentRegistry", "AssetStatusChanged"): _status,
     ("ContentRegistry", "Transfer"): _transfer,
     ("DeliveryLedger", "SourceRegistered"): _source_registered,

@@ -1,12 +1,14 @@
 """An asset's revenue split as ContentRegistry commits to it, and how to read it back from the chain.
 
-The registry stores one word per asset for its split, ``splitHash = keccak256(abi.encode(address[]
-recipients, uint16[] shares))``; the split itself is in calldata and in the asset's ``SplitUpdated(uint256
-indexed assetId, address[] recipients, uint16[] shares)`` events (registration, ``updateSplit`` /
-``updateSplitFor``, and the reset to the new holder on every transfer or reassignment). The split in
-force at block B is the asset's last ``SplitUpdated`` event at or before B; it is accepted only when its
-hash equals ``splitHashOf`` / ``settlementTerms(...).splitHash`` read at B, so a node that leaves out or
-reorders events cannot change who is paid (:func:`splits_at`).
+The registry stores one word for a split, ``splitHash = keccak256(abi.encode(address[] recipients,
+uint16[] shares))``; the split itself is in calldata and in ``SplitUpdated(uint256 indexed assetId,
+address[] recipients, uint16[] shares)`` events (registration, ``updateSplit`` / ``updateSplitFor``, the
+reset to the new holder on every transfer or reassignment). A catalogue registered in one transaction
+shares one split, emitted once under its first asset's id, until an asset sets its own; the registry
+names, per asset, the id whose events hold its split (``splitKeyOf``, ``settlementTerms(...).splitKey``).
+The split in force at block B is the latest event of that key up to B whose split hashes to the hash
+read at B (:func:`splits_at`): the hash authenticates it, so a node that leaves out, reorders or alters
+events cannot change who is paid.
 
 DB-free: settlement, the API and ``edgeledger verify settlement`` share it (docs/registration.md).
 """
@@ -85,34 +87,38 @@ def split_query(
 def splits_at(
     get_logs: Callable[[dict[str, Any]], Iterable[Mapping[str, Any]]],
     registry: str,
-    hashes: Mapping[int, bytes],
+    wanted: Mapping[int, tuple[int, bytes]],
     block: int,
     from_block: int = 0,
 ) -> dict[int, Split]:
-    """The split in force at ``block`` of every asset in ``hashes`` (asset id -> split hash read at that
-    block), each checked against its hash.
+    """The split in force at ``block`` of every asset in ``wanted`` (asset id -> (split key, split hash),
+    both read at that block: ``settlementTerms`` or ``splitKeyOf`` / ``splitHashOf``).
 
-    ``get_logs`` runs one ``eth_getLogs`` query (``w3.eth.get_logs``). Raises :class:`SplitMismatch` for an
-    asset without a ``SplitUpdated`` event up to ``block`` or whose latest one hashes differently."""
-    ids = sorted(hashes)
-    latest: dict[int, tuple[tuple[int, int], Split]] = {}
-    for start in range(0, len(ids), _IDS_PER_QUERY):
-        chunk = ids[start : start + _IDS_PER_QUERY]
+    The split is the preimage of the hash, found in the ``SplitUpdated`` events of the split key (the
+    asset itself, or the first asset of the catalogue whose shared split it still has); the latest event
+    that hashes to it is taken. ``get_logs`` runs one ``eth_getLogs`` query (``w3.eth.get_logs``). Raises
+    :class:`SplitMismatch` for an asset none of whose key's events up to ``block`` hashes to its hash: a node
+    that leaves out or alters events cannot make another split pass."""
+    keys = sorted({key for key, _ in wanted.values()})
+    events: dict[int, list[tuple[tuple[int, int], Split]]] = {}
+    for start in range(0, len(keys), _IDS_PER_QUERY):
+        chunk = keys[start : start + _IDS_PER_QUERY]
         for log in get_logs(split_query(registry, chunk, block, from_block)):
-            asset_id, split = decode_split_event(log)
-            position = (int(log["blockNumber"]), int(log["logIndex"]))
-            if asset_id in hashes and (asset_id not in latest or position > latest[asset_id][0]):
-                latest[asset_id] = (position, split)
+            key, split = decode_split_event(log)
+            events.setdefault(key, []).append(((int(log["blockNumber"]), int(log["logIndex"])), split))
     out: dict[int, Split] = {}
-    for asset_id in ids:
-        if asset_id not in latest:
-            raise SplitMismatch(asset_id, f"asset {asset_id}: no SplitUpdated event up to block {block}")
-        split = latest[asset_id][1]
-        if split_hash(*split) != bytes(hashes[asset_id]):
+    for asset_id in sorted(wanted):
+        key, expected = wanted[asset_id]
+        found = [
+            split
+            for _, split in sorted(events.get(key, []), key=lambda entry: entry[0], reverse=True)
+            if split_hash(*split) == bytes(expected)
+        ]
+        if not found:
             raise SplitMismatch(
                 asset_id,
-                f"asset {asset_id}: its latest SplitUpdated event does not match the split hash"
-                f" at block {block}",
+                f"asset {asset_id}: no SplitUpdated event of asset {key} up to block {block}"
+                " matches its split hash",
             )
-        out[asset_id] = split
+        out[asset_id] = found[0]
     return out

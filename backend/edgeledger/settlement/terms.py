@@ -33,7 +33,7 @@ CHUNK = 100
 def terms_of(asset_id: int, raw: Any, split: Split) -> AssetTerms | None:
     """AssetTerms from one ``ContentRegistry.Terms`` value and the split it commits to (None when the id
     was never registered)."""
-    exists, status, holder, parent_id, territories, valid_from, valid_until, _split_hash = raw
+    exists, status, holder, parent_id, territories, valid_from, valid_until, _split_hash, _split_key = raw
     if not exists:
         return None
     status_name = STATUSES[int(status)]
@@ -66,8 +66,8 @@ def read_terms(
     """Terms of the assets and all their ancestors, sorted by id. ``call`` runs a contract function at
     the recorded ``block`` (``lambda fn: fn.call(block_identifier=block)`` or the worker's client);
     ``get_logs`` runs one ``eth_getLogs`` query (searched from ``from_block``, the registry's deployment
-    block when known). Each split is the asset's latest ``SplitUpdated`` event up
-    to ``block``, accepted only when it hashes to the ``splitHash`` read at ``block``
+    block when known). Each split is the latest ``SplitUpdated`` event of the asset's
+    ``splitKey`` up to ``block`` that hashes to the ``splitHash`` read at ``block``
     (:func:`edgeledger.ledger.splits.splits_at`).
 
     Raises ``asset_unknown`` for an id the registry does not know at that block, ``terms_unreadable``
@@ -93,8 +93,8 @@ def read_terms(
             )
         pending = sorted({int(raw[3]) for raw in rows.values() if int(raw[3]) and int(raw[3]) not in rows})
     try:
-        hashes = {a: bytes(raw[7]) for a, raw in rows.items()}
-        splits = splits_at(get_logs, str(registry.address), hashes, block, from_block)
+        wanted = {a: (int(raw[8]), bytes(raw[7])) for a, raw in rows.items()}
+        splits = splits_at(get_logs, str(registry.address), wanted, block, from_block)
     except SplitMismatch as exc:
         raise SettlementError(str(exc), code="terms_unreadable") from None
     terms = [terms_of(asset_id, rows[asset_id], splits[asset_id]) for asset_id in sorted(rows)]
