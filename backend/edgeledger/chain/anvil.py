@@ -90,7 +90,9 @@ class LocalAnvil:
         ]
         if self.state_file is not None:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            cmd += ["--state", str(self.state_file), "--state-interval", "2"]
+            # Historical states too: a restarted chain still answers eth_call at old blocks (a
+            # correction re-reads terms at its period's recorded block).
+            cmd += ["--state", str(self.state_file), "--state-interval", "2", "--preserve-historical-states"]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
         if self.log_file is not None:
