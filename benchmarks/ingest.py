@@ -12,8 +12,10 @@ location). Each repeat runs in a fresh child process (`--child`) against a fresh
 ``ru_maxrss`` is the peak of that run alone. The child samples its RSS after every chunk; printed: RSS
 when 25 % and 100 % of the lines were read (flat memory means about equal) and the peak. Every run must
 turn every line into a new record (nothing quarantined, no duplicate): the child fails otherwise, so a
-generator bug cannot pass for a fast run. Medians over ``--runs`` repeats; one table for every format and
-database, then the JSON. ``--profile`` prints a cProfile breakdown of one extra run instead of timing.
+generator bug cannot pass for a fast run. Medians over ``--runs`` repeats, interleaved (repeat 1 of every
+format and database, then repeat 2, ...: load from other work on the machine falls on every format
+alike); one table for every format and database, then the JSON. ``--profile`` prints a cProfile
+breakdown of one extra run per format instead of timing.
 
     .venv/bin/python -m benchmarks.ingest --lines 1000000 --runs 3 --format all \\
         --database-url postgresql://postgres@127.0.0.1:5432/test
@@ -248,7 +250,7 @@ def main() -> None:
     try:
         measure(args, work)
     finally:
-        shutil.rmtree(work, ignore_errors=True)  # the logs and a million-record database: ~1.5 GB
+        shutil.rmtree(work, ignore_errors=True)  # the logs (all formats: ~1.3 GB) and a database
 
 
 HEADER = (
@@ -259,31 +261,39 @@ HEADER = (
 
 
 def measure(args: argparse.Namespace, work: Path) -> None:
-    """For each format: generate the log in ``work``, time the repeats; then print the table (one row per
-    format and database, medians) and the JSON line."""
+    """Generate every format's log in ``work``, time the repeats, then print the table (one row per format
+    and database, medians) and the JSON line.
+
+    The repeats are interleaved: repeat 1 of every format on every database, then repeat 2, ... So when
+    other work shares the machine, its load falls on all formats alike instead of on whichever format
+    happened to run at the time."""
     names = list(BENCH_FORMATS) if args.format == "all" else [args.format]
-    summary: dict[str, Any] = {"lines": args.lines, "runs": args.runs, "seed": args.seed, "formats": {}}
-    rows: list[str] = []
-    floors: list[str] = []
-    for name in names:
-        log = work / f"{name}.log.gz"
-        started = time.perf_counter()
-        generate(log, args.lines, args.seed, name)
-        plain = work / f"{name}.log"
-        with gzip.open(log, "rb") as src, plain.open("wb") as dst:
-            while block := src.read(1 << 20):
-                dst.write(block)
-        print(
-            f"{name}: generated {args.lines:,} lines in {time.perf_counter() - started:.0f} s: "
-            f"{log.stat().st_size / 2**20:.1f} MiB gzip, {plain.stat().st_size / 2**20:.1f} MiB plain",
-            file=sys.stderr,
-        )
-        if args.profile:
+    logs = {name: generate_log(args, work, name) for name in names}
+    if args.profile:
+        for name, (log, _) in logs.items():
             run_child(log, f"sqlite:///{work / f'profile-{name}.db'}", work, args.lines, name, profile=True)
-            log.unlink()
-            plain.unlink()
-            continue
-        sha = statistics.median(sha256sum_seconds(plain) for _ in range(args.runs))
+        return
+    backends = [("sqlite", "")] + ([("postgresql", args.database_url)] if args.database_url else [])
+    shas: dict[str, list[float]] = {name: [] for name in names}
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {(n, b): [] for n in names for b, _ in backends}
+    for repeat in range(args.runs):
+        for name, (log, plain) in logs.items():
+            shas[name].append(sha256sum_seconds(plain))
+            for backend, server in backends:
+                result = one_run(args, work / f"{name}-{backend}-{repeat}", log, name, backend, server)
+                results[(name, backend)].append(result)
+                print(
+                    f"run {repeat + 1}/{args.runs} {name} {backend}: "
+                    f"{args.lines / (result['ingest_s'] + result['trees_s']):,.0f} lines/s, "
+                    f"{result['cpu_s']:.1f} CPU s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    summary: dict[str, Any] = {"lines": args.lines, "runs": args.runs, "seed": args.seed, "formats": {}}
+    print(HEADER)
+    floors = []
+    for name, (log, plain) in logs.items():
+        sha = statistics.median(shas[name])
         entry: dict[str, Any] = {
             "log_format": BENCH_FORMATS[name].log_format,
             "gzip_bytes": log.stat().st_size,
@@ -291,49 +301,50 @@ def measure(args: argparse.Namespace, work: Path) -> None:
             "sha256sum_s": round(sha, 3),
         }
         summary["formats"][name] = entry
+        for backend, _ in backends:
+            row, entry[backend] = summarise(name, backend, results[(name, backend)], args.lines, sha)
+            print(row)
         floors.append(
             f"{name}: sha256sum over the {plain.stat().st_size / 2**20:.0f} MiB uncompressed file "
             f"({log.stat().st_size / 2**20:.1f} MiB gzip): {sha:.3f} s (median)"
         )
-        for backend, result in measure_format(args, work, log, name):
-            row, entry[backend] = summarise(name, backend, result, args.lines, sha)
-            rows.append(row)
-            print(row, file=sys.stderr, flush=True)  # as it comes; the table follows at the end
-        log.unlink()
-        plain.unlink()
-    if args.profile:
-        return
-    print(HEADER)
-    for row in rows:
-        print(row)
     for floor in floors:
         print(floor)
     print(json.dumps(summary))
 
 
-def measure_format(
-    args: argparse.Namespace, work: Path, log: Path, name: str
-) -> list[tuple[str, list[dict[str, Any]]]]:
-    """``--runs`` repeats of ``log`` on SQLite and, with ``--database-url``, on PostgreSQL."""
-    backends = [("sqlite", "")] + ([("postgresql", args.database_url)] if args.database_url else [])
-    measured = []
-    for backend, server in backends:
-        results = []
-        for repeat in range(args.runs):
-            run_work = work / f"{name}-{backend}-{repeat}"
-            run_work.mkdir()
-            if backend == "sqlite":
-                url = f"sqlite:///{run_work / 'bench.db'}"
-                results.append(run_child(log, url, run_work, args.lines, name))
-            else:
-                url, drop = scratch_postgres(server)
-                try:
-                    results.append(run_child(log, url, run_work, args.lines, name))
-                finally:
-                    drop()
-            shutil.rmtree(run_work)  # a million-record SQLite file is ~0.5 GB
-        measured.append((backend, results))
-    return measured
+def generate_log(args: argparse.Namespace, work: Path, name: str) -> tuple[Path, Path]:
+    """The gzip log of format ``name`` and its uncompressed copy (for ``sha256sum``), in ``work``."""
+    log = work / f"{name}.log.gz"
+    started = time.perf_counter()
+    generate(log, args.lines, args.seed, name)
+    plain = work / f"{name}.log"
+    with gzip.open(log, "rb") as src, plain.open("wb") as dst:
+        while block := src.read(1 << 20):
+            dst.write(block)
+    print(
+        f"{name}: generated {args.lines:,} lines in {time.perf_counter() - started:.0f} s: "
+        f"{log.stat().st_size / 2**20:.1f} MiB gzip, {plain.stat().st_size / 2**20:.1f} MiB plain",
+        file=sys.stderr,
+    )
+    return log, plain
+
+
+def one_run(
+    args: argparse.Namespace, run_work: Path, log: Path, name: str, backend: str, server: str
+) -> dict[str, Any]:
+    """One child run of ``log`` on a fresh database (SQLite file, or a scratch PostgreSQL database)."""
+    run_work.mkdir()
+    try:
+        if backend == "sqlite":
+            return run_child(log, f"sqlite:///{run_work / 'bench.db'}", run_work, args.lines, name)
+        url, drop = scratch_postgres(server)
+        try:
+            return run_child(log, url, run_work, args.lines, name)
+        finally:
+            drop()
+    finally:
+        shutil.rmtree(run_work)  # a million-record SQLite file is ~0.5 GB
 
 
 def summarise(
