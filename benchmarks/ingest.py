@@ -231,10 +231,10 @@ def main() -> None:
         "--format",
         default="cloudfront",
         choices=[*BENCH_FORMATS, "all"],
-        help="the log format to generate and ingest, or all of them in turn (default: cloudfront)",
+        help="the log format to ingest, or all of them, repeats interleaved (default: cloudfront)",
     )
     parser.add_argument("--database-url", default="", help="also run on this PostgreSQL server (scratch dbs)")
-    parser.add_argument("--profile", action="store_true", help="print a cProfile breakdown of one run")
+    parser.add_argument("--profile", action="store_true", help="cProfile breakdown of one run per format")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-db", help=argparse.SUPPRESS)
     parser.add_argument("--child-work", type=Path, help=argparse.SUPPRESS)
