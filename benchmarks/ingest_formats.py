@@ -126,16 +126,23 @@ def fake_cid(rng: random.Random) -> str:
     return "bafkrei" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(52))
 
 
-def requests(lines: int, seed: int) -> Iterator[Request]:
-    """The population's ``lines`` requests, in time order (the draws are the CloudFront generator's
-    of old, in the same order, so its files keep their content)."""
-    rng = random.Random(seed)
+def population(rng: random.Random) -> tuple[list[str], list[str], list[str]]:
+    """The benchmark's hosts (400 of 97 merchants), assets (2,000 CIDs) and clients (50,000 IPv4), drawn
+    from ``rng`` in this order (every generator's files depend on it)."""
     hosts = [f"cdn{i}.merchant{i % 97}.example" for i in range(400)]
     assets = [fake_cid(rng) for _ in range(2_000)]
     clients = [
         f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
         for _ in range(50_000)
     ]
+    return hosts, assets, clients
+
+
+def requests(lines: int, seed: int) -> Iterator[Request]:
+    """The population's ``lines`` requests, in time order (the draws are the CloudFront generator's
+    of old, in the same order, so its files keep their content)."""
+    rng = random.Random(seed)
+    hosts, assets, clients = population(rng)
     step = 2 * 86_400 / lines
     for n in range(lines):
         asset = assets[int(rng.paretovariate(1.2)) % len(assets)]

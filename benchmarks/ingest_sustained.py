@@ -22,19 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.ingest import rss_kib
-from benchmarks.ingest_formats import AGENTS, CLOUDFRONT_FIELDS, EDGES, PERIOD_START, RESULTS, fake_cid
+from benchmarks.ingest_formats import AGENTS, CLOUDFRONT_FIELDS, EDGES, PERIOD_START, RESULTS, population
 from edgeledger.ledger.ids import source_id_for
 
 
 def lines_for(deadline: float, seed: int) -> Iterator[str]:
     """CloudFront lines until ``deadline`` (monotonic seconds), 20 ms of log time apart."""
     rng = random.Random(seed)
-    hosts = [f"cdn{i}.merchant{i % 97}.example" for i in range(400)]
-    assets = [fake_cid(rng) for _ in range(2_000)]
-    clients = [
-        f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-        for _ in range(50_000)
-    ]
+    hosts, assets, clients = population(rng)
     yield "#Version: 1.0\n"
     yield "#Fields: " + CLOUDFRONT_FIELDS + "\n"
     n = 0

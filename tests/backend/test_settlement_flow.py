@@ -43,7 +43,7 @@ from tests.backend.support.deliveries import (
     close_and_anchor,
     register_source,
 )
-from tests.backend.support.settlement import delivery_records, deposit, send_as
+from tests.backend.support.settlement import CARD, delivery_records, deposit, send_as
 from tests.backend.support.stack import Caller, make_caller, post_asset, rpc
 
 pytestmark = pytest.mark.integration
@@ -55,16 +55,6 @@ DAY0 = 19675 * DAY  # 2023-11-14, long past every window
 NOW = DAY0 + 2 * DAY  # the first period's late window has just passed
 HOST = "shop.example"
 GB = 10**9
-CARD = {
-    "version": 1,
-    "valid_from": 0,
-    "currency": {"code": "TUSDC", "decimals": 6},
-    "delivery": {"EU": {"tiers": [{"up_to_bytes": None, "price_per_gb": 85_000}]}},
-    "default_royalty": {"mode": "per_delivery", "amount": 10_000},
-    "platform_fee_bps": 1_000,
-    "operator_share_bps": 7_000,
-    "derivative_share_bps": 2_000,
-}
 
 
 def _ok(response: Any) -> Any:

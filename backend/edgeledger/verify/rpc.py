@@ -86,8 +86,9 @@ class Chain:
     def logs(
         self, contract: Contract, topics: Sequence[str | None], first: int | str, last: int | str
     ) -> list[Any]:
-        query = {"address": contract.address, "topics": list(topics), "fromBlock": first, "toBlock": last}
-        return list(self.ask("eth_getLogs", lambda: self.w3.eth.get_logs(query)))  # type: ignore[arg-type]
+        return self.get_logs(
+            {"address": contract.address, "topics": list(topics), "fromBlock": first, "toBlock": last}
+        )
 
     def get_logs(self, query: dict[str, Any]) -> list[Any]:
         """One ``eth_getLogs`` query."""
