@@ -5,11 +5,9 @@ import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
 import {IERC2981} from "@openzeppelin/contracts/interfaces/IERC2981.sol";
 import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
-import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
-import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 import {IERC2309} from "@openzeppelin/contracts/interfaces/IERC2309.sol";
 import {CidCodec} from "./registry/CidCodec.sol";
+import {RegistrySignatures} from "./registry/RegistrySignatures.sol";
 
 /// @title ContentRegistry
 /// @notice Provenance of digital content: who registered which bytes, under which licence, how revenue
@@ -25,6 +23,8 @@ import {CidCodec} from "./registry/CidCodec.sol";
 /// licence fields are packed, and the split is committed as `keccak256(abi.encode(recipients, shares))`
 /// ({splitHashOf}, {splitKeyOf}) with the full split in calldata and `SplitUpdated` events, as 0xSplits:
 /// settlement reads the split from the events at its recorded block and checks it against the hash.
+/// Each registration records the IPFS import profile its CIDs were cut with ({importProfileOf}), in the
+/// packed word, so a verifier recomputes the content CID from the file the way it was registered.
 /// A catalogue of up to {MAX_BATCH} assets registers in one transaction ({registerBatch}): each its own
 /// token, minted ERC721A-style (one ownership word per registration, an ERC-2309 `ConsecutiveTransfer`),
 /// with one licence and split stored once and copied to an asset when it changes its own.
@@ -44,7 +44,7 @@ import {CidCodec} from "./registry/CidCodec.sol";
 /// the asset has been contested for {REASSIGN_DELAY} seconds ({reassignRights}): a stolen arbiter key
 /// is seen on chain (`AssetStatusChanged`) that long before it can redirect any revenue, longer than the
 /// admin's timelock needs to revoke it (docs/custody.md).
-contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, Nonces {
+contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, RegistrySignatures {
     /// @notice May register assets on behalf of a creator (the platform's server signer).
     bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
     /// @notice May mark assets disputed or taken down, clear them, and reassign rights (notice-and-takedown).
@@ -52,54 +52,19 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
 
     uint16 public constant TOTAL_BPS = 10_000;
     uint256 public constant MAX_RECIPIENTS = 50;
+    /// @notice Number of IPFS import profiles a CID may be cut with (0: `legacy-cidv1`, 256 KiB chunks and
+    /// 174 links; 1: IPIP-499 `unixfs-v1-2025`, 1 MiB and 1,024 links; append-only, docs/registration.md).
+    uint8 public constant IMPORT_PROFILE_COUNT = 2;
     /// @notice Number of codes in the territory table; bits at or above it must be zero.
     uint256 public constant TERRITORY_COUNT = 249;
     /// @notice Seconds an asset must have been contested (disputed or taken down, without being cleared)
     /// before the arbiter may reassign its rights. Set at deployment, longer than the admin timelock's delay.
     uint256 public immutable REASSIGN_DELAY;
 
-    /// @notice EIP-712 type of the licence inside the signed messages.
-    bytes32 public constant LICENCE_TYPEHASH =
-        keccak256("Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)");
-    /// @notice EIP-712 type a creator signs to let the registrar register for it ({registerFor}).
-    bytes32 public constant REGISTRATION_TYPEHASH = keccak256(
-        "Registration(bytes32 contentHash,string contentCid,string metadataCid,address creator,uint256 parentId,"
-        "bool aigc,Licence licence,address[] recipients,uint16[] shares,uint256 nonce,uint256 deadline)"
-        "Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)"
-    );
-    /// @notice EIP-712 type a rights holder signs for a relayed licence update ({updateLicenceFor}).
-    bytes32 public constant LICENCE_UPDATE_TYPEHASH = keccak256(
-        "LicenceUpdate(uint256 assetId,Licence licence,uint256 nonce,uint256 deadline)"
-        "Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)"
-    );
-    /// @notice EIP-712 type a rights holder signs for a relayed split update ({updateSplitFor}).
-    bytes32 public constant SPLIT_UPDATE_TYPEHASH =
-        keccak256("SplitUpdate(uint256 assetId,address[] recipients,uint16[] shares,uint256 nonce,uint256 deadline)");
-
     enum Status {
         Active,
         Disputed,
         TakenDown
-    }
-
-    struct Licence {
-        uint256 territories; // bitmap over the territory table
-        uint64 validFrom; // unix seconds
-        uint64 validUntil; // unix seconds, 0 = open-ended
-        uint16 royaltyBps; // EIP-2981 royalty on secondary sales of the token
-        string termsCid; // IPFS CID of the licence terms
-    }
-
-    struct Registration {
-        bytes32 contentHash; // sha-256 of the content bytes
-        string contentCid; // IPFS CID of the content bytes
-        string metadataCid; // IPFS CID of the metadata JSON (tokenURI)
-        address creator; // receives the token
-        uint256 parentId; // 0 = original work
-        bool aigc; // generated or altered by AI
-        Licence licence;
-        address[] recipients;
-        uint16[] shares;
     }
 
     struct Asset {
@@ -137,6 +102,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         string metadataCid; // IPFS CID of the metadata JSON (tokenURI)
         uint256 parentId; // 0 = original work; may name an earlier item of the same catalogue
         bool aigc; // generated or altered by AI
+        uint8 importProfile; // how the CIDs were cut ({IMPORT_PROFILE_COUNT})
     }
 
     /// @dev What the registry stores per asset: 4 words (one more for a derivative's parent), whatever
@@ -149,6 +115,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         bool aigc;
         uint8 contentCodec;
         uint8 metadataCodec;
+        uint8 importProfile;
         uint64 origin; // key of `_origins`: the first asset id of its transaction
         uint64 termsId; // key of `_termsRecords`
         bytes32 contentDigest;
@@ -219,11 +186,10 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
     error AlreadyCommitted(bytes32 commitment, uint256 blockNumber);
     error NoCommitment(bytes32 commitment);
     error CommitmentTooRecent(bytes32 commitment, uint256 blockNumber);
-    error SignatureExpired(uint256 deadline);
-    error InvalidSignature(address signer);
     error ReassignTooEarly(uint256 assetId, uint256 notBefore);
     error EmptyBatch();
     error BatchTooLarge(uint256 count, uint256 max);
+    error UnknownImportProfile(uint8 importProfile);
 
     /// @notice A new asset (token) was registered.
     event AssetRegistered(
@@ -236,6 +202,10 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         string contentCid,
         string metadataCid
     );
+    /// @notice The asset's CIDs were cut with IPFS import profile `importProfile` ({importProfileOf}).
+    /// Emitted right after `AssetRegistered`, only for a profile other than 0 (`legacy-cidv1`): an asset
+    /// without it was cut as `legacy-cidv1`.
+    event ImportProfileRecorded(uint256 indexed assetId, uint8 importProfile);
     /// @notice The licence of an asset was set (at registration) or changed.
     event LicenceUpdated(
         uint256 indexed assetId,
@@ -266,7 +236,6 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
     /// @param reassignDelay {REASSIGN_DELAY}: seconds an asset stays contested before its rights can move.
     constructor(address admin, uint256 reassignDelay)
         ERC721("EdgeLedger Content", "EDGE")
-        EIP712("EdgeLedger ContentRegistry", "1")
     {
         REASSIGN_DELAY = reassignDelay;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
@@ -294,11 +263,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
     /// @return assetId The new asset's id (= token id).
     function registerAsset(Registration calldata r, bytes32 salt) external returns (uint256 assetId) {
         if (r.creator != msg.sender) revert NotCreator(msg.sender, r.creator);
-        bytes32 commitment = registrationCommitment(r.contentHash, r.creator, salt);
-        uint256 made = _commitments[commitment];
-        if (made == 0) revert NoCommitment(commitment);
-        if (made >= block.number) revert CommitmentTooRecent(commitment, made);
-        delete _commitments[commitment];
+        _reveal(registrationCommitment(r.contentHash, r.creator, salt));
         return _register(r);
     }
 
@@ -339,11 +304,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         uint256 count = items.length;
         if (count == 0) revert EmptyBatch();
         if (count > MAX_BATCH) revert BatchTooLarge(count, MAX_BATCH);
-        bytes32 commitment = registrationCommitment(batchHash(items), msg.sender, salt);
-        uint256 made = _commitments[commitment];
-        if (made == 0) revert NoCommitment(commitment);
-        if (made >= block.number) revert CommitmentTooRecent(commitment, made);
-        delete _commitments[commitment];
+        _reveal(registrationCommitment(batchHash(items), msg.sender, salt));
 
         firstId = _assetCount + 1;
         _origins[firstId] = Origin(msg.sender, uint48(block.timestamp), uint48(block.number));
@@ -353,7 +314,15 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         for (uint256 i; i < count; ++i) {
             CatalogueItem calldata item = items[i];
             _writeAsset(
-                firstId + i, firstId, termsId, item.contentHash, item.contentCid, item.metadataCid, item.parentId, item.aigc
+                firstId + i,
+                firstId,
+                termsId,
+                item.contentHash,
+                item.contentCid,
+                item.metadataCid,
+                item.parentId,
+                item.aigc,
+                item.importProfile
             );
         }
         _writeLicence(terms, firstId, licence);
@@ -500,6 +469,12 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         });
     }
 
+    /// @notice The IPFS import profile the asset's CIDs were cut with (0 `legacy-cidv1`, 1 `unixfs-v1-2025`):
+    /// with it, anyone recomputes the content CID from the file exactly as registered.
+    function importProfileOf(uint256 assetId) external view returns (uint8) {
+        return _requireAsset(assetId).importProfile;
+    }
+
     /// @notice The licence of an asset (`termsCid` is "" when the licence names none).
     function getLicence(uint256 assetId) external view returns (Licence memory) {
         TermsRecord storage terms = _termsRecords[_requireAsset(assetId).termsId];
@@ -583,21 +558,6 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
     /// @notice The block a commitment was made in (0: never, or already revealed).
     function commitmentBlock(bytes32 commitment) external view returns (uint256) {
         return _commitments[commitment];
-    }
-
-    /// @notice The EIP-712 digest a creator signs for {registerFor}.
-    function registrationDigest(Registration calldata r, uint256 nonce, uint256 deadline)
-        external
-        view
-        returns (bytes32)
-    {
-        return _hashTypedDataV4(_registrationStructHash(r, nonce, deadline));
-    }
-
-    /// @notice The EIP-712 domain separator (name "EdgeLedger ContentRegistry", version "1").
-    // solhint-disable-next-line func-name-mixedcase
-    function DOMAIN_SEPARATOR() external view returns (bytes32) {
-        return _domainSeparatorV4();
     }
 
     /// @notice The asset registered for a content hash, or 0.
@@ -685,53 +645,12 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         return ownerOf(assetId);
     }
 
-    /// @dev Reverts unless `signer` signed the EIP-712 struct `structHash` in this domain, before `deadline`.
-    function _requireSigned(address signer, bytes32 structHash, uint256 deadline, bytes calldata signature)
-        internal
-        view
-    {
-        if (block.timestamp > deadline) revert SignatureExpired(deadline);
-        if (!SignatureChecker.isValidSignatureNow(signer, _hashTypedDataV4(structHash), signature)) {
-            revert InvalidSignature(signer);
-        }
-    }
-
-    function _licenceHash(Licence calldata licence) internal pure returns (bytes32) {
-        return keccak256(
-            abi.encode(
-                LICENCE_TYPEHASH,
-                licence.territories,
-                licence.validFrom,
-                licence.validUntil,
-                licence.royaltyBps,
-                keccak256(bytes(licence.termsCid))
-            )
-        );
-    }
-
-    function _registrationStructHash(Registration calldata r, uint256 nonce, uint256 deadline)
-        internal
-        pure
-        returns (bytes32)
-    {
-        // Two halves of the flat EIP-712 encoding (every member is one 32-byte word), to stay in the stack.
-        bytes memory head = abi.encode(
-            REGISTRATION_TYPEHASH,
-            r.contentHash,
-            keccak256(bytes(r.contentCid)),
-            keccak256(bytes(r.metadataCid)),
-            r.creator,
-            r.parentId,
-            r.aigc
-        );
-        bytes memory tail = abi.encode(
-            _licenceHash(r.licence),
-            keccak256(abi.encodePacked(r.recipients)),
-            keccak256(abi.encodePacked(r.shares)),
-            nonce,
-            deadline
-        );
-        return keccak256(bytes.concat(head, tail));
+    /// @dev Consumes a commitment made in an earlier block ({commitRegistration}); reverts otherwise.
+    function _reveal(bytes32 commitment) internal {
+        uint256 made = _commitments[commitment];
+        if (made == 0) revert NoCommitment(commitment);
+        if (made >= block.number) revert CommitmentTooRecent(commitment, made);
+        delete _commitments[commitment];
     }
 
     /// @dev Checks and writes a registration, mints its token to the creator.
@@ -741,7 +660,17 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         _origins[assetId] = Origin(r.creator, uint48(block.timestamp), uint48(block.number));
         uint256 termsId = ++_termsCount;
         _termsRecords[termsId].users = 1;
-        _writeAsset(assetId, assetId, termsId, r.contentHash, r.contentCid, r.metadataCid, r.parentId, r.aigc);
+        _writeAsset(
+            assetId,
+            assetId,
+            termsId,
+            r.contentHash,
+            r.contentCid,
+            r.metadataCid,
+            r.parentId,
+            r.aigc,
+            r.importProfile
+        );
         _writeLicence(_termsRecords[termsId], assetId, r.licence);
         _writeSplit(_termsRecords[termsId], assetId, r.recipients, r.shares);
         // ERC721A-style mint: the token's owner is its registration's creator until it first moves
@@ -761,10 +690,12 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         string calldata contentCid,
         string calldata metadataCid,
         uint256 parentId,
-        bool aigc
+        bool aigc,
+        uint8 importProfile
     ) internal {
         if (contentHash == bytes32(0)) revert ZeroContentHash();
         if (bytes(contentCid).length == 0 || bytes(metadataCid).length == 0) revert EmptyCid();
+        if (importProfile >= IMPORT_PROFILE_COUNT) revert UnknownImportProfile(importProfile);
         uint256 existing = _assetIdByHash[contentHash];
         if (existing != 0) revert AlreadyRegistered(contentHash, existing);
         if (parentId != 0 && _ownerOf(parentId) == address(0)) revert UnknownParent(parentId);
@@ -773,14 +704,36 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
         (record.metadataCodec, record.metadataDigest) = CidCodec.decode(metadataCid);
         record.contentHash = contentHash;
         record.aigc = aigc;
+        record.importProfile = importProfile;
         record.origin = uint64(origin);
         record.termsId = uint64(termsId);
         if (parentId != 0) record.parentId = parentId;
         _assetIdByHash[contentHash] = assetId;
         _assetCount = assetId;
+        _announce(assetId, record, parentId, contentCid, metadataCid);
+    }
+
+    /// @dev Emits `AssetRegistered` (and `ImportProfileRecorded`) from the record just written (warm
+    /// slots; keeps {_writeAsset}'s stack small).
+    function _announce(
+        uint256 assetId,
+        Record storage record,
+        uint256 parentId,
+        string calldata contentCid,
+        string calldata metadataCid
+    ) internal {
         emit AssetRegistered(
-            assetId, contentHash, _origins[origin].creator, msg.sender, parentId, aigc, contentCid, metadataCid
+            assetId,
+            record.contentHash,
+            _origins[record.origin].creator,
+            msg.sender,
+            parentId,
+            record.aigc,
+            contentCid,
+            metadataCid
         );
+        uint8 importProfile = record.importProfile;
+        if (importProfile != 0) emit ImportProfileRecorded(assetId, importProfile);
     }
 
     /// @dev The asset's own terms record, copied first if other assets share it (copy on write).
@@ -855,10 +808,16 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
             total += shares[i];
         }
         if (total != TOTAL_BPS) revert SharesNotWhole(total);
-        terms.splitHash = splitHash(recipients, shares);
-        terms.royaltyReceiver = recipients[lead];
-        terms.splitKey = uint64(assetId);
+        _commitSplit(terms, assetId, splitHash(recipients, shares), recipients[lead]);
         emit SplitUpdated(assetId, recipients, shares);
+    }
+
+    /// @dev Commits a split (its hash, its EIP-2981 receiver) whose preimage is `assetId`'s next
+    /// `SplitUpdated` event.
+    function _commitSplit(TermsRecord storage terms, uint256 assetId, bytes32 hash, address receiver) internal {
+        terms.splitHash = hash;
+        terms.royaltyReceiver = receiver;
+        terms.splitKey = uint64(assetId);
     }
 
     /// @dev A token's owner: the one written at its last move, else its registration's creator
@@ -880,10 +839,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, EIP712, N
             uint16[] memory shares = new uint16[](1);
             recipients[0] = to;
             shares[0] = TOTAL_BPS;
-            TermsRecord storage terms = _ownTerms(tokenId);
-            terms.splitHash = keccak256(abi.encode(recipients, shares));
-            terms.royaltyReceiver = to;
-            terms.splitKey = uint64(tokenId);
+            _commitSplit(_ownTerms(tokenId), tokenId, keccak256(abi.encode(recipients, shares)), to);
             emit SplitUpdated(tokenId, recipients, shares);
         }
     }

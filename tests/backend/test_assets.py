@@ -548,6 +548,7 @@ def test_a_registration_front_run_on_chain_is_reported_as_such(
             (1, 0, 0, 0, ""),
             [thief.address],
             [10_000],
+            0,
         )
     )
     stolen = formats.registration_tuple(message)
@@ -596,7 +597,10 @@ def test_cli_verify_reads_the_chain_only(
     assert (verdict["content_cid"], verdict["import_profile"]) == (asset["content_cid"], "legacy-cidv1")
     lines = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc])
     assert lines.exit_code == 0 and lines.stdout.startswith("PASS registered: asset #"), lines.output
-    assert f"PASS content CID: {asset['content_cid']} (import profile legacy-cidv1)" in lines.stdout
+    assert (
+        f"PASS content CID: {asset['content_cid']} (import profile legacy-cidv1, as registered)"
+        in lines.stdout
+    )
     bad = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc, "--import-profile", "v0"])
     assert bad.exit_code == 2 and "unknown import profile 'v0'" in bad.output, bad.output
 
@@ -617,8 +621,8 @@ def test_unixfs_v1_2025_uploads_record_their_profile_and_verify_under_it(
     settings: Settings, creator_factory: Any, ipfs_client: IpfsClient, tmp_path: Any
 ) -> None:
     """IPFS_IMPORT_PROFILE=unixfs-v1-2025: a 400 kB file is one 1 MiB-chunk raw leaf (legacy-cidv1 makes
-    a dag-pb node of two leaves); the node pins that CID, the asset and its metadata name the profile,
-    and `verify asset` says which profile the on-chain CID is."""
+    a dag-pb node of two leaves); the node pins that CID, the registry records the profile, the asset
+    and its metadata name it, and `verify asset` checks the file's CID under the registered profile."""
     modern = settings.model_copy(update={"ipfs_import_profile": "unixfs-v1-2025"})
     data = demo_png("v1-2025") + os.urandom(400_000)
     expected = cid_of_bytes(data, "unixfs-v1-2025")
@@ -632,6 +636,7 @@ def test_unixfs_v1_2025_uploads_record_their_profile_and_verify_under_it(
         assert (asset["content_cid"], asset["import_profile"]) == (expected, "unixfs-v1-2025")
         again = client.get(f"/assets/{asset['id']}", headers=caller.headers).json()
         assert again["asset"]["import_profile"] == "unixfs-v1-2025" and again["matches_chain"] is True
+        assert again["on_chain"]["import_profile"] == "unixfs-v1-2025"
         assert ipfs_client.is_pinned(expected) and ipfs_client.cat(expected) == data
         properties = json.loads(ipfs_client.cat(asset["metadata_cid"]))["properties"]
         assert (properties["content_cid"], properties["content_import_profile"]) == (
@@ -649,7 +654,73 @@ def test_unixfs_v1_2025_uploads_record_their_profile_and_verify_under_it(
     legacy_only = ["verify", "asset", str(file), *rpc, "--import-profile", "legacy-cidv1"]
     refused = CliRunner().invoke(cli_app, legacy_only)
     assert refused.exit_code == 1, refused.output
-    assert f"FAIL content CID: the chain records {expected}; legacy-cidv1 gives" in refused.stdout
+    assert (
+        "FAIL content CID: the chain records import profile unixfs-v1-2025; the file's CID was computed "
+        "under legacy-cidv1 only"
+    ) in refused.stdout
+
+
+def test_verify_refuses_a_registration_that_names_the_wrong_import_profile(
+    app_client: TestClient, settings: Settings, tmp_path: Any
+) -> None:
+    """The registry records the profile the CIDs were cut with, and `verify asset` computes the file's
+    CID under it: a registration whose legacy-cidv1 CID claims unixfs-v1-2025 fails the check and says
+    which profile the CID really is; the registry refuses a profile code it does not know."""
+    chain = app_client.app.state.chain  # type: ignore[attr-defined]
+    data = demo_png("wrong profile") + os.urandom(400_000)  # two legacy chunks, one 2025 chunk
+    legacy = cid_of_bytes(data, "legacy-cidv1")
+    assert legacy != cid_of_bytes(data, "unixfs-v1-2025")
+    owner = Account.create()
+    rpc(chain.rpc_url, "anvil_setBalance", owner.address, hex(10**20))
+    registry = chain.contract("ContentRegistry")
+
+    def registration(profile: int) -> tuple[Any, ...]:
+        return formats.registration_tuple(
+            formats.registration_message(
+                (
+                    sha(data),
+                    legacy,
+                    cid_of_bytes(b"meta"),
+                    owner.address,
+                    0,
+                    False,
+                    (1, 0, 0, 0, ""),
+                    [owner.address],
+                    [10_000],
+                    profile,
+                )
+            )
+        )
+
+    def send(call: Any) -> int:
+        tx = call.build_transaction(
+            {
+                "from": owner.address,
+                "nonce": chain.w3.eth.get_transaction_count(owner.address),
+                "gas": 900_000,
+            }
+        )
+        raw = owner.sign_transaction(tx).raw_transaction
+        return int(
+            chain.w3.eth.wait_for_transaction_receipt(chain.w3.eth.send_raw_transaction(raw))["status"]
+        )
+
+    salt = os.urandom(32)
+    assert (
+        send(registry.functions.commitRegistration(formats.commitment(sha(data), owner.address, salt))) == 1
+    )
+    assert send(registry.functions.registerAsset(registration(2), salt)) == 0  # UnknownImportProfile(2)
+    assert send(registry.functions.registerAsset(registration(1), salt)) == 1
+
+    file = tmp_path / "mislabelled.png"
+    file.write_bytes(data)
+    rpc_args = ["--rpc-url", settings.eth_rpc_url, "--deployment", str(settings.deployment_file)]
+    result = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc_args, "--json"])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["verdict"]["import_profile"] == "unixfs-v1-2025"
+    lines = CliRunner().invoke(cli_app, ["verify", "asset", str(file), *rpc_args]).stdout
+    assert f"FAIL content CID: the chain records {legacy}, cut as unixfs-v1-2025" in lines, lines
+    assert "under legacy-cidv1 it is: the registration names the wrong profile" in lines, lines
 
 
 @pytest.fixture

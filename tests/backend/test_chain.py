@@ -44,6 +44,7 @@ def registration(seed: int, creator: str) -> tuple[object, ...]:
         licence,
         [creator],
         [10_000],
+        0,
     )
 
 
@@ -119,7 +120,7 @@ def test_custom_errors_are_decoded_by_name(chain_snapshot: DeployedChain) -> Non
         self_register(chain.transact, registry, registration(7, creator))
     assert duplicate.value.error == "AlreadyRegistered"
     assert duplicate.value.error_args == {"contentHash": "0x" + (7).to_bytes(32, "big").hex(), "assetId": 1}
-    bad_split = (*registration(8, creator)[:8], [5_000])
+    bad_split = (*registration(8, creator)[:8], [5_000], 0)
     with pytest.raises(ContractRevert) as split:
         self_register(chain.transact, registry, bad_split)
     assert (split.value.error, split.value.error_args) == ("SharesNotWhole", {"total": 5000})

@@ -53,6 +53,7 @@ from edgeledger.ipfs.cid import (
     normalize_cid,
     parse_cid,
 )
+from edgeledger.ledger.registration import IMPORT_PROFILES, import_profile_code, import_profile_name
 
 SAMPLES = Path(__file__).parent / "samples"
 CID_VECTORS: list[dict[str, Any]] = json.loads((SAMPLES / "cid_vectors.json").read_text())["vectors"]
@@ -202,6 +203,17 @@ def test_profiles_are_the_ipip_499_parameters() -> None:
         import_profile("unixfs-v0-2015")  # CIDv0 with dag-pb leaves: not something this service builds
     with pytest.raises(ValueError):
         CidBuilder("nonsense")
+
+
+def test_the_on_chain_codes_name_exactly_the_profiles() -> None:
+    """The registry records a profile as its index in ledger.registration.IMPORT_PROFILES (append-only)."""
+    assert tuple(PROFILES) == IMPORT_PROFILES
+    assert [import_profile_code(name) for name in PROFILES] == [0, 1]
+    assert [import_profile_name(code) for code in (0, 1)] == list(PROFILES)
+    with pytest.raises(ValueError, match="unknown IPFS import profile 'unixfs-v0-2015'"):
+        import_profile_code("unixfs-v0-2015")
+    with pytest.raises(ValueError, match="unknown import profile code 2"):
+        import_profile_name(2)
 
 
 def test_the_setting_offers_exactly_the_profiles() -> None:

@@ -224,8 +224,11 @@ def test_confirmation_depth_holds_back_the_newest_blocks(
     assert len(_table(indexer_session, IndexedBatch)) == 1
 
 
-def _register_on_chain(chain: ChainClient, metadata_cid: str, content_cid: str) -> None:
-    """An asset registered straight on the registry (as any registrar could), with this metadata CID."""
+def _register_on_chain(
+    chain: ChainClient, metadata_cid: str, content_cid: str, import_profile: int = 0
+) -> None:
+    """An asset registered straight on the registry (as any registrar could), with this metadata CID
+    (and CIDs cut with this import profile's code)."""
     registrar = chain.signer_address
     licence = (1, 0, 0, 0, "")
     registration = (
@@ -238,6 +241,7 @@ def _register_on_chain(chain: ChainClient, metadata_cid: str, content_cid: str) 
         licence,
         [registrar],
         [10_000],
+        import_profile,
     )
     self_register(chain.transact, chain.contract("ContentRegistry"), registration)
 
@@ -256,8 +260,9 @@ def test_oversized_slow_or_invalid_metadata_is_recorded_and_skipped(
     huge = ipfs_client.add_bytes(os.urandom(2 * 1024 * 1024))  # 2 MiB, 512 times the cap
     not_json = ipfs_client.add_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
     normal = ipfs_client.add_json({"name": "Sneaker, side view"})
-    for metadata_cid in (huge, not_json, normal):
+    for metadata_cid in (huge, not_json):
         _register_on_chain(chain, metadata_cid, content)
+    _register_on_chain(chain, normal, content, import_profile=1)
     source_id = _anchor(db_session, capped, "after-bad-metadata", 0)
 
     report = _indexer(indexer_session, capped).catch_up()
@@ -269,6 +274,8 @@ def test_oversized_slow_or_invalid_metadata_is_recorded_and_skipped(
     assert assets[not_json].metadata_state == "invalid"
     assert "not a JSON document" in (assets[not_json].metadata_error or "")
     assert (assets[normal].metadata_state, assets[normal].title) == ("ok", "Sneaker, side view")
+    # The registry's record of the import profile is projected as its name.
+    assert [assets[cid].import_profile for cid in (huge, normal)] == ["legacy-cidv1", "unixfs-v1-2025"]
     assert assets[normal].metadata_error is None
     assert {a.metadata_attempts for a in assets.values()} == {1}
     (batch,) = _table(indexer_session, IndexedBatch)  # anchored after the bad assets: indexed too

@@ -7,6 +7,7 @@ country from the batch's records, excluded records counted apart; the downgrade 
 marked for a new metadata read.
 0013 (declared log formats): existing sources declare nothing (detected per file as before).
 0014 (queued ingestion, shared batch trees): existing ingests count as read whole, with no claim.
+0015 (import profile of indexed assets): assets projected before it become ``legacy-cidv1``.
 """
 
 from __future__ import annotations
@@ -358,4 +359,34 @@ def test_0014_marks_existing_ingests_as_read_whole_and_back(database_url: str) -
     schema = inspect(engine)
     assert "bytes_read" not in {c["name"] for c in schema.get_columns("ingest_files")}
     assert not {"ingest_blob_chunks", "batch_tree_pieces"} & set(schema.get_table_names())
+    engine.dispose()
+
+
+def test_0015_indexed_assets_before_it_were_legacy_cidv1_and_back(database_url: str) -> None:
+    """Assets the indexer projected from a registry without profiles were all cut as legacy-cidv1."""
+    migrate(database_url, "0014")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO indexed_assets (asset_id, content_hash, creator, owner, parent_id, aigc, "
+                "content_cid, metadata_cid, title, status, royalty_bps, split_json, registered_block, "
+                "registered_tx) VALUES ('15', :h, :a, :a, '0', false, 'bafy-content', 'bafy-meta', 't', "
+                "'active', 0, '[]', 1, :h)"
+            ),
+            {"h": "0x" + "15" * 32, "a": "0x" + "11" * 20},
+        )
+    migrate(database_url, "0015")
+    with engine.connect() as conn:
+        profile = "SELECT import_profile FROM indexed_assets WHERE asset_id = '15'"
+        assert conn.execute(text(profile)).scalar_one() == "legacy-cidv1"
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0014")
+    engine.dispose()
+    engine = make_engine(database_url)
+    schema = inspect(engine)
+    assert "import_profile" not in {c["name"] for c in schema.get_columns("indexed_assets")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT content_cid FROM indexed_assets")).scalar_one() == "bafy-content"
     engine.dispose()

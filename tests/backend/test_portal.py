@@ -86,7 +86,8 @@ def test_pages_render_and_badges_come_from_the_chain(scene: Scene) -> None:
     assets = _page(client, "/portal/assets")
     assert _badges(assets) == ["ok"]
     asset_id = re.search(r'/portal/assets/(\d+)"', assets).group(1)  # type: ignore[union-attr]
-    assert "registry record matches" in _page(client, f"/portal/assets/{asset_id}")
+    page = _page(client, f"/portal/assets/{asset_id}")
+    assert "registry record matches" in page and "(IPFS import profile legacy-cidv1)" in page
     _page(client, "/portal/cases")
 
     # Tamper with the database: the badges follow the chain, not our rows.

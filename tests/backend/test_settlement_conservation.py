@@ -106,6 +106,7 @@ def _registration(creator: str, parent: int, recipients: list[str], shares: list
         ((1 << 249) - 1, 0, 0, 0, ""),
         recipients,
         shares,
+        0,
     )
 
 

@@ -479,6 +479,7 @@ def test_an_asset_registered_only_on_chain_settles_like_any_other(money: Money) 
         ((1 << 249) - 1, 0, 0, 0, ""),
         [payee],
         [10_000],
+        0,
     )
     self_register(lambda call: money.as_wallet(creator, call), money.registry, registration)
     asset_id = int(money.chain.call(money.registry.functions.totalAssets()))

@@ -127,6 +127,7 @@ def registration(
     metadata_cid: str | None = None,
     parent_id: int = 0,
     aigc: bool = False,
+    import_profile: int = 0,
     licence_tuple: tuple | None = None,
     recipients=None,
     shares=None,
@@ -149,6 +150,7 @@ def registration(
         licence() if licence_tuple is None else licence_tuple,
         [str(r) for r in recipients],
         list(shares),
+        import_profile,
     )
 
 
@@ -254,14 +256,17 @@ def self_register(registry, reg, sender, *, salt=None):
     return registry.registerAsset(reg, salt, {"from": sender})
 
 
-def catalogue_item(*, content_hash: bytes | None = None, parent_id: int = 0, aigc: bool = False) -> tuple:
-    """A CatalogueItem tuple: (contentHash, contentCid, metadataCid, parentId, aigc)."""
+def catalogue_item(
+    *, content_hash: bytes | None = None, parent_id: int = 0, aigc: bool = False, import_profile: int = 0
+) -> tuple:
+    """A CatalogueItem tuple: (contentHash, contentCid, metadataCid, parentId, aigc, importProfile)."""
     return (
         random_hash() if content_hash is None else content_hash,
         random_cid(),
         random_cid(0x70),
         parent_id,
         aigc,
+        import_profile,
     )
 
 

@@ -93,6 +93,7 @@ EXPECTED_ERRORS = (
     "SignatureExpired(uint256)",
     "InvalidSignature(address)",
     "ReassignTooEarly(uint256,uint256)",
+    "UnknownImportProfile(uint8)",
 )
 #: Errors of the OpenZeppelin building blocks (Nonces, EIP712's ShortStrings) besides ERC721/AccessControl.
 INHERITED_ERRORS = {"InvalidAccountNonce", "InvalidShortString", "StringTooLong"}
@@ -396,6 +397,41 @@ def test_registry_refuses_cids_it_cannot_store(registry, creator, cid):
             self_register(registry, registration(creator, **{field: cid}), creator)
     with brownie.reverts(custom_error("InvalidCid", cid)):
         self_register(registry, registration(creator, licence_tuple=licence(terms_cid=cid)), creator)
+
+
+def test_the_import_profile_is_recorded_and_only_known_ones_are(registry, registrar, creator):
+    """Each registration records the IPFS import profile its CIDs were cut with (0 legacy-cidv1, 1
+    unixfs-v1-2025), in every path: read back by importProfileOf, and announced by ImportProfileRecorded
+    right after AssetRegistered when it is not 0; a code past the table (IMPORT_PROFILE_COUNT) is refused
+    by the reveal, the registrar's path and a catalogue alike."""
+    assert registry.IMPORT_PROFILE_COUNT() == 2
+    for profile in (0, 1):
+        for tx in (
+            self_register(registry, registration(creator, import_profile=profile), creator),
+            register_for(registry, registration(creator, import_profile=profile), registrar),
+        ):
+            asset_id = tx.return_value
+            assert registry.importProfileOf(asset_id) == profile
+            names = event_names(tx)
+            if profile == 0:
+                assert "ImportProfileRecorded" not in names
+            else:
+                assert names[names.index("AssetRegistered") + 1] == "ImportProfileRecorded"
+                assert_event(tx, "ImportProfileRecorded", assetId=asset_id, importProfile=profile)
+    items = [catalogue_item(import_profile=1), catalogue_item(import_profile=0)]
+    tx = register_batch(registry, items, creator)
+    first_id = tx.return_value
+    assert [registry.importProfileOf(first_id + i) for i in (0, 1)] == [1, 0]
+    assert event_names(tx)[:3] == ["AssetRegistered", "ImportProfileRecorded", "AssetRegistered"]
+    with brownie.reverts(custom_error("ERC721NonexistentToken", first_id + 2)):
+        registry.importProfileOf(first_id + 2)
+    for unknown in (2, 255):
+        with brownie.reverts(custom_error("UnknownImportProfile", unknown)):
+            self_register(registry, registration(creator, import_profile=unknown), creator)
+        with brownie.reverts(custom_error("UnknownImportProfile", unknown)):
+            register_for(registry, registration(creator, import_profile=unknown), registrar)
+        with brownie.reverts(custom_error("UnknownImportProfile", unknown)):
+            register_batch(registry, [catalogue_item(), catalogue_item(import_profile=unknown)], creator)
 
 
 def test_split_storage_is_flat_in_its_size(registry, creator):
@@ -1267,14 +1303,14 @@ def test_views_of_unknown_asset(registry, asset):
 
 MUTATING_FUNCTIONS = {
     "approve(address,uint256)",
-    "registerBatch((bytes32,string,string,uint256,bool)[],(uint256,uint64,uint64,uint16,string),address[],uint16[],bytes32)",
+    "registerBatch((bytes32,string,string,uint256,bool,uint8)[],(uint256,uint64,uint64,uint16,string),address[],uint16[],bytes32)",
     "clearDispute(uint256,string)",
     "grantRole(bytes32,address)",
     "markDisputed(uint256,string)",
     "reassignRights(uint256,address,string)",
     "commitRegistration(bytes32)",
-    "registerAsset((bytes32,string,string,address,uint256,bool,(uint256,uint64,uint64,uint16,string),address[],uint16[]),bytes32)",
-    "registerFor((bytes32,string,string,address,uint256,bool,(uint256,uint64,uint64,uint16,string),address[],uint16[]),uint256,bytes)",
+    "registerAsset((bytes32,string,string,address,uint256,bool,(uint256,uint64,uint64,uint16,string),address[],uint16[],uint8),bytes32)",
+    "registerFor((bytes32,string,string,address,uint256,bool,(uint256,uint64,uint64,uint16,string),address[],uint16[],uint8),uint256,bytes)",
     "renounceRole(bytes32,address)",
     "revokeRole(bytes32,address)",
     "safeTransferFrom(address,address,uint256)",
@@ -1327,6 +1363,8 @@ VIEW_CALLS = {
     "MAX_RECIPIENTS": lambda ctx: (),
     "REGISTRAR_ROLE": lambda ctx: (),
     "TERRITORY_COUNT": lambda ctx: (),
+    "IMPORT_PROFILE_COUNT": lambda ctx: (),
+    "importProfileOf": lambda ctx: (ctx["id"],),
     "TOTAL_BPS": lambda ctx: (),
     "assetIdOf": lambda ctx: (ctx["hash"],),
     "balanceOf": lambda ctx: (ctx["owner"],),
@@ -1410,6 +1448,7 @@ def test_a_catalogue_of_100_assets_in_one_transaction(registry, creator, other):
                 record["metadataCid"],
                 record["parentId"],
                 record["aigc"],
+                registry.importProfileOf(asset_id),
             ),
             items[offset],
         )

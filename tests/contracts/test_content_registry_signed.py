@@ -175,9 +175,9 @@ def test_registration_digest_matches_the_shared_definition(registry, creator):
     assert bytes(registry.registrationDigest(reg, 7, 2**40)) == formats.digest(typed)
     assert bytes(registry.REGISTRATION_TYPEHASH()) == web3.keccak(
         text="Registration(bytes32 contentHash,string contentCid,string metadataCid,address creator,"
-        "uint256 parentId,bool aigc,Licence licence,address[] recipients,uint16[] shares,uint256 nonce,"
-        "uint256 deadline)Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,"
-        "string termsCid)"
+        "uint256 parentId,bool aigc,Licence licence,address[] recipients,uint16[] shares,uint8 importProfile,"
+        "uint256 nonce,uint256 deadline)Licence(uint256 territories,uint64 validFrom,uint64 validUntil,"
+        "uint16 royaltyBps,string termsCid)"
     )
     message = formats.registration_message(reg)
     assert formats.registration_message(formats.registration_tuple(message)) == message
@@ -200,7 +200,8 @@ def test_register_for_refuses_what_the_creator_did_not_sign(registry, registrar,
     signature, deadline = sign_registration(registry, reg, creator)
     changed = [
         registration(other, content_hash=reg[0], content_cid=reg[1], metadata_cid=reg[2]),  # another creator
-        (*reg[:7], [str(registrar)], [10_000]),  # the split paid to the registrar
+        (*reg[:7], [str(registrar)], [10_000], reg[9]),  # the split paid to the registrar
+        (*reg[:9], 1),  # CIDs claimed to be cut with another import profile
         (*reg[:6], licence(territories(1), 0, 0, 10_000, reg[6][4]), *reg[7:]),  # other terms
         (*reg[:2], random_cid(), *reg[3:]),  # other metadata
     ]

@@ -168,7 +168,7 @@ class RegistryMachine(RuleBasedStateMachine):
         recipients, shares = self._split(seed, count)
         lic = self._licence(seed)
         reg = (content_hash, random_cid(), random_cid(), str(creator), parent_id, bool(seed & 1), lic)
-        reg = (*reg, recipients, shares)
+        reg = (*reg, recipients, shares, (seed >> 1) % 2)  # either import profile
         if sender == self.registrar:  # with the creator's EIP-712 signature
             tx = self._send(expected_error, lambda: register_for(self.registry, reg, sender, signer=creator))
         else:  # commit, then reveal a block later (a third party reveals a registration naming another)
@@ -178,6 +178,7 @@ class RegistryMachine(RuleBasedStateMachine):
         asset_id = len(self.assets) + 1
         assert tx.return_value == asset_id
         assert tx.events["AssetRegistered"]["registrar"] == sender
+        assert self.registry.importProfileOf(asset_id) == reg[9]  # recorded as signed or revealed
         self.assets[asset_id] = AssetModel(
             content_hash, str(creator), Status.Active, recipients, shares, lic, parent_id, []
         )

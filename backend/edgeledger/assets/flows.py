@@ -54,7 +54,7 @@ from edgeledger.assets.models import (
 from edgeledger.assets.service import REGISTRY, AssetError, FileFacts
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
-from edgeledger.ipfs import IpfsClient, IpfsError, cid_of_bytes
+from edgeledger.ipfs import DEFAULT_PROFILE, IpfsClient, IpfsError, cid_of_bytes
 from edgeledger.ledger import registration as formats
 
 log = logging.getLogger(__name__)
@@ -318,6 +318,12 @@ def _payload(reg: Registration) -> dict[str, Any]:
     return payload
 
 
+def _import_profile_of(reg: Registration) -> str:
+    """The import profile the registration's CIDs were computed with (journal rows written before
+    profiles were recorded name none: they were all legacy-cidv1)."""
+    return str(_payload(reg)["file"].get("import_profile", DEFAULT_PROFILE.name))
+
+
 def registration_typed_data(chain: ChainClient, reg: Registration) -> dict[str, Any]:
     """The EIP-712 typed data the creator signs (``eth_signTypedData_v4``): this registration, the
     creator's next nonce on chain and the registration's deadline."""
@@ -325,7 +331,7 @@ def registration_typed_data(chain: ChainClient, reg: Registration) -> dict[str, 
     registry = chain.contract(REGISTRY)
     nonce = int(chain.call(registry.functions.nonces(to_checksum_address(reg.creator))))
     return formats.registration_typed_data(
-        service.registration_tuple(reg, params, valid_from),
+        service.registration_tuple(reg, params, valid_from, _import_profile_of(reg)),
         nonce=nonce,
         deadline=int(_payload(reg)["deadline"]),
         chain_id=chain.deployment.chain_id,
@@ -339,7 +345,7 @@ def registration_call(chain: ChainClient, reg: Registration) -> Any:
     payload = _payload(reg)
     registry = chain.contract(REGISTRY)
     return registry.functions.registerFor(
-        service.registration_tuple(reg, params, valid_from),
+        service.registration_tuple(reg, params, valid_from, _import_profile_of(reg)),
         int(payload["deadline"]),
         HexBytes(payload["signature"]),
     )

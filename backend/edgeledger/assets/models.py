@@ -306,6 +306,7 @@ class OnChainRecord(BaseModel):
     parent_id: int
     aigc: bool
     content_cid: str
+    import_profile: str = Field(description="IPFS import profile the CIDs were cut with, as registered")
     metadata_cid: str
     registered_at: int
     registered_block: int

@@ -43,6 +43,7 @@ from edgeledger.ipfs.cid import (
     canonical_json_bytes,
     normalize_cid,
 )
+from edgeledger.ledger.registration import import_profile_code, import_profile_name
 from edgeledger.ledger.splits import SplitMismatch, splits_at
 from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
 
@@ -215,8 +216,11 @@ def metadata_document(params: RegistrationParams, facts: FileFacts, creator: str
     return canonical_json_bytes(doc)
 
 
-def registration_tuple(reg: Registration, params: RegistrationParams, valid_from: int) -> tuple[Any, ...]:
-    """The `Registration` struct argument of ContentRegistry.registerAsset."""
+def registration_tuple(
+    reg: Registration, params: RegistrationParams, valid_from: int, import_profile: str
+) -> tuple[Any, ...]:
+    """The `Registration` struct argument of ContentRegistry.registerAsset (`import_profile`: the
+    profile both CIDs were computed with)."""
     assert reg.metadata_cid is not None
     split = resolved_split(params, reg.creator)
     licence = (
@@ -236,6 +240,7 @@ def registration_tuple(reg: Registration, params: RegistrationParams, valid_from
         licence,
         [to_checksum_address(s.recipient) for s in split],
         [s.bps for s in split],
+        import_profile_code(import_profile),
     )
 
 
@@ -289,6 +294,7 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
         licence = chain.call(registry.functions.getLicence(asset_id), block)
         committed_split = bytes(chain.call(registry.functions.splitHashOf(asset_id), block))
         split_key = int(chain.call(registry.functions.splitKeyOf(asset_id), block))
+        import_profile = int(chain.call(registry.functions.importProfileOf(asset_id), block))
         holder = chain.call(registry.functions.ownerOf(asset_id), block)
     except ContractRevert as exc:
         if exc.error == "ERC721NonexistentToken":
@@ -330,6 +336,7 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
         parent_id=parent_id,
         aigc=aigc,
         content_cid=content_cid,
+        import_profile=import_profile_name(import_profile),
         metadata_cid=metadata_cid,
         registered_at=registered_at,
         registered_block=registered_block,
@@ -430,14 +437,12 @@ def record_asset(
     """Writes the asset row from its AssetRegistered log (the chain is the source of truth)."""
     args = event["args"]
     facts = json.loads(reg.params_json)["file"]
-    # Journal rows written before import profiles existed name none: they were all legacy-cidv1.
-    profile = facts.get("import_profile", DEFAULT_PROFILE.name)
     record = read_on_chain(chain, args["assetId"])
     asset = Asset(
         id=args["assetId"],
         content_hash=reg.content_hash,
         content_cid=args["contentCid"],
-        import_profile=profile,
+        import_profile=record.import_profile,
         metadata_cid=args["metadataCid"],
         creator=args["creator"],
         owner=record.rights_holder,
@@ -591,6 +596,7 @@ def matches_chain(asset: Asset, record: OnChainRecord) -> bool:
         asset.content_hash == record.content_hash
         and asset.creator == record.creator
         and asset.content_cid == record.content_cid
+        and asset.import_profile == record.import_profile
         and asset.metadata_cid == record.metadata_cid
         and (asset.parent_id or 0) == record.parent_id
         and asset.aigc == record.aigc

@@ -76,6 +76,7 @@ def run_catalogue_demo(
     creator = Account.from_key(creator_key).address
     say(f"demo: the creator registers a catalogue of {count} product images in one transaction")
     files, metadata, items = [], [], []
+    profile_code = registration_formats.import_profile_code(ipfs.profile.name)
     for n in range(count):
         data = demo_png(f"EdgeLedger catalogue {label} #{n}", size=32)
         sha = hashlib.sha256(data).hexdigest()
@@ -96,7 +97,7 @@ def run_catalogue_demo(
         )
         files.append(data)
         metadata.append(doc)
-        items.append((bytes.fromhex(sha), cid, cid_of_bytes(doc, ipfs.profile), 0, False))
+        items.append((bytes.fromhex(sha), cid, cid_of_bytes(doc, ipfs.profile), 0, False, profile_code))
     licence = (encode_territories(["DE", "FR", "US", "JP", "CN"]), valid_from, 0, 500, "")
     salt = os.urandom(32)
     batch_hash = keccak256(b"".join(item[0] for item in items))

@@ -63,6 +63,10 @@ class IndexedAsset(Base):
     parent_id: Mapped[str] = mapped_column(String(78))
     aigc: Mapped[bool] = mapped_column(default=False)
     content_cid: Mapped[str] = mapped_column(String(120))
+    # The IPFS import profile the CIDs were cut with, as registered (edgeledger.ledger.registration)
+    import_profile: Mapped[str] = mapped_column(
+        String(32), default="legacy-cidv1", server_default="legacy-cidv1"
+    )
     metadata_cid: Mapped[str] = mapped_column(String(120))
     title: Mapped[str | None] = mapped_column(Text)  # from the metadata JSON on IPFS
     # What became of the metadata read (service.MetadataState): "ok", or why it was skipped, with the

@@ -29,6 +29,7 @@ from edgeledger.indexer.models import (
 )
 from edgeledger.ipfs import IpfsClient, IpfsError
 from edgeledger.ipfs.cid import InvalidCidError
+from edgeledger.ledger.registration import import_profile_name
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,8 @@ def _asset_registered(session: Session, e: DecodedEvent, title_of: TitleOf) -> N
             parent_id=a["parentId"],
             aigc=bool(a["aigc"]),
             content_cid=a["contentCid"],
+            # ImportProfileRecorded follows for any other profile.
+            import_profile=import_profile_name(0),
             metadata_cid=a["metadataCid"],
             title=read.title,
             metadata_state=read.state,
@@ -284,6 +287,11 @@ def _batch_registered(session: Session, e: DecodedEvent, _: TitleOf) -> None:
     for asset_id in range(first + 1, first + int(e.args["count"])):
         if (asset := _asset(session, str(asset_id))) is not None:
             asset.royalty_bps, asset.split_json = template.royalty_bps, template.split_json
+
+
+def _import_profile(session: Session, e: DecodedEvent, _: TitleOf) -> None:
+    if (asset := _asset(session, e.args["assetId"])) is not None:
+        asset.import_profile = import_profile_name(int(e.args["importProfile"]))
 
 
 def _status(session: Session, e: DecodedEvent, _: TitleOf) -> None:
@@ -391,6 +399,7 @@ def _claimed(session: Session, e: DecodedEvent, _: TitleOf) -> None:
 
 _HANDLERS: dict[tuple[str, str], Callable[[Session, DecodedEvent, TitleOf], None]] = {
     ("ContentRegistry", "AssetRegistered"): _asset_registered,
+    ("ContentRegistry", "ImportProfileRecorded"): _import_profile,
     ("ContentRegistry", "LicenceUpdated"): _licence,
     ("ContentRegistry", "SplitUpdated"): _split,
     ("ContentRegistry", "BatchRegistered"): _batch_registered,

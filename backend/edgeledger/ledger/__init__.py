@@ -10,7 +10,7 @@ exactly one definition (docs/delivery-leaf.md, docs/settlement-leaf.md, docs/com
 * ``manifest``         the EIP-712 batch manifest: type, fields, struct hash, domain, digest, signing
 * ``compliance_leaf``  the compliance event leaf
 * ``registration``     the registry's EIP-712 messages (registration, licence and split updates), the
-                       commit-reveal commitment
+                       commit-reveal commitment, the on-chain codes of the IPFS import profiles
 * ``payout_leaf``      the settlement payout leaf and a settlement's payout tree
 * ``splits``           an asset's split as the registry commits to it (hash) and reading it back from the
                        latest ``SplitUpdated`` event at a block, checked against the hash

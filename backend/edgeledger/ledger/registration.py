@@ -3,7 +3,7 @@ for the API (the typed data a creator's wallet signs), the tests and the verifie
 
     Registration(bytes32 contentHash,string contentCid,string metadataCid,address creator,
                  uint256 parentId,bool aigc,Licence licence,address[] recipients,uint16[] shares,
-                 uint256 nonce,uint256 deadline)
+                 uint8 importProfile,uint256 nonce,uint256 deadline)
     LicenceUpdate(uint256 assetId,Licence licence,uint256 nonce,uint256 deadline)
     SplitUpdate(uint256 assetId,address[] recipients,uint16[] shares,uint256 nonce,uint256 deadline)
     Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)
@@ -14,6 +14,11 @@ exactly those terms, for it (``registerFor``); a rights holder signs ``LicenceUp
 for a relayed, gas-free update (``updateLicenceFor`` / ``updateSplitFor``). ``nonce`` is the signer's
 ``ContentRegistry.nonces(address)``, shared by the three messages. A creator registering from its own
 wallet instead commits to :func:`commitment` and reveals it a block later (``registerAsset``).
+
+``importProfile`` is the IPFS import profile both CIDs were cut with, as its index in
+:data:`IMPORT_PROFILES` (append-only; the registry rejects an index past its end): with it on chain a
+verifier knows how to recompute the content CID from the file, and whoever pins the content again gets
+the same CID.
 
 Messages are plain dicts in the ABI's field order (:data:`REGISTRATION_FIELDS`), so the same values build
 the contract call's tuple (:func:`registration_tuple`) and the typed data: what is signed is what is sent.
@@ -29,6 +34,10 @@ from eth_account.messages import encode_typed_data
 from eth_utils.address import to_checksum_address
 
 from edgeledger.ledger.hashing import bytes32, keccak256
+
+#: IPFS import profiles by their on-chain code (``ContentRegistry.IMPORT_PROFILE_COUNT``; append-only).
+#: The names are ``edgeledger.ipfs.cid.PROFILES``' keys.
+IMPORT_PROFILES: tuple[str, ...] = ("legacy-cidv1", "unixfs-v1-2025")
 
 DOMAIN_NAME = "EdgeLedger ContentRegistry"
 DOMAIN_VERSION = "1"
@@ -57,6 +66,7 @@ REGISTRATION_FIELDS: tuple[tuple[str, str], ...] = (
     ("licence", "Licence"),
     ("recipients", "address[]"),
     ("shares", "uint16[]"),
+    ("importProfile", "uint8"),
 )
 SIGNED_FIELDS: tuple[tuple[str, str], ...] = (("nonce", "uint256"), ("deadline", "uint256"))
 LICENCE_UPDATE_FIELDS: tuple[tuple[str, str], ...] = (("assetId", "uint256"), ("licence", "Licence"))
@@ -65,6 +75,23 @@ SPLIT_UPDATE_FIELDS: tuple[tuple[str, str], ...] = (
     ("recipients", "address[]"),
     ("shares", "uint16[]"),
 )
+
+
+def import_profile_code(name: str) -> int:
+    """The on-chain code of an import profile (:data:`IMPORT_PROFILES`); ``ValueError`` for another name."""
+    try:
+        return IMPORT_PROFILES.index(name)
+    except ValueError:
+        raise ValueError(
+            f"unknown IPFS import profile {name!r}: one of {', '.join(IMPORT_PROFILES)}"
+        ) from None
+
+
+def import_profile_name(code: int) -> str:
+    """The name of an on-chain import profile code; ``ValueError`` for a code the registry would refuse."""
+    if not 0 <= code < len(IMPORT_PROFILES):
+        raise ValueError(f"unknown import profile code {code}")
+    return IMPORT_PROFILES[code]
 
 
 def _word(value: bytes | str) -> bytes:
@@ -104,9 +131,18 @@ def licence_message(licence: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any
 
 def registration_message(registration: Sequence[Any]) -> dict[str, Any]:
     """The ``Registration`` members (without nonce and deadline) from the contract call's tuple."""
-    content_hash, content_cid, metadata_cid, creator, parent_id, aigc, licence, recipients, shares = (
-        registration
-    )
+    (
+        content_hash,
+        content_cid,
+        metadata_cid,
+        creator,
+        parent_id,
+        aigc,
+        licence,
+        recipients,
+        shares,
+        import_profile,
+    ) = registration
     return {
         "contentHash": _word(content_hash),
         "contentCid": str(content_cid),
@@ -117,6 +153,7 @@ def registration_message(registration: Sequence[Any]) -> dict[str, Any]:
         "licence": licence_message(licence),
         "recipients": [to_checksum_address(r) for r in recipients],
         "shares": [int(s) for s in shares],
+        "importProfile": int(import_profile),
     }
 
 
@@ -133,6 +170,7 @@ def registration_tuple(message: Mapping[str, Any]) -> tuple[Any, ...]:
         tuple(licence[name] for name, _ in LICENCE_FIELDS),
         [to_checksum_address(r) for r in message["recipients"]],
         [int(s) for s in message["shares"]],
+        int(message["importProfile"]),
     )
 
 

@@ -6,10 +6,14 @@ asset's record (``getAsset``, ``ownerOf``) and its ``AssetRegistered`` event, al
 endpoint and the packaged ABI: no API, no database. Not registered is a failed check (exit code 1).
 
 In the same read the file's IPFS CID is computed under every import profile (``legacy-cidv1`` and
-``unixfs-v1-2025``, :data:`edgeledger.ipfs.cid.PROFILES`): the chain records the content CID but not the
-profile it was made with, so the check "content CID" passes when one of them equals the on-chain CID and
-names it (``--import-profile`` restricts the check to one). A file with the registered sha-256 whose CID
-matches under no profile fails: the on-chain CID does not address these bytes.
+``unixfs-v1-2025``, :data:`edgeledger.ipfs.cid.PROFILES`; ``--import-profile`` computes one only). The
+registry records the profile each registration's CIDs were cut with (``importProfileOf``), so the
+check "content CID" passes only when the file's CID under the registered profile is the on-chain content
+CID. A file with the registered sha-256 fails it when its CID under that profile differs (the on-chain
+CID does not address these bytes; the report says if another profile's CID matches, i.e. the
+registration names the wrong profile), or when that profile was not computed. A registry of the earlier
+layout records no profile (``getAsset`` and ``AssetRegistered`` are the same in both): there the check
+passes when the CID under either profile is the on-chain one, and names it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
 
 from edgeledger.ipfs.cid import PROFILES, CidBuilder
+from edgeledger.ledger.registration import IMPORT_PROFILES
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import Chain, registry, topic_hex
 
@@ -49,15 +56,56 @@ def digests_of_file(path: Path, profiles: tuple[str, ...] | None = None) -> tupl
 
 
 def check_content_cid(report: Report, verdict: dict[str, Any], cids: dict[str, str]) -> None:
-    """Adds the "content CID" check: which profile's CID of the file is the on-chain content CID."""
+    """Adds the "content CID" check: the file's CID under the registered import profile is the on-chain
+    content CID (``cids``: the file's CID per profile computed)."""
     on_chain = verdict.get("content_cid")
-    matched = [name for name, cid in cids.items() if cid == on_chain]
-    verdict["import_profile"] = matched[0] if matched else None
-    if matched:
-        report.add("content CID", True, f"{on_chain} (import profile {matched[0]})")
+    profile = verdict.get("import_profile")
+    if profile is None:  # a registry of the earlier layout: whichever profile gives the on-chain CID
+        matched = [name for name, cid in cids.items() if cid == on_chain]
+        verdict["import_profile"] = matched[0] if matched else None
+        if matched:
+            report.add(
+                "content CID", True, f"{on_chain} (import profile {matched[0]}; not recorded on chain)"
+            )
+        else:
+            tried = ", ".join(f"{name} gives {cid}" for name, cid in cids.items())
+            report.add("content CID", False, f"the chain records {on_chain}; {tried}")
+        return
+    mine = cids.get(profile)
+    if mine is None:
+        report.add(
+            "content CID",
+            False,
+            f"the chain records import profile {profile}; the file's CID was computed under "
+            f"{', '.join(cids)} only",
+        )
+    elif mine == on_chain:
+        report.add("content CID", True, f"{on_chain} (import profile {profile}, as registered)")
     else:
-        tried = ", ".join(f"{name} gives {cid}" for name, cid in cids.items())
-        report.add("content CID", False, f"the chain records {on_chain}; {tried}")
+        others = [name for name, cid in cids.items() if cid == on_chain]
+        wrong = f"; under {others[0]} it is: the registration names the wrong profile" if others else ""
+        report.add(
+            "content CID",
+            False,
+            f"the chain records {on_chain}, cut as {profile}; the file's CID under {profile} is "
+            f"{mine}{wrong}",
+        )
+
+
+def _recorded_profile(chain: Chain, contract: Contract, asset_id: int) -> str | None:
+    """The import profile the registry records for the asset (``importProfileOf``); None for a registry
+    of the earlier layout, which has no such function (the call reverts without data)."""
+
+    def read() -> int | None:
+        try:
+            return int(contract.functions.importProfileOf(asset_id).call())
+        except ContractLogicError:
+            return None
+
+    code = chain.ask("importProfileOf", read)
+    if code is None:
+        return None
+    return IMPORT_PROFILES[code] if code < len(IMPORT_PROFILES) else f"unknown ({code})"
 
 
 def normalize_sha256(value: str) -> str:
@@ -118,6 +166,7 @@ def verify_content(
         status=STATUS_NAMES.get(int(status), str(status)),
         registered_at=datetime.fromtimestamp(int(registered_at), UTC).isoformat(),
         content_cid=content_cid,
+        import_profile=_recorded_profile(chain, contract, asset_id),
         metadata_cid=metadata_cid,
         parent_id=int(parent_id) or None,
         aigc=bool(aigc),

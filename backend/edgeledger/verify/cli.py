@@ -215,14 +215,14 @@ def verify_asset(
     import_profile: Annotated[
         str | None,
         typer.Option(
-            help="Check the content CID under this IPFS import profile only (legacy-cidv1 or "
-            "unixfs-v1-2025); default: try both and name the one that matches"
+            help="Compute the file's CID under this IPFS import profile only (legacy-cidv1 or "
+            "unixfs-v1-2025); default: both, so a registration naming the wrong profile is reported"
         ),
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Whether, when and by whom content was registered, and under which IPFS import profile the file's
-    CID is the registered one (exit 1: not registered, or the CID matches under no profile)."""
+    """Whether, when and by whom content was registered, and whether the file's CID under the import
+    profile the registry records is the registered one (exit 1: not registered, or it is not)."""
     raise typer.Exit(
         run_asset(
             file,
