@@ -40,6 +40,7 @@ from edgeledger.db import make_engine
 from edgeledger.devtools.catalogue import run_catalogue_demo
 from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from edgeledger.devtools.stack import DEV_CHALLENGE_WINDOW, now_label, say
+from edgeledger.devtools.wallet import send, send_call
 from edgeledger.ledger import registration as registration_formats
 from edgeledger.settlement.statements import format_amount
 from edgeledger.verify.delivery import verify_document
@@ -308,25 +309,6 @@ def _demo_card() -> dict[str, Any]:
     }
 
 
-def _send_as(settings: Settings, key: str, to: str, data: str) -> str:
-    chain = ChainClient.from_settings(settings)
-    account = Account.from_key(key)
-    tx: dict[str, Any] = {
-        "from": account.address,
-        "to": to,
-        "data": data,
-        "nonce": chain.w3.eth.get_transaction_count(account.address),
-        "chainId": chain.chain_id,
-        "gasPrice": chain.w3.eth.gas_price,
-    }
-    tx["gas"] = chain.w3.eth.estimate_gas(tx)
-    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
-    if receipt["status"] != 1:
-        raise RuntimeError(f"transaction {tx_hash.to_0x_hex()} reverted")
-    return tx_hash.to_0x_hex()
-
-
 def _merchant_funds(settings: Settings, keys: dict[str, str], amount: int) -> tuple[str, int]:
     """Mints test stablecoins to the merchant (the deployer owns the test token) and deposits them,
     unless its escrow already holds ``amount``."""
@@ -342,7 +324,7 @@ def _merchant_funds(settings: Settings, keys: dict[str, str], amount: int) -> tu
         (keys["merchant"], vault.functions.deposit(token.address, amount)),
     )
     for key, fn in calls:
-        _send_as(settings, key, fn.address, fn._encode_transaction_data())
+        send_call(chain, key, fn, timeout=60)
     return token.address, int(chain.call(vault.functions.escrowOf(merchant, token.address)))
 
 
@@ -422,8 +404,9 @@ def run_settlement_demo(settings: Settings, base_url: str, *, keys: dict[str, st
         if claims["call"] is None:
             say("  the creator has nothing left to claim")
             return
-        tx = _send_as(settings, keys["creator"], claims["call"]["to"], claims["call"]["data"])
         chain = ChainClient.from_settings(settings)
+        receipt = send(chain, keys["creator"], claims["call"]["to"], claims["call"]["data"], timeout=60)
+        tx = receipt["transactionHash"].to_0x_hex()
         balance = chain.call(chain.contract("TestStablecoin").functions.balanceOf(creator))
         say(
             f"  creator claimed {claims['call']['claims']} payout(s) in tx {tx[:18]}…; its wallet holds "
