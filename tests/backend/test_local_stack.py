@@ -2,10 +2,16 @@
 PostgreSQL, with the stack's own nats-server, real `edgeledger ingest-worker` processes, the API served in
 queue mode, anvil and IPFS: the demo's logs go through the queue (202, then run by a worker, not by the
 API), the demo waits for each before it goes on to close, anchor and prove, a queued upload no worker
-runs ends the demo with a message naming the logs, and the stack stops its workers, then the server."""
+runs ends the demo with a message naming the logs, and the stack stops its workers, then the server.
+
+A second run of the demo on the same data folder the same day (registration, delivery and settlement, the
+API served inline) delivers the first run's image again: yesterday's period, settled by the first run,
+gets a correction that computes at the period's terms block, posts, and is claimed once the challenge
+window has passed."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -22,13 +28,21 @@ from sqlalchemy.orm import Session
 from edgeledger.auth.models import Role
 from edgeledger.config import Settings
 from edgeledger.deliveries.models import DeliverySource, IngestBlobChunk, IngestFile
-from edgeledger.devtools.demo import DEMO_SOURCE, run_delivery_demo, wait_for_ingest
+from edgeledger.devtools.demo import (
+    DEMO_SOURCE,
+    delivered_asset,
+    run_delivery_demo,
+    run_provenance_demo,
+    run_settlement_demo,
+    wait_for_ingest,
+)
 from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from edgeledger.devtools.stack import Stack, now_label, start_ingest_queue, wait_ingest_workers
 from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.main import create_app
+from edgeledger.settlement.models import Settlement
 from tests.backend.support.services import worker_env
-from tests.backend.support.stack import free_port, make_caller_in
+from tests.backend.support.stack import DeployedChain, free_port, make_caller_in, rpc
 from tests.backend.test_ingest import make_source
 
 pytestmark = pytest.mark.integration
@@ -142,3 +156,60 @@ def test_a_queued_upload_no_worker_runs_ends_the_demo_with_a_message_naming_the_
         f"see {logs}/ingest-worker-*.log and {logs}/nats-server.log"
     )
     assert nats.poll() is not None
+
+
+def test_a_second_demo_run_the_same_day_delivers_the_first_run_s_image_and_settles_a_correction(
+    settings: Settings,
+    chain_snapshot: DeployedChain,
+    db_session: Session,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The deployer owns the test token: the demo's admin mints the merchant's test stablecoins with it.
+    keys = {"admin": chain_snapshot.admin.key.to_0x_hex()}
+    for role in ("creator", "merchant"):
+        account = Account.create()
+        rpc(settings.eth_rpc_url, "anvil_setBalance", account.address, hex(10**21))
+        keys[role] = account.key.to_0x_hex()
+    registered, delivered, outputs = [], [], []
+    with served(settings) as base:
+        for _run in range(2):  # the first run, then a rerun the same day
+            label = now_label()
+            asset = run_provenance_demo(settings, base, keys["creator"], label)
+            chosen = delivered_asset(settings, asset)
+            registered.append(asset["id"])
+            delivered.append(chosen["id"])
+            run_delivery_demo(settings, base, admin_key=keys["admin"], asset=chosen, label=label)
+            # The tests' vault has a one-day challenge window: the demo does not wait for it here.
+            run_settlement_demo(settings, base, keys=keys, challenge_wait=0)
+            outputs.append(capsys.readouterr().out)
+        # The challenge window passes: the next demo run finds both claimable and the creator claims them.
+        rpc(settings.eth_rpc_url, "evm_increaseTime", 86_400 + 1)
+        rpc(settings.eth_rpc_url, "evm_mine")
+        run_settlement_demo(settings, base, keys=keys, challenge_wait=0)
+        outputs.append(capsys.readouterr().out)
+    first, second, third = outputs
+
+    # Each run registers its own image; both deliver the first one.
+    assert registered[0] != registered[1] and delivered == [registered[0], registered[0]]
+    assert "the first run's product image" not in first, first
+    first_image, second_image = registered
+    choice = f"requests asset #{first_image} (the first run's product image), not this run's #{second_image}"
+    assert choice in second, second
+    assert "400 new records" in second and "0 new, 400 duplicates" in second, second
+
+    rows = db_session.scalars(select(Settlement).order_by(Settlement.id)).all()
+    assert [(r.kind, r.sequence, r.state, r.error_code) for r in rows] == [
+        ("period", 0, "claimable", None),
+        ("correction", 1, "claimable", None),
+    ]
+    period, correction = rows
+    # The correction read the terms at the period's block, where the first run's image existed, and paid
+    # only the second run's batch.
+    assert period.terms_block is not None and correction.terms_block == period.terms_block
+    assert correction.total > 0 and correction.receipt_count > 0
+    assert set(json.loads(correction.batch_ids_json)).isdisjoint(json.loads(period.batch_ids_json))
+    assert f"period {period.period_id}: state posted" in first, first
+    assert f"yesterday's period {period.period_id} was settled by an earlier run (state posted)" in second
+    assert f"correction #1 of period {period.period_id}: state posted" in second, second
+    assert f"correction #1 of period {period.period_id}: state claimable" in third, third
+    assert "creator claimed 2 payout(s)" in third, third

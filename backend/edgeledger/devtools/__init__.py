@@ -6,5 +6,7 @@ the benchmarks and the tests share. Nothing here runs in production.
 * ``nats_server``  a private nats-server with JetStream (the stack's ingest queue; the tests' too)
 * ``demo``     the scripted demo ``edgeledger up`` runs against the local stack (imports ``stack``; the
                stack takes the demo as a callable, so neither imports the other back)
+* ``catalogue``  the demo's catalogue of product images registered in one transaction
 * ``samples``  demo PNGs and CloudFront logs
+* ``wallet``   sign, send and wait for the receipt of a transaction from a key at hand (demo and tests)
 """

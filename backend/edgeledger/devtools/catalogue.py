@@ -27,6 +27,7 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.devtools.samples import demo_png
 from edgeledger.devtools.stack import say
+from edgeledger.devtools.wallet import send_call
 from edgeledger.ipfs import IpfsClient
 from edgeledger.ipfs.cid import canonical_json_bytes, cid_of_bytes
 from edgeledger.ledger import registration as registration_formats
@@ -47,24 +48,8 @@ class CatalogueReport:
 
 
 def _send(chain: ChainClient, key: str, fn: ContractFunction) -> Any:
-    account = Account.from_key(key)
-    tx: dict[str, Any] = fn.build_transaction(
-        {
-            "from": account.address,
-            "nonce": chain.w3.eth.get_transaction_count(account.address),
-            "chainId": chain.chain_id,
-            "gasPrice": chain.w3.eth.gas_price,
-            "gas": 0,  # estimated below, on the pending block
-        }
-    )
     # A reveal must land a block after its commitment: estimated at the latest block it would revert.
-    del tx["gas"]
-    tx["gas"] = chain.w3.eth.estimate_gas(tx, "pending")  # type: ignore[arg-type]
-    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
-    if receipt["status"] != 1:
-        raise RuntimeError(f"transaction {tx_hash.to_0x_hex()} reverted")
-    return receipt
+    return send_call(chain, key, fn, estimate_block="pending")
 
 
 def run_catalogue_demo(

@@ -4,15 +4,17 @@
    original is then verified from the file alone against the chain; then a catalogue of 100 product
    images in one transaction from the creator's wallet (devtools/catalogue.py).
 2. Delivery receipts: an admin registers a CloudFront distribution as a delivery source, uploads a
-   CloudFront standard log (gzip) of requests for the image, uploads it again (nothing changes), closes
-   and anchors the batch, fetches the proof of one log line and checks it against the chain alone, with
-   the contract's verifyRecord and by verifying the whole batch export. The local stack queues uploads
-   (INGEST_MODE=queue): each is answered 202 and followed (GET /deliveries/ingests/{id}, progress
-   printed) until an ingest worker has run it, before anything goes on; an inline API's 201 is final.
+   CloudFront standard log (gzip) of requests for the first run's product image (delivered_asset),
+   uploads it again (nothing changes), closes and anchors the batch, fetches the proof of one log line
+   and checks it against the chain alone, with the contract's verifyRecord and by verifying the whole
+   batch export. The local stack queues uploads (INGEST_MODE=queue): each is answered 202 and followed
+   (GET /deliveries/ingests/{id}, progress printed) until an ingest worker has run it, before anything
+   goes on; an inline API's 201 is final.
 3. Settlement: the demo merchant (owner of the log's host) deposits test stablecoins into the vault, an
    admin sets its account and rate card, yesterday's period is settled (posted with its payout root),
    the local stack's 60 s challenge window passes, and the creator claims its royalty from its own
-   wallet with the calldata the API hands out.
+   wallet with the calldata the API hands out. A rerun the same day finds the period settled: its new
+   log lines are paid by a correction of the period, posted and claimed the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from edgeledger.db import make_engine
 from edgeledger.devtools.catalogue import run_catalogue_demo
 from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from edgeledger.devtools.stack import DEV_CHALLENGE_WINDOW, now_label, say
+from edgeledger.devtools.wallet import send, send_call
 from edgeledger.ledger import registration as registration_formats
 from edgeledger.settlement.statements import format_amount
 from edgeledger.verify.delivery import verify_document
@@ -88,9 +91,20 @@ def _register(
 
 def run_demo(settings: Settings, base_url: str, keys: dict[str, str]) -> None:
     creator_key, admin_key = keys["creator"], keys["admin"]
+    label = now_label()
+    asset = run_provenance_demo(settings, base_url, creator_key, label)
+    run_catalogue_demo(settings, creator_key, label, valid_from=int(time.time()) - 2 * 86400)
+    delivered = delivered_asset(settings, asset)
+    run_delivery_demo(settings, base_url, admin_key=admin_key, asset=delivered, label=label)
+    run_settlement_demo(settings, base_url, keys=keys)
+    run_audit_demo(settings, base_url, keys=keys)
+
+
+def run_provenance_demo(settings: Settings, base_url: str, creator_key: str, label: str) -> dict[str, Any]:
+    """Registers this run's product image (returned) and its AI-generated variant, shows that the same
+    bytes are refused, and verifies the image from its hash alone against the chain."""
     creator = Account.from_key(creator_key).address
     key = _demo_api_key(settings, creator)
-    label = now_label()
     original = demo_png(f"EdgeLedger demo original {label}")
     variant = demo_png(f"EdgeLedger demo AIGC variant {label}")
 
@@ -155,10 +169,42 @@ def run_demo(settings: Settings, base_url: str, keys: dict[str, str]) -> None:
         total = session.scalar(select(func.count()).select_from(Asset))
     engine.dispose()
     say(f"the database now holds {total} registered assets (runs add to it; nothing is reset)")
-    run_catalogue_demo(settings, creator_key, label, valid_from=int(time.time()) - 2 * 86400)
-    run_delivery_demo(settings, base_url, admin_key=admin_key, asset=asset, label=label)
-    run_settlement_demo(settings, base_url, keys=keys)
-    run_audit_demo(settings, base_url, keys=keys)
+    return asset
+
+
+def delivered_asset(settings: Settings, registered: dict[str, Any]) -> dict[str, Any]:
+    """The asset the demo's CDN log requests: the creator's first product image in the database, the one
+    ``registered`` on a first run. A rerun on the same day delivers in yesterday's period again, which an
+    earlier run may have settled: its late deliveries are paid by a correction that reads the assets'
+    terms at the block the period read them at, where an image registered since does not exist
+    (``asset_unknown``, the correction blocked). The first run's image existed before any demo period
+    settled."""
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as session:
+        first = session.scalar(
+            select(Asset)
+            .where(
+                Asset.creator == registered["creator"],
+                Asset.title == registered["title"],
+                Asset.parent_id.is_(None),
+            )
+            .order_by(Asset.id)
+            .limit(1)
+        )
+        found = (
+            {"id": first.id, "content_cid": first.content_cid, "size_bytes": first.size_bytes}
+            if first is not None and first.id != registered["id"]
+            else None
+        )
+    engine.dispose()
+    if found is None:
+        return registered
+    say(
+        f"demo: the CDN log requests asset #{found['id']} (the first run's product image), not this run's "
+        f"#{registered['id']}: yesterday's period may be settled already, and its late deliveries are paid "
+        f"at the terms read when it settled, before #{registered['id']} existed"
+    )
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,25 +354,6 @@ def _demo_card() -> dict[str, Any]:
     }
 
 
-def _send_as(settings: Settings, key: str, to: str, data: str) -> str:
-    chain = ChainClient.from_settings(settings)
-    account = Account.from_key(key)
-    tx: dict[str, Any] = {
-        "from": account.address,
-        "to": to,
-        "data": data,
-        "nonce": chain.w3.eth.get_transaction_count(account.address),
-        "chainId": chain.chain_id,
-        "gasPrice": chain.w3.eth.gas_price,
-    }
-    tx["gas"] = chain.w3.eth.estimate_gas(tx)
-    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
-    if receipt["status"] != 1:
-        raise RuntimeError(f"transaction {tx_hash.to_0x_hex()} reverted")
-    return tx_hash.to_0x_hex()
-
-
 def _merchant_funds(settings: Settings, keys: dict[str, str], amount: int) -> tuple[str, int]:
     """Mints test stablecoins to the merchant (the deployer owns the test token) and deposits them,
     unless its escrow already holds ``amount``."""
@@ -342,11 +369,16 @@ def _merchant_funds(settings: Settings, keys: dict[str, str], amount: int) -> tu
         (keys["merchant"], vault.functions.deposit(token.address, amount)),
     )
     for key, fn in calls:
-        _send_as(settings, key, fn.address, fn._encode_transaction_data())
+        send_call(chain, key, fn, timeout=60)
     return token.address, int(chain.call(vault.functions.escrowOf(merchant, token.address)))
 
 
-def run_settlement_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None:
+def run_settlement_demo(
+    settings: Settings, base_url: str, *, keys: dict[str, str], challenge_wait: float = 120.0
+) -> None:
+    """Settles yesterday's period (or, when an earlier run settled it, the correction that pays this run's
+    late deliveries), follows it for up to ``challenge_wait`` seconds until claimable, then claims the
+    creator's payouts from its wallet."""
     admin_key = _demo_api_key(settings, Account.from_key(keys["admin"]).address, role=Role.admin)
     merchant = Account.from_key(keys["merchant"]).address
     creator = Account.from_key(keys["creator"]).address
@@ -395,17 +427,29 @@ def run_settlement_demo(settings: Settings, base_url: str, *, keys: dict[str, st
         run = _ok(client.post("/settlement/run", params={"early": "true"}))
         page = _ok(client.get("/settlement/settlements", params={"merchant_user_id": merchant_id}))
         rows = page["items"] if isinstance(page, dict) else page
-        current = next((r for r in rows if r["period_start"] == yesterday), None)
-        if current is None:
+        # Yesterday's period, and its corrections when a rerun delivered in it after it settled.
+        ours = [r for r in rows if r["period_start"] == yesterday and r["kind"] in ("period", "correction")]
+        if not ours:
             say(f"  no settlement of yesterday's period yet (run report {run})")
             return
-        say(
-            f"  period {current['period_id']} settled: state {current['state']}, total "
-            f"{format_amount(current['total'], 6)} tUSDC to {current['payee_count']} payees, root "
-            f"{str(current['root'])[:18]}…"
-        )
-        deadline = time.monotonic() + 120
-        if current["state"] == "posted":
+        current = max(ours, key=lambda r: r["id"])
+        name = f"period {current['period_id']}"
+        if current["kind"] == "correction":
+            period = next((r for r in ours if r["kind"] == "period"), current)
+            name = f"correction #{current['sequence']} of period {period['period_id']}"
+            say(
+                f"  yesterday's period {period['period_id']} was settled by an earlier run (state "
+                f"{period['state']}): this run's deliveries reached it late, and a correction pays them"
+            )
+        if current["state"] == "blocked":
+            say(f"  {name}: state blocked: {current['error_code']}: {current['error_message']}")
+        else:
+            say(
+                f"  {name}: state {current['state']}, total {format_amount(current['total'], 6)} tUSDC to "
+                f"{current['payee_count']} payees, root {str(current['root'])[:18]}…"
+            )
+        deadline = time.monotonic() + challenge_wait
+        if current["state"] == "posted" and challenge_wait > 0:
             say(f"  waiting for the local chain's {DEV_CHALLENGE_WINDOW} s challenge window…")
         while current["state"] in ("posted", "posting", "computed") and time.monotonic() < deadline:
             time.sleep(5)
@@ -422,8 +466,9 @@ def run_settlement_demo(settings: Settings, base_url: str, *, keys: dict[str, st
         if claims["call"] is None:
             say("  the creator has nothing left to claim")
             return
-        tx = _send_as(settings, keys["creator"], claims["call"]["to"], claims["call"]["data"])
         chain = ChainClient.from_settings(settings)
+        receipt = send(chain, keys["creator"], claims["call"]["to"], claims["call"]["data"], timeout=60)
+        tx = receipt["transactionHash"].to_0x_hex()
         balance = chain.call(chain.contract("TestStablecoin").functions.balanceOf(creator))
         say(
             f"  creator claimed {claims['call']['claims']} payout(s) in tx {tx[:18]}…; its wallet holds "

@@ -1,4 +1,6 @@
-"""Settlement: plain functions over a session (accounts, rate cards, FX table, billing imports, cases).
+"""Settlement: plain functions over a session (accounts, rate cards, FX table, billing imports, cases);
+an account's detail also reads its live escrow and bounds from the vault (the API and the merchant app
+show the same figures).
 
 The multi-step work (computing a period, posting it, following it on chain) is in ``flows.py``; the pure
 arithmetic in ``rates.py``, ``billing.py`` and ``payouts.py``.
@@ -17,11 +19,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from edgeledger.auth.models import Role, User
+from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
+from edgeledger.ledger.abis import SETTLEMENT_VAULT
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.billing import BillingReader, aggregate_billing, billing_lines, utc_day
 from edgeledger.settlement.models import (
+    OPEN_STATES,
     BillingImport,
     BillingUsageRow,
     CaseState,
@@ -30,9 +35,11 @@ from edgeledger.settlement.models import (
     ReconciliationCase,
     Settlement,
     SettlementAccount,
+    SettlementState,
 )
 from edgeledger.settlement.payouts import Decision, Statement
 from edgeledger.settlement.rates import FxRate, FxTable, RateCard, check_versions
+from edgeledger.settlement.schemas import AccountDetail, AccountRead
 from edgeledger.settlement.statements import StatementContext
 
 # ----------------------------------------------------------------------------------------------
@@ -141,6 +148,61 @@ def upsert_account(
     account.auto_settle = params.auto_settle
     session.flush()
     return account
+
+
+#: settlements computed but not reserved on chain yet (an account's ``pending`` total)
+PENDING_STATES = (SettlementState.computed, SettlementState.posting, SettlementState.blocked)
+
+
+def _open_totals(session: Session, merchant_user_id: int) -> tuple[int, int, int]:
+    """(reserved on chain, computed but not reserved, number of open settlements) of one merchant."""
+    rows = session.execute(
+        select(Settlement.state, func.count(), func.coalesce(func.sum(Settlement.total), 0))
+        .where(
+            Settlement.merchant_user_id == merchant_user_id,
+            Settlement.state.in_([s.value for s in OPEN_STATES]),
+        )
+        .group_by(Settlement.state)
+    ).all()
+    reserved = pending = count = 0
+    for state, number, total in rows:
+        count += int(number)
+        if state in (SettlementState.posted, SettlementState.challenged):
+            reserved += int(total)
+        elif state in PENDING_STATES:
+            pending += int(total)
+    return reserved, pending, count
+
+
+def account_detail(session: Session, chain: ChainClient, account: SettlementAccount) -> AccountDetail:
+    """The account with its live escrow and bounds in the vault and the totals of its open settlements
+    (``GET /settlement/accounts/{id}`` and the merchant app's escrow page). When the chain cannot be read
+    the chain figures are None and ``chain_error`` says why."""
+    reserved, pending, count = _open_totals(session, account.merchant_user_id)
+    escrow: int | None = None
+    cap: int | None = None
+    settler: str | None = None
+    chain_error: str | None = None
+    merchant, token = to_checksum_address(account.address), to_checksum_address(account.token)
+    try:
+        vault = chain.contract(SETTLEMENT_VAULT)
+        escrow = int(chain.call(vault.functions.escrowOf(merchant, token)))
+        raw_cap, raw_settler = chain.call(vault.functions.boundsOf(merchant, token))
+        cap = int(raw_cap)
+        settler = None if int(raw_settler, 16) == 0 else to_checksum_address(raw_settler)
+    except ChainError as exc:  # the account is still worth showing when the chain is down
+        chain_error = f"{exc.code}: {exc.message}"
+    return AccountDetail(
+        **AccountRead.of(account).model_dump(),
+        escrow=escrow,
+        chain_error=chain_error,
+        reserved=reserved,
+        pending=pending,
+        shortfall=max(0, pending - escrow) if escrow is not None else None,
+        open_settlements=count,
+        period_cap=cap,
+        chosen_settler=settler,
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ from edgeledger.deps import get_app_settings, get_chain
 from edgeledger.ledger.abis import CONTENT_REGISTRY
 from edgeledger.settlement import SettlementError, claims, flows, service, statements
 from edgeledger.settlement.models import (
-    OPEN_STATES,
     BillingUsageRow,
     CaseState,
     FxRateRow,
@@ -90,7 +89,6 @@ MAX_PAGE = 1_000
 BILLING_MAX_BYTES = 64 * 1024 * 1024
 #: settlements whose payout root the vault holds (claims can be checked there)
 ON_CHAIN_STATES = claims.ON_CHAIN_STATES
-PENDING_STATES = (SettlementState.computed, SettlementState.posting, SettlementState.blocked)
 
 
 # --- access ------------------------------------------------------------------------------------------
@@ -153,54 +151,6 @@ def _checksummed(value: str, what: str) -> str:
 # --- accounts ----------------------------------------------------------------------------------------
 
 
-def _open_totals(session: Session, merchant_user_id: int) -> tuple[int, int, int]:
-    """(reserved on chain, computed but not reserved, number of open settlements) of one merchant."""
-    rows = session.execute(
-        select(Settlement.state, func.count(), func.coalesce(func.sum(Settlement.total), 0))
-        .where(
-            Settlement.merchant_user_id == merchant_user_id,
-            Settlement.state.in_([s.value for s in OPEN_STATES]),
-        )
-        .group_by(Settlement.state)
-    ).all()
-    reserved = pending = count = 0
-    for state, number, total in rows:
-        count += int(number)
-        if state in (SettlementState.posted, SettlementState.challenged):
-            reserved += int(total)
-        elif state in PENDING_STATES:
-            pending += int(total)
-    return reserved, pending, count
-
-
-def _account_detail(session: Session, chain: ChainClient, account: SettlementAccount) -> AccountDetail:
-    reserved, pending, count = _open_totals(session, account.merchant_user_id)
-    escrow: int | None = None
-    cap: int | None = None
-    settler: str | None = None
-    chain_error: str | None = None
-    merchant, token = to_checksum_address(account.address), to_checksum_address(account.token)
-    try:
-        vault = chain.contract(flows.VAULT)
-        escrow = int(chain.call(vault.functions.escrowOf(merchant, token)))
-        raw_cap, raw_settler = chain.call(vault.functions.boundsOf(merchant, token))
-        cap = int(raw_cap)
-        settler = None if int(raw_settler, 16) == 0 else to_checksum_address(raw_settler)
-    except ChainError as exc:  # the account is still worth showing when the chain is down
-        chain_error = f"{exc.code}: {exc.message}"
-    return AccountDetail(
-        **AccountRead.of(account).model_dump(),
-        escrow=escrow,
-        chain_error=chain_error,
-        reserved=reserved,
-        pending=pending,
-        shortfall=max(0, pending - escrow) if escrow is not None else None,
-        open_settlements=count,
-        period_cap=cap,
-        chosen_settler=settler,
-    )
-
-
 @router.put("/accounts/{merchant_user_id}", response_model=AccountDetail)
 def put_account(
     merchant_user_id: int,
@@ -238,7 +188,7 @@ def put_account(
             code="account_conflict",
             status=409,
         ) from None
-    return _account_detail(session, chain, account)
+    return service.account_detail(session, chain, account)
 
 
 @router.get("/accounts/{merchant_user_id}", response_model=AccountDetail)
@@ -247,7 +197,7 @@ def get_account(
 ) -> AccountDetail:
     """The account, its live escrow in the vault, and the totals of its open settlements."""
     _ensure_merchant(principal, merchant_user_id, write=False)
-    return _account_detail(session, chain, service.get_account(session, merchant_user_id))
+    return service.account_detail(session, chain, service.get_account(session, merchant_user_id))
 
 
 @router.get("/accounts", response_model=list[AccountRead])

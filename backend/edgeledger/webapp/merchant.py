@@ -48,7 +48,6 @@ from edgeledger.settlement.payouts import Statement
 from edgeledger.settlement.rates import RateCard, card_at
 from edgeledger.settlement.schemas import AccountDetail
 from edgeledger.settlement.statement_html import statement_html
-from edgeledger.settlement.views import _account_detail
 from edgeledger.webapp.session import AppUser, WebAppError
 
 #: A billing file is one period's CDN report: a few MB at most.
@@ -138,7 +137,7 @@ def escrow_view(
 ) -> EscrowView:
     """Balance (the vault's unreserved escrow), reserved and pending totals, the shortfall, the bounds
     (the same figures as ``GET /settlement/accounts/{id}``) and the merchant's token balance."""
-    detail = _account_detail(session, chain, account)
+    detail = service.account_detail(session, chain, account)
     balance: int | None = None
     escrow_call: dict[str, str] | None = None
     merchant, token = to_checksum_address(account.address), to_checksum_address(account.token)

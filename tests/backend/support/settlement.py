@@ -9,6 +9,7 @@ from eth_account.signers.local import LocalAccount
 
 from edgeledger.chain.client import ChainClient
 from edgeledger.deliveries.records import CacheResult, DeliveryRecord
+from edgeledger.devtools import wallet
 
 #: A rate card in the 6-decimal test token, EU only: 0.085 tUSDC/GB, a 0.01 tUSDC royalty per delivery.
 CARD = {
@@ -24,25 +25,13 @@ CARD = {
 
 
 def send_raw(chain: ChainClient, account: LocalAccount, to: str, data: str) -> dict[str, Any]:
-    """Signs and sends ``data`` to ``to`` from ``account`` (as a wallet would); asserts success."""
-    tx: dict[str, Any] = {
-        "from": account.address,
-        "to": to,
-        "data": data,
-        "nonce": chain.w3.eth.get_transaction_count(account.address),
-        "chainId": chain.chain_id,
-        "gasPrice": chain.w3.eth.gas_price,
-    }
-    tx["gas"] = chain.w3.eth.estimate_gas(tx)
-    tx_hash = chain.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-    receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash)
-    assert receipt["status"] == 1
-    return dict(receipt)
+    """Signs and sends ``data`` to ``to`` from ``account`` (as a wallet would); raises when it reverts."""
+    return dict(wallet.send(chain, account, to, data))
 
 
 def send_as(chain: ChainClient, account: LocalAccount, fn: Any) -> dict[str, Any]:
     """Sends a contract call from ``account``."""
-    return send_raw(chain, account, fn.address, fn._encode_transaction_data())
+    return dict(wallet.send_call(chain, account, fn))
 
 
 def deposit(chain: ChainClient, owner: LocalAccount, merchant: LocalAccount, amount: int) -> None:
