@@ -17,10 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from eth_account import Account
-from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 
 from edgeledger.chain.client import ChainClient
@@ -45,11 +43,6 @@ class CatalogueReport:
     count: int
     gas_used: int
     tx_hash: str
-
-
-def _send(chain: ChainClient, key: str, fn: ContractFunction) -> Any:
-    # A reveal must land a block after its commitment: estimated at the latest block it would revert.
-    return send_call(chain, key, fn, estimate_block="pending")
 
 
 def run_catalogue_demo(
@@ -86,14 +79,11 @@ def run_catalogue_demo(
     licence = (encode_territories(["DE", "FR", "US", "JP", "CN"]), valid_from, 0, 500, "")
     salt = os.urandom(32)
     batch_hash = keccak256(b"".join(item[0] for item in items))
-    _send(
-        chain,
-        creator_key,
-        registry.functions.commitRegistration(registration_formats.commitment(batch_hash, creator, salt)),
-    )
-    receipt = _send(
-        chain, creator_key, registry.functions.registerBatch(items, licence, [creator], [10_000], salt)
-    )
+    commitment = registration_formats.commitment(batch_hash, creator, salt)
+    send_call(chain, creator_key, registry.functions.commitRegistration(commitment))
+    # The reveal must land a block after its commitment: estimated at the latest block it would revert.
+    reveal = registry.functions.registerBatch(items, licence, [creator], [10_000], salt)
+    receipt = send_call(chain, creator_key, reveal, estimate_block="pending")
     (event,) = registry.events.BatchRegistered().process_receipt(receipt, errors=DISCARD)
     first_id = int(event["args"]["firstId"])
     gas = int(receipt["gasUsed"])
