@@ -136,6 +136,9 @@ class Settings(BaseModel):
     rate_limit_auth_per_minute: int = Field(60, gt=0, description="Sign-in and API-key requests per caller")
     rate_limit_audit_per_minute: int = Field(300, gt=0, description="Portal and audit requests per caller")
     rate_limit_write_per_minute: int = Field(600, gt=0, description="State-changing requests per caller")
+    rate_limit_app_per_minute: int = Field(
+        120, gt=0, description="Web app pages (GET under /app, static files aside) per caller"
+    )
     rate_limit_anonymous_per_minute: int = Field(
         300,
         gt=0,

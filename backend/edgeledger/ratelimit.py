@@ -16,6 +16,8 @@ Buckets, each a number of requests per minute and caller:
 * ``auth`` (``RATE_LIMIT_AUTH_PER_MINUTE``): the /auth routes (sign-in, API keys);
 * ``audit`` (``RATE_LIMIT_AUDIT_PER_MINUTE``): portal, audit, compliance and chain-indexer routes;
 * ``write`` (``RATE_LIMIT_WRITE_PER_MINUTE``): every state-changing request (:class:`RequestRateLimit`);
+* ``app`` (``RATE_LIMIT_APP_PER_MINUTE``): the web app's pages (every ``GET`` under ``/app`` but its
+  static files and language switch; edgeledger.webapp answers its refusals as pages);
 * ``anonymous`` (``RATE_LIMIT_ANONYMOUS_PER_MINUTE``): a global budget, all callers together, for each
   route that anyone may call without a credential and that costs the service something: a sign-in nonce,
   a sign-in (a wallet's first creates its ``creator`` account), a file verification upload. Requests
@@ -126,6 +128,7 @@ class RateLimiter:
             "auth": settings.rate_limit_auth_per_minute,
             "audit": settings.rate_limit_audit_per_minute,
             "write": settings.rate_limit_write_per_minute,
+            "app": settings.rate_limit_app_per_minute,
             "anonymous": settings.rate_limit_anonymous_per_minute,
         }
         return cls(storage, limits, lambda: master_key(settings), settings.rate_limit_strategy)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from edgeledger.assets import flows, service
+from edgeledger.assets import flows, service, updates
 from edgeledger.assets.models import Asset, Registration, RegistrationState
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
@@ -786,3 +786,57 @@ def test_licence_and_split_updates_are_relayed_with_the_holders_signature(
     assert_error(
         app_client.post("/assets/99999/split", headers=creator.headers, json=ask_split), 404, "not_found"
     )
+
+
+def test_signature_deadlines_follow_the_chains_clock_when_it_runs_ahead(
+    app_client: TestClient, creator: Caller, settings: Settings
+) -> None:
+    """The registry checks ``block.timestamp > deadline``: with the chain's clock two days ahead of this
+    host's (beyond both default windows: a day for a registration, an hour for an update), typed data
+    made on the host's clock would be expired before it is signed. Counted on the chain's clock, the
+    registration and a licence update each land; a deadline already past by the chain's clock is
+    refused with a code before any transaction is sent."""
+    ahead = 2 * 86_400
+    assert ahead > settings.pending_registration_max_age_seconds + 3600
+    rpc(settings.eth_rpc_url, "evm_increaseTime", ahead)
+    rpc(settings.eth_rpc_url, "evm_mine")
+    chain = app_client.app.state.chain  # type: ignore[attr-defined]
+
+    def chain_now() -> int:
+        return int(chain.w3.eth.get_block("latest")["timestamp"])
+
+    # Registration: upload, sign the typed data, submit (post_asset); registerFor lands.
+    asset = upload(app_client, creator, png())
+    assert asset.status_code == 201, asset.text
+    asset_id = asset.json()["id"]
+    (reg,) = [r for r in registrations(app_client) if r.content_hash == asset.json()["content_hash"]]
+    deadline = json.loads(reg.params_json)["deadline"]
+    assert deadline > int(datetime.now(UTC).timestamp()) + ahead  # the chain's clock, not the host's
+
+    # A licence update with the default deadline: an hour ahead of the chain's clock.
+    path = f"/assets/{asset_id}/licence"
+    ask = {"territories": ["DE"], "royalty_bps": 125}
+    typed = app_client.post(path, headers=creator.headers, json=ask).json()["typed_data"]
+    deadline, now = typed["message"]["deadline"], chain_now()
+    assert now - 5 <= deadline - updates.DEFAULT_VALIDITY_SECONDS <= now
+    signature = formats.sign(typed, creator.account.key)
+    done = app_client.post(
+        path, headers=creator.headers, json={**ask, "deadline": deadline, "signature": signature}
+    )
+    assert done.status_code == 200, done.text
+    registry = chain.contract("ContentRegistry")
+    assert chain.call(registry.functions.getLicence(asset_id))[3] == 125
+
+    # "An hour from now" by the host's clock is two days past by the chain's: refused, nothing sent.
+    host_hour = int(datetime.now(UTC).timestamp()) + 3600
+    sent_before = chain.w3.eth.get_transaction_count(chain.signer_address)
+    body = assert_error(
+        app_client.post(path, headers=creator.headers, json={**ask, "deadline": host_hour}),
+        422,
+        "deadline_past",
+    )
+    assert body["details"]["deadline"] == host_hour and body["details"]["chain_time"] > host_hour
+    late = {**ask, "royalty_bps": 50, "deadline": host_hour, "signature": signature}
+    assert_error(app_client.post(path, headers=creator.headers, json=late), 422, "signature_expired")
+    assert chain.w3.eth.get_transaction_count(chain.signer_address) == sent_before
+    assert chain.call(registry.functions.getLicence(asset_id))[3] == 125

@@ -207,5 +207,5 @@ def test_settings_choose_the_store_and_the_limits(tmp_path: Path) -> None:
     assert not memory.shared
     shared = RateLimiter.from_settings(Settings(data_dir=tmp_path, rate_limit_redis_url=REDIS_URL))
     assert shared.shared
-    assert shared.limits == {"auth": 60, "audit": 300, "write": 600, "anonymous": 300}
+    assert shared.limits == {"auth": 60, "audit": 300, "write": 600, "app": 120, "anonymous": 300}
     assert not (tmp_path / "pseudonym-master.key").exists()  # read only when an address is first keyed

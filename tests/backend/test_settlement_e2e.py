@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -180,12 +181,21 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
         app_client.get(f"/settlement/payees/{co_owner.address}/claims/authorization", headers=admin.headers)
     )
     (ref,) = auth["claims"]
+    # An hour on the chain's clock (moved a day ahead above), which the vault compares the deadline with.
+    deadline = auth["typed_data"]["message"]["deadline"]
+    chain_now = int(chain.w3.eth.get_block("latest")["timestamp"])
+    assert chain_now - 5 <= deadline - 3600 <= chain_now
     signature = Account.sign_typed_data(co_owner.key, full_message=auth["typed_data"]).signature.to_0x_hex()
-    request = {
-        "claims": auth["claims"],
-        "deadline": auth["typed_data"]["message"]["deadline"],
-        "signature": signature,
-    }
+    request = {"claims": auth["claims"], "deadline": deadline, "signature": signature}
+    # A deadline already past by the chain's clock ("an hour from now" by the host's) is refused unsent.
+    host_hour = int(time.time()) + 3600
+    late = app_client.post(
+        f"/settlement/payees/{co_owner.address}/claims/relay",
+        json={**request, "deadline": host_hour},
+        headers=admin.headers,
+    )
+    assert late.status_code == 422 and late.json()["error"]["code"] == "authorization_expired", late.text
+    assert late.json()["error"]["details"]["chain_time"] > host_hour
     eth_before = chain.w3.eth.get_balance(co_owner.address)
     relayed = _ok(
         app_client.post(

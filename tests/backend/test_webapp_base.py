@@ -5,12 +5,19 @@ Ethereum, the session cookie, the language switch and the refusal shown when the
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from eth_account import Account
+from fastapi.testclient import TestClient
 from playwright.sync_api import Browser
+from sqlalchemy.orm import Session
 
+from edgeledger.auth import service as auth_service
+from edgeledger.auth.models import Role
 from edgeledger.config import Settings
+from edgeledger.main import create_app
 from edgeledger.webapp import i18n
 from tests.backend.support.browser import DEV_ACCOUNTS, PHONE, open_wallet_page, sign_in
 
@@ -150,3 +157,61 @@ def test_sign_in_with_the_wallet_in_both_languages(
         assert "创作者" in wallet.page.inner_text("#welcome")
     finally:
         wallet.close()
+
+
+@pytest.mark.integration
+def test_app_pages_are_rate_limited_per_caller_and_refused_as_a_page(settings: Settings) -> None:
+    """Over RATE_LIMIT_APP_PER_MINUTE a caller's next page is the app's error page with the API's 429,
+    code (``data-code``) and Retry-After, in the caller's language. Each signed-in user has its own count,
+    anonymous pages count by address; static files and the pages' JSON endpoints (``write``) do not count."""
+    app = create_app(settings.model_copy(update={"rate_limit_app_per_minute": 3}))
+    with Session(app.state.engine) as session:
+        tokens = []
+        for name in ("first", "second"):
+            user = auth_service.create_user(
+                session, role=Role.creator, address=Account.create().address, name=name
+            )
+            tokens.append(auth_service.create_session(session, user, timedelta(hours=1))[0])
+        session.commit()
+    try:
+        with TestClient(app) as client:
+            client.cookies.set("edgeledger_session", tokens[0], path="/app")
+            assert [client.get(path).status_code for path in ("/app/", "/app/assets", "/app/upload")] == [
+                200
+            ] * 3
+            assert client.get("/app/static/app.css").status_code == 200  # not a page: not counted
+            prepare = client.post("/app/claims/prepare", json={})  # a JSON endpoint: the write bucket
+            assert prepare.status_code == 409 and prepare.json()["error"]["code"] == "nothing_to_claim"
+            refused = client.get("/app/assets", headers={"Accept-Language": "zh-CN"})
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["content-type"].startswith("text/html")
+            assert 1 <= int(refused.headers["Retry-After"]) <= 60
+            assert 'data-code="rate_limited"' in refused.text
+            assert "短时间内打开的页面过多" in refused.text and "Content-Security-Policy" in refused.headers
+
+            client.cookies.set("edgeledger_session", tokens[1], path="/app")
+            assert client.get("/app/assets").status_code == 200  # another user: its own count
+
+            client.cookies.clear()
+            signin = [client.get("/app/signin").status_code for _ in range(4)]
+            assert signin == [200, 200, 200, 429]  # no session: counted by the client's address
+            english = client.get("/app/signin")
+            assert (
+                english.status_code == 429 and "Too many pages in a short time: try again in" in english.text
+            )
+    finally:
+        app.state.engine.dispose()
+
+
+@pytest.mark.integration
+def test_app_pages_with_the_rate_limit_store_unreachable_get_a_503_page(settings: Settings) -> None:
+    """Counters in a Redis that cannot be reached: the page is refused (503, never unlimited), as a page."""
+    app = create_app(settings.model_copy(update={"rate_limit_redis_url": "redis://127.0.0.1:1/0"}))
+    try:
+        with TestClient(app) as client:
+            refused = client.get("/app/signin")
+    finally:
+        app.state.engine.dispose()
+    assert refused.status_code == 503 and refused.headers["content-type"].startswith("text/html")
+    assert 'data-code="rate_limit_unavailable"' in refused.text and refused.headers["Retry-After"] == "5"
+    assert "The service cannot count requests just now" in refused.text

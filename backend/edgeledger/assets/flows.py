@@ -3,7 +3,8 @@ resumable at every step.
 
 The platform's signer registers only what the creator signed: every registration waits in
 ``awaiting_signature`` for the creator's EIP-712 ``Registration`` signature over exactly this content,
-CIDs, terms, its next nonce and a deadline (edgeledger.ledger.registration; the typed data is in the
+CIDs, terms, its next nonce and a deadline (``PENDING_REGISTRATION_MAX_AGE_SECONDS`` ahead of the chain's
+clock, the latest block's timestamp; edgeledger.ledger.registration; the typed data is in the
 registration's read model), then relays it with ``ContentRegistry.registerFor`` (docs/registration.md).
 Neither a stolen registrar key nor a copied transaction can register anything for anyone else. The
 signature is kept with the journal row, so a dropped transaction is sent again without asking again.
@@ -114,7 +115,8 @@ def register_upload(
         facts = service.digest_to_file(upload, spool, settings.max_upload_bytes, settings.ipfs_import_profile)
         _reject_duplicate(session, chain, facts.sha256)
         metadata = service.metadata_document(params, facts, creator, valid_from)
-        deadline = int(datetime.now(UTC).timestamp()) + settings.pending_registration_max_age_seconds
+        # On the chain's clock, which registerFor's `block.timestamp > deadline` check reads (not ours).
+        deadline = chain.latest_timestamp() + settings.pending_registration_max_age_seconds
         reg = _open_journal(session, actor, params, facts, creator, valid_from, filename, metadata, deadline)
         # Nothing goes to IPFS before the registration lands: the bytes wait in the journal's spool.
         keep_spool(session, uploads, reg, spool.name, metadata, facts.import_profile)

@@ -3,14 +3,16 @@
 ``ContentRegistry.updateLicenceFor`` / ``updateSplitFor`` take the current rights holder's EIP-712
 ``LicenceUpdate`` / ``SplitUpdate`` signature (edgeledger.ledger.registration; docs/registration.md).
 Without a signature the API answers the typed data to sign (the holder's current nonce on chain and the
-deadline asked for); with one it sends the update from the platform's signer and answers the receipt.
+deadline asked for, default an hour ahead of the chain's clock); with one it sends the update from the
+platform's signer and answers the receipt. Deadlines are counted on the chain's clock (the latest
+block's timestamp), which the registry's ``block.timestamp > deadline`` check uses, never this host's:
+on a chain whose time runs ahead, a deadline from the host's clock would be past before it is signed.
 The signature decides everything: the caller only pays nothing. Nothing is stored here: the chain is the
 record, and the indexer follows its ``LicenceUpdated`` / ``SplitUpdated`` events.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from eth_utils import to_checksum_address
@@ -36,7 +38,10 @@ DEFAULT_VALIDITY_SECONDS = 3600
 
 class _Signed(BaseModel):
     deadline: int | None = Field(
-        None, ge=0, description="Unix seconds the signature is valid until (default: an hour from now)"
+        None,
+        ge=0,
+        description="Unix seconds (the chain's clock) the signature is valid until (default: an hour ahead "
+        "of the latest block's timestamp)",
     )
     signature: str | None = Field(
         None,
@@ -63,12 +68,26 @@ class UpdateAnswer(BaseModel):
     block_number: int | None = None
 
 
-def _deadline(request: _Signed) -> int:
-    if request.signature is not None and request.deadline is None:
+def _deadline(chain: ChainClient, request: _Signed) -> int:
+    """The deadline asked for, or an hour ahead of the chain's clock; refuses one already past by it."""
+    if request.signature is None and not request.deadline:
+        return chain.latest_timestamp() + DEFAULT_VALIDITY_SECONDS
+    if request.deadline is None:
         raise AssetError(
             "send the deadline of the typed data that was signed", code="deadline_required", status=422
         )
-    return request.deadline or int(datetime.now(UTC).timestamp()) + DEFAULT_VALIDITY_SECONDS
+    now = chain.latest_timestamp()
+    if request.deadline <= now:
+        signed = request.signature is not None
+        raise AssetError(
+            f"the deadline {request.deadline} is past: the chain's clock reads {now}"
+            + ("; sign the update again with a later deadline" if signed else ""),
+            code="signature_expired" if signed else "deadline_past",
+            status=422,
+            deadline=request.deadline,
+            chain_time=now,
+        )
+    return request.deadline
 
 
 def _holder_nonce(chain: ChainClient, asset_id: int) -> int:
@@ -97,7 +116,7 @@ def licence_update(chain: ChainClient, asset_id: int, request: LicenceUpdateRequ
         request.royalty_bps,
         request.terms_cid,
     )
-    deadline = _deadline(request)
+    deadline = _deadline(chain, request)
     registry = chain.contract(REGISTRY)
     if request.signature is None:
         typed = formats.licence_update_typed_data(
@@ -116,7 +135,7 @@ def licence_update(chain: ChainClient, asset_id: int, request: LicenceUpdateRequ
 def split_update(chain: ChainClient, asset_id: int, request: SplitUpdateRequest) -> UpdateAnswer:
     recipients = [to_checksum_address(s.recipient) for s in request.split]
     shares = [s.bps for s in request.split]
-    deadline = _deadline(request)
+    deadline = _deadline(chain, request)
     registry = chain.contract(REGISTRY)
     if request.signature is None:
         typed = formats.split_update_typed_data(

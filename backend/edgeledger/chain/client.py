@@ -147,7 +147,8 @@ class ChainClient:
         self._contracts: dict[str, Contract] = {}
         self._selectors: dict[bytes, tuple[str, list[str], list[str]]] = {}
         self._deployment: Deployment | None = None
-        self._head: tuple[float, int, str] | None = None
+        #: (monotonic time read, number, hash, timestamp) of the latest block last seen
+        self._head: tuple[float, int, str, int] | None = None
         self.head_max_age = head_max_age
 
     @classmethod
@@ -240,16 +241,27 @@ class ChainClient:
         client's ``head_max_age``; one call when older): a hash names a state even across reorgs. Reads
         served at this head are consistent; busy read paths (provenance) share one head per second
         instead of asking the node every request."""
+        _, number, block_hash, _ = self._latest(max_age)
+        return number, block_hash
+
+    def latest_timestamp(self, max_age: float | None = None) -> int:
+        """The latest block's timestamp: the chain's clock, which every ``block.timestamp`` check of the
+        contracts (signature deadlines, challenge windows) compares with, whatever this host's clock says.
+        Shared with :meth:`head` (one call when the cached block is older than ``max_age``). A cached
+        value can only be behind the chain's clock, by at most ``max_age`` seconds and a block."""
+        return self._latest(max_age)[3]
+
+    def _latest(self, max_age: float | None) -> tuple[float, int, str, int]:
         max_age = self.head_max_age if max_age is None else max_age
         now = time.monotonic()
         cached = self._head
         if cached is not None and now - cached[0] < max_age:
-            return cached[1], cached[2]
+            return cached
         with self.rpc("eth_getBlockByNumber"):
             block = self.w3.eth.get_block("latest")
-        number, block_hash = int(block["number"]), "0x" + bytes(block["hash"]).hex()
-        self._head = (now, number, block_hash)
-        return number, block_hash
+        seen = (now, int(block["number"]), "0x" + bytes(block["hash"]).hex(), int(block["timestamp"]))
+        self._head = seen
+        return seen
 
     def fresh_head(self) -> tuple[int, str] | None:
         """The shared head when it is younger than ``head_max_age`` (no RPC call), else None."""

@@ -203,10 +203,13 @@ def claims_hash(refs: list[ClaimRef]) -> bytes:
 
 
 def authorization(
-    session: Session, chain: ChainClient, payee: str, recipient: str | None, deadline: int
+    session: Session, chain: ChainClient, payee: str, recipient: str | None, valid_for: int
 ) -> Authorization:
-    """The typed data authorizing the relay of everything claimable now (see :func:`open_claims`)."""
+    """The typed data authorizing the relay of everything claimable now (see :func:`open_claims`), valid
+    for ``valid_for`` seconds by the chain's clock (the vault compares the deadline with its
+    ``block.timestamp``, not with this server's time)."""
     payee = _payee(payee)
+    deadline = chain.latest_timestamp() + valid_for
     ready = open_claims(claim_items(session, chain, payee))
     if not ready:
         raise SettlementError(f"{payee} has nothing claimable now", code="nothing_to_claim", status=409)
@@ -230,8 +233,19 @@ def authorization(
 
 def relay(session: Session, chain: ChainClient, payee: str, request: RelayRequest) -> RelayResult:
     """Submits the payee's signed claims with the server signer (which pays the gas). The vault checks
-    the signature, the proofs and everything else; the proofs come from the stored payout trees."""
+    the signature, the proofs and everything else; the proofs come from the stored payout trees. A
+    deadline already past by the chain's clock is refused before anything is sent (422
+    ``authorization_expired``: the vault would revert with ``AuthorizationExpired``)."""
     payee = _payee(payee)
+    now = chain.latest_timestamp()
+    if request.deadline <= now:
+        raise SettlementError(
+            f"the authorization expired at {request.deadline}; the chain's clock reads {now}: sign a new one",
+            code="authorization_expired",
+            status=422,
+            deadline=request.deadline,
+            chain_time=now,
+        )
     by_key = {(i.period_id, i.merchant.lower()): i for i in claim_items(session, chain, payee)}
     args = []
     totals: dict[str, int] = {}

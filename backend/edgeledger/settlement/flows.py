@@ -413,9 +413,8 @@ def chain_settlement(chain: ChainClient, settlement: Settlement) -> ChainSettlem
 
 
 def chain_time(chain: ChainClient) -> int:
-    """The latest block's timestamp: what the vault's ``block.timestamp`` checks see now."""
-    with chain.rpc("eth_getBlockByNumber"):
-        return int(chain.w3.eth.get_block("latest")["timestamp"])
+    """The latest block's timestamp, read now: what the vault's ``block.timestamp`` checks see."""
+    return chain.latest_timestamp(max_age=0)
 
 
 def _adopt(session: Session, settlement: Settlement, on_chain: ChainSettlement, now: int) -> bool:

@@ -595,7 +595,8 @@ def payee_claim_authorization(
     principal: AnyoneDep,
     recipient: Annotated[str | None, Query(description="Where the tokens go; default the payee")] = None,
     valid_for: Annotated[
-        int, Query(ge=60, le=7 * 86400, description="Seconds the authorization is valid")
+        int,
+        Query(ge=60, le=7 * 86400, description="Seconds the authorization is valid, by the chain's clock"),
     ] = 3600,
 ) -> claims.Authorization:
     """EIP-712 typed data for the payee to sign so the platform relays its open claims and pays the gas
@@ -605,8 +606,7 @@ def payee_claim_authorization(
         raise _forbidden(f"only {payee} or an admin may prepare its relayed claims")
     if recipient is not None:
         recipient = _checksummed(recipient, "recipient")
-    deadline = flows.chain_time(chain) + valid_for
-    return claims.authorization(session, chain, payee, recipient, deadline)
+    return claims.authorization(session, chain, payee, recipient, valid_for)
 
 
 @router.post("/payees/{address}/claims/relay", response_model=claims.RelayResult)

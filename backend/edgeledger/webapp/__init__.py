@@ -9,8 +9,7 @@ Simplified Chinese, signed in with the browser's wallet (EIP-1193 + Sign-In with
 * ``views.py``     the shared routes (home, sign-in, language switch, static files), :func:`render` (the
                    language, the role's navigation, a strict Content-Security-Policy) and the list of
                    areas whose routers it includes;
-* ``prepared.py``  what the server hands the wallet: integers beyond 2**53 as decimal strings, signature
-                   deadlines counted from the chain's clock;
+* ``prepared.py``  what the server hands the wallet: integers beyond 2**53 as decimal strings;
 * ``creator.py``, ``creator_views.py``  the creators' area: assets with provenance, licence, split,
                    lineage and deliveries by region and day; upload and registration by drag and drop;
                    earnings; claims from the wallet or relayed; licence and split updates;

@@ -131,8 +131,6 @@ def update_licence(
 ) -> dict[str, Any]:
     """Without a signature: the typed data for the holder's wallet; with it: relayed to the registry."""
     _check_holder(session, chain, user, asset_id)
-    if body.signature is None and body.deadline is None:
-        body = body.model_copy(update={"deadline": prepared.deadline(chain, RELAY_VALIDITY_SECONDS)})
     return _safe_answer(updates.licence_update(chain, asset_id, body))
 
 
@@ -141,8 +139,6 @@ def update_split(
     asset_id: int, body: updates.SplitUpdateRequest, session: SessionDep, chain: ChainDep, user: CreatorApi
 ) -> dict[str, Any]:
     _check_holder(session, chain, user, asset_id)
-    if body.signature is None and body.deadline is None:
-        body = body.model_copy(update={"deadline": prepared.deadline(chain, RELAY_VALIDITY_SECONDS)})
     return _safe_answer(updates.split_update(chain, asset_id, body))
 
 
@@ -300,9 +296,7 @@ def prepare_claim(session: SessionDep, chain: ChainDep, user: CreatorApi) -> dic
 @router.post("/claims/authorization")
 def claim_authorization(session: SessionDep, chain: ChainDep, user: CreatorApi) -> dict[str, Any]:
     """The typed data authorizing the platform to relay every claimable period (it pays the gas)."""
-    found = claims.authorization(
-        session, chain, _payee(user), None, prepared.deadline(chain, RELAY_VALIDITY_SECONDS)
-    )
+    found = claims.authorization(session, chain, _payee(user), None, RELAY_VALIDITY_SECONDS)
     return prepared.js_safe(found.model_dump(mode="json"))
 
 

@@ -6,6 +6,13 @@ An area (creators, merchants) is a module with its own ``router`` (no prefix; it
 the end of this module. The Content-Security-Policy allows only this app's own scripts and styles
 (``script-src 'self'``, no inline script): page data reaches scripts through
 ``<script type="application/json">`` blocks, which are data, never run.
+
+Every page (each ``GET`` of home, sign-in and the areas; static files and the language switch aside)
+counts against its caller's ``app`` rate-limit bucket (``RATE_LIMIT_APP_PER_MINUTE``; the caller as the
+API counts it: the signed-in user, else the client address) before anything else runs. Over it the
+answer is the API's 429 ``rate_limited`` with ``Retry-After``, rendered as the app's error page (the
+code in ``data-code``). The app's ``POST``s count in the ``write`` bucket as the API's do (refused in
+JSON by the middleware, before any route).
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from edgeledger.auth.models import Role
 from edgeledger.config import Settings
 from edgeledger.db import get_session
 from edgeledger.deps import get_app_settings
-from edgeledger.ratelimit import rate_limit
+from edgeledger.errors import EdgeLedgerError
+from edgeledger.ratelimit import RateLimited, RateLimitUnavailable, rate_limit
 from edgeledger.webapp import i18n
 from edgeledger.webapp.session import (
     AppUser,
@@ -53,6 +61,32 @@ router = APIRouter(prefix="/app", include_in_schema=False)
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+class PageRefused(Exception):
+    """A page refused before it ran (over the ``app`` rate limit, or the limiter's store unreachable):
+    answered as the app's error page with the API error's status, code and ``Retry-After``."""
+
+    def __init__(self, error: EdgeLedgerError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+_count_page = rate_limit("app")
+
+
+async def page_rate_limit(request: Request) -> None:
+    """Dependency of the app's pages: counts a ``GET``/``HEAD`` against the caller's ``app`` bucket
+    (other methods already count in ``write``, in the middleware)."""
+    if request.method not in ("GET", "HEAD"):
+        return
+    try:
+        await _count_page(request)
+    except (RateLimited, RateLimitUnavailable) as exc:
+        raise PageRefused(exc) from None
+
+
+PageLimit = [Depends(page_rate_limit)]
 
 
 def language(request: Request) -> str:
@@ -122,6 +156,18 @@ def install_webapp_handlers(app: Any) -> None:
         message = t("base.role_required", roles=", ".join(t(f"role.{r}") for r in exc.allowed))
         return render(request, "error.html", {"message": message}, status=403)
 
+    @app.exception_handler(PageRefused)
+    async def _refused(request: Request, exc: PageRefused) -> Response:
+        error, t = exc.error, i18n.Translator(language(request))
+        retry_after = int(error.details.get("retry_after", 1))
+        key = "base.rate_limited_page" if isinstance(error, RateLimited) else f"error.{error.code}"
+        message = t(key, seconds=retry_after)
+        response = render(
+            request, "error.html", {"message": message, "code": error.code}, status=error.status
+        )
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
 
 def _local(next_path: str | None) -> str:
     """Only this app's own pages are redirect targets."""
@@ -133,14 +179,14 @@ def _local(next_path: str | None) -> str:
 # --- pages -------------------------------------------------------------------------------------------
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, dependencies=PageLimit)
 def home(request: Request, user: MaybeUser) -> Response:
     if user is None:
         return RedirectResponse("/app/signin", status_code=303)
     return render(request, "home.html", {}, user=user)
 
 
-@router.get("/signin", response_class=HTMLResponse)
+@router.get("/signin", response_class=HTMLResponse, dependencies=PageLimit)
 def signin_page(request: Request, user: MaybeUser, next: str | None = None) -> HTMLResponse:
     return render(request, "signin.html", {"next": _local(next)}, user=user)
 
@@ -204,7 +250,7 @@ AREAS: tuple[str, ...] = ("creator_views", "merchant_views")
 
 for _area in AREAS:
     _module = importlib.import_module(f"edgeledger.webapp.{_area}")
-    router.include_router(_module.router)
+    router.include_router(_module.router, dependencies=PageLimit)  # every page of an area is counted
     STATIC.update(_module.STATIC)
     for _role, _entries in _module.NAV.items():
         NAV.setdefault(_role, []).extend(_entries)
