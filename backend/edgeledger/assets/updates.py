@@ -7,7 +7,7 @@ deadline asked for, default an hour ahead of the chain's clock); with one it sen
 platform's signer and answers the receipt. Deadlines are counted on the chain's clock (the latest
 block's timestamp), which the registry's ``block.timestamp > deadline`` check uses, never this host's:
 on a chain whose time runs ahead, a deadline from the host's clock would be past before it is signed.
-The signature decides everything: the caller only pays nothing. Nothing is stored here: the chain is the
+The signature decides everything, and the rights holder pays no gas. Nothing is stored here: the chain is the
 record, and the indexer follows its ``LicenceUpdated`` / ``SplitUpdated`` events.
 """
 
