@@ -34,8 +34,11 @@ from edgeledger.deliveries.parsers.text import MAX_LINE_CHARS
 from edgeledger.deliveries.records import CacheResult, DeliveryRecord, QuarantinedLine
 
 # One token: a [bracketed] time, a "quoted" string (nginx escapes a quote inside as \x22; a backslash
-# escape is tolerated), or a run of non-spaces.
-_TOKEN_RE = re.compile(r'\[[^\]]*\]|"(?:[^"\\]|\\.)*"|\S+')
+# escape is tolerated), or a run of non-spaces. The quoted string is written "unrolled" (a run of plain
+# characters, then escape + run, ...): it matches exactly the strings "(?:[^"\\]|\\.)*" matched (each
+# character is either plain or one escape's, so there is only one way to match), without putting every
+# character through an alternation, which made splitting cost 1.7-2.7 times as much.
+_TOKEN_RE = re.compile(r'\[[^\]]*\]|"[^"\\]*(?:\\.[^"\\]*)*"|\S+')
 
 
 # [9/Jun/2015:01:58:09 +0800]: nginx $time_local, also Alibaba Cloud CDN's time field.
