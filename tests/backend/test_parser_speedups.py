@@ -3,7 +3,8 @@
 Each fast path is compared with the straightforward code it replaces, on edge cases and on random input:
 the field split's regular expression with the one it replaced, the per-minute time caches with the
 uncached conversions (values, and for a bad time the same quarantine reason and detail, whatever the
-cache holds), including when a cache is cleared at its size limit.
+cache holds), Alibaba's cached host and path with the code that cut them out of the URL on every line;
+each including when a cache is cleared at its size limit.
 """
 
 from __future__ import annotations
@@ -14,10 +15,23 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from edgeledger.deliveries.parsers import ParseStats, SourceSite, accesslog, cdnlogs, clear_caches, parse_log
-from edgeledger.deliveries.parsers.accesslog import _tokens, cached_local_time_ms, local_time_ms
+from edgeledger.deliveries.parsers import (
+    ParseStats,
+    Reason,
+    SourceSite,
+    accesslog,
+    cdnlogs,
+    clear_caches,
+    parse_log,
+)
+from edgeledger.deliveries.parsers.accesslog import (
+    _aliyun_record,
+    _tokens,
+    cached_local_time_ms,
+    local_time_ms,
+)
 from edgeledger.deliveries.parsers.cdnlogs import cached_tencent_time_ms, tencent_time_ms
-from edgeledger.deliveries.parsers.fields import _CACHE_LIMIT, _Bad
+from edgeledger.deliveries.parsers.fields import _CACHE_LIMIT, _Bad, _normalise_host, _path_of, _Run
 from edgeledger.deliveries.records import Pseudonymiser
 
 # The field split as first written: the quoted string as an alternation per character.
@@ -252,3 +266,96 @@ def test_a_bad_second_in_a_cached_minute_is_quarantined_as_before() -> None:
         "bad_timestamp",
         "time_local '[01/May/[ip] +0200]': out of range",  # (details are IP-masked; this looks like IPv6)
     )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Alibaba Cloud CDN: the host of the request URL, cached
+# --------------------------------------------------------------------------------------------------------
+
+
+def _plain_host_and_path(url: str) -> tuple[str, str]:
+    """Host and path of an absolute URL as they were cut out on every line before the host cache."""
+    if not url.startswith(("http://", "https://")):
+        raise _Bad(Reason.bad_value, f"request URL {url[:60]!r} is not absolute (http:// or https://)")
+    authority = url[url.index("//") + 2 :]
+    cut = len(authority)
+    for stop in "/?#":
+        found = authority.find(stop)
+        if 0 <= found < cut:
+            cut = found
+    host = _normalise_host(authority[:cut].rpartition("@")[2], "request URL host")
+    return host, _path_of(url, "request URL")
+
+
+def _aliyun_outcome(url: str, run: _Run) -> Outcome:
+    line = f'[1/May/2024:08:00:00 +0800] 1.2.3.4 - 42 "-" "GET {url}" 200 180 100 HIT "UA" "video/MP2T" https'
+    try:
+        record = _aliyun_record(_tokens(line), 1, run, SourceSite())
+    except _Bad as bad:
+        return ("bad", bad.reason, bad.detail)
+    return ("ok", record.host, record.uri)
+
+
+def _plain_outcome(url: str) -> Outcome:
+    try:
+        return ("ok", *_plain_host_and_path(url))
+    except _Bad as bad:
+        return ("bad", bad.reason, bad.detail)
+
+
+ALIYUN_URLS = [
+    "https://cdn.example/a/b.ts",
+    "http://cdn.example/a/b.ts",
+    "https://CDN.Example./a%20b.ts?x=1#f",
+    "https://cdn.example",
+    "https://cdn.example?x=/y",  # a query before any slash: the host ends at "?"
+    "https://cdn.example#frag/x",
+    "https://cdn.example:8443/a",
+    "https://user:pw@cdn.example:8443/a",
+    "https://a@b@cdn.example/a",
+    "https://[2001:db8::1]:8443/a",
+    "https://[2001:db8::1]/a",
+    "https://cdn%2Eexample/a",
+    "https://cdn.example%2Fx/a",  # decodes to a "/" in the host: not a host name
+    "https:///a",  # empty host
+    "https://@/a",
+    "https://:443/a",
+    "https://-/a",
+    "https://cdn\u00e9.example/a",
+    "https://cdn\x01.example/a",
+    "https://cdn.example/",
+    "ftp://cdn.example/a",
+    "//cdn.example/a",
+    "/a/b.ts",
+    "https:/cdn.example/a",
+]
+
+
+def test_aliyun_host_and_path_are_the_uncached_ones_cold_and_warm() -> None:
+    run = _Run("f", Pseudonymiser(b"\x11" * 32, "t"), ParseStats())
+    valid = 0
+    for url in ALIYUN_URLS:
+        expected = _plain_outcome(url)
+        valid += expected[0] == "ok"
+        clear_caches()
+        assert _aliyun_outcome(url, run) == expected, url  # cold
+        assert _aliyun_outcome(url, run) == expected, url  # its host cached (or a failure not cached)
+    for url in ALIYUN_URLS:  # every host cached that could be, in one run
+        assert _aliyun_outcome(url, run) == _plain_outcome(url), url
+    assert 10 <= valid < len(ALIYUN_URLS)
+    assert "cdn.example%2Fx" not in accesslog._aliyun_hosts  # failures are not stored
+    assert "" not in accesslog._aliyun_hosts
+    assert accesslog._aliyun_hosts["user:pw@cdn.example:8443"] == "cdn.example"
+
+
+def test_aliyun_host_cache_is_cleared_at_its_limit() -> None:
+    run = _Run("f", Pseudonymiser(b"\x11" * 32, "t"), ParseStats())
+    urls = [f"https://Host{n}.example:443/seg-{n % 3}.ts" for n in range(_CACHE_LIMIT + 500)]
+    largest = 0
+    for url in urls:
+        assert _aliyun_outcome(url, run) == _plain_outcome(url)
+        largest = max(largest, len(accesslog._aliyun_hosts))
+    assert largest == _CACHE_LIMIT
+    assert len(accesslog._aliyun_hosts) == 500
+    for url in urls[:20] + urls[-20:]:
+        assert _aliyun_outcome(url, run) == _plain_outcome(url)

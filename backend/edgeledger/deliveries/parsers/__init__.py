@@ -310,6 +310,7 @@ def clear_caches() -> None:
     """Empty the access-log formats' bounded caches (they hold only values their keys determine, so this
     changes no result: benchmarks call it to time a cold start, tests to start from a known state)."""
     accesslog._local_minutes.clear()
+    accesslog._aliyun_hosts.clear()
     cdnlogs._tencent_minutes.clear()
 
 

@@ -5,11 +5,11 @@ space-separated format shares (:func:`_parse_access_log`; the other formats are 
 Neither format logs a request id: each line gets a derived one, ``<prefix>`` + the first 32 hex digits
 of SHA-256 over the line's fields (see :func:`derived_request_id`); what that means for dedupe is in
 the docs. Nothing here holds state across lines beyond bounded caches of pure functions (the minute of a
-time string): a cached value is the one the uncached function returns for that string, failures
-are never cached (a bad line goes through the uncached function and gets its exact quarantine reason and
-detail), and a cache is cleared when it reaches ``_CACHE_LIMIT`` entries, so memory stays flat over any
-number of lines. The caches are shared by all parse runs of the process; every value is a function of its
-key alone, so concurrent runs cannot see a wrong one.
+time string, the host of a URL's authority): a cached value is the one the uncached function returns for
+that string, failures are never cached (a bad line goes through the uncached function and gets its exact
+quarantine reason and detail), and a cache is cleared when it reaches ``_CACHE_LIMIT`` entries, so memory
+stays flat over any number of lines. The caches are shared by all parse runs of the process; every value
+is a function of its key alone, so concurrent runs cannot see a wrong one.
 """
 
 from __future__ import annotations
@@ -220,16 +220,26 @@ def _aliyun_record(tokens: list[str], line_number: int, run: _Run, site: SourceS
         raise _Bad(Reason.missing_field, "client IP is empty")
     timestamp_ms = cached_local_time_ms(stamp, "time")
     method, url = _request_line(_unquote(request, "request"), "request")
-    if not url.startswith(("http://", "https://")):
+    if url.startswith("https://"):
+        start = 8
+    elif url.startswith("http://"):
+        start = 7
+    else:
         raise _Bad(Reason.bad_value, f"request URL {url[:60]!r} is not absolute (http:// or https://)")
-    authority = url[url.index("//") + 2 :]
-    cut = len(authority)
-    for stop in "/?#":
+    # The authority ends at the first "/", "?" or "#"; the path starts at that "/" (none: "/").
+    slash = url.find("/", start)
+    authority = url[start:slash] if slash >= 0 else url[start:]
+    for stop in "?#":
         found = authority.find(stop)
-        if 0 <= found < cut:
-            cut = found
-    host = _normalise_host(authority[:cut].rpartition("@")[2], "request URL host")
-    uri = _path_of(url, "request URL")
+        if found >= 0:
+            authority = authority[:found]
+    host = _aliyun_hosts.get(authority)
+    if host is None:
+        host = _normalise_host(authority.rpartition("@")[2], "request URL host")
+        if len(_aliyun_hosts) >= _CACHE_LIMIT:
+            _aliyun_hosts.clear()
+        _aliyun_hosts[authority] = host
+    uri = _path_of(url[slash:] if slash >= 0 else "/", "request URL")
     status = _status(status_text)
     body = _body_bytes(method, status, bytes_text, "response size")
     return DeliveryRecord(
@@ -246,6 +256,10 @@ def _aliyun_record(tokens: list[str], line_number: int, run: _Run, site: SourceS
         run.pseudonym(client_ip),
         line_number,
     )
+
+
+#: The request URL's authority (``user@host:port``) -> its normalised host (successes only).
+_aliyun_hosts: dict[str, str] = {}
 
 
 #: Tokens per line: nginx combined exactly; Alibaba at least (later fields are ignored).
