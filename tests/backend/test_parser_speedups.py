@@ -4,11 +4,13 @@ Each fast path is compared with the straightforward code it replaces, on edge ca
 the field split's regular expression with the one it replaced, the per-minute time caches with the
 uncached conversions (values, and for a bad time the same quarantine reason and detail, whatever the
 cache holds), Alibaba's cached host and path with the code that cut them out of the URL on every line;
-each including when a cache is cleared at its size limit.
+each including when a cache is cleared at its size limit. Records of the shared access-log loop, built
+without the frozen dataclass's ``__init__``, are ordinary, equal, hashable and immutable records.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -32,7 +34,7 @@ from edgeledger.deliveries.parsers.accesslog import (
 )
 from edgeledger.deliveries.parsers.cdnlogs import cached_tencent_time_ms, tencent_time_ms
 from edgeledger.deliveries.parsers.fields import _CACHE_LIMIT, _Bad, _normalise_host, _path_of, _Run
-from edgeledger.deliveries.records import Pseudonymiser
+from edgeledger.deliveries.records import DeliveryRecord, Pseudonymiser
 
 # The field split as first written: the quoted string as an alternation per character.
 _PLAIN_TOKEN_RE = re.compile(r'\[[^\]]*\]|"(?:[^"\\]|\\.)*"|\S+')
@@ -359,3 +361,38 @@ def test_aliyun_host_cache_is_cleared_at_its_limit() -> None:
     assert len(accesslog._aliyun_hosts) == 500
     for url in urls[:20] + urls[-20:]:
         assert _aliyun_outcome(url, run) == _plain_outcome(url)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Records of the shared access-log loop, built without the dataclass __init__
+# --------------------------------------------------------------------------------------------------------
+
+ACCESS_LOG_LINES = {
+    "nginx_combined": '1.2.3.4 - - [01/May/2024:02:00:00 +0200] "GET /a HTTP/1.1" 200 5 "-" "UA"',
+    "fastly_common": '1.2.3.4 - - [01/May/2024:02:00:00 +0200] "GET /a HTTP/1.1" 304 -',
+    "aliyun": '[1/May/2024:08:00:00 +0800] 1.2.3.4 - 42 "-" "GET http://cdn.example/a" 200 9 1 HIT "UA" "v"',
+    "tencent": '20240501080000 1.2.3.4 cdn.example /a 100 22 2 200 - 42 "UA" - GET HTTP/2.0 hit 2718',
+    "akamai_structured": "1714521600 1.2.3.4 cdn.example /a 200 100",
+}
+
+
+@pytest.mark.parametrize("log_format", sorted(ACCESS_LOG_LINES))
+def test_access_log_records_are_ordinary_frozen_records(log_format: str) -> None:
+    stats = ParseStats()
+    (record,) = parse_log(
+        [ACCESS_LOG_LINES[log_format] + "\n"],
+        pseudonymiser=Pseudonymiser(b"\x11" * 32, "t"),
+        log_format=log_format,
+        site=SourceSite("cdn.example", "FRA1", (1100, 1006, 1011, 1013, 1008, 1005)),
+        stats=stats,
+    )
+    assert stats.records == 1
+    assert type(record) is DeliveryRecord
+    assert isinstance(record, DeliveryRecord)
+    values = [getattr(record, f.name) for f in dataclasses.fields(DeliveryRecord)]
+    slow = DeliveryRecord(*values)  # through the dataclass __init__
+    assert record == slow and hash(record) == hash(slow) and repr(record) == repr(slow)
+    assert dataclasses.astuple(record) == dataclasses.astuple(slow)
+    assert record.timestamp_ms == 1_714_521_600_000 and record.uri == "/a"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.host = "other.example"  # type: ignore[misc]

@@ -38,7 +38,7 @@ from edgeledger.deliveries.parsers.fields import (
 )
 from edgeledger.deliveries.parsers.names import ALIYUN, NGINX_COMBINED
 from edgeledger.deliveries.parsers.text import MAX_LINE_CHARS
-from edgeledger.deliveries.records import CacheResult, DeliveryRecord, QuarantinedLine
+from edgeledger.deliveries.records import CacheResult, DeliveryRecord, QuarantinedLine, make_record
 
 # One token: a [bracketed] time, a "quoted" string (nginx escapes a quote inside as \x22; a backslash
 # escape is tolerated), or a run of non-spaces. The quoted string is written "unrolled" (a run of plain
@@ -194,7 +194,7 @@ def _clf_record(
     # already the body (0 for HEAD and 304); CLF's %b writes "-" for no body
     body = 0 if bytes_text == "-" and log_format != NGINX_COMBINED else _count(bytes_text, names[2])
     assert site.host is not None and site.edge_location is not None
-    return DeliveryRecord(
+    return make_record(
         log_format,
         derived_request_id(prefix, tokens),
         timestamp_ms,
@@ -242,7 +242,7 @@ def _aliyun_record(tokens: list[str], line_number: int, run: _Run, site: SourceS
     uri = _path_of(url[slash:] if slash >= 0 else "/", "request URL")
     status = _status(status_text)
     body = _body_bytes(method, status, bytes_text, "response size")
-    return DeliveryRecord(
+    return make_record(
         ALIYUN,
         derived_request_id("ali-", tokens),
         timestamp_ms,

@@ -40,7 +40,7 @@ from edgeledger.deliveries.parsers.names import (
     FASTLY_COMMON,
     TENCENT,
 )
-from edgeledger.deliveries.records import CacheResult, DeliveryRecord
+from edgeledger.deliveries.records import CacheResult, DeliveryRecord, make_record
 
 # --------------------------------------------------------------------------------------------------------
 # Tencent Cloud CDN offline logs
@@ -130,7 +130,7 @@ def _tencent_record(tokens: list[str], line_number: int, run: _Run, site: Source
     method = tokens[12]
     body = _body_bytes(method, status, bytes_text, "bytes")
     edge = site.edge_location
-    return DeliveryRecord(
+    return make_record(
         TENCENT,
         derived_request_id("tc-", tokens),
         timestamp_ms,
@@ -263,7 +263,7 @@ def akamai_record(
         country = _country_code(country, "")
     else:  # not logged: the declared edge location's country, if any
         country = edge_location_country(site.edge_location) if site.edge_location else ""
-    return DeliveryRecord(
+    return make_record(
         log_format,
         request_id,
         timestamp_ms,
