@@ -4,7 +4,12 @@ space-separated format shares (:func:`_parse_access_log`; the other formats are 
 
 Neither format logs a request id: each line gets a derived one, ``<prefix>`` + the first 32 hex digits
 of SHA-256 over the line's fields (see :func:`derived_request_id`); what that means for dedupe is in
-the docs. Nothing here holds state across lines beyond bounded caches.
+the docs. Nothing here holds state across lines beyond bounded caches of pure functions (the minute of a
+time string, the host of a URL's authority): a cached value is the one the uncached function returns for
+that string, failures are never cached (a bad line goes through the uncached function and gets its exact
+quarantine reason and detail), and a cache is cleared when it reaches ``_CACHE_LIMIT`` entries, so memory
+stays flat over any number of lines. The caches are shared by all parse runs of the process; every value
+is a function of its key alone, so concurrent runs cannot see a wrong one.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from dataclasses import dataclass
 
 from edgeledger.deliveries.parsers.edges import _check_edge_location, edge_location_country
 from edgeledger.deliveries.parsers.fields import (
+    _CACHE_LIMIT,
     _EPOCH_ORDINAL,
     _NO_BODY_STATUS,
+    _SECOND_MS,
     Reason,
     _Bad,
     _check_ms,
@@ -31,11 +38,14 @@ from edgeledger.deliveries.parsers.fields import (
 )
 from edgeledger.deliveries.parsers.names import ALIYUN, NGINX_COMBINED
 from edgeledger.deliveries.parsers.text import MAX_LINE_CHARS
-from edgeledger.deliveries.records import CacheResult, DeliveryRecord, QuarantinedLine
+from edgeledger.deliveries.records import CacheResult, DeliveryRecord, QuarantinedLine, make_record
 
 # One token: a [bracketed] time, a "quoted" string (nginx escapes a quote inside as \x22; a backslash
-# escape is tolerated), or a run of non-spaces.
-_TOKEN_RE = re.compile(r'\[[^\]]*\]|"(?:[^"\\]|\\.)*"|\S+')
+# escape is tolerated), or a run of non-spaces. The quoted string is written "unrolled" (a run of plain
+# characters, then escape + run, ...): it matches exactly the strings "(?:[^"\\]|\\.)*" matched (each
+# character is either plain or one escape's, so there is only one way to match), without putting every
+# character through an alternation, which made splitting cost 1.7-2.7 times as much.
+_TOKEN_RE = re.compile(r'\[[^\]]*\]|"[^"\\]*(?:\\.[^"\\]*)*"|\S+')
 
 
 # [9/Jun/2015:01:58:09 +0800]: nginx $time_local, also Alibaba Cloud CDN's time field.
@@ -105,6 +115,32 @@ def local_time_ms(text: str, field_name: str = "time") -> int:
     return _check_ms(ms, field_name)
 
 
+_local_minutes: dict[str, int] = {}
+
+
+def cached_local_time_ms(text: str, field_name: str = "time") -> int:
+    """:func:`local_time_ms`, cached per minute (lines of one minute share the calendar and offset work).
+
+    The key is the string without its two seconds digits (``[9/Jun/2015:01:58:SS +0800]``), the value the
+    Unix ms of second 00. A string whose key is cached differs from one that converted successfully only
+    in those two characters, so when they are ``00``..``59`` it is valid too and its time is that value
+    plus the seconds (a whole minute of a valid time is within 1970..9999: minutes are aligned to the
+    epoch and to the end of year 9999). Anything else, and every miss, goes to :func:`local_time_ms`
+    (errors included); only successes are stored.
+    """
+    key = text[:-9] + text[-7:]
+    minute = _local_minutes.get(key)
+    if minute is not None:
+        second = _SECOND_MS.get(text[-9:-7])
+        if second is not None:
+            return minute + second
+    ms = local_time_ms(text, field_name)
+    if len(_local_minutes) >= _CACHE_LIMIT:
+        _local_minutes.clear()
+    _local_minutes[key] = ms - _SECOND_MS[text[-9:-7]]  # a match ends "SS +hhmm]"
+    return ms
+
+
 def derived_request_id(prefix: str, fields: Iterable[str]) -> str:
     """``prefix`` + 32 hex digits of SHA-256 over the fields (NUL-separated): the same logged request
     always gets the same id; two requests logged identically (same second, client, URL, status, bytes,
@@ -151,14 +187,14 @@ def _clf_record(
     client_ip, _, _, stamp, request, status_text, bytes_text = tokens[:7]
     if not client_ip or client_ip == "-":
         raise _Bad(Reason.missing_field, f"{names[0]} is empty")
-    timestamp_ms = local_time_ms(stamp, names[1])
+    timestamp_ms = cached_local_time_ms(stamp, names[1])
     _, target = _request_line(_unquote(request, "request"), "request")
     uri = _path_of(target, "request")
     status = _status(status_text)
     # already the body (0 for HEAD and 304); CLF's %b writes "-" for no body
     body = 0 if bytes_text == "-" and log_format != NGINX_COMBINED else _count(bytes_text, names[2])
     assert site.host is not None and site.edge_location is not None
-    return DeliveryRecord(
+    return make_record(
         log_format,
         derived_request_id(prefix, tokens),
         timestamp_ms,
@@ -182,21 +218,31 @@ def _aliyun_record(tokens: list[str], line_number: int, run: _Run, site: SourceS
     stamp, client_ip, _, _, _, request, status_text, _, bytes_text, cache_text = tokens[:10]
     if not client_ip or client_ip == "-":
         raise _Bad(Reason.missing_field, "client IP is empty")
-    timestamp_ms = local_time_ms(stamp, "time")
+    timestamp_ms = cached_local_time_ms(stamp, "time")
     method, url = _request_line(_unquote(request, "request"), "request")
-    if not url.startswith(("http://", "https://")):
+    if url.startswith("https://"):
+        start = 8
+    elif url.startswith("http://"):
+        start = 7
+    else:
         raise _Bad(Reason.bad_value, f"request URL {url[:60]!r} is not absolute (http:// or https://)")
-    authority = url[url.index("//") + 2 :]
-    cut = len(authority)
-    for stop in "/?#":
+    # The authority ends at the first "/", "?" or "#"; the path starts at that "/" (none: "/").
+    slash = url.find("/", start)
+    authority = url[start:slash] if slash >= 0 else url[start:]
+    for stop in "?#":
         found = authority.find(stop)
-        if 0 <= found < cut:
-            cut = found
-    host = _normalise_host(authority[:cut].rpartition("@")[2], "request URL host")
-    uri = _path_of(url, "request URL")
+        if found >= 0:
+            authority = authority[:found]
+    host = _aliyun_hosts.get(authority)
+    if host is None:
+        host = _normalise_host(authority.rpartition("@")[2], "request URL host")
+        if len(_aliyun_hosts) >= _CACHE_LIMIT:
+            _aliyun_hosts.clear()
+        _aliyun_hosts[authority] = host
+    uri = _path_of(url[slash:] if slash >= 0 else "/", "request URL")
     status = _status(status_text)
     body = _body_bytes(method, status, bytes_text, "response size")
-    return DeliveryRecord(
+    return make_record(
         ALIYUN,
         derived_request_id("ali-", tokens),
         timestamp_ms,
@@ -210,6 +256,10 @@ def _aliyun_record(tokens: list[str], line_number: int, run: _Run, site: SourceS
         run.pseudonym(client_ip),
         line_number,
     )
+
+
+#: The request URL's authority (``user@host:port``) -> its normalised host (successes only).
+_aliyun_hosts: dict[str, str] = {}
 
 
 #: Tokens per line: nginx combined exactly; Alibaba at least (later fields are ignored).

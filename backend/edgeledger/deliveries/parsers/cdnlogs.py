@@ -23,7 +23,9 @@ from edgeledger.deliveries.parsers.accesslog import (
 )
 from edgeledger.deliveries.parsers.edges import _country_code, edge_location_country
 from edgeledger.deliveries.parsers.fields import (
+    _CACHE_LIMIT,
     _EPOCH_ORDINAL,
+    _SECOND_MS,
     Reason,
     _Bad,
     _check_ms,
@@ -38,7 +40,7 @@ from edgeledger.deliveries.parsers.names import (
     FASTLY_COMMON,
     TENCENT,
 )
-from edgeledger.deliveries.records import CacheResult, DeliveryRecord
+from edgeledger.deliveries.records import CacheResult, DeliveryRecord, make_record
 
 # --------------------------------------------------------------------------------------------------------
 # Tencent Cloud CDN offline logs
@@ -80,6 +82,29 @@ def tencent_time_ms(text: str) -> int:
     return _check_ms(ms, "request time")
 
 
+_tencent_minutes: dict[str, int] = {}
+
+
+def cached_tencent_time_ms(text: str) -> int:
+    """:func:`tencent_time_ms`, cached per minute: the key is the string without its last two characters
+    (the seconds), the value the Unix ms of second 00. A string whose key is cached has the 12 digits of a
+    valid time before its last two, so when those are ``00``..``59`` it is valid too and its time is that
+    value plus the seconds; anything else, and every miss, goes to :func:`tencent_time_ms` (errors
+    included; only successes are stored, the cache is cleared at ``_CACHE_LIMIT`` entries).
+    """
+    key = text[:-2]
+    minute = _tencent_minutes.get(key)
+    if minute is not None:
+        second = _SECOND_MS.get(text[-2:])
+        if second is not None:
+            return minute + second
+    ms = tencent_time_ms(text)
+    if len(_tencent_minutes) >= _CACHE_LIMIT:
+        _tencent_minutes.clear()
+    _tencent_minutes[key] = ms - _SECOND_MS[text[-2:]]
+    return ms
+
+
 def looks_like_tencent(tokens: list[str]) -> bool:
     return (
         len(tokens) == TENCENT_TOKENS
@@ -98,14 +123,14 @@ def _tencent_record(tokens: list[str], line_number: int, run: _Run, site: Source
     stamp, client_ip, domain, path, bytes_text = tokens[:5]
     if not client_ip or client_ip == "-":
         raise _Bad(Reason.missing_field, "client IP is empty")
-    timestamp_ms = tencent_time_ms(stamp)
+    timestamp_ms = cached_tencent_time_ms(stamp)
     host = _normalise_host(domain, "domain")
     uri = _path_of(path, "request path")
     status = _status(tokens[7])
     method = tokens[12]
     body = _body_bytes(method, status, bytes_text, "bytes")
     edge = site.edge_location
-    return DeliveryRecord(
+    return make_record(
         TENCENT,
         derived_request_id("tc-", tokens),
         timestamp_ms,
@@ -238,7 +263,7 @@ def akamai_record(
         country = _country_code(country, "")
     else:  # not logged: the declared edge location's country, if any
         country = edge_location_country(site.edge_location) if site.edge_location else ""
-    return DeliveryRecord(
+    return make_record(
         log_format,
         request_id,
         timestamp_ms,

@@ -87,6 +87,10 @@ _STATUS = {str(code): code for code in range(100, 600)}
 _CACHE_LIMIT = 4_096
 
 
+#: Two-digit seconds "00".."59" -> milliseconds (ASCII digits only, as ``[0-9]{2}``, and in range).
+_SECOND_MS = {f"{second:02d}": second * 1000 for second in range(60)}
+
+
 def _status(text: str) -> int:
     status = _STATUS.get(text)
     if status is not None:
