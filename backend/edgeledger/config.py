@@ -19,6 +19,8 @@ from typing import Any, Literal
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS as DEFAULT_LOGS_MAX_BLOCKS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,6 +43,12 @@ class Settings(BaseModel):
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite in DATA_DIR")
     eth_rpc_url: str = "http://127.0.0.1:8545"
     chain_confirmations: int = Field(1, ge=0, description="Blocks on top of a receipt before it is final")
+    eth_logs_max_blocks: int = Field(
+        DEFAULT_LOGS_MAX_BLOCKS,
+        ge=0,
+        description="Blocks per eth_getLogs query of a longer search (halved when the provider refuses "
+        "a piece as too large); 0: no limit",
+    )
     tx_timeout_seconds: float = Field(120.0, gt=0)
     signer_private_key: SecretStr | None = Field(None, description="Server signer (REGISTRAR_ROLE)")
     deployment_file: Path | None = Field(

@@ -43,6 +43,7 @@ from edgeledger.ipfs.cid import (
     canonical_json_bytes,
     normalize_cid,
 )
+from edgeledger.ledger.abis import event_topic
 from edgeledger.ledger.registration import import_profile_code, import_profile_name
 from edgeledger.ledger.splits import SplitMismatch, splits_at
 from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
@@ -355,12 +356,14 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
 def registration_event(chain: ChainClient, content_hash: str) -> EventData | None:
     """The AssetRegistered log for a content hash (indexed topic), searched from the deployment block."""
     registry = chain.contract(REGISTRY)
+    event = registry.events.AssetRegistered()
     start = chain.deployment.contracts[REGISTRY].block
-    with chain.rpc("eth_getLogs"):
-        logs = registry.events.AssetRegistered.get_logs(
-            from_block=start, argument_filters={"contentHash": bytes.fromhex(content_hash[2:])}
-        )
-    return logs[0] if logs else None
+    # topics: the event, any asset id, this content hash (chunked over the range: ChainClient.get_logs)
+    topics = ["0x" + event_topic(REGISTRY, "AssetRegistered").hex(), None, "0x" + content_hash[2:].lower()]
+    logs = chain.get_logs(
+        {"address": registry.address, "fromBlock": start, "toBlock": "latest", "topics": topics}
+    )
+    return event.process_log(logs[0]) if logs else None
 
 
 def block_time(chain: ChainClient, block_number: int) -> datetime:

@@ -39,6 +39,7 @@ from web3.types import TxReceipt
 from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.ledger.abis import abi_type, contract_abi
+from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS, LogQueryRefused, read_logs
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,11 @@ class ChainClient:
         nonce_lock_file: Path | None = None,
         request_timeout: float = 10.0,
         head_max_age: float = HEAD_MAX_AGE_SECONDS,
+        logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
     ) -> None:
         self.rpc_url = rpc_url
+        #: blocks per eth_getLogs piece of a longer search (0: no limit); see :meth:`get_logs`
+        self.logs_max_blocks = logs_max_blocks
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout}))
         self.deployment_file = deployment_file
         self.confirmations = confirmations
@@ -164,6 +168,7 @@ class ChainClient:
             tx_timeout=settings.tx_timeout_seconds,
             nonce_lock_file=settings.data_dir / "signer-nonce.lock",
             head_max_age=settings.read_max_age_seconds,
+            logs_max_blocks=settings.eth_logs_max_blocks,
         )
 
     # -- connection ------------------------------------------------------------------------------
@@ -232,9 +237,26 @@ class ChainClient:
             return fn.call(block_identifier=block)
 
     def get_logs(self, query: dict[str, Any]) -> list[Any]:
-        """One ``eth_getLogs`` query (transport failures as 503, like every other read)."""
-        with self.rpc("eth_getLogs"):
-            return list(self.w3.eth.get_logs(query))  # type: ignore[arg-type]
+        """Every log of an ``eth_getLogs`` filter over any range, each once, in (block, log index) order:
+        asked in pieces of at most ``logs_max_blocks`` blocks, halved while the provider refuses a piece
+        as too large (``edgeledger.ledger.log_ranges``); "latest" and other tags are resolved to numbers
+        first. Transport failures are a 503 like every other read; a provider that refuses even one
+        block is a 503 ``chain_logs_refused``."""
+        try:
+            with self.rpc("eth_getLogs"):
+                return read_logs(
+                    lambda piece: self.w3.eth.get_logs(piece),  # type: ignore[arg-type]
+                    query,
+                    max_blocks=self.logs_max_blocks,
+                    resolve_block=self._block_number_of,
+                )
+        except LogQueryRefused as exc:
+            raise ChainError(str(exc), code="chain_logs_refused") from exc
+
+    def _block_number_of(self, ref: str | bytes) -> int:
+        """The number of a block named by a tag ("latest", "safe", "finalized") or a hash."""
+        with self.rpc("eth_getBlockByNumber"):
+            return int(self.w3.eth.get_block(ref)["number"])  # type: ignore[arg-type]
 
     def head(self, max_age: float | None = None) -> tuple[int, str]:
         """Number and hash of the latest block, as seen at most ``max_age`` seconds ago (default the

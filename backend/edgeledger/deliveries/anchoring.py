@@ -412,15 +412,14 @@ def find_anchor_log(chain: ChainClient, batch_id: str) -> dict[str, Any] | None:
         text="BatchAnchored(bytes32,bytes32,bytes32,uint64,uint64,uint64,uint128,uint64,bytes32,bytes32,uint8,bytes32)"
     )
     start = chain.deployment.contracts[DELIVERY_LEDGER].block
-    with chain.rpc("eth_getLogs"):
-        logs = chain.w3.eth.get_logs(
-            {
-                "address": ledger.address,
-                "fromBlock": start,
-                "toBlock": "latest",
-                "topics": ["0x" + topic0.hex(), None, batch_id],
-            }
-        )
+    logs = chain.get_logs(  # chunked over the range (ChainClient.get_logs)
+        {
+            "address": ledger.address,
+            "fromBlock": start,
+            "toBlock": "latest",
+            "topics": ["0x" + topic0.hex(), None, batch_id],
+        }
+    )
     if not logs:
         return None
     entry = event.process_log(logs[-1])

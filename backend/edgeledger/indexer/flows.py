@@ -140,8 +140,9 @@ class Indexer:
 
     def _read(self, first: int, last: int) -> list[service.DecodedEvent] | None:
         query = {"address": self.decoder.checksummed_addresses, "fromBlock": first, "toBlock": last}
-        with self.chain.rpc("eth_getLogs"):
-            entries = self.chain.w3.eth.get_logs(query)  # type: ignore[arg-type]
+        # One query while INDEXER_LOG_CHUNK <= ETH_LOGS_MAX_BLOCKS; smaller pieces when the provider
+        # refuses the range (ChainClient.get_logs). The block hashes below still catch a reorg between them.
+        entries = self.chain.get_logs(query)
         events = [e for e in (self.decoder.decode(entry) for entry in entries) if e is not None]
         events.sort(key=lambda e: (e.block_number, e.log_index))
         for number in sorted({e.block_number for e in events}):

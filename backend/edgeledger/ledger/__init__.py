@@ -14,5 +14,7 @@ exactly one definition (docs/delivery-leaf.md, docs/settlement-leaf.md, docs/com
 * ``payout_leaf``      the settlement payout leaf and a settlement's payout tree
 * ``splits``           an asset's split as the registry commits to it (hash) and reading it back from the
                        latest ``SplitUpdated`` event at a block, checked against the hash
+* ``log_ranges``       ``eth_getLogs`` over any block range in pieces a capped provider accepts (halved
+                       when refused), each log once, in (block, log index) order
 * ``abis``             the contracts' ABIs, generated from the compiled contracts (package data)
 """

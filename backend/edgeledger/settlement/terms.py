@@ -17,7 +17,7 @@ published ones differ.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from edgeledger.ledger.splits import Split, SplitMismatch, splits_at
 from edgeledger.settlement import SettlementError
@@ -25,7 +25,7 @@ from edgeledger.settlement.payouts import AssetTerms, Recipient
 from edgeledger.territories import ALL_TERRITORIES_BITMAP
 
 #: ContentRegistry.Status, by its index
-STATUSES = ("active", "disputed", "taken_down")
+STATUSES: tuple[Literal["active", "disputed", "taken_down"], ...] = ("active", "disputed", "taken_down")
 #: assets per ``settlementTerms`` call (288 bytes of return data each, whatever the split's size)
 CHUNK = 100
 

@@ -11,6 +11,7 @@ older command names kept as aliases) call.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER
+from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS
 from edgeledger.verify.result import Report, UnusableInput, dump_json, exit_codes, print_check, summary_line
 from edgeledger.verify.rpc import Chain, Deployment, LedgerReader, vault_settlement
 
@@ -29,6 +31,16 @@ app = typer.Typer(
 )
 
 RpcUrl = Annotated[str, typer.Option("--rpc-url", envvar="ETH_RPC_URL", help="Chain JSON-RPC endpoint")]
+LogsMaxBlocks = Annotated[
+    int,
+    typer.Option(
+        "--logs-max-blocks",
+        envvar="ETH_LOGS_MAX_BLOCKS",
+        min=0,
+        help="Blocks per eth_getLogs query of a longer search, halved while the RPC refuses a query as "
+        "too large (providers cap the range); 0: no limit",
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON document instead of PASS/FAIL lines")]
 LedgerAddress = Annotated[str | None, typer.Option(help="DeliveryLedger address; default the document's")]
 
@@ -82,6 +94,7 @@ def run_asset(
     registry: str | None = None,
     import_profile: str | None = None,
     as_json: bool = False,
+    logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
 ) -> int:
     from edgeledger.ipfs.cid import PROFILES
     from edgeledger.verify.asset import check_content_cid, digests_of_file, normalize_sha256, verify_content
@@ -102,7 +115,8 @@ def run_asset(
         first = (
             Deployment.load(deployment).blocks.get(CONTENT_REGISTRY, 0) if deployment and not registry else 0
         )
-        checks, verdict = verify_content(Chain(rpc_url), address, digest, from_block=first)
+        chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
+        checks, verdict = verify_content(chain, address, digest, from_block=first)
         report = _report(as_json)
         report.extend(checks.checks)
         if cids and verdict["registered"]:
@@ -119,6 +133,7 @@ def run_delivery(
     contract: str | None = None,
     onchain_sample: int = 16,
     as_json: bool = False,
+    logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
 ) -> int:
     from edgeledger.verify import delivery
 
@@ -127,7 +142,7 @@ def run_delivery(
             raise UnusableInput("give at most one of --deployment and --contract")
         doc = delivery.load_document(input_file)
         address = _address(contract, deployment, DELIVERY_LEDGER, doc.get("contract"))
-        ledger = LedgerReader(Chain(rpc_url), address)
+        ledger = LedgerReader(Chain(rpc_url, logs_max_blocks=logs_max_blocks), address)
         total = delivery.count_items(doc)
         report = _report(as_json, keep=total < PROGRESS_FROM)
         if total >= PROGRESS_FROM and not as_json:
@@ -148,6 +163,7 @@ def run_settlement(
     vault: str | None = None,
     registry: str | None = None,
     as_json: bool = False,
+    logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
 ) -> int:
     from edgeledger.verify.settlement import chain_terms, check_document, recompute
 
@@ -162,7 +178,7 @@ def run_settlement(
             period_id, merchant = int(document["period_id"]), str(document["merchant"])
         except (KeyError, TypeError, ValueError) as exc:
             raise UnusableInput(f"not a settlement inputs document: {exc!r}") from None
-        chain = Chain(rpc_url)
+        chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
         on_chain = vault_settlement(chain, address, period_id, merchant)
         inputs = recompute(document)[0]
         terms = None
@@ -177,7 +193,14 @@ def run_settlement(
     return code[0]
 
 
-def run_event(proof_file: Path, rpc_url: str, *, contract: str | None = None, as_json: bool = False) -> int:
+def run_event(
+    proof_file: Path,
+    rpc_url: str,
+    *,
+    contract: str | None = None,
+    as_json: bool = False,
+    logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
+) -> int:
     from edgeledger.verify.event import verify_event_proof
 
     with exit_codes() as code:
@@ -188,16 +211,19 @@ def run_event(proof_file: Path, rpc_url: str, *, contract: str | None = None, as
         if not address:
             raise UnusableInput("no contract address: pass --contract")
         report = _report(as_json)
-        report.extend(verify_event_proof(document, LedgerReader(Chain(rpc_url), address)))
+        ledger = LedgerReader(Chain(rpc_url, logs_max_blocks=logs_max_blocks), address)
+        report.extend(verify_event_proof(document, ledger))
         code.append(_finish(report, as_json, "event proven on chain"))
     return code[0]
 
 
-def run_package(archive: Path, rpc_url: str, *, as_json: bool = False) -> int:
+def run_package(
+    archive: Path, rpc_url: str, *, as_json: bool = False, logs_max_blocks: int = DEFAULT_MAX_BLOCKS
+) -> int:
     from edgeledger.verify.package import verify_archive
 
     with exit_codes() as code:
-        report = verify_archive(archive, rpc_url, _report(as_json))
+        report = verify_archive(archive, rpc_url, _report(as_json), logs_max_blocks=logs_max_blocks)
         code.append(_finish(report, as_json, "package verified"))
     return code[0]
 
@@ -220,6 +246,7 @@ def verify_asset(
         ),
     ] = None,
     as_json: AsJson = False,
+    logs_max_blocks: LogsMaxBlocks = DEFAULT_MAX_BLOCKS,
 ) -> None:
     """Whether, when and by whom content was registered, and whether the file's CID under the import
     profile the registry records is the registered one (exit 1: not registered, or it is not)."""
@@ -232,6 +259,7 @@ def verify_asset(
             registry=registry,
             import_profile=import_profile,
             as_json=as_json,
+            logs_max_blocks=logs_max_blocks,
         )
     )
 
@@ -249,6 +277,7 @@ def verify_delivery(
         typer.Option(min=0, help="Batch exports: records also checked with an on-chain verifyRecord call"),
     ] = 16,
     as_json: AsJson = False,
+    logs_max_blocks: LogsMaxBlocks = DEFAULT_MAX_BLOCKS,
 ) -> None:
     """Delivery proofs or a batch export, record by record (docs/proofs.md)."""
     raise typer.Exit(
@@ -259,6 +288,7 @@ def verify_delivery(
             contract=contract,
             onchain_sample=onchain_sample,
             as_json=as_json,
+            logs_max_blocks=logs_max_blocks,
         )
     )
 
@@ -272,10 +302,20 @@ def verify_settlement(
         str | None, typer.Option(help="ContentRegistry address; default the document's")
     ] = None,
     as_json: AsJson = False,
+    logs_max_blocks: LogsMaxBlocks = DEFAULT_MAX_BLOCKS,
 ) -> None:
     """Recompute a settlement's payouts from its published inputs, compare them with the vault, and
     read the assets' terms again at the block the inputs name."""
-    raise typer.Exit(run_settlement(input_file, rpc_url, vault=vault, registry=registry, as_json=as_json))
+    raise typer.Exit(
+        run_settlement(
+            input_file,
+            rpc_url,
+            vault=vault,
+            registry=registry,
+            as_json=as_json,
+            logs_max_blocks=logs_max_blocks,
+        )
+    )
 
 
 @app.command("event")
@@ -286,9 +326,12 @@ def verify_event(
         str | None, typer.Option(help="DeliveryLedger address; default the document's")
     ] = None,
     as_json: AsJson = False,
+    logs_max_blocks: LogsMaxBlocks = DEFAULT_MAX_BLOCKS,
 ) -> None:
     """One compliance event: leaf, Merkle path, anchored root, verifyLeaf on chain."""
-    raise typer.Exit(run_event(proof_file, rpc_url, contract=contract, as_json=as_json))
+    raise typer.Exit(
+        run_event(proof_file, rpc_url, contract=contract, as_json=as_json, logs_max_blocks=logs_max_blocks)
+    )
 
 
 @app.command("package")
@@ -296,9 +339,10 @@ def verify_package(
     archive: Annotated[Path, typer.Argument(help="Audit package (tar.gz)")],
     rpc_url: RpcUrl = "http://127.0.0.1:8545",
     as_json: AsJson = False,
+    logs_max_blocks: LogsMaxBlocks = DEFAULT_MAX_BLOCKS,
 ) -> None:
     """An audit package: each file against its index, each item against the chain (docs/audit-package.md)."""
-    raise typer.Exit(run_package(archive, rpc_url, as_json=as_json))
+    raise typer.Exit(run_package(archive, rpc_url, as_json=as_json, logs_max_blocks=logs_max_blocks))
 
 
 def package_main(argv: list[str] | None = None) -> int:
@@ -312,5 +356,20 @@ def package_main(argv: list[str] | None = None) -> int:
     parser.add_argument("archive", type=Path)
     parser.add_argument("--rpc-url", required=True)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--logs-max-blocks",
+        type=int,
+        default=None,
+        help="blocks per eth_getLogs query, halved while the RPC refuses one as too large "
+        f"(default ETH_LOGS_MAX_BLOCKS or {DEFAULT_MAX_BLOCKS}; 0: no limit)",
+    )
     args = parser.parse_args(argv)
-    return run_package(args.archive, args.rpc_url, as_json=args.json)
+    logs_max_blocks = args.logs_max_blocks
+    if logs_max_blocks is None:
+        raw = os.environ.get("ETH_LOGS_MAX_BLOCKS", "").strip() or str(DEFAULT_MAX_BLOCKS)
+        if not raw.isdigit():
+            parser.error(f"ETH_LOGS_MAX_BLOCKS={raw!r} is not a whole number")
+        logs_max_blocks = int(raw)
+    if logs_max_blocks < 0:
+        parser.error("--logs-max-blocks must be 0 or more")
+    return run_package(args.archive, args.rpc_url, as_json=args.json, logs_max_blocks=logs_max_blocks)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeledger.ledger.hashing import ZERO32
+from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json, parse_receipt_key
 from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_document
@@ -137,7 +138,14 @@ def _json(data: bytes, path: str) -> Any:
 
 
 class Verifier:
-    def __init__(self, files: dict[str, bytes], rpc_url: str, report: Report | None = None) -> None:
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        rpc_url: str,
+        report: Report | None = None,
+        *,
+        logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
+    ) -> None:
         if "package.json" not in files:
             raise UnusableInput("the archive has no package.json index")
         self.files = files
@@ -147,7 +155,7 @@ class Verifier:
         contracts = self.index.get("contracts") or {}
         if "DeliveryLedger" not in contracts:
             raise UnusableInput("package.json names no DeliveryLedger contract")
-        self.chain = Chain(rpc_url)
+        self.chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
         self.ledger = LedgerReader(self.chain, contracts["DeliveryLedger"])
         self.vault = contracts.get("SettlementVault")
         self.report = report if report is not None else Report()
@@ -351,6 +359,9 @@ def _manifest_hash(manifest: Mapping[str, Any]) -> str:
         return ZERO32  # an unreadable manifest links to nothing (its batch item says why)
 
 
-def verify_archive(path: Path, rpc_url: str, report: Report | None = None) -> Report:
-    """Every check of the archive at ``path`` against the chain at ``rpc_url``."""
-    return Verifier(read_archive(path), rpc_url, report).run()
+def verify_archive(
+    path: Path, rpc_url: str, report: Report | None = None, *, logs_max_blocks: int = DEFAULT_MAX_BLOCKS
+) -> Report:
+    """Every check of the archive at ``path`` against the chain at ``rpc_url`` (log searches in pieces of
+    at most ``logs_max_blocks`` blocks)."""
+    return Verifier(read_archive(path), rpc_url, report, logs_max_blocks=logs_max_blocks).run()

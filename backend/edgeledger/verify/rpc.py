@@ -3,6 +3,9 @@
 Nothing here knows the database, the API or the build folder: an RPC URL and contract addresses (from the
 document, a deployment file or the command line) are all it needs. A transport failure, a timeout or an
 RPC error raises :class:`Unreachable` (exit code 3); an address without code raises :class:`UnusableInput`.
+Log searches go in pieces of at most ``logs_max_blocks`` blocks (``--logs-max-blocks`` /
+``ETH_LOGS_MAX_BLOCKS``), halved while the provider refuses a piece as too large
+(``edgeledger.ledger.log_ranges``), so a provider that caps ``eth_getLogs`` serves any history.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from web3.exceptions import Web3Exception
 
 from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER, SETTLEMENT_VAULT, contract_abi
 from edgeledger.ledger.delivery_leaf import LeafValues
+from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS, LogQueryRefused, read_logs
 from edgeledger.verify.result import Unreachable, UnusableInput
 
 DEFAULT_TIMEOUT = 30.0
@@ -56,9 +60,12 @@ class Chain:
     """One JSON-RPC endpoint: every call goes through :meth:`ask`, which turns transport failures and RPC
     errors into :class:`Unreachable` naming the endpoint and the call."""
 
-    def __init__(self, rpc_url: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, rpc_url: str, *, timeout: float = DEFAULT_TIMEOUT, logs_max_blocks: int = DEFAULT_MAX_BLOCKS
+    ) -> None:
         self.rpc_url = rpc_url
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self.logs_max_blocks = logs_max_blocks
         self._chain_id: int | None = None
 
     def ask(self, what: str, call: Callable[[], Any]) -> Any:
@@ -91,8 +98,22 @@ class Chain:
         )
 
     def get_logs(self, query: dict[str, Any]) -> list[Any]:
-        """One ``eth_getLogs`` query."""
-        return list(self.ask("eth_getLogs", lambda: self.w3.eth.get_logs(query)))  # type: ignore[arg-type]
+        """Every log of an ``eth_getLogs`` filter over any range, each once, in (block, log index) order,
+        asked in pieces a capped provider accepts (:func:`edgeledger.ledger.log_ranges.read_logs`)."""
+        try:
+            return list(
+                self.ask(
+                    "eth_getLogs",
+                    lambda: read_logs(
+                        lambda piece: self.w3.eth.get_logs(piece),  # type: ignore[arg-type]
+                        query,
+                        max_blocks=self.logs_max_blocks,
+                        resolve_block=lambda ref: int(self.w3.eth.get_block(ref)["number"]),  # type: ignore[arg-type]
+                    ),
+                )
+            )
+        except LogQueryRefused as exc:
+            raise Unreachable(f"the chain RPC at {self.rpc_url} cannot serve the logs: {exc}") from None
 
     def block_timestamp(self, number: int) -> int:
         return int(self.ask("eth_getBlockByNumber", lambda: self.w3.eth.get_block(number))["timestamp"])
