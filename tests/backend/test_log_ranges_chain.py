@@ -28,6 +28,7 @@ from edgeledger.indexer import flows
 from edgeledger.indexer.service import projection_snapshot
 from edgeledger.main import create_app
 from edgeledger.settlement.terms import read_terms
+from edgeledger.verify.rpc import Chain
 from tests.backend.support.capped_rpc import RESULTS_ERROR, CappedRpc, capped_rpc
 from tests.backend.support.scenes import settle_deliveries
 from tests.backend.support.settlement import send_as
@@ -220,3 +221,20 @@ def test_the_indexer_reads_a_step_over_the_cap_in_pieces_with_the_same_result(
             assert any(last - first + 1 == 4 * CAP for first, last in proxy.refused)
             _assert_within_cap(proxy)
         assert projection_snapshot(session) == expected
+
+
+def test_the_verifier_finds_the_registrys_deployment_block_on_chain(
+    settings: Settings, chain_snapshot: Any
+) -> None:
+    """`verify settlement` searches splits from the registry's deployment block without a deployment file:
+    a binary search of eth_getCode at past blocks finds the block the code appeared in."""
+    direct = ChainClient(settings.eth_rpc_url, deployment_file=settings.resolved_deployment_file)
+    contracts = direct.deployment.contracts
+    rpc(settings.eth_rpc_url, "anvil_mine", hex(40))
+    head = direct.block_number()
+    chain = Chain(settings.eth_rpc_url)
+    for name in ("ContentRegistry", "SettlementVault"):
+        found = chain.deployment_block(contracts[name].address, head)
+        assert found == contracts[name].block > 0
+        code = chain.w3.eth.get_code
+        assert code(contracts[name].address, found) and not code(contracts[name].address, found - 1)

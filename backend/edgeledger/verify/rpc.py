@@ -10,6 +10,7 @@ Log searches go in pieces of at most ``logs_max_blocks`` blocks (``--logs-max-bl
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import requests
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import Web3Exception
+from web3.exceptions import Web3Exception, Web3RPCError
 
 from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER, SETTLEMENT_VAULT, contract_abi
 from edgeledger.ledger.delivery_leaf import LeafValues
@@ -80,6 +81,31 @@ class Chain:
         if self._chain_id is None:
             self._chain_id = int(self.ask("eth_chainId", lambda: self.w3.eth.chain_id))
         return self._chain_id
+
+    def deployment_block(self, address: str, upto: int) -> int:
+        """The block ``address`` got its code in (at most ``upto``, where it must have code): a binary
+        search over ``eth_getCode`` at past blocks, about log2(upto) calls, so a search of the contract's
+        events need not start at block 0. Needs the node to keep past states, as the reads at a recorded
+        block do anyway; a node that cannot answer for a past block gives 0 (search from genesis)."""
+        checksummed = Web3.to_checksum_address(address)
+
+        def has_code(block: int) -> bool | None:
+            try:
+                return bool(self.w3.eth.get_code(checksummed, block_identifier=block))
+            except (Web3RPCError, ValueError):  # "missing trie node", "header not found": no such state
+                return None
+
+        low, high = 0, upto
+        while low < high:
+            middle = (low + high) // 2
+            present = self.ask("eth_getCode", functools.partial(has_code, middle))
+            if present is None:
+                return 0
+            if present:
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
     def contract(self, name: str, address: str) -> Contract:
         """The contract ``name`` (packaged ABI) at ``address``; UnusableInput when nothing is there."""

@@ -67,13 +67,16 @@ def chain_terms(
     )
     ids = {int(a.asset_id) for a in inputs.assets} | {int(a) for a in named}
     ids.discard(int(UNREGISTERED))
+    at = chain.block_number() if block is None else block
     try:
         return read_terms(
             contract,
             lambda fn: chain.ask("settlementTerms", lambda: fn.call(block_identifier=block)),
             ids,
             get_logs=chain.get_logs,
-            block=chain.block_number() if block is None else block,
+            block=at,
+            # Splits are searched from the registry's deployment, found on chain (no deployment file needed).
+            from_block=chain.deployment_block(contract.address, at),
         )
     except SettlementError as exc:
         raise UnusableInput(f"terms at block {block}: {exc.message}") from None
