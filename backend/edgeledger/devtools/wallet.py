@@ -59,11 +59,7 @@ def send_call(
     timeout: float = RECEIPT_TIMEOUT,
 ) -> TxReceipt:
     """:func:`send` of a contract call."""
-    return send(
-        chain,
-        key,
-        fn.address,
-        fn._encode_transaction_data(),
-        estimate_block=estimate_block,
-        timeout=timeout,
-    )
+    # The call's calldata, built without asking the node anything (every field it would look up given).
+    unsent = {"gas": 0, "gasPrice": 0, "nonce": 0, "chainId": chain.chain_id}
+    data = fn.build_transaction(unsent)["data"]  # type: ignore[arg-type]
+    return send(chain, key, fn.address, data, estimate_block=estimate_block, timeout=timeout)

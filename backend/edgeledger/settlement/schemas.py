@@ -286,7 +286,8 @@ class SettlementRead(BaseModel):
     period_end: int
     period_id: int
     attempt: int
-    #: "period", or "release" (held royalties of the period ``funded_by`` paid out or refunded)
+    #: "period", "correction" (late records of a settled period, ``sequence`` n) or "release" (held
+    #: royalties of the period ``funded_by`` paid out or refunded)
     kind: str = "period"
     #: 0 for a period; n for its n-th supplementary settlement (on chain: period id + (n << 32))
     sequence: int = 0
