@@ -34,9 +34,9 @@ import {RegistrySignatures} from "./registry/RegistrySignatures.sol";
 ///   hash, creator and a secret salt) and reveals at least one block later ({registerAsset}): a copy of
 ///   the reveal names the copier's own address, whose commitment cannot predate the reveal it copied;
 /// * the platform's registrar registers for a creator only with the creator's EIP-712 `Registration`
-///   signature over the whole registration, a per-creator nonce and a deadline ({registerFor}; ECDSA or
-///   ERC-1271 for contract wallets), so neither the registrar key nor a copier can register anything the
-///   creator did not sign, for anyone else.
+///   (or, for a catalogue, `Catalogue`) signature over the whole registration, a per-creator nonce and a
+///   deadline ({registerFor}, {registerBatchFor}; ECDSA or ERC-1271 for contract wallets), so neither the
+///   registrar key nor a copier can register anything the creator did not sign, for anyone else.
 /// Licence and split updates may be relayed gas-free with the rights holder's EIP-712 signature
 /// ({updateLicenceFor}, {updateSplitFor}). Domain: name "EdgeLedger ContentRegistry", version "1".
 ///
@@ -93,16 +93,6 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, RegistryS
         uint64 validUntil;
         bytes32 splitHash;
         uint256 splitKey; // the asset id whose SplitUpdated events hold the split's preimage
-    }
-
-    /// @notice One asset of a catalogue registered in one transaction ({registerBatch}).
-    struct CatalogueItem {
-        bytes32 contentHash; // sha-256 of the content bytes
-        string contentCid; // IPFS CID of the content bytes
-        string metadataCid; // IPFS CID of the metadata JSON (tokenURI)
-        uint256 parentId; // 0 = original work; may name an earlier item of the same catalogue
-        bool aigc; // generated or altered by AI
-        uint8 importProfile; // how the CIDs were cut ({IMPORT_PROFILE_COUNT})
     }
 
     /// @dev What the registry stores per asset: 4 words (one more for a derivative's parent), whatever
@@ -301,35 +291,36 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, RegistryS
         uint16[] calldata shares,
         bytes32 salt
     ) external returns (uint256 firstId) {
-        uint256 count = items.length;
-        if (count == 0) revert EmptyBatch();
-        if (count > MAX_BATCH) revert BatchTooLarge(count, MAX_BATCH);
+        _requireBatchSize(items.length);
         _reveal(registrationCommitment(batchHash(items), msg.sender, salt));
+        return _registerBatch(msg.sender, items, licence, recipients, shares);
+    }
 
-        firstId = _assetCount + 1;
-        _origins[firstId] = Origin(msg.sender, uint48(block.timestamp), uint48(block.number));
-        uint256 termsId = ++_termsCount;
-        TermsRecord storage terms = _termsRecords[termsId];
-        terms.users = uint64(count);
-        for (uint256 i; i < count; ++i) {
-            CatalogueItem calldata item = items[i];
-            _writeAsset(
-                firstId + i,
-                firstId,
-                termsId,
-                item.contentHash,
-                item.contentCid,
-                item.metadataCid,
-                item.parentId,
-                item.aigc,
-                item.importProfile
-            );
-        }
-        _writeLicence(terms, firstId, licence);
-        _writeSplit(terms, firstId, recipients, shares);
-        _increaseBalance(msg.sender, uint128(count));
-        emit ConsecutiveTransfer(firstId, firstId + count - 1, address(0), msg.sender);
-        emit BatchRegistered(firstId, count, msg.sender);
+    /// @notice Registers a catalogue for `creator` with the creator's EIP-712 `Catalogue` signature over
+    /// exactly these items, licence and split, its next nonce and `deadline`: as {registerBatch}, the gas
+    /// paid by the platform. Only the registrar; the signature decides what is registered and for whom.
+    /// @param items At most {MAX_BATCH} assets; a parent may be an earlier item of the same catalogue.
+    /// @param licence The licence of every item.
+    /// @param recipients Payees of every item, at most 50, no zero address.
+    /// @param shares Basis points per payee, each above zero, summing to exactly 10,000.
+    /// @param creator Receives the tokens; signed the catalogue.
+    /// @param deadline Unix seconds after which the signature is void.
+    /// @param signature The creator's signature (ECDSA, or ERC-1271 when the creator is a contract).
+    /// @return firstId The first item's asset id.
+    function registerBatchFor(
+        CatalogueItem[] calldata items,
+        Licence calldata licence,
+        address[] calldata recipients,
+        uint16[] calldata shares,
+        address creator,
+        uint256 deadline,
+        bytes calldata signature
+    ) external onlyRole(REGISTRAR_ROLE) returns (uint256 firstId) {
+        if (creator == address(0)) revert ZeroCreator();
+        _requireBatchSize(items.length);
+        bytes32 structHash = _useCatalogueStructHash(creator, items, licence, recipients, shares, deadline);
+        _requireSigned(creator, structHash, deadline, signature);
+        return _registerBatch(creator, items, licence, recipients, shares);
     }
 
     /// @notice Replaces an asset's licence. Only the rights holder (token owner), only while active.
@@ -651,6 +642,47 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, RegistryS
         if (made == 0) revert NoCommitment(commitment);
         if (made >= block.number) revert CommitmentTooRecent(commitment, made);
         delete _commitments[commitment];
+    }
+
+    function _requireBatchSize(uint256 count) internal pure {
+        if (count == 0) revert EmptyBatch();
+        if (count > MAX_BATCH) revert BatchTooLarge(count, MAX_BATCH);
+    }
+
+    /// @dev Writes a catalogue of a checked size ({_requireBatchSize}) for `creator`, mints its tokens
+    /// (one ERC-2309 range).
+    function _registerBatch(
+        address creator,
+        CatalogueItem[] calldata items,
+        Licence calldata licence,
+        address[] calldata recipients,
+        uint16[] calldata shares
+    ) internal returns (uint256 firstId) {
+        uint256 count = items.length;
+        firstId = _assetCount + 1;
+        _origins[firstId] = Origin(creator, uint48(block.timestamp), uint48(block.number));
+        uint256 termsId = ++_termsCount;
+        TermsRecord storage terms = _termsRecords[termsId];
+        terms.users = uint64(count);
+        for (uint256 i; i < count; ++i) {
+            CatalogueItem calldata item = items[i];
+            _writeAsset(
+                firstId + i,
+                firstId,
+                termsId,
+                item.contentHash,
+                item.contentCid,
+                item.metadataCid,
+                item.parentId,
+                item.aigc,
+                item.importProfile
+            );
+        }
+        _writeLicence(terms, firstId, licence);
+        _writeSplit(terms, firstId, recipients, shares);
+        _increaseBalance(creator, uint128(count));
+        emit ConsecutiveTransfer(firstId, firstId + count - 1, address(0), creator);
+        emit BatchRegistered(firstId, count, creator);
     }
 
     /// @dev Checks and writes a registration, mints its token to the creator.

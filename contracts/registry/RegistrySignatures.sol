@@ -7,9 +7,9 @@ import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 
 /// @title RegistrySignatures
 /// @notice The EIP-712 messages of {ContentRegistry} (domain: name "EdgeLedger ContentRegistry", version
-/// "1"): the `Registration` a creator signs so the platform's registrar may register exactly that for it,
-/// and the `LicenceUpdate` / `SplitUpdate` a rights holder signs for a relayed, gas-free update. One
-/// per-signer nonce ({Nonces}) is shared by the three. Signatures are ECDSA, or ERC-1271 for contract
+/// "1"): the `Registration` (one asset) or `Catalogue` (up to 100) a creator signs so the platform's
+/// registrar may register exactly that for it, and the `LicenceUpdate` / `SplitUpdate` a rights holder
+/// signs for a relayed, gas-free update. One per-signer nonce ({Nonces}) is shared by the four. Signatures are ECDSA, or ERC-1271 for contract
 /// wallets ({SignatureChecker}). The server, the tests and the verifiers build the same typed data from
 /// `edgeledger.ledger.registration`.
 abstract contract RegistrySignatures is EIP712, Nonces {
@@ -22,6 +22,20 @@ abstract contract RegistrySignatures is EIP712, Nonces {
         "bool aigc,Licence licence,address[] recipients,uint16[] shares,uint8 importProfile,uint256 nonce,"
         "uint256 deadline)"
         "Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)"
+    );
+    /// @notice EIP-712 type a creator signs to let the registrar register a catalogue for it
+    /// ({registerBatchFor}); `items` is encoded as EIP-712 encodes an array of structs.
+    bytes32 public constant CATALOGUE_TYPEHASH = keccak256(
+        "Catalogue(address creator,CatalogueItem[] items,Licence licence,address[] recipients,uint16[] shares,"
+        "uint256 nonce,uint256 deadline)"
+        "CatalogueItem(bytes32 contentHash,string contentCid,string metadataCid,uint256 parentId,bool aigc,"
+        "uint8 importProfile)"
+        "Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)"
+    );
+    /// @notice EIP-712 type of one asset inside a signed `Catalogue`.
+    bytes32 public constant CATALOGUE_ITEM_TYPEHASH = keccak256(
+        "CatalogueItem(bytes32 contentHash,string contentCid,string metadataCid,uint256 parentId,bool aigc,"
+        "uint8 importProfile)"
     );
     /// @notice EIP-712 type a rights holder signs for a relayed licence update ({updateLicenceFor}).
     bytes32 public constant LICENCE_UPDATE_TYPEHASH = keccak256(
@@ -50,6 +64,16 @@ abstract contract RegistrySignatures is EIP712, Nonces {
         Licence licence;
         address[] recipients;
         uint16[] shares;
+        uint8 importProfile; // how the CIDs were cut (`ContentRegistry.IMPORT_PROFILE_COUNT`)
+    }
+
+    /// @notice One asset of a catalogue registered in one transaction ({registerBatch}, {registerBatchFor}).
+    struct CatalogueItem {
+        bytes32 contentHash; // sha-256 of the content bytes
+        string contentCid; // IPFS CID of the content bytes
+        string metadataCid; // IPFS CID of the metadata JSON (tokenURI)
+        uint256 parentId; // 0 = original work; may name an earlier item of the same catalogue
+        bool aigc; // generated or altered by AI
         uint8 importProfile; // how the CIDs were cut (`ContentRegistry.IMPORT_PROFILE_COUNT`)
     }
 
@@ -121,5 +145,46 @@ abstract contract RegistrySignatures is EIP712, Nonces {
             deadline
         );
         return keccak256(bytes.concat(head, tail));
+    }
+
+    /// @dev The struct hash of `creator`'s `Catalogue` message, spending the creator's next nonce.
+    function _useCatalogueStructHash(
+        address creator,
+        CatalogueItem[] calldata items,
+        Licence calldata licence,
+        address[] calldata recipients,
+        uint16[] calldata shares,
+        uint256 deadline
+    ) internal returns (bytes32) {
+        // Two halves of the flat EIP-712 encoding (every member is one 32-byte word), to stay in the stack.
+        bytes memory head =
+            abi.encode(CATALOGUE_TYPEHASH, creator, _catalogueItemsHash(items), _licenceHash(licence));
+        bytes memory tail = abi.encode(
+            keccak256(abi.encodePacked(recipients)),
+            keccak256(abi.encodePacked(shares)),
+            _useNonce(creator),
+            deadline
+        );
+        return keccak256(bytes.concat(head, tail));
+    }
+
+    /// @dev EIP-712's encoding of a `CatalogueItem[]`: keccak256 of the items' struct hashes, in order.
+    function _catalogueItemsHash(CatalogueItem[] calldata items) internal pure returns (bytes32) {
+        bytes32[] memory hashes = new bytes32[](items.length);
+        for (uint256 i; i < items.length; ++i) {
+            CatalogueItem calldata item = items[i];
+            hashes[i] = keccak256(
+                abi.encode(
+                    CATALOGUE_ITEM_TYPEHASH,
+                    item.contentHash,
+                    keccak256(bytes(item.contentCid)),
+                    keccak256(bytes(item.metadataCid)),
+                    item.parentId,
+                    item.aigc,
+                    item.importProfile
+                )
+            );
+        }
+        return keccak256(abi.encodePacked(hashes));
     }
 }

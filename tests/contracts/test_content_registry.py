@@ -1304,6 +1304,7 @@ def test_views_of_unknown_asset(registry, asset):
 MUTATING_FUNCTIONS = {
     "approve(address,uint256)",
     "registerBatch((bytes32,string,string,uint256,bool,uint8)[],(uint256,uint64,uint64,uint16,string),address[],uint16[],bytes32)",
+    "registerBatchFor((bytes32,string,string,uint256,bool,uint8)[],(uint256,uint64,uint64,uint16,string),address[],uint16[],address,uint256,bytes)",
     "clearDispute(uint256,string)",
     "grantRole(bytes32,address)",
     "markDisputed(uint256,string)",
@@ -1364,6 +1365,8 @@ VIEW_CALLS = {
     "REGISTRAR_ROLE": lambda ctx: (),
     "TERRITORY_COUNT": lambda ctx: (),
     "IMPORT_PROFILE_COUNT": lambda ctx: (),
+    "CATALOGUE_TYPEHASH": lambda ctx: (),
+    "CATALOGUE_ITEM_TYPEHASH": lambda ctx: (),
     "importProfileOf": lambda ctx: (ctx["id"],),
     "TOTAL_BPS": lambda ctx: (),
     "assetIdOf": lambda ctx: (ctx["hash"],),

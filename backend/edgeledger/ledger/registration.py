@@ -4,15 +4,20 @@ for the API (the typed data a creator's wallet signs), the tests and the verifie
     Registration(bytes32 contentHash,string contentCid,string metadataCid,address creator,
                  uint256 parentId,bool aigc,Licence licence,address[] recipients,uint16[] shares,
                  uint8 importProfile,uint256 nonce,uint256 deadline)
+    Catalogue(address creator,CatalogueItem[] items,Licence licence,address[] recipients,uint16[] shares,
+              uint256 nonce,uint256 deadline)
+    CatalogueItem(bytes32 contentHash,string contentCid,string metadataCid,uint256 parentId,bool aigc,
+                  uint8 importProfile)
     LicenceUpdate(uint256 assetId,Licence licence,uint256 nonce,uint256 deadline)
     SplitUpdate(uint256 assetId,address[] recipients,uint16[] shares,uint256 nonce,uint256 deadline)
     Licence(uint256 territories,uint64 validFrom,uint64 validUntil,uint16 royaltyBps,string termsCid)
     domain: name "EdgeLedger ContentRegistry", version "1", chainId, verifyingContract
 
 A creator signs ``Registration`` to let the platform's registrar register exactly that content, with
-exactly those terms, for it (``registerFor``); a rights holder signs ``LicenceUpdate`` / ``SplitUpdate``
+exactly those terms, for it (``registerFor``), or ``Catalogue`` for up to 100 assets under one licence and
+split in one transaction (``registerBatchFor``); a rights holder signs ``LicenceUpdate`` / ``SplitUpdate``
 for a relayed, gas-free update (``updateLicenceFor`` / ``updateSplitFor``). ``nonce`` is the signer's
-``ContentRegistry.nonces(address)``, shared by the three messages. A creator registering from its own
+``ContentRegistry.nonces(address)``, shared by the four messages. A creator registering from its own
 wallet instead commits to :func:`commitment` and reveals it a block later (``registerAsset``).
 
 ``importProfile`` is the IPFS import profile both CIDs were cut with, as its index in
@@ -69,6 +74,22 @@ REGISTRATION_FIELDS: tuple[tuple[str, str], ...] = (
     ("importProfile", "uint8"),
 )
 SIGNED_FIELDS: tuple[tuple[str, str], ...] = (("nonce", "uint256"), ("deadline", "uint256"))
+#: ``CatalogueItem`` in struct order = the ABI tuple's order (``registerBatch`` / ``registerBatchFor`` items).
+CATALOGUE_ITEM_FIELDS: tuple[tuple[str, str], ...] = (
+    ("contentHash", "bytes32"),
+    ("contentCid", "string"),
+    ("metadataCid", "string"),
+    ("parentId", "uint256"),
+    ("aigc", "bool"),
+    ("importProfile", "uint8"),
+)
+CATALOGUE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("creator", "address"),
+    ("items", "CatalogueItem[]"),
+    ("licence", "Licence"),
+    ("recipients", "address[]"),
+    ("shares", "uint16[]"),
+)
 LICENCE_UPDATE_FIELDS: tuple[tuple[str, str], ...] = (("assetId", "uint256"), ("licence", "Licence"))
 SPLIT_UPDATE_FIELDS: tuple[tuple[str, str], ...] = (
     ("assetId", "uint256"),
@@ -212,6 +233,50 @@ def registration_typed_data(
         chain_id=chain_id,
         contract=contract,
     )
+
+
+def catalogue_typed_data(
+    creator: str,
+    items: Sequence[Sequence[Any]],
+    licence: Mapping[str, Any] | Sequence[Any],
+    recipients: Sequence[str],
+    shares: Sequence[int],
+    *,
+    nonce: int,
+    deadline: int,
+    chain_id: int,
+    contract: str,
+) -> dict[str, Any]:
+    """The typed data a creator signs for ``registerBatchFor``: the catalogue's items (ABI tuples in
+    :data:`CATALOGUE_ITEM_FIELDS` order), its licence and split, for ``creator``."""
+    message = {
+        "creator": to_checksum_address(creator),
+        "items": [
+            {
+                "contentHash": "0x" + _word(content_hash).hex(),
+                "contentCid": str(content_cid),
+                "metadataCid": str(metadata_cid),
+                "parentId": int(parent_id),
+                "aigc": bool(aigc),
+                "importProfile": int(import_profile),
+            }
+            for content_hash, content_cid, metadata_cid, parent_id, aigc, import_profile in items
+        ],
+        "licence": licence_message(licence),
+        "recipients": [to_checksum_address(r) for r in recipients],
+        "shares": [int(s) for s in shares],
+    }
+    typed = _typed_data(
+        "Catalogue",
+        CATALOGUE_FIELDS,
+        message,
+        nonce=nonce,
+        deadline=deadline,
+        chain_id=chain_id,
+        contract=contract,
+    )
+    typed["types"]["CatalogueItem"] = _fields(CATALOGUE_ITEM_FIELDS)
+    return typed
 
 
 def licence_update_typed_data(
