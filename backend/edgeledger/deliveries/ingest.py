@@ -104,6 +104,12 @@ CHUNK_TEXT_BYTES = 8 << 20
 _IN_CHUNK = 2_000  # request ids per IN (...) lookup
 _CACHE_LIMIT = 100_000  # entries of the per-run uri -> asset cache before it is cleared
 _RETRIES = 3  # chunk transactions retried after a unique-constraint race with a concurrent ingest
+#: SQLite page cache (KiB) while a chunk's records are inserted, instead of the connection's own (2 MiB
+#: by default). A chunk's random request ids touch most leaf pages of the ``(source_pk, request_id)``
+#: index (about 30 MiB of pages at a million records); in 2 MiB those pages are spilled to the WAL and
+#: read back during the insert. Set for the insert only and put back before the chunk commits: memory
+#: only, no change to what is written or when it is durable (docs/ingestion.md, "Benchmark").
+_SQLITE_CHUNK_CACHE_KIB = 32 << 10
 
 _RECORDS = DeliveryRecordRow.__table__
 _QUARANTINE = QuarantinedLineRow.__table__
@@ -477,7 +483,8 @@ class _Ingest:
         a bind processor per LargeBinary value) cost as much as parsing the line; sqlite3's
         ``executemany`` takes the tuples as they are. PostgreSQL gets one ``COPY ... FROM STDIN`` per
         chunk: 1,000-row ``INSERT ... VALUES`` statements (psycopg2 ``execute_values``) left the server
-        parsing and planning 22,000 parameters per statement, several times slower end to end.
+        parsing and planning 22,000 parameters per statement, several times slower end to end. SQLite's
+        insert runs with a bigger page cache (:data:`_SQLITE_CHUNK_CACHE_KIB`).
         """
         connection = self.session.connection()
         if connection.dialect.name == "postgresql":
@@ -487,7 +494,12 @@ class _Ingest:
             finally:
                 cursor.close()
         else:
-            connection.exec_driver_sql(_INSERT_QMARK, rows)
+            own = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+            connection.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_CHUNK_CACHE_KIB}")
+            try:
+                connection.exec_driver_sql(_INSERT_QMARK, rows)
+            finally:
+                connection.exec_driver_sql(f"PRAGMA cache_size={int(own)}")  # type: ignore[arg-type]
 
     def _stored(self, records: list[DeliveryRecord]) -> dict[str, tuple[int, int]]:
         """request id -> (ingest file, line) of the chunk's request ids this source already has.
