@@ -564,6 +564,30 @@ def test_sqlite_inserts_with_a_bigger_page_cache_and_gives_it_back(
     assert db_session.connection().exec_driver_sql("PRAGMA cache_size").scalar() == own
 
 
+def test_per_run_caches_stay_bounded_and_give_the_same_values(
+    db_session: Session, db_settings: Settings, source: DeliverySource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingestion, "_CACHE_LIMIT", 2)
+    runs: list[Any] = []
+    init = ingestion._Ingest.__init__
+
+    def capture(self: Any, *args: Any) -> None:
+        init(self, *args)
+        runs.append(self)
+
+    monkeypatch.setattr(ingestion._Ingest, "__init__", capture)
+    hosts = [f"h{n}.example.com" for n in range(5)]
+    lines = [node_line(f"b{n}", (DAY + n) * 1000, host=host) + "\n" for n, host in enumerate(hosts)]
+    assert ingest_log(db_session, db_settings, source, lines, name="b", created_by=None).records_new == 5
+    (run,) = runs
+    assert 0 < len(run.merchants) <= 2 and len(run.edges) == 1 and len(run.countries) == 1
+    rows = db_session.scalars(select(DeliveryRecordRow).where(DeliveryRecordRow.host.in_(hosts))).all()
+    assert sorted(r.host for r in rows) == hosts
+    for row in rows:
+        assert row.merchant_id == merchant_id_for(row.host)
+        assert row.leaf == leaf_hash(service.leaf_values_of(source.source_id, row))
+
+
 # --------------------------------------------------------------------------------------------------------
 # API
 # --------------------------------------------------------------------------------------------------------

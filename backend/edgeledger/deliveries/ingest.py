@@ -102,7 +102,7 @@ NUL_CHARACTER = "nul_character"  # a NUL in the request id, host or URI (Postgre
 #: it bounds what a chunk holds, whatever the lines are (docs/ingestion.md, "Upload limits").
 CHUNK_TEXT_BYTES = 8 << 20
 _IN_CHUNK = 2_000  # request ids per IN (...) lookup
-_CACHE_LIMIT = 100_000  # entries of the per-run uri -> asset cache before it is cleared
+_CACHE_LIMIT = 100_000  # entries of each per-run cache (directory, CID, host, edge ...) before it is cleared
 _RETRIES = 3  # chunk transactions retried after a unique-constraint race with a concurrent ingest
 #: SQLite page cache (KiB) while a chunk's records are inserted, instead of the connection's own (2 MiB
 #: by default). A chunk's random request ids touch most leaf pages of the ``(source_pk, request_id)``
@@ -274,6 +274,8 @@ class _AssetResolver:
                         select(IndexedAsset.asset_id).where(IndexedAsset.content_cid.in_({cid, candidate}))
                     )
                     asset_id = min((int(a) for a in indexed), default=0)
+            if len(self._by_cid) >= _CACHE_LIMIT:
+                self._by_cid.clear()
             self._by_cid[candidate] = asset_id
         return asset_id
 
@@ -542,13 +544,19 @@ class _Ingest:
                 late += 1
             host = r.host
             merchant = merchants.get(host)
-            if merchant is None:
+            if merchant is None:  # these caches are bounded as the resolver's are (flat memory)
+                if len(merchants) >= _CACHE_LIMIT:
+                    merchants.clear()
                 merchant = merchants[host] = merchant_id_for(host)
             edge = edges.get(r.edge_location)
             if edge is None:
+                if len(edges) >= _CACHE_LIMIT:
+                    edges.clear()
                 edge = edges[r.edge_location] = edge_location_bytes(r.edge_location)
             country = countries.get(r.country)
             if country is None:
+                if len(countries) >= _CACHE_LIMIT:
+                    countries.clear()
                 country = countries[r.country] = (country_bytes(r.country), region_of(r.country))
             asset_id = assets(host, r.uri)
             salt = salts[offset : offset + 32]
@@ -793,6 +801,8 @@ def ingest_log(
                     edge = item.edge_location  # type: ignore[union-attr]
                     blocked = edge_refused.get(edge)
                     if blocked is None:
+                        if len(edge_refused) >= _CACHE_LIMIT:
+                            edge_refused.clear()
                         blocked = edge_refused[edge] = refused(edge_zone(edge))
                     if blocked:
                         detail = (
