@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, LargeBinary, String, Text, func, select, update
+from sqlalchemy import Engine, LargeBinary, String, Text, event, func, select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -537,6 +537,55 @@ def test_text_lines_and_progress(db_session: Session, db_settings: Settings, sou
     )
     assert ingest.records_new == 5 and ingest.created_by == 42 and seen == [5]
     assert ingest.sha256 == __import__("hashlib").sha256("".join(lines).encode()).hexdigest()
+
+
+def test_sqlite_inserts_with_a_bigger_page_cache_and_gives_it_back(
+    db_session: Session, db_settings: Settings, source: DeliverySource
+) -> None:
+    engine = db_session.get_bind()
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's page cache")
+    own = db_session.connection().exec_driver_sql("PRAGMA cache_size").scalar()
+    db_session.commit()
+    seen: list[str] = []
+
+    def pragma(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "cache_size" in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", pragma)
+    try:
+        lines = [node_line(f"c{n}", (DAY + n) * 1000) + "\n" for n in range(3)]
+        assert ingest_log(db_session, db_settings, source, lines, name="c", created_by=None).records_new == 3
+    finally:
+        event.remove(engine, "before_cursor_execute", pragma)
+    big = f"PRAGMA cache_size=-{ingestion._SQLITE_CHUNK_CACHE_KIB}"
+    assert seen == ["PRAGMA cache_size", big, f"PRAGMA cache_size={own}"]
+    assert db_session.connection().exec_driver_sql("PRAGMA cache_size").scalar() == own
+
+
+def test_per_run_caches_stay_bounded_and_give_the_same_values(
+    db_session: Session, db_settings: Settings, source: DeliverySource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingestion, "_CACHE_LIMIT", 2)
+    runs: list[Any] = []
+    init = ingestion._Ingest.__init__
+
+    def capture(self: Any, *args: Any) -> None:
+        init(self, *args)
+        runs.append(self)
+
+    monkeypatch.setattr(ingestion._Ingest, "__init__", capture)
+    hosts = [f"h{n}.example.com" for n in range(5)]
+    lines = [node_line(f"b{n}", (DAY + n) * 1000, host=host) + "\n" for n, host in enumerate(hosts)]
+    assert ingest_log(db_session, db_settings, source, lines, name="b", created_by=None).records_new == 5
+    (run,) = runs
+    assert 0 < len(run.merchants) <= 2 and len(run.edges) == 1 and len(run.countries) == 1
+    rows = db_session.scalars(select(DeliveryRecordRow).where(DeliveryRecordRow.host.in_(hosts))).all()
+    assert sorted(r.host for r in rows) == hosts
+    for row in rows:
+        assert row.merchant_id == merchant_id_for(row.host)
+        assert row.leaf == leaf_hash(service.leaf_values_of(source.source_id, row))
 
 
 # --------------------------------------------------------------------------------------------------------

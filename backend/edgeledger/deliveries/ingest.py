@@ -33,9 +33,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -45,11 +44,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from edgeledger.assets.models import Asset
 from edgeledger.compliance.service import edge_zone, storage_refusal
 from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.deliveries import service
+from edgeledger.deliveries.asset_match import CACHE_LIMIT, asset_candidates
+from edgeledger.deliveries.asset_match import AssetResolver as _AssetResolver
 from edgeledger.deliveries.limits import IngestLimitError, UploadLimits, UploadLines
 from edgeledger.deliveries.models import (
     BatchKind,
@@ -72,8 +72,6 @@ from edgeledger.deliveries.records import (
     QuarantinedLine,
 )
 from edgeledger.deliveries.regions import region_of
-from edgeledger.indexer.models import IndexedAsset
-from edgeledger.ipfs.cid import InvalidCidError, normalize_cid
 from edgeledger.ledger.delivery_leaf import LEAF_STRUCT
 from edgeledger.ledger.hashing import bytes32, hex32, keccak_hasher
 from edgeledger.ledger.ids import batch_id_for, country_bytes, edge_location_bytes, merchant_id_for
@@ -102,8 +100,14 @@ NUL_CHARACTER = "nul_character"  # a NUL in the request id, host or URI (Postgre
 #: it bounds what a chunk holds, whatever the lines are (docs/ingestion.md, "Upload limits").
 CHUNK_TEXT_BYTES = 8 << 20
 _IN_CHUNK = 2_000  # request ids per IN (...) lookup
-_CACHE_LIMIT = 100_000  # entries of the per-run uri -> asset cache before it is cleared
+_CACHE_LIMIT = CACHE_LIMIT  # entries of each per-run cache (host, edge, country ...) before it is cleared
 _RETRIES = 3  # chunk transactions retried after a unique-constraint race with a concurrent ingest
+#: SQLite page cache (KiB) while a chunk's records are inserted, instead of the connection's own (2 MiB
+#: by default). A chunk's random request ids touch most leaf pages of the ``(source_pk, request_id)``
+#: index (about 30 MiB of pages at a million records); in 2 MiB those pages are spilled to the WAL and
+#: read back during the insert. Set for the insert only and put back before the chunk commits: memory
+#: only, no change to what is written or when it is durable (docs/ingestion.md, "Benchmark").
+_SQLITE_CHUNK_CACHE_KIB = 32 << 10
 
 _RECORDS = DeliveryRecordRow.__table__
 _QUARANTINE = QuarantinedLineRow.__table__
@@ -152,17 +156,6 @@ _INSERT_QMARK = (
 # --------------------------------------------------------------------------------------------------------
 
 
-# --------------------------------------------------------------------------------------------------------
-# Asset resolution
-# --------------------------------------------------------------------------------------------------------
-
-# Cheap shape filters before the real CID parser: CIDv1 base32 ("b" + lower-case base32, the form assets
-# are stored in), CIDv1 base58btc ("z..."), CIDv0 ("Qm" + 44 base58 characters).
-_CID_SHAPE = re.compile(
-    r"b[a-z2-7]{50,120}|B[A-Z2-7]{50,120}|z[1-9A-HJ-NP-Za-km-z]{40,100}|Qm[1-9A-HJ-NP-Za-km-z]{44}"
-)
-
-
 class IngestFileRead(BaseModel):
     """The report of one ingested file. ``lines = records_new + duplicates + quarantined + skipped``;
     ``duplicates_in_file`` are quarantined lines (reason ``duplicate_request_id``), counted in both."""
@@ -199,77 +192,6 @@ class QuarantinedLineRead(BaseModel):
     reason: str
     detail: str
     raw: str
-
-
-def asset_candidates(host: str, uri: str) -> Iterator[str]:
-    """CID-shaped pieces of a request, in the order they are tried against registered assets.
-
-    1. the first label of a subdomain-gateway host (``<cid>.ipfs.<gateway>``);
-    2. every path segment, left to right, with anything from its first ``.`` cut off (an extension):
-       ``/ipfs/<cid>/video.mp4``, ``/<cid>``, ``/assets/<cid>.mp4``, ``/v/<cid>/seg-0001.ts`` ...
-    """
-    label, _, rest = host.partition(".")
-    if rest.startswith("ipfs.") and _CID_SHAPE.fullmatch(label):
-        yield label
-    for segment in uri.split("/"):
-        stem = segment.partition(".")[0]
-        if len(stem) >= 41 and _CID_SHAPE.fullmatch(stem):
-            yield stem
-
-
-class _AssetResolver:
-    """Request -> registered asset id (0 when none), cached per run: one query per distinct CID.
-
-    URIs are mostly distinct (segments, byte ranges), their directories are not: the directory part of
-    the path is cached, the last segment is checked on its own (one length test when it is short).
-    """
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._by_cid: dict[str, int] = {}
-        self._by_directory: dict[str, int] = {}
-
-    def __call__(self, host: str, uri: str) -> int:
-        if ".ipfs." in host:
-            for candidate in asset_candidates(host, ""):
-                found = self._asset_of(candidate)
-                if found:
-                    return found
-        directory, _, last = uri.rpartition("/")
-        found = self._by_directory.get(directory)
-        if found is None:
-            found = 0
-            for candidate in asset_candidates("", directory):
-                found = self._asset_of(candidate)
-                if found:
-                    break
-            if len(self._by_directory) >= _CACHE_LIMIT:
-                self._by_directory.clear()
-            self._by_directory[directory] = found
-        if found or len(last) < 41:
-            return found
-        stem = last.partition(".")[0]
-        return self._asset_of(stem) if _CID_SHAPE.fullmatch(stem) else 0
-
-    def _asset_of(self, candidate: str) -> int:
-        asset_id = self._by_cid.get(candidate)
-        if asset_id is None:
-            try:
-                cid = normalize_cid(candidate.lower() if candidate[0] == "B" else candidate, allow_v0=True)
-            except InvalidCidError:
-                cid = None
-            asset_id = 0
-            if cid is not None:
-                asset_id = (
-                    self._session.scalar(select(func.min(Asset.id)).where(Asset.content_cid == cid)) or 0
-                )
-                if not asset_id:  # registered on chain directly: the chain indexer's projection knows it
-                    indexed = self._session.scalars(
-                        select(IndexedAsset.asset_id).where(IndexedAsset.content_cid.in_({cid, candidate}))
-                    )
-                    asset_id = min((int(a) for a in indexed), default=0)
-            self._by_cid[candidate] = asset_id
-        return asset_id
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -477,7 +399,8 @@ class _Ingest:
         a bind processor per LargeBinary value) cost as much as parsing the line; sqlite3's
         ``executemany`` takes the tuples as they are. PostgreSQL gets one ``COPY ... FROM STDIN`` per
         chunk: 1,000-row ``INSERT ... VALUES`` statements (psycopg2 ``execute_values``) left the server
-        parsing and planning 22,000 parameters per statement, several times slower end to end.
+        parsing and planning 22,000 parameters per statement, several times slower end to end. SQLite's
+        insert runs with a bigger page cache (:data:`_SQLITE_CHUNK_CACHE_KIB`).
         """
         connection = self.session.connection()
         if connection.dialect.name == "postgresql":
@@ -487,7 +410,12 @@ class _Ingest:
             finally:
                 cursor.close()
         else:
-            connection.exec_driver_sql(_INSERT_QMARK, rows)
+            own = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+            connection.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_CHUNK_CACHE_KIB}")
+            try:
+                connection.exec_driver_sql(_INSERT_QMARK, rows)
+            finally:
+                connection.exec_driver_sql(f"PRAGMA cache_size={int(own)}")  # type: ignore[arg-type]
 
     def _stored(self, records: list[DeliveryRecord]) -> dict[str, tuple[int, int]]:
         """request id -> (ingest file, line) of the chunk's request ids this source already has.
@@ -530,13 +458,19 @@ class _Ingest:
                 late += 1
             host = r.host
             merchant = merchants.get(host)
-            if merchant is None:
+            if merchant is None:  # these caches are bounded as the resolver's are (flat memory)
+                if len(merchants) >= _CACHE_LIMIT:
+                    merchants.clear()
                 merchant = merchants[host] = merchant_id_for(host)
             edge = edges.get(r.edge_location)
             if edge is None:
+                if len(edges) >= _CACHE_LIMIT:
+                    edges.clear()
                 edge = edges[r.edge_location] = edge_location_bytes(r.edge_location)
             country = countries.get(r.country)
             if country is None:
+                if len(countries) >= _CACHE_LIMIT:
+                    countries.clear()
                 country = countries[r.country] = (country_bytes(r.country), region_of(r.country))
             asset_id = assets(host, r.uri)
             salt = salts[offset : offset + 32]
@@ -781,6 +715,8 @@ def ingest_log(
                     edge = item.edge_location  # type: ignore[union-attr]
                     blocked = edge_refused.get(edge)
                     if blocked is None:
+                        if len(edge_refused) >= _CACHE_LIMIT:
+                            edge_refused.clear()
                         blocked = edge_refused[edge] = refused(edge_zone(edge))
                     if blocked:
                         detail = (
