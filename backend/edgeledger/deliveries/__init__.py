@@ -5,6 +5,7 @@
 * ``limits.py``    upload limits: bytes, compression ratio, lines, line length (docs/ingestion.md);
 * ``ingest.py``    one upload into records, leaves and quarantined lines, chunk by chunk; ``uploads.py`` the
                    HTTP side (streamed bodies, listings); ``regions.py`` pricing regions;
+                   ``asset_match.py`` which registered asset a request's host and path name;
 * ``pgcopy.py``    PostgreSQL's COPY text format for ingest's bulk loads;
 * ``ingest_queue.py``   queued ingestion (INGEST_MODE=queue): uploads stored and enqueued on NATS
                    JetStream, partitioned by source, run by ``edgeledger ingest-worker`` processes;
