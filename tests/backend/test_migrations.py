@@ -388,5 +388,6 @@ def test_0015_indexed_assets_before_it_were_legacy_cidv1_and_back(database_url: 
     schema = inspect(engine)
     assert "import_profile" not in {c["name"] for c in schema.get_columns("indexed_assets")}
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT content_cid FROM indexed_assets")).scalar_one() == "bafy-content"
+        content = "SELECT content_cid FROM indexed_assets WHERE asset_id = '15'"
+        assert conn.execute(text(content)).scalar_one() == "bafy-content"
     engine.dispose()

@@ -6,6 +6,7 @@ instances with the address key derived from the deployment's master key file."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -197,6 +198,12 @@ def test_an_unreachable_counter_store_refuses_with_503(base: Settings, redis_pre
 @pytest.mark.parametrize("strategy", ["moving-window", "sliding-window-counter"])
 def test_the_other_strategies_limit_too(base: Settings, strategy: str) -> None:
     settings = base.model_copy(update={"rate_limit_strategy": strategy, "rate_limit_write_per_minute": 2})
+    if strategy == "sliding-window-counter":
+        # Its counts live in fixed one-minute windows, the previous one weighted by what is left of it:
+        # requests straddling a window's end are counted as slightly fewer than they are. Start well
+        # inside a window so the three requests share one.
+        while time.time() % 60 > 50:
+            time.sleep(0.5)
     with client_of(settings) as client:
         assert [client.post("/auth/siwe/nonce").status_code for _ in range(3)] == [201, 201, 429]
         assert client.get("/health").status_code == 200  # reads are not writes
