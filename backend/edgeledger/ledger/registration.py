@@ -205,7 +205,7 @@ def _typed_data(
     chain_id: int,
     contract: str,
 ) -> dict[str, Any]:
-    """Typed data of one of the three messages: its fields, then the signer's nonce and the deadline;
+    """Typed data of one of the four messages: its fields, then the signer's nonce and the deadline;
     the ``Licence`` type is declared when the message holds one."""
     types = {"EIP712Domain": _fields(EIP712_DOMAIN_FIELDS), primary: _fields(fields + SIGNED_FIELDS)}
     if "licence" in message:
