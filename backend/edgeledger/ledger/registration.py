@@ -150,6 +150,11 @@ def licence_message(licence: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any
     }
 
 
+def _split_members(recipients: Sequence[str], shares: Sequence[int]) -> dict[str, list[Any]]:
+    """The ``recipients`` and ``shares`` members of a message (checksummed addresses, integer shares)."""
+    return {"recipients": [to_checksum_address(r) for r in recipients], "shares": [int(s) for s in shares]}
+
+
 def registration_message(registration: Sequence[Any]) -> dict[str, Any]:
     """The ``Registration`` members (without nonce and deadline) from the contract call's tuple."""
     (
@@ -172,8 +177,7 @@ def registration_message(registration: Sequence[Any]) -> dict[str, Any]:
         "parentId": int(parent_id),
         "aigc": bool(aigc),
         "licence": licence_message(licence),
-        "recipients": [to_checksum_address(r) for r in recipients],
-        "shares": [int(s) for s in shares],
+        **_split_members(recipients, shares),
         "importProfile": int(import_profile),
     }
 
@@ -263,8 +267,7 @@ def catalogue_typed_data(
             for content_hash, content_cid, metadata_cid, parent_id, aigc, import_profile in items
         ],
         "licence": licence_message(licence),
-        "recipients": [to_checksum_address(r) for r in recipients],
-        "shares": [int(s) for s in shares],
+        **_split_members(recipients, shares),
     }
     typed = _typed_data(
         "Catalogue",
@@ -314,8 +317,7 @@ def split_update_typed_data(
     """The typed data a rights holder signs for ``updateSplitFor``."""
     message = {
         "assetId": int(asset_id),
-        "recipients": [to_checksum_address(r) for r in recipients],
-        "shares": [int(s) for s in shares],
+        **_split_members(recipients, shares),
     }
     return _typed_data(
         "SplitUpdate",

@@ -28,7 +28,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
 from edgeledger.ipfs.cid import PROFILES, CidBuilder
-from edgeledger.ledger.registration import IMPORT_PROFILES
+from edgeledger.ledger.registration import import_profile_name
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import Chain, registry, topic_hex
 
@@ -105,7 +105,10 @@ def _recorded_profile(chain: Chain, contract: Contract, asset_id: int) -> str | 
     code = chain.ask("importProfileOf", read)
     if code is None:
         return None
-    return IMPORT_PROFILES[code] if code < len(IMPORT_PROFILES) else f"unknown ({code})"
+    try:
+        return import_profile_name(code)
+    except ValueError:  # a code the registry refuses: never recorded, but say so rather than fail
+        return f"unknown ({code})"
 
 
 def normalize_sha256(value: str) -> str:
