@@ -61,11 +61,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, RegistryS
     /// before the arbiter may reassign its rights. Set at deployment, longer than the admin timelock's delay.
     uint256 public immutable REASSIGN_DELAY;
 
-    enum Status {
-        Active,
-        Disputed,
-        TakenDown
-    }
+    enum Status { Active, Disputed, TakenDown }
 
     struct Asset {
         bytes32 contentHash;
@@ -135,6 +131,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, RegistryS
         uint64 validUntil;
         uint64 splitKey; // the asset id whose SplitUpdated event carries this split
         uint64 users; // assets whose terms these are
+        uint64 splitBlock; // the block of that event: where settlement looks, however old the chain
         bytes32 splitHash;
         bytes32 termsDigest; // written only when the licence names a terms CID
     }
@@ -490,6 +487,16 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, RegistryS
         return _termsRecords[_requireAsset(assetId).termsId].splitKey;
     }
 
+    /// @notice The block of the `SplitUpdated` event holding each asset's split, so that readers fetch that
+    /// block's logs instead of searching the registry's history. 0 for an id never registered.
+    function splitBlocks(uint256[] calldata assetIds) external view returns (uint256[] memory blocks) {
+        blocks = new uint256[](assetIds.length);
+        for (uint256 i; i < assetIds.length; ++i) {
+            uint256 id = assetIds[i];
+            if (_ownerOf(id) != address(0)) blocks[i] = _termsRecords[_records[id].termsId].splitBlock;
+        }
+    }
+
     /// @notice How a split is committed: keccak256(abi.encode(recipients, shares)).
     function splitHash(address[] calldata recipients, uint16[] calldata shares) public pure returns (bytes32) {
         return keccak256(abi.encode(recipients, shares));
@@ -784,6 +791,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, RegistryS
         own.validUntil = shared.validUntil;
         own.splitKey = shared.splitKey;
         own.users = 1;
+        own.splitBlock = shared.splitBlock;
         own.splitHash = shared.splitHash;
         if (shared.termsCodec != 0) own.termsDigest = shared.termsDigest;
         record.termsId = uint64(termsId);
@@ -850,6 +858,7 @@ contract ContentRegistry is ERC721, AccessControl, IERC2981, IERC2309, RegistryS
         terms.splitHash = hash;
         terms.royaltyReceiver = receiver;
         terms.splitKey = uint64(assetId);
+        terms.splitBlock = uint64(block.number);
     }
 
     /// @dev A token's owner: the one written at its last move, else its registration's creator

@@ -20,7 +20,7 @@ from web3.exceptions import Web3RPCError
 
 from edgeledger.assets import service as assets_service
 from edgeledger.auth.models import Role
-from edgeledger.chain.client import ChainClient
+from edgeledger.chain.client import ChainClient, ContractRevert
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
 from edgeledger.devtools.samples import demo_png
@@ -108,7 +108,10 @@ def test_splits_and_registrations_are_read_through_a_provider_that_caps_log_rang
                 (s.recipient.lower(), s.bps) for s in assets_service.read_on_chain(direct, asset_id).split
             ]
             _assert_within_cap(proxy)
-            assert len(proxy.served) >= 20 * CAP // CAP and not proxy.refused
+            assert not proxy.refused
+            # ... from the one block splitBlocks names, not by a search of the 20 caps since registration.
+            split_block = int(direct.call(registry.functions.splitBlocks([asset_id]))[0])
+            assert (split_block, split_block) in proxy.served, proxy.served
 
             # The registration search (POST /verify, GET /verify/{hash}) from the deployment block.
             proxy.reset()
@@ -149,13 +152,12 @@ def test_splits_and_registrations_are_read_through_a_provider_that_caps_log_rang
             {k: v for k, v in published[asset_id].items() if v is not None}
         ]
 
-        # A span above the provider's cap is halved until accepted, here with a result-count refusal.
-        proxy.reset()
-        proxy.error = RESULTS_ERROR
+        # Settlement's read fetched the split from its block alone: one query, whatever the history.
         halving = ChainClient(
             proxy.url, deployment_file=settings.resolved_deployment_file, logs_max_blocks=4 * CAP
         )
-        again = read_terms(
+        proxy.reset()
+        located = read_terms(
             halving.contract("ContentRegistry"),
             lambda fn: halving.call(fn, terms_block),
             [asset_id],
@@ -163,7 +165,29 @@ def test_splits_and_registrations_are_read_through_a_provider_that_caps_log_rang
             block=terms_block,
             from_block=registry_block,
         )
+        assert located == uncapped
+        assert proxy.served == [(split_block, split_block)] and not proxy.refused
+
+        def before_split_blocks(fn: Any) -> Any:
+            """A registry deployed before splitBlocks: the call reverts, the split is searched for."""
+            if fn.fn_name == "splitBlocks":
+                raise ContractRevert("Revert", {"reason": "execution reverted"})
+            return halving.call(fn, terms_block)
+
+        # Searched for instead, a span above the provider's cap is halved until accepted, here with a
+        # result-count refusal.
+        proxy.reset()
+        proxy.error = RESULTS_ERROR
+        again = read_terms(
+            halving.contract("ContentRegistry"),
+            before_split_blocks,
+            [asset_id],
+            get_logs=halving.get_logs,
+            block=terms_block,
+            from_block=registry_block,
+        )
         assert again == uncapped
+        assert len(proxy.served) > (terms_block - registry_block) // (4 * CAP)
         assert proxy.refused[:2] == [
             (registry_block, registry_block + 4 * CAP - 1),
             (registry_block, registry_block + 2 * CAP - 1),
@@ -171,7 +195,8 @@ def test_splits_and_registrations_are_read_through_a_provider_that_caps_log_rang
         assert len(proxy.refused) == 2  # the rest of the range keeps the span that passed
         _assert_within_cap(proxy)
 
-        # The chain-only verifiers, through the same endpoint, with a span the provider refuses at first.
+        # The chain-only verifiers, through the same endpoint, with a span the provider refuses at first
+        # (verify settlement reads the split from its block, as settlement did).
         path = tmp_path / "inputs.json"
         path.write_text(json.dumps(document))
         proxy.reset()
@@ -179,7 +204,7 @@ def test_splits_and_registrations_are_read_through_a_provider_that_caps_log_rang
         result = CliRunner().invoke(cli_app, ["verify", "settlement", str(path), *args])
         assert result.exit_code == 0, result.output
         assert "FAIL" not in result.output and "terms at the recorded block" in result.output
-        assert proxy.refused and len(proxy.refused) <= 2
+        assert proxy.served == [(split_block, split_block)] and not proxy.refused  # the split's block
         _assert_within_cap(proxy)
 
         proxy.reset()

@@ -80,7 +80,14 @@ def split_of(registry, asset_id: int, block: int | None = None) -> tuple[list[st
     block = web3.eth.block_number if block is None else block
     expected = bytes(registry.splitHashOf.call(asset_id, block_identifier=block))
     key = registry.splitKeyOf.call(asset_id, block_identifier=block)
-    split = splits_at(web3.eth.get_logs, registry.address, {asset_id: (key, expected)}, block)[asset_id]
+    wanted = {asset_id: (key, expected)}
+    split = splits_at(web3.eth.get_logs, registry.address, wanted, block)[asset_id]
+    # The block splitBlocks names holds that event: found there alone (span 1), the same split.
+    located = {asset_id: registry.splitBlocks.call([asset_id], block_identifier=block)[0]}
+    assert 0 < located[asset_id] <= block
+    assert splits_at(web3.eth.get_logs, registry.address, wanted, block, split_blocks=located, span=1) == {
+        asset_id: split
+    }
     return [web3.to_checksum_address(r) for r in split[0]], list(split[1])
 
 

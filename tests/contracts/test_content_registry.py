@@ -687,6 +687,28 @@ def test_update_split_by_owner_replaces_whole_split(registry, creator, asset):
     assert_same(split_of(registry, asset_id), ([creator], [TOTAL_BPS]))
 
 
+def test_split_blocks_name_the_block_of_each_split_event(registry, creator, other):
+    """splitBlocks names the block of the SplitUpdated event that holds each asset's split: the
+    registration's, a catalogue's shared one until an asset sets its own (a licence change copies the
+    terms, not the split), the latest update's, a transfer's reset. 0 for an unknown id."""
+    tx = register_batch(registry, [catalogue_item(), catalogue_item(), catalogue_item()], creator)
+    first = tx.events["BatchRegistered"]["firstId"]
+    ids = [first, first + 1, first + 2]
+    assert list(registry.splitBlocks(ids)) == [tx.block_number] * 3
+    chain.mine(5)
+    registry.updateLicence(first + 1, licence(territories(9)), {"from": creator})
+    assert list(registry.splitBlocks(ids)) == [tx.block_number] * 3
+    moved = registry.updateSplit(first + 2, [other], [TOTAL_BPS], {"from": creator})
+    assert list(registry.splitBlocks(ids)) == [tx.block_number] * 2 + [moved.block_number]
+    sold = registry.transferFrom(creator, other, first, {"from": creator})
+    assert list(registry.splitBlocks(ids)) == [sold.block_number, tx.block_number, moved.block_number]
+    assert list(registry.splitBlocks([first + 3, 0])) == [0, 0]
+    # What each block holds is the asset's split (split_of finds it there alone).
+    assert_same(split_of(registry, first), ([other], [TOTAL_BPS]))
+    assert_same(split_of(registry, first + 1), ([creator], [TOTAL_BPS]))
+    assert_same(split_of(registry, first + 2), ([other], [TOTAL_BPS]))
+
+
 def test_updates_leave_other_assets_untouched(registry, register, creator):
     first_id, _, first = register(creator)
     second_id, _, _ = register(creator)
@@ -1388,6 +1410,7 @@ VIEW_CALLS = {
     "ownerOf": lambda ctx: (ctx["id"],),
     "rightsHolder": lambda ctx: (ctx["id"],),
     "settlementTerms": lambda ctx: ([ctx["id"], ctx["id"] + 1, 0],),
+    "splitBlocks": lambda ctx: ([ctx["id"], ctx["id"] + 1, 0],),
     "royaltyInfo": lambda ctx: (ctx["id"], 10**18),
     "supportsInterface": lambda ctx: ("0x2a55205a",),
     "symbol": lambda ctx: (),

@@ -418,19 +418,22 @@ class RegistryMachine(RuleBasedStateMachine):
                 (registry.updateSplit, (asset_id, [str(owner)], [TOTAL_BPS]), owner),
                 (registry.updateSplit, (asset_id, [str(intruder)], [TOTAL_BPS]), intruder),
             ]
+        calls.append((registry.splitBlocks, (list(self.assets),), self.outsider))
         answers = batch_call(registry, calls)
         # Every split as settlement reads it: the preimage of the asset's hash among its split key's
         # SplitUpdated events (the asset's own, or its catalogue's shared one).
         per_asset = 9
-        splits = splits_at(
-            web3.eth.get_logs,
-            registry.address,
-            {
-                asset_id: (answers[1 + n * per_asset + 3], split_hash(m.recipients, m.shares))
-                for n, (asset_id, m) in enumerate(self.assets.items())
-            },
-            web3.eth.block_number,
-        )
+        wanted = {
+            asset_id: (answers[1 + n * per_asset + 3], split_hash(m.recipients, m.shares))
+            for n, (asset_id, m) in enumerate(self.assets.items())
+        }
+        head = web3.eth.block_number
+        splits = splits_at(web3.eth.get_logs, registry.address, wanted, head)
+        # ... and found again in the block splitBlocks names for each asset, each block fetched alone.
+        located = dict(zip(self.assets, answers[-1], strict=True))
+        assert all(0 < block <= head for block in located.values()), located
+        again = splits_at(web3.eth.get_logs, registry.address, wanted, head, split_blocks=located, span=1)
+        assert again == splits
         results = iter(answers)
 
         assert next(results) == len(self.assets)

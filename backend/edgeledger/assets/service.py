@@ -45,7 +45,7 @@ from edgeledger.ipfs.cid import (
 )
 from edgeledger.ledger.abis import event_topic
 from edgeledger.ledger.registration import import_profile_code, import_profile_name
-from edgeledger.ledger.splits import SplitMismatch, splits_at
+from edgeledger.ledger.splits import SplitMismatch, read_split_blocks, splits_at
 from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
 
 REGISTRY = "ContentRegistry"
@@ -317,13 +317,15 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
     ) = asset
     territories, valid_from, valid_until, royalty_bps, terms_cid = licence
     try:
-        # The split's events start in the registration block (of the asset, or of its catalogue's first).
+        # The split's event is in the block splitBlocks names (on a registry that records it), else
+        # searched for from the registration block (of the asset, or of its catalogue's first).
         recipients, shares = splits_at(
             chain.get_logs,
             registry.address,
             {asset_id: (split_key, committed_split)},
             block,
             from_block=registered_block,
+            split_blocks=read_split_blocks(registry, lambda fn: chain.call(fn, block), [asset_id]),
         )[asset_id]
     except SplitMismatch as exc:
         raise AssetError(str(exc), code="chain_unreadable", status=502) from None

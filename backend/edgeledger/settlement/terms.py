@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from edgeledger.ledger.splits import Split, SplitMismatch, splits_at
+from edgeledger.ledger.hashing import FormatError
+from edgeledger.ledger.splits import Split, read_split_blocks, splits_at
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.payouts import AssetTerms, Recipient
 from edgeledger.territories import ALL_TERRITORIES_BITMAP
@@ -68,7 +69,9 @@ def read_terms(
     ``get_logs`` runs one ``eth_getLogs`` query (searched from ``from_block``, the registry's deployment
     block when known). Each split is the latest ``SplitUpdated`` event of the asset's
     ``splitKey`` up to ``block`` that hashes to the ``splitHash`` read at ``block``
-    (:func:`edgeledger.ledger.splits.splits_at`).
+    (:func:`edgeledger.ledger.splits.splits_at`), fetched from the block ``splitBlocks`` names
+    (:func:`edgeledger.ledger.splits.read_split_blocks`): a settlement's log queries grow with its
+    assets, not with the chain's age.
 
     Raises ``asset_unknown`` for an id the registry does not know at that block, ``terms_unreadable``
     when the events the node returns do not match the committed split."""
@@ -94,8 +97,9 @@ def read_terms(
         pending = sorted({int(raw[3]) for raw in rows.values() if int(raw[3]) and int(raw[3]) not in rows})
     try:
         wanted = {a: (int(raw[8]), bytes(raw[7])) for a, raw in rows.items()}
-        splits = splits_at(get_logs, str(registry.address), wanted, block, from_block)
-    except SplitMismatch as exc:
+        located = read_split_blocks(registry, call, sorted(rows))
+        splits = splits_at(get_logs, str(registry.address), wanted, block, from_block, split_blocks=located)
+    except FormatError as exc:  # SplitMismatch among them
         raise SettlementError(str(exc), code="terms_unreadable") from None
     terms = [terms_of(asset_id, rows[asset_id], splits[asset_id]) for asset_id in sorted(rows)]
     return [t for t in terms if t is not None]
