@@ -31,6 +31,7 @@ from edgeledger.deliveries.models import DeliverySource, IngestBlobChunk, Ingest
 from edgeledger.devtools.demo import (
     DEMO_SOURCE,
     delivered_asset,
+    demo_period,
     run_delivery_demo,
     run_provenance_demo,
     run_settlement_demo,
@@ -171,6 +172,7 @@ def test_a_second_demo_run_the_same_day_delivers_the_first_run_s_image_and_settl
         rpc(settings.eth_rpc_url, "anvil_setBalance", account.address, hex(10**21))
         keys[role] = account.key.to_0x_hex()
     registered, delivered, outputs = [], [], []
+    period = demo_period()  # once: every run delivers in and settles the same day, even across midnight
     with served(settings) as base:
         for _run in range(2):  # the first run, then a rerun the same day
             label = now_label()
@@ -178,14 +180,16 @@ def test_a_second_demo_run_the_same_day_delivers_the_first_run_s_image_and_settl
             chosen = delivered_asset(settings, asset)
             registered.append(asset["id"])
             delivered.append(chosen["id"])
-            run_delivery_demo(settings, base, admin_key=keys["admin"], asset=chosen, label=label)
+            run_delivery_demo(
+                settings, base, admin_key=keys["admin"], asset=chosen, label=label, period=period
+            )
             # The tests' vault has a one-day challenge window: the demo does not wait for it here.
-            run_settlement_demo(settings, base, keys=keys, challenge_wait=0)
+            run_settlement_demo(settings, base, keys=keys, challenge_wait=0, period=period)
             outputs.append(capsys.readouterr().out)
         # The challenge window passes: the next demo run finds both claimable and the creator claims them.
         rpc(settings.eth_rpc_url, "evm_increaseTime", 86_400 + 1)
         rpc(settings.eth_rpc_url, "evm_mine")
-        run_settlement_demo(settings, base, keys=keys, challenge_wait=0)
+        run_settlement_demo(settings, base, keys=keys, challenge_wait=0, period=period)
         outputs.append(capsys.readouterr().out)
     first, second, third = outputs
 

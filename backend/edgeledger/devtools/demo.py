@@ -89,15 +89,25 @@ def _register(
     )
 
 
+def demo_period(now: float | None = None) -> int:
+    """The period the demo delivers in and settles: yesterday (UTC) as of ``now``, as unix seconds of its
+    start. Taken once per run, so a run that crosses midnight UTC still settles the day it delivered in."""
+    today = datetime.fromtimestamp(time.time() if now is None else now, UTC).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    return int((today - timedelta(days=1)).timestamp())
+
+
 def run_demo(settings: Settings, base_url: str, keys: dict[str, str]) -> None:
     creator_key, admin_key = keys["creator"], keys["admin"]
     label = now_label()
+    period = demo_period()
     asset = run_provenance_demo(settings, base_url, creator_key, label)
     run_catalogue_demo(settings, creator_key, label, valid_from=int(time.time()) - 2 * 86400)
     delivered = delivered_asset(settings, asset)
-    run_delivery_demo(settings, base_url, admin_key=admin_key, asset=delivered, label=label)
-    run_settlement_demo(settings, base_url, keys=keys)
-    run_audit_demo(settings, base_url, keys=keys)
+    run_delivery_demo(settings, base_url, admin_key=admin_key, asset=delivered, label=label, period=period)
+    run_settlement_demo(settings, base_url, keys=keys, period=period)
+    run_audit_demo(settings, base_url, keys=keys, period=period)
 
 
 def run_provenance_demo(settings: Settings, base_url: str, creator_key: str, label: str) -> dict[str, Any]:
@@ -237,10 +247,19 @@ def _ensure_source(client: httpx.Client) -> dict[str, Any]:
 
 
 def run_delivery_demo(
-    settings: Settings, base_url: str, *, admin_key: str, asset: dict[str, Any], label: str
+    settings: Settings,
+    base_url: str,
+    *,
+    admin_key: str,
+    asset: dict[str, Any],
+    label: str,
+    period: int | None = None,
 ) -> None:
+    """Ingests a CloudFront log of deliveries of ``asset`` in ``period`` (default :func:`demo_period`),
+    closes and anchors its batches, and verifies a line and the batch against the chain alone."""
     key = _demo_api_key(settings, Account.from_key(admin_key).address, role=Role.admin)
-    log, request_ids = demo_cloudfront_log(asset["content_cid"], asset["size_bytes"], label)
+    period = demo_period() if period is None else period
+    log, request_ids = demo_cloudfront_log(asset["content_cid"], asset["size_bytes"], label, day_start=period)
     with httpx.Client(base_url=base_url, headers={"X-API-Key": key}, timeout=300) as client:
         source = _ensure_source(client)
         say(f"demo: CDN source {source['name']} ({source['source_id'][:18]}…) registered on chain")
@@ -374,7 +393,12 @@ def _merchant_funds(settings: Settings, keys: dict[str, str], amount: int) -> tu
 
 
 def run_settlement_demo(
-    settings: Settings, base_url: str, *, keys: dict[str, str], challenge_wait: float = 120.0
+    settings: Settings,
+    base_url: str,
+    *,
+    keys: dict[str, str],
+    challenge_wait: float = 120.0,
+    period: int | None = None,
 ) -> None:
     """Settles yesterday's period (or, when an earlier run settled it, the correction that pays this run's
     late deliveries), follows it for up to ``challenge_wait`` seconds until claimable, then claims the
@@ -384,9 +408,7 @@ def run_settlement_demo(
     creator = Account.from_key(keys["creator"]).address
     _demo_api_key(settings, merchant, role=Role.merchant)
     creator_key = _demo_api_key(settings, creator)
-    yesterday = int(
-        (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    )
+    yesterday = demo_period() if period is None else period
     with httpx.Client(base_url=base_url, headers={"X-API-Key": admin_key}, timeout=300) as client:
         merchant_id = _merchant_user_id(settings, merchant)
         hosts = _ok(client.get("/deliveries/merchant-hosts"))
@@ -531,15 +553,15 @@ def _index_chain(settings: Settings) -> str:
     return f"indexer at block {status.cursor_block} of {status.head}, {status.events} events"
 
 
-def run_audit_demo(settings: Settings, base_url: str, *, keys: dict[str, str]) -> None:
+def run_audit_demo(
+    settings: Settings, base_url: str, *, keys: dict[str, str], period: int | None = None
+) -> None:
     from edgeledger.verify.package import verify_archive
 
     admin_key = _demo_api_key(settings, Account.from_key(keys["admin"]).address, role=Role.admin)
     auditor_key, key_path = _auditor_api_key(settings)
     merchant_id = _merchant_user_id(settings, Account.from_key(keys["merchant"]).address)
-    yesterday = int(
-        (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    )
+    yesterday = demo_period() if period is None else period
     with httpx.Client(base_url=base_url, headers={"X-API-Key": auditor_key}, timeout=60) as client:
         auditor_id = _ok(client.get("/auth/me"))["id"]
     with httpx.Client(base_url=base_url, headers={"X-API-Key": admin_key}, timeout=300) as client:

@@ -47,12 +47,14 @@ _EDGES = ("FRA56-P1", "CDG50-C1", "NRT57-C2", "IAD89-C1", "LHR61-C1")
 
 
 def demo_cloudfront_log(
-    cid: str, size: int, label: str, *, lines: int = 400, days_ago: int = 1
+    cid: str, size: int, label: str, *, lines: int = 400, days_ago: int = 1, day_start: int | None = None
 ) -> tuple[bytes, list[str]]:
     """A gzip CloudFront standard log of `lines` requests for `/ipfs/<cid>` made `days_ago` days ago
-    (UTC), with documentation-range client IPs; returns the file and its request ids."""
+    (UTC), or on the UTC day starting at `day_start` (unix seconds) when given, with documentation-range
+    client IPs; returns the file and its request ids."""
     rng = random.Random(label)  # noqa: S311 - reproducible sample data, not secrets
-    day = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%d")
+    when = datetime.fromtimestamp(day_start, UTC) if day_start is not None else None
+    day = (when or datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%d")
     body = ["#Version: 1.0", "#Fields: " + _CLOUDFRONT_FIELDS]
     request_ids = []
     for i in range(lines):
