@@ -36,7 +36,7 @@ from edgeledger.portal.views import install_portal_handlers
 from edgeledger.portal.views import router as portal_router
 from edgeledger.ratelimit import RateLimiter, RequestRateLimit
 from edgeledger.settlement.views import router as settlement_router
-from edgeledger.webapp.views import install_webapp_handlers
+from edgeledger.webapp.views import install_webapp_handlers, refusal_page
 from edgeledger.webapp.views import router as webapp_router
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and the metadata field
@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # limit: all before any of its body is read.
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD)
     app.add_middleware(AuthenticateBeforeBody)
-    app.add_middleware(RequestRateLimit)
+    app.add_middleware(RequestRateLimit, pages=("/app/", refusal_page))
     app.add_middleware(CallerIdentity, trusted_proxies=settings.trusted_proxy_networks)
     # SIWE_CHAIN_ID, else the deployment's; with neither, sign-in is refused (never "any chain")
     app.state.chain_id = settings.siwe_chain_id or _deployment_chain_id(settings)

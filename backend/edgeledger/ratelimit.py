@@ -47,7 +47,7 @@ from functools import cached_property
 import anyio
 from fastapi import Request
 from fastapi.requests import HTTPConnection
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from limits import RateLimitItem, RateLimitItemPerMinute, strategies
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
@@ -202,13 +202,22 @@ def rate_limit(bucket: str) -> Callable[[Request], Awaitable[None]]:
     return _check
 
 
+#: Renders a refusal as a page: (the request, the refusal) -> the response.
+PageRenderer = Callable[[Request, EdgeLedgerError], Response]
+
+
 class RequestRateLimit:
     """ASGI middleware, inside ``CallerIdentity``: every state-changing request counts against its
     caller's ``write`` bucket, and an unauthenticated request to one of :data:`ANONYMOUS_ROUTES` against
-    that route's global ``anonymous`` budget; over either it is refused before its body is read."""
+    that route's global ``anonymous`` budget; over either it is refused before its body is read.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The refusal is JSON, except for a browser's form submission to a path under ``pages``' prefix (a
+    request that accepts ``text/html``, as a plain ``<form>`` post does and a script's ``fetch`` by default
+    does not): that one gets ``pages``' renderer's page, with the same status and ``Retry-After``."""
+
+    def __init__(self, app: ASGIApp, pages: tuple[str, PageRenderer] | None = None) -> None:
         self.app = app
+        self.pages = pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in WRITE_METHODS:
@@ -217,12 +226,18 @@ class RequestRateLimit:
                 try:
                     await self._count(limiter, HTTPConnection(scope))
                 except (RateLimited, RateLimitUnavailable) as exc:
-                    headers = {"Retry-After": str(exc.details["retry_after"])}
-                    await JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)(
-                        scope, receive, send
-                    )
+                    await self._refusal(scope, exc)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope, exc: EdgeLedgerError) -> Response:
+        if self.pages is not None:
+            prefix, render = self.pages
+            request = Request(scope)
+            if scope["path"].startswith(prefix) and "text/html" in request.headers.get("accept", ""):
+                return render(request, exc)
+        headers = {"Retry-After": str(exc.details["retry_after"])}
+        return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
 
     @staticmethod
     async def _count(limiter: RateLimiter, connection: HTTPConnection) -> None:

@@ -204,6 +204,42 @@ def test_app_pages_are_rate_limited_per_caller_and_refused_as_a_page(settings: S
 
 
 @pytest.mark.integration
+def test_app_form_posts_over_the_write_limit_get_a_page_and_scripts_get_json(settings: Settings) -> None:
+    """Over RATE_LIMIT_WRITE_PER_MINUTE the middleware refuses before any route: a plain form post (it
+    accepts text/html) gets the app's error page with the 429, code and Retry-After in the caller's
+    language; a page script's fetch (and the API) keeps the JSON error it reads."""
+    app = create_app(settings.model_copy(update={"rate_limit_write_per_minute": 2}))
+    with Session(app.state.engine) as session:
+        address = Account.create().address
+        user = auth_service.create_user(session, role=Role.creator, address=address, name="f")
+        token = auth_service.create_session(session, user, timedelta(hours=1))[0]
+        session.commit()
+    html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8", "Accept-Language": "zh-CN"}
+    try:
+        with TestClient(app) as client:
+            client.cookies.set("edgeledger_session", token, path="/app")
+            for _ in range(2):
+                assert client.post("/app/claims/prepare", json={}).status_code == 409
+            form = client.post("/app/signout", headers=html, follow_redirects=False)
+            assert form.status_code == 429, form.text
+            assert form.headers["content-type"].startswith("text/html")
+            assert 1 <= int(form.headers["Retry-After"]) <= 60
+            assert 'data-code="rate_limited"' in form.text and "短时间内提交的操作过多" in form.text
+            script = client.post("/app/claims/prepare", json={})
+            assert script.status_code == 429 and script.json()["error"]["code"] == "rate_limited"
+            assert "Retry-After" in script.headers
+            # Outside /app (here counted by the client's address: the session cookie is the app's) the
+            # refusal stays JSON whatever the request accepts.
+            api = [client.post("/assets/1/split", headers=html, json={}) for _ in range(3)]
+            assert all(r.status_code != 429 for r in api[:2])
+            assert api[2].status_code == 429 and api[2].json()["error"]["code"] == "rate_limited"
+            # Still signed in: the refused sign-out did nothing.
+            assert client.cookies.get("edgeledger_session", path="/app") == token
+    finally:
+        app.state.engine.dispose()
+
+
+@pytest.mark.integration
 def test_app_pages_with_the_rate_limit_store_unreachable_get_a_503_page(settings: Settings) -> None:
     """Counters in a Redis that cannot be reached: the page is refused (503, never unlimited), as a page."""
     app = create_app(settings.model_copy(update={"rate_limit_redis_url": "redis://127.0.0.1:1/0"}))

@@ -11,8 +11,9 @@ Every page (each ``GET`` of home, sign-in and the areas; static files and the la
 counts against its caller's ``app`` rate-limit bucket (``RATE_LIMIT_APP_PER_MINUTE``; the caller as the
 API counts it: the signed-in user, else the client address) before anything else runs. Over it the
 answer is the API's 429 ``rate_limited`` with ``Retry-After``, rendered as the app's error page (the
-code in ``data-code``). The app's ``POST``s count in the ``write`` bucket as the API's do (refused in
-JSON by the middleware, before any route).
+code in ``data-code``). The app's ``POST``s count in the ``write`` bucket as the API's do, refused by the
+middleware before any route: in JSON for the pages' scripts, as the same error page (:func:`refusal_page`)
+for a plain form post (billing upload, case decision, sign-out), which accepts ``text/html``.
 """
 
 from __future__ import annotations
@@ -158,15 +159,25 @@ def install_webapp_handlers(app: Any) -> None:
 
     @app.exception_handler(PageRefused)
     async def _refused(request: Request, exc: PageRefused) -> Response:
-        error, t = exc.error, i18n.Translator(language(request))
-        retry_after = int(error.details.get("retry_after", 1))
-        key = "base.rate_limited_page" if isinstance(error, RateLimited) else f"error.{error.code}"
-        message = t(key, seconds=retry_after)
-        response = render(
-            request, "error.html", {"message": message, "code": error.code}, status=error.status
-        )
-        response.headers["Retry-After"] = str(retry_after)
-        return response
+        return refusal_page(request, exc.error)
+
+
+def refusal_page(request: Request, error: EdgeLedgerError) -> Response:
+    """A rate-limit refusal as the app's error page: the API's status, code (``data-code``) and
+    ``Retry-After``, in the request's language. Pages (``app`` bucket) and the app's plain form posts
+    (``write`` bucket, refused by the middleware, which calls this) each get their own wording."""
+    t = i18n.Translator(language(request))
+    retry_after = int(error.details.get("retry_after", 1))
+    if not isinstance(error, RateLimited):
+        key = f"error.{error.code}"
+    elif request.method in ("GET", "HEAD"):
+        key = "base.rate_limited_page"
+    else:
+        key = "base.rate_limited_form"
+    message = t(key, seconds=retry_after)
+    response = render(request, "error.html", {"message": message, "code": error.code}, status=error.status)
+    response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _local(next_path: str | None) -> str:
