@@ -17,6 +17,7 @@ from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import PROJECT_ROOT
 from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.ledger import registration as formats
+from tests.backend.support.capped_rpc import capped_rpc
 from tests.backend.support.stack import DeployedChain, free_port, rpc, self_register
 
 pytestmark = pytest.mark.integration
@@ -213,3 +214,46 @@ def test_the_deployment_leaves_every_admin_role_with_the_timelock(chain_snapshot
     # The signer's hot key cannot grant itself an admin's power on any contract.
     with pytest.raises(ContractRevert):
         chain.transact(ledger.grantRole(ledger.NODE_ADMIN_ROLE().call(), Account.create().address))
+
+
+def test_call_many_reads_at_one_block_in_one_round_trip(chain_snapshot: DeployedChain) -> None:
+    """call_many sends the reads as one JSON-RPC batch and answers what call answers, in order; a revert
+    is decoded by name as from call; a provider that refuses batches gets the reads one by one, then
+    every later call_many of that client too."""
+    direct = ChainClient(chain_snapshot.rpc_url, deployment_file=chain_snapshot.deployment_file)
+    block = direct.block_number()
+
+    def reads(chain: ChainClient) -> list:
+        functions = chain.contract("ContentRegistry").functions
+        return [functions.totalAssets(), functions.MAX_BATCH(), functions.splitBlocks([0])]
+
+    expected = [direct.call(fn, block) for fn in reads(direct)]
+    assert expected[1] == 100 and expected[2] == [0]
+    with pytest.raises(ValueError, match="this client's contracts"):
+        direct.call_many(reads(client(chain_snapshot)), block)
+    with capped_rpc(chain_snapshot.rpc_url, 10**9) as proxy:
+        client_ = ChainClient(proxy.url, deployment_file=chain_snapshot.deployment_file)
+        registry = client_.contract("ContentRegistry")
+        fns = reads(client_)
+        proxy.reset()
+        assert client_.call_many(fns, block) == expected
+        assert proxy.received == [["eth_call"] * 3]
+        with pytest.raises(ContractRevert) as refused:
+            client_.call_many([registry.functions.totalAssets(), registry.functions.getAsset(10**9)], block)
+        assert refused.value.error == "ERC721NonexistentToken"
+
+        # One read is one request: the chain id, which web3 checks each eth_call against, is asked by
+        # the client's first read only.
+        assert client_.call(fns[0], block) == expected[0]
+        proxy.reset()
+        assert client_.call(fns[1], block) == expected[1]
+        assert proxy.received == [["eth_call"]]
+
+        proxy.batches = False
+        proxy.reset()
+        assert client_.call_many(fns, block) == expected
+        calls = [methods for methods in proxy.received if methods != ["eth_chainId"]]
+        assert calls == [["eth_call"] * 3] + [["eth_call"]] * 3  # refused once, then one by one
+        proxy.reset()
+        assert client_.call_many(fns, block) == expected
+        assert [methods for methods in proxy.received if methods != ["eth_chainId"]] == [["eth_call"]] * 3

@@ -45,7 +45,7 @@ from edgeledger.ipfs.cid import (
 )
 from edgeledger.ledger.abis import event_topic
 from edgeledger.ledger.registration import import_profile_code, import_profile_name
-from edgeledger.ledger.splits import SplitMismatch, read_split_blocks, splits_at
+from edgeledger.ledger.splits import SplitMismatch, splits_at
 from edgeledger.territories import UnknownTerritoryError, decode_territories, encode_territories
 
 REGISTRY = "ContentRegistry"
@@ -290,19 +290,33 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
         # The split is read from events up to a block number: pin every read to that block.
         with chain.rpc("eth_getBlockByNumber"):
             block = int(chain.w3.eth.get_block(block)["number"])
+    functions = registry.functions
+    reads = [
+        functions.getAsset(asset_id),
+        functions.getLicence(asset_id),
+        functions.splitHashOf(asset_id),
+        functions.splitKeyOf(asset_id),
+        functions.importProfileOf(asset_id),
+        functions.ownerOf(asset_id),
+    ]
+    split_blocks: dict[int, int] | None = None
     try:
-        asset = chain.call(registry.functions.getAsset(asset_id), block)
-        licence = chain.call(registry.functions.getLicence(asset_id), block)
-        committed_split = bytes(chain.call(registry.functions.splitHashOf(asset_id), block))
-        split_key = int(chain.call(registry.functions.splitKeyOf(asset_id), block))
-        import_profile = int(chain.call(registry.functions.importProfileOf(asset_id), block))
-        holder = chain.call(registry.functions.ownerOf(asset_id), block)
+        # One round trip for every read (a JSON-RPC batch), all at the one block.
+        try:
+            *answers, located = chain.call_many([*reads, functions.splitBlocks([asset_id])], block)
+            split_blocks = {asset_id: int(located[0])}
+        except ContractRevert as exc:
+            if exc.error == "ERC721NonexistentToken":
+                raise
+            answers = chain.call_many(reads, block)  # a registry without splitBlocks: searched for below
     except ContractRevert as exc:
         if exc.error == "ERC721NonexistentToken":
             raise AssetError(
                 f"asset {asset_id} is not registered on chain", code="asset_not_found", status=404
             ) from None
         raise
+    asset, licence, committed, key, profile, holder = answers
+    committed_split, split_key, import_profile = bytes(committed), int(key), int(profile)
     (
         content_hash,
         creator,
@@ -325,7 +339,7 @@ def read_on_chain(chain: ChainClient, asset_id: int, block: int | str | HexBytes
             {asset_id: (split_key, committed_split)},
             block,
             from_block=registered_block,
-            split_blocks=read_split_blocks(registry, lambda fn: chain.call(fn, block), [asset_id]),
+            split_blocks=split_blocks,
         )[asset_id]
     except SplitMismatch as exc:
         raise AssetError(str(exc), code="chain_unreadable", status=502) from None

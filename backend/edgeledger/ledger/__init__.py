@@ -13,8 +13,9 @@ exactly one definition (docs/delivery-leaf.md, docs/settlement-leaf.md, docs/com
                        commit-reveal commitment, the on-chain codes of the IPFS import profiles
 * ``payout_leaf``      the settlement payout leaf and a settlement's payout tree
 * ``splits``           an asset's split as the registry commits to it (hash) and reading it back from the
-                       latest ``SplitUpdated`` event at a block, checked against the hash
+                       ``SplitUpdated`` event in the block the registry names, checked against the hash
 * ``log_ranges``       ``eth_getLogs`` over any block range in pieces a capped provider accepts (halved
                        when refused), each log once, in (block, log index) order
+* ``rpc``              the ``Web3`` every reader connects with (the chain id asked once, not per call)
 * ``abis``             the contracts' ABIs, generated from the compiled contracts (package data)
 """

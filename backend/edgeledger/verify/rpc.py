@@ -25,6 +25,7 @@ from web3.exceptions import Web3Exception, Web3RPCError
 from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER, SETTLEMENT_VAULT, contract_abi
 from edgeledger.ledger.delivery_leaf import LeafValues
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS, LogQueryRefused, read_logs
+from edgeledger.ledger.rpc import http_web3
 from edgeledger.verify.result import Unreachable, UnusableInput
 
 DEFAULT_TIMEOUT = 30.0
@@ -65,7 +66,7 @@ class Chain:
         self, rpc_url: str, *, timeout: float = DEFAULT_TIMEOUT, logs_max_blocks: int = DEFAULT_MAX_BLOCKS
     ) -> None:
         self.rpc_url = rpc_url
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self.w3 = http_web3(rpc_url, timeout=timeout)
         self.logs_max_blocks = logs_max_blocks
         self._chain_id: int | None = None
 

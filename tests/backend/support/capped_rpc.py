@@ -36,6 +36,11 @@ class CappedRpc:
     refused: list[tuple[int, int]] = field(default_factory=list)
     #: eth_getLogs that named a block by tag ("latest", ...) instead of a number
     tagged: int = 0
+    #: whether JSON-RPC batches are taken; when not, a batch gets one error object, as from providers
+    #: that do not take them
+    batches: bool = True
+    #: the methods of each HTTP request received (a batch: several)
+    received: list[list[str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -43,6 +48,7 @@ class CappedRpc:
             self.served.clear()
             self.refused.clear()
             self.tagged = 0
+            self.received.clear()
 
     def _block(self, value: Any) -> int:
         if isinstance(value, str) and value.startswith("0x") and len(value) < 66:
@@ -85,8 +91,13 @@ def _handler(proxy: CappedRpc) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             payload = json.loads(body)
             calls = payload if isinstance(payload, list) else [payload]
+            with proxy._lock:
+                proxy.received.append([str(c.get("method")) for c in calls])
             refusals = [proxy.answer(c) for c in calls]
-            if isinstance(payload, dict) and refusals[0] is not None:
+            if isinstance(payload, list) and not proxy.batches:
+                refusal = {"code": -32600, "message": "batch requests are not supported"}
+                reply = json.dumps({"jsonrpc": "2.0", "id": None, "error": refusal}).encode()
+            elif isinstance(payload, dict) and refusals[0] is not None:
                 reply = json.dumps(refusals[0]).encode()
             elif any(r is not None for r in refusals):  # a batch: forward the rest one by one
                 answers = [
