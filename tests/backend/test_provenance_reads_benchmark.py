@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_the_benchmark_reads_the_same_records_in_2_requests_against_8() -> None:
+    small = ["--assets", "3", "--rounds", "1", "--latency-ms", "0"]
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.provenance_reads", "--assets", "3", "--rounds", "1"]
-        + ["--latency-ms", "0"],
+        [sys.executable, "-m", "benchmarks.provenance_reads", *small],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
