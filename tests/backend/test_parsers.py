@@ -487,6 +487,14 @@ def test_no_raw_ip_in_any_output(pseudonymiser: Pseudonymiser) -> None:
         ("::ffff:192.0.2.33 and ::1", "[ip] and [ip]"),
         ("fe80::1%eth0", "[ip]%eth0"),
         ("broken 2001:db8:zz::1:2:3", "broken [ip]"),
+        # A log's date and time stays: three colons, but after dd/Mon/ and with a time's ranges.
+        ("[10/Oct/2000:13:55:36 -0700] 192.0.2.1", "[10/Oct/2000:13:55:36 -0700] [ip]"),
+        ('"01/May/2024:08:00:00 +0800" 2001:db8::1', '"01/May/2024:08:00:00 +0800" [ip]'),
+        # ... and nothing else that looks like one: no date before it, or out of a time's ranges.
+        ("at 2001:12:34:56 ok", "at [ip] ok"),
+        ("[10/Oct/2001:24:34:56]", "[10/Oct/[ip]]"),
+        ("x10/Oct/2001:12:34:56", "x10/Oct/[ip]"),
+        ("[10/Oct/2001:12:34:56:78]", "[10/Oct/[ip]]"),
         (NOT_AN_IP, NOT_AN_IP),
     ],
 )  # fmt: skip
