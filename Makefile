@@ -31,11 +31,11 @@ lint: bootstrap
 	$(VENV)/ruff check backend tests scripts benchmarks migrations
 	$(VENV)/ruff format --check backend tests scripts benchmarks migrations
 
-# Strict type checking of the ledger core and the chain-only verifiers (mypy from its own virtualenv,
-# resolving imports in the project's .venv).
+# Strict type checking of the ledger core, the chain-only verifiers and the server's chain client (mypy
+# from its own virtualenv, resolving imports in the project's .venv).
 typecheck: bootstrap
 	cd backend && $(ROOT)/.toolchain/mypy/bin/mypy --strict --python-executable $(VENV)/python \
-	  -p edgeledger.ledger -p edgeledger.verify
+	  -p edgeledger.ledger -p edgeledger.verify -m edgeledger.chain.client
 
 # Static analysis: any high or medium Slither finding not explained in contracts/slither-triage.json fails.
 slither: bootstrap

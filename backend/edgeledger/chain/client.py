@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
@@ -33,7 +34,7 @@ from web3.exceptions import (
     TransactionNotFound,
     Web3RPCError,
 )
-from web3.types import TxReceipt
+from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt
 
 from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
@@ -234,11 +235,11 @@ class ChainClient:
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def call(self, fn: ContractFunction, block: int | str | bytes = "latest") -> Any:
+    def call(self, fn: ContractFunction, block: BlockIdentifier = "latest") -> Any:
         with self.rpc(fn.fn_name), self._decoded_reverts():
             return fn.call(block_identifier=block)
 
-    def call_many(self, fns: list[ContractFunction], block: int | str | bytes = "latest") -> list[Any]:
+    def call_many(self, fns: list[ContractFunction], block: BlockIdentifier = "latest") -> list[Any]:
         """Several contract reads at one block in one JSON-RPC batch: one round trip instead of one per
         read. The results, decoded, in order; a revert surfaces as from :meth:`call` (the first one's).
         A provider that refuses batches (its answer is an error, not a list) gets these reads, and every
@@ -335,15 +336,14 @@ class ChainClient:
         with self.rpc(fn.fn_name), self._decoded_reverts():
             gas = fn.estimate_gas({"from": signer.address})
             with self._signer_nonce() as nonce:
-                tx = fn.build_transaction(
-                    {
-                        "from": signer.address,
-                        "nonce": nonce,
-                        "gas": gas * (100 + gas_margin_pct) // 100,
-                        "chainId": self.chain_id,
-                    }
-                )
-                signed = signer.sign_transaction(tx)
+                params: TxParams = {
+                    "from": signer.address,
+                    "nonce": Nonce(nonce),
+                    "gas": gas * (100 + gas_margin_pct) // 100,
+                    "chainId": self.chain_id,
+                }
+                tx = fn.build_transaction(params)
+                signed = signer.sign_transaction(cast(Any, tx))
                 return self.w3.eth.send_raw_transaction(signed.raw_transaction).to_0x_hex()
 
     def send_raw_transaction(self, raw_tx: str | bytes) -> str:
@@ -392,7 +392,7 @@ class ChainClient:
         process sent that the node has not yet reported as pending.
         """
         with self._nonce_lock, self._process_lock():
-            pending = self.w3.eth.get_transaction_count(self.signer_address, "pending")
+            pending = self.w3.eth.get_transaction_count(to_checksum_address(self.signer_address), "pending")
             nonce = max(pending, self._next_nonce or 0)
             try:
                 yield nonce
