@@ -139,6 +139,8 @@ def load_stack(
     try:
         anvil.start()
         ipfs.start()
+        anvil.wait_ready()
+        ipfs.wait_ready()
         deployer, signer = Account.create(), Account.create()
         for account in (deployer, signer):
             anvil_rpc(anvil.rpc_url, "anvil_setBalance", account.address, hex(10**22))

@@ -244,7 +244,7 @@ def test_restart_after_kill_9_clears_the_stale_lock(
     ipfs_node: LocalIpfsNode, ipfs_client: IpfsClient
 ) -> None:
     cid = ipfs_client.add_bytes(os.urandom(4096))
-    pid = ipfs_node._proc.pid if ipfs_node._proc else None
+    pid = ipfs_node.pid
     assert pid is not None
     try:
         os.killpg(pid, signal.SIGKILL)

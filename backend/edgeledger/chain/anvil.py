@@ -6,18 +6,15 @@ With a state file, anvil loads it at start and writes it back periodically and a
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from edgeledger.config import PROJECT_ROOT
+from edgeledger.processes import LOOPBACK, LocalProcess, require_free_port
 
 
 def anvil_binary() -> str:
@@ -42,19 +39,6 @@ def anvil_rpc(url: str, method: str, *params: object, timeout: float = 10) -> An
     return body["result"]
 
 
-def _require_free_port(port: int) -> None:
-    """Another node answering on our port would be mistaken for ours: refuse to start instead."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from our last run is fine
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            raise RuntimeError(
-                f"port {port} is already in use (another anvil or node?); stop it or set ETH_RPC_URL to "
-                "another port"
-            ) from None
-
-
 class LocalAnvil:
     def __init__(
         self,
@@ -70,18 +54,18 @@ class LocalAnvil:
         self.log_file = log_file
         self.chain_id = chain_id
         self.block_time = block_time
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = LocalProcess("anvil", log_file)
 
     @property
     def rpc_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        _require_free_port(self.port)
+        require_free_port(self.port, "another anvil or node?; stop it or set ETH_RPC_URL to another port")
         cmd = [
             anvil_binary(),
             "--host",
-            "127.0.0.1",
+            LOOPBACK,
             "--port",
             str(self.port),
             "--chain-id",
@@ -95,37 +79,25 @@ class LocalAnvil:
             cmd += ["--state", str(self.state_file), "--state-interval", "2", "--preserve-historical-states"]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
-        if self.log_file is not None:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
-        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self._process.spawn(cmd)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"anvil exited with code {self._proc.returncode}; see {self.log_file}")
+        def answers() -> bool:
             try:
                 requests.post(
                     self.rpc_url,
                     json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
                     timeout=1,
                 ).raise_for_status()
-                return
             except requests.RequestException:
-                time.sleep(0.1)
-        raise RuntimeError(f"anvil did not answer on {self.rpc_url} within {timeout:.0f}s")
+                return False
+            return True
+
+        self._process.wait_until(answers, timeout=timeout, where=self.rpc_url)
 
     def stop(self) -> None:
         """SIGINT, so anvil writes its state file before it exits."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        os.killpg(self._proc.pid, signal.SIGINT)
-        try:
-            self._proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
+        self._process.stop(signal.SIGINT)
 
     def __enter__(self) -> LocalAnvil:
         self.start()

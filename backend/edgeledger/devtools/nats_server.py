@@ -14,17 +14,14 @@ lost (deliveries.ingest_queue, "sweep").
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
-import subprocess
-import time
 from pathlib import Path
 
-__all__ = ["LocalNatsServer", "nats_server_binary"]
+from edgeledger.processes import LOOPBACK, LocalProcess, require_free_port
 
-_LOOPBACK = "127.0.0.1"
+__all__ = ["LocalNatsServer", "nats_server_binary"]
 
 
 def nats_server_binary() -> str:
@@ -37,19 +34,6 @@ def nats_server_binary() -> str:
     return found
 
 
-def _require_free_port(port: int) -> None:
-    """Another server answering on our port would be mistaken for ours: refuse to start instead."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT from our last run is fine
-        try:
-            sock.bind((_LOOPBACK, port))
-        except OSError:
-            raise RuntimeError(
-                f"port {port} is already in use (another NATS server?); stop it or set NATS_URL to "
-                "nats://127.0.0.1:<another port>"
-            ) from None
-
-
 class LocalNatsServer:
     """One nats-server with JetStream; ``with LocalNatsServer(...) as server:`` starts and stops it."""
 
@@ -57,63 +41,41 @@ class LocalNatsServer:
         self.port = port
         self.store_dir = Path(store_dir)
         self.log_file = Path(log_file)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = LocalProcess("nats-server", self.log_file)
 
     @property
     def url(self) -> str:
-        return f"nats://{_LOOPBACK}:{self.port}"
+        return f"nats://{LOOPBACK}:{self.port}"
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._process.pid
 
     def start(self) -> None:
-        _require_free_port(self.port)
+        require_free_port(
+            self.port, "another NATS server?; stop it or set NATS_URL to nats://127.0.0.1:<another port>"
+        )
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        command = [nats_server_binary(), "-js", "-a", _LOOPBACK, "-p", str(self.port)]
-        command += ["-sd", str(self.store_dir)]
-        with self.log_file.open("ab") as log:
-            self._proc = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        command = [nats_server_binary(), "-js", "-a", LOOPBACK, "-p", str(self.port)]
+        self._process.spawn([*command, "-sd", str(self.store_dir)])
 
     def poll(self) -> int | None:
         """The server's exit code, or None while it runs."""
-        return None if self._proc is None else self._proc.poll()
+        return self._process.poll()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"nats-server exited with code {self._proc.returncode}; last log lines:\n{self._tail()}"
-                )
+        def listens() -> bool:
             try:
-                socket.create_connection((_LOOPBACK, self.port), timeout=0.5).close()
-                return
+                socket.create_connection((LOOPBACK, self.port), timeout=0.5).close()
             except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"nats-server did not listen on {self.url} within {timeout:.0f}s:\n{self._tail()}"
-                    ) from None
-                time.sleep(0.05)
+                return False
+            return True
+
+        self._process.wait_until(listens, timeout=timeout, where=self.url, interval=0.05)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the server closes its store cleanly), SIGKILL after ``timeout``."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        os.killpg(self._proc.pid, signal.SIGTERM)
-        try:
-            self._proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-
-    def _tail(self, lines: int = 20) -> str:
-        if not self.log_file.exists():
-            return "(no log)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        self._process.stop(signal.SIGTERM, timeout)
 
     def __enter__(self) -> LocalNatsServer:
         self.start()

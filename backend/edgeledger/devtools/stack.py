@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from edgeledger.chain.deploy import run_deploy_script
 from edgeledger.config import PROJECT_ROOT, Settings
 from edgeledger.db import make_engine, migrate
 from edgeledger.devtools.nats_server import LocalNatsServer
+from edgeledger.processes import LocalProcess
 from edgeledger.server import uvicorn_command
 
 Say = Callable[[str], None]
@@ -102,47 +102,24 @@ def _fund(rpc_url: str, addresses: list[str]) -> None:
         anvil_rpc(rpc_url, "anvil_setBalance", address, hex(10**22))
 
 
-def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=PROJECT_ROOT,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def _spawn(name: str, cmd: list[str], env: dict[str, str], log: Path) -> LocalProcess:
+    process = LocalProcess(name, log)
+    process.spawn(cmd, env=env, cwd=PROJECT_ROOT)
+    return process
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> Callable[[], None]:
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-    return stop
+def _terminate(process: LocalProcess) -> Callable[[], None]:
+    return lambda: process.stop(signal.SIGTERM, timeout=20)
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited ({proc.returncode}); last log lines:\n{_tail(log)}")
+def _wait_http(url: str, process: LocalProcess, timeout: float = 60) -> None:
+    def ready() -> bool:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            return httpx.get(url, timeout=2).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"{url} not ready within {timeout:.0f}s; last log lines:\n{_tail(log)}")
+            return False
 
-
-def _tail(log: Path, lines: int = 20) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+    process.wait_until(ready, timeout=timeout, where=url, interval=0.25)
 
 
 def nats_port(settings: Settings) -> int:
@@ -155,7 +132,7 @@ def nats_port(settings: Settings) -> int:
 
 def start_ingest_queue(
     stack: Stack, settings: Settings, env: dict[str, str], logs: Path, workers: int
-) -> tuple[dict[str, str], LocalNatsServer, list[subprocess.Popen[bytes]]]:
+) -> tuple[dict[str, str], LocalNatsServer, list[LocalProcess]]:
     """Starts the stack's NATS server (JetStream store in DATA_DIR/nats) and ``workers`` ingest workers
     (logs DATA_DIR/logs/ingest-worker-<n>.log), each registered with ``stack`` to be stopped; returns the
     environment the API and workers run with (``env`` plus INGEST_MODE=queue and NATS_URL), the server
@@ -168,23 +145,23 @@ def start_ingest_queue(
     command = [str(Path(sys.executable).with_name("edgeledger")), "ingest-worker"]
     procs = []
     for n in range(1, workers + 1):
-        proc = _spawn(command, queued_env, logs / f"ingest-worker-{n}.log")
+        proc = _spawn(f"ingest worker {n}", command, queued_env, logs / f"ingest-worker-{n}.log")
         stack.started(f"ingest worker {n}", _terminate(proc))
         procs.append(proc)
     return queued_env, server, procs
 
 
-def wait_ingest_workers(procs: list[subprocess.Popen[bytes]], logs: Path, timeout: float = 60) -> None:
+def wait_ingest_workers(procs: list[LocalProcess], logs: Path, timeout: float = 60) -> None:
     """Until every ingest worker has connected to JetStream and bound its consumers."""
     deadline = time.monotonic() + timeout
     for n, proc in enumerate(procs, start=1):
         log = logs / f"ingest-worker-{n}.log"
-        while INGEST_WORKER_READY not in (log.read_text(errors="replace") if log.exists() else ""):
-            if proc.poll() is not None:
-                raise RuntimeError(f"ingest worker {n} exited ({proc.returncode}); its log:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ingest worker {n} not ready within {timeout:.0f}s:\n{_tail(log)}")
-            time.sleep(0.1)
+
+        def connected(log: Path = log) -> bool:
+            return INGEST_WORKER_READY in (log.read_text(errors="replace") if log.exists() else "")
+
+        left = max(0.0, deadline - time.monotonic())
+        proc.wait_until(connected, timeout=left, where=f"NATS (its log {log})")
 
 
 Demo = Callable[[Settings, str, dict[str, str]], None]
@@ -259,6 +236,7 @@ def up(settings: Settings, *, demo: Demo | None = None, ingest_workers: int = DE
         bin_dir = Path(sys.executable).parent
         worker_log = logs / "worker.log"
         worker = _spawn(
+            "Celery worker",
             [
                 str(bin_dir / "celery"),
                 "-A",
@@ -279,10 +257,10 @@ def up(settings: Settings, *, demo: Demo | None = None, ingest_workers: int = DE
         say(f"worker: celery with beat, broker {settings.resolved_broker_url} (log {worker_log})")
 
         api_log = logs / "api.log"
-        api = _spawn(uvicorn_command(settings.api_host, settings.api_port), env, api_log)
+        api = _spawn("API", uvicorn_command(settings.api_host, settings.api_port), env, api_log)
         stack.started("API", _terminate(api))
         base = settings.resolved_public_base_url
-        _wait_http(f"{base}/ready", api, api_log)
+        _wait_http(f"{base}/ready", api)
         say(f"API: {base} (log {api_log})")
         wait_ingest_workers(ingest_procs, logs)
         say(f"ingest workers: {ingest_workers} connected to {nats.url}")

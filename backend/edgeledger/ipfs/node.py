@@ -22,12 +22,10 @@ them when no live process is using the repository.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -38,10 +36,10 @@ import requests
 
 from edgeledger.config import PROJECT_ROOT
 from edgeledger.ipfs.client import IpfsClient
+from edgeledger.processes import LOOPBACK, LocalProcess, log_tail, port_free
 
 __all__ = ["LocalIpfsNode", "jsipfs_binary"]
 
-_LOOPBACK: Final = "127.0.0.1"
 _INIT_TIMEOUT: Final = 120.0
 _STOP_TIMEOUT: Final = 15.0
 _LOG_TAIL_LINES: Final = 25
@@ -71,7 +69,7 @@ class LocalIpfsNode:
         self.gateway_port = gateway_port
         self.grpc_port = grpc_port
         self.log_file = Path(log_file)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = LocalProcess("the IPFS daemon", self.log_file)
 
     # ------------------------------------------------------------------------------------------
     # Addresses
@@ -80,15 +78,15 @@ class LocalIpfsNode:
     @property
     def api_multiaddr(self) -> str:
         """What :class:`~edgeledger.ipfs.client.IpfsClient` (and ``IPFS_API``) take."""
-        return f"/ip4/{_LOOPBACK}/tcp/{self.api_port}/http"
+        return f"/ip4/{LOOPBACK}/tcp/{self.api_port}/http"
 
     @property
     def api_url(self) -> str:
-        return f"http://{_LOOPBACK}:{self.api_port}"
+        return f"http://{LOOPBACK}:{self.api_port}"
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{_LOOPBACK}:{self.gateway_port}"
+        return f"http://{LOOPBACK}:{self.gateway_port}"
 
     def client(self, timeout: float = 120.0) -> IpfsClient:
         return IpfsClient(self.api_multiaddr, timeout=timeout)
@@ -122,9 +120,9 @@ class LocalIpfsNode:
 
     def _isolated_config(self, config: dict[str, Any]) -> dict[str, Any]:
         addresses = config.setdefault("Addresses", {})
-        addresses["API"] = f"/ip4/{_LOOPBACK}/tcp/{self.api_port}"
-        addresses["Gateway"] = f"/ip4/{_LOOPBACK}/tcp/{self.gateway_port}"
-        addresses["RPC"] = f"/ip4/{_LOOPBACK}/tcp/{self.grpc_port}/ws"
+        addresses["API"] = f"/ip4/{LOOPBACK}/tcp/{self.api_port}"
+        addresses["Gateway"] = f"/ip4/{LOOPBACK}/tcp/{self.gateway_port}"
+        addresses["RPC"] = f"/ip4/{LOOPBACK}/tcp/{self.grpc_port}/ws"
         addresses["Swarm"] = []
         addresses["Announce"] = []
         addresses["NoAnnounce"] = []
@@ -167,7 +165,12 @@ class LocalIpfsNode:
 
     def is_running(self) -> bool:
         """Whether the daemon this object started is alive (it may not be ready yet)."""
-        return self._proc is not None and self._proc.poll() is None
+        return self._process.running()
+
+    @property
+    def pid(self) -> int | None:
+        """The daemon's process id (its process group's leader), once started."""
+        return self._process.pid
 
     def start(self) -> None:
         """Start ``jsipfs daemon --offline`` in the background (no-op if already running).
@@ -180,62 +183,32 @@ class LocalIpfsNode:
         self.ensure_initialised()
         self._clear_stale_lock()
         for name, port in (("API", self.api_port), ("gateway", self.gateway_port), ("gRPC", self.grpc_port)):
-            if not _port_free(port):
-                raise RuntimeError(f"cannot start IPFS: {name} port {_LOOPBACK}:{port} is already in use")
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} jsipfs daemon --offline\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                [str(jsipfs_binary()), "daemon", "--offline", "--enable-preload=false"],
-                env=self._env(),
-                cwd=self.repo_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stop() signals node and its children
-            )
+            if not port_free(port):
+                raise RuntimeError(f"cannot start IPFS: {name} port {LOOPBACK}:{port} is already in use")
+        self._process.spawn(
+            [str(jsipfs_binary()), "daemon", "--offline", "--enable-preload=false"],
+            env=self._env(),
+            cwd=self.repo_dir,
+            banner="jsipfs daemon --offline",
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until ``POST /api/v0/version`` answers; RuntimeError (with the log's tail) otherwise."""
-        if self._proc is None:
-            raise RuntimeError("the IPFS daemon was not started")
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise RuntimeError(
-                    f"the IPFS daemon exited with code {code} before it was ready; "
-                    f"last lines of {self.log_file}:\n{self._log_tail()}"
-                )
+
+        def answers() -> bool:
             try:
-                response = requests.post(f"{self.api_url}/api/v0/version", timeout=2)
-                if response.ok:
-                    return
+                return requests.post(f"{self.api_url}/api/v0/version", timeout=2).ok
             except requests.RequestException:
-                pass
-            if time.monotonic() >= deadline:
-                raise RuntimeError(
-                    f"the IPFS daemon did not answer on {self.api_url} within {timeout:g}s; "
-                    f"last lines of {self.log_file}:\n{self._log_tail()}"
-                )
-            time.sleep(0.2)
+                return False
+
+        self._process.wait_until(answers, timeout=timeout, where=self.api_url, interval=0.2)
 
     def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
         """SIGTERM (js-ipfs closes its repository cleanly), SIGKILL after ``timeout`` seconds."""
-        proc = self._proc
-        if proc is None:
+        if self._process.proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self._proc = None
+        self._process.stop(signal.SIGTERM, timeout)
+        self._process.proc = None
         self._clear_stale_lock(strict=False)
 
     def restart(self, timeout: float = 60.0) -> None:
@@ -284,25 +257,7 @@ class LocalIpfsNode:
         api_file.unlink(missing_ok=True)
 
     def _log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        try:
-            with self.log_file.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - 16_384))
-                text = fh.read().decode("utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _port_free(port: int) -> bool:
-    """Whether a listener could bind 127.0.0.1:port now (SO_REUSEADDR, as node's listeners use)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((_LOOPBACK, port))
-        except OSError:
-            return False
-    return True
+        return log_tail(self.log_file, lines)
 
 
 def _pids_using_repo(repo_dir: Path) -> list[int]:
