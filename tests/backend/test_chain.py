@@ -249,11 +249,17 @@ def test_call_many_reads_at_one_block_in_one_round_trip(chain_snapshot: Deployed
         assert client_.call(fns[1], block) == expected[1]
         assert proxy.received == [["eth_call"]]
 
+        # A provider that refuses batches, in each way providers do: the reads go one by one, then so do
+        # every later call_many of that client.
         proxy.batches = False
-        proxy.reset()
-        assert client_.call_many(fns, block) == expected
-        calls = [methods for methods in proxy.received if methods != ["eth_chainId"]]
-        assert calls == [["eth_call"] * 3] + [["eth_call"]] * 3  # refused once, then one by one
-        proxy.reset()
-        assert client_.call_many(fns, block) == expected
-        assert [methods for methods in proxy.received if methods != ["eth_chainId"]] == [["eth_call"]] * 3
+        for refusal in ("error", "http", "short"):
+            proxy.batch_refusal = refusal
+            refused_client = ChainClient(proxy.url, deployment_file=chain_snapshot.deployment_file)
+            fns = reads(refused_client)
+            proxy.reset()
+            assert refused_client.call_many(fns, block) == expected, refusal
+            calls = [methods for methods in proxy.received if methods != ["eth_chainId"]]
+            assert calls == [["eth_call"] * 3] + [["eth_call"]] * 3, refusal  # refused once, one by one
+            proxy.reset()
+            assert refused_client.call_many(fns, block) == expected
+            assert [methods for methods in proxy.received if methods != ["eth_chainId"]] == [["eth_call"]] * 3

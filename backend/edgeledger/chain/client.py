@@ -242,9 +242,9 @@ class ChainClient:
     def call_many(self, fns: list[ContractFunction], block: BlockIdentifier = "latest") -> list[Any]:
         """Several contract reads at one block in one JSON-RPC batch: one round trip instead of one per
         read. The results, decoded, in order; a revert surfaces as from :meth:`call` (the first one's).
-        A provider that refuses batches (its answer is an error, not a list) gets these reads, and every
-        later ``call_many`` of this client, one by one. The functions must be of this client's
-        contracts (:meth:`contract`)."""
+        A provider that refuses batches (its answer is an error or an HTTP error, not a list, or fewer
+        answers than reads) gets these reads, and every later ``call_many`` of this client, one by one.
+        The functions must be of this client's contracts (:meth:`contract`)."""
         if any(fn.w3 is not self.w3 for fn in fns):
             raise ValueError("call_many reads functions of this client's contracts only")
         if len(fns) < 2 or not self._batches:
@@ -253,11 +253,15 @@ class ChainClient:
             with self.rpc("eth_call batch"), self._decoded_reverts(), self.w3.batch_requests() as batch:
                 for fn in fns:
                     batch.add(fn.call(block_identifier=block))
-                return list(batch.execute())
-        except Web3RPCError as exc:
-            log.info("the chain RPC refused a batch of %d calls (%s): calling one by one", len(fns), exc)
-            self._batches = False
-            return [self.call(fn, block) for fn in fns]
+                answers = list(batch.execute())
+            if len(answers) == len(fns):
+                return answers
+            refusal = f"{len(answers)} answers"  # a provider that caps a batch's size answers fewer
+        except (Web3RPCError, requests.HTTPError) as exc:  # an error object, or an HTTP error, for the batch
+            refusal = str(exc)
+        log.info("the chain RPC refused a batch of %d calls (%s): calling one by one", len(fns), refusal)
+        self._batches = False
+        return [self.call(fn, block) for fn in fns]
 
     def get_logs(self, query: dict[str, Any]) -> list[Any]:
         """Every log of an ``eth_getLogs`` filter over any range, each once, in (block, log index) order:

@@ -39,6 +39,9 @@ class CappedRpc:
     #: whether JSON-RPC batches are taken; when not, a batch gets one error object, as from providers
     #: that do not take them
     batches: bool = True
+    #: how a batch is refused: "error" (one JSON-RPC error object), "http" (HTTP 405) or "short" (only the
+    #: first call answered, as a provider that caps a batch's size)
+    batch_refusal: str = "error"
     #: the methods of each HTTP request received (a batch: several)
     received: list[list[str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,7 +97,13 @@ def _handler(proxy: CappedRpc) -> type[BaseHTTPRequestHandler]:
             with proxy._lock:
                 proxy.received.append([str(c.get("method")) for c in calls])
             refusals = [proxy.answer(c) for c in calls]
-            if isinstance(payload, list) and not proxy.batches:
+            if isinstance(payload, list) and not proxy.batches and proxy.batch_refusal == "http":
+                self.send_error(405, "batch requests are not supported")
+                return
+            if isinstance(payload, list) and not proxy.batches and proxy.batch_refusal == "short":
+                first = requests.post(proxy.upstream, json=calls[0], timeout=60).json()
+                reply = json.dumps([first]).encode()
+            elif isinstance(payload, list) and not proxy.batches:
                 refusal = {"code": -32600, "message": "batch requests are not supported"}
                 reply = json.dumps({"jsonrpc": "2.0", "id": None, "error": refusal}).encode()
             elif isinstance(payload, dict) and refusals[0] is not None:
