@@ -180,9 +180,9 @@ def splits_at(
     )
     events: dict[int, list[tuple[tuple[int, int], Split]]] = {}
     for query in queries:
-        for log in get_logs(query):
-            key, split = decode_split_event(log)
-            events.setdefault(key, []).append(((int(log["blockNumber"]), int(log["logIndex"])), split))
+        for entry in get_logs(query):
+            key, split = decode_split_event(entry)
+            events.setdefault(key, []).append(((int(entry["blockNumber"]), int(entry["logIndex"])), split))
     out: dict[int, Split] = {}
     for asset_id in sorted(wanted):
         key, expected = wanted[asset_id]
