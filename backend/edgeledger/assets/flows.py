@@ -245,11 +245,14 @@ def _open_journal(
     )
     if reg is not None:
         resumable = (
-            reg.state in (RegistrationState.pinning, RegistrationState.pinned) and reg.creator == creator
+            reg.state in (RegistrationState.pinning, RegistrationState.pinned)
+            and reg.creator == creator
+            and reg.catalogue_id is None  # an item of a catalogue goes with its catalogue
         )
         if not resumable:
+            where = f" (item of catalogue {reg.catalogue_id})" if reg.catalogue_id is not None else ""
             raise AssetError(
-                f"registration {reg.id} for this content is already {reg.state}",
+                f"registration {reg.id}{where} for this content is already {reg.state}",
                 code="registration_in_progress",
                 status=409,
                 registration_id=reg.id,
@@ -357,6 +360,14 @@ def submit_signature(
     session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration, signature: str
 ) -> Asset:
     """The creator's signature arrived: keep it with the journal row, then relay the registration."""
+    if reg.catalogue_id is not None:
+        raise AssetError(
+            f"registration {reg.id} is an item of catalogue {reg.catalogue_id}: the creator signs the "
+            f"catalogue (POST /assets/catalogues/{reg.catalogue_id}/signature)",
+            code="registration_in_catalogue",
+            status=409,
+            catalogue_id=reg.catalogue_id,
+        )
     if reg.state != RegistrationState.awaiting_signature:
         raise AssetError(
             f"registration {reg.id} is {reg.state}", code="registration_not_awaiting_signature", status=409
@@ -508,8 +519,8 @@ def _chain_record_is_ours(chain: ChainClient, reg: Registration) -> bool:
 
 
 def registration_read(chain: ChainClient | None, reg: Registration) -> RegistrationRead:
-    typed = None
-    if chain is not None and reg.state == RegistrationState.awaiting_signature:
+    typed = None  # an item of a catalogue is signed with its catalogue (GET /assets/catalogues/{id})
+    if chain is not None and reg.state == RegistrationState.awaiting_signature and reg.catalogue_id is None:
         typed = registration_typed_data(chain, reg)
     read = RegistrationRead.model_validate(reg, from_attributes=True)
     return read.model_copy(update={"typed_data": typed})
@@ -553,14 +564,19 @@ def reconcile_registrations(
 ) -> dict[str, int]:
     """Finishes or releases every open registration left behind (crash, outage, abandoned wallet flow).
 
-    Rows touched within `grace_seconds` are left to the request that is working on them.
+    Rows touched within `grace_seconds` are left to the request that is working on them. Items of a
+    catalogue go with their catalogue (edgeledger.assets.catalogues.reconcile_catalogues).
     """
     now = now or datetime.now(UTC)
     counts = {"registered": 0, "released": 0, "retried": 0, "deferred": 0}
     stale = now - timedelta(seconds=grace_seconds)
     rows = session.scalars(
         select(Registration)
-        .where(Registration.state.in_(list(OPEN_STATES)), Registration.updated_at <= stale)
+        .where(
+            Registration.state.in_(list(OPEN_STATES)),
+            Registration.updated_at <= stale,
+            Registration.catalogue_id.is_(None),
+        )
         .order_by(Registration.id)
     ).all()
     for reg in rows:

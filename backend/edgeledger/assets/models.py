@@ -3,7 +3,9 @@
 An :class:`Asset` row exists only once its on-chain record does (it is written from the
 ``AssetRegistered`` event). Everything before that lives in :class:`Registration`, the journal that
 knows every pin we made, so a pin is always either part of a registered asset, still being retried, or
-released.
+released. A catalogue (many assets in one transaction) is one :class:`Catalogue` row, the state of its
+one transaction, over one :class:`Registration` row per item (``catalogue_id``, ``position``): see
+edgeledger.assets.catalogues.
 """
 
 from __future__ import annotations
@@ -155,8 +157,55 @@ class Registration(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     requested_by: Mapped[int | None] = mapped_column(Integer)
+    #: The catalogue this registration is an item of (None: a registration of its own), and its place.
+    catalogue_id: Mapped[int | None] = mapped_column(ForeignKey("asset_catalogues.id"), index=True)
+    position: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class CatalogueState(StrEnum):
+    spooling = "spooling"  # journal written, the items' files being kept in the spool
+    awaiting_signature = "awaiting_signature"  # the creator signs the catalogue's typed data
+    signed = "signed"  # signature kept, not yet sent (will be)
+    submitted = "submitted"  # registerBatchFor sent, receipt pending
+    pinning = "pinning"  # on chain, asset rows written; some items not yet published to IPFS
+    registered = "registered"  # on chain, every item published (terminal)
+    released = "released"  # gave up: spools dropped, reason recorded (terminal)
+
+
+CATALOGUE_OPEN_STATES = (
+    CatalogueState.spooling,
+    CatalogueState.awaiting_signature,
+    CatalogueState.signed,
+    CatalogueState.submitted,
+    CatalogueState.pinning,
+)
+
+
+class Catalogue(Base):
+    """Journal of one catalogue registration: the state of its one transaction; its items are
+    :class:`Registration` rows naming it."""
+
+    __tablename__ = "asset_catalogues"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    creator: Mapped[str] = mapped_column(String(42), index=True)
+    mode: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    item_count: Mapped[int] = mapped_column(Integer)
+    #: The shared licence and split (CatalogueParams), valid_from, deadline and the creator's signature.
+    params_json: Mapped[str] = mapped_column(Text)
+    tx_hash: Mapped[str | None] = mapped_column(String(66))
+    first_asset_id: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    items: Mapped[list[Registration]] = relationship(order_by="Registration.position", lazy="selectin")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,6 +218,27 @@ ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 class SplitShare(BaseModel):
     recipient: str = Field(pattern=ADDRESS_PATTERN)
     bps: int = Field(gt=0, le=10_000, description="Basis points; all shares sum to exactly 10,000")
+
+
+def _terms_cid(value: str) -> str:
+    return normalize_cid(value) if value else value
+
+
+def _territories(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("at least one territory (or '*')")
+    return value
+
+
+def _check_split(split: list[SplitShare] | None) -> None:
+    if split is not None:
+        if not 1 <= len(split) <= 50:
+            raise ValueError("a split has 1 to 50 recipients")
+        total = sum(s.bps for s in split)
+        if total != 10_000:
+            raise ValueError(f"split shares sum to {total} bps, not 10,000")
+        if len({s.recipient.lower() for s in split}) != len(split):
+            raise ValueError("a recipient appears twice in the split")
 
 
 class RegistrationParams(BaseModel):
@@ -194,25 +264,16 @@ class RegistrationParams(BaseModel):
     @field_validator("terms_cid")
     @classmethod
     def _terms_cid_is_a_cid(cls, value: str) -> str:
-        return normalize_cid(value) if value else value
+        return _terms_cid(value)
 
     @field_validator("territories")
     @classmethod
     def _non_empty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one territory (or '*')")
-        return value
+        return _territories(value)
 
     @model_validator(mode="after")
     def _split_is_whole(self) -> RegistrationParams:
-        if self.split is not None:
-            if not 1 <= len(self.split) <= 50:
-                raise ValueError("a split has 1 to 50 recipients")
-            total = sum(s.bps for s in self.split)
-            if total != 10_000:
-                raise ValueError(f"split shares sum to {total} bps, not 10,000")
-            if len({s.recipient.lower() for s in self.split}) != len(self.split):
-                raise ValueError("a recipient appears twice in the split")
+        _check_split(self.split)
         return self
 
 
@@ -271,6 +332,7 @@ class RegistrationRead(BaseModel):
     attempts: int
     error_code: str | None
     error_message: str | None
+    catalogue_id: int | None = Field(None, description="The catalogue this registration is an item of")
     typed_data: dict[str, Any] | None = Field(
         None,
         description="While awaiting_signature: the EIP-712 typed data the creator signs "
@@ -284,6 +346,119 @@ class RegistrationSignature(BaseModel):
         description="The creator's signature of the registration's typed data (65-byte ECDSA, or what its "
         "ERC-1271 wallet accepts)",
     )
+
+
+class CatalogueItemParams(BaseModel):
+    """What differs per item of a catalogue (the n-th entry describes the n-th file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, min_length=1, max_length=200, description="Default: see CatalogueParams")
+    description: str | None = Field(None, max_length=5000)
+    parent_asset_id: int | None = Field(
+        None, ge=1, description="A registered asset this item derives from (not an item of this catalogue)"
+    )
+    aigc: bool | None = Field(None, description="Default: the catalogue's aigc")
+
+
+class CatalogueParams(BaseModel):
+    """What a creator says about a catalogue (the `metadata` form field, JSON): one licence and split for
+    every item, as ``registerBatchFor`` stores them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(
+        None,
+        min_length=1,
+        max_length=180,
+        description="An item without its own title is titled '<title> <n>' (or its file name without one)",
+    )
+    description: str = Field("", max_length=5000)
+    creator: str | None = Field(None, pattern=ADDRESS_PATTERN, description="Default: the caller's address")
+    territories: list[str] = Field(
+        default_factory=lambda: ["*"], description="ISO 3166-1 alpha-2 codes, or '*' for all"
+    )
+    valid_from: int | None = Field(None, ge=0, description="Unix seconds; default: now")
+    valid_until: int = Field(0, ge=0, description="Unix seconds; 0 = open-ended")
+    royalty_bps: int = Field(0, ge=0, le=10_000)
+    terms_cid: str = Field("", max_length=128)
+    split: list[SplitShare] | None = Field(None, description="Default: 100 % to the creator")
+    aigc: bool = False
+    mode: RegistrationMode = RegistrationMode.server
+    items: list[CatalogueItemParams] | None = Field(
+        None, description="Per file, in upload order (as many entries as files), or none"
+    )
+
+    @field_validator("terms_cid")
+    @classmethod
+    def _terms_cid_is_a_cid(cls, value: str) -> str:
+        return _terms_cid(value)
+
+    @field_validator("territories")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        return _territories(value)
+
+    @model_validator(mode="after")
+    def _split_is_whole(self) -> CatalogueParams:
+        _check_split(self.split)
+        return self
+
+    def item(self, index: int, filename: str) -> RegistrationParams:
+        """The n-th item as a registration of its own (its metadata document, its asset row)."""
+        own = self.items[index] if self.items else CatalogueItemParams()
+        stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0].strip()
+        title = own.title or (f"{self.title} {index + 1}" if self.title else stem or f"Item {index + 1}")
+        return RegistrationParams(
+            title=title[:200],
+            description=self.description if own.description is None else own.description,
+            creator=self.creator,
+            territories=self.territories,
+            valid_from=self.valid_from,
+            valid_until=self.valid_until,
+            royalty_bps=self.royalty_bps,
+            terms_cid=self.terms_cid,
+            split=self.split,
+            parent_asset_id=own.parent_asset_id,
+            aigc=self.aigc if own.aigc is None else own.aigc,
+            mode=self.mode,
+        )
+
+
+class CatalogueItemRead(BaseModel):
+    position: int
+    registration_id: int
+    state: RegistrationState
+    filename: str
+    content_hash: str
+    content_cid: str
+    metadata_cid: str | None
+    import_profile: str
+    asset_id: int | None
+
+
+class CatalogueRead(BaseModel):
+    id: int
+    state: CatalogueState
+    mode: RegistrationMode
+    creator: str
+    item_count: int
+    tx_hash: str | None
+    first_asset_id: int | None
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    items: list[CatalogueItemRead]
+    typed_data: dict[str, Any] | None = Field(
+        None,
+        description="While awaiting_signature: the EIP-712 Catalogue typed data the creator signs "
+        "(eth_signTypedData_v4; docs/registration.md)",
+    )
+
+
+class CatalogueRegistered(BaseModel):
+    catalogue: CatalogueRead
+    assets: list[AssetRead] = Field(description="One asset per item, in catalogue order")
 
 
 class LineageEntry(BaseModel):

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from edgeledger.assets import flows, service, updates
+from edgeledger.assets import catalogues, flows, service, updates
 from edgeledger.assets.models import (
     AssetRead,
     AssetStatus,
+    Catalogue,
+    CatalogueParams,
+    CatalogueRead,
+    CatalogueRegistered,
     ProvenanceRead,
     Registration,
     RegistrationParams,
@@ -41,11 +45,12 @@ IpfsDep = Annotated[IpfsClient, Depends(get_ipfs)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 Registrant = Annotated[Principal, Depends(require_roles(Role.creator, Role.admin))]
 Reader = Annotated[Principal, Depends(get_principal)]
+P = TypeVar("P", bound=BaseModel)
 
 
-def _parse_params(raw: str) -> RegistrationParams:
+def _parse_params(raw: str, model: type[P]) -> P:
     try:
-        return RegistrationParams.model_validate(json.loads(raw or "{}"))
+        return model.model_validate(json.loads(raw or "{}"))
     except json.JSONDecodeError as exc:
         raise AssetError(f"the metadata field is not JSON: {exc}", code="validation_error") from None
     except ValidationError as exc:
@@ -82,7 +87,7 @@ def register_asset(
     (rejecting the pin if the node's CID differs) and answers 202 with the registration: the creator
     signs its ``typed_data`` and submits the signature (``POST /assets/registrations/{id}/signature``),
     then the platform registers it on chain and answers the asset."""
-    params = _parse_params(metadata)
+    params = _parse_params(metadata, RegistrationParams)
     actor = flows.Actor(principal.user_id, principal.address, principal.role == Role.admin)
     outcome = flows.register_upload(
         session,
@@ -149,6 +154,70 @@ def submit_signature(
     reg = _own_registration(session, principal, registration_id)
     asset = flows.submit_signature(session, chain, ipfs, reg, body.signature)
     return service.to_read(asset, chain.confirmations_of(asset.block_number))
+
+
+@router.post(
+    "/catalogues",
+    status_code=202,
+    response_model=CatalogueRead,
+    summary="Upload a catalogue of up to 100 files, registered in one transaction once the creator signs",
+)
+def register_catalogue(
+    session: SessionDep,
+    chain: ChainDep,
+    settings: SettingsDep,
+    principal: Registrant,
+    files: Annotated[
+        list[UploadFile] | None, File(description="The items' bytes, in catalogue order (1 to 100)")
+    ] = None,
+    metadata: Annotated[str, Form(description="CatalogueParams as JSON")] = "{}",
+) -> JSONResponse:
+    """Streams every file to the spool computing sha-256 and the CID (limits as for one upload), refuses
+    duplicates (within the catalogue or already registered: 409 ``duplicate_content`` naming the file)
+    and answers 202 with the catalogue: the creator signs its ``typed_data`` (EIP-712 ``Catalogue``) and
+    submits the signature (``POST /assets/catalogues/{id}/signature``); the platform registers it with
+    ``registerBatchFor``, each item its own asset. Nothing is pinned before it lands."""
+    params = _parse_params(metadata, CatalogueParams)
+    actor = flows.Actor(principal.user_id, principal.address, principal.role == Role.admin)
+    cat = catalogues.register_catalogue(
+        session,
+        chain,
+        settings,
+        actor=actor,
+        params=params,
+        uploads=[(f.file, f.filename or "") for f in files or []],
+    )
+    return JSONResponse(catalogues.catalogue_read(chain, cat).model_dump(mode="json"), status_code=202)
+
+
+@router.get("/catalogues/{catalogue_id}", response_model=CatalogueRead, summary="A catalogue's journal")
+def get_catalogue(
+    catalogue_id: int, session: SessionDep, chain: ChainDep, principal: Reader
+) -> CatalogueRead:
+    return catalogues.catalogue_read(chain, _own_catalogue(session, principal, catalogue_id))
+
+
+@router.post(
+    "/catalogues/{catalogue_id}/signature",
+    response_model=CatalogueRegistered,
+    status_code=201,
+    summary="Submit the creator's signature of the catalogue; the platform registers it in one transaction",
+)
+def submit_catalogue_signature(
+    catalogue_id: int,
+    body: RegistrationSignature,
+    session: SessionDep,
+    chain: ChainDep,
+    ipfs: IpfsDep,
+    principal: Registrant,
+) -> CatalogueRegistered:
+    cat = _own_catalogue(session, principal, catalogue_id)
+    assets = catalogues.submit_signature(session, chain, ipfs, cat, body.signature)
+    confirmations = chain.confirmations_of(assets[0].block_number)
+    return CatalogueRegistered(
+        catalogue=catalogues.catalogue_read(chain, cat),
+        assets=[service.to_read(a, confirmations) for a in assets],
+    )
 
 
 @router.post(
@@ -236,6 +305,16 @@ def _own_registration(session: Session, principal: Principal, registration_id: i
             f"registration {registration_id} not found", code="registration_not_found", status=404
         )
     return reg
+
+
+def _own_catalogue(session: Session, principal: Principal, catalogue_id: int) -> Catalogue:
+    cat = session.get(Catalogue, catalogue_id)
+    mine = (
+        cat is not None and principal.address is not None and principal.address.lower() == cat.creator.lower()
+    )
+    if cat is None or not (mine or principal.role in (Role.admin, Role.auditor)):
+        raise AssetError(f"catalogue {catalogue_id} not found", code="catalogue_not_found", status=404)
+    return cat
 
 
 @verify_router.post("", response_model=Verification, summary="Verify a file against the chain")
