@@ -8,6 +8,8 @@ marked for a new metadata read.
 0013 (declared log formats): existing sources declare nothing (detected per file as before).
 0014 (queued ingestion, shared batch trees): existing ingests count as read whole, with no claim.
 0015 (import profile of indexed assets): assets projected before it become ``legacy-cidv1``.
+0016 (catalogue journal): existing registrations are registrations of their own, and the open ones stay
+unique per content hash through the upgrade and the downgrade.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import insert, inspect, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from edgeledger.auth.models import Role, User
@@ -390,4 +393,57 @@ def test_0015_indexed_assets_before_it_were_legacy_cidv1_and_back(database_url: 
     with engine.connect() as conn:
         content = "SELECT content_cid FROM indexed_assets WHERE asset_id = '15'"
         assert conn.execute(text(content)).scalar_one() == "bafy-content"
+    engine.dispose()
+
+
+def test_0016_registrations_before_it_are_their_own_and_stay_unique_while_open_and_back(
+    database_url: str,
+) -> None:
+    """Registrations before catalogues belong to none; the partial unique index of open registrations
+    survives both directions (SQLite's downgrade copies the table)."""
+    migrate(database_url, "0015")
+    engine = make_engine(database_url)
+    insert_registration = text(
+        "INSERT INTO asset_registrations (content_hash, content_cid, creator, mode, state, params_json, "
+        "attempts, created_at, updated_at) VALUES (:h, 'bafy-content', :a, 'server', :s, '{}', 1, :t, :t)"
+    )
+    values = {"h": "0x" + "16" * 32, "a": "0x" + "11" * 20, "s": "awaiting_signature", "t": datetime.now(UTC)}
+    with engine.begin() as conn:
+        conn.execute(insert_registration, values)
+    migrate(database_url, "0016")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT catalogue_id, position, state FROM asset_registrations")).one()
+        assert tuple(row) == (None, None, "awaiting_signature")
+        assert conn.execute(text("SELECT count(*) FROM asset_catalogues")).scalar_one() == 0
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert_registration, values)
+    with engine.begin() as conn:  # a catalogue and an item of it, then back to 0015
+        cat = conn.execute(
+            text(
+                "INSERT INTO asset_catalogues (creator, mode, state, item_count, params_json, attempts, "
+                "created_at, updated_at) VALUES (:a, 'server', 'awaiting_signature', 1, '{}', 1, :t, :t) "
+                "RETURNING id"
+            ),
+            values,
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO asset_registrations (content_hash, content_cid, creator, mode, state, "
+                "params_json, attempts, created_at, updated_at, catalogue_id, position) VALUES "
+                "(:h, 'bafy-item', :a, 'server', 'awaiting_signature', '{}', 1, :t, :t, :c, 0)"
+            ),
+            {**values, "h": "0x" + "17" * 32, "c": cat},
+        )
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0015")
+    engine.dispose()
+    engine = make_engine(database_url)
+    schema = inspect(engine)
+    assert not {"catalogue_id", "position"} & {c["name"] for c in schema.get_columns("asset_registrations")}
+    assert "asset_catalogues" not in schema.get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM asset_registrations")).scalar_one() == 2
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert_registration, values)
     engine.dispose()

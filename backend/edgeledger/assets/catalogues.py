@@ -68,6 +68,7 @@ from edgeledger.assets.models import (
     CatalogueParams,
     CatalogueRead,
     CatalogueState,
+    OnChainRecord,
     Registration,
     RegistrationState,
     SplitShare,
@@ -452,10 +453,9 @@ def finish_from_chain(
     """Writes every item's asset row from its ``AssetRegistered`` log (the receipt's, or found by content
     hash), all in one commit, then publishes the items to IPFS."""
     events: dict[str, Any] = {}
+    shared: dict[int, OnChainRecord] = {}
     if receipt is not None:
-        registry = chain.contract(REGISTRY)
-        for event in registry.events.AssetRegistered().process_receipt(receipt, errors=DISCARD):
-            events["0x" + bytes(event["args"]["contentHash"]).hex()] = event
+        events, shared = _landing(chain, receipt)
     assets = []
     for item in cat.items:
         asset = service.find_asset_by_hash(session, item.content_hash)
@@ -464,7 +464,8 @@ def finish_from_chain(
             if event is None:
                 raise ChainError("catalogue not found on chain yet", code="chain_timeout", status=504)
             params, _ = flows._params_of(item)
-            asset = service.record_asset(session, chain, item, params, event)
+            record = shared.get(int(event["args"]["assetId"]))
+            asset = service.record_asset(session, chain, item, params, event, record)
         item.asset_id = asset.id
         if item.state != RegistrationState.registered:
             item.state = RegistrationState.pinning
@@ -475,6 +476,34 @@ def finish_from_chain(
     session.commit()
     publish(session, ipfs, cat)
     return assets
+
+
+def _landing(chain: ChainClient, receipt: TxReceipt) -> tuple[dict[str, Any], dict[int, OnChainRecord]]:
+    """The catalogue's ``AssetRegistered`` logs by content hash, and every item's registry record as of
+    the landing block: one read of the first item's (the licence, split, holder and time every item
+    of a catalogue shares when it lands), with each item's import profile from its own
+    ``ImportProfileRecorded`` log (none: ``legacy-cidv1``)."""
+    registry = chain.contract(REGISTRY)
+    registered = registry.events.AssetRegistered().process_receipt(receipt, errors=DISCARD)
+    if not registered:
+        return {}, {}
+    events = {"0x" + bytes(e["args"]["contentHash"]).hex(): e for e in registered}
+    profiles = {
+        int(e["args"]["assetId"]): int(e["args"]["importProfile"])
+        for e in registry.events.ImportProfileRecorded().process_receipt(receipt, errors=DISCARD)
+    }
+    first = min(int(e["args"]["assetId"]) for e in registered)
+    record = service.read_on_chain(chain, first, int(receipt["blockNumber"]))
+    shared = {
+        int(e["args"]["assetId"]): record.model_copy(
+            update={
+                "asset_id": int(e["args"]["assetId"]),
+                "import_profile": formats.import_profile_name(profiles.get(int(e["args"]["assetId"]), 0)),
+            }
+        )
+        for e in registered
+    }
+    return events, shared
 
 
 def publish(session: Session, ipfs: IpfsClient, cat: Catalogue) -> None:

@@ -451,12 +451,20 @@ def normalize_hash(value: str) -> str:
 
 
 def record_asset(
-    session: Session, chain: ChainClient, reg: Registration, params: RegistrationParams, event: EventData
+    session: Session,
+    chain: ChainClient,
+    reg: Registration,
+    params: RegistrationParams,
+    event: EventData,
+    record: OnChainRecord | None = None,
 ) -> Asset:
-    """Writes the asset row from its AssetRegistered log (the chain is the source of truth)."""
+    """Writes the asset row from its AssetRegistered log (the chain is the source of truth). `record`:
+    its registry record when already read (a catalogue's items share one read of their landing block),
+    else it is read here."""
     args = event["args"]
     facts = json.loads(reg.params_json)["file"]
-    record = read_on_chain(chain, args["assetId"])
+    if record is None:
+        record = read_on_chain(chain, args["assetId"])
     asset = Asset(
         id=args["assetId"],
         content_hash=reg.content_hash,
