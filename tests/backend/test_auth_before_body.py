@@ -136,6 +136,7 @@ BAD_KEY = {"X-API-Key": "el_this-key-was-never-issued"}
     [
         ("/assets", BAD_KEY, True, False, "api_key_invalid"),
         ("/assets", {}, True, False, "unauthenticated"),
+        ("/assets/catalogues", BAD_KEY, True, False, "api_key_invalid"),
         ("/verify", BAD_KEY, True, False, "api_key_invalid"),
         ("/deliveries/sources/cf-shop/logs?name=a.log", BAD_KEY, False, False, "api_key_invalid"),
         (
@@ -181,6 +182,7 @@ def _key_of(engine: Engine, role: Role) -> dict[str, str]:
         ("/deliveries/sources/cf-shop/logs?name=a.log", Role.creator, False),  # operators upload logs
         ("/assets", Role.merchant, True),  # creators register
         ("/assets", Role.auditor, True),
+        ("/assets/catalogues", Role.merchant, True),  # a catalogue: up to 100 uploads, creators only
         ("/settlement/accounts/1/billing?period_start=0", Role.creator, False),  # merchants import bills
     ],
 )
