@@ -27,7 +27,8 @@ from edgeledger.devtools.samples import demo_png
 from edgeledger.ipfs import IpfsClient, cid_of_bytes
 from edgeledger.ledger import registration as formats
 from edgeledger.main import create_app
-from tests.backend.support.stack import Caller, make_caller, post_asset, remember, rpc
+from tests.backend.support.settlement import send_as
+from tests.backend.support.stack import Caller, make_caller, post_asset, remember, rpc, self_register
 
 pytestmark = pytest.mark.integration
 
@@ -288,6 +289,44 @@ def test_an_expired_catalogue_signature_is_refused_and_asked_again(
     assert_error(sign(app_client, creator, cat), 422, "signature_expired")
     read = app_client.get(f"/assets/catalogues/{cat['id']}", headers=creator.headers).json()
     assert read["state"] == "awaiting_signature" and read["error_code"] == "signature_expired"
+    assert assets(app_client) == []
+
+
+def test_an_item_registered_by_someone_else_meanwhile_is_reported_as_front_run(
+    app_client: TestClient, creator: Caller
+) -> None:
+    """Between the upload (which passed the duplicate checks) and the creator's signature, someone
+    registers the second item's bytes from its own wallet: registerBatchFor reverts, the answer is 409
+    `front_run` naming that item and the other asset's holder, and the catalogue is released."""
+    datas = pngs(3)
+    cat = post_catalogue(app_client, creator, datas).json()
+    chain = app_client.app.state.chain  # type: ignore[attr-defined]
+    thief = Account.create()
+    rpc(chain.rpc_url, "anvil_setBalance", thief.address, hex(10**20))
+    stolen = formats.registration_tuple(
+        formats.registration_message(
+            (
+                sha(datas[1]),
+                cid_of_bytes(b"the thief's copy"),
+                cid_of_bytes(b"the thief's metadata"),
+                thief.address,
+                0,
+                False,
+                (1, 0, 0, 0, ""),
+                [thief.address],
+                [10_000],
+                0,
+            )
+        )
+    )
+    self_register(lambda fn: send_as(chain, thief, fn), chain.contract("ContentRegistry"), stolen)
+    body = assert_error(sign(app_client, creator, cat), 409, "front_run")
+    assert body["details"]["filename"] == "item-1.png" and body["details"]["position"] == 1
+    assert body["details"]["holder"] == thief.address
+    (row,), regs = journal(app_client)
+    assert row.state == CatalogueState.released and row.error_code == "front_run"
+    assert [r.state for r in regs] == [RegistrationState.released] * 3
+    assert not any(os.path.exists(p) for p in spool_paths(regs))
     assert assets(app_client) == []
 
 

@@ -406,7 +406,7 @@ class CatalogueParams(BaseModel):
 
     def item(self, index: int, filename: str) -> RegistrationParams:
         """The n-th item as a registration of its own (its metadata document, its asset row)."""
-        own = self.items[index] if self.items else CatalogueItemParams()
+        own = self.items[index] if self.items else CatalogueItemParams.model_validate({})
         stem = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0].strip()
         title = own.title or (f"{self.title} {index + 1}" if self.title else stem or f"Item {index + 1}")
         return RegistrationParams(
