@@ -414,3 +414,24 @@ def test_the_reconciler_releases_an_abandoned_catalogue(
     assert not any(ipfs_client.is_pinned(i["content_cid"]) for i in cat["items"])
     # The content may be uploaded again.
     assert post_catalogue(app_client, creator, [r for r in pngs(1)]).status_code == 202
+
+
+def test_a_catalogue_is_bounded_by_the_upload_limit_as_a_whole(settings: Settings) -> None:
+    """The request body limit (MAX_UPLOAD_BYTES plus multipart overhead) bounds a catalogue's files
+    together, not each file: 100 files cannot take 100 times the disk one upload may."""
+    limit = 200_000
+    app = create_app(settings.model_copy(update={"max_upload_bytes": limit}))
+    try:
+        with TestClient(app) as client:
+            creator = make_caller(client, Role.creator, "bounded")
+            each = pngs(1, size=16)[0]
+            assert len(each) < limit
+            # Each file under the limit, together over it and the multipart allowance (1 MiB).
+            padded = [each + os.urandom(limit - 10_000) for _ in range(8)]
+            refused = post_catalogue(client, creator, padded)
+            assert refused.status_code == 413, refused.text
+            assert refused.json()["error"]["code"] == "upload_too_large"
+            assert journal(client) == ([], [])
+            assert post_catalogue(client, creator, pngs(2)).status_code == 202
+    finally:
+        app.state.engine.dispose()
