@@ -709,6 +709,29 @@ def test_split_blocks_name_the_block_of_each_split_event(registry, creator, othe
     assert_same(split_of(registry, first + 2), ([other], [TOTAL_BPS]))
 
 
+def test_split_commits_cost_what_their_estimate_at_the_previous_block_says(registry, creator, other):
+    """A gas estimate made at the block of an asset's previous split commit (a wallet estimating right
+    after it) sees splitBlock unchanged; the transaction lands a block later. Every commit rewrites its
+    word anyway (splitCommits), so the estimate is the cost: sent with exactly the estimate, each commit
+    lands (without the counter, each would run out of gas by about 2,800)."""
+    tx = register_batch(registry, [catalogue_item(), catalogue_item()], creator)
+    first = tx.events["BatchRegistered"]["firstId"]
+    for _ in range(2):
+        fn = registry.updateSplit
+        args = (first, [creator, other], [5_000, 5_000])
+        sent = fn(*args, {"from": creator, "gas_limit": fn.estimate_gas(*args, {"from": creator})})
+        assert sent.status == 1
+    owner = creator
+    for buyer in (other, creator, other):
+        fn = registry.transferFrom
+        args = (owner, buyer, first)
+        sent = fn(*args, {"from": owner, "gas_limit": fn.estimate_gas(*args, {"from": owner})})
+        assert sent.status == 1 and registry.ownerOf(first) == buyer
+        owner = buyer
+    assert list(registry.splitBlocks([first])) == [sent.block_number]
+    assert_same(split_of(registry, first), ([other], [TOTAL_BPS]))
+
+
 def test_updates_leave_other_assets_untouched(registry, register, creator):
     first_id, _, first = register(creator)
     second_id, _, _ = register(creator)
