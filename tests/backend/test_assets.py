@@ -355,7 +355,7 @@ def _crashed_registration(app_client: TestClient, caller: Caller, *, submit: boo
 
         from edgeledger.assets import service
 
-        creator = flows._creator_for(actor, params)
+        creator = flows.creator_for(actor, params)
         with tempfile.NamedTemporaryFile() as spool:
             facts = service.digest_to_file(io.BytesIO(data), spool, 10**9)
             metadata = service.metadata_document(params, facts, creator, 1_700_000_000)

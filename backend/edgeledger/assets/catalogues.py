@@ -18,7 +18,7 @@ the registration journal for the items keeps crash safety simple:
   the same bytes cannot be in flight twice, whichever route carries them;
 - an item row has exactly a single registration's shape (CIDs, file facts, spool paths, asset id), so
   asset rows are written and spools pinned and dropped by the very code single registrations use
-  (``service.record_asset``, ``flows._publish``), per item, each step committed on its own;
+  (``service.record_asset``, ``flows.publish_registration``), per item, each step committed on its own;
 - what is shared by the transaction (signature, tx hash, its state) is in one row, so the catalogue
   moves from one state to the next in one commit, its items' states with it.
 
@@ -76,7 +76,7 @@ from edgeledger.assets.models import (
 from edgeledger.assets.service import REGISTRY, AssetError, FileFacts
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
-from edgeledger.ipfs import IpfsClient, IpfsError, cid_of_bytes
+from edgeledger.ipfs import IpfsClient, cid_of_bytes
 from edgeledger.ledger import registration as formats
 
 log = logging.getLogger(__name__)
@@ -134,10 +134,10 @@ def register_catalogue(
         )
     names = [filename[:255] for _, filename in uploads]
     items = [params.item(i, name) for i, name in enumerate(names)]
-    creator = flows._creator_for(actor, items[0])
+    creator = flows.creator_for(actor, items[0])
     valid_from = params.valid_from if params.valid_from is not None else int(datetime.now(UTC).timestamp())
     for item in items:
-        flows._validate_before_pinning(chain, item, valid_from)
+        flows.validate_before_pinning(chain, item, valid_from)
 
     spool_dir = settings.data_dir / "uploads"
     spool_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def register_catalogue(
                         same_as=names[first],
                     )
                 seen[fact.sha256] = index
-                flows._reject_duplicate(session, chain, fact.sha256)
+                flows.reject_duplicate(session, chain, fact.sha256)
                 _reject_in_flight(session, fact.sha256)
             except AssetError as exc:
                 raise _naming(exc, names[index], index) from None
@@ -325,7 +325,7 @@ def _arguments(cat: Catalogue) -> tuple[list[tuple[Any, ...]], tuple[Any, ...], 
     params = CatalogueParams.model_validate(payload["params"])
     items = []
     for item in cat.items:
-        own, _ = flows._params_of(item)
+        own, _ = flows.params_of(item)
         assert item.metadata_cid is not None
         items.append(
             (
@@ -334,7 +334,7 @@ def _arguments(cat: Catalogue) -> tuple[list[tuple[Any, ...]], tuple[Any, ...], 
                 item.metadata_cid,
                 own.parent_asset_id or 0,
                 own.aigc,
-                formats.import_profile_code(flows._import_profile_of(item)),
+                formats.import_profile_code(flows.import_profile_of(item)),
             )
         )
     licence = (
@@ -436,7 +436,7 @@ def submit_catalogue(session: Session, chain: ChainClient, ipfs: IpfsClient, cat
     except ContractRevert as exc:
         return _settle_revert(session, chain, ipfs, cat, exc)
     except ChainError as exc:
-        _record_error(session, cat, exc)
+        flows.record_error(session, cat, exc)
         raise ChainError(
             f"{exc.message}; catalogue {cat.id} is kept ({cat.state}) and finished once the chain answers",
             code=exc.code,
@@ -463,7 +463,7 @@ def finish_from_chain(
             event = events.get(item.content_hash) or service.registration_event(chain, item.content_hash)
             if event is None:
                 raise ChainError("catalogue not found on chain yet", code="chain_timeout", status=504)
-            params, _ = flows._params_of(item)
+            params, _ = flows.params_of(item)
             record = shared.get(int(event["args"]["assetId"]))
             asset = service.record_asset(session, chain, item, params, event, record)
         item.asset_id = asset.id
@@ -508,11 +508,11 @@ def _landing(chain: ChainClient, receipt: TxReceipt) -> tuple[dict[str, Any], di
 
 def publish(session: Session, ipfs: IpfsClient, cat: Catalogue) -> None:
     """Pins each landed item's content and metadata from its spool and drops the spool
-    (``flows._publish``, committed per item); the catalogue is `registered` once every item is. IPFS
-    failing leaves the rest `pinning` for the reconciler (stopping at the first failure)."""
+    (``flows.publish_registration``, committed per item); the catalogue is `registered` once every item
+    is. IPFS failing leaves the rest `pinning` for the reconciler (stopping at the first failure)."""
     for item in cat.items:
         if item.state == RegistrationState.pinning and item.asset_id is not None:
-            flows._publish(session, ipfs, item)
+            flows.publish_registration(session, ipfs, item)
             if item.state != RegistrationState.registered:
                 cat.error_code, cat.error_message = item.error_code, item.error_message
                 session.commit()
@@ -538,7 +538,7 @@ def _settle_revert(
         error = AssetError(
             f"{exc.message}: the creator signs this catalogue again", code=SIGNATURE_REVERTS[exc.error]
         )
-        _record_error(session, cat, error)
+        flows.record_error(session, cat, error)
         raise error from exc
     if exc.error == "AlreadyRegistered":
         raise _front_run(session, chain, cat, exc) from exc
@@ -547,7 +547,7 @@ def _settle_revert(
     if status < 500:
         release_catalogue(session, cat, error)
     else:
-        _record_error(session, cat, error)
+        flows.record_error(session, cat, error)
     raise error from exc
 
 
@@ -640,21 +640,14 @@ def release_catalogue(session: Session, cat: Catalogue, reason: Exception) -> No
     (pins follow the landing), so only the spools go: dropped first, so a crash before the commit
     leaves an open row that is released again, never a file no row names."""
     for item in cat.items:
-        flows._drop_spool(item)
+        flows.drop_spool(item)
     for item in cat.items:
         if item.state in OPEN_STATES:
-            flows._record_error(session, item, reason, commit=False)
+            flows.record_error(session, item, reason, commit=False)
             item.state = RegistrationState.released
-    _record_error(session, cat, reason, commit=False)
+    flows.record_error(session, cat, reason, commit=False)
     cat.state = CatalogueState.released
     session.commit()
-
-
-def _record_error(session: Session, cat: Catalogue, exc: Exception, *, commit: bool = True) -> None:
-    cat.error_code = getattr(exc, "code", type(exc).__name__)
-    cat.error_message = str(getattr(exc, "message", exc))[:2000]
-    if commit:
-        session.commit()
 
 
 def reconcile_catalogues(
@@ -671,23 +664,15 @@ def reconcile_catalogues(
     Catalogues touched within `grace_seconds` are left to the request that is working on them.
     """
     now = now or datetime.now(UTC)
-    counts = {"registered": 0, "released": 0, "retried": 0, "deferred": 0}
     stale = now - timedelta(seconds=grace_seconds)
     rows = session.scalars(
         select(Catalogue)
         .where(Catalogue.state.in_(list(CATALOGUE_OPEN_STATES)), Catalogue.updated_at <= stale)
         .order_by(Catalogue.id)
     ).all()
-    for cat in rows:
-        try:
-            counts[_reconcile_one(session, chain, ipfs, settings, cat, now)] += 1
-        except (ChainError, IpfsError) as exc:
-            session.rollback()
-            log.info("catalogue %s deferred: %s", cat.id, exc)
-            counts["deferred"] += 1
-        except AssetError:
-            counts["released"] += 1  # submission reverted for good; released inside
-    return counts
+    return flows.reconcile_rows(
+        session, "catalogue", rows, lambda cat: _reconcile_one(session, chain, ipfs, settings, cat, now)
+    )
 
 
 def _reconcile_one(

@@ -28,11 +28,11 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, TypeVar
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -105,15 +105,15 @@ def register_upload(
     upload: IO[bytes],
     filename: str,
 ) -> RegistrationOutcome:
-    creator = _creator_for(actor, params)
+    creator = creator_for(actor, params)
     valid_from = params.valid_from if params.valid_from is not None else int(datetime.now(UTC).timestamp())
-    _validate_before_pinning(chain, params, valid_from)
+    validate_before_pinning(chain, params, valid_from)
 
     uploads = settings.data_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=uploads, prefix="upload-", suffix=".part") as spool:
         facts = service.digest_to_file(upload, spool, settings.max_upload_bytes, settings.ipfs_import_profile)
-        _reject_duplicate(session, chain, facts.sha256)
+        reject_duplicate(session, chain, facts.sha256)
         metadata = service.metadata_document(params, facts, creator, valid_from)
         # On the chain's clock, which registerFor's `block.timestamp > deadline` check reads (not ours).
         deadline = chain.latest_timestamp() + settings.pending_registration_max_age_seconds
@@ -144,14 +144,14 @@ def keep_spool(
     session.commit()
 
 
-def _drop_spool(reg: Registration) -> None:
+def drop_spool(reg: Registration) -> None:
     spool = _payload(reg).get("spool") or {}
     for kind in ("content", "metadata"):
         if kind in spool:
             Path(spool[kind]).unlink(missing_ok=True)
 
 
-def _publish(session: Session, ipfs: IpfsClient, reg: Registration) -> None:
+def publish_registration(session: Session, ipfs: IpfsClient, reg: Registration) -> None:
     """Pins the landed registration's content and metadata from the spool (with the import profile the
     CIDs were computed with, refusing a node CID other than ours), then drops the spool. Until it
     succeeds the row stays `pinning` with its asset id, and the reconciler tries again."""
@@ -167,16 +167,16 @@ def _publish(session: Session, ipfs: IpfsClient, reg: Registration) -> None:
         _pin_expecting(ipfs, lambda: ipfs.add_bytes(metadata, profile), reg.metadata_cid or "", profile)
     except (IpfsError, AssetError, OSError) as exc:
         reg.state = RegistrationState.pinning
-        _record_error(session, reg, exc)
+        record_error(session, reg, exc)
         log.warning("registration %s: on chain, content not yet published to IPFS: %s", reg.id, exc)
         return
     reg.state = RegistrationState.registered
     reg.error_code = reg.error_message = None
     session.commit()
-    _drop_spool(reg)
+    drop_spool(reg)
 
 
-def _creator_for(actor: Actor, params: RegistrationParams) -> str:
+def creator_for(actor: Actor, params: RegistrationParams) -> str:
     creator = params.creator or actor.address
     if creator is None:
         raise AssetError("name the creator's address (this account has no wallet)", code="creator_required")
@@ -188,7 +188,7 @@ def _creator_for(actor: Actor, params: RegistrationParams) -> str:
     return creator
 
 
-def _validate_before_pinning(chain: ChainClient, params: RegistrationParams, valid_from: int) -> None:
+def validate_before_pinning(chain: ChainClient, params: RegistrationParams, valid_from: int) -> None:
     """Everything the contract would reject, checked before a byte is pinned."""
     service.territories_bitmap(params.territories)
     service.check_licence_window(valid_from, params.valid_until)
@@ -200,7 +200,7 @@ def _validate_before_pinning(chain: ChainClient, params: RegistrationParams, val
         )
 
 
-def _reject_duplicate(session: Session, chain: ChainClient, content_hash: str) -> None:
+def reject_duplicate(session: Session, chain: ChainClient, content_hash: str) -> None:
     existing = service.find_asset_by_hash(session, content_hash)
     asset_id = existing.id if existing else service.registered_asset_id(chain, content_hash)
     if asset_id:
@@ -313,7 +313,7 @@ def _pin_expecting(ipfs: IpfsClient, add: Callable[[], str], expected: str, prof
 # ----------------------------------------------------------------------------------------------
 
 
-def _params_of(reg: Registration) -> tuple[RegistrationParams, int]:
+def params_of(reg: Registration) -> tuple[RegistrationParams, int]:
     payload = json.loads(reg.params_json)
     return RegistrationParams.model_validate(payload["params"]), int(payload["valid_from"])
 
@@ -323,7 +323,7 @@ def _payload(reg: Registration) -> dict[str, Any]:
     return payload
 
 
-def _import_profile_of(reg: Registration) -> str:
+def import_profile_of(reg: Registration) -> str:
     """The import profile the registration's CIDs were computed with (journal rows written before
     profiles were recorded name none: they were all legacy-cidv1)."""
     return str(_payload(reg)["file"].get("import_profile", DEFAULT_PROFILE.name))
@@ -332,11 +332,11 @@ def _import_profile_of(reg: Registration) -> str:
 def registration_typed_data(chain: ChainClient, reg: Registration) -> dict[str, Any]:
     """The EIP-712 typed data the creator signs (``eth_signTypedData_v4``): this registration, the
     creator's next nonce on chain and the registration's deadline."""
-    params, valid_from = _params_of(reg)
+    params, valid_from = params_of(reg)
     registry = chain.contract(REGISTRY)
     nonce = int(chain.call(registry.functions.nonces(to_checksum_address(reg.creator))))
     return formats.registration_typed_data(
-        service.registration_tuple(reg, params, valid_from, _import_profile_of(reg)),
+        service.registration_tuple(reg, params, valid_from, import_profile_of(reg)),
         nonce=nonce,
         deadline=int(_payload(reg)["deadline"]),
         chain_id=chain.deployment.chain_id,
@@ -346,11 +346,11 @@ def registration_typed_data(chain: ChainClient, reg: Registration) -> dict[str, 
 
 def registration_call(chain: ChainClient, reg: Registration) -> Any:
     """``registerFor`` with the creator's signature kept on the journal row."""
-    params, valid_from = _params_of(reg)
+    params, valid_from = params_of(reg)
     payload = _payload(reg)
     registry = chain.contract(REGISTRY)
     return registry.functions.registerFor(
-        service.registration_tuple(reg, params, valid_from, _import_profile_of(reg)),
+        service.registration_tuple(reg, params, valid_from, import_profile_of(reg)),
         int(payload["deadline"]),
         HexBytes(payload["signature"]),
     )
@@ -432,7 +432,7 @@ def _submit(
     except ContractRevert as exc:
         return _settle_revert(session, chain, ipfs, reg, exc)
     except ChainError as exc:
-        _record_error(session, reg, exc)
+        record_error(session, reg, exc)
         raise ChainError(
             f"{exc.message}; registration {reg.id} is kept ({reg.state}) and finished once the chain answers",
             code=exc.code,
@@ -451,12 +451,12 @@ def finish_from_chain(session: Session, chain: ChainClient, ipfs: IpfsClient, re
         event = service.registration_event(chain, reg.content_hash)
         if event is None:
             raise ChainError("registration not found on chain yet", code="chain_timeout", status=504)
-        params, _ = _params_of(reg)
+        params, _ = params_of(reg)
         existing = service.record_asset(session, chain, reg, params, event)
     reg.asset_id = existing.id
     reg.error_code = reg.error_message = None
     session.commit()
-    _publish(session, ipfs, reg)
+    publish_registration(session, ipfs, reg)
     return existing
 
 
@@ -474,7 +474,7 @@ def _settle_revert(
         error = AssetError(
             f"{exc.message}: the creator signs this registration again", code=SIGNATURE_REVERTS[exc.error]
         )
-        _record_error(session, reg, error)
+        record_error(session, reg, error)
         raise error from exc
     if exc.error == "AlreadyRegistered":
         raise _registered_by_someone_else(session, chain, ipfs, reg) from exc
@@ -483,7 +483,7 @@ def _settle_revert(
     if status < 500:
         release_registration(session, ipfs, reg, error)
     else:
-        _record_error(session, reg, error)
+        record_error(session, reg, error)
     raise error from exc
 
 
@@ -540,17 +540,49 @@ def release_registration(session: Session, ipfs: IpfsClient, reg: Registration, 
         )
         if used is None:
             ipfs.pin_rm(cid)  # type: ignore[arg-type]
-    _record_error(session, reg, reason, commit=False)
+    record_error(session, reg, reason, commit=False)
     reg.state = RegistrationState.released
     session.commit()
-    _drop_spool(reg)
+    drop_spool(reg)
 
 
-def _record_error(session: Session, reg: Registration, exc: Exception, *, commit: bool = True) -> None:
-    reg.error_code = getattr(exc, "code", type(exc).__name__)
-    reg.error_message = str(getattr(exc, "message", exc))[:2000]
+J = TypeVar("J", bound="Journalled")
+
+
+class Journalled(Protocol):
+    """A journal row (a registration or a catalogue) that records its last error."""
+
+    id: Any
+    error_code: Any
+    error_message: Any
+
+
+def record_error(session: Session, row: Journalled, exc: Exception, *, commit: bool = True) -> None:
+    """The row's last error: the exception's machine-readable code (else its type) and message."""
+    row.error_code = getattr(exc, "code", type(exc).__name__)
+    row.error_message = str(getattr(exc, "message", exc))[:2000]
     if commit:
         session.commit()
+
+
+def reconcile_rows(
+    session: Session, kind: str, rows: Sequence[J], reconcile_one: Callable[[J], str]
+) -> dict[str, int]:
+    """Runs ``reconcile_one`` on each stale journal row and counts its outcomes ("registered",
+    "released", "retried", "deferred"). A chain or IPFS outage defers the row to the next run (its
+    transaction rolled back, nothing lost); an AssetError means the submission reverted for good and
+    the row was released inside. One row's failure never stops the others."""
+    counts = {"registered": 0, "released": 0, "retried": 0, "deferred": 0}
+    for row in rows:
+        try:
+            counts[reconcile_one(row)] += 1
+        except (ChainError, IpfsError) as exc:
+            session.rollback()
+            log.info("%s %s deferred: %s", kind, row.id, exc)
+            counts["deferred"] += 1
+        except AssetError:
+            counts["released"] += 1
+    return counts
 
 
 def reconcile_registrations(
@@ -568,7 +600,6 @@ def reconcile_registrations(
     catalogue go with their catalogue (edgeledger.assets.catalogues.reconcile_catalogues).
     """
     now = now or datetime.now(UTC)
-    counts = {"registered": 0, "released": 0, "retried": 0, "deferred": 0}
     stale = now - timedelta(seconds=grace_seconds)
     rows = session.scalars(
         select(Registration)
@@ -579,16 +610,9 @@ def reconcile_registrations(
         )
         .order_by(Registration.id)
     ).all()
-    for reg in rows:
-        try:
-            counts[_reconcile_one(session, chain, ipfs, settings, reg, now)] += 1
-        except (ChainError, IpfsError) as exc:
-            session.rollback()
-            log.info("registration %s deferred: %s", reg.id, exc)
-            counts["deferred"] += 1
-        except AssetError:
-            counts["released"] += 1  # submission reverted for good; released inside
-    return counts
+    return reconcile_rows(
+        session, "registration", rows, lambda reg: _reconcile_one(session, chain, ipfs, settings, reg, now)
+    )
 
 
 def _reconcile_one(
@@ -629,7 +653,7 @@ def _reconcile_one(
         submit_registration(session, chain, ipfs, reg)
         return "retried"
     if reg.state == RegistrationState.pinning and reg.asset_id is not None:
-        _publish(session, ipfs, reg)  # on chain already: publish the spooled content
+        publish_registration(session, ipfs, reg)  # on chain already: publish the spooled content
         return "registered" if reg.state == RegistrationState.registered else "deferred"
     if reg.state == RegistrationState.pinning:
         # The upload's bytes are gone with its request: only the creator re-uploading can resume it.
