@@ -22,7 +22,7 @@ from edgeledger.assets import catalogues, flows
 from edgeledger.assets.models import Asset, Catalogue, CatalogueState, Registration, RegistrationState
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
-from edgeledger.config import Settings
+from edgeledger.config import PROJECT_ROOT, Settings
 from edgeledger.devtools.samples import demo_png
 from edgeledger.ipfs import IpfsClient, cid_of_bytes
 from edgeledger.ledger import registration as formats
@@ -210,6 +210,69 @@ def test_an_admin_uploads_a_catalogue_for_a_named_creator_who_signs_it(
     assert [a["title"] for a in done.json()["assets"]] == ["item-0", "item-1"]
     # A creator registers for itself only.
     assert_error(post_catalogue(app_client, creator, pngs(1), creator=named.address), 403, "forbidden")
+
+
+def deploy_contract_wallet(chain: ChainClient, owner: str) -> str:
+    """A TestClaimWallet (ERC-1271: accepts what ``owner``'s key signed) deployed by a fresh account."""
+    artifact = json.loads((PROJECT_ROOT / "build" / "contracts" / "TestClaimWallet.json").read_text())
+    deployer = Account.create()
+    rpc(chain.rpc_url, "anvil_setBalance", deployer.address, hex(10**20))
+    factory = chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx = factory.constructor(owner).build_transaction(
+        {"from": deployer.address, "nonce": 0, "chainId": chain.chain_id, "gasPrice": chain.w3.eth.gas_price}
+    )
+    tx_hash = chain.w3.eth.send_raw_transaction(deployer.sign_transaction(tx).raw_transaction)
+    return str(chain.w3.eth.wait_for_transaction_receipt(tx_hash)["contractAddress"])
+
+
+def test_a_contract_wallet_creator_signs_through_erc1271(app_client: TestClient) -> None:
+    """A creator that is a contract (a multisig, a smart account; here a wallet accepting its owner key's
+    signatures). The server asks the wallet's ERC-1271 ``isValidSignature`` itself, as the registry's
+    SignatureChecker will: a signature the wallet refuses is 422 `invalid_signature` naming the wallet,
+    no transaction is sent and the registration or catalogue keeps waiting; the owner's signature
+    lands, the wallet the holder. Single registration and catalogue."""
+    admin = make_caller(app_client, Role.admin, "admin")
+    chain: ChainClient = app_client.app.state.chain  # type: ignore[attr-defined]
+    owner, stranger = Account.create(), Account.create()
+    wallet = deploy_contract_wallet(chain, owner.address)
+    signer_nonce = chain.w3.eth.get_transaction_count(chain.signer_address)
+
+    pending = app_client.post(
+        "/assets",
+        headers=admin.headers,
+        files={"file": ("wallet.png", pngs(1)[0], "image/png")},
+        data={"metadata": json.dumps({"title": "By a wallet", "creator": wallet})},
+    )
+    assert pending.status_code == 202, pending.text
+    reg = pending.json()
+    assert reg["typed_data"]["message"]["creator"] == wallet
+    path = f"/assets/registrations/{reg['id']}/signature"
+    refused = app_client.post(
+        path, headers=admin.headers, json={"signature": formats.sign(reg["typed_data"], stranger.key)}
+    )
+    body = assert_error(refused, 422, "invalid_signature")
+    assert "ERC-1271" in body["message"] and body["details"]["expected_signer"] == wallet
+    assert app_client.get(f"/assets/registrations/{reg['id']}", headers=admin.headers).json()["state"] == (
+        "awaiting_signature"
+    )
+    assert chain.w3.eth.get_transaction_count(chain.signer_address) == signer_nonce  # nothing sent
+    landed = app_client.post(
+        path, headers=admin.headers, json={"signature": formats.sign(reg["typed_data"], owner.key)}
+    )
+    assert landed.status_code == 201, landed.text
+    asset_id = landed.json()["id"]
+    assert chain.call(chain.contract("ContentRegistry").functions.ownerOf(asset_id)) == wallet
+
+    cat = post_catalogue(app_client, admin, pngs(2), creator=wallet).json()
+    signer_nonce = chain.w3.eth.get_transaction_count(chain.signer_address)
+    body = assert_error(sign(app_client, admin, cat, stranger.key), 422, "invalid_signature")
+    assert "ERC-1271" in body["message"]
+    cats, _ = journal(app_client)
+    assert cats[-1].id == cat["id"] and cats[-1].state == CatalogueState.awaiting_signature
+    assert chain.w3.eth.get_transaction_count(chain.signer_address) == signer_nonce
+    done = sign(app_client, admin, cat, owner.key)
+    assert done.status_code == 201, done.text
+    assert [a["owner"] for a in done.json()["assets"]] == [wallet, wallet]
 
 
 def test_a_catalogue_of_100_lands_in_one_transaction(app_client: TestClient, creator: Caller) -> None:

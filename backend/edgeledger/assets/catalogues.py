@@ -47,8 +47,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from sqlalchemy import select
@@ -401,24 +399,9 @@ def submit_signature(
 
 
 def _check_signature(chain: ChainClient, cat: Catalogue, signature: str) -> None:
-    """An ECDSA signature by anyone but the creator is refused before any gas is spent (a contract
-    creator's is left to its ERC-1271 ``isValidSignature``)."""
-    try:
-        typed = catalogue_typed_data(chain, cat)
-        signer = Account.recover_message(encode_typed_data(full_message=typed), signature=HexBytes(signature))
-    except Exception:
-        signer = None
-    if signer == to_checksum_address(cat.creator):
-        return
-    if chain.w3.eth.get_code(to_checksum_address(cat.creator)):
-        return
-    raise AssetError(
-        "the signature is not the creator's over this catalogue's typed data (sign the typed data of "
-        f"GET /assets/catalogues/{cat.id} again: it carries the creator's current nonce)",
-        code="invalid_signature",
-        status=422,
-        expected_signer=cat.creator,
-        recovered_signer=signer,
+    typed = catalogue_typed_data(chain, cat)
+    flows.require_creator_signature(
+        chain, cat.creator, typed, signature, again=f"GET /assets/catalogues/{cat.id}"
     )
 
 

@@ -383,24 +383,44 @@ def submit_signature(
 
 
 def _check_signature(chain: ChainClient, reg: Registration, signature: str) -> None:
-    """An ECDSA signature by anyone but the creator is refused here, before any gas is spent (an
-    ERC-1271 creator's, a contract's, is checked by the contract itself)."""
-    try:
-        signer = Account.recover_message(
-            encode_typed_data(full_message=registration_typed_data(chain, reg)), signature=HexBytes(signature)
-        )
-    except Exception:
-        signer = None
-    if signer == to_checksum_address(reg.creator):
-        return
-    if chain.w3.eth.get_code(to_checksum_address(reg.creator)):
-        return  # a contract wallet: ERC-1271, the contract decides
+    require_creator_signature(
+        chain,
+        reg.creator,
+        registration_typed_data(chain, reg),
+        signature,
+        again=f"GET /assets/registrations/{reg.id}",
+    )
+
+
+def require_creator_signature(
+    chain: ChainClient, creator: str, typed: dict[str, Any], signature: str, *, again: str
+) -> None:
+    """The contract's own rule (OpenZeppelin ``SignatureChecker.isValidSignatureNow``), applied before any
+    gas is spent: a creator without code must have signed ``typed`` with its key (ECDSA); a contract
+    creator's ERC-1271 ``isValidSignature`` must accept the typed data's digest. Anything else is 422
+    ``invalid_signature``; the registration or catalogue keeps waiting for a valid signature."""
+    creator = to_checksum_address(creator)
+    signer: str | None = None
+    if chain.w3.eth.get_code(creator):
+        if chain.accepts_signature(creator, formats.digest(typed), signature):
+            return
+        refusal = "the creator's wallet contract (ERC-1271) does not accept this signature"
+    else:
+        try:
+            signer = Account.recover_message(
+                encode_typed_data(full_message=typed), signature=HexBytes(signature)
+            )
+        except Exception:
+            signer = None
+        if signer == creator:
+            return
+        refusal = "the signature is not the creator's"
     raise AssetError(
-        "the signature is not the creator's over this registration's typed data (sign the typed data of "
-        "GET /assets/registrations/{id} again: it carries the creator's current nonce)",
+        f"{refusal} over this typed data (sign the typed data of {again} again: it carries the creator's "
+        "current nonce)",
         code="invalid_signature",
         status=422,
-        expected_signer=reg.creator,
+        expected_signer=creator,
         recovered_signer=signer,
     )
 

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import requests
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -66,6 +67,9 @@ class ContractRevert(ChainError):
 
 #: How stale a read path's view of the latest block may be (see ChainClient.head).
 HEAD_MAX_AGE_SECONDS = 1.0
+
+ERC1271_MAGIC = bytes.fromhex("1626ba7e")
+"""``isValidSignature(bytes32,bytes)``'s selector: an ERC-1271 wallet's answer for a signature it accepts."""
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,19 @@ class ChainClient:
         log.info("the chain RPC refused a batch of %d calls (%s): calling one by one", len(fns), refusal)
         self._batches = False
         return [self.call(fn, block) for fn in fns]
+
+    def accepts_signature(self, wallet: str, digest: bytes, signature: bytes | str) -> bool:
+        """ERC-1271, asked as OpenZeppelin's ``SignatureChecker`` asks it on chain: whether the contract at
+        ``wallet`` answers ``isValidSignature(digest, signature)`` with its selector (the first word of
+        the answer). A revert, a short answer or any other value is a no; an unreachable chain is a
+        :class:`ChainError`."""
+        data = ERC1271_MAGIC + abi_encode(["bytes32", "bytes"], [digest, bytes(HexBytes(signature))])
+        with self.rpc("isValidSignature"):
+            try:
+                answer = self.w3.eth.call({"to": to_checksum_address(wallet), "data": HexBytes(data)})
+            except ContractLogicError:
+                return False
+        return bytes(answer[:32]) == ERC1271_MAGIC + bytes(28)
 
     def get_logs(self, query: dict[str, Any]) -> list[Any]:
         """Every log of an ``eth_getLogs`` filter over any range, each once, in (block, log index) order:
