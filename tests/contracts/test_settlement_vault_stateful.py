@@ -153,7 +153,7 @@ class VaultMachine(RuleBasedStateMachine):
         self.caps: dict[tuple[str, str], int] = {(str(self.merchants[0]), str(self.tokens[0])): 5_000}
         self.chosen: dict[str, str] = {str(self.merchants[1]): str(self.settler)}
         for token in self.tokens:
-            for account in [*self.payees, self.other]:
+            for account in [*self.payees, self.other, self.rogue]:
                 self.balances[(str(account), str(token))] = token.balanceOf(account)
 
     # -----------------------------------------------------------------------------------------
@@ -457,7 +457,8 @@ class VaultMachine(RuleBasedStateMachine):
         key = keys[pick % len(keys)]
         model = self.settlements[key]
         payees = sorted(model.payout.amounts)
-        payee = next(p for p in self.payees if str(p) == payees[seed % len(payees)])
+        # a payee of the platform's settler, or the rogue settler's own key (its unchallenged roots)
+        payee = next(p for p in [*self.payees, self.rogue] if str(p) == payees[seed % len(payees)])
         if seed % 8 == 3:
             payee = self.payees[(seed // 8) % len(self.payees)]
         self._avoid_boundary(model)
