@@ -35,7 +35,8 @@ lint: bootstrap
 # from its own virtualenv, resolving imports in the project's .venv).
 typecheck: bootstrap
 	cd backend && $(ROOT)/.toolchain/mypy/bin/mypy --strict --python-executable $(VENV)/python \
-	  -p edgeledger.ledger -p edgeledger.verify -m edgeledger.chain.client
+	  -p edgeledger.ledger -p edgeledger.verify -m edgeledger.chain.client -m edgeledger.chain.brownie_receipts \
+	  -m edgeledger.devtools.rpc_proxy
 
 # Static analysis: any high or medium Slither finding not explained in contracts/slither-triage.json fails.
 slither: bootstrap

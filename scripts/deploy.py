@@ -54,6 +54,8 @@ from brownie import (
     web3,
 )
 
+from edgeledger.chain import brownie_receipts
+
 CORE = ("ContentRegistry", "DeliveryLedger", "SettlementVault")
 STABLECOIN = "TestStablecoin"
 DEFAULT_CHALLENGE_WINDOW = 86_400
@@ -187,6 +189,7 @@ def _wants_test_token() -> bool:
 
 
 def main() -> None:
+    brownie_receipts.install()  # anvil can show the deployer's nonce before a receipt (make up's chain)
     out = Path(os.environ.get("DEPLOYMENT_FILE", "var/deployment.json"))
     data = _load(out)
     names = [*CORE, STABLECOIN] if _wants_test_token() else list(CORE)

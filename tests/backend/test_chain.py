@@ -7,14 +7,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account import Account
+from eth_utils import to_checksum_address
 
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import PROJECT_ROOT
+from edgeledger.devtools.rpc_proxy import JsonRpcProxy
 from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.ledger import registration as formats
 from tests.backend.support.capped_rpc import capped_rpc
@@ -183,6 +187,67 @@ def test_the_deploy_script_runs_from_a_folder_whose_path_has_a_dot(tmp_path: Pat
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         deployed = json.loads((copy / "deployment.json").read_text())
         assert set(deployed["contracts"]) >= {"ContentRegistry", "DeliveryLedger", "SettlementVault"}
+
+
+class _LateReceipts(JsonRpcProxy):
+    """anvil's race, made certain: a transaction's receipt is answered (null) as unknown for its first
+    half second of being asked for, while the sender's nonce already shows it mined."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.first_asked: dict[str, float] = {}
+
+    def answer(self, call: dict[str, Any]) -> dict[str, Any] | None:
+        if call.get("method") != "eth_getTransactionReceipt":
+            return None
+        first = self.first_asked.setdefault(str(call["params"][0]), time.monotonic())
+        if time.monotonic() - first < 0.5:
+            return {"jsonrpc": "2.0", "id": call.get("id"), "result": None}
+        return None
+
+
+_BROWNIE_CONFIRMS = """
+import sys
+import brownie.network
+from brownie.network.transaction import TransactionReceipt
+if sys.argv[3] == "receipt-first":
+    from edgeledger.chain import brownie_receipts
+    brownie_receipts.install()
+brownie.network.connect("edgeledger-rpc")
+print(int(TransactionReceipt(sys.argv[1], sender=sys.argv[2], silent=True).status))
+"""
+
+
+def test_brownie_waits_for_an_anvil_receipt_before_calling_a_mined_transaction_dropped(
+    tmp_path: Path,
+) -> None:
+    """anvil can show a sender's nonce past a mined transaction before it answers the receipt; brownie
+    then raised "Tx dropped without known replacement" for it (the contract suite failed so on a
+    100-asset catalogue). Through a proxy that makes the late receipt certain: brownie alone calls the
+    mined transaction dropped (-2); with edgeledger.chain.brownie_receipts installed, confirmed (1)."""
+    from edgeledger.chain.anvil import LocalAnvil
+    from edgeledger.chain.deploy import brownie_env
+
+    with (
+        LocalAnvil(free_port(), log_file=tmp_path / "anvil.log") as node,
+        _LateReceipts(node.rpc_url).serving() as proxy,
+    ):
+        sender = to_checksum_address(rpc(node.rpc_url, "eth_accounts")[0])
+        statuses = {}
+        for mode in ("brownie alone", "receipt-first"):
+            txid = rpc(node.rpc_url, "eth_sendTransaction", {"from": sender, "to": sender, "value": "0x1"})
+            result = subprocess.run(
+                [sys.executable, "-c", _BROWNIE_CONFIRMS, txid, sender, mode],
+                cwd=PROJECT_ROOT,
+                env=brownie_env({"ETH_RPC_URL": proxy.url}),
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+            statuses[mode] = int(result.stdout.split()[-1])
+        assert statuses == {"brownie alone": -2, "receipt-first": 1}
+        assert len(proxy.first_asked) == 2
 
 
 def test_the_deployment_leaves_every_admin_role_with_the_timelock(chain_snapshot: DeployedChain) -> None:

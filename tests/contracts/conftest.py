@@ -20,6 +20,7 @@ from eth_account.messages import encode_typed_data
 from eth_keys import keys
 from eth_utils import keccak
 
+from edgeledger.chain import brownie_receipts
 from edgeledger.ledger.manifest import (
     DOMAIN_NAME,
     DOMAIN_VERSION,
@@ -30,6 +31,9 @@ from edgeledger.ledger.manifest import EIP712_DOMAIN_FIELDS as _LEDGER_DOMAIN_FI
 from edgeledger.ledger.registration import commitment as registration_commitment
 from edgeledger.ledger.registration import registration_typed_data
 from edgeledger.ledger.splits import splits_at
+
+# anvil can show a sender's nonce before the receipt; brownie alone then calls a mined transaction dropped.
+brownie_receipts.install()
 
 #: ContentRegistry's REASSIGN_DELAY in the tests: seconds an asset stays contested before its rights move.
 REASSIGN_DELAY = 1_000

@@ -1,0 +1,9 @@
+"""The chain as the server and the developer tools reach it.
+
+* ``client``        ChainClient: reads, batched reads, signed sends with one nonce per signer (lock file),
+                    decoded custom errors, receipts
+* ``anvil``         a local anvil process (the stack, the tests, the benchmarks)
+* ``deploy``        runs scripts/deploy.py (brownie) against any RPC endpoint
+* ``brownie_run``   brownie's command line from a checkout whose path holds a dot
+* ``brownie_receipts``  brownie waits for an anvil receipt before it calls a transaction dropped
+"""

@@ -9,4 +9,6 @@ the benchmarks and the tests share. Nothing here runs in production.
 * ``catalogue``  the demo's catalogue of product images registered in one transaction
 * ``samples``  demo PNGs and CloudFront logs
 * ``wallet``   sign, send and wait for the receipt of a transaction from a key at hand (demo and tests)
+* ``rpc_proxy``  a JSON-RPC endpoint in front of a node that refuses, delays or answers late as providers
+               and racing nodes do (tests and benchmarks)
 """
