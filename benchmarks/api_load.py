@@ -44,30 +44,22 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from eth_account import Account
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from edgeledger.auth import service as auth_service
 from edgeledger.auth.models import Role
-from edgeledger.chain.anvil import LocalAnvil, anvil_rpc
-from edgeledger.chain.deploy import run_deploy_script
+from edgeledger.chain.anvil import LocalAnvil
+from edgeledger.chain.deploy import deploy_with_fresh_keys
 from edgeledger.db import make_engine, migrate
 from edgeledger.devtools.samples import demo_cloudfront_log, demo_png
 from edgeledger.ipfs.node import LocalIpfsNode
 from edgeledger.ledger import registration as registration_formats
+from edgeledger.processes import free_port, free_ports
 from edgeledger.server import uvicorn_command
 
 SOURCE = "cf-load"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scratch_database(server_url: str) -> str:
@@ -133,27 +125,18 @@ def load_stack(
     """Starts everything the load needs (anvil, IPFS, a scratch database, the API) and tears it down."""
     base = Path(tempfile.mkdtemp(prefix="edgeledger-load-"))
     scratch = _scratch_database(database_url)
-    anvil = LocalAnvil(_free_port(), log_file=base / "anvil.log")
-    ipfs = LocalIpfsNode(base / "ipfs", *[_free_port() for _ in range(3)], base / "ipfs.log")
+    anvil = LocalAnvil(free_port(), log_file=base / "anvil.log")
+    ipfs = LocalIpfsNode(base / "ipfs", *free_ports(3), base / "ipfs.log")
     server: subprocess.Popen[bytes] | None = None
     try:
         anvil.start()
         ipfs.start()
         anvil.wait_ready()
         ipfs.wait_ready()
-        deployer, signer = Account.create(), Account.create()
-        for account in (deployer, signer):
-            anvil_rpc(anvil.rpc_url, "anvil_setBalance", account.address, hex(10**22))
-        deployment = base / "deployment.json"
-        run_deploy_script(
-            rpc_url=anvil.rpc_url,
-            deployer_key=deployer.key.to_0x_hex(),
-            registrar=signer.address,
-            deployment_file=deployment,
-            test_token=True,
-        )
+        deployed = deploy_with_fresh_keys(anvil.rpc_url, base / "deployment.json", test_token=True)
+        deployment, deployer, signer = deployed.deployment_file, deployed.deployer, deployed.signer
         migrate(scratch)
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "DATA_DIR": str(base),

@@ -23,7 +23,6 @@ import gzip
 import io
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from edgeledger.auth.models import Role
 from edgeledger.db import make_engine, migrate
 from edgeledger.deliveries.models import DeliveryRecordRow, DeliverySource, QuarantinedLineRow
 from edgeledger.ledger.ids import source_id_for
+from edgeledger.processes import free_port
 
 MIB = 1024 * 1024
 HEADER = "#Version: 1.0\n#Fields: " + CLOUDFRONT_FIELDS + "\n"
@@ -117,12 +117,6 @@ def rss_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"{field} missing")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def decompressed_size(data: bytes) -> int:

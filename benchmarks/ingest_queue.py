@@ -31,12 +31,7 @@ from typing import Any
 from benchmarks.ingest import scratch_postgres
 from benchmarks.ingest_formats import generate
 from edgeledger.ledger.ids import source_id_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from edgeledger.processes import free_port
 
 
 def nats_binary() -> str:

@@ -22,92 +22,39 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 from eth_account import Account
 
 from edgeledger.assets.service import read_on_chain
 from edgeledger.chain.anvil import LocalAnvil, anvil_rpc
 from edgeledger.chain.client import ChainClient
-from edgeledger.chain.deploy import run_deploy_script
+from edgeledger.chain.deploy import deploy_with_fresh_keys
+from edgeledger.devtools.rpc_proxy import BATCH_REFUSAL, JsonRpcProxy
 from edgeledger.devtools.wallet import send_call
 from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.ledger import registration as registration_formats
 from edgeledger.ledger.hashing import keccak256
+from edgeledger.processes import free_port
 from edgeledger.territories import encode_territories
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass
+class _Delay(JsonRpcProxy):
+    """Delays every HTTP request by the round trip; answers a JSON-RPC batch with one error while
+    ``refuse`` (the one-read-per-request path)."""
 
+    refuse: bool = False
 
-class _Delay:
-    """Counts and delays every HTTP request; answers a JSON-RPC batch with one error while ``refuse``."""
-
-    def __init__(self, upstream: str, latency: float) -> None:
-        self.upstream, self.latency, self.refuse, self.requests = upstream, latency, False, 0
-        self.lock = threading.Lock()
-
-
-@contextmanager
-def delaying_proxy(upstream: str, latency: float) -> Iterator[tuple[str, _Delay]]:
-    state = _Delay(upstream, latency)
-    local = threading.local()  # one kept-alive connection to the node per proxy thread
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as a client's connection pool to a provider
-
-        def setup(self) -> None:
-            super().setup()
-            # Headers and body go as two writes: without this, Nagle's algorithm holds the body until
-            # the client's delayed ACK (about 40 ms on Linux), which a real provider does not add.
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with state.lock:
-                state.requests += 1
-            time.sleep(state.latency)
-            if state.refuse and body.lstrip().startswith(b"["):
-                error = {"code": -32600, "message": "batch requests are not supported"}
-                reply = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
-            else:
-                if not hasattr(local, "session"):
-                    local.session = requests.Session()
-                answer = local.session.post(
-                    state.upstream, data=body, headers={"Content-Type": "application/json"}, timeout=60
-                )
-                reply = answer.content
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    def refuse_batch(self, calls: list[dict[str, Any]]) -> tuple[int, bytes] | None:
+        if not self.refuse:
+            return None
+        return 200, json.dumps({"jsonrpc": "2.0", "id": None, "error": BATCH_REFUSAL}).encode()
 
 
 def _register_catalogue(chain: ChainClient, creator_key: str, count: int) -> list[int]:
@@ -141,26 +88,19 @@ def main() -> None:
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="edgeledger-provenance-"))
-    anvil = LocalAnvil(_free_port(), log_file=base / "anvil.log")
+    anvil = LocalAnvil(free_port(), log_file=base / "anvil.log")
     try:
         anvil.start()
         anvil.wait_ready()
-        deployer, creator = Account.create(), Account.create()
-        for account in (deployer, creator):
-            anvil_rpc(anvil.rpc_url, "anvil_setBalance", account.address, hex(10**22))
-        deployment = base / "deployment.json"
-        run_deploy_script(
-            rpc_url=anvil.rpc_url,
-            deployer_key=deployer.key.to_0x_hex(),
-            registrar=deployer.address,
-            deployment_file=deployment,
-            test_token=True,
-        )
+        deployment = deploy_with_fresh_keys(anvil.rpc_url, base / "deployment.json").deployment_file
+        creator = Account.create()
+        anvil_rpc(anvil.rpc_url, "anvil_setBalance", creator.address, hex(10**22))
         direct = ChainClient(anvil.rpc_url, deployment_file=deployment)
         asset_ids = _register_catalogue(direct, creator.key.to_0x_hex(), args.assets)
         anvil_rpc(anvil.rpc_url, "anvil_mine", hex(10))
         block = direct.block_number()
-        with delaying_proxy(anvil.rpc_url, args.latency_ms / 1000) as (url, proxy):
+        with _Delay(anvil.rpc_url, latency=args.latency_ms / 1000).serving() as proxy:
+            url = proxy.url
             # One client per mode: the batching one keeps batching, the other one has its batch refused
             # once (before timing), so it reads one request at a time, as a provider without batches.
             batching = ChainClient(url, deployment_file=deployment)

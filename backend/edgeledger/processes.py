@@ -25,6 +25,25 @@ __all__ = ["LOOPBACK", "LocalProcess", "log_tail", "port_free", "require_free_po
 LOOPBACK = "127.0.0.1"
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free right now (all held open together, so they differ)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((LOOPBACK, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    """A loopback port free right now."""
+    return free_ports(1)[0]
+
+
 def port_free(port: int) -> bool:
     """Whether a listener could bind 127.0.0.1:port now (SO_REUSEADDR: our last run's TIME_WAIT is fine)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

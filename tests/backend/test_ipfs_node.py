@@ -40,7 +40,7 @@ from edgeledger.ipfs import (
 )
 from edgeledger.ipfs.cid import CHUNKER_SIZE, MAX_LINKS, UNIXFS_V1_2025, base58btc_encode, parse_cid
 from edgeledger.ipfs.client import ADD_OPTIONS, add_options
-from tests.backend.support.ipfs import free_ports
+from edgeledger.processes import free_ports
 
 integration = pytest.mark.integration
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from edgeledger.chain.anvil import anvil_rpc
 from edgeledger.config import PROJECT_ROOT
 
 TOOLCHAIN = PROJECT_ROOT / ".toolchain"
@@ -78,6 +84,38 @@ def run_deploy_script(
     if result.returncode != 0:
         raise RuntimeError(f"deployment failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result.stdout
+
+
+@dataclass(frozen=True)
+class LocalDeployment:
+    """Contracts deployed on a development chain by :func:`deploy_with_fresh_keys`."""
+
+    rpc_url: str
+    deployment_file: Path
+    #: deployed the contracts and proposes the timelock's operations (the admin)
+    deployer: LocalAccount
+    #: the API's server signer (REGISTRAR_ROLE, ANCHORER_ROLE, SETTLER_ROLE, ...)
+    signer: LocalAccount
+
+
+def deploy_with_fresh_keys(
+    rpc_url: str, deployment_file: Path, *, balance_wei: int = 10**22, **options: Any
+) -> LocalDeployment:
+    """On an anvil: a new deployer key and a new server-signer key, each given ``balance_wei`` with
+    ``anvil_setBalance``, then :func:`run_deploy_script` (``options``: its keyword arguments, such as
+    ``test_token`` or ``challenge_window``). For the tests, the benchmarks and throwaway chains; keys
+    never leave the process."""
+    deployer, signer = Account.create(), Account.create()
+    for account in (deployer, signer):
+        anvil_rpc(rpc_url, "anvil_setBalance", account.address, hex(balance_wei))
+    run_deploy_script(
+        rpc_url=rpc_url,
+        deployer_key=deployer.key.to_0x_hex(),
+        registrar=signer.address,
+        deployment_file=deployment_file,
+        **options,
+    )
+    return LocalDeployment(rpc_url, deployment_file, deployer, signer)
 
 
 def _forget_brownie_deployments() -> None:

@@ -7,13 +7,13 @@ touch a developer's node (or ``~/.jsipfs``) and parallel sessions (xdist workers
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from edgeledger.ipfs import IpfsClient, LocalIpfsNode
 from edgeledger.ipfs.node import jsipfs_binary
+from edgeledger.processes import free_ports
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,20 +22,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "filterwarnings", "ignore:The 'strict' parameter is no longer needed:FutureWarning"
     )
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports free right now (all held open together, so they differ)."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(scope="session")

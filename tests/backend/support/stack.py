@@ -24,16 +24,12 @@ from edgeledger.auth import service as auth_service
 from edgeledger.auth.models import Role
 from edgeledger.chain.anvil import LocalAnvil
 from edgeledger.chain.anvil import anvil_rpc as rpc
-from edgeledger.chain.deploy import run_deploy_script
+from edgeledger.chain.deploy import deploy_with_fresh_keys
 from edgeledger.config import Settings
 from edgeledger.db import make_engine
 from edgeledger.ledger import registration as registration_formats
 from edgeledger.main import create_app
-from tests.backend.support.ipfs import free_ports
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
+from edgeledger.processes import free_port
 
 
 @dataclass(frozen=True)
@@ -53,20 +49,14 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAnvil]:
 
 @pytest.fixture(scope="session")
 def deployed(anvil: LocalAnvil, tmp_path_factory: pytest.TempPathFactory) -> DeployedChain:
-    admin, signer = Account.create(), Account.create()
-    for account in (admin, signer):
-        rpc(anvil.rpc_url, "anvil_setBalance", account.address, hex(10**22))
-    deployment_file = tmp_path_factory.mktemp("deployment") / "deployment.json"
-    run_deploy_script(
-        rpc_url=anvil.rpc_url,
-        deployer_key=admin.key.to_0x_hex(),
-        registrar=signer.address,
-        deployment_file=deployment_file,
+    done = deploy_with_fresh_keys(
+        anvil.rpc_url,
+        tmp_path_factory.mktemp("deployment") / "deployment.json",
         test_token=True,
         challenge_window=86400,
         period_seconds=86400,  # the tests' delivery_period_seconds (the default)
     )
-    return DeployedChain(anvil.rpc_url, deployment_file, admin, signer)
+    return DeployedChain(anvil.rpc_url, done.deployment_file, done.deployer, done.signer)
 
 
 @pytest.fixture
