@@ -23,9 +23,11 @@ from edgeledger.assets.models import Asset, Catalogue, CatalogueState, Registrat
 from edgeledger.auth.models import Role
 from edgeledger.chain.client import ChainClient
 from edgeledger.config import PROJECT_ROOT, Settings
+from edgeledger.devtools.rpc_proxy import JsonRpcProxy
 from edgeledger.devtools.samples import demo_png
 from edgeledger.ipfs import IpfsClient, cid_of_bytes
 from edgeledger.ledger import registration as formats
+from edgeledger.ledger.abis import event_topic
 from edgeledger.main import create_app
 from tests.backend.support.settlement import send_as
 from tests.backend.support.stack import Caller, make_caller, post_asset, remember, rpc, self_register
@@ -400,7 +402,8 @@ def test_an_item_registered_by_someone_else_meanwhile_is_reported_as_front_run(
 
 def _crashed(client: TestClient, caller: Caller, *, stage: str) -> int:
     """A catalogue as a process killed at `stage` leaves it: `signed` (signature kept, nothing sent),
-    `submitted` (sent, receipt never read) or `pinning` (landed, nothing published)."""
+    `sent` (sent and landed, the transaction's hash never recorded), `submitted` (sent, receipt never
+    read) or `pinning` (landed, nothing published)."""
     cat = post_catalogue(client, caller, pngs(3)).json()
     app = client.app
     with Session(app.state.engine) as session:  # type: ignore[attr-defined]
@@ -411,6 +414,9 @@ def _crashed(client: TestClient, caller: Caller, *, stage: str) -> int:
         row.params_json = json.dumps(payload)
         catalogues._set_state(row, CatalogueState.signed)
         session.commit()
+        if stage == "sent":
+            sent = app.state.chain.send(catalogues.catalogue_call(app.state.chain, row))  # type: ignore[attr-defined]
+            app.state.chain.wait_for_receipt(sent)  # type: ignore[attr-defined]
         if stage in ("submitted", "pinning"):
             row.tx_hash = app.state.chain.send(catalogues.catalogue_call(app.state.chain, row))  # type: ignore[attr-defined]
             catalogues._set_state(row, CatalogueState.submitted)
@@ -425,20 +431,42 @@ def _crashed(client: TestClient, caller: Caller, *, stage: str) -> int:
     return int(cat["id"])
 
 
-@pytest.mark.parametrize("stage", ["signed", "submitted", "pinning"])
+class _RegistrationSearches(JsonRpcProxy):
+    """Counts the ``eth_getLogs`` searches for ``AssetRegistered`` logs passing through."""
+
+    topic = "0x" + event_topic("ContentRegistry", "AssetRegistered").hex()
+    searches = 0
+
+    def answer(self, call: dict[str, Any]) -> dict[str, Any] | None:
+        if call.get("method") == "eth_getLogs":
+            topics = (call.get("params") or [{}])[0].get("topics") or []
+            if topics and topics[0] == self.topic:
+                self.searches += 1
+        return None
+
+
+#: AssetRegistered searches the reconciler makes per crash stage: none when the receipt is at hand
+#: (its own transaction's hash, or a resend's receipt), one for the whole catalogue when the hash was
+#: never recorded (before: one per item).
+SEARCHES = {"signed": 0, "sent": 1, "submitted": 0, "pinning": 0}
+
+
+@pytest.mark.parametrize("stage", ["signed", "sent", "submitted", "pinning"])
 def test_the_reconciler_finishes_a_catalogue_left_by_a_crash(
     app_client: TestClient, creator: Caller, settings: Settings, ipfs_client: IpfsClient, stage: str
 ) -> None:
     cat_id = _crashed(app_client, creator, stage=stage)
     later = datetime.now(UTC) + timedelta(minutes=5)
-    chain = ChainClient.from_settings(settings)
-    with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
-        # Single registrations' reconciler leaves the items to their catalogue.
-        assert (
-            sum(flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later).values()) == 0
-        )
-        counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, settings, now=later)
+    with _RegistrationSearches(settings.eth_rpc_url).serving() as proxy:
+        chain = ChainClient.from_settings(settings.model_copy(update={"eth_rpc_url": proxy.url}))
+        with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
+            # Single registrations' reconciler leaves the items to their catalogue.
+            reconciled = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
+            assert sum(reconciled.values()) == 0
+            counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, settings, now=later)
     assert counts["retried" if stage == "signed" else "registered"] == 1, counts
+    assert proxy.searches == SEARCHES[stage]
+    chain = ChainClient.from_settings(settings)
     (row,), regs = journal(app_client)
     assert row.id == cat_id and row.state == CatalogueState.registered
     assert [r.state for r in regs] == [RegistrationState.registered] * 3

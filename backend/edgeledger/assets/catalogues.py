@@ -433,10 +433,15 @@ def submit_catalogue(session: Session, chain: ChainClient, ipfs: IpfsClient, cat
 def finish_from_chain(
     session: Session, chain: ChainClient, ipfs: IpfsClient, cat: Catalogue, receipt: TxReceipt | None = None
 ) -> list[Asset]:
-    """Writes every item's asset row from its ``AssetRegistered`` log (the receipt's, or found by content
-    hash), all in one commit, then publishes the items to IPFS."""
+    """Writes every item's asset row from its ``AssetRegistered`` log, all in one commit, then publishes
+    the items to IPFS. The logs come from the landing receipt (given, or :func:`_landing_receipt`); an
+    item missing from it is searched by its content hash."""
     events: dict[str, Any] = {}
     shared: dict[int, OnChainRecord] = {}
+    if receipt is None and any(
+        service.find_asset_by_hash(session, i.content_hash) is None for i in cat.items
+    ):
+        receipt = _landing_receipt(chain, cat)
     if receipt is not None:
         events, shared = _landing(chain, receipt)
     assets = []
@@ -459,6 +464,19 @@ def finish_from_chain(
     session.commit()
     publish(session, ipfs, cat)
     return assets
+
+
+def _landing_receipt(chain: ChainClient, cat: Catalogue) -> TxReceipt | None:
+    """The receipt of the transaction that registered the catalogue, for a caller without it (the
+    reconciler, a retry that found the catalogue landed): the recorded transaction's, when it
+    succeeded; else the one that logged the first item's ``AssetRegistered`` (one log search for the
+    whole catalogue, not one per item: a catalogue lands whole, in one transaction)."""
+    if cat.tx_hash:
+        receipt = chain.receipt_if_mined(cat.tx_hash)
+        if receipt is not None and receipt["status"] == 1:
+            return receipt
+    event = service.registration_event(chain, cat.items[0].content_hash)
+    return None if event is None else chain.receipt_if_mined(event["transactionHash"].to_0x_hex())
 
 
 def _landing(chain: ChainClient, receipt: TxReceipt) -> tuple[dict[str, Any], dict[int, OnChainRecord]]:
