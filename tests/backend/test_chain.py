@@ -16,7 +16,7 @@ import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
+from edgeledger.chain.client import CALL_BATCH_MAX, ChainClient, ChainError, ContractRevert
 from edgeledger.config import PROJECT_ROOT
 from edgeledger.devtools.rpc_proxy import JsonRpcProxy
 from edgeledger.ipfs.cid import cid_of_bytes
@@ -328,3 +328,36 @@ def test_call_many_reads_at_one_block_in_one_round_trip(chain_snapshot: Deployed
             proxy.reset()
             assert refused_client.call_many(fns, block) == expected
             assert [methods for methods in proxy.received if methods != ["eth_chainId"]] == [["eth_call"]] * 3
+
+
+class _MinesAfterFirstBatch(JsonRpcProxy):
+    """Mines a block a minute later on the upstream node as the second batch of eth_calls arrives."""
+
+    mined = False
+
+    def answer(self, call: dict[str, Any]) -> dict[str, Any] | None:
+        batches = [m for m in self.received if len(m) > 1 and m[0] == "eth_call"]
+        if len(batches) == 2 and not self.mined:
+            self.mined = True
+            rpc(self.upstream, "evm_increaseTime", 60)
+            rpc(self.upstream, "evm_mine")
+        return None
+
+
+def test_call_many_splits_long_reads_into_batches_at_one_pinned_block(chain_snapshot: DeployedChain) -> None:
+    """More reads than one batch takes (CALL_BATCH_MAX) go as several batches, each within providers'
+    batch limits; at "latest" they are pinned to the block number read first, so a block mined between
+    two batches changes nothing: every answer is of the first block (the vault's clock, which moves with
+    every block's time)."""
+    with _MinesAfterFirstBatch(chain_snapshot.rpc_url).serving() as proxy:
+        chain = ChainClient(proxy.url, deployment_file=chain_snapshot.deployment_file)
+        vault = chain.contract("SettlementVault")
+        before = chain.call(vault.functions.vaultClock())
+        count = 2 * CALL_BATCH_MAX + 7
+        proxy.received.clear()
+        answers = chain.call_many([vault.functions.vaultClock() for _ in range(count)])
+        assert proxy.mined
+        batches = [methods for methods in proxy.received if methods[0] == "eth_call"]
+        assert [len(b) for b in batches] == [CALL_BATCH_MAX, CALL_BATCH_MAX, 7]
+        assert answers == [before] * count
+        assert chain.call(vault.functions.vaultClock()) >= before + 60  # the block did move on

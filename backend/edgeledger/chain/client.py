@@ -68,6 +68,9 @@ class ContractRevert(ChainError):
 #: How stale a read path's view of the latest block may be (see ChainClient.head).
 HEAD_MAX_AGE_SECONDS = 1.0
 
+CALL_BATCH_MAX = 100
+"""Calls per JSON-RPC batch (:meth:`ChainClient.call_many`): within every hosted provider's batch limit."""
+
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
 """``isValidSignature(bytes32,bytes)``'s selector: an ERC-1271 wallet's answer for a signature it accepts."""
 
@@ -244,13 +247,23 @@ class ChainClient:
             return fn.call(block_identifier=block)
 
     def call_many(self, fns: list[ContractFunction], block: BlockIdentifier = "latest") -> list[Any]:
-        """Several contract reads at one block in one JSON-RPC batch: one round trip instead of one per
-        read. The results, decoded, in order; a revert surfaces as from :meth:`call` (the first one's).
+        """Several contract reads at one block in JSON-RPC batches of at most :data:`CALL_BATCH_MAX`
+        calls: one round trip per batch instead of one per read. The results, decoded, in order; a revert
+        surfaces as from :meth:`call` (the first one's). Reads of more than one batch at a block tag
+        (``"latest"``) are pinned to the block number read first, so every batch sees the same state.
         A provider that refuses batches (its answer is an error or an HTTP error, not a list, or fewer
         answers than reads) gets these reads, and every later ``call_many`` of this client, one by one.
         The functions must be of this client's contracts (:meth:`contract`)."""
         if any(fn.w3 is not self.w3 for fn in fns):
             raise ValueError("call_many reads functions of this client's contracts only")
+        if len(fns) > CALL_BATCH_MAX and not isinstance(block, int):
+            block = self.block_number() if block == "latest" else block
+        answers: list[Any] = []
+        for start in range(0, len(fns), CALL_BATCH_MAX):
+            answers += self._call_batch(fns[start : start + CALL_BATCH_MAX], block)
+        return answers
+
+    def _call_batch(self, fns: list[ContractFunction], block: BlockIdentifier) -> list[Any]:
         if len(fns) < 2 or not self._batches:
             return [self.call(fn, block) for fn in fns]
         try:

@@ -82,13 +82,12 @@ def claim_items(session: Session, chain: ChainClient, payee: str) -> list[ClaimI
     """Every on-chain payout of ``payee``, oldest period first, with its proof and claimed flag."""
     payee = _payee(payee)
     rows = payouts_of(session, payee, ON_CHAIN_STATES)
-    vault = chain.contract(VAULT)
+    flags = _claimed_flags(chain, [settlement for settlement, _ in rows], payee)
     items: list[ClaimItem] = []
-    for settlement, amount in rows:
+    for (settlement, amount), claimed in zip(rows, flags, strict=True):
         proof = payout_tree(session, settlement).proof(payee)
         assert proof.amount == amount
         merchant = to_checksum_address(settlement.merchant_address)
-        claimed = bool(chain.call(vault.functions.isClaimed(settlement.period_id, merchant, payee)))
         items.append(
             ClaimItem(
                 settlement_id=settlement.id,
@@ -104,6 +103,19 @@ def claim_items(session: Session, chain: ChainClient, payee: str) -> list[ClaimI
             )
         )
     return items
+
+
+def _claimed_flags(chain: ChainClient, settlements: list[Settlement], payee: str) -> list[bool]:
+    """``SettlementVault.isClaimed`` of ``payee`` for each settlement, read at one block in batched calls
+    (a year of daily periods is a few round trips, not one per period)."""
+    if not settlements:
+        return []
+    vault = chain.contract(VAULT)
+    reads = [
+        vault.functions.isClaimed(s.period_id, to_checksum_address(s.merchant_address), payee)
+        for s in settlements
+    ]
+    return [bool(flag) for flag in chain.call_many(reads)]
 
 
 def open_claims(items: list[ClaimItem]) -> list[ClaimItem]:
@@ -279,15 +291,14 @@ def earnings_of(session: Session, chain: ChainClient, payee: str) -> EarningsRea
     """Every settlement that pays ``payee`` (periods, corrections, releases) with the vault's claimed flag
     read now, and per token the running ledger across periods (schemas.EarningTotals)."""
     rows = payouts_of(session, payee)
-    vault = chain.contract(VAULT) if any(s.state in ON_CHAIN_STATES for s, _ in rows) else None
+    on_chain = [settlement for settlement, _ in rows if settlement.state in ON_CHAIN_STATES]
+    flags = dict(zip((s.id for s in on_chain), _claimed_flags(chain, on_chain, payee), strict=True))
     items: list[EarningItem] = []
     totals: dict[str, EarningTotals] = {}
     for settlement, amount in rows:
         merchant = to_checksum_address(settlement.merchant_address)
         token = to_checksum_address(settlement.token)
-        claimed = False
-        if vault is not None and settlement.state in ON_CHAIN_STATES:
-            claimed = bool(chain.call(vault.functions.isClaimed(settlement.period_id, merchant, payee)))
+        claimed = flags.get(settlement.id, False)
         items.append(
             EarningItem(
                 settlement_id=settlement.id,
