@@ -401,7 +401,9 @@ def require_creator_signature(
     ``invalid_signature``; the registration or catalogue keeps waiting for a valid signature."""
     creator = to_checksum_address(creator)
     signer: str | None = None
-    if chain.w3.eth.get_code(creator):
+    with chain.rpc("eth_getCode"):
+        code = chain.w3.eth.get_code(creator)
+    if code:
         if chain.accepts_signature(creator, formats.digest(typed), signature):
             return
         refusal = "the creator's wallet contract (ERC-1271) does not accept this signature"
