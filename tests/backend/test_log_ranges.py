@@ -12,6 +12,8 @@ from web3.exceptions import Web3RPCError
 
 from edgeledger.ledger.log_ranges import (
     LogQueryRefused,
+    SpanMemory,
+    is_block_span_refusal,
     is_range_refusal,
     provider_error,
     read_logs,
@@ -28,8 +30,14 @@ def rpc_error(code: int, message: str) -> Web3RPCError:
 class Node:
     """A fake node holding one log per block in ``blocks`` (two in block 7), refusing spans over ``cap``."""
 
-    def __init__(self, cap: int | None = None, head: int = 1_000, blocks: range = range(0, 1_001, 3)) -> None:
-        self.cap, self.head = cap, head
+    def __init__(
+        self,
+        cap: int | None = None,
+        head: int = 1_000,
+        blocks: range = range(0, 1_001, 3),
+        refusal: str = "exceed maximum block range: {cap}",
+    ) -> None:
+        self.cap, self.head, self.refusal = cap, head, refusal
         self.logs = [{"blockNumber": b, "logIndex": 0, "data": f"b{b}"} for b in blocks]
         self.logs.append({"blockNumber": 7, "logIndex": 1, "data": "b7-1"})
         self.asked: list[tuple[int, int]] = []
@@ -40,7 +48,7 @@ class Node:
         assert isinstance(first, int) and isinstance(last, int), "tags must be resolved before asking"
         if self.cap is not None and last - first + 1 > self.cap:
             self.refused.append((first, last))
-            raise rpc_error(-32600, f"exceed maximum block range: {self.cap}")
+            raise rpc_error(-32600, self.refusal.format(cap=self.cap))
         self.asked.append((first, last))
         found = [e for e in self.logs if first <= e["blockNumber"] <= last]
         return list(reversed(found))  # any order from the node
@@ -196,3 +204,80 @@ def test_provider_refusals_of_a_large_query_are_recognised(code: int, message: s
 )
 def test_other_provider_errors_are_not_taken_for_a_refused_range(code: int, message: str):
     assert not is_range_refusal(rpc_error(code, message))
+
+
+#: Each refusal recognised above: True when it caps the block span (learned across searches), False when
+#: it caps the results (depends on the logs' density: not learned) or could be either.
+SPAN_OR_RESULTS = {
+    "query returned more than 10000 results": False,
+    "Log response size exceeded. You can make eth_getLogs requests with up to a 2K block range": False,
+    "eth_getLogs is limited to a 10,000 range": True,
+    "block range is too wide": True,
+    "exceed maximum block range: 5000": True,
+    "query exceeds max block range 100000": True,
+    "query exceeds max results 20000, retry with the range 24383075-24383096": False,
+    "Block range limit exceeded.": True,
+    "requested too many blocks from 0 to 20000, maximum is set to 2048": True,
+    "block range too large": True,
+    "logs matched by query exceeds limit of 10000": False,
+    "limit exceeded": False,
+}
+
+
+@pytest.mark.parametrize(("message", "span"), sorted(SPAN_OR_RESULTS.items()))
+def test_a_block_span_refusal_is_told_from_a_result_count_refusal(message: str, span: bool):
+    assert is_range_refusal(rpc_error(-32005, message))
+    assert is_block_span_refusal(rpc_error(-32005, message)) is span
+
+
+def test_a_client_remembers_its_providers_block_span_cap_across_searches():
+    """The first search learns the cap with two refused pieces; the next ones start below it and are
+    never refused. A lower cap found later lowers what is remembered; no memory, no learning."""
+    node, memory = Node(cap=100), SpanMemory()
+    first = read_logs(
+        node.get_logs,
+        {"fromBlock": 0, "toBlock": 1_000},
+        max_blocks=400,
+        resolve_block=node.resolve,
+        memory=memory,
+    )
+    assert node.refused == [(0, 399), (0, 199)] and memory.refused_span == 200
+    node.refused.clear()
+    again = read_logs(
+        node.get_logs,
+        {"fromBlock": 0, "toBlock": 1_000},
+        max_blocks=400,
+        resolve_block=node.resolve,
+        memory=memory,
+    )
+    assert node.refused == [] and positions(again) == positions(first)
+    node.cap = 30
+    read_logs(
+        node.get_logs,
+        {"fromBlock": 0, "toBlock": 300},
+        max_blocks=0,
+        resolve_block=node.resolve,
+        memory=memory,
+    )
+    assert memory.refused_span == 50 and memory.start_span(400) == 25 and memory.start_span(0) == 25
+    fresh = Node(cap=100)
+    for _ in range(2):
+        read_logs(
+            fresh.get_logs, {"fromBlock": 0, "toBlock": 1_000}, max_blocks=400, resolve_block=fresh.resolve
+        )
+    assert len(fresh.refused) == 4  # without memory each search relearns
+
+
+def test_a_result_count_refusal_is_not_remembered():
+    """A provider refusing for too many results: the span halves for this search only, as a sparser
+    stretch later may take the full span."""
+    node, memory = Node(cap=100, refusal="query returned more than 10000 results"), SpanMemory()
+    for _ in range(2):
+        read_logs(
+            node.get_logs,
+            {"fromBlock": 0, "toBlock": 1_000},
+            max_blocks=400,
+            resolve_block=node.resolve,
+            memory=memory,
+        )
+    assert memory.refused_span is None and len(node.refused) == 4

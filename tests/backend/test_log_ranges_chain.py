@@ -29,7 +29,7 @@ from edgeledger.indexer.service import projection_snapshot
 from edgeledger.main import create_app
 from edgeledger.settlement.terms import read_terms
 from edgeledger.verify.rpc import Chain
-from tests.backend.support.capped_rpc import RESULTS_ERROR, CappedRpc, capped_rpc
+from tests.backend.support.capped_rpc import RANGE_ERROR, RESULTS_ERROR, CappedRpc, capped_rpc
 from tests.backend.support.scenes import settle_deliveries
 from tests.backend.support.settlement import send_as
 from tests.backend.support.stack import make_caller, post_asset, rpc
@@ -263,3 +263,28 @@ def test_the_verifier_finds_the_registrys_deployment_block_on_chain(
         assert found == contracts[name].block > 0
         code = chain.w3.eth.get_code
         assert code(contracts[name].address, found) and not code(contracts[name].address, found - 1)
+
+
+@pytest.mark.parametrize("error", [RANGE_ERROR, RESULTS_ERROR], ids=["block span", "result count"])
+def test_a_client_learns_its_providers_block_span_cap_once(
+    chain_snapshot: Any, error: tuple[int, str]
+) -> None:
+    """A search over the history through a provider capping the span: the first search learns the cap
+    with refused requests; the same client's next search asks within it and is refused nothing. A
+    refusal for too many results is not learned (it depends on where the logs are), so every search
+    learns it again."""
+    rpc(chain_snapshot.rpc_url, "anvil_mine", hex(8 * CAP))
+    with capped_rpc(chain_snapshot.rpc_url, CAP, error) as proxy:
+        chain = ChainClient(proxy.url, deployment_file=chain_snapshot.deployment_file, logs_max_blocks=0)
+        registry = chain.contract("ContentRegistry")
+        query = {
+            "address": registry.address,
+            "fromBlock": chain.deployment.contracts["ContentRegistry"].block,
+        }
+        first = chain.get_logs({**query, "toBlock": "latest"})
+        learned = len(proxy.refused)
+        assert learned >= 3
+        proxy.reset()
+        assert chain.get_logs({**query, "toBlock": "latest"}) == first
+        assert len(proxy.refused) == (0 if error == RANGE_ERROR else learned)
+        _assert_within_cap(proxy)

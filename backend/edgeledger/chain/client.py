@@ -40,7 +40,7 @@ from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt
 from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.ledger.abis import abi_type, contract_abi
-from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS, LogQueryRefused, read_logs
+from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS, LogQueryRefused, SpanMemory, read_logs
 from edgeledger.ledger.rpc import http_web3
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,8 @@ class ChainClient:
         self._deployment: Deployment | None = None
         #: whether the provider takes JSON-RPC batches (:meth:`call_many`), until one is refused
         self._batches = True
+        #: the provider's block-span cap for eth_getLogs, as far as refusals taught it (:meth:`get_logs`)
+        self._log_spans = SpanMemory()
         #: (monotonic time read, number, hash, timestamp) of the latest block last seen
         self._head: tuple[float, int, str, int] | None = None
         self.head_max_age = head_max_age
@@ -296,9 +298,10 @@ class ChainClient:
     def get_logs(self, query: dict[str, Any]) -> list[Any]:
         """Every log of an ``eth_getLogs`` filter over any range, each once, in (block, log index) order:
         asked in pieces of at most ``logs_max_blocks`` blocks, halved while the provider refuses a piece
-        as too large (``edgeledger.ledger.log_ranges``); "latest" and other tags are resolved to numbers
-        first. Transport failures are a 503 like every other read; a provider that refuses even one
-        block is a 503 ``chain_logs_refused``."""
+        as too large (``edgeledger.ledger.log_ranges``), and below the block-span cap this client's
+        earlier searches learned; "latest" and other tags are resolved to numbers first. Transport
+        failures are a 503 like every other read; a provider that refuses even one block is a 503
+        ``chain_logs_refused``."""
         try:
             with self.rpc("eth_getLogs"):
                 return read_logs(
@@ -306,6 +309,7 @@ class ChainClient:
                     query,
                     max_blocks=self.logs_max_blocks,
                     resolve_block=self._block_number_of,
+                    memory=self._log_spans,
                 )
         except LogQueryRefused as exc:
             raise ChainError(str(exc), code="chain_logs_refused") from exc

@@ -33,6 +33,8 @@ from typing import Any
 __all__ = [
     "DEFAULT_MAX_BLOCKS",
     "LogQueryRefused",
+    "SpanMemory",
+    "is_block_span_refusal",
     "is_range_refusal",
     "provider_error",
     "read_logs",
@@ -50,32 +52,35 @@ DEFAULT_MAX_BLOCKS = 5_000
 GetLogs = Callable[[dict[str, Any]], Iterable[Mapping[str, Any]]]
 ResolveBlock = Callable[[str | bytes], int]
 
-#: What providers say when a query's block span or result set is too large (lower case). Codes alone are
-#: not enough: -32005 is also "rate limited" and -32602 also "invalid address".
-_REFUSAL_PATTERNS = re.compile(
-    "|".join(
-        (
-            r"block range",  # "block range too large", "exceed maximum block range: 5000", "... is too wide"
-            r"range is too (large|wide|big)",  # "eth_getLogs range is too large, max is 1k blocks"
-            r"range too (large|wide|big)",
-            r"range (limit|threshold) exceeded",
-            r"max(imum)? range",  # "Max range: 3500"
-            r"too many blocks",  # "requested too many blocks from 0 to 20000, maximum is set to 2048"
-            r"number of requested blocks",
-            r"blocks distance",
-            r"limited to (a )?[\d,.]+",  # "eth_getLogs is limited to a 10,000 range"
-            r"exceeds the range allowed",
-            r"limit the query to at most",
-            r"query must be smaller than",
-            r"more than [\d,.]+ (results|logs)",  # "query returned more than 10000 results"
-            r"exceeds max results",
-            r"exceeds limit of [\d,.]+",  # "logs matched by query exceeds limit of 10000"
-            r"too many (results|logs)",
-            r"response size",  # "Log response size exceeded"
-            r"response too large",
-        )
-    )
+#: What providers say when a query's block span is too large (lower case).
+_SPAN_REFUSALS = (
+    r"block range",  # "block range too large", "exceed maximum block range: 5000", "... is too wide"
+    r"range is too (large|wide|big)",  # "eth_getLogs range is too large, max is 1k blocks"
+    r"range too (large|wide|big)",
+    r"range (limit|threshold) exceeded",
+    r"max(imum)? range",  # "Max range: 3500"
+    r"too many blocks",  # "requested too many blocks from 0 to 20000, maximum is set to 2048"
+    r"number of requested blocks",
+    r"blocks distance",
+    r"limited to (a )?[\d,.]+",  # "eth_getLogs is limited to a 10,000 range"
+    r"exceeds the range allowed",
+    r"limit the query to at most",
+    r"query must be smaller than",
 )
+#: ... and when its result set is too large (these may also name a block range, as Alchemy's "Log response
+#: size exceeded. You can make eth_getLogs requests with up to a 2K block range ..." does).
+_RESULT_REFUSALS = (
+    r"more than [\d,.]+ (results|logs)",  # "query returned more than 10000 results"
+    r"exceeds max results",
+    r"exceeds limit of [\d,.]+",  # "logs matched by query exceeds limit of 10000"
+    r"too many (results|logs)",
+    r"response size",  # "Log response size exceeded"
+    r"response too large",
+)
+#: Codes alone are not enough: -32005 is also "rate limited" and -32602 also "invalid address".
+_REFUSAL_PATTERNS = re.compile("|".join((*_SPAN_REFUSALS, *_RESULT_REFUSALS)))
+_SPAN_PATTERNS = re.compile("|".join(_SPAN_REFUSALS))
+_RESULT_PATTERNS = re.compile("|".join(_RESULT_REFUSALS))
 _RATE_LIMITED = re.compile(r"rate|request count|requests per|credits|quota")
 
 
@@ -121,6 +126,37 @@ def is_range_refusal(exc: BaseException) -> bool:
         return True
     # Infura-style "limit exceeded" without a reason; the same code also means rate limited.
     return code == -32005 and "limit" in text and not _RATE_LIMITED.search(text)
+
+
+def is_block_span_refusal(exc: BaseException) -> bool:
+    """Whether a failed ``eth_getLogs`` says the query spans too many *blocks* (a cap on the span that
+    holds for every later query), not too many results (which depends on how dense the logs are where
+    the query looked), nor a bare "limit exceeded" that could be either, nor anything else."""
+    text = provider_error(exc)[1].lower()
+    return bool(_SPAN_PATTERNS.search(text)) and not _RESULT_PATTERNS.search(text)
+
+
+class SpanMemory:
+    """What one client learned of its provider's block-span cap, kept across searches: the smallest span
+    the provider refused as too many blocks. Later searches start at half of it (where the refused search
+    went on) instead of relearning the cap with refused requests every time. Refusals for too many
+    results are not kept: a span learned in a dense stretch would slow every sparse search after it. A
+    lower cap found later lowers it; nothing raises it again (a new client starts afresh)."""
+
+    def __init__(self) -> None:
+        self.refused_span: int | None = None
+
+    def start_span(self, max_blocks: int) -> int:
+        """The span a search starts with: ``max_blocks`` (0: no limit), below the learned cap."""
+        if self.refused_span is None:
+            return max_blocks
+        learned = max(1, self.refused_span // 2)
+        return learned if max_blocks == 0 else min(max_blocks, learned)
+
+    def refused(self, span: int, exc: BaseException) -> None:
+        """Keeps ``span`` if ``exc`` refused it as too many blocks and it is below what was kept."""
+        if is_block_span_refusal(exc) and (self.refused_span is None or span < self.refused_span):
+            self.refused_span = span
 
 
 def _block_ref(value: Any, resolve_block: ResolveBlock) -> int:
@@ -169,6 +205,7 @@ def read_logs(
     max_blocks: int = DEFAULT_MAX_BLOCKS,
     resolve_block: ResolveBlock,
     refused: Callable[[BaseException], bool] = is_range_refusal,
+    memory: SpanMemory | None = None,
 ) -> list[Mapping[str, Any]]:
     """Every log ``query`` matches, each once, sorted by (block number, log index).
 
@@ -176,8 +213,9 @@ def read_logs(
     ``resolve_block`` turns a tag ("latest", "safe", "finalized") or a block hash into a block number.
     The range goes as pieces of at most ``max_blocks`` blocks (0: one piece); a piece the provider
     refuses as too large (``refused``) is asked again with half the span, and the rest of the range keeps
-    the smaller span. A single block still refused raises :class:`LogQueryRefused`; any other error of
-    ``get_logs`` propagates unchanged."""
+    the smaller span. With ``memory`` (one per client), a search starts below the block-span cap earlier
+    searches learned, and keeps what it learns there. A single block still refused raises
+    :class:`LogQueryRefused`; any other error of ``get_logs`` propagates unchanged."""
     if query.get("blockHash") is not None:
         try:
             return _ordered((entry, None) for entry in get_logs(dict(query)))
@@ -188,6 +226,8 @@ def read_logs(
     first, last = resolve_range(query, resolve_block)
     if max_blocks < 0:
         raise ValueError("max_blocks must be 0 (no limit) or positive")
+    if memory is not None:
+        max_blocks = memory.start_span(max_blocks)
     span = max_blocks or max(1, last - first + 1)
     found: list[tuple[Mapping[str, Any], tuple[int, int]]] = []
     start = first
@@ -198,6 +238,8 @@ def read_logs(
         except Exception as exc:
             if not refused(exc):
                 raise
+            if memory is not None:
+                memory.refused(end - start + 1, exc)
             if end == start:
                 raise LogQueryRefused(start, provider_error(exc)[1]) from exc
             span = (end - start + 1) // 2

@@ -24,7 +24,7 @@ from web3.exceptions import Web3Exception, Web3RPCError
 
 from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER, SETTLEMENT_VAULT, contract_abi
 from edgeledger.ledger.delivery_leaf import LeafValues
-from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS, LogQueryRefused, read_logs
+from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS, LogQueryRefused, SpanMemory, read_logs
 from edgeledger.ledger.rpc import http_web3
 from edgeledger.verify.result import Unreachable, UnusableInput
 
@@ -68,6 +68,7 @@ class Chain:
         self.rpc_url = rpc_url
         self.w3 = http_web3(rpc_url, timeout=timeout)
         self.logs_max_blocks = logs_max_blocks
+        self._log_spans = SpanMemory()  # the provider's block-span cap, as refusals taught it
         self._chain_id: int | None = None
 
     def ask(self, what: str, call: Callable[[], Any]) -> Any:
@@ -136,6 +137,7 @@ class Chain:
                         query,
                         max_blocks=self.logs_max_blocks,
                         resolve_block=lambda ref: int(self.w3.eth.get_block(ref)["number"]),  # type: ignore[arg-type]
+                        memory=self._log_spans,
                     ),
                 )
             )
