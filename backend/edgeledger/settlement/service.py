@@ -186,8 +186,11 @@ def account_detail(session: Session, chain: ChainClient, account: SettlementAcco
     merchant, token = to_checksum_address(account.address), to_checksum_address(account.token)
     try:
         vault = chain.contract(SETTLEMENT_VAULT)
-        escrow = int(chain.call(vault.functions.escrowOf(merchant, token)))
-        raw_cap, raw_settler = chain.call(vault.functions.boundsOf(merchant, token))
+        # one round trip instead of two
+        raw_escrow, (raw_cap, raw_settler) = chain.call_many(
+            [vault.functions.escrowOf(merchant, token), vault.functions.boundsOf(merchant, token)]
+        )
+        escrow = int(raw_escrow)
         cap = int(raw_cap)
         settler = None if int(raw_settler, 16) == 0 else to_checksum_address(raw_settler)
     except ChainError as exc:  # the account is still worth showing when the chain is down
