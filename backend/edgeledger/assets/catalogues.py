@@ -532,15 +532,8 @@ def _settle_revert(
         # it used is spent, so the retry reverts, whichever error it names.
         return finish_from_chain(session, chain, ipfs, cat)
     if exc.error in SIGNATURE_REVERTS:
-        payload = _payload(cat)
-        payload.pop("signature", None)
-        cat.params_json = json.dumps(payload)
         _set_state(cat, CatalogueState.awaiting_signature)
-        error = AssetError(
-            f"{exc.message}: the creator signs this catalogue again", code=SIGNATURE_REVERTS[exc.error]
-        )
-        flows.record_error(session, cat, error)
-        raise error from exc
+        raise flows.ask_signature_again(session, cat, exc, "catalogue") from exc
     if exc.error == "AlreadyRegistered":
         raise _front_run(session, chain, cat, exc) from exc
     code, status = REVERT_CODES.get(exc.error, ("contract_revert", 422))
@@ -586,13 +579,8 @@ def _front_run(
 
 def _landed_ours(chain: ChainClient, cat: Catalogue) -> bool:
     """Whether this catalogue is on chain: its first item registered for its creator with its metadata
-    (a catalogue lands whole or not at all)."""
-    first = cat.items[0]
-    asset_id = service.registered_asset_id(chain, first.content_hash)
-    if asset_id == 0:
-        return False
-    record = service.read_on_chain(chain, asset_id)
-    return record.creator == cat.creator and record.metadata_cid == first.metadata_cid
+    (a catalogue lands whole or not at all; every item carries the catalogue's creator)."""
+    return flows.chain_record_is_ours(chain, cat.items[0])
 
 
 def catalogue_read(chain: ChainClient | None, cat: Catalogue) -> CatalogueRead:

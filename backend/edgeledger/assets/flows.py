@@ -485,19 +485,12 @@ def finish_from_chain(session: Session, chain: ChainClient, ipfs: IpfsClient, re
 def _settle_revert(
     session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration, exc: ContractRevert
 ) -> Asset:
-    if exc.error == "AlreadyRegistered" and _chain_record_is_ours(chain, reg):
+    if exc.error == "AlreadyRegistered" and chain_record_is_ours(chain, reg):
         # An earlier submission of this very registration landed first (retry after a crash).
         return finish_from_chain(session, chain, ipfs, reg)
     if exc.error in SIGNATURE_REVERTS:
-        payload = _payload(reg)
-        payload.pop("signature", None)
-        reg.params_json = json.dumps(payload)
         reg.state = RegistrationState.awaiting_signature
-        error = AssetError(
-            f"{exc.message}: the creator signs this registration again", code=SIGNATURE_REVERTS[exc.error]
-        )
-        record_error(session, reg, error)
-        raise error from exc
+        raise ask_signature_again(session, reg, exc, "registration") from exc
     if exc.error == "AlreadyRegistered":
         raise _registered_by_someone_else(session, chain, ipfs, reg) from exc
     code, status = REVERT_CODES.get(exc.error, ("contract_revert", 422))
@@ -532,7 +525,8 @@ def _registered_by_someone_else(
     return error
 
 
-def _chain_record_is_ours(chain: ChainClient, reg: Registration) -> bool:
+def chain_record_is_ours(chain: ChainClient, reg: Registration) -> bool:
+    """Whether the registry's record of this content is this registration's: its creator, its metadata."""
     asset_id = service.registered_asset_id(chain, reg.content_hash)
     if asset_id == 0:
         return False
@@ -575,6 +569,7 @@ class Journalled(Protocol):
     """A journal row (a registration or a catalogue) that records its last error."""
 
     id: Any
+    params_json: Any
     error_code: Any
     error_message: Any
 
@@ -585,6 +580,20 @@ def record_error(session: Session, row: Journalled, exc: Exception, *, commit: b
     row.error_message = str(getattr(exc, "message", exc))[:2000]
     if commit:
         session.commit()
+
+
+def ask_signature_again(session: Session, row: Journalled, exc: ContractRevert, what: str) -> AssetError:
+    """A revert only a new signature cures (``SIGNATURE_REVERTS``): the kept signature is forgotten and
+    the reason recorded on the row, which the caller has put back to awaiting its signature; the error
+    to raise."""
+    payload = json.loads(row.params_json)
+    payload.pop("signature", None)
+    row.params_json = json.dumps(payload)
+    error = AssetError(
+        f"{exc.message}: the creator signs this {what} again", code=SIGNATURE_REVERTS[exc.error]
+    )
+    record_error(session, row, error)
+    return error
 
 
 def reconcile_rows(
@@ -646,7 +655,7 @@ def _reconcile_one(
     now: datetime,
 ) -> str:
     if service.registered_asset_id(chain, reg.content_hash):
-        if _chain_record_is_ours(chain, reg):
+        if chain_record_is_ours(chain, reg):
             finish_from_chain(session, chain, ipfs, reg)
             return "registered"
         _registered_by_someone_else(session, chain, ipfs, reg)
