@@ -293,14 +293,15 @@ def _provenance_json(session: Session, chain: ChainClient, asset_id: int) -> tup
     return head_hash, read.model_dump_json().encode()
 
 
+def _may_read(principal: Principal, creator: str) -> bool:
+    """A journal row (registration or catalogue) is its creator's to read, and admins' and auditors'."""
+    mine = principal.address is not None and principal.address.lower() == creator.lower()
+    return mine or principal.role in (Role.admin, Role.auditor)
+
+
 def _own_registration(session: Session, principal: Principal, registration_id: int) -> Registration:
     reg = session.get(Registration, registration_id)
-    if reg is None:
-        raise AssetError(
-            f"registration {registration_id} not found", code="registration_not_found", status=404
-        )
-    mine = principal.address is not None and principal.address.lower() == reg.creator.lower()
-    if not (mine or principal.role in (Role.admin, Role.auditor)):
+    if reg is None or not _may_read(principal, reg.creator):
         raise AssetError(
             f"registration {registration_id} not found", code="registration_not_found", status=404
         )
@@ -309,10 +310,7 @@ def _own_registration(session: Session, principal: Principal, registration_id: i
 
 def _own_catalogue(session: Session, principal: Principal, catalogue_id: int) -> Catalogue:
     cat = session.get(Catalogue, catalogue_id)
-    mine = (
-        cat is not None and principal.address is not None and principal.address.lower() == cat.creator.lower()
-    )
-    if cat is None or not (mine or principal.role in (Role.admin, Role.auditor)):
+    if cat is None or not _may_read(principal, cat.creator):
         raise AssetError(f"catalogue {catalogue_id} not found", code="catalogue_not_found", status=404)
     return cat
 
