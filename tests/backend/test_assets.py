@@ -26,7 +26,7 @@ from edgeledger.ipfs import IpfsClient, cid_of_bytes
 from edgeledger.ledger import registration as formats
 from edgeledger.ledger.splits import split_hash, splits_at
 from edgeledger.main import create_app
-from tests.backend.support.stack import Caller, free_port, make_caller, post_asset, rpc
+from tests.backend.support.stack import Caller, free_port, make_caller, post_asset, rpc, thief_registers
 
 pytestmark = pytest.mark.integration
 
@@ -534,39 +534,7 @@ def test_a_registration_front_run_on_chain_is_reported_as_such(
     )
     assert pending.status_code == 202, pending.text
     reg = pending.json()
-    thief = Account.create()
-    rpc(chain.rpc_url, "anvil_setBalance", thief.address, hex(10**20))
-    registry = chain.contract("ContentRegistry")
-    message = formats.registration_message(
-        (
-            sha(data),
-            cid_of_bytes(b"the thief's copy"),
-            cid_of_bytes(b"the thief's metadata"),
-            thief.address,
-            0,
-            False,
-            (1, 0, 0, 0, ""),
-            [thief.address],
-            [10_000],
-            0,
-        )
-    )
-    stolen = formats.registration_tuple(message)
-    salt = os.urandom(32)
-    for call in (
-        registry.functions.commitRegistration(formats.commitment(sha(data), thief.address, salt)),
-        registry.functions.registerAsset(stolen, salt),
-    ):
-        tx = call.build_transaction(
-            {
-                "from": thief.address,
-                "nonce": chain.w3.eth.get_transaction_count(thief.address),
-                "gas": 1_500_000,
-            }
-        )
-        raw = thief.sign_transaction(tx).raw_transaction
-        receipt = chain.w3.eth.wait_for_transaction_receipt(chain.w3.eth.send_raw_transaction(raw))
-        assert receipt["status"] == 1
+    thief = thief_registers(chain, sha(data))
     signature = formats.sign(reg["typed_data"], creator.account.key)
     late = app_client.post(
         f"/assets/registrations/{reg['id']}/signature", headers=creator.headers, json={"signature": signature}

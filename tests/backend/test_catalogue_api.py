@@ -29,8 +29,7 @@ from edgeledger.ipfs import IpfsClient, cid_of_bytes
 from edgeledger.ledger import registration as formats
 from edgeledger.ledger.abis import event_topic
 from edgeledger.main import create_app
-from tests.backend.support.settlement import send_as
-from tests.backend.support.stack import Caller, make_caller, post_asset, remember, rpc, self_register
+from tests.backend.support.stack import Caller, make_caller, post_asset, remember, rpc, thief_registers
 
 pytestmark = pytest.mark.integration
 
@@ -366,25 +365,7 @@ def test_an_item_registered_by_someone_else_meanwhile_is_reported_as_front_run(
     datas = pngs(3)
     cat = post_catalogue(app_client, creator, datas).json()
     chain = app_client.app.state.chain  # type: ignore[attr-defined]
-    thief = Account.create()
-    rpc(chain.rpc_url, "anvil_setBalance", thief.address, hex(10**20))
-    stolen = formats.registration_tuple(
-        formats.registration_message(
-            (
-                sha(datas[1]),
-                cid_of_bytes(b"the thief's copy"),
-                cid_of_bytes(b"the thief's metadata"),
-                thief.address,
-                0,
-                False,
-                (1, 0, 0, 0, ""),
-                [thief.address],
-                [10_000],
-                0,
-            )
-        )
-    )
-    self_register(lambda fn: send_as(chain, thief, fn), chain.contract("ContentRegistry"), stolen)
+    thief = thief_registers(chain, sha(datas[1]))
     body = assert_error(sign(app_client, creator, cat), 409, "front_run")
     assert body["details"]["filename"] == "item-1.png" and body["details"]["position"] == 1
     assert body["details"]["holder"] == thief.address

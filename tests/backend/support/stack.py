@@ -27,6 +27,8 @@ from edgeledger.chain.anvil import anvil_rpc as rpc
 from edgeledger.chain.deploy import deploy_with_fresh_keys
 from edgeledger.config import Settings
 from edgeledger.db import make_engine
+from edgeledger.devtools import wallet
+from edgeledger.ipfs import cid_of_bytes
 from edgeledger.ledger import registration as registration_formats
 from edgeledger.main import create_app
 from edgeledger.processes import free_port
@@ -156,6 +158,31 @@ def self_register(transact: Any, registry: Any, registration: tuple[Any, ...]) -
     # A wallet estimates the reveal at the latest block, which must already be past the commitment's.
     registry.w3.provider.make_request("evm_mine", [])
     return transact(registry.functions.registerAsset(registration, salt))
+
+
+def thief_registers(chain: Any, content_hash: str) -> LocalAccount:
+    """A stranger's funded wallet registers ``content_hash`` for itself first (its own CIDs, all of the
+    split, commit-reveal from its own wallet): the front-run a creator's late registration meets."""
+    thief = Account.create()
+    rpc(chain.rpc_url, "anvil_setBalance", thief.address, hex(10**20))
+    stolen = registration_formats.registration_tuple(
+        registration_formats.registration_message(
+            (
+                content_hash,
+                cid_of_bytes(b"the thief's copy"),
+                cid_of_bytes(b"the thief's metadata"),
+                thief.address,
+                0,
+                False,
+                (1, 0, 0, 0, ""),
+                [thief.address],
+                [10_000],
+                0,
+            )
+        )
+    )
+    self_register(lambda fn: wallet.send_call(chain, thief, fn), chain.contract("ContentRegistry"), stolen)
+    return thief
 
 
 def _caller(engine: Engine, role: Role, name: str, global_scope: bool) -> Caller:
