@@ -195,6 +195,19 @@ class Settings(BaseModel):
     api_threads: int = Field(
         40, gt=0, le=1000, description="Worker threads per API process for blocking request work"
     )
+    db_pool_size: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections each process keeps open (SQLAlchemy pool_size)",
+    )
+    db_max_overflow: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Connections a process may open beyond DB_POOL_SIZE under load; each is closed "
+        "when returned to a full pool (SQLAlchemy max_overflow)",
+    )
     log_level: str = "INFO"
 
     @field_validator("delivery_period_seconds")

@@ -120,7 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # /docs and /redoc come from edgeledger.apidocs, with no asset from outside
         redoc_url=None,
     )
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(
+        settings.resolved_database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(bind=engine, expire_on_commit=False)
