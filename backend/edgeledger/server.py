@@ -11,6 +11,15 @@ connection's first then took about 44 ms even for ``/health`` (measured with ``b
 and with plain ``http.client`` on one connection: 44 ms per request with ``--workers 2``, 1.3 ms with a
 single process). :class:`NoDelayH11Protocol` sets ``TCP_NODELAY`` on each accepted TCP socket before
 uvicorn's own ``connection_made`` runs, whatever the socket came from.
+
+Why an event loop of our own: with ``--workers N`` every worker process waits on the one shared
+listening socket, and asyncio accepts up to 100 pending connections each time that socket becomes
+readable (bpo-27906). A burst of new connections (a load balancer filling its keep-alive pool, a client
+opening several) then lands on whichever process woke first: in ``benchmarks/api_load.py``, all 32 of
+wrk's connections were held by one of the two workers in 4 runs of 6, and that run served half the
+requests per second of a run where they were spread. :class:`FairAcceptEventLoop` accepts one connection
+each time the socket is readable; the socket stays readable while connections wait, so every process
+takes its turn, and a process busy with requests comes back to the socket less often than an idle one.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 #: What ``uvicorn --http`` takes to use :class:`NoDelayH11Protocol`.
 HTTP_PROTOCOL = "edgeledger.server:NoDelayH11Protocol"
+#: What ``uvicorn --loop`` takes to use :class:`FairAcceptEventLoop`.
+EVENT_LOOP = "edgeledger.server:FairAcceptEventLoop"
 APP_FACTORY = "edgeledger.main:create_app"
 
 
@@ -44,6 +55,25 @@ class NoDelayH11Protocol(H11Protocol):
         super().connection_made(transport)  # type: ignore[arg-type]
 
 
+class FairAcceptEventLoop(asyncio.SelectorEventLoop):
+    """asyncio's selector loop, accepting one connection per readiness of a listening socket (see the
+    module docstring); everything else is asyncio's."""
+
+    def _accept_connection(  # type: ignore[override]
+        self,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        super()._accept_connection(  # type: ignore[misc]
+            protocol_factory, sock, sslcontext, server, 1, *args, **kwargs
+        )
+
+
 def uvicorn_command(
     host: str, port: int, *, workers: int = 1, log_level: str = "info", access_log: bool = True
 ) -> list[str]:
@@ -56,6 +86,8 @@ def uvicorn_command(
         "--factory",
         "--http",
         HTTP_PROTOCOL,
+        "--loop",
+        EVENT_LOOP,
         "--host",
         host,
         "--port",

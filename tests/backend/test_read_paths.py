@@ -4,6 +4,7 @@ age, and every change that must take effect at once (a revoked key, a new chain 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from edgeledger.auth.models import Role
 from edgeledger.cache import TtlCache
 from edgeledger.db import get_session
 from edgeledger.devtools.samples import demo_png
-from edgeledger.server import NoDelayH11Protocol, set_nodelay, uvicorn_command
+from edgeledger.server import FairAcceptEventLoop, NoDelayH11Protocol, set_nodelay, uvicorn_command
 from tests.backend.support.stack import Caller, make_caller, post_asset, rpc
 
 pytestmark = pytest.mark.integration
@@ -66,8 +67,42 @@ def test_unix_sockets_are_left_alone() -> None:
 def test_the_serve_command_uses_the_nodelay_protocol() -> None:
     command = uvicorn_command("127.0.0.1", 8000, workers=4, access_log=False)
     assert command[command.index("--http") + 1] == "edgeledger.server:NoDelayH11Protocol"
+    assert command[command.index("--loop") + 1] == "edgeledger.server:FairAcceptEventLoop"
     assert command[command.index("--workers") + 1] == "4"
     assert "--factory" in command and "--no-access-log" in command
+
+
+def _accepted_in_one_readiness(loop: asyncio.AbstractEventLoop, pending: int) -> int:
+    """How many of ``pending`` waiting connections one readiness of the listening socket accepts."""
+    listener = socket.socket(family=socket.AF_INET)  # as uvicorn binds the shared socket
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.setblocking(False)
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(pending)]
+    try:
+        # What the loop runs when the selector reports the socket readable (asyncio's own arguments).
+        loop._accept_connection(asyncio.Protocol, listener, None, None, 100)  # type: ignore[attr-defined]
+        left = 0
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                break
+            conn.close()
+            left += 1
+        return pending - left
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()
+        loop.run_until_complete(asyncio.sleep(0.05))  # the accepted connections' set-up, then closed
+        loop.close()
+
+
+def test_each_worker_accepts_one_connection_per_turn() -> None:
+    """A burst of connections is spread over the worker processes sharing the socket (server.py)."""
+    assert _accepted_in_one_readiness(asyncio.SelectorEventLoop(), 5) == 5  # asyncio: all at once
+    assert _accepted_in_one_readiness(FairAcceptEventLoop(), 5) == 1
 
 
 def test_ttl_cache_expires_and_bounds_its_size(monkeypatch: pytest.MonkeyPatch) -> None:
