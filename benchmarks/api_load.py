@@ -21,6 +21,12 @@ same round (median), and the API processes' CPU time per request. Rate limits ar
 (they would measure the limiter).
 
     .venv/bin/python -m benchmarks.api_load --connections 2,8,32 --seconds 8 --rounds 3
+
+``--bursts N`` measures instead how a burst of new connections is spread over the worker processes
+(docs/operations.md, "Read paths"): N runs of 3 s against ``/health``, each opening the largest
+connection count at once, printing how many connections each worker holds one second in.
+
+    .venv/bin/python -m benchmarks.api_load --connections 32 --bursts 6
 """
 
 from __future__ import annotations
@@ -106,6 +112,18 @@ class LoadStack:
 
     def proof_path(self, request_id: str) -> str:
         return "/deliveries/proofs?" + urlencode({"source": SOURCE, "request_id": request_id})
+
+    def worker_pids(self) -> list[int]:
+        """The uvicorn worker processes (spawned by multiprocessing; not its resource tracker)."""
+        workers = []
+        for pid in self.server_pids()[1:]:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in command:
+                workers.append(pid)
+        return workers
 
     def server_pids(self) -> list[int]:
         """The uvicorn supervisor and its worker processes."""
@@ -284,6 +302,63 @@ def _wrk(
     return rps, p99, count
 
 
+def held_connections(pids: list[int], port: int) -> list[int]:
+    """How many established TCP connections to ``port`` each process holds (its socket descriptors
+    matched against /proc/net/tcp and tcp6)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                inodes.add(fields[9])
+    held = []
+    for pid in pids:
+        count = 0
+        try:
+            descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            descriptors = []
+        for fd in descriptors:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                count += 1
+        held.append(count)
+    return held
+
+
+def spread(
+    stack: LoadStack, *, bursts: int, connections: int, seconds: int, threads: int
+) -> list[dict[str, Any]]:
+    """``bursts`` wrk runs against ``/health``, each opening ``connections`` connections at once: how many
+    each worker process holds one second in, and the run's requests/s."""
+    scripts_dir = Path(tempfile.mkdtemp(prefix="edgeledger-wrk-"))
+    script = _rotation_script(["/health"], scripts_dir)
+    port = int(stack.api.rsplit(":", 1)[1])
+    results = []
+    try:
+        for n in range(bursts):
+            command = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s"]
+            run = subprocess.Popen(
+                [*command, "-s", str(script), stack.api], stdout=subprocess.PIPE, text=True
+            )
+            time.sleep(1.0)
+            held = held_connections(stack.worker_pids(), port)
+            out, _ = run.communicate()
+            rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+            results.append({"held": held, "rps": round(rps)})
+            print(f"burst {n + 1}: connections held per worker {held}, /health {rps:,.0f}/s", flush=True)
+    finally:
+        shutil.rmtree(scripts_dir, ignore_errors=True)
+    return results
+
+
 def measure(
     stack: LoadStack, *, connections: list[int], seconds: int, rounds: int, threads: int
 ) -> dict[str, dict[str, dict[str, float]]]:
@@ -362,12 +437,27 @@ def main() -> None:
     )
     parser.add_argument("--api-threads", type=int, default=None, help="API_THREADS of the served API")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--bursts",
+        type=int,
+        default=0,
+        help="instead of the benchmark: this many 3 s /health runs at the largest connection count, "
+        "printing how many connections each worker holds",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     connections = [int(c) for c in args.connections.split(",")]
     env = {"API_THREADS": str(args.api_threads)} if args.api_threads else {}
     with load_stack(args.database_url, workers=args.workers, assets=args.assets, env=env) as stack:
+        if args.bursts:
+            runs = spread(
+                stack, bursts=args.bursts, connections=max(connections), seconds=3, threads=args.threads
+            )
+            fewest = sorted(min(r["held"]) for r in runs)
+            print(f"fewest connections held by one worker, per burst (sorted): {fewest}")
+            print(json.dumps({"connections": max(connections), "bursts": runs}))
+            return
         summary = measure(
             stack, connections=connections, seconds=args.seconds, rounds=args.rounds, threads=args.threads
         )

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from benchmarks.api_load import LoadStack, load_stack, measure
+from benchmarks.api_load import LoadStack, load_stack, measure, spread
 from edgeledger.compliance.models import ComplianceEvent
 from edgeledger.ledger.delivery_leaf import leaf_hash, leaf_values_from_json
 from edgeledger.ledger.merkle import process_proof
@@ -89,3 +89,13 @@ def test_the_load_benchmark_runs_error_free(stack: LoadStack) -> None:
     summary = measure(stack, connections=[CLIENTS], seconds=2, rounds=1, threads=2)
     assert set(summary[str(CLIENTS)]) == {"health", "proof", "asset"}
     print(summary)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by scripts/bootstrap.sh")
+def test_the_connection_spread_counts_every_connection(stack: LoadStack) -> None:
+    """``--bursts``: every one of wrk's connections is found held by one of the two workers. How evenly
+    they are spread is measured, not asserted (it depends on scheduling on a busy machine)."""
+    (run,) = spread(stack, bursts=1, connections=CLIENTS, seconds=3, threads=2)
+    assert len(run["held"]) == 2
+    assert sum(run["held"]) == CLIENTS
+    assert run["rps"] > 0
