@@ -68,7 +68,8 @@ def serve(
     port: Annotated[int, typer.Option(help="Port; default API_PORT")] = 0,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the socket")] = 1,
 ) -> None:
-    """Serve the API with uvicorn, TCP_NODELAY on every connection (docs/operations.md, "Read paths")."""
+    """Serve the API with uvicorn: TCP_NODELAY on every connection, workers that take turns accepting
+    connections (docs/operations.md, "Read paths")."""
     from edgeledger.server import uvicorn_command
 
     settings = get_settings()
