@@ -15,11 +15,12 @@ uvicorn's own ``connection_made`` runs, whatever the socket came from.
 Why an event loop of our own: with ``--workers N`` every worker process waits on the one shared
 listening socket, and asyncio accepts up to 100 pending connections each time that socket becomes
 readable (bpo-27906). A burst of new connections (a load balancer filling its keep-alive pool, a client
-opening several) then lands on whichever process woke first: in ``benchmarks/api_load.py``, all 32 of
-wrk's connections were held by one of the two workers in 4 runs of 6, and that run served half the
-requests per second of a run where they were spread. :class:`FairAcceptEventLoop` accepts one connection
-each time the socket is readable; the socket stays readable while connections wait, so every process
-takes its turn, and a process busy with requests comes back to the socket less often than an idle one.
+opening several) then lands on whichever process woke first: ``benchmarks/api_load.py --bursts 8``
+found all 32 of wrk's connections held by one of the two workers in 3 runs of 8, and such a run served
+half the requests per second of a run where they were spread. :class:`FairAcceptEventLoop` accepts one
+connection each time the socket is readable; the socket stays readable while connections wait, so every
+process takes its turn, and a process busy with requests comes back to the socket less often than an
+idle one.
 """
 
 from __future__ import annotations
