@@ -88,6 +88,8 @@ def test_the_load_benchmark_runs_error_free(stack: LoadStack) -> None:
     answer or socket error. Its figures are printed, not asserted."""
     summary = measure(stack, connections=[CLIENTS], seconds=2, rounds=1, threads=2)
     assert set(summary[str(CLIENTS)]) == {"health", "proof", "asset"}
+    for row in summary[str(CLIENTS)].values():
+        assert row["rps"] > 0 and row["cpu_ms"] > 0 and row["machine_cpu_ms"] > 0
     print(summary)
 
 
