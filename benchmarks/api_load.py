@@ -278,15 +278,9 @@ def _machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")  # not idle, iowait, steal
 
 
-def _wrk(
-    api: str,
-    script: Path,
-    seconds: int,
-    connections: int,
-    threads: int,
-    headers: dict[str, str],
-) -> tuple[float, float, int]:
-    """(requests/s, p99 ms, requests) of one wrk run; non-2xx answers make the run fail."""
+def _wrk_command(
+    api: str, script: Path, seconds: int, connections: int, threads: int, headers: dict[str, str]
+) -> list[str]:
     command = [
         "wrk",
         f"-t{min(threads, connections)}",
@@ -300,7 +294,11 @@ def _wrk(
     ]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*command, api], capture_output=True, text=True, check=True).stdout
+    return [*command, api]
+
+
+def _wrk_figures(api: str, out: str) -> tuple[float, float, int]:
+    """(requests/s, p99 ms, requests) from wrk's report; non-2xx answers or socket errors fail."""
     if "Non-2xx or 3xx responses" in out or "Socket errors" in out:
         raise RuntimeError(f"errors under load at {api}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -310,6 +308,20 @@ def _wrk(
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
     p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     return rps, p99, count
+
+
+def _wrk(
+    api: str,
+    script: Path,
+    seconds: int,
+    connections: int,
+    threads: int,
+    headers: dict[str, str],
+) -> tuple[float, float, int]:
+    """(requests/s, p99 ms, requests) of one wrk run; non-2xx answers make the run fail."""
+    command = _wrk_command(api, script, seconds, connections, threads, headers)
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return _wrk_figures(api, out)
 
 
 def held_connections(pids: list[int], port: int) -> list[int]:
@@ -354,14 +366,14 @@ def spread(
     results = []
     try:
         for n in range(bursts):
-            command = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s"]
-            run = subprocess.Popen(
-                [*command, "-s", str(script), stack.api], stdout=subprocess.PIPE, text=True
-            )
+            command = _wrk_command(stack.api, script, seconds, connections, threads, {})
+            run = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
             time.sleep(1.0)
             held = held_connections(stack.worker_pids(), port)
             out, _ = run.communicate()
-            rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+            if run.returncode:
+                raise subprocess.CalledProcessError(run.returncode, command, out)
+            rps, _, _ = _wrk_figures(stack.api, out)
             results.append({"held": held, "rps": round(rps)})
             print(f"burst {n + 1}: connections held per worker {held}, /health {rps:,.0f}/s", flush=True)
     finally:
