@@ -191,7 +191,7 @@ def test_0009_adds_terms_block_and_abandoned_batches_and_back(database_url: str)
         source_pk = conn.execute(
             text("SELECT source_pk FROM delivery_batches WHERE id = :b"), {"b": batch_pk}
         )
-        assert (merchant_pk, source_pk.scalar_one(), "migration:0009") in set(authorised.tuples())
+        assert (merchant_pk, source_pk.scalar_one(), "migration:0009") in set(authorised)
         conn.execute(
             text(
                 "UPDATE delivery_batches SET state = 'abandoned', abandoned_by = 'user:1:admin', "

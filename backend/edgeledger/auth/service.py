@@ -238,7 +238,7 @@ def authenticate_api_key_row(
     ).one_or_none()
     if row is None or row.ApiKey.revoked_at is not None:
         raise AuthError("API key is unknown or revoked", code="api_key_invalid")
-    api_key, user = row.tuple()
+    api_key, user = row
     _ensure_enabled(user)
     now = now or utcnow()
     if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
@@ -307,7 +307,7 @@ def authenticate_session_token(session: Session, token: str, *, now: datetime | 
     ).one_or_none()
     if row is None or row.AuthSession.revoked_at is not None:
         raise AuthError("session token is unknown or revoked; sign in again", code="unauthenticated")
-    record, user = row.tuple()
+    record, user = row
     if record.expires_at <= (now or utcnow()):
         raise AuthError("session expired; sign in again", code="session_expired")
     _ensure_enabled(user)

@@ -181,7 +181,7 @@ def list_merchant_sources(session: Session, principal: Principal) -> list[Mercha
         query = query.where(MerchantSource.merchant_user_id == principal.user_id)
     if (scope := service.limiting_scope(principal)) is not None:
         query = query.where(MerchantSource.merchant_user_id.in_(sorted(scope.merchants)))
-    return [_source_read(row, source) for row, source in session.execute(query).tuples()]
+    return [_source_read(row, source) for row, source in session.execute(query)]
 
 
 def authorised_source_pks(session: Session, merchant_user_id: int) -> list[int]:

@@ -269,7 +269,7 @@ def find_record_with_batch(
         if principal.role != Role.merchant:
             authorize_source(principal, source)
         raise _record_not_found(source, request_id)
-    source, record, batch = row.tuple()
+    source, record, batch = row
     if principal.role != Role.merchant:
         authorize_source(principal, source)
     authorize_records(session, principal, source, [record])

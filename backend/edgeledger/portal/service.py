@@ -183,7 +183,7 @@ def settlement_views(session: Session, chain: ChainClient, scope: AuditScope) ->
         if scope.allows_merchant(s.merchant_user_id)
     ]
     merchant_ids = {s.merchant_user_id for s in rows}
-    names = dict(session.execute(select(User.id, User.name).where(User.id.in_(merchant_ids))).tuples().all())
+    names = dict(session.execute(select(User.id, User.name).where(User.id.in_(merchant_ids))).all())
     accounts = {
         a.merchant_user_id: a
         for a in session.scalars(
