@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import (
@@ -241,12 +241,15 @@ def _check_split(split: list[SplitShare] | None) -> None:
             raise ValueError("a recipient appears twice in the split")
 
 
-class RegistrationParams(BaseModel):
-    """What a creator says about an upload (the `metadata` form field, JSON)."""
+class _LicenceAndSplit(BaseModel):
+    """What a registration and a catalogue say alike: the creator, the licence and the split (one
+    declaration and one set of checks for both)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=200)
+    # Each subclass declares its own title; declared here too so that it stays the first field of both
+    # schemas (a subclass's redeclaration keeps the base's position).
+    title: str | None = Field(None, min_length=1, max_length=200)
     description: str = Field("", max_length=5000)
     creator: str | None = Field(None, pattern=ADDRESS_PATTERN, description="Default: the caller's address")
     territories: list[str] = Field(
@@ -257,7 +260,6 @@ class RegistrationParams(BaseModel):
     royalty_bps: int = Field(0, ge=0, le=10_000)
     terms_cid: str = Field("", max_length=128)
     split: list[SplitShare] | None = Field(None, description="Default: 100 % to the creator")
-    parent_asset_id: int | None = Field(None, ge=1)
     aigc: bool = False
     mode: RegistrationMode = RegistrationMode.server
 
@@ -272,9 +274,16 @@ class RegistrationParams(BaseModel):
         return _territories(value)
 
     @model_validator(mode="after")
-    def _split_is_whole(self) -> RegistrationParams:
+    def _split_is_whole(self) -> Self:
         _check_split(self.split)
         return self
+
+
+class RegistrationParams(_LicenceAndSplit):
+    """What a creator says about an upload (the `metadata` form field, JSON)."""
+
+    title: str = Field(min_length=1, max_length=200)
+    parent_asset_id: int | None = Field(None, ge=1)
 
 
 class ChainRef(BaseModel):
@@ -361,11 +370,9 @@ class CatalogueItemParams(BaseModel):
     aigc: bool | None = Field(None, description="Default: the catalogue's aigc")
 
 
-class CatalogueParams(BaseModel):
+class CatalogueParams(_LicenceAndSplit):
     """What a creator says about a catalogue (the `metadata` form field, JSON): one licence and split for
     every item, as ``registerBatchFor`` stores them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(
         None,
@@ -373,36 +380,9 @@ class CatalogueParams(BaseModel):
         max_length=180,
         description="An item without its own title is titled '<title> <n>' (or its file name without one)",
     )
-    description: str = Field("", max_length=5000)
-    creator: str | None = Field(None, pattern=ADDRESS_PATTERN, description="Default: the caller's address")
-    territories: list[str] = Field(
-        default_factory=lambda: ["*"], description="ISO 3166-1 alpha-2 codes, or '*' for all"
-    )
-    valid_from: int | None = Field(None, ge=0, description="Unix seconds; default: now")
-    valid_until: int = Field(0, ge=0, description="Unix seconds; 0 = open-ended")
-    royalty_bps: int = Field(0, ge=0, le=10_000)
-    terms_cid: str = Field("", max_length=128)
-    split: list[SplitShare] | None = Field(None, description="Default: 100 % to the creator")
-    aigc: bool = False
-    mode: RegistrationMode = RegistrationMode.server
     items: list[CatalogueItemParams] | None = Field(
         None, description="Per file, in upload order (as many entries as files), or none"
     )
-
-    @field_validator("terms_cid")
-    @classmethod
-    def _terms_cid_is_a_cid(cls, value: str) -> str:
-        return _terms_cid(value)
-
-    @field_validator("territories")
-    @classmethod
-    def _non_empty(cls, value: list[str]) -> list[str]:
-        return _territories(value)
-
-    @model_validator(mode="after")
-    def _split_is_whole(self) -> CatalogueParams:
-        _check_split(self.split)
-        return self
 
     def item(self, index: int, filename: str) -> RegistrationParams:
         """The n-th item as a registration of its own (its metadata document, its asset row)."""
