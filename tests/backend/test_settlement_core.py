@@ -20,11 +20,13 @@ from edgeledger.settlement import SettlementError
 from edgeledger.settlement.billing import (
     BillingReader,
     Usage,
+    UsageKey,
     aggregate_billing,
     amount_to_minor,
     beyond_tolerance,
     billing_lines,
     reconcile,
+    rescale_minor,
     usage_from_receipts,
 )
 from edgeledger.settlement.payouts import (
@@ -488,7 +490,9 @@ def test_reconcile_receipts_against_the_bill() -> None:
         ("shop", "NA", "2026-11-20"): Usage(1_000_000_000, 1_000, 85_000, "EUR"),
         ("shop", "JP", "2026-11-20"): Usage(1, 0, None, None),
     }
-    deltas = {d.key: d for d in reconcile(ours, bill, 50)}
+    # This bill counts USD and EUR in micro-units, as the card does (a bill's own units: next test).
+    micro = {"USD": 6, "EUR": 6}
+    deltas = {d.key: d for d in reconcile(ours, bill, 50, ours_decimals=6, bill_decimals=micro)}
     eu20 = deltas[("shop", "EU", "2026-11-20")]
     assert (eu20.bytes, eu20.requests, eu20.amount, eu20.flagged) == (10_000_000, 0, 862, False)
     eu21 = deltas[("shop", "EU", "2026-11-21")]
@@ -498,11 +502,37 @@ def test_reconcile_receipts_against_the_bill() -> None:
     assert (jp.bytes, jp.amount, jp.reasons) == (1, None, ("bytes",))
     # One more micro-dollar on the bill of 20 Nov crosses 0.5 % of 172,460 (= 862.3).
     bill[("shop", "EU", "2026-11-20")] = Usage(2_010_000_000, 4_000, 172_460 + 863, "USD")
-    assert {d.key: d.reasons for d in reconcile(ours, bill, 50)}[("shop", "EU", "2026-11-20")] == ("amount",)
+    again = reconcile(ours, bill, 50, ours_decimals=6, bill_decimals=micro)
+    assert {d.key: d.reasons for d in again}[("shop", "EU", "2026-11-20")] == ("amount",)
     # Receipts with no bill line are flagged too.
-    assert reconcile(ours, {}, 50)[0].reasons == ("bytes", "requests")
+    assert reconcile(ours, {}, 50, ours_decimals=6)[0].reasons == ("bytes", "requests")
     with pytest.raises(SettlementError):
         usage_from_receipts([receipt("x", "song", "EU", OP_A, 1, 1, merchant="other")], card())
+
+
+def test_a_bill_in_cents_is_compared_with_a_card_in_micro_dollars() -> None:
+    """The card counts USD in 10^-6, a CDN bill in cents (ISO 4217): the same money on both sides is no
+    case, and a difference is measured in the card's units."""
+    usd_card = card(delivery={"EU": RegionPrice(tiers=(Tier(price_per_gb=85_000),))})
+    ours = usage_from_receipts([receipt("b1:0", "song", "EU", OP_A, 4_000, 2_000_000_000)], usd_card)
+    assert ours[("shop", "EU", "2026-11-20")].amount == 170_000  # 0.17 $ in micro-dollars
+
+    def bill(amount: str) -> dict[UsageKey, Usage]:
+        text = f"date,region,bytes,requests,amount,currency\n2026-11-20,EU,2000000000,4000,{amount},USD\n"
+        return aggregate_billing(BillingReader(billing_lines(text.encode()), merchant="shop"))
+
+    assert bill("0.17")[("shop", "EU", "2026-11-20")].amount == 17  # the bill's own minor unit: cents
+    (same,) = reconcile(ours, bill("0.17"), 50, ours_decimals=6)
+    assert (same.flagged, same.amount) == (False, 0)
+    (more,) = reconcile(ours, bill("0.18"), 50, ours_decimals=6)
+    assert (more.flagged, more.reasons, more.amount) == (True, ("amount",), 10_000)
+    assert more.theirs.amount == 18  # stored as billed
+    # Compared at the coarser unit: 0.1725 $ of ours is 17 cents (half up), the bill's 17 is no case.
+    ours_odd = {key: Usage(u.bytes, u.requests, 172_499, u.currency) for key, u in ours.items()}
+    (rounded,) = reconcile(ours_odd, bill("0.17"), 50, ours_decimals=6)
+    assert (rounded.flagged, rounded.amount) == (False, -2_499)
+    assert rescale_minor(172_500, 6, 2) == 17 and rescale_minor(172_499, 6, 2) == 17
+    assert rescale_minor(175_000, 6, 2) == 18 and rescale_minor(17, 2, 6) == 170_000
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from edgeledger.config import Settings
 from edgeledger.deliveries.models import DeliverySource
 from edgeledger.devtools.samples import demo_png
 from edgeledger.settlement import flows, service
-from edgeledger.settlement.models import CaseState, Settlement, SettlementState
+from edgeledger.settlement.models import CaseState, RateCardRow, Settlement, SettlementState
+from edgeledger.settlement.rates import FxRate
 from edgeledger.verify.rpc import Chain, vault_settlement
 from edgeledger.verify.settlement import check_document
 from tests.backend.support.deliveries import (
@@ -300,6 +301,42 @@ def test_a_billing_discrepancy_opens_a_case_and_the_decision_goes_into_the_state
     (decision,) = statement["decisions"]
     assert decision["reason"] == "CDN counted retries" and decision["adjustment"] == 100_000
     assert "Shop" in decision["decided_by"]
+
+
+def test_a_bill_in_cents_that_matches_the_receipts_opens_no_case(world: World) -> None:
+    """A card in USD counted in micro-dollars, the CDN's bill in cents (ISO 4217): 8.50 USD billed for the
+    100 GB the card prices at 8,500,000 micro-dollars is the same amount, so nothing blocks the period;
+    8.60 USD is a case (1.2 %, beyond the 0.5 % tolerance)."""
+    card_row = world.session.scalar(
+        select(RateCardRow).where(RateCardRow.merchant_user_id == world.merchant.id)
+    )
+    assert card_row is not None
+    card_row.card_json = json.dumps(
+        {**json.loads(card_row.card_json), "currency": {"code": "USD", "decimals": 6}}
+    )
+    service.add_fx_rate(world.session, FxRate.of("ecb", DAY0, "USD", "TUSDC", "1"), created_by=None)
+    world.deposit(20_000_000)
+
+    def bill(amount: str) -> None:
+        csv = f"date,region,bytes,requests,amount,currency\n2023-11-14,EU,{100 * GB},50,{amount},USD\n"
+        service.import_billing(
+            world.session, world.settings, world.account, DAY0, "bill.csv", csv.encode(), imported_by=None
+        )
+        world.session.commit()
+
+    bill("8.60")
+    world.run()
+    (case,) = service.cases_of(world.session, world.merchant.id, DAY0)
+    assert case.reasons == "amount" and (case.ours_amount, case.theirs_amount) == (8_500_000, 860)
+    assert world.settlement().error_code == "reconciliation_open"
+
+    bill("8.50")  # supersedes the first bill and its open case
+    world.run()
+    assert [c.state for c in service.cases_of(world.session, world.merchant.id, DAY0)] == [
+        CaseState.superseded
+    ]
+    row = world.settlement()
+    assert row.state == SettlementState.posted and row.total == CHARGE
 
 
 def test_a_cancelled_settlement_is_recomputed_as_a_new_attempt(world: World) -> None:

@@ -370,7 +370,8 @@ def usage_from_receipts(receipts: Iterable[Receipt], card: RateCard) -> dict[Usa
 
 @dataclass(frozen=True)
 class Delta:
-    """Billing minus receipts for one (merchant, region, day); ``flagged`` when beyond the tolerance."""
+    """Billing minus receipts for one (merchant, region, day); ``flagged`` when beyond the tolerance.
+    ``theirs`` keeps the bill's minor units; ``amount`` is the difference in the rate card's."""
 
     key: UsageKey
     ours: Usage
@@ -387,13 +388,31 @@ def beyond_tolerance(ours: int, theirs: int, tolerance_bps: int) -> bool:
     return abs(theirs - ours) * BPS > tolerance_bps * ours
 
 
+def rescale_minor(amount: int, decimals: int, to_decimals: int) -> int:
+    """``amount`` minor units of a currency counted in ``decimals`` as minor units counted in
+    ``to_decimals``: exact when the target is finer, rounded half up when it is coarser."""
+    if to_decimals >= decimals:
+        return amount * 10 ** (to_decimals - decimals)
+    unit = 10 ** (decimals - to_decimals)
+    return (amount + unit // 2) // unit
+
+
 def reconcile(
-    ours: Mapping[UsageKey, Usage], theirs: Mapping[UsageKey, Usage], tolerance_bps: int
+    ours: Mapping[UsageKey, Usage],
+    theirs: Mapping[UsageKey, Usage],
+    tolerance_bps: int,
+    *,
+    ours_decimals: int,
+    bill_decimals: Mapping[str, int] = ISO_CURRENCIES,
 ) -> tuple[Delta, ...]:
     """Deltas of bytes, requests and amount for every key on either side, sorted by key.
 
     A key missing on one side counts as zero usage there. Amounts are compared only when the billing
-    side has them; a billing currency other than ours is flagged (amounts cannot be compared).
+    side has them; a billing currency other than ours is flagged (amounts cannot be compared). Our
+    amounts count the rate card's minor units (``ours_decimals``: a card may count USD in 10^-6), the
+    bill's the currency's own (``bill_decimals``: cents for USD): they are compared at the coarser of the
+    two, the finer side rounded half up to it (a bill in cents cannot differ from us by less than a
+    cent), and ``Delta.amount`` is in the card's minor units.
     """
     if tolerance_bps < 0:
         raise SettlementError("tolerance must not be negative", code="tolerance_invalid")
@@ -410,8 +429,14 @@ def reconcile(
             if mine.currency is not None and bill.currency != mine.currency:
                 reasons.append("currency")
             else:
-                amount_delta = bill.amount - (mine.amount or 0)
-                if beyond_tolerance(mine.amount or 0, bill.amount, tolerance_bps):
+                places = bill_decimals.get(bill.currency or "", ours_decimals)
+                coarse = min(places, ours_decimals)
+                amount_delta = rescale_minor(bill.amount, places, ours_decimals) - (mine.amount or 0)
+                if beyond_tolerance(
+                    rescale_minor(mine.amount or 0, ours_decimals, coarse),
+                    rescale_minor(bill.amount, places, coarse),
+                    tolerance_bps,
+                ):
                     reasons.append("amount")
         deltas.append(
             Delta(

@@ -312,7 +312,8 @@ def reconcile_period(
         return
     merchant = merchant_key(account)
     ours = usage_from_receipts(data.receipts, card)
-    for delta in reconcile(ours, _billing_usage(session, billing, merchant), account.tolerance_bps):
+    billed = _billing_usage(session, billing, merchant)
+    for delta in reconcile(ours, billed, account.tolerance_bps, ours_decimals=card.currency.decimals):
         _merchant, region, day = delta.key
         volumes, over = source_volumes(
             data.source_usage, region, day, delta.theirs.bytes, account.tolerance_bps
