@@ -7,7 +7,9 @@
 * unregistered content (asset 0) pays the delivery fee and its operator, no royalty;
 * a silent node holds back only the merchants whose records it carries, until an admin abandons its batch
   (who, when, why in the compliance log and the statement);
-* records of a source the merchant does not authorise are not charged, and are listed.
+* records of a source the merchant does not authorise are not charged, and are listed;
+* late records are paid by a correction that charges them alone (the period's bill adjustments are not
+  applied again, nor can they block it); held royalties are released once even by runs that overlap.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -37,8 +39,9 @@ from edgeledger.deliveries.ingest import _AssetResolver
 from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliverySource
 from edgeledger.indexer.models import IndexedAsset
 from edgeledger.ipfs.cid import cid_of_bytes
-from edgeledger.settlement import flows, service
-from edgeledger.settlement.models import Settlement, SettlementState
+from edgeledger.settlement import flows, releases, service
+from edgeledger.settlement.corrections import open_corrections
+from edgeledger.settlement.models import HeldState, Settlement, SettlementHeld, SettlementState
 from edgeledger.settlement.payouts import Statement
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json
 from edgeledger.verify.rpc import Chain, vault_settlement
@@ -112,14 +115,17 @@ class Money:
         anchor: bool = True,
         count: int = 50,
         late: bool = False,
+        region: str = "EU",
+        country: str = "DE",
     ) -> list[DeliveryBatch]:
+        records = delivery_records(period, count, 2 * GB, self.shops[shop].host)
         batches = add_records(
             self.session,
             self.settings,
             source or self.source,
-            delivery_records(period, count, 2 * GB, self.shops[shop].host),
+            [replace(r, country=country) for r in records],
             asset_id=self.asset_id if asset_id is None else asset_id,
-            region="EU",
+            region=region,
             late=late,
         )
         if anchor:
@@ -178,6 +184,29 @@ class Money:
         rpc(self.settings.eth_rpc_url, "anvil_setBalance", account.address, hex(10**20))
         send_as(self.chain, account, fn)
 
+    def add_shop(self, name: str, card: dict[str, Any] = CARD) -> Shop:
+        """A merchant settling from DAY0 under ``card``, 50 tUSDC in escrow, billed by ``self.source``."""
+        key = Account.create()
+        rpc(self.settings.eth_rpc_url, "anvil_setBalance", key.address, hex(10**21))
+        user = User(role=Role.merchant, name=f"Shop {name}", address=key.address)
+        self.session.add(user)
+        self.session.commit()
+        host = f"{name}.shop.example"
+        add_merchant_host(self.session, host, user.id)
+        authorise_source(self.session, user.id, self.source)
+        params = service.AccountParams(
+            token=self.chain.deployment.address_of("TestStablecoin"),
+            token_symbol="tUSDC",
+            token_decimals=6,
+            settle_from=DAY0,
+        )
+        account = service.upsert_account(self.session, self.settings, user, params, now=DAY0)
+        service.add_rate_card(self.session, account, card, created_by=None)
+        self.session.commit()
+        deposit(self.chain, self.admin, key, 50_000_000)
+        self.shops[name] = Shop(user, key, host, account)
+        return self.shops[name]
+
 
 @pytest.fixture
 def money(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Iterator[Money]:
@@ -208,25 +237,7 @@ def money(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> It
             app_client,
         )
         for name in ("a", "b"):
-            key = Account.create()
-            rpc(settings.eth_rpc_url, "anvil_setBalance", key.address, hex(10**21))
-            user = User(role=Role.merchant, name=f"Shop {name}", address=key.address)
-            session.add(user)
-            session.commit()
-            host = f"{name}.shop.example"
-            add_merchant_host(session, host, user.id)
-            authorise_source(session, user.id, source)
-            params = service.AccountParams(
-                token=chain.deployment.address_of("TestStablecoin"),
-                token_symbol="tUSDC",
-                token_decimals=6,
-                settle_from=DAY0,
-            )
-            account = service.upsert_account(session, settings, user, params, now=DAY0)
-            service.add_rate_card(session, account, CARD, created_by=None)
-            session.commit()
-            deposit(chain, chain_snapshot.admin, key, 50_000_000)
-            world.shops[name] = Shop(user, key, host, account)
+            world.add_shop(name)
         yield world
 
 
@@ -463,6 +474,97 @@ def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Mo
     assert _claim(money, release, shop.key) == ROYALTY
 
 
+def test_two_runs_at_once_release_held_royalties_once(money: Money, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run B reads the period's held items, then reads the terms from the chain; meanwhile run A (another
+    worker, its own session) releases the same items and commits. B must not release them again."""
+    vault = money.chain.contract("SettlementVault")
+    shop = money.shops["a"]
+    money.deliver("a")
+    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    money.as_wallet(money.admin, money.registry.functions.markDisputed(money.asset_id, notice))
+    money.mine()
+    money.run(NOW)
+    period = money.posted("a")
+    money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
+    money.pass_window()
+    money.run(NOW)  # the period becomes claimable: its held royalty can be released now
+    row = money.settlement("a")
+    assert row is not None and row.state == SettlementState.claimable
+
+    read_terms = releases.read_terms
+    run_a: list[list[int]] = []
+
+    def interleaved(*args: Any, **kwargs: Any) -> Any:
+        if not run_a:  # B's first chain read: A runs from start to commit in between
+            run_a.append([])
+            with Session(money.session.get_bind()) as other:
+                run_a[0] = releases.open_releases(other, money.chain, money.settings, money.platform)
+        return read_terms(*args, **kwargs)
+
+    monkeypatch.setattr(releases, "read_terms", interleaved)
+    run_b = releases.open_releases(money.session, money.chain, money.settings, money.platform)
+    monkeypatch.undo()
+
+    (release_id,) = run_a[0]
+    assert run_b == []
+    money.session.expire_all()
+    released = list(money.session.scalars(select(Settlement).where(Settlement.funded_by_pk == period.id)))
+    assert [r.id for r in released] == [release_id]
+    held = list(
+        money.session.scalars(select(SettlementHeld).where(SettlementHeld.settlement_pk == period.id))
+    )
+    assert held and all(h.release_pk == release_id and h.state == HeldState.released for h in held)
+    # The one release is posted and drains the period's held reserve once.
+    money.run(NOW)
+    assert _release_of(money, period).state == SettlementState.posted
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
+
+
+def test_a_release_whose_sequence_another_run_took_is_skipped_and_opened_again(
+    money: Money, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run B has claimed the held items and read the period's next sequence number when another worker
+    opens a correction of the period under that number and commits: B writes nothing and does not fail;
+    the next run releases the items under the following number."""
+    if money.session.get_bind().dialect.name == "sqlite":
+        pytest.skip("SQLite serialises writers: B reads the sequence under its write lock")
+    shop = money.shops["a"]
+    money.deliver("a")
+    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    money.as_wallet(money.admin, money.registry.functions.takeDown(money.asset_id, notice))
+    money.mine()
+    money.run(NOW)
+    period = money.posted("a")
+    money.pass_window()
+    money.run(NOW)  # the period is final; the takedown decides its held royalty
+    money.deliver("a", count=10, late=True)  # a late batch: the next run opens a correction
+
+    next_sequence = releases.next_sequence
+    corrections: list[int] = []
+
+    def interleaved(*args: Any, **kwargs: Any) -> int:
+        sequence = next_sequence(*args, **kwargs)
+        with Session(money.session.get_bind()) as other:  # another worker's run, meanwhile
+            corrections.extend(open_corrections(other))
+        return sequence
+
+    monkeypatch.setattr(releases, "next_sequence", interleaved)
+    assert releases.open_releases(money.session, money.chain, money.settings, money.platform) == []
+    monkeypatch.undo()
+
+    (correction_id,) = corrections
+    correction = money.session.get(Settlement, correction_id)
+    assert correction is not None and correction.sequence == 1
+    held = list(
+        money.session.scalars(select(SettlementHeld).where(SettlementHeld.settlement_pk == period.id))
+    )
+    assert held and all(h.state == HeldState.held and h.release_pk is None for h in held)
+    money.run(NOW)
+    release = _release_of(money, period)
+    assert release.sequence == 2 and release.state == SettlementState.posted
+    assert money.payouts(release) == {shop.key.address.lower(): ROYALTY}
+
+
 def test_an_asset_registered_only_on_chain_settles_like_any_other(money: Money) -> None:
     # A creator registers from its own wallet, never through this API.
     creator = Account.create()
@@ -596,6 +698,87 @@ def test_late_records_are_paid_once_by_a_correction_linked_from_the_period(money
     money.mine()
     money.run(NOW)
     assert _claim(money, correction, money.split[0]) == NET_ROYALTY * 7 // 10 // 5
+
+
+def _settle_with_bill(money: Money, shop: str, bill: str, decide: dict[str, int]) -> Settlement:
+    """Imports the CDN's ``bill`` of the shop's period DAY0 and settles it: each case the bill opens is
+    decided (``decide``: region -> adjustment, 0 accepts), then the period is posted."""
+    account, user = money.shops[shop].account, money.shops[shop].user
+    service.import_billing(money.session, money.settings, account, DAY0, "bill.csv", bill.encode(), None)
+    money.session.commit()
+    money.run(NOW)
+    row = money.settlement(shop)
+    assert row is not None and row.error_code == "reconciliation_open", (row.state, row.error_code)
+    cases = service.cases_of(money.session, user.id, DAY0)
+    assert sorted(c.region for c in cases) == sorted(decide)
+    for case in cases:
+        adjustment = decide[case.region]
+        action = "adjust" if adjustment else "accept"
+        service.decide_case(money.session, case, user, action, adjustment, "checked with the CDN")
+    money.session.commit()
+    money.run(NOW)
+    return money.posted(shop)
+
+
+def _correction_of(money: Money, period: Settlement) -> Settlement:
+    report = money.run(NOW)
+    (correction_id,) = report.corrections
+    correction = money.session.get(Settlement, correction_id)
+    assert correction is not None
+    money.session.refresh(correction)
+    assert correction.period_id == period.period_id + (1 << 32)
+    return correction
+
+
+def test_a_correction_does_not_charge_the_periods_bill_adjustment_again(money: Money) -> None:
+    vault = money.chain.contract("SettlementVault")
+    token = money.chain.contract("TestStablecoin")
+    shop = money.shops["a"]
+    money.deliver("a")
+    # The CDN billed 110 GB where 100 GB were anchored; the merchant adds 0.10 tUSDC to the period's fee.
+    bill = f"date,region,bytes,requests,amount,currency\n2023-11-14,EU,{110 * GB},50,9.35,USD\n"
+    period = _settle_with_bill(money, "a", bill, {"EU": 100_000})
+    assert period.total == DELIVERY_FEE + ROYALTY + 100_000
+
+    money.deliver("a", count=10, late=True)
+    correction = _correction_of(money, period)
+    assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
+    # The 10 late deliveries alone: the adjustment was a one-time amount of the period's bill.
+    assert correction.total == (DELIVERY_FEE + ROYALTY) // 5
+    statement = money.statement(correction)
+    assert statement.delivery_fees == {"EU": DELIVERY_FEE // 5} and statement.decisions == ()
+    escrow = money.chain.call(vault.functions.escrowOf(shop.key.address, token.address))
+    assert escrow == 50_000_000 - (DELIVERY_FEE + ROYALTY + 100_000) - (DELIVERY_FEE + ROYALTY) // 5
+    # The published inputs carry no decision, and recompute to the vault's root.
+    assert money.document(correction)["inputs"]["decisions"] == []
+    checks = money.verify(money.document(correction))
+    assert checks and all(checks.values()), checks
+
+
+def test_a_negative_adjustment_of_a_region_without_late_records_does_not_block_the_correction(
+    money: Money,
+) -> None:
+    na = {"tiers": [{"up_to_bytes": None, "price_per_gb": 85_000}]}
+    money.add_shop("c", {**CARD, "delivery": {**CARD["delivery"], "NA": na}})
+    batches = money.deliver("c", anchor=False)  # 100 GB in EU
+    batches += money.deliver(
+        "c", region="NA", country="US", asset_id=0, count=10, anchor=False
+    )  # 20 GB in NA
+    close_and_anchor(money.session, money.settings, money.chain, list(set(batches)), money.node)
+    # The CDN billed only 10 GB in NA: the merchant takes 0.85 tUSDC off NA's 1.70 (the bill is in USD,
+    # so the EU key opens a case too, accepted).
+    bill = (
+        "date,region,bytes,requests,amount,currency\n"
+        f"2023-11-14,EU,{100 * GB},50,8.50,USD\n2023-11-14,NA,{10 * GB},10,0.85,USD\n"
+    )
+    period = _settle_with_bill(money, "c", bill, {"EU": 0, "NA": -850_000})
+    assert period.total == DELIVERY_FEE + ROYALTY + 1_700_000 - 850_000
+
+    money.deliver("c", count=10, late=True)  # late records in EU only
+    correction = _correction_of(money, period)
+    assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
+    assert correction.total == (DELIVERY_FEE + ROYALTY) // 5
+    assert money.statement(correction).delivery_fees == {"EU": DELIVERY_FEE // 5}
 
 
 # ------------------------------------------------------------------------------------------------------

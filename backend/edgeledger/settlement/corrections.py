@@ -26,8 +26,10 @@ every computation of a period or correction leaves out the batches its siblings 
 The terms are those of the period: a correction reads its assets' terms at the period's recorded block
 (a block after the period closed, final), so a late record is priced and paid as the period would have
 paid it; a period that had nothing to pay has no block, and the correction records one as a period does.
-The CDN's bill was reconciled with the period: a correction applies the decisions taken on it and opens no
-new reconciliation case.
+The CDN's bill was reconciled with the period, and each decision's adjustment (a one-time amount of the
+period's bill) was charged by the period's statement: a correction opens no reconciliation case and
+applies no decision (its inputs carry none), so an adjustment is never charged twice and never blocks a
+correction (a negative one, or one for a region without late records, would make it uncomputable).
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@
   state ``posting`` is committed before the send and the hash right after it, so a crash anywhere
   resumes to one post. Escrow below the total blocks the row (``insufficient_escrow``) until deposited.
 * **late records**: batches of a settled period anchored afterwards are paid once by a *correction* of
-  the period (settlement/corrections.py), computed and posted like the period; held royalties are
-  released by *releases* (settlement/releases.py).
+  the period (settlement/corrections.py), computed and posted like the period but without reconciliation
+  (the period's statement charged its decisions' adjustments); held royalties are released by *releases*
+  (settlement/releases.py).
 * **follow**: the vault's status (Posted / Challenged / Upheld / Cancelled) and the chain's clock move
   the row on; a post that disappeared from the chain (reorg) goes back to ``computed`` and is re-posted.
 """
@@ -335,9 +336,11 @@ def _inputs(
     if billing is None and account.require_billing and not correction:
         raise SettlementError("waiting for the CDN's billing report of the period", code="billing_missing")
     decisions, flagged = [], []
-    if billing is not None:
-        if not correction:  # a correction applies the decisions taken on its period's bill
-            reconcile_period(session, account, billing, data, card)
+    # A correction opens no case and applies no decision: its period's statement charged each adjustment,
+    # a one-time amount of the period's bill (applying it again would charge it twice, or block the
+    # correction for good where it makes a region's fee negative or has no late deliveries to go on).
+    if billing is not None and not correction:
+        reconcile_period(session, account, billing, data, card)
         cases = session.scalars(
             select(ReconciliationCase).where(
                 ReconciliationCase.import_pk == billing.id, ReconciliationCase.state != CaseState.superseded

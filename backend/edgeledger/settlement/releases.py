@@ -8,9 +8,17 @@ Crash safety and exactly-once:
   release, so a release never outlives the reserve it was paid from;
 * a release is one ``settlements`` row (``kind = "release"``, ``sequence`` n, on chain
   ``period id + (n << 32)``) written in the same transaction that marks its items ``released`` or
-  ``refunded`` with its id: an item is in at most one live release, and a crash leaves either both or
-  neither. From there the release is posted exactly once like any settlement (flows.post asks the vault
-  for the release id first), with ``releaseHeld`` instead of ``post``;
+  ``refunded`` with its id: a crash leaves either both or neither. From there the release is posted
+  exactly once like any settlement (flows.post asks the vault for the release id first), with
+  ``releaseHeld`` instead of ``post``;
+* runs overlap (the beat and ``POST /settlement/run``, several workers), and a run reads a period's held
+  items long before it writes (terms are read from the chain in between). So that transaction begins
+  with a compare-and-set: one conditional UPDATE of every item the release was computed from, still
+  ``held`` and in no release, which must match them all, before the release row is inserted. PostgreSQL
+  re-checks each row as committed (waiting for a run that is writing it) and keeps it locked to the end;
+  SQLite serialises writers. A run that lost the race writes nothing and skips the period, as does one
+  whose sequence number another run took meanwhile (unique constraint ``uq_settlement_attempt``): an item
+  is in at most one live release, and the period's items as one run saw them make at most one release;
 * a release cancelled on chain (challenged, then cancelled by an admin) returned its amount to the
   period's held reserve in the vault; its items go back to ``held`` here and a later release takes them
   under the next sequence number;
@@ -27,6 +35,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient
@@ -164,7 +173,9 @@ def open_releases(session: Session, chain: ChainClient, settings: Settings, plat
         release = compute_release(inputs)
         if not release.total:
             continue
-        opened.append(_write_release(session, period, statement, inputs, release, rows))
+        release_pk = _write_release(session, period, statement, inputs, release, rows)
+        if release_pk is not None:
+            opened.append(release_pk)
     return opened
 
 
@@ -203,7 +214,27 @@ def _write_release(
     inputs: ReleaseInputs,
     release: Any,
     rows: list[SettlementHeld],
-) -> int:
+) -> int | None:
+    """The release and its items' outcome in one transaction; None (nothing written) when another run
+    changed the items since they were read, or took the sequence number first."""
+    funding = period.id
+    # Compare-and-set first: every item the release was computed from must still be held by no release.
+    # On PostgreSQL the UPDATE re-checks each row as committed (waiting for a run writing it) and keeps it
+    # locked until this transaction ends; SQLite serialises writers from this first write on.
+    claimed = session.execute(
+        update(SettlementHeld)
+        .where(
+            SettlementHeld.id.in_([held.id for held in rows]),
+            SettlementHeld.state == HeldState.held,
+            SettlementHeld.release_pk.is_(None),
+        )
+        .values(updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != len(rows):
+        session.rollback()
+        log.info("held items of settlement %s changed while its release was computed: skipped", funding)
+        return None
     sequence = next_sequence(session, period.merchant_user_id, period.period_start)
     # a correction's held royalties are released under its period's next id too (SUPPLEMENT_SHIFT)
     release_id = supplementary_id(period.period_id & ((1 << SUPPLEMENT_SHIFT) - 1), sequence)
@@ -231,7 +262,12 @@ def _write_release(
         computed_at=utcnow(),
     )
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # another run took this sequence number (uq_settlement_attempt) first
+        session.rollback()
+        log.info("sequence %s of settlement %s's period was taken meanwhile: skipped", sequence, funding)
+        return None
     for payee, amount in tree.payouts.items():
         session.add(
             SettlementPayout(
