@@ -33,7 +33,13 @@ from edgeledger.config import Settings
 from edgeledger.deliveries.models import DeliverySource
 from edgeledger.devtools.samples import demo_png
 from edgeledger.settlement import flows, service
-from edgeledger.settlement.models import CaseState, RateCardRow, Settlement, SettlementState
+from edgeledger.settlement.models import (
+    CaseState,
+    RateCardRow,
+    Settlement,
+    SettlementPayout,
+    SettlementState,
+)
 from edgeledger.settlement.rates import FxRate
 from edgeledger.verify.rpc import Chain, vault_settlement
 from edgeledger.verify.settlement import check_document
@@ -337,6 +343,23 @@ def test_a_bill_in_cents_that_matches_the_receipts_opens_no_case(world: World) -
     ]
     row = world.settlement()
     assert row.state == SettlementState.posted and row.total == CHARGE
+
+
+def test_a_charge_beyond_64_bits_blocks_the_attempt_instead_of_failing_the_run(world: World) -> None:
+    """Amounts are signed 64-bit columns: a charge past 2^63 - 1 minor units (a token with 18 decimals
+    charging more than 9.2 tokens) blocks that attempt with its reason; the run itself goes on."""
+    card_row = world.session.scalar(
+        select(RateCardRow).where(RateCardRow.merchant_user_id == world.merchant.id)
+    )
+    assert card_row is not None
+    card = json.loads(card_row.card_json)
+    card["delivery"]["EU"]["tiers"] = [{"up_to_bytes": None, "price_per_gb": 10**17}]  # 100 GB: 10^19
+    card_row.card_json = json.dumps(card)
+    world.session.commit()
+    world.run()  # no exception: the attempt is blocked, not the run
+    row = world.settlement()
+    assert row.state == SettlementState.blocked and row.error_code == "amount_too_large"
+    assert world.session.scalar(select(func.count()).select_from(SettlementPayout)) == 0
 
 
 def test_a_cancelled_settlement_is_recomputed_as_a_new_attempt(world: World) -> None:

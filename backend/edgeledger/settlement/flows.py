@@ -88,7 +88,7 @@ from edgeledger.settlement.period_inputs import (
     settlement_currency,
     unbillable_batches,
 )
-from edgeledger.settlement.rates import card_at
+from edgeledger.settlement.rates import INT64_MAX, card_at
 from edgeledger.settlement.releases import open_releases, record_held
 from edgeledger.settlement.service import (
     current_import,
@@ -259,6 +259,17 @@ def compute(
     except SettlementError as exc:
         session.rollback()
         _block(session, settlement, exc.code, exc.message)
+        return
+    if statement is not None and statement.charge > INT64_MAX:
+        # Amounts are stored as signed 64-bit integers (the charge bounds every payout and held item):
+        # past that, this merchant's attempt waits with a reason instead of failing every run's commit.
+        session.rollback()
+        _block(
+            session,
+            settlement,
+            "amount_too_large",
+            f"charge of {statement.charge} minor units exceeds {INT64_MAX} (docs/limits.md)",
+        )
         return
     session.execute(delete(SettlementPayout).where(SettlementPayout.settlement_pk == settlement.id))
     settlement.merchant_address = account.address
