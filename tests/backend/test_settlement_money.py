@@ -474,6 +474,49 @@ def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Mo
     assert _claim(money, release, shop.key) == ROYALTY
 
 
+def test_held_royalties_count_in_the_escrow_figures_and_in_verification(money: Money) -> None:
+    """What a period needs from escrow is its total and its held royalties: the shortfall a merchant is
+    shown, and the reserve once posted, count both. ``verify settlement`` compares the statement's held
+    royalties with what the posting reserved, so a settler key that locked more as held fails it."""
+    vault = money.chain.contract("SettlementVault")
+    token = money.chain.contract("TestStablecoin")
+    shop = money.shops["a"]
+    money.as_wallet(shop.key, vault.functions.withdraw(token.address, 45_000_000, shop.key.address))
+    money.deliver("a")
+    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    money.as_wallet(money.admin, money.registry.functions.markDisputed(money.asset_id, notice))
+    money.mine()
+    money.run(NOW)
+    waiting = money.settlement("a")
+    assert waiting is not None and waiting.error_code == "insufficient_escrow"
+    detail = service.account_detail(money.session, money.chain, shop.account)
+    assert (detail.escrow, detail.pending) == (5_000_000, DELIVERY_FEE + ROYALTY)
+    assert detail.shortfall == DELIVERY_FEE + ROYALTY - 5_000_000  # the held royalty too
+
+    deposit(money.chain, money.admin, shop.key, detail.shortfall)
+    money.run(NOW)
+    period = money.posted("a")
+    assert period.held_total == ROYALTY
+    detail = service.account_detail(money.session, money.chain, shop.account)
+    assert (detail.escrow, detail.reserved, detail.pending, detail.shortfall) == (
+        0,
+        DELIVERY_FEE + ROYALTY,
+        0,
+        0,
+    )
+
+    document = money.document(period)
+    checks = money.verify(document)
+    assert checks["vault held reserve"] and all(checks.values()), checks
+    chain = Chain(money.chain.rpc_url)
+    on_chain = vault_settlement(chain, document["vault"], document["period_id"], document["merchant"])
+    assert on_chain.held == ROYALTY
+    # The same root and total, but more of the escrow locked as held than the statement holds back.
+    inflated = replace(on_chain, held=ROYALTY + 1)
+    failed = {c.name for c in check_document(document, inflated) if not c.ok}
+    assert failed == {"vault held reserve"}
+
+
 def test_two_runs_at_once_release_held_royalties_once(money: Money, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run B reads the period's held items, then reads the terms from the chain; meanwhile run A (another
     worker, its own session) releases the same items and commits. B must not release them again."""

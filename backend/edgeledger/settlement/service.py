@@ -35,6 +35,7 @@ from edgeledger.settlement.models import (
     ReconciliationCase,
     Settlement,
     SettlementAccount,
+    SettlementKind,
     SettlementState,
 )
 from edgeledger.settlement.payouts import Decision, Statement
@@ -155,22 +156,31 @@ PENDING_STATES = (SettlementState.computed, SettlementState.posting, SettlementS
 
 
 def _open_totals(session: Session, merchant_user_id: int) -> tuple[int, int, int]:
-    """(reserved on chain, computed but not reserved, number of open settlements) of one merchant."""
+    """(reserved on chain, computed but not reserved, number of open settlements) of one merchant.
+
+    A period or correction reserves its total and its held royalties together (``postWithHeld``), so
+    both count. A release is paid from its period's held reserve, never from escrow: posted, it counts
+    as reserved (its period is final by then, so no longer open here); waiting, it needs no deposit."""
     rows = session.execute(
-        select(Settlement.state, func.count(), func.coalesce(func.sum(Settlement.total), 0))
+        select(
+            Settlement.state,
+            Settlement.kind,
+            func.count(),
+            func.coalesce(func.sum(Settlement.total + Settlement.held_total), 0),
+        )
         .where(
             Settlement.merchant_user_id == merchant_user_id,
             Settlement.state.in_([s.value for s in OPEN_STATES]),
         )
-        .group_by(Settlement.state)
+        .group_by(Settlement.state, Settlement.kind)
     ).all()
     reserved = pending = count = 0
-    for state, number, total in rows:
+    for state, kind, number, amount in rows:
         count += int(number)
         if state in (SettlementState.posted, SettlementState.challenged):
-            reserved += int(total)
-        elif state in PENDING_STATES:
-            pending += int(total)
+            reserved += int(amount)
+        elif state in PENDING_STATES and kind != SettlementKind.release:
+            pending += int(amount)
     return reserved, pending, count
 
 

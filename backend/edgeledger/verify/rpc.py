@@ -262,7 +262,8 @@ class LedgerReader:
 
 @dataclass(frozen=True)
 class VaultSettlement:
-    """``SettlementVault.settlementOf(periodId, merchant)``."""
+    """``SettlementVault.settlementOf(periodId, merchant)``, and ``held``: the royalties its posting
+    reserved besides ``total`` (``postWithHeld``; 0 for a plain post or a release)."""
 
     root: bytes
     token: str
@@ -270,6 +271,7 @@ class VaultSettlement:
     status: int
     total: int
     remaining: int
+    held: int = 0
 
 
 def vault_settlement(chain: Chain, vault: str, period_id: int, merchant: str) -> VaultSettlement:
@@ -278,7 +280,27 @@ def vault_settlement(chain: Chain, vault: str, period_id: int, merchant: str) ->
         raise UnusableInput(f"merchant {merchant!r} is not an address")
     fn = contract.functions.settlementOf(period_id, Web3.to_checksum_address(merchant))
     root, token, opens, status, total, remaining = chain.ask("settlementOf", fn.call)
-    return VaultSettlement(bytes(root), str(token), int(opens), int(status), int(total), int(remaining))
+    held = _held_at_post(chain, contract, period_id, merchant) if int(status) else 0
+    return VaultSettlement(bytes(root), str(token), int(opens), int(status), int(total), int(remaining), held)
+
+
+def _held_at_post(chain: Chain, contract: Contract, period_id: int, merchant: str) -> int:
+    """What the settlement's current posting reserved as held royalties: the ``RoyaltiesHeld`` event of
+    the transaction of its latest ``SettlementPosted`` (none there: 0). Read from events because the
+    vault's ``heldOf`` is what is still held, which every release lowers."""
+    keys = ["0x" + period_id.to_bytes(32).hex(), "0x" + merchant.lower().removeprefix("0x").rjust(64, "0")]
+    posts = chain.logs(contract, [topic_hex(contract, "SettlementPosted"), *keys], 0, "latest")
+    if not posts:
+        raise UnusableInput(
+            f"settlement {period_id} is posted but the RPC returns no SettlementPosted event "
+            "(pruned history?)"
+        )
+    post = posts[-1]
+    block = int(post["blockNumber"])
+    for log in chain.logs(contract, [topic_hex(contract, "RoyaltiesHeld"), *keys], block, block):
+        if log["transactionHash"] == post["transactionHash"]:
+            return int(contract.events.RoyaltiesHeld().process_log(log)["args"]["held"])
+    return 0
 
 
 def registry(chain: Chain, address: str) -> Contract:

@@ -111,6 +111,7 @@ def check_document(
     :func:`chain_terms`; None: not checked)."""
     inputs, statement, tree = recompute(document)
     digest = release_digest(inputs) if isinstance(inputs, ReleaseInputs) else inputs_digest(inputs)
+    held = sum(h.amount for h in statement.held_back)
     checks = [
         Check(
             "inputs digest",
@@ -119,7 +120,7 @@ def check_document(
         ),
         Check(
             "payouts sum to the charge",
-            tree.total == statement.charge - sum(h.amount for h in statement.held_back),
+            tree.total == statement.charge - held,
             f"total {tree.total}",
         ),
         Check("root recomputed", tree.root_hex == document.get("root"), f"recomputed {tree.root_hex}"),
@@ -135,6 +136,11 @@ def check_document(
             Check("posted in the vault", on_chain.status != 0, f"status {on_chain.status}"),
             Check("vault root", chain_root == tree.root_hex, f"vault holds {chain_root}"),
             Check("vault total", on_chain.total == tree.total, f"vault total {on_chain.total}"),
+            Check(
+                "vault held reserve",
+                on_chain.held == held,
+                f"the posting reserved {on_chain.held} held royalties, the statement holds back {held}",
+            ),
             Check("vault token", same_token, f"vault token {on_chain.token}"),
         ]
     if terms is not None and inputs.terms_block is not None:
