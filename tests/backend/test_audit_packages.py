@@ -327,9 +327,14 @@ def test_packages_are_for_auditors_and_admins_within_scope(scene: Scene) -> None
     assert missing.status_code == 422 and missing.json()["error"]["code"] == "validation_error"
 
     # Allowed: the source-scoped auditor its source, the merchant-scoped one its merchant, admins all.
-    assert post(source_body, by_source.headers).status_code == 200
+    scoped = post(source_body, by_source.headers)
+    assert scoped.status_code == 200
     assert post({**body, "merchant_user_id": other.user_id}, by_merchant.headers).status_code == 200
-    assert post(body, scene.admin.headers).status_code == 200
+    admins = post(source_body, scene.admin.headers)
+    assert admins.status_code == 200 and post(body, scene.admin.headers).status_code == 200
+    # Erasures and retention purges are platform-wide: in the admin's package, not the scoped auditor's.
+    assert any(path.startswith("compliance/") for path in _files(admins.content))
+    assert not any(path.startswith("compliance/") for path in _files(scoped.content))
     exports = _ok(client.get("/compliance/events", params={"action": "export"}, headers=scene.admin.headers))
     subjects = {e["subject"] for e in exports["items"]}
     assert {"audit-package/source:cf-shop", f"audit-package/merchant:{scene.merchant.user_id}"} <= subjects

@@ -42,7 +42,7 @@ from edgeledger.compliance.service import record_access
 from edgeledger.config import Settings
 from edgeledger.deliveries import proofs
 from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliveryRecordRow, DeliverySource
-from edgeledger.deliveries.service import get_source
+from edgeledger.deliveries.service import get_source, limiting_scope
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.settlement import flows as settlement_flows
 from edgeledger.settlement import service as settlement_service
@@ -250,13 +250,15 @@ def build_package(
             document = proofs.proofs_document(session, settings, batch, batch_records)
             out.add(f"proofs/{batch.batch_id}.json", "proofs", document)
 
+    # Erasures and retention purges are platform-wide events (docs/api.md, "Auditor scopes"): only
+    # admins and global auditors read them, so a scoped auditor's package leaves them out.
     events = session.scalars(
         select(ComplianceEvent)
         .where(ComplianceEvent.action.in_([a.value for a in PACKAGED_COMPLIANCE_ACTIONS]))
         .where(ComplianceEvent.batch_pk.is_not(None))
         .order_by(ComplianceEvent.id)
     )
-    for event in events:
+    for event in events if limiting_scope(principal) is None else ():
         batch = session.get(DeliveryBatch, event.batch_pk)
         if batch is not None and batch.state in ANCHORED:
             proof = compliance_flows.event_proof(session, settings, event)
