@@ -66,6 +66,12 @@ class Settings(BaseModel):
     api_port: int = 8000
     public_base_url: str = Field("", description="Default http://API_HOST:API_PORT")
     max_upload_bytes: int = Field(2 * 1024**3, gt=0)
+    max_json_bytes: int = Field(
+        1024**2,
+        gt=0,
+        description="Request body of any route but the upload routes (JSON, forms; read whole into "
+        "memory); 413 body_too_large past it",
+    )
     siwe_domain: str = Field("", description="Domain SIWE messages must name; default host:port of the API")
     siwe_chain_id: int | None = Field(
         None, gt=0, description="Chain id SIWE messages must name; default the deployment file's"

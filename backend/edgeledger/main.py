@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgeledger import __version__
@@ -41,40 +42,94 @@ from edgeledger.webapp.views import router as webapp_router
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and the metadata field
 
+#: The routes that take an upload (a multipart file or a raw log/billing body, read as a stream or spooled
+#: to disk): their bodies may reach MAX_UPLOAD_BYTES (plus UPLOAD_OVERHEAD); every other request body
+#: (JSON, forms) is read whole into memory by FastAPI, so it is held to MAX_JSON_BYTES.
+UPLOAD_ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/assets"),
+    ("POST", "/assets/catalogues"),
+    ("POST", "/verify"),
+    ("POST", "/deliveries/sources/{ref}/logs"),
+    ("POST", "/deliveries/sources/{ref}/stream"),
+    ("POST", "/settlement/accounts/{merchant_user_id}/billing"),
+    ("POST", "/app/upload"),
+    ("POST", "/app/merchant/billing"),
+)
+
 
 class BodyLimit:
-    """Refuses request bodies above the upload limit before they are read (Content-Length), and stops
-    reading a chunked body the moment it passes the limit."""
+    """Refuses request bodies above their limit before they are read (Content-Length), and stops reading
+    a chunked body the moment it passes the limit: 413 ``upload_too_large`` on the upload routes
+    (MAX_UPLOAD_BYTES plus the multipart overhead), 413 ``body_too_large`` on every other route
+    (MAX_JSON_BYTES).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    A chunked body crossing the limit makes ``receive`` raise; whatever the app then answers (FastAPI
+    turns a failed body read into a 400) is replaced by the 413, as long as the app has not started its
+    response yet."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_json_bytes: int | None = None,
+        upload_routes: tuple[tuple[str, str], ...] = UPLOAD_ROUTES,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_bytes = max_bytes if max_json_bytes is None else max_json_bytes
+        self._uploads = [(method, compile_path(path)[0]) for method, path in upload_routes]
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if any(method == scope["method"] and regex.match(path) for method, regex in self._uploads):
+            return self.max_bytes, "upload_too_large"
+        return self.max_json_bytes, "body_too_large"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, code = self._limit(scope)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit, code)
             return
         seen = 0
+        tripped = False
+        started = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, tripped
+            if tripped:
+                raise _TooLarge
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > limit:
+                tripped = True
                 raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            await self._reject(send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if tripped and not started:
+                return  # the app's answer to a body it could not read: the 413 goes out instead
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
 
-    async def _reject(self, send: Send) -> None:
-        body = error_body("upload_too_large", f"request body exceeds {self.max_bytes} bytes")
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not tripped or started:
+                raise
+        if tripped and not started:
+            await self._reject(send, limit, code)
+
+    async def _reject(self, send: Send, limit: int, code: str) -> None:
+        what = "upload" if code == "upload_too_large" else "request body"
+        body = error_body(code, f"{what} exceeds {limit} bytes", max_bytes=limit)
         payload = json.dumps(body).encode()
         await send(
             {
@@ -131,7 +186,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first. A request meets CallerIdentity (who is calling), the rate limits keyed on
     # that caller, the 401 of a state-changing request without a valid caller, then the body size
     # limit: all before any of its body is read.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_upload_bytes + UPLOAD_OVERHEAD,
+        max_json_bytes=settings.max_json_bytes,
+    )
     app.add_middleware(AuthenticateBeforeBody)
     app.add_middleware(RequestRateLimit, pages=("/app/", refusal_page))
     app.add_middleware(CallerIdentity, trusted_proxies=settings.trusted_proxy_networks)
