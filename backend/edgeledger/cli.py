@@ -686,7 +686,7 @@ def audit_export(
     writable_output(output)
     start, end = _day_bounds(period)
     by_address = merchant is not None and merchant.startswith("0x")
-    if merchant is not None and not by_address and not merchant.isdigit():
+    if merchant is not None and not by_address and not (merchant.isascii() and merchant.isdigit()):
         raise typer.BadParameter("an 0x address or a user id", param_hint="--merchant")
     body = {
         "period_start": start,

@@ -53,6 +53,8 @@ def _parse_params(raw: str, model: type[P]) -> P:
         return model.model_validate(json.loads(raw or "{}"))
     except json.JSONDecodeError as exc:
         raise AssetError(f"the metadata field is not JSON: {exc}", code="validation_error") from None
+    except RecursionError:
+        raise AssetError("the metadata field is JSON nested too deeply", code="validation_error") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "metadata"

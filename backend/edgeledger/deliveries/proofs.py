@@ -516,6 +516,31 @@ def records_of_batch(
     return [by_id[rid] for rid in wanted]
 
 
+def merchant_records_of_batch(
+    session: Session, principal: Principal, source: DeliverySource, batch: DeliveryBatch, wanted: list[str]
+) -> list[DeliveryRecordRow]:
+    """A merchant's records of ``batch`` with these request ids. An id that is not in the batch and one
+    of another merchant's hosts get one and the same 404 (``record_not_found`` naming the source and the
+    first such id in sorted order, decided on the merchant's own records alone), so a merchant cannot
+    tell whether another merchant's request id exists."""
+    try:
+        records = records_of_batch(session, batch, wanted)
+    except DeliveryError as exc:
+        if exc.code != "record_not_found":
+            raise  # request_ids_invalid: about the request alone
+        query = select(DeliveryRecordRow).where(
+            DeliveryRecordRow.batch_pk == batch.id,
+            DeliveryRecordRow.request_id.in_(list(dict.fromkeys(wanted))),
+        )
+        records = list(session.scalars(query))
+    mine = _merchant_hosts(session, principal)
+    unseen = sorted(set(wanted) - {r.request_id for r in records if r.host.lower() in mine})
+    if unseen:
+        raise _record_not_found(source, unseen[0])
+    authorize_records(session, principal, source, records)
+    return records
+
+
 # ----------------------------------------------------------------------------------------------
 # Batch export
 # ----------------------------------------------------------------------------------------------

@@ -318,6 +318,12 @@ def mask_ips(text: str) -> str:
     return _IPV4.sub("[ip]", text)
 
 
+def masked_excerpt(text: str, limit: int) -> str:
+    """At most ``limit`` characters of ``text`` for a message, its IP literals masked *before* it is cut
+    (an address straddling the cut would no longer be recognised as one)."""
+    return _safe_raw(text)[:limit]
+
+
 def _safe_raw(raw: str) -> str:
     if len(raw) > _MASK_WINDOW:
         # Drop a trailing partial token that might be the first half of an address.

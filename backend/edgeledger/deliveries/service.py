@@ -7,6 +7,7 @@ The ids that go on chain (source, batch, merchant, request key, client commitmen
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from datetime import UTC, datetime
@@ -101,9 +102,14 @@ def get_source(session: Session, ref: str) -> DeliverySource:
     return source
 
 
+#: A numeric database id: ASCII digits only (str.isdigit() also takes "²", which int() refuses), and few
+#: enough of them to fit the signed 64-bit column (a longer number is looked up as a batch id: 404).
+_DATABASE_ID = re.compile(r"[0-9]{1,18}")
+
+
 def get_batch(session: Session, batch_id: str) -> DeliveryBatch:
     """A batch by 0x batch id or by its numeric database id; 404 ``batch_not_found`` otherwise."""
-    if batch_id.isdigit():
+    if _DATABASE_ID.fullmatch(batch_id):
         batch = session.get(DeliveryBatch, int(batch_id))
     else:
         batch = session.scalar(select(DeliveryBatch).where(DeliveryBatch.batch_id == batch_id.lower()))

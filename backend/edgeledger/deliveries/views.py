@@ -505,11 +505,13 @@ def export_batch(
     batch = service.get_batch(session, batch_id)
     source = proofs.source_of(session, batch)
     if request_ids is not None:
-        if principal.role != Role.merchant:
-            proofs.authorize_source(principal, source)
         wanted = [rid.strip() for rid in request_ids.split(",") if rid.strip()]
-        records = proofs.records_of_batch(session, batch, wanted)
-        proofs.authorize_records(session, principal, source, records)
+        if principal.role == Role.merchant:
+            records = proofs.merchant_records_of_batch(session, principal, source, batch, wanted)
+        else:
+            proofs.authorize_source(principal, source)
+            records = proofs.records_of_batch(session, batch, wanted)
+            proofs.authorize_records(session, principal, source, records)
         document = proofs.proofs_document(session, settings, batch, records)
         detail = {"request_ids": len(records)}
         record_access(session, principal, Action.export, f"batch:{batch.batch_id}", legal_basis, detail)

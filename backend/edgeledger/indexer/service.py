@@ -180,6 +180,9 @@ def ipfs_title_reader(ipfs: IpfsClient | None, max_bytes: int = 65_536, seconds:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             log.warning("metadata %s of an asset is not JSON: %s", metadata_cid, exc)
             return MetadataRead(None, MetadataState.invalid, f"not a JSON document: {exc}"[:300])
+        except RecursionError:
+            log.warning("metadata %s of an asset is JSON nested too deeply", metadata_cid)
+            return MetadataRead(None, MetadataState.invalid, "not a JSON document: nested too deeply")
         title = metadata.get("name") if isinstance(metadata, dict) else None  # ERC-721 metadata "name"
         return MetadataRead(str(title) if title is not None else None)
 

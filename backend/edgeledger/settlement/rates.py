@@ -26,6 +26,7 @@ INT64_MAX = 2**63 - 1
 K = TypeVar("K", bound=Hashable)
 _CODE = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
 _DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+_WHOLE = re.compile(r"[0-9]+")  # ASCII digits: str.isdigit() also takes "²", which int() refuses
 
 
 class _Frozen(BaseModel):
@@ -247,7 +248,7 @@ def parse_rate(text: str) -> tuple[int, int]:
     value = text.strip()
     if "/" in value:
         top, _, bottom = value.partition("/")
-        if not (top.strip().isdigit() and bottom.strip().isdigit()):
+        if not (_WHOLE.fullmatch(top.strip()) and _WHOLE.fullmatch(bottom.strip())):
             raise SettlementError(f"bad FX rate {text!r}", code="fx_rate_invalid")
         fraction = Fraction(int(top), int(bottom)) if int(bottom) else Fraction(0)
     elif _DECIMAL.match(value):

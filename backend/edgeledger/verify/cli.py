@@ -367,7 +367,7 @@ def package_main(argv: list[str] | None = None) -> int:
     logs_max_blocks = args.logs_max_blocks
     if logs_max_blocks is None:
         raw = os.environ.get("ETH_LOGS_MAX_BLOCKS", "").strip() or str(DEFAULT_MAX_BLOCKS)
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             parser.error(f"ETH_LOGS_MAX_BLOCKS={raw!r} is not a whole number")
         logs_max_blocks = int(raw)
     if logs_max_blocks < 0:

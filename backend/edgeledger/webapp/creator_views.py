@@ -170,7 +170,7 @@ def upload_page(request: Request, settings: SettingsDep, user: CreatorPage) -> H
 def _params(raw: str) -> RegistrationParams:
     try:
         return RegistrationParams.model_validate(json.loads(raw or "{}"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
         raise WebAppError(
             "the registration details are not JSON", code="validation_error", status=422
         ) from None

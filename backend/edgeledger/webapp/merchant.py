@@ -288,7 +288,7 @@ def period_choices(settings: Settings, now: int, count: int = 14) -> list[int]:
 
 def period_of(settings: Settings, day: str, slot: str | None) -> int:
     """The period starting on UTC ``day`` (YYYY-MM-DD) at ``slot`` seconds into it (0 by default)."""
-    match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", (day or "").strip())
+    match = re.fullmatch(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", (day or "").strip())
     if not match:
         raise WebAppError("choose the period's day", code="period_invalid", status=400)
     try:
@@ -296,7 +296,11 @@ def period_of(settings: Settings, day: str, slot: str | None) -> int:
         start = int(datetime(year, month, date, tzinfo=UTC).timestamp())
     except ValueError:
         raise WebAppError("choose the period's day", code="period_invalid", status=400) from None
-    offset = int(slot) if slot and slot.isdigit() else 0
+    slot = (slot or "").strip() or "0"
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    if not (slot.isascii() and slot.isdigit()):
+        raise WebAppError("that is not the start of a period", code="period_invalid", status=400)
+    offset = int(slot)
     if offset >= 86400 or offset % settings.delivery_period_seconds:
         raise WebAppError("that is not the start of a period", code="period_invalid", status=400)
     return start + offset

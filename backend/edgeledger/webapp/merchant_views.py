@@ -205,7 +205,11 @@ def billing_import(
     day, filename = "", ""
     try:
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > merchant.BILLING_MAX_BYTES + FORM_OVERHEAD:
+        if (
+            declared.isascii()
+            and declared.isdigit()
+            and int(declared) > merchant.BILLING_MAX_BYTES + FORM_OVERHEAD
+        ):
             raise merchant.WebAppError("the file is too large", code="upload_too_large", status=413)
         form: FormData = anyio.from_thread.run(partial(request.form, max_files=1, max_fields=10))  # type: ignore[arg-type]
         try:

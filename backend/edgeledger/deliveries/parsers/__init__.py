@@ -115,7 +115,7 @@ from edgeledger.deliveries.records import (
     LogFormatError,
     Pseudonymiser,
     QuarantinedLine,
-    mask_ips,
+    masked_excerpt,
 )
 
 __all__ = [
@@ -165,10 +165,10 @@ def _describe(line: str) -> str:
     if lowered.startswith(("<!doctype html", "<html", "<?xml", "<")):
         return "it looks like an HTML/XML document"
     if "," in line and "\t" not in line:
-        return f"it looks like CSV or plain text (first line {mask_ips(line[:60])!r})"
+        return f"it looks like CSV or plain text (first line {masked_excerpt(line, 60)!r})"
     if "\t" in line:
         return "tab-separated lines without the CloudFront #Version/#Fields header"
-    return f"the first line is neither a CloudFront header nor a JSON object ({mask_ips(line[:60])!r})"
+    return f"the first line is neither a CloudFront header nor a JSON object ({masked_excerpt(line, 60)!r})"
 
 
 def detect_format(first_lines: Iterable[str], *, file_name: str = "<input>") -> str:
@@ -235,14 +235,20 @@ def _detect_json(lines: list[str], file_name: str) -> str:
     for line in lines:
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to be a log record
             continue
         if not isinstance(obj, dict):
             continue
         if "v" in obj and "request_id" in obj:
             if obj["v"] != 1 or type(obj["v"]) is not int:
+                version = obj["v"]
+                shown = (
+                    masked_excerpt(repr(version), 60)  # the line's own text: no client IP echoed
+                    if version is None or isinstance(version, str | int | float)
+                    else f"(a JSON {'array' if isinstance(version, list) else 'object'})"
+                )
                 raise LogFormatError(
-                    file_name, f"edge-node log format version {obj['v']!r} is not supported (only 1)"
+                    file_name, f"edge-node log format version {shown} is not supported (only 1)"
                 )
             return EDGELEDGER
         candidates = [
@@ -258,7 +264,7 @@ def _detect_json(lines: list[str], file_name: str) -> str:
             return candidates[0]
         if candidates:
             raise AmbiguousLogFormatError(file_name, tuple(candidates))
-        keys = ", ".join(sorted(obj)[:8])
+        keys = ", ".join(masked_excerpt(key, 40) for key in sorted(obj)[:8])
         raise LogFormatError(
             file_name,
             f"JSON lines of an unknown schema (neither Cloudflare, Fastly, Akamai nor edge-node v1; "

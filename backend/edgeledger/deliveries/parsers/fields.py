@@ -157,7 +157,9 @@ def _normalise_host(raw: str, field_name: str) -> str:
     host = host.strip().lower()
     if host and host[-1] != "]" and ":" in host:
         name, _, port = host.rpartition(":")
-        if port.isdigit() and name and ":" not in name:  # (a bare IPv6 literal keeps its colons)
+        if (
+            port.isascii() and port.isdigit() and name and ":" not in name
+        ):  # (a bare IPv6 literal keeps its colons)
             host = name
     host = host.rstrip(".")
     if not host or host == "-":

@@ -211,7 +211,7 @@ def _fastly_time_ms(stamp: Any) -> int:
     if type(stamp) is not str:
         raise _Bad(Reason.wrong_type, f"timestamp must be a string or an integer, got {type(stamp).__name__}")
     # strftime's %z writes +0000 (no colon): RFC 3339 wants +00:00
-    if len(stamp) > 5 and stamp[-5] in "+-" and stamp[-4:].isdigit():
+    if len(stamp) > 5 and stamp[-5] in "+-" and stamp[-4:].isascii() and stamp[-4:].isdigit():
         stamp = f"{stamp[:-2]}:{stamp[-2:]}"
     return _rfc3339_ms(stamp, "timestamp")
 
