@@ -25,6 +25,7 @@ from edgeledger.config import Settings
 from edgeledger.deliveries.models import DeliveryRecordRow, IngestFile
 from edgeledger.deliveries.records import CacheResult, make_record
 from edgeledger.indexer.service import ipfs_title_reader
+from edgeledger.ipfs.client import IpfsClient
 from edgeledger.main import create_app
 from edgeledger.settlement import service as settlement_service
 from tests.backend.support.deliveries import add_merchant_host, add_records, close_batch
@@ -123,15 +124,11 @@ def test_deeply_nested_registration_details_are_a_validation_error_in_the_web_ap
     error_of(page, 422, "validation_error")
 
 
-def test_deeply_nested_asset_metadata_is_recorded_as_invalid_by_the_indexer() -> None:
+def test_deeply_nested_asset_metadata_is_recorded_as_invalid_by_the_indexer(ipfs_client: IpfsClient) -> None:
     """The indexer reads asset metadata from IPFS (anyone's document): nested too deeply it is recorded as
     invalid, never raised (which would stop the indexer at that block)."""
-
-    class Node:  # the IPFS node's answer to the metadata read (the one call the reader makes)
-        def cat_limited(self, cid: str, max_bytes: int, seconds: float) -> bytes:
-            return ('{"name": ' + DEEP[:60_000] + "]").encode()
-
-    read = ipfs_title_reader(Node())("bafy-metadata")  # type: ignore[arg-type]
+    cid = ipfs_client.add_bytes(('{"name": ' + DEEP[:60_000] + "]").encode())
+    read = ipfs_title_reader(ipfs_client)(cid)
     assert (read.state, read.title) == ("invalid", None)
     assert "nested too deeply" in (read.error or "")
 
