@@ -204,7 +204,10 @@ def test_splits_and_registrations_are_read_through_a_provider_that_caps_log_rang
         result = CliRunner().invoke(cli_app, ["verify", "settlement", str(path), *args])
         assert result.exit_code == 0, result.output
         assert "FAIL" not in result.output and "terms at the recorded block" in result.output
-        assert proxy.served == [(split_block, split_block)] and not proxy.refused  # the split's block
+        # the block of the posting (its held royalties) and the split's block, one query each
+        posted_block = document["posted_block"]
+        assert proxy.served == [(posted_block, posted_block), (split_block, split_block)]
+        assert not proxy.refused
         _assert_within_cap(proxy)
 
         proxy.reset()

@@ -176,7 +176,9 @@ class Money:
     def verify(self, document: dict[str, Any]) -> dict[str, bool]:
         """``edgeledger verify settlement``'s checks of a document: name -> passed."""
         chain = Chain(self.chain.rpc_url)
-        on_chain = vault_settlement(chain, document["vault"], document["period_id"], document["merchant"])
+        on_chain = vault_settlement(
+            chain, document["vault"], document["period_id"], document["merchant"], document["posted_block"]
+        )
         terms = chain_terms(chain, document["registry"], recompute(document)[0])
         return {c.name: c.ok for c in check_document(document, on_chain, terms)}
 
@@ -509,7 +511,9 @@ def test_held_royalties_count_in_the_escrow_figures_and_in_verification(money: M
     checks = money.verify(document)
     assert checks["vault held reserve"] and all(checks.values()), checks
     chain = Chain(money.chain.rpc_url)
-    on_chain = vault_settlement(chain, document["vault"], document["period_id"], document["merchant"])
+    on_chain = vault_settlement(
+        chain, document["vault"], document["period_id"], document["merchant"], document["posted_block"]
+    )
     assert on_chain.held == ROYALTY
     # The same root and total, but more of the escrow locked as held than the statement holds back.
     inflated = replace(on_chain, held=ROYALTY + 1)

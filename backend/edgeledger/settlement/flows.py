@@ -829,6 +829,8 @@ def inputs_document(
         "terms_block": settlement.terms_block,
         "root": settlement.root,
         "total": settlement.total,
+        # the block of our posting transaction (None until posted): verify reads its events there
+        "posted_block": settlement.block_number,
         "inputs_digest": settlement.inputs_digest,
         "inputs": json.loads(gzip.decompress(settlement.inputs_gz)),
     }

@@ -290,7 +290,13 @@ class Verifier:
             self._record("settlement", path, False, "neither the document nor the index names a vault")
             return
         try:
-            on_chain = vault_settlement(self.chain, vault, int(document["period_id"]), document["merchant"])
+            on_chain = vault_settlement(
+                self.chain,
+                vault,
+                int(document["period_id"]),
+                document["merchant"],
+                document.get("posted_block"),
+            )
             inputs = recompute(document)[0]
             terms = None
             if inputs.terms_block is not None:

@@ -263,7 +263,8 @@ class LedgerReader:
 @dataclass(frozen=True)
 class VaultSettlement:
     """``SettlementVault.settlementOf(periodId, merchant)``, and ``held``: the royalties its posting
-    reserved besides ``total`` (``postWithHeld``; 0 for a plain post or a release)."""
+    reserved besides ``total`` (``postWithHeld``; 0 for a plain post or a release), None when not read
+    (no posting block given)."""
 
     root: bytes
     token: str
@@ -271,36 +272,55 @@ class VaultSettlement:
     status: int
     total: int
     remaining: int
-    held: int = 0
+    held: int | None = None
 
 
-def vault_settlement(chain: Chain, vault: str, period_id: int, merchant: str) -> VaultSettlement:
+def vault_settlement(
+    chain: Chain, vault: str, period_id: int, merchant: str, posted_block: int | None = None
+) -> VaultSettlement:
+    """The vault's settlement; with ``posted_block`` (the published document's) also what its posting
+    there reserved as held royalties (:func:`held_at_posting`)."""
     contract = chain.contract(SETTLEMENT_VAULT, vault)
     if not Web3.is_address(merchant):
         raise UnusableInput(f"merchant {merchant!r} is not an address")
     fn = contract.functions.settlementOf(period_id, Web3.to_checksum_address(merchant))
     root, token, opens, status, total, remaining = chain.ask("settlementOf", fn.call)
-    held = _held_at_post(chain, contract, period_id, merchant) if int(status) else 0
+    held = None
+    if int(status) and posted_block is not None:
+        held = held_at_posting(chain, contract, period_id, merchant, int(posted_block), bytes(root))
     return VaultSettlement(bytes(root), str(token), int(opens), int(status), int(total), int(remaining), held)
 
 
-def _held_at_post(chain: Chain, contract: Contract, period_id: int, merchant: str) -> int:
-    """What the settlement's current posting reserved as held royalties: the ``RoyaltiesHeld`` event of
-    the transaction of its latest ``SettlementPosted`` (none there: 0). Read from events because the
-    vault's ``heldOf`` is what is still held, which every release lowers."""
+def held_at_posting(
+    chain: Chain, contract: Contract, period_id: int, merchant: str, block: int, root: bytes
+) -> int:
+    """What the posting of ``root`` for (period, merchant) in ``block`` reserved as held royalties: the
+    ``RoyaltiesHeld`` event of that ``SettlementPosted``'s transaction (none there: 0). One log query
+    of one block: the vault's ``heldOf`` is what is still held, which every release lowers, and a
+    search of the vault's whole history would cost a query per ``ETH_LOGS_MAX_BLOCKS`` blocks."""
     keys = ["0x" + period_id.to_bytes(32).hex(), "0x" + merchant.lower().removeprefix("0x").rjust(64, "0")]
-    posts = chain.logs(contract, [topic_hex(contract, "SettlementPosted"), *keys], 0, "latest")
-    if not posts:
+    logs = chain.logs(contract, [None, *keys], block, block)
+    posted = contract.events.SettlementPosted()
+    held = contract.events.RoyaltiesHeld()
+    posts = [log for log in logs if _topic0(log) == topic_hex(contract, "SettlementPosted")]
+    posting = next((log for log in posts if bytes(posted.process_log(log)["args"]["root"]) == root), None)
+    if posting is None:
         raise UnusableInput(
-            f"settlement {period_id} is posted but the RPC returns no SettlementPosted event "
-            "(pruned history?)"
+            f"block {block} holds no posting of settlement {period_id}'s root 0x{root.hex()} "
+            "(the document's posted_block)"
         )
-    post = posts[-1]
-    block = int(post["blockNumber"])
-    for log in chain.logs(contract, [topic_hex(contract, "RoyaltiesHeld"), *keys], block, block):
-        if log["transactionHash"] == post["transactionHash"]:
-            return int(contract.events.RoyaltiesHeld().process_log(log)["args"]["held"])
+    for log in logs:
+        if (
+            _topic0(log) == topic_hex(contract, "RoyaltiesHeld")
+            and log["transactionHash"] == posting["transactionHash"]
+        ):
+            return int(held.process_log(log)["args"]["held"])
     return 0
+
+
+def _topic0(log: Any) -> str:
+    topic = log["topics"][0]
+    return ("0x" + topic.hex().removeprefix("0x") if isinstance(topic, bytes) else str(topic)).lower()
 
 
 def registry(chain: Chain, address: str) -> Contract:
