@@ -24,11 +24,11 @@ import {MerchantBounds} from "./vault/MerchantBounds.sol";
 ///   the challenge window (never below MIN_CHALLENGE_WINDOW) and the recovery of stray tokens; in
 ///   production it is a TimelockController whose delay is longer than the challenge window, so a role
 ///   grant (say, itself as settler) is public a whole window before it can act and merchants can withdraw.
-///   SETTLER_ROLE posts roots and releases, each bounded by the merchant's own per-posting cap
-///   ({setPeriodCap}) and choice of settler ({chooseSettler}), and challengeable by the merchant for a
-///   whole window, and only for a period that has ended (PERIOD_SECONDS). PAUSER_ROLE pauses, which stops
-///   the vault's clock, so challenge windows are never shortened by a pause. RESOLVER_ROLE decides
-///   challenges. Payouts are claimable forever.
+///   SETTLER_ROLE posts roots and releases, bounded by the merchant's own cap on what all of a period's
+///   postings reserve ({setPeriodCap}) and choice of settler ({chooseSettler}), challengeable by the
+///   merchant for a whole window, and only for a period that has ended (PERIOD_SECONDS). PAUSER_ROLE
+///   pauses, which stops the vault's clock, so challenge windows are never shortened by a pause.
+///   RESOLVER_ROLE decides challenges. Payouts are claimable forever.
 /// * Leaves follow docs/settlement-leaf.md: OpenZeppelin StandardMerkleTree leaves,
 ///   keccak256(bytes.concat(keccak256(abi.encode(periodId, merchant, token, payee, amount)))), with
 ///   sorted-pair inner nodes. A payout tree holds at most ONE leaf per payee (the off-chain builder sums a
@@ -339,7 +339,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @param merchant The merchant whose escrow pays.
     /// @param token An allow-listed token the merchant holds in escrow.
     /// @param root StandardMerkleTree root over the payouts (docs/settlement-leaf.md; non-zero).
-    /// @param total Sum of the leaves' amounts (non-zero, at most the merchant's escrow in `token`).
+    /// @param total Sum of the leaves' amounts (non-zero, at most the merchant's escrow in `token` and what
+    /// the merchant's cap leaves to the period: {setPeriodCap}, {periodReservedOf}).
     function post(uint64 periodId, address merchant, address token, bytes32 root, uint256 total)
         external
         onlyRole(SETTLER_ROLE)
@@ -356,7 +357,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @param token An allow-listed token the merchant holds in escrow.
     /// @param root StandardMerkleTree root over the payouts (non-zero).
     /// @param total Sum of the leaves' amounts (non-zero).
-    /// @param held Royalties held back (total + held at most the merchant's escrow in `token`).
+    /// @param held Royalties held back (total + held at most the merchant's escrow in `token` and what the
+    /// merchant's cap leaves to the period).
     function postWithHeld(
         uint64 periodId,
         address merchant,
@@ -371,8 +373,10 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @notice Pays `amount` of a settlement's held royalties under the supplementary settlement
     /// `releaseId` (`period + (sequence << 32)`, where `period` is the low 32 bits of `periodId`): a new
     /// root with its own challenge window, claimed like any other. Only once the settlement that holds
-    /// them is final (upheld, or posted and past its challenge window), so it can no longer be cancelled. The holding settlement is a period's own (`periodId` < 2**32) or a
-    /// supplementary settlement of the same period that held royalties of late records.
+    /// them is final (upheld, or posted and past its challenge window), so it can no longer be cancelled.
+    /// The holding settlement is a period's own (`periodId` < 2**32) or a supplementary settlement of the
+    /// same period that held royalties of late records. Takes nothing from escrow, so the merchant's
+    /// period cap does not count it: the period counted these royalties when it held them.
     /// @param periodId The settlement whose held reserve pays.
     /// @param merchant The merchant.
     /// @param releaseId The supplementary settlement's id (never posted, or cancelled).
@@ -427,8 +431,9 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     }
 
     /// @notice Resolves a challenged settlement: uphold opens its claims at once; cancel returns the
-    /// whole reserve, held royalties included, to the merchant's escrow (no claim can have happened) and
-    /// lets the settler post the period again; a cancelled release returns to its period's held reserve.
+    /// whole reserve, held royalties included, to the merchant's escrow (no claim can have happened) and to
+    /// its period's cap ({periodReservedOf}), and lets the settler post it again; a cancelled release
+    /// returns to its period's held reserve (the period's cap never counted it).
     /// @param periodId The period.
     /// @param merchant The merchant.
     /// @param uphold True to uphold, false to cancel.
@@ -461,6 +466,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
                 totals.reserved -= returned;
                 totals.escrow += returned;
                 _escrow[merchant][token] += returned;
+                _refundPeriodBudget(merchant, token, periodId, returned);
             }
         }
         emit SettlementResolved(periodId, merchant, uphold, returned, msg.sender);
@@ -663,7 +669,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
             revert AlreadyPosted(periodId, merchant, status);
         }
         _requireChosenSettler(merchant);
-        _requireWithinCap(merchant, token, total + held);
+        _spendPeriodBudget(merchant, token, periodId, total + held);
         _reserve(merchant, token, total + held);
         delete _fundedBy[periodId][merchant]; // a cancelled release's id posted anew is funded by escrow
         _record(settlement, periodId, merchant, token, root, total);

@@ -2,27 +2,49 @@
 pragma solidity 0.8.28;
 
 /// @title MerchantBounds
-/// @notice A merchant's own bounds on what the settler keys may do with its escrow: the most one posting
-/// (a period, a correction or a release, held royalties included) may reserve in a token, and the only
-/// settler that may post for it. Set by the merchant alone, from its own address; no role can change them.
-/// @dev Abstract: the vault calls {_requireWithinCap} and {_requireChosenSettler} on every posting.
+/// @notice A merchant's own bounds on what the settler keys may do with its escrow: the most one period may
+/// reserve from it in a token, over all the period's postings (its own settlement and its corrections,
+/// held royalties included), and the only settler that may post for it. Set by the merchant alone, from
+/// its own address; no role can change them.
+/// @dev Abstract: the vault calls {_requireChosenSettler} and {_spendPeriodBudget} on every posting that
+/// reserves from escrow, and {_refundPeriodBudget} when a cancel returns such a reserve to escrow.
+///
+/// A period is the low 32 bits of a settlement id: the period's own settlement `p` and its supplementary
+/// ids `p + (n << 32)` share one budget per (merchant, token). What a period reserved from escrow is
+/// tracked on every posting, whether or not the merchant set a cap, so a cap set (or lowered) mid-period
+/// counts the postings already made. A release of held royalties takes nothing from escrow (it pays from
+/// a reserve the period already counted) and is not counted. No event of its own: the sum follows from
+/// the vault's `SettlementPosted` (`total`) and `RoyaltiesHeld` (`held`) of each posting, less the
+/// `returned` of each cancelling `SettlementResolved` of a settlement that was not a release (`HeldReleased`).
 abstract contract MerchantBounds {
-    /// @dev Per merchant and token: the most one posting may reserve (0: no bound).
+    /// @dev Per merchant and token: the most one period may reserve from escrow (0: no bound).
     mapping(address merchant => mapping(address token => uint256)) private _periodCap;
     /// @dev Per merchant: the only settler that may post for it (zero: any SETTLER_ROLE holder).
     mapping(address merchant => address) private _chosenSettler;
+    /// @dev Per merchant, token and period: what the period's postings reserved from escrow, held
+    /// royalties included, less what cancels gave back to escrow.
+    mapping(address merchant => mapping(address token => mapping(uint32 period => uint256))) private
+        _periodReserved;
 
+    /// @notice A posting would take what one period reserved from `merchant`'s escrow in `token` past
+    /// the merchant's cap.
+    /// @param cap The merchant's cap ({setPeriodCap}).
+    /// @param requested What the period would then have reserved in all: {periodReservedOf} before the
+    /// posting plus the posting's own amount (its total and held royalties).
     error PeriodCapExceeded(address merchant, address token, uint256 cap, uint256 requested);
     error SettlerNotChosen(address merchant, address chosen, address caller);
 
-    /// @notice A merchant bounded what one posting may reserve from its escrow in `token` (0: unbounded).
+    /// @notice A merchant bounded what one period may reserve from its escrow in `token` (0: unbounded).
     event PeriodCapSet(address indexed merchant, address indexed token, uint256 cap);
     /// @notice A merchant chose the only settler that may post for it (zero: any settler).
     event SettlerChosen(address indexed merchant, address indexed settler);
 
-    /// @notice Bounds what one posting (a period or a correction, its held royalties included) may
-    /// reserve from the caller's escrow in `token`; a larger post reverts PeriodCapExceeded. Zero removes
-    /// the bound. Whatever a settler key does, it cannot reserve more than this per posting.
+    /// @notice Bounds what one period may reserve from the caller's escrow in `token`, over all its
+    /// postings: the period's root and its corrections (supplementary ids with the same low 32 bits),
+    /// held royalties included. A posting that would take the period's sum past the cap reverts
+    /// PeriodCapExceeded; a cancelled posting gives its amount back to the period. Zero removes the
+    /// bound. Takes effect on the next posting, counting what the period already reserved; nothing
+    /// already reserved moves. Whatever a settler key does, it cannot reserve more than this per period.
     /// @param token The token.
     /// @param cap Token minor units (0: unbounded).
     function setPeriodCap(address token, uint256 cap) external {
@@ -41,10 +63,22 @@ abstract contract MerchantBounds {
     /// @notice The bounds `merchant` set itself in `token`.
     /// @param merchant The merchant.
     /// @param token The token.
-    /// @return cap The most one posting may reserve (0: no bound).
+    /// @return cap The most one period may reserve (0: no bound).
     /// @return settler The only settler that may post for it (zero: any).
     function boundsOf(address merchant, address token) external view returns (uint256 cap, address settler) {
         return (_periodCap[merchant][token], _chosenSettler[merchant]);
+    }
+
+    /// @notice What the postings of one period reserved from `merchant`'s escrow in `token`, held
+    /// royalties included, less what cancels returned to escrow: the sum the merchant's cap bounds.
+    /// Releases of held royalties are not in it (they pay from a reserve already counted); payouts
+    /// claimed since stay in it.
+    /// @param merchant The merchant.
+    /// @param token The token.
+    /// @param periodId Any settlement id of the period: its low 32 bits name the period.
+    /// @return Token minor units.
+    function periodReservedOf(address merchant, address token, uint64 periodId) external view returns (uint256) {
+        return _periodReserved[merchant][token][uint32(periodId)];
     }
 
     /// @dev Reverts unless the caller is the merchant's chosen settler (when it chose one).
@@ -53,9 +87,19 @@ abstract contract MerchantBounds {
         if (chosen != address(0) && chosen != msg.sender) revert SettlerNotChosen(merchant, chosen, msg.sender);
     }
 
-    /// @dev Reverts when reserving `amount` in `token` in one posting exceeds the merchant's cap.
-    function _requireWithinCap(address merchant, address token, uint256 amount) internal view {
+    /// @dev Counts `amount` reserved from escrow in `token` by a posting of settlement `id` against its
+    /// period's budget; reverts when the period's sum would then exceed the merchant's cap.
+    function _spendPeriodBudget(address merchant, address token, uint64 id, uint256 amount) internal {
+        mapping(uint32 => uint256) storage reservedOf = _periodReserved[merchant][token];
+        uint256 reserved = reservedOf[uint32(id)] + amount;
         uint256 cap = _periodCap[merchant][token];
-        if (cap != 0 && amount > cap) revert PeriodCapExceeded(merchant, token, cap, amount);
+        if (cap != 0 && reserved > cap) revert PeriodCapExceeded(merchant, token, cap, reserved);
+        reservedOf[uint32(id)] = reserved;
+    }
+
+    /// @dev Gives `amount` back to the budget of settlement `id`'s period: a cancel returned it to escrow.
+    /// It was counted by the settlement's own posting, so the sum never goes below zero.
+    function _refundPeriodBudget(address merchant, address token, uint64 id, uint256 amount) internal {
+        _periodReserved[merchant][token][uint32(id)] -= amount;
     }
 }

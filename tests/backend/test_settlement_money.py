@@ -990,8 +990,36 @@ def test_a_merchant_authorises_and_revokes_a_source_from_the_cli(money: Money, l
     assert authorised() == []
 
 
+def test_a_correction_waits_when_the_period_has_used_the_merchants_cap(money: Money) -> None:
+    """The cap bounds a period over all its postings: a correction that fits under the cap alone but
+    not with what its period already reserved waits (period_cap_exceeded, read from periodReservedOf
+    before sending, so no reverted transaction), and posts once the merchant raises the cap."""
+    shop = money.shops["a"]
+    vault = money.chain.contract("SettlementVault")
+    token = money.chain.deployment.address_of("TestStablecoin")
+    money.as_wallet(shop.key, vault.functions.setPeriodCap(token, DELIVERY_FEE + ROYALTY))
+    money.deliver("a")
+    money.run(NOW)
+    period = money.posted("a")
+    assert money.chain.call(vault.functions.periodReservedOf(shop.key.address, token, period.period_id)) == (
+        DELIVERY_FEE + ROYALTY
+    )
+    money.deliver("a", count=10, late=True)
+    report = money.run(NOW)
+    (correction_id,) = report.corrections
+    correction = money.session.get(Settlement, correction_id)
+    assert correction is not None
+    money.session.refresh(correction)
+    assert correction.error_code == "period_cap_exceeded", (correction.state, correction.error_message)
+    assert correction.tx_hash is None and correction.send_attempts == 0
+    money.as_wallet(shop.key, vault.functions.setPeriodCap(token, 2 * (DELIVERY_FEE + ROYALTY)))
+    money.run(NOW)
+    money.session.refresh(correction)
+    assert correction.state == SettlementState.posted and correction.total == (DELIVERY_FEE + ROYALTY) // 5
+
+
 def test_a_merchants_own_cap_on_chain_bounds_what_a_period_reserves(money: Money) -> None:
-    """The merchant caps one posting at less than the period's charge from its own wallet: the period
+    """The merchant caps its periods at less than the period's charge from its own wallet: the period
     waits (period_cap_exceeded, shown on the account) and posts once the merchant raises the cap."""
     shop = money.shops["a"]
     vault = money.chain.contract("SettlementVault")

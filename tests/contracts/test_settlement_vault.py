@@ -883,6 +883,24 @@ def test_gas(vault, admin, settler, merchant, usdc, fund, payees, accounts, caps
         tx = vault.post(period_id, merchant, usdc, p.root, p.total, {"from": settler})
         post_gas[size] = (tx.gas_used, tx.gas_used - 21_000 - calldata_gas(tx.input))
     assert post_gas[2][1] == post_gas[200][1], post_gas  # net of calldata (random root bytes, total)
+    # A period posted with held royalties, and a correction (a supplementary id of a period already
+    # posted: its period's reserved sum is written again rather than set).
+    with_held = Payout(1_002, str(merchant), str(usdc), {f"0x{i + 1:040x}": 10 + i for i in range(2)})
+    held_tx = vault.postWithHeld(1_002, merchant, usdc, with_held.root, with_held.total, 7, {"from": settler})
+    correction = Payout(1_000 + (1 << 32), str(merchant), str(usdc), {f"0x{i + 1:040x}": 5 for i in range(2)})
+    correction_tx = vault.post(
+        correction.period_id, merchant, usdc, correction.root, correction.total, {"from": settler}
+    )
+    # The same two with the merchant's cap set (every post reads the cap; the period's sum is counted
+    # whether or not there is one).
+    vault.setPeriodCap(usdc, 10**12, {"from": merchant})
+    capped = Payout(1_003, str(merchant), str(usdc), {f"0x{i + 1:040x}": 10 + i for i in range(2)})
+    capped_tx = vault.post(1_003, merchant, usdc, capped.root, capped.total, {"from": settler})
+    capped = Payout(1_003 + (1 << 32), str(merchant), str(usdc), {f"0x{i + 1:040x}": 5 for i in range(2)})
+    capped_correction_tx = vault.post(
+        capped.period_id, merchant, usdc, capped.root, capped.total, {"from": settler}
+    )
+    vault.setPeriodCap(usdc, 0, {"from": merchant})
 
     trees = [payout(256 + i) for i in range(25)]
     for p in trees:
@@ -944,6 +962,14 @@ def test_gas(vault, admin, settler, merchant, usdc, fund, payees, accounts, caps
         f"({post_gas[2][1]:,} net of intrinsic gas for both). "
         "References: 0xSplits about 26,000-34,000 gas per recipient per distribution (500 recipients: "
         "13-17M gas); Livepeer about 350,000 gas per redeemed ticket",
+    )
+    report(
+        capsys,
+        f"SettlementVault.postWithHeld (2 payees, royalties held): {held_tx.gas_used:,} gas "
+        f"({held_tx.gas_used - 21_000 - calldata_gas(held_tx.input):,} net of intrinsic gas); "
+        f"a correction's post (a supplementary id of a posted period): {correction_tx.gas_used:,} "
+        f"({correction_tx.gas_used - 21_000 - calldata_gas(correction_tx.input):,} net); with the merchant's "
+        f"cap set: post {capped_tx.gas_used:,}, its correction {capped_correction_tx.gas_used:,}",
     )
     assert per_period <= PER_PERIOD_GOAL and batch_fresh // 10 <= PER_PERIOD_GOAL
     assert single <= ONE_CLAIM_CEILING

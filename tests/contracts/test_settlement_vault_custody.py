@@ -4,7 +4,8 @@
   is public a whole window before it can act, and merchants withdraw meanwhile;
 * the challenge window never drops below the one the vault was deployed with;
 * a pause stops the vault's clock: open challenge windows end that much later;
-* a merchant bounds what one posting reserves and which settler may post for it;
+* a merchant bounds what one period reserves (its root and its corrections, held royalties included; a
+  cancel gives back, a release takes nothing) and which settler may post for it;
 * stray tokens are recoverable without touching escrow, reserves or claims.
 """
 
@@ -16,6 +17,9 @@ from tests.contracts.conftest import CHALLENGE_WINDOW, USDC_UNIT, assert_event, 
 
 SETTLER_ROLE = keccak(text="SETTLER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
+SUPPLEMENT = (
+    1 << 32
+)  # a period's n-th supplementary settlement (a correction or a release): p + n * SUPPLEMENT
 
 
 def open_claims() -> None:
@@ -53,10 +57,10 @@ def test_a_pause_extends_every_open_challenge_window_by_the_time_paused(
     assert vault.claimsOpen(1, merchant) and not vault.claimsOpen(2, merchant)
 
 
-def test_a_merchant_bounds_what_one_posting_reserves_and_who_posts_for_it(
+def test_a_merchant_bounds_what_a_period_reserves_and_who_posts_for_it(
     vault, admin, settler, merchant, usdc, fund, accounts
 ):
-    """A settler key, even compromised, cannot reserve more than the merchant's cap per posting, nor post
+    """A settler key, even compromised, cannot reserve more than the merchant's cap for a period, nor post
     at all for a merchant that chose another settler."""
     fund(merchant, usdc, 10 * USDC_UNIT)
     tx = vault.setPeriodCap(usdc, 2 * USDC_UNIT, {"from": merchant})
@@ -81,6 +85,142 @@ def test_a_merchant_bounds_what_one_posting_reserves_and_who_posts_for_it(
     vault.setPeriodCap(usdc, 0, {"from": merchant})
     vault.chooseSettler(ZERO_ADDRESS, {"from": merchant})
     vault.post(3, merchant, usdc, random_hash(), 3 * USDC_UNIT, {"from": rogue})
+
+
+def _cap_exceeded(merchant, token, cap, requested) -> str:
+    return vault_error("PeriodCapExceeded", merchant, token, cap, requested)
+
+
+def _settle(vault, settler, id_, merchant, token, total, held=0):
+    """Posts a root for settlement `id_` (a period, or a correction when id_ >= 2**32)."""
+    if held:
+        return vault.postWithHeld(id_, merchant, token, random_hash(), total, held, {"from": settler})
+    return vault.post(id_, merchant, token, random_hash(), total, {"from": settler})
+
+
+def test_corrections_cannot_post_one_period_past_the_merchants_cap(
+    vault, admin, settler, merchant, usdc, fund, accounts
+):
+    """The reviewer's reproduction: cap 2 USDC, escrow 10 USDC; a compromised settler key posts period 1
+    and then four corrections (supplementary ids 1 + n * 2**32) of 2 USDC each. Before the fix all five
+    went through and emptied the escrow; now every post after the first would take the period past its
+    cap and reverts, and what the period reserved never exceeds the cap."""
+    cap = 2 * USDC_UNIT
+    fund(merchant, usdc, 10 * USDC_UNIT)
+    vault.setPeriodCap(usdc, cap, {"from": merchant})
+    rogue = accounts[8]
+    vault.grantRole(SETTLER_ROLE, rogue, {"from": admin})
+    _settle(vault, rogue, 1, merchant, usdc, cap)
+    for n in range(1, 5):
+        with brownie.reverts(_cap_exceeded(merchant, usdc, cap, 2 * cap)):
+            _settle(vault, rogue, 1 + n * SUPPLEMENT, merchant, usdc, cap)
+        assert vault.periodReservedOf(merchant, usdc, 1) == cap
+        assert vault.periodReservedOf(merchant, usdc, 1 + n * SUPPLEMENT) == cap  # the same period
+    assert vault.escrowOf(merchant, usdc) == 8 * USDC_UNIT
+    assert vault.totalsOf(usdc)["reserved"] == cap
+
+
+def test_a_periods_postings_fill_its_cap_held_royalties_included(vault, settler, merchant, usdc, fund):
+    """Smaller postings of one period add up: the period's root, then corrections with and without held
+    royalties, until the sum reaches the cap exactly; one unit more reverts, and the error reports the
+    sum the posting would have made."""
+    cap = 2 * USDC_UNIT
+    fund(merchant, usdc, 10 * USDC_UNIT)
+    vault.setPeriodCap(usdc, cap, {"from": merchant})
+    _settle(vault, settler, 5, merchant, usdc, USDC_UNIT // 2, held=USDC_UNIT // 4)
+    _settle(vault, settler, 5 + SUPPLEMENT, merchant, usdc, USDC_UNIT // 2)
+    assert vault.periodReservedOf(merchant, usdc, 5) == USDC_UNIT + USDC_UNIT // 4
+    with brownie.reverts(_cap_exceeded(merchant, usdc, cap, cap + 1)):  # held royalties count
+        _settle(vault, settler, 5 + 2 * SUPPLEMENT, merchant, usdc, USDC_UNIT // 4, held=USDC_UNIT // 2 + 1)
+    _settle(vault, settler, 5 + 2 * SUPPLEMENT, merchant, usdc, USDC_UNIT // 4, held=USDC_UNIT // 2)
+    assert vault.periodReservedOf(merchant, usdc, 5) == cap
+    with brownie.reverts(_cap_exceeded(merchant, usdc, cap, cap + 1)):
+        _settle(vault, settler, 5 + 3 * SUPPLEMENT, merchant, usdc, 1)
+    assert vault.escrowOf(merchant, usdc) == 10 * USDC_UNIT - cap
+
+
+def test_a_cancelled_posting_gives_its_amount_back_to_its_period(vault, admin, settler, merchant, usdc, fund):
+    """The arbiter cancels a challenged posting: what it reserved, held royalties included, goes back to
+    escrow and to the period's budget, so the period can be posted again within its cap. An upheld
+    challenge gives nothing back."""
+    cap = 2 * USDC_UNIT
+    fund(merchant, usdc, 10 * USDC_UNIT)
+    vault.setPeriodCap(usdc, cap, {"from": merchant})
+    _settle(vault, settler, 1, merchant, usdc, USDC_UNIT, held=USDC_UNIT)  # the whole cap
+    with brownie.reverts(_cap_exceeded(merchant, usdc, cap, cap + 1)):
+        _settle(vault, settler, 1 + SUPPLEMENT, merchant, usdc, 1)
+    vault.challenge(1, merchant, random_hash(), {"from": merchant})
+    tx = vault.resolve(1, merchant, False, {"from": admin})
+    assert tx.events["SettlementResolved"]["returned"] == cap
+    assert vault.periodReservedOf(merchant, usdc, 1) == 0
+    assert vault.escrowOf(merchant, usdc) == 10 * USDC_UNIT
+    # The period posted again, then a correction; the correction is cancelled and posted anew.
+    _settle(vault, settler, 1, merchant, usdc, 3 * USDC_UNIT // 2)
+    _settle(vault, settler, 1 + SUPPLEMENT, merchant, usdc, USDC_UNIT // 2)
+    vault.challenge(1 + SUPPLEMENT, merchant, random_hash(), {"from": merchant})
+    vault.resolve(1 + SUPPLEMENT, merchant, False, {"from": admin})
+    assert vault.periodReservedOf(merchant, usdc, 1) == 3 * USDC_UNIT // 2
+    _settle(vault, settler, 1 + SUPPLEMENT, merchant, usdc, USDC_UNIT // 2)
+    assert vault.periodReservedOf(merchant, usdc, 1) == cap
+    # Upheld: it stays reserved, and counted.
+    vault.challenge(1 + SUPPLEMENT, merchant, random_hash(), {"from": merchant})
+    vault.resolve(1 + SUPPLEMENT, merchant, True, {"from": admin})
+    assert vault.periodReservedOf(merchant, usdc, 1) == cap
+    with brownie.reverts(_cap_exceeded(merchant, usdc, cap, cap + 1)):
+        _settle(vault, settler, 1 + 2 * SUPPLEMENT, merchant, usdc, 1)
+    assert vault.escrowOf(merchant, usdc) == 10 * USDC_UNIT - cap
+
+
+def test_releases_of_held_royalties_do_not_count_against_the_cap(vault, admin, settler, merchant, usdc, fund):
+    """A release pays from the period's held reserve, which the period already counted when it held the
+    royalties: it takes nothing from escrow and nothing from the cap, even with the cap full; a cancelled
+    release goes back to the held reserve, not to the period's budget."""
+    cap = 2 * USDC_UNIT
+    fund(merchant, usdc, 10 * USDC_UNIT)
+    vault.setPeriodCap(usdc, cap, {"from": merchant})
+    _settle(vault, settler, 3, merchant, usdc, USDC_UNIT, held=USDC_UNIT)  # the whole cap
+    open_claims()  # final: its held royalties are releasable
+    vault.releaseHeld(3, merchant, 3 + SUPPLEMENT, random_hash(), USDC_UNIT // 2, {"from": settler})
+    assert vault.periodReservedOf(merchant, usdc, 3) == cap
+    vault.challenge(3 + SUPPLEMENT, merchant, random_hash(), {"from": merchant})
+    vault.resolve(3 + SUPPLEMENT, merchant, False, {"from": admin})
+    assert vault.heldOf(3, merchant) == USDC_UNIT
+    assert vault.periodReservedOf(merchant, usdc, 3) == cap
+    vault.releaseHeld(3, merchant, 3 + 2 * SUPPLEMENT, random_hash(), USDC_UNIT, {"from": settler})
+    assert vault.periodReservedOf(merchant, usdc, 3) == cap
+    assert vault.escrowOf(merchant, usdc) == 10 * USDC_UNIT - cap
+    with brownie.reverts(_cap_exceeded(merchant, usdc, cap, cap + 1)):
+        _settle(vault, settler, 3 + 3 * SUPPLEMENT, merchant, usdc, 1)
+
+
+def test_each_period_and_token_has_its_own_budget_counted_from_its_first_posting(
+    vault, settler, merchant, usdc, eurc, fund
+):
+    """Another period, or the same period in another token, has its own budget. The sum is kept whether
+    or not a cap is set: a cap set (or lowered) mid-period counts what the period already reserved."""
+    cap = 2 * USDC_UNIT
+    fund(merchant, usdc, 20 * USDC_UNIT)
+    fund(merchant, eurc, 5 * USDC_UNIT)
+    vault.setPeriodCap(usdc, cap, {"from": merchant})
+    _settle(vault, settler, 1, merchant, usdc, cap)
+    _settle(vault, settler, 2, merchant, usdc, cap)
+    _settle(vault, settler, 1 + SUPPLEMENT, merchant, eurc, 5 * USDC_UNIT)  # no cap in that token
+    assert vault.periodReservedOf(merchant, usdc, 2) == cap
+    assert vault.periodReservedOf(merchant, eurc, 1) == 5 * USDC_UNIT
+    # No cap yet for period 4: its postings are counted all the same.
+    vault.setPeriodCap(usdc, 0, {"from": merchant})
+    _settle(vault, settler, 4, merchant, usdc, 3 * USDC_UNIT)
+    assert vault.periodReservedOf(merchant, usdc, 4) == 3 * USDC_UNIT
+    vault.setPeriodCap(usdc, 4 * USDC_UNIT, {"from": merchant})
+    _settle(vault, settler, 4 + SUPPLEMENT, merchant, usdc, USDC_UNIT)
+    with brownie.reverts(_cap_exceeded(merchant, usdc, 4 * USDC_UNIT, 4 * USDC_UNIT + 1)):
+        _settle(vault, settler, 4 + 2 * SUPPLEMENT, merchant, usdc, 1)
+    # Lowered below what the period holds: nothing already reserved moves, nothing more is posted.
+    vault.setPeriodCap(usdc, cap, {"from": merchant})
+    with brownie.reverts(_cap_exceeded(merchant, usdc, cap, 4 * USDC_UNIT + 1)):
+        _settle(vault, settler, 4 + 2 * SUPPLEMENT, merchant, usdc, 1)
+    assert vault.periodReservedOf(merchant, usdc, 4) == 4 * USDC_UNIT
+    _settle(vault, settler, 5, merchant, usdc, cap)  # the next period starts afresh
 
 
 def test_stray_tokens_are_recovered_without_touching_escrow_reserves_or_claims(

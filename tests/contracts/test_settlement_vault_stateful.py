@@ -15,9 +15,12 @@ contract with the model:
   * custody (docs/custody.md): an adversary holds a second settler key and posts roots reserving a
     merchant's whole escrow, the admin tries to grant itself roles or shorten the window, the pauser
     pauses for a while. The vault's admin role sits behind the timelock (handed over before the run):
-    every direct admin call and every schedule shorter than its delay is refused; no posting reserves
-    more than the merchant's own cap or comes from a settler it did not choose; and every posted
-    settlement's window ends at least a whole challenge window after its post, later by every pause.
+    every direct admin call and every schedule shorter than its delay is refused; no posting comes from
+    a settler the merchant did not choose; per (merchant, token, period) - a period's own id and its
+    supplementary ids (corrections) together - what the postings reserved from escrow, less what cancels
+    gave back, equals the vault's periodReservedOf and never exceeds the merchant's cap as it stood at
+    the latest posting; and every posted settlement's window ends at least a whole challenge window after
+    its post, later by every pause.
 
 Runner: as in test_delivery_ledger_stateful.py, a plain hypothesis RuleBasedStateMachine fed with
 `brownie.test.strategy` strategies (brownie's compiled `state_machine` helper cannot run machines), one
@@ -27,6 +30,7 @@ chain snapshot before the run, reverted to at the start of every example. Intege
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import count
 
 import brownie
 from brownie import chain
@@ -54,7 +58,10 @@ from .conftest import (
     vault_error,
 )
 
-PERIODS = (0, 1, 2, 255, 256, 700)  # across bitmap words
+SUPPLEMENT = 1 << 32  # a period's corrections: p + n * SUPPLEMENT share period p's cap
+Cancelled = SettlementStatus.Cancelled
+# across bitmap words; the last three are corrections of periods 1 and 256
+PERIODS = (0, 1, 2, 255, 256, 700, 1 + SUPPLEMENT, 1 + 2 * SUPPLEMENT, 256 + SUPPLEMENT)
 # Fewer examples than brownie's profile (50): each step sends several transactions and the invariants
 # read every settlement and marker; 25 examples (several hundred steps) take about a minute.
 MAX_EXAMPLES = 25
@@ -149,8 +156,14 @@ class VaultMachine(RuleBasedStateMachine):
                 payout, opens_at, posted_at, remaining=payout.total
             )
             self.escrow[(merchant, payout.token)] -= payout.total
-        # the merchant's own per-posting cap (0: none) and chosen settler (absent: any), as prepared
+        # the merchant's own cap per period (0: none) and chosen settler (absent: any), as prepared
         self.caps: dict[tuple[str, str], int] = {(str(self.merchants[0]), str(self.tokens[0])): 5_000}
+        # per (merchant, token, period): what postings reserved less what cancels returned (counted with
+        # or without a cap), and the cap when the period was last posted (the prepared ones: none yet)
+        self.period_reserved: Counter = Counter()
+        self.cap_at_post: dict[tuple[str, str, int], int] = {}
+        for (period, merchant), (payout, _opens_at, _posted_at) in self.prepared.items():
+            self.period_reserved[(merchant, payout.token, period % SUPPLEMENT)] += payout.total
         self.chosen: dict[str, str] = {str(self.merchants[1]): str(self.settler)}
         for token in self.tokens:
             for account in [*self.payees, self.other, self.rogue]:
@@ -243,10 +256,19 @@ class VaultMachine(RuleBasedStateMachine):
 
     @rule(pick=st_pick, seed=st_seed)
     def rule_rogue_settler_drains(self, pick, seed):
-        """The adversary's settler key posts a root paying itself the merchant's whole escrow."""
+        """The adversary's settler key posts a root paying itself the merchant's whole escrow; or, half the
+        time under a cap, a correction of a period (its next free id p + n * 2**32) reserving the whole cap
+        or what the period has left of it: each within the cap alone, as often as it likes."""
         period, merchant = PERIODS[pick % len(PERIODS)], str(self.merchants[(pick // 8) % 2])
         token = self.tokens[(seed >> 20) % 2]
         whole = self.escrow[(merchant, str(token))]
+        cap = self.caps.get((merchant, str(token)), 0)
+        if cap and seed % 2:
+            base = period % SUPPLEMENT
+            live = {i for (i, m), s in self.settlements.items() if m == merchant and s.status != Cancelled}
+            period = next(base + n * SUPPLEMENT for n in count(1) if base + n * SUPPLEMENT not in live)
+            left = cap - self.period_reserved[(merchant, str(token), base)]
+            whole = min(whole, cap if (seed >> 1) % 2 or left <= 0 else left)
         if whole == 0:
             return
         payout = Payout(period, merchant, str(token), {str(self.rogue): whole})
@@ -300,12 +322,14 @@ class VaultMachine(RuleBasedStateMachine):
         cap = self.caps.get((merchant, token), 0)
         chosen = self.chosen.get(merchant)
         existing = self.settlements.get((period, merchant))
+        budget = (merchant, token, period % SUPPLEMENT)
+        requested = self.period_reserved[budget] + payout.total  # the period's sum after this posting
         if existing is not None and existing.status != SettlementStatus.Cancelled:
             expected = vault_error("AlreadyPosted", period, merchant, existing.status)
         elif chosen is not None and chosen != str(poster):
             expected = vault_error("SettlerNotChosen", merchant, chosen, poster)
-        elif cap and payout.total > cap:
-            expected = vault_error("PeriodCapExceeded", merchant, token, cap, payout.total)
+        elif cap and requested > cap:
+            expected = vault_error("PeriodCapExceeded", merchant, token, cap, requested)
         elif payout.total > available:
             expected = vault_error("InsufficientEscrow", merchant, token, available, payout.total)
         else:
@@ -317,7 +341,11 @@ class VaultMachine(RuleBasedStateMachine):
         if tx is not None:
             opens_at = tx.events["SettlementPosted"]["claimsOpenAt"]
             assert opens_at == tx.timestamp + CHALLENGE_WINDOW
-            assert not cap or payout.total <= cap  # never more than the merchant's own bound
+            assert not cap or requested <= cap  # the period never past the merchant's own bound
+            self.period_reserved[budget] = requested
+            self.cap_at_post[budget] = cap
+            if period >= SUPPLEMENT:
+                self.stats[f"{label} correction"] += 1
             self.settlements[(period, merchant)] = SettlementModel(
                 payout, opens_at, tx.timestamp, remaining=payout.total
             )
@@ -410,6 +438,7 @@ class VaultMachine(RuleBasedStateMachine):
                 model.status = SettlementStatus.Cancelled
                 self.stats["cancelled"] += 1
                 self.escrow[(merchant, model.payout.token)] += returned
+                self.period_reserved[(merchant, model.payout.token, period % SUPPLEMENT)] -= returned
                 model.remaining = 0
 
     @rule(seed=st_seed)
@@ -574,6 +603,8 @@ class VaultMachine(RuleBasedStateMachine):
         for key in keys:
             calls.append((vault.settlementOf, key, self.admin))
             calls += [(vault.isClaimed, (*key, p), self.admin) for p in self.payees]
+        budgets = sorted(self.period_reserved)
+        calls += [(vault.periodReservedOf, budget, self.admin) for budget in budgets]
         results = iter(batch_call(vault, calls))
 
         for token in self.tokens:
@@ -605,6 +636,18 @@ class VaultMachine(RuleBasedStateMachine):
             assert record["remaining"] <= record["total"]
             for payee in self.payees:
                 assert next(results) == (str(payee) in model.claimed)
+        # Per period, across its own id and its corrections: what the live (not cancelled) postings
+        # reserved is what the vault counts, and never more than the merchant's cap at the latest posting
+        # (later cancels only lower the sum) - whatever the rogue settler key posted.
+        live: Counter = Counter()
+        for (period, merchant), model in self.settlements.items():
+            if model.status != SettlementStatus.Cancelled:
+                live[(merchant, model.payout.token, period % SUPPLEMENT)] += model.payout.total
+        assert +live == +self.period_reserved
+        for budget in budgets:
+            assert next(results) == self.period_reserved[budget]
+            cap = self.cap_at_post.get(budget, 0)
+            assert not cap or self.period_reserved[budget] <= cap, (budget, cap)
         for (account, token), balance in self.balances.items():
             assert self.tokens[[str(t) for t in self.tokens].index(token)].balanceOf(account) == balance
         for payee in self.payees:

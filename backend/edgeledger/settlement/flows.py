@@ -591,15 +591,21 @@ def _merchant_bounds(
     chain: ChainClient, settlement: Settlement, merchant: str, token: str
 ) -> tuple[str, str] | None:
     """The merchant's own bounds in the vault (``boundsOf``) that this post would break, as a blocked
-    reason: more than its per-posting cap, or a settler other than the one it chose."""
-    cap, chosen = chain.call(chain.contract(VAULT).functions.boundsOf(merchant, token))
-    reserved = settlement.total + (settlement.held_total if settlement.kind != SettlementKind.release else 0)
-    if settlement.kind != SettlementKind.release and int(cap) and reserved > int(cap):
-        return (
-            "period_cap_exceeded",
-            f"this settlement reserves {reserved}, above the merchant's own cap of {int(cap)} per posting "
-            "(SettlementVault.setPeriodCap): the merchant raises the cap, or the period is challenged",
-        )
+    reason: more than its cap leaves to the period (what the period's postings already reserved,
+    ``periodReservedOf``, counts), or a settler other than the one it chose. A release takes nothing
+    from escrow and is not bounded by the cap."""
+    vault = chain.contract(VAULT)
+    cap, chosen = chain.call(vault.functions.boundsOf(merchant, token))
+    if settlement.kind != SettlementKind.release and int(cap):
+        already = int(chain.call(vault.functions.periodReservedOf(merchant, token, settlement.period_id)))
+        reserved = settlement.total + settlement.held_total
+        if already + reserved > int(cap):
+            return (
+                "period_cap_exceeded",
+                f"this settlement reserves {reserved} and the period's postings already reserved {already}, "
+                f"above the merchant's own cap of {int(cap)} per period (SettlementVault.setPeriodCap): the "
+                "merchant raises the cap, or the period is challenged",
+            )
     signer = chain.signer_address
     if int(chosen, 16) != 0 and signer is not None and chosen.lower() != signer.lower():
         return (

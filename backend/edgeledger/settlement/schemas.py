@@ -77,7 +77,7 @@ class AccountDetail(AccountRead):
     #: what the merchant must still deposit for the pending settlements to post (0 when escrow covers it)
     shortfall: int | None
     open_settlements: int
-    #: the merchant's own bounds in the vault (SettlementVault.boundsOf): the most one posting may reserve
+    #: the merchant's own bounds in the vault (SettlementVault.boundsOf): the most one period may reserve
     #: (0: no bound) and the only settler that may post for it (null: any)
     period_cap: int | None = None
     chosen_settler: str | None = None
