@@ -186,6 +186,13 @@ class Money:
         rpc(self.settings.eth_rpc_url, "anvil_setBalance", account.address, hex(10**20))
         send_as(self.chain, account, fn)
 
+    def dispute(self) -> str:
+        """Marks the asset disputed on chain (its royalties are held from then on); returns the notice."""
+        notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+        self.as_wallet(self.admin, self.registry.functions.markDisputed(self.asset_id, notice))
+        self.mine()
+        return notice
+
     def add_shop(self, name: str, card: dict[str, Any] = CARD) -> Shop:
         """A merchant settling from DAY0 under ``card``, 50 tUSDC in escrow, billed by ``self.source``."""
         key = Account.create()
@@ -306,9 +313,7 @@ def test_a_dispute_on_chain_holds_royalties_and_a_reassignment_pays_the_rightful
     first, second = (a.address.lower() for a in money.split)
     money.deliver("a", period=DAY0)
     money.deliver("a", period=DAY0 + DAY)
-    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-    money.as_wallet(money.admin, money.registry.functions.markDisputed(money.asset_id, notice))
-    money.mine()
+    notice = money.dispute()
     money.run(NOW)
     row = money.posted("a")
     statement = money.statement(row)
@@ -380,9 +385,7 @@ def test_held_royalties_are_reserved_and_released_to_the_holder_when_the_dispute
     token = money.chain.contract("TestStablecoin")
     shop = money.shops["a"]
     money.deliver("a")
-    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-    money.as_wallet(money.admin, money.registry.functions.markDisputed(money.asset_id, notice))
-    money.mine()
+    notice = money.dispute()
     money.run(NOW)
     period = money.posted("a")
     # Reserved with the root: the merchant can no longer withdraw the held royalty.
@@ -485,9 +488,7 @@ def test_held_royalties_count_in_the_escrow_figures_and_in_verification(money: M
     shop = money.shops["a"]
     money.as_wallet(shop.key, vault.functions.withdraw(token.address, 45_000_000, shop.key.address))
     money.deliver("a")
-    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-    money.as_wallet(money.admin, money.registry.functions.markDisputed(money.asset_id, notice))
-    money.mine()
+    money.dispute()
     money.run(NOW)
     waiting = money.settlement("a")
     assert waiting is not None and waiting.error_code == "insufficient_escrow"
@@ -527,9 +528,7 @@ def test_two_runs_at_once_release_held_royalties_once(money: Money, monkeypatch:
     vault = money.chain.contract("SettlementVault")
     shop = money.shops["a"]
     money.deliver("a")
-    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-    money.as_wallet(money.admin, money.registry.functions.markDisputed(money.asset_id, notice))
-    money.mine()
+    notice = money.dispute()
     money.run(NOW)
     period = money.posted("a")
     money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
