@@ -349,6 +349,68 @@ def test_database_connections_killed_mid_ingest_fail_cleanly_and_a_rerun_adds_no
     assert total == distinct == lines  # every line once
 
 
+def test_a_connection_lost_in_the_middle_of_a_chunks_copy_is_answered_503(
+    live_api: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, made deterministic where it was a race: every connection of the API is dropped just
+    before the second chunk's COPY, a statement the ingest sends below SQLAlchemy. The upload gets 503
+    ``database_unavailable`` (not a 500 from the rollback on the dead connection), the first chunk
+    stays, and the same file again stores exactly the rest."""
+    from sqlalchemy import create_engine, text
+
+    from edgeledger.auth.models import Role
+    from edgeledger.deliveries import ingest as ingest_module
+    from edgeledger.devtools.samples import demo_cloudfront_log
+    from tests.backend.support.stack import make_caller_in
+
+    if not settings.resolved_database_url.startswith("postgresql"):
+        pytest.skip("connection loss is simulated with pg_terminate_backend (PostgreSQL)")
+    admin = make_caller_in(settings, Role.admin, "admin")
+    lines = 2 * ingest_module.CHUNK_RECORDS + 500
+    log, _ = demo_cloudfront_log("bafkqaaa", 1000, "copykill", lines=lines, days_ago=3)
+    killer = create_engine(
+        settings.resolved_database_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    )
+    copies: list[int] = []
+    copy_text = ingest_module._copy_text
+
+    def copy_text_then_drop_connections(rows: list[Any]) -> str:
+        copies.append(len(rows))
+        if len(copies) == 2:  # the first chunk is committed; this one's COPY meets a dead connection
+            with killer.connect() as conn:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                conn.commit()
+        return copy_text(rows)
+
+    monkeypatch.setattr(ingest_module, "_copy_text", copy_text_then_drop_connections)
+    with httpx.Client(base_url=live_api, headers=admin.headers, timeout=600) as client:
+        source = {
+            "name": "cf-copykill",
+            "kind": "cdn_provider",
+            "provider": "cloudfront",
+            "regions": ["*"],
+            "jurisdiction": "US",
+        }
+        assert client.post("/deliveries/sources", json=source).status_code == 201
+        first = client.post("/deliveries/sources/cf-copykill/logs", files={"file": ("C.gz", log)})
+        assert first.status_code == 503, first.text
+        assert first.json()["error"]["code"] == "database_unavailable"
+        with killer.connect() as conn:
+            kept = conn.execute(text("SELECT count(*) FROM delivery_records")).scalar_one()
+        killer.dispose()
+        assert kept == copies[0]  # the committed chunk, nothing of the one being copied
+        monkeypatch.undo()
+        second = client.post("/deliveries/sources/cf-copykill/logs", files={"file": ("C.gz", log)})
+        assert second.status_code == 201, second.text
+        report = second.json()
+        assert report["records_new"] == lines - kept and report["duplicates"] == kept
+
+
 def test_a_reorg_of_depth_3_during_anchoring_converges_to_the_chain(
     settings: Settings, db_session: Session, chain_snapshot: Any
 ) -> None:

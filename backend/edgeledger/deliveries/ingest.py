@@ -41,7 +41,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from edgeledger.compliance.service import edge_zone, storage_refusal
@@ -404,11 +404,29 @@ class _Ingest:
         """
         connection = self.session.connection()
         if connection.dialect.name == "postgresql":
-            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            dbapi = connection.connection.dbapi_connection
+            cursor = dbapi.cursor()  # type: ignore[union-attr]
             try:
                 cursor.copy_expert(_COPY_PG, io.StringIO(_copy_text(rows)))
+            except connection.dialect.loaded_dbapi.Error as exc:
+                # Raised below SQLAlchemy, which therefore neither wrapped it nor noticed a lost
+                # connection: do both as it would. The API then answers a lost connection 503
+                # database_unavailable, and the rollback that follows does not fail on the dead
+                # connection (it was an InterfaceError, answered 500).
+                lost = connection.dialect.is_disconnect(exc, dbapi, cursor)
+                if lost:
+                    connection.invalidate(exc)
+                raise DBAPIError.instance(
+                    "COPY delivery_records FROM STDIN",
+                    None,
+                    exc,
+                    connection.dialect.loaded_dbapi.Error,
+                    connection_invalidated=lost,
+                    dialect=connection.dialect,
+                ) from exc
             finally:
-                cursor.close()
+                if not cursor.closed:
+                    cursor.close()
         else:
             own = connection.exec_driver_sql("PRAGMA cache_size").scalar()
             connection.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_CHUNK_CACHE_KIB}")
