@@ -81,6 +81,14 @@ class Settings(BaseModel):
     pending_registration_max_age_seconds: int = Field(
         24 * 3600, gt=0, description="Pins whose registration has not landed by then are released"
     )
+    pending_registrations_per_creator: int = Field(
+        1000, gt=0, description="Open registrations a creator may have (429 pending_registrations_limit)"
+    )
+    upload_spool_max_bytes: int = Field(
+        50 * 1024**3,
+        gt=0,
+        description="Disk for uploads waiting for their creators' signatures (507 upload_spool_full)",
+    )
     # Deliveries (docs/deliveries.md)
     delivery_period_seconds: int = Field(
         86400, ge=60, le=86400, description="Length of a settlement/anchoring period; must divide a day"

@@ -278,6 +278,60 @@ def test_oversized_upload_is_refused(settings: Settings, creator_factory: Any) -
     app.state.engine.dispose()
 
 
+def test_uploads_waiting_for_signatures_are_bounded_per_creator_and_in_all(
+    settings: Settings, creator_factory: Any
+) -> None:
+    """Every upload waits on disk for its creator's signature: a creator holds at most
+    PENDING_REGISTRATIONS_PER_CREATOR of them (429), and the spool at most UPLOAD_SPOOL_MAX_BYTES,
+    whoever uploads (507). A refused upload leaves nothing behind."""
+    bounded = settings.model_copy(
+        update={"pending_registrations_per_creator": 2, "upload_spool_max_bytes": 60_000}
+    )
+    app = create_app(bounded)
+    spool = bounded.data_dir / "uploads"
+
+    def wait(client: TestClient, caller: Caller, data: bytes) -> Any:
+        return client.post(
+            "/assets",
+            headers=caller.headers,
+            files={"file": ("shot.png", data, "image/png")},
+            data={"metadata": json.dumps({"title": "Waiting", "mode": "wallet"})},
+        )
+
+    with TestClient(app) as client:
+        first, second = creator_factory(client), creator_factory(client)
+        files = [demo_png(f"quota-{i}", size=64) + os.urandom(10_000) for i in range(4)]
+        assert wait(client, first, files[0]).status_code == 202
+        assert wait(client, first, files[1]).status_code == 202
+        kept = sorted(p.name for p in spool.iterdir())
+        body = assert_error(wait(client, first, files[2]), 429, "pending_registrations_limit")
+        assert body["details"] == {"pending": 2, "limit": 2}
+        assert sorted(p.name for p in spool.iterdir()) == kept  # the refused upload's spool is gone
+        # The content of an open registration again: not a new one, so the answer says what it is.
+        assert_error(wait(client, first, files[1]), 409, "registration_in_progress")
+        # Another creator has its own count, but not its own disk: 2 x ~10 kB waits, the spool is at
+        # 60,000 bytes with ~40 kB of others' uploads and metadata.
+        assert wait(client, second, files[2]).status_code == 202
+        used = flows.spool_bytes(spool)
+        assert 30_000 < used < 60_000, used
+        big = demo_png("quota-big", size=64) + os.urandom(60_000 - used)
+        assert_error(wait(client, second, big), 507, "upload_spool_full")
+        assert flows.spool_bytes(spool) == used
+        # A catalogue's items count one by one: three more would take the second creator past 2.
+        items = [
+            ("files", (f"item-{n}.png", demo_png(f"quota-item-{n}", size=64), "image/png")) for n in range(3)
+        ]
+        catalogue = client.post(
+            "/assets/catalogues",
+            headers=second.headers,
+            files=items,
+            data={"metadata": json.dumps({"title": "Items", "mode": "wallet"})},
+        )
+        assert_error(catalogue, 429, "pending_registrations_limit")
+        assert flows.spool_bytes(spool) == used
+    app.state.engine.dispose()
+
+
 def test_roles_and_authentication(app_client: TestClient) -> None:
     assert_error(
         app_client.post("/assets", files={"file": ("a.png", png(), "image/png")}), 401, "unauthenticated"

@@ -168,6 +168,7 @@ def register_catalogue(
                 raise _naming(exc, names[index], index) from None
             facts.append(fact)
             spools.append(spool.name)
+        flows.ensure_upload_room(session, settings, spool_dir, creator, [fact.sha256 for fact in facts])
         metadata = [
             service.metadata_document(item, fact, creator, valid_from)
             for item, fact in zip(items, facts, strict=True)

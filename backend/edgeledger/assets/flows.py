@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -113,6 +114,7 @@ def register_upload(
     uploads.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=uploads, prefix="upload-", suffix=".part") as spool:
         facts = service.digest_to_file(upload, spool, settings.max_upload_bytes, settings.ipfs_import_profile)
+        ensure_upload_room(session, settings, uploads, creator, [facts.sha256])
         reject_duplicate(session, chain, facts.sha256)
         metadata = service.metadata_document(params, facts, creator, valid_from)
         # On the chain's clock, which registerFor's `block.timestamp > deadline` check reads (not ours).
@@ -125,6 +127,62 @@ def register_upload(
     reg.state = RegistrationState.awaiting_signature
     session.commit()
     return RegistrationOutcome(reg, None)
+
+
+def ensure_upload_room(
+    session: Session, settings: Settings, uploads: Path, creator: str, content_hashes: Sequence[str]
+) -> None:
+    """Bounds the disk that uploads waiting for their creator's signature take (docs/limits.md). Checked
+    once the upload is spooled, as its size is known only then (a refusal drops the spooled files):
+
+    * a creator has at most ``PENDING_REGISTRATIONS_PER_CREATOR`` open registrations, these included (429
+      ``pending_registrations_limit``; uploading again the content of an open one is not a new one);
+    * the spool folder holds at most ``UPLOAD_SPOOL_MAX_BYTES``, these uploads included (507
+      ``upload_spool_full``): whatever number of wallets signs in, the spool's disk is bounded.
+    """
+    others = session.scalar(
+        select(func.count())
+        .select_from(Registration)
+        .where(
+            func.lower(Registration.creator) == creator.lower(),
+            Registration.state.in_(list(OPEN_STATES)),
+            Registration.content_hash.not_in(list(content_hashes)),
+        )
+    )
+    limit = settings.pending_registrations_per_creator
+    if int(others or 0) + len(content_hashes) > limit:
+        raise AssetError(
+            f"{creator} already has {others} registration(s) waiting for a signature or the chain (at most "
+            f"{limit}): sign them, or wait until they expire",
+            code="pending_registrations_limit",
+            status=429,
+            pending=int(others or 0),
+            limit=limit,
+        )
+    used = spool_bytes(uploads)
+    if used > settings.upload_spool_max_bytes:
+        raise AssetError(
+            "the server's spool of uploads waiting for signatures is full; try again later",
+            code="upload_spool_full",
+            status=507,
+        )
+
+
+def spool_bytes(folder: Path) -> int:
+    """Bytes of the regular files in ``folder``, each file once (a kept upload is a hard link to its
+    spooled file while both names exist)."""
+    inodes: set[int] = set()
+    total = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # dropped meanwhile
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_ino not in inodes:
+                inodes.add(info.st_ino)
+                total += info.st_size
+    return total
 
 
 def keep_spool(
