@@ -9,254 +9,56 @@
   (who, when, why in the compliance log and the statement);
 * records of a source the merchant does not authorise are not charged, and are listed;
 * late records are paid by a correction that charges them alone (the period's bill adjustments are not
-  applied again, nor can they block it); held royalties are released once even by runs that overlap.
+  applied again, nor can they block it), within the merchant's cap for the whole period.
+
+Held royalties: test_settlement_held.py; the shops, asset and helpers: tests/backend/support/money.py.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from edgeledger.assets.models import Asset
-from edgeledger.auth.models import Role, User
-from edgeledger.chain.client import ChainClient
+from edgeledger.auth.models import Role
 from edgeledger.cli import app as cli_app
 from edgeledger.compliance.models import ComplianceEvent
-from edgeledger.config import Settings
 from edgeledger.deliveries.ingest import _AssetResolver
-from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliverySource
+from edgeledger.deliveries.models import BatchState, DeliveryBatch
 from edgeledger.indexer.models import IndexedAsset
 from edgeledger.ipfs.cid import cid_of_bytes
-from edgeledger.settlement import flows, releases, service
-from edgeledger.settlement.corrections import open_corrections
-from edgeledger.settlement.models import HeldState, Settlement, SettlementHeld, SettlementState
-from edgeledger.settlement.payouts import Statement
-from edgeledger.settlement.statements import context_from_json, merchant_statement_json
-from edgeledger.verify.rpc import Chain, vault_settlement
-from edgeledger.verify.settlement import chain_terms, check_document, recompute
+from edgeledger.settlement import flows, service
+from edgeledger.settlement.models import Settlement, SettlementState
 from tests.backend.support.deliveries import (
-    add_merchant_host,
     add_records,
     authorise_source,
     close_and_anchor,
     close_batch,
     register_source,
 )
-from tests.backend.support.settlement import delivery_records, deposit, send_as
-from tests.backend.support.stack import Caller, make_caller, rpc, self_register
-from tests.backend.test_settlement_flow import CARD, DAY, DAY0, GB, register_asset
+from tests.backend.support.money import (
+    DELIVERY_FEE,
+    NET_ROYALTY,
+    NEXT,
+    NOW,
+    ROYALTY,
+    Money,
+    claim,
+    operator_of,
+    release_of,
+)
+from tests.backend.support.settlement import delivery_records
+from tests.backend.support.stack import make_caller, rpc, self_register
+from tests.backend.test_settlement_flow import CARD, DAY, DAY0, GB
 
 pytestmark = pytest.mark.integration
-
-NOW = DAY0 + 2 * DAY  # period DAY0 is past its late window
-NEXT = DAY0 + 3 * DAY  # and period DAY0 + DAY too
-DELIVERY_FEE = 8_500_000  # 50 deliveries of 2 GB in EU at 0.085 per GB
-ROYALTY = 500_000  # 50 deliveries at 0.01
-NET_ROYALTY = ROYALTY * 9 // 10  # after the platform's 10 %
-
-
-@dataclass
-class Shop:
-    user: User
-    key: LocalAccount
-    host: str
-    account: Any
-
-
-@dataclass
-class Money:
-    session: Session
-    settings: Settings
-    chain: ChainClient
-    admin: LocalAccount
-    creator: Caller
-    asset_id: int
-    split: tuple[LocalAccount, LocalAccount]
-    node: LocalAccount
-    source: DeliverySource
-    platform: str
-    app: TestClient
-    shops: dict[str, Shop] = field(default_factory=dict)
-
-    @property
-    def registry(self) -> Any:
-        return self.chain.contract("ContentRegistry")
-
-    def run(self, now: int = NOW) -> flows.RunReport:
-        return flows.run_once(self.session, self.chain, self.settings, now)
-
-    def mine(self) -> None:
-        rpc(self.settings.eth_rpc_url, "evm_mine")
-
-    def pass_window(self) -> None:
-        """The chain's clock moves past every posted settlement's challenge window."""
-        rpc(self.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
-        self.mine()
-
-    def deliver(
-        self,
-        shop: str,
-        *,
-        period: int = DAY0,
-        asset_id: int | None = None,
-        source: DeliverySource | None = None,
-        anchor: bool = True,
-        count: int = 50,
-        late: bool = False,
-        region: str = "EU",
-        country: str = "DE",
-    ) -> list[DeliveryBatch]:
-        records = delivery_records(period, count, 2 * GB, self.shops[shop].host)
-        batches = add_records(
-            self.session,
-            self.settings,
-            source or self.source,
-            [replace(r, country=country) for r in records],
-            asset_id=self.asset_id if asset_id is None else asset_id,
-            region=region,
-            late=late,
-        )
-        if anchor:
-            close_and_anchor(self.session, self.settings, self.chain, batches, self.node)
-        return batches
-
-    def settlement(self, shop: str, period: int = DAY0) -> Settlement | None:
-        row = self.session.scalar(
-            select(Settlement)
-            .where(
-                Settlement.merchant_user_id == self.shops[shop].user.id,
-                Settlement.period_start == period,
-                Settlement.sequence == 0,
-            )
-            .order_by(Settlement.attempt.desc())
-            .limit(1)
-        )
-        if row is not None:
-            self.session.refresh(row)
-        return row
-
-    def posted(self, shop: str, period: int = DAY0) -> Settlement:
-        row = self.settlement(shop, period)
-        assert row is not None, f"{shop}'s period {period} was not opened"
-        assert row.state == SettlementState.posted, (row.state, row.error_code, row.error_message)
-        return row
-
-    def payouts(self, row: Settlement) -> dict[str, int]:
-        tree = flows.payout_tree(self.session, row)
-        return {payee.lower(): amount for payee, amount in tree.payouts.items()}
-
-    def statement(self, row: Settlement) -> Statement:
-        assert row.statement_json is not None
-        return Statement.model_validate_json(row.statement_json)
-
-    def document(self, row: Settlement) -> dict[str, Any]:
-        return json.loads(
-            json.dumps(
-                flows.inputs_document(
-                    row,
-                    self.chain.chain_id,
-                    self.chain.deployment.address_of("SettlementVault"),
-                    self.chain.deployment.address_of("ContentRegistry"),
-                )
-            )
-        )
-
-    def verify(self, document: dict[str, Any]) -> dict[str, bool]:
-        """``edgeledger verify settlement``'s checks of a document: name -> passed."""
-        chain = Chain(self.chain.rpc_url)
-        on_chain = vault_settlement(
-            chain, document["vault"], document["period_id"], document["merchant"], document["posted_block"]
-        )
-        terms = chain_terms(chain, document["registry"], recompute(document)[0])
-        return {c.name: c.ok for c in check_document(document, on_chain, terms)}
-
-    def as_wallet(self, account: LocalAccount, fn: Any) -> None:
-        rpc(self.settings.eth_rpc_url, "anvil_setBalance", account.address, hex(10**20))
-        send_as(self.chain, account, fn)
-
-    def dispute(self) -> str:
-        """Marks the asset disputed on chain (its royalties are held from then on); returns the notice."""
-        notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-        self.as_wallet(self.admin, self.registry.functions.markDisputed(self.asset_id, notice))
-        self.mine()
-        return notice
-
-    def add_shop(self, name: str, card: dict[str, Any] = CARD) -> Shop:
-        """A merchant settling from DAY0 under ``card``, 50 tUSDC in escrow, billed by ``self.source``."""
-        key = Account.create()
-        rpc(self.settings.eth_rpc_url, "anvil_setBalance", key.address, hex(10**21))
-        user = User(role=Role.merchant, name=f"Shop {name}", address=key.address)
-        self.session.add(user)
-        self.session.commit()
-        host = f"{name}.shop.example"
-        add_merchant_host(self.session, host, user.id)
-        authorise_source(self.session, user.id, self.source)
-        params = service.AccountParams(
-            token=self.chain.deployment.address_of("TestStablecoin"),
-            token_symbol="tUSDC",
-            token_decimals=6,
-            settle_from=DAY0,
-        )
-        account = service.upsert_account(self.session, self.settings, user, params, now=DAY0)
-        service.add_rate_card(self.session, account, card, created_by=None)
-        self.session.commit()
-        deposit(self.chain, self.admin, key, 50_000_000)
-        self.shops[name] = Shop(user, key, host, account)
-        return self.shops[name]
-
-
-@pytest.fixture
-def money(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Iterator[Money]:
-    platform = Account.create().address
-    settings = settings.model_copy(update={"settlement_platform_address": platform})
-    first, second = Account.create(), Account.create()
-    creator = make_caller(app_client, Role.creator, "creator")
-    asset_id = register_asset(
-        app_client,
-        creator,
-        split=[{"recipient": first.address, "bps": 7_000}, {"recipient": second.address, "bps": 3_000}],
-    )
-    chain = ChainClient.from_settings(settings)
-    with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
-        node = Account.create()
-        source = register_source(session, chain, "edge-fra", provider="edgeledger", signer=node.address)
-        world = Money(
-            session,
-            settings,
-            chain,
-            chain_snapshot.admin,
-            creator,
-            asset_id,
-            (first, second),
-            node,
-            source,
-            platform,
-            app_client,
-        )
-        for name in ("a", "b"):
-            world.add_shop(name)
-        yield world
-
-
-def _operator(money: Money) -> str:
-    return money.source.operator.lower()
-
-
-# ------------------------------------------------------------------------------------------------------
-# Terms from the chain at a recorded block
-# ------------------------------------------------------------------------------------------------------
 
 
 def test_a_split_changed_on_chain_is_what_the_next_period_pays(money: Money) -> None:
@@ -349,266 +151,8 @@ def test_a_dispute_on_chain_holds_royalties_and_a_reassignment_pays_the_rightful
     # And the first period's held royalty is released to the rightful holder too.
     first_period = money.settlement("a")
     assert first_period is not None
-    release = _release_of(money, first_period)
+    release = release_of(money, first_period)
     assert money.payouts(release)[rightful.lower()] == NET_ROYALTY
-
-
-def _claim(money: Money, row: Settlement, payee: LocalAccount) -> int:
-    """``payee`` claims its leaf of ``row`` from its own wallet; returns its token balance after."""
-    proof = flows.payout_tree(money.session, row).proof(payee.address)
-    claim = (row.period_id, money.shops["a"].key.address, proof.amount, [HexBytes(p) for p in proof.proof])
-    money.as_wallet(payee, money.chain.contract("SettlementVault").functions.claim(claim, payee.address))
-    return int(money.chain.call(money.chain.contract("TestStablecoin").functions.balanceOf(payee.address)))
-
-
-def _earnings(money: Money, payee: str) -> dict[str, int]:
-    """The payee's ledger in the test token, as ``GET /settlement/payees/{payee}/earnings`` gives it."""
-    admin = make_caller(money.app, Role.admin, "admin")
-    answer = money.app.get(f"/settlement/payees/{payee}/earnings", headers=admin.headers)
-    assert answer.status_code == 200, answer.text
-    token = money.chain.deployment.address_of("TestStablecoin")
-    totals: dict[str, int] = answer.json()["totals"][token]
-    return totals
-
-
-def _release_of(money: Money, period: Settlement) -> Settlement:
-    row = money.session.scalar(
-        select(Settlement).where(Settlement.funded_by_pk == period.id).order_by(Settlement.sequence.desc())
-    )
-    assert row is not None, "no release was opened"
-    money.session.refresh(row)
-    return row
-
-
-def test_held_royalties_are_reserved_and_released_to_the_holder_when_the_dispute_clears(money: Money) -> None:
-    vault = money.chain.contract("SettlementVault")
-    token = money.chain.contract("TestStablecoin")
-    shop = money.shops["a"]
-    money.deliver("a")
-    notice = money.dispute()
-    money.run(NOW)
-    period = money.posted("a")
-    # Reserved with the root: the merchant can no longer withdraw the held royalty.
-    assert period.held_total == ROYALTY and period.total == DELIVERY_FEE
-    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
-    escrow = money.chain.call(vault.functions.escrowOf(shop.key.address, token.address))
-    assert escrow == 50_000_000 - DELIVERY_FEE - ROYALTY
-    # Still disputed: nothing is released, however often the worker runs.
-    money.run(NOW)
-    assert money.session.scalar(select(Settlement).where(Settlement.funded_by_pk == period.id)) is None
-
-    money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
-    money.mine()
-    money.run(NOW)
-    # Not before the period is final: while it can still be challenged and cancelled, nothing is released.
-    assert money.session.scalar(select(Settlement).where(Settlement.funded_by_pk == period.id)) is None
-    money.pass_window()
-    money.run(NOW)  # the period becomes claimable
-    report = money.run(NOW)
-    release = _release_of(money, period)
-    assert report.released == [release.id]
-    assert release.kind == "release" and release.sequence == 1
-    assert release.period_id == period.period_id + (1 << 32)
-    assert release.state == SettlementState.posted, (release.error_code, release.error_message)
-    first, second = money.split
-    assert money.payouts(release) == {
-        first.address.lower(): NET_ROYALTY * 7 // 10,
-        second.address.lower(): NET_ROYALTY * 3 // 10,
-        money.platform.lower(): ROYALTY - NET_ROYALTY,
-    }
-    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
-    # Exactly once: the next runs open no other release.
-    money.run(NOW)
-    assert (
-        len(list(money.session.scalars(select(Settlement).where(Settlement.funded_by_pk == period.id)))) == 1
-    )
-    # Anyone recomputes the release from its published inputs and the chain's terms at its block.
-    checks = money.verify(money.document(release))
-    assert checks and all(checks.values()), checks
-
-    rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
-    money.mine()
-    money.run(NOW)
-    assert _claim(money, release, first) == NET_ROYALTY * 7 // 10
-
-    # The payee's ledger: earned by the release, claimed; the co-holder's still unclaimed.
-    totals = _earnings(money, first.address)
-    assert totals["earned"] == totals["released"] == totals["claimed"] == NET_ROYALTY * 7 // 10
-    assert totals["unclaimed"] == 0
-    totals = _earnings(money, second.address)
-    assert totals["earned"] == totals["unclaimed"] == totals["claimable"] == NET_ROYALTY * 3 // 10
-    # ... and in the payee's statement, next to this settlement's lines.
-    admin = make_caller(money.app, Role.admin, "admin")
-    path = f"/settlement/settlements/{release.id}/payees/{first.address}/statement"
-    answer = money.app.get(path, headers=admin.headers)
-    assert answer.status_code == 200, answer.text
-    ledger = answer.json()["ledger"]
-    assert ledger["claimed"]["minor"] == ledger["released"]["minor"] == NET_ROYALTY * 7 // 10
-    assert ledger["unclaimed"]["minor"] == 0 and ledger["claimed"]["currency"] == "tUSDC"
-    html = money.app.get(path + "?format=html", headers=admin.headers)
-    assert html.status_code == 200 and "running ledger" in html.text
-    # The release's statement leads to the batches whose receipts earned the royalty, and an auditor
-    # gets the very same statement from the published inputs alone (as the audit package verifier does).
-    issued = money.app.get(f"/settlement/settlements/{release.id}/statement", headers=admin.headers).json()
-    assert [b["batch_id"] for b in issued["batches"]] == json.loads(period.batch_ids_json)
-    assert issued["related"][0]["settlement_id"] == period.id
-    _, recomputed, _ = recompute(money.document(release))
-    assert merchant_statement_json(recomputed, context_from_json(issued)) == issued
-
-
-def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Money) -> None:
-    vault = money.chain.contract("SettlementVault")
-    shop = money.shops["a"]
-    money.deliver("a")
-    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-    money.as_wallet(money.admin, money.registry.functions.takeDown(money.asset_id, notice))
-    money.mine()
-    money.run(NOW)
-    period = money.posted("a")
-    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
-    money.pass_window()
-    money.run(NOW)  # the period is final
-    money.run(NOW)  # the takedown decides it: a release paying the merchant back
-    release = _release_of(money, period)
-    assert money.payouts(release) == {shop.key.address.lower(): ROYALTY}
-    statement = money.statement(release)
-    assert [(line.kind, line.amount) for line in statement.line_items] == [("refund", ROYALTY)]
-    rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
-    money.mine()
-    money.run(NOW)
-    assert _claim(money, release, shop.key) == ROYALTY
-
-
-def test_held_royalties_count_in_the_escrow_figures_and_in_verification(money: Money) -> None:
-    """What a period needs from escrow is its total and its held royalties: the shortfall a merchant is
-    shown, and the reserve once posted, count both. ``verify settlement`` compares the statement's held
-    royalties with what the posting reserved, so a settler key that locked more as held fails it."""
-    vault = money.chain.contract("SettlementVault")
-    token = money.chain.contract("TestStablecoin")
-    shop = money.shops["a"]
-    money.as_wallet(shop.key, vault.functions.withdraw(token.address, 45_000_000, shop.key.address))
-    money.deliver("a")
-    money.dispute()
-    money.run(NOW)
-    waiting = money.settlement("a")
-    assert waiting is not None and waiting.error_code == "insufficient_escrow"
-    detail = service.account_detail(money.session, money.chain, shop.account)
-    assert (detail.escrow, detail.pending) == (5_000_000, DELIVERY_FEE + ROYALTY)
-    assert detail.shortfall == DELIVERY_FEE + ROYALTY - 5_000_000  # the held royalty too
-
-    deposit(money.chain, money.admin, shop.key, detail.shortfall)
-    money.run(NOW)
-    period = money.posted("a")
-    assert period.held_total == ROYALTY
-    detail = service.account_detail(money.session, money.chain, shop.account)
-    assert (detail.escrow, detail.reserved, detail.pending, detail.shortfall) == (
-        0,
-        DELIVERY_FEE + ROYALTY,
-        0,
-        0,
-    )
-
-    document = money.document(period)
-    checks = money.verify(document)
-    assert checks["vault held reserve"] and all(checks.values()), checks
-    chain = Chain(money.chain.rpc_url)
-    on_chain = vault_settlement(
-        chain, document["vault"], document["period_id"], document["merchant"], document["posted_block"]
-    )
-    assert on_chain.held == ROYALTY
-    # The same root and total, but more of the escrow locked as held than the statement holds back.
-    inflated = replace(on_chain, held=ROYALTY + 1)
-    failed = {c.name for c in check_document(document, inflated) if not c.ok}
-    assert failed == {"vault held reserve"}
-
-
-def test_two_runs_at_once_release_held_royalties_once(money: Money, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run B reads the period's held items, then reads the terms from the chain; meanwhile run A (another
-    worker, its own session) releases the same items and commits. B must not release them again."""
-    vault = money.chain.contract("SettlementVault")
-    shop = money.shops["a"]
-    money.deliver("a")
-    notice = money.dispute()
-    money.run(NOW)
-    period = money.posted("a")
-    money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
-    money.pass_window()
-    money.run(NOW)  # the period becomes claimable: its held royalty can be released now
-    row = money.settlement("a")
-    assert row is not None and row.state == SettlementState.claimable
-
-    read_terms = releases.read_terms
-    run_a: list[list[int]] = []
-
-    def interleaved(*args: Any, **kwargs: Any) -> Any:
-        if not run_a:  # B's first chain read: A runs from start to commit in between
-            run_a.append([])
-            with Session(money.session.get_bind()) as other:
-                run_a[0] = releases.open_releases(other, money.chain, money.settings, money.platform)
-        return read_terms(*args, **kwargs)
-
-    monkeypatch.setattr(releases, "read_terms", interleaved)
-    run_b = releases.open_releases(money.session, money.chain, money.settings, money.platform)
-    monkeypatch.undo()
-
-    (release_id,) = run_a[0]
-    assert run_b == []
-    money.session.expire_all()
-    released = list(money.session.scalars(select(Settlement).where(Settlement.funded_by_pk == period.id)))
-    assert [r.id for r in released] == [release_id]
-    held = list(
-        money.session.scalars(select(SettlementHeld).where(SettlementHeld.settlement_pk == period.id))
-    )
-    assert held and all(h.release_pk == release_id and h.state == HeldState.released for h in held)
-    # The one release is posted and drains the period's held reserve once.
-    money.run(NOW)
-    assert _release_of(money, period).state == SettlementState.posted
-    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
-
-
-def test_a_release_whose_sequence_another_run_took_is_skipped_and_opened_again(
-    money: Money, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Run B has claimed the held items and read the period's next sequence number when another worker
-    opens a correction of the period under that number and commits: B writes nothing and does not fail;
-    the next run releases the items under the following number."""
-    if money.session.get_bind().dialect.name == "sqlite":
-        pytest.skip("SQLite serialises writers: B reads the sequence under its write lock")
-    shop = money.shops["a"]
-    money.deliver("a")
-    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-    money.as_wallet(money.admin, money.registry.functions.takeDown(money.asset_id, notice))
-    money.mine()
-    money.run(NOW)
-    period = money.posted("a")
-    money.pass_window()
-    money.run(NOW)  # the period is final; the takedown decides its held royalty
-    money.deliver("a", count=10, late=True)  # a late batch: the next run opens a correction
-
-    next_sequence = releases.next_sequence
-    corrections: list[int] = []
-
-    def interleaved(*args: Any, **kwargs: Any) -> int:
-        sequence = next_sequence(*args, **kwargs)
-        with Session(money.session.get_bind()) as other:  # another worker's run, meanwhile
-            corrections.extend(open_corrections(other))
-        return sequence
-
-    monkeypatch.setattr(releases, "next_sequence", interleaved)
-    assert releases.open_releases(money.session, money.chain, money.settings, money.platform) == []
-    monkeypatch.undo()
-
-    (correction_id,) = corrections
-    correction = money.session.get(Settlement, correction_id)
-    assert correction is not None and correction.sequence == 1
-    held = list(
-        money.session.scalars(select(SettlementHeld).where(SettlementHeld.settlement_pk == period.id))
-    )
-    assert held and all(h.state == HeldState.held and h.release_pk is None for h in held)
-    money.run(NOW)
-    release = _release_of(money, period)
-    assert release.sequence == 2 and release.state == SettlementState.posted
-    assert money.payouts(release) == {shop.key.address.lower(): ROYALTY}
 
 
 def test_an_asset_registered_only_on_chain_settles_like_any_other(money: Money) -> None:
@@ -662,14 +206,14 @@ def test_an_asset_registered_only_on_chain_settles_like_any_other(money: Money) 
 # ------------------------------------------------------------------------------------------------------
 
 
-def test_unregistered_content_pays_the_delivery_fee_and_its_operator(money: Money) -> None:
+def test_unregistered_content_pays_the_delivery_fee_and_itsoperator_of(money: Money) -> None:
     money.deliver("a", asset_id=0)
     money.run(NOW)
     row = money.posted("a")
     statement = money.statement(row)
     assert statement.charge == DELIVERY_FEE and statement.royalties == {}
     assert money.payouts(row) == {
-        _operator(money): DELIVERY_FEE * 7 // 10,
+        operator_of(money): DELIVERY_FEE * 7 // 10,
         money.platform.lower(): DELIVERY_FEE * 3 // 10,
     }
     assert row.total == DELIVERY_FEE
@@ -703,7 +247,7 @@ def test_late_records_are_paid_once_by_a_correction_linked_from_the_period(money
     assert correction.terms_block == period.terms_block
     first, second = (a.address.lower() for a in money.split)
     assert money.payouts(correction) == {
-        _operator(money): DELIVERY_FEE * 7 // 10 // 5,
+        operator_of(money): DELIVERY_FEE * 7 // 10 // 5,
         money.platform.lower(): DELIVERY_FEE * 3 // 10 // 5 + (ROYALTY - NET_ROYALTY) // 5,
         first: NET_ROYALTY * 7 // 10 // 5,
         second: NET_ROYALTY * 3 // 10 // 5,
@@ -743,7 +287,7 @@ def test_late_records_are_paid_once_by_a_correction_linked_from_the_period(money
     rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
     money.mine()
     money.run(NOW)
-    assert _claim(money, correction, money.split[0]) == NET_ROYALTY * 7 // 10 // 5
+    assert claim(money, correction, money.split[0]) == NET_ROYALTY * 7 // 10 // 5
 
 
 def _settle_with_bill(money: Money, shop: str, bill: str, decide: dict[str, int]) -> Settlement:

@@ -1,0 +1,268 @@
+"""Held royalties end to end on a real chain and database (docs/settlement.md, "Held royalties are
+reserved, then released by the dispute's outcome"): reserved with the root and counted in the merchant's
+escrow figures and in ``verify settlement``, released to the holder once the dispute clears (once, even by
+runs that overlap), returned to the merchant when the content is taken down."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from edgeledger.auth.models import Role
+from edgeledger.settlement import releases, service
+from edgeledger.settlement.corrections import open_corrections
+from edgeledger.settlement.models import HeldState, Settlement, SettlementHeld, SettlementState
+from edgeledger.settlement.statements import context_from_json, merchant_statement_json
+from edgeledger.verify.rpc import Chain, vault_settlement
+from edgeledger.verify.settlement import check_document, recompute
+from tests.backend.support.money import (
+    DELIVERY_FEE,
+    NET_ROYALTY,
+    NOW,
+    ROYALTY,
+    Money,
+    claim,
+    earnings,
+    release_of,
+)
+from tests.backend.support.settlement import deposit
+from tests.backend.support.stack import make_caller, rpc
+from tests.backend.test_settlement_flow import DAY
+
+pytestmark = pytest.mark.integration
+
+
+def test_held_royalties_are_reserved_and_released_to_the_holder_when_the_dispute_clears(money: Money) -> None:
+    vault = money.chain.contract("SettlementVault")
+    token = money.chain.contract("TestStablecoin")
+    shop = money.shops["a"]
+    money.deliver("a")
+    notice = money.dispute()
+    money.run(NOW)
+    period = money.posted("a")
+    # Reserved with the root: the merchant can no longer withdraw the held royalty.
+    assert period.held_total == ROYALTY and period.total == DELIVERY_FEE
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
+    escrow = money.chain.call(vault.functions.escrowOf(shop.key.address, token.address))
+    assert escrow == 50_000_000 - DELIVERY_FEE - ROYALTY
+    # Still disputed: nothing is released, however often the worker runs.
+    money.run(NOW)
+    assert money.session.scalar(select(Settlement).where(Settlement.funded_by_pk == period.id)) is None
+
+    money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
+    money.mine()
+    money.run(NOW)
+    # Not before the period is final: while it can still be challenged and cancelled, nothing is released.
+    assert money.session.scalar(select(Settlement).where(Settlement.funded_by_pk == period.id)) is None
+    money.pass_window()
+    money.run(NOW)  # the period becomes claimable
+    report = money.run(NOW)
+    release = release_of(money, period)
+    assert report.released == [release.id]
+    assert release.kind == "release" and release.sequence == 1
+    assert release.period_id == period.period_id + (1 << 32)
+    assert release.state == SettlementState.posted, (release.error_code, release.error_message)
+    first, second = money.split
+    assert money.payouts(release) == {
+        first.address.lower(): NET_ROYALTY * 7 // 10,
+        second.address.lower(): NET_ROYALTY * 3 // 10,
+        money.platform.lower(): ROYALTY - NET_ROYALTY,
+    }
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
+    # Exactly once: the next runs open no other release.
+    money.run(NOW)
+    assert (
+        len(list(money.session.scalars(select(Settlement).where(Settlement.funded_by_pk == period.id)))) == 1
+    )
+    # Anyone recomputes the release from its published inputs and the chain's terms at its block.
+    checks = money.verify(money.document(release))
+    assert checks and all(checks.values()), checks
+
+    rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
+    money.mine()
+    money.run(NOW)
+    assert claim(money, release, first) == NET_ROYALTY * 7 // 10
+
+    # The payee's ledger: earned by the release, claimed; the co-holder's still unclaimed.
+    totals = earnings(money, first.address)
+    assert totals["earned"] == totals["released"] == totals["claimed"] == NET_ROYALTY * 7 // 10
+    assert totals["unclaimed"] == 0
+    totals = earnings(money, second.address)
+    assert totals["earned"] == totals["unclaimed"] == totals["claimable"] == NET_ROYALTY * 3 // 10
+    # ... and in the payee's statement, next to this settlement's lines.
+    admin = make_caller(money.app, Role.admin, "admin")
+    path = f"/settlement/settlements/{release.id}/payees/{first.address}/statement"
+    answer = money.app.get(path, headers=admin.headers)
+    assert answer.status_code == 200, answer.text
+    ledger = answer.json()["ledger"]
+    assert ledger["claimed"]["minor"] == ledger["released"]["minor"] == NET_ROYALTY * 7 // 10
+    assert ledger["unclaimed"]["minor"] == 0 and ledger["claimed"]["currency"] == "tUSDC"
+    html = money.app.get(path + "?format=html", headers=admin.headers)
+    assert html.status_code == 200 and "running ledger" in html.text
+    # The release's statement leads to the batches whose receipts earned the royalty, and an auditor
+    # gets the very same statement from the published inputs alone (as the audit package verifier does).
+    issued = money.app.get(f"/settlement/settlements/{release.id}/statement", headers=admin.headers).json()
+    assert [b["batch_id"] for b in issued["batches"]] == json.loads(period.batch_ids_json)
+    assert issued["related"][0]["settlement_id"] == period.id
+    _, recomputed, _ = recompute(money.document(release))
+    assert merchant_statement_json(recomputed, context_from_json(issued)) == issued
+
+
+def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Money) -> None:
+    vault = money.chain.contract("SettlementVault")
+    shop = money.shops["a"]
+    money.deliver("a")
+    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    money.as_wallet(money.admin, money.registry.functions.takeDown(money.asset_id, notice))
+    money.mine()
+    money.run(NOW)
+    period = money.posted("a")
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
+    money.pass_window()
+    money.run(NOW)  # the period is final
+    money.run(NOW)  # the takedown decides it: a release paying the merchant back
+    release = release_of(money, period)
+    assert money.payouts(release) == {shop.key.address.lower(): ROYALTY}
+    statement = money.statement(release)
+    assert [(line.kind, line.amount) for line in statement.line_items] == [("refund", ROYALTY)]
+    rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
+    money.mine()
+    money.run(NOW)
+    assert claim(money, release, shop.key) == ROYALTY
+
+
+def test_held_royalties_count_in_the_escrow_figures_and_in_verification(money: Money) -> None:
+    """What a period needs from escrow is its total and its held royalties: the shortfall a merchant is
+    shown, and the reserve once posted, count both. ``verify settlement`` compares the statement's held
+    royalties with what the posting reserved, so a settler key that locked more as held fails it."""
+    vault = money.chain.contract("SettlementVault")
+    token = money.chain.contract("TestStablecoin")
+    shop = money.shops["a"]
+    money.as_wallet(shop.key, vault.functions.withdraw(token.address, 45_000_000, shop.key.address))
+    money.deliver("a")
+    money.dispute()
+    money.run(NOW)
+    waiting = money.settlement("a")
+    assert waiting is not None and waiting.error_code == "insufficient_escrow"
+    detail = service.account_detail(money.session, money.chain, shop.account)
+    assert (detail.escrow, detail.pending) == (5_000_000, DELIVERY_FEE + ROYALTY)
+    assert detail.shortfall == DELIVERY_FEE + ROYALTY - 5_000_000  # the held royalty too
+
+    deposit(money.chain, money.admin, shop.key, detail.shortfall)
+    money.run(NOW)
+    period = money.posted("a")
+    assert period.held_total == ROYALTY
+    detail = service.account_detail(money.session, money.chain, shop.account)
+    assert (detail.escrow, detail.reserved, detail.pending, detail.shortfall) == (
+        0,
+        DELIVERY_FEE + ROYALTY,
+        0,
+        0,
+    )
+
+    document = money.document(period)
+    checks = money.verify(document)
+    assert checks["vault held reserve"] and all(checks.values()), checks
+    chain = Chain(money.chain.rpc_url)
+    on_chain = vault_settlement(
+        chain, document["vault"], document["period_id"], document["merchant"], document["posted_block"]
+    )
+    assert on_chain.held == ROYALTY
+    # The same root and total, but more of the escrow locked as held than the statement holds back.
+    inflated = replace(on_chain, held=ROYALTY + 1)
+    failed = {c.name for c in check_document(document, inflated) if not c.ok}
+    assert failed == {"vault held reserve"}
+
+
+def test_two_runs_at_once_release_held_royalties_once(money: Money, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run B reads the period's held items, then reads the terms from the chain; meanwhile run A (another
+    worker, its own session) releases the same items and commits. B must not release them again."""
+    vault = money.chain.contract("SettlementVault")
+    shop = money.shops["a"]
+    money.deliver("a")
+    notice = money.dispute()
+    money.run(NOW)
+    period = money.posted("a")
+    money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
+    money.pass_window()
+    money.run(NOW)  # the period becomes claimable: its held royalty can be released now
+    row = money.settlement("a")
+    assert row is not None and row.state == SettlementState.claimable
+
+    read_terms = releases.read_terms
+    run_a: list[list[int]] = []
+
+    def interleaved(*args: Any, **kwargs: Any) -> Any:
+        if not run_a:  # B's first chain read: A runs from start to commit in between
+            run_a.append([])
+            with Session(money.session.get_bind()) as other:
+                run_a[0] = releases.open_releases(other, money.chain, money.settings, money.platform)
+        return read_terms(*args, **kwargs)
+
+    monkeypatch.setattr(releases, "read_terms", interleaved)
+    run_b = releases.open_releases(money.session, money.chain, money.settings, money.platform)
+    monkeypatch.undo()
+
+    (release_id,) = run_a[0]
+    assert run_b == []
+    money.session.expire_all()
+    released = list(money.session.scalars(select(Settlement).where(Settlement.funded_by_pk == period.id)))
+    assert [r.id for r in released] == [release_id]
+    held = list(
+        money.session.scalars(select(SettlementHeld).where(SettlementHeld.settlement_pk == period.id))
+    )
+    assert held and all(h.release_pk == release_id and h.state == HeldState.released for h in held)
+    # The one release is posted and drains the period's held reserve once.
+    money.run(NOW)
+    assert release_of(money, period).state == SettlementState.posted
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
+
+
+def test_a_release_whose_sequence_another_run_took_is_skipped_and_opened_again(
+    money: Money, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run B has claimed the held items and read the period's next sequence number when another worker
+    opens a correction of the period under that number and commits: B writes nothing and does not fail;
+    the next run releases the items under the following number."""
+    if money.session.get_bind().dialect.name == "sqlite":
+        pytest.skip("SQLite serialises writers: B reads the sequence under its write lock")
+    shop = money.shops["a"]
+    money.deliver("a")
+    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    money.as_wallet(money.admin, money.registry.functions.takeDown(money.asset_id, notice))
+    money.mine()
+    money.run(NOW)
+    period = money.posted("a")
+    money.pass_window()
+    money.run(NOW)  # the period is final; the takedown decides its held royalty
+    money.deliver("a", count=10, late=True)  # a late batch: the next run opens a correction
+
+    next_sequence = releases.next_sequence
+    corrections: list[int] = []
+
+    def interleaved(*args: Any, **kwargs: Any) -> int:
+        sequence = next_sequence(*args, **kwargs)
+        with Session(money.session.get_bind()) as other:  # another worker's run, meanwhile
+            corrections.extend(open_corrections(other))
+        return sequence
+
+    monkeypatch.setattr(releases, "next_sequence", interleaved)
+    assert releases.open_releases(money.session, money.chain, money.settings, money.platform) == []
+    monkeypatch.undo()
+
+    (correction_id,) = corrections
+    correction = money.session.get(Settlement, correction_id)
+    assert correction is not None and correction.sequence == 1
+    held = list(
+        money.session.scalars(select(SettlementHeld).where(SettlementHeld.settlement_pk == period.id))
+    )
+    assert held and all(h.state == HeldState.held and h.release_pk is None for h in held)
+    money.run(NOW)
+    release = release_of(money, period)
+    assert release.sequence == 2 and release.state == SettlementState.posted
+    assert money.payouts(release) == {shop.key.address.lower(): ROYALTY}
