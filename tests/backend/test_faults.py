@@ -276,6 +276,31 @@ def test_chain_unreachable_ingestion_keeps_accepting_and_anchoring_resumes_by_it
     assert all(per_batch[b] == 1 for b in batch_ids)
 
 
+def _drop_other_connections(conn: Any) -> None:
+    """Every connection to the test database but ``conn``'s is dropped by the server (a restart, a
+    failover), as PostgreSQL's pg_terminate_backend does."""
+    from sqlalchemy import text
+
+    conn.execute(
+        text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    )
+    conn.commit()
+
+
+def _add_cloudfront_source(client: httpx.Client, name: str) -> None:
+    source = {
+        "name": name,
+        "kind": "cdn_provider",
+        "provider": "cloudfront",
+        "regions": ["*"],
+        "jurisdiction": "US",
+    }
+    assert client.post("/deliveries/sources", json=source).status_code == 201
+
+
 def test_database_connections_killed_mid_ingest_fail_cleanly_and_a_rerun_adds_no_duplicates(
     live_api: str, settings: Settings, db_session: Session
 ) -> None:
@@ -294,14 +319,7 @@ def test_database_connections_killed_mid_ingest_fail_cleanly_and_a_rerun_adds_no
     lines = 60_000
     log, _ = demo_cloudfront_log("bafkqaaa", 1000, "pgkill", lines=lines, days_ago=3)
     with httpx.Client(base_url=live_api, headers=admin.headers, timeout=600) as client:
-        source = {
-            "name": "cf-pgkill",
-            "kind": "cdn_provider",
-            "provider": "cloudfront",
-            "regions": ["*"],
-            "jurisdiction": "US",
-        }
-        assert client.post("/deliveries/sources", json=source).status_code == 201
+        _add_cloudfront_source(client, "cf-pgkill")
         result: dict[str, httpx.Response] = {}
         upload = threading.Thread(
             target=lambda: result.update(
@@ -322,13 +340,7 @@ def test_database_connections_killed_mid_ingest_fail_cleanly_and_a_rerun_adds_no
             # a pooled connection the pool then replaces unnoticed, and the upload would just finish.
             deadline = time.monotonic() + 600
             while upload.is_alive() and time.monotonic() < deadline:
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
-                )
-                conn.commit()
+                _drop_other_connections(conn)
                 time.sleep(0.02)
         upload.join(timeout=600)
         first = result["r"]
@@ -378,25 +390,12 @@ def test_a_connection_lost_in_the_middle_of_a_chunks_copy_is_answered_503(
         copies.append(len(rows))
         if len(copies) == 2:  # the first chunk is committed; this one's COPY meets a dead connection
             with killer.connect() as conn:
-                conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
-                )
-                conn.commit()
+                _drop_other_connections(conn)
         return copy_text(rows)
 
     monkeypatch.setattr(ingest_module, "_copy_text", copy_text_then_drop_connections)
     with httpx.Client(base_url=live_api, headers=admin.headers, timeout=600) as client:
-        source = {
-            "name": "cf-copykill",
-            "kind": "cdn_provider",
-            "provider": "cloudfront",
-            "regions": ["*"],
-            "jurisdiction": "US",
-        }
-        assert client.post("/deliveries/sources", json=source).status_code == 201
+        _add_cloudfront_source(client, "cf-copykill")
         first = client.post("/deliveries/sources/cf-copykill/logs", files={"file": ("C.gz", log)})
         assert first.status_code == 503, first.text
         assert first.json()["error"]["code"] == "database_unavailable"

@@ -117,9 +117,7 @@ def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Mo
     vault = money.chain.contract("SettlementVault")
     shop = money.shops["a"]
     money.deliver("a")
-    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-    money.as_wallet(money.admin, money.registry.functions.takeDown(money.asset_id, notice))
-    money.mine()
+    money.dispute(take_down=True)
     money.run(NOW)
     period = money.posted("a")
     assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
@@ -233,9 +231,7 @@ def test_a_release_whose_sequence_another_run_took_is_skipped_and_opened_again(
         pytest.skip("SQLite serialises writers: B reads the sequence under its write lock")
     shop = money.shops["a"]
     money.deliver("a")
-    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-    money.as_wallet(money.admin, money.registry.functions.takeDown(money.asset_id, notice))
-    money.mine()
+    money.dispute(take_down=True)
     money.run(NOW)
     period = money.posted("a")
     money.pass_window()

@@ -163,10 +163,12 @@ class Money:
         rpc(self.settings.eth_rpc_url, "anvil_setBalance", account.address, hex(10**20))
         send_as(self.chain, account, fn)
 
-    def dispute(self) -> str:
-        """Marks the asset disputed on chain (its royalties are held from then on); returns the notice."""
+    def dispute(self, *, take_down: bool = False) -> str:
+        """Marks the asset disputed on chain, or takes it down (its royalties are held from then on);
+        returns the notice."""
         notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-        self.as_wallet(self.admin, self.registry.functions.markDisputed(self.asset_id, notice))
+        action = self.registry.functions.takeDown if take_down else self.registry.functions.markDisputed
+        self.as_wallet(self.admin, action(self.asset_id, notice))
         self.mine()
         return notice
 
