@@ -140,23 +140,26 @@ def ensure_upload_room(
     * the spool folder holds at most ``UPLOAD_SPOOL_MAX_BYTES``, these uploads included (507
       ``upload_spool_full``): whatever number of wallets signs in, the spool's disk is bounded.
     """
-    others = session.scalar(
-        select(func.count())
-        .select_from(Registration)
-        .where(
-            func.lower(Registration.creator) == creator.lower(),
-            Registration.state.in_(list(OPEN_STATES)),
-            Registration.content_hash.not_in(list(content_hashes)),
+    others = int(
+        session.scalar(
+            select(func.count())
+            .select_from(Registration)
+            .where(
+                func.lower(Registration.creator) == creator.lower(),
+                Registration.state.in_(list(OPEN_STATES)),
+                Registration.content_hash.not_in(list(content_hashes)),
+            )
         )
+        or 0
     )
     limit = settings.pending_registrations_per_creator
-    if int(others or 0) + len(content_hashes) > limit:
+    if others + len(content_hashes) > limit:
         raise AssetError(
             f"{creator} already has {others} registration(s) waiting for a signature or the chain (at most "
             f"{limit}): sign them, or wait until they expire",
             code="pending_registrations_limit",
             status=429,
-            pending=int(others or 0),
+            pending=others,
             limit=limit,
         )
     used = spool_bytes(uploads)

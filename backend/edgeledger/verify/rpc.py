@@ -300,22 +300,27 @@ def held_at_posting(
     search of the vault's whole history would cost a query per ``ETH_LOGS_MAX_BLOCKS`` blocks."""
     keys = ["0x" + period_id.to_bytes(32).hex(), "0x" + merchant.lower().removeprefix("0x").rjust(64, "0")]
     logs = chain.logs(contract, [None, *keys], block, block)
-    posted = contract.events.SettlementPosted()
-    held = contract.events.RoyaltiesHeld()
-    posts = [log for log in logs if _topic0(log) == topic_hex(contract, "SettlementPosted")]
-    posting = next((log for log in posts if bytes(posted.process_log(log)["args"]["root"]) == root), None)
+    posted, held = contract.events.SettlementPosted(), contract.events.RoyaltiesHeld()
+    posted_topic, held_topic = topic_hex(contract, "SettlementPosted"), topic_hex(contract, "RoyaltiesHeld")
+    posting = next(
+        (
+            log
+            for log in logs
+            if _topic0(log) == posted_topic and bytes(posted.process_log(log)["args"]["root"]) == root
+        ),
+        None,
+    )
     if posting is None:
         raise UnusableInput(
             f"block {block} holds no posting of settlement {period_id}'s root 0x{root.hex()} "
             "(the document's posted_block)"
         )
-    for log in logs:
-        if (
-            _topic0(log) == topic_hex(contract, "RoyaltiesHeld")
-            and log["transactionHash"] == posting["transactionHash"]
-        ):
-            return int(held.process_log(log)["args"]["held"])
-    return 0
+    same_transaction = (
+        log
+        for log in logs
+        if _topic0(log) == held_topic and log["transactionHash"] == posting["transactionHash"]
+    )
+    return next((int(held.process_log(log)["args"]["held"]) for log in same_transaction), 0)
 
 
 def _topic0(log: Any) -> str:
