@@ -351,12 +351,14 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
 
     /// @notice {post}, and reserves `held` more from the merchant's escrow: the period's royalties that
     /// cannot be paid yet (disputed or taken-down assets). They leave the reserve only by {releaseHeld}
-    /// (or with the whole period when an admin cancels it).
+    /// (or with the whole period when an admin cancels it). A period whose every royalty is held and that
+    /// pays nobody now is posted with `total` 0 (a held-only post): its `root` then commits to the
+    /// settlement's published inputs (docs/settlement-leaf.md) and no claim can take anything from it.
     /// @param periodId The settlement period's sequence number.
     /// @param merchant The merchant whose escrow pays.
     /// @param token An allow-listed token the merchant holds in escrow.
-    /// @param root StandardMerkleTree root over the payouts (non-zero).
-    /// @param total Sum of the leaves' amounts (non-zero).
+    /// @param root StandardMerkleTree root over the payouts, or the held-only commitment (non-zero).
+    /// @param total Sum of the leaves' amounts (non-zero unless `held` is).
     /// @param held Royalties held back (total + held at most the merchant's escrow in `token` and what the
     /// merchant's cap leaves to the period).
     function postWithHeld(
@@ -660,7 +662,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         private
     {
         if (root == bytes32(0)) revert ZeroRoot();
-        if (total == 0) revert ZeroAmount();
+        if (total == 0 && held == 0) revert ZeroAmount(); // held-only posts: {postWithHeld}
         uint256 endsAt = (uint256(uint32(periodId)) + 1) * PERIOD_SECONDS;
         if (block.timestamp < endsAt) revert PeriodNotEnded(periodId, endsAt);
         Settlement storage settlement = _settlements[periodId][merchant];

@@ -30,7 +30,7 @@ from tests.backend.support.money import (
     earnings,
     release_of,
 )
-from tests.backend.support.settlement import deposit
+from tests.backend.support.settlement import CARD, deposit
 from tests.backend.support.stack import make_caller, rpc
 from tests.backend.test_settlement_flow import DAY
 
@@ -132,6 +132,71 @@ def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Mo
     money.mine()
     money.run(NOW)
     assert claim(money, release, shop.key) == ROYALTY
+
+
+#: A licence-only card: deliveries cost nothing (the merchant pays its CDN elsewhere), no platform fee.
+ROYALTY_ONLY_CARD = {
+    **CARD,
+    "delivery": {"EU": {"tiers": [{"up_to_bytes": None, "price_per_gb": 0}]}},
+    "platform_fee_bps": 0,
+}
+
+
+@pytest.mark.parametrize("take_down", [False, True], ids=["cleared", "taken_down"])
+def test_a_period_whose_every_royalty_is_held_reserves_them_and_pays_them_later(
+    money: Money, take_down: bool
+) -> None:
+    """Nothing else to pay (a licence-only card) and the only asset disputed: the period pays nobody now,
+    yet its royalties are owed. They are reserved by a held-only post (total 0, root committing to the
+    published inputs) and released by the dispute's outcome like any held royalty: to the split once
+    cleared, back to the merchant once taken down. Before, the period was marked empty and they were lost."""
+    vault = money.chain.contract("SettlementVault")
+    shop = money.add_shop("licence", ROYALTY_ONLY_CARD)
+    money.deliver("licence")
+    notice = money.dispute(take_down=take_down)
+    money.run(NOW)
+    period = money.posted("licence")
+    assert (period.total, period.payee_count, period.held_total) == (0, 0, ROYALTY)
+    assert period.root == period.inputs_digest
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
+    assert money.chain.call(vault.functions.settlementOf(period.period_id, shop.key.address))[4] == 0
+    checks = money.verify(money.document(period))
+    assert checks["vault held reserve"] and checks["vault root"] and all(checks.values()), checks
+    # The merchant's statement says what is held, and pays nobody.
+    statement = money.statement(period)
+    assert statement.payees == {} and [h.amount for h in statement.held_back] == [ROYALTY]
+    # An auditor's package of the period verifies it too (statement rendered from the inputs alone).
+    admin = make_caller(money.app, Role.admin, "admin")
+    issued = money.app.get(f"/settlement/settlements/{period.id}/statement", headers=admin.headers)
+    assert issued.status_code == 200, issued.text
+    _, recomputed, tree = recompute(money.document(period))
+    assert (
+        tree is None
+        and merchant_statement_json(recomputed, context_from_json(issued.json())) == issued.json()
+    )
+
+    if not take_down:
+        money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
+        money.mine()
+    money.pass_window()
+    money.run(NOW)  # the period is final
+    money.run(NOW)  # and the dispute's outcome releases its royalty
+    release = release_of(money, period)
+    first, second = money.split
+    expected = (
+        {shop.key.address.lower(): ROYALTY}
+        if take_down
+        else {first.address.lower(): ROYALTY * 7 // 10, second.address.lower(): ROYALTY * 3 // 10}
+    )
+    assert money.payouts(release) == expected
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
+    checks = money.verify(money.document(release))
+    assert checks and all(checks.values()), checks
+    rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
+    money.mine()
+    money.run(NOW)
+    payee = shop.key if take_down else first
+    assert claim(money, release, payee) == expected[payee.address.lower()]
 
 
 def test_held_royalties_count_in_the_escrow_figures_and_in_verification(money: Money) -> None:

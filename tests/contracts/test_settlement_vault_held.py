@@ -202,3 +202,45 @@ def test_a_late_correction_holds_and_releases_under_the_same_period(
     vault.resolve(release, merchant, False, {"from": admin})
     assert vault.escrowOf(merchant, usdc) == 920 and vault.heldOf(correction, merchant) == 30
     _conserved(vault, usdc)
+
+
+def test_a_period_that_pays_nobody_now_reserves_its_held_royalties_alone(
+    vault, admin, settler, merchant, usdc, fund, payees
+):
+    """A held-only post (total 0, held > 0: every royalty of the period held, nothing else to pay) reserves
+    the held royalties like any other post; nothing can be claimed from it (its root commits to the
+    published inputs, no payout tree), its royalties leave only by a release once it is final, and a
+    cancel returns them to escrow. A post of nothing at all still reverts."""
+    fund(merchant, usdc, 1_000)
+    commitment = random_hash()
+    with brownie.reverts(vault_error("ZeroAmount")):
+        vault.postWithHeld(11, merchant, usdc, commitment, 0, 0, {"from": settler})
+    with brownie.reverts(vault_error("ZeroAmount")):
+        vault.post(11, merchant, usdc, commitment, 0, {"from": settler})
+    with brownie.reverts(vault_error("ZeroRoot")):
+        vault.postWithHeld(11, merchant, usdc, ZERO_HASH, 0, 250, {"from": settler})
+    tx = vault.postWithHeld(11, merchant, usdc, commitment, 0, 250, {"from": settler})
+    assert tx.events["SettlementPosted"]["total"] == 0 and tx.events["RoyaltiesHeld"]["held"] == 250
+    assert vault.heldOf(11, merchant) == 250 and vault.escrowOf(merchant, usdc) == 750
+    assert vault.periodReservedOf(merchant, usdc, 11) == 250
+    _conserved(vault, usdc)
+    # Cancelled, the held reserve goes back to escrow and to the period's cap.
+    vault.challenge(11, merchant, random_hash(), {"from": merchant})
+    vault.resolve(11, merchant, False, {"from": admin})
+    assert vault.heldOf(11, merchant) == 0 and vault.escrowOf(merchant, usdc) == 1_000
+    assert vault.periodReservedOf(merchant, usdc, 11) == 0
+    _conserved(vault, usdc)
+    # Posted again and final: no claim takes anything (not even 0), a release pays the holder.
+    vault.postWithHeld(11, merchant, usdc, commitment, 0, 250, {"from": settler})
+    _final()
+    nothing = Payout(11, str(merchant), str(usdc), {str(payees[0]): 0})
+    with brownie.reverts(vault_error("InvalidProof", 11, merchant, payees[0], 0)):
+        vault.claim(nothing.claim(payees[0]), payees[0], {"from": payees[0]})
+    release = Payout(SUPPLEMENT + 11, str(merchant), str(usdc), {str(payees[1]): 250})
+    vault.releaseHeld(11, merchant, SUPPLEMENT + 11, release.root, 250, {"from": settler})
+    assert vault.heldOf(11, merchant) == 0
+    _final()
+    before = usdc.balanceOf(payees[1])
+    vault.claim(release.claim(payees[1]), payees[1], {"from": payees[1]})
+    assert usdc.balanceOf(payees[1]) == before + 250
+    _conserved(vault, usdc)

@@ -113,3 +113,19 @@ def verify_payout(root: bytes, period_id: int, merchant: str, token: str, proof:
     """Whether ``proof`` proves the payee's amount under ``root`` (the on-chain check, off chain)."""
     leaf = payout_leaf(period_id, merchant, token, proof.payee, proof.amount)
     return verify_proof(root, leaf, proof.proof)
+
+
+def held_only_root(inputs_digest: str) -> str:
+    """The root a *held-only* settlement is posted with (``SettlementVault.postWithHeld`` with total 0
+    and held royalties: the period pays nobody now and holds every royalty back): the SHA-256 digest of
+    its canonical inputs, as published (``0x`` and 64 hex digits). There is no payout tree; the root only
+    binds the posting to its inputs, and no claim can take anything from it (its total is 0, and no leaf
+    hashes to the digest)."""
+    text = inputs_digest.removeprefix("0x")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(text) != 64 or len(raw) != 32 or not any(raw):
+        raise FormatError(f"inputs digest {inputs_digest!r} is not 32 non-zero bytes", code="digest_invalid")
+    return "0x" + raw.hex()

@@ -54,7 +54,7 @@ from edgeledger.deliveries.models import (
     DeliveryRecordRow,
 )
 from edgeledger.ledger.abis import CONTENT_REGISTRY
-from edgeledger.ledger.payout_leaf import PayoutTree
+from edgeledger.ledger.payout_leaf import PayoutTree, held_only_root
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.corrections import (
     check_computable,
@@ -283,7 +283,7 @@ def compute(
     if settlement.kind == SettlementKind.period:  # a correction's period lists them
         settlement.unbillable_json = json.dumps(unbillable_batches(session, account, settlement.period_start))
     record_held(session, settlement, statement.held_back if statement is not None else ())
-    if statement is None or not statement.payees:
+    if statement is None or not (statement.payees or statement.held_back):
         settlement.state = SettlementState.empty
         settlement.statement_json = statement.model_dump_json() if statement is not None else None
         settlement.root, settlement.total, settlement.payee_count = None, 0, 0
@@ -293,12 +293,20 @@ def compute(
         session.rollback()
         _block(session, settlement, "too_many_payees", f"{len(statement.payees)} payees")
         return
-    tree = PayoutTree(settlement.period_id, account.address, account.token, statement.payees)
     assert inputs is not None
     settlement.statement_json = statement.model_dump_json()
     canonical = canonical_inputs(inputs)
     settlement.inputs_digest = "0x" + hashlib.sha256(canonical).hexdigest()
     settlement.inputs_gz = gzip.compress(canonical, compresslevel=6, mtime=0)
+    if not statement.payees:
+        # Every royalty held and nothing else to pay: the held royalties are still reserved (a held-only
+        # post, total 0), so their release or refund follows the dispute like any period's.
+        settlement.root = held_only_root(settlement.inputs_digest)
+        settlement.total = settlement.payee_count = 0
+        settlement.state = SettlementState.computed
+        session.commit()
+        return
+    tree = PayoutTree(settlement.period_id, account.address, account.token, statement.payees)
     settlement.root = tree.root_hex
     settlement.total = tree.total
     settlement.payee_count = len(tree)

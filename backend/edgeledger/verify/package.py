@@ -38,7 +38,7 @@ from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_do
 from edgeledger.verify.event import verify_event_proof
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import Chain, LedgerReader, vault_settlement
-from edgeledger.verify.settlement import chain_terms, check_document, recompute
+from edgeledger.verify.settlement import chain_terms, check_document, posted_root, recompute
 
 FORMAT = "edgeledger-audit-package/v1"
 
@@ -332,7 +332,7 @@ class Verifier:
             return
         inputs = _json(self.files[inputs_path], inputs_path)
         try:
-            _, statement, tree = recompute(inputs)
+            recomputed, statement, tree = recompute(inputs)
             expected = merchant_statement_json(statement, context_from_json(document))
         except UnusableInput as exc:
             self._record("statement", path, False, str(exc))
@@ -341,7 +341,7 @@ class Verifier:
             self._record("statement", path, False, exc.message)
             return
         differing = sorted(k for k in expected.keys() | document.keys() if expected.get(k) != document.get(k))
-        if document.get("root") != tree.root_hex:
+        if document.get("root") != posted_root(recomputed, tree):
             differing.append("root (not the recomputed payout root)")
         detail = (
             "differs from the statement its inputs give in: " + ", ".join(differing)

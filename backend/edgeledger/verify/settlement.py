@@ -18,7 +18,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from edgeledger.ledger.payout_leaf import PayoutTree
+from edgeledger.ledger.payout_leaf import PayoutTree, held_only_root
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.held import ReleaseInputs, compute_release, release_digest, release_statement
 from edgeledger.settlement.payouts import (
@@ -34,9 +34,12 @@ from edgeledger.verify.result import Check, UnusableInput
 from edgeledger.verify.rpc import Chain, VaultSettlement, registry
 
 
-def recompute(document: Mapping[str, Any]) -> tuple[PayoutInputs | ReleaseInputs, Statement, PayoutTree]:
-    """The statement and payout tree the document's inputs give (UnusableInput when they give none). A
-    release of held royalties (``kind: release``) is recomputed from its held items and terms."""
+def recompute(
+    document: Mapping[str, Any],
+) -> tuple[PayoutInputs | ReleaseInputs, Statement, PayoutTree | None]:
+    """The statement and payout tree the document's inputs give (UnusableInput when they give neither).
+    A release of held royalties (``kind: release``) is recomputed from its held items and terms. A
+    held-only settlement (every royalty held back, nobody paid now) has no tree: None."""
     try:
         period_id, merchant, token = int(document["period_id"]), document["merchant"], document["token"]
         if document.get("kind") == "release":
@@ -46,6 +49,8 @@ def recompute(document: Mapping[str, Any]) -> tuple[PayoutInputs | ReleaseInputs
             return release_inputs, statement, PayoutTree(period_id, merchant, token, release.payees)
         inputs = PayoutInputs.model_validate_json(json.dumps(document["inputs"]))
         statement = compute_payouts(inputs)
+        if not statement.payees and statement.held_back:
+            return inputs, statement, None
         return inputs, statement, PayoutTree(period_id, merchant, token, statement.payees)
     except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError and FormatError too
         raise UnusableInput(f"not a settlement inputs document: {exc}") from None
@@ -101,6 +106,17 @@ def _terms_check(published: tuple[AssetTerms, ...], read: list[AssetTerms], bloc
     )
 
 
+def recomputed_digest(inputs: PayoutInputs | ReleaseInputs) -> str:
+    """sha-256 of the canonical inputs, as the published document must state it."""
+    return release_digest(inputs) if isinstance(inputs, ReleaseInputs) else inputs_digest(inputs)
+
+
+def posted_root(inputs: PayoutInputs | ReleaseInputs, tree: PayoutTree | None) -> str:
+    """The root the vault must hold for a recomputed settlement: its payout tree's, or for a held-only
+    one (no tree) the commitment to its inputs (``ledger.payout_leaf.held_only_root``)."""
+    return tree.root_hex if tree is not None else held_only_root(recomputed_digest(inputs))
+
+
 def check_document(
     document: Mapping[str, Any],
     on_chain: VaultSettlement | None,
@@ -110,21 +126,18 @@ def check_document(
     on chain) and against the assets' terms read at the recorded block (``terms``, from
     :func:`chain_terms`; None: not checked)."""
     inputs, statement, tree = recompute(document)
-    digest = release_digest(inputs) if isinstance(inputs, ReleaseInputs) else inputs_digest(inputs)
+    digest = recomputed_digest(inputs)
     held = sum(h.amount for h in statement.held_back)
+    root, total = posted_root(inputs, tree), tree.total if tree is not None else 0
     checks = [
         Check(
             "inputs digest",
             digest == document.get("inputs_digest"),
             f"sha256 of the canonical inputs {digest}",
         ),
-        Check(
-            "payouts sum to the charge",
-            tree.total == statement.charge - held,
-            f"total {tree.total}",
-        ),
-        Check("root recomputed", tree.root_hex == document.get("root"), f"recomputed {tree.root_hex}"),
-        Check("total recomputed", tree.total == document.get("total"), f"recomputed {tree.total}"),
+        Check("payouts sum to the charge", total == statement.charge - held, f"total {total}"),
+        Check("root recomputed", root == document.get("root"), f"recomputed {root}"),
+        Check("total recomputed", total == document.get("total"), f"recomputed {total}"),
     ]
     if on_chain is not None:
         chain_root = "0x" + on_chain.root.hex()
@@ -134,8 +147,8 @@ def check_document(
             same_token = False
         checks += [
             Check("posted in the vault", on_chain.status != 0, f"status {on_chain.status}"),
-            Check("vault root", chain_root == tree.root_hex, f"vault holds {chain_root}"),
-            Check("vault total", on_chain.total == tree.total, f"vault total {on_chain.total}"),
+            Check("vault root", chain_root == root, f"vault holds {chain_root}"),
+            Check("vault total", on_chain.total == total, f"vault total {on_chain.total}"),
             Check("vault token", same_token, f"vault token {on_chain.token}"),
         ]
         if on_chain.held is not None:  # read at the document's posted_block

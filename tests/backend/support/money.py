@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 from sqlalchemy import select
@@ -241,7 +242,8 @@ def operator_of(money: Money) -> str:
 def claim(money: Money, row: Settlement, payee: LocalAccount) -> int:
     """``payee`` claims its leaf of ``row`` from its own wallet; returns its token balance after."""
     proof = flows.payout_tree(money.session, row).proof(payee.address)
-    claim = (row.period_id, money.shops["a"].key.address, proof.amount, [HexBytes(p) for p in proof.proof])
+    merchant = to_checksum_address(row.merchant_address)
+    claim = (row.period_id, merchant, proof.amount, [HexBytes(p) for p in proof.proof])
     money.as_wallet(payee, money.chain.contract("SettlementVault").functions.claim(claim, payee.address))
     return int(money.chain.call(money.chain.contract("TestStablecoin").functions.balanceOf(payee.address)))
 
