@@ -371,6 +371,45 @@ def test_a_negative_adjustment_of_a_region_without_late_records_does_not_block_t
     assert money.statement(correction).delivery_fees == {"EU": DELIVERY_FEE // 5}
 
 
+def test_a_correction_continues_the_periods_volume_tiers(money: Money) -> None:
+    """0.085 per GB up to 100 GB, 0.0425 beyond: the period's 100 GB filled the first tier, so 20 late GB
+    cost 0.85 tUSDC, not 1.70 at the first tier's price. The period and its correction together charge what
+    the period would have charged with every record in it."""
+    tiers = [{"up_to_bytes": 100 * GB, "price_per_gb": 85_000}, {"up_to_bytes": None, "price_per_gb": 42_500}]
+    money.add_shop("t", {**CARD, "delivery": {"EU": {"tiers": tiers}}})
+    money.deliver("t")  # 100 GB
+    money.run(NOW)
+    period = money.posted("t")
+    assert period.total == DELIVERY_FEE + ROYALTY
+
+    money.deliver("t", count=10, late=True)  # 20 GB more
+    correction = _correction_of(money, period)
+    assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
+    assert money.statement(correction).delivery_fees == {"EU": 850_000}
+    assert correction.total == 850_000 + ROYALTY // 5
+    whole = 100 * 85_000 + 20 * 42_500  # the period's fee with all 120 GB in it
+    assert money.statement(period).delivery_fees["EU"] + 850_000 == whole
+    # The late fee goes to the late records' operator and the platform's margin, at the card's shares.
+    assert money.payouts(correction)[operator_of(money)] == 850_000 * 7 // 10
+    # Published and checked: the usage the correction was priced on top of.
+    document = money.document(correction)
+    assert document["version"] == 3
+    assert document["inputs"]["prior_usage"] == [{"region": "EU", "bytes": 100 * GB, "requests": 50}]
+    checks = money.verify(document)
+    assert checks and all(checks.values()), checks
+    # A second correction goes on from both.
+    money.deliver("t", count=5, late=True)
+    (second_id,) = money.run(NOW).corrections
+    second = money.session.get(Settlement, second_id)
+    assert second is not None
+    money.session.refresh(second)
+    assert second.sequence == 2 and second.state == SettlementState.posted, second.error_code
+    assert money.document(second)["inputs"]["prior_usage"] == [
+        {"region": "EU", "bytes": 120 * GB, "requests": 60}
+    ]
+    assert money.statement(second).delivery_fees == {"EU": 10 * 42_500}
+
+
 # ------------------------------------------------------------------------------------------------------
 # No one stalls another; no padded bills
 # ------------------------------------------------------------------------------------------------------

@@ -26,6 +26,10 @@ every computation of a period or correction leaves out the batches its siblings 
 The terms are those of the period: a correction reads its assets' terms at the period's recorded block
 (a block after the period closed, final), so a late record is priced and paid as the period would have
 paid it; a period that had nothing to pay has no block, and the correction records one as a period does.
+Its delivery fee is marginal: the volume tiers go on from the usage the period's other live settlements
+recorded (:func:`prior_usage`, published as the inputs' ``prior_usage``), so the period and its
+corrections together charge what the period would have charged with every record in it, and nobody's
+earlier share changes (the late records' fee is shared among their own operators).
 The CDN's bill was reconciled with the period, and each decision's adjustment (a one-time amount of the
 period's bill) was charged by the period's statement: a correction opens no reconciliation case and
 applies no decision (its inputs carry none), so an adjustment is never charged twice and never blocks a
@@ -51,6 +55,7 @@ from edgeledger.settlement.models import (
     SettlementKind,
     SettlementState,
 )
+from edgeledger.settlement.payouts import PriorUsage
 from edgeledger.settlement.period_inputs import merchant_ids_of
 from edgeledger.settlement.service import next_sequence
 
@@ -94,6 +99,22 @@ def claimed_batches(session: Session, settlement: Settlement) -> set[str]:
     """Batch ids counted by the other live (not cancelled) periods and corrections of the same merchant and
     period: a computation of ``settlement`` leaves them out."""
     return _counted(_siblings(session, settlement.merchant_user_id, settlement.period_start), settlement.id)
+
+
+def prior_usage(session: Session, settlement: Settlement) -> list[PriorUsage]:
+    """What the period's other live settlements (the period and its live corrections) charged per
+    region, from the usage each recorded: a correction's volume tiers go on from there."""
+    totals: dict[str, list[int]] = {}
+    for sibling in _siblings(session, settlement.merchant_user_id, settlement.period_start):
+        if sibling.id == settlement.id or sibling.kind not in COUNTING:
+            continue
+        if sibling.state == SettlementState.cancelled:
+            continue
+        for region, _day, nbytes, requests in json.loads(sibling.usage_json or "[]"):
+            counts = totals.setdefault(region, [0, 0])
+            counts[0] += int(nbytes)
+            counts[1] += int(requests)
+    return [PriorUsage(region=r, bytes=b, requests=q) for r, (b, q) in sorted(totals.items())]
 
 
 def check_computable(session: Session, settlement: Settlement) -> None:

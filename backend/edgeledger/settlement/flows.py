@@ -61,6 +61,7 @@ from edgeledger.settlement.corrections import (
     claimed_batches,
     open_corrections,
     period_terms_block,
+    prior_usage,
 )
 from edgeledger.settlement.held import RELEASE_VERSION
 from edgeledger.settlement.models import (
@@ -283,6 +284,11 @@ def compute(
     if settlement.kind == SettlementKind.period:  # a correction's period lists them
         settlement.unbillable_json = json.dumps(unbillable_batches(session, account, settlement.period_start))
     record_held(session, settlement, statement.held_back if statement is not None else ())
+    settlement.inputs_digest = settlement.inputs_gz = None
+    if inputs is not None:  # kept even when nothing is charged: what the receipts were priced from
+        canonical = canonical_inputs(inputs)
+        settlement.inputs_digest = "0x" + hashlib.sha256(canonical).hexdigest()
+        settlement.inputs_gz = gzip.compress(canonical, compresslevel=6, mtime=0)
     if statement is None or not (statement.payees or statement.held_back):
         settlement.state = SettlementState.empty
         settlement.statement_json = statement.model_dump_json() if statement is not None else None
@@ -293,11 +299,8 @@ def compute(
         session.rollback()
         _block(session, settlement, "too_many_payees", f"{len(statement.payees)} payees")
         return
-    assert inputs is not None
+    assert inputs is not None and settlement.inputs_digest is not None
     settlement.statement_json = statement.model_dump_json()
-    canonical = canonical_inputs(inputs)
-    settlement.inputs_digest = "0x" + hashlib.sha256(canonical).hexdigest()
-    settlement.inputs_gz = gzip.compress(canonical, compresslevel=6, mtime=0)
     if not statement.payees:
         # Every royalty held and nothing else to pay: the held royalties are still reserved (a held-only
         # post, total 0), so their release or refund follows the dispute like any period's.
@@ -383,6 +386,8 @@ def _inputs(
         decisions=tuple(decisions),
         flagged=tuple(flagged),
         terms_block=block,
+        # a correction's volume tiers go on from what the period's other settlements charged
+        prior_usage=tuple(prior_usage(session, settlement)) if correction else (),
     )
     return inputs, data
 

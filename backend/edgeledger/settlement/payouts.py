@@ -256,6 +256,22 @@ class Decision(_Frozen):
         return self
 
 
+class PriorUsage(_Frozen):
+    """What the period's other live settlements (the period, its earlier corrections) already charged in one
+    region: a correction's delivery fee there continues the volume tiers from it (``compute_payouts``)."""
+
+    region: str
+    bytes: int = Field(ge=0)
+    requests: int = Field(ge=0)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if value not in REGION_CODES:
+            raise ValueError(f"unknown pricing region {value!r}")
+        return value
+
+
 class PayoutInputs(_Frozen):
     merchant: str = Field(min_length=1)
     period_start: int = Field(ge=0)
@@ -271,20 +287,32 @@ class PayoutInputs(_Frozen):
     flagged: tuple[tuple[str, str], ...] = ()
     #: the block the assets' terms were read at (settlement/terms.py); None in version 1 documents
     terms_block: int | None = Field(default=None, ge=0)
+    #: a correction's: the period's usage its live siblings already charged, per region (version 3)
+    prior_usage: tuple[PriorUsage, ...] = ()
+
+    @field_validator("prior_usage")
+    @classmethod
+    def _one_per_region(cls, usage: tuple[PriorUsage, ...]) -> tuple[PriorUsage, ...]:
+        regions = [u.region for u in usage]
+        if regions != sorted(set(regions)):
+            raise ValueError("prior usage lists each region once, in order")
+        return usage
 
 
 #: Version of the published settlement inputs document (``GET /settlement/settlements/{id}/inputs``).
 #: 2: terms read from the chain at ``terms_block`` (with each asset's status and holder); receipts of
-#: unregistered content (asset ``"0"``) pay the delivery fee.
-DOCUMENT_VERSION = 2
+#: unregistered content (asset ``"0"``) pay the delivery fee. 3: a correction's ``prior_usage``.
+DOCUMENT_VERSION = 3
 
 
 def canonical_inputs(inputs: PayoutInputs) -> bytes:
     """The inputs as canonical JSON (sorted keys, no spaces): what ``inputs_digest`` hashes. Fields added
-    in version 2 are left out while unset, so version 1 documents keep their digests."""
+    in versions 2 and 3 are left out while unset, so earlier documents keep their digests."""
     data = inputs.model_dump(mode="json")
     if data["terms_block"] is None:
         del data["terms_block"]
+    if not data["prior_usage"]:
+        del data["prior_usage"]
     for asset in data["assets"]:
         for name in ("holder", "status"):
             if asset[name] is None:
@@ -620,12 +648,21 @@ def compute_payouts(inputs: PayoutInputs) -> Statement:
         if decision.merchant == inputs.merchant:
             adjustments[decision.region] = adjustments.get(decision.region, 0) + decision.adjustment
 
+    prior = {u.region: u for u in inputs.prior_usage}
     delivery_fees: dict[str, int] = {}
     for region in sorted(set(by_region) | set(adjustments)):
         operators = by_region.get(region, {})
-        fee = card.region_price(region).fee(
-            sum(u.bytes for u in operators.values()), sum(u.requests for u in operators.values())
+        price = card.region_price(region)
+        nbytes, requests = (
+            sum(u.bytes for u in operators.values()),
+            sum(u.requests for u in operators.values()),
         )
+        before = prior.get(region)
+        if before is None:
+            fee = price.fee(nbytes, requests)
+        else:  # the tiers go on where the period's other settlements stopped: the marginal price
+            fee = price.fee(before.bytes + nbytes, before.requests + requests)
+            fee -= price.fee(before.bytes, before.requests)
         fee += adjustments.get(region, 0)
         if fee < 0:
             raise SettlementError(f"adjusted delivery fee of {region} is negative", code="adjustment_invalid")
