@@ -23,7 +23,7 @@ from edgeledger.settlement.billing import (
     rescale_minor,
     usage_from_receipts,
 )
-from edgeledger.settlement.rates import RegionPrice, Tier
+from edgeledger.settlement.rates import Currency, FxRate, FxTable, RegionPrice, Tier
 from tests.backend.test_settlement_core import DAY0, OP_A, OP_B, card, receipt
 
 SAMPLES = Path(__file__).parent / "samples" / "billing"
@@ -250,3 +250,31 @@ def test_a_bill_in_cents_is_compared_with_a_card_in_micro_dollars() -> None:
     assert (rounded.flagged, rounded.amount) == (False, -2_499)
     assert rescale_minor(172_500, 6, 2) == 17 and rescale_minor(172_499, 6, 2) == 17
     assert rescale_minor(175_000, 6, 2) == 18 and rescale_minor(17, 2, 6) == 170_000
+
+
+def test_a_bill_in_another_currency_is_converted_at_the_periods_rate() -> None:
+    """A card in a stablecoin (TUSDC, 10^-6), the CDN's bill in USD cents: without a rate every key with an
+    amount is flagged ``currency``; with the FX table's rate at the period's end the bill is converted to
+    the card's units (floored) and compared like a bill in the card's own currency."""
+    tusdc = Currency(code="TUSDC", decimals=6)
+    token_card = card(currency=tusdc, delivery={"EU": RegionPrice(tiers=(Tier(price_per_gb=85_000),))})
+    ours = usage_from_receipts([receipt("b1:0", "song", "EU", OP_A, 4_000, 2_000_000_000)], token_card)
+    key = ("shop", "EU", "2026-11-20")
+    assert ours[key].amount == 170_000 and ours[key].currency == "TUSDC"
+
+    def bill(amount: str) -> dict[UsageKey, Usage]:
+        text = f"date,region,bytes,requests,amount,currency\n2026-11-20,EU,2000000000,4000,{amount},USD\n"
+        return aggregate_billing(BillingReader(billing_lines(text.encode()), merchant="shop"))
+
+    (unconverted,) = reconcile(ours, bill("0.17"), 50, ours_decimals=6)
+    assert (unconverted.flagged, unconverted.reasons, unconverted.amount) == (True, ("currency",), None)
+    at = DAY0 + 86_400
+    later = FxTable(rates=(FxRate.of("desk", at + 1, "USD", "TUSDC", "1"),))
+    (too_late,) = reconcile(ours, bill("0.17"), 50, ours_decimals=6, fx=later, at=at)
+    assert too_late.reasons == ("currency",)  # a rate from after the period's end is not used
+    par = FxTable(rates=(FxRate.of("desk", at - 60, "TUSDC", "USD", "1.0002"),))  # inverted pair
+    (same,) = reconcile(ours, bill("0.17"), 50, ours_decimals=6, fx=par, at=at)
+    assert (same.flagged, same.amount) == (False, 169_966 - 170_000)  # floor(170,000 / 1.0002)
+    (more,) = reconcile(ours, bill("0.19"), 50, ours_decimals=6, fx=par, at=at)
+    assert (more.flagged, more.reasons, more.amount) == (True, ("amount",), 189_962 - 170_000)
+    assert more.theirs.amount == 19 and more.theirs.currency == "USD"  # stored as billed

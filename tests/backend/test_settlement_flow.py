@@ -345,6 +345,35 @@ def test_a_bill_in_cents_that_matches_the_receipts_opens_no_case(world: World) -
     assert row.state == SettlementState.posted and row.total == CHARGE
 
 
+def test_a_usd_bill_is_reconciled_with_a_stablecoin_card_at_the_periods_rate(world: World) -> None:
+    """The card counts TUSDC, the CDN bills USD. Without a USD/TUSDC rate the amounts cannot be compared
+    and the key waits on a ``currency`` case; with the FX table's rate the bill is converted and, being the
+    same money, opens no case: the period settles without anyone deciding anything."""
+    world.deposit(20_000_000)
+
+    def bill() -> None:
+        csv = f"date,region,bytes,requests,amount,currency\n2023-11-14,EU,{100 * GB},50,8.50,USD\n"
+        service.import_billing(
+            world.session, world.settings, world.account, DAY0, "bill.csv", csv.encode(), imported_by=None
+        )
+        world.session.commit()
+
+    bill()
+    world.run()
+    (case,) = service.cases_of(world.session, world.merchant.id, DAY0)
+    assert case.reasons == "currency" and world.settlement().error_code == "reconciliation_open"
+
+    service.add_fx_rate(world.session, FxRate.of("ecb", DAY0, "USD", "TUSDC", "1"), created_by=None)
+    world.session.commit()
+    bill()  # imported again: reconciled with the rate now in the table
+    world.run()
+    assert [c.state for c in service.cases_of(world.session, world.merchant.id, DAY0)] == [
+        CaseState.superseded
+    ]
+    row = world.settlement()
+    assert row.state == SettlementState.posted and row.total == CHARGE
+
+
 def test_a_charge_beyond_64_bits_blocks_the_attempt_instead_of_failing_the_run(world: World) -> None:
     """Amounts are signed 64-bit columns: a charge past 2^63 - 1 minor units (a token with 18 decimals
     charging more than 9.2 tokens) blocks that attempt with its reason; the run itself goes on."""

@@ -25,7 +25,7 @@ from typing import Literal
 from edgeledger.deliveries.regions import REGION_CODES
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.payouts import Receipt
-from edgeledger.settlement.rates import BPS, INT64_MAX, RateCard, largest_remainder
+from edgeledger.settlement.rates import BPS, INT64_MAX, Currency, FxTable, RateCard, largest_remainder
 
 #: (merchant, pricing region, UTC day ``YYYY-MM-DD``)
 UsageKey = tuple[str, str, str]
@@ -404,15 +404,19 @@ def reconcile(
     *,
     ours_decimals: int,
     bill_decimals: Mapping[str, int] = ISO_CURRENCIES,
+    fx: FxTable | None = None,
+    at: int = 0,
 ) -> tuple[Delta, ...]:
     """Deltas of bytes, requests and amount for every key on either side, sorted by key.
 
     A key missing on one side counts as zero usage there. Amounts are compared only when the billing
-    side has them; a billing currency other than ours is flagged (amounts cannot be compared). Our
-    amounts count the rate card's minor units (``ours_decimals``: a card may count USD in 10^-6), the
-    bill's the currency's own (``bill_decimals``: cents for USD): they are compared at the coarser of the
-    two, the finer side rounded half up to it (a bill in cents cannot differ from us by less than a
-    cent), and ``Delta.amount`` is in the card's minor units.
+    side has them. Our amounts count the rate card's minor units (``ours_decimals``: a card may count USD
+    in 10^-6), the bill's the currency's own (``bill_decimals``: cents for USD): they are compared at the
+    coarser of the two, the finer side rounded half up to it (a bill in cents cannot differ from us by
+    less than a cent), and ``Delta.amount`` is in the card's minor units. A bill in another currency than
+    the card's (a USD bill, a card in a stablecoin) is converted to the card's currency with the FX table's
+    rate at ``at`` (the period's end, as the statement converts), floored like every conversion; without a
+    rate the key is flagged ``currency`` (the amounts cannot be compared).
     """
     if tolerance_bps < 0:
         raise SettlementError("tolerance must not be negative", code="tolerance_invalid")
@@ -426,15 +430,20 @@ def reconcile(
             reasons.append("requests")
         amount_delta: int | None = None
         if bill.amount is not None:
+            places = bill_decimals.get(bill.currency or "", ours_decimals)
+            billed: int | None = rescale_minor(bill.amount, places, ours_decimals)
             if mine.currency is not None and bill.currency != mine.currency:
+                billed = _converted(
+                    fx, bill.amount, bill.currency or "", places, mine.currency, ours_decimals, at
+                )
+            if billed is None:
                 reasons.append("currency")
             else:
-                places = bill_decimals.get(bill.currency or "", ours_decimals)
                 coarse = min(places, ours_decimals)
-                amount_delta = rescale_minor(bill.amount, places, ours_decimals) - (mine.amount or 0)
+                amount_delta = billed - (mine.amount or 0)
                 if beyond_tolerance(
                     rescale_minor(mine.amount or 0, ours_decimals, coarse),
-                    rescale_minor(bill.amount, places, coarse),
+                    rescale_minor(billed, ours_decimals, coarse),
                     tolerance_bps,
                 ):
                     reasons.append("amount")
@@ -451,3 +460,19 @@ def reconcile(
             )
         )
     return tuple(deltas)
+
+
+def _converted(
+    fx: FxTable | None, amount: int, code: str, places: int, ours: str, ours_decimals: int, at: int
+) -> int | None:
+    """A bill's ``amount`` (minor units of ``code``, ``places`` decimals) in the card's minor units at
+    ``at``; None without a rate."""
+    if fx is None:
+        return None
+    try:
+        converted, _snapshot = fx.convert(
+            amount, Currency(code=code, decimals=places), Currency(code=ours, decimals=ours_decimals), at
+        )
+    except SettlementError:
+        return None
+    return converted

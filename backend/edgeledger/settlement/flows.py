@@ -358,11 +358,12 @@ def _inputs(
     if billing is None and account.require_billing and not correction:
         raise SettlementError("waiting for the CDN's billing report of the period", code="billing_missing")
     decisions, flagged = [], []
+    fx = fx_table(session)
     # A correction opens no case and applies no decision: its period's statement charged each adjustment,
     # a one-time amount of the period's bill (applying it again would charge it twice, or block the
     # correction for good where it makes a region's fee negative or has no late deliveries to go on).
     if billing is not None and not correction:
-        reconcile_period(session, account, billing, data, card)
+        reconcile_period(session, account, billing, data, card, fx)
         cases = session.scalars(
             select(ReconciliationCase).where(
                 ReconciliationCase.import_pk == billing.id, ReconciliationCase.state != CaseState.superseded
@@ -382,7 +383,7 @@ def _inputs(
         cards=tuple(cards),
         platform=platform,
         settlement_currency=settlement_currency(account),
-        fx=fx_table(session),
+        fx=fx,
         decisions=tuple(decisions),
         flagged=tuple(flagged),
         terms_block=block,

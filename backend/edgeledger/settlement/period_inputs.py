@@ -37,7 +37,7 @@ from edgeledger.settlement.models import (
     SettlementAccount,
 )
 from edgeledger.settlement.payouts import Receipt
-from edgeledger.settlement.rates import BPS, Currency
+from edgeledger.settlement.rates import BPS, Currency, FxTable
 from edgeledger.settlement.service import merchant_key
 from edgeledger.settlement.terms import terms_block
 
@@ -305,6 +305,7 @@ def reconcile_period(
     billing: BillingImport,
     data: PeriodData,
     card: Any,
+    fx: FxTable | None = None,
 ) -> None:
     """Opens a case for every (region, day) beyond the tolerance, or where one authorised source alone
     reports more than the bill, once per billing import; each case lists every source's own volume."""
@@ -313,7 +314,15 @@ def reconcile_period(
     merchant = merchant_key(account)
     ours = usage_from_receipts(data.receipts, card)
     billed = _billing_usage(session, billing, merchant)
-    for delta in reconcile(ours, billed, account.tolerance_bps, ours_decimals=card.currency.decimals):
+    deltas = reconcile(
+        ours,
+        billed,
+        account.tolerance_bps,
+        ours_decimals=card.currency.decimals,
+        fx=fx,
+        at=billing.period_end,
+    )
+    for delta in deltas:
         _merchant, region, day = delta.key
         volumes, over = source_volumes(
             data.source_usage, region, day, delta.theirs.bytes, account.tolerance_bps
