@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgeledger.auth.models import Role
-from edgeledger.settlement import releases, service
+from edgeledger.ledger.payout_leaf import held_only_root
+from edgeledger.settlement import flows, releases, service
 from edgeledger.settlement.corrections import open_corrections
 from edgeledger.settlement.models import HeldState, Settlement, SettlementHeld, SettlementState
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json
@@ -157,7 +158,10 @@ def test_a_period_whose_every_royalty_is_held_reserves_them_and_pays_them_later(
     money.run(NOW)
     period = money.posted("licence")
     assert (period.total, period.payee_count, period.held_total) == (0, 0, ROYALTY)
-    assert period.root == period.inputs_digest
+    token = money.chain.deployment.address_of("TestStablecoin")
+    assert period.root == held_only_root(
+        period.period_id, shop.key.address, token, [(money.asset_id, ROYALTY)]
+    )
     assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
     assert money.chain.call(vault.functions.settlementOf(period.period_id, shop.key.address))[4] == 0
     checks = money.verify(money.document(period))
@@ -197,6 +201,31 @@ def test_a_period_whose_every_royalty_is_held_reserves_them_and_pays_them_later(
     money.run(NOW)
     payee = shop.key if take_down else first
     assert claim(money, release, payee) == expected[payee.address.lower()]
+
+
+def test_a_cancelled_held_only_post_is_not_posted_again_unchanged(money: Money) -> None:
+    """A held-only root commits to what is held, not to the block the terms were read at: after the
+    merchant's challenge is upheld and the post cancelled, recomputing the same held royalties gives the
+    same root, which waits for a decision (``root_cancelled``) instead of reserving them again."""
+    vault = money.chain.contract("SettlementVault")
+    shop = money.add_shop("licence", ROYALTY_ONLY_CARD)
+    money.deliver("licence")
+    money.dispute()
+    money.run(NOW)
+    period = money.posted("licence")
+    money.as_wallet(shop.key, vault.functions.challenge(period.period_id, shop.key.address, b"\x01" * 32))
+    money.as_wallet(money.admin, vault.functions.resolve(period.period_id, shop.key.address, False))
+    money.mine()
+    money.run(NOW)
+    money.session.refresh(period)
+    assert period.state == SettlementState.cancelled
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
+    again = flows.recompute(money.session, money.settings, period)
+    money.run(NOW)
+    money.session.refresh(again)
+    assert again.root == period.root and again.terms_block != period.terms_block
+    assert (again.state, again.error_code) == (SettlementState.blocked, "root_cancelled")
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
 
 
 def test_held_royalties_count_in_the_escrow_figures_and_in_verification(money: Money) -> None:

@@ -6,7 +6,7 @@ One leaf per payee, OpenZeppelin ``StandardMerkleTree`` over ``PAYOUT_LEAF_TYPES
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from eth_utils.address import is_address, to_checksum_address
@@ -115,17 +115,35 @@ def verify_payout(root: bytes, period_id: int, merchant: str, token: str, proof:
     return verify_proof(root, leaf, proof.proof)
 
 
-def held_only_root(inputs_digest: str) -> str:
+#: Domain tag of a held-only root (``keccak256("EdgeLedger.heldOnly.v1")``): no payout tree hashes to it.
+HELD_ONLY_TAG = keccak256(b"EdgeLedger.heldOnly.v1")
+
+
+def held_only_root(period_id: int, merchant: str, token: str, held: Sequence[tuple[int, int]]) -> str:
     """The root a *held-only* settlement is posted with (``SettlementVault.postWithHeld`` with total 0
-    and held royalties: the period pays nobody now and holds every royalty back): the SHA-256 digest of
-    its canonical inputs, as published (``0x`` and 64 hex digits). There is no payout tree; the root only
-    binds the posting to its inputs, and no claim can take anything from it (its total is 0, and no leaf
-    hashes to the digest)."""
-    text = inputs_digest.removeprefix("0x")
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raw = b""
-    if len(text) != 64 or len(raw) != 32 or not any(raw):
-        raise FormatError(f"inputs digest {inputs_digest!r} is not 32 non-zero bytes", code="digest_invalid")
-    return "0x" + raw.hex()
+    and held royalties: the settlement pays nobody now and holds every royalty back)::
+
+        keccak256(abi.encode(HELD_ONLY_TAG, periodId, merchant, token,
+                             keccak256(abi.encodePacked((assetId, amount) for each held item))))
+
+    with the items in the statement's ``held_back`` order. There is no payout tree: the root commits to
+    what is held, as a tree's root commits to what is paid, so a cancelled held-only post recomputed with
+    the same held items has the same root (and waits for a decision, like a tree). No claim can take
+    anything from it (its total is 0, and no leaf hashes to it)."""
+    if not held:
+        raise FormatError("a held-only settlement holds something", code="nothing_held")
+    packed = b""
+    for asset_id, amount in held:
+        if not 0 < asset_id < 1 << 256 or not 0 < amount <= UINT128_MAX:
+            raise FormatError(f"held item ({asset_id}, {amount}) out of range", code="amount_invalid")
+        packed += asset_id.to_bytes(32, "big") + amount.to_bytes(32, "big")
+    if not 0 <= period_id <= UINT64_MAX:
+        raise FormatError(f"period id {period_id} does not fit uint64", code="period_invalid")
+    encoded = (
+        HELD_ONLY_TAG
+        + period_id.to_bytes(32, "big")
+        + _address_word(merchant, "merchant")
+        + _address_word(token, "token")
+        + keccak256(packed)
+    )
+    return "0x" + keccak256(encoded).hex()

@@ -304,7 +304,8 @@ def compute(
     if not statement.payees:
         # Every royalty held and nothing else to pay: the held royalties are still reserved (a held-only
         # post, total 0), so their release or refund follows the dispute like any period's.
-        settlement.root = held_only_root(settlement.inputs_digest)
+        held = [(int(h.asset_id), h.amount) for h in statement.held_back]
+        settlement.root = held_only_root(settlement.period_id, account.address, account.token, held)
         settlement.total = settlement.payee_count = 0
         settlement.state = SettlementState.computed
         session.commit()

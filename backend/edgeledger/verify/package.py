@@ -332,7 +332,8 @@ class Verifier:
             return
         inputs = _json(self.files[inputs_path], inputs_path)
         try:
-            recomputed, statement, tree = recompute(inputs)
+            _, statement, tree = recompute(inputs)
+            root = posted_root(inputs, statement, tree)
             expected = merchant_statement_json(statement, context_from_json(document))
         except UnusableInput as exc:
             self._record("statement", path, False, str(exc))
@@ -341,7 +342,7 @@ class Verifier:
             self._record("statement", path, False, exc.message)
             return
         differing = sorted(k for k in expected.keys() | document.keys() if expected.get(k) != document.get(k))
-        if document.get("root") != posted_root(recomputed, tree):
+        if document.get("root") != root:
             differing.append("root (not the recomputed payout root)")
         detail = (
             "differs from the statement its inputs give in: " + ", ".join(differing)

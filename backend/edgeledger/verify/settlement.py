@@ -111,10 +111,16 @@ def recomputed_digest(inputs: PayoutInputs | ReleaseInputs) -> str:
     return release_digest(inputs) if isinstance(inputs, ReleaseInputs) else inputs_digest(inputs)
 
 
-def posted_root(inputs: PayoutInputs | ReleaseInputs, tree: PayoutTree | None) -> str:
+def posted_root(document: Mapping[str, Any], statement: Statement, tree: PayoutTree | None) -> str:
     """The root the vault must hold for a recomputed settlement: its payout tree's, or for a held-only
-    one (no tree) the commitment to its inputs (``ledger.payout_leaf.held_only_root``)."""
-    return tree.root_hex if tree is not None else held_only_root(recomputed_digest(inputs))
+    one (no tree) the commitment to what it holds (``ledger.payout_leaf.held_only_root``)."""
+    if tree is not None:
+        return tree.root_hex
+    held = [(int(h.asset_id), h.amount) for h in statement.held_back]
+    try:
+        return held_only_root(int(document["period_id"]), document["merchant"], document["token"], held)
+    except (KeyError, TypeError, ValueError) as exc:  # FormatError too
+        raise UnusableInput(f"not a settlement inputs document: {exc}") from None
 
 
 def check_document(
@@ -128,7 +134,7 @@ def check_document(
     inputs, statement, tree = recompute(document)
     digest = recomputed_digest(inputs)
     held = sum(h.amount for h in statement.held_back)
-    root, total = posted_root(inputs, tree), tree.total if tree is not None else 0
+    root, total = posted_root(document, statement, tree), tree.total if tree is not None else 0
     checks = [
         Check(
             "inputs digest",
