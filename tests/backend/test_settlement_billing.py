@@ -278,3 +278,27 @@ def test_a_bill_in_another_currency_is_converted_at_the_periods_rate() -> None:
     (more,) = reconcile(ours, bill("0.19"), 50, ours_decimals=6, fx=par, at=at)
     assert (more.flagged, more.reasons, more.amount) == (True, ("amount",), 189_962 - 170_000)
     assert more.theirs.amount == 19 and more.theirs.currency == "USD"  # stored as billed
+
+
+def test_a_converted_bill_is_compared_in_the_cards_units_within_one_of_its_own() -> None:
+    """A bill in yen (no minor unit) against a card in TUSDC at 1 JPY = 0.0067 TUSDC: compared in the
+    card's units, not rounded to whole TUSDC, so 10 % apart is a case and 0.12 % is not; a difference
+    within one yen's worth is none; a key only the bill has is converted too."""
+    at = DAY0 + 86_400
+    fx = FxTable(rates=(FxRate.of("desk", at - 60, "JPY", "TUSDC", "0.0067"),))
+    key, other = ("shop", "EU", "2026-11-20"), ("shop", "NA", "2026-11-20")
+
+    def delta(ours_minor: int, yen: int) -> Any:
+        ours = {key: Usage(10, 1, ours_minor, "TUSDC")}
+        (found,) = reconcile(ours, {key: Usage(10, 1, yen, "JPY")}, 50, ours_decimals=6, fx=fx, at=at)
+        return found
+
+    far = delta(7_490_000, 1_000)  # 6.70 TUSDC billed against our 7.49
+    assert (far.reasons, far.amount) == (("amount",), 6_700_000 - 7_490_000)
+    near = delta(6_500_000, 969)  # 6.4923 against 6.50: 0.12 %, within 0.5 %
+    assert (near.flagged, near.amount) == (False, 6_492_300 - 6_500_000)
+    assert delta(0, 1).flagged is False and delta(0, 2).reasons == ("amount",)  # within one yen: none
+    (only_billed,) = reconcile(
+        {}, {other: Usage(10, 1, 1_000, "JPY")}, 50, ours_decimals=6, fx=fx, at=at, ours_currency="TUSDC"
+    )
+    assert (only_billed.reasons, only_billed.amount) == (("bytes", "requests", "amount"), 6_700_000)

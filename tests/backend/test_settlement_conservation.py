@@ -15,8 +15,8 @@ every step it checks, against the vault's own books and the database:
   the vault belongs to an escrow, a reserve or a claim;
 * per period and correction: charged = paid + held, and held = still held in the vault + released +
   refunded (releases not cancelled);
-* per period whose settlements were never cancelled: the delivery fees of the period and its corrections
-  add up to the fee of all their usage at once (corrections continue the volume tiers);
+* per period, once the batches of its cancelled settlements are counted again: the delivery fees of its
+  live settlements add up to the fee of all their usage at once (the volume tiers go on);
 * no billable receipt in two live settlements (a period and its corrections), every one of them is a
   billable receipt of that merchant and period, and once a period is settled with no correction
   pending, every anchored receipt of an authorised source for it is in one of them.
@@ -502,7 +502,9 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
             seen: set[tuple[int, str]] = set()
             counted: dict[tuple[int, int], set[str]] = {}
             for row in rows:
-                if row.kind not in COUNTING or row.state not in LIVE or row.inputs_gz is None:
+                # an empty settlement counts receipts too (a licence-only card, unregistered content)
+                counts = (*LIVE, SettlementState.empty)
+                if row.kind not in COUNTING or row.state not in counts or row.inputs_gz is None:
                     continue
                 inputs = PayoutInputs.model_validate_json(gzip.decompress(row.inputs_gz))
                 # a receipt key names (batch, asset, region, country): unique within one merchant's receipts
@@ -530,16 +532,20 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
                     assert keys == expected, (period.id, sorted(expected - keys)[:3])
 
         def a_period_and_its_corrections_charge_the_whole_periods_fee(self) -> None:
-            """Corrections continue the volume tiers where the period's other settlements stopped: while
-            none was cancelled, their delivery fees add up to the fee of all their usage at once."""
+            """Each settlement of a period is priced against what its live siblings counted and charged:
+            once the batches of any cancelled one are counted again by a live one, the live settlements'
+            delivery fees add up to the fee of all their usage at once."""
             groups: dict[tuple[int, int], list[Settlement]] = {}
             for row in self._rows():
                 if row.kind in COUNTING:
                     groups.setdefault((row.merchant_user_id, row.period_start), []).append(row)
             for (merchant_user_id, _start), siblings in sorted(groups.items()):
-                if any(r.state == SettlementState.cancelled for r in siblings):
-                    continue  # a cancelled sibling's usage was some later correction's prior: no identity
-                priced = [r for r in siblings if r.statement_json is not None]
+                live = [r for r in siblings if r.state != SettlementState.cancelled]
+                recounted = {b for r in live for b in json.loads(r.batch_ids_json or "[]")}
+                cancelled = [r for r in siblings if r.state == SettlementState.cancelled]
+                if any(set(json.loads(r.batch_ids_json or "[]")) - recounted for r in cancelled):
+                    continue  # a cancelled settlement's batches wait for their next one
+                priced = [r for r in live if r.statement_json is not None]
                 nbytes = requests = fees = 0
                 for row in priced:
                     fees += Statement.model_validate_json(row.statement_json).delivery_fees.get("EU", 0)

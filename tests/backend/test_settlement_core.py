@@ -556,40 +556,34 @@ def test_splitting_a_receipt_changes_no_amount(inputs: PayoutInputs, data: st.Da
     assert sum(h.amount for h in split.held_back) == sum(h.amount for h in statement.held_back)
 
 
-def _usage_by_region(receipts: tuple[Receipt, ...]) -> tuple[PriorUsage, ...]:
-    totals: dict[str, list[int]] = {}
-    for r in receipts:
-        counts = totals.setdefault(r.region, [0, 0])
-        counts[0] += r.bytes
-        counts[1] += r.requests
-    return tuple(PriorUsage(region=g, bytes=b, requests=q) for g, (b, q) in sorted(totals.items()))
-
-
 @settings(max_examples=100, deadline=None)
 @given(inputs=payout_inputs(), data=st.data())
 def test_corrections_continue_the_volume_tiers_of_their_period(
     inputs: PayoutInputs, data: st.DataObject
 ) -> None:
-    """A period's receipts cut into the period and corrections of its late records, each correction
-    priced on top of what came before it (``prior_usage``): the delivery fees add up to the whole period's,
-    region by region, never to the first tier's price again."""
+    """A period's receipts cut into the period and corrections of its late records, each priced against
+    what came before it (``prior_usage``: usage and fees charged): the delivery fees add up to the whole
+    period's, region by region, never to the first tier's price again."""
     whole = compute_payouts(inputs)
-    cuts = data.draw(
-        st.lists(st.integers(0, 3), min_size=len(inputs.receipts), max_size=len(inputs.receipts))
-    )
-    fees: dict[str, int] = {}
-    before: tuple[Receipt, ...] = ()
+    count = len(inputs.receipts)
+    cuts = data.draw(st.lists(st.integers(0, 3), min_size=count, max_size=count))
+    prior: dict[str, list[int]] = {}
     for part in range(4):
         receipts = tuple(r for r, cut in zip(inputs.receipts, cuts, strict=True) if cut == part)
         if not receipts:
             continue
-        step = compute_payouts(
-            inputs.model_copy(update={"receipts": receipts, "prior_usage": _usage_by_region(before)})
+        usage = tuple(
+            PriorUsage(region=g, bytes=b, requests=q, fee=f) for g, (b, q, f) in sorted(prior.items())
         )
+        step = compute_payouts(inputs.model_copy(update={"receipts": receipts, "prior_usage": usage}))
+        for r in receipts:
+            counts = prior.setdefault(r.region, [0, 0, 0])
+            counts[0] += r.bytes
+            counts[1] += r.requests
         for region, fee in step.delivery_fees.items():
-            fees[region] = fees.get(region, 0) + fee
-        before += receipts
-    assert {r: f for r, f in fees.items() if f} == {r: f for r, f in whole.delivery_fees.items() if f}
+            prior[region][2] += fee
+    fees = {region: f for region, (_, _, f) in prior.items() if f}
+    assert fees == {r: f for r, f in whole.delivery_fees.items() if f}
 
 
 def test_a_correction_is_priced_at_the_periods_marginal_tier() -> None:
@@ -607,16 +601,29 @@ def test_a_correction_is_priced_at_the_periods_marginal_tier() -> None:
     )
     alone = compute_payouts(inputs)
     on_top = compute_payouts(
-        inputs.model_copy(update={"prior_usage": (PriorUsage(region="EU", bytes=100 * 10**9, requests=0),)})
+        inputs.model_copy(
+            update={"prior_usage": (PriorUsage(region="EU", bytes=100 * 10**9, requests=0, fee=10_000_000),)}
+        )
     )
     assert alone.delivery_fees == {"EU": 1_000_000} and on_top.delivery_fees == {"EU": 500_000}
+
+    def charged(fee: int) -> dict[str, int]:
+        prior = (PriorUsage(region="EU", bytes=100 * 10**9, requests=0, fee=fee),)
+        return compute_payouts(inputs.model_copy(update={"prior_usage": prior})).delivery_fees
+
+    # What the others charged is what counts: 110 GB cost 10.5 in all, 9.0 were charged (a sibling priced
+    # on usage since cancelled), so this one charges 1.5; never below 0 if they charged more.
+    assert charged(9_000_000) == {"EU": 1_500_000} and charged(11_000_000) == {"EU": 0}
     assert inputs_digest(inputs) == inputs_digest(PayoutInputs.model_validate(inputs.model_dump()))
     assert b"prior_usage" not in canonical_inputs(inputs)
     with pytest.raises(ValidationError):
-        PriorUsage(region="XX", bytes=1, requests=0)
+        PriorUsage(region="XX", bytes=1, requests=0, fee=0)
     with pytest.raises(ValidationError):
         inputs.model_validate(
-            {**inputs.model_dump(), "prior_usage": [{"region": "EU", "bytes": 1, "requests": 0}] * 2}
+            {
+                **inputs.model_dump(),
+                "prior_usage": [{"region": "EU", "bytes": 1, "requests": 0, "fee": 0}] * 2,
+            }
         )
 
 

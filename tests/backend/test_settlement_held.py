@@ -203,6 +203,24 @@ def test_a_period_whose_every_royalty_is_held_reserves_them_and_pays_them_later(
     assert claim(money, release, payee) == expected[payee.address.lower()]
 
 
+def test_a_period_that_charges_nothing_publishes_what_it_priced(money: Money) -> None:
+    """A licence-only card and unregistered content only: nothing is charged, so the period is ``empty``
+    and never posted, but the receipts it priced at 0 are published like any settlement's inputs, and
+    ``verify settlement`` recomputes the same nothing and finds nothing in the vault."""
+    money.add_shop("licence", ROYALTY_ONLY_CARD)
+    money.deliver("licence", asset_id=0)
+    money.run(NOW)
+    period = money.settlement("licence")
+    assert period is not None and period.state == SettlementState.empty and period.root is None
+    admin = make_caller(money.app, Role.admin, "admin")
+    answer = money.app.get(f"/settlement/settlements/{period.id}/inputs", headers=admin.headers)
+    assert answer.status_code == 200, answer.text
+    document = answer.json()
+    assert document["root"] is None and document["total"] == 0 and len(document["inputs"]["receipts"]) == 1
+    checks = money.verify(document)
+    assert checks["nothing in the vault"] and all(checks.values()), checks
+
+
 def test_a_cancelled_held_only_post_is_not_posted_again_unchanged(money: Money) -> None:
     """A held-only root commits to what is held, not to the block the terms were read at: after the
     merchant's challenge is upheld and the post cancelled, recomputing the same held royalties gives the

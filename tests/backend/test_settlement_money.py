@@ -394,7 +394,9 @@ def test_a_correction_continues_the_periods_volume_tiers(money: Money) -> None:
     # Published and checked: the usage the correction was priced on top of.
     document = money.document(correction)
     assert document["version"] == 3
-    assert document["inputs"]["prior_usage"] == [{"region": "EU", "bytes": 100 * GB, "requests": 50}]
+    assert document["inputs"]["prior_usage"] == [
+        {"region": "EU", "bytes": 100 * GB, "requests": 50, "fee": DELIVERY_FEE}
+    ]
     checks = money.verify(document)
     assert checks and all(checks.values()), checks
     # A second correction goes on from both.
@@ -405,9 +407,44 @@ def test_a_correction_continues_the_periods_volume_tiers(money: Money) -> None:
     money.session.refresh(second)
     assert second.sequence == 2 and second.state == SettlementState.posted, second.error_code
     assert money.document(second)["inputs"]["prior_usage"] == [
-        {"region": "EU", "bytes": 120 * GB, "requests": 60}
+        {"region": "EU", "bytes": 120 * GB, "requests": 60, "fee": DELIVERY_FEE + 850_000}
     ]
     assert money.statement(second).delivery_fees == {"EU": 10 * 42_500}
+
+
+def test_a_periods_new_attempt_is_priced_against_its_live_corrections(money: Money) -> None:
+    """The period (80 GB) posted, a correction of 20 late GB priced on top of it (1.70), then the period
+    cancelled by the merchant's challenge while 20 more late GB arrive: the new attempt counts 100 GB and
+    charges what 120 GB cost less what the live correction charged, so the live settlements together
+    charge the fee of all their usage (9.35), not 8.50 + 1.70."""
+    vault = money.chain.contract("SettlementVault")
+    tiers = [{"up_to_bytes": 100 * GB, "price_per_gb": 85_000}, {"up_to_bytes": None, "price_per_gb": 42_500}]
+    shop = money.add_shop("t", {**CARD, "delivery": {"EU": {"tiers": tiers}}})
+    money.deliver("t", count=40)  # 80 GB
+    money.run(NOW)
+    period = money.posted("t")
+    money.deliver("t", count=10, late=True)  # 20 GB
+    correction = _correction_of(money, period)
+    assert money.statement(correction).delivery_fees == {"EU": 1_700_000}
+
+    money.as_wallet(shop.key, vault.functions.challenge(period.period_id, shop.key.address, b"\x02" * 32))
+    money.as_wallet(money.admin, vault.functions.resolve(period.period_id, shop.key.address, False))
+    money.mine()
+    money.run(NOW)
+    money.session.refresh(period)
+    assert period.state == SettlementState.cancelled
+    money.deliver("t", count=10, late=True)  # 20 GB more, while the period is cancelled
+    again = flows.recompute(money.session, money.settings, period)
+    money.run(NOW)
+    money.session.refresh(again)
+    assert again.state == SettlementState.posted, (again.error_code, again.error_message)
+    whole = 100 * 85_000 + 20 * 42_500  # 120 GB
+    assert money.statement(again).delivery_fees == {"EU": whole - 1_700_000}
+    assert money.document(again)["inputs"]["prior_usage"] == [
+        {"region": "EU", "bytes": 20 * GB, "requests": 10, "fee": 1_700_000}
+    ]
+    checks = money.verify(money.document(again))
+    assert checks and all(checks.values()), checks
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -406,6 +406,7 @@ def reconcile(
     bill_decimals: Mapping[str, int] = ISO_CURRENCIES,
     fx: FxTable | None = None,
     at: int = 0,
+    ours_currency: str | None = None,
 ) -> tuple[Delta, ...]:
     """Deltas of bytes, requests and amount for every key on either side, sorted by key.
 
@@ -416,7 +417,10 @@ def reconcile(
     less than a cent), and ``Delta.amount`` is in the card's minor units. A bill in another currency than
     the card's (a USD bill, a card in a stablecoin) is converted to the card's currency with the FX table's
     rate at ``at`` (the period's end, as the statement converts), floored like every conversion; without a
-    rate the key is flagged ``currency`` (the amounts cannot be compared).
+    rate the key is flagged ``currency`` (the amounts cannot be compared). Converted amounts are compared
+    in the card's units, a difference within the converted size of one of the bill's minor units being
+    none (a bill in yen says nothing below a yen). ``ours_currency`` is the card's currency code, for
+    keys only the bill has.
     """
     if tolerance_bps < 0:
         raise SettlementError("tolerance must not be negative", code="tolerance_invalid")
@@ -431,15 +435,23 @@ def reconcile(
         amount_delta: int | None = None
         if bill.amount is not None:
             places = bill_decimals.get(bill.currency or "", ours_decimals)
-            billed: int | None = rescale_minor(bill.amount, places, ours_decimals)
-            if mine.currency is not None and bill.currency != mine.currency:
-                billed = _converted(
-                    fx, bill.amount, bill.currency or "", places, mine.currency, ours_decimals, at
-                )
-            if billed is None:
-                reasons.append("currency")
+            card = mine.currency or ours_currency
+            if card is not None and bill.currency != card:
+                # Converted, the bill still says nothing finer than one of its own minor units: a
+                # difference within that unit's converted size is no difference.
+                billed = _converted(fx, bill.amount, bill.currency or "", places, card, ours_decimals, at)
+                unit = _converted(fx, 1, bill.currency or "", places, card, ours_decimals, at)
+                if billed is None or unit is None:
+                    reasons.append("currency")
+                else:
+                    amount_delta = billed - (mine.amount or 0)
+                    if abs(amount_delta) > unit + 1 and beyond_tolerance(
+                        mine.amount or 0, billed, tolerance_bps
+                    ):
+                        reasons.append("amount")
             else:
                 coarse = min(places, ours_decimals)
+                billed = rescale_minor(bill.amount, places, ours_decimals)
                 amount_delta = billed - (mine.amount or 0)
                 if beyond_tolerance(
                     rescale_minor(mine.amount or 0, ours_decimals, coarse),

@@ -26,10 +26,13 @@ every computation of a period or correction leaves out the batches its siblings 
 The terms are those of the period: a correction reads its assets' terms at the period's recorded block
 (a block after the period closed, final), so a late record is priced and paid as the period would have
 paid it; a period that had nothing to pay has no block, and the correction records one as a period does.
-Its delivery fee is marginal: the volume tiers go on from the usage the period's other live settlements
-recorded (:func:`prior_usage`, published as the inputs' ``prior_usage``), so the period and its
-corrections together charge what the period would have charged with every record in it, and nobody's
-earlier share changes (the late records' fee is shared among their own operators).
+Its delivery fee is marginal: the region's whole usage (its own and what the period's other live
+settlements recorded) costs ``fee(all)``, they charged ``F``, it charges ``fee(all) - F``
+(:func:`prior_usage`, published as the inputs' ``prior_usage``; a period's new attempt after a cancel
+is priced the same way against its live corrections). So the live settlements of a period together
+charge what the period would have charged with every record in it, whatever was cancelled and recomputed
+in between, and nobody's earlier share changes (the late records' fee is shared among their own
+operators).
 The CDN's bill was reconciled with the period, and each decision's adjustment (a one-time amount of the
 period's bill) was charged by the period's statement: a correction opens no reconciliation case and
 applies no decision (its inputs carry none), so an adjustment is never charged twice and never blocks a
@@ -55,7 +58,7 @@ from edgeledger.settlement.models import (
     SettlementKind,
     SettlementState,
 )
-from edgeledger.settlement.payouts import PriorUsage
+from edgeledger.settlement.payouts import PriorUsage, Statement
 from edgeledger.settlement.period_inputs import merchant_ids_of
 from edgeledger.settlement.service import next_sequence
 
@@ -102,19 +105,27 @@ def claimed_batches(session: Session, settlement: Settlement) -> set[str]:
 
 
 def prior_usage(session: Session, settlement: Settlement) -> list[PriorUsage]:
-    """What the period's other live settlements (the period and its live corrections) charged per
-    region, from the usage each recorded: a correction's volume tiers go on from there."""
+    """What the period's other live settlements (the period or its latest attempt, its live corrections)
+    counted per region, from the usage each recorded, and charged there (their statements' delivery fees
+    less any bill adjustment): this one's fee goes on from there."""
     totals: dict[str, list[int]] = {}
     for sibling in _siblings(session, settlement.merchant_user_id, settlement.period_start):
         if sibling.id == settlement.id or sibling.kind not in COUNTING:
             continue
-        if sibling.state == SettlementState.cancelled:
+        if sibling.state == SettlementState.cancelled or sibling.statement_json is None:
             continue
         for region, _day, nbytes, requests in json.loads(sibling.usage_json or "[]"):
-            counts = totals.setdefault(region, [0, 0])
+            counts = totals.setdefault(region, [0, 0, 0])
             counts[0] += int(nbytes)
             counts[1] += int(requests)
-    return [PriorUsage(region=r, bytes=b, requests=q) for r, (b, q) in sorted(totals.items())]
+        statement = Statement.model_validate_json(sibling.statement_json)
+        adjusted = {region: 0 for region in statement.delivery_fees}
+        for decision in statement.decisions:
+            if decision.region in adjusted:
+                adjusted[decision.region] += decision.adjustment
+        for region, fee in statement.delivery_fees.items():
+            totals.setdefault(region, [0, 0, 0])[2] += fee - adjusted[region]
+    return [PriorUsage(region=r, bytes=b, requests=q, fee=f) for r, (b, q, f) in sorted(totals.items())]
 
 
 def check_computable(session: Session, settlement: Settlement) -> None:

@@ -388,8 +388,8 @@ def _inputs(
         decisions=tuple(decisions),
         flagged=tuple(flagged),
         terms_block=block,
-        # a correction's volume tiers go on from what the period's other settlements charged
-        prior_usage=tuple(prior_usage(session, settlement)) if correction else (),
+        # the volume tiers go on from what the period's other live settlements charged
+        prior_usage=tuple(prior_usage(session, settlement)),
     )
     return inputs, data
 
@@ -828,10 +828,11 @@ def inputs_document(
     settlement: Settlement, chain_id: int | None, vault: str | None, registry: str | None = None
 ) -> dict[str, Any]:
     """The published inputs of a computed settlement: enough to recompute its payouts and root
-    (verify/settlement.py) and to compare them with the vault."""
-    if settlement.inputs_gz is None or settlement.root is None:
+    (verify/settlement.py) and to compare them with the vault. An ``empty`` settlement with receipts has
+    them too (no root: it charged nothing and was never posted)."""
+    if settlement.inputs_gz is None:
         raise SettlementError(
-            f"settlement {settlement.id} has no payouts ({settlement.state})",
+            f"settlement {settlement.id} has no inputs ({settlement.state}: nothing computed or delivered)",
             code="nothing_to_pay",
             status=409,
         )

@@ -257,12 +257,15 @@ class Decision(_Frozen):
 
 
 class PriorUsage(_Frozen):
-    """What the period's other live settlements (the period, its earlier corrections) already charged in one
-    region: a correction's delivery fee there continues the volume tiers from it (``compute_payouts``)."""
+    """What the period's other live settlements (the period or its new attempt, its corrections) counted
+    and charged in one region: this settlement's delivery fee there is what the region's whole usage costs
+    less what they charged (``compute_payouts``), so the volume tiers go on where they stopped."""
 
     region: str
     bytes: int = Field(ge=0)
     requests: int = Field(ge=0)
+    #: their delivery fees in the region, in the card's minor units, before any bill adjustment
+    fee: int = Field(ge=0)
 
     @field_validator("region")
     @classmethod
@@ -287,7 +290,7 @@ class PayoutInputs(_Frozen):
     flagged: tuple[tuple[str, str], ...] = ()
     #: the block the assets' terms were read at (settlement/terms.py); None in version 1 documents
     terms_block: int | None = Field(default=None, ge=0)
-    #: a correction's: the period's usage its live siblings already charged, per region (version 3)
+    #: what the period's other live settlements counted and charged, per region (version 3)
     prior_usage: tuple[PriorUsage, ...] = ()
 
     @field_validator("prior_usage")
@@ -301,7 +304,7 @@ class PayoutInputs(_Frozen):
 
 #: Version of the published settlement inputs document (``GET /settlement/settlements/{id}/inputs``).
 #: 2: terms read from the chain at ``terms_block`` (with each asset's status and holder); receipts of
-#: unregistered content (asset ``"0"``) pay the delivery fee. 3: a correction's ``prior_usage``.
+#: unregistered content (asset ``"0"``) pay the delivery fee. 3: ``prior_usage`` (corrections, new attempts).
 DOCUMENT_VERSION = 3
 
 
@@ -660,9 +663,9 @@ def compute_payouts(inputs: PayoutInputs) -> Statement:
         before = prior.get(region)
         if before is None:
             fee = price.fee(nbytes, requests)
-        else:  # the tiers go on where the period's other settlements stopped: the marginal price
-            fee = price.fee(before.bytes + nbytes, before.requests + requests)
-            fee -= price.fee(before.bytes, before.requests)
+        else:  # the region's whole usage less what the other settlements charged: the tiers go on
+            # (never below 0: a card made cheaper since cannot take back what was charged)
+            fee = max(0, price.fee(before.bytes + nbytes, before.requests + requests) - before.fee)
         fee += adjustments.get(region, 0)
         if fee < 0:
             raise SettlementError(f"adjusted delivery fee of {region} is negative", code="adjustment_invalid")

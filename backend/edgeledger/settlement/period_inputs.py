@@ -321,6 +321,7 @@ def reconcile_period(
         ours_decimals=card.currency.decimals,
         fx=fx,
         at=billing.period_end,
+        ours_currency=card.currency.code,
     )
     for delta in deltas:
         _merchant, region, day = delta.key

@@ -39,7 +39,8 @@ def recompute(
 ) -> tuple[PayoutInputs | ReleaseInputs, Statement, PayoutTree | None]:
     """The statement and payout tree the document's inputs give (UnusableInput when they give neither).
     A release of held royalties (``kind: release``) is recomputed from its held items and terms. A
-    held-only settlement (every royalty held back, nobody paid now) has no tree: None."""
+    settlement that pays nobody (held-only: every royalty held back; or empty: nothing charged) has no
+    tree: None."""
     try:
         period_id, merchant, token = int(document["period_id"]), document["merchant"], document["token"]
         if document.get("kind") == "release":
@@ -49,7 +50,7 @@ def recompute(
             return release_inputs, statement, PayoutTree(period_id, merchant, token, release.payees)
         inputs = PayoutInputs.model_validate_json(json.dumps(document["inputs"]))
         statement = compute_payouts(inputs)
-        if not statement.payees and statement.held_back:
+        if not statement.payees:
             return inputs, statement, None
         return inputs, statement, PayoutTree(period_id, merchant, token, statement.payees)
     except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError and FormatError too
@@ -111,11 +112,14 @@ def recomputed_digest(inputs: PayoutInputs | ReleaseInputs) -> str:
     return release_digest(inputs) if isinstance(inputs, ReleaseInputs) else inputs_digest(inputs)
 
 
-def posted_root(document: Mapping[str, Any], statement: Statement, tree: PayoutTree | None) -> str:
+def posted_root(document: Mapping[str, Any], statement: Statement, tree: PayoutTree | None) -> str | None:
     """The root the vault must hold for a recomputed settlement: its payout tree's, or for a held-only
-    one (no tree) the commitment to what it holds (``ledger.payout_leaf.held_only_root``)."""
+    one (no tree) the commitment to what it holds (``ledger.payout_leaf.held_only_root``); None for one
+    that pays and holds nothing (``empty``: never posted)."""
     if tree is not None:
         return tree.root_hex
+    if not statement.held_back:
+        return None
     held = [(int(h.asset_id), h.amount) for h in statement.held_back]
     try:
         return held_only_root(int(document["period_id"]), document["merchant"], document["token"], held)
@@ -145,7 +149,11 @@ def check_document(
         Check("root recomputed", root == document.get("root"), f"recomputed {root}"),
         Check("total recomputed", total == document.get("total"), f"recomputed {total}"),
     ]
-    if on_chain is not None:
+    if on_chain is not None and root is None:
+        checks.append(
+            Check("nothing in the vault", on_chain.status == 0, f"status {on_chain.status}: nothing to post")
+        )
+    elif on_chain is not None:
         chain_root = "0x" + on_chain.root.hex()
         try:
             same_token = to_checksum_address(on_chain.token) == to_checksum_address(document["token"])
