@@ -150,6 +150,12 @@ def test_accounts_role_matrix_token_check_and_live_escrow(
         "merchant_not_found",
     )
 
+    # A merchant may not start its own account far in the past (each past period is a row to open).
+    _error(
+        app_client.put(path, json={**body, "settle_from": 0}, headers=roles.merchant.headers),
+        422,
+        "settle_from_too_early",
+    )
     created = _ok(app_client.put(path, json=body, headers=roles.merchant.headers))
     assert created["address"] == roles.merchant.account.address  # default: the merchant's own address
     assert created["tolerance_bps"] == 100 and created["token_decimals"] == 6
@@ -254,6 +260,13 @@ def test_fx_rates_exact_and_unique(app_client: TestClient, roles: Roles) -> None
         422,
         "validation_error",
     )
+    # A typo's rate would zero (or inflate) every charge converted with it: outside 10^-9 .. 10^9, refused.
+    for typo in ("0." + "0" * 70 + "1", "1" + "0" * 10, "1/10000000000"):
+        _error(
+            app_client.post("/settlement/fx-rates", json={**body, "rate": typo}, headers=roles.admin.headers),
+            422,
+            "fx_rate_out_of_range",
+        )
     precise = "1.123456789012345678901234567"  # more digits than a float holds
     wide = _ok(
         app_client.post(
@@ -283,6 +296,10 @@ def test_billing_import_bad_rows_are_reported_by_line_and_nothing_is_stored(
     period = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp())
     path = f"/settlement/accounts/{merchant_id}/billing?period_start={period}"
     broken = (BILLING_SAMPLES / "own_broken.csv").read_bytes()
+    valid = (BILLING_SAMPLES / "own_valid.csv").read_bytes()
+    for far in (-DAY, 864_000_000_000_000 // DAY * DAY):  # before 1970, after 9999: no calendar day
+        outside = f"/settlement/accounts/{merchant_id}/billing?period_start={far}"
+        _error(app_client.post(outside, content=valid, headers=roles.merchant.headers), 422, "period_invalid")
     error = _error(
         app_client.post(path, content=broken, headers=roles.merchant.headers), 422, "billing_invalid"
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -450,6 +451,56 @@ def test_a_periods_new_attempt_is_priced_against_its_live_corrections(money: Mon
 # ------------------------------------------------------------------------------------------------------
 # No one stalls another; no padded bills
 # ------------------------------------------------------------------------------------------------------
+
+
+def test_a_reconciliation_amount_beyond_64_bits_blocks_only_that_merchant(money: Money) -> None:
+    """A card counting in 10^-18 (200 GB at 0.085 is 1.7 * 10^19 of its units) and a bill that differs:
+    the case's amount does not fit its signed 64-bit column. The attempt is blocked with its reason,
+    and the other merchant's period is posted in the same run (the run used to fail on commit, for
+    every merchant, every time)."""
+    fine = {"tiers": [{"up_to_bytes": None, "price_per_gb": 85 * 10**15}]}
+    card = {**CARD, "currency": {"code": "TUSDC", "decimals": 18}, "delivery": {"EU": fine}}
+    card["default_royalty"] = {"mode": "per_delivery", "amount": 10**16}
+    money.add_shop("wide", card)
+    batches = money.deliver("wide", count=100, anchor=False)  # 200 GB
+    batches += money.deliver("b", anchor=False)
+    close_and_anchor(money.session, money.settings, money.chain, list(set(batches)), money.node)
+    bill = f"date,region,bytes,requests,amount,currency\n2023-11-14,EU,{150 * GB},100,17.00,USD\n"
+    account = money.shops["wide"].account
+    service.import_billing(money.session, money.settings, account, DAY0, "bill.csv", bill.encode(), None)
+    money.session.commit()
+    report = money.run(NOW)
+    wide = money.settlement("wide")
+    assert wide is not None and (wide.state, wide.error_code) == (SettlementState.blocked, "amount_too_large")
+    assert report.blocked.get(wide.id, "amount_too_large") == "amount_too_large"
+    assert money.posted("b").total == DELIVERY_FEE + ROYALTY
+
+
+def test_an_unexpected_failure_of_one_settlement_does_not_stop_the_run(
+    money: Money, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong computing one merchant's period (here a fault injected into the payout
+    computation), that attempt is blocked as ``internal_error`` and retried by the next run; the other
+    merchant's period is posted in the same run."""
+    compute_payouts = flows.compute_payouts
+    broken = service.merchant_key(money.shops["a"].account)
+
+    def failing(inputs: Any) -> Any:
+        if inputs.merchant == broken:
+            raise RuntimeError("injected fault")
+        return compute_payouts(inputs)
+
+    monkeypatch.setattr(flows, "compute_payouts", failing)
+    batches = money.deliver("a", anchor=False) + money.deliver("b", anchor=False)
+    close_and_anchor(money.session, money.settings, money.chain, list(set(batches)), money.node)
+    report = money.run(NOW)
+    a = money.settlement("a")
+    assert a is not None and (a.state, a.error_code) == (SettlementState.blocked, "internal_error")
+    assert report.blocked[a.id] == "internal_error" and "RuntimeError" in (a.error_message or "")
+    assert money.posted("b").total == DELIVERY_FEE + ROYALTY
+    monkeypatch.setattr(flows, "compute_payouts", compute_payouts)
+    money.run(NOW)
+    assert money.posted("a").total == DELIVERY_FEE + ROYALTY
 
 
 def test_a_silent_node_stalls_only_the_merchant_it_carries_until_an_admin_abandons_its_batch(

@@ -40,7 +40,7 @@ from typing import Any
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from web3.exceptions import TransactionNotFound
 
@@ -201,6 +201,11 @@ def period_is_due(
     return waiting is None
 
 
+#: Periods one account may open in one run: a backlog (an account started in the past, a worker down for
+#: days) is caught up over several runs instead of holding one run, and every other merchant, for hours.
+MAX_PERIODS_OPENED_PER_RUN = 500
+
+
 def open_due_periods(
     session: Session, settings: Settings, now: int, report: RunReport, *, early: bool = False
 ) -> None:
@@ -216,7 +221,11 @@ def open_due_periods(
         )
     )
     for account in accounts:
-        while period_is_due(session, settings, account, account.next_period_start, now, early=early):
+        opened = 0
+        while opened < MAX_PERIODS_OPENED_PER_RUN and period_is_due(
+            session, settings, account, account.next_period_start, now, early=early
+        ):
+            opened += 1
             start = account.next_period_start
             settlement = Settlement(
                 merchant_user_id=account.merchant_user_id,
@@ -762,6 +771,25 @@ def run_once(
             log.warning("settlement %s: chain unavailable: %s", settlement_id, exc.message)
             report.retryable = True
             break
+        except Exception as exc:  # one settlement's unforeseen failure must not stop the others'
+            session.rollback()
+            if isinstance(exc, OperationalError | InterfaceError) or getattr(
+                exc, "connection_invalidated", False
+            ):
+                raise  # the database itself: the whole run retries
+            log.exception(
+                "settlement %s: unexpected failure; blocked, retried by the next run", settlement_id
+            )
+            failed = session.get(Settlement, settlement_id)
+            if failed is not None:
+                _block(
+                    session,
+                    failed,
+                    "internal_error",
+                    f"an unexpected {type(exc).__name__} stopped this settlement (logged on the server); "
+                    "every run retries it",
+                )
+            report.blocked[settlement_id] = "internal_error"
     return report
 
 

@@ -37,7 +37,7 @@ from edgeledger.settlement.models import (
     SettlementAccount,
 )
 from edgeledger.settlement.payouts import Receipt
-from edgeledger.settlement.rates import BPS, Currency, FxTable
+from edgeledger.settlement.rates import BPS, INT64_MAX, Currency, FxTable
 from edgeledger.settlement.service import merchant_key
 from edgeledger.settlement.terms import terms_block
 
@@ -331,6 +331,12 @@ def reconcile_period(
         if not delta.flagged and not over:
             continue
         reasons = (*delta.reasons, "source_over_bill") if over else delta.reasons
+        figures = (delta.ours.bytes, delta.ours.requests, delta.ours.amount or 0, delta.theirs.amount or 0)
+        if max(figures) > INT64_MAX:  # the case's columns are signed 64-bit, as the settlement's
+            raise SettlementError(
+                f"reconciliation of {region} {day}: an amount beyond {INT64_MAX} (docs/limits.md)",
+                code="amount_too_large",
+            )
         session.add(
             ReconciliationCase(
                 merchant_user_id=account.merchant_user_id,

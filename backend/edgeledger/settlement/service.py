@@ -325,6 +325,10 @@ def fx_table(session: Session, pairs: Iterable[tuple[str, str]] = ()) -> FxTable
 # ----------------------------------------------------------------------------------------------
 
 
+#: The latest period start a bill can name (a day before 10000-01-01: its days are calendar dates).
+LAST_PERIOD_START = 253_402_214_400 - 86_400
+
+
 def import_billing(
     session: Session,
     settings: Settings,
@@ -340,6 +344,8 @@ def import_billing(
     every problem and its line number."""
     if period_start % settings.delivery_period_seconds:
         raise SettlementError("period_start is not a period boundary", code="period_invalid")
+    if not 0 <= period_start <= LAST_PERIOD_START:
+        raise SettlementError("period_start is before 1970 or after 9999", code="period_invalid")
     period_end = period_start + settings.delivery_period_seconds
     try:
         lines = billing_lines(data)

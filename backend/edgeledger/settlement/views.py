@@ -151,6 +151,10 @@ def _checksummed(value: str, what: str) -> str:
 # --- accounts ----------------------------------------------------------------------------------------
 
 
+#: How far back a merchant may start its own account's settlement (``settle_from``).
+MERCHANT_BACKFILL = 31 * 86_400
+
+
 @router.put("/accounts/{merchant_user_id}", response_model=AccountDetail)
 def put_account(
     merchant_user_id: int,
@@ -177,8 +181,16 @@ def put_account(
         raise SettlementError(
             f"token {token} is not allow-listed in the SettlementVault", code="token_not_allowed", token=token
         )
+    now = int(time.time())
+    if not principal.is_admin and body.settle_from is not None and body.settle_from < now - MERCHANT_BACKFILL:
+        # Each past period is a settlement row: a merchant starting in 1970 would have the worker open
+        # millions of them. An admin may start an account further back (a migration).
+        raise SettlementError(
+            f"settle_from is more than {MERCHANT_BACKFILL // 86_400} days ago: an admin may start earlier",
+            code="settle_from_too_early",
+        )
     body = _with_token_metadata(chain, token, body)
-    account = service.upsert_account(session, settings, merchant, body, now=int(time.time()))
+    account = service.upsert_account(session, settings, merchant, body, now=now)
     try:
         session.commit()
     except IntegrityError:  # a concurrent first PUT of the same merchant created it
