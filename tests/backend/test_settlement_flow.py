@@ -442,6 +442,22 @@ def test_periods_are_never_skipped_and_never_opened_twice(world: World) -> None:
     assert world.session.scalar(select(func.count()).select_from(Settlement)) == 4
 
 
+def test_a_backlog_of_periods_is_opened_over_several_runs(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account whose cursor is far behind (started in the past, or the worker down for days) opens at
+    most MAX_PERIODS_OPENED_PER_RUN periods per run: the backlog is caught up run by run, in order, none
+    skipped, instead of one run working through all of it before any other merchant."""
+    monkeypatch.setattr(flows, "MAX_PERIODS_OPENED_PER_RUN", 3)
+    report = flows.RunReport()
+    flows.open_due_periods(world.session, world.settings, DAY0 + 9 * DAY, report)
+    assert len(report.opened) == 3
+    flows.open_due_periods(world.session, world.settings, DAY0 + 9 * DAY, flows.RunReport())
+    flows.open_due_periods(world.session, world.settings, DAY0 + 9 * DAY, flows.RunReport())
+    starts = world.session.scalars(select(Settlement.period_start).order_by(Settlement.period_start)).all()
+    assert starts == [DAY0 + n * DAY for n in range(8)]  # every due period once, in order
+
+
 def test_a_second_worker_skips_a_settlement_being_worked_on(world: World, app_client: TestClient) -> None:
     world.deposit(20_000_000)
     flows.open_due_periods(world.session, world.settings, NOW, flows.RunReport())
