@@ -300,6 +300,13 @@ def test_billing_import_bad_rows_are_reported_by_line_and_nothing_is_stored(
     for far in (-DAY, 864_000_000_000_000 // DAY * DAY):  # before 1970, after 9999: no calendar day
         outside = f"/settlement/accounts/{merchant_id}/billing?period_start={far}"
         _error(app_client.post(outside, content=valid, headers=roles.merchant.headers), 422, "period_invalid")
+    # Each row fits 64 bits, their sum does not: refused as a bad bill, not an internal error.
+    row = f"2026-11-20,EU,{2**63 - 1},1,0.01,USD\n"
+    huge = ("date,region,bytes,requests,amount,currency\n" + row * 2).encode()
+    error = _error(
+        app_client.post(path, content=huge, headers=roles.merchant.headers), 422, "billing_invalid"
+    )
+    assert error["details"]["problems"][0]["code"] == "too_large"
     error = _error(
         app_client.post(path, content=broken, headers=roles.merchant.headers), 422, "billing_invalid"
     )

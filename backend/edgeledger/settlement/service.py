@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any, Literal
 
 from eth_utils import is_address, to_checksum_address
@@ -24,7 +24,7 @@ from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.ledger.abis import SETTLEMENT_VAULT
 from edgeledger.settlement import SettlementError
-from edgeledger.settlement.billing import BillingReader, aggregate_billing, billing_lines, utc_day
+from edgeledger.settlement.billing import BillingReader, BillingRow, aggregate_billing, billing_lines, utc_day
 from edgeledger.settlement.models import (
     OPEN_STATES,
     BillingImport,
@@ -39,7 +39,7 @@ from edgeledger.settlement.models import (
     SettlementState,
 )
 from edgeledger.settlement.payouts import Decision, Statement
-from edgeledger.settlement.rates import FxRate, FxTable, RateCard, check_versions
+from edgeledger.settlement.rates import INT64_MAX, FxRate, FxTable, RateCard, check_versions
 from edgeledger.settlement.schemas import AccountDetail, AccountRead
 from edgeledger.settlement.statements import StatementContext
 
@@ -352,7 +352,25 @@ def import_billing(
     except UnicodeDecodeError:
         raise SettlementError("billing file is not UTF-8 text", code="billing_invalid") from None
     reader = BillingReader(lines, merchant=merchant_key(account), cloudfront_bytes_unit=cloudfront_bytes_unit)
-    rows = list(reader)
+    # One pass, row by row: only the per-(region, day) sums and the first lines of each problem are kept,
+    # so a file's memory is its sums, not a Python object per row.
+    day = utc_day(period_start)  # a period never crosses a UTC day (its length divides a day)
+    ours = merchant_key(account)
+    count, outside, outside_lines, foreign = 0, set[str](), list[int](), list[int]()
+
+    def checked() -> Iterator[BillingRow]:
+        nonlocal count
+        for row in reader:
+            count += 1
+            if row.day != day:
+                outside.add(row.day)
+                if len(outside_lines) < 100:
+                    outside_lines.append(row.line)
+            if row.merchant.lower() != ours and len(foreign) < 100:
+                foreign.append(row.line)
+            yield row
+
+    totals = aggregate_billing(checked())
     if reader.problem_count:
         raise SettlementError(
             f"billing file has {reader.problem_count} bad row(s); first: line {reader.problems[0].line}: "
@@ -363,20 +381,27 @@ def import_billing(
                 for p in reader.problems
             ],
         )
-    if not rows:
+    if not count:
         raise SettlementError("billing file has no usage rows", code="billing_empty")
-    day = utc_day(period_start)  # a period never crosses a UTC day (its length divides a day)
-    outside = sorted({r.day for r in rows} - {day})
     if outside:
         raise SettlementError(
-            f"billing rows for days outside the period: {', '.join(outside[:5])}",
+            f"billing rows for days outside the period: {', '.join(sorted(outside)[:5])}",
             code="billing_wrong_period",
-            lines=[r.line for r in rows if r.day in outside][:100],
+            lines=outside_lines,
         )
-    foreign = [r.line for r in rows if r.merchant.lower() != merchant_key(account)]
     if foreign:
         raise SettlementError(
-            "billing rows for another merchant", code="billing_foreign_merchant", lines=foreign[:100]
+            "billing rows for another merchant", code="billing_foreign_merchant", lines=foreign
+        )
+    too_large = [k for k, u in totals.items() if max(u.bytes, u.requests, u.amount or 0) > INT64_MAX]
+    if too_large:
+        _merchant, region, when = too_large[0]
+        raise SettlementError(
+            f"billing rows of {region} {when} sum beyond {INT64_MAX}: not a CDN's bill",
+            code="billing_invalid",
+            problems=[
+                {"line": 0, "problem": f"the sums of {region} {when} exceed 64 bits", "code": "too_large"}
+            ],
         )
     _supersede_imports(session, account, period_start)
     record = BillingImport(
@@ -386,18 +411,18 @@ def import_billing(
         filename=filename[:255],
         sha256=hashlib.sha256(data).hexdigest(),
         layout=reader.layout,
-        rows=len(rows),
+        rows=count,
         ignored=reader.ignored,
         imported_by=imported_by,
     )
     session.add(record)
     session.flush()
-    for (_merchant, region, day), usage in sorted(aggregate_billing(rows).items()):
+    for (_merchant, region, usage_day), usage in sorted(totals.items()):
         session.add(
             BillingUsageRow(
                 import_pk=record.id,
                 region=region,
-                day=day,
+                day=usage_day,
                 bytes=usage.bytes,
                 requests=usage.requests,
                 amount=usage.amount,

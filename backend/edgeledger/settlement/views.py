@@ -85,8 +85,10 @@ MerchantDep = Annotated[Principal, Depends(require_roles(Role.merchant))]
 MerchantReaderDep = Annotated[Principal, Depends(require_roles(Role.merchant, Role.auditor))]
 
 MAX_PAGE = 1_000
-#: a CDN bill is aggregated per hour or day: a few MB at most; the whole file is parsed in memory
-BILLING_MAX_BYTES = 64 * 1024 * 1024
+#: a CDN bill is aggregated per hour or day: a few MB at most. The file is held as text and read row by
+#: row into its per-(region, day) sums, no object kept per row; the web app's upload allows as much
+#: (webapp.merchant.BILLING_MAX_BYTES)
+BILLING_MAX_BYTES = 16 * 1024 * 1024
 #: settlements whose payout root the vault holds (claims can be checked there)
 ON_CHAIN_STATES = claims.ON_CHAIN_STATES
 
