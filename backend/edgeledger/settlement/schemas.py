@@ -108,13 +108,17 @@ class RateCardRead(BaseModel):
         )
 
 
+#: As rate cards name currencies (rates.Currency): a rate between other codes would never be used.
+CURRENCY_CODE = r"^[A-Z][A-Z0-9]{2,9}$"
+
+
 class FxRateCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(min_length=1, max_length=64)
     timestamp: int = Field(ge=0, description="Unix seconds the rate was published at")
-    base: str = Field(min_length=1, max_length=10)
-    quote: str = Field(min_length=1, max_length=10)
+    base: str = Field(pattern=CURRENCY_CODE, description="A rate card's or token's currency code (TUSDC)")
+    quote: str = Field(pattern=CURRENCY_CODE)
     rate: str = Field(
         min_length=1, max_length=80, description='1 base = rate quote: a decimal string ("1.0842") or "n/d"'
     )
