@@ -442,6 +442,31 @@ def test_periods_are_never_skipped_and_never_opened_twice(world: World) -> None:
     assert world.session.scalar(select(func.count()).select_from(Settlement)) == 4
 
 
+def test_open_totals_beyond_64_bits_are_summed_exactly(world: World) -> None:
+    """Each settlement's amounts fit their 64-bit columns; the merchant's open totals together need not
+    (SQLite's sum() then failed, and the account page answered 503): they are summed exactly."""
+    world.deposit(20_000_000)
+    big = 2**62 + 1
+    for day in range(3):
+        world.session.add(
+            Settlement(
+                merchant_user_id=world.merchant.id,
+                period_start=DAY0 + (10 + day) * DAY,
+                period_end=DAY0 + (11 + day) * DAY,
+                period_id=19_700 + day,
+                attempt=1,
+                state=SettlementState.computed,
+                total=big,
+                held_total=day,
+                merchant_address=world.merchant_key.address,
+                token=world.token.address,
+            )
+        )
+    world.session.commit()
+    detail = service.account_detail(world.session, world.chain, world.account)
+    assert detail.pending == 3 * big + 3 and detail.open_settlements == 3
+
+
 def test_a_backlog_of_periods_is_opened_over_several_runs(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -161,27 +161,21 @@ def _open_totals(session: Session, merchant_user_id: int) -> tuple[int, int, int
     A period or correction reserves its total and its held royalties together (``postWithHeld``), so
     both count. A release is paid from its period's held reserve, never from escrow: posted, it counts
     as reserved (its period is final by then, so no longer open here); waiting, it needs no deposit."""
+    # Summed here, not in SQL: each amount fits 64 bits, their sum need not (SQLite's sum() then fails).
     rows = session.execute(
-        select(
-            Settlement.state,
-            Settlement.kind,
-            func.count(),
-            func.coalesce(func.sum(Settlement.total + Settlement.held_total), 0),
-        )
-        .where(
+        select(Settlement.state, Settlement.kind, Settlement.total, Settlement.held_total).where(
             Settlement.merchant_user_id == merchant_user_id,
             Settlement.state.in_([s.value for s in OPEN_STATES]),
         )
-        .group_by(Settlement.state, Settlement.kind)
     ).all()
-    reserved = pending = count = 0
-    for state, kind, number, amount in rows:
-        count += int(number)
+    reserved = pending = 0
+    for state, kind, total, held in rows:
+        amount = int(total or 0) + int(held or 0)
         if state in (SettlementState.posted, SettlementState.challenged):
-            reserved += int(amount)
+            reserved += amount
         elif state in PENDING_STATES and kind != SettlementKind.release:
-            pending += int(amount)
-    return reserved, pending, count
+            pending += amount
+    return reserved, pending, len(rows)
 
 
 def account_detail(session: Session, chain: ChainClient, account: SettlementAccount) -> AccountDetail:
