@@ -522,6 +522,9 @@ def test_a_period_through_the_api_cases_statements_payouts_earnings(
         422,
         "adjustment_invalid",
     )
+    for odd in ("100000", 2**63, -(2**63), 1.5):  # a string, beyond the amount columns, a float
+        bad = {**decision, "adjustment": odd}
+        _error(client.post(decide, json=bad, headers=roles.merchant.headers), 422, "validation_error")
     before = datetime.now(UTC)
     decided = _ok(client.post(decide, json=decision, headers=roles.merchant.headers))
     assert decided["state"] == "adjusted" and decided["adjustment"] == 100_000

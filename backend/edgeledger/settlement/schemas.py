@@ -276,7 +276,7 @@ class CaseDecision(BaseModel):
 
     action: Literal["accept", "adjust"]
     #: rate-card minor units added to the region's delivery fee (may be negative); 0 for accept
-    adjustment: int = 0
+    adjustment: int = Field(0, strict=True, ge=-(2**63 - 1), le=2**63 - 1)
     reason: str = Field(min_length=1, max_length=10_000)
 
 
