@@ -231,12 +231,7 @@ def test_a_cancelled_held_only_post_is_not_posted_again_unchanged(money: Money) 
     money.dispute()
     money.run(NOW)
     period = money.posted("licence")
-    money.as_wallet(shop.key, vault.functions.challenge(period.period_id, shop.key.address, b"\x01" * 32))
-    money.as_wallet(money.admin, vault.functions.resolve(period.period_id, shop.key.address, False))
-    money.mine()
-    money.run(NOW)
-    money.session.refresh(period)
-    assert period.state == SettlementState.cancelled
+    money.cancel(period, shop)
     assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
     again = flows.recompute(money.session, money.settings, period)
     money.run(NOW)

@@ -418,7 +418,6 @@ def test_a_periods_new_attempt_is_priced_against_its_live_corrections(money: Mon
     cancelled by the merchant's challenge while 20 more late GB arrive: the new attempt counts 100 GB and
     charges what 120 GB cost less what the live correction charged, so the live settlements together
     charge the fee of all their usage (9.35), not 8.50 + 1.70."""
-    vault = money.chain.contract("SettlementVault")
     tiers = [{"up_to_bytes": 100 * GB, "price_per_gb": 85_000}, {"up_to_bytes": None, "price_per_gb": 42_500}]
     shop = money.add_shop("t", {**CARD, "delivery": {"EU": {"tiers": tiers}}})
     money.deliver("t", count=40)  # 80 GB
@@ -428,12 +427,7 @@ def test_a_periods_new_attempt_is_priced_against_its_live_corrections(money: Mon
     correction = _correction_of(money, period)
     assert money.statement(correction).delivery_fees == {"EU": 1_700_000}
 
-    money.as_wallet(shop.key, vault.functions.challenge(period.period_id, shop.key.address, b"\x02" * 32))
-    money.as_wallet(money.admin, vault.functions.resolve(period.period_id, shop.key.address, False))
-    money.mine()
-    money.run(NOW)
-    money.session.refresh(period)
-    assert period.state == SettlementState.cancelled
+    money.cancel(period, shop)
     money.deliver("t", count=10, late=True)  # 20 GB more, while the period is cancelled
     again = flows.recompute(money.session, money.settings, period)
     money.run(NOW)

@@ -16,9 +16,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeledger.deliveries.regions import REGION_CODES, REGIONS, UNKNOWN_REGION, region_of
 from edgeledger.ledger.merkle import gc_paused
@@ -88,6 +88,16 @@ def _trusted(cls: type[M], values: dict[str, Any]) -> M:
     return model
 
 
+def _pricing_region(value: str) -> str:
+    if value not in REGION_CODES:
+        raise ValueError(f"unknown pricing region {value!r}")
+    return value
+
+
+#: A pricing region code (``edgeledger.deliveries.regions``).
+PricingRegion = Annotated[str, AfterValidator(_pricing_region)]
+
+
 class Receipt(_Frozen):
     """Anchored, non-excluded deliveries of one asset, aggregated per (operator, region[, country], period).
 
@@ -100,20 +110,13 @@ class Receipt(_Frozen):
     key: str = Field(min_length=1)
     asset_id: str = Field(min_length=1)
     merchant: str = Field(min_length=1)
-    region: str
+    region: PricingRegion
     country: str = ""
     period: int = Field(ge=0)
     at: int = Field(ge=0)
     operator: str = Field(min_length=1)
     requests: int = Field(ge=0, le=INT64_MAX)
     bytes: int = Field(ge=0, le=INT64_MAX)
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if value not in REGION_CODES:
-            raise ValueError(f"unknown pricing region {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _country_in_region(self) -> Receipt:
@@ -261,18 +264,11 @@ class PriorUsage(_Frozen):
     and charged in one region: this settlement's delivery fee there is what the region's whole usage costs
     less what they charged (``compute_payouts``), so the volume tiers go on where they stopped."""
 
-    region: str
+    region: PricingRegion
     bytes: int = Field(ge=0)
     requests: int = Field(ge=0)
     #: their delivery fees in the region, in the card's minor units, before any bill adjustment
     fee: int = Field(ge=0)
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if value not in REGION_CODES:
-            raise ValueError(f"unknown pricing region {value!r}")
-        return value
 
 
 class PayoutInputs(_Frozen):

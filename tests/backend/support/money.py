@@ -173,6 +173,16 @@ class Money:
         self.mine()
         return notice
 
+    def cancel(self, row: Settlement, shop: Shop) -> None:
+        """The merchant challenges the posted ``row`` and the admin cancels it; the worker follows."""
+        vault = self.chain.contract("SettlementVault")
+        self.as_wallet(shop.key, vault.functions.challenge(row.period_id, shop.key.address, b"\x01" * 32))
+        self.as_wallet(self.admin, vault.functions.resolve(row.period_id, shop.key.address, False))
+        self.mine()
+        self.run(NOW)
+        self.session.refresh(row)
+        assert row.state == SettlementState.cancelled, (row.state, row.error_code)
+
     def add_shop(self, name: str, card: dict[str, Any] = CARD) -> Shop:
         """A merchant settling from DAY0 under ``card``, 50 tUSDC in escrow, billed by ``self.source``."""
         key = Account.create()
