@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from edgeledger.settlement import flows, releases, service
 from edgeledger.settlement.corrections import open_corrections
 from edgeledger.settlement.models import HeldState, Settlement, SettlementHeld, SettlementState
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json
+from edgeledger.verify.package import verify_archive
 from edgeledger.verify.rpc import Chain, vault_settlement
 from edgeledger.verify.settlement import check_document, recompute
 from tests.backend.support.money import (
@@ -33,7 +35,7 @@ from tests.backend.support.money import (
 )
 from tests.backend.support.settlement import CARD, deposit
 from tests.backend.support.stack import make_caller, rpc
-from tests.backend.test_settlement_flow import DAY
+from tests.backend.test_settlement_flow import DAY, DAY0
 
 pytestmark = pytest.mark.integration
 
@@ -203,11 +205,11 @@ def test_a_period_whose_every_royalty_is_held_reserves_them_and_pays_them_later(
     assert claim(money, release, payee) == expected[payee.address.lower()]
 
 
-def test_a_period_that_charges_nothing_publishes_what_it_priced(money: Money) -> None:
+def test_a_period_that_charges_nothing_publishes_what_it_priced(money: Money, tmp_path: Path) -> None:
     """A licence-only card and unregistered content only: nothing is charged, so the period is ``empty``
     and never posted, but the receipts it priced at 0 are published like any settlement's inputs, and
     ``verify settlement`` recomputes the same nothing and finds nothing in the vault."""
-    money.add_shop("licence", ROYALTY_ONLY_CARD)
+    shop = money.add_shop("licence", ROYALTY_ONLY_CARD)
     money.deliver("licence", asset_id=0)
     money.run(NOW)
     period = money.settlement("licence")
@@ -219,6 +221,16 @@ def test_a_period_that_charges_nothing_publishes_what_it_priced(money: Money) ->
     assert document["root"] is None and document["total"] == 0 and len(document["inputs"]["receipts"]) == 1
     checks = money.verify(document)
     assert checks["nothing in the vault"] and all(checks.values()), checks
+    # An auditor's package of the merchant's period carries it, and verifies.
+    scope = {"period_start": DAY0, "period_end": DAY0 + DAY, "legal_basis": "annual audit"}
+    scope["merchant"] = shop.key.address
+    archive = money.app.post("/audit/packages", json=scope, headers=admin.headers)
+    assert archive.status_code == 200, archive.text
+    path = tmp_path / "package.tar.gz"
+    path.write_bytes(archive.content)
+    report = verify_archive(path, money.settings.eth_rpc_url)
+    settled = [c for c in report.checks if c.name == "settlement"]
+    assert settled and report.ok, [(c.name, c.detail) for c in report.checks if not c.ok]
 
 
 def test_a_cancelled_held_only_post_is_not_posted_again_unchanged(money: Money) -> None:

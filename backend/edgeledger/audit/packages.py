@@ -165,7 +165,7 @@ def _merchant_settlements(session: Session, scope: Scope) -> list[Settlement]:
                 Settlement.merchant_user_id == scope.merchant_user_id,
                 Settlement.period_start >= scope.period_start,
                 Settlement.period_start < scope.period_end,
-                Settlement.root.is_not(None),
+                Settlement.inputs_gz.is_not(None),  # posted or not, and empty ones that priced receipts
             )
             .order_by(Settlement.period_start, Settlement.attempt)
         )
