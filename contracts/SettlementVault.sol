@@ -352,8 +352,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @notice {post}, and reserves `held` more from the merchant's escrow: the period's royalties that
     /// cannot be paid yet (disputed or taken-down assets). They leave the reserve only by {releaseHeld}
     /// (or with the whole period when an admin cancels it). A period whose every royalty is held and that
-    /// pays nobody now is posted with `total` 0 (a held-only post): its `root` then commits to the
-    /// settlement's published inputs (docs/settlement-leaf.md) and no claim can take anything from it.
+    /// pays nobody now is posted with `total` 0 (a held-only post): its `root` then commits to what it
+    /// holds (docs/settlement-leaf.md, no payout tree) and no claim can take anything from it.
     /// @param periodId The settlement period's sequence number.
     /// @param merchant The merchant whose escrow pays.
     /// @param token An allow-listed token the merchant holds in escrow.

@@ -267,8 +267,8 @@ def test_fx_rates_exact_and_unique(app_client: TestClient, roles: Roles) -> None
             422,
             "validation_error",
         )
-    # A typo's rate would zero (or inflate) every charge converted with it: outside 10^-9 .. 10^9, refused.
-    for typo in ("0." + "0" * 70 + "1", "1" + "0" * 10, "1/10000000000"):
+    # A typo's rate would zero (or inflate) every charge converted with it: outside 10^-12 .. 10^12, refused.
+    for typo in ("0." + "0" * 70 + "1", "1" + "0" * 13, "1/10000000000000"):
         _error(
             app_client.post("/settlement/fx-rates", json={**body, "rate": typo}, headers=roles.admin.headers),
             422,

@@ -150,8 +150,8 @@ def test_a_period_whose_every_royalty_is_held_reserves_them_and_pays_them_later(
     money: Money, take_down: bool
 ) -> None:
     """Nothing else to pay (a licence-only card) and the only asset disputed: the period pays nobody now,
-    yet its royalties are owed. They are reserved by a held-only post (total 0, root committing to the
-    published inputs) and released by the dispute's outcome like any held royalty: to the split once
+    yet its royalties are owed. They are reserved by a held-only post (total 0, root committing to what
+    is held) and released by the dispute's outcome like any held royalty: to the split once
     cleared, back to the merchant once taken down. Before, the period was marked empty and they were lost."""
     vault = money.chain.contract("SettlementVault")
     shop = money.add_shop("licence", ROYALTY_ONLY_CARD)
@@ -221,6 +221,13 @@ def test_a_period_that_charges_nothing_publishes_what_it_priced(money: Money, tm
     assert document["root"] is None and document["total"] == 0 and len(document["inputs"]["receipts"]) == 1
     checks = money.verify(document)
     assert checks["nothing in the vault"] and all(checks.values()), checks
+    # An earlier attempt of the period the vault cancelled is nothing reserved either; a live one is not.
+    on_chain = vault_settlement(
+        Chain(money.chain.rpc_url), document["vault"], period.period_id, shop.key.address
+    )
+    for status, ok in ((4, True), (1, False), (2, False)):
+        found = {c.name: c.ok for c in check_document(document, replace(on_chain, status=status))}
+        assert found["nothing in the vault"] is ok, (status, found)
     # An auditor's package of the merchant's period carries it, and verifies.
     scope = {"period_start": DAY0, "period_end": DAY0 + DAY, "legal_basis": "annual audit"}
     scope["merchant"] = shop.key.address

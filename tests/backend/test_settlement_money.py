@@ -466,7 +466,7 @@ def test_a_reconciliation_amount_beyond_64_bits_blocks_only_that_merchant(money:
     report = money.run(NOW)
     wide = money.settlement("wide")
     assert wide is not None and (wide.state, wide.error_code) == (SettlementState.blocked, "amount_too_large")
-    assert report.blocked.get(wide.id, "amount_too_large") == "amount_too_large"
+    assert report.blocked[wide.id] == "amount_too_large"
     assert money.posted("b").total == DELIVERY_FEE + ROYALTY
 
 
@@ -494,7 +494,19 @@ def test_an_unexpected_failure_of_one_settlement_does_not_stop_the_run(
     assert money.posted("b").total == DELIVERY_FEE + ROYALTY
     monkeypatch.setattr(flows, "compute_payouts", compute_payouts)
     money.run(NOW)
-    assert money.posted("a").total == DELIVERY_FEE + ROYALTY
+    posted = money.posted("a")
+    assert posted.total == DELIVERY_FEE + ROYALTY
+
+    # A settlement already in the vault that fails to be followed stays as it is: blocking it would have
+    # it recomputed, possibly to another root than the one the vault holds.
+    def follow_fails(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(flows, "follow", follow_fails)
+    report = money.run(NOW)
+    assert report.blocked[posted.id] == "internal_error"
+    assert money.posted("a").root == posted.root  # still posted, same root, same payouts
+    assert money.payouts(posted)
 
 
 def test_a_silent_node_stalls_only_the_merchant_it_carries_until_an_admin_abandons_its_batch(

@@ -208,8 +208,8 @@ def test_a_period_that_pays_nobody_now_reserves_its_held_royalties_alone(
     vault, admin, settler, merchant, usdc, fund, payees
 ):
     """A held-only post (total 0, held > 0: every royalty of the period held, nothing else to pay) reserves
-    the held royalties like any other post; nothing can be claimed from it (its root commits to the
-    published inputs, no payout tree), its royalties leave only by a release once it is final, and a
+    the held royalties like any other post; nothing can be claimed from it (its root commits to what
+    is held, no payout tree), its royalties leave only by a release once it is final, and a
     cancel returns them to escrow. A post of nothing at all still reverts."""
     fund(merchant, usdc, 1_000)
     commitment = random_hash()

@@ -761,6 +761,7 @@ def run_once(
         settlement = session.get(Settlement, settlement_id)
         if settlement is None:
             continue
+        before = settlement.state
         try:
             advance(session, chain, settings, settlement, report)
         except ContractRevert as exc:
@@ -777,20 +778,32 @@ def run_once(
                 exc, "connection_invalidated", False
             ):
                 raise  # the database itself: the whole run retries
-            log.exception(
-                "settlement %s: unexpected failure; blocked, retried by the next run", settlement_id
-            )
-            failed = session.get(Settlement, settlement_id)
-            if failed is not None:
-                _block(
-                    session,
-                    failed,
-                    "internal_error",
-                    f"an unexpected {type(exc).__name__} stopped this settlement (logged on the server); "
-                    "every run retries it",
-                )
-            report.blocked[settlement_id] = "internal_error"
+            _isolate(session, settlement_id, before, exc, report)
     return report
+
+
+def _isolate(
+    session: Session, settlement_id: int, before: SettlementState, exc: Exception, report: RunReport
+) -> None:
+    """After one settlement's unexpected failure (rolled back): one not sent yet (blocked or computed, as
+    committed) is blocked with the error's code (``internal_error`` for anything but a SettlementError),
+    so every run recomputes it; one being sent or posted stays as it is, for the next run to follow
+    (recomputing it could change the root the vault holds, and lose the payouts behind it)."""
+    code = exc.code if isinstance(exc, SettlementError) else "internal_error"
+    log.error("settlement %s (%s): %s", settlement_id, before, code, exc_info=exc)
+    report.blocked[settlement_id] = code
+    failed = session.get(Settlement, settlement_id)  # as committed: a post under way is ``posting`` by now
+    if failed is None or failed.state not in (SettlementState.blocked, SettlementState.computed):
+        return
+    if failed.tx_hash is not None:
+        return
+    message = (
+        exc.message
+        if isinstance(exc, SettlementError)
+        else f"an unexpected {type(exc).__name__} stopped this settlement (logged on the server); "
+        "every run retries it"
+    )
+    _block(session, failed, code, message)
 
 
 _ACTIVE = (

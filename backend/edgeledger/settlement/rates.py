@@ -244,7 +244,7 @@ def card_at(cards: Sequence[RateCard], merchant: str, start: int, end: int | Non
 
 
 #: The FX rates the table accepts (major units of the quote per major unit of the base).
-FX_RATE_MIN, FX_RATE_MAX = Fraction(1, 10**9), Fraction(10**9)
+FX_RATE_MIN, FX_RATE_MAX = Fraction(1, 10**12), Fraction(10**12)
 
 
 def parse_rate(text: str) -> tuple[int, int]:
@@ -262,10 +262,10 @@ def parse_rate(text: str) -> tuple[int, int]:
     if fraction <= 0:
         raise SettlementError(f"FX rate must be positive: {text!r}", code="fx_rate_invalid")
     if not FX_RATE_MIN <= fraction <= FX_RATE_MAX:
-        # Beyond any pair of currencies (1 USD is about 25,000 VND): a typo, which would zero or inflate
+        # Far beyond traded pairs (1 BTC is about 2.5 * 10^9 VND): a typo, which would zero or inflate
         # every charge converted with it.
         raise SettlementError(
-            f"FX rate {text!r} is outside 10^-9 .. 10^9: check the pair's direction and digits",
+            f"FX rate {text!r} is outside 10^-12 .. 10^12: check the pair's direction and digits",
             code="fx_rate_out_of_range",
         )
     return fraction.numerator, fraction.denominator

@@ -509,6 +509,8 @@ def decide_case(
         raise SettlementError("an accepted case carries no adjustment", code="adjustment_invalid")
     if action == "adjust" and not adjustment:
         raise SettlementError("an adjustment must not be zero", code="adjustment_invalid")
+    if abs(adjustment) > INT64_MAX:  # stored in a signed 64-bit column (the API's schema bounds it too)
+        raise SettlementError(f"an adjustment is at most {INT64_MAX} in size", code="adjustment_invalid")
     case.state = CaseState.accepted if action == "accept" else CaseState.adjusted
     case.adjustment = adjustment
     case.decided_by = user.id
