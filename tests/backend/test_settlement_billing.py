@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from edgeledger.auth.models import Role, User
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.billing import (
     BillingReader,
@@ -23,7 +24,9 @@ from edgeledger.settlement.billing import (
     rescale_minor,
     usage_from_receipts,
 )
+from edgeledger.settlement.models import CaseState, ReconciliationCase
 from edgeledger.settlement.rates import Currency, FxRate, FxTable, RegionPrice, Tier
+from edgeledger.settlement.service import decide_case
 from tests.backend.test_settlement_core import DAY0, OP_A, OP_B, card, receipt
 
 SAMPLES = Path(__file__).parent / "samples" / "billing"
@@ -302,3 +305,13 @@ def test_a_converted_bill_is_compared_in_the_cards_units_within_one_of_its_own()
         {}, {other: Usage(10, 1, 1_000, "JPY")}, 50, ours_decimals=6, fx=fx, at=at, ours_currency="TUSDC"
     )
     assert (only_billed.reasons, only_billed.amount) == (("bytes", "requests", "amount"), 6_700_000)
+
+
+def test_a_decisions_adjustment_fits_the_amount_columns_whatever_path_made_it() -> None:
+    """The API's schema bounds the adjustment; the web app's form parses its own text and calls the
+    service directly, so the service checks it too (it was a 500 when the row was written)."""
+    for adjustment in (2**63, -(2**63), 10**25):
+        case = ReconciliationCase(state=CaseState.open)
+        with pytest.raises(SettlementError) as refused:
+            decide_case(None, case, User(role=Role.merchant, name="m"), "adjust", adjustment, "typo")  # type: ignore[arg-type]
+        assert refused.value.code == "adjustment_invalid" and case.state == CaseState.open
