@@ -126,8 +126,19 @@ class World:
         return len(self.vault.events.SettlementPosted().get_logs(from_block=0))
 
 
-@pytest.fixture
-def world(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Iterator[World]:
+@dataclass(frozen=True)
+class SplitAsset:
+    """What the settlement worlds start from: ``settings`` naming a fresh platform fee address, and an asset
+    a creator registered with a 70/30 split."""
+
+    settings: Settings
+    platform: str
+    creator: Caller
+    split: tuple[LocalAccount, LocalAccount]
+    asset_id: int
+
+
+def split_asset(app_client: TestClient, settings: Settings) -> SplitAsset:
     platform = Account.create().address
     settings = settings.model_copy(update={"settlement_platform_address": platform})
     first, second = Account.create(), Account.create()
@@ -137,6 +148,13 @@ def world(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> It
         creator,
         split=[{"recipient": first.address, "bps": 7_000}, {"recipient": second.address, "bps": 3_000}],
     )
+    return SplitAsset(settings, platform, creator, (first, second), asset_id)
+
+
+@pytest.fixture
+def world(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Iterator[World]:
+    opening = split_asset(app_client, settings)
+    settings, platform, asset_id = opening.settings, opening.platform, opening.asset_id
     merchant_key = Account.create()
     rpc(settings.eth_rpc_url, "anvil_setBalance", merchant_key.address, hex(10**21))
     chain = ChainClient.from_settings(settings)
@@ -176,7 +194,7 @@ def world(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> It
             account,
             source,
             asset_id,
-            (first, second),
+            opening.split,
             platform,
         )
 

@@ -36,7 +36,7 @@ from tests.backend.support.deliveries import (
 )
 from tests.backend.support.settlement import delivery_records, deposit, send_as
 from tests.backend.support.stack import Caller, make_caller, rpc
-from tests.backend.test_settlement_flow import CARD, DAY, DAY0, GB, register_asset
+from tests.backend.test_settlement_flow import CARD, DAY, DAY0, GB, split_asset
 
 NOW = DAY0 + 2 * DAY  # period DAY0 is past its late window
 NEXT = DAY0 + 3 * DAY  # and period DAY0 + DAY too
@@ -209,15 +209,8 @@ class Money:
 
 @pytest.fixture
 def money(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> Iterator[Money]:
-    platform = Account.create().address
-    settings = settings.model_copy(update={"settlement_platform_address": platform})
-    first, second = Account.create(), Account.create()
-    creator = make_caller(app_client, Role.creator, "creator")
-    asset_id = register_asset(
-        app_client,
-        creator,
-        split=[{"recipient": first.address, "bps": 7_000}, {"recipient": second.address, "bps": 3_000}],
-    )
+    opening = split_asset(app_client, settings)
+    settings = opening.settings
     chain = ChainClient.from_settings(settings)
     with Session(app_client.app.state.engine) as session:  # type: ignore[attr-defined]
         node = Account.create()
@@ -227,12 +220,12 @@ def money(app_client: TestClient, settings: Settings, chain_snapshot: Any) -> It
             settings,
             chain,
             chain_snapshot.admin,
-            creator,
-            asset_id,
-            (first, second),
+            opening.creator,
+            opening.asset_id,
+            opening.split,
             node,
             source,
-            platform,
+            opening.platform,
             app_client,
         )
         for name in ("a", "b"):
