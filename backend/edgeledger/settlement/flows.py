@@ -313,7 +313,7 @@ def compute(
     if not statement.payees:
         # Every royalty held and nothing else to pay: the held royalties are still reserved (a held-only
         # post, total 0), so their release or refund follows the dispute like any period's.
-        held = [(int(h.asset_id), h.amount) for h in statement.held_back]
+        held = statement.held_items()  # what the root commits to
         settlement.root = held_only_root(settlement.period_id, account.address, account.token, held)
         settlement.total = settlement.payee_count = 0
         settlement.state = SettlementState.computed
@@ -761,7 +761,6 @@ def run_once(
         settlement = session.get(Settlement, settlement_id)
         if settlement is None:
             continue
-        before = settlement.state
         try:
             advance(session, chain, settings, settlement, report)
         except ContractRevert as exc:
@@ -778,19 +777,17 @@ def run_once(
                 exc, "connection_invalidated", False
             ):
                 raise  # the database itself: the whole run retries
-            _isolate(session, settlement_id, before, exc, report)
+            _isolate(session, settlement_id, exc, report)
     return report
 
 
-def _isolate(
-    session: Session, settlement_id: int, before: SettlementState, exc: Exception, report: RunReport
-) -> None:
+def _isolate(session: Session, settlement_id: int, exc: Exception, report: RunReport) -> None:
     """After one settlement's unexpected failure (rolled back): one not sent yet (blocked or computed, as
     committed) is blocked with the error's code (``internal_error`` for anything but a SettlementError),
     so every run recomputes it; one being sent or posted stays as it is, for the next run to follow
     (recomputing it could change the root the vault holds, and lose the payouts behind it)."""
     code = exc.code if isinstance(exc, SettlementError) else "internal_error"
-    log.error("settlement %s (%s): %s", settlement_id, before, code, exc_info=exc)
+    log.error("settlement %s: %s", settlement_id, code, exc_info=exc)
     report.blocked[settlement_id] = code
     failed = session.get(Settlement, settlement_id)  # as committed: a post under way is ``posting`` by now
     if failed is None or failed.state not in (SettlementState.blocked, SettlementState.computed):

@@ -371,6 +371,11 @@ class Statement(_Frozen):
     held_back: tuple[HeldBack, ...]
     decisions: tuple[Decision, ...]
 
+    def held_items(self) -> list[tuple[int, int]]:
+        """(asset id, amount) of each held-back royalty, in order: what a held-only settlement's root
+        commits to (``ledger.payout_leaf.held_only_root``)."""
+        return [(int(h.asset_id), h.amount) for h in self.held_back]
+
 
 @dataclass(slots=True)
 class _Usage:

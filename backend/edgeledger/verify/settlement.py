@@ -107,11 +107,6 @@ def _terms_check(published: tuple[AssetTerms, ...], read: list[AssetTerms], bloc
     )
 
 
-def recomputed_digest(inputs: PayoutInputs | ReleaseInputs) -> str:
-    """sha-256 of the canonical inputs, as the published document must state it."""
-    return release_digest(inputs) if isinstance(inputs, ReleaseInputs) else inputs_digest(inputs)
-
-
 def posted_root(document: Mapping[str, Any], statement: Statement, tree: PayoutTree | None) -> str | None:
     """The root the vault must hold for a recomputed settlement: its payout tree's, or for a held-only
     one (no tree) the commitment to what it holds (``ledger.payout_leaf.held_only_root``); None for one
@@ -120,9 +115,9 @@ def posted_root(document: Mapping[str, Any], statement: Statement, tree: PayoutT
         return tree.root_hex
     if not statement.held_back:
         return None
-    held = [(int(h.asset_id), h.amount) for h in statement.held_back]
     try:
-        return held_only_root(int(document["period_id"]), document["merchant"], document["token"], held)
+        period_id, merchant, token = int(document["period_id"]), document["merchant"], document["token"]
+        return held_only_root(period_id, merchant, token, statement.held_items())
     except (KeyError, TypeError, ValueError) as exc:  # FormatError too
         raise UnusableInput(f"not a settlement inputs document: {exc}") from None
 
@@ -136,7 +131,7 @@ def check_document(
     on chain) and against the assets' terms read at the recorded block (``terms``, from
     :func:`chain_terms`; None: not checked)."""
     inputs, statement, tree = recompute(document)
-    digest = recomputed_digest(inputs)
+    digest = release_digest(inputs) if isinstance(inputs, ReleaseInputs) else inputs_digest(inputs)
     held = sum(h.amount for h in statement.held_back)
     root, total = posted_root(document, statement, tree), tree.total if tree is not None else 0
     checks = [
