@@ -44,10 +44,7 @@ def test_held_royalties_are_reserved_and_released_to_the_holder_when_the_dispute
     vault = money.chain.contract("SettlementVault")
     token = money.chain.contract("TestStablecoin")
     shop = money.shops["a"]
-    money.deliver("a")
-    notice = money.dispute()
-    money.run(NOW)
-    period = money.posted("a")
+    period, notice = money.held_period("a")
     # Reserved with the root: the merchant can no longer withdraw the held royalty.
     assert period.held_total == ROYALTY and period.total == DELIVERY_FEE
     assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
@@ -119,10 +116,7 @@ def test_held_royalties_are_reserved_and_released_to_the_holder_when_the_dispute
 def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Money) -> None:
     vault = money.chain.contract("SettlementVault")
     shop = money.shops["a"]
-    money.deliver("a")
-    money.dispute(take_down=True)
-    money.run(NOW)
-    period = money.posted("a")
+    period, _ = money.held_period("a", take_down=True)
     assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == ROYALTY
     money.pass_window()
     money.run(NOW)  # the period is final
@@ -155,10 +149,7 @@ def test_a_period_whose_every_royalty_is_held_reserves_them_and_pays_them_later(
     cleared, back to the merchant once taken down. Before, the period was marked empty and they were lost."""
     vault = money.chain.contract("SettlementVault")
     shop = money.add_shop("licence", ROYALTY_ONLY_CARD)
-    money.deliver("licence")
-    notice = money.dispute(take_down=take_down)
-    money.run(NOW)
-    period = money.posted("licence")
+    period, notice = money.held_period("licence", take_down=take_down)
     assert (period.total, period.payee_count, period.held_total) == (0, 0, ROYALTY)
     token = money.chain.deployment.address_of("TestStablecoin")
     assert period.root == held_only_root(
@@ -246,10 +237,7 @@ def test_a_cancelled_held_only_post_is_not_posted_again_unchanged(money: Money) 
     same root, which waits for a decision (``root_cancelled``) instead of reserving them again."""
     vault = money.chain.contract("SettlementVault")
     shop = money.add_shop("licence", ROYALTY_ONLY_CARD)
-    money.deliver("licence")
-    money.dispute()
-    money.run(NOW)
-    period = money.posted("licence")
+    period, _ = money.held_period("licence")
     money.cancel(period, shop)
     assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
     again = flows.recompute(money.session, money.settings, period)
@@ -308,10 +296,7 @@ def test_two_runs_at_once_release_held_royalties_once(money: Money, monkeypatch:
     worker, its own session) releases the same items and commits. B must not release them again."""
     vault = money.chain.contract("SettlementVault")
     shop = money.shops["a"]
-    money.deliver("a")
-    notice = money.dispute()
-    money.run(NOW)
-    period = money.posted("a")
+    period, notice = money.held_period("a")
     money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
     money.pass_window()
     money.run(NOW)  # the period becomes claimable: its held royalty can be released now
@@ -356,10 +341,7 @@ def test_a_release_whose_sequence_another_run_took_is_skipped_and_opened_again(
     if money.session.get_bind().dialect.name == "sqlite":
         pytest.skip("SQLite serialises writers: B reads the sequence under its write lock")
     shop = money.shops["a"]
-    money.deliver("a")
-    money.dispute(take_down=True)
-    money.run(NOW)
-    period = money.posted("a")
+    period, _ = money.held_period("a", take_down=True)
     money.pass_window()
     money.run(NOW)  # the period is final; the takedown decides its held royalty
     money.deliver("a", count=10, late=True)  # a late batch: the next run opens a correction

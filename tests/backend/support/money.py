@@ -173,6 +173,14 @@ class Money:
         self.mine()
         return notice
 
+    def held_period(self, shop: str, *, take_down: bool = False) -> tuple[Settlement, str]:
+        """The shop's period DAY0 delivered, its asset disputed (or taken down) and settled: posted with
+        the royalty held back; and the dispute's notice."""
+        self.deliver(shop)
+        notice = self.dispute(take_down=take_down)
+        self.run(NOW)
+        return self.posted(shop), notice
+
     def cancel(self, row: Settlement, shop: Shop) -> None:
         """The merchant challenges the posted ``row`` and the admin cancels it; the worker follows."""
         vault = self.chain.contract("SettlementVault")
