@@ -16,8 +16,11 @@ Held royalties: test_settlement_held.py; the shops, asset and helpers: tests/bac
 
 from __future__ import annotations
 
+import io
 import json
 import secrets
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +40,8 @@ from edgeledger.indexer.models import IndexedAsset
 from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import Settlement, SettlementState
+from edgeledger.verify.package import verify_archive
+from edgeledger.verify.result import Report
 from tests.backend.support.deliveries import (
     add_records,
     authorise_source,
@@ -413,7 +418,7 @@ def test_a_correction_continues_the_periods_volume_tiers(money: Money) -> None:
     assert money.statement(second).delivery_fees == {"EU": 10 * 42_500}
 
 
-def test_a_periods_new_attempt_is_priced_against_its_live_corrections(money: Money) -> None:
+def test_a_periods_new_attempt_is_priced_against_its_live_corrections(money: Money, tmp_path: Path) -> None:
     """The period (80 GB) posted, a correction of 20 late GB priced on top of it (1.70), then the period
     cancelled by the merchant's challenge while 20 more late GB arrive: the new attempt counts 100 GB and
     charges what 120 GB cost less what the live correction charged, so the live settlements together
@@ -440,6 +445,88 @@ def test_a_periods_new_attempt_is_priced_against_its_live_corrections(money: Mon
     ]
     checks = money.verify(money.document(again))
     assert checks and all(checks.values()), checks
+    # An auditor's package of the period verifies all three settlements: the cancelled attempt against its
+    # own posting (the vault now holds the new attempt's root under the same id), and the period's fees.
+    report = _audit(money, shop.key.address, tmp_path)
+    assert report.ok, [(c.name, c.subject, c.detail) for c in report.checks if not c.ok]
+    (fees,) = [c for c in report.checks if c.name == "period fees"]
+    assert "2 live settlement(s)" in fees.detail, fees.detail
+    cancelled = next(c for c in report.checks if c.subject == f"settlements/{period.id}/inputs.json")
+    assert cancelled.name == "settlement" and cancelled.ok, cancelled.detail
+    (complete,) = [c for c in report.checks if c.name == "period settlements"]
+    assert "2 vault ids" in complete.detail, complete.detail
+    # A package that leaves the live correction out: the vault still has it, and the new attempt's stated
+    # prior usage (the correction's) is not what the package's live settlements counted.
+    left_out = _audit(money, shop.key.address, tmp_path, drop=f"settlements/{correction.id}/")
+    subject = f"{shop.key.address.lower()} period {period.period_id}"
+    assert _failed(left_out) == {("period settlements", subject), ("period fees", subject)}
+
+
+def test_a_misstated_prior_usage_is_caught_by_the_period_fee_check(
+    money: Money, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A dishonest server prices a correction as if the period had counted nothing (its late 20 GB at the
+    first tier: 1.70 instead of 0.85). The correction recomputes from its own inputs (``verify
+    settlement`` passes: it proves the payouts follow from the stated prior usage, not that the statement
+    is true); the package's period fee check finds that the period's live settlements charge more than
+    all their usage costs."""
+    tiers = [{"up_to_bytes": 100 * GB, "price_per_gb": 85_000}, {"up_to_bytes": None, "price_per_gb": 42_500}]
+    shop = money.add_shop("t", {**CARD, "delivery": {"EU": {"tiers": tiers}}})
+    money.deliver("t")  # 100 GB
+    money.run(NOW)
+    period = money.posted("t")
+    monkeypatch.setattr(flows, "prior_usage", lambda session, settlement: [])
+    money.deliver("t", count=10, late=True)  # 20 GB more
+    correction = _correction_of(money, period)
+    assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
+    assert money.statement(correction).delivery_fees == {"EU": 1_700_000}
+    checks = money.verify(money.document(correction))
+    assert checks and all(checks.values()), checks
+
+    report = _audit(money, shop.key.address, tmp_path)
+    subject = f"{shop.key.address.lower()} period {period.period_id}"
+    assert _failed(report) == {("period fees", subject)}
+    (fees,) = [c for c in report.checks if c.name == "period fees"]
+    whole = 100 * 85_000 + 20 * 42_500
+    assert f"charge {DELIVERY_FEE + 1_700_000} for {120 * GB} bytes" in fees.detail, fees.detail
+    assert f"which cost {whole}" in fees.detail, fees.detail
+
+
+def _audit(money: Money, merchant: str, tmp_path: Path, drop: str | None = None) -> Report:
+    """The standalone verifier's report on an auditor's package of the merchant's first day; ``drop``
+    leaves the files under that prefix out of the archive and its index (a package that omits them)."""
+    scope = {
+        "period_start": DAY0,
+        "period_end": DAY0 + DAY,
+        "legal_basis": "annual audit",
+        "merchant": merchant,
+    }
+    response = money.app.post(
+        "/audit/packages", json=scope, headers=make_caller(money.app, Role.admin, "auditor").headers
+    )
+    assert response.status_code == 200, response.text
+    archive = response.content
+    if drop is not None:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+            files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+        index = json.loads(files.pop("package.json"))
+        index["items"] = [item for item in index["items"] if not item["path"].startswith(drop)]
+        files = {name: data for name, data in files.items() if not name.startswith(drop)}
+        files["package.json"] = json.dumps(index).encode()
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        archive = buffer.getvalue()
+    path = tmp_path / f"package-{secrets.token_hex(4)}.tar.gz"
+    path.write_bytes(archive)
+    return verify_archive(path, money.settings.eth_rpc_url)
+
+
+def _failed(report: Report) -> set[tuple[str, str]]:
+    return {(c.name, c.subject) for c in report.checks if not c.ok}
 
 
 # ------------------------------------------------------------------------------------------------------

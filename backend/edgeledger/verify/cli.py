@@ -179,7 +179,9 @@ def run_settlement(
         except (KeyError, TypeError, ValueError) as exc:
             raise UnusableInput(f"not a settlement inputs document: {exc!r}") from None
         chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
-        on_chain = vault_settlement(chain, address, period_id, merchant, document.get("posted_block"))
+        on_chain = vault_settlement(
+            chain, address, period_id, merchant, document.get("posted_block"), document.get("root")
+        )
         inputs = recompute(document)[0]
         terms = None
         if inputs.terms_block is not None:

@@ -16,7 +16,11 @@ Checks:
   prev-hash is the manifest hash of the source's previous batch in the package (the package holds an
   unbroken segment of the chain);
 * proofs: every line's leaf, Merkle path, anchored root and ``verifyRecord`` on chain;
-* settlements: the published inputs recompute to the payouts, root and total the vault holds;
+* settlements: the published inputs recompute to the payouts, root and total the vault holds (an
+  attempt the vault cancelled and replaced by a later one: to its own posting, found in its block);
+* periods: the live settlements of a period together charge the card's fee of all their usage, which
+  checks the ``prior_usage`` each states (verify/period_fees.py), and the package holds every settlement
+  of the period the vault has (the merchant's ``SettlementPosted`` events);
 * statements: the issued statement is the one its settlement's inputs give, amount for amount;
 * compliance events (erasures, retention purges): leaf, path, anchored root, ``verifyLeaf`` on chain.
 """
@@ -33,14 +37,25 @@ from typing import Any
 from edgeledger.ledger.hashing import ZERO32
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS
 from edgeledger.settlement import SettlementError
+from edgeledger.settlement.payouts import PayoutInputs
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json, parse_receipt_key
 from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_document
 from edgeledger.verify.event import verify_event_proof
+from edgeledger.verify.period_fees import Member, period_fee_checks
 from edgeledger.verify.result import Report, UnusableInput
-from edgeledger.verify.rpc import Chain, LedgerReader, vault_settlement
+from edgeledger.verify.rpc import (
+    CANCELLED,
+    SETTLEMENT_VAULT,
+    Chain,
+    LedgerReader,
+    topic_hex,
+    vault_settlement,
+)
 from edgeledger.verify.settlement import chain_terms, check_document, posted_root, recompute
 
 FORMAT = "edgeledger-audit-package/v1"
+#: A supplementary settlement's vault id is its period's plus its sequence number shifted by 32 bits.
+PERIOD_MASK = 0xFFFFFFFF
 
 
 def _claims_batch(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,6 +179,10 @@ class Verifier:
         #: batch ids whose batch item passed; the settlements' receipts must name only these
         self.proven_batches: set[str] = set()
         self.settled_batches: dict[str, set[str]] = {}
+        #: the periods' and corrections' settlements, for the period fee check
+        self.period_members: list[Member] = []
+        #: (vault, merchant, the period's own id) -> the vault ids of the package's settlements
+        self.vault_ids: dict[tuple[str, str, int], set[int]] = {}
 
     def _record(self, kind: str, path: str, ok: bool, detail: str) -> None:
         self.report.add(kind, ok, detail, subject=path)
@@ -214,6 +233,7 @@ class Verifier:
                 self._record(kind, path, True, "sha256 matches the index")
         self._chain_links(batches)
         self._settlement_receipts()
+        self._period_fees()
         return self.report
 
     # --- items ---------------------------------------------------------------------------------
@@ -296,8 +316,9 @@ class Verifier:
                 int(document["period_id"]),
                 document["merchant"],
                 document.get("posted_block"),
+                document.get("root"),
             )
-            inputs = recompute(document)[0]
+            inputs, statement, _ = recompute(document)
             terms = None
             if inputs.terms_block is not None:
                 registry = document.get("registry")
@@ -311,6 +332,54 @@ class Verifier:
         failed = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
         detail = "; ".join(failed) or f"{len(checks)} checks: payouts, root and total as in the vault"
         self._record("settlement", path, not failed, detail)
+        merchant, period_id = str(document["merchant"]).lower(), int(document["period_id"])
+        self.vault_ids.setdefault((vault, merchant, period_id & PERIOD_MASK), set()).add(period_id)
+        if isinstance(inputs, PayoutInputs):  # a period or a correction: it counts usage
+            live = document.get("root") is None or on_chain.status != CANCELLED
+            member = Member(
+                path, merchant, period_id & PERIOD_MASK, live, inputs, statement, self.settled_batches[path]
+            )
+            self.period_members.append(member)
+
+    def _period_fees(self) -> None:
+        """The period's live settlements charge what all their usage costs (verify/period_fees.py), and
+        the package holds every settlement of the period the vault has (:meth:`_posted_ids`)."""
+        for check in period_fee_checks(self.period_members):
+            self._record(check.name, check.subject, check.ok, check.detail)
+        posted: dict[tuple[str, str], set[int]] = {}
+        for (vault, merchant, base), known in sorted(self.vault_ids.items()):
+            subject = f"{merchant} period {base}"
+            try:
+                if (vault, merchant) not in posted:
+                    posted[vault, merchant] = self._posted_ids(vault, merchant)
+            except UnusableInput as exc:
+                self._record("period settlements", subject, False, str(exc))
+                continue
+            missing = sorted(i for i in posted[vault, merchant] - known if i & PERIOD_MASK == base)
+            detail = (
+                "the vault holds settlements of the period the package leaves out: ids "
+                + ", ".join(map(str, missing))
+                if missing
+                else f"the package holds a settlement under each of the period's {len(known)} vault ids"
+            )
+            self._record("period settlements", subject, not missing, detail)
+
+    def _posted_ids(self, vault: str, merchant: str) -> set[int]:
+        """Every vault id a root was ever posted under for ``merchant``: its ``SettlementPosted`` events
+        (the merchant is an indexed topic) since the vault's deployment."""
+        contract = self.chain.contract(SETTLEMENT_VAULT, vault)
+        latest = int(self.chain.ask("eth_blockNumber", lambda: self.chain.w3.eth.block_number))
+        first = self.chain.deployment_block(vault, latest)
+        topics = [
+            topic_hex(contract, "SettlementPosted"),
+            None,
+            "0x" + merchant.removeprefix("0x").rjust(64, "0"),
+        ]
+        posted = contract.events.SettlementPosted()
+        return {
+            int(posted.process_log(log)["args"]["periodId"])
+            for log in self.chain.logs(contract, topics, first, latest)
+        }
 
     def _settlement_receipts(self) -> None:
         """A settlement counts only anchored deliveries: every batch its receipts name must be in the

@@ -264,7 +264,12 @@ class LedgerReader:
 class VaultSettlement:
     """``SettlementVault.settlementOf(periodId, merchant)``, and ``held``: the royalties its posting
     reserved besides ``total`` (``postWithHeld``; 0 for a plain post or a release), None when not read
-    (no posting block given)."""
+    (no posting block given).
+
+    ``superseded_by`` is set when the document's own posting was found in its ``posted_block`` but the
+    vault now holds another root for the id: the vault posts under an id again only once the earlier
+    root was cancelled, so the document is a cancelled attempt of the period. The other fields then
+    describe the document's posting (its root, token, total and held reserve, status 4: cancelled)."""
 
     root: bytes
     token: str
@@ -273,43 +278,86 @@ class VaultSettlement:
     total: int
     remaining: int
     held: int | None = None
+    superseded_by: bytes | None = None
+
+
+#: ``settlementOf``'s status of a settlement cancelled on a challenge (SettlementVault.SettlementStatus)
+CANCELLED = 4
 
 
 def vault_settlement(
-    chain: Chain, vault: str, period_id: int, merchant: str, posted_block: int | None = None
+    chain: Chain,
+    vault: str,
+    period_id: int,
+    merchant: str,
+    posted_block: int | None = None,
+    root: str | None = None,
 ) -> VaultSettlement:
     """The vault's settlement; with ``posted_block`` (the published document's) also what its posting
-    there reserved as held royalties (:func:`held_at_posting`)."""
+    there reserved as held royalties (:func:`posting_at`). With the document's ``root`` too, a document
+    whose posting the vault has since replaced by a later attempt's is read from that posting
+    (``superseded_by``)."""
     contract = chain.contract(SETTLEMENT_VAULT, vault)
     if not Web3.is_address(merchant):
         raise UnusableInput(f"merchant {merchant!r} is not an address")
     fn = contract.functions.settlementOf(period_id, Web3.to_checksum_address(merchant))
-    root, token, opens, status, total, remaining = chain.ask("settlementOf", fn.call)
-    held = None
-    if int(status) and posted_block is not None:
-        held = held_at_posting(chain, contract, period_id, merchant, int(posted_block), bytes(root))
-    return VaultSettlement(bytes(root), str(token), int(opens), int(status), int(total), int(remaining), held)
+    current, token, opens, status, total, remaining = chain.ask("settlementOf", fn.call)
+    if not int(status) or posted_block is None:
+        return VaultSettlement(
+            bytes(current), str(token), int(opens), int(status), int(total), int(remaining)
+        )
+    own = _root_bytes(root)
+    if own is not None and own != bytes(current):
+        posting = posting_at(chain, contract, period_id, merchant, int(posted_block), own)
+        return VaultSettlement(
+            own,
+            posting.token,
+            posting.claims_open_at,
+            CANCELLED,
+            posting.total,
+            0,
+            posting.held,
+            bytes(current),
+        )
+    posting = posting_at(chain, contract, period_id, merchant, int(posted_block), bytes(current))
+    return VaultSettlement(
+        bytes(current), str(token), int(opens), int(status), int(total), int(remaining), posting.held
+    )
 
 
-def held_at_posting(
+def _root_bytes(root: str | None) -> bytes | None:
+    if not isinstance(root, str):
+        return None
+    try:
+        value = bytes.fromhex(root.removeprefix("0x"))
+    except ValueError:
+        return None
+    return value if len(value) == 32 else None
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One ``SettlementPosted`` of the vault and the held royalties its transaction reserved."""
+
+    token: str
+    total: int
+    claims_open_at: int
+    held: int
+
+
+def posting_at(
     chain: Chain, contract: Contract, period_id: int, merchant: str, block: int, root: bytes
-) -> int:
-    """What the posting of ``root`` for (period, merchant) in ``block`` reserved as held royalties: the
-    ``RoyaltiesHeld`` event of that ``SettlementPosted``'s transaction (none there: 0). One log query
-    of one block: the vault's ``heldOf`` is what is still held, which every release lowers, and a
-    search of the vault's whole history would cost a query per ``ETH_LOGS_MAX_BLOCKS`` blocks."""
+) -> Posting:
+    """The posting of ``root`` for (period, merchant) in ``block``, with what it reserved as held
+    royalties: the ``RoyaltiesHeld`` event of that ``SettlementPosted``'s transaction (none there: 0). One
+    log query of one block: the vault's ``heldOf`` is what is still held, which every release lowers, and
+    a search of the vault's whole history would cost a query per ``ETH_LOGS_MAX_BLOCKS`` blocks."""
     keys = ["0x" + period_id.to_bytes(32).hex(), "0x" + merchant.lower().removeprefix("0x").rjust(64, "0")]
     logs = chain.logs(contract, [None, *keys], block, block)
     posted, held = contract.events.SettlementPosted(), contract.events.RoyaltiesHeld()
     posted_topic, held_topic = topic_hex(contract, "SettlementPosted"), topic_hex(contract, "RoyaltiesHeld")
-    posting = next(
-        (
-            log
-            for log in logs
-            if _topic0(log) == posted_topic and bytes(posted.process_log(log)["args"]["root"]) == root
-        ),
-        None,
-    )
+    postings = (posted.process_log(log) for log in logs if _topic0(log) == posted_topic)
+    posting = next((event for event in postings if bytes(event["args"]["root"]) == root), None)
     if posting is None:
         raise UnusableInput(
             f"block {block} holds no posting of settlement {period_id}'s root 0x{root.hex()} "
@@ -320,7 +368,13 @@ def held_at_posting(
         for log in logs
         if _topic0(log) == held_topic and log["transactionHash"] == posting["transactionHash"]
     )
-    return next((int(held.process_log(log)["args"]["held"]) for log in same_transaction), 0)
+    args = posting["args"]
+    return Posting(
+        token=str(args["token"]),
+        total=int(args["total"]),
+        claims_open_at=int(args["claimsOpenAt"]),
+        held=next((int(held.process_log(log)["args"]["held"]) for log in same_transaction), 0),
+    )
 
 
 def _topic0(log: Any) -> str:

@@ -160,7 +160,13 @@ def check_document(
         except (ValueError, TypeError):
             same_token = False
         checks += [
-            Check("posted in the vault", on_chain.status != 0, f"status {on_chain.status}"),
+            Check(
+                "posted in the vault",
+                on_chain.status != 0,
+                f"status {on_chain.status}"
+                if on_chain.superseded_by is None
+                else f"cancelled: the vault holds a later attempt's root 0x{on_chain.superseded_by.hex()}",
+            ),
             Check("vault root", chain_root == root, f"vault holds {chain_root}"),
             Check("vault total", on_chain.total == total, f"vault total {on_chain.total}"),
             Check("vault token", same_token, f"vault token {on_chain.token}"),

@@ -155,7 +155,12 @@ class Money:
         """``edgeledger verify settlement``'s checks of a document: name -> passed."""
         chain = Chain(self.chain.rpc_url)
         on_chain = vault_settlement(
-            chain, document["vault"], document["period_id"], document["merchant"], document["posted_block"]
+            chain,
+            document["vault"],
+            document["period_id"],
+            document["merchant"],
+            document["posted_block"],
+            document["root"],
         )
         terms = chain_terms(chain, document["registry"], recompute(document)[0])
         return {c.name: c.ok for c in check_document(document, on_chain, terms)}
