@@ -310,11 +310,12 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     }
 
     /// @notice Withdraws unreserved escrow of the caller to `to` (any address, e.g. when the token
-    /// refuses the merchant's own).
+    /// refuses the merchant's own). Works while the vault is paused: a pause must never keep merchants
+    /// from leaving while a timelocked change they object to (a new settler, say) waits out its delay.
     /// @param token The token (allow-listed or not).
     /// @param amount Token minor units (non-zero, at most the caller's escrow).
     /// @param to Recipient (non-zero).
-    function withdraw(address token, uint256 amount, address to) external whenNotPaused nonReentrant {
+    function withdraw(address token, uint256 amount, address to) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
         if (to == address(0)) revert ZeroAddress();
         uint256 available = _escrow[msg.sender][token];
@@ -394,7 +395,9 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         if (releaseId >> 32 == 0 || uint32(releaseId) != uint32(periodId) || releaseId == periodId) {
             revert NotSupplementary(periodId, releaseId);
         }
-        _requireChosenSettler(merchant);
+        // The merchant's chosen settler binds releases only while it holds the role: choosing an address
+        // that cannot settle must not freeze the royalties the merchant owes the rights holders.
+        _requireChosenSettlerIfAble(merchant, hasRole(SETTLER_ROLE, _chosenSettlerOf(merchant)));
         Settlement storage source = _requireSettlement(periodId, merchant);
         // Only from a settlement that can no longer be cancelled: a release never outlives its reserve.
         if (!_isOpen(source)) revert NotReleasable(periodId, merchant, source.status);

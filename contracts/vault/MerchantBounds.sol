@@ -87,6 +87,21 @@ abstract contract MerchantBounds {
         if (chosen != address(0) && chosen != msg.sender) revert SettlerNotChosen(merchant, chosen, msg.sender);
     }
 
+    /// @dev As {_requireChosenSettler}, but a chosen settler that cannot act (`canSettle` false: it
+    /// holds no settler role) binds nobody: for payouts the merchant owes others (held royalties), which
+    /// its choice must not be able to freeze.
+    function _requireChosenSettlerIfAble(address merchant, bool canSettle) internal view {
+        address chosen = _chosenSettler[merchant];
+        if (chosen != address(0) && chosen != msg.sender && canSettle) {
+            revert SettlerNotChosen(merchant, chosen, msg.sender);
+        }
+    }
+
+    /// @dev The merchant's chosen settler (zero: none).
+    function _chosenSettlerOf(address merchant) internal view returns (address) {
+        return _chosenSettler[merchant];
+    }
+
     /// @dev Counts `amount` reserved from escrow in `token` by a posting of settlement `id` against its
     /// period's budget; reverts when the period's sum would then exceed the merchant's cap.
     function _spendPeriodBudget(address merchant, address token, uint64 id, uint256 amount) internal {

@@ -6,10 +6,12 @@ a claim."""
 import brownie
 import pytest
 from brownie import chain
+from eth_utils import keccak
 
 from tests.contracts.conftest import CHALLENGE_WINDOW, ZERO_HASH, Payout, random_hash, vault_error
 
 SUPPLEMENT = 1 << 32
+SETTLER_ROLE = keccak(text="SETTLER_ROLE")
 
 
 def _books(vault, token) -> dict:
@@ -118,6 +120,27 @@ def test_release_bounds(vault, settler, merchant, usdc, final_period, auditor):
     assert vault.heldOf(7, merchant) == 0
     with brownie.reverts(vault_error("HeldExceeded", 7, merchant, 0, 1)):
         vault.releaseHeld(7, merchant, 3 * SUPPLEMENT + 7, root, 1, {"from": settler})
+
+
+def test_a_merchant_cannot_freeze_its_held_royalties_by_choosing_a_settler(
+    vault, admin, settler, merchant, usdc, final_period, accounts
+):
+    """A merchant's chosen settler binds releases only while it holds the role: choosing an address that
+    cannot settle would otherwise leave the rights holders' held royalties with no key to release them."""
+    other = accounts[8]
+    vault.grantRole(SETTLER_ROLE, other, {"from": admin})
+    vault.chooseSettler(settler, {"from": merchant})
+    with brownie.reverts(vault_error("SettlerNotChosen", merchant, settler, other)):
+        vault.releaseHeld(7, merchant, SUPPLEMENT + 7, random_hash(), 100, {"from": other})
+    vault.releaseHeld(7, merchant, SUPPLEMENT + 7, random_hash(), 100, {"from": settler})
+    nobody = accounts[9]
+    vault.chooseSettler(nobody, {"from": merchant})
+    assert not vault.hasRole(SETTLER_ROLE, nobody)
+    tx = vault.releaseHeld(7, merchant, 2 * SUPPLEMENT + 7, random_hash(), 300, {"from": settler})
+    assert "HeldReleased" in tx.events and vault.heldOf(7, merchant) == 0
+    # Posts stay bound by the choice, whoever it names.
+    with brownie.reverts(vault_error("SettlerNotChosen", merchant, nobody, settler)):
+        vault.post(8, merchant, usdc, random_hash(), 1, {"from": settler})
 
 
 def test_a_refund_is_a_release_paying_the_merchant(vault, settler, merchant, usdc, final_period):
