@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from edgeledger.ledger.abis import SETTLEMENT_VAULT
 from edgeledger.ledger.hashing import ZERO32
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS
 from edgeledger.settlement import SettlementError
@@ -45,7 +46,6 @@ from edgeledger.verify.period_fees import Member, period_fee_checks
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import (
     CANCELLED,
-    SETTLEMENT_VAULT,
     Chain,
     LedgerReader,
     topic_hex,
@@ -337,7 +337,13 @@ class Verifier:
         if isinstance(inputs, PayoutInputs):  # a period or a correction: it counts usage
             live = document.get("root") is None or on_chain.status != CANCELLED
             member = Member(
-                path, merchant, period_id & PERIOD_MASK, live, inputs, statement, self.settled_batches[path]
+                path,
+                merchant,
+                period_id & PERIOD_MASK,
+                live,
+                inputs,
+                statement,
+                frozenset(self.settled_batches[path]),
             )
             self.period_members.append(member)
 
