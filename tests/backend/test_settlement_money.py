@@ -42,6 +42,8 @@ from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import Settlement, SettlementState
 from edgeledger.verify.package import verify_archive
 from edgeledger.verify.result import Report
+from edgeledger.verify.rpc import Chain
+from edgeledger.verify.settlement import chain_terms, check_document, recompute
 from tests.backend.support.deliveries import (
     add_records,
     authorise_source,
@@ -324,6 +326,64 @@ def _correction_of(money: Money, period: Settlement) -> Settlement:
     money.session.refresh(correction)
     assert correction.period_id == period.period_id + (1 << 32)
     return correction
+
+
+def test_late_records_of_content_registered_after_the_periods_block_are_priced_as_unregistered(
+    money: Money,
+) -> None:
+    """A correction reads terms at its period's block. Content registered after that block was not
+    registered when delivered (the block follows the period's end): its late records pay the delivery
+    fee as unregistered content, as they would have had they arrived in time, instead of blocking the
+    correction (``asset_unknown``) and every later one of the period for good. The receipts' keys still
+    name the asset, and ``verify settlement`` checks the registry did not know it at the block."""
+    money.deliver("a")
+    money.run(NOW)
+    period = money.posted("a")
+    creator, payee, content = Account.create(), Account.create().address, secrets.token_bytes(64)
+    registration = (
+        HexBytes(secrets.token_bytes(32)),
+        cid_of_bytes(content),
+        cid_of_bytes(b"{}" + content),
+        creator.address,
+        0,
+        False,
+        ((1 << 249) - 1, 0, 0, 0, ""),
+        [payee],
+        [10_000],
+        0,
+    )
+    self_register(lambda call: money.as_wallet(creator, call), money.registry, registration)
+    new_asset = int(money.chain.call(money.registry.functions.totalAssets()))
+    money.mine()
+
+    money.deliver("a", count=10, late=True, asset_id=new_asset)
+    correction = _correction_of(money, period)
+    assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
+    statement = money.statement(correction)
+    assert statement.royalties == {} and statement.delivery_fees == {"EU": DELIVERY_FEE // 5}
+    assert payee.lower() not in money.payouts(correction)
+    document = money.document(correction)
+    receipts = document["inputs"]["receipts"]
+    assert receipts and all(r["asset_id"] == "0" and f":{new_asset}:" in r["key"] for r in receipts)
+    checks = money.verify(document)
+    assert checks and all(checks.values()), checks
+    # A later late batch of the period is not held up behind it.
+    money.deliver("a", count=5, late=True)
+    (second_id,) = money.run(NOW).corrections
+    second = money.session.get(Settlement, second_id)
+    assert second is not None
+    money.session.refresh(second)
+    assert second.state == SettlementState.posted, (second.error_code, second.error_message)
+    # The period's receipts of an asset the registry did know, priced as unregistered (its royalty gone):
+    # the terms check reads the asset their keys name and finds it missing from the published terms.
+    forged = money.document(period)
+    for receipt in forged["inputs"]["receipts"]:
+        receipt["asset_id"] = "0"
+    forged["inputs"]["assets"] = []
+    terms = chain_terms(Chain(money.chain.rpc_url), forged["registry"], recompute(forged)[0])
+    found = {c.name: c for c in check_document(forged, None, terms)}
+    assert not found["terms at the recorded block"].ok, found
+    assert f"asset {money.asset_id}" in found["terms at the recorded block"].detail
 
 
 def test_a_correction_does_not_charge_the_periods_bill_adjustment_again(money: Money) -> None:

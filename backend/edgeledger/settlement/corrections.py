@@ -26,6 +26,8 @@ every computation of a period or correction leaves out the batches its siblings 
 The terms are those of the period: a correction reads its assets' terms at the period's recorded block
 (a block after the period closed, final), so a late record is priced and paid as the period would have
 paid it; a period that had nothing to pay has no block, and the correction records one as a period does.
+A late record of content registered after that block (so unregistered when delivered) is priced as
+unregistered content (flows.py), instead of blocking the correction, and every later one, for good.
 Its delivery fee is marginal: the region's whole usage (its own and what the period's other live
 settlements recorded) costs ``fee(all)``, they charged ``F``, it charges ``fee(all) - F``
 (:func:`prior_usage`, published as the inputs' ``prior_usage``; a period's new attempt after a cancel

@@ -105,6 +105,19 @@ def read_terms(
     return [t for t in terms if t is not None]
 
 
+def unknown_at(registry: Any, call: Callable[[Any], Any], asset_ids: Iterable[int]) -> set[int]:
+    """The ids among ``asset_ids`` the registry does not know at the block ``call`` reads at."""
+    unknown: set[int] = set()
+    pending = sorted({int(a) for a in asset_ids})
+    for start in range(0, len(pending), CHUNK):
+        chunk = pending[start : start + CHUNK]
+        answered = call(registry.functions.settlementTerms(chunk))
+        if len(answered) != len(chunk):
+            raise SettlementError("the registry answered for other assets", code="terms_unreadable")
+        unknown.update(asset_id for asset_id, raw in zip(chunk, answered, strict=True) if not raw[0])
+    return unknown
+
+
 def terms_block(latest: int, confirmations: int, timestamp_of: Callable[[int], int], period_end: int) -> int:
     """The block settlement reads terms at: the latest final one (``confirmations`` below the head),
     once its timestamp is at or past the period's end (``terms_block_pending`` until then)."""

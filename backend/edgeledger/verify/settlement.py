@@ -29,7 +29,8 @@ from edgeledger.settlement.payouts import (
     compute_payouts,
     inputs_digest,
 )
-from edgeledger.settlement.terms import read_terms
+from edgeledger.settlement.statements import parse_receipt_key
+from edgeledger.settlement.terms import read_terms, unknown_at
 from edgeledger.verify.result import Check, UnusableInput
 from edgeledger.verify.rpc import Chain, VaultSettlement, registry
 
@@ -74,10 +75,23 @@ def chain_terms(
     ids = {int(a.asset_id) for a in inputs.assets} | {int(a) for a in named}
     ids.discard(int(UNREGISTERED))
     at = chain.block_number() if block is None else block
+
+    def call(fn: Any) -> Any:
+        return chain.ask("settlementTerms", lambda: fn.call(block_identifier=block))
+
     try:
+        if isinstance(inputs, PayoutInputs):
+            # A receipt priced as unregistered whose key names an asset: that asset must be unknown at the
+            # block (a correction's late records of content registered since). One the registry knew is
+            # read too, so the terms check finds it missing from the published terms.
+            keyed = {parse_receipt_key(r.key).asset_id for r in inputs.receipts if r.asset_id == UNREGISTERED}
+            if not all(a.isdigit() for a in keyed):
+                raise UnusableInput("a receipt key names an asset id that is not a number")
+            relabelled = {int(a) for a in keyed} - {int(UNREGISTERED)}
+            ids |= relabelled - unknown_at(contract, call, relabelled)
         return read_terms(
             contract,
-            lambda fn: chain.ask("settlementTerms", lambda: fn.call(block_identifier=block)),
+            call,
             ids,
             get_logs=chain.get_logs,
             block=at,
