@@ -229,6 +229,30 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
     code, items = _verify(_tar(rest), scene.settings, tmp_path)
     assert code == 1 and _failing(items) == [("settlement receipts", inputs)]
 
+    # With the auditor's own deployment file, its contracts are the ones read: the package's match them.
+    deployment = str(scene.settings.resolved_deployment_file)
+    code, out = _run_verifier(archive, scene.settings, tmp_path, "--json", "--deployment", deployment)
+    pinned = [c for c in json.loads(out)["checks"] if c["name"] == "contracts"]
+    assert code == 0 and {c["subject"] for c in pinned} == {
+        "DeliveryLedger",
+        "SettlementVault",
+        "ContentRegistry",
+    }
+    # A package naming another vault (a look-alike its operator deployed) fails against it.
+    look_alike = "0x" + secrets.token_hex(20)
+
+    def other_vault(doc: Any) -> None:
+        doc["vault"] = look_alike
+
+    changed = _files(_retar(files, inputs, other_vault))
+    index_other = json.loads(changed["package.json"])
+    index_other["contracts"]["SettlementVault"] = look_alike
+    changed["package.json"] = json.dumps(index_other).encode()
+    code, out = _run_verifier(_tar(changed), scene.settings, tmp_path, "--json", "--deployment", deployment)
+    failing = _failing(json.loads(out)["checks"])
+    assert code == 1 and failing[:1] == [("contracts", "SettlementVault")], failing
+    assert ("settlement", inputs) in failing, failing
+
 
 def test_a_source_package_proves_lines_and_its_manifest_chain(scene: Scene, tmp_path: Path) -> None:
     _anchor_more_days(scene, (2, 1))

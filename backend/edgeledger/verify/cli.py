@@ -220,12 +220,20 @@ def run_event(
 
 
 def run_package(
-    archive: Path, rpc_url: str, *, as_json: bool = False, logs_max_blocks: int = DEFAULT_MAX_BLOCKS
+    archive: Path,
+    rpc_url: str,
+    *,
+    as_json: bool = False,
+    logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
+    deployment: Path | None = None,
 ) -> int:
     from edgeledger.verify.package import verify_archive
 
     with exit_codes() as code:
-        report = verify_archive(archive, rpc_url, _report(as_json), logs_max_blocks=logs_max_blocks)
+        pinned = Deployment.load(deployment) if deployment is not None else None
+        report = verify_archive(
+            archive, rpc_url, _report(as_json), logs_max_blocks=logs_max_blocks, deployment=pinned
+        )
         code.append(_finish(report, as_json, "package verified"))
     return code[0]
 
@@ -342,9 +350,18 @@ def verify_package(
     rpc_url: RpcUrl = "http://127.0.0.1:8545",
     as_json: AsJson = False,
     logs_max_blocks: LogsMaxBlocks = DEFAULT_MAX_BLOCKS,
+    deployment: Annotated[
+        Path | None,
+        typer.Option(
+            help="The deployment file you trust: its contracts are the ones read, and a package naming "
+            "others fails"
+        ),
+    ] = None,
 ) -> None:
     """An audit package: each file against its index, each item against the chain (docs/audit-package.md)."""
-    raise typer.Exit(run_package(archive, rpc_url, as_json=as_json, logs_max_blocks=logs_max_blocks))
+    raise typer.Exit(
+        run_package(archive, rpc_url, as_json=as_json, logs_max_blocks=logs_max_blocks, deployment=deployment)
+    )
 
 
 def package_main(argv: list[str] | None = None) -> int:
@@ -358,6 +375,12 @@ def package_main(argv: list[str] | None = None) -> int:
     parser.add_argument("archive", type=Path)
     parser.add_argument("--rpc-url", required=True)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--deployment",
+        type=Path,
+        default=None,
+        help="the deployment file you trust: its contracts are the ones read, a package naming others fails",
+    )
     parser.add_argument(
         "--logs-max-blocks",
         type=int,
@@ -374,4 +397,10 @@ def package_main(argv: list[str] | None = None) -> int:
         logs_max_blocks = int(raw)
     if logs_max_blocks < 0:
         parser.error("--logs-max-blocks must be 0 or more")
-    return run_package(args.archive, args.rpc_url, as_json=args.json, logs_max_blocks=logs_max_blocks)
+    return run_package(
+        args.archive,
+        args.rpc_url,
+        as_json=args.json,
+        logs_max_blocks=logs_max_blocks,
+        deployment=args.deployment,
+    )

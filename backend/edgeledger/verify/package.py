@@ -47,6 +47,7 @@ from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import (
     CANCELLED,
     Chain,
+    Deployment,
     LedgerReader,
     topic_hex,
     vault_settlement,
@@ -160,6 +161,7 @@ class Verifier:
         report: Report | None = None,
         *,
         logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
+        deployment: Deployment | None = None,
     ) -> None:
         if "package.json" not in files:
             raise UnusableInput("the archive has no package.json index")
@@ -167,13 +169,19 @@ class Verifier:
         self.index = _json(files["package.json"], "package.json")
         if self.index.get("format") != FORMAT:
             raise UnusableInput(f"package.json is not {FORMAT}")
-        contracts = self.index.get("contracts") or {}
+        contracts = dict(self.index.get("contracts") or {})
+        self.report = report if report is not None else Report()
+        #: the auditor's own deployment file: its addresses are the ones read, whatever the package says
+        self.deployment = deployment
+        if deployment is not None:
+            self._pinned_contracts(contracts, deployment)
+            contracts.update(deployment.addresses)
         if "DeliveryLedger" not in contracts:
             raise UnusableInput("package.json names no DeliveryLedger contract")
         self.chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
         self.ledger = LedgerReader(self.chain, contracts["DeliveryLedger"])
         self.vault = contracts.get("SettlementVault")
-        self.report = report if report is not None else Report()
+        self.registry = contracts.get("ContentRegistry")
         #: paths whose bytes match the index (only those are read)
         self.intact: set[str] = set()
         #: batch ids whose batch item passed; the settlements' receipts must name only these
@@ -187,8 +195,43 @@ class Verifier:
     def _record(self, kind: str, path: str, ok: bool, detail: str) -> None:
         self.report.add(kind, ok, detail, subject=path)
 
+    def _pinned_contracts(self, stated: Mapping[str, Any], deployment: Deployment) -> None:
+        """The package's contract addresses against the auditor's deployment file: a package naming
+        other contracts (look-alikes a dishonest operator deployed) fails here, and only the
+        deployment's are read."""
+        for name in ("DeliveryLedger", "SettlementVault", "ContentRegistry"):
+            pinned = deployment.addresses.get(name)
+            said = stated.get(name)
+            if pinned is None or said is None:
+                continue
+            ok = str(said).lower() == pinned.lower()
+            detail = (
+                f"{said}, as the deployment file"
+                if ok
+                else f"the package names {said}, the deployment {pinned}"
+            )
+            self._record("contracts", name, ok, detail)
+
+    def _pinned(self, document: Mapping[str, Any], key: str, name: str, fallback: str | None) -> str | None:
+        """The address a settlement document names for ``key`` (``vault``, ``registry``); with a
+        deployment file, the deployment's, and a document naming another raises UnusableInput."""
+        said = document.get(key)
+        if self.deployment is None:
+            return said if isinstance(said, str) else fallback
+        pinned = self.deployment.addresses.get(name)
+        if pinned is None:
+            return said if isinstance(said, str) else fallback
+        if isinstance(said, str) and said.lower() != pinned.lower():
+            raise UnusableInput(f"the document names {name} {said}, the deployment file {pinned}")
+        return pinned
+
     def run(self) -> Report:
         stated_chain = self.index.get("chain_id")
+        if self.deployment is not None and self.deployment.chain_id != self.chain.chain_id():
+            served = self.chain.chain_id()
+            raise UnusableInput(
+                f"the deployment file is for chain {self.deployment.chain_id}, the RPC serves {served}"
+            )
         if stated_chain is not None and stated_chain != self.chain.chain_id():
             raise UnusableInput(
                 f"the package is for chain {stated_chain}, the RPC serves {self.chain.chain_id()}"
@@ -305,7 +348,11 @@ class Verifier:
         except (KeyError, TypeError, SettlementError) as exc:
             self._record("settlement", path, False, f"unreadable receipts: {exc!r}")
             return
-        vault = document.get("vault") or self.vault
+        try:
+            vault = self._pinned(document, "vault", "SettlementVault", self.vault)
+        except UnusableInput as exc:
+            self._record("settlement", path, False, str(exc))
+            return
         if not isinstance(vault, str):
             self._record("settlement", path, False, "neither the document nor the index names a vault")
             return
@@ -321,7 +368,7 @@ class Verifier:
             inputs, statement, _ = recompute(document)
             terms = None
             if inputs.terms_block is not None:
-                registry = document.get("registry")
+                registry = self._pinned(document, "registry", "ContentRegistry", self.registry)
                 if not isinstance(registry, str):
                     raise UnusableInput("the document names no registry to read its terms from")
                 terms = chain_terms(self.chain, registry, inputs)
@@ -442,8 +489,15 @@ def _manifest_hash(manifest: Mapping[str, Any]) -> str:
 
 
 def verify_archive(
-    path: Path, rpc_url: str, report: Report | None = None, *, logs_max_blocks: int = DEFAULT_MAX_BLOCKS
+    path: Path,
+    rpc_url: str,
+    report: Report | None = None,
+    *,
+    logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
+    deployment: Deployment | None = None,
 ) -> Report:
     """Every check of the archive at ``path`` against the chain at ``rpc_url`` (log searches in pieces of
-    at most ``logs_max_blocks`` blocks)."""
-    return Verifier(read_archive(path), rpc_url, report, logs_max_blocks=logs_max_blocks).run()
+    at most ``logs_max_blocks`` blocks); with the auditor's ``deployment`` file, against its contracts
+    only (the package's are compared with them)."""
+    files = read_archive(path)
+    return Verifier(files, rpc_url, report, logs_max_blocks=logs_max_blocks, deployment=deployment).run()
