@@ -229,6 +229,22 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
     code, items = _verify(_tar(rest), scene.settings, tmp_path)
     assert code == 1 and _failing(items) == [("settlement receipts", inputs)]
 
+    # Receipts that pay another operator than the batch's source registered, or count more than the batch's
+    # signed manifest holds, fail against the batch (a dishonest server would post the matching root).
+    def pay_another_operator(doc: Any) -> None:
+        doc["inputs"]["receipts"][0]["operator"] = "0x" + "ee" * 20
+
+    def inflate_bytes(doc: Any) -> None:
+        doc["inputs"]["receipts"][0]["bytes"] += 10**12
+
+    for change, reason in (
+        (pay_another_operator, "the source's operator is"),
+        (inflate_bytes, "its manifest signs"),
+    ):
+        code, items = _verify(_retar(files, inputs, change), scene.settings, tmp_path)
+        failed = next(i for i in items if (i["name"], i["subject"]) == ("settlement receipts", inputs))
+        assert code == 1 and not failed["ok"] and reason in failed["detail"], (change.__name__, failed)
+
     # With the auditor's own deployment file, its contracts are the ones read: the package's match them.
     deployment = str(scene.settings.resolved_deployment_file)
     code, out = _run_verifier(archive, scene.settings, tmp_path, "--json", "--deployment", deployment)

@@ -18,8 +18,11 @@ from edgeledger.auth.models import Role
 from edgeledger.ledger.payout_leaf import held_only_root
 from edgeledger.settlement import flows, releases, service
 from edgeledger.settlement.corrections import open_corrections
+from edgeledger.settlement.held import ReleaseInputs
 from edgeledger.settlement.models import HeldState, Settlement, SettlementHeld, SettlementState
+from edgeledger.settlement.payouts import PayoutInputs
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json
+from edgeledger.verify.held_items import Release, Source, release_checks
 from edgeledger.verify.package import verify_archive
 from edgeledger.verify.rpc import Chain, vault_settlement
 from edgeledger.verify.settlement import check_document, recompute
@@ -141,7 +144,7 @@ ROYALTY_ONLY_CARD = {
 
 @pytest.mark.parametrize("take_down", [False, True], ids=["cleared", "taken_down"])
 def test_a_period_whose_every_royalty_is_held_reserves_them_and_pays_them_later(
-    money: Money, take_down: bool
+    money: Money, take_down: bool, tmp_path: Path
 ) -> None:
     """Nothing else to pay (a licence-only card) and the only asset disputed: the period pays nobody now,
     yet its royalties are owed. They are reserved by a held-only post (total 0, root committing to what
@@ -189,11 +192,57 @@ def test_a_period_whose_every_royalty_is_held_reserves_them_and_pays_them_later(
     assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
     checks = money.verify(money.document(release))
     assert checks and all(checks.values()), checks
+    _release_is_checked_against_its_period(money, shop.key.address, period, release, tmp_path)
     rpc(money.settings.eth_rpc_url, "evm_increaseTime", DAY + 1)
     money.mine()
     money.run(NOW)
     payee = shop.key if take_down else first
     assert claim(money, release, payee) == expected[payee.address.lower()]
+
+
+def _release_is_checked_against_its_period(
+    money: Money, merchant: str, period: Settlement, release: Settlement, tmp_path: Path
+) -> None:
+    """The package's release passes ``release items``; a release whose items or shares are not its
+    period's, or whose items a second live release pays again, fails it."""
+    scope = {
+        "period_start": DAY0,
+        "period_end": DAY0 + DAY,
+        "legal_basis": "annual audit",
+        "merchant": merchant,
+    }
+    admin = make_caller(money.app, Role.admin, "package admin")
+    archive = money.app.post("/audit/packages", json=scope, headers=admin.headers)
+    assert archive.status_code == 200, archive.text
+    path = tmp_path / f"package-{release.id}.tar.gz"
+    path.write_bytes(archive.content)
+    report = verify_archive(path, money.settings.eth_rpc_url)
+    assert report.ok, [(c.name, c.subject, c.detail) for c in report.checks if not c.ok]
+    (items,) = [c for c in report.checks if c.name == "release items"]
+    assert items.subject == f"settlements/{release.id}/inputs.json", items
+
+    period_inputs, statement, _ = recompute(money.document(period))
+    assert isinstance(period_inputs, PayoutInputs)
+    sources = {str(period.id): Source(merchant.lower(), period_inputs, statement)}
+    inputs = recompute(money.document(release))[0]
+    assert isinstance(inputs, ReleaseInputs)
+
+    def check(*releases: ReleaseInputs) -> list[bool]:
+        found = release_checks(
+            [Release(f"r{i}", merchant.lower(), True, r) for i, r in enumerate(releases)], sources
+        )
+        return [c.ok for c in found]
+
+    assert check(inputs) == [True]
+    item = inputs.items[0]
+    for forged in (
+        inputs.model_copy(update={"platform_fee_bps": 10_000}),
+        inputs.model_copy(update={"merchant_address": "0x" + "ab" * 20}),
+        inputs.model_copy(update={"items": (item.model_copy(update={"asset_id": "999"}),)}),
+        inputs.model_copy(update={"items": (item.model_copy(update={"key": "424242:0"}),)}),
+    ):
+        assert check(forged) == [False], forged
+    assert check(inputs, inputs) == [False, False]
 
 
 def test_a_period_that_charges_nothing_publishes_what_it_priced(money: Money, tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ def run_settlement(
     as_json: bool = False,
     logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
 ) -> int:
-    from edgeledger.verify.settlement import chain_terms, check_document, recompute
+    from edgeledger.verify.settlement import chain_terms, check_document, recompute, terms_block_check
 
     with exit_codes() as code:
         document = _read_json(input_file)
@@ -190,7 +190,9 @@ def run_settlement(
                 raise UnusableInput("the document names no registry: pass --registry")
             terms = chain_terms(chain, registry_address, inputs)
         report = _report(as_json)
-        report.extend(check_document(document, on_chain, terms))
+        report.extend(
+            [*check_document(document, on_chain, terms), terms_block_check(chain, document, inputs)]
+        )
         code.append(_finish(report, as_json, "payouts as in the vault"))
     return code[0]
 

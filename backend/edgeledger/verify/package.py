@@ -18,6 +18,8 @@ Checks:
 * proofs: every line's leaf, Merkle path, anchored root and ``verifyRecord`` on chain;
 * settlements: the published inputs recompute to the payouts, root and total the vault holds (an
   attempt the vault cancelled and replaced by a later one: to its own posting, found in its block);
+* releases: each held item is the royalty its period's statement held back, paid by one live release,
+  at the period's shares, refunds to the period's merchant (verify/held_items.py);
 * periods: the live settlements of a period together charge the card's fee of all their usage, which
   checks the ``prior_usage`` each states (verify/period_fees.py), and the package holds every settlement
   of the period the vault has (the merchant's ``SettlementPosted`` events);
@@ -42,6 +44,7 @@ from edgeledger.settlement.payouts import PayoutInputs
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json, parse_receipt_key
 from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_document
 from edgeledger.verify.event import verify_event_proof
+from edgeledger.verify.held_items import Release, Source, release_checks
 from edgeledger.verify.period_fees import Member, period_fee_checks
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import (
@@ -52,7 +55,13 @@ from edgeledger.verify.rpc import (
     topic_hex,
     vault_settlement,
 )
-from edgeledger.verify.settlement import chain_terms, check_document, posted_root, recompute
+from edgeledger.verify.settlement import (
+    chain_terms,
+    check_document,
+    posted_root,
+    recompute,
+    terms_block_check,
+)
 
 FORMAT = "edgeledger-audit-package/v1"
 #: A supplementary settlement's vault id is its period's plus its sequence number shifted by 32 bits.
@@ -189,6 +198,12 @@ class Verifier:
         self.settled_batches: dict[str, set[str]] = {}
         #: the periods' and corrections' settlements, for the period fee check
         self.period_members: list[Member] = []
+        #: the manifests of the batches that passed, by batch id; each source's payout address on chain
+        self.manifests: dict[str, Mapping[str, Any]] = {}
+        self._operators: dict[str, str] = {}
+        #: periods' and corrections' settlements by id, and the releases of their held royalties
+        self.sources: dict[str, Source] = {}
+        self.releases: list[Release] = []
         #: (vault, merchant, the period's own id) -> the vault ids of the package's settlements
         self.vault_ids: dict[tuple[str, str, int], set[int]] = {}
 
@@ -277,6 +292,8 @@ class Verifier:
         self._chain_links(batches)
         self._settlement_receipts()
         self._period_fees()
+        for release in release_checks(self.releases, self.sources):
+            self._record(release.name, release.subject, release.ok, release.detail)
         return self.report
 
     # --- items ---------------------------------------------------------------------------------
@@ -307,6 +324,7 @@ class Verifier:
         self._record("batch", path, not problems, detail)
         if not problems:
             self.proven_batches.add(str(manifest["batchId"]).lower())
+            self.manifests[str(manifest["batchId"]).lower()] = manifest
 
     def _chain_links(self, batches: list[tuple[str, Any]]) -> None:
         """Per source, the batches must form one unbroken run of prev-hash links: each batch's
@@ -373,6 +391,7 @@ class Verifier:
                     raise UnusableInput("the document names no registry to read its terms from")
                 terms = chain_terms(self.chain, registry, inputs)
             checks = check_document(document, on_chain, terms)
+            checks.append(terms_block_check(self.chain, document, inputs))
         except (UnusableInput, KeyError, TypeError, ValueError) as exc:
             self._record("settlement", path, False, str(exc))
             return
@@ -381,7 +400,10 @@ class Verifier:
         self._record("settlement", path, not failed, detail)
         merchant, period_id = str(document["merchant"]).lower(), int(document["period_id"])
         self.vault_ids.setdefault((vault, merchant, period_id & PERIOD_MASK), set()).add(period_id)
-        if isinstance(inputs, PayoutInputs):  # a period or a correction: it counts usage
+        if not isinstance(inputs, PayoutInputs):  # a release of held royalties
+            self.releases.append(Release(path, merchant, on_chain.status != CANCELLED, inputs))
+        else:  # a period or a correction: it counts usage
+            self.sources[str(document.get("settlement_id"))] = Source(merchant, inputs, statement)
             live = document.get("root") is None or on_chain.status != CANCELLED
             member = Member(
                 path,
@@ -434,15 +456,66 @@ class Verifier:
             for log in self.chain.logs(contract, topics, first, latest)
         }
 
+    def _operator_of(self, source_id: str) -> str:
+        """The payout address the DeliveryLedger registered for the source (fixed at registration)."""
+        if source_id not in self._operators:
+            fn = self.ledger.contract.functions.getSource(bytes.fromhex(source_id.removeprefix("0x")))
+            self._operators[source_id] = str(self.chain.ask("getSource", fn.call)[6]).lower()
+        return self._operators[source_id]
+
+    def _receipts_against_batches(self, member: Member) -> list[str]:
+        """What a settlement's receipts say of each proven batch they name, against the batch: its source's
+        registered operator is paid, its period is the settlement's, and they count no more requests or
+        bytes than its signed manifest's totals."""
+        sums: dict[str, list[int]] = {}
+        problems: list[str] = []
+        for receipt in member.inputs.receipts:
+            batch_id = parse_receipt_key(receipt.key).batch_id.lower()
+            manifest = self.manifests.get(batch_id)
+            if manifest is None:
+                continue  # not proven: the settlement receipts line fails it
+            counts = sums.setdefault(batch_id, [0, 0])
+            counts[0] += receipt.requests
+            counts[1] += receipt.bytes
+            operator = self._operator_of(str(manifest["sourceId"]).lower())
+            if receipt.operator.lower() != operator:
+                problems.append(f"{receipt.key} pays {receipt.operator}, the source's operator is {operator}")
+        for batch_id, (requests, nbytes) in sorted(sums.items()):
+            manifest = self.manifests[batch_id]
+            if int(manifest["periodStart"]) != member.inputs.period_start:
+                problems.append(f"batch {batch_id} is of period {manifest['periodStart']}")
+            if requests > int(manifest["totalRequests"]) or nbytes > int(manifest["totalBytes"]):
+                problems.append(
+                    f"batch {batch_id}: {requests} requests and {nbytes} bytes counted, its manifest signs "
+                    f"{manifest['totalRequests']} and {manifest['totalBytes']}"
+                )
+        return problems
+
     def _settlement_receipts(self) -> None:
         """A settlement counts only anchored deliveries: every batch its receipts name must be in the
-        package and pass its batch check."""
+        package and pass its batch check, and the receipts must agree with the batch
+        (:meth:`_receipts_against_batches`)."""
+        checked = {member.subject: member for member in self.period_members}
         for path, batch_ids in sorted(self.settled_batches.items()):
+            member = checked.get(path)
+            if member is not None:
+                try:
+                    problems = self._receipts_against_batches(member)
+                except (SettlementError, KeyError, TypeError, ValueError) as exc:
+                    problems = [f"unreadable receipts or manifest: {exc!r}"]
+                if problems:
+                    self._record("settlement receipts", path, False, "; ".join(problems)[:800])
+                    continue
             missing = sorted(batch_ids - self.proven_batches)
             detail = (
                 f"receipts name batches not proven in this package: {', '.join(missing)}"
                 if missing
                 else f"receipts name {len(batch_ids)} batches, each anchored and in the package"
+                + (
+                    ", paying its source's operator, within its manifest's totals"
+                    if member is not None
+                    else ""
+                )
             )
             self._record("settlement receipts", path, not missing, detail)
 

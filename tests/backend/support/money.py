@@ -26,7 +26,7 @@ from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import Settlement, SettlementState
 from edgeledger.settlement.payouts import Statement
 from edgeledger.verify.rpc import Chain, vault_settlement
-from edgeledger.verify.settlement import chain_terms, check_document, recompute
+from edgeledger.verify.settlement import chain_terms, check_document, recompute, terms_block_check
 from tests.backend.support.deliveries import (
     add_merchant_host,
     add_records,
@@ -162,8 +162,10 @@ class Money:
             document["posted_block"],
             document["root"],
         )
-        terms = chain_terms(chain, document["registry"], recompute(document)[0])
-        return {c.name: c.ok for c in check_document(document, on_chain, terms)}
+        inputs = recompute(document)[0]
+        terms = chain_terms(chain, document["registry"], inputs)
+        checks = [*check_document(document, on_chain, terms), terms_block_check(chain, document, inputs)]
+        return {c.name: c.ok for c in checks}
 
     def as_wallet(self, account: LocalAccount, fn: Any) -> None:
         rpc(self.settings.eth_rpc_url, "anvil_setBalance", account.address, hex(10**20))
