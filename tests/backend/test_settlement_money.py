@@ -34,8 +34,15 @@ from edgeledger.assets.models import Asset
 from edgeledger.auth.models import Role
 from edgeledger.cli import app as cli_app
 from edgeledger.compliance.models import ComplianceEvent
+from edgeledger.deliveries import signals
 from edgeledger.deliveries.ingest import _AssetResolver
-from edgeledger.deliveries.models import BatchState, DeliveryBatch
+from edgeledger.deliveries.models import (
+    BatchState,
+    DeliveryBatch,
+    DeliveryRecordRow,
+    FraudFlag,
+    FraudFlagRecord,
+)
 from edgeledger.indexer.models import IndexedAsset
 from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.settlement import flows, service
@@ -43,9 +50,10 @@ from edgeledger.settlement.models import Settlement, SettlementState
 from edgeledger.verify.package import verify_archive
 from edgeledger.verify.result import Report
 from edgeledger.verify.rpc import Chain
-from edgeledger.verify.settlement import chain_terms, check_document, recompute
+from edgeledger.verify.settlement import chain_terms, check_document, recompute, terms_block_check
 from tests.backend.support.deliveries import (
     add_records,
+    anchor_batch,
     authorise_source,
     close_and_anchor,
     close_batch,
@@ -384,6 +392,66 @@ def test_late_records_of_content_registered_after_the_periods_block_are_priced_a
     found = {c.name: c for c in check_document(forged, None, terms)}
     assert not found["terms at the recorded block"].ok, found
     assert f"asset {money.asset_id}" in found["terms at the recorded block"].detail
+
+
+def test_the_terms_block_is_checked_to_follow_the_periods_end_and_precede_the_posting(money: Money) -> None:
+    """A terms block before the period's end could predate a dispute, a transfer or a split change; one
+    after the posting was not what the posting priced: ``verify settlement`` fails both."""
+    money.deliver("a")
+    money.run(NOW)
+    document = money.document(money.posted("a"))
+    chain = Chain(money.chain.rpc_url)
+    inputs = recompute(document)[0]
+    assert terms_block_check(chain, document, inputs).ok
+    # (the test chain's blocks all follow the test period's end: a period ending after the block stands in)
+    early = inputs.model_copy(update={"period_end": chain.block_timestamp(inputs.terms_block) + 1})
+    check = terms_block_check(chain, document, early)
+    assert not check.ok and "before the period's end" in check.detail, check
+    late = {**document, "posted_block": inputs.terms_block - 1}
+    check = terms_block_check(chain, late, inputs)
+    assert not check.ok and "after the posting's block" in check.detail, check
+
+
+def _flagged_batch(money: Money, flagged: int) -> FraudFlag:
+    """50 deliveries of shop a in one batch, ``flagged`` of them under an open fraud flag (excluded until
+    reviewed), anchored."""
+    records = delivery_records(DAY0, 50, 2 * GB, money.shops["a"].host)
+    (batch,) = add_records(money.session, money.settings, money.source, records, asset_id=money.asset_id)
+    close_batch(money.session, money.settings, batch)
+    ids = money.session.scalars(select(DeliveryRecordRow.id).where(DeliveryRecordRow.batch_pk == batch.id))
+    flag = FraudFlag(batch_pk=batch.id, signal="requests_per_client", subject="x", record_count=flagged)
+    money.session.add(flag)
+    money.session.flush()
+    for record_id in list(ids)[:flagged]:
+        money.session.add(FraudFlagRecord(flag_pk=flag.id, record_pk=record_id))
+        row = money.session.get(DeliveryRecordRow, record_id)
+        assert row is not None
+        row.excluded = True
+    money.session.commit()
+    anchor_batch(money.session, money.chain, batch, money.node)
+    return flag
+
+
+@pytest.mark.parametrize("decision", ["dismissed", "confirmed"])
+def test_a_batch_under_fraud_review_is_billed_once_the_review_is_decided(money: Money, decision: str) -> None:
+    """Half of a batch's records are under an open fraud flag when the period settles. The batch waits
+    for the review (listed on the period's statement) instead of being counted without them: counted,
+    the batch would belong to the period, and records a dismissal cleared later would never be billed.
+    Once decided, a correction bills what the review left: all 50 deliveries, or the 25 unflagged."""
+    flag = _flagged_batch(money, 25)
+    money.run(NOW)
+    period = money.settlement("a")
+    assert period is not None and period.state == SettlementState.empty, period.state
+    waiting = json.loads(period.unbillable_json or "[]")
+    assert [(u["kind"], u["records"]) for u in waiting] == [("fraud_review", 50)]
+    assert money.run(NOW).corrections == []  # nothing to bill while the review is open
+
+    signals.review_flag(money.session, flag, signals.FlagReview(decision=decision, reason="reviewed"), 1)
+    money.session.commit()
+    correction = _correction_of(money, period)
+    assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
+    whole = DELIVERY_FEE + ROYALTY  # 50 deliveries of 2 GB
+    assert correction.total == (whole if decision == "dismissed" else whole // 2)
 
 
 def test_a_correction_does_not_charge_the_periods_bill_adjustment_again(money: Money) -> None:

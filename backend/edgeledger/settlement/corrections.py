@@ -27,7 +27,7 @@ The terms are those of the period: a correction reads its assets' terms at the p
 (a block after the period closed, final), so a late record is priced and paid as the period would have
 paid it; a period that had nothing to pay has no block, and the correction records one as a period does.
 A late record of content registered after that block (so unregistered when delivered) is priced as
-unregistered content (flows.py), instead of blocking the correction, and every later one, for good.
+unregistered content (:func:`registered_at`), instead of blocking the correction, and every later one.
 Its delivery fee is marginal: the region's whole usage (its own and what the period's other live
 settlements recorded) costs ``fee(all)``, they charged ``F``, it charges ``fee(all) - F``
 (:func:`prior_usage`, published as the inputs' ``prior_usage``; a period's new attempt after a cancel
@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -60,9 +62,10 @@ from edgeledger.settlement.models import (
     SettlementKind,
     SettlementState,
 )
-from edgeledger.settlement.payouts import PriorUsage, Statement
-from edgeledger.settlement.period_inputs import merchant_ids_of
+from edgeledger.settlement.payouts import UNREGISTERED, PriorUsage, Receipt, Statement
+from edgeledger.settlement.period_inputs import merchant_ids_of, under_review
 from edgeledger.settlement.service import next_sequence
+from edgeledger.settlement.terms import unknown_at
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,25 @@ def prior_usage(session: Session, settlement: Settlement) -> list[PriorUsage]:
     return [PriorUsage(region=r, bytes=b, requests=q, fee=f) for r, (b, q, f) in sorted(totals.items())]
 
 
+def registered_at(
+    registry: Any, call: Callable[[Any], Any], receipts: list[Receipt]
+) -> tuple[list[Receipt], set[int]]:
+    """A correction's receipts with those of content the registry did not know at the period's block
+    (``call`` reads there) priced as unregistered, and the registered asset ids delivered. Such content
+    was registered after the period's end, so it was unregistered when delivered: the records are priced
+    as they would have been had they arrived in time, instead of blocking the correction, and every
+    later one of the period, for good (``asset_unknown``). The receipts' keys still name the asset;
+    verify/settlement.py checks the registry did not know it at the block."""
+    delivered = {int(r.asset_id) for r in receipts} - {0}
+    unknown = unknown_at(registry, call, delivered)
+    if not unknown:
+        return receipts, delivered
+    relabelled = [
+        r.model_copy(update={"asset_id": UNREGISTERED}) if int(r.asset_id) in unknown else r for r in receipts
+    ]
+    return relabelled, delivered - unknown
+
+
 def check_computable(session: Session, settlement: Settlement) -> None:
     """A correction is computed only while its period's latest attempt is settled (module docstring)."""
     if settlement.kind != SettlementKind.correction:
@@ -164,6 +186,7 @@ def _late_batches(session: Session, account: SettlementAccount) -> dict[int, set
             DeliveryBatch.source_pk.in_(authorised),
             DeliveryReceipt.merchant_id.in_(merchant_ids),
             DeliveryReceipt.requests > 0,
+            DeliveryBatch.id.not_in(under_review(merchant_ids)),  # counted once the review is done
         )
         .distinct()
     )

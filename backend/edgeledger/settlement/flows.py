@@ -62,6 +62,7 @@ from edgeledger.settlement.corrections import (
     open_corrections,
     period_terms_block,
     prior_usage,
+    registered_at,
 )
 from edgeledger.settlement.held import RELEASE_VERSION
 from edgeledger.settlement.models import (
@@ -75,9 +76,7 @@ from edgeledger.settlement.models import (
 )
 from edgeledger.settlement.payouts import (
     DOCUMENT_VERSION,
-    UNREGISTERED,
     PayoutInputs,
-    Receipt,
     canonical_inputs,
     compute_payouts,
 )
@@ -102,7 +101,7 @@ from edgeledger.settlement.service import (
     period_id_for,
     rate_cards,
 )
-from edgeledger.settlement.terms import read_terms, unknown_at
+from edgeledger.settlement.terms import read_terms
 
 log = logging.getLogger(__name__)
 
@@ -356,14 +355,8 @@ def _inputs(
         block = chain_terms_block(chain, settings, settlement.period_end)
     registry = chain.contract(CONTENT_REGISTRY)
     delivered = {int(r.asset_id) for r in data.receipts} - {0}
-    if correction:
-        # Late records of content registered after the period's block: unregistered when delivered
-        # (the block is after the period's end), so priced as unregistered content, as they would have
-        # been had they arrived in time; their keys still name the asset (verify checks it is unknown).
-        unknown = unknown_at(registry, lambda fn: chain.call(fn, block), delivered)
-        if unknown:
-            data.receipts = [_as_unregistered(r) if int(r.asset_id) in unknown else r for r in data.receipts]
-            delivered -= unknown
+    if correction:  # late records of content registered after the period's block (corrections.py)
+        data.receipts, delivered = registered_at(registry, lambda fn: chain.call(fn, block), data.receipts)
     assets = read_terms(
         registry,
         lambda fn: chain.call(fn, block),
@@ -411,10 +404,6 @@ def _inputs(
         prior_usage=tuple(prior_usage(session, settlement)),
     )
     return inputs, data
-
-
-def _as_unregistered(receipt: Receipt) -> Receipt:
-    return receipt.model_copy(update={"asset_id": UNREGISTERED})
 
 
 def payout_tree(session: Session, settlement: Settlement) -> PayoutTree:

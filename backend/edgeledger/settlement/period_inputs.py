@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, true
+from sqlalchemy import Select, func, select, true
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient
@@ -24,6 +24,9 @@ from edgeledger.deliveries.models import (
     DeliveryReceipt,
     DeliveryRecordRow,
     DeliverySource,
+    FlagState,
+    FraudFlag,
+    FraudFlagRecord,
     MerchantHost,
 )
 from edgeledger.ledger.hashing import hex32
@@ -69,6 +72,22 @@ def merchant_ids_of(session: Session, merchant_user_id: int) -> list[str]:
     return [hex32(merchant_id_for(h)) for h in hosts]
 
 
+def under_review(merchant_ids: list[str]) -> Select[tuple[int]]:
+    """Primary keys of the batches with an open fraud flag over records of these merchants (hex ids).
+
+    Such a batch is counted by no settlement until every such flag is decided: its records wait for the
+    review, then the period (if still unsettled) or a correction counts the batch with what the review
+    left billable. Counting it before would fix the batch to the settlement that counted it, and
+    records a dismissal cleared afterwards would never be billed (a batch belongs to one settlement)."""
+    raw = [bytes.fromhex(m.removeprefix("0x")) for m in merchant_ids]
+    return (
+        select(FraudFlag.batch_pk)
+        .join(FraudFlagRecord, FraudFlagRecord.flag_pk == FraudFlag.id)
+        .join(DeliveryRecordRow, DeliveryRecordRow.id == FraudFlagRecord.record_pk)
+        .where(FraudFlag.state == FlagState.open, DeliveryRecordRow.merchant_id.in_(raw))
+    )
+
+
 def period_receipts(
     session: Session,
     account: SettlementAccount,
@@ -107,6 +126,7 @@ def period_receipts(
             receipt.merchant_id.in_(merchant_ids),
             receipt.requests > 0,
             DeliveryBatch.batch_id.not_in(sorted(exclude)) if exclude else true(),
+            DeliveryBatch.id.not_in(under_review(merchant_ids)),
         )
         .group_by(
             DeliveryBatch.batch_id,
@@ -188,19 +208,60 @@ def unbillable_batches(
         )
         .order_by(DeliveryBatch.batch_id)
     )
+    return (
+        [
+            {
+                "batch_id": batch_id,
+                "source": source,
+                "kind": "abandoned",
+                "abandoned_by": by,
+                "abandoned_at": at.isoformat() if at is not None else None,
+                "reason": reason,
+                "records": int(count),
+                "bytes": int(nbytes),
+            }
+            for batch_id, source, by, at, reason, count, nbytes in rows
+        ]
+        + _unauthorised(session, account, period_start, merchant_ids)
+        + _reviewed(session, period_start, merchant_ids)
+    )
+
+
+def _reviewed(session: Session, period_start: int, merchant_ids: list[bytes]) -> list[dict[str, Any]]:
+    """Anchored batches of the period waiting on a fraud review of the merchant's records
+    (:func:`under_review`): not billed yet, billed by a correction once the flags are decided."""
+    record = DeliveryRecordRow
+    rows = session.execute(
+        select(
+            DeliveryBatch.batch_id,
+            DeliverySource.name,
+            func.count(record.id),
+            func.coalesce(func.sum(record.bytes_delivered), 0),
+        )
+        .join(record, record.batch_pk == DeliveryBatch.id)
+        .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
+        .where(
+            DeliveryBatch.period_start == period_start,
+            DeliveryBatch.state.in_(sorted(ANCHORED_STATES)),
+            DeliveryBatch.id.in_(under_review(["0x" + m.hex() for m in merchant_ids])),
+            record.merchant_id.in_(merchant_ids),
+        )
+        .group_by(DeliveryBatch.batch_id, DeliverySource.name)
+        .order_by(DeliveryBatch.batch_id)
+    )
     return [
         {
             "batch_id": batch_id,
             "source": source,
-            "kind": "abandoned",
-            "abandoned_by": by,
-            "abandoned_at": at.isoformat() if at is not None else None,
-            "reason": reason,
+            "kind": "fraud_review",
+            "abandoned_by": None,
+            "abandoned_at": None,
+            "reason": "records under fraud review: billed by a correction once the flags are decided",
             "records": int(count),
             "bytes": int(nbytes),
         }
-        for batch_id, source, by, at, reason, count, nbytes in rows
-    ] + _unauthorised(session, account, period_start, merchant_ids)
+        for batch_id, source, count, nbytes in rows
+    ]
 
 
 def _unauthorised(
