@@ -72,6 +72,9 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     bytes32 public constant RESOLVER_ROLE = keccak256("RESOLVER_ROLE");
     /// @notice Upper bound of the challenge window (seconds).
     uint40 public constant MAX_CHALLENGE_WINDOW = 30 days;
+    /// @notice The shortest challenge window a vault can be deployed with: a window of 0 would open
+    /// claims at once, leaving no time to challenge any root (production wants a day or more).
+    uint40 public constant MIN_CHALLENGE_WINDOW_FLOOR = 1 minutes;
     /// @notice Lower bound of the challenge window for the vault's lifetime: the window it was deployed
     /// with. DEFAULT_ADMIN_ROLE (a timelock in production) may lengthen the window, never shorten it below.
     uint40 public immutable MIN_CHALLENGE_WINDOW;
@@ -218,14 +221,18 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
 
     /// @param admin Receives DEFAULT_ADMIN_ROLE (grants the other roles, allow-lists tokens, sets the
     /// challenge window, recovers stray tokens); a timelock in production.
-    /// @param challengeWindow Seconds between a post and the opening of its claims (at most
-    /// MAX_CHALLENGE_WINDOW); also the window's lifetime minimum (MIN_CHALLENGE_WINDOW).
+    /// @param challengeWindow Seconds between a post and the opening of its claims (from
+    /// MIN_CHALLENGE_WINDOW_FLOOR to MAX_CHALLENGE_WINDOW); also the window's lifetime minimum
+    /// (MIN_CHALLENGE_WINDOW).
     /// @param periodSeconds Length of a settlement period (PERIOD_SECONDS; the service's period length).
     constructor(address admin, uint40 challengeWindow, uint32 periodSeconds)
         EIP712("EdgeLedger SettlementVault", "1")
     {
         if (admin == address(0)) revert ZeroAddress();
         if (periodSeconds == 0) revert ZeroPeriodLength();
+        if (challengeWindow < MIN_CHALLENGE_WINDOW_FLOOR) {
+            revert ChallengeWindowTooShort(challengeWindow, MIN_CHALLENGE_WINDOW_FLOOR);
+        }
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         MIN_CHALLENGE_WINDOW = challengeWindow;
         PERIOD_SECONDS = periodSeconds;

@@ -60,6 +60,7 @@ CORE = ("ContentRegistry", "DeliveryLedger", "SettlementVault")
 STABLECOIN = "TestStablecoin"
 DEFAULT_CHALLENGE_WINDOW = 86_400
 MAX_CHALLENGE_WINDOW = 30 * 86_400
+MIN_CHALLENGE_WINDOW = 60  # SettlementVault.MIN_CHALLENGE_WINDOW_FLOOR
 
 
 def _deployer():  # type: ignore[no-untyped-def]
@@ -125,9 +126,15 @@ def _challenge_window() -> int:
         window = int(raw)
     except ValueError:
         raise SystemExit(f"SETTLEMENT_CHALLENGE_WINDOW must be whole seconds, got {raw!r}") from None
-    if not 0 <= window <= MAX_CHALLENGE_WINDOW:
+    if not MIN_CHALLENGE_WINDOW <= window <= MAX_CHALLENGE_WINDOW:
         raise SystemExit(
-            f"SETTLEMENT_CHALLENGE_WINDOW must be 0..{MAX_CHALLENGE_WINDOW} seconds, got {window}"
+            f"SETTLEMENT_CHALLENGE_WINDOW must be {MIN_CHALLENGE_WINDOW}..{MAX_CHALLENGE_WINDOW} seconds, "
+            f"got {window}"
+        )
+    if window < DEFAULT_CHALLENGE_WINDOW:
+        print(
+            f"note: a {window} s challenge window gives merchants less than a day to challenge a root "
+            "(fine for a throwaway chain, not for production)"
         )
     return window
 

@@ -117,8 +117,14 @@ def test_constructor_checks(admin):
         SettlementVault.deploy(admin, MAX_WINDOW + 1, PERIOD_SECONDS, {"from": admin})
     with brownie.reverts(vault_error("ZeroPeriodLength")):
         SettlementVault.deploy(admin, 10, 0, {"from": admin})
-    contract = SettlementVault.deploy(admin, 0, PERIOD_SECONDS, {"from": admin})
-    assert contract.challengeWindow() == 0 and contract.MIN_CHALLENGE_WINDOW() == 0
+    # No window at all would open claims at once: nobody could ever challenge a root.
+    with brownie.reverts(vault_error("ChallengeWindowTooShort", 0, 60)):
+        SettlementVault.deploy(admin, 0, PERIOD_SECONDS, {"from": admin})
+    with brownie.reverts(vault_error("ChallengeWindowTooShort", 59, 60)):
+        SettlementVault.deploy(admin, 59, PERIOD_SECONDS, {"from": admin})
+    contract = SettlementVault.deploy(admin, 60, PERIOD_SECONDS, {"from": admin})
+    assert contract.challengeWindow() == 60 and contract.MIN_CHALLENGE_WINDOW() == 60
+    assert contract.MIN_CHALLENGE_WINDOW_FLOOR() == 60
     assert contract.PERIOD_SECONDS() == PERIOD_SECONDS
 
 
