@@ -30,6 +30,7 @@ from edgeledger.deliveries.models import DeliveryRecordRow
 from edgeledger.devtools.samples import demo_cloudfront_log
 from edgeledger.ledger.manifest import Manifest
 from edgeledger.verify.package import claims_of
+from tests.backend.support.packages import tar, untar
 from tests.backend.support.scenes import Scene
 from tests.backend.support.stack import make_caller
 
@@ -77,23 +78,8 @@ def _verify(archive: bytes, settings: Settings, tmp_path: Path) -> tuple[int, li
 
 
 def _members(archive: bytes) -> list[str]:
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        return tar.getnames()
-
-
-def _files(archive: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as opened:
+        return opened.getnames()
 
 
 def _retar(
@@ -112,7 +98,7 @@ def _retar(
                 item["sha256"] = hashlib.sha256(changed[path]).hexdigest()
                 item["claims"] = claims_of(item["kind"], document)
         changed["package.json"] = json.dumps(index).encode()
-    return _tar(changed)
+    return tar(changed)
 
 
 def _failing(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -141,7 +127,7 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
     assert all(i["ok"] for i in items)
 
     # The index lists every other file with its sha256 and claims; the archive's order is fixed.
-    files = _files(archive)
+    files = untar(archive)
     index = json.loads(files["package.json"])
     assert index["scope"]["merchant_user_id"] == scene.merchant.user_id
     assert sorted(i["path"] for i in index["items"]) == sorted(set(files) - {"package.json"})
@@ -216,7 +202,7 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
         if item["path"] == inputs:
             item["claims"]["total"] += 1
     code, items = _verify(
-        _tar({**files, "package.json": json.dumps(index_changed).encode()}), scene.settings, tmp_path
+        tar({**files, "package.json": json.dumps(index_changed).encode()}), scene.settings, tmp_path
     )
     assert code == 1 and _failing(items) == [("index", inputs)]
 
@@ -226,7 +212,7 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
     rest = {p: d for p, d in files.items() if p != batch} | {
         "package.json": json.dumps(without_batch).encode()
     }
-    code, items = _verify(_tar(rest), scene.settings, tmp_path)
+    code, items = _verify(tar(rest), scene.settings, tmp_path)
     assert code == 1 and _failing(items) == [("settlement receipts", inputs)]
 
     # Receipts that pay another operator than the batch's source registered, or count more than the batch's
@@ -260,11 +246,11 @@ def test_a_merchant_package_verifies_and_every_tampering_is_caught(scene: Scene,
     def other_vault(doc: Any) -> None:
         doc["vault"] = look_alike
 
-    changed = _files(_retar(files, inputs, other_vault))
+    changed = untar(_retar(files, inputs, other_vault))
     index_other = json.loads(changed["package.json"])
     index_other["contracts"]["SettlementVault"] = look_alike
     changed["package.json"] = json.dumps(index_other).encode()
-    code, out = _run_verifier(_tar(changed), scene.settings, tmp_path, "--json", "--deployment", deployment)
+    code, out = _run_verifier(tar(changed), scene.settings, tmp_path, "--json", "--deployment", deployment)
     failing = _failing(json.loads(out)["checks"])
     assert code == 1 and failing[:1] == [("contracts", "SettlementVault")], failing
     assert ("settlement", inputs) in failing, failing
@@ -278,11 +264,11 @@ def test_a_source_package_proves_lines_and_its_manifest_chain(scene: Scene, tmp_
     )
     code, items = _verify(archive, scene.settings, tmp_path)
     assert code == 0, items
-    files = _files(archive)
+    files = untar(archive)
     batches = sorted(p for p in files if p.startswith("batches/"))
     assert len(batches) >= 3
     # The same scope exported again: the same files, byte for byte (only the index's time differs).
-    again = _files(
+    again = untar(
         _package(scene, days=3, source="cf-shop", request_ids=scene.request_ids[:2], log_lines=[by_line])
     )
     assert {p: d for p, d in again.items() if p != "package.json"} == {
@@ -320,7 +306,7 @@ def test_a_source_package_proves_lines_and_its_manifest_chain(scene: Scene, tmp_
     index = json.loads(files["package.json"])
     index["items"] = [i for i in index["items"] if i["path"] != middle]
     gapped = {p: d for p, d in files.items() if p != middle} | {"package.json": json.dumps(index).encode()}
-    code, items = _verify(_tar(gapped), scene.settings, tmp_path)
+    code, items = _verify(tar(gapped), scene.settings, tmp_path)
     source_id = json.loads(files[middle])["batch"]["manifest"]["sourceId"]
     assert code == 1 and _failing(items) == [("manifest chain", source_id)]
 
@@ -373,8 +359,8 @@ def test_packages_are_for_auditors_and_admins_within_scope(scene: Scene) -> None
     admins = post(source_body, scene.admin.headers)
     assert admins.status_code == 200 and post(body, scene.admin.headers).status_code == 200
     # Erasures and retention purges are platform-wide: in the admin's package, not the scoped auditor's.
-    assert any(path.startswith("compliance/") for path in _files(admins.content))
-    assert not any(path.startswith("compliance/") for path in _files(scoped.content))
+    assert any(path.startswith("compliance/") for path in untar(admins.content))
+    assert not any(path.startswith("compliance/") for path in untar(scoped.content))
     exports = _ok(client.get("/compliance/events", params={"action": "export"}, headers=scene.admin.headers))
     subjects = {e["subject"] for e in exports["items"]}
     assert {"audit-package/source:cf-shop", f"audit-package/merchant:{scene.merchant.user_id}"} <= subjects
@@ -387,7 +373,7 @@ def test_the_cli_exports_and_verifies_a_package(scene: Scene, live_api: str, tmp
     args += ["--legal-basis", "annual audit", "-o", str(output), "--api", live_api]
     exported = CliRunner().invoke(cli_app, [*args, "--api-key", scene.auditor.api_key])
     assert exported.exit_code == 0, exported.output
-    assert json.loads(_files(output.read_bytes())["package.json"])["scope"]["period_start"] == scene.day
+    assert json.loads(untar(output.read_bytes())["package.json"])["scope"]["period_start"] == scene.day
 
     verify = [
         str(BIN / "edgeledger"),
@@ -400,10 +386,10 @@ def test_the_cli_exports_and_verifies_a_package(scene: Scene, live_api: str, tmp
     done = subprocess.run(verify, capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "package verified" in done.stdout, done.stdout + done.stderr
 
-    files = _files(output.read_bytes())
+    files = untar(output.read_bytes())
     statement = next(p for p in files if p.endswith("statement.json"))
     raw = gzip.compress(files[statement])  # any other bytes under the same name
-    output.write_bytes(_tar({**files, statement: raw}))
+    output.write_bytes(tar({**files, statement: raw}))
     done = subprocess.run([*verify, "--json"], capture_output=True, text=True, check=False)
     assert done.returncode == 1 and _failing(json.loads(done.stdout)["checks"]) == [("file", statement)]
 

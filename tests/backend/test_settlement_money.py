@@ -16,15 +16,14 @@ Held royalties: test_settlement_held.py; the shops, asset and helpers: tests/bac
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 from hexbytes import HexBytes
 from sqlalchemy import select
@@ -70,6 +69,7 @@ from tests.backend.support.money import (
     operator_of,
     release_of,
 )
+from tests.backend.support.packages import tar, untar
 from tests.backend.support.settlement import delivery_records
 from tests.backend.support.stack import make_caller, rpc, self_register
 from tests.backend.test_settlement_flow import CARD, DAY, DAY0, GB
@@ -171,15 +171,13 @@ def test_a_dispute_on_chain_holds_royalties_and_a_reassignment_pays_the_rightful
     assert money.payouts(release)[rightful.lower()] == NET_ROYALTY
 
 
-def test_an_asset_registered_only_on_chain_settles_like_any_other(money: Money) -> None:
-    # A creator registers from its own wallet, never through this API.
-    creator = Account.create()
-    payee = Account.create().address
-    content = secrets.token_bytes(64)
-    content_cid = cid_of_bytes(content)
+def _register_from_a_wallet(money: Money) -> tuple[int, LocalAccount, str, tuple[Any, ...]]:
+    """New content registered on chain by a creator's own wallet, all royalties to one payee: (asset id,
+    creator, payee, the registration tuple)."""
+    creator, payee, content = Account.create(), Account.create().address, secrets.token_bytes(64)
     registration = (
         HexBytes(secrets.token_bytes(32)),
-        content_cid,
+        cid_of_bytes(content),
         cid_of_bytes(b"{}" + content),
         creator.address,
         0,
@@ -190,7 +188,13 @@ def test_an_asset_registered_only_on_chain_settles_like_any_other(money: Money) 
         0,
     )
     self_register(lambda call: money.as_wallet(creator, call), money.registry, registration)
-    asset_id = int(money.chain.call(money.registry.functions.totalAssets()))
+    return int(money.chain.call(money.registry.functions.totalAssets())), creator, payee, registration
+
+
+def test_an_asset_registered_only_on_chain_settles_like_any_other(money: Money) -> None:
+    # A creator registers from its own wallet, never through this API.
+    asset_id, creator, payee, registration = _register_from_a_wallet(money)
+    content_cid = registration[1]
     assert money.session.get(Asset, asset_id) is None
 
     # Ingestion finds it through the chain indexer's projection.
@@ -326,6 +330,16 @@ def _settle_with_bill(money: Money, shop: str, bill: str, decide: dict[str, int]
     return money.posted(shop)
 
 
+def _next_correction(money: Money, shop: str, count: int) -> Settlement:
+    """``count`` more late deliveries of ``shop``'s period and the one correction the next run opens."""
+    money.deliver(shop, count=count, late=True)
+    (correction_id,) = money.run(NOW).corrections
+    correction = money.session.get(Settlement, correction_id)
+    assert correction is not None
+    money.session.refresh(correction)
+    return correction
+
+
 def _correction_of(money: Money, period: Settlement) -> Settlement:
     report = money.run(NOW)
     (correction_id,) = report.corrections
@@ -347,21 +361,7 @@ def test_late_records_of_content_registered_after_the_periods_block_are_priced_a
     money.deliver("a")
     money.run(NOW)
     period = money.posted("a")
-    creator, payee, content = Account.create(), Account.create().address, secrets.token_bytes(64)
-    registration = (
-        HexBytes(secrets.token_bytes(32)),
-        cid_of_bytes(content),
-        cid_of_bytes(b"{}" + content),
-        creator.address,
-        0,
-        False,
-        ((1 << 249) - 1, 0, 0, 0, ""),
-        [payee],
-        [10_000],
-        0,
-    )
-    self_register(lambda call: money.as_wallet(creator, call), money.registry, registration)
-    new_asset = int(money.chain.call(money.registry.functions.totalAssets()))
+    new_asset, _, payee, _ = _register_from_a_wallet(money)
     money.mine()
 
     money.deliver("a", count=10, late=True, asset_id=new_asset)
@@ -376,11 +376,7 @@ def test_late_records_of_content_registered_after_the_periods_block_are_priced_a
     checks = money.verify(document)
     assert checks and all(checks.values()), checks
     # A later late batch of the period is not held up behind it.
-    money.deliver("a", count=5, late=True)
-    (second_id,) = money.run(NOW).corrections
-    second = money.session.get(Settlement, second_id)
-    assert second is not None
-    money.session.refresh(second)
+    second = _next_correction(money, "a", 5)
     assert second.state == SettlementState.posted, (second.error_code, second.error_message)
     # The period's receipts of an asset the registry did know, priced as unregistered (its royalty gone):
     # the terms check reads the asset their keys name and finds it missing from the published terms.
@@ -534,11 +530,7 @@ def test_a_correction_continues_the_periods_volume_tiers(money: Money) -> None:
     checks = money.verify(document)
     assert checks and all(checks.values()), checks
     # A second correction goes on from both.
-    money.deliver("t", count=5, late=True)
-    (second_id,) = money.run(NOW).corrections
-    second = money.session.get(Settlement, second_id)
-    assert second is not None
-    money.session.refresh(second)
+    second = _next_correction(money, "t", 5)
     assert second.sequence == 2 and second.state == SettlementState.posted, second.error_code
     assert money.document(second)["inputs"]["prior_usage"] == [
         {"region": "EU", "bytes": 120 * GB, "requests": 60, "fee": DELIVERY_FEE + 850_000}
@@ -635,19 +627,11 @@ def _audit(money: Money, merchant: str, tmp_path: Path, drop: str | None = None)
     assert response.status_code == 200, response.text
     archive = response.content
     if drop is not None:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-            files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+        files = untar(archive)
         index = json.loads(files.pop("package.json"))
         index["items"] = [item for item in index["items"] if not item["path"].startswith(drop)]
         files = {name: data for name, data in files.items() if not name.startswith(drop)}
-        files["package.json"] = json.dumps(index).encode()
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            for name, data in files.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        archive = buffer.getvalue()
+        archive = tar({**files, "package.json": json.dumps(index).encode()})
     path = tmp_path / f"package-{secrets.token_hex(4)}.tar.gz"
     path.write_bytes(archive)
     return verify_archive(path, money.settings.eth_rpc_url)
