@@ -447,3 +447,52 @@ def test_0016_registrations_before_it_are_their_own_and_stay_unique_while_open_a
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(insert_registration, values)
     engine.dispose()
+
+
+def test_0017_cases_before_it_record_no_conversion_and_back(database_url: str) -> None:
+    """Cases before a bill was converted keep NULL for the converted amount and the rate; both columns
+    go again on the way down, the case with them."""
+    migrate(database_url, "0016")
+    engine = make_engine(database_url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        user = conn.execute(
+            text(
+                "INSERT INTO auth_users (address, name, role, created_at) VALUES (NULL, 'm', 'merchant', :t) "
+                "RETURNING id"
+            ),
+            {"t": now},
+        ).scalar_one()
+        bill = conn.execute(
+            text(
+                "INSERT INTO settlement_billing_imports (merchant_user_id, period_start, period_end, "
+                "filename, sha256, layout, rows, ignored, superseded, created_at) VALUES (:u, 0, 86400, "
+                "'b.csv', :h, 'edgeledger', 1, 0, false, :t) RETURNING id"
+            ),
+            {"u": user, "h": "ab" * 32, "t": now},
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO settlement_cases (merchant_user_id, period_start, import_pk, region, day, "
+                "reasons, ours_bytes, theirs_bytes, ours_requests, theirs_requests, ours_amount, "
+                "theirs_amount, currency, state, adjustment, created_at) VALUES (:u, 0, :b, 'EU', "
+                "'1970-01-01', 'amount', 1, 1, 1, 1, 100, 120, 'USD', 'open', 0, :t)"
+            ),
+            {"u": user, "b": bill, "t": now},
+        )
+    migrate(database_url, "0017")
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT theirs_amount, theirs_amount_converted, fx_json FROM settlement_cases")
+        )
+        assert tuple(row.one()) == (120, None, None)
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0016")
+    engine.dispose()
+    engine = make_engine(database_url)
+    columns = {c["name"] for c in inspect(engine).get_columns("settlement_cases")}
+    assert not {"theirs_amount_converted", "fx_json"} & columns
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT theirs_amount FROM settlement_cases")).scalar_one() == 120
+    engine.dispose()

@@ -357,7 +357,8 @@ def test_a_bill_in_cents_that_matches_the_receipts_opens_no_case(world: World) -
     bill("8.50")  # supersedes the first bill and its open case
     world.run()
     assert [c.state for c in service.cases_of(world.session, world.merchant.id, DAY0)] == [
-        CaseState.superseded
+        CaseState.superseded,
+        CaseState.superseded,
     ]
     row = world.settlement()
     assert row.state == SettlementState.posted and row.total == CHARGE
@@ -380,13 +381,30 @@ def test_a_usd_bill_is_reconciled_with_a_stablecoin_card_at_the_periods_rate(wor
     world.run()
     (case,) = service.cases_of(world.session, world.merchant.id, DAY0)
     assert case.reasons == "currency" and world.settlement().error_code == "reconciliation_open"
+    assert case.theirs_amount_converted is None and case.fx_json is None
 
-    service.add_fx_rate(world.session, FxRate.of("ecb", DAY0, "USD", "TUSDC", "1"), created_by=None)
+    # At a rate of 1.25 the same bill is worth 10.625 TUSDC: an amount case, recording the converted
+    # amount and the rate used, so anyone can redo the comparison.
+    service.add_fx_rate(world.session, FxRate.of("ecb", DAY0, "USD", "TUSDC", "1.25"), created_by=None)
+    world.session.commit()
+    bill()
+    world.run()
+    (case,) = [
+        c for c in service.cases_of(world.session, world.merchant.id, DAY0) if c.state == CaseState.open
+    ]
+    assert (
+        case.reasons == "amount" and case.theirs_amount == 850 and case.theirs_amount_converted == 10_625_000
+    )
+    snapshot = json.loads(case.fx_json or "{}")
+    assert [snapshot[k] for k in ("base", "quote", "numerator", "denominator")] == ["USD", "TUSDC", 5, 4]
+
+    service.add_fx_rate(world.session, FxRate.of("ecb", DAY0 + 1, "USD", "TUSDC", "1"), created_by=None)
     world.session.commit()
     bill()  # imported again: reconciled with the rate now in the table
     world.run()
     assert [c.state for c in service.cases_of(world.session, world.merchant.id, DAY0)] == [
-        CaseState.superseded
+        CaseState.superseded,
+        CaseState.superseded,
     ]
     row = world.settlement()
     assert row.state == SettlementState.posted and row.total == CHARGE

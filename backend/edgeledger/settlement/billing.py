@@ -25,7 +25,15 @@ from typing import Literal
 from edgeledger.deliveries.regions import REGION_CODES
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.payouts import Receipt
-from edgeledger.settlement.rates import BPS, INT64_MAX, Currency, FxTable, RateCard, largest_remainder
+from edgeledger.settlement.rates import (
+    BPS,
+    INT64_MAX,
+    Currency,
+    FxSnapshot,
+    FxTable,
+    RateCard,
+    largest_remainder,
+)
 
 #: (merchant, pricing region, UTC day ``YYYY-MM-DD``)
 UsageKey = tuple[str, str, str]
@@ -381,6 +389,10 @@ class Delta:
     amount: int | None
     flagged: bool
     reasons: tuple[str, ...]
+    #: a bill in another currency than the card's: its amount in the card's minor units, and the rate
+    #: that converted it (None when not converted)
+    theirs_converted: int | None = None
+    fx: FxSnapshot | None = None
 
 
 def beyond_tolerance(ours: int, theirs: int, tolerance_bps: int) -> bool:
@@ -433,17 +445,19 @@ def reconcile(
         if beyond_tolerance(mine.requests, bill.requests, tolerance_bps):
             reasons.append("requests")
         amount_delta: int | None = None
+        converted: tuple[int, FxSnapshot | None] | None = None
         if bill.amount is not None:
             places = bill_decimals.get(bill.currency or "", ours_decimals)
             card = mine.currency or ours_currency
             if card is not None and bill.currency != card:
                 # Converted, the bill still says nothing finer than one of its own minor units: a
                 # difference within that unit's converted size is no difference.
-                billed = _converted(fx, bill.amount, bill.currency or "", places, card, ours_decimals, at)
+                converted = _converted(fx, bill.amount, bill.currency or "", places, card, ours_decimals, at)
                 unit = _converted(fx, 1, bill.currency or "", places, card, ours_decimals, at)
-                if billed is None or unit is None:
+                if converted is None or unit is None:
                     reasons.append("currency")
                 else:
+                    billed, unit = converted[0], unit[0]
                     amount_delta = billed - (mine.amount or 0)
                     if abs(amount_delta) > unit + 1 and beyond_tolerance(
                         mine.amount or 0, billed, tolerance_bps
@@ -468,6 +482,8 @@ def reconcile(
                 requests=bill.requests - mine.requests,
                 amount=amount_delta,
                 flagged=bool(reasons),
+                theirs_converted=converted[0] if converted is not None else None,
+                fx=converted[1] if converted is not None else None,
                 reasons=tuple(reasons),
             )
         )
@@ -476,15 +492,14 @@ def reconcile(
 
 def _converted(
     fx: FxTable | None, amount: int, code: str, places: int, ours: str, ours_decimals: int, at: int
-) -> int | None:
+) -> tuple[int, FxSnapshot | None] | None:
     """A bill's ``amount`` (minor units of ``code``, ``places`` decimals) in the card's minor units at
-    ``at``; None without a rate."""
+    ``at``, and the rate used; None without a rate."""
     if fx is None:
         return None
     try:
-        converted, _snapshot = fx.convert(
+        return fx.convert(
             amount, Currency(code=code, decimals=places), Currency(code=ours, decimals=ours_decimals), at
         )
     except SettlementError:
         return None
-    return converted

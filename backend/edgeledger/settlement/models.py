@@ -176,6 +176,10 @@ class ReconciliationCase(Base):
     ours_amount: Mapped[int | None] = mapped_column(BigInteger)
     theirs_amount: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(10))
+    # a bill in another currency than the card's: its amount in the card's minor units, and the FX rate
+    # that converted it (FxSnapshot JSON), so the comparison can be redone
+    theirs_amount_converted: Mapped[int | None] = mapped_column(BigInteger)
+    fx_json: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(20), default=CaseState.open)
     adjustment: Mapped[int] = mapped_column(BigInteger, default=0)  # rate-card minor units
     decided_by: Mapped[int | None] = mapped_column(Integer)

@@ -392,7 +392,13 @@ def reconcile_period(
         if not delta.flagged and not over:
             continue
         reasons = (*delta.reasons, "source_over_bill") if over else delta.reasons
-        figures = (delta.ours.bytes, delta.ours.requests, delta.ours.amount or 0, delta.theirs.amount or 0)
+        figures = (
+            delta.ours.bytes,
+            delta.ours.requests,
+            delta.ours.amount or 0,
+            delta.theirs.amount or 0,
+            delta.theirs_converted or 0,
+        )
         if max(figures) > INT64_MAX:  # the case's columns are signed 64-bit, as the settlement's
             raise SettlementError(
                 f"reconciliation of {region} {day}: an amount beyond {INT64_MAX} (docs/limits.md)",
@@ -414,6 +420,8 @@ def reconcile_period(
                 ours_amount=delta.ours.amount,
                 theirs_amount=delta.theirs.amount,
                 currency=delta.theirs.currency or delta.ours.currency,
+                theirs_amount_converted=delta.theirs_converted,
+                fx_json=delta.fx.model_dump_json() if delta.fx is not None else None,
             )
         )
     billing.reconciled_at = utcnow()

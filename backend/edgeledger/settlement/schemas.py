@@ -235,6 +235,10 @@ class CaseRead(BaseModel):
     ours_amount: int | None
     theirs_amount: int | None
     currency: str | None
+    #: a bill in another currency than the card's: its amount in the card's minor units and the FX rate
+    #: used (source, timestamp, base, quote, numerator, denominator, inverted); null when not converted
+    theirs_amount_converted: int | None = None
+    fx: dict[str, Any] | None = None
     state: str
     adjustment: int
     decided_by: int | None
@@ -261,6 +265,8 @@ class CaseRead(BaseModel):
             ours_amount=case.ours_amount,
             theirs_amount=case.theirs_amount,
             currency=case.currency,
+            theirs_amount_converted=case.theirs_amount_converted,
+            fx=json.loads(case.fx_json) if case.fx_json else None,
             state=case.state,
             adjustment=case.adjustment,
             decided_by=case.decided_by,
