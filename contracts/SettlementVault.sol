@@ -58,7 +58,8 @@ import {MerchantBounds} from "./vault/MerchantBounds.sol";
 ///   exact claims, the recipient, a per-payee nonce and a deadline; domain "EdgeLedger SettlementVault",
 ///   version "1", this chain and this contract. Proofs are not signed: they only prove what the leaf says.
 /// * Claims are all-or-nothing per transaction; Checks-Effects-Interactions plus a transient reentrancy
-///   guard; everything that moves funds stops while paused.
+///   guard; everything that moves funds stops while paused, but a merchant's withdrawal of its own
+///   unreserved escrow.
 contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, EIP712, Nonces, MerchantBounds {
     using SafeERC20 for IERC20;
 
@@ -261,7 +262,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         _setChallengeWindow(challengeWindow);
     }
 
-    /// @notice Stops deposits, withdrawals, posts, challenges, resolutions and claims. The vault's clock
+    /// @notice Stops deposits, posts, releases, challenges, resolutions and claims (not withdrawals of
+    /// unreserved escrow: a pause never keeps a merchant from leaving). The vault's clock
     /// stops with it: every open challenge window is extended by the time paused, so a pause never eats
     /// into a merchant's chance to challenge.
     function pause() external onlyRole(PAUSER_ROLE) {

@@ -5,7 +5,9 @@ pragma solidity 0.8.28;
 /// @notice A merchant's own bounds on what the settler keys may do with its escrow: the most one period may
 /// reserve from it in a token, over all the period's postings (its own settlement and its corrections,
 /// held royalties included), and the only settler that may post for it. Set by the merchant alone, from
-/// its own address; no role can change them.
+/// its own address; no role can change them. The chosen settler binds releases of held royalties (which
+/// take nothing from escrow) only while it holds the settler role, so that a merchant cannot freeze what
+/// it owes the rights holders: revoking the chosen settler's role lets any settler release.
 /// @dev Abstract: the vault calls {_requireChosenSettler} and {_spendPeriodBudget} on every posting that
 /// reserves from escrow, and {_refundPeriodBudget} when a cancel returns such a reserve to escrow.
 ///
@@ -53,7 +55,8 @@ abstract contract MerchantBounds {
     }
 
     /// @notice Chooses the only SETTLER_ROLE holder that may post roots and releases for the caller
-    /// (zero: any settler). Another settler key, even a compromised one, then cannot post for it.
+    /// (zero: any settler). Another settler key, even a compromised one, then cannot post for it; it can
+    /// release held royalties only once the chosen address no longer holds the role.
     /// @param settler The settler's address, or zero.
     function chooseSettler(address settler) external {
         _chosenSettler[msg.sender] = settler;

@@ -56,6 +56,7 @@ from edgeledger.deliveries.models import (
 from edgeledger.ledger.abis import CONTENT_REGISTRY
 from edgeledger.ledger.payout_leaf import PayoutTree, held_only_root
 from edgeledger.settlement import SettlementError
+from edgeledger.settlement.bounds import merchant_bounds
 from edgeledger.settlement.corrections import (
     check_computable,
     claimed_batches,
@@ -562,7 +563,7 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
         )
         report.blocked[settlement.id] = "insufficient_escrow"
         return
-    bounded = _merchant_bounds(chain, settlement, merchant, token)
+    bounded = merchant_bounds(chain, settlement, merchant, token)
     if bounded is not None:
         code, message = bounded
         _block(session, settlement, code, message)
@@ -611,34 +612,6 @@ def _period_timing(chain: ChainClient, settlement: Settlement) -> tuple[str, str
     now = chain_time(chain)
     if now < ends_at:
         return ("period_not_ended", f"the period ends at {ends_at}; the chain's clock says {now}")
-    return None
-
-
-def _merchant_bounds(
-    chain: ChainClient, settlement: Settlement, merchant: str, token: str
-) -> tuple[str, str] | None:
-    """The merchant's own bounds in the vault (``boundsOf``) that this post would break, as a blocked
-    reason: more than its cap leaves to the period (what the period's postings already reserved,
-    ``periodReservedOf``, counts), or a settler other than the one it chose. A release takes nothing
-    from escrow and is not bounded by the cap."""
-    vault = chain.contract(VAULT)
-    cap, chosen = chain.call(vault.functions.boundsOf(merchant, token))
-    if settlement.kind != SettlementKind.release and int(cap):
-        already = int(chain.call(vault.functions.periodReservedOf(merchant, token, settlement.period_id)))
-        reserved = settlement.total + settlement.held_total
-        if already + reserved > int(cap):
-            return (
-                "period_cap_exceeded",
-                f"this settlement reserves {reserved} and the period's postings already reserved {already}, "
-                f"above the merchant's own cap of {int(cap)} per period (SettlementVault.setPeriodCap): the "
-                "merchant raises the cap, or the period is challenged",
-            )
-    signer = chain.signer_address
-    if int(chosen, 16) != 0 and signer is not None and chosen.lower() != signer.lower():
-        return (
-            "settler_not_chosen",
-            f"the merchant chose {chosen} to post for it, not this server's signer {signer}",
-        )
     return None
 
 

@@ -56,7 +56,12 @@ class PeriodData:
     #: (region, day) -> [bytes, requests]
     usage: dict[tuple[str, str], list[int]]
     #: (source name, region, day) -> [bytes, requests]: each source's volume, compared with the CDN's bill
+    #: (batches under review included: the CDN delivered them)
     source_usage: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
+    #: receipts of batches under a fraud review (:func:`under_review`): not billed by this settlement, but
+    #: compared with the CDN's bill with the rest, so a review opens no reconciliation case (a case
+    #: adjusted for them would charge them twice once a correction bills them)
+    reviewed: list[Receipt] = field(default_factory=list)
 
 
 def receipt_key(batch_id: str, asset_id: int, region: str, country: str) -> str:
@@ -106,8 +111,10 @@ def period_receipts(
     if not merchant_ids or not authorised:
         return data
     receipt = DeliveryReceipt
+    reviewed = set(session.scalars(under_review(merchant_ids)))
     rows = session.execute(
         select(
+            DeliveryBatch.id,
             DeliveryBatch.batch_id,
             receipt.asset_id,
             receipt.region,
@@ -126,9 +133,9 @@ def period_receipts(
             receipt.merchant_id.in_(merchant_ids),
             receipt.requests > 0,
             DeliveryBatch.batch_id.not_in(sorted(exclude)) if exclude else true(),
-            DeliveryBatch.id.not_in(under_review(merchant_ids)),
         )
         .group_by(
+            DeliveryBatch.id,
             DeliveryBatch.batch_id,
             receipt.asset_id,
             receipt.region,
@@ -143,11 +150,19 @@ def period_receipts(
     day = utc_day(period_start)
     batch_ids: set[str] = set()
     values: list[tuple[Any, ...]] = []  # in RECEIPT_ROW order
-    for batch_id, asset_id, region, country, operator, source, requests, nbytes in rows:
-        batch_ids.add(batch_id)
+    waiting: list[tuple[Any, ...]] = []  # of batches under review
+    for batch_pk, batch_id, asset_id, region, country, operator, source, requests, nbytes in rows:
         nbytes, requests = int(nbytes or 0), int(requests)
         key = receipt_key(batch_id, asset_id, region, country)
-        values.append(
+        counts = data.source_usage.setdefault((source, region, day), [0, 0])
+        counts[0] += nbytes
+        counts[1] += requests
+        if batch_pk not in reviewed:
+            batch_ids.add(batch_id)
+            counts = data.usage.setdefault((region, day), [0, 0])
+            counts[0] += nbytes
+            counts[1] += requests
+        (waiting if batch_pk in reviewed else values).append(
             (
                 key,
                 str(asset_id),
@@ -161,13 +176,8 @@ def period_receipts(
                 nbytes,
             )
         )
-        for counts in (
-            data.usage.setdefault((region, day), [0, 0]),
-            data.source_usage.setdefault((source, region, day), [0, 0]),
-        ):
-            counts[0] += nbytes
-            counts[1] += requests
     data.receipts = Receipt.from_rows(values)
+    data.reviewed = Receipt.from_rows(waiting)
     data.batch_ids = sorted(batch_ids)
     return data
 
@@ -223,13 +233,16 @@ def unbillable_batches(
             for batch_id, source, by, at, reason, count, nbytes in rows
         ]
         + _unauthorised(session, account, period_start, merchant_ids)
-        + _reviewed(session, period_start, merchant_ids)
+        + _reviewed(session, account, period_start, merchant_ids)
     )
 
 
-def _reviewed(session: Session, period_start: int, merchant_ids: list[bytes]) -> list[dict[str, Any]]:
-    """Anchored batches of the period waiting on a fraud review of the merchant's records
-    (:func:`under_review`): not billed yet, billed by a correction once the flags are decided."""
+def _reviewed(
+    session: Session, account: SettlementAccount, period_start: int, merchant_ids: list[bytes]
+) -> list[dict[str, Any]]:
+    """Anchored batches of authorised sources of the period waiting on a fraud review of the merchant's
+    records (:func:`under_review`): not billed yet, billed by a correction once the flags are decided."""
+    authorised = authorised_source_pks(session, account.merchant_user_id)
     record = DeliveryRecordRow
     rows = session.execute(
         select(
@@ -244,6 +257,7 @@ def _reviewed(session: Session, period_start: int, merchant_ids: list[bytes]) ->
             DeliveryBatch.period_start == period_start,
             DeliveryBatch.state.in_(sorted(ANCHORED_STATES)),
             DeliveryBatch.id.in_(under_review(["0x" + m.hex() for m in merchant_ids])),
+            DeliveryBatch.source_pk.in_(authorised),
             record.merchant_id.in_(merchant_ids),
         )
         .group_by(DeliveryBatch.batch_id, DeliverySource.name)
@@ -373,7 +387,7 @@ def reconcile_period(
     if billing.reconciled_at is not None:
         return
     merchant = merchant_key(account)
-    ours = usage_from_receipts(data.receipts, card)
+    ours = usage_from_receipts([*data.receipts, *data.reviewed], card)
     billed = _billing_usage(session, billing, merchant)
     deltas = reconcile(
         ours,

@@ -242,7 +242,10 @@ def statement_html(statement: Statement, ctx: StatementContext, payee: str | Non
             )
         else:
             body.append('<p class="muted">None.</p>')
-        body.append("<h2>Not billed (abandoned batches, sources you do not authorise)</h2>")
+        body.append(
+            "<h2>Not billed (abandoned batches, sources you do not authorise, records under fraud "
+            "review)</h2>"
+        )
         if ctx.unbillable:
             urows = [
                 f"<tr class='unbillable'><td class='mono'>{_e(str(u['batch_id']))}</td>"
