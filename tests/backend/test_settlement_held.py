@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,6 +27,7 @@ from edgeledger.verify.held_items import Release, Source, release_checks
 from edgeledger.verify.package import verify_archive
 from edgeledger.verify.rpc import Chain, vault_settlement
 from edgeledger.verify.settlement import check_document, recompute
+from tests.backend.support.deliveries import close_and_anchor
 from tests.backend.support.money import (
     DELIVERY_FEE,
     NET_ROYALTY,
@@ -38,7 +40,7 @@ from tests.backend.support.money import (
 )
 from tests.backend.support.settlement import CARD, deposit
 from tests.backend.support.stack import make_caller, rpc
-from tests.backend.test_settlement_flow import DAY, DAY0
+from tests.backend.test_settlement_flow import DAY, DAY0, register_asset
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +116,26 @@ def test_held_royalties_are_reserved_and_released_to_the_holder_when_the_dispute
     assert issued["related"][0]["settlement_id"] == period.id
     _, recomputed, _ = recompute(money.document(release))
     assert merchant_statement_json(recomputed, context_from_json(issued)) == issued
+
+
+def test_a_merchants_choice_of_an_address_that_cannot_settle_does_not_hold_up_its_releases(
+    money: Money,
+) -> None:
+    """A merchant that chose as its settler an address without the role cannot freeze the royalties it
+    owes the rights holders: the vault lets any settler release them, and the worker does not wait on
+    the choice (its posts stay bound by it)."""
+    vault = money.chain.contract("SettlementVault")
+    shop = money.shops["a"]
+    period, notice = money.held_period("a")
+    money.as_wallet(shop.key, vault.functions.chooseSettler(Account.create().address))
+    money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
+    money.mine()
+    money.pass_window()
+    money.run(NOW)  # the period becomes claimable
+    money.run(NOW)  # and its royalty is released
+    release = release_of(money, period)
+    assert release.state == SettlementState.posted, (release.error_code, release.error_message)
+    assert money.chain.call(vault.functions.heldOf(period.period_id, shop.key.address)) == 0
 
 
 def test_royalties_held_for_content_taken_down_go_back_to_the_merchant(money: Money) -> None:
@@ -243,6 +265,42 @@ def _release_is_checked_against_its_period(
     ):
         assert check(forged) == [False], forged
     assert check(inputs, inputs) == [False, False]
+
+
+def test_two_releases_of_one_periods_held_royalties_verify(money: Money, tmp_path: Path) -> None:
+    """Two disputed assets, cleared one after the other: the first release lists both held items but
+    pays only the cleared one, the second pays the other. The package's ``release items`` counts what each
+    release pays, not what it lists, so both verify."""
+    first, second = money.split
+    split = [{"recipient": first.address, "bps": 5_000}, {"recipient": second.address, "bps": 5_000}]
+    other = register_asset(money.app, money.creator, split=split)
+    batches = money.deliver("a", anchor=False) + money.deliver("a", asset_id=other, anchor=False)
+    close_and_anchor(money.session, money.settings, money.chain, list(set(batches)), money.node)
+    notice = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+    for asset in (money.asset_id, other):
+        money.as_wallet(money.admin, money.registry.functions.markDisputed(asset, notice))
+    money.mine()
+    money.run(NOW)
+    period = money.posted("a")
+    assert len(money.statement(period).held_back) == 2
+    for asset in (money.asset_id, other):
+        money.as_wallet(money.admin, money.registry.functions.clearDispute(asset, notice))
+        money.mine()
+        money.pass_window()
+        money.run(NOW)  # the period (then the first release) is final
+        money.run(NOW)  # a release of what cleared
+    releases = list(money.session.scalars(select(Settlement).where(Settlement.funded_by_pk == period.id)))
+    assert len(releases) == 2
+    scope = {"period_start": DAY0, "period_end": DAY0 + DAY, "legal_basis": "audit"}
+    scope["merchant"] = money.shops["a"].key.address
+    admin = make_caller(money.app, Role.admin, "package admin")
+    archive = money.app.post("/audit/packages", json=scope, headers=admin.headers)
+    assert archive.status_code == 200, archive.text
+    path = tmp_path / "package.tar.gz"
+    path.write_bytes(archive.content)
+    report = verify_archive(path, money.settings.eth_rpc_url)
+    assert report.ok, [(c.name, c.subject, c.detail) for c in report.checks if not c.ok]
+    assert len([c for c in report.checks if c.name == "release items"]) == 2
 
 
 def test_a_period_that_charges_nothing_publishes_what_it_priced(money: Money, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 
 from edgeledger.assets.models import Asset
 from edgeledger.auth.models import Role
+from edgeledger.chain.client import ChainError
 from edgeledger.cli import app as cli_app
 from edgeledger.compliance.models import ComplianceEvent
 from edgeledger.deliveries import signals
@@ -46,6 +47,7 @@ from edgeledger.indexer.models import IndexedAsset
 from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import Settlement, SettlementState
+from edgeledger.settlement.rates import FxRate
 from edgeledger.verify.package import verify_archive
 from edgeledger.verify.result import Report
 from edgeledger.verify.rpc import Chain
@@ -70,7 +72,7 @@ from tests.backend.support.money import (
     release_of,
 )
 from tests.backend.support.packages import tar, untar
-from tests.backend.support.settlement import delivery_records
+from tests.backend.support.settlement import delivery_records, deposit
 from tests.backend.support.stack import make_caller, rpc, self_register
 from tests.backend.test_settlement_flow import CARD, DAY, DAY0, GB
 
@@ -450,6 +452,34 @@ def test_a_batch_under_fraud_review_is_billed_once_the_review_is_decided(money: 
     assert correction.total == (whole if decision == "dismissed" else whole // 2)
 
 
+def test_a_batch_under_review_is_still_compared_with_the_cdns_bill(money: Money) -> None:
+    """The CDN bills the deliveries of a batch under review like any other. Compared with the period's
+    billed receipts alone, the bill would open a case, and an adjustment for it would charge them a
+    second time once a correction bills them: the batch's unflagged deliveries count on our side."""
+    shop = money.shops["a"]
+    _flagged_batch(money, 25)  # 25 unflagged deliveries of 2 GB under review
+    key = Account.create()  # and a clean batch of another source: 50 deliveries of 2 GB
+    second = register_source(
+        money.session, money.chain, "edge-ams", provider="edgeledger", signer=key.address
+    )
+    authorise_source(money.session, shop.user.id, second)
+    clean = money.deliver("a", source=second, anchor=False)
+    close_and_anchor(money.session, money.settings, money.chain, clean, key)
+    service.add_fx_rate(money.session, FxRate.of("ecb", DAY0, "USD", "TUSDC", "1"), created_by=None)
+    bill = f"date,region,bytes,requests,amount,currency\n2023-11-14,EU,{150 * GB},75,12.75,USD\n".encode()
+    service.import_billing(
+        money.session, money.settings, shop.account, DAY0, "bill.csv", bill, imported_by=None
+    )
+    money.session.commit()
+    money.run(NOW)
+    cases = service.cases_of(money.session, shop.user.id, DAY0)
+    assert cases == [], [
+        (c.reasons, c.ours_bytes, c.theirs_bytes, c.ours_amount, c.theirs_amount) for c in cases
+    ]
+    period = money.posted("a")
+    assert period.total == DELIVERY_FEE + ROYALTY  # the clean batch; the other waits for its review
+
+
 def test_a_correction_does_not_charge_the_periods_bill_adjustment_again(money: Money) -> None:
     vault = money.chain.contract("SettlementVault")
     token = money.chain.contract("TestStablecoin")
@@ -574,12 +604,93 @@ def test_a_periods_new_attempt_is_priced_against_its_live_corrections(money: Mon
     cancelled = next(c for c in report.checks if c.subject == f"settlements/{period.id}/inputs.json")
     assert cancelled.name == "settlement" and cancelled.ok, cancelled.detail
     (complete,) = [c for c in report.checks if c.name == "period settlements"]
-    assert "2 vault ids" in complete.detail, complete.detail
+    assert "each of the 3 root(s)" in complete.detail, complete.detail
     # A package that leaves the live correction out: the vault still has it, and the new attempt's stated
     # prior usage (the correction's) is not what the package's live settlements counted.
     left_out = _audit(money, shop.key.address, tmp_path, drop=f"settlements/{correction.id}/")
     subject = f"{shop.key.address.lower()} period {period.period_id}"
     assert _failed(left_out) == {("period settlements", subject), ("period fees", subject)}
+    # Or that leaves the live new attempt out, keeping its cancelled one under the same vault id.
+    left_out = _audit(money, shop.key.address, tmp_path, drop=f"settlements/{again.id}/")
+    assert ("period settlements", subject) in _failed(left_out), _failed(left_out)
+
+
+def test_a_release_after_the_platform_address_moved_still_verifies(money: Money, tmp_path: Path) -> None:
+    """The platform's address is the server's configuration when it releases: a release paying the
+    platform at its new address is the period's release all the same."""
+    period, notice = money.held_period("a")
+    money.as_wallet(money.admin, money.registry.functions.clearDispute(money.asset_id, notice))
+    money.mine()
+    money.pass_window()
+    money.run(NOW)
+    money.settings = money.settings.model_copy(
+        update={"settlement_platform_address": Account.create().address}
+    )
+    money.run(NOW)
+    release = release_of(money, period)
+    assert release.state == SettlementState.posted, (release.error_code, release.error_message)
+    report = _audit(money, money.shops["a"].key.address, tmp_path)
+    assert report.ok, [(c.name, c.subject, c.detail) for c in report.checks if not c.ok]
+
+
+def test_a_correction_after_the_merchants_escrow_moved_is_checked_with_its_period(
+    money: Money, tmp_path: Path
+) -> None:
+    """An admin moved the merchant's escrow to a new address between the period and its correction: the
+    server prices the correction on top of the period all the same, and the package's period fee check
+    takes both together (one merchant's package), not each address on its own."""
+    tiers = [{"up_to_bytes": 100 * GB, "price_per_gb": 85_000}, {"up_to_bytes": None, "price_per_gb": 42_500}]
+    shop = money.add_shop("t", {**CARD, "delivery": {"EU": {"tiers": tiers}}})
+    money.deliver("t")  # 100 GB
+    money.run(NOW)
+    period = money.posted("t")
+    new = Account.create()
+    rpc(money.settings.eth_rpc_url, "anvil_setBalance", new.address, hex(10**21))
+    deposit(money.chain, money.admin, new, 50_000_000)
+    token = money.chain.deployment.address_of("TestStablecoin")
+    params = service.AccountParams(address=new.address, token=token, token_symbol="tUSDC", token_decimals=6)
+    service.upsert_account(money.session, money.settings, shop.user, params, now=NOW)
+    money.session.commit()
+    money.deliver("t", count=10, late=True)
+    correction = _correction_of(money, period)
+    assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
+    report = _audit(money, new.address, tmp_path)
+    assert report.ok, [(c.name, c.subject, c.detail) for c in report.checks if not c.ok]
+    (fees,) = [c for c in report.checks if c.name == "period fees"]
+    assert "2 live settlement(s)" in fees.detail, fees.detail
+
+
+def test_an_attempt_adopted_without_its_block_and_replaced_still_verifies(
+    money: Money, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A post whose receipt the worker stopped waiting for is adopted by the next run without its block;
+    once it is cancelled and a new attempt posted, the auditor's verifier finds the old attempt's posting
+    among the vault's events instead of comparing it with the new root."""
+    shop = money.shops["a"]
+    money.deliver("a", count=40)
+    real = type(money.chain).wait_for_receipt
+    calls = {"n": 0}
+
+    def gives_up_once(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        receipt = real(self, *args, **kwargs)
+        if calls["n"] == 1:  # mined, but the worker stops waiting
+            raise ChainError("timed out waiting for the receipt")
+        return receipt
+
+    monkeypatch.setattr(type(money.chain), "wait_for_receipt", gives_up_once)
+    assert money.run(NOW).retryable
+    money.run(NOW)  # follows: adopts its own root
+    period = money.posted("a")
+    assert period.block_number is None
+    money.cancel(period, shop)
+    money.deliver("a", count=10, late=True)
+    again = flows.recompute(money.session, money.settings, period)
+    money.run(NOW)
+    money.session.refresh(again)
+    assert again.state == SettlementState.posted, (again.error_code, again.error_message)
+    report = _audit(money, shop.key.address, tmp_path)
+    assert report.ok, [(c.name, c.subject, c.detail) for c in report.checks if not c.ok]
 
 
 def test_a_misstated_prior_usage_is_caught_by_the_period_fee_check(

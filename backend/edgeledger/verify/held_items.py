@@ -11,9 +11,11 @@ package's settlements:
 * each item names its period's settlement and the index of one of that statement's held-back royalties
   (``<settlement id>:<index>``), and is that royalty: asset, reason, the assets it passed through,
   amount and the receipts that earned it;
-* the release's platform, platform fee, derivative share and card version are the period's, and its
-  refunds go to the period's merchant (the document's escrow address);
-* no held royalty is paid by two live releases (a cancelled release gives its items back).
+* the release's platform fee, derivative share and card version are the period's, and its refunds go
+  to the period's merchant (the document's escrow address); the platform's address is the server's
+  configuration when it releases (it may have moved since the period);
+* no held royalty is paid by two live releases (a release lists every item still held and pays those its
+  terms release or refund; a cancelled release gives its items back).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from edgeledger.settlement import SettlementError
-from edgeledger.settlement.held import ReleaseInputs
+from edgeledger.settlement.held import ReleaseInputs, compute_release
 from edgeledger.settlement.payouts import PayoutInputs, Statement
 from edgeledger.settlement.rates import card_at
 from edgeledger.verify.result import Check
@@ -83,33 +85,35 @@ def _problems(release: Release, sources: Mapping[str, Source]) -> list[str]:
         except SettlementError as exc:
             problems.append(f"settlement {settlement_id} has no rate card: {exc.message}")
             continue
-        shares = (
-            inputs.platform.lower(),
-            inputs.platform_fee_bps,
-            inputs.derivative_share_bps,
-            inputs.card_version,
-        )
-        theirs = (period.platform.lower(), card.platform_fee_bps, card.derivative_share_bps, card.version)
-        if shares != theirs:
-            problems.append(
-                f"platform, platform fee, derivative share or card version {shares[1:]} are not those of "
-                f"settlement {settlement_id} {theirs[1:]}"
-            )
+        # (the platform's address is the server's configuration at the release, which may have moved)
+        names = ("platform fee", "derivative share", "card version")
+        shares = (inputs.platform_fee_bps, inputs.derivative_share_bps, inputs.card_version)
+        theirs = (card.platform_fee_bps, card.derivative_share_bps, card.version)
+        for name, ours, its in zip(names, shares, theirs, strict=True):
+            if ours != its:
+                problems.append(f"{name} {ours} is not settlement {settlement_id}'s {its}")
     return problems
 
 
 def release_checks(releases: Iterable[Release], sources: Mapping[str, Source]) -> list[Check]:
     """One check per release document; an item paid by two live releases fails both."""
     releases = list(releases)
+    paid: dict[str, set[str]] = {}  # release subject -> the items it pays (released or refunded)
     paid_by: dict[str, list[str]] = {}
     for release in releases:
+        # A release lists every item still held; only those its terms release or refund are paid by it.
+        try:
+            outcome = compute_release(release.inputs)
+            paid[release.subject] = set(outcome.released) | set(outcome.refunded)
+        except SettlementError:  # its own recomputation fails it (verify/settlement.py)
+            paid[release.subject] = {item.key for item in release.inputs.items}
         if release.live:
-            for item in release.inputs.items:
-                paid_by.setdefault(item.key, []).append(release.subject)
+            for key in paid[release.subject]:
+                paid_by.setdefault(key, []).append(release.subject)
     checks = []
     for release in releases:
         problems = _problems(release, sources)
-        twice = sorted(item.key for item in release.inputs.items if len(paid_by.get(item.key, [])) > 1)
+        twice = sorted(key for key in paid[release.subject] if len(paid_by.get(key, [])) > 1)
         if release.live and twice:
             problems.append("held royalties paid by two live releases: " + ", ".join(twice))
         detail = (

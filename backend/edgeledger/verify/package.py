@@ -204,8 +204,9 @@ class Verifier:
         #: periods' and corrections' settlements by id, and the releases of their held royalties
         self.sources: dict[str, Source] = {}
         self.releases: list[Release] = []
-        #: (vault, merchant, the period's own id) -> the vault ids of the package's settlements
-        self.vault_ids: dict[tuple[str, str, int], set[int]] = {}
+        #: (vault, merchant) -> vault id -> the roots of the package's settlement documents
+        self.doc_roots: dict[tuple[str, str], dict[int, set[bytes]]] = {}
+        self._posting_cache: dict[tuple[str, str], dict[int, list[tuple[bytes, int]]]] = {}
 
     def _record(self, kind: str, path: str, ok: bool, detail: str) -> None:
         self.report.add(kind, ok, detail, subject=path)
@@ -380,7 +381,7 @@ class Verifier:
                 vault,
                 int(document["period_id"]),
                 document["merchant"],
-                document.get("posted_block"),
+                self._posted_block(vault, document),
                 document.get("root"),
             )
             inputs, statement, _ = recompute(document)
@@ -399,7 +400,9 @@ class Verifier:
         detail = "; ".join(failed) or f"{len(checks)} checks: payouts, root and total as in the vault"
         self._record("settlement", path, not failed, detail)
         merchant, period_id = str(document["merchant"]).lower(), int(document["period_id"])
-        self.vault_ids.setdefault((vault, merchant, period_id & PERIOD_MASK), set()).add(period_id)
+        roots = self.doc_roots.setdefault((vault.lower(), merchant), {}).setdefault(period_id, set())
+        if isinstance(document.get("root"), str):
+            roots.add(bytes.fromhex(str(document["root"]).removeprefix("0x")))
         if not isinstance(inputs, PayoutInputs):  # a release of held royalties
             self.releases.append(Release(path, merchant, on_chain.status != CANCELLED, inputs))
         else:  # a period or a correction: it counts usage
@@ -418,43 +421,90 @@ class Verifier:
 
     def _period_fees(self) -> None:
         """The period's live settlements charge what all their usage costs (verify/period_fees.py), and
-        the package holds every settlement of the period the vault has (:meth:`_posted_ids`)."""
+        the package holds every root the vault was given for its periods (:meth:`_left_out`)."""
         for check in period_fee_checks(self.period_members):
             self._record(check.name, check.subject, check.ok, check.detail)
-        posted: dict[tuple[str, str], set[int]] = {}
-        for (vault, merchant, base), known in sorted(self.vault_ids.items()):
-            subject = f"{merchant} period {base}"
+        for (vault, merchant), roots in sorted(self.doc_roots.items()):
             try:
-                if (vault, merchant) not in posted:
-                    posted[vault, merchant] = self._posted_ids(vault, merchant)
+                postings = self._postings(vault, merchant)
+                in_scope = self._in_scope(vault)
             except UnusableInput as exc:
-                self._record("period settlements", subject, False, str(exc))
+                self._record("period settlements", merchant, False, str(exc))
                 continue
-            missing = sorted(i for i in posted[vault, merchant] - known if i & PERIOD_MASK == base)
-            detail = (
-                "the vault holds settlements of the period the package leaves out: ids "
-                + ", ".join(map(str, missing))
-                if missing
-                else f"the package holds a settlement under each of the period's {len(known)} vault ids"
-            )
-            self._record("period settlements", subject, not missing, detail)
+            bases = {i & PERIOD_MASK for i in roots} | {i & PERIOD_MASK for i in postings if in_scope(i)}
+            for base in sorted(bases):
+                missing = self._left_out(postings, roots, base)
+                known = sum(len(r) for i, r in roots.items() if i & PERIOD_MASK == base)
+                detail = (
+                    "the vault holds roots of the period the package leaves out: " + ", ".join(missing)
+                    if missing
+                    else f"the package holds each of the {known} root(s) the vault was given for the period"
+                )
+                self._record("period settlements", f"{merchant} period {base}", not missing, detail)
 
-    def _posted_ids(self, vault: str, merchant: str) -> set[int]:
-        """Every vault id a root was ever posted under for ``merchant``: its ``SettlementPosted`` events
-        (the merchant is an indexed topic) since the vault's deployment."""
-        contract = self.chain.contract(SETTLEMENT_VAULT, vault)
-        latest = int(self.chain.ask("eth_blockNumber", lambda: self.chain.w3.eth.block_number))
-        first = self.chain.deployment_block(vault, latest)
-        topics = [
-            topic_hex(contract, "SettlementPosted"),
-            None,
-            "0x" + merchant.removeprefix("0x").rjust(64, "0"),
+    @staticmethod
+    def _left_out(
+        postings: dict[int, list[tuple[bytes, int]]], roots: dict[int, set[bytes]], base: int
+    ) -> list[str]:
+        """Every root the vault was given under an id of the period (each attempt, correction and release,
+        cancelled ones included) that no document of the package carries."""
+        return [
+            f"id {period_id} root 0x{root.hex()} (block {block})"
+            for period_id, posted in sorted(postings.items())
+            if period_id & PERIOD_MASK == base
+            for root, block in posted
+            if root not in roots.get(period_id, set())
         ]
-        posted = contract.events.SettlementPosted()
-        return {
-            int(posted.process_log(log)["args"]["periodId"])
-            for log in self.chain.logs(contract, topics, first, latest)
-        }
+
+    def _in_scope(self, vault: str) -> Callable[[int], bool]:
+        """Whether a vault id's period starts within the package's scope (a merchant's package holds all
+        of them); without a merchant scope, none is required."""
+        scope = self.index.get("scope") or {}
+        start, end = scope.get("period_start"), scope.get("period_end")
+        if not isinstance(start, int) or not isinstance(end, int) or scope.get("merchant_user_id") is None:
+            return lambda _period_id: False
+        contract = self.chain.contract(SETTLEMENT_VAULT, vault)
+        seconds = int(self.chain.ask("PERIOD_SECONDS", contract.functions.PERIOD_SECONDS().call))
+        return lambda period_id: start <= (period_id & PERIOD_MASK) * seconds < end
+
+    def _postings(self, vault: str, merchant: str) -> dict[int, list[tuple[bytes, int]]]:
+        """Every root the vault was given for ``merchant``, per vault id, with its block: the merchant's
+        ``SettlementPosted`` events (the merchant is an indexed topic) since the vault's deployment, read
+        once per (vault, merchant)."""
+        key = (vault.lower(), merchant.lower())
+        if key not in self._posting_cache:
+            contract = self.chain.contract(SETTLEMENT_VAULT, vault)
+            latest = int(self.chain.ask("eth_blockNumber", lambda: self.chain.w3.eth.block_number))
+            first = self.chain.deployment_block(vault, latest)
+            topics = [
+                topic_hex(contract, "SettlementPosted"),
+                None,
+                "0x" + merchant.lower().removeprefix("0x").rjust(64, "0"),
+            ]
+            posted = contract.events.SettlementPosted()
+            found: dict[int, list[tuple[bytes, int]]] = {}
+            for log in self.chain.logs(contract, topics, first, latest):
+                args = posted.process_log(log)["args"]
+                found.setdefault(int(args["periodId"]), []).append(
+                    (bytes(args["root"]), int(log["blockNumber"]))
+                )
+            self._posting_cache[key] = found
+        return self._posting_cache[key]
+
+    def _posted_block(self, vault: str, document: Mapping[str, Any]) -> Any:
+        """The document's ``posted_block``; when it names none (a posting the server adopted without
+        recording its block), the block of the vault's posting of the document's root, if any."""
+        stated = document.get("posted_block")
+        root = document.get("root")
+        if stated is not None or not isinstance(root, str):
+            return stated
+        try:
+            wanted = bytes.fromhex(root.removeprefix("0x"))
+            postings = self._postings(vault, str(document["merchant"]))
+        except (ValueError, KeyError):
+            return None
+        blocks = [block for r, block in postings.get(int(document["period_id"]), []) if r == wanted]
+        return max(blocks) if blocks else None
 
     def _operator_of(self, source_id: str) -> str:
         """The payout address the DeliveryLedger registered for the source (fixed at registration)."""

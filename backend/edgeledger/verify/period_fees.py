@@ -74,7 +74,8 @@ def _charged(statement: Statement) -> dict[str, int]:
     return charged
 
 
-#: A period with more cancelled settlements than this is not searched for the pending ones (2^n sets).
+#: A period with more cancelled settlements waiting than this is not searched for the pending ones (2^n
+#: sets): its check fails, saying so.
 MAX_CANCELLED = 12
 
 
@@ -137,7 +138,8 @@ def _group_check(members: list[Member]) -> Check:
     except SettlementError as exc:
         return Check(NAME, False, f"no rate card to price the period with: {exc.message}", subject)
     card = cards[0]
-    if any(other != card for other in cards):
+    # (a card names the merchant by its escrow address, which an admin may change between settlements)
+    if any(other.model_copy(update={"merchant": card.merchant}) != card for other in cards):
         versions = ", ".join(sorted({str(other.version) for other in cards}))
         return Check(
             NAME, False, f"the live settlements price with different rate cards ({versions})", subject
@@ -149,7 +151,10 @@ def _group_check(members: list[Member]) -> Check:
     # The settlement computed last counted the others as they were then: some since cancelled, whose
     # batches are not settled again yet (the next run does). Their usage and fees still count then.
     waiting = [m for m in cancelled if not m.batch_ids <= set(seen)]
-    for size in range(1, min(len(waiting), MAX_CANCELLED) + 1):
+    if len(waiting) > MAX_CANCELLED:
+        detail = f"{len(waiting)} cancelled settlements wait to be settled again: too many to search"
+        return Check(NAME, False, "; ".join([*problems, detail]), subject)
+    for size in range(1, len(waiting) + 1):
         for pending in itertools.combinations(waiting, size):
             if not _mismatches(card, live, pending):
                 names = ", ".join(m.subject for m in pending)
@@ -164,9 +169,11 @@ def _group_check(members: list[Member]) -> Check:
 def period_fee_checks(members: Iterable[Member]) -> list[Check]:
     """One check per period with more than one settlement or a stated ``prior_usage`` (a period settled
     once, with nothing before it, is priced on its own and recomputing it is the whole check)."""
-    groups: dict[tuple[str, int], list[Member]] = {}
+    # A package is one merchant's: its settlements of a period belong together even when the merchant's
+    # escrow address changed between them (the server prices by merchant, not by address).
+    groups: dict[int, list[Member]] = {}
     for member in members:
-        groups.setdefault((member.merchant, member.base_period_id), []).append(member)
+        groups.setdefault(member.base_period_id, []).append(member)
     return [
         _group_check(group)
         for _, group in sorted(groups.items())
