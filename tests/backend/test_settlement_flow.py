@@ -357,8 +357,7 @@ def test_a_bill_in_cents_that_matches_the_receipts_opens_no_case(world: World) -
     bill("8.50")  # supersedes the first bill and its open case
     world.run()
     assert [c.state for c in service.cases_of(world.session, world.merchant.id, DAY0)] == [
-        CaseState.superseded,
-        CaseState.superseded,
+        CaseState.superseded
     ]
     row = world.settlement()
     assert row.state == SettlementState.posted and row.total == CHARGE
