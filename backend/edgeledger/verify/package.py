@@ -188,6 +188,10 @@ class Verifier:
         if "DeliveryLedger" not in contracts:
             raise UnusableInput("package.json names no DeliveryLedger contract")
         self.chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
+        if deployment is not None:  # its blocks spare the searches for where the contracts' events start
+            for name, address in deployment.addresses.items():
+                if deployment.blocks.get(name):
+                    self.chain.know_deployment(address, deployment.blocks[name])
         self.ledger = LedgerReader(self.chain, contracts["DeliveryLedger"])
         self.vault = contracts.get("SettlementVault")
         self.registry = contracts.get("ContentRegistry")

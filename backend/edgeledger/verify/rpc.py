@@ -70,6 +70,8 @@ class Chain:
         self.logs_max_blocks = logs_max_blocks
         self._log_spans = SpanMemory()  # the provider's block-span cap, as refusals taught it
         self._chain_id: int | None = None
+        #: address -> the block it got its code in (a contract's deployment block never changes)
+        self._deployed: dict[str, int] = {}
 
     def ask(self, what: str, call: Callable[[], Any]) -> Any:
         try:
@@ -88,8 +90,12 @@ class Chain:
         """The block ``address`` got its code in (at most ``upto``, where it must have code): a binary
         search over ``eth_getCode`` at past blocks, about log2(upto) calls, so a search of the contract's
         events need not start at block 0. Needs the node to keep past states, as the reads at a recorded
-        block do anyway; a node that cannot answer for a past block gives 0 (search from genesis)."""
+        block do anyway; a node that cannot answer for a past block gives 0 (search from genesis). Found
+        once per address: every settlement of a package searches from the same registry and vault."""
         checksummed = Web3.to_checksum_address(address)
+        known = self._deployed.get(checksummed)
+        if known is not None and known <= upto:
+            return known
 
         def has_code(block: int) -> bool | None:
             try:
@@ -107,7 +113,13 @@ class Chain:
                 high = middle
             else:
                 low = middle + 1
+        self._deployed[checksummed] = low
         return low
+
+    def know_deployment(self, address: str, block: int) -> None:
+        """Takes ``block`` as ``address``'s deployment block (from a deployment file the caller trusts),
+        so no search is needed, even on a node that keeps no past states."""
+        self._deployed[Web3.to_checksum_address(address)] = block
 
     def contract(self, name: str, address: str) -> Contract:
         """The contract ``name`` (packaged ABI) at ``address``; UnusableInput when nothing is there."""
