@@ -78,17 +78,9 @@ def read_terms(
     rows: dict[int, Any] = {}
     pending = sorted({int(a) for a in asset_ids})
     while pending:
-        missing: list[int] = []
-        for start in range(0, len(pending), CHUNK):
-            chunk = pending[start : start + CHUNK]
-            answered = call(registry.functions.settlementTerms(chunk))
-            if len(answered) != len(chunk):
-                raise SettlementError("the registry answered for other assets", code="terms_unreadable")
-            for asset_id, raw in zip(chunk, answered, strict=True):
-                if raw[0]:
-                    rows[asset_id] = raw
-                else:
-                    missing.append(asset_id)
+        found = _registered(registry, call, pending)
+        rows.update(found)
+        missing = [asset_id for asset_id in pending if asset_id not in found]
         if missing:
             raise SettlementError(
                 f"asset(s) {', '.join(map(str, missing))} not registered on chain at the terms block",
@@ -107,15 +99,21 @@ def read_terms(
 
 def unknown_at(registry: Any, call: Callable[[Any], Any], asset_ids: Iterable[int]) -> set[int]:
     """The ids among ``asset_ids`` the registry does not know at the block ``call`` reads at."""
-    unknown: set[int] = set()
-    pending = sorted({int(a) for a in asset_ids})
-    for start in range(0, len(pending), CHUNK):
-        chunk = pending[start : start + CHUNK]
+    wanted = {int(a) for a in asset_ids}
+    return wanted - set(_registered(registry, call, sorted(wanted)))
+
+
+def _registered(registry: Any, call: Callable[[Any], Any], asset_ids: list[int]) -> dict[int, Any]:
+    """``settlementTerms`` of the ids the registry knows at the block ``call`` reads at, asked ``CHUNK``
+    ids at a time; an id it does not know is left out."""
+    rows: dict[int, Any] = {}
+    for start in range(0, len(asset_ids), CHUNK):
+        chunk = asset_ids[start : start + CHUNK]
         answered = call(registry.functions.settlementTerms(chunk))
         if len(answered) != len(chunk):
             raise SettlementError("the registry answered for other assets", code="terms_unreadable")
-        unknown.update(asset_id for asset_id, raw in zip(chunk, answered, strict=True) if not raw[0])
-    return unknown
+        rows.update((asset_id, raw) for asset_id, raw in zip(chunk, answered, strict=True) if raw[0])
+    return rows
 
 
 def terms_block(latest: int, confirmations: int, timestamp_of: Callable[[int], int], period_end: int) -> int:
