@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeledger.ledger.abis import SETTLEMENT_VAULT
-from edgeledger.ledger.hashing import ZERO32
+from edgeledger.ledger.hashing import ZERO32, bytes32
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS
 from edgeledger.settlement import SettlementError
+from edgeledger.settlement.held import SUPPLEMENT_SHIFT
 from edgeledger.settlement.payouts import PayoutInputs
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json, parse_receipt_key
 from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_document
@@ -52,6 +53,7 @@ from edgeledger.verify.rpc import (
     Chain,
     Deployment,
     LedgerReader,
+    root_bytes,
     topic_hex,
     vault_settlement,
 )
@@ -64,8 +66,9 @@ from edgeledger.verify.settlement import (
 )
 
 FORMAT = "edgeledger-audit-package/v1"
-#: A supplementary settlement's vault id is its period's plus its sequence number shifted by 32 bits.
-PERIOD_MASK = 0xFFFFFFFF
+#: A supplementary settlement's vault id is its period's plus its sequence number shifted: the low bits
+#: name the period.
+PERIOD_MASK = (1 << SUPPLEMENT_SHIFT) - 1
 
 
 def _claims_batch(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,9 +205,8 @@ class Verifier:
         self.settled_batches: dict[str, set[str]] = {}
         #: the periods' and corrections' settlements, for the period fee check
         self.period_members: list[Member] = []
-        #: the manifests of the batches that passed, by batch id; each source's payout address on chain
+        #: the manifests of the batches that passed, by batch id
         self.manifests: dict[str, Mapping[str, Any]] = {}
-        self._operators: dict[str, str] = {}
         #: periods' and corrections' settlements by id, and the releases of their held royalties
         self.sources: dict[str, Source] = {}
         self.releases: list[Release] = []
@@ -405,8 +407,9 @@ class Verifier:
         self._record("settlement", path, not failed, detail)
         merchant, period_id = str(document["merchant"]).lower(), int(document["period_id"])
         roots = self.doc_roots.setdefault((vault.lower(), merchant), {}).setdefault(period_id, set())
-        if isinstance(document.get("root"), str):
-            roots.add(bytes.fromhex(str(document["root"]).removeprefix("0x")))
+        root = root_bytes(document.get("root"))
+        if root is not None:
+            roots.add(root)
         if not isinstance(inputs, PayoutInputs):  # a release of held royalties
             self.releases.append(Release(path, merchant, on_chain.status != CANCELLED, inputs))
         else:  # a period or a correction: it counts usage
@@ -499,23 +502,15 @@ class Verifier:
         """The document's ``posted_block``; when it names none (a posting the server adopted without
         recording its block), the block of the vault's posting of the document's root, if any."""
         stated = document.get("posted_block")
-        root = document.get("root")
-        if stated is not None or not isinstance(root, str):
+        wanted = root_bytes(document.get("root"))
+        if stated is not None or wanted is None:
             return stated
         try:
-            wanted = bytes.fromhex(root.removeprefix("0x"))
             postings = self._postings(vault, str(document["merchant"]))
-        except (ValueError, KeyError):
+        except KeyError:
             return None
         blocks = [block for r, block in postings.get(int(document["period_id"]), []) if r == wanted]
         return max(blocks) if blocks else None
-
-    def _operator_of(self, source_id: str) -> str:
-        """The payout address the DeliveryLedger registered for the source (fixed at registration)."""
-        if source_id not in self._operators:
-            fn = self.ledger.contract.functions.getSource(bytes.fromhex(source_id.removeprefix("0x")))
-            self._operators[source_id] = str(self.chain.ask("getSource", fn.call)[6]).lower()
-        return self._operators[source_id]
 
     def _receipts_against_batches(self, member: Member) -> list[str]:
         """What a settlement's receipts say of each proven batch they name, against the batch: its source's
@@ -531,7 +526,7 @@ class Verifier:
             counts = sums.setdefault(batch_id, [0, 0])
             counts[0] += receipt.requests
             counts[1] += receipt.bytes
-            operator = self._operator_of(str(manifest["sourceId"]).lower())
+            operator = self.ledger.operator_of(bytes32(str(manifest["sourceId"])))
             if receipt.operator.lower() != operator:
                 problems.append(f"{receipt.key} pays {receipt.operator}, the source's operator is {operator}")
         for batch_id, (requests, nbytes) in sorted(sums.items()):

@@ -24,6 +24,7 @@ from web3.exceptions import Web3Exception, Web3RPCError
 
 from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER, SETTLEMENT_VAULT, contract_abi
 from edgeledger.ledger.delivery_leaf import LeafValues
+from edgeledger.ledger.hashing import bytes32
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS, LogQueryRefused, SpanMemory, read_logs
 from edgeledger.ledger.rpc import http_web3
 from edgeledger.verify.result import Unreachable, UnusableInput
@@ -193,6 +194,7 @@ class LedgerReader:
         self.contract = chain.contract(DELIVERY_LEDGER, address)
         self.address = self.contract.address
         self._batches: dict[bytes, AnchoredBatch | None] = {}
+        self._operators: dict[bytes, str] = {}
 
     def _call(self, what: str, fn: Any) -> Any:
         return self.chain.ask(what, fn.call)
@@ -256,6 +258,15 @@ class LedgerReader:
         before = [c for c in changes if (c[0], c[1]) < (block_number, log_index)]
         return Web3.to_checksum_address(max(before)[2]) if before else None
 
+    def operator_of(self, source_id: bytes) -> str:
+        """The payout address the ledger registered for the source (``getSource``; fixed at registration),
+        lower case. Asked once per source."""
+        if source_id not in self._operators:
+            source = self._call("getSource", self.contract.functions.getSource(source_id))
+            _signer, _index, _batches, _kind, _status, _last, operator, *_rest = source
+            self._operators[source_id] = str(operator).lower()
+        return self._operators[source_id]
+
     def is_batch_root(self, batch_id: bytes, root: bytes) -> bool:
         """``isBatchRoot``: the ledger's storage word for the batch commits to this root."""
         return bool(self._call("isBatchRoot", self.contract.functions.isBatchRoot(batch_id, root)))
@@ -318,7 +329,7 @@ def vault_settlement(
         return VaultSettlement(
             bytes(current), str(token), int(opens), int(status), int(total), int(remaining)
         )
-    own = _root_bytes(root)
+    own = root_bytes(root)
     if own is not None and own != bytes(current):
         posting = posting_at(chain, contract, period_id, merchant, int(posted_block), own)
         return VaultSettlement(
@@ -337,14 +348,12 @@ def vault_settlement(
     )
 
 
-def _root_bytes(root: str | None) -> bytes | None:
-    if not isinstance(root, str):
-        return None
+def root_bytes(root: str | None) -> bytes | None:
+    """A document's root as 32 bytes; None when it names none (or not a bytes32)."""
     try:
-        value = bytes.fromhex(root.removeprefix("0x"))
+        return bytes32(root) if isinstance(root, str) else None
     except ValueError:
         return None
-    return value if len(value) == 32 else None
 
 
 @dataclass(frozen=True)
