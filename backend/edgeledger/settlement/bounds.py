@@ -11,9 +11,8 @@ address that cannot settle).
 from __future__ import annotations
 
 from edgeledger.chain.client import ChainClient
+from edgeledger.ledger.abis import SETTLEMENT_VAULT
 from edgeledger.settlement.models import Settlement, SettlementKind
-
-VAULT = "SettlementVault"
 
 
 def merchant_bounds(
@@ -23,7 +22,7 @@ def merchant_bounds(
     reason: more than its cap leaves to the period (what the period's postings already reserved,
     ``periodReservedOf``, counts), or a settler other than the one it chose. A release takes nothing
     from escrow and is not bounded by the cap."""
-    vault = chain.contract(VAULT)
+    vault = chain.contract(SETTLEMENT_VAULT)
     cap, chosen = chain.call(vault.functions.boundsOf(merchant, token))
     release = settlement.kind == SettlementKind.release
     if not release and int(cap):

@@ -134,15 +134,15 @@ def prior_usage(session: Session, settlement: Settlement) -> list[PriorUsage]:
 
 
 def registered_at(
-    registry: Any, call: Callable[[Any], Any], receipts: list[Receipt]
+    registry: Any, call: Callable[[Any], Any], receipts: list[Receipt], delivered: set[int]
 ) -> tuple[list[Receipt], set[int]]:
     """A correction's receipts with those of content the registry did not know at the period's block
-    (``call`` reads there) priced as unregistered, and the registered asset ids delivered. Such content
+    (``call`` reads there) priced as unregistered, and the registered ones among the asset ids
+    ``delivered`` (the receipts' registered assets). Such content
     was registered after the period's end, so it was unregistered when delivered: the records are priced
     as they would have been had they arrived in time, instead of blocking the correction, and every
     later one of the period, for good (``asset_unknown``). The receipts' keys still name the asset;
     verify/settlement.py checks the registry did not know it at the block."""
-    delivered = {int(r.asset_id) for r in receipts} - {0}
     unknown = unknown_at(registry, call, delivered)
     if not unknown:
         return receipts, delivered

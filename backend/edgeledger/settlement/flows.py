@@ -357,7 +357,9 @@ def _inputs(
     registry = chain.contract(CONTENT_REGISTRY)
     delivered = {int(r.asset_id) for r in data.receipts} - {0}
     if correction:  # late records of content registered after the period's block (corrections.py)
-        data.receipts, delivered = registered_at(registry, lambda fn: chain.call(fn, block), data.receipts)
+        data.receipts, delivered = registered_at(
+            registry, lambda fn: chain.call(fn, block), data.receipts, delivered
+        )
     assets = read_terms(
         registry,
         lambda fn: chain.call(fn, block),

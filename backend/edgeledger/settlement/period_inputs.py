@@ -154,28 +154,17 @@ def period_receipts(
     for batch_pk, batch_id, asset_id, region, country, operator, source, requests, nbytes in rows:
         nbytes, requests = int(nbytes or 0), int(requests)
         key = receipt_key(batch_id, asset_id, region, country)
-        counts = data.source_usage.setdefault((source, region, day), [0, 0])
-        counts[0] += nbytes
-        counts[1] += requests
-        if batch_pk not in reviewed:
+        row = (key, str(asset_id), merchant, region, country, period_start, period_start, operator.lower())
+        totals = [data.source_usage.setdefault((source, region, day), [0, 0])]
+        if batch_pk in reviewed:
+            waiting.append((*row, requests, nbytes))
+        else:
             batch_ids.add(batch_id)
-            counts = data.usage.setdefault((region, day), [0, 0])
+            values.append((*row, requests, nbytes))
+            totals.append(data.usage.setdefault((region, day), [0, 0]))
+        for counts in totals:
             counts[0] += nbytes
             counts[1] += requests
-        (waiting if batch_pk in reviewed else values).append(
-            (
-                key,
-                str(asset_id),
-                merchant,
-                region,
-                country,
-                period_start,
-                period_start,
-                operator.lower(),
-                requests,
-                nbytes,
-            )
-        )
     data.receipts = Receipt.from_rows(values)
     data.reviewed = Receipt.from_rows(waiting)
     data.batch_ids = sorted(batch_ids)
@@ -188,102 +177,94 @@ def unbillable_batches(
     """What the statement lists as not billed: abandoned batches of the period holding the merchant's
     records (who gave up on them, when, why; the merchant's records and bytes in each), and anchored
     batches of sources the merchant does not authorise that carry records for its hosts."""
-    merchant_ids = [bytes.fromhex(m[2:]) for m in merchant_ids_of(session, account.merchant_user_id)]
+    hex_ids = merchant_ids_of(session, account.merchant_user_id)
+    merchant_ids = [bytes.fromhex(m[2:]) for m in hex_ids]
     if not merchant_ids:
         return []
-    record = DeliveryRecordRow
-    rows = session.execute(
-        select(
-            DeliveryBatch.batch_id,
-            DeliverySource.name,
-            DeliveryBatch.abandoned_by,
-            DeliveryBatch.abandoned_at,
-            DeliveryBatch.abandon_reason,
-            func.count(record.id),
-            func.coalesce(func.sum(record.bytes_delivered), 0),
-        )
-        .join(record, record.batch_pk == DeliveryBatch.id)
-        .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
-        .where(
-            DeliveryBatch.period_start == period_start,
-            DeliveryBatch.state == BatchState.abandoned,
-            record.merchant_id.in_(merchant_ids),
-        )
-        .group_by(
-            DeliveryBatch.batch_id,
-            DeliverySource.name,
-            DeliveryBatch.abandoned_by,
-            DeliveryBatch.abandoned_at,
-            DeliveryBatch.abandon_reason,
-        )
-        .order_by(DeliveryBatch.batch_id)
+    abandoned = _records_per_batch(
+        session,
+        period_start,
+        merchant_ids,
+        DeliveryBatch.state == BatchState.abandoned,
+        columns=(DeliveryBatch.abandoned_by, DeliveryBatch.abandoned_at, DeliveryBatch.abandon_reason),
     )
+    authorised = authorised_source_pks(session, account.merchant_user_id)
+    # batches of authorised sources waiting on a fraud review of the merchant's records (under_review):
+    # not billed yet, billed by a correction once the flags are decided
+    reviewed = _records_per_batch(
+        session,
+        period_start,
+        merchant_ids,
+        DeliveryBatch.state.in_(sorted(ANCHORED_STATES)),
+        DeliveryBatch.id.in_(under_review(hex_ids)),
+        DeliveryBatch.source_pk.in_(authorised),
+    )
+    review = "records under fraud review: billed by a correction once the flags are decided"
     return (
         [
-            {
-                "batch_id": batch_id,
-                "source": source,
-                "kind": "abandoned",
-                "abandoned_by": by,
-                "abandoned_at": at.isoformat() if at is not None else None,
-                "reason": reason,
-                "records": int(count),
-                "bytes": int(nbytes),
-            }
-            for batch_id, source, by, at, reason, count, nbytes in rows
+            _unbilled(batch_id, source, "abandoned", count, nbytes, reason, by, at)
+            for batch_id, source, by, at, reason, count, nbytes in abandoned
         ]
-        + _unauthorised(session, account, period_start, merchant_ids)
-        + _reviewed(session, account, period_start, merchant_ids)
+        + _unauthorised(session, period_start, hex_ids, authorised)
+        + [
+            _unbilled(batch_id, source, "fraud_review", count, nbytes, review)
+            for batch_id, source, count, nbytes in reviewed
+        ]
     )
 
 
-def _reviewed(
-    session: Session, account: SettlementAccount, period_start: int, merchant_ids: list[bytes]
-) -> list[dict[str, Any]]:
-    """Anchored batches of authorised sources of the period waiting on a fraud review of the merchant's
-    records (:func:`under_review`): not billed yet, billed by a correction once the flags are decided."""
-    authorised = authorised_source_pks(session, account.merchant_user_id)
+def _records_per_batch(
+    session: Session, period_start: int, merchant_ids: list[bytes], *where: Any, columns: tuple[Any, ...] = ()
+) -> list[Any]:
+    """Per batch of the period matching ``where``: its id, its source's name, ``columns``, and the count
+    and bytes of the merchant's records in it."""
     record = DeliveryRecordRow
-    rows = session.execute(
-        select(
-            DeliveryBatch.batch_id,
-            DeliverySource.name,
-            func.count(record.id),
-            func.coalesce(func.sum(record.bytes_delivered), 0),
+    return list(
+        session.execute(
+            select(
+                DeliveryBatch.batch_id,
+                DeliverySource.name,
+                *columns,
+                func.count(record.id),
+                func.coalesce(func.sum(record.bytes_delivered), 0),
+            )
+            .join(record, record.batch_pk == DeliveryBatch.id)
+            .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
+            .where(DeliveryBatch.period_start == period_start, record.merchant_id.in_(merchant_ids), *where)
+            .group_by(DeliveryBatch.batch_id, DeliverySource.name, *columns)
+            .order_by(DeliveryBatch.batch_id)
         )
-        .join(record, record.batch_pk == DeliveryBatch.id)
-        .join(DeliverySource, DeliveryBatch.source_pk == DeliverySource.id)
-        .where(
-            DeliveryBatch.period_start == period_start,
-            DeliveryBatch.state.in_(sorted(ANCHORED_STATES)),
-            DeliveryBatch.id.in_(under_review(["0x" + m.hex() for m in merchant_ids])),
-            DeliveryBatch.source_pk.in_(authorised),
-            record.merchant_id.in_(merchant_ids),
-        )
-        .group_by(DeliveryBatch.batch_id, DeliverySource.name)
-        .order_by(DeliveryBatch.batch_id)
     )
-    return [
-        {
-            "batch_id": batch_id,
-            "source": source,
-            "kind": "fraud_review",
-            "abandoned_by": None,
-            "abandoned_at": None,
-            "reason": "records under fraud review: billed by a correction once the flags are decided",
-            "records": int(count),
-            "bytes": int(nbytes),
-        }
-        for batch_id, source, count, nbytes in rows
-    ]
+
+
+def _unbilled(
+    batch_id: str,
+    source: str,
+    kind: str,
+    records: int,
+    nbytes: int | None,
+    reason: str | None,
+    by: str | None = None,
+    at: Any = None,
+) -> dict[str, Any]:
+    """One line of the statement's list of what was not billed."""
+    return {
+        "batch_id": batch_id,
+        "source": source,
+        "kind": kind,
+        "abandoned_by": by,
+        "abandoned_at": at.isoformat() if at is not None else None,
+        "reason": reason,
+        "records": int(records),
+        "bytes": int(nbytes or 0),
+    }
 
 
 def _unauthorised(
-    session: Session, account: SettlementAccount, period_start: int, merchant_ids: list[bytes]
+    session: Session, period_start: int, merchant_ids: list[str], authorised: list[int]
 ) -> list[dict[str, Any]]:
     """Anchored batches of sources the merchant does not authorise that carry records for its hosts: not
     charged, listed (and counted per batch) so the merchant and the source's operator can see them."""
-    authorised = authorised_source_pks(session, account.merchant_user_id)
     receipt = DeliveryReceipt
     rows = session.execute(
         select(
@@ -298,23 +279,21 @@ def _unauthorised(
             DeliveryBatch.period_start == period_start,
             DeliveryBatch.state.in_(sorted(ANCHORED_STATES)),
             DeliveryBatch.source_pk.not_in(authorised),
-            receipt.merchant_id.in_(["0x" + m.hex() for m in merchant_ids]),
+            receipt.merchant_id.in_(merchant_ids),
             receipt.requests > 0,
         )
         .group_by(DeliveryBatch.batch_id, DeliverySource.name)
         .order_by(DeliveryBatch.batch_id)
     )
     return [
-        {
-            "batch_id": batch_id,
-            "source": source,
-            "kind": "unauthorised_source",
-            "abandoned_by": None,
-            "abandoned_at": None,
-            "reason": f"{source} is not authorised to bill this merchant",
-            "records": int(requests),
-            "bytes": int(nbytes or 0),
-        }
+        _unbilled(
+            batch_id,
+            source,
+            "unauthorised_source",
+            requests,
+            nbytes,
+            f"{source} is not authorised to bill this merchant",
+        )
         for batch_id, source, requests, nbytes in rows
     ]
 
