@@ -24,11 +24,12 @@ import {MerchantBounds} from "./vault/MerchantBounds.sol";
 ///   the challenge window (never below MIN_CHALLENGE_WINDOW) and the recovery of stray tokens; in
 ///   production it is a TimelockController whose delay is longer than the challenge window, so a role
 ///   grant (say, itself as settler) is public a whole window before it can act and merchants can withdraw.
-///   SETTLER_ROLE posts roots and releases, bounded by the merchant's own cap on what all of a period's
-///   postings reserve ({setPeriodCap}) and choice of settler ({chooseSettler}), challengeable by the
-///   merchant for a whole window, and only for a period that has ended (PERIOD_SECONDS). PAUSER_ROLE
-///   pauses, which stops the vault's clock, so challenge windows are never shortened by a pause.
-///   RESOLVER_ROLE decides challenges. Payouts are claimable forever.
+///   SETTLER_ROLE posts roots and releases, bounded by the merchant's own caps on what all of a period's
+///   postings reserve ({setPeriodCap}) and on what all postings reserve within one period-long span of
+///   block time, whatever periods they name ({setRateCap}), and by its choice of settler
+///   ({chooseSettler}); challengeable by the merchant for a whole window, and only for a period that has
+///   ended (PERIOD_SECONDS). PAUSER_ROLE pauses, which stops the vault's clock, so challenge windows are
+///   never shortened by a pause. RESOLVER_ROLE decides challenges. Payouts are claimable forever.
 /// * Leaves follow docs/settlement-leaf.md: OpenZeppelin StandardMerkleTree leaves,
 ///   keccak256(bytes.concat(keccak256(abi.encode(periodId, merchant, token, payee, amount)))), with
 ///   sorted-pair inner nodes. A payout tree holds at most ONE leaf per payee (the off-chain builder sums a
@@ -37,7 +38,8 @@ import {MerchantBounds} from "./vault/MerchantBounds.sol";
 /// * Claimed markers: a bitmap word per (payee, merchant, periodId >> 8), bit periodId & 255. Period ids
 ///   are the settlement periods' sequence numbers, so a payee's consecutive periods at one merchant share
 ///   one word: only the first claim in 256 periods writes a fresh slot.
-/// * Posting writes three slots of the settlement and two of the token, whatever the number of payees.
+/// * Posting writes three slots of the settlement, two of the token and the merchant's two budgets (its
+///   period's and its span's), whatever the number of payees.
 /// * Conservation, per token: deposited == escrow + reserved + claimed + withdrawn (see {totalsOf}); the
 ///   vault's token balance equals escrow + reserved (tokens must not charge transfer fees or rebase;
 ///   deposits credit what actually arrived). `reserved` is every settlement's unclaimed remainder plus
@@ -142,6 +144,9 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     uint40 private _pausedSince;
 
     error ZeroAddress();
+    /// @notice The vault's own address named as the recipient of a withdrawal or a claim: the tokens would
+    /// stay in the vault as no one's (recoverable only as stray tokens), so the payee's money would be lost.
+    error VaultAsRecipient();
     error ZeroAmount();
     error ZeroRoot();
     error ZeroPeriodLength();
@@ -327,6 +332,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     function withdraw(address token, uint256 amount, address to) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
         if (to == address(0)) revert ZeroAddress();
+        if (to == address(this)) revert VaultAsRecipient();
         uint256 available = _escrow[msg.sender][token];
         if (available < amount) revert InsufficientEscrow(msg.sender, token, available, amount);
         _escrow[msg.sender][token] = available - amount;
@@ -684,6 +690,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         }
         _requireChosenSettler(merchant);
         _spendPeriodBudget(merchant, token, periodId, total + held);
+        _spendRateBudget(merchant, token, total + held);
         _reserve(merchant, token, total + held);
         delete _fundedBy[periodId][merchant]; // a cancelled release's id posted anew is funded by escrow
         _record(settlement, periodId, merchant, token, root, total);
@@ -714,6 +721,11 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         emit SettlementPosted(
             id, merchant, token, root, total, SafeCast.toUint40(block.timestamp) + window, msg.sender
         );
+    }
+
+    /// @dev A span of the merchants' rate caps: block time in periods, so spans align with period ids.
+    function _currentSpan() internal view override returns (uint32) {
+        return uint32(block.timestamp / PERIOD_SECONDS);
     }
 
     /// @dev The vault's clock ({vaultClock}).
@@ -829,6 +841,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
 
     /// @dev Moves `amount` of `token` from reserved to claimed and transfers it to `to` (effects first).
     function _pay(address token, uint256 amount, address to) private {
+        if (to == address(this)) revert VaultAsRecipient();
         if (amount == 0) return;
         TokenTotals storage totals = _totals[token];
         // No overflow: `amount` was subtracted from remainings of this token, whose sum is `reserved`.

@@ -1004,6 +1004,30 @@ def test_a_correction_waits_when_the_period_has_used_the_merchants_cap(money: Mo
     assert correction.state == SettlementState.posted and correction.total == (DELIVERY_FEE + ROYALTY) // 5
 
 
+def test_a_merchants_rate_cap_on_chain_bounds_what_its_postings_reserve_per_span(money: Money) -> None:
+    """The merchant's rate cap bounds what all its postings reserve within one span of block time,
+    whatever periods they name: a period that would take the span past it waits (rate_cap_exceeded,
+    without a reverted transaction), the account shows the cap and the span's sum, and the period posts
+    once the merchant raises the cap."""
+    shop = money.shops["a"]
+    vault = money.chain.contract("SettlementVault")
+    token = money.chain.deployment.address_of("TestStablecoin")
+    money.as_wallet(shop.key, vault.functions.setRateCap(token, DELIVERY_FEE))
+    money.deliver("a")
+    money.run(NOW)
+    row = money.settlement("a")
+    assert row is not None and row.error_code == "rate_cap_exceeded", (row.state, row.error_code)
+    assert row.tx_hash is None and row.send_attempts == 0
+    admin = make_caller(money.app, Role.admin, "admin")
+    account = money.app.get(f"/settlement/accounts/{shop.user.id}", headers=admin.headers).json()
+    assert account["rate_cap"] == DELIVERY_FEE and account["rate_spent"] == 0
+    money.as_wallet(shop.key, vault.functions.setRateCap(token, DELIVERY_FEE + ROYALTY))
+    money.run(NOW)
+    assert money.posted("a").total == DELIVERY_FEE + ROYALTY
+    account = money.app.get(f"/settlement/accounts/{shop.user.id}", headers=admin.headers).json()
+    assert account["rate_spent"] == DELIVERY_FEE + ROYALTY
+
+
 def test_a_merchants_own_cap_on_chain_bounds_what_a_period_reserves(money: Money) -> None:
     """The merchant caps its periods at less than the period's charge from its own wallet: the period
     waits (period_cap_exceeded, shown on the account) and posts once the merchant raises the cap."""

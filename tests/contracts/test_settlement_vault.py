@@ -244,6 +244,8 @@ def test_withdraw_errors(vault, admin, merchant, usdc, eurc, fund, post_payout, 
         vault.withdraw(usdc, 0, merchant, {"from": merchant})
     with brownie.reverts(vault_error("ZeroAddress")):
         vault.withdraw(usdc, 1, ZERO_ADDRESS, {"from": merchant})
+    with brownie.reverts(vault_error("VaultAsRecipient")):  # the tokens would stay as no one's
+        vault.withdraw(usdc, 1, vault, {"from": merchant})
     with brownie.reverts(vault_error("InsufficientEscrow", merchant, usdc, 40, 41)):
         vault.withdraw(usdc, 41, merchant, {"from": merchant})  # 60 are reserved
     with brownie.reverts(vault_error("InsufficientEscrow", accounts[4], usdc, 0, 1)):
@@ -518,6 +520,16 @@ def test_claim_errors(vault, admin, merchant, usdc, fund, post_payout, payees, a
         vault.claim((period, who, amount, [random_hash()]), ZERO_ADDRESS, {"from": payees[0]})
     with brownie.reverts(vault_error("NoClaims")):
         vault.claimMany([], ZERO_ADDRESS, {"from": payees[0]})
+    # The vault itself as the recipient: the payout would stay in the vault as stray tokens, which only
+    # the admin could recover; every claim path refuses it, nothing is marked claimed.
+    with brownie.reverts(vault_error("VaultAsRecipient")):
+        vault.claim(payout.claim(payees[0]), vault, {"from": payees[0]})
+    with brownie.reverts(vault_error("VaultAsRecipient")):
+        vault.claimMany([payout.claim(payees[0])], vault, {"from": payees[0]})
+    with brownie.reverts(vault_error("VaultAsRecipient")):
+        relay = relayed(vault, payees[0], [payout.claim(payees[0])], vault)
+        vault.claimManyFor(*relay, {"from": accounts[9]})
+    assert not vault.isClaimed(3, merchant, payees[0])
     # A tree whose leaves sum to more than its posted total cannot pay more than the total.
     greedy = Payout(5, str(merchant), str(usdc), {str(payees[0]): 400, str(payees[1]): 400})
     vault.post(5, merchant, usdc, greedy.root, 500, {"from": accounts[1]})

@@ -5,7 +5,8 @@
 * the challenge window never drops below the one the vault was deployed with;
 * a pause stops the vault's clock: open challenge windows end that much later;
 * a merchant bounds what one period reserves (its root and its corrections, held royalties included; a
-  cancel gives back, a release takes nothing) and which settler may post for it;
+  cancel gives back, a release takes nothing), what all postings reserve within one span of block time
+  whatever periods they name (the rate cap), and which settler may post for it;
 * stray tokens are recoverable without touching escrow, reserves or claims.
 """
 
@@ -13,7 +14,14 @@ import brownie
 from brownie import ZERO_ADDRESS, chain
 from eth_utils import keccak
 
-from tests.contracts.conftest import CHALLENGE_WINDOW, USDC_UNIT, assert_event, random_hash, vault_error
+from tests.contracts.conftest import (
+    CHALLENGE_WINDOW,
+    PERIOD_SECONDS,
+    USDC_UNIT,
+    assert_event,
+    random_hash,
+    vault_error,
+)
 
 SETTLER_ROLE = keccak(text="SETTLER_ROLE")
 DEFAULT_ADMIN_ROLE = b"\x00" * 32
@@ -65,8 +73,8 @@ def test_a_merchant_bounds_what_a_period_reserves_and_who_posts_for_it(
     fund(merchant, usdc, 10 * USDC_UNIT)
     tx = vault.setPeriodCap(usdc, 2 * USDC_UNIT, {"from": merchant})
     assert_event(tx, "PeriodCapSet", merchant=merchant, token=usdc, cap=2 * USDC_UNIT)
-    cap, chosen = vault.boundsOf(merchant, usdc)
-    assert cap == 2 * USDC_UNIT and chosen == ZERO_ADDRESS
+    cap, chosen, rate_cap, rate_spent = vault.boundsOf(merchant, usdc)
+    assert cap == 2 * USDC_UNIT and chosen == ZERO_ADDRESS and rate_cap == rate_spent == 0
     with brownie.reverts(vault_error("PeriodCapExceeded", merchant, usdc, 2 * USDC_UNIT, 2 * USDC_UNIT + 1)):
         vault.post(1, merchant, usdc, random_hash(), 2 * USDC_UNIT + 1, {"from": settler})
     # Held royalties count too.
@@ -221,6 +229,80 @@ def test_each_period_and_token_has_its_own_budget_counted_from_its_first_posting
         _settle(vault, settler, 4 + 2 * SUPPLEMENT, merchant, usdc, 1)
     assert vault.periodReservedOf(merchant, usdc, 4) == 4 * USDC_UNIT
     _settle(vault, settler, 5, merchant, usdc, cap)  # the next period starts afresh
+
+
+def _start_of_span() -> None:
+    """Waits for the next span of block time (a period's length), so a test's postings share one."""
+    chain.sleep(PERIOD_SECONDS - chain.time() % PERIOD_SECONDS + 10)
+    chain.mine()
+
+
+def _rate_exceeded(merchant, token, cap, requested) -> str:
+    return vault_error("RateCapExceeded", merchant, token, cap, requested)
+
+
+def test_a_rate_cap_bounds_what_postings_for_many_past_periods_reserve_together(
+    vault, admin, settler, merchant, usdc, fund, accounts
+):
+    """The period cap alone lets a compromised settler key post roots for many past periods, each within
+    its period's cap. The rate cap bounds them together: within one span of block time every posting
+    counts, whatever period it names, held royalties included; the next span starts afresh, so over any
+    stretch of time the keys reserve at most the rate cap per span. Cancels do not give back."""
+    fund(merchant, usdc, 100 * USDC_UNIT)
+    vault.setPeriodCap(usdc, 2 * USDC_UNIT, {"from": merchant})
+    rate = 5 * USDC_UNIT
+    tx = vault.setRateCap(usdc, rate, {"from": merchant})
+    assert_event(tx, "RateCapSet", merchant=merchant, token=usdc, cap=rate)
+    rogue = accounts[8]
+    vault.grantRole(SETTLER_ROLE, rogue, {"from": admin})
+    _start_of_span()
+    _settle(vault, rogue, 1, merchant, usdc, 2 * USDC_UNIT)
+    _settle(vault, rogue, 2, merchant, usdc, USDC_UNIT, held=USDC_UNIT)  # held royalties count
+    assert vault.rateSpentOf(merchant, usdc) == 4 * USDC_UNIT
+    with brownie.reverts(_rate_exceeded(merchant, usdc, rate, 6 * USDC_UNIT)):
+        _settle(vault, rogue, 3, merchant, usdc, 2 * USDC_UNIT)  # within period 3's cap, past the span's
+    _settle(vault, rogue, 3, merchant, usdc, USDC_UNIT)  # the span's cap exactly
+    for period in range(4, 30):
+        with brownie.reverts(_rate_exceeded(merchant, usdc, rate, rate + 1)):
+            _settle(vault, rogue, period, merchant, usdc, 1)
+    assert vault.escrowOf(merchant, usdc) == 95 * USDC_UNIT
+    # A cancel returns the reserve to escrow but not to the span.
+    vault.challenge(3, merchant, random_hash(), {"from": merchant})
+    vault.resolve(3, merchant, False, {"from": admin})
+    assert vault.escrowOf(merchant, usdc) == 96 * USDC_UNIT
+    assert tuple(vault.boundsOf(merchant, usdc)) == (2 * USDC_UNIT, ZERO_ADDRESS, rate, rate)
+    # The next span.
+    _start_of_span()
+    assert vault.rateSpentOf(merchant, usdc) == 0
+    for period in (3, 4):
+        _settle(vault, settler, period, merchant, usdc, 2 * USDC_UNIT)
+    with brownie.reverts(_rate_exceeded(merchant, usdc, rate, rate + USDC_UNIT)):
+        _settle(vault, settler, 5, merchant, usdc, 2 * USDC_UNIT)
+    # Releases of held royalties take nothing from escrow and do not count.
+    open_claims()
+    _start_of_span()
+    _settle(vault, settler, 6, merchant, usdc, USDC_UNIT, held=USDC_UNIT)
+    vault.releaseHeld(2, merchant, 2 + SUPPLEMENT, random_hash(), USDC_UNIT, {"from": settler})
+    assert vault.rateSpentOf(merchant, usdc) == 2 * USDC_UNIT
+
+
+def test_a_rate_cap_counts_the_spans_postings_made_before_it_was_set(vault, settler, merchant, usdc, fund):
+    """The span's sum is kept without a cap, so a cap set mid-span counts what the span already
+    reserved; zero removes the bound; a cap past what the slot holds is refused."""
+    fund(merchant, usdc, 20 * USDC_UNIT)
+    _start_of_span()
+    _settle(vault, settler, 1, merchant, usdc, 3 * USDC_UNIT)
+    vault.setRateCap(usdc, 4 * USDC_UNIT, {"from": merchant})
+    with brownie.reverts(_rate_exceeded(merchant, usdc, 4 * USDC_UNIT, 5 * USDC_UNIT)):
+        _settle(vault, settler, 2, merchant, usdc, 2 * USDC_UNIT)
+    _settle(vault, settler, 2, merchant, usdc, USDC_UNIT)
+    vault.setRateCap(usdc, 0, {"from": merchant})
+    _settle(vault, settler, 3, merchant, usdc, 10 * USDC_UNIT)
+    assert vault.rateSpentOf(merchant, usdc) == 14 * USDC_UNIT
+    with brownie.reverts(vault_error("RateCapTooLarge", 2**112)):
+        vault.setRateCap(usdc, 2**112, {"from": merchant})
+    vault.setRateCap(usdc, 2**112 - 1, {"from": merchant})
+    _settle(vault, settler, 4, merchant, usdc, USDC_UNIT)
 
 
 def test_stray_tokens_are_recovered_without_touching_escrow_reserves_or_claims(

@@ -19,8 +19,10 @@ contract with the model:
     a settler the merchant did not choose; per (merchant, token, period) - a period's own id and its
     supplementary ids (corrections) together - what the postings reserved from escrow, less what cancels
     gave back, equals the vault's periodReservedOf and never exceeds the merchant's cap as it stood at
-    the latest posting; and every posted settlement's window ends at least a whole challenge window after
-    its post, later by every pause.
+    the latest posting; per (merchant, token, span of block time), what all postings reserved, whatever
+    periods they named (the adversary posts for ever older periods), never exceeds the merchant's rate
+    cap as it stood at the latest posting, and equals the vault's rateSpentOf; and every posted
+    settlement's window ends at least a whole challenge window after its post, later by every pause.
 
 Runner: as in test_delivery_ledger_stateful.py, a plain hypothesis RuleBasedStateMachine fed with
 `brownie.test.strategy` strategies (brownie's compiled `state_machine` helper cannot run machines), one
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from itertools import count
 
 import brownie
-from brownie import chain
+from brownie import chain, web3
 from brownie.test import strategy
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import (
@@ -136,8 +138,15 @@ class VaultMachine(RuleBasedStateMachine):
         # second lets only the platform's settler post for it.
         cls.vault.setPeriodCap(cls.tokens[0], 5_000, {"from": cls.merchants[0]})
         cls.vault.chooseSettler(cls.settler, {"from": cls.merchants[1]})
+        # Rate caps: what all postings may reserve per span of block time, whatever periods they name.
+        for (merchant, token), cap in cls.rate_caps_prepared().items():
+            cls.vault.setRateCap(token, cap, {"from": merchant})
         chain.sleep(CHALLENGE_WINDOW + 2 * BOUNDARY)
         chain.mine()
+
+    @classmethod
+    def rate_caps_prepared(cls) -> dict:
+        return {(cls.merchants[0], cls.tokens[0]): 6_000, (cls.merchants[1], cls.tokens[1]): 3_000}
 
     def __init__(self):
         self.stats["examples"] += 1
@@ -165,6 +174,11 @@ class VaultMachine(RuleBasedStateMachine):
         for (period, merchant), (payout, _opens_at, _posted_at) in self.prepared.items():
             self.period_reserved[(merchant, payout.token, period % SUPPLEMENT)] += payout.total
         self.chosen: dict[str, str] = {str(self.merchants[1]): str(self.settler)}
+        # per (merchant, token): the rate cap (0: none), and what postings reserved per span of block time
+        self.rate_caps = {(str(m), str(t)): cap for (m, t), cap in self.rate_caps_prepared().items()}
+        self.rate_spent: Counter = Counter()  # (merchant, token, span) -> sum
+        for (_period, merchant), (payout, _opens_at, posted_at) in self.prepared.items():
+            self.rate_spent[(merchant, payout.token, posted_at // PERIOD_SECONDS)] += payout.total
         for token in self.tokens:
             for account in [*self.payees, self.other, self.rogue]:
                 self.balances[(str(account), str(token))] = token.balanceOf(account)
@@ -275,6 +289,21 @@ class VaultMachine(RuleBasedStateMachine):
         self._post_payout(payout, self.rogue, "rogue")
 
     @rule(pick=st_pick, seed=st_seed)
+    def rule_rogue_settler_posts_old_periods(self, pick, seed):
+        """The adversary's settler key posts for a past period nobody posted yet (an ever older one), each
+        within the period's cap: only the rate cap bounds what such postings reserve together."""
+        merchant, token = str(self.merchants[pick % 2]), self.tokens[(pick // 2) % 2]
+        taken = {i for (i, m) in self.settlements if m == merchant}
+        period = next(p for p in count(3 + seed % 200) if p not in taken and p not in PERIODS)
+        whole = self.escrow[(merchant, str(token))]
+        cap = self.caps.get((merchant, str(token)), 0)
+        amount = min(whole, cap) if cap else whole // 4
+        if amount == 0:
+            return
+        payout = Payout(period, merchant, str(token), {str(self.rogue): amount})
+        self._post_payout(payout, self.rogue, "rogue old period")
+
+    @rule(pick=st_pick, seed=st_seed)
     def rule_settler_posts_ahead(self, pick, seed):
         """A settler key (the platform's or the rogue) posts for the running period, a future one, or a
         supplementary id of the running one: refused whatever the amount, nothing reserved."""
@@ -291,9 +320,13 @@ class VaultMachine(RuleBasedStateMachine):
 
     @rule(pick=st_pick, seed=st_seed)
     def rule_merchant_sets_bounds(self, pick, seed):
-        """A merchant caps one posting in a token, or chooses its settler (the platform's, or none)."""
+        """A merchant caps a period or a span in a token, or chooses its settler (the platform's, or none)."""
         merchant, token = self.merchants[pick % 2], self.tokens[(pick // 2) % 2]
-        if seed % 2:
+        if seed % 3 == 2:
+            cap = [0, 3_000, 12_000][(seed // 3) % 3]
+            self.vault.setRateCap(token, cap, {"from": merchant})
+            self.rate_caps[(str(merchant), str(token))] = cap
+        elif seed % 3 == 1:
             cap = [0, 500, 5_000, 50_000][(seed // 2) % 4]
             self.vault.setPeriodCap(token, cap, {"from": merchant})
             self.caps[(str(merchant), str(token))] = cap
@@ -324,12 +357,19 @@ class VaultMachine(RuleBasedStateMachine):
         existing = self.settlements.get((period, merchant))
         budget = (merchant, token, period % SUPPLEMENT)
         requested = self.period_reserved[budget] + payout.total  # the period's sum after this posting
+        if PERIOD_SECONDS - chain.time() % PERIOD_SECONDS <= BOUNDARY:
+            chain.sleep(2 * BOUNDARY + 1)  # the next block could fall in either span
+        span = (merchant, token, chain.time() // PERIOD_SECONDS)
+        rate_cap = self.rate_caps.get((merchant, token), 0)
+        rate_requested = self.rate_spent[span] + payout.total  # the span's sum after this posting
         if existing is not None and existing.status != SettlementStatus.Cancelled:
             expected = vault_error("AlreadyPosted", period, merchant, existing.status)
         elif chosen is not None and chosen != str(poster):
             expected = vault_error("SettlerNotChosen", merchant, chosen, poster)
         elif cap and requested > cap:
             expected = vault_error("PeriodCapExceeded", merchant, token, cap, requested)
+        elif rate_cap and rate_requested > rate_cap:
+            expected = vault_error("RateCapExceeded", merchant, token, rate_cap, rate_requested)
         elif payout.total > available:
             expected = vault_error("InsufficientEscrow", merchant, token, available, payout.total)
         else:
@@ -342,6 +382,9 @@ class VaultMachine(RuleBasedStateMachine):
             opens_at = tx.events["SettlementPosted"]["claimsOpenAt"]
             assert opens_at == tx.timestamp + CHALLENGE_WINDOW
             assert not cap or requested <= cap  # the period never past the merchant's own bound
+            assert tx.timestamp // PERIOD_SECONDS == span[2]
+            assert not rate_cap or rate_requested <= rate_cap  # nor the span, whatever the periods
+            self.rate_spent[span] = rate_requested
             self.period_reserved[budget] = requested
             self.cap_at_post[budget] = cap
             if period >= SUPPLEMENT:
@@ -605,6 +648,9 @@ class VaultMachine(RuleBasedStateMachine):
             calls += [(vault.isClaimed, (*key, p), self.admin) for p in self.payees]
         budgets = sorted(self.period_reserved)
         calls += [(vault.periodReservedOf, budget, self.admin) for budget in budgets]
+        rates = sorted({(m, t) for m in map(str, self.merchants) for t in map(str, self.tokens)})
+        calls += [(vault.rateSpentOf, rate, self.admin) for rate in rates]
+        now = web3.eth.get_block("latest").timestamp  # views read the latest block's time
         results = iter(batch_call(vault, calls))
 
         for token in self.tokens:
@@ -648,6 +694,10 @@ class VaultMachine(RuleBasedStateMachine):
             assert next(results) == self.period_reserved[budget]
             cap = self.cap_at_post.get(budget, 0)
             assert not cap or self.period_reserved[budget] <= cap, (budget, cap)
+        for merchant, token in rates:
+            spent = next(results)
+            if now % PERIOD_SECONDS < PERIOD_SECONDS - BOUNDARY:  # the read's span is known
+                assert spent == self.rate_spent[(merchant, token, now // PERIOD_SECONDS)]
         for (account, token), balance in self.balances.items():
             assert self.tokens[[str(t) for t in self.tokens].index(token)].balanceOf(account) == balance
         for payee in self.payees:

@@ -3,7 +3,9 @@ that would break one waits with the reason instead of sending a transaction the 
 
 The vault is the authority (contracts/vault/MerchantBounds.sol); this mirrors its rules so the worker
 blocks with a readable reason: the merchant's cap per period (what the period's postings already
-reserved counts), and its chosen settler, which binds a release of held royalties only while the chosen
+reserved counts), its rate cap per span of block time (what all its postings reserved in the current
+span counts, whatever periods they named; the vault's spans are its period length), and its chosen
+settler, which binds a release of held royalties only while the chosen
 address holds ``SETTLER_ROLE`` (a merchant cannot freeze what it owes the rights holders by choosing an
 address that cannot settle).
 """
@@ -20,14 +22,19 @@ def merchant_bounds(
 ) -> tuple[str, str] | None:
     """The merchant's own bounds in the vault (``boundsOf``) that this post would break, as a blocked
     reason: more than its cap leaves to the period (what the period's postings already reserved,
-    ``periodReservedOf``, counts), or a settler other than the one it chose. A release takes nothing
-    from escrow and is not bounded by the cap."""
+    ``periodReservedOf``, counts), more than its rate cap leaves to the current span (``rateSpentOf``:
+    the post waits for the next span, the next run retries), or a settler other than the one it chose.
+    A release takes nothing from escrow and is bounded by neither cap.
+
+    The vault reads the span at the post's block: a post read just before a span ends may land in the
+    next, where the vault counts less; never more, so the check never lets through what the vault
+    refuses for the rate cap."""
     vault = chain.contract(SETTLEMENT_VAULT)
-    cap, chosen = chain.call(vault.functions.boundsOf(merchant, token))
+    cap, chosen, rate_cap, rate_spent = chain.call(vault.functions.boundsOf(merchant, token))
     release = settlement.kind == SettlementKind.release
+    reserved = settlement.total + settlement.held_total
     if not release and int(cap):
         already = int(chain.call(vault.functions.periodReservedOf(merchant, token, settlement.period_id)))
-        reserved = settlement.total + settlement.held_total
         if already + reserved > int(cap):
             return (
                 "period_cap_exceeded",
@@ -35,6 +42,14 @@ def merchant_bounds(
                 f"above the merchant's own cap of {int(cap)} per period (SettlementVault.setPeriodCap): the "
                 "merchant raises the cap, or the period is challenged",
             )
+    if not release and int(rate_cap) and int(rate_spent) + reserved > int(rate_cap):
+        return (
+            "rate_cap_exceeded",
+            f"this settlement reserves {reserved} and the merchant's postings already reserved "
+            f"{int(rate_spent)} in the vault's current span, above the merchant's own rate cap of "
+            f"{int(rate_cap)} per span (SettlementVault.setRateCap): the post waits for the next span, or "
+            "the merchant raises the cap",
+        )
     signer = chain.signer_address
     if int(chosen, 16) == 0 or signer is None or chosen.lower() == signer.lower():
         return None

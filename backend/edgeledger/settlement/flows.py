@@ -121,6 +121,7 @@ POST_BLOCKS = (
     "token_not_allowed",
     "posted_elsewhere",
     "period_cap_exceeded",
+    "rate_cap_exceeded",
     "settler_not_chosen",
     "period_not_ended",
     "period_length_mismatch",
@@ -628,6 +629,7 @@ def _after_revert(
         "InsufficientEscrow": "insufficient_escrow",
         "TokenNotAllowed": "token_not_allowed",
         "PeriodCapExceeded": "period_cap_exceeded",
+        "RateCapExceeded": "rate_cap_exceeded",
         "SettlerNotChosen": "settler_not_chosen",
         "PeriodNotEnded": "period_not_ended",
     }.get(exc.error, f"post_reverted:{exc.error}")

@@ -78,9 +78,13 @@ class AccountDetail(AccountRead):
     shortfall: int | None
     open_settlements: int
     #: the merchant's own bounds in the vault (SettlementVault.boundsOf): the most one period may reserve
-    #: (0: no bound) and the only settler that may post for it (null: any)
+    #: (0: no bound), the only settler that may post for it (null: any), the most all postings may
+    #: reserve within one span of block time (the vault's period length; 0: no bound) and what they
+    #: reserved in the current span
     period_cap: int | None = None
     chosen_settler: str | None = None
+    rate_cap: int | None = None
+    rate_spent: int | None = None
 
 
 # --- rate cards and FX -------------------------------------------------------------------------------

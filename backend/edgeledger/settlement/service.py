@@ -186,16 +186,18 @@ def account_detail(session: Session, chain: ChainClient, account: SettlementAcco
     escrow: int | None = None
     cap: int | None = None
     settler: str | None = None
+    rate_cap: int | None = None
+    rate_spent: int | None = None
     chain_error: str | None = None
     merchant, token = to_checksum_address(account.address), to_checksum_address(account.token)
     try:
         vault = chain.contract(SETTLEMENT_VAULT)
         # one round trip instead of two
-        raw_escrow, (raw_cap, raw_settler) = chain.call_many(
+        raw_escrow, (raw_cap, raw_settler, raw_rate_cap, raw_rate_spent) = chain.call_many(
             [vault.functions.escrowOf(merchant, token), vault.functions.boundsOf(merchant, token)]
         )
         escrow = int(raw_escrow)
-        cap = int(raw_cap)
+        cap, rate_cap, rate_spent = int(raw_cap), int(raw_rate_cap), int(raw_rate_spent)
         settler = None if int(raw_settler, 16) == 0 else to_checksum_address(raw_settler)
     except ChainError as exc:  # the account is still worth showing when the chain is down
         chain_error = f"{exc.code}: {exc.message}"
@@ -209,6 +211,8 @@ def account_detail(session: Session, chain: ChainClient, account: SettlementAcco
         open_settlements=count,
         period_cap=cap,
         chosen_settler=settler,
+        rate_cap=rate_cap,
+        rate_spent=rate_spent,
     )
 
 
