@@ -1,5 +1,6 @@
 """A correction is priced at its period's terms block, end-to-end on a real chain and database: what the
-merchant's statement says of a late record of content registered after that block.
+merchant's statement says of a late record of content registered after that block, and the block a
+period records when it billed nothing because every batch waited for a fraud review.
 
 The money world and its helpers: tests/backend/support/money.py, test_settlement_money.py.
 """
@@ -11,12 +12,13 @@ import html
 import pytest
 
 from edgeledger.auth.models import Role
+from edgeledger.deliveries import signals
 from edgeledger.settlement.models import SettlementState
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json
 from edgeledger.verify.settlement import recompute
-from tests.backend.support.money import NOW, Money
+from tests.backend.support.money import DELIVERY_FEE, NOW, ROYALTY, Money
 from tests.backend.support.stack import make_caller
-from tests.backend.test_settlement_money import _correction_of, _register_from_a_wallet
+from tests.backend.test_settlement_money import _correction_of, _flagged_batch, _register_from_a_wallet
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +72,27 @@ def test_a_receipt_priced_as_unregistered_says_why_on_the_statement(money: Money
         f"/settlement/settlements/{period.id}/statement?format=html", headers=admin.headers
     )
     assert "priced-unregistered" not in own_page.text
+
+
+def test_a_period_billing_nothing_while_under_review_records_its_terms_block(money: Money) -> None:
+    """Every batch of the period waits for a fraud review, so the period bills nothing (``empty``). It
+    records its terms block all the same: the correction that bills the batch once the review is decided
+    prices it at the period's block, as the period would have, not at the chain's terms of that later
+    day (here the asset disputed after the period's block: its royalty is paid, not held back)."""
+    flag = _flagged_batch(money, 25)
+    money.run(NOW)
+    period = money.settlement("a")
+    assert period is not None and period.state == SettlementState.empty, period.state
+    assert period.terms_block is not None
+    money.dispute()  # after the period's block
+
+    signals.review_flag(money.session, flag, signals.FlagReview(decision="dismissed", reason="ok"), 1)
+    money.session.commit()
+    correction = _correction_of(money, period)
+    assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
+    assert correction.terms_block == period.terms_block
+    statement = money.statement(correction)
+    assert statement.held_back == () and correction.held_total == 0
+    assert correction.total == DELIVERY_FEE + ROYALTY
+    checks = money.verify(money.document(correction))
+    assert checks and all(checks.values()), checks

@@ -61,6 +61,9 @@ class PeriodData:
     #: compared with the CDN's bill with the rest, so a review opens no reconciliation case (a case
     #: adjusted for them would charge them twice once a correction bills them)
     reviewed: list[Receipt] = field(default_factory=list)
+    #: the block a period that bills nothing now records for its batches under review (flows.py
+    #: ``_inputs``): the correction that bills them once the review is decided prices them at it
+    terms_block: int | None = None
 
 
 def receipt_key(batch_id: str, asset_id: int, region: str, country: str) -> str:
