@@ -33,6 +33,7 @@ from edgeledger.deliveries.models import (
 )
 from edgeledger.ledger.hashing import hex32
 from edgeledger.ledger.ids import merchant_id_for, source_id_for
+from edgeledger.settlement.period_inputs import under_review
 from tests.backend.support.stack import Caller, make_caller
 from tests.backend.test_anchoring import DAY0, PERIOD, add_records, db, open_batch, register, reload
 
@@ -475,3 +476,60 @@ def test_receipts_only_count_anchored_batches(
     assert [(t.host, t.requests, t.bytes_delivered, t.batch_ids) for t in totals] == [
         ("b.example", 2, 40, [batch.batch_id])
     ]
+
+
+def test_receipts_show_what_waits_for_a_fraud_review(
+    app_client: TestClient, admin: Caller, anchored: dict[str, Any], settings: Settings
+) -> None:
+    """While a flag over a merchant's records is open, no settlement of that merchant counts the batch
+    (settlement.period_inputs.under_review), for any of its hosts. The listing keeps the rows and says
+    which part of each waits, and why (the batches), instead of showing it as billable or hiding it."""
+    flagged: DeliveryBatch = anchored["batch"]
+    register(app_client, admin, "cdn-clean")
+    chain: ChainClient = app_client.app.state.chain  # type: ignore[attr-defined]
+    with db(app_client) as session:  # a clean batch of another source, same merchant, asset and region
+        clean = open_batch(session, service.get_source(session, "cdn-clean"), DAY0)
+        add_records(session, settings, clean, 4, client_ip="198.51.100.3", asset_id=1, nbytes=500)
+        batches.close_due_batches(session, settings, force=True)
+        assert anchoring.anchor_pending(session, chain, settings).anchored == [clean.batch_id]
+    shop_owner = make_caller(app_client, Role.merchant, "shop")
+    with db(app_client) as session:
+        session.add(MerchantHost(host="shop.example", merchant_user_id=shop_owner.user_id))
+        session.commit()
+
+    rows = {r["asset_id"]: r for r in receipt_rows(app_client, admin)}
+    shop, other = rows[1], rows[2]
+    assert sorted(shop["batch_ids"]) == sorted([flagged.batch_id, clean.batch_id])
+    assert (shop["requests"], shop["bytes_delivered"]) == (2 + 4, 1_400 + 2_000)
+    assert shop["under_review"] and shop["under_review_batch_ids"] == [flagged.batch_id]
+    assert (shop["under_review_requests"], shop["under_review_bytes"]) == (2, 1_400)
+    # other.example is no host of the shop's: its records in the batch are not under review
+    assert not other["under_review"] and other["under_review_batch_ids"] == []
+    assert (other["under_review_requests"], other["under_review_bytes"]) == (0, 0)
+    with db(app_client) as session:  # the batches settlement holds back for the shop: the same
+        held = set(session.scalars(under_review([hex32(merchant_id_for("shop.example"))])))
+    assert held == {flagged.id}
+
+    # Registered to the shop, other.example's records in the flagged batch wait too: settlement holds
+    # the batch for the whole merchant, whichever host the flagged records name.
+    with db(app_client) as session:
+        session.add(MerchantHost(host="other.example", merchant_user_id=shop_owner.user_id))
+        session.commit()
+    own = {r["asset_id"]: r for r in receipt_rows(app_client, shop_owner)}
+    assert own[2]["under_review"] and own[2]["under_review_batch_ids"] == [flagged.batch_id]
+    assert (own[2]["under_review_requests"], own[2]["under_review_bytes"]) == (3, 900)
+    assert (own[1]["under_review_requests"], own[1]["under_review_bytes"]) == (2, 1_400)
+
+    # Decided (one confirmed, one dismissed): nothing waits any more.
+    flags = app_client.get(f"/deliveries/batches/{flagged.batch_id}/flags", headers=admin.headers).json()
+    for flag, decision in zip(flags, ("confirmed", "dismissed"), strict=True):
+        reviewed = app_client.post(
+            f"/deliveries/flags/{flag['id']}/review",
+            json={"decision": decision, "reason": "reviewed"},
+            headers=admin.headers,
+        )
+        assert reviewed.status_code == 200, reviewed.text
+    after = receipt_rows(app_client, shop_owner)
+    assert [r["under_review"] for r in after] == [False, False]
+    assert all(r["under_review_requests"] == r["under_review_bytes"] == 0 for r in after)
+    assert {r["asset_id"]: r["requests"] for r in after} == {1: 6, 2: 3}

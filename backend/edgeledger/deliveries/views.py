@@ -425,8 +425,10 @@ def list_receipts(
     merchant: str | None = None,
     asset: int | None = None,
 ) -> list[receipts.ReceiptRead]:
-    """Anchored deliveries per (asset, merchant, region, period) with the batches behind each row.
-    Merchants see their own hosts only; a scoped auditor its merchants' hosts and its sources' batches."""
+    """Anchored deliveries per (asset, merchant, region, period) with the batches behind each row, and
+    the part of each row that waits for a fraud review (``under_review*``: in batches an open flag over
+    the merchant's records holds back from settlement until it is decided). Merchants see their own
+    hosts only; a scoped auditor its merchants' hosts and its sources' batches."""
     merchant_ids: list[str] | None = None
     if merchant is not None:
         merchant_ids = [receipts.merchant_filter_id(merchant)]

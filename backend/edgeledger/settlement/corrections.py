@@ -25,7 +25,9 @@ every computation of a period or correction leaves out the batches its siblings 
 
 The terms are those of the period: a correction reads its assets' terms at the period's recorded block
 (a block after the period closed, final), so a late record is priced and paid as the period would have
-paid it; a period that had nothing to pay has no block, and the correction records one as a period does.
+paid it. A period that billed nothing because its batches were under a fraud review records its block
+all the same (flows.py), for the correction that bills them once the review is decided; a period that had
+nothing at all to bill has no block, and its correction records one as a period does.
 A late record of content registered after that block (so unregistered when delivered) is priced as
 unregistered content (:func:`registered_at`), instead of blocking the correction, and every later one.
 Its delivery fee is marginal: the region's whole usage (its own and what the period's other live
@@ -166,7 +168,8 @@ def check_computable(session: Session, settlement: Settlement) -> None:
 
 
 def period_terms_block(session: Session, settlement: Settlement) -> int | None:
-    """The block a correction reads terms at: its period's (None when the period recorded none)."""
+    """The block a correction reads terms at: its period's (None when the period recorded none: it had
+    nothing to bill and no batch waiting for a review)."""
     period = latest_period(_siblings(session, settlement.merchant_user_id, settlement.period_start))
     return period.terms_block if period is not None else None
 

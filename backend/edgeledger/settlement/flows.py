@@ -292,7 +292,7 @@ def compute(
     settlement.usage_json = json.dumps([[r, d, b, q] for (r, d), (b, q) in sorted(data.usage.items())])
     settlement.error_code = settlement.error_message = None
     settlement.computed_at = utcnow()
-    settlement.terms_block = inputs.terms_block if inputs is not None else None
+    settlement.terms_block = inputs.terms_block if inputs is not None else data.terms_block
     if settlement.kind == SettlementKind.period:  # a correction's period lists them
         settlement.unbillable_json = json.dumps(unbillable_batches(session, account, settlement.period_start))
     record_held(session, settlement, statement.held_back if statement is not None else ())
@@ -351,6 +351,12 @@ def _inputs(
     # batches another live settlement of the period counts (settlement/corrections.py)
     data = period_receipts(session, account, settlement.period_start, claimed_batches(session, settlement))
     if not data.receipts:
+        if data.reviewed and not correction:
+            # Nothing billed now, but batches wait for a fraud review: the correction that bills them
+            # prices them at this period's block (corrections.py), so the period records one, read as
+            # when it bills (pending until a final block follows the period's end). Stored with the
+            # ``empty`` state in one commit, it is there before any correction can open.
+            data.terms_block = chain_terms_block(chain, settings, settlement.period_end)
         return None, data
     block = period_terms_block(session, settlement) if correction else None
     if block is None:

@@ -24,11 +24,10 @@ from edgeledger.deliveries.models import (
     DeliveryReceipt,
     DeliveryRecordRow,
     DeliverySource,
-    FlagState,
     FraudFlag,
-    FraudFlagRecord,
     MerchantHost,
 )
+from edgeledger.deliveries.receipts import open_flag_cover
 from edgeledger.ledger.hashing import hex32
 from edgeledger.ledger.ids import merchant_id_for
 from edgeledger.settlement import SettlementError
@@ -62,6 +61,9 @@ class PeriodData:
     #: compared with the CDN's bill with the rest, so a review opens no reconciliation case (a case
     #: adjusted for them would charge them twice once a correction bills them)
     reviewed: list[Receipt] = field(default_factory=list)
+    #: the block a period that bills nothing now records for its batches under review (flows.py
+    #: ``_inputs``): the correction that bills them once the review is decided prices them at it
+    terms_block: int | None = None
 
 
 def receipt_key(batch_id: str, asset_id: int, region: str, country: str) -> str:
@@ -85,12 +87,8 @@ def under_review(merchant_ids: list[str]) -> Select[tuple[int]]:
     left billable. Counting it before would fix the batch to the settlement that counted it, and
     records a dismissal cleared afterwards would never be billed (a batch belongs to one settlement)."""
     raw = [bytes.fromhex(m.removeprefix("0x")) for m in merchant_ids]
-    return (
-        select(FraudFlag.batch_pk)
-        .join(FraudFlagRecord, FraudFlagRecord.flag_pk == FraudFlag.id)
-        .join(DeliveryRecordRow, DeliveryRecordRow.id == FraudFlagRecord.record_pk)
-        .where(FraudFlag.state == FlagState.open, DeliveryRecordRow.merchant_id.in_(raw))
-    )
+    # the receipts listing reads the same cover (deliveries/receipts.py): it shows what waits here
+    return open_flag_cover(FraudFlag.batch_pk).where(DeliveryRecordRow.merchant_id.in_(raw))
 
 
 def period_receipts(

@@ -3,7 +3,7 @@ line linked to its batches and proofs (docs/settlement.md, "Statements")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from edgeledger.settlement.charts import _e, _sources_chart_svg, bytes_chart_svg, payees_chart_svg
@@ -21,8 +21,10 @@ from edgeledger.settlement.statements import (
     _utc,
     format_amount,
     parse_receipt_key,
+    priced_unregistered,
     receipt_link,
     settlement_link,
+    unregistered_note,
 )
 
 #: The statement's only style element (the portal allows it by its hash in a Content-Security-Policy).
@@ -108,24 +110,33 @@ def _lines_table(lines: Sequence[LineItem], ctx: StatementContext, with_payee: b
     return f'<table class="lines"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _receipts_table(keys: Iterable[str], ctx: StatementContext) -> str:
+def _receipts_table(keys: Iterable[str], ctx: StatementContext, unregistered: Mapping[str, str]) -> str:
+    """Every receipt with its batch and proofs links; when some were priced as unregistered content
+    though their keys name an asset (``unregistered``), a note column says why on their rows."""
     unique = sorted(set(keys))
     if not unique:
         return '<p class="muted">No receipts.</p>'
+    noted = any(key in unregistered for key in unique)
     rows = []
     for key in unique:
         parts = parse_receipt_key(key)
         links = _batch_links(parts.batch_id, ctx.api_base)
+        note = ""
+        if noted:
+            text = unregistered_note(parts.asset_id, ctx.terms_block) if key in unregistered else ""
+            note = f"<td class='note'>{_e(text or '—')}</td>"
+        kind = "receipt priced-unregistered" if key in unregistered else "receipt"
         rows.append(
-            f"<tr class='receipt'><td class='mono'><a class='receipt' href=\"{_e(links['batch'])}\" "
+            f"<tr class='{kind}'><td class='mono'><a class='receipt' href=\"{_e(links['batch'])}\" "
             f'data-key="{_e(key)}">{_e(key)}</a></td><td>{_e(parts.asset_id)}</td><td>{_e(parts.region)}</td>'
             f"<td>{_e(parts.country or '—')}</td>"
-            f"<td><a class='proofs' href=\"{_e(links['export'])}\">proofs</a></td></tr>"
+            f"<td><a class='proofs' href=\"{_e(links['export'])}\">proofs</a></td>{note}</tr>"
         )
     return (
         '<table class="receipts"><thead><tr><th>receipt (batch : asset : region : country)</th><th>asset</th>'
-        "<th>region</th><th>country</th><th>leaves and proofs</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        "<th>region</th><th>country</th><th>leaves and proofs</th>"
+        + ("<th>note</th>" if noted else "")
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
@@ -336,7 +347,7 @@ def statement_html(statement: Statement, ctx: StatementContext, payee: str | Non
         "batch's export with every leaf and its Merkle proof.</p>"
     )
     body.append(f'<p class="muted links">{_e(LINKS_AUTHENTICATION)}</p>')
-    body.append(_receipts_table(keys, ctx))
+    body.append(_receipts_table(keys, ctx, priced_unregistered(statement)))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

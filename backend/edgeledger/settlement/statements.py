@@ -8,7 +8,11 @@ exact decimal string made by integer arithmetic (:func:`format_amount`); floats 
 geometry. Formats and CSV columns: docs/settlement.md, "Statements".
 
 Receipt keys are ``"<batch id>:<asset id>:<region>:<country>"`` (see ``period_inputs.receipt_key``); each line
-links to the batch (anchoring transaction) and to the batch's export (every leaf with its proof).
+links to the batch (anchoring transaction) and to the batch's export (every leaf with its proof). A key
+keeps naming its asset when the receipt was priced as unregistered content because the asset was
+registered after the period's terms block (a correction's late records, settlement/corrections.py
+``registered_at``); :func:`priced_unregistered` finds those receipts in the statement itself and their
+entries say so, so the merchant does not read a registered asset without its royalty unexplained.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, TypedDict
 
 from edgeledger.deliveries.regions import REGION_CODES, region_of
 from edgeledger.settlement import SettlementError
-from edgeledger.settlement.payouts import Decision, HeldBack, LineItem, Statement, Violation
+from edgeledger.settlement.payouts import UNREGISTERED, Decision, HeldBack, LineItem, Statement, Violation
 from edgeledger.settlement.rates import Currency, FxSnapshot
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "parse_receipt_key",
     "payee_statement_csv",
     "payee_statement_json",
+    "priced_unregistered",
     "receipt_link",
     "settlement_link",
 ]
@@ -198,6 +203,41 @@ def settlement_link(settlement_id: int, api_base: str = "") -> str:
     return f"{api_base.rstrip('/')}/settlement/settlements/{settlement_id}/statement"
 
 
+#: ``priced_as`` of a receipt entry priced as unregistered content though its key names an asset
+PRICED_UNREGISTERED = "unregistered"
+
+
+def priced_unregistered(statement: Statement) -> dict[str, str]:
+    """Receipt key -> the asset id the key names, for every receipt the statement priced as unregistered
+    content (asset ``"0"``: the delivery fee, no royalty) although its key names an asset: a correction's
+    late records of content the registry did not know at the period's terms block (registered after it,
+    so unregistered when delivered; settlement/corrections.py ``registered_at``).
+
+    Read from the statement alone, so a verifier that recomputes the statement from its inputs finds the
+    same receipts: ``compute_payouts`` puts every receipt in its region's delivery lines, and every receipt
+    of an asset it has terms for either in ``royalties`` (under that asset, even at a zero amount) or in
+    ``violations`` (under its key); a key of the delivery lines naming an asset that is in neither was
+    priced as asset ``"0"``. A release has no delivery lines, hence none."""
+    violated = {v.receipt_key for v in statement.violations}
+    delivery = [item for item in statement.line_items if item.kind in ("delivery", "delivery_margin")]
+    keys = {k for item in delivery for k in item.receipt_keys}
+    found: dict[str, str] = {}
+    for key in sorted(keys - violated):
+        asset_id = parse_receipt_key(key).asset_id
+        if asset_id != UNREGISTERED and asset_id not in statement.royalties:
+            found[key] = asset_id
+    return found
+
+
+def unregistered_note(asset_id: str, terms_block: int | None) -> str:
+    """Why a receipt naming ``asset_id`` earned no royalty (:func:`priced_unregistered`)."""
+    block = f"terms block {terms_block}" if terms_block is not None else "terms block"
+    return (
+        f"priced as unregistered content (delivery fee only, no royalty): asset {asset_id} was registered "
+        f"after this period's {block}, so it was not registered when delivered"
+    )
+
+
 def _related_json(ctx: StatementContext) -> list[dict[str, Any]]:
     return [
         {
@@ -305,7 +345,13 @@ def _line_json(item: LineItem, ctx: StatementContext) -> dict[str, Any]:
     }
 
 
-def _receipts_json(keys: Iterable[str], ctx: StatementContext) -> dict[str, dict[str, Any]]:
+def _receipts_json(
+    keys: Iterable[str], ctx: StatementContext, unregistered: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Each receipt key's parts and links; one priced as unregistered content though it names an asset
+    (``unregistered``, :func:`priced_unregistered`) also has ``priced_as: "unregistered"``, the
+    ``terms_block`` it was priced at and a ``note`` saying why (only those: every other entry, and every
+    statement without such receipts, reads as before)."""
     out: dict[str, dict[str, Any]] = {}
     for key in sorted(set(keys)):
         parts = parse_receipt_key(key)
@@ -315,6 +361,12 @@ def _receipts_json(keys: Iterable[str], ctx: StatementContext) -> dict[str, dict
             "country": parts.country,
             **_batch_links(parts.batch_id, ctx.api_base),
         }
+        if key in unregistered:
+            out[key].update(
+                priced_as=PRICED_UNREGISTERED,
+                terms_block=ctx.terms_block,
+                note=unregistered_note(parts.asset_id, ctx.terms_block),
+            )
     return out
 
 
@@ -471,7 +523,7 @@ def merchant_statement_json(statement: Statement, ctx: StatementContext) -> dict
             {"region": region, "day": day, "bytes": nbytes, "requests": requests}
             for (region, day), (nbytes, requests) in sorted(ctx.usage_by_region_day.items())
         ],
-        "receipts": _receipts_json(keys, ctx),
+        "receipts": _receipts_json(keys, ctx, priced_unregistered(statement)),
         "batches": _batches(keys, ctx.api_base),
     }
 
@@ -492,7 +544,7 @@ def payee_statement_json(statement: Statement, ctx: StatementContext, payee: str
             else None
         ),
         "line_items": [_line_json(item, ctx) for item in lines],
-        "receipts": _receipts_json(keys, ctx),
+        "receipts": _receipts_json(keys, ctx, priced_unregistered(statement)),
         "batches": _batches(keys, ctx.api_base),
     }
 
