@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from edgeledger.ledger.hashing import FormatError
 from edgeledger.ledger.payout_leaf import PayoutTree, encode_payout, payout_leaf, verify_payout
+from edgeledger.ledger.vault import SettlementStatus
 
 MERCHANT = "0x1111111111111111111111111111111111111111"
 TOKEN = "0x2222222222222222222222222222222222222222"
@@ -89,3 +93,15 @@ def test_unknown_payee_and_empty_tree_are_refused() -> None:
     with pytest.raises(FormatError) as err:
         PayoutTree(42, MERCHANT, TOKEN, PAYOUTS).proof("0x6666666666666666666666666666666666666666")
     assert err.value.code == "payee_unknown"
+
+
+def test_the_shared_settlement_statuses_follow_the_contracts_enum() -> None:
+    """``edgeledger.ledger.vault.SettlementStatus`` (read by the worker and the verifiers alike) lists
+    the vault's ``SettlementStatus`` members in the contract's order."""
+    source = (Path(__file__).resolve().parents[2] / "contracts" / "SettlementVault.sol").read_text()
+    body = re.search(r"enum SettlementStatus \{(.*?)\}", source, re.S)
+    assert body is not None
+    members = [line.split("//")[0].strip().rstrip(",") for line in body.group(1).splitlines()]
+    names = [m.upper() for m in members if m]
+    assert names == [status.name for status in SettlementStatus]
+    assert [status.value for status in SettlementStatus] == list(range(len(names)))

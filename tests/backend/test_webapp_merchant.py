@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from edgeledger.auth.models import Role, User
 from edgeledger.config import Settings
+from edgeledger.ledger.vault import SettlementStatus
 from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import CaseState, Settlement, SettlementState
 from edgeledger.webapp.merchant import parse_amount
@@ -223,7 +224,7 @@ def test_a_merchant_deposits_imports_its_bill_decides_a_case_and_challenges(
         page.wait_for_selector(f"#challenge-{posted.id}-status[data-kind='ok']", timeout=60_000)
         with Session(scene.engine) as session:
             on_chain = flows.chain_settlement(scene.chain, session.get(Settlement, posted.id))
-        assert on_chain.status == flows.CHAIN_CHALLENGED
+        assert on_chain.status == SettlementStatus.CHALLENGED
 
         # --- the same page in Simplified Chinese --------------------------------------------------------
         page.click("#lang-zh-CN")

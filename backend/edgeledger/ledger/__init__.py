@@ -12,6 +12,7 @@ exactly one definition (docs/delivery-leaf.md, docs/settlement-leaf.md, docs/com
 * ``registration``     the registry's EIP-712 messages (registration, licence and split updates), the
                        commit-reveal commitment, the on-chain codes of the IPFS import profiles
 * ``payout_leaf``      the settlement payout leaf and a settlement's payout tree
+* ``vault``            the vault's settlement statuses and the layout of supplementary ids
 * ``splits``           an asset's split as the registry commits to it (hash) and reading it back from the
                        ``SplitUpdated`` event in the block the registry names, checked against the hash
 * ``log_ranges``       ``eth_getLogs`` over any block range in pieces a capped provider accepts (halved

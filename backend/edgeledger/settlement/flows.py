@@ -55,6 +55,7 @@ from edgeledger.deliveries.models import (
 )
 from edgeledger.ledger.abis import CONTENT_REGISTRY
 from edgeledger.ledger.payout_leaf import PayoutTree, held_only_root
+from edgeledger.ledger.vault import SettlementStatus as ChainStatus
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.bounds import merchant_bounds
 from edgeledger.settlement.corrections import (
@@ -107,8 +108,6 @@ from edgeledger.settlement.terms import read_terms
 log = logging.getLogger(__name__)
 
 VAULT = "SettlementVault"
-#: SettlementVault.SettlementStatus
-CHAIN_NONE, CHAIN_POSTED, CHAIN_CHALLENGED, CHAIN_UPHELD, CHAIN_CANCELLED = range(5)
 UNSETTLED_BATCH_STATES = (
     BatchState.open,
     BatchState.closed,
@@ -470,16 +469,16 @@ def chain_time(chain: ChainClient) -> int:
 
 def _adopt(session: Session, settlement: Settlement, on_chain: ChainSettlement, now: int) -> bool:
     """Moves the row to what the vault says about our root; False when the vault has not got it."""
-    if on_chain.root != settlement.root or on_chain.status == CHAIN_NONE:
+    if on_chain.root != settlement.root or on_chain.status == ChainStatus.NONE:
         return False
     settlement.claims_open_at = on_chain.claims_open_at
     settlement.posted_at = settlement.posted_at or utcnow()
     settlement.error_code = settlement.error_message = None
-    if on_chain.status == CHAIN_CANCELLED:
+    if on_chain.status == ChainStatus.CANCELLED:
         settlement.state = SettlementState.cancelled
-    elif on_chain.status == CHAIN_CHALLENGED:
+    elif on_chain.status == ChainStatus.CHALLENGED:
         settlement.state = SettlementState.challenged
-    elif on_chain.status == CHAIN_UPHELD or now >= on_chain.claims_open_at:
+    elif on_chain.status == ChainStatus.UPHELD or now >= on_chain.claims_open_at:
         settlement.state = SettlementState.claimable
     else:
         settlement.state = SettlementState.posted
@@ -523,7 +522,7 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
     """computed (or blocked at posting) -> posting -> posted, sending at most one post per attempt."""
     now = chain_time(chain)
     on_chain = chain_settlement(chain, settlement)
-    cancelled_before = on_chain.status == CHAIN_CANCELLED and on_chain.root == settlement.root
+    cancelled_before = on_chain.status == ChainStatus.CANCELLED and on_chain.root == settlement.root
     if cancelled_before and settlement.state != SettlementState.posting:
         _block(
             session,
@@ -537,7 +536,7 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
     if _adopt(session, settlement, on_chain, now):
         _report(report, settlement)
         return
-    if on_chain.status in (CHAIN_POSTED, CHAIN_CHALLENGED, CHAIN_UPHELD):
+    if on_chain.status in (ChainStatus.POSTED, ChainStatus.CHALLENGED, ChainStatus.UPHELD):
         _block(
             session,
             settlement,

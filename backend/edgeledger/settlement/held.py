@@ -31,6 +31,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from edgeledger.ledger.vault import SUPPLEMENT_SHIFT
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.payouts import (
     AssetTerms,
@@ -45,8 +46,6 @@ from edgeledger.settlement.rates import BPS, Currency, largest_remainder
 
 #: Version of the published release inputs document.
 RELEASE_VERSION = 1
-#: Supplementary settlements' ids on chain: ``period id + (sequence << 32)``, sequence >= 1.
-SUPPLEMENT_SHIFT = 32
 
 
 def supplementary_id(period_id: int, sequence: int) -> int:

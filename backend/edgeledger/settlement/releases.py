@@ -43,8 +43,8 @@ from edgeledger.config import Settings
 from edgeledger.db import utcnow
 from edgeledger.ledger.abis import CONTENT_REGISTRY
 from edgeledger.ledger.payout_leaf import PayoutTree
+from edgeledger.ledger.vault import PERIOD_MASK
 from edgeledger.settlement.held import (
-    SUPPLEMENT_SHIFT,
     HeldItem,
     ReleaseInputs,
     canonical_release_inputs,
@@ -236,8 +236,8 @@ def _write_release(
         log.info("held items of settlement %s changed while its release was computed: skipped", funding)
         return None
     sequence = next_sequence(session, period.merchant_user_id, period.period_start)
-    # a correction's held royalties are released under its period's next id too (SUPPLEMENT_SHIFT)
-    release_id = supplementary_id(period.period_id & ((1 << SUPPLEMENT_SHIFT) - 1), sequence)
+    # a correction's held royalties are released under its period's next id too (ledger.vault)
+    release_id = supplementary_id(period.period_id & PERIOD_MASK, sequence)
     tree = PayoutTree(release_id, period.merchant_address, period.token, release.payees)
     canonical = canonical_release_inputs(inputs)
     row = Settlement(

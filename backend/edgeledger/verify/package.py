@@ -39,8 +39,8 @@ from typing import Any
 from edgeledger.ledger.abis import SETTLEMENT_VAULT
 from edgeledger.ledger.hashing import ZERO32, bytes32
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS
+from edgeledger.ledger.vault import PERIOD_MASK, SettlementStatus
 from edgeledger.settlement import SettlementError
-from edgeledger.settlement.held import SUPPLEMENT_SHIFT
 from edgeledger.settlement.payouts import PayoutInputs
 from edgeledger.settlement.statements import context_from_json, merchant_statement_json, parse_receipt_key
 from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_document
@@ -49,7 +49,6 @@ from edgeledger.verify.held_items import Release, Source, release_checks
 from edgeledger.verify.period_fees import Member, period_fee_checks
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import (
-    CANCELLED,
     Chain,
     Deployment,
     LedgerReader,
@@ -66,9 +65,6 @@ from edgeledger.verify.settlement import (
 )
 
 FORMAT = "edgeledger-audit-package/v1"
-#: A supplementary settlement's vault id is its period's plus its sequence number shifted: the low bits
-#: name the period.
-PERIOD_MASK = (1 << SUPPLEMENT_SHIFT) - 1
 
 
 def _claims_batch(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -411,10 +407,12 @@ class Verifier:
         if root is not None:
             roots.add(root)
         if not isinstance(inputs, PayoutInputs):  # a release of held royalties
-            self.releases.append(Release(path, merchant, on_chain.status != CANCELLED, inputs))
+            self.releases.append(
+                Release(path, merchant, on_chain.status != SettlementStatus.CANCELLED, inputs)
+            )
         else:  # a period or a correction: it counts usage
             self.sources[str(document.get("settlement_id"))] = Source(merchant, inputs, statement)
-            live = document.get("root") is None or on_chain.status != CANCELLED
+            live = document.get("root") is None or on_chain.status != SettlementStatus.CANCELLED
             member = Member(
                 path,
                 merchant,

@@ -27,6 +27,7 @@ from edgeledger.ledger.delivery_leaf import LeafValues
 from edgeledger.ledger.hashing import bytes32
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS, LogQueryRefused, SpanMemory, read_logs
 from edgeledger.ledger.rpc import http_web3
+from edgeledger.ledger.vault import SettlementStatus
 from edgeledger.verify.result import Unreachable, UnusableInput
 
 DEFAULT_TIMEOUT = 30.0
@@ -304,10 +305,6 @@ class VaultSettlement:
     superseded_by: bytes | None = None
 
 
-#: ``settlementOf``'s status of a settlement cancelled on a challenge (SettlementVault.SettlementStatus)
-CANCELLED = 4
-
-
 def vault_settlement(
     chain: Chain,
     vault: str,
@@ -336,7 +333,7 @@ def vault_settlement(
             own,
             posting.token,
             posting.claims_open_at,
-            CANCELLED,
+            SettlementStatus.CANCELLED,
             posting.total,
             0,
             posting.held,

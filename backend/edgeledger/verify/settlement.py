@@ -19,6 +19,7 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 
 from edgeledger.ledger.payout_leaf import PayoutTree, held_only_root
+from edgeledger.ledger.vault import SettlementStatus
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.held import ReleaseInputs, compute_release, release_digest, release_statement
 from edgeledger.settlement.payouts import (
@@ -185,7 +186,7 @@ def check_document(
             # none, or an earlier attempt of the period the vault cancelled: nothing reserved for it
             Check(
                 "nothing in the vault",
-                on_chain.status in (0, 4),
+                on_chain.status in (SettlementStatus.NONE, SettlementStatus.CANCELLED),
                 f"status {on_chain.status}: nothing to post",
             )
         )
@@ -198,7 +199,7 @@ def check_document(
         checks += [
             Check(
                 "posted in the vault",
-                on_chain.status != 0,
+                on_chain.status != SettlementStatus.NONE,
                 f"status {on_chain.status}"
                 if on_chain.superseded_by is None
                 else f"cancelled: the vault holds a later attempt's root 0x{on_chain.superseded_by.hex()}",
