@@ -248,3 +248,20 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
     )
     assert result.exit_code == 0, result.output
     assert "FAIL" not in result.output and result.output.count("PASS") >= 8
+    # Pinned to the auditor's own deployment file: its contracts are read, and a document naming a
+    # look-alike vault fails 'contracts' (the rest still passes against the real one).
+    pinned = ["--rpc-url", settings.eth_rpc_url, "--deployment", str(settings.deployment_file)]
+    result = CliRunner().invoke(cli_app, ["verify", "settlement", str(path), *pinned])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("PASS contracts") == 2, result.output
+    forged = json.loads(inputs.content)
+    forged["vault"] = "0x" + "ab" * 20
+    forged_path = tmp_path / "forged.json"
+    forged_path.write_text(json.dumps(forged))
+    result = CliRunner().invoke(cli_app, ["verify", "settlement", str(forged_path), *pinned])
+    assert result.exit_code == 1, result.output
+    failed = [line for line in result.output.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1 and "contracts SettlementVault" in failed[0], result.output
+    both = [*pinned, "--vault", str(forged["vault"])]
+    result = CliRunner().invoke(cli_app, ["verify", "settlement", str(path), *both])
+    assert result.exit_code == 2 and "not both" in result.output, result.output

@@ -18,9 +18,17 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER
+from edgeledger.ledger.abis import CONTENT_REGISTRY, DELIVERY_LEDGER, SETTLEMENT_VAULT
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS
-from edgeledger.verify.result import Report, UnusableInput, dump_json, exit_codes, print_check, summary_line
+from edgeledger.verify.result import (
+    Check,
+    Report,
+    UnusableInput,
+    dump_json,
+    exit_codes,
+    print_check,
+    summary_line,
+)
 from edgeledger.verify.rpc import Chain, Deployment, LedgerReader, vault_settlement
 
 app = typer.Typer(
@@ -164,6 +172,7 @@ def run_settlement(
     registry: str | None = None,
     as_json: bool = False,
     logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
+    deployment: Path | None = None,
 ) -> int:
     from edgeledger.verify.settlement import chain_terms, check_document, recompute, terms_block_check
 
@@ -171,14 +180,21 @@ def run_settlement(
         document = _read_json(input_file)
         if not isinstance(document, dict):
             raise UnusableInput(f"{input_file}: not a settlement inputs document")
+        pinned = Deployment.load(deployment) if deployment is not None else None
+        if pinned is not None and (vault or registry):
+            raise UnusableInput("give --deployment or --vault/--registry, not both")
+        chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
+        contracts: list[Check] = []
+        if pinned is not None:
+            contracts = _pinned_settlement_contracts(chain, pinned, document)
+            vault, registry = pinned.address_of(SETTLEMENT_VAULT), pinned.addresses.get(CONTENT_REGISTRY)
         address = vault or document.get("vault")
         if not address:
-            raise UnusableInput("the document names no vault: pass --vault")
+            raise UnusableInput("the document names no vault: pass --vault or --deployment")
         try:
             period_id, merchant = int(document["period_id"]), str(document["merchant"])
         except (KeyError, TypeError, ValueError) as exc:
             raise UnusableInput(f"not a settlement inputs document: {exc!r}") from None
-        chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
         on_chain = vault_settlement(
             chain, address, period_id, merchant, document.get("posted_block"), document.get("root")
         )
@@ -191,10 +207,41 @@ def run_settlement(
             terms = chain_terms(chain, registry_address, inputs)
         report = _report(as_json)
         report.extend(
-            [*check_document(document, on_chain, terms), terms_block_check(chain, document, inputs)]
+            [
+                *contracts,
+                *check_document(document, on_chain, terms),
+                terms_block_check(chain, document, inputs),
+            ]
         )
         code.append(_finish(report, as_json, "payouts as in the vault"))
     return code[0]
+
+
+def _pinned_settlement_contracts(chain: Chain, pinned: Deployment, document: dict[str, Any]) -> list[Check]:
+    """With the auditor's own deployment file, only its contracts are read: the document's ``vault``
+    and ``registry`` must be those (a document naming look-alike contracts fails ``contracts``), and the
+    file's deployment blocks spare the searches for them."""
+    if pinned.chain_id != chain.chain_id():
+        raise UnusableInput(
+            f"the deployment file is for chain {pinned.chain_id}, the RPC serves {chain.chain_id()}"
+        )
+    checks = []
+    for key, name in (("vault", SETTLEMENT_VAULT), ("registry", CONTENT_REGISTRY)):
+        address = pinned.addresses.get(name)
+        if address is None:
+            continue
+        chain.know_deployment(address, pinned.blocks.get(name, 0))
+        said = document.get(key)
+        if said is None:
+            continue
+        ok = str(said).lower() == address.lower()
+        detail = (
+            f"{said}, as the deployment file"
+            if ok
+            else f"the document names {said}, the deployment {address}"
+        )
+        checks.append(Check("contracts", ok, detail, subject=name))
+    return checks
 
 
 def run_event(
@@ -315,6 +362,13 @@ def verify_settlement(
     ] = None,
     as_json: AsJson = False,
     logs_max_blocks: LogsMaxBlocks = DEFAULT_MAX_BLOCKS,
+    deployment: Annotated[
+        Path | None,
+        typer.Option(
+            help="The deployment file you trust: its SettlementVault and ContentRegistry are the ones read, "
+            "and a document naming others fails 'contracts' (not with --vault/--registry)"
+        ),
+    ] = None,
 ) -> None:
     """Recompute a settlement's payouts from its published inputs, compare them with the vault, and
     read the assets' terms again at the block the inputs name."""
@@ -326,6 +380,7 @@ def verify_settlement(
             registry=registry,
             as_json=as_json,
             logs_max_blocks=logs_max_blocks,
+            deployment=deployment,
         )
     )
 
