@@ -23,15 +23,15 @@ pragma solidity 0.8.28;
 /// `returned` of each cancelling `SettlementResolved` of a settlement that was not a release (`HeldReleased`).
 ///
 /// The period cap alone does not bound the total: a settler key could post roots for many past periods,
-/// each within its period's cap. The rate cap does: spans are `span` seconds of block time (the vault's
-/// period length, aligned like period ids), and what all postings for the merchant reserved in a token
+/// each within its period's cap. The rate cap does: spans are stretches of block time one vault period
+/// long (PERIOD_SECONDS), aligned like period ids, and what all postings for the merchant reserved in a token
 /// within the current span, held royalties included, may not exceed it. Over any `t` seconds the settler
 /// keys together reserve at most `rateCap * (ceil(t / span) + 1)`; a merchant (or auditor) that looks at
 /// least once per challenge window can challenge every one of them before its claims open. What a span
 /// reserved is tracked on every posting, whether or not a rate cap is set, so a cap set mid-span counts
 /// the span's postings. A cancel does not give back to the span (the vault does not record the span a
-/// posting fell in): it waits at most one span. The sum saturates at 2**112 - 1, far above any real
-/// amount and above any rate cap, so it never reverts on overflow.
+/// posting fell in): it waits at most one span. The stored sum saturates at 2**112 - 1, far above any
+/// real amount, so it never reverts on overflow; the cap is checked against the unsaturated sum.
 abstract contract MerchantBounds {
     /// @dev Per merchant and token, one slot: the rate cap (0: no bound), what postings reserved in
     /// `span`, and the span they fell in (block time divided by the span length).

@@ -12,6 +12,8 @@ address that cannot settle).
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgeledger.chain.client import ChainClient
 from edgeledger.ledger.abis import SETTLEMENT_VAULT
 from edgeledger.settlement.models import Settlement, SettlementKind
@@ -21,18 +23,23 @@ def merchant_bounds(
     chain: ChainClient, settlement: Settlement, merchant: str, token: str
 ) -> tuple[str, str] | None:
     """The merchant's own bounds in the vault (``boundsOf``) that this post would break, as a blocked
-    reason: more than its cap leaves to the period (what the period's postings already reserved,
-    ``periodReservedOf``, counts), more than its rate cap leaves to the current span (``rateSpentOf``:
-    the post waits for the next span, the next run retries), or a settler other than the one it chose.
-    A release takes nothing from escrow and is bounded by neither cap.
+    reason, in the vault's order: a settler other than the one it chose; more than its cap leaves to the
+    period (what the period's postings already reserved, ``periodReservedOf``, counts); more than its
+    rate cap leaves to the current span (``rateSpentOf``: the post waits for the next span, the next run
+    retries; a settlement larger than the rate cap itself waits for the merchant to raise it). A release
+    takes nothing from escrow and is bounded by neither cap.
 
     The vault reads the span at the post's block: a post read just before a span ends may land in the
-    next, where the vault counts less; never more, so the check never lets through what the vault
-    refuses for the rate cap."""
+    next, where the vault counts less. Only another post for the same merchant sent between this read
+    and this post's block (two workers on two of its settlements) can make the vault count more; the
+    vault then refuses the post (``RateCapExceeded``, ``PeriodCapExceeded``), recorded as the same code."""
     vault = chain.contract(SETTLEMENT_VAULT)
     cap, chosen, rate_cap, rate_spent = chain.call(vault.functions.boundsOf(merchant, token))
     release = settlement.kind == SettlementKind.release
     reserved = settlement.total + settlement.held_total
+    settler = _settler_problem(chain, vault, release, chosen)
+    if settler is not None:
+        return settler
     if not release and int(cap):
         already = int(chain.call(vault.functions.periodReservedOf(merchant, token, settlement.period_id)))
         if already + reserved > int(cap):
@@ -42,6 +49,13 @@ def merchant_bounds(
                 f"above the merchant's own cap of {int(cap)} per period (SettlementVault.setPeriodCap): the "
                 "merchant raises the cap, or the period is challenged",
             )
+    if not release and int(rate_cap) and reserved > int(rate_cap):
+        return (
+            "rate_cap_exceeded",
+            f"this settlement reserves {reserved}, more than the merchant's own rate cap of {int(rate_cap)} "
+            "per span (SettlementVault.setRateCap) allows in any span: it posts once the merchant raises "
+            "the cap",
+        )
     if not release and int(rate_cap) and int(rate_spent) + reserved > int(rate_cap):
         return (
             "rate_cap_exceeded",
@@ -50,6 +64,12 @@ def merchant_bounds(
             f"{int(rate_cap)} per span (SettlementVault.setRateCap): the post waits for the next span, or "
             "the merchant raises the cap",
         )
+    return None
+
+
+def _settler_problem(chain: ChainClient, vault: Any, release: bool, chosen: str) -> tuple[str, str] | None:
+    """``settler_not_chosen`` when the merchant chose another settler than this server's signer (for a
+    release, only while the chosen address holds ``SETTLER_ROLE``)."""
     signer = chain.signer_address
     if int(chosen, 16) == 0 or signer is None or chosen.lower() == signer.lower():
         return None
