@@ -4,14 +4,11 @@ pragma solidity 0.8.28;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
-import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
-import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ClaimAuthorization} from "./vault/ClaimAuthorization.sol";
 import {MerchantBounds} from "./vault/MerchantBounds.sol";
 
 /// @title SettlementVault
@@ -54,7 +51,8 @@ import {MerchantBounds} from "./vault/MerchantBounds.sol";
 ///   escrow with the rest. Supplementary ids are `periodId + (sequence << 32)`, sequence >= 1.
 /// * Pull payments: a payee's claim moves only its own money, and its transfer is its own transaction, so
 ///   a payee the token refuses (blacklisted) blocks nobody else. It may name any other recipient address
-///   for its claims (the `recipient` argument), so a blacklisted payee can still be paid elsewhere.
+///   for its claims (the `recipient` argument) but the vault's own, so a blacklisted payee can still be
+///   paid elsewhere.
 /// * Relayed claims ({claimManyFor}): anyone (the platform's relayer) may submit a payee's claims with the
 ///   payee's EIP-712 `ClaimAuthorization` signature (ECDSA, or ERC-1271 for contract payees) over the
 ///   exact claims, the recipient, a per-payee nonce and a deadline; domain "EdgeLedger SettlementVault",
@@ -62,7 +60,7 @@ import {MerchantBounds} from "./vault/MerchantBounds.sol";
 /// * Claims are all-or-nothing per transaction; Checks-Effects-Interactions plus a transient reentrancy
 ///   guard; everything that moves funds stops while paused, but a merchant's withdrawal of its own
 ///   unreserved escrow.
-contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, EIP712, Nonces, MerchantBounds {
+contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, ClaimAuthorization, MerchantBounds {
     using SafeERC20 for IERC20;
 
     /// @notice May post payout roots (the platform's settlement worker).
@@ -85,10 +83,6 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// [p * PERIOD_SECONDS, (p + 1) * PERIOD_SECONDS) in unix seconds, and no root is posted for it before
     /// its end.
     uint32 public immutable PERIOD_SECONDS;
-    /// @notice EIP-712 type hash of the payee's authorization of a relayed {claimManyFor}.
-    bytes32 public constant CLAIM_AUTHORIZATION_TYPEHASH = keccak256(
-        "ClaimAuthorization(address payee,bytes32 claimsHash,address recipient,uint256 nonce,uint256 deadline)"
-    );
 
     enum SettlementStatus {
         None, // never posted
@@ -231,9 +225,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// MIN_CHALLENGE_WINDOW_FLOOR to MAX_CHALLENGE_WINDOW); also the window's lifetime minimum
     /// (MIN_CHALLENGE_WINDOW).
     /// @param periodSeconds Length of a settlement period (PERIOD_SECONDS; the service's period length).
-    constructor(address admin, uint40 challengeWindow, uint32 periodSeconds)
-        EIP712("EdgeLedger SettlementVault", "1")
-    {
+    constructor(address admin, uint40 challengeWindow, uint32 periodSeconds) {
         if (admin == address(0)) revert ZeroAddress();
         if (periodSeconds == 0) revert ZeroPeriodLength();
         if (challengeWindow < MIN_CHALLENGE_WINDOW_FLOOR) {
@@ -323,12 +315,12 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         emit Deposited(msg.sender, token, received);
     }
 
-    /// @notice Withdraws unreserved escrow of the caller to `to` (any address, e.g. when the token
+    /// @notice Withdraws unreserved escrow of the caller to `to` (any address but the vault's, e.g. when the token
     /// refuses the merchant's own). Works while the vault is paused: a pause must never keep merchants
     /// from leaving while a timelocked change they object to (a new settler, say) waits out its delay.
     /// @param token The token (allow-listed or not).
     /// @param amount Token minor units (non-zero, at most the caller's escrow).
-    /// @param to Recipient (non-zero).
+    /// @param to Recipient (non-zero, not the vault: VaultAsRecipient).
     function withdraw(address token, uint256 amount, address to) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
         if (to == address(0)) revert ZeroAddress();
@@ -355,8 +347,9 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @param merchant The merchant whose escrow pays.
     /// @param token An allow-listed token the merchant holds in escrow.
     /// @param root StandardMerkleTree root over the payouts (docs/settlement-leaf.md; non-zero).
-    /// @param total Sum of the leaves' amounts (non-zero, at most the merchant's escrow in `token` and what
-    /// the merchant's cap leaves to the period: {setPeriodCap}, {periodReservedOf}).
+    /// @param total Sum of the leaves' amounts (non-zero, at most the merchant's escrow in `token`, what
+    /// the merchant's cap leaves to the period ({setPeriodCap}, {periodReservedOf}) and what its rate cap
+    /// leaves to the current span ({setRateCap}, {rateSpentOf}).
     function post(uint64 periodId, address merchant, address token, bytes32 root, uint256 total)
         external
         onlyRole(SETTLER_ROLE)
@@ -375,8 +368,8 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @param token An allow-listed token the merchant holds in escrow.
     /// @param root StandardMerkleTree root over the payouts, or the held-only commitment (non-zero).
     /// @param total Sum of the leaves' amounts (non-zero unless `held` is).
-    /// @param held Royalties held back (total + held at most the merchant's escrow in `token` and what the
-    /// merchant's cap leaves to the period).
+    /// @param held Royalties held back (total + held at most the merchant's escrow in `token`, what the
+    /// merchant's cap leaves to the period and what its rate cap leaves to the current span).
     function postWithHeld(
         uint64 periodId,
         address merchant,
@@ -452,8 +445,9 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
 
     /// @notice Resolves a challenged settlement: uphold opens its claims at once; cancel returns the
     /// whole reserve, held royalties included, to the merchant's escrow (no claim can have happened) and to
-    /// its period's cap ({periodReservedOf}), and lets the settler post it again; a cancelled release
-    /// returns to its period's held reserve (the period's cap never counted it).
+    /// its period's cap ({periodReservedOf}), but not to the span's rate budget ({rateSpentOf}), and lets
+    /// the settler post it again; a cancelled release returns to its period's held reserve (the period's
+    /// cap never counted it).
     /// @param periodId The period.
     /// @param merchant The merchant.
     /// @param uphold True to uphold, false to cancel.
@@ -498,7 +492,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
 
     /// @notice Claims the caller's leaf of one settlement and sends the amount to `recipient`.
     /// @param claim_ The period, merchant, amount and proof (the payee is the caller).
-    /// @param recipient Receives the tokens; zero means the caller.
+    /// @param recipient Receives the tokens (not the vault: VaultAsRecipient); zero means the caller.
     function claim(Claim calldata claim_, address recipient) external whenNotPaused nonReentrant {
         address to = recipient == address(0) ? msg.sender : recipient;
         (address token, uint256 amount) = _claim(claim_, msg.sender, to);
@@ -508,7 +502,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @notice Claims many of the caller's leaves (any periods and merchants) in one transaction. Claims of
     /// the same token in a row are paid in one transfer: order them by token.
     /// @param claims The claims (non-empty); any invalid one reverts the whole call.
-    /// @param recipient Receives the tokens; zero means the caller.
+    /// @param recipient Receives the tokens (not the vault: VaultAsRecipient); zero means the caller.
     function claimMany(Claim[] calldata claims, address recipient) external whenNotPaused nonReentrant {
         if (claims.length == 0) revert NoClaims();
         _claimAll(claims, msg.sender, recipient == address(0) ? msg.sender : recipient);
@@ -522,7 +516,7 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// payee needs the next nonce. Otherwise as {claimMany}.
     /// @param payee Whose leaves are claimed (an EOA's ECDSA signature, or ERC-1271 for a contract).
     /// @param claims The claims (non-empty); any invalid one reverts the whole call.
-    /// @param recipient Receives the tokens; zero means the payee.
+    /// @param recipient Receives the tokens (not the vault: VaultAsRecipient); zero means the payee.
     /// @param deadline Last unix second at which the authorization may be used.
     /// @param signature The payee's signature of the authorization.
     function claimManyFor(
@@ -630,31 +624,6 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
     /// @return keccak256(abi.encode(periodId0, merchant0, amount0, periodId1, merchant1, amount1, ...)).
     function claimsHash(Claim[] calldata claims) external pure returns (bytes32) {
         return _claimsHash(claims);
-    }
-
-    /// @notice The EIP-712 digest a payee signs to authorize a {claimManyFor}.
-    /// @param payee The payee.
-    /// @param claimsHash_ {claimsHash} of the claims.
-    /// @param recipient The recipient argument, as it will be passed (zero: the payee).
-    /// @param nonce The payee's {nonces} value when the claims are submitted.
-    /// @param deadline Last unix second of validity.
-    /// @return keccak256("\x19\x01" ‖ domainSeparator ‖ hashStruct(ClaimAuthorization)).
-    function claimAuthorizationDigest(
-        address payee,
-        bytes32 claimsHash_,
-        address recipient,
-        uint256 nonce,
-        uint256 deadline
-    ) external view returns (bytes32) {
-        return _authorizationDigest(payee, claimsHash_, recipient, nonce, deadline);
-    }
-
-    /// @notice The EIP-712 domain separator (name "EdgeLedger SettlementVault", version "1", this chain,
-    /// this contract); {eip712Domain} gives its fields.
-    /// @return The separator.
-    // solhint-disable-next-line func-name-mixedcase
-    function DOMAIN_SEPARATOR() external view returns (bytes32) {
-        return _domainSeparatorV4();
     }
 
     /// @notice The leaf hash of a payout (docs/settlement-leaf.md).
@@ -851,27 +820,6 @@ contract SettlementVault is AccessControl, Pausable, ReentrancyGuardTransient, E
         totals.reserved = reserved - value;
         totals.claimed = claimed + value;
         IERC20(token).safeTransfer(to, amount);
-    }
-
-    function _authorizationDigest(
-        address payee,
-        bytes32 hashOfClaims,
-        address recipient,
-        uint256 nonce,
-        uint256 deadline
-    ) private view returns (bytes32) {
-        return _hashTypedDataV4(
-            keccak256(abi.encode(CLAIM_AUTHORIZATION_TYPEHASH, payee, hashOfClaims, recipient, nonce, deadline))
-        );
-    }
-
-    /// @dev ECDSA (low-s, as OpenZeppelin's ECDSA requires) by the payee's key, else ERC-1271 when the payee
-    /// is a contract. The ECDSA check comes first so that an EOA payee's check does not load its code
-    /// (SignatureChecker.isValidSignatureNow checks the code first: a cold account access).
-    function _isPayeeSignature(address payee, bytes32 digest, bytes calldata signature) private view returns (bool) {
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
-        if (err == ECDSA.RecoverError.NoError && recovered == payee) return true;
-        return payee.code.length != 0 && SignatureChecker.isValidERC1271SignatureNow(payee, digest, signature);
     }
 
     /// @dev keccak256 of the claims' abi.encode(periodId, merchant, amount), 96 bytes per claim, in order.
