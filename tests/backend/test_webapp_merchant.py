@@ -116,6 +116,7 @@ def test_a_merchant_deposits_imports_its_bill_decides_a_case_and_challenges(
         page.click("nav >> text=Escrow")
         page.wait_for_url(f"{live_api}/app/merchant/escrow")
         assert page.inner_text("#escrow-balance") == "0.00 tUSDC"
+        assert page.inner_text("#rate-cap") == "No cap"  # the merchant set no rate cap in the vault
         assert "50.00 tUSDC" in page.inner_text("#wallet-balance")
         page.fill("#deposit-amount", "1.0000001")  # more precise than the token: refused, nothing sent
         page.click("#deposit-button")
