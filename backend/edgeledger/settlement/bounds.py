@@ -34,21 +34,25 @@ def merchant_bounds(
     and this post's block (two workers on two of its settlements) can make the vault count more; the
     vault then refuses the post (``RateCapExceeded``, ``PeriodCapExceeded``), recorded as the same code."""
     vault = chain.contract(SETTLEMENT_VAULT)
-    cap, chosen, rate_cap, rate_spent = chain.call(vault.functions.boundsOf(merchant, token))
+    # one round trip: the merchant's bounds and what the period already reserved
+    (cap, chosen, rate_cap, rate_spent), already = chain.call_many(
+        [
+            vault.functions.boundsOf(merchant, token),
+            vault.functions.periodReservedOf(merchant, token, settlement.period_id),
+        ]
+    )
     release = settlement.kind == SettlementKind.release
     reserved = settlement.total + settlement.held_total
     settler = _settler_problem(chain, vault, release, chosen)
     if settler is not None:
         return settler
-    if not release and int(cap):
-        already = int(chain.call(vault.functions.periodReservedOf(merchant, token, settlement.period_id)))
-        if already + reserved > int(cap):
-            return (
-                "period_cap_exceeded",
-                f"this settlement reserves {reserved} and the period's postings already reserved {already}, "
-                f"above the merchant's own cap of {int(cap)} per period (SettlementVault.setPeriodCap): the "
-                "merchant raises the cap, or the period is challenged",
-            )
+    if not release and int(cap) and int(already) + reserved > int(cap):
+        return (
+            "period_cap_exceeded",
+            f"this settlement reserves {reserved} and the period's postings already reserved {int(already)}, "
+            f"above the merchant's own cap of {int(cap)} per period (SettlementVault.setPeriodCap): the "
+            "merchant raises the cap, or the period is challenged",
+        )
     if not release and int(rate_cap) and reserved > int(rate_cap):
         return (
             "rate_cap_exceeded",
