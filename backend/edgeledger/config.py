@@ -148,6 +148,12 @@ class Settings(BaseModel):
     fraud_max_client_bytes_per_second: int = Field(
         1_250_000_000, gt=0, description="Above this (10 Gbit/s) sustained over a minute is impossible"
     )
+    fraud_review_due_seconds: int = Field(
+        3 * 86_400,
+        gt=0,
+        description="An open fraud flag older than this is overdue: it still holds its batch's pay for the "
+        "merchant whose records it covers (no settlement counts the batch until the flag is decided)",
+    )
     settlement_platform_address: str = Field(
         "", description="Receives the platform fee and delivery margin; default the server signer's address"
     )

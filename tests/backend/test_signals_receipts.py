@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -533,3 +533,39 @@ def test_receipts_show_what_waits_for_a_fraud_review(
     assert [r["under_review"] for r in after] == [False, False]
     assert all(r["under_review_requests"] == r["under_review_bytes"] == 0 for r in after)
     assert {r["asset_id"]: r["requests"] for r in after} == {1: 6, 2: 3}
+
+
+def test_open_flags_say_they_hold_pay_and_when_their_review_is_overdue(
+    app_client: TestClient, admin: Caller, anchored: dict[str, Any]
+) -> None:
+    """An open flag holds its batch's pay and is due for review FRAUD_REVIEW_DUE_SECONDS (three days by
+    default) after it was raised; ``overdue=true`` lists the open flags past that, and a decided flag
+    holds nothing and is due for nothing."""
+    batch: DeliveryBatch = anchored["batch"]
+    flags = app_client.get(f"/deliveries/batches/{batch.batch_id}/flags", headers=admin.headers).json()
+    assert len(flags) == 2
+    for flag in flags:
+        assert flag["holds_pay"] and not flag["overdue"]
+        raised = datetime.fromisoformat(flag["created_at"])
+        assert datetime.fromisoformat(flag["due_at"]) - raised == timedelta(days=3)
+    overdue = app_client.get("/deliveries/flags", params={"overdue": "true"}, headers=admin.headers)
+    assert overdue.status_code == 200 and overdue.json() == []
+    # One flag raised four days ago: overdue, and the only one on the reviewers' overdue list.
+    old, recent = flags
+    with db(app_client) as session:
+        row = session.get(FraudFlag, old["id"])
+        assert row is not None
+        row.created_at = datetime.now(UTC) - timedelta(days=4)
+        session.commit()
+    listed = app_client.get("/deliveries/flags", params={"overdue": "true"}, headers=admin.headers).json()
+    assert [f["id"] for f in listed] == [old["id"]] and listed[0]["overdue"] and listed[0]["holds_pay"]
+    every = app_client.get("/deliveries/flags", headers=admin.headers).json()
+    assert {f["id"]: f["overdue"] for f in every} == {old["id"]: True, recent["id"]: False}
+    # Decided: it holds nothing and is due for nothing.
+    decided = app_client.post(
+        f"/deliveries/flags/{old['id']}/review",
+        json={"decision": "confirmed", "reason": "one client cannot fetch that much"},
+        headers=admin.headers,
+    ).json()
+    assert not decided["holds_pay"] and decided["due_at"] is None and not decided["overdue"]
+    assert app_client.get("/deliveries/flags", params={"overdue": "true"}, headers=admin.headers).json() == []

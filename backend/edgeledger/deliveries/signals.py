@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -64,6 +64,13 @@ class FlagRead(BaseModel):
     reviewed_at: datetime | None
     review_reason: str | None
     created_at: datetime
+    #: an open flag holds its batch's pay: no settlement of the merchant whose records it covers counts
+    #: the batch until every such flag is decided (settlement/period_inputs.py ``under_review``)
+    holds_pay: bool = False
+    #: when an open flag should be decided by (created_at + FRAUD_REVIEW_DUE_SECONDS); null once decided
+    due_at: datetime | None = None
+    #: open and past ``due_at``: the batch's pay has waited longer than the review is meant to take
+    overdue: bool = False
 
 
 class FlagReview(BaseModel):
@@ -337,8 +344,12 @@ def _recompute_exclusion(session: Session, flag: FraudFlag) -> None:
     )
 
 
-def flag_read(session: Session, flag: FraudFlag) -> FlagRead:
+def flag_read(session: Session, flag: FraudFlag, due_seconds: int, now: datetime | None = None) -> FlagRead:
+    """The API's view of ``flag``; an open one says when its review is due and whether it is overdue
+    (``due_seconds``: FRAUD_REVIEW_DUE_SECONDS)."""
     batch = session.get(DeliveryBatch, flag.batch_pk)
+    is_open = flag.state == FlagState.open
+    due_at = flag.created_at + timedelta(seconds=due_seconds) if is_open else None
     return FlagRead(
         id=flag.id,
         batch_id=batch.batch_id if batch else "",
@@ -351,6 +362,9 @@ def flag_read(session: Session, flag: FraudFlag) -> FlagRead:
         reviewed_at=flag.reviewed_at,
         review_reason=flag.review_reason,
         created_at=flag.created_at,
+        holds_pay=is_open,
+        due_at=due_at,
+        overdue=due_at is not None and (now or utcnow()) >= due_at,
     )
 
 
@@ -360,8 +374,10 @@ def list_flags(
     batch: DeliveryBatch | None = None,
     state: str | None = None,
     within: Select[tuple[int]] | None = None,
+    opened_by: datetime | None = None,
 ) -> list[FraudFlag]:
-    """``within``: only flags on batches of these sources (keys, a subquery: an audit scope)."""
+    """``within``: only flags on batches of these sources (keys, a subquery: an audit scope);
+    ``opened_by``: only open flags raised at or before then (now less the due time: the overdue ones)."""
     query = select(FraudFlag)
     if within is not None:
         query = query.where(
@@ -371,4 +387,6 @@ def list_flags(
         query = query.where(FraudFlag.batch_pk == batch.id)
     if state is not None:
         query = query.where(FraudFlag.state == state)
+    if opened_by is not None:
+        query = query.where(FraudFlag.state == FlagState.open, FraudFlag.created_at <= opened_by)
     return list(session.scalars(query.order_by(FraudFlag.id)))

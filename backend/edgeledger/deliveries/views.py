@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -22,7 +23,7 @@ from edgeledger.compliance.service import (
     record_read,
 )
 from edgeledger.config import Settings
-from edgeledger.db import get_session
+from edgeledger.db import get_session, utcnow
 from edgeledger.deliveries import (
     anchoring,
     batches,
@@ -388,33 +389,47 @@ def submit_batch_signature(
 
 @router.get("/flags", response_model=list[signals.FlagRead])
 def list_flags(
-    session: SessionDep, principal: ReviewerDep, batch: str | None = None, state: str | None = None
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: ReviewerDep,
+    batch: str | None = None,
+    state: str | None = None,
+    overdue: bool = False,
 ) -> list[signals.FlagRead]:
-    """Fraud flags (a scoped auditor: those on batches of its sources)."""
+    """Fraud flags (a scoped auditor: those on batches of its sources). An open flag holds its batch's
+    pay (``holds_pay``) and is due for review FRAUD_REVIEW_DUE_SECONDS after it was raised (``due_at``);
+    ``overdue=true`` lists only the open flags past that, oldest first: the reviewers' queue of pay that
+    waits longest."""
     found = service.get_batch(session, batch) if batch is not None else None
     if found is not None:
         service.ensure_batch_visible(session, principal, found)
     scope = service.limiting_scope(principal)
     within = service.scope_source_pks(scope) if scope is not None else None
-    flags = signals.list_flags(session, batch=found, state=state, within=within)
-    return [signals.flag_read(session, f) for f in flags]
+    due = settings.fraud_review_due_seconds
+    now = utcnow()
+    opened_by = now - timedelta(seconds=due) if overdue else None
+    flags = signals.list_flags(session, batch=found, state=state, within=within, opened_by=opened_by)
+    return [signals.flag_read(session, f, due, now) for f in flags]
 
 
 @router.get("/batches/{batch_id}/flags", response_model=list[signals.FlagRead])
-def list_batch_flags(batch_id: str, session: SessionDep, principal: ReviewerDep) -> list[signals.FlagRead]:
+def list_batch_flags(
+    batch_id: str, session: SessionDep, settings: SettingsDep, principal: ReviewerDep
+) -> list[signals.FlagRead]:
     batch = service.get_batch(session, batch_id)
     service.ensure_batch_visible(session, principal, batch)
-    return [signals.flag_read(session, f) for f in signals.list_flags(session, batch=batch)]
+    due = settings.fraud_review_due_seconds
+    return [signals.flag_read(session, f, due) for f in signals.list_flags(session, batch=batch)]
 
 
 @router.post("/flags/{flag_id}/review", response_model=signals.FlagRead)
 def review_flag(
-    flag_id: int, body: signals.FlagReview, session: SessionDep, principal: AdminDep
+    flag_id: int, body: signals.FlagReview, session: SessionDep, settings: SettingsDep, principal: AdminDep
 ) -> signals.FlagRead:
     """Confirm (records stay excluded) or dismiss (records count again unless another open or confirmed
     flag covers them); the batch's receipts are recomputed when it is anchored."""
     flag = signals.review_flag(session, signals.get_flag(session, flag_id), body, principal.user_id)
-    return signals.flag_read(session, flag)
+    return signals.flag_read(session, flag, settings.fraud_review_due_seconds)
 
 
 @router.get("/receipts", response_model=list[receipts.ReceiptRead])
