@@ -102,7 +102,8 @@ def test_a_merchants_rate_cap_on_chain_bounds_what_its_postings_reserve_per_span
     money.run(NOW)
     row = money.settlement("a")
     assert row is not None and row.error_code == "rate_cap_exceeded", (row.state, row.error_code)
-    assert row.error_message is not None and "raises the cap" in row.error_message
+    assert row.error_message is not None and "posts once the merchant raises the cap" in row.error_message
+    assert "next span" not in row.error_message  # no later span can fit it
     assert row.tx_hash is None and row.send_attempts == 0
     admin = make_caller(money.app, Role.admin, "admin")
     account = money.app.get(f"/settlement/accounts/{shop.user.id}", headers=admin.headers).json()

@@ -265,3 +265,17 @@ def test_a_cdn_log_settles_into_claimed_stablecoins(
     both = [*pinned, "--vault", str(forged["vault"])]
     result = CliRunner().invoke(cli_app, ["verify", "settlement", str(path), *both])
     assert result.exit_code == 2 and "not both" in result.output, result.output
+    # A deployment file without the registry: the document's registry is not read instead.
+    partial = json.loads(settings.deployment_file.read_text())
+    del partial["contracts"]["ContentRegistry"]
+    partial_path = tmp_path / "partial-deployment.json"
+    partial_path.write_text(json.dumps(partial))
+    no_registry = ["--rpc-url", settings.eth_rpc_url, "--deployment", str(partial_path)]
+    result = CliRunner().invoke(cli_app, ["verify", "settlement", str(path), *no_registry])
+    assert result.exit_code == 2 and "names no ContentRegistry" in result.output, result.output
+    # A document for another chain is refused before anything is read.
+    other_chain = {**json.loads(inputs.content), "chain_id": 1}
+    other_path = tmp_path / "other-chain.json"
+    other_path.write_text(json.dumps(other_chain))
+    result = CliRunner().invoke(cli_app, ["verify", "settlement", str(other_path), *pinned])
+    assert result.exit_code == 2 and "for chain 1" in result.output, result.output

@@ -550,6 +550,9 @@ def test_open_flags_say_they_hold_pay_and_when_their_review_is_overdue(
         assert datetime.fromisoformat(flag["due_at"]) - raised == timedelta(days=3)
     overdue = app_client.get("/deliveries/flags", params={"overdue": "true"}, headers=admin.headers)
     assert overdue.status_code == 200 and overdue.json() == []
+    decided_ones = {"overdue": "true", "state": "dismissed"}  # only open flags can be overdue
+    refused = app_client.get("/deliveries/flags", params=decided_ones, headers=admin.headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "flag_filter_invalid"
     # One flag raised four days ago: overdue, and the only one on the reviewers' overdue list.
     old, recent = flags
     with db(app_client) as session:

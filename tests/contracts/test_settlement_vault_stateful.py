@@ -22,7 +22,8 @@ contract with the model:
     the latest posting; per (merchant, token, span of block time), what all postings reserved, whatever
     periods they named (the adversary posts for ever older periods), equals the vault's rateSpentOf after
     every step, and every posting that would take it past the merchant's rate cap reverts with exactly
-    the predicted RateCapExceeded (so what a span reserved never exceeds the cap); and every posted
+    the predicted RateCapExceeded (so no posting takes a span past the cap as it stood then; a cap
+    lowered mid-span only stops further postings); and every posted
     settlement's window ends at least a whole challenge window after its post, later by every pause.
 
 Runner: as in test_delivery_ledger_stateful.py, a plain hypothesis RuleBasedStateMachine fed with

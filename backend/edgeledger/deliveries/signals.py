@@ -389,4 +389,4 @@ def list_flags(
         query = query.where(FraudFlag.state == state)
     if opened_by is not None:
         query = query.where(FraudFlag.state == FlagState.open, FraudFlag.created_at <= opened_by)
-    return list(session.scalars(query.order_by(FraudFlag.id)))
+    return list(session.scalars(query.order_by(FraudFlag.created_at, FraudFlag.id)))

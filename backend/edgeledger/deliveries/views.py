@@ -400,6 +400,10 @@ def list_flags(
     pay (``holds_pay``) and is due for review FRAUD_REVIEW_DUE_SECONDS after it was raised (``due_at``);
     ``overdue=true`` lists only the open flags past that, oldest first: the reviewers' queue of pay that
     waits longest."""
+    if overdue and state not in (None, signals.FlagState.open):
+        raise service.DeliveryError(
+            f"only open flags can be overdue, not {state!r} ones", code="flag_filter_invalid"
+        )
     found = service.get_batch(session, batch) if batch is not None else None
     if found is not None:
         service.ensure_batch_visible(session, principal, found)

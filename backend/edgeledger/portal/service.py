@@ -26,6 +26,7 @@ from edgeledger.deliveries.models import (
     FraudFlag,
 )
 from edgeledger.ledger.hashing import bytes32
+from edgeledger.ledger.vault import SettlementStatus
 from edgeledger.settlement.charts import bytes_chart_svg, payees_chart_svg, seconds_chart_svg
 from edgeledger.settlement.models import (
     ReconciliationCase,
@@ -169,7 +170,9 @@ def settlement_badge(chain: ChainClient, settlement: Settlement) -> Badge:
         same = "0x" + bytes(root).hex() == settlement.root and int(total) == settlement.total
         if same:
             return True, f"vault holds this root; {int(total) - int(remaining)} of {int(total)} claimed"
-        return False, "the vault holds another root or total" if int(status) else "not in the vault"
+        return False, "the vault holds another root or total" if int(
+            status
+        ) != SettlementStatus.NONE else "not in the vault"
 
     return _badge(check)
 

@@ -55,6 +55,7 @@ from edgeledger.deliveries.models import (
 )
 from edgeledger.ledger.abis import CONTENT_REGISTRY
 from edgeledger.ledger.payout_leaf import PayoutTree, held_only_root
+from edgeledger.ledger.vault import PERIOD_MASK
 from edgeledger.ledger.vault import SettlementStatus as ChainStatus
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.bounds import merchant_bounds
@@ -548,15 +549,22 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
         return
     vault = chain.contract(VAULT)
     merchant, token = to_checksum_address(settlement.merchant_address), to_checksum_address(settlement.token)
-    if not chain.call(vault.functions.isTokenAllowed(token)):
-        _block(session, settlement, "token_not_allowed", f"token {token} is not allow-listed in the vault")
-        report.blocked[settlement.id] = "token_not_allowed"
-        return
+    # in the vault's order (its _post): the period's end, the merchant's bounds, the token, the escrow
     timing = _period_timing(chain, settlement)
     if timing is not None:
         code, message = timing
         _block(session, settlement, code, message)
         report.blocked[settlement.id] = code
+        return
+    bounded = merchant_bounds(chain, settlement, merchant, token)
+    if bounded is not None:
+        code, message = bounded
+        _block(session, settlement, code, message)
+        report.blocked[settlement.id] = code
+        return
+    if not chain.call(vault.functions.isTokenAllowed(token)):
+        _block(session, settlement, "token_not_allowed", f"token {token} is not allow-listed in the vault")
+        report.blocked[settlement.id] = "token_not_allowed"
         return
     escrow = int(chain.call(vault.functions.escrowOf(merchant, token)))
     needed = settlement.total + settlement.held_total  # a release is paid from its period's held reserve
@@ -570,12 +578,6 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
             f"merchant must deposit {needed - escrow} more",
         )
         report.blocked[settlement.id] = "insufficient_escrow"
-        return
-    bounded = merchant_bounds(chain, settlement, merchant, token)
-    if bounded is not None:
-        code, message = bounded
-        _block(session, settlement, code, message)
-        report.blocked[settlement.id] = code
         return
     settlement.state = SettlementState.posting
     settlement.error_code = settlement.error_message = None
@@ -609,7 +611,7 @@ def _period_timing(chain: ChainClient, settlement: Settlement) -> tuple[str, str
     another period length would price other periods than the ones settled here, and no root is posted
     before the vault's clock says the period ended."""
     seconds = int(chain.call(chain.contract(VAULT).functions.PERIOD_SECONDS()))
-    ends_at = ((settlement.period_id & 0xFFFFFFFF) + 1) * seconds
+    ends_at = ((settlement.period_id & PERIOD_MASK) + 1) * seconds
     if ends_at != settlement.period_end:
         return (
             "period_length_mismatch",

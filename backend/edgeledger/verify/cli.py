@@ -184,10 +184,17 @@ def run_settlement(
         if pinned is not None and (vault or registry):
             raise UnusableInput("give --deployment or --vault/--registry, not both")
         chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
+        stated_chain = document.get("chain_id")
+        if stated_chain is not None and stated_chain != chain.chain_id():
+            raise UnusableInput(
+                f"the document is for chain {stated_chain}, the RPC serves {chain.chain_id()}"
+            )
         contracts: list[Check] = []
         if pinned is not None:
             contracts = _pinned_settlement_contracts(chain, pinned, document)
-            vault, registry = pinned.address_of(SETTLEMENT_VAULT), pinned.addresses.get(CONTENT_REGISTRY)
+            # only the deployment's contracts: never the document's, even where the file names none
+            vault = pinned.address_of(SETTLEMENT_VAULT)
+            registry = pinned.addresses.get(CONTENT_REGISTRY)
         address = vault or document.get("vault")
         if not address:
             raise UnusableInput("the document names no vault: pass --vault or --deployment")
@@ -201,9 +208,13 @@ def run_settlement(
         inputs = recompute(document)[0]
         terms = None
         if inputs.terms_block is not None:
-            registry_address = registry or document.get("registry")
+            registry_address = registry or (document.get("registry") if pinned is None else None)
             if not registry_address:
-                raise UnusableInput("the document names no registry: pass --registry")
+                raise UnusableInput(
+                    "the deployment file names no ContentRegistry"
+                    if pinned is not None
+                    else "the document names no registry: pass --registry or --deployment"
+                )
             terms = chain_terms(chain, registry_address, inputs)
         report = _report(as_json)
         report.extend(
@@ -230,7 +241,8 @@ def _pinned_settlement_contracts(chain: Chain, pinned: Deployment, document: dic
         address = pinned.addresses.get(name)
         if address is None:
             continue
-        chain.know_deployment(address, pinned.blocks.get(name, 0))
+        if pinned.blocks.get(name):
+            chain.know_deployment(address, pinned.blocks[name])
         said = document.get(key)
         if said is None:
             continue

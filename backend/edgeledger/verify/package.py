@@ -237,8 +237,8 @@ class Verifier:
         if self.deployment is None:
             return said if isinstance(said, str) else fallback
         pinned = self.deployment.addresses.get(name)
-        if pinned is None:
-            return said if isinstance(said, str) else fallback
+        if pinned is None:  # only the deployment's contracts are read, never the document's
+            raise UnusableInput(f"the deployment file names no {name}")
         if isinstance(said, str) and said.lower() != pinned.lower():
             raise UnusableInput(f"the document names {name} {said}, the deployment file {pinned}")
         return pinned

@@ -322,7 +322,7 @@ def vault_settlement(
         raise UnusableInput(f"merchant {merchant!r} is not an address")
     fn = contract.functions.settlementOf(period_id, Web3.to_checksum_address(merchant))
     current, token, opens, status, total, remaining = chain.ask("settlementOf", fn.call)
-    if not int(status) or posted_block is None:
+    if int(status) == SettlementStatus.NONE or posted_block is None:
         return VaultSettlement(
             bytes(current), str(token), int(opens), int(status), int(total), int(remaining)
         )
