@@ -232,27 +232,13 @@ def _pinned_settlement_contracts(chain: Chain, pinned: Deployment, document: dic
     """With the auditor's own deployment file, only its contracts are read: the document's ``vault``
     and ``registry`` must be those (a document naming look-alike contracts fails ``contracts``), and the
     file's deployment blocks spare the searches for them."""
-    if pinned.chain_id != chain.chain_id():
-        raise UnusableInput(
-            f"the deployment file is for chain {pinned.chain_id}, the RPC serves {chain.chain_id()}"
-        )
+    pinned.pin(chain)
     checks = []
     for key, name in (("vault", SETTLEMENT_VAULT), ("registry", CONTENT_REGISTRY)):
-        address = pinned.addresses.get(name)
-        if address is None:
-            continue
-        if pinned.blocks.get(name):
-            chain.know_deployment(address, pinned.blocks[name])
         said = document.get(key)
-        if said is None:
-            continue
-        ok = str(said).lower() == address.lower()
-        detail = (
-            f"{said}, as the deployment file"
-            if ok
-            else f"the document names {said}, the deployment {address}"
-        )
-        checks.append(Check("contracts", ok, detail, subject=name))
+        if name in pinned.addresses and said is not None:
+            ok, detail = pinned.names(name, said, "the document")
+            checks.append(Check("contracts", ok, detail, subject=name))
     return checks
 
 

@@ -187,10 +187,8 @@ class Verifier:
         if "DeliveryLedger" not in contracts:
             raise UnusableInput("package.json names no DeliveryLedger contract")
         self.chain = Chain(rpc_url, logs_max_blocks=logs_max_blocks)
-        if deployment is not None:  # its blocks spare the searches for where the contracts' events start
-            for name, address in deployment.addresses.items():
-                if deployment.blocks.get(name):
-                    self.chain.know_deployment(address, deployment.blocks[name])
+        if deployment is not None:  # the RPC must serve its chain; its blocks spare searches
+            deployment.pin(self.chain)
         self.ledger = LedgerReader(self.chain, contracts["DeliveryLedger"])
         self.vault = contracts.get("SettlementVault")
         self.registry = contracts.get("ContentRegistry")
@@ -218,17 +216,9 @@ class Verifier:
         other contracts (look-alikes a dishonest operator deployed) fails here, and only the
         deployment's are read."""
         for name in ("DeliveryLedger", "SettlementVault", "ContentRegistry"):
-            pinned = deployment.addresses.get(name)
             said = stated.get(name)
-            if pinned is None or said is None:
-                continue
-            ok = str(said).lower() == pinned.lower()
-            detail = (
-                f"{said}, as the deployment file"
-                if ok
-                else f"the package names {said}, the deployment {pinned}"
-            )
-            self._record("contracts", name, ok, detail)
+            if name in deployment.addresses and said is not None:
+                self._record("contracts", name, *deployment.names(name, said, "the package"))
 
     def _pinned(self, document: Mapping[str, Any], key: str, name: str, fallback: str | None) -> str | None:
         """The address a settlement document names for ``key`` (``vault``, ``registry``); with a
@@ -245,11 +235,6 @@ class Verifier:
 
     def run(self) -> Report:
         stated_chain = self.index.get("chain_id")
-        if self.deployment is not None and self.deployment.chain_id != self.chain.chain_id():
-            served = self.chain.chain_id()
-            raise UnusableInput(
-                f"the deployment file is for chain {self.deployment.chain_id}, the RPC serves {served}"
-            )
         if stated_chain is not None and stated_chain != self.chain.chain_id():
             raise UnusableInput(
                 f"the package is for chain {stated_chain}, the RPC serves {self.chain.chain_id()}"

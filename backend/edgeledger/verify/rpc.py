@@ -59,6 +59,25 @@ class Deployment:
             raise UnusableInput(f"the deployment file names no {name}")
         return self.addresses[name]
 
+    def names(self, name: str, said: object, where: str) -> tuple[bool, str]:
+        """Whether ``said``, the address ``where`` (``"the document"``, ``"the package"``) names for
+        ``name``, is this file's, with the ``contracts`` check's detail."""
+        pinned = self.address_of(name)
+        if str(said).lower() == pinned.lower():
+            return True, f"{said}, as the deployment file"
+        return False, f"{where} names {said}, the deployment {pinned}"
+
+    def pin(self, chain: Chain) -> None:
+        """Refuses an RPC serving another chain than this file's, and hands ``chain`` the file's
+        deployment blocks: they spare the searches for where the contracts' events start."""
+        if self.chain_id != chain.chain_id():
+            raise UnusableInput(
+                f"the deployment file is for chain {self.chain_id}, the RPC serves {chain.chain_id()}"
+            )
+        for name, address in self.addresses.items():
+            if self.blocks.get(name):
+                chain.know_deployment(address, self.blocks[name])
+
 
 class Chain:
     """One JSON-RPC endpoint: every call goes through :meth:`ask`, which turns transport failures and RPC
