@@ -12,9 +12,10 @@ import pytest
 from eth_account import Account
 
 from edgeledger.auth.models import Role
-from edgeledger.settlement.models import Settlement, SettlementState
+from edgeledger.settlement.models import SettlementState
 from tests.backend.support.money import DELIVERY_FEE, NOW, ROYALTY, Money
 from tests.backend.support.stack import make_caller, rpc
+from tests.backend.test_settlement_money import _correction_of
 
 pytestmark = pytest.mark.integration
 
@@ -50,11 +51,7 @@ def test_a_correction_waits_when_the_period_has_used_the_merchants_cap(money: Mo
         DELIVERY_FEE + ROYALTY
     )
     money.deliver("a", count=10, late=True)
-    report = money.run(NOW)
-    (correction_id,) = report.corrections
-    correction = money.session.get(Settlement, correction_id)
-    assert correction is not None
-    money.session.refresh(correction)
+    correction = _correction_of(money, period)
     assert correction.error_code == "period_cap_exceeded", (correction.state, correction.error_message)
     assert correction.tx_hash is None and correction.send_attempts == 0
     money.as_wallet(shop.key, vault.functions.setPeriodCap(token, 2 * (DELIVERY_FEE + ROYALTY)))
@@ -128,13 +125,10 @@ def test_a_correction_past_what_the_span_has_left_posts_in_the_next_span(money: 
     money.as_wallet(shop.key, vault.functions.setRateCap(token, full + full // 10))
     money.deliver("a")
     money.run(NOW)
-    assert money.posted("a").total == full
+    period = money.posted("a")
+    assert period.total == full
     money.deliver("a", count=10, late=True)
-    report = money.run(NOW)
-    (correction_id,) = report.corrections
-    correction = money.session.get(Settlement, correction_id)
-    assert correction is not None
-    money.session.refresh(correction)
+    correction = _correction_of(money, period)
     assert correction.error_code == "rate_cap_exceeded", (correction.state, correction.error_message)
     assert correction.error_message is not None and f"already reserved {full} " in correction.error_message
     assert correction.tx_hash is None and correction.send_attempts == 0

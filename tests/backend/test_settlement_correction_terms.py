@@ -18,7 +18,7 @@ from edgeledger.settlement.statements import context_from_json, merchant_stateme
 from edgeledger.verify.settlement import recompute
 from tests.backend.support.money import DELIVERY_FEE, NOW, ROYALTY, Money
 from tests.backend.support.stack import make_caller
-from tests.backend.test_settlement_money import _correction_of, _flagged_batch, _register_from_a_wallet
+from tests.backend.test_settlement_money import _correction_of, _flagged_batch, _late_records_of_new_content
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +29,7 @@ def test_a_receipt_priced_as_unregistered_says_why_on_the_statement(money: Money
     statement says so on that receipt, naming the block, in JSON and HTML; the note follows from the
     statement itself, so the audit verifier's recomputation gives the same document."""
     admin = make_caller(money.app, Role.admin, "admin")
-    money.deliver("a")
-    money.run(NOW)
-    period = money.posted("a")
-    new_asset, _, _, _ = _register_from_a_wallet(money)
-    money.mine()
-    money.deliver("a", count=10, late=True, asset_id=new_asset)
-    correction = _correction_of(money, period)
+    period, correction, new_asset, _ = _late_records_of_new_content(money)
     assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
     assert correction.terms_block == period.terms_block is not None
 

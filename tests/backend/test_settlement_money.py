@@ -352,6 +352,18 @@ def _correction_of(money: Money, period: Settlement) -> Settlement:
     return correction
 
 
+def _late_records_of_new_content(money: Money) -> tuple[Settlement, Settlement, int, str]:
+    """Shop a's period posted, then content registered after its terms block and ten late records of
+    it: the period, the correction that counts them, the new asset's id and its payee."""
+    money.deliver("a")
+    money.run(NOW)
+    period = money.posted("a")
+    new_asset, _, payee, _ = _register_from_a_wallet(money)
+    money.mine()
+    money.deliver("a", count=10, late=True, asset_id=new_asset)
+    return period, _correction_of(money, period), new_asset, payee
+
+
 def test_late_records_of_content_registered_after_the_periods_block_are_priced_as_unregistered(
     money: Money,
 ) -> None:
@@ -360,14 +372,7 @@ def test_late_records_of_content_registered_after_the_periods_block_are_priced_a
     fee as unregistered content, as they would have had they arrived in time, instead of blocking the
     correction (``asset_unknown``) and every later one of the period for good. The receipts' keys still
     name the asset, and ``verify settlement`` checks the registry did not know it at the block."""
-    money.deliver("a")
-    money.run(NOW)
-    period = money.posted("a")
-    new_asset, _, payee, _ = _register_from_a_wallet(money)
-    money.mine()
-
-    money.deliver("a", count=10, late=True, asset_id=new_asset)
-    correction = _correction_of(money, period)
+    period, correction, new_asset, payee = _late_records_of_new_content(money)
     assert correction.state == SettlementState.posted, (correction.error_code, correction.error_message)
     statement = money.statement(correction)
     assert statement.royalties == {} and statement.delivery_fees == {"EU": DELIVERY_FEE // 5}
