@@ -124,9 +124,8 @@ abstract contract MerchantBounds {
         view
         returns (uint256 cap, address settler, uint256 rateCap, uint256 rateSpent)
     {
-        RateBudget memory rate = _rate[merchant][token];
-        uint256 spent = rate.span == _currentSpan() ? rate.spent : 0;
-        return (_periodCap[merchant][token], _chosenSettler[merchant], rate.cap, spent);
+        uint256 rateCap_ = _rate[merchant][token].cap;
+        return (_periodCap[merchant][token], _chosenSettler[merchant], rateCap_, _rateSpent(merchant, token));
     }
 
     /// @notice What all postings for `merchant` reserved from its escrow in `token` within the current
@@ -135,7 +134,12 @@ abstract contract MerchantBounds {
     /// @param token The token.
     /// @return Token minor units.
     function rateSpentOf(address merchant, address token) external view returns (uint256) {
-        RateBudget memory rate = _rate[merchant][token];
+        return _rateSpent(merchant, token);
+    }
+
+    /// @dev What the current span's postings reserved (0 once the span recorded is over).
+    function _rateSpent(address merchant, address token) private view returns (uint256) {
+        RateBudget storage rate = _rate[merchant][token];
         return rate.span == _currentSpan() ? rate.spent : 0;
     }
 
