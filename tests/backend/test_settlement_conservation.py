@@ -426,7 +426,8 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
 
         @rule(pick=st.integers(0, 1000))
         def claim(self, pick: int) -> None:
-            claimable = [r for r in self._rows() if r.state == SettlementState.claimable]
+            # a held-only post (total 0: every royalty held) is claimable but pays nobody: no tree
+            claimable = [r for r in self._rows() if r.state == SettlementState.claimable and r.total > 0]
             if not claimable:
                 return
             row = claimable[pick % len(claimable)]
