@@ -28,6 +28,8 @@ from edgeledger.settlement.payouts import (
     canonical_inputs,
     compute_payouts,
     inputs_digest,
+    licence_boundaries,
+    licensed_at,
 )
 from edgeledger.settlement.rates import (
     Currency,
@@ -376,7 +378,8 @@ def test_licence_window_and_region_only_receipts() -> None:
             assets=(song,),
             receipts=(
                 receipt("in", "song", "EU", OP_A, 1, 10),
-                receipt("late", "song", "EU", OP_A, 1, 10, at=DAY0 + 7_200),
+                receipt("last", "song", "EU", OP_A, 1, 10, at=DAY0 + 7_200),  # valid_until is licensed
+                receipt("late", "song", "EU", OP_A, 1, 10, at=DAY0 + 7_201),
                 receipt("ap-region", "song", "AP", OP_A, 1, 10),  # AP includes CN: not provably licensed
                 receipt("ap-sg", "song", "AP", OP_A, 1, 10, country="SG"),
                 receipt("zz", "song", "ZZ", OP_A, 1, 10),
@@ -389,7 +392,30 @@ def test_licence_window_and_region_only_receipts() -> None:
         ("late", "window"),
         ("zz", "territory"),
     ]
-    assert statement.royalties == {"song": 200}
+    assert statement.royalties == {"song": 300}
+
+
+def test_licence_boundaries_inside_a_period() -> None:
+    """Where a licence starts, and the second after it ends, strictly inside the period: where the
+    period's receipts of the asset are split (a boundary at or outside the period's ends splits nothing)."""
+    end = DAY0 + 86_400
+
+    def terms(valid_from: int, valid_until: int | None) -> AssetTerms:
+        return AssetTerms(
+            asset_id="a",
+            recipients=(Recipient(address=ALICE, bps=10_000),),
+            valid_from=valid_from,
+            valid_until=valid_until,
+        )
+
+    assert licence_boundaries(terms(DAY0 + 5, DAY0 + 9), DAY0, end) == (DAY0 + 5, DAY0 + 10)
+    assert licence_boundaries(terms(0, None), DAY0, end) == ()
+    assert licence_boundaries(terms(DAY0, end - 1), DAY0, end) == ()  # covers the period exactly
+    assert licence_boundaries(terms(DAY0 - 1, end - 2), DAY0, end) == (end - 1,)
+    assert licence_boundaries(terms(end, None), DAY0, end) == ()
+    for at, expected in [(DAY0 + 4, False), (DAY0 + 5, True), (DAY0 + 9, True), (DAY0 + 10, False)]:
+        assert licensed_at(at, DAY0 + 5, DAY0 + 9) is expected
+    assert licensed_at(10**12, 0, None)
 
 
 def test_reconciliation_cases_need_decisions_which_enter_the_statement() -> None:

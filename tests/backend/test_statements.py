@@ -223,6 +223,12 @@ def test_parse_receipt_key_and_links() -> None:
     parts = parse_receipt_key(key(B2, 101, "NA", "mx"))
     assert parts == ReceiptKey(batch_id=B2.lower(), asset_id="101", region="NA", country="MX")
     assert parse_receipt_key(key(B1, 7, "ZZ")).country == ""
+    # a receipt's part from a licence boundary on (docs/settlement.md, "Licences")
+    part = parse_receipt_key(key(B2, 101, "NA", "mx") + ":1764547200")
+    assert part == ReceiptKey(
+        batch_id=B2.lower(), asset_id="101", region="NA", country="MX", part_from=1764547200
+    )
+    assert parse_receipt_key(key(B1, 7, "EU") + ":5").part_from == 5
     links = receipt_link(key(B2, 101, "NA", "US"), "/api/")
     assert links == {
         "batch_id": B2.lower(),
@@ -239,6 +245,11 @@ def test_parse_receipt_key_and_links() -> None:
         "b1:0",
         f"{B1}:101:EU",
         f"{B1}:101:EU:DE:extra",
+        f"{B1}:101:EU:DE:0",
+        f"{B1}:101:EU:DE:017",
+        f"{B1}:101:EU:DE:-5",
+        f"{B1}:101:EU:DE:",
+        f"{B1}:101:EU:DE:5:6",
         f"{B1[:-1]}:101:EU:DE",
         f"0y{B1[2:]}:101:EU:DE",
         f"{B1[:-1]}g:101:EU:DE",

@@ -82,6 +82,7 @@ from edgeledger.settlement.payouts import (
     PayoutInputs,
     canonical_inputs,
     compute_payouts,
+    licence_boundaries,
 )
 from edgeledger.settlement.period_inputs import (
     PeriodData,
@@ -91,6 +92,7 @@ from edgeledger.settlement.period_inputs import (
     platform_address,
     reconcile_period,
     settlement_currency,
+    split_at_licence,
     unbillable_batches,
 )
 from edgeledger.settlement.rates import INT64_MAX, card_at
@@ -375,6 +377,14 @@ def _inputs(
         block=block,
         from_block=chain.deployment.contracts[CONTENT_REGISTRY].block,
     )
+    # a licence starting or ending inside the period splits its receipts there (docs/settlement.md)
+    edges = {
+        t.asset_id: b
+        for t in assets
+        if int(t.asset_id) in delivered
+        and (b := licence_boundaries(t, settlement.period_start, settlement.period_end))
+    }
+    data.receipts = split_at_licence(session, account, data.receipts, edges)
     cards = rate_cards(session, account)
     card = card_at(cards, merchant_key(account), settlement.period_start, settlement.period_end)
     billing = current_import(session, account, settlement.period_start)

@@ -207,7 +207,11 @@ UNREGISTERED = "0"
 
 class AssetTerms(_Frozen):
     """What the chain says about an asset: split, lineage, licence territories and window, dispute; with
-    (from document version 2) its status and rights holder as read at the inputs' ``terms_block``."""
+    (from document version 2) its status and rights holder as read at the inputs' ``terms_block``.
+
+    The licence covers ``valid_from <= t <= valid_until`` (unix seconds, both ends included, as
+    ``ContentRegistry.isLicensedFor`` judges them; ``valid_until = None`` is open-ended): :func:`licensed_at`.
+    """
 
     asset_id: str = Field(min_length=1)
     recipients: tuple[Recipient, ...] = Field(min_length=1)
@@ -391,9 +395,29 @@ def payee(address: str) -> str:
     return address.lower()
 
 
+def licensed_at(at: int, valid_from: int, valid_until: int | None) -> bool:
+    """Whether second ``at`` lies in the licence window: ``valid_from <= at <= valid_until``, both ends
+    included as ``ContentRegistry.isLicensedFor`` judges them (``valid_until = None``: open-ended)."""
+    return valid_from <= at and (valid_until is None or at <= valid_until)
+
+
+def licence_boundaries(terms: AssetTerms, period_start: int, period_end: int) -> tuple[int, ...]:
+    """The seconds strictly inside ``[period_start, period_end)`` at which the asset's licence starts or
+    stops covering deliveries: ``valid_from``, and the second after ``valid_until`` (sorted, at most two).
+
+    A receipt of such an asset is split there, by its records' times, into parts each judged at its own
+    first second (``Receipt.at``), so a licence starting or ending during a period pays royalties for what
+    was delivered inside it and for nothing outside (settlement/period_inputs.py ``split_at_licence``;
+    the part from ``b`` on is keyed ``<receipt key>:<b>``, docs/settlement.md "Licences")."""
+    edges = [terms.valid_from]
+    if terms.valid_until is not None:
+        edges.append(terms.valid_until + 1)
+    return tuple(sorted({b for b in edges if period_start < b < period_end}))
+
+
 def licence_problem(terms: AssetTerms, receipt: Receipt) -> Literal["territory", "window"] | None:
     """Why a receipt earns no royalty, or None when its deliveries were licensed."""
-    if receipt.at < terms.valid_from or (terms.valid_until is not None and receipt.at >= terms.valid_until):
+    if not licensed_at(receipt.at, terms.valid_from, terms.valid_until):
         return "window"
     return _territory_problem(terms, receipt.region, receipt.country)
 
@@ -562,7 +586,7 @@ def _aggregate(inputs: PayoutInputs, assets: Mapping[str, AssetTerms]) -> _Aggre
             continue
 
         terms, valid_from, valid_until, bitmap = asset
-        if at < valid_from or (valid_until is not None and at >= valid_until):
+        if at < valid_from or (valid_until is not None and at > valid_until):  # licensed_at, inlined
             violations.append(
                 _trusted(Violation, {"receipt_key": key, "asset_id": asset_id, "reason": "window"})
             )

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, select, true
+from sqlalchemy import Select, case, func, select, true
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient
@@ -38,7 +38,7 @@ from edgeledger.settlement.models import (
     ReconciliationCase,
     SettlementAccount,
 )
-from edgeledger.settlement.payouts import Receipt
+from edgeledger.settlement.payouts import RECEIPT_ROW, Receipt
 from edgeledger.settlement.rates import BPS, INT64_MAX, Currency, FxTable
 from edgeledger.settlement.service import merchant_key
 from edgeledger.settlement.terms import terms_block
@@ -67,7 +67,8 @@ class PeriodData:
 
 
 def receipt_key(batch_id: str, asset_id: int, region: str, country: str) -> str:
-    """``<batch id>:<asset id>:<region>:<country>``: the receipt's batch, hence its proofs."""
+    """``<batch id>:<asset id>:<region>:<country>``: the receipt's batch, hence its proofs. The part of
+    a receipt split at a licence boundary ``b`` (:func:`split_at_licence`) is keyed ``<key>:<b>``."""
     return f"{batch_id}:{asset_id}:{region}:{country}"
 
 
@@ -167,6 +168,90 @@ def period_receipts(
     data.reviewed = Receipt.from_rows(waiting)
     data.batch_ids = sorted(batch_ids)
     return data
+
+
+def split_at_licence(
+    session: Session,
+    account: SettlementAccount,
+    receipts: list[Receipt],
+    boundaries: dict[str, tuple[int, ...]],
+) -> list[Receipt]:
+    """``receipts`` with each receipt of an asset in ``boundaries`` (asset id -> the seconds inside the
+    period where its licence starts or stops covering deliveries, ``payouts.licence_boundaries``) split
+    there by its records' times: the records delivered before the first boundary stay under the
+    receipt's key, judged at the period's start; those from boundary ``b`` on (to the next) become a
+    receipt keyed ``<key>:<b>`` judged at ``b``. Empty parts are left out; the parts of a receipt sum to
+    it exactly (``receipts_inconsistent`` otherwise: the records and the receipt computed from them
+    disagree). A record's time counts in whole seconds, as ``isLicensedFor`` judges a timestamp.
+
+    Rare (an asset registered, or a licence ending, during the period), so one grouped query of the
+    records of the affected batches per such asset; every other receipt is returned as it was."""
+    split_assets = {a for a in boundaries if any(r.asset_id == a for r in receipts)}
+    if not split_assets:
+        return receipts
+    raw_ids = [
+        bytes.fromhex(m.removeprefix("0x")) for m in merchant_ids_of(session, account.merchant_user_id)
+    ]
+    record = DeliveryRecordRow
+    parts: dict[str, list[tuple[int, int, int]]] = {}  # receipt key -> [(part start, requests, bytes)]
+    for asset_id in sorted(split_assets, key=int):
+        edges = boundaries[asset_id]
+        wanted = {r.key: r for r in receipts if r.asset_id == asset_id}
+        batch_ids = sorted({k.split(":", 1)[0] for k in wanted})
+        bucket = case(
+            *[(record.timestamp_ms < edge * 1000, index) for index, edge in enumerate(edges)],
+            else_=len(edges),
+        ).label("part")
+        rows = session.execute(
+            select(
+                DeliveryBatch.batch_id,
+                record.region,
+                record.country,
+                bucket,
+                func.count(record.id),
+                func.coalesce(func.sum(record.bytes_delivered), 0),
+            )
+            .join(DeliveryBatch, record.batch_pk == DeliveryBatch.id)
+            .where(
+                DeliveryBatch.batch_id.in_(batch_ids),
+                record.asset_id == int(asset_id),
+                record.merchant_id.in_(raw_ids),
+                record.excluded.is_(False),
+            )
+            .group_by(DeliveryBatch.batch_id, record.region, record.country, bucket)
+        )
+        for batch_id, region, country, index, requests, nbytes in rows:
+            key = receipt_key(batch_id, int(asset_id), region, country)
+            if key in wanted and int(requests):
+                start = wanted[key].at if int(index) == 0 else edges[int(index) - 1]
+                parts.setdefault(key, []).append((start, int(requests), int(nbytes)))
+    out: list[Receipt] = []
+    for receipt in receipts:
+        if receipt.asset_id not in split_assets:
+            out.append(receipt)
+            continue
+        found = sorted(parts.get(receipt.key, []))
+        if sum(p[1] for p in found) != receipt.requests or sum(p[2] for p in found) != receipt.bytes:
+            raise SettlementError(
+                f"receipt {receipt.key} does not match its records: it cannot be split at the licence's "
+                "boundaries",
+                code="receipts_inconsistent",
+            )
+        base = receipt.model_dump()
+        out += Receipt.from_rows(
+            tuple(
+                {
+                    **base,
+                    "key": receipt.key if start == receipt.at else f"{receipt.key}:{start}",
+                    "at": start,
+                    "requests": requests,
+                    "bytes": nbytes,
+                }[name]
+                for name in RECEIPT_ROW
+            )
+            for start, requests, nbytes in found
+        )
+    return out
 
 
 def unbillable_batches(

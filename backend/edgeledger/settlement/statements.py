@@ -73,6 +73,7 @@ TOP_PAYEES = 20
 _BATCH_ID = re.compile(r"0x[0-9a-fA-F]{64}")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
 _ASSET_ID = re.compile(r"[^\s:/?#]+")
+_PART_FROM = re.compile(r"[1-9][0-9]{0,18}")
 
 
 @dataclass(frozen=True)
@@ -132,20 +133,25 @@ def format_amount(minor: int, decimals: int) -> str:
 
 @dataclass(frozen=True)
 class ReceiptKey:
-    """The parts of a receipt key ``"<batch id>:<asset id>:<region>:<country>"``; batch id lower-cased."""
+    """The parts of a receipt key ``"<batch id>:<asset id>:<region>:<country>[:<from>]"``; batch id
+    lower-cased. ``part_from`` (unix seconds) names the part of a receipt split at a licence boundary
+    inside its period that was delivered from that second on (docs/settlement.md, "Licences"); the part
+    from the period's start has a four-part key, as every receipt not split."""
 
     batch_id: str
     asset_id: str
     region: str
     country: str
+    part_from: int | None = None
 
 
 def parse_receipt_key(key: str) -> ReceiptKey:
     """Split a receipt key; anything else is ``SettlementError(code="receipt_key_invalid")``.
 
     The batch id is ``0x`` and 64 hex digits, the asset id is non-empty (no whitespace, ``:``, ``/``,
-    ``?`` or ``#``), the region is a pricing region code, and the country is empty or an alpha-2 code
-    of that region (any other two letters only in ``ZZ``).
+    ``?`` or ``#``), the region is a pricing region code, the country is empty or an alpha-2 code
+    of that region (any other two letters only in ``ZZ``), and the optional fifth part, a receipt part's
+    first second, is a positive decimal without leading zeros.
     """
     if not isinstance(key, str):
         raise SettlementError("receipt key must be a string", code="receipt_key_invalid", key=repr(key))
@@ -157,8 +163,11 @@ def _parse_key(key: str) -> ReceiptKey:
     """:func:`parse_receipt_key` once per key: a statement names a key in several lines."""
     parts = key.split(":")
     problem: str | None = None
+    part_from = parts.pop() if len(parts) == 5 else None
     if len(parts) != 4:
-        problem = "expected <batch id>:<asset id>:<region>:<country>"
+        problem = "expected <batch id>:<asset id>:<region>:<country>[:<from>]"
+    elif part_from is not None and not _PART_FROM.fullmatch(part_from):
+        problem = "the part's first second is not a positive decimal"
     else:
         batch_id, asset_id, region, country = parts
         if not _BATCH_ID.fullmatch(batch_id):
@@ -171,7 +180,13 @@ def _parse_key(key: str) -> ReceiptKey:
             problem = f"country {country!r} is not in region {region}"
     if problem is not None:
         raise SettlementError(f"invalid receipt key {key!r}: {problem}", code="receipt_key_invalid", key=key)
-    return ReceiptKey(batch_id=batch_id.lower(), asset_id=asset_id, region=region, country=country.upper())
+    return ReceiptKey(
+        batch_id=batch_id.lower(),
+        asset_id=asset_id,
+        region=region,
+        country=country.upper(),
+        part_from=None if part_from is None else int(part_from),
+    )
 
 
 class ReceiptLinks(TypedDict):
@@ -361,6 +376,8 @@ def _receipts_json(
             "country": parts.country,
             **_batch_links(parts.batch_id, ctx.api_base),
         }
+        if parts.part_from is not None:  # only on parts: every other entry reads as before
+            out[key]["from"] = parts.part_from
         if key in unregistered:
             out[key].update(
                 priced_as=PRICED_UNREGISTERED,

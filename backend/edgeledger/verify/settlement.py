@@ -29,6 +29,7 @@ from edgeledger.settlement.payouts import (
     Statement,
     compute_payouts,
     inputs_digest,
+    licence_boundaries,
 )
 from edgeledger.settlement.statements import parse_receipt_key
 from edgeledger.settlement.terms import read_terms, unknown_at
@@ -216,6 +217,42 @@ def check_document(
                     f"the posting reserved {on_chain.held} held royalties, the statement holds back {held}",
                 )
             )
+    if isinstance(inputs, PayoutInputs):
+        checks.append(receipt_times_check(inputs))
     if terms is not None and inputs.terms_block is not None:
         checks.append(_terms_check(inputs.assets, terms, inputs.terms_block))
     return checks
+
+
+def receipt_times_check(inputs: PayoutInputs) -> Check:
+    """Each receipt is judged against its asset's licence at the time its key gives: the period's start,
+    or for the part of a receipt split at a licence boundary (key ``<receipt key>:<b>``) that boundary,
+    which must be one of the asset's published terms' boundaries inside the period
+    (``payouts.licence_boundaries``). So no receipt is moved into, or out of, a licence window by the
+    time it states; what the parts count is bounded by the batch's signed totals (``verify package``)."""
+    terms = {t.asset_id: t for t in inputs.assets}
+    start, end = inputs.period_start, inputs.period_end
+    problems: list[str] = []
+    for receipt in inputs.receipts:
+        try:
+            part = parse_receipt_key(receipt.key).part_from
+        except SettlementError as exc:
+            problems.append(exc.message)
+            continue
+        if part is None:
+            if receipt.at != start:
+                problems.append(f"{receipt.key} is judged at {receipt.at}, not the period's start {start}")
+            continue
+        asset = terms.get(receipt.asset_id)
+        edges = licence_boundaries(asset, start, end) if asset is not None else ()
+        if receipt.at != part or part not in edges:
+            problems.append(
+                f"{receipt.key} is judged at {receipt.at}: a part must start at one of its asset's licence "
+                f"boundaries inside the period {list(edges)}"
+            )
+    detail = (
+        "; ".join(problems[:5])[:800]
+        if problems
+        else f"{len(inputs.receipts)} receipt(s), judged at the period's start or their part's"
+    )
+    return Check("receipt times", not problems, detail)
