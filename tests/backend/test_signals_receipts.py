@@ -20,6 +20,7 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.deliveries import anchoring, batches, receipts, service, signals
 from edgeledger.deliveries.models import (
+    BatchState,
     DeliveryBatch,
     DeliveryRecordRow,
     DeliverySource,
@@ -28,6 +29,7 @@ from edgeledger.deliveries.models import (
     IngestFile,
     IngestState,
     MerchantHost,
+    MerchantSource,
     QuarantinedLineRow,
     SourceStatus,
 )
@@ -538,11 +540,31 @@ def test_receipts_show_what_waits_for_a_fraud_review(
 def test_open_flags_say_they_hold_pay_and_when_their_review_is_overdue(
     app_client: TestClient, admin: Caller, anchored: dict[str, Any]
 ) -> None:
-    """An open flag holds its batch's pay and is due for review FRAUD_REVIEW_DUE_SECONDS (three days by
-    default) after it was raised; ``overdue=true`` lists the open flags past that, and a decided flag
-    holds nothing and is due for nothing."""
+    """An open flag holds its batch's pay (once a merchant whose records it covers lets the batch's
+    source bill it) and is due for review FRAUD_REVIEW_DUE_SECONDS (three days by default) after it was
+    raised; ``overdue=true`` lists the open flags past that, and a decided flag holds nothing and is due
+    for nothing."""
     batch: DeliveryBatch = anchored["batch"]
-    flags = app_client.get(f"/deliveries/batches/{batch.batch_id}/flags", headers=admin.headers).json()
+    url = f"/deliveries/batches/{batch.batch_id}/flags"
+
+    def holding() -> list[bool]:
+        return [f["holds_pay"] for f in app_client.get(url, headers=admin.headers).json()]
+
+    # shop.example is no merchant's yet, then a merchant's that has not authorised the source: no
+    # settlement would bill the batch, so the flags hold no pay.
+    assert holding() == [False, False]
+    shop_owner = make_caller(app_client, Role.merchant, "shop")
+    with db(app_client) as session:
+        session.add(MerchantHost(host="shop.example", merchant_user_id=shop_owner.user_id))
+        session.commit()
+    assert holding() == [False, False]
+    with db(app_client) as session:
+        session.add(
+            MerchantSource(merchant_user_id=shop_owner.user_id, source_pk=batch.source_pk, authorised_by="t")
+        )
+        session.commit()
+    assert holding() == [True, True]
+    flags = app_client.get(url, headers=admin.headers).json()
     assert len(flags) == 2
     for flag in flags:
         assert flag["holds_pay"] and not flag["overdue"]
@@ -572,3 +594,10 @@ def test_open_flags_say_they_hold_pay_and_when_their_review_is_overdue(
     ).json()
     assert not decided["holds_pay"] and decided["due_at"] is None and not decided["overdue"]
     assert app_client.get("/deliveries/flags", params={"overdue": "true"}, headers=admin.headers).json() == []
+    # An abandoned batch is billed to no one: its open flag holds nothing either.
+    with db(app_client) as session:
+        row = session.get(DeliveryBatch, batch.id)
+        assert row is not None
+        row.state = BatchState.abandoned  # as POST /deliveries/batches/{id}/abandon leaves it
+        session.commit()
+    assert holding() == [False, False]

@@ -31,9 +31,12 @@ from edgeledger.deliveries.models import (
     FraudFlag,
     FraudFlagRecord,
     IngestFile,
+    MerchantHost,
+    MerchantSource,
     PseudonymKey,
     QuarantinedLineRow,
 )
+from edgeledger.ledger.ids import merchant_id_for
 
 Record = DeliveryRecordRow
 DUPLICATE_REASON = "duplicate_request_id"
@@ -64,8 +67,10 @@ class FlagRead(BaseModel):
     reviewed_at: datetime | None
     review_reason: str | None
     created_at: datetime
-    #: an open flag holds its batch's pay: no settlement of the merchant whose records it covers counts
-    #: the batch until every such flag is decided (settlement/period_inputs.py ``under_review``)
+    #: an open flag holds its batch's pay: no settlement of a merchant whose records it covers counts the
+    #: batch until every such flag is decided (settlement/period_inputs.py ``under_review``). False for an
+    #: open flag on a batch no settlement bills anyway: abandoned, or from a source none of the merchants
+    #: whose records it covers authorises (:func:`holds_pay`)
     holds_pay: bool = False
     #: when an open flag should be decided by (created_at + FRAUD_REVIEW_DUE_SECONDS); null once decided
     due_at: datetime | None = None
@@ -344,6 +349,31 @@ def _recompute_exclusion(session: Session, flag: FraudFlag) -> None:
     )
 
 
+def holds_pay(session: Session, flag: FraudFlag, batch: DeliveryBatch | None) -> bool:
+    """Whether ``flag`` keeps pay waiting: it is open, its batch is not abandoned (an abandoned batch is
+    billed to no one), and some merchant whose records it covers authorises the batch's source (a
+    merchant's settlement counts only batches of the sources it authorises, so for every other merchant
+    the batch was never going to be billed). Two small queries per open flag."""
+    if flag.state != FlagState.open or batch is None or batch.state == BatchState.abandoned:
+        return False
+    hosts = session.scalars(
+        select(MerchantHost.host)
+        .join(MerchantSource, MerchantSource.merchant_user_id == MerchantHost.merchant_user_id)
+        .where(MerchantSource.source_pk == batch.source_pk)
+    ).all()
+    if not hosts:
+        return False
+    covered = (
+        select(FraudFlagRecord.record_pk)
+        .join(Record, Record.id == FraudFlagRecord.record_pk)
+        .where(
+            FraudFlagRecord.flag_pk == flag.id, Record.merchant_id.in_([merchant_id_for(h) for h in hosts])
+        )
+        .limit(1)
+    )
+    return session.scalar(covered) is not None
+
+
 def flag_read(session: Session, flag: FraudFlag, due_seconds: int, now: datetime | None = None) -> FlagRead:
     """The API's view of ``flag``; an open one says when its review is due and whether it is overdue
     (``due_seconds``: FRAUD_REVIEW_DUE_SECONDS)."""
@@ -362,7 +392,7 @@ def flag_read(session: Session, flag: FraudFlag, due_seconds: int, now: datetime
         reviewed_at=flag.reviewed_at,
         review_reason=flag.review_reason,
         created_at=flag.created_at,
-        holds_pay=is_open,
+        holds_pay=holds_pay(session, flag, batch),
         due_at=due_at,
         overdue=due_at is not None and (now or utcnow()) >= due_at,
     )
