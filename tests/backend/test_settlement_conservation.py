@@ -59,14 +59,15 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
 from edgeledger.db import make_engine, migrate
 from edgeledger.deliveries import batches as batch_service
-from edgeledger.deliveries.models import BatchKind, BatchState, DeliveryBatch
+from edgeledger.deliveries.models import BatchKind, BatchState, DeliveryBatch, DeliveryRecordRow
 from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.settlement import flows, service
 from edgeledger.settlement.corrections import SETTLED, UNPOSTED, latest_period
 from edgeledger.settlement.models import Settlement, SettlementKind, SettlementState
-from edgeledger.settlement.payouts import PayoutInputs, Statement
+from edgeledger.settlement.payouts import UNREGISTERED, PayoutInputs, Statement
 from edgeledger.settlement.period_inputs import period_receipts
 from edgeledger.settlement.rates import RegionPrice
+from edgeledger.territories import territory_index
 from tests.backend.support.deliveries import (
     add_merchant_host,
     add_records,
@@ -128,6 +129,11 @@ def _registration(creator: str, parent: int, recipients: list[str], shares: list
     )
 
 
+def _whole(key: str) -> str:
+    """The receipt a key names: a part's key less its fifth, part-start field (docs/settlement.md)."""
+    return ":".join(key.split(":")[:4])
+
+
 def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
     class Conservation(RuleBasedStateMachine):
         """One example: a fresh SQLite database and a chain snapshot; actions are the rules below."""
@@ -187,6 +193,8 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
                 self_register(lambda call, who=creator: self._send(who, call), self.registry, reg)
                 self.assets.append(int(self.chain.call(self.registry.functions.totalAssets())))
             self.deliveries = 0
+            self.royalties_checked: set[tuple[int, str | None]] = set()
+            self.licence_answers: dict[tuple[int, str, int, int], bool] = {}
             #: right after a run: every late batch anchored before it is in a correction by now
             self.settled_all = False
 
@@ -229,13 +237,21 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
             disputed=st.booleans(),
             late=st.booleans(),
             outcome=st.sampled_from(["clear", "reassign", "take down", "still disputed"]),
+            window=st.sampled_from(["open", "from", "until", "both"]),
+            edge=st.integers(0, 4),
         )
-        def two_settled_days(self, counts: list[int], disputed: bool, late: bool, outcome: str) -> None:
+        def two_settled_days(
+            self, counts: list[int], disputed: bool, late: bool, outcome: str, window: str, edge: int
+        ) -> None:
             """Every example starts from two days of deliveries of every content to both shops, settled
             (``disputed``: the derivative's royalties held back; ``late``: late records of the first day
             anchored after it settled): the rules then act on posted settlements, held royalties, pending
-            corrections and open periods alike; ``outcome`` decides the dispute before a second run)."""
+            corrections and open periods alike; ``outcome`` decides the dispute before a second run). The
+            original work's licence is moved to ``window`` among the second day's deliveries first, so the
+            settled days split receipts at licence boundaries from the start."""
             for day in range(2):
+                if day == 1:
+                    self.relicense(0, window, edge)
                 for asset in range(3):
                     self.deliver(day % 2, asset, counts[day * 3 + asset], rogue=False)
                 self.deliver((day + 1) % 2, 2, 1, rogue=True)
@@ -355,6 +371,27 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
             )
             STATS["split changes"] += 1
 
+        @rule(
+            asset=st.integers(0, 1),
+            window=st.sampled_from(["open", "from", "until", "both"]),
+            edge=st.integers(0, 4),
+        )
+        def relicense(self, asset: int, window: str, edge: int) -> None:
+            """The rights holder moves the licence so it starts or ends (or both) among today's deliveries
+            (a delivery's records are one a second from an hour into the day): a period whose terms block
+            sees it splits the asset's receipts there, and only the records inside the window earn a
+            royalty (:meth:`royalties_are_paid_for_exactly_the_licensed_records`)."""
+            asset_id = self.assets[asset]
+            holder = self.wallets.get(self._holder(asset_id).lower())
+            if holder is None or self._status(asset_id) != "active":
+                return
+            first = DAY0 + self.day * DAY + 3_600 + edge
+            valid_from = first if window in ("from", "both") else 0
+            valid_until = {"open": 0, "from": 0, "until": first, "both": first + 1}[window]
+            licence = ((1 << 249) - 1, valid_from, valid_until, 0, "")
+            self._send(holder, self.registry.functions.updateLicence(asset_id, licence))
+            STATS[f"licence changes ({window})"] += 1
+
         @rule(asset=st.integers(0, 1))
         def transfer(self, asset: int) -> None:
             asset_id = self.assets[asset]
@@ -455,6 +492,7 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
             self.charged_is_paid_plus_held_and_held_is_reserved_released_or_refunded()
             self.every_billable_receipt_is_in_exactly_one_settlement()
             self.a_period_and_its_corrections_charge_the_whole_periods_fee()
+            self.royalties_are_paid_for_exactly_the_licensed_records()
 
         def every_token_is_in_escrow_a_reserve_or_a_claim(self) -> None:
             deposited, withdrawn, reserved, claimed, escrow, _ = self.chain.call(
@@ -502,24 +540,36 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
             rows = self._rows()
             seen: set[tuple[int, str]] = set()
             counted: dict[tuple[int, int], set[str]] = {}
+            requests: dict[tuple[int, str], int] = {}
             for row in rows:
                 # an empty settlement counts receipts too (a licence-only card, unregistered content)
                 counts = (*LIVE, SettlementState.empty)
                 if row.kind not in COUNTING or row.state not in counts or row.inputs_gz is None:
                     continue
                 inputs = PayoutInputs.model_validate_json(gzip.decompress(row.inputs_gz))
-                # a receipt key names (batch, asset, region, country): unique within one merchant's receipts
-                keys = {r.key for r in inputs.receipts}
+                # a receipt key names (batch, asset, region, country): unique within one merchant's receipts;
+                # a receipt split at a licence boundary is counted by its parts, all in one settlement
+                parts: Counter[str] = Counter()
+                for r in inputs.receipts:
+                    parts[_whole(r.key)] += r.requests
+                keys = set(parts)
                 mine = {(row.merchant_user_id, key) for key in keys}
                 assert not mine & seen, f"receipts in two settlements: {sorted(mine & seen)[:3]}"
                 seen |= mine
                 counted.setdefault((row.merchant_user_id, row.period_start), set()).update(keys)
+                requests.update({(row.merchant_user_id, k): n for k, n in parts.items()})
             periods = {(r.merchant_user_id, r.period_start) for r in rows if r.kind == SettlementKind.period}
             for merchant_user_id, period_start in sorted(periods):
                 account = service.get_account(self.session, merchant_user_id)
-                expected = {r.key for r in period_receipts(self.session, account, period_start).receipts}
+                whole = {
+                    r.key: r.requests for r in period_receipts(self.session, account, period_start).receipts
+                }
+                expected = set(whole)
                 keys = counted.get((merchant_user_id, period_start), set())
                 assert keys <= expected, (merchant_user_id, period_start, sorted(keys - expected)[:3])
+                # the parts of a split receipt add up to it
+                for key in keys:
+                    assert requests[(merchant_user_id, key)] == whole[key], (key, whole[key])
                 siblings = [
                     r
                     for r in rows
@@ -531,6 +581,52 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
                 if self.settled_all and period.state in SETTLED and not pending:
                     # in none: a settled period and its corrections count every billable receipt
                     assert keys == expected, (period.id, sorted(expected - keys)[:3])
+
+        def royalties_are_paid_for_exactly_the_licensed_records(self) -> None:
+            """Each settlement's royalties are the card's royalty per delivery times the records behind its
+            receipts that the registry itself says were licensed when delivered (``isLicensedFor`` at the
+            settlement's terms block, for each record's second): counted from the records, not from the
+            receipts or their parts. Every asset here is licensed worldwide, so only the window decides."""
+            for row in self._rows():
+                counts = (*LIVE, SettlementState.empty)
+                if row.kind not in COUNTING or row.state not in counts or row.inputs_gz is None:
+                    continue
+                if row.terms_block is None or (row.id, row.inputs_digest) in self.royalties_checked:
+                    continue
+                inputs = PayoutInputs.model_validate_json(gzip.decompress(row.inputs_gz))
+                host = next(h for user, _, h in self.shops if user.id == row.merchant_user_id)
+                wholes = {_whole(r.key) for r in inputs.receipts if r.asset_id != UNREGISTERED}
+                licensed = 0
+                for key in sorted(wholes):
+                    batch_id, asset_id, region, country = key.split(":")
+                    for (stamp,) in self.session.execute(
+                        select(DeliveryRecordRow.timestamp_ms)
+                        .join(DeliveryBatch, DeliveryBatch.id == DeliveryRecordRow.batch_pk)
+                        .where(
+                            DeliveryBatch.batch_id == batch_id,
+                            DeliveryRecordRow.asset_id == int(asset_id),
+                            DeliveryRecordRow.host == host,
+                            DeliveryRecordRow.region == region,
+                            DeliveryRecordRow.country == country,
+                            DeliveryRecordRow.excluded.is_(False),
+                        )
+                    ):
+                        licensed += self._licensed(int(asset_id), country, stamp // 1000, row.terms_block)
+                royalties = (
+                    Statement.model_validate_json(row.statement_json).royalties if row.statement_json else {}
+                )
+                per_delivery = int(CARD["default_royalty"]["amount"])
+                assert sum(royalties.values()) == per_delivery * licensed, (row.id, royalties, licensed)
+                self.royalties_checked.add((row.id, row.inputs_digest))
+                STATS["receipt parts checked"] += sum(1 for r in inputs.receipts if r.key.count(":") == 4)
+                STATS["royalty checks against isLicensedFor"] += 1
+
+        def _licensed(self, asset_id: int, country: str, second: int, block: int) -> bool:
+            key = (asset_id, country, second, block)
+            if key not in self.licence_answers:
+                fn = self.registry.functions.isLicensedFor(asset_id, territory_index(country), second)
+                self.licence_answers[key] = bool(self.chain.call(fn, block))
+            return self.licence_answers[key]
 
         def a_period_and_its_corrections_charge_the_whole_periods_fee(self) -> None:
             """Each settlement of a period is priced against what its live siblings counted and charged:

@@ -373,26 +373,34 @@ def test_licence_window_and_region_only_receipts() -> None:
         valid_from=DAY0,
         valid_until=DAY0 + 7_200,
     )
-    statement = compute_payouts(
-        example_inputs(
-            assets=(song,),
-            receipts=(
-                receipt("in", "song", "EU", OP_A, 1, 10),
-                receipt("last", "song", "EU", OP_A, 1, 10, at=DAY0 + 7_200),  # valid_until is licensed
-                receipt("late", "song", "EU", OP_A, 1, 10, at=DAY0 + 7_201),
-                receipt("ap-region", "song", "AP", OP_A, 1, 10),  # AP includes CN: not provably licensed
-                receipt("ap-sg", "song", "AP", OP_A, 1, 10, country="SG"),
-                receipt("zz", "song", "ZZ", OP_A, 1, 10),
-            ),
-            cards=(card(delivery={**card().delivery, "AP": RegionPrice(tiers=(Tier(price_per_gb=1),))}),),
-        )
+    inputs = example_inputs(
+        assets=(song,),
+        receipts=(
+            receipt("in", "song", "EU", OP_A, 1, 10),
+            receipt("last", "song", "EU", OP_A, 1, 10, at=DAY0 + 7_200),  # valid_until is licensed
+            receipt("late", "song", "EU", OP_A, 1, 10, at=DAY0 + 7_201),
+            receipt("ap-region", "song", "AP", OP_A, 1, 10),  # AP includes CN: not provably licensed
+            receipt("ap-sg", "song", "AP", OP_A, 1, 10, country="SG"),
+            receipt("zz", "song", "ZZ", OP_A, 1, 10),
+        ),
+        cards=(card(delivery={**card().delivery, "AP": RegionPrice(tiers=(Tier(price_per_gb=1),))}),),
+        licence_end="inclusive",
     )
+    statement = compute_payouts(inputs)
     assert [(v.receipt_key, v.reason) for v in statement.violations] == [
         ("ap-region", "territory"),
         ("late", "window"),
         ("zz", "territory"),
     ]
     assert statement.royalties == {"song": 300}
+    assert b'"licence_end":"inclusive"' in canonical_inputs(inputs)
+    # A document before version 4 (no licence_end: exclusive) recomputes as it was computed: valid_until
+    # itself was not licensed, and its digest is unchanged by the new field.
+    old = inputs.model_copy(update={"licence_end": "exclusive"})
+    assert b"licence_end" not in canonical_inputs(old)
+    before = compute_payouts(old)
+    assert ("last", "window") in [(v.receipt_key, v.reason) for v in before.violations]
+    assert before.royalties == {"song": 200}
 
 
 def test_licence_boundaries_inside_a_period() -> None:

@@ -73,6 +73,7 @@ def test_a_licence_starting_and_ending_in_the_period_pays_royalties_for_its_wind
 
     key = receipt_key(batch.batch_id, asset_id, "EU", "DE")
     document = money.document(row)
+    assert (document["version"], document["inputs"]["licence_end"]) == (4, "inclusive")
     receipts = _receipts(document)
     assert {k: (r["at"], r["requests"]) for k, r in receipts.items()} == {
         key: (DAY0, 20),

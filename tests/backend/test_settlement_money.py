@@ -558,7 +558,7 @@ def test_a_correction_continues_the_periods_volume_tiers(money: Money) -> None:
     assert money.payouts(correction)[operator_of(money)] == 850_000 * 7 // 10
     # Published and checked: the usage the correction was priced on top of.
     document = money.document(correction)
-    assert document["version"] == 3
+    assert document["version"] == 4
     assert document["inputs"]["prior_usage"] == [
         {"region": "EU", "bytes": 100 * GB, "requests": 50, "fee": DELIVERY_FEE}
     ]

@@ -422,6 +422,7 @@ def _inputs(
         terms_block=block,
         # the volume tiers go on from what the period's other live settlements charged
         prior_usage=tuple(prior_usage(session, settlement)),
+        licence_end="inclusive",  # as isLicensedFor, and licence_boundaries above
     )
     return inputs, data
 

@@ -211,6 +211,7 @@ class AssetTerms(_Frozen):
 
     The licence covers ``valid_from <= t <= valid_until`` (unix seconds, both ends included, as
     ``ContentRegistry.isLicensedFor`` judges them; ``valid_until = None`` is open-ended): :func:`licensed_at`.
+    Documents before version 4 left ``valid_until`` itself out (``PayoutInputs.licence_end``).
     """
 
     asset_id: str = Field(min_length=1)
@@ -292,6 +293,10 @@ class PayoutInputs(_Frozen):
     terms_block: int | None = Field(default=None, ge=0)
     #: what the period's other live settlements counted and charged, per region (version 3)
     prior_usage: tuple[PriorUsage, ...] = ()
+    #: whether a licence's ``valid_until`` second is licensed: ``inclusive`` from version 4, as the
+    #: registry's ``isLicensedFor`` judges it (the worker always says so); ``exclusive`` in earlier
+    #: documents, which recompute as they were computed
+    licence_end: Literal["exclusive", "inclusive"] = "exclusive"
 
     @field_validator("prior_usage")
     @classmethod
@@ -305,17 +310,21 @@ class PayoutInputs(_Frozen):
 #: Version of the published settlement inputs document (``GET /settlement/settlements/{id}/inputs``).
 #: 2: terms read from the chain at ``terms_block`` (with each asset's status and holder); receipts of
 #: unregistered content (asset ``"0"``) pay the delivery fee. 3: ``prior_usage`` (corrections, new attempts).
-DOCUMENT_VERSION = 3
+#: 4: ``licence_end: inclusive``, and receipts split at licence boundaries inside the period (keys
+#: ``<receipt key>:<b>``, ``licence_boundaries``).
+DOCUMENT_VERSION = 4
 
 
 def canonical_inputs(inputs: PayoutInputs) -> bytes:
     """The inputs as canonical JSON (sorted keys, no spaces): what ``inputs_digest`` hashes. Fields added
-    in versions 2 and 3 are left out while unset, so earlier documents keep their digests."""
+    in versions 2 to 4 are left out while unset, so earlier documents keep their digests."""
     data = inputs.model_dump(mode="json")
     if data["terms_block"] is None:
         del data["terms_block"]
     if not data["prior_usage"]:
         del data["prior_usage"]
+    if data["licence_end"] == "exclusive":
+        del data["licence_end"]
     for asset in data["assets"]:
         for name in ("holder", "status"):
             if asset[name] is None:
@@ -395,15 +404,20 @@ def payee(address: str) -> str:
     return address.lower()
 
 
-def licensed_at(at: int, valid_from: int, valid_until: int | None) -> bool:
+def licensed_at(at: int, valid_from: int, valid_until: int | None, *, inclusive: bool = True) -> bool:
     """Whether second ``at`` lies in the licence window: ``valid_from <= at <= valid_until``, both ends
-    included as ``ContentRegistry.isLicensedFor`` judges them (``valid_until = None``: open-ended)."""
-    return valid_from <= at and (valid_until is None or at <= valid_until)
+    included as ``ContentRegistry.isLicensedFor`` judges them (``valid_until = None``: open-ended;
+    ``inclusive=False``: ``valid_until`` itself left out, as documents before version 4 judged it)."""
+    last = None if valid_until is None else valid_until if inclusive else valid_until - 1
+    return valid_from <= at and (last is None or at <= last)
 
 
-def licence_boundaries(terms: AssetTerms, period_start: int, period_end: int) -> tuple[int, ...]:
+def licence_boundaries(
+    terms: AssetTerms, period_start: int, period_end: int, *, inclusive: bool = True
+) -> tuple[int, ...]:
     """The seconds strictly inside ``[period_start, period_end)`` at which the asset's licence starts or
-    stops covering deliveries: ``valid_from``, and the second after ``valid_until`` (sorted, at most two).
+    stops covering deliveries: ``valid_from``, and the second after ``valid_until`` (``valid_until``
+    itself when not ``inclusive``: documents before version 4) (sorted, at most two).
 
     A receipt of such an asset is split there, by its records' times, into parts each judged at its own
     first second (``Receipt.at``), so a licence starting or ending during a period pays royalties for what
@@ -411,13 +425,15 @@ def licence_boundaries(terms: AssetTerms, period_start: int, period_end: int) ->
     the part from ``b`` on is keyed ``<receipt key>:<b>``, docs/settlement.md "Licences")."""
     edges = [terms.valid_from]
     if terms.valid_until is not None:
-        edges.append(terms.valid_until + 1)
+        edges.append(terms.valid_until + 1 if inclusive else terms.valid_until)
     return tuple(sorted({b for b in edges if period_start < b < period_end}))
 
 
-def licence_problem(terms: AssetTerms, receipt: Receipt) -> Literal["territory", "window"] | None:
+def licence_problem(
+    terms: AssetTerms, receipt: Receipt, *, inclusive: bool = True
+) -> Literal["territory", "window"] | None:
     """Why a receipt earns no royalty, or None when its deliveries were licensed."""
-    if not licensed_at(receipt.at, terms.valid_from, terms.valid_until):
+    if not licensed_at(receipt.at, terms.valid_from, terms.valid_until, inclusive=inclusive):
         return "window"
     return _territory_problem(terms, receipt.region, receipt.country)
 
@@ -548,11 +564,13 @@ def _aggregate(inputs: PayoutInputs, assets: Mapping[str, AssetTerms]) -> _Aggre
     # Per asset: terms, window, and an index of its territory bitmap (few distinct bitmaps, so the licence
     # check of a place is computed once per bitmap and place, not per receipt).
     bitmaps: dict[int, int] = {}
+    # the last licensed second (PayoutInputs.licence_end), None when open-ended
+    shift = 0 if inputs.licence_end == "inclusive" else 1
     terms_of = {
         asset_id: (
             terms,
             terms.valid_from,
-            terms.valid_until,
+            None if terms.valid_until is None else terms.valid_until - shift,
             bitmaps.setdefault(terms.territories, len(bitmaps)),
         )
         for asset_id, terms in assets.items()
@@ -585,8 +603,8 @@ def _aggregate(inputs: PayoutInputs, assets: Mapping[str, AssetTerms]) -> _Aggre
         if asset is None:  # unregistered content: the delivery fee only
             continue
 
-        terms, valid_from, valid_until, bitmap = asset
-        if at < valid_from or (valid_until is not None and at > valid_until):  # licensed_at, inlined
+        terms, valid_from, last, bitmap = asset
+        if at < valid_from or (last is not None and at > last):  # licensed_at, inlined
             violations.append(
                 _trusted(Violation, {"receipt_key": key, "asset_id": asset_id, "reason": "window"})
             )

@@ -133,7 +133,8 @@ def _receipts_table(keys: Iterable[str], ctx: StatementContext, unregistered: Ma
             f"<td><a class='proofs' href=\"{_e(links['export'])}\">proofs</a></td>{note}</tr>"
         )
     return (
-        '<table class="receipts"><thead><tr><th>receipt (batch : asset : region : country)</th><th>asset</th>'
+        '<table class="receipts"><thead><tr><th>receipt (batch : asset : region : country [: from])</th>'
+        "<th>asset</th>"
         "<th>region</th><th>country</th><th>leaves and proofs</th>"
         + ("<th>note</th>" if noted else "")
         + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"

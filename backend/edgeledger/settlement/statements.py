@@ -7,8 +7,10 @@ is pure: no database, chain or clock; the caller passes the statement and a :cla
 exact decimal string made by integer arithmetic (:func:`format_amount`); floats appear only in chart
 geometry. Formats and CSV columns: docs/settlement.md, "Statements".
 
-Receipt keys are ``"<batch id>:<asset id>:<region>:<country>"`` (see ``period_inputs.receipt_key``); each line
-links to the batch (anchoring transaction) and to the batch's export (every leaf with its proof). A key
+Receipt keys are ``"<batch id>:<asset id>:<region>:<country>"`` (see ``period_inputs.receipt_key``),
+with a fifth part ``:<b>`` for a receipt's part from licence boundary ``b`` on
+(``period_inputs.split_at_licence``); each line links to the batch (anchoring transaction) and to the
+batch's export (every leaf with its proof). A key
 keeps naming its asset when the receipt was priced as unregistered content because the asset was
 registered after the period's terms block (a correction's late records, settlement/corrections.py
 ``registered_at``); :func:`priced_unregistered` finds those receipts in the statement itself and their

@@ -228,8 +228,9 @@ def receipt_times_check(inputs: PayoutInputs) -> Check:
     """Each receipt is judged against its asset's licence at the time its key gives: the period's start,
     or for the part of a receipt split at a licence boundary (key ``<receipt key>:<b>``) that boundary,
     which must be one of the asset's published terms' boundaries inside the period
-    (``payouts.licence_boundaries``). So no receipt is moved into, or out of, a licence window by the
-    time it states; what the parts count is bounded by the batch's signed totals (``verify package``)."""
+    (``payouts.licence_boundaries``). So no receipt states a time of its own choosing. How the records
+    are divided between the parts (and whether a receipt was split that should have been) is taken as
+    stated: what the parts count is bounded only by the batch's signed totals (``verify package``)."""
     terms = {t.asset_id: t for t in inputs.assets}
     start, end = inputs.period_start, inputs.period_end
     problems: list[str] = []
@@ -244,7 +245,8 @@ def receipt_times_check(inputs: PayoutInputs) -> Check:
                 problems.append(f"{receipt.key} is judged at {receipt.at}, not the period's start {start}")
             continue
         asset = terms.get(receipt.asset_id)
-        edges = licence_boundaries(asset, start, end) if asset is not None else ()
+        inclusive = inputs.licence_end == "inclusive"
+        edges = licence_boundaries(asset, start, end, inclusive=inclusive) if asset is not None else ()
         if receipt.at != part or part not in edges:
             problems.append(
                 f"{receipt.key} is judged at {receipt.at}: a part must start at one of its asset's licence "
