@@ -1,4 +1,4 @@
-"""The merchant's own bounds in the SettlementVault, checked before a post is sent (flows.py): a post
+"""The merchant's own bounds in the SettlementVault, checked before a post is sent (posting.py): a post
 that would break one waits with the reason instead of sending a transaction the vault reverts.
 
 The vault is the authority (contracts/vault/MerchantBounds.sol); this mirrors its rules so the worker
@@ -30,9 +30,11 @@ def merchant_bounds(
     takes nothing from escrow and is bounded by neither cap.
 
     The vault reads the span at the post's block: a post read just before a span ends may land in the
-    next, where the vault counts less. Only another post for the same merchant sent between this read
-    and this post's block (two workers on two of its settlements) can make the vault count more; the
-    vault then refuses the post (``RateCapExceeded``, ``PeriodCapExceeded``), recorded as the same code."""
+    next, where the vault counts less. Only another post for the same merchant mined between this read
+    and this post's block can make the vault count more: the worker sends none while one of the
+    merchant's is in flight (settlement/posting.py), so only a post sent from outside this service can,
+    and the vault then refuses this one (``RateCapExceeded``, ``PeriodCapExceeded``), recorded as the
+    same code."""
     vault = chain.contract(SETTLEMENT_VAULT)
     # one round trip: the merchant's bounds and what the period already reserved
     (cap, chosen, rate_cap, rate_spent), already = chain.call_many(

@@ -17,6 +17,13 @@
   with our root is adopted, never re-sent; a pending transaction is waited for, never duplicated. The
   state ``posting`` is committed before the send and the hash right after it, so a crash anywhere
   resumes to one post. Escrow below the total blocks the row (``insufficient_escrow``) until deposited.
+  **One post in flight per merchant** (settlement/posting.py): the vault's checks are read and the post
+  sent only under the merchant's lock, and only while no other settlement of the merchant is ``posting``
+  (a post the chain has not mined passes the checks of the next one, which the vault then refuses);
+  otherwise the row is left as it is, reported ``waiting`` (``merchant_post_in_flight``) or ``busy``,
+  and a later run posts it. The rule only withholds sends: a row becomes ``posting`` only under the
+  lock, a lock dies with its worker, and a row a crash left ``posting`` holds back its merchant's other
+  posts until it is resumed as above, to its one post.
 * **late records**: batches of a settled period anchored afterwards are paid once by a *correction* of
   the period (settlement/corrections.py), computed and posted like the period but without reconciliation
   (the period's statement charged its decisions' adjustments); held royalties are released by *releases*
@@ -55,10 +62,8 @@ from edgeledger.deliveries.models import (
 )
 from edgeledger.ledger.abis import CONTENT_REGISTRY
 from edgeledger.ledger.payout_leaf import PayoutTree, held_only_root
-from edgeledger.ledger.vault import PERIOD_MASK
 from edgeledger.ledger.vault import SettlementStatus as ChainStatus
 from edgeledger.settlement import SettlementError
-from edgeledger.settlement.bounds import merchant_bounds
 from edgeledger.settlement.corrections import (
     check_computable,
     claimed_batches,
@@ -94,6 +99,13 @@ from edgeledger.settlement.period_inputs import (
     settlement_currency,
     split_at_licence,
     unbillable_batches,
+)
+from edgeledger.settlement.posting import (
+    MERCHANT_POST_IN_FLIGHT,
+    chain_time,
+    merchant_lock,
+    post_in_flight,
+    preflight,
 )
 from edgeledger.settlement.rates import INT64_MAX, card_at
 from edgeledger.settlement.releases import open_releases, record_held
@@ -138,7 +150,11 @@ class RunReport:
     posted: list[int] = field(default_factory=list)
     claimable: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
+    #: another worker holds the settlement's lock, or its merchant's posting lock (settlement/posting.py)
     busy: list[int] = field(default_factory=list)
+    #: settlement id -> why it was left as it is this run, to go on by itself in a later one
+    #: (``merchant_post_in_flight``: another post of its merchant is not mined yet)
+    waiting: dict[int, str] = field(default_factory=dict)
     #: releases of held royalties opened this run (settlement/releases.py)
     released: list[int] = field(default_factory=list)
     #: corrections (late records of settled periods) opened this run (settlement/corrections.py)
@@ -154,6 +170,7 @@ class RunReport:
             "claimable": self.claimable,
             "cancelled": self.cancelled,
             "busy": self.busy,
+            "waiting": {str(k): v for k, v in self.waiting.items()},
             "released": self.released,
             "corrections": self.corrections,
             "retryable": self.retryable,
@@ -474,11 +491,6 @@ def chain_settlement(chain: ChainClient, settlement: Settlement) -> ChainSettlem
     )
 
 
-def chain_time(chain: ChainClient) -> int:
-    """The latest block's timestamp, read now: what the vault's ``block.timestamp`` checks see."""
-    return chain.latest_timestamp(max_age=0)
-
-
 def _adopt(session: Session, settlement: Settlement, on_chain: ChainSettlement, now: int) -> bool:
     """Moves the row to what the vault says about our root; False when the vault has not got it."""
     if on_chain.root != settlement.root or on_chain.status == ChainStatus.NONE:
@@ -530,8 +542,20 @@ def _post_call(chain: ChainClient, settlement: Settlement, source: Settlement | 
     )
 
 
-def post(session: Session, chain: ChainClient, settlement: Settlement, report: RunReport) -> None:
-    """computed (or blocked at posting) -> posting -> posted, sending at most one post per attempt."""
+def post(
+    session: Session, chain: ChainClient, settings: Settings, settlement: Settlement, report: RunReport
+) -> None:
+    """computed (or blocked at posting) -> posting -> posted, sending at most one post per attempt, and
+    only while no other post of the merchant is in flight (settlement/posting.py): holding the merchant's
+    lock (another worker holds it: ``busy``, nothing done) from the vault's checks to the receipt."""
+    with merchant_lock(session, settings, settlement.merchant_user_id) as locked:
+        if not locked:
+            report.busy.append(settlement.id)
+            return
+        _post(session, chain, settlement, report)
+
+
+def _post(session: Session, chain: ChainClient, settlement: Settlement, report: RunReport) -> None:
     now = chain_time(chain)
     on_chain = chain_settlement(chain, settlement)
     cancelled_before = on_chain.status == ChainStatus.CANCELLED and on_chain.root == settlement.root
@@ -558,37 +582,16 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
         )
         report.blocked[settlement.id] = "posted_elsewhere"
         return
-    vault = chain.contract(VAULT)
-    merchant, token = to_checksum_address(settlement.merchant_address), to_checksum_address(settlement.token)
-    # in the vault's order (its _post): the period's end, the merchant's bounds, the token, the escrow
-    timing = _period_timing(chain, settlement)
-    if timing is not None:
-        code, message = timing
+    other = post_in_flight(session, settlement) if settlement.state != SettlementState.posting else None
+    if other is not None:  # sent after it, this post could pass every check below and still be refused
+        log.info("settlement %s waits: settlement %s of its merchant is being posted", settlement.id, other)
+        report.waiting[settlement.id] = MERCHANT_POST_IN_FLIGHT
+        return
+    refused = preflight(chain, settlement)
+    if refused is not None:
+        code, message = refused
         _block(session, settlement, code, message)
         report.blocked[settlement.id] = code
-        return
-    bounded = merchant_bounds(chain, settlement, merchant, token)
-    if bounded is not None:
-        code, message = bounded
-        _block(session, settlement, code, message)
-        report.blocked[settlement.id] = code
-        return
-    if not chain.call(vault.functions.isTokenAllowed(token)):
-        _block(session, settlement, "token_not_allowed", f"token {token} is not allow-listed in the vault")
-        report.blocked[settlement.id] = "token_not_allowed"
-        return
-    escrow = int(chain.call(vault.functions.escrowOf(merchant, token)))
-    needed = settlement.total + settlement.held_total  # a release is paid from its period's held reserve
-    if settlement.kind != SettlementKind.release and escrow < needed:
-        held = f" and {settlement.held_total} held back" if settlement.held_total else ""
-        _block(
-            session,
-            settlement,
-            "insufficient_escrow",
-            f"escrow {escrow} is below the settlement total {settlement.total}{held}: not posted; the "
-            f"merchant must deposit {needed - escrow} more",
-        )
-        report.blocked[settlement.id] = "insufficient_escrow"
         return
     settlement.state = SettlementState.posting
     settlement.error_code = settlement.error_message = None
@@ -617,25 +620,6 @@ def post(session: Session, chain: ChainClient, settlement: Settlement, report: R
     _report(report, settlement)
 
 
-def _period_timing(chain: ChainClient, settlement: Settlement) -> tuple[str, str] | None:
-    """The vault's own period clock (``PERIOD_SECONDS``) against this settlement: a vault deployed with
-    another period length would price other periods than the ones settled here, and no root is posted
-    before the vault's clock says the period ended."""
-    seconds = int(chain.call(chain.contract(VAULT).functions.PERIOD_SECONDS()))
-    ends_at = ((settlement.period_id & PERIOD_MASK) + 1) * seconds
-    if ends_at != settlement.period_end:
-        return (
-            "period_length_mismatch",
-            f"the vault's periods last {seconds} s, so period {settlement.period_id} ends at {ends_at} on "
-            f"chain, not at {settlement.period_end}: DELIVERY_PERIOD_SECONDS must equal the vault's "
-            "PERIOD_SECONDS (docs/custody.md)",
-        )
-    now = chain_time(chain)
-    if now < ends_at:
-        return ("period_not_ended", f"the period ends at {ends_at}; the chain's clock says {now}")
-    return None
-
-
 def _after_revert(
     session: Session, chain: ChainClient, settlement: Settlement, exc: ContractRevert, report: RunReport
 ) -> None:
@@ -656,14 +640,16 @@ def _after_revert(
     report.blocked[settlement.id] = code
 
 
-def follow(session: Session, chain: ChainClient, settlement: Settlement, report: RunReport) -> None:
+def follow(
+    session: Session, chain: ChainClient, settings: Settings, settlement: Settlement, report: RunReport
+) -> None:
     """posting / posted / challenged -> whatever the vault and the chain's clock say now."""
     if settlement.state == SettlementState.posting:
         if settlement.tx_hash is not None and _still_pending(chain, settlement.tx_hash):
             receipt = chain.receipt_if_mined(settlement.tx_hash)
             if receipt is None:
                 return  # in the mempool: wait, never send a second post
-        post(session, chain, settlement, report)
+        post(session, chain, settings, settlement, report)
         return
     on_chain = chain_settlement(chain, settlement)
     if _adopt(session, settlement, on_chain, chain_time(chain)):
@@ -674,7 +660,7 @@ def follow(session: Session, chain: ChainClient, settlement: Settlement, report:
     settlement.state = SettlementState.computed
     settlement.tx_hash = settlement.block_number = settlement.claims_open_at = None
     session.commit()
-    post(session, chain, settlement, report)
+    post(session, chain, settings, settlement, report)
 
 
 def _report(report: RunReport, settlement: Settlement) -> None:
@@ -718,13 +704,13 @@ def advance(
                 report.blocked[settlement.id] = settlement.error_code or "blocked"
                 return
         if settlement.state in (SettlementState.computed, SettlementState.blocked):
-            post(session, chain, settlement, report)
+            post(session, chain, settings, settlement, report)
         elif settlement.state in (
             SettlementState.posting,
             SettlementState.posted,
             SettlementState.challenged,
         ):
-            follow(session, chain, settlement, report)
+            follow(session, chain, settings, settlement, report)
 
 
 def run_once(

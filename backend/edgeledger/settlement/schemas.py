@@ -395,7 +395,11 @@ class RunReportRead(BaseModel):
     posted: list[int]
     claimable: list[int]
     cancelled: list[int]
+    #: another worker holds the settlement, or its merchant's posting
     busy: list[int]
+    #: settlement id (as a string key) -> why it was left as it is this run, to go on by itself in a later
+    #: one (``merchant_post_in_flight``: another post of its merchant is not mined yet)
+    waiting: dict[str, str] = {}
     #: releases of held royalties opened by the run
     released: list[int] = []
     #: corrections (late records of settled periods) opened by the run
