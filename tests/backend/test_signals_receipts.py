@@ -4,6 +4,8 @@ the API on a real chain."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from edgeledger.assets.models import Asset
@@ -22,6 +24,7 @@ from edgeledger.deliveries import anchoring, batches, receipts, service, signals
 from edgeledger.deliveries.models import (
     BatchState,
     DeliveryBatch,
+    DeliveryReceipt,
     DeliveryRecordRow,
     DeliverySource,
     FlagState,
@@ -601,3 +604,71 @@ def test_open_flags_say_they_hold_pay_and_when_their_review_is_overdue(
         row.state = BatchState.abandoned  # as POST /deliveries/batches/{id}/abandon leaves it
         session.commit()
     assert holding() == [False, False]
+
+
+def test_a_review_during_anchoring_leaves_receipts_that_agree_with_the_records(
+    app_client: TestClient, admin: Caller, settings: Settings
+) -> None:
+    """Anchoring marks the batch anchored and computes its receipts from the records in one transaction;
+    a flag's review decided meanwhile waits for the batch's row, then sees it anchored and recomputes the
+    receipts from its decision. Without that order the review read the batch as not anchored (anchoring's
+    update uncommitted) and skipped the recomputation, while anchoring had read the records before the
+    review's exclusions: receipts that disagree with the records for good (PostgreSQL; SQLite runs one
+    writer at a time)."""
+    engine = app_client.app.state.engine  # type: ignore[attr-defined]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time: the two cannot interleave there")
+    register(app_client, admin, "cdn-race")
+    strict = settings.model_copy(update={"fraud_max_requests_per_client": 5})
+    with db(app_client) as session:
+        batch = open_batch(session, service.get_source(session, "cdn-race"), DAY0)
+        add_records(session, strict, batch, 6, client_ip="198.51.100.1", asset_id=1, nbytes=1_000)
+        add_records(session, strict, batch, 2, client_ip="198.51.100.2", asset_id=1, nbytes=700)
+        batches.close_due_batches(session, strict, force=True)
+        flags = signals.list_flags(session, batch=batch)
+        assert flags and all(f.state == signals.FlagState.open for f in flags)
+        flag_ids, batch_pk = [f.id for f in flags], batch.id
+
+    # Anchoring, up to its commit: the batch marked anchored, its receipts computed (client A excluded).
+    anchoring_session = db(app_client)
+    marking = anchoring_session.get(DeliveryBatch, batch_pk)
+    assert marking is not None
+    marking.state = BatchState.anchored  # written (and its row locked) when the receipts' query flushes it
+    receipts.compute_receipts(anchoring_session, marking)
+
+    done: dict[str, Any] = {}
+
+    def review() -> None:
+        with db(app_client) as session:
+            for flag_id in flag_ids:
+                flag = signals.get_flag(session, flag_id)
+                decision = signals.FlagReview(decision="dismissed", reason="a shared office gateway")
+                signals.review_flag(session, flag, decision, admin.user_id)
+        done["reviewed"] = True
+
+    thread = threading.Thread(target=review)
+    thread.start()
+    for _ in range(400):  # until the review waits on the batch's row, or is done without waiting
+        with engine.connect() as probe:
+            waiting = probe.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).scalar()
+        if waiting or not thread.is_alive():
+            break
+        time.sleep(0.05)
+    anchoring_session.commit()
+    anchoring_session.close()
+    thread.join()
+    assert done == {"reviewed": True}
+
+    with db(app_client) as session:
+        rows = session.scalars(select(DeliveryReceipt).where(DeliveryReceipt.batch_pk == batch_pk)).all()
+        counted = session.scalar(
+            select(func.count(DeliveryRecordRow.id)).where(
+                DeliveryRecordRow.batch_pk == batch_pk, DeliveryRecordRow.excluded.is_(False)
+            )
+        )
+    # Dismissed: every record counts again, and the receipts say so.
+    assert counted == 8
+    assert sum(r.requests for r in rows) == counted and sum(r.excluded_requests for r in rows) == 0

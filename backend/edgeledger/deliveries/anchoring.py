@@ -452,6 +452,9 @@ def _record_existing_anchor(
 def _mark_anchored(
     session: Session, settings: Settings, batch: DeliveryBatch, tx_hash: str, block: int, report: AnchorReport
 ) -> None:
+    # The batch's row lock orders this with a fraud flag's review (signals.review_flag): the receipts are
+    # computed from the records as any review committed before left them, or the review recomputes them.
+    session.execute(select(DeliveryBatch.id).where(DeliveryBatch.id == batch.id).with_for_update())
     batch.tx_hash, batch.block_number = tx_hash, block
     batch.state = BatchState.anchored
     batch.anchored_at = utcnow()

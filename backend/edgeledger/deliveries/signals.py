@@ -311,9 +311,19 @@ def get_flag(session: Session, flag_id: int) -> FraudFlag:
 
 def review_flag(session: Session, flag: FraudFlag, review: FlagReview, reviewer_id: int) -> FraudFlag:
     """Records the admin's decision. Dismissed: the flag's records count again unless another open or
-    confirmed flag still covers them. The batch's receipts are recomputed when it is anchored."""
+    confirmed flag still covers them. The batch's receipts are recomputed when it is anchored.
+
+    The batch's row is locked first, as anchoring's update of it does (anchoring.py ``_mark_anchored``):
+    a review and the anchoring that computes the batch's receipts are ordered, and whichever commits
+    second sees the other's writes. Without it, a review reading the batch as not yet anchored while
+    anchoring read the records before the review's exclusions committed left receipts that disagree
+    with the records for good. Two reviews of one flag are ordered the same way (the second is refused)."""
     from edgeledger.deliveries.receipts import compute_receipts
 
+    state = session.scalar(
+        select(DeliveryBatch.state).where(DeliveryBatch.id == flag.batch_pk).with_for_update()
+    )
+    session.refresh(flag)  # as committed once the lock is ours
     if flag.state != FlagState.open:
         raise service.DeliveryError(
             f"flag {flag.id} was already reviewed ({flag.state})", code="flag_already_reviewed", status=409
@@ -326,7 +336,7 @@ def review_flag(session: Session, flag: FraudFlag, review: FlagReview, reviewer_
     _recompute_exclusion(session, flag)
     batch = session.get(DeliveryBatch, flag.batch_pk)
     assert batch is not None
-    if batch.state in (BatchState.anchored, BatchState.final):
+    if state in (BatchState.anchored, BatchState.final):
         compute_receipts(session, batch)
     session.commit()
     return flag
