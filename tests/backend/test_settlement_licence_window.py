@@ -1,30 +1,42 @@
 """A licence that starts or ends during a period, end-to-end on a real chain and database: the period's
 receipts of the asset are split at the licence's boundaries by their records' times, so the royalty is
 paid for exactly what was delivered inside the window (both ends included, as the registry's
-``isLicensedFor`` judges them) and the auditor's ``verify settlement`` checks each part's time.
+``isLicensedFor`` judges them) and the auditor's ``verify settlement`` checks each part's time; a
+merchant's audit package proves the records behind the parts, and ``verify package`` holds each part to
+the proven records delivered in its time range.
 
 The money world and its helpers: tests/backend/support/money.py, test_settlement_money.py.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
 from eth_account import Account
 from hexbytes import HexBytes
+from sqlalchemy import select
 
 from edgeledger.auth.models import Role
+from edgeledger.deliveries import proofs as delivery_proofs
+from edgeledger.deliveries.models import DeliveryRecordRow
 from edgeledger.ipfs.cid import cid_of_bytes
+from edgeledger.ledger.ids import merchant_id_for
 from edgeledger.settlement.payouts import licensed_at
 from edgeledger.settlement.period_inputs import receipt_key
 from edgeledger.territories import ALL_TERRITORIES_BITMAP, territory_index
+from edgeledger.verify.package import claims_of, verify_archive
+from edgeledger.verify.result import Report
 from edgeledger.verify.rpc import Chain
 from edgeledger.verify.settlement import chain_terms, check_document, recompute
 from tests.backend.support.money import DELIVERY_FEE, NOW, Money
+from tests.backend.support.packages import tar, untar
 from tests.backend.support.stack import make_caller, self_register
-from tests.backend.test_settlement_flow import DAY0
+from tests.backend.test_settlement_flow import DAY, DAY0
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +156,105 @@ def test_a_licence_open_all_period_leaves_receipts_whole(money: Money) -> None:
     receipts = _receipts(money.document(row))
     assert list(receipts) == [receipt_key(batch.batch_id, asset_id, "EU", "DE")]
     assert money.payouts(row)[payee.lower()] == 50 * PER_DELIVERY * 9 // 10
+
+
+def _package(money: Money, shop: str) -> dict[str, bytes]:
+    """An auditor's package of the shop's period DAY0, as its files."""
+    scope = {
+        "period_start": DAY0,
+        "period_end": DAY0 + DAY,
+        "legal_basis": "annual audit",
+        "merchant": money.shops[shop].key.address,
+    }
+    auditor = make_caller(money.app, Role.admin, "auditor")
+    response = money.app.post("/audit/packages", json=scope, headers=auditor.headers)
+    assert response.status_code == 200, response.text
+    return untar(response.content)
+
+
+def _verify_files(files: dict[str, bytes], tmp_path: Path, money: Money) -> Report:
+    path = tmp_path / f"package-{secrets.token_hex(4)}.tar.gz"
+    path.write_bytes(tar(files))
+    return verify_archive(path, money.settings.eth_rpc_url)
+
+
+def _parts_check(report: Report) -> Any:
+    (check,) = [c for c in report.checks if c.name == "settlement receipt parts"]
+    return check
+
+
+def test_a_package_proves_how_split_receipts_divide_their_records(money: Money, tmp_path: Path) -> None:
+    """The merchant's package holds the proofs of the 50 records behind the split receipt, and the
+    verifier finds each part within the proven records delivered in its range."""
+    asset_id, _ = _licensed_asset(money, VALID_FROM, VALID_UNTIL)
+    [batch] = money.deliver("a", asset_id=asset_id, anchor=False)
+    # another shop's records in the same batch: not the merchant's, not in its package
+    assert money.deliver("b", asset_id=asset_id) == [batch]
+    money.run(NOW)
+    money.posted("a")
+    files = _package(money, "a")
+    proofs = json.loads(files[f"proofs/{batch.batch_id}.json"])
+    hosts = {p["record"]["host"] for p in proofs["proofs"]}
+    assert len(proofs["proofs"]) == 50 and hosts == {money.shops["a"].host}
+    assert json.loads(files["package.json"])["merchant_hosts"] == [money.shops["a"].host]
+
+    report = _verify_files(files, tmp_path, money)
+    assert report.failed == 0, [c.line() for c in report.checks if not c.ok]
+    check = _parts_check(report)
+    assert "3 part(s) of 1 split receipt(s)" in check.detail and "not checked" not in check.detail, check
+
+
+def test_a_package_fails_records_moved_between_parts(
+    money: Money, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inputs that move ten of the deliveries before the licence into its licensed part (30 royalties
+    for 20 licensed deliveries; the receipt's totals and each part's time unchanged) fail against the
+    proven records, even padded with proofs of another shop's records of the batch; beyond the
+    package's cap the parts are reported as not checked."""
+    asset_id, _ = _licensed_asset(money, VALID_FROM, VALID_UNTIL)
+    [batch] = money.deliver("a", asset_id=asset_id, anchor=False)
+    assert money.deliver("b", asset_id=asset_id) == [batch]
+    money.run(NOW)
+    row = money.posted("a")
+    files = _package(money, "a")
+    key = receipt_key(batch.batch_id, asset_id, "EU", "DE")
+    inputs_path, proofs_path = f"settlements/{row.id}/inputs.json", f"proofs/{batch.batch_id}.json"
+
+    document = json.loads(files[inputs_path])
+    receipts = _receipts(document)
+    before, inside = receipts[key], receipts[f"{key}:{VALID_FROM}"]
+    moved = before["bytes"] // 2
+    before["requests"], before["bytes"] = 10, before["bytes"] - moved
+    inside["requests"], inside["bytes"] = 30, inside["bytes"] + moved
+    document["inputs"]["receipts"] = list(receipts.values())
+    others = money.session.scalars(
+        select(DeliveryRecordRow).where(
+            DeliveryRecordRow.batch_pk == batch.id,
+            DeliveryRecordRow.merchant_id == merchant_id_for(money.shops["b"].host),
+        )
+    )
+    padded = json.loads(files[proofs_path])
+    padded["proofs"] += delivery_proofs.proofs_document(money.session, money.settings, batch, list(others))[
+        "proofs"
+    ]
+    changed = {inputs_path: document, proofs_path: padded}
+    index = json.loads(files["package.json"])
+    tampered = {path: json.dumps(doc).encode() for path, doc in changed.items()}
+    for item in index["items"]:
+        if item["path"] in changed:
+            item["sha256"] = hashlib.sha256(tampered[item["path"]]).hexdigest()
+            item["claims"] = claims_of(item["kind"], changed[item["path"]])
+    report = _verify_files({**files, **tampered, "package.json": json.dumps(index).encode()}, tmp_path, money)
+    proofs_check = next(c for c in report.checks if c.name == "proofs")
+    assert proofs_check.ok and "100 lines proven" in proofs_check.detail, proofs_check
+    check = _parts_check(report)
+    assert not check.ok and check.subject == inputs_path, check
+    assert f"{key}:{VALID_FROM} counts 30 requests" in check.detail, check
+    assert f"the package proves 20 records of {inside['bytes'] - moved} bytes" in check.detail, check
+
+    # A package over its cap proves none of them: nothing contradicts the parts, and the verifier says so.
+    monkeypatch.setattr("edgeledger.audit.packages.MAX_LINES", 49)
+    capped = _package(money, "a")
+    assert not any(name.startswith("proofs/") for name in capped)
+    check = _parts_check(_verify_files(capped, tmp_path, money))
+    assert check.ok and "not checked: 1 split receipt(s) (3 parts)" in check.detail, check

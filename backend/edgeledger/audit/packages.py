@@ -5,7 +5,9 @@ Layout::
     package.json                         index: format, chain, contracts, scope, every file with its
                                          kind, sha256 and what it claims (batch id, root, totals...)
     batches/<batch id>.json              signed manifest, hash, signature, signer, tx, block
-    proofs/<batch id>.json               edgeledger-proofs/v1 of the requested lines of that batch
+    proofs/<batch id>.json               edgeledger-proofs/v1 of the requested lines of that batch (source
+                                         scope), or of the records behind each receipt a settlement
+                                         split at a licence boundary (merchant scope, at most MAX_LINES)
     settlements/<id>/inputs.json         published inputs (receipts, assets' terms, rate cards, FX, decisions)
     settlements/<id>/statement.json      the merchant's statement as the API renders it
     reconciliation/cases.json            reconciliation cases and their decisions (who, when, why)
@@ -14,6 +16,13 @@ Layout::
 A source's batches are included as one unbroken segment of its manifest chain (every batch anchored
 between the first and the last one selected), so the verifier can check every prev-hash link. Nothing in a
 package holds a client IP, pseudonym or salt: leaf values carry only the client commitment.
+
+A merchant's package proves how each settlement divided a receipt split at a licence boundary: the
+records behind it (the batch's non-excluded records of the asset, the merchant's hosts, the key's region
+and country, as ``period_inputs.split_at_licence`` selects them) are proven in their batch's proofs file,
+whole receipts at a time, up to :data:`MAX_LINES` records per package; the index names the merchant's
+hosts (``merchant_hosts``) so the verifier counts their records only (verify/receipt_parts.py). Receipts
+beyond the cap stay unproven, and the verifier says so.
 
 :func:`export_package` is the one entry point of an export: it builds the archive and records the
 compliance log's ``export`` event.
@@ -41,7 +50,13 @@ from edgeledger.compliance.models import Action, ComplianceEvent
 from edgeledger.compliance.service import record_access
 from edgeledger.config import Settings
 from edgeledger.deliveries import proofs
-from edgeledger.deliveries.models import BatchState, DeliveryBatch, DeliveryRecordRow, DeliverySource
+from edgeledger.deliveries.models import (
+    BatchState,
+    DeliveryBatch,
+    DeliveryRecordRow,
+    DeliverySource,
+    MerchantHost,
+)
 from edgeledger.deliveries.service import get_source, limiting_scope
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.settlement import flows as settlement_flows
@@ -49,6 +64,7 @@ from edgeledger.settlement import service as settlement_service
 from edgeledger.settlement import statements
 from edgeledger.settlement.models import Settlement, SettlementAccount
 from edgeledger.settlement.payouts import Statement
+from edgeledger.settlement.period_inputs import merchant_ids_of
 from edgeledger.settlement.schemas import CaseRead
 from edgeledger.verify.package import FORMAT, claims_of
 
@@ -172,6 +188,50 @@ def _merchant_settlements(session: Session, scope: Scope) -> list[Settlement]:
     )
 
 
+def _split_receipt_records(
+    session: Session, merchant_user_id: int, documents: list[dict[str, Any]]
+) -> list[DeliveryRecordRow]:
+    """The records behind every receipt the settlements' inputs split at a licence boundary (keys with
+    a fifth part), selected as ``period_inputs.split_at_licence`` selects them, whole receipts at a time
+    in key order while the package proves at most :data:`MAX_LINES` of them; a receipt that would pass
+    the cap is left unproven (the verifier reports it as not checked)."""
+    receipts: set[tuple[str, str, str, str]] = set()
+    for document in documents:
+        if document.get("kind") == "release":
+            continue
+        for receipt in document["inputs"]["receipts"]:
+            key = statements.parse_receipt_key(receipt["key"])
+            if key.part_from is not None and key.asset_id.isdigit():
+                batch_id = receipt["key"].split(":", 1)[0]  # as stored: the key was made from it
+                receipts.add((batch_id, key.asset_id, key.region, key.country))
+    if not receipts:
+        return []
+    raw_ids = [bytes.fromhex(m.removeprefix("0x")) for m in merchant_ids_of(session, merchant_user_id)]
+    record = DeliveryRecordRow
+    chosen: dict[int, DeliveryRecordRow] = {}
+    for batch_id, asset_id, region, country in sorted(receipts):
+        where = (
+            DeliveryBatch.batch_id == batch_id,
+            record.asset_id == int(asset_id),
+            record.merchant_id.in_(raw_ids),
+            record.region == region,
+            record.country == country,
+            record.excluded.is_(False),
+        )
+        joined = select(func.count(record.id)).join(DeliveryBatch, record.batch_pk == DeliveryBatch.id)
+        count = int(session.scalar(joined.where(*where)) or 0)
+        if not count or len(chosen) + count > MAX_LINES:
+            continue
+        rows = session.scalars(
+            select(record)
+            .join(DeliveryBatch, record.batch_pk == DeliveryBatch.id)
+            .where(*where)
+            .order_by(record.id)
+        )
+        chosen.update((row.id, row) for row in rows)
+    return list(chosen.values())
+
+
 def build_package(
     session: Session, settings: Settings, chain: ChainClient, principal: Principal, scope: Scope
 ) -> tuple[bytes, dict[str, Any]]:
@@ -188,6 +248,9 @@ def build_package(
         chain_id, contracts = None, {}
 
     selected: list[DeliveryBatch] = []
+    #: the records to prove, by batch (one proofs file each)
+    to_prove: dict[int, dict[int, DeliveryRecordRow]] = {}
+    merchant_hosts: list[str] | None = None
     if source is not None:
         selected = list(
             session.scalars(
@@ -200,10 +263,13 @@ def build_package(
             )
         )
     else:
+        assert scope.merchant_user_id is not None
+        documents: list[dict[str, Any]] = []
         for settlement in _merchant_settlements(session, scope):
             document = settlement_flows.inputs_document(
                 settlement, chain_id, contracts.get("SettlementVault"), contracts.get("ContentRegistry")
             )
+            documents.append(document)
             out.add(f"settlements/{settlement.id}/inputs.json", "settlement_inputs", document)
             if settlement.statement_json is not None:
                 statement = Statement.model_validate_json(settlement.statement_json)
@@ -217,6 +283,13 @@ def build_package(
             selected += list(
                 session.scalars(select(DeliveryBatch).where(DeliveryBatch.batch_id.in_(batch_ids)))
             )
+        for record in _split_receipt_records(session, scope.merchant_user_id, documents):
+            to_prove.setdefault(record.batch_pk, {})[record.id] = record
+        merchant_hosts = sorted(
+            session.scalars(
+                select(MerchantHost.host).where(MerchantHost.merchant_user_id == scope.merchant_user_id)
+            )
+        )
         cases = settlement_service.cases_of(session, merchant_user_id=scope.merchant_user_id)
         in_period = [c for c in cases if scope.period_start <= c.period_start < scope.period_end]
         out.add(
@@ -241,14 +314,14 @@ def build_package(
     if source is not None and (scope.request_ids or scope.log_lines):
         records = [proofs.find_record(session, source, rid) for rid in scope.request_ids]
         records += [proofs.find_record_by_line(session, source, line) for line in scope.log_lines]
-        by_batch: dict[int, list[DeliveryRecordRow]] = {}
-        for record in {r.id: r for r in records}.values():
-            by_batch.setdefault(record.batch_pk, []).append(record)
-        for batch_pk, batch_records in by_batch.items():
-            batch = session.get(DeliveryBatch, batch_pk)
-            assert batch is not None
-            document = proofs.proofs_document(session, settings, batch, batch_records)
-            out.add(f"proofs/{batch.batch_id}.json", "proofs", document)
+        for record in records:
+            to_prove.setdefault(record.batch_pk, {})[record.id] = record
+    # One proofs file per batch, whatever asked for its records.
+    for batch_pk, batch_records in to_prove.items():
+        batch = session.get(DeliveryBatch, batch_pk)
+        assert batch is not None
+        document = proofs.proofs_document(session, settings, batch, list(batch_records.values()))
+        out.add(f"proofs/{batch.batch_id}.json", "proofs", document)
 
     # Erasures and retention purges are platform-wide events (docs/api.md, "Auditor scopes"): only
     # admins and global auditors read them, so a scoped auditor's package leaves them out.
@@ -270,6 +343,7 @@ def build_package(
         "chain_id": chain_id,
         "contracts": contracts,
         "scope": scope.as_dict(),
+        **({"merchant_hosts": merchant_hosts} if merchant_hosts is not None else {}),
         "items": [
             {
                 "path": path,

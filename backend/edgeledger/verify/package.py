@@ -18,6 +18,8 @@ Checks:
 * proofs: every line's leaf, Merkle path, anchored root and ``verifyRecord`` on chain;
 * settlements: the published inputs recompute to the payouts, root and total the vault holds (an
   attempt the vault cancelled and replaced by a later one: to its own posting, found in its block);
+  each part of a receipt split at a licence boundary counts no more than the proven records delivered
+  in its time range (verify/receipt_parts.py);
 * releases: each held item is the royalty its period's statement held back, paid by one live release,
   at the period's shares, refunds to the period's merchant (verify/held_items.py);
 * periods: the live settlements of a period together charge the card's fee of all their usage, which
@@ -38,6 +40,7 @@ from typing import Any
 
 from edgeledger.ledger.abis import SETTLEMENT_VAULT
 from edgeledger.ledger.hashing import ZERO32, bytes32
+from edgeledger.ledger.ids import merchant_id_for
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS
 from edgeledger.ledger.vault import PERIOD_MASK, SettlementStatus
 from edgeledger.settlement import SettlementError
@@ -47,6 +50,7 @@ from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_do
 from edgeledger.verify.event import verify_event_proof
 from edgeledger.verify.held_items import Release, Source, release_checks
 from edgeledger.verify.period_fees import Member, period_fee_checks
+from edgeledger.verify.receipt_parts import Leaf, proven_leaves, receipt_parts_check
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import (
     Chain,
@@ -207,6 +211,8 @@ class Verifier:
         #: (vault, merchant) -> vault id -> the roots of the package's settlement documents
         self.doc_roots: dict[tuple[str, str], dict[int, set[bytes]]] = {}
         self._posting_cache: dict[tuple[str, str], dict[int, list[tuple[bytes, int]]]] = {}
+        #: the records of the proofs files whose proofs passed (verify/receipt_parts.py)
+        self.leaves: dict[tuple[Any, ...], Leaf] = {}
 
     def _record(self, kind: str, path: str, ok: bool, detail: str) -> None:
         self.report.add(kind, ok, detail, subject=path)
@@ -279,6 +285,7 @@ class Verifier:
                 self._record(kind, path, True, "sha256 matches the index")
         self._chain_links(batches)
         self._settlement_receipts()
+        self._receipt_parts()
         self._period_fees()
         for release in release_checks(self.releases, self.sources):
             self._record(release.name, release.subject, release.ok, release.detail)
@@ -344,6 +351,7 @@ class Verifier:
         failures = [check.line() for check in summary.failures]
         detail = f"{summary.passed} lines proven on chain" if summary.ok else "; ".join(failures)[:500]
         self._record("proofs", path, summary.ok, detail)
+        self.leaves.update(proven_leaves(document, summary.checks))
 
     def _settlement(self, path: str, document: Any) -> None:
         try:
@@ -550,6 +558,17 @@ class Verifier:
                 )
             )
             self._record("settlement receipts", path, not missing, detail)
+
+    def _receipt_parts(self) -> None:
+        """Each settlement that splits a receipt at a licence boundary: every part within the proven
+        records of its time range (verify/receipt_parts.py), of the hosts the index names as the
+        merchant's (all proven records when it names none)."""
+        hosts = self.index.get("merchant_hosts")
+        merchant_ids = frozenset(merchant_id_for(str(h)) for h in hosts) if isinstance(hosts, list) else None
+        for member in self.period_members:
+            check = receipt_parts_check(member.subject, member.inputs, self.leaves.values(), merchant_ids)
+            if check is not None:
+                self._record(check.name, check.subject, check.ok, check.detail)
 
     def _statement(self, path: str, document: Any) -> None:
         """The issued statement must be the one its settlement's inputs give (rendered by the same code)."""

@@ -229,8 +229,9 @@ def receipt_times_check(inputs: PayoutInputs) -> Check:
     or for the part of a receipt split at a licence boundary (key ``<receipt key>:<b>``) that boundary,
     which must be one of the asset's published terms' boundaries inside the period
     (``payouts.licence_boundaries``). So no receipt states a time of its own choosing. How the records
-    are divided between the parts (and whether a receipt was split that should have been) is taken as
-    stated: what the parts count is bounded only by the batch's signed totals (``verify package``)."""
+    are divided between the parts is not checked here: an audit package proves the records behind them
+    and ``verify package`` holds each part to them (verify/receipt_parts.py); whether a receipt was
+    split that should have been is taken as stated."""
     terms = {t.asset_id: t for t in inputs.assets}
     start, end = inputs.period_start, inputs.period_end
     problems: list[str] = []
