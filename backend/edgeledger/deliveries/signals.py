@@ -313,16 +313,19 @@ def review_flag(session: Session, flag: FraudFlag, review: FlagReview, reviewer_
     """Records the admin's decision. Dismissed: the flag's records count again unless another open or
     confirmed flag still covers them. The batch's receipts are recomputed when it is anchored.
 
-    The batch's row is locked first, as anchoring's update of it does (anchoring.py ``_mark_anchored``):
-    a review and the anchoring that computes the batch's receipts are ordered, and whichever commits
-    second sees the other's writes. Without it, a review reading the batch as not yet anchored while
+    The batch's row is written first (its ``updated_at``), as anchoring writes it before reading the
+    records (anchoring.py ``_mark_anchored``): on PostgreSQL the write locks the row, on SQLite it takes
+    the database's write lock (a ``FOR UPDATE`` read would do neither there). A review and the anchoring
+    that computes the batch's receipts are so ordered, and whichever commits second sees the other's
+    writes. Without it, a review reading the batch as not yet anchored while
     anchoring read the records before the review's exclusions committed left receipts that disagree
     with the records for good. Two reviews of one flag are ordered the same way (the second is refused)."""
     from edgeledger.deliveries.receipts import compute_receipts
 
-    state = session.scalar(
-        select(DeliveryBatch.state).where(DeliveryBatch.id == flag.batch_pk).with_for_update()
+    session.execute(
+        update(DeliveryBatch).where(DeliveryBatch.id == flag.batch_pk).values(updated_at=utcnow())
     )
+    state = session.scalar(select(DeliveryBatch.state).where(DeliveryBatch.id == flag.batch_pk))
     session.refresh(flag)  # as committed once the lock is ours
     if flag.state != FlagState.open:
         raise service.DeliveryError(
