@@ -252,9 +252,27 @@ def test_a_package_fails_records_moved_between_parts(
     assert f"{key}:{VALID_FROM} counts 30 requests" in check.detail, check
     assert f"the package proves 20 records of {inside['bytes'] - moved} bytes" in check.detail, check
 
-    # A package over its cap proves none of them: nothing contradicts the parts, and the verifier says so.
-    monkeypatch.setattr("edgeledger.audit.packages.MAX_LINES", 49)
+    # Leaving the proofs out does not dodge the check: the receipt is within the package's cap, so the
+    # verifier, choosing from the inputs alone, expects it proven.
+    without = {path: body for path, body in files.items() if path != proofs_path}
+    index = json.loads(files["package.json"])
+    index["items"] = [item for item in index["items"] if item["path"] != proofs_path]
+    without["package.json"] = json.dumps(index).encode()
+    check = _parts_check(_verify_files(without, tmp_path, money))
+    assert not check.ok and f"{key}: within the package's cap, but no record of it is proven" in check.detail
+    # Nor does an index naming no merchant hosts to count records by.
+    index = json.loads(files["package.json"])
+    del index["merchant_hosts"]
+    check = _parts_check(
+        _verify_files({**files, "package.json": json.dumps(index).encode()}, tmp_path, money)
+    )
+    assert not check.ok and "names no merchant hosts" in check.detail, check
+
+    # A receipt stating more records than the package's cap is proven by none: nothing contradicts its
+    # parts, and the verifier says it did not check them.
+    monkeypatch.setattr("edgeledger.verify.receipt_parts.PROOF_CAP", 49)
     capped = _package(money, "a")
     assert not any(name.startswith("proofs/") for name in capped)
     check = _parts_check(_verify_files(capped, tmp_path, money))
-    assert check.ok and "not checked: 1 split receipt(s) (3 parts)" in check.detail, check
+    assert check.ok and "not checked: 1 split receipt(s) (3 parts) beyond the package's cap" in check.detail
+    assert f"records of the hosts {money.shops['a'].host}" in check.detail, check

@@ -7,7 +7,7 @@ Layout::
     batches/<batch id>.json              signed manifest, hash, signature, signer, tx, block
     proofs/<batch id>.json               edgeledger-proofs/v1 of the requested lines of that batch (source
                                          scope), or of the records behind each receipt a settlement
-                                         split at a licence boundary (merchant scope, at most MAX_LINES)
+                                         split at a licence boundary (merchant scope, up to PROOF_CAP)
     settlements/<id>/inputs.json         published inputs (receipts, assets' terms, rate cards, FX, decisions)
     settlements/<id>/statement.json      the merchant's statement as the API renders it
     reconciliation/cases.json            reconciliation cases and their decisions (who, when, why)
@@ -20,7 +20,8 @@ package holds a client IP, pseudonym or salt: leaf values carry only the client 
 A merchant's package proves how each settlement divided a receipt split at a licence boundary: the
 records behind it (the batch's non-excluded records of the asset, the merchant's hosts, the key's region
 and country, as ``period_inputs.split_at_licence`` selects them) are proven in their batch's proofs file,
-whole receipts at a time, up to :data:`MAX_LINES` records per package; the index names the merchant's
+whole receipts at a time, up to ``receipt_parts.PROOF_CAP`` stated records per package, chosen from the
+published inputs alone so the verifier knows which must be there; the index names the merchant's
 hosts (``merchant_hosts``) so the verifier counts their records only (verify/receipt_parts.py). Receipts
 beyond the cap stay unproven, and the verifier says so.
 
@@ -63,10 +64,11 @@ from edgeledger.settlement import flows as settlement_flows
 from edgeledger.settlement import service as settlement_service
 from edgeledger.settlement import statements
 from edgeledger.settlement.models import Settlement, SettlementAccount
-from edgeledger.settlement.payouts import Statement
+from edgeledger.settlement.payouts import PayoutInputs, Statement
 from edgeledger.settlement.period_inputs import merchant_ids_of
 from edgeledger.settlement.schemas import CaseRead
 from edgeledger.verify.package import FORMAT, claims_of
+from edgeledger.verify.receipt_parts import receipts_to_prove
 
 ANCHORED = (BatchState.anchored, BatchState.final)
 MAX_LINES = 1_000
@@ -191,41 +193,33 @@ def _merchant_settlements(session: Session, scope: Scope) -> list[Settlement]:
 def _split_receipt_records(
     session: Session, merchant_user_id: int, documents: list[dict[str, Any]]
 ) -> list[DeliveryRecordRow]:
-    """The records behind every receipt the settlements' inputs split at a licence boundary (keys with
-    a fifth part), selected as ``period_inputs.split_at_licence`` selects them, whole receipts at a time
-    in key order while the package proves at most :data:`MAX_LINES` of them; a receipt that would pass
-    the cap is left unproven (the verifier reports it as not checked)."""
-    receipts: set[tuple[str, str, str, str]] = set()
+    """The records behind the receipts the settlements' inputs split at a licence boundary (keys with a
+    fifth part) that the package proves: those :func:`~edgeledger.verify.receipt_parts.receipts_to_prove`
+    chooses from the inputs alone (whole receipts in key order, up to ``PROOF_CAP`` stated records), as
+    the verifier chooses them again; each selected as ``period_inputs.split_at_licence`` selects it."""
+    inputs: list[PayoutInputs] = []
     for document in documents:
-        if document.get("kind") == "release":
-            continue
-        for receipt in document["inputs"]["receipts"]:
-            key = statements.parse_receipt_key(receipt["key"])
-            if key.part_from is not None and key.asset_id.isdigit():
-                batch_id = receipt["key"].split(":", 1)[0]  # as stored: the key was made from it
-                receipts.add((batch_id, key.asset_id, key.region, key.country))
-    if not receipts:
+        if document.get("kind") != "release" and document.get("inputs") is not None:
+            # as the verifier reads them (verify/settlement.py recompute): from their JSON
+            inputs.append(PayoutInputs.model_validate_json(json.dumps(document["inputs"])))
+    groups = receipts_to_prove(inputs)
+    if not groups:
         return []
     raw_ids = [bytes.fromhex(m.removeprefix("0x")) for m in merchant_ids_of(session, merchant_user_id)]
     record = DeliveryRecordRow
     chosen: dict[int, DeliveryRecordRow] = {}
-    for batch_id, asset_id, region, country in sorted(receipts):
-        where = (
-            DeliveryBatch.batch_id == batch_id,
-            record.asset_id == int(asset_id),
-            record.merchant_id.in_(raw_ids),
-            record.region == region,
-            record.country == country,
-            record.excluded.is_(False),
-        )
-        joined = select(func.count(record.id)).join(DeliveryBatch, record.batch_pk == DeliveryBatch.id)
-        count = int(session.scalar(joined.where(*where)) or 0)
-        if not count or len(chosen) + count > MAX_LINES:
-            continue
+    for batch_id, asset_id, region, country in sorted(groups):
         rows = session.scalars(
             select(record)
             .join(DeliveryBatch, record.batch_pk == DeliveryBatch.id)
-            .where(*where)
+            .where(
+                DeliveryBatch.batch_id == batch_id,  # lower-case hex, as keys carry it
+                record.asset_id == asset_id,
+                record.merchant_id.in_(raw_ids),
+                record.region == region,
+                record.country == country,
+                record.excluded.is_(False),
+            )
             .order_by(record.id)
         )
         chosen.update((row.id, row) for row in rows)

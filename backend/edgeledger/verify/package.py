@@ -40,7 +40,6 @@ from typing import Any
 
 from edgeledger.ledger.abis import SETTLEMENT_VAULT
 from edgeledger.ledger.hashing import ZERO32, bytes32
-from edgeledger.ledger.ids import merchant_id_for
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS
 from edgeledger.ledger.vault import PERIOD_MASK, SettlementStatus
 from edgeledger.settlement import SettlementError
@@ -50,7 +49,7 @@ from edgeledger.verify.delivery import manifest_of, manifest_problems, verify_do
 from edgeledger.verify.event import verify_event_proof
 from edgeledger.verify.held_items import Release, Source, release_checks
 from edgeledger.verify.period_fees import Member, period_fee_checks
-from edgeledger.verify.receipt_parts import Leaf, proven_leaves, receipt_parts_check
+from edgeledger.verify.receipt_parts import Leaf, proven_leaves, receipt_parts_check, receipts_to_prove
 from edgeledger.verify.result import Report, UnusableInput
 from edgeledger.verify.rpc import (
     Chain,
@@ -562,11 +561,12 @@ class Verifier:
     def _receipt_parts(self) -> None:
         """Each settlement that splits a receipt at a licence boundary: every part within the proven
         records of its time range (verify/receipt_parts.py), of the hosts the index names as the
-        merchant's (all proven records when it names none)."""
-        hosts = self.index.get("merchant_hosts")
-        merchant_ids = frozenset(merchant_id_for(str(h)) for h in hosts) if isinstance(hosts, list) else None
+        merchant's (a package naming none fails), every split receipt within the package's cap proven."""
+        named = self.index.get("merchant_hosts")
+        hosts = [str(h) for h in named] if isinstance(named, list) else None
+        to_prove = receipts_to_prove(member.inputs for member in self.period_members)
         for member in self.period_members:
-            check = receipt_parts_check(member.subject, member.inputs, self.leaves.values(), merchant_ids)
+            check = receipt_parts_check(member.subject, member.inputs, self.leaves.values(), hosts, to_prove)
             if check is not None:
                 self._record(check.name, check.subject, check.ok, check.detail)
 

@@ -22,9 +22,13 @@ receipt (``proofs/<batch id>.json``, up to the package's cap), and here each par
   their bytes. Only an upper bound is sound: fraud-flagged (excluded) records are in the tree but not in
   any receipt, and the proofs cannot tell them apart.
 
-A split receipt with no proven record (a package built before these proofs, or beyond its cap) is not
-checked and said so in the detail (``not checked: N split receipt(s)``); the check fails only where the
-proven records contradict a part.
+Which split receipts a package proves follows from the published inputs alone
+(:func:`receipts_to_prove`, up to :data:`PROOF_CAP` stated records), so the builder and the verifier make
+the same choice: a receipt within the cap that the package does not prove fails the check (a server
+cannot dodge it by leaving proofs out); one beyond it is not checked, and the detail says so (``not
+checked: N split receipt(s)``). The merchant's hosts come from the package's index (``merchant_hosts``),
+which the server writes: the check names them so the merchant can confirm they are its own, and a
+package that names none fails where it would have to count by them.
 """
 
 from __future__ import annotations
@@ -36,12 +40,17 @@ from typing import Any
 
 from edgeledger.deliveries.regions import region_of
 from edgeledger.ledger.delivery_leaf import leaf_hash, leaf_values_from_json
+from edgeledger.ledger.ids import merchant_id_for
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.payouts import PayoutInputs, licence_boundaries
 from edgeledger.settlement.statements import parse_receipt_key
 from edgeledger.verify.result import Check
 
 NAME = "settlement receipt parts"
+
+#: The most records a merchant's audit package proves for split receipts (audit/packages.py); the
+#: verifier replays the same choice (:func:`receipts_to_prove`).
+PROOF_CAP = 1_000
 
 #: (batch id, asset id, region, country): the receipt a part belongs to
 Group = tuple[str, int, str, str]
@@ -109,6 +118,30 @@ def _split_receipts(inputs: PayoutInputs) -> dict[Group, dict[int | None, list[i
     return {g: parts for g, parts in groups.items() if any(p is not None for p in parts)}
 
 
+def receipts_to_prove(inputs_list: Iterable[PayoutInputs], cap: int | None = None) -> set[Group]:
+    """The split receipts whose records a merchant's package proves: in receipt order (batch id, asset,
+    region, country), whole receipts while the records they state fit in ``cap`` (a receipt stated by
+    two settlements, a cancelled attempt and the one after it, counts once, at the most either states);
+    a receipt over what is left is skipped and the next ones tried. Made from the published inputs
+    alone, so the package's builder and its verifier choose the same receipts (``cap``: PROOF_CAP)."""
+    cap = PROOF_CAP if cap is None else cap
+    stated: dict[Group, int] = {}
+    for inputs in inputs_list:
+        try:
+            split = _split_receipts(inputs)
+        except SettlementError:
+            continue  # an unreadable key: the settlement's own checks fail it
+        for group, parts in split.items():
+            stated[group] = max(stated.get(group, 0), sum(p[0] for p in parts.values()))
+    chosen: set[Group] = set()
+    used = 0
+    for group in sorted(stated):
+        if stated[group] and used + stated[group] <= cap:
+            chosen.add(group)
+            used += stated[group]
+    return chosen
+
+
 def _edges(inputs: PayoutInputs, asset_id: int, parts: Iterable[int | None]) -> list[int]:
     terms = {t.asset_id: t for t in inputs.assets}.get(str(asset_id))
     inclusive = inputs.licence_end == "inclusive"
@@ -122,24 +155,33 @@ def receipt_parts_check(
     subject: str,
     inputs: PayoutInputs,
     leaves: Iterable[Leaf],
-    merchant_ids: frozenset[bytes] | None,
+    hosts: Sequence[str] | None,
+    to_prove: set[Group],
 ) -> Check | None:
-    """The check of one settlement's split receipts against the proven ``leaves`` (of the merchant's ids
-    when known); None when it splits no receipt."""
+    """The check of one settlement's split receipts against the proven ``leaves`` of the merchant's
+    ``hosts`` (the package index's ``merchant_hosts``; None: it names none, a failure), every receipt in
+    ``to_prove`` (:func:`receipts_to_prove`) proven; None when it splits no receipt."""
     try:
         split = _split_receipts(inputs)
     except SettlementError as exc:
         return Check(NAME, False, exc.message, subject)
     if not split:
         return None
+    if hosts is None:
+        return Check(NAME, False, "the package's index names no merchant hosts to count records by", subject)
+    merchant_ids = {merchant_id_for(h) for h in hosts}
     by_group: dict[Group, list[Leaf]] = {}
     for leaf in leaves:
-        if leaf.group in split and (merchant_ids is None or leaf.merchant_id in merchant_ids):
+        if leaf.group in split and leaf.merchant_id in merchant_ids:
             by_group.setdefault(leaf.group, []).append(leaf)
     problems: list[str] = []
     unproven = unproven_parts = checked_parts = records = 0
     for group, parts in sorted(split.items()):
         proven = by_group.get(group, [])
+        if not proven and group in to_prove:
+            base = ":".join((group[0], str(group[1]), group[2], group[3]))
+            problems.append(f"{base}: within the package's cap, but no record of it is proven")
+            continue
         if not proven:
             unproven += 1
             unproven_parts += len(parts)
@@ -166,11 +208,12 @@ def receipt_parts_check(
                     f"records of {have_bytes} bytes delivered from {low} to {high}"
                 )
     skipped = (
-        f"; not checked: {unproven} split receipt(s) ({unproven_parts} parts) whose records the package "
-        "does not prove"
+        f"; not checked: {unproven} split receipt(s) ({unproven_parts} parts) beyond the package's cap of "
+        f"{PROOF_CAP:,} proven records"
         if unproven
         else ""
     )
+    skipped += f"; records of the hosts {', '.join(sorted(hosts)) or '(none)'}"
     if problems:
         return Check(NAME, False, ("; ".join(problems[:5]) + skipped)[:800], subject)
     detail = (
