@@ -94,7 +94,7 @@ def _waits(money: Money, impatient: ChainClient, first: Settlement, before: int)
     assert second.tx_hash is None and second.send_attempts == 0
     money.session.refresh(first)
     assert first.state == SettlementState.posting
-    assert report.waiting == {second.id: MERCHANT_POST_IN_FLIGHT}, report.as_dict()
+    assert report.waiting == {second.id: f"{MERCHANT_POST_IN_FLIGHT}:{first.id}"}, report.as_dict()
     assert not report.retryable and second.id not in report.blocked and second.id in report.computed
     return second
 

@@ -585,7 +585,8 @@ def _post(session: Session, chain: ChainClient, settlement: Settlement, report: 
     other = post_in_flight(session, settlement) if settlement.state != SettlementState.posting else None
     if other is not None:  # sent after it, this post could pass every check below and still be refused
         log.info("settlement %s waits: settlement %s of its merchant is being posted", settlement.id, other)
-        report.waiting[settlement.id] = MERCHANT_POST_IN_FLIGHT
+        # the reason names the settlement in flight: the one to look at if it never leaves ``posting``
+        report.waiting[settlement.id] = f"{MERCHANT_POST_IN_FLIGHT}:{other}"
         return
     refused = preflight(chain, settlement)
     if refused is not None:

@@ -10,8 +10,8 @@ flight per merchant, and the vault's own checks read from the chain.
   hosts, held from these checks through the send to the receipt) and only while no other settlement of
   the merchant is ``posting`` (:func:`post_in_flight`: its post sent, or about to be, and not yet seen in
   the vault). Otherwise the settlement is left as it is, reported by the run (``busy``: another worker
-  holds the lock; ``waiting``: :data:`MERCHANT_POST_IN_FLIGHT`), and a later run posts it once the other
-  post is mined and followed. Nothing is sent and nothing needs a person.
+  holds the lock; ``waiting``: :data:`MERCHANT_POST_IN_FLIGHT` and the id in flight), and a later run
+  posts it once the other post is mined and followed. Nothing is sent and nothing needs a person.
 * **The vault's checks** (:func:`preflight`), in the vault's order (its ``_post``): the period's end on
   the vault's clock, the merchant's bounds (settlement/bounds.py), the token, the escrow. A post one of
   them would refuse is not sent; the settlement is blocked with the reason until it clears.
