@@ -237,8 +237,8 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
             disputed=st.booleans(),
             late=st.booleans(),
             outcome=st.sampled_from(["clear", "reassign", "take down", "still disputed"]),
-            window=st.sampled_from(["open", "from", "until", "both"]),
-            edge=st.integers(0, 4),
+            window=st.sampled_from(["from", "both"]),
+            edge=st.integers(0, 3),
         )
         def two_settled_days(
             self, counts: list[int], disputed: bool, late: bool, outcome: str, window: str, edge: int
@@ -247,11 +247,11 @@ def scenario_for(base: Settings, admin: LocalAccount, tmp: Path) -> type[Any]:
             (``disputed``: the derivative's royalties held back; ``late``: late records of the first day
             anchored after it settled): the rules then act on posted settlements, held royalties, pending
             corrections and open periods alike; ``outcome`` decides the dispute before a second run). The
-            original work's licence is moved to ``window`` among the second day's deliveries first, so the
-            settled days split receipts at licence boundaries from the start."""
+            original work's licence is moved to start (``window``) among the second day's deliveries of it
+            first, so every example settles a receipt split at a licence boundary."""
             for day in range(2):
-                if day == 1:
-                    self.relicense(0, window, edge)
+                if day == 1:  # the licence starts at one of the day's records of the original work
+                    self.relicense(0, window, edge % counts[day * 3 + 1])
                 for asset in range(3):
                     self.deliver(day % 2, asset, counts[day * 3 + asset], rogue=False)
                 self.deliver((day + 1) % 2, 2, 1, rogue=True)
@@ -677,3 +677,5 @@ def test_money_is_conserved_across_random_periods(
     )
     print("conservation:", json.dumps(dict(sorted(STATS.items()))))
     assert STATS["examples"] >= EXAMPLES and STATS["checks"] > STATS["examples"]
+    # the royalty invariant saw receipts split at licence boundaries (every example settles one)
+    assert STATS["receipt parts checked"] >= STATS["examples"], dict(STATS)
