@@ -589,6 +589,15 @@ def test_open_flags_say_they_hold_pay_and_when_their_review_is_overdue(
     assert [f["id"] for f in listed] == [old["id"]] and listed[0]["overdue"] and listed[0]["holds_pay"]
     every = app_client.get("/deliveries/flags", headers=admin.headers).json()
     assert {f["id"]: f["overdue"] for f in every} == {old["id"]: True, recent["id"]: False}
+    # one page at a time, oldest first
+    pages = [
+        app_client.get("/deliveries/flags", params={"limit": 1, "offset": o}, headers=admin.headers).json()
+        for o in (0, 1, 2)
+    ]
+    assert [[f["id"] for f in page] for page in pages] == [[old["id"]], [recent["id"]], []]
+    assert [p[0]["holds_pay"] for p in pages[:2]] == [True, True]
+    too_many = app_client.get("/deliveries/flags", params={"limit": 10_001}, headers=admin.headers)
+    assert too_many.status_code == 422, too_many.text
     # Decided: it holds nothing and is due for nothing.
     decided = app_client.post(
         f"/deliveries/flags/{old['id']}/review",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -387,10 +387,76 @@ def holds_pay(session: Session, flag: FraudFlag, batch: DeliveryBatch | None) ->
     return session.scalar(covered) is not None
 
 
-def flag_read(session: Session, flag: FraudFlag, due_seconds: int, now: datetime | None = None) -> FlagRead:
+def _holding(session: Session, flags: Sequence[FraudFlag], batches: Mapping[int, DeliveryBatch]) -> set[int]:
+    """The ids among ``flags`` that hold pay (:func:`holds_pay`), in two queries per source of their
+    batches rather than two per flag: a listing can hold thousands of flags of a few sources."""
+    by_source: dict[int, list[int]] = {}
+    for flag in flags:
+        batch = batches.get(flag.batch_pk)
+        if flag.state == FlagState.open and batch is not None and batch.state != BatchState.abandoned:
+            by_source.setdefault(batch.source_pk, []).append(flag.id)
+    holding: set[int] = set()
+    for source_pk, flag_ids in by_source.items():
+        hosts = session.scalars(
+            select(MerchantHost.host)
+            .join(MerchantSource, MerchantSource.merchant_user_id == MerchantHost.merchant_user_id)
+            .where(MerchantSource.source_pk == source_pk)
+        ).all()
+        if not hosts:
+            continue
+        ids = [merchant_id_for(h) for h in hosts]
+        for start in range(0, len(flag_ids), _FLAG_CHUNK):
+            holding.update(
+                session.scalars(
+                    select(FraudFlagRecord.flag_pk)
+                    .join(Record, Record.id == FraudFlagRecord.record_pk)
+                    .where(
+                        FraudFlagRecord.flag_pk.in_(flag_ids[start : start + _FLAG_CHUNK]),
+                        Record.merchant_id.in_(ids),
+                    )
+                    .distinct()
+                )
+            )
+    return holding
+
+
+#: flag ids per ``IN (...)`` of :func:`_holding`
+_FLAG_CHUNK = 500
+
+
+def flag_reads(
+    session: Session, flags: Sequence[FraudFlag], due_seconds: int, now: datetime | None = None
+) -> list[FlagRead]:
+    """:func:`flag_read` of each of ``flags``, their batches and ``holds_pay`` read in bulk."""
+    pks = sorted({f.batch_pk for f in flags})
+    batches: dict[int, DeliveryBatch] = {}
+    for start in range(0, len(pks), _FLAG_CHUNK):
+        chunk = pks[start : start + _FLAG_CHUNK]
+        batches.update(
+            (b.id, b) for b in session.scalars(select(DeliveryBatch).where(DeliveryBatch.id.in_(chunk)))
+        )
+    holding = _holding(session, flags, batches)
+    at = now or utcnow()
+    return [
+        flag_read(session, f, due_seconds, at, batch=batches.get(f.batch_pk), holds=f.id in holding)
+        for f in flags
+    ]
+
+
+def flag_read(
+    session: Session,
+    flag: FraudFlag,
+    due_seconds: int,
+    now: datetime | None = None,
+    *,
+    batch: DeliveryBatch | None = None,
+    holds: bool | None = None,
+) -> FlagRead:
     """The API's view of ``flag``; an open one says when its review is due and whether it is overdue
-    (``due_seconds``: FRAUD_REVIEW_DUE_SECONDS)."""
-    batch = session.get(DeliveryBatch, flag.batch_pk)
+    (``due_seconds``: FRAUD_REVIEW_DUE_SECONDS). ``batch`` and ``holds`` when already read in bulk
+    (:func:`flag_reads`)."""
+    if batch is None:
+        batch = session.get(DeliveryBatch, flag.batch_pk)
     is_open = flag.state == FlagState.open
     due_at = flag.created_at + timedelta(seconds=due_seconds) if is_open else None
     return FlagRead(
@@ -405,7 +471,7 @@ def flag_read(session: Session, flag: FraudFlag, due_seconds: int, now: datetime
         reviewed_at=flag.reviewed_at,
         review_reason=flag.review_reason,
         created_at=flag.created_at,
-        holds_pay=holds_pay(session, flag, batch),
+        holds_pay=holds_pay(session, flag, batch) if holds is None else holds,
         due_at=due_at,
         overdue=due_at is not None and (now or utcnow()) >= due_at,
     )
@@ -418,9 +484,12 @@ def list_flags(
     state: str | None = None,
     within: Select[tuple[int]] | None = None,
     opened_by: datetime | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[FraudFlag]:
     """``within``: only flags on batches of these sources (keys, a subquery: an audit scope);
-    ``opened_by``: only open flags raised at or before then (now less the due time: the overdue ones)."""
+    ``opened_by``: only open flags raised at or before then (now less the due time: the overdue ones);
+    ``limit`` and ``offset``: one page, oldest first."""
     query = select(FraudFlag)
     if within is not None:
         query = query.where(
@@ -432,4 +501,5 @@ def list_flags(
         query = query.where(FraudFlag.state == state)
     if opened_by is not None:
         query = query.where(FraudFlag.state == FlagState.open, FraudFlag.created_at <= opened_by)
-    return list(session.scalars(query.order_by(FraudFlag.created_at, FraudFlag.id)))
+    query = query.order_by(FraudFlag.created_at, FraudFlag.id).offset(offset)
+    return list(session.scalars(query if limit is None else query.limit(limit)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
@@ -46,6 +46,9 @@ LegalBasisHeader = Annotated[
     str | None,
     Header(alias=LEGAL_BASIS_HEADER, description="Legal basis of a read of raw data; default: your role's"),
 ]
+
+#: fraud flags per page of ``GET /deliveries/flags`` (default, most)
+FLAGS_PAGE_DEFAULT, FLAGS_PAGE_MAX = 1_000, 10_000
 
 SessionDep = Annotated[Session, Depends(get_session)]
 ChainDep = Annotated[ChainClient, Depends(get_chain)]
@@ -395,11 +398,13 @@ def list_flags(
     batch: str | None = None,
     state: str | None = None,
     overdue: bool = False,
+    limit: Annotated[int, Query(ge=1, le=FLAGS_PAGE_MAX)] = FLAGS_PAGE_DEFAULT,
+    offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[signals.FlagRead]:
-    """Fraud flags (a scoped auditor: those on batches of its sources). An open flag holds its batch's
-    pay (``holds_pay``) and is due for review FRAUD_REVIEW_DUE_SECONDS after it was raised (``due_at``);
-    ``overdue=true`` lists only the open flags past that, oldest first: the reviewers' queue of pay that
-    waits longest."""
+    """Fraud flags (a scoped auditor: those on batches of its sources), oldest first, ``limit`` per page
+    from ``offset``. An open flag holds its batch's pay (``holds_pay``) and is due for review
+    FRAUD_REVIEW_DUE_SECONDS after it was raised (``due_at``); ``overdue=true`` lists only the open flags
+    past that: the reviewers' queue of pay that waits longest."""
     if overdue and state not in (None, signals.FlagState.open):
         raise service.DeliveryError(
             f"only open flags can be overdue, not {state!r} ones", code="flag_filter_invalid"
@@ -412,8 +417,10 @@ def list_flags(
     due = settings.fraud_review_due_seconds
     now = utcnow()
     opened_by = now - timedelta(seconds=due) if overdue else None
-    flags = signals.list_flags(session, batch=found, state=state, within=within, opened_by=opened_by)
-    return [signals.flag_read(session, f, due, now) for f in flags]
+    flags = signals.list_flags(
+        session, batch=found, state=state, within=within, opened_by=opened_by, limit=limit, offset=offset
+    )
+    return signals.flag_reads(session, flags, due, now)
 
 
 @router.get("/batches/{batch_id}/flags", response_model=list[signals.FlagRead])
@@ -423,7 +430,7 @@ def list_batch_flags(
     batch = service.get_batch(session, batch_id)
     service.ensure_batch_visible(session, principal, batch)
     due = settings.fraud_review_due_seconds
-    return [signals.flag_read(session, f, due) for f in signals.list_flags(session, batch=batch)]
+    return signals.flag_reads(session, signals.list_flags(session, batch=batch), due)
 
 
 @router.post("/flags/{flag_id}/review", response_model=signals.FlagRead)
