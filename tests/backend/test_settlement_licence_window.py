@@ -17,26 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_account import Account
-from hexbytes import HexBytes
 from sqlalchemy import select
 
 from edgeledger.auth.models import Role
 from edgeledger.deliveries import proofs as delivery_proofs
 from edgeledger.deliveries.models import DeliveryRecordRow
-from edgeledger.ipfs.cid import cid_of_bytes
 from edgeledger.ledger.ids import merchant_id_for
 from edgeledger.settlement.payouts import licensed_at
 from edgeledger.settlement.period_inputs import receipt_key
-from edgeledger.territories import ALL_TERRITORIES_BITMAP, territory_index
+from edgeledger.territories import territory_index
 from edgeledger.verify.package import claims_of, verify_archive
 from edgeledger.verify.result import Report
 from edgeledger.verify.rpc import Chain
 from edgeledger.verify.settlement import chain_terms, check_document, recompute
 from tests.backend.support.money import DELIVERY_FEE, NOW, Money
 from tests.backend.support.packages import tar, untar
-from tests.backend.support.stack import make_caller, self_register
+from tests.backend.support.stack import make_caller
 from tests.backend.test_settlement_flow import DAY, DAY0
+from tests.backend.test_settlement_money import _register_from_a_wallet
 
 pytestmark = pytest.mark.integration
 
@@ -50,22 +48,9 @@ PER_DELIVERY = 10_000  # the card's royalty per delivery
 def _licensed_asset(money: Money, valid_from: int, valid_until: int) -> tuple[int, str]:
     """Content registered from a creator's wallet with a worldwide licence for ``[valid_from,
     valid_until]``, all royalties to one payee: (asset id, payee)."""
-    creator, payee, content = Account.create(), Account.create().address, secrets.token_bytes(64)
-    registration = (
-        HexBytes(secrets.token_bytes(32)),
-        cid_of_bytes(content),
-        cid_of_bytes(b"{}" + content),
-        creator.address,
-        0,
-        False,
-        (ALL_TERRITORIES_BITMAP, valid_from, valid_until, 0, ""),
-        [payee],
-        [10_000],
-        0,
-    )
-    self_register(lambda call: money.as_wallet(creator, call), money.registry, registration)
+    asset_id, _, payee, _ = _register_from_a_wallet(money, valid_from, valid_until)
     money.mine()
-    return int(money.chain.call(money.registry.functions.totalAssets())), payee
+    return asset_id, payee
 
 
 def _receipts(document: dict[str, Any]) -> dict[str, dict[str, Any]]:

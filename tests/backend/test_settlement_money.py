@@ -173,9 +173,12 @@ def test_a_dispute_on_chain_holds_royalties_and_a_reassignment_pays_the_rightful
     assert money.payouts(release)[rightful.lower()] == NET_ROYALTY
 
 
-def _register_from_a_wallet(money: Money) -> tuple[int, LocalAccount, str, tuple[Any, ...]]:
-    """New content registered on chain by a creator's own wallet, all royalties to one payee: (asset id,
-    creator, payee, the registration tuple)."""
+def _register_from_a_wallet(
+    money: Money, valid_from: int = 0, valid_until: int = 0
+) -> tuple[int, LocalAccount, str, tuple[Any, ...]]:
+    """New content registered on chain by a creator's own wallet, licensed worldwide for ``[valid_from,
+    valid_until]`` (0: open-ended), all royalties to one payee: (asset id, creator, payee, the
+    registration tuple)."""
     creator, payee, content = Account.create(), Account.create().address, secrets.token_bytes(64)
     registration = (
         HexBytes(secrets.token_bytes(32)),
@@ -184,7 +187,7 @@ def _register_from_a_wallet(money: Money) -> tuple[int, LocalAccount, str, tuple
         creator.address,
         0,
         False,
-        ((1 << 249) - 1, 0, 0, 0, ""),
+        ((1 << 249) - 1, valid_from, valid_until, 0, ""),
         [payee],
         [10_000],
         0,
