@@ -178,6 +178,22 @@ def test_accounts_role_matrix_token_check_and_live_escrow(
 
     listed = _ok(app_client.get("/settlement/accounts", headers=roles.auditor.headers))
     assert [a["merchant_user_id"] for a in listed] == [merchant_id]
+    # One escrow, one merchant: not even an admin may point another merchant's account at it (the vault
+    # would charge both merchants' settlements to it, in one set of period slots).
+    taken = _error(
+        app_client.put(
+            f"/settlement/accounts/{roles.other_merchant.user_id}",
+            json={**body, "address": roles.merchant.account.address.lower()},
+            headers=roles.admin.headers,
+        ),
+        409,
+        "address_taken",
+    )
+    assert taken["details"]["merchant_user_id"] == merchant_id
+    assert [
+        a["merchant_user_id"]
+        for a in _ok(app_client.get("/settlement/accounts", headers=roles.auditor.headers))
+    ] == [merchant_id]
     _error(app_client.get("/settlement/accounts", headers=roles.merchant.headers), 403, "forbidden")
 
 

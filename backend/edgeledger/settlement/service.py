@@ -123,10 +123,28 @@ def upsert_account(
     session: Session, settings: Settings, merchant: User, params: AccountParams, now: int
 ) -> SettlementAccount:
     """Creates or updates the merchant's account (in the caller's transaction). The period cursor is
-    set once, at creation: settlement starts at ``settle_from`` or the current period."""
+    set once, at creation: settlement starts at ``settle_from`` or the current period.
+
+    An escrow address is one merchant's (409 ``address_taken`` otherwise): the vault keys escrow, caps,
+    the chosen settler and every settlement by it, so two accounts on one address would pay each other's
+    bills from one escrow and post into each other's period slots."""
     address = params.address or merchant.address
     if not address:
         raise SettlementError("the merchant has no address: give the escrow address", code="address_missing")
+    escrow = _address(address, "address")
+    holder = session.scalar(
+        select(SettlementAccount.merchant_user_id).where(
+            func.lower(SettlementAccount.address) == escrow.lower(),
+            SettlementAccount.merchant_user_id != merchant.id,
+        )
+    )
+    if holder is not None:
+        raise SettlementError(
+            f"escrow address {escrow} is another merchant's settlement account",
+            code="address_taken",
+            status=409,
+            merchant_user_id=int(holder),
+        )
     account = session.scalar(
         select(SettlementAccount).where(SettlementAccount.merchant_user_id == merchant.id)
     )
@@ -136,7 +154,7 @@ def upsert_account(
             merchant_user_id=merchant.id, next_period_start=period_start_of(start, settings)
         )
         session.add(account)
-    account.address = _address(address, "address")
+    account.address = escrow
     account.token = _address(params.token, "token")
     if params.token_symbol is None or params.token_decimals is None:
         raise SettlementError("the token's symbol and decimals are needed", code="token_metadata_missing")
