@@ -78,8 +78,10 @@ def run_deploy_script(
             text=True,
             check=False,
         )
-        # Another deployment running at the same moment may have written its artifacts in between.
-        if result.returncode == 0 or "ContractNotFound" not in result.stdout + result.stderr:
+        # Another deployment running at the same moment may have written its artifacts in between, or
+        # removed them (``_forget_brownie_deployments``) while brownie was loading them at connect.
+        output = result.stdout + result.stderr
+        if result.returncode == 0 or not ("ContractNotFound" in output or "_load_deployments" in output):
             break
     if result.returncode != 0:
         raise RuntimeError(f"deployment failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
