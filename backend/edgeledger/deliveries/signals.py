@@ -70,7 +70,7 @@ class FlagRead(BaseModel):
     #: an open flag holds its batch's pay: no settlement of a merchant whose records it covers counts the
     #: batch until every such flag is decided (settlement/period_inputs.py ``under_review``). False for an
     #: open flag on a batch no settlement bills anyway: abandoned, or from a source none of the merchants
-    #: whose records it covers authorises (:func:`holds_pay`)
+    #: whose records it covers authorises (:func:`_holding`)
     holds_pay: bool = False
     #: when an open flag should be decided by (created_at + FRAUD_REVIEW_DUE_SECONDS); null once decided
     due_at: datetime | None = None
@@ -362,34 +362,12 @@ def _recompute_exclusion(session: Session, flag: FraudFlag) -> None:
     )
 
 
-def holds_pay(session: Session, flag: FraudFlag, batch: DeliveryBatch | None) -> bool:
-    """Whether ``flag`` keeps pay waiting: it is open, its batch is not abandoned (an abandoned batch is
-    billed to no one), and some merchant whose records it covers authorises the batch's source (a
-    merchant's settlement counts only batches of the sources it authorises, so for every other merchant
-    the batch was never going to be billed). Two small queries per open flag."""
-    if flag.state != FlagState.open or batch is None or batch.state == BatchState.abandoned:
-        return False
-    hosts = session.scalars(
-        select(MerchantHost.host)
-        .join(MerchantSource, MerchantSource.merchant_user_id == MerchantHost.merchant_user_id)
-        .where(MerchantSource.source_pk == batch.source_pk)
-    ).all()
-    if not hosts:
-        return False
-    covered = (
-        select(FraudFlagRecord.record_pk)
-        .join(Record, Record.id == FraudFlagRecord.record_pk)
-        .where(
-            FraudFlagRecord.flag_pk == flag.id, Record.merchant_id.in_([merchant_id_for(h) for h in hosts])
-        )
-        .limit(1)
-    )
-    return session.scalar(covered) is not None
-
-
 def _holding(session: Session, flags: Sequence[FraudFlag], batches: Mapping[int, DeliveryBatch]) -> set[int]:
-    """The ids among ``flags`` that hold pay (:func:`holds_pay`), in two queries per source of their
-    batches rather than two per flag: a listing can hold thousands of flags of a few sources."""
+    """The ids among ``flags`` that keep pay waiting: open, on a batch not abandoned (an abandoned batch
+    is billed to no one), over records of some merchant that authorises the batch's source (a merchant's
+    settlement counts only batches of the sources it authorises, so for every other merchant the batch
+    was never going to be billed). Two queries per source of their batches rather than two per flag: a
+    listing can hold thousands of flags of a few sources."""
     by_source: dict[int, list[int]] = {}
     for flag in flags:
         batch = batches.get(flag.batch_pk)
@@ -427,7 +405,8 @@ _FLAG_CHUNK = 500
 def flag_reads(
     session: Session, flags: Sequence[FraudFlag], due_seconds: int, now: datetime | None = None
 ) -> list[FlagRead]:
-    """:func:`flag_read` of each of ``flags``, their batches and ``holds_pay`` read in bulk."""
+    """The API's view of each of ``flags`` (their batches and ``holds_pay`` read in bulk); an open one
+    says when its review is due and whether it is overdue (``due_seconds``: FRAUD_REVIEW_DUE_SECONDS)."""
     pks = sorted({f.batch_pk for f in flags})
     batches: dict[int, DeliveryBatch] = {}
     for start in range(0, len(pks), _FLAG_CHUNK):
@@ -437,26 +416,17 @@ def flag_reads(
         )
     holding = _holding(session, flags, batches)
     at = now or utcnow()
-    return [
-        flag_read(session, f, due_seconds, at, batch=batches.get(f.batch_pk), holds=f.id in holding)
-        for f in flags
-    ]
+    return [_flag_read(f, batches.get(f.batch_pk), f.id in holding, due_seconds, at) for f in flags]
 
 
-def flag_read(
-    session: Session,
-    flag: FraudFlag,
-    due_seconds: int,
-    now: datetime | None = None,
-    *,
-    batch: DeliveryBatch | None = None,
-    holds: bool | None = None,
+def flag_read(session: Session, flag: FraudFlag, due_seconds: int) -> FlagRead:
+    """:func:`flag_reads` of one flag."""
+    return flag_reads(session, [flag], due_seconds)[0]
+
+
+def _flag_read(
+    flag: FraudFlag, batch: DeliveryBatch | None, holds: bool, due_seconds: int, now: datetime
 ) -> FlagRead:
-    """The API's view of ``flag``; an open one says when its review is due and whether it is overdue
-    (``due_seconds``: FRAUD_REVIEW_DUE_SECONDS). ``batch`` and ``holds`` when already read in bulk
-    (:func:`flag_reads`)."""
-    if batch is None:
-        batch = session.get(DeliveryBatch, flag.batch_pk)
     is_open = flag.state == FlagState.open
     due_at = flag.created_at + timedelta(seconds=due_seconds) if is_open else None
     return FlagRead(
@@ -471,9 +441,9 @@ def flag_read(
         reviewed_at=flag.reviewed_at,
         review_reason=flag.review_reason,
         created_at=flag.created_at,
-        holds_pay=holds_pay(session, flag, batch) if holds is None else holds,
+        holds_pay=holds,
         due_at=due_at,
-        overdue=due_at is not None and (now or utcnow()) >= due_at,
+        overdue=due_at is not None and now >= due_at,
     )
 
 
