@@ -65,7 +65,7 @@ from edgeledger.settlement import service as settlement_service
 from edgeledger.settlement import statements
 from edgeledger.settlement.models import Settlement, SettlementAccount
 from edgeledger.settlement.payouts import PayoutInputs, Statement
-from edgeledger.settlement.period_inputs import merchant_ids_of
+from edgeledger.settlement.period_inputs import merchant_raw_ids, receipt_records
 from edgeledger.settlement.schemas import CaseRead
 from edgeledger.verify.package import FORMAT, claims_of
 from edgeledger.verify.receipt_parts import receipts_to_prove
@@ -205,7 +205,7 @@ def _split_receipt_records(
     groups = receipts_to_prove(inputs)
     if not groups:
         return []
-    raw_ids = [bytes.fromhex(m.removeprefix("0x")) for m in merchant_ids_of(session, merchant_user_id)]
+    raw_ids = merchant_raw_ids(session, merchant_user_id)
     record = DeliveryRecordRow
     chosen: dict[int, DeliveryRecordRow] = {}
     for batch_id, asset_id, region, country in sorted(groups):
@@ -215,10 +215,9 @@ def _split_receipt_records(
             .where(
                 DeliveryBatch.batch_id == batch_id,  # lower-case hex, as keys carry it
                 record.asset_id == asset_id,
-                record.merchant_id.in_(raw_ids),
                 record.region == region,
                 record.country == country,
-                record.excluded.is_(False),
+                *receipt_records(raw_ids),
             )
             .order_by(record.id)
         )

@@ -92,7 +92,7 @@ from edgeledger.settlement.payouts import (
 from edgeledger.settlement.period_inputs import (
     PeriodData,
     chain_terms_block,
-    merchant_ids_of,
+    merchant_raw_ids,
     period_receipts,
     platform_address,
     reconcile_period,
@@ -199,7 +199,7 @@ def period_is_due(
     period_end = period_start + settings.delivery_period_seconds
     if period_end + (0 if early else settings.delivery_late_window_seconds) > now:
         return False
-    merchant_ids = [bytes.fromhex(m[2:]) for m in merchant_ids_of(session, account.merchant_user_id)]
+    merchant_ids = merchant_raw_ids(session, account.merchant_user_id)
     authorised = authorised_source_pks(session, account.merchant_user_id)
     if not merchant_ids or not authorised:
         return True

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, case, func, select, true
+from sqlalchemy import ColumnElement, Select, case, func, select, true
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient
@@ -38,7 +38,7 @@ from edgeledger.settlement.models import (
     ReconciliationCase,
     SettlementAccount,
 )
-from edgeledger.settlement.payouts import RECEIPT_ROW, Receipt
+from edgeledger.settlement.payouts import Receipt
 from edgeledger.settlement.rates import BPS, INT64_MAX, Currency, FxTable
 from edgeledger.settlement.service import merchant_key
 from edgeledger.settlement.terms import terms_block
@@ -78,6 +78,18 @@ def merchant_ids_of(session: Session, merchant_user_id: int) -> list[str]:
         select(MerchantHost.host).where(MerchantHost.merchant_user_id == merchant_user_id)
     )
     return [hex32(merchant_id_for(h)) for h in hosts]
+
+
+def merchant_raw_ids(session: Session, merchant_user_id: int) -> list[bytes]:
+    """:func:`merchant_ids_of` as the bytes the records' ``merchant_id`` column holds."""
+    return [bytes.fromhex(m.removeprefix("0x")) for m in merchant_ids_of(session, merchant_user_id)]
+
+
+def receipt_records(merchant_ids: list[bytes]) -> tuple[ColumnElement[bool], ...]:
+    """The records a receipt of these merchant ids counts (deliveries/receipts.py ``compute_receipts``):
+    theirs, and excluded by no fraud flag. What a split (:func:`split_at_licence`) divides, and what an
+    audit package proves behind it."""
+    return (DeliveryRecordRow.merchant_id.in_(merchant_ids), DeliveryRecordRow.excluded.is_(False))
 
 
 def under_review(merchant_ids: list[str]) -> Select[tuple[int]]:
@@ -189,9 +201,7 @@ def split_at_licence(
     split_assets = {a for a in boundaries if any(r.asset_id == a for r in receipts)}
     if not split_assets:
         return receipts
-    raw_ids = [
-        bytes.fromhex(m.removeprefix("0x")) for m in merchant_ids_of(session, account.merchant_user_id)
-    ]
+    raw_ids = merchant_raw_ids(session, account.merchant_user_id)
     record = DeliveryRecordRow
     parts: dict[str, list[tuple[int, int, int]]] = {}  # receipt key -> [(part start, requests, bytes)]
     for asset_id in sorted(split_assets, key=int):
@@ -215,8 +225,7 @@ def split_at_licence(
             .where(
                 DeliveryBatch.batch_id.in_(batch_ids),
                 record.asset_id == int(asset_id),
-                record.merchant_id.in_(raw_ids),
-                record.excluded.is_(False),
+                *receipt_records(raw_ids),
             )
             .group_by(DeliveryBatch.batch_id, record.region, record.country, bucket)
         )
@@ -237,20 +246,17 @@ def split_at_licence(
                 "boundaries",
                 code="receipts_inconsistent",
             )
-        base = receipt.model_dump()
-        out += Receipt.from_rows(
-            tuple(
-                {
-                    **base,
+        out += [
+            receipt.model_copy(
+                update={
                     "key": receipt.key if start == receipt.at else f"{receipt.key}:{start}",
                     "at": start,
                     "requests": requests,
                     "bytes": nbytes,
-                }[name]
-                for name in RECEIPT_ROW
+                }
             )
             for start, requests, nbytes in found
-        )
+        ]
     return out
 
 
