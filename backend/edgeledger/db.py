@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import Request
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, select
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, select, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -137,12 +137,18 @@ def exclusive_work(session: Session, lock_dir: Path, name: str, key: int) -> Ite
 
     PostgreSQL: a transaction-level advisory lock taken (try, never wait) in a separate connection whose
     transaction stays open while the work session commits step by step; no table row is locked, so the
-    work may update any row. SQLite (single host): an flock on ``lock_dir/<name>-<key>.lock``.
+    work may update any row; that transaction is exempt from ``idle_in_transaction_session_timeout``,
+    which would otherwise end it, and free the lock, while the work runs. SQLite (single host): an flock
+    on ``lock_dir/<name>-<key>.lock``.
     """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         namespace = zlib.crc32(name.encode()) & 0x7FFFFFFF
         with Session(bind) as lock_session:
+            # The lock's transaction sits idle while the work runs (a post waits minutes for its
+            # receipt): a server-wide idle_in_transaction_session_timeout would end it, and the lock
+            # with it, silently. This transaction alone is exempt.
+            lock_session.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
             locked = lock_session.scalar(select(func.pg_try_advisory_xact_lock(namespace, key)))
             try:
                 yield bool(locked)
