@@ -50,6 +50,18 @@ class Settings(BaseModel):
         "a piece as too large); 0: no limit",
     )
     tx_timeout_seconds: float = Field(120.0, gt=0)
+    tx_max_fee_per_gas_wei: int = Field(
+        500 * 10**9,
+        gt=0,
+        description="The most the server signer bids per gas for a settlement post, its replacements "
+        "included (chain/fees.py): a fee spike never costs more than this",
+    )
+    post_replace_after_seconds: int = Field(
+        300,
+        ge=0,
+        description="A settlement post left unmined this long is sent again at its nonce with fees 25 % "
+        "higher (never a second post: one transaction per nonce is mined)",
+    )
     signer_private_key: SecretStr | None = Field(None, description="Server signer (REGISTRAR_ROLE)")
     deployment_file: Path | None = Field(
         None, description="Deployed addresses; default DATA_DIR/deployment.json"

@@ -10,6 +10,8 @@ marked for a new metadata read.
 0015 (import profile of indexed assets): assets projected before it become ``legacy-cidv1``.
 0016 (catalogue journal): existing registrations are registrations of their own, and the open ones stay
 unique per content hash through the upgrade and the downgrade.
+0017 (converted bills): cases before it record no conversion.
+0018 (one merchant per escrow address): shared addresses stop the upgrade until moved; then unique.
 """
 
 from __future__ import annotations
@@ -495,4 +497,60 @@ def test_0017_cases_before_it_record_no_conversion_and_back(database_url: str) -
     assert not {"theirs_amount_converted", "fx_json"} & columns
     with engine.connect() as conn:
         assert conn.execute(text("SELECT theirs_amount FROM settlement_cases")).scalar_one() == 120
+    engine.dispose()
+
+
+def test_0018_refuses_shared_escrow_addresses_then_makes_them_unique_and_back(database_url: str) -> None:
+    """Two accounts on one escrow address stop the upgrade, which names the address; once an admin has
+    moved one, the upgrade adds the unique index (a second account on an address is refused) and the
+    settlements' ``tx_sent_at``; the downgrade drops both."""
+    migrate(database_url, "0017")
+    engine = make_engine(database_url)
+    now = datetime.now(UTC)
+    shared, own = "0x" + "ab" * 20, "0x" + "cd" * 20
+    insert_account = text(
+        "INSERT INTO settlement_accounts (merchant_user_id, address, token, token_symbol, token_decimals, "
+        "tolerance_bps, require_billing, auto_settle, next_period_start, created_at, updated_at) VALUES "
+        "(:u, :a, :a, 'tUSDC', 6, 100, false, true, 0, :t, :t)"
+    )
+    with engine.begin() as conn:
+        users = [
+            conn.execute(
+                text(
+                    "INSERT INTO auth_users (address, name, role, created_at) VALUES (NULL, :n, 'merchant', "
+                    ":t) RETURNING id"
+                ),
+                {"n": name, "t": now},
+            ).scalar_one()
+            for name in ("shop-1", "shop-2", "shop-3")
+        ]
+        for user in users[:2]:
+            conn.execute(insert_account, {"u": user, "a": shared, "t": now})
+    with pytest.raises(RuntimeError, match=f"{shared} \\(2 accounts\\)"):
+        migrate(database_url, "0018")
+    schema = inspect(engine)
+    assert "tx_sent_at" not in {c["name"] for c in schema.get_columns("settlements")}  # nothing half-done
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE settlement_accounts SET address = :a WHERE merchant_user_id = :u"),
+            {
+                "a": own,
+                "u": users[1],
+            },
+        )
+    migrate(database_url, "0018")
+    engine.dispose()
+    engine = make_engine(database_url)
+    assert {"tx_nonce", "tx_sent_at"} <= {c["name"] for c in inspect(engine).get_columns("settlements")}
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert_account, {"u": users[2], "a": shared, "t": now})
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0017")
+    engine.dispose()
+    engine = make_engine(database_url)
+    assert not {"tx_nonce", "tx_sent_at"} & {c["name"] for c in inspect(engine).get_columns("settlements")}
+    with engine.begin() as conn:
+        conn.execute(insert_account, {"u": users[2], "a": shared, "t": now})  # no index any more
+        conn.execute(text("DELETE FROM settlement_accounts"))
     engine.dispose()

@@ -28,7 +28,7 @@ from edgeledger.chain.client import ChainClient
 from edgeledger.cli import app as cli_app
 from edgeledger.config import Settings
 from edgeledger.devtools.samples import demo_png
-from edgeledger.settlement import flows
+from edgeledger.settlement import flows, service
 from edgeledger.settlement.models import BillingImport, FxRateRow, RateCardRow, Settlement
 from tests.backend.support.deliveries import (
     add_merchant_host,
@@ -195,6 +195,42 @@ def test_accounts_role_matrix_token_check_and_live_escrow(
         for a in _ok(app_client.get("/settlement/accounts", headers=roles.auditor.headers))
     ] == [merchant_id]
     _error(app_client.get("/settlement/accounts", headers=roles.merchant.headers), 403, "forbidden")
+
+
+def test_two_concurrent_writes_cannot_put_one_escrow_address_on_two_accounts(
+    app_client: TestClient,
+    roles: Roles,
+    chain: ChainClient,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service's check and the write are two statements: a concurrent write naming the same address,
+    committed between them, passes the check too. The database's unique index refuses the later write,
+    and the API answers it as the check would have (409 ``address_taken``, naming the holder)."""
+    engine = app_client.app.state.engine  # type: ignore[attr-defined]
+    escrow = roles.merchant.account.address
+    real_check = service.ensure_address_free
+    competing: list[int] = []
+
+    def check_then_lose_the_race(session: Session, merchant: Any, address: str) -> str:
+        checked = real_check(session, merchant, address)
+        if merchant.id == roles.merchant.user_id and not competing:
+            # the other merchant's write (its own check passes too) lands right after this check
+            with Session(engine) as other:
+                rival = service.merchant_user(other, roles.other_merchant.user_id)
+                params = service.AccountParams(**_account_body(chain, address=escrow))
+                competing.append(service.upsert_account(other, settings, rival, params, now=0).id)
+                other.commit()
+        return checked
+
+    monkeypatch.setattr(service, "ensure_address_free", check_then_lose_the_race)
+    path = f"/settlement/accounts/{roles.merchant.user_id}"
+    taken = _error(
+        app_client.put(path, json=_account_body(chain), headers=roles.merchant.headers), 409, "address_taken"
+    )
+    assert taken["details"]["merchant_user_id"] == roles.other_merchant.user_id and competing
+    listed = _ok(app_client.get("/settlement/accounts", headers=roles.auditor.headers))
+    assert [(a["merchant_user_id"], a["address"]) for a in listed] == [(roles.other_merchant.user_id, escrow)]
 
 
 def test_rate_cards_versions_and_overlap(app_client: TestClient, roles: Roles, chain: ChainClient) -> None:

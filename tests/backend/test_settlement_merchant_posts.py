@@ -1,5 +1,6 @@
-"""One post in flight per merchant, end to end on a real chain and database (settlement/posting.py;
-docs/settlement.md, "One post in flight per merchant").
+"""One post in flight per merchant, and a post stuck in the mempool, end to end on a real chain and
+database (settlement/posting.py; docs/settlement.md, "One post in flight per merchant" and "A post stuck
+in the mempool").
 
 The vault's checks count only what is mined: a merchant's second post sent while its first is still in
 the mempool passes the worker's checks and is then refused by the vault, gas spent for nothing. The
@@ -20,9 +21,17 @@ import pytest
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient
+from edgeledger.chain.fees import Fees
+from edgeledger.config import Settings
 from edgeledger.settlement import flows
 from edgeledger.settlement.models import Settlement, SettlementState
-from edgeledger.settlement.posting import MERCHANT_POST_IN_FLIGHT, merchant_lock
+from edgeledger.settlement.posting import (
+    MERCHANT_POST_IN_FLIGHT,
+    POST_FEE_CAPPED,
+    POST_NONCE_TAKEN,
+    merchant_lock,
+    post_call,
+)
 from tests.backend.support.deliveries import close_and_anchor
 from tests.backend.support.money import DELIVERY_FEE, NEXT, NOW, ROYALTY, Money
 from tests.backend.support.stack import rpc
@@ -152,3 +161,122 @@ def test_a_held_merchant_lock_leaves_its_settlement_to_a_later_run(money: Money)
     assert row.id in report.posted and not report.busy
     assert money.posted("a").id == row.id and _posts_of(money, "a") == 1
     assert _sent(money) == before + 2  # b's post and a's
+
+
+# ----------------------------------------------------------------------------------------------
+# A post stuck in the mempool (settlement/posting.py, chain/fees.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def _worker(money: Money, **update: object) -> tuple[ChainClient, Settings]:
+    """A worker whose receipt wait runs out at once, with its own replacement settings."""
+    settings = money.settings.model_copy(update={"tx_timeout_seconds": 1, **update})
+    return ChainClient.from_settings(settings), settings
+
+
+def _stuck_post(money: Money) -> tuple[Settlement, int, str, Fees]:
+    """Shop ``a``'s period (delivered before automine went off), its post held in the mempool: the
+    row, the signer's sent count before it, the post's hash and its bid."""
+    _, first, before = _first_in_flight(money)
+    pending = money.chain.pending_tx(first.tx_hash or "")
+    assert pending is not None and first.tx_nonce == pending[0] == before
+    assert first.tx_sent_at is not None
+    return first, before, first.tx_hash or "", pending[1]
+
+
+def test_a_post_stuck_in_the_mempool_is_sent_again_at_its_nonce_bidding_more(money: Money) -> None:
+    """Once it has waited POST_REPLACE_AFTER_SECONDS, the post is sent again at its own nonce bidding
+    25 % more: the one it replaced leaves the mempool, the signer's nonce count does not move, and
+    before that time nothing is sent. Mined, the replacement is the one post on chain."""
+    money.deliver("a")
+    with _mempool(money):
+        row, before, first_hash, first_bid = _stuck_post(money)
+        client, not_yet = _worker(money)  # the default: five minutes
+        report = flows.run_once(money.session, client, not_yet, NEXT)
+        assert not report.replaced and not report.waiting and not report.retryable, report.as_dict()
+        assert money.chain.pending_tx(first_hash) is not None
+        client, due = _worker(money, post_replace_after_seconds=0)
+        report = flows.run_once(money.session, client, due, NEXT)
+        assert report.replaced == [row.id] and not report.retryable, report.as_dict()
+        money.session.refresh(row)
+        assert row.state == SettlementState.posting and row.tx_nonce == before
+        assert row.tx_hash is not None and row.tx_hash != first_hash
+        assert money.chain.pending_tx(first_hash) is None  # replaced: gone from the mempool
+        replacement = money.chain.pending_tx(row.tx_hash)
+        assert replacement is not None and replacement[0] == before
+        assert replacement[1].max_fee_per_gas >= first_bid.max_fee_per_gas * 125 // 100
+        assert replacement[1].max_priority_fee_per_gas >= first_bid.max_priority_fee_per_gas * 125 // 100
+        assert _sent(money) == before + 1 and _mined(money) == before  # one nonce, still unmined
+    report = money.run(NEXT)
+    assert report.posted == [row.id] and not report.replaced, report.as_dict()
+    assert money.chain.receipt_if_mined(row.tx_hash) is not None
+    assert money.chain.receipt_if_mined(first_hash) is None
+    assert _posts_of(money, "a") == 1 and _sent(money) == _mined(money) == before + 1
+
+
+def test_a_replacement_never_bids_above_the_signers_ceiling(money: Money) -> None:
+    """TX_MAX_FEE_PER_GAS_WEI at the stuck post's own fee cap: no bid a node would take in its place
+    fits under it, so nothing is sent and the run says why (``post_fee_capped``); mined, it posts once."""
+    money.deliver("a")
+    with _mempool(money):
+        row, before, first_hash, first_bid = _stuck_post(money)
+        client, capped = _worker(
+            money, post_replace_after_seconds=0, tx_max_fee_per_gas_wei=first_bid.max_fee_per_gas
+        )
+        report = flows.run_once(money.session, client, capped, NEXT)
+        assert report.waiting == {row.id: POST_FEE_CAPPED} and not report.replaced, report.as_dict()
+        money.session.refresh(row)
+        assert row.tx_hash == first_hash and money.chain.pending_tx(first_hash) is not None
+        assert _sent(money) == before + 1
+    report = money.run(NEXT)
+    assert report.posted == [row.id], report.as_dict()
+    assert _posts_of(money, "a") == 1 and _sent(money) == _mined(money) == before + 1
+
+
+def test_a_replacement_the_row_does_not_name_holds_back_any_new_send(money: Money) -> None:
+    """A worker that died between sending a replacement and recording it leaves a transaction at the
+    post's nonce the row does not name, and the row's own hash is gone from the mempool. No new
+    transaction is sent while that nonce waits (``post_nonce_taken``); once it is mined, the vault
+    holds the root and the row adopts it: one post."""
+    money.deliver("a")
+    with _mempool(money):
+        row, before, first_hash, first_bid = _stuck_post(money)
+        unrecorded = money.chain.send(
+            post_call(money.chain, row, None), nonce=before, fees=first_bid.bumped()
+        )  # what the dying worker sent
+        assert money.chain.pending_tx(first_hash) is None and money.chain.pending_tx(unrecorded) is not None
+        client, settings = _worker(money)
+        report = flows.run_once(money.session, client, settings, NEXT)
+        assert report.waiting == {row.id: POST_NONCE_TAKEN} and not report.retryable, report.as_dict()
+        money.session.refresh(row)
+        assert row.state == SettlementState.posting and row.tx_hash == first_hash
+        assert _sent(money) == before + 1
+    report = money.run(NEXT)
+    assert report.posted == [row.id], report.as_dict()
+    assert money.chain.receipt_if_mined(unrecorded) is not None
+    assert _posts_of(money, "a") == 1 and _sent(money) == _mined(money) == before + 1
+
+
+def test_a_post_the_node_dropped_is_sent_again_at_the_markets_price(money: Money) -> None:
+    """The base fee rises far above the post's fee cap and the node drops the post from its mempool:
+    nothing holds its nonce any more, so the next run sends it again (at that nonce, the signer's next)
+    bidding what the market asks now, and it is mined: one post."""
+    money.deliver("a")
+    try:
+        with _mempool(money):
+            row, before, first_hash, first_bid = _stuck_post(money)
+            rpc(
+                money.settings.eth_rpc_url,
+                "anvil_setNextBlockBaseFeePerGas",
+                hex(first_bid.max_fee_per_gas * 4),
+            )
+            money.mine()
+            assert money.chain.pending_tx(first_hash) is None and _sent(money) == before  # dropped
+        report = money.run(NEXT)
+        assert report.posted == [row.id] and not report.waiting, report.as_dict()
+        money.session.refresh(row)
+        assert row.tx_nonce == before and row.tx_hash != first_hash
+        assert _posts_of(money, "a") == 1 and _sent(money) == _mined(money) == before + 1
+    finally:  # the shared chain back to a cheap base fee
+        rpc(money.settings.eth_rpc_url, "anvil_setNextBlockBaseFeePerGas", hex(10**9))
+        money.mine()

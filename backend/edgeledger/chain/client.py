@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +35,9 @@ from web3.exceptions import (
     TransactionNotFound,
     Web3RPCError,
 )
-from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt
+from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt, Wei
 
+from edgeledger.chain.fees import Fees
 from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.ledger.abis import abi_type, contract_abi
@@ -363,26 +364,98 @@ class ChainClient:
         tx_hash = self.send(fn, gas_margin_pct=gas_margin_pct)
         return self.wait_for_receipt(tx_hash, replay=fn, sender=self.signer_address)
 
-    def send(self, fn: ContractFunction, *, gas_margin_pct: int = 20) -> str:
+    def send(
+        self,
+        fn: ContractFunction,
+        *,
+        gas_margin_pct: int = 20,
+        nonce: int | None = None,
+        fees: Fees | None = None,
+        before_broadcast: Callable[[int, str], None] | None = None,
+    ) -> str:
         """Estimates gas, signs with the server signer and broadcasts; returns the tx hash at once.
 
         Reverts surface as :class:`ContractRevert` naming the custom error, before anything is sent.
+        ``nonce`` re-sends at a nonce handed out before (a replacement: chain/fees.py), else the signer's
+        next one is taken; ``fees`` bids them (default: what the node suggests). ``before_broadcast``
+        is told the nonce and the hash once signed, before anything leaves, so its caller can record
+        what may be in the mempool before it is. A node refusing the nonce raises ``chain_nonce_used``
+        (mined already) or ``chain_replacement_underpriced`` (a pending transaction at it bids more).
         """
         signer = self._signer
         if signer is None:
             raise ChainError("no server signer configured (SIGNER_PRIVATE_KEY)", code="chain_no_signer")
         with self.rpc(fn.fn_name), self._decoded_reverts():
             gas = fn.estimate_gas({"from": signer.address})
-            with self._signer_nonce() as nonce:
+            with self._signer_nonce(fixed=nonce) as chosen:
                 params: TxParams = {
                     "from": signer.address,
-                    "nonce": Nonce(nonce),
+                    "nonce": Nonce(chosen),
                     "gas": gas * (100 + gas_margin_pct) // 100,
                     "chainId": self.chain_id,
                 }
+                if fees is not None:
+                    params["maxFeePerGas"] = Wei(fees.max_fee_per_gas)
+                    params["maxPriorityFeePerGas"] = Wei(fees.max_priority_fee_per_gas)
                 tx = fn.build_transaction(params)
                 signed = signer.sign_transaction(cast(Any, tx))
-                return self.w3.eth.send_raw_transaction(signed.raw_transaction).to_0x_hex()
+                tx_hash = "0x" + bytes(signed.hash).hex()
+                if before_broadcast is not None:
+                    before_broadcast(chosen, tx_hash)
+                return self._broadcast(signed.raw_transaction, tx_hash)
+
+    def _broadcast(self, raw: bytes, tx_hash: str) -> str:
+        try:
+            return self.w3.eth.send_raw_transaction(raw).to_0x_hex()
+        except Web3RPCError as exc:
+            message = str(exc).lower()
+            if "already known" in message or "already imported" in message:
+                return tx_hash  # this very transaction is in the node's pool: sent
+            if "nonce too low" in message:
+                raise ChainError(
+                    f"the node refused the transaction: its nonce is mined already ({exc})",
+                    code="chain_nonce_used",
+                    status=409,
+                ) from exc
+            if "underpriced" in message:
+                raise ChainError(
+                    f"the node kept the pending transaction at this nonce, which bids more ({exc})",
+                    code="chain_replacement_underpriced",
+                    status=409,
+                ) from exc
+            raise
+
+    def market_fees(self) -> Fees:
+        """What a wallet bids now (chain/fees.py): the node's suggested tip, and room for the latest
+        block's base fee to double."""
+        with self.rpc("eth_maxPriorityFeePerGas"):
+            base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0))
+            return Fees.market(base, int(self.w3.eth.max_priority_fee))
+
+    def pending_tx(self, tx_hash: str) -> tuple[int, Fees] | None:
+        """The nonce and bid of a transaction waiting in the mempool; None when it is mined or the node
+        does not have it."""
+        with self.rpc("eth_getTransactionByHash"):
+            try:
+                tx = self.w3.eth.get_transaction(HexBytes(tx_hash))
+            except TransactionNotFound:
+                return None
+        if tx.get("blockNumber") is not None:
+            return None
+        price = tx.get("gasPrice", 0)
+        fees = Fees(int(tx.get("maxFeePerGas", price)), int(tx.get("maxPriorityFeePerGas", price)))
+        return int(tx["nonce"]), fees
+
+    def nonce_mined(self, nonce: int) -> bool:
+        """Whether the signer's transaction at ``nonce`` (whichever it was) is mined."""
+        with self.rpc("eth_getTransactionCount"):
+            mined = self.w3.eth.get_transaction_count(to_checksum_address(self.signer_address), "latest")
+        return int(mined) > nonce
+
+    def pending_nonce(self) -> int:
+        """The signer's next nonce after every transaction the node holds, mined or waiting."""
+        with self.rpc("eth_getTransactionCount"):
+            return int(self.w3.eth.get_transaction_count(to_checksum_address(self.signer_address), "pending"))
 
     def send_raw_transaction(self, raw_tx: str | bytes) -> str:
         """Broadcasts a transaction someone else signed; returns its hash."""
@@ -423,18 +496,22 @@ class ChainClient:
     # -- internals -------------------------------------------------------------------------------
 
     @contextmanager
-    def _signer_nonce(self) -> Iterator[int]:
-        """Hands out the signer's next nonce, one holder at a time across threads and processes.
+    def _signer_nonce(self, fixed: int | None = None) -> Iterator[int]:
+        """Hands out the signer's next nonce, one holder at a time across threads and processes, or
+        ``fixed`` (a re-send at a nonce handed out before) under the same lock.
 
         The pending count from the node is the truth; the local counter only covers transactions this
         process sent that the node has not yet reported as pending.
         """
         with self._nonce_lock, self._process_lock():
+            if fixed is not None:
+                yield fixed
+                return
             pending = self.w3.eth.get_transaction_count(to_checksum_address(self.signer_address), "pending")
             nonce = max(pending, self._next_nonce or 0)
             try:
                 yield nonce
-            except Web3RPCError as exc:
+            except (Web3RPCError, ChainError) as exc:
                 if "nonce" in str(exc).lower():
                     self._next_nonce = None
                 raise

@@ -14,8 +14,9 @@
   card, FX rate, a decision on an open reconciliation case, the CDN bill when required) leaves the row
   ``blocked`` with the reason; it is recomputed every run until it succeeds.
 * **post**: exactly once. Before sending, the vault is asked for (period, merchant): a settlement there
-  with our root is adopted, never re-sent; a pending transaction is waited for, never duplicated. The
-  state ``posting`` is committed before the send and the hash right after it, so a crash anywhere
+  with our root is adopted, never re-sent; a pending transaction is waited for, never duplicated, and
+  replaced at its nonce with a higher bid when stuck (settlement/posting.py). The state ``posting`` is
+  committed before the send, and the transaction's nonce and hash before it leaves, so a crash anywhere
   resumes to one post. Escrow below the total blocks the row (``insufficient_escrow``) until deposited.
   **One post in flight per merchant** (settlement/posting.py): the vault's checks are read and the post
   sent only under the merchant's lock, and only while no other settlement of the merchant is ``posting``
@@ -102,10 +103,14 @@ from edgeledger.settlement.period_inputs import (
 )
 from edgeledger.settlement.posting import (
     MERCHANT_POST_IN_FLIGHT,
+    POST_NONCE_TAKEN,
     chain_time,
     merchant_lock,
+    post_call,
     post_in_flight,
     preflight,
+    replace_if_stuck,
+    send_post,
 )
 from edgeledger.settlement.rates import INT64_MAX, card_at
 from edgeledger.settlement.releases import open_releases, record_held
@@ -153,8 +158,11 @@ class RunReport:
     #: another worker holds the settlement's lock, or its merchant's posting lock (settlement/posting.py)
     busy: list[int] = field(default_factory=list)
     #: settlement id -> why it was left as it is this run, to go on by itself in a later one
-    #: (``merchant_post_in_flight``: another post of its merchant is not mined yet)
+    #: (``merchant_post_in_flight``: another post of its merchant is not mined yet; ``post_fee_capped``,
+    #: ``post_nonce_taken``, ``post_replacement_refused``: its own post waits in the mempool)
     waiting: dict[int, str] = field(default_factory=dict)
+    #: settlements whose post, stuck in the mempool, was sent again at its nonce bidding more
+    replaced: list[int] = field(default_factory=list)
     #: releases of held royalties opened this run (settlement/releases.py)
     released: list[int] = field(default_factory=list)
     #: corrections (late records of settled periods) opened this run (settlement/corrections.py)
@@ -171,6 +179,7 @@ class RunReport:
             "cancelled": self.cancelled,
             "busy": self.busy,
             "waiting": {str(k): v for k, v in self.waiting.items()},
+            "replaced": self.replaced,
             "released": self.released,
             "corrections": self.corrections,
             "retryable": self.retryable,
@@ -519,29 +528,6 @@ def _still_pending(chain: ChainClient, tx_hash: str) -> bool:
     return True
 
 
-def _post_call(chain: ChainClient, settlement: Settlement, source: Settlement | None) -> Any:
-    """``postWithHeld`` of a period or a correction (its root, total and held royalties), or
-    ``releaseHeld`` of a release (paid from the held reserve of ``source``, the period or correction that
-    held the royalties: same low 32 bits of the id)."""
-    assert settlement.root is not None
-    vault = chain.contract(VAULT)
-    merchant = to_checksum_address(settlement.merchant_address)
-    if settlement.kind == SettlementKind.release:
-        if source is None:
-            raise SettlementError(f"release {settlement.id} has no source settlement", code="release_orphan")
-        return vault.functions.releaseHeld(
-            source.period_id, merchant, settlement.period_id, HexBytes(settlement.root), settlement.total
-        )
-    return vault.functions.postWithHeld(
-        settlement.period_id,
-        merchant,
-        to_checksum_address(settlement.token),
-        HexBytes(settlement.root),
-        settlement.total,
-        settlement.held_total,
-    )
-
-
 def post(
     session: Session, chain: ChainClient, settings: Settings, settlement: Settlement, report: RunReport
 ) -> None:
@@ -552,10 +538,12 @@ def post(
         if not locked:
             report.busy.append(settlement.id)
             return
-        _post(session, chain, settlement, report)
+        _post(session, chain, settings, settlement, report)
 
 
-def _post(session: Session, chain: ChainClient, settlement: Settlement, report: RunReport) -> None:
+def _post(
+    session: Session, chain: ChainClient, settings: Settings, settlement: Settlement, report: RunReport
+) -> None:
     now = chain_time(chain)
     on_chain = chain_settlement(chain, settlement)
     cancelled_before = on_chain.status == ChainStatus.CANCELLED and on_chain.root == settlement.root
@@ -599,17 +587,18 @@ def _post(session: Session, chain: ChainClient, settlement: Settlement, report: 
     settlement.send_attempts += 1
     session.commit()  # from here on a crash resumes in posting, which re-checks the vault first
     source = session.get(Settlement, settlement.funded_by_pk) if settlement.funded_by_pk else None
-    fn = _post_call(chain, settlement, source)
+    fn = post_call(chain, settlement, source)
     if settlement.tx_hash is not None and _still_pending(chain, settlement.tx_hash):
-        tx_hash = settlement.tx_hash
+        tx_hash: str | None = settlement.tx_hash
     else:
         try:
-            tx_hash = chain.send(fn)
+            tx_hash = send_post(session, chain, settings, settlement, fn)  # recorded before it leaves
         except ContractRevert as exc:
             _after_revert(session, chain, settlement, exc, report)
             return
-        settlement.tx_hash = tx_hash
-        session.commit()
+        if tx_hash is None:
+            report.waiting[settlement.id] = POST_NONCE_TAKEN
+            return
     try:
         result = chain.wait_for_receipt(tx_hash, replay=fn, sender=chain.signer_address)
     except ContractRevert as exc:
@@ -648,8 +637,14 @@ def follow(
     if settlement.state == SettlementState.posting:
         if settlement.tx_hash is not None and _still_pending(chain, settlement.tx_hash):
             receipt = chain.receipt_if_mined(settlement.tx_hash)
-            if receipt is None:
-                return  # in the mempool: wait, never send a second post
+            if receipt is None:  # in the mempool: never a second post; the same one bidding more, in time
+                source = session.get(Settlement, settlement.funded_by_pk) if settlement.funded_by_pk else None
+                replaced, waits = replace_if_stuck(session, chain, settings, settlement, source)
+                if replaced:
+                    report.replaced.append(settlement.id)
+                elif waits:
+                    report.waiting[settlement.id] = waits
+                return
         post(session, chain, settings, settlement, report)
         return
     on_chain = chain_settlement(chain, settlement)

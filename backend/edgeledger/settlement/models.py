@@ -72,6 +72,8 @@ class CaseState(StrEnum):
 
 class SettlementAccount(Base):
     __tablename__ = "settlement_accounts"
+    # one merchant per escrow address (the vault keys escrow, caps and settlements by it; migration 0018)
+    __table_args__ = (Index("uq_settlement_accounts_address", "address", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     merchant_user_id: Mapped[int] = mapped_column(ForeignKey("auth_users.id"), unique=True)
@@ -231,6 +233,10 @@ class Settlement(Base):
     # batches of the period holding the merchant's records that are not billed (abandoned), as listed
     unbillable_json: Mapped[str | None] = mapped_column(Text)
     tx_hash: Mapped[str | None] = mapped_column(String(66))
+    # the signer's nonce of the post's transaction, and when ``tx_hash`` was sent: a post unmined for
+    # POST_REPLACE_AFTER_SECONDS is sent again at that nonce with higher fees (settlement/posting.py)
+    tx_nonce: Mapped[int | None] = mapped_column(BigInteger)
+    tx_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     block_number: Mapped[int | None] = mapped_column(BigInteger)
     claims_open_at: Mapped[int | None] = mapped_column(BigInteger)
     send_attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -131,20 +131,7 @@ def upsert_account(
     address = params.address or merchant.address
     if not address:
         raise SettlementError("the merchant has no address: give the escrow address", code="address_missing")
-    escrow = _address(address, "address")
-    holder = session.scalar(
-        select(SettlementAccount.merchant_user_id).where(
-            func.lower(SettlementAccount.address) == escrow.lower(),
-            SettlementAccount.merchant_user_id != merchant.id,
-        )
-    )
-    if holder is not None:
-        raise SettlementError(
-            f"escrow address {escrow} is another merchant's settlement account",
-            code="address_taken",
-            status=409,
-            merchant_user_id=int(holder),
-        )
+    escrow = ensure_address_free(session, merchant, address)
     account = session.scalar(
         select(SettlementAccount).where(SettlementAccount.merchant_user_id == merchant.id)
     )
@@ -167,6 +154,27 @@ def upsert_account(
     account.auto_settle = params.auto_settle
     session.flush()
     return account
+
+
+def ensure_address_free(session: Session, merchant: User, address: str) -> str:
+    """The checksummed escrow address, unless another merchant's account holds it (409
+    ``address_taken``). The unique index ``uq_settlement_accounts_address`` enforces the same between
+    concurrent writes: the caller asks again after the index refused its commit, to say why."""
+    escrow = _address(address, "address")
+    holder = session.scalar(
+        select(SettlementAccount.merchant_user_id).where(
+            func.lower(SettlementAccount.address) == escrow.lower(),
+            SettlementAccount.merchant_user_id != merchant.id,
+        )
+    )
+    if holder is not None:
+        raise SettlementError(
+            f"escrow address {escrow} is another merchant's settlement account",
+            code="address_taken",
+            status=409,
+            merchant_user_id=int(holder),
+        )
+    return escrow
 
 
 #: settlements computed but not reserved on chain yet (an account's ``pending`` total)

@@ -192,13 +192,16 @@ def put_account(
             code="settle_from_too_early",
         )
     body = _with_token_metadata(chain, token, body)
-    account = service.upsert_account(session, settings, merchant, body, now=now)
     try:
+        account = service.upsert_account(session, settings, merchant, body, now=now)
         session.commit()
-    except IntegrityError:  # a concurrent first PUT of the same merchant created it
+    except IntegrityError:  # a concurrent write: this merchant's first PUT, or another on this address
         session.rollback()
+        # the index on the escrow address refused it (409 address_taken, naming the holder), or the
+        # merchant's account was created meanwhile
+        service.ensure_address_free(session, merchant, body.address or merchant.address or "")
         raise SettlementError(
-            f"the account of merchant {merchant_user_id} was created concurrently: retry",
+            f"the account of merchant {merchant_user_id} was written concurrently: retry",
             code="account_conflict",
             status=409,
         ) from None
