@@ -7,14 +7,17 @@ import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import anyio
 from fastapi import Request
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, select, text
+from sqlalchemy import DateTime, Engine, MetaData, Numeric, String, create_engine, event, func, select, text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from edgeledger.config import get_settings
 
@@ -46,6 +49,37 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+#: the widest token amount a column holds: the vault counts in uint128, leaves carry uint256
+TOKEN_AMOUNT_DIGITS = 78
+
+
+class TokenAmount(TypeDecorator[int]):
+    """A non-negative token amount in minor units, exact up to 2^256 - 1 on every backend: NUMERIC(78, 0)
+    on PostgreSQL; on SQLite, whose integers stop at 2^63 - 1 (and whose numeric columns turn longer
+    numbers into lossy floats), decimal text zero-padded to 78 digits, so that text order is numeric
+    order (``ORDER BY amount``) and equality is exact. Python sees ``int`` either way; sums are taken in
+    Python, never in SQL."""
+
+    impl = Numeric(TOKEN_AMOUNT_DIGITS, 0)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(TOKEN_AMOUNT_DIGITS))
+        return dialect.type_descriptor(Numeric(TOKEN_AMOUNT_DIGITS, 0))
+
+    def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        amount = int(value)
+        if amount < 0 or amount >= 10**TOKEN_AMOUNT_DIGITS:
+            raise ValueError(f"token amount {amount} outside 0 .. 10^{TOKEN_AMOUNT_DIGITS} - 1")
+        return f"{amount:0{TOKEN_AMOUNT_DIGITS}d}" if dialect.name == "sqlite" else Decimal(amount)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        return None if value is None else int(value)
 
 
 def utcnow() -> datetime:
@@ -130,6 +164,16 @@ def migrate(url: str, revision: str = "heads") -> None:
     command.upgrade(config, revision)
 
 
+#: the work lock's transaction (:func:`exclusive_work`): no idle timeout; a dead peer noticed within
+#: 60 + 6 * 10 s
+_LOCK_SESSION_SETTINGS = text(
+    "SELECT set_config('idle_in_transaction_session_timeout', '0', true), "
+    "set_config('tcp_keepalives_idle', '60', true), "
+    "set_config('tcp_keepalives_interval', '10', true), "
+    "set_config('tcp_keepalives_count', '6', true)"
+)
+
+
 @contextmanager
 def exclusive_work(session: Session, lock_dir: Path, name: str, key: int) -> Iterator[bool]:
     """Serialises work named (``name``, ``key``) across workers and hosts; yields False when another
@@ -138,8 +182,9 @@ def exclusive_work(session: Session, lock_dir: Path, name: str, key: int) -> Ite
     PostgreSQL: a transaction-level advisory lock taken (try, never wait) in a separate connection whose
     transaction stays open while the work session commits step by step; no table row is locked, so the
     work may update any row; that transaction is exempt from ``idle_in_transaction_session_timeout``,
-    which would otherwise end it, and free the lock, while the work runs. SQLite (single host): an flock
-    on ``lock_dir/<name>-<key>.lock``.
+    which would otherwise end it, and free the lock, while the work runs, and a host that died loses
+    the lock when TCP keepalive notices (about two minutes). SQLite (single host): an flock on
+    ``lock_dir/<name>-<key>.lock``.
     """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
@@ -147,8 +192,9 @@ def exclusive_work(session: Session, lock_dir: Path, name: str, key: int) -> Ite
         with Session(bind) as lock_session:
             # The lock's transaction sits idle while the work runs (a post waits minutes for its
             # receipt): a server-wide idle_in_transaction_session_timeout would end it, and the lock
-            # with it, silently. This transaction alone is exempt.
-            lock_session.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+            # with it, silently, so this transaction alone is exempt. What frees the lock of a host
+            # that died instead is TCP keepalive, tightened for this transaction: about two minutes.
+            lock_session.execute(_LOCK_SESSION_SETTINGS)
             locked = lock_session.scalar(select(func.pg_try_advisory_xact_lock(namespace, key)))
             try:
                 yield bool(locked)

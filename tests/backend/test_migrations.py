@@ -12,6 +12,7 @@ marked for a new metadata read.
 unique per content hash through the upgrade and the downgrade.
 0017 (converted bills): cases before it record no conversion.
 0018 (one merchant per escrow address): shared addresses stop the upgrade until moved; then unique.
+0019 (token amounts past 64 bits): exact and ordered as numbers; back only while every amount fits.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import insert, inspect, text
+from sqlalchemy import delete, func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,8 +42,11 @@ from edgeledger.deliveries.models import (
     SourceStatus,
 )
 from edgeledger.ledger.ids import batch_id_for, merchant_id_for, source_id_for
+from edgeledger.settlement.models import Settlement, SettlementPayout
 
 pytestmark = pytest.mark.integration
+
+INT64_MAX_VALUE = 2**63 - 1
 
 DAY = 1_764_547_200
 HOST = "shop.example"
@@ -553,4 +557,83 @@ def test_0018_refuses_shared_escrow_addresses_then_makes_them_unique_and_back(da
     with engine.begin() as conn:
         conn.execute(insert_account, {"u": users[2], "a": shared, "t": now})  # no index any more
         conn.execute(text("DELETE FROM settlement_accounts"))
+    engine.dispose()
+
+
+def test_0019_widens_token_amounts_exactly_and_back_while_they_fit(database_url: str) -> None:
+    """Existing totals and payouts keep their values; afterwards amounts past 2^63 - 1 are stored and
+    read back to the unit, and ordered as numbers; the downgrade stops while one does not fit 64 bits,
+    and converts back once none does."""
+    migrate(database_url, "0018")
+    engine = make_engine(database_url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        user = conn.execute(
+            text(
+                "INSERT INTO auth_users (address, name, role, created_at) VALUES (NULL, 'w', 'merchant', :t) "
+                "RETURNING id"
+            ),
+            {"t": now},
+        ).scalar_one()
+        settlement = conn.execute(
+            text(
+                "INSERT INTO settlements (merchant_user_id, period_start, period_end, period_id, attempt, "
+                "kind, sequence, held_total, state, merchant_address, token, total, payee_count, "
+                "receipt_count, batch_ids_json, send_attempts, created_at, updated_at) VALUES (:u, 0, 86400, "
+                "0, 1, 'period', 0, 7, 'computed', :a, :a, :total, 2, 0, '[]', 0, :t, :t) RETURNING id"
+            ),
+            {"u": user, "a": "0x" + "ab" * 20, "total": INT64_MAX_VALUE, "t": now},
+        ).scalar_one()
+        for payee, amount in (("0x" + "01" * 20, INT64_MAX_VALUE - 9), ("0x" + "02" * 20, 9)):
+            conn.execute(
+                text(
+                    "INSERT INTO settlement_payouts (settlement_pk, payee, amount, leaf) "
+                    "VALUES (:s, :p, :a, :l)"
+                ),
+                {"s": settlement, "p": payee, "a": amount, "l": "0x" + "00" * 32},
+            )
+    migrate(database_url, "0019")
+    engine.dispose()
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        row = session.get(Settlement, settlement)
+        assert row is not None and (row.total, row.held_total) == (INT64_MAX_VALUE, 7)
+        row.total = 10**38 + 1  # beyond 64 bits, within the vault's 128
+        session.add(
+            SettlementPayout(settlement_pk=settlement, payee="0x" + "03" * 20, amount=10**30, leaf="0x")
+        )
+        session.commit()
+    with Session(engine) as session:
+        row = session.get(Settlement, settlement)
+        assert row is not None and row.total == 10**38 + 1
+        ordered = session.scalars(
+            select(SettlementPayout.amount)
+            .where(SettlementPayout.settlement_pk == settlement)
+            .order_by(SettlementPayout.amount.desc())
+        ).all()
+        assert ordered == [10**30, INT64_MAX_VALUE - 9, 9]
+        assert session.scalar(select(func.count()).where(SettlementPayout.amount > 10)) == 2
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    with pytest.raises(RuntimeError, match=r"settlements\.total hold amounts beyond 2\^63 - 1"):
+        command.downgrade(config, "0018")
+    with Session(engine) as session:
+        row = session.get(Settlement, settlement)
+        assert row is not None
+        row.total = 11
+        session.execute(delete(SettlementPayout).where(SettlementPayout.amount > INT64_MAX_VALUE))
+        session.commit()
+    command.downgrade(config, "0018")
+    engine.dispose()
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT total, held_total FROM settlements")).one() == (11, 7)
+        assert conn.execute(
+            text("SELECT amount FROM settlement_payouts ORDER BY amount")
+        ).scalars().all() == [
+            9,
+            INT64_MAX_VALUE - 9,
+        ]
+        conn.execute(text("DELETE FROM settlement_payouts"))
+        conn.execute(text("DELETE FROM settlements"))
     engine.dispose()

@@ -409,17 +409,64 @@ def test_a_usd_bill_is_reconciled_with_a_stablecoin_card_at_the_periods_rate(wor
     assert row.state == SettlementState.posted and row.total == CHARGE
 
 
-def test_a_charge_beyond_64_bits_blocks_the_attempt_instead_of_failing_the_run(world: World) -> None:
-    """Amounts are signed 64-bit columns: a charge past 2^63 - 1 minor units (a token with 18 decimals
-    charging more than 9.2 tokens) blocks that attempt with its reason; the run itself goes on."""
+def _price_per_gb(world: World, price: int, royalty: int | None = None) -> None:
     card_row = world.session.scalar(
         select(RateCardRow).where(RateCardRow.merchant_user_id == world.merchant.id)
     )
     assert card_row is not None
     card = json.loads(card_row.card_json)
-    card["delivery"]["EU"]["tiers"] = [{"up_to_bytes": None, "price_per_gb": 10**17}]  # 100 GB: 10^19
+    card["delivery"]["EU"]["tiers"] = [{"up_to_bytes": None, "price_per_gb": price}]
+    if royalty is not None:
+        card["default_royalty"] = {"mode": "per_delivery", "amount": royalty}
     card_row.card_json = json.dumps(card)
     world.session.commit()
+
+
+def test_a_charge_beyond_64_bits_settles_to_the_unit_and_is_claimed(world: World) -> None:
+    """Token amounts are exact far past 2^63 - 1 (10 tokens of 18 decimals is 10^19 minor units): the
+    charge is stored, reserved in the vault and read back to the unit from a new session, payouts sort
+    as numbers, and the first creator claims its 3.15 * 10^19 exactly against the posted root."""
+    _price_per_gb(world, 10**17, royalty=10**18)  # 100 GB: 10^19; 50 deliveries: 5 * 10^19
+    fee, royalties = 10**19, 50 * 10**18
+    charge = fee + royalties
+    world.deposit(charge + 5)
+    world.run()
+    row = world.settlement()
+    assert row.state == SettlementState.posted, (row.error_code, row.error_message)
+    assert row.total == charge and charge > 2**64
+    on_chain = world.chain.call(world.vault.functions.settlementOf(row.period_id, world.merchant_key.address))
+    assert int(on_chain[4]) == charge
+    assert (
+        world.chain.call(world.vault.functions.escrowOf(world.merchant_key.address, world.token.address)) == 5
+    )
+    with Session(world.session.get_bind()) as fresh:  # what the database gives back, not the identity map
+        stored = fresh.get(Settlement, row.id)
+        assert stored is not None and stored.total == charge
+        amounts = fresh.scalars(
+            select(SettlementPayout.amount)
+            .where(SettlementPayout.settlement_pk == row.id)
+            .order_by(SettlementPayout.amount.desc())
+        ).all()
+    first_creator = royalties * 9 // 10 * 7 // 10
+    expected = [first_creator, royalties * 9 // 10 * 3 // 10, fee * 7 // 10, fee * 3 // 10 + royalties // 10]
+    assert amounts == sorted(expected, reverse=True) and sum(amounts) == charge  # numbers, not text
+    world.warp(DAY + 1)
+    world.run()
+    assert world.settlement().state == SettlementState.claimable
+    tree = flows.payout_tree(world.session, world.settlement())
+    creator = world.creators[0]
+    rpc(world.settings.eth_rpc_url, "anvil_setBalance", creator.address, hex(10**20))
+    proof = tree.proof(creator.address)
+    assert proof.amount == first_creator > 2**63
+    claim = (row.period_id, world.merchant_key.address, proof.amount, [HexBytes(p) for p in proof.proof])
+    send_as(world.chain, creator, world.vault.functions.claim(claim, creator.address))
+    assert world.chain.call(world.token.functions.balanceOf(creator.address)) == first_creator
+
+
+def test_a_charge_beyond_the_vaults_128_bits_blocks_the_attempt(world: World) -> None:
+    """The vault counts in uint128: a charge past 2^128 - 1 minor units would be refused on chain every
+    run, so the attempt is blocked with its reason instead (and the run goes on)."""
+    _price_per_gb(world, 2**128 // 100 + 1)  # 100 GB: just past 2^128
     world.run()  # no exception: the attempt is blocked, not the run
     row = world.settlement()
     assert row.state == SettlementState.blocked and row.error_code == "amount_too_large"

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from eth_account import Account
 from sqlalchemy.orm import Session
 
 from edgeledger.chain.client import ChainClient
@@ -25,13 +26,8 @@ from edgeledger.chain.fees import Fees
 from edgeledger.config import Settings
 from edgeledger.settlement import flows
 from edgeledger.settlement.models import Settlement, SettlementState
-from edgeledger.settlement.posting import (
-    MERCHANT_POST_IN_FLIGHT,
-    POST_FEE_CAPPED,
-    POST_NONCE_TAKEN,
-    merchant_lock,
-    post_call,
-)
+from edgeledger.settlement.post_tx import POST_FEE_CAPPED, POST_NONCE_TAKEN, POST_QUEUED_BEHIND
+from edgeledger.settlement.posting import MERCHANT_POST_IN_FLIGHT, merchant_lock, post_call
 from tests.backend.support.deliveries import close_and_anchor
 from tests.backend.support.money import DELIVERY_FEE, NEXT, NOW, ROYALTY, Money
 from tests.backend.support.stack import rpc
@@ -175,13 +171,20 @@ def _worker(money: Money, **update: object) -> tuple[ChainClient, Settings]:
 
 
 def _stuck_post(money: Money) -> tuple[Settlement, int, str, Fees]:
-    """Shop ``a``'s period (delivered before automine went off), its post held in the mempool: the
-    row, the signer's sent count before it, the post's hash and its bid."""
-    _, first, before = _first_in_flight(money)
-    pending = money.chain.pending_tx(first.tx_hash or "")
-    assert pending is not None and first.tx_nonce == pending[0] == before
-    assert first.tx_sent_at is not None
-    return first, before, first.tx_hash or "", pending[1]
+    """Shop ``a``'s period (delivered before automine went off), its post held in the mempool bidding
+    under today's market (sent under a ceiling just above the base fee: what a fee spike since makes of
+    any bid): the row, the signer's sent count before it, the post's hash and its bid."""
+    before = _sent(money)
+    client, low = _worker(money, tx_max_fee_per_gas_wei=money.chain.base_fee() + 1)
+    report = flows.run_once(money.session, client, low, NEXT)
+    assert report.retryable  # its receipt did not come within the timeout: the run stopped there
+    first = money.settlement("a")
+    assert first is not None and first.state == SettlementState.posting and first.tx_hash is not None
+    pending = money.chain.pending_tx(first.tx_hash)
+    assert pending is not None and first.tx_nonce == pending.nonce == before and first.tx_sent_at is not None
+    assert pending.fees.max_fee_per_gas < money.chain.market_fees().max_fee_per_gas
+    assert _sent(money) == before + 1 and _mined(money) == before
+    return first, before, first.tx_hash, pending.fees
 
 
 def test_a_post_stuck_in_the_mempool_is_sent_again_at_its_nonce_bidding_more(money: Money) -> None:
@@ -203,9 +206,10 @@ def test_a_post_stuck_in_the_mempool_is_sent_again_at_its_nonce_bidding_more(mon
         assert row.tx_hash is not None and row.tx_hash != first_hash
         assert money.chain.pending_tx(first_hash) is None  # replaced: gone from the mempool
         replacement = money.chain.pending_tx(row.tx_hash)
-        assert replacement is not None and replacement[0] == before
-        assert replacement[1].max_fee_per_gas >= first_bid.max_fee_per_gas * 125 // 100
-        assert replacement[1].max_priority_fee_per_gas >= first_bid.max_priority_fee_per_gas * 125 // 100
+        assert replacement is not None and replacement.nonce == before
+        assert replacement.fees.max_fee_per_gas >= first_bid.max_fee_per_gas * 125 // 100
+        assert replacement.fees.max_priority_fee_per_gas >= first_bid.max_priority_fee_per_gas * 125 // 100
+        assert row.tx_prev_hash == first_hash
         assert _sent(money) == before + 1 and _mined(money) == before  # one nonce, still unmined
     report = money.run(NEXT)
     assert report.posted == [row.id] and not report.replaced, report.as_dict()
@@ -280,3 +284,39 @@ def test_a_post_the_node_dropped_is_sent_again_at_the_markets_price(money: Money
     finally:  # the shared chain back to a cheap base fee
         rpc(money.settings.eth_rpc_url, "anvil_setNextBlockBaseFeePerGas", hex(10**9))
         money.mine()
+
+
+def test_a_post_queued_behind_another_transaction_of_the_signer_is_not_bid_up(money: Money) -> None:
+    """Another flow's transaction of the signer waits at the head of the queue: the post behind it
+    gains nothing from a higher bid, so however long it waits it is left as it is, the run naming the
+    nonce it waits behind (``post_queued_behind:<nonce>``); both are mined together, one post."""
+    money.deliver("a")
+    signer = Account.from_key(money.settings.signer_private_key.get_secret_value())  # type: ignore[union-attr]
+    with _mempool(money):
+        head = _sent(money)
+        market = money.chain.market_fees()
+        other = signer.sign_transaction(
+            {
+                "to": signer.address,
+                "value": 0,
+                "gas": 21_000,
+                "nonce": head,
+                "chainId": money.chain.chain_id,
+                "maxFeePerGas": market.max_fee_per_gas,
+                "maxPriorityFeePerGas": market.max_priority_fee_per_gas,
+            }
+        )
+        money.chain.send_raw_transaction(other.raw_transaction)
+        client, settings = _worker(money)
+        flows.run_once(money.session, client, settings, NEXT)
+        row = money.settlement("a")
+        assert row is not None and row.state == SettlementState.posting and row.tx_nonce == head + 1
+        posted_as = row.tx_hash
+        client, due = _worker(money, post_replace_after_seconds=0)
+        report = flows.run_once(money.session, client, due, NEXT)
+        assert report.waiting == {row.id: f"{POST_QUEUED_BEHIND}:{head}"} and not report.replaced
+        money.session.refresh(row)
+        assert row.tx_hash == posted_as and _sent(money) == head + 2
+    report = money.run(NEXT)
+    assert report.posted == [row.id], report.as_dict()
+    assert _posts_of(money, "a") == 1 and _sent(money) == _mined(money) == head + 2

@@ -128,6 +128,15 @@ def _error_selectors(abi: list[dict[str, Any]]) -> dict[bytes, tuple[str, list[s
     return selectors
 
 
+@dataclass(frozen=True)
+class PendingTx:
+    """A transaction of the signer waiting in the mempool."""
+
+    nonce: int
+    fees: Fees
+    gas: int
+
+
 class ChainClient:
     """Reads and writes the deployed contracts on any EVM JSON-RPC endpoint."""
 
@@ -371,27 +380,35 @@ class ChainClient:
         gas_margin_pct: int = 20,
         nonce: int | None = None,
         fees: Fees | None = None,
+        gas: int | None = None,
         before_broadcast: Callable[[int, str], None] | None = None,
     ) -> str:
         """Estimates gas, signs with the server signer and broadcasts; returns the tx hash at once.
 
         Reverts surface as :class:`ContractRevert` naming the custom error, before anything is sent.
         ``nonce`` re-sends at a nonce handed out before (a replacement: chain/fees.py), else the signer's
-        next one is taken; ``fees`` bids them (default: what the node suggests). ``before_broadcast``
-        is told the nonce and the hash once signed, before anything leaves, so its caller can record
-        what may be in the mempool before it is. A node refusing the nonce raises ``chain_nonce_used``
-        (mined already) or ``chain_replacement_underpriced`` (a pending transaction at it bids more).
+        next one is taken; ``fees`` bids them (default: what the node suggests); ``gas`` is the limit as
+        it is, not estimated (a replacement of a transaction whose call would now revert must still take
+        its nonce). ``before_broadcast`` is told the nonce and the hash once signed, before anything
+        leaves, so its caller can record what may be in the mempool before it is. A node refusing the
+        transaction raises ``chain_nonce_used`` (its nonce is mined), ``chain_replacement_underpriced``
+        (a pending transaction at its nonce bids more) or ``chain_fee_too_low`` (below the base fee or
+        the node's minimum).
         """
         signer = self._signer
         if signer is None:
             raise ChainError("no server signer configured (SIGNER_PRIVATE_KEY)", code="chain_no_signer")
         with self.rpc(fn.fn_name), self._decoded_reverts():
-            gas = fn.estimate_gas({"from": signer.address})
+            limit = (
+                gas
+                if gas is not None
+                else fn.estimate_gas({"from": signer.address}) * (100 + gas_margin_pct) // 100
+            )
             with self._signer_nonce(fixed=nonce) as chosen:
                 params: TxParams = {
                     "from": signer.address,
                     "nonce": Nonce(chosen),
-                    "gas": gas * (100 + gas_margin_pct) // 100,
+                    "gas": limit,
                     "chainId": self.chain_id,
                 }
                 if fees is not None:
@@ -417,24 +434,35 @@ class ChainClient:
                     code="chain_nonce_used",
                     status=409,
                 ) from exc
-            if "underpriced" in message:
+            if "replacement transaction underpriced" in message:
                 raise ChainError(
                     f"the node kept the pending transaction at this nonce, which bids more ({exc})",
                     code="chain_replacement_underpriced",
                     status=409,
                 ) from exc
+            if "underpriced" in message or "base fee" in message:
+                raise ChainError(
+                    f"the node refused the transaction's fees as too low ({exc})",
+                    code="chain_fee_too_low",
+                    status=409,
+                ) from exc
             raise
+
+    def base_fee(self) -> int:
+        """The latest block's base fee per gas (0 before EIP-1559)."""
+        with self.rpc("eth_getBlockByNumber"):
+            return int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0))
 
     def market_fees(self) -> Fees:
         """What a wallet bids now (chain/fees.py): the node's suggested tip, and room for the latest
         block's base fee to double."""
+        base = self.base_fee()
         with self.rpc("eth_maxPriorityFeePerGas"):
-            base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0))
             return Fees.market(base, int(self.w3.eth.max_priority_fee))
 
-    def pending_tx(self, tx_hash: str) -> tuple[int, Fees] | None:
-        """The nonce and bid of a transaction waiting in the mempool; None when it is mined or the node
-        does not have it."""
+    def pending_tx(self, tx_hash: str) -> PendingTx | None:
+        """The nonce, bid and gas limit of a transaction waiting in the mempool; None when it is mined or
+        the node does not have it."""
         with self.rpc("eth_getTransactionByHash"):
             try:
                 tx = self.w3.eth.get_transaction(HexBytes(tx_hash))
@@ -444,13 +472,25 @@ class ChainClient:
             return None
         price = tx.get("gasPrice", 0)
         fees = Fees(int(tx.get("maxFeePerGas", price)), int(tx.get("maxPriorityFeePerGas", price)))
-        return int(tx["nonce"]), fees
+        return PendingTx(int(tx["nonce"]), fees, int(tx["gas"]))
+
+    def known_tx(self, tx_hash: str) -> bool:
+        """Whether the node knows the transaction: waiting in its mempool, or mined."""
+        with self.rpc("eth_getTransactionByHash"):
+            try:
+                self.w3.eth.get_transaction(HexBytes(tx_hash))
+            except TransactionNotFound:
+                return False
+        return True
+
+    def mined_nonce(self) -> int:
+        """The signer's next nonce after its mined transactions: the one the chain mines next."""
+        with self.rpc("eth_getTransactionCount"):
+            return int(self.w3.eth.get_transaction_count(to_checksum_address(self.signer_address), "latest"))
 
     def nonce_mined(self, nonce: int) -> bool:
         """Whether the signer's transaction at ``nonce`` (whichever it was) is mined."""
-        with self.rpc("eth_getTransactionCount"):
-            mined = self.w3.eth.get_transaction_count(to_checksum_address(self.signer_address), "latest")
-        return int(mined) > nonce
+        return self.mined_nonce() > nonce
 
     def pending_nonce(self) -> int:
         """The signer's next nonce after every transaction the node holds, mined or waiting."""

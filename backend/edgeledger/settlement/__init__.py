@@ -5,7 +5,8 @@ statement can be recomputed by anyone from the anchored data, the rate card, the
 the chain at the recorded block; so is held (what becomes of held royalties, and a release's statement).
 The database and chain steps: period_inputs (what a computation reads), flows (the period state machine:
 open, compute, post, follow), releases (releases of held royalties), corrections (late records of a
-settled period), posting (one post in flight per merchant, and the vault's checks before a post), bounds
+settled period), posting (one post in flight per merchant, and the vault's checks before a post), post_tx
+(a post's one transaction: recorded before it leaves, replaced at its nonce bidding more when stuck), bounds
 (the merchant's own bounds in the vault, checked before a post), claims (proofs,
 claimMany, relaying, the payee's ledger), service (accounts and their
 escrow in the vault, rate cards, FX table, billing imports, cases), tasks; statements, statement_html and

@@ -46,11 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from eth_utils import to_checksum_address
-from hexbytes import HexBytes
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
-from web3.exceptions import TransactionNotFound
 
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
@@ -62,7 +60,7 @@ from edgeledger.deliveries.models import (
     DeliveryRecordRow,
 )
 from edgeledger.ledger.abis import CONTENT_REGISTRY
-from edgeledger.ledger.payout_leaf import PayoutTree, held_only_root
+from edgeledger.ledger.payout_leaf import UINT128_MAX, PayoutTree, held_only_root
 from edgeledger.ledger.vault import SettlementStatus as ChainStatus
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.corrections import (
@@ -101,18 +99,16 @@ from edgeledger.settlement.period_inputs import (
     split_at_licence,
     unbillable_batches,
 )
+from edgeledger.settlement.post_tx import NotSent, current_tx, replace_if_stuck, send_post
 from edgeledger.settlement.posting import (
     MERCHANT_POST_IN_FLIGHT,
-    POST_NONCE_TAKEN,
     chain_time,
     merchant_lock,
     post_call,
     post_in_flight,
     preflight,
-    replace_if_stuck,
-    send_post,
 )
-from edgeledger.settlement.rates import INT64_MAX, card_at
+from edgeledger.settlement.rates import card_at
 from edgeledger.settlement.releases import open_releases, record_held
 from edgeledger.settlement.service import (
     current_import,
@@ -301,15 +297,15 @@ def compute(
         session.rollback()
         _block(session, settlement, exc.code, exc.message)
         return
-    if statement is not None and statement.charge > INT64_MAX:
-        # Amounts are stored as signed 64-bit integers (the charge bounds every payout and held item):
-        # past that, this merchant's attempt waits with a reason instead of failing every run's commit.
+    if statement is not None and statement.charge > UINT128_MAX:
+        # The vault counts in uint128 (the charge bounds every payout and held item): past that, this
+        # merchant's attempt waits with a reason instead of a post every run that the vault refuses.
         session.rollback()
         _block(
             session,
             settlement,
             "amount_too_large",
-            f"charge of {statement.charge} minor units exceeds {INT64_MAX} (docs/limits.md)",
+            f"charge of {statement.charge} minor units exceeds the vault's {UINT128_MAX} (docs/limits.md)",
         )
         return
     session.execute(delete(SettlementPayout).where(SettlementPayout.settlement_pk == settlement.id))
@@ -519,15 +515,6 @@ def _adopt(session: Session, settlement: Settlement, on_chain: ChainSettlement, 
     return True
 
 
-def _still_pending(chain: ChainClient, tx_hash: str) -> bool:
-    with chain.rpc("eth_getTransactionByHash"):
-        try:
-            chain.w3.eth.get_transaction(HexBytes(tx_hash))
-        except TransactionNotFound:
-            return False
-    return True
-
-
 def post(
     session: Session, chain: ChainClient, settings: Settings, settlement: Settlement, report: RunReport
 ) -> None:
@@ -588,16 +575,15 @@ def _post(
     session.commit()  # from here on a crash resumes in posting, which re-checks the vault first
     source = session.get(Settlement, settlement.funded_by_pk) if settlement.funded_by_pk else None
     fn = post_call(chain, settlement, source)
-    if settlement.tx_hash is not None and _still_pending(chain, settlement.tx_hash):
-        tx_hash: str | None = settlement.tx_hash
-    else:
+    tx_hash = current_tx(session, chain, settlement)  # waiting or mined: never a second
+    if tx_hash is None:
         try:
             tx_hash = send_post(session, chain, settings, settlement, fn)  # recorded before it leaves
         except ContractRevert as exc:
             _after_revert(session, chain, settlement, exc, report)
             return
-        if tx_hash is None:
-            report.waiting[settlement.id] = POST_NONCE_TAKEN
+        except NotSent as exc:
+            report.waiting[settlement.id] = exc.reason
             return
     try:
         result = chain.wait_for_receipt(tx_hash, replay=fn, sender=chain.signer_address)
@@ -625,7 +611,7 @@ def _after_revert(
         "SettlerNotChosen": "settler_not_chosen",
         "PeriodNotEnded": "period_not_ended",
     }.get(exc.error, f"post_reverted:{exc.error}")
-    settlement.tx_hash = None
+    settlement.tx_hash = settlement.tx_prev_hash = None
     _block(session, settlement, code, exc.message)
     report.blocked[settlement.id] = code
 
@@ -635,16 +621,16 @@ def follow(
 ) -> None:
     """posting / posted / challenged -> whatever the vault and the chain's clock say now."""
     if settlement.state == SettlementState.posting:
-        if settlement.tx_hash is not None and _still_pending(chain, settlement.tx_hash):
-            receipt = chain.receipt_if_mined(settlement.tx_hash)
-            if receipt is None:  # in the mempool: never a second post; the same one bidding more, in time
-                source = session.get(Settlement, settlement.funded_by_pk) if settlement.funded_by_pk else None
-                replaced, waits = replace_if_stuck(session, chain, settings, settlement, source)
-                if replaced:
+        current = current_tx(session, chain, settlement)
+        if current is not None and chain.receipt_if_mined(current) is None:
+            # in the mempool: never a second post; the same one bidding more, once stuck (post_tx.py)
+            source = session.get(Settlement, settlement.funded_by_pk) if settlement.funded_by_pk else None
+            try:
+                if replace_if_stuck(session, chain, settings, settlement, source) is not None:
                     report.replaced.append(settlement.id)
-                elif waits:
-                    report.waiting[settlement.id] = waits
-                return
+            except NotSent as exc:
+                report.waiting[settlement.id] = exc.reason
+            return
         post(session, chain, settings, settlement, report)
         return
     on_chain = chain_settlement(chain, settlement)
@@ -654,6 +640,8 @@ def follow(
     # Our post is gone from the chain (reorged out): post it again.
     log.warning("settlement %s: post no longer on chain, re-posting", settlement.id)
     settlement.state = SettlementState.computed
+    # back in a mempool after the reorg, its transaction is still the post's (post_tx.current_tx)
+    settlement.tx_prev_hash = settlement.tx_hash
     settlement.tx_hash = settlement.block_number = settlement.claims_open_at = None
     session.commit()
     post(session, chain, settings, settlement, report)

@@ -10,8 +10,9 @@
 * a :class:`Settlement` is one attempt to settle (merchant, period): its statement, payout tree
   (:class:`SettlementPayout` rows, one per payee) and its state on chain.
 
-Amounts are integers of minor units (``BigInteger``): the settlement token's for settlements and payouts,
-the rate card's or the bill's for reconciliation.
+Amounts are integers of minor units: the settlement token's for settlements, payouts and held royalties
+(``TokenAmount``: exact up to 2^256 - 1, so 18-decimal tokens fit; the vault stops at 2^128 - 1), the rate
+card's or the bill's for reconciliation (``BigInteger``, signed 64 bits).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from edgeledger.db import Base, UTCDateTime, utcnow
+from edgeledger.db import Base, TokenAmount, UTCDateTime, utcnow
 
 
 class SettlementState(StrEnum):
@@ -214,12 +215,12 @@ class Settlement(Base):
     # a release's source: the period (or correction) whose held reserve pays it
     funded_by_pk: Mapped[int | None] = mapped_column(ForeignKey("settlements.id"))
     # royalties held back and reserved with the root (postWithHeld), token minor units
-    held_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    held_total: Mapped[int] = mapped_column(TokenAmount, default=0)
     state: Mapped[str] = mapped_column(String(20), default=SettlementState.computed)
     merchant_address: Mapped[str] = mapped_column(String(42))
     token: Mapped[str] = mapped_column(String(42))
     root: Mapped[str | None] = mapped_column(String(66))
-    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(TokenAmount, default=0)
     payee_count: Mapped[int] = mapped_column(Integer, default=0)
     receipt_count: Mapped[int] = mapped_column(Integer, default=0)
     # The computation's inputs and result, canonical JSON: anyone can recompute and compare.
@@ -236,6 +237,8 @@ class Settlement(Base):
     # the signer's nonce of the post's transaction, and when ``tx_hash`` was sent: a post unmined for
     # POST_REPLACE_AFTER_SECONDS is sent again at that nonce with higher fees (settlement/posting.py)
     tx_nonce: Mapped[int | None] = mapped_column(BigInteger)
+    # the transaction at that nonce ``tx_hash`` replaced (or a reorg took out), while it may still wait
+    tx_prev_hash: Mapped[str | None] = mapped_column(String(66))
     tx_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     block_number: Mapped[int | None] = mapped_column(BigInteger)
     claims_open_at: Mapped[int | None] = mapped_column(BigInteger)
@@ -267,7 +270,7 @@ class SettlementHeld(Base):
     asset_id: Mapped[str] = mapped_column(String(78))
     reason: Mapped[str] = mapped_column(String(20))
     via_json: Mapped[str] = mapped_column(Text)
-    amount: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(TokenAmount)
     state: Mapped[str] = mapped_column(String(12), default=HeldState.held)
     release_pk: Mapped[int | None] = mapped_column(ForeignKey("settlements.id"), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -282,5 +285,5 @@ class SettlementPayout(Base):
         ForeignKey("settlements.id", ondelete="CASCADE"), primary_key=True
     )
     payee: Mapped[str] = mapped_column(String(42), primary_key=True, index=True)  # lower case
-    amount: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(TokenAmount)
     leaf: Mapped[str] = mapped_column(String(66))

@@ -481,7 +481,7 @@ def reconcile_period(
             delta.theirs.amount or 0,
             delta.theirs_converted or 0,
         )
-        if max(figures) > INT64_MAX:  # the case's columns are signed 64-bit, as the settlement's
+        if max(figures) > INT64_MAX:  # the case's columns are signed 64-bit (the card's units)
             raise SettlementError(
                 f"reconciliation of {region} {day}: an amount beyond {INT64_MAX} (docs/limits.md)",
                 code="amount_too_large",

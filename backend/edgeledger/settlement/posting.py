@@ -15,23 +15,13 @@ flight per merchant, and the vault's own checks read from the chain.
 * **The vault's checks** (:func:`preflight`), in the vault's order (its ``_post``): the period's end on
   the vault's clock, the merchant's bounds (settlement/bounds.py), the token, the escrow. A post one of
   them would refuse is not sent; the settlement is blocked with the reason until it clears.
-* **One transaction per post, at one nonce** (:func:`send_post`, :func:`replace_stuck`): the nonce and
-  the hash are recorded before the transaction leaves, so whatever may be in the mempool is known. A
-  post left unmined ``POST_REPLACE_AFTER_SECONDS`` is sent again at its nonce with fees 25 % higher
-  (chain/fees.py), never above ``TX_MAX_FEE_PER_GAS_WEI``: one transaction per nonce can be mined, so
-  the replacement and the one it replaces never both post. A replacement's hash is recorded after the
-  node took it (until then the one it replaces may still be mined); a worker dying between the two
-  leaves a transaction at the post's nonce that the row does not name, so no new one is sent while the
-  nonce is taken and not mined (``waiting``: :data:`POST_NONCE_TAKEN`). Either way, at most one
-  transaction of a post can be mined, and the vault takes one root per period besides.
+* **The post's transaction**, one nonce per post, replaced when stuck: settlement/post_tx.py.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,28 +30,17 @@ from hexbytes import HexBytes
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
-from edgeledger.chain.fees import capped, replacement
+from edgeledger.chain.client import ChainClient
 from edgeledger.config import Settings
-from edgeledger.db import exclusive_work, utcnow
+from edgeledger.db import exclusive_work
 from edgeledger.ledger.abis import SETTLEMENT_VAULT
 from edgeledger.ledger.vault import PERIOD_MASK
 from edgeledger.settlement import SettlementError
 from edgeledger.settlement.bounds import merchant_bounds
 from edgeledger.settlement.models import Settlement, SettlementKind, SettlementState
 
-log = logging.getLogger(__name__)
-
 #: the run's ``waiting`` reason of a settlement whose merchant has another post in flight
 MERCHANT_POST_IN_FLIGHT = "merchant_post_in_flight"
-#: ``waiting``: the post's transaction waits in the mempool, and a replacement would bid above
-#: TX_MAX_FEE_PER_GAS_WEI
-POST_FEE_CAPPED = "post_fee_capped"
-#: ``waiting``: a transaction the row does not name waits at the post's nonce (a replacement the worker
-#: sent as it died): nothing is sent until that nonce is mined
-POST_NONCE_TAKEN = "post_nonce_taken"
-#: ``waiting``: the node kept the pending transaction at the post's nonce, bidding at least as much
-POST_REPLACEMENT_REFUSED = "post_replacement_refused"
 
 
 @contextmanager
@@ -160,92 +139,3 @@ def post_call(chain: ChainClient, settlement: Settlement, source: Settlement | N
         settlement.total,
         settlement.held_total,
     )
-
-
-def send_post(
-    session: Session, chain: ChainClient, settings: Settings, settlement: Settlement, fn: Any
-) -> str | None:
-    """Sends the post ``fn`` of a settlement whose recorded transaction is not in the mempool: its hash,
-    or None (``waiting``, :data:`POST_NONCE_TAKEN`) while a transaction the row does not name waits at
-    its nonce. The nonce and hash are committed before the transaction leaves. Reverts raise as from
-    :meth:`ChainClient.send`."""
-    nonce = settlement.tx_nonce
-    if nonce is not None and not chain.nonce_mined(nonce) and chain.pending_nonce() > nonce:
-        return None
-
-    def record(nonce: int, tx_hash: str) -> None:
-        settlement.tx_nonce, settlement.tx_hash, settlement.tx_sent_at = nonce, tx_hash, utcnow()
-        session.commit()
-
-    fees = capped(chain.market_fees(), settings.tx_max_fee_per_gas_wei)
-    return chain.send(fn, fees=fees, before_broadcast=record)
-
-
-def replace_if_stuck(
-    session: Session,
-    chain: ChainClient,
-    settings: Settings,
-    settlement: Settlement,
-    source: Settlement | None,
-) -> tuple[str | None, str | None]:
-    """A post waiting in the mempool for POST_REPLACE_AFTER_SECONDS is sent again at its nonce, bidding
-    more: (its new hash, None), or (None, the run's ``waiting`` reason) when it was left as it is, or
-    (None, None) while it has not waited long enough or was mined meanwhile."""
-    now = utcnow()
-    if settlement.tx_sent_at is None:  # sent before its time was recorded: dated from now
-        settlement.tx_sent_at = now
-        session.commit()
-    if not stuck(settings, settlement, now):
-        return None, None
-    try:
-        replaced = replace_stuck(session, chain, settings, settlement, post_call(chain, settlement, source))
-    except NotReplaced as exc:
-        log.warning("settlement %s: post %s left in the mempool (%s)", settlement.id, settlement.tx_hash, exc)
-        return None, exc.reason
-    except ContractRevert as exc:  # the pending post reverts too once mined, and its receipt says so
-        return None, f"post_replacement_reverts:{exc.error}"
-    if replaced is not None:
-        log.warning("settlement %s: post stuck in the mempool, sent again as %s", settlement.id, replaced)
-    return replaced, None
-
-
-def stuck(settings: Settings, settlement: Settlement, now: datetime) -> bool:
-    """Whether the post's transaction has waited unmined long enough to be replaced."""
-    sent = settlement.tx_sent_at
-    return sent is not None and (now - sent).total_seconds() >= settings.post_replace_after_seconds
-
-
-def replace_stuck(
-    session: Session, chain: ChainClient, settings: Settings, settlement: Settlement, fn: Any
-) -> str | None:
-    """Sends the post ``fn`` again at the nonce of its pending transaction, bidding 25 % more and at
-    least the market (chain/fees.py), and records the new hash once the node took it. None when there is
-    nothing to replace any more (mined meanwhile); :class:`NotReplaced` with the run's ``waiting``
-    reason when the cap or the node leaves the pending one in place."""
-    assert settlement.tx_hash is not None
-    pending = chain.pending_tx(settlement.tx_hash)
-    if pending is None:  # mined or gone since it was looked at: the next run follows it
-        return None
-    nonce, fees = pending
-    bid = replacement(fees, chain.market_fees(), settings.tx_max_fee_per_gas_wei)
-    if bid is None:
-        raise NotReplaced(POST_FEE_CAPPED)
-    try:
-        tx_hash = chain.send(fn, nonce=nonce, fees=bid)
-    except ChainError as exc:
-        if exc.code == "chain_replacement_underpriced":
-            raise NotReplaced(POST_REPLACEMENT_REFUSED) from exc
-        if exc.code == "chain_nonce_used":
-            return None  # the transaction it was to replace was mined meanwhile
-        raise
-    settlement.tx_nonce, settlement.tx_hash, settlement.tx_sent_at = nonce, tx_hash, utcnow()
-    session.commit()
-    return tx_hash
-
-
-class NotReplaced(Exception):
-    """A stuck post was left as it is; ``reason`` is the run's ``waiting`` reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason

@@ -187,7 +187,7 @@ def _open_totals(session: Session, merchant_user_id: int) -> tuple[int, int, int
     A period or correction reserves its total and its held royalties together (``postWithHeld``), so
     both count. A release is paid from its period's held reserve, never from escrow: posted, it counts
     as reserved (its period is final by then, so no longer open here); waiting, it needs no deposit."""
-    # Summed here, not in SQL: each amount fits 64 bits, their sum need not (SQLite's sum() then fails).
+    # Summed here, not in SQL: amounts are exact integers of any size (TokenAmount), stored as text on SQLite.
     rows = session.execute(
         select(Settlement.state, Settlement.kind, Settlement.total, Settlement.held_total).where(
             Settlement.merchant_user_id == merchant_user_id,
