@@ -73,7 +73,9 @@ class TokenAmount(TypeDecorator[int]):
     def process_bind_param(self, value: int | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        amount = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):  # never a float or a fraction, rounded
+            raise TypeError(f"token amount {value!r} is not an int")
+        amount = value
         if amount < 0 or amount >= 10**TOKEN_AMOUNT_DIGITS:
             raise ValueError(f"token amount {amount} outside 0 .. 10^{TOKEN_AMOUNT_DIGITS} - 1")
         return f"{amount:0{TOKEN_AMOUNT_DIGITS}d}" if dialect.name == "sqlite" else Decimal(amount)

@@ -8,8 +8,8 @@ worker instead leaves the second as it is (reported ``waiting``, ``merchant_post
 it once the first is mined; a worker that does not get the merchant's lock leaves it too (``busy``).
 
 Anvil's automine is switched off to hold a post in the mempool, and a client with a short receipt
-timeout plays the worker whose wait for that post runs out (the run stops, retryable, as on a slow
-chain). The money world and its helpers: tests/backend/support/money.py.
+timeout plays the worker whose wait for that post runs out (the post waits, ``post_in_mempool``, and the
+run goes on, as on a slow chain). The money world and its helpers: tests/backend/support/money.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from edgeledger.chain.fees import Fees
 from edgeledger.config import Settings
 from edgeledger.settlement import flows
 from edgeledger.settlement.models import Settlement, SettlementState
-from edgeledger.settlement.post_tx import POST_FEE_CAPPED, POST_NONCE_TAKEN, POST_QUEUED_BEHIND
+from edgeledger.settlement.post_tx import (
+    POST_FEE_CAPPED,
+    POST_IN_MEMPOOL,
+    POST_NONCE_TAKEN,
+    POST_QUEUED_BEHIND,
+)
 from edgeledger.settlement.posting import MERCHANT_POST_IN_FLIGHT, merchant_lock, post_call
 from tests.backend.support.deliveries import close_and_anchor
 from tests.backend.support.money import DELIVERY_FEE, NEXT, NOW, ROYALTY, Money
@@ -81,16 +86,18 @@ def _first_in_flight(money: Money) -> tuple[ChainClient, Settlement, int]:
     before = _sent(money)
     impatient = ChainClient.from_settings(money.settings.model_copy(update={"tx_timeout_seconds": 1}))
     report = flows.run_once(money.session, impatient, money.settings, NEXT)
-    assert report.retryable  # its receipt did not come within the timeout: the run stopped there
     first = money.settlement("a")
     assert first is not None and first.state == SettlementState.posting and first.tx_hash is not None
+    # its receipt did not come within the timeout: it waits, named on the row, and the run went on
+    assert report.waiting[first.id] == POST_IN_MEMPOOL and not report.retryable, report.as_dict()
+    assert first.error_code == POST_IN_MEMPOOL
     assert _sent(money) == before + 1 and _mined(money) == before
     return impatient, first, before
 
 
 def _waits(money: Money, impatient: ChainClient, first: Settlement, before: int) -> Settlement:
     """The next run, with the first post still in the mempool: the first is waited for, and the second
-    period is computed and left to wait, not blocked, with nothing sent."""
+    period (computed by the first run, which went on) is left to wait, not blocked, with nothing sent."""
     report = flows.run_once(money.session, impatient, money.settings, NEXT)
     second = money.settlement("a", SECOND)
     assert second is not None
@@ -100,7 +107,7 @@ def _waits(money: Money, impatient: ChainClient, first: Settlement, before: int)
     money.session.refresh(first)
     assert first.state == SettlementState.posting
     assert report.waiting == {second.id: f"{MERCHANT_POST_IN_FLIGHT}:{first.id}"}, report.as_dict()
-    assert not report.retryable and second.id not in report.blocked and second.id in report.computed
+    assert not report.retryable and second.id not in report.blocked  # computed by the first run
     return second
 
 
@@ -177,9 +184,9 @@ def _stuck_post(money: Money) -> tuple[Settlement, int, str, Fees]:
     before = _sent(money)
     client, low = _worker(money, tx_max_fee_per_gas_wei=money.chain.base_fee() + 1)
     report = flows.run_once(money.session, client, low, NEXT)
-    assert report.retryable  # its receipt did not come within the timeout: the run stopped there
     first = money.settlement("a")
     assert first is not None and first.state == SettlementState.posting and first.tx_hash is not None
+    assert report.waiting[first.id] == POST_IN_MEMPOOL and not report.retryable, report.as_dict()
     pending = money.chain.pending_tx(first.tx_hash)
     assert pending is not None and first.tx_nonce == pending.nonce == before and first.tx_sent_at is not None
     assert pending.fees.max_fee_per_gas < money.chain.market_fees().max_fee_per_gas

@@ -379,6 +379,7 @@ class ChainClient:
         *,
         gas_margin_pct: int = 20,
         nonce: int | None = None,
+        nonce_if_next: int | None = None,
         fees: Fees | None = None,
         gas: int | None = None,
         before_broadcast: Callable[[int, str], None] | None = None,
@@ -387,7 +388,9 @@ class ChainClient:
 
         Reverts surface as :class:`ContractRevert` naming the custom error, before anything is sent.
         ``nonce`` re-sends at a nonce handed out before (a replacement: chain/fees.py), else the signer's
-        next one is taken; ``fees`` bids them (default: what the node suggests); ``gas`` is the limit as
+        next one is taken; ``nonce_if_next`` takes that nonce if it is still the signer's next, read
+        under the nonce lock (``chain_nonce_taken`` when a transaction holds it; the next one when it is
+        behind); ``fees`` bids them (default: what the node suggests); ``gas`` is the limit as
         it is, not estimated (a replacement of a transaction whose call would now revert must still take
         its nonce). ``before_broadcast`` is told the nonce and the hash once signed, before anything
         leaves, so its caller can record what may be in the mempool before it is. A node refusing the
@@ -404,7 +407,7 @@ class ChainClient:
                 if gas is not None
                 else fn.estimate_gas({"from": signer.address}) * (100 + gas_margin_pct) // 100
             )
-            with self._signer_nonce(fixed=nonce) as chosen:
+            with self._signer_nonce(fixed=nonce, if_next=nonce_if_next) as chosen:
                 params: TxParams = {
                     "from": signer.address,
                     "nonce": Nonce(chosen),
@@ -440,10 +443,16 @@ class ChainClient:
                     code="chain_replacement_underpriced",
                     status=409,
                 ) from exc
-            if "underpriced" in message or "base fee" in message:
+            if "underpriced" in message or "base fee" in message or "fee too low" in message:
                 raise ChainError(
                     f"the node refused the transaction's fees as too low ({exc})",
                     code="chain_fee_too_low",
+                    status=409,
+                ) from exc
+            if "insufficient funds" in message:
+                raise ChainError(
+                    f"the signer cannot pay for the transaction's gas ({exc})",
+                    code="chain_insufficient_funds",
                     status=409,
                 ) from exc
             raise
@@ -536,9 +545,10 @@ class ChainClient:
     # -- internals -------------------------------------------------------------------------------
 
     @contextmanager
-    def _signer_nonce(self, fixed: int | None = None) -> Iterator[int]:
+    def _signer_nonce(self, fixed: int | None = None, if_next: int | None = None) -> Iterator[int]:
         """Hands out the signer's next nonce, one holder at a time across threads and processes, or
-        ``fixed`` (a re-send at a nonce handed out before) under the same lock.
+        ``fixed`` (a re-send at a nonce handed out before) under the same lock, or ``if_next`` while no
+        transaction the node holds has taken it (else ``chain_nonce_taken``).
 
         The pending count from the node is the truth; the local counter only covers transactions this
         process sent that the node has not yet reported as pending.
@@ -548,7 +558,15 @@ class ChainClient:
                 yield fixed
                 return
             pending = self.w3.eth.get_transaction_count(to_checksum_address(self.signer_address), "pending")
-            nonce = max(pending, self._next_nonce or 0)
+            if if_next is not None and pending > if_next:
+                raise ChainError(
+                    f"a transaction the caller does not name holds nonce {if_next}",
+                    code="chain_nonce_taken",
+                    status=409,
+                )
+            nonce = (
+                if_next if if_next is not None and pending == if_next else max(pending, self._next_nonce or 0)
+            )
             try:
                 yield nonce
             except (Web3RPCError, ChainError) as exc:

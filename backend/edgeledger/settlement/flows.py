@@ -99,7 +99,13 @@ from edgeledger.settlement.period_inputs import (
     split_at_licence,
     unbillable_batches,
 )
-from edgeledger.settlement.post_tx import NotSent, current_tx, replace_if_stuck, send_post
+from edgeledger.settlement.post_tx import (
+    POST_IN_MEMPOOL,
+    NotSent,
+    current_tx,
+    replace_if_stuck,
+    send_post,
+)
 from edgeledger.settlement.posting import (
     MERCHANT_POST_IN_FLIGHT,
     chain_time,
@@ -583,12 +589,19 @@ def _post(
             _after_revert(session, chain, settlement, exc, report)
             return
         except NotSent as exc:
-            report.waiting[settlement.id] = exc.reason
+            _wait(session, settlement, report, exc.reason, exc.detail)
             return
     try:
         result = chain.wait_for_receipt(tx_hash, replay=fn, sender=chain.signer_address)
     except ContractRevert as exc:
         _after_revert(session, chain, settlement, exc, report)
+        return
+    except ChainError as exc:
+        if exc.code != "chain_timeout":
+            raise
+        # sent and waiting in the mempool: the next run follows it (and replaces it once stuck); the
+        # other settlements of this run go on
+        _wait(session, settlement, report, POST_IN_MEMPOOL, exc.message)
         return
     settlement.block_number = result.block_number
     session.commit()
@@ -629,7 +642,7 @@ def follow(
                 if replace_if_stuck(session, chain, settings, settlement, source) is not None:
                     report.replaced.append(settlement.id)
             except NotSent as exc:
-                report.waiting[settlement.id] = exc.reason
+                _wait(session, settlement, report, exc.reason, exc.detail)
             return
         post(session, chain, settings, settlement, report)
         return
@@ -637,14 +650,25 @@ def follow(
     if _adopt(session, settlement, on_chain, chain_time(chain)):
         _report(report, settlement)
         return
-    # Our post is gone from the chain (reorged out): post it again.
+    # Our post is gone from the chain (reorged out): post it again. It stays ``posting`` (its merchant's
+    # other posts wait for it), and its transaction, back in a mempool after the reorg, is still the
+    # post's (post_tx.current_tx).
     log.warning("settlement %s: post no longer on chain, re-posting", settlement.id)
-    settlement.state = SettlementState.computed
-    # back in a mempool after the reorg, its transaction is still the post's (post_tx.current_tx)
+    settlement.state = SettlementState.posting
     settlement.tx_prev_hash = settlement.tx_hash
     settlement.tx_hash = settlement.block_number = settlement.claims_open_at = None
     session.commit()
     post(session, chain, settings, settlement, report)
+
+
+def _wait(session: Session, settlement: Settlement, report: RunReport, reason: str, detail: str) -> None:
+    """Leaves a post as it is for a later run: the reason in the run's report, and on a row in
+    ``posting`` (what the settlement API shows) until the post is adopted."""
+    log.warning("settlement %s: post waits (%s): %s", settlement.id, reason, detail)
+    report.waiting[settlement.id] = reason
+    if settlement.state == SettlementState.posting:
+        settlement.error_code, settlement.error_message = reason[:64], detail
+        session.commit()
 
 
 def _report(report: RunReport, settlement: Settlement) -> None:

@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
+from web3.exceptions import Web3RPCError
 
 from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.chain.fees import Fees, capped, replacement
@@ -55,22 +56,32 @@ POST_NONCE_TAKEN = "post_nonce_taken"
 POST_REPLACEMENT_REFUSED = "post_replacement_refused"
 #: ``waiting`` (with ``:<nonce>``): the post waits behind an earlier transaction of the signer
 POST_QUEUED_BEHIND = "post_queued_behind"
+#: ``waiting``: the post was sent and is not mined within TX_TIMEOUT_SECONDS; the next run follows it
+POST_IN_MEMPOOL = "post_in_mempool"
 #: ``waiting``: the post is next in line and bids at least the market, yet is not mined
 POST_NOT_MINED = "post_not_mined"
+#: ``waiting``: the node refused the post's fees as too low (below the base fee or its minimum)
+POST_FEE_TOO_LOW = "post_fee_too_low"
 #: the node's refusals of a broadcast, as the run's ``waiting`` reasons
 REFUSALS = {
     "chain_replacement_underpriced": POST_REPLACEMENT_REFUSED,
-    "chain_fee_too_low": POST_FEE_CAPPED,
+    "chain_fee_too_low": POST_FEE_TOO_LOW,
     "chain_nonce_used": "post_nonce_used",
+    "chain_nonce_taken": POST_NONCE_TAKEN,
+    "chain_insufficient_funds": "signer_insufficient_funds",
 }
+#: ``waiting``: the node refused the broadcast for a reason not listed above (its message is logged)
+POST_REFUSED = "post_refused"
 
 
 class NotSent(Exception):
-    """Nothing was sent for the post; ``reason`` is the run's ``waiting`` reason."""
+    """Nothing was sent for the post; ``reason`` is the run's ``waiting`` reason, ``detail`` what the
+    node or the check said."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail or _DETAILS.get(reason.split(":")[0], reason)
 
 
 def current_tx(session: Session, chain: ChainClient, settlement: Settlement) -> str | None:
@@ -93,12 +104,11 @@ def send_post(
     :class:`NotSent` when the recorded nonce is taken, the ceiling is below the base fee, or the node
     refuses it; reverts raise as from :meth:`ChainClient.send`."""
     nonce = settlement.tx_nonce
-    fixed: int | None = None
+    again: int | None = None  # its recorded nonce, if no transaction has taken it (read under the lock)
     if nonce is not None and not chain.nonce_mined(nonce):
-        waiting_to = chain.pending_nonce()
-        if waiting_to > nonce:
+        if chain.pending_nonce() > nonce:
             raise NotSent(POST_NONCE_TAKEN)
-        fixed = nonce if waiting_to == nonce else None  # below it: earlier nonces are free, take the next
+        again = nonce
     fees = _bid(chain, chain.market_fees(), settings)
 
     def record(nonce: int, tx_hash: str) -> None:
@@ -107,11 +117,13 @@ def send_post(
         session.commit()
 
     try:
-        return chain.send(fn, nonce=fixed, fees=fees, before_broadcast=record)
+        return chain.send(fn, nonce_if_next=again, fees=fees, before_broadcast=record)
     except ChainError as exc:
         if exc.code in REFUSALS:
-            raise NotSent(REFUSALS[exc.code]) from exc
+            raise NotSent(REFUSALS[exc.code], exc.message) from exc
         raise
+    except Web3RPCError as exc:  # a refusal no node message above names: the row says so, every run
+        raise NotSent(POST_REFUSED, str(exc)) from exc
 
 
 def stuck(settings: Settings, settlement: Settlement, now: datetime) -> bool:
@@ -164,14 +176,15 @@ def replace_if_stuck(
     fn = post_call(chain, settlement, source)
     try:
         tx_hash = chain.send(fn, nonce=pending.nonce, fees=bid, gas=pending.gas, before_broadcast=record)
-    except ChainError as exc:
-        if exc.code not in REFUSALS:
+    except (ChainError, Web3RPCError) as exc:
+        code = exc.code if isinstance(exc, ChainError) else None
+        if isinstance(exc, ChainError) and code not in REFUSALS:
             raise
         settlement.tx_hash, settlement.tx_prev_hash, settlement.tx_sent_at = old, None, now
         session.commit()  # the node kept the one it was to replace: named again
-        if exc.code == "chain_nonce_used":
+        if code == "chain_nonce_used":
             return None  # mined meanwhile: the next run follows it
-        raise NotSent(REFUSALS[exc.code]) from exc
+        raise NotSent(REFUSALS.get(code or "", POST_REFUSED), str(exc)) from exc
     log.warning("settlement %s: post %s stuck in the mempool, sent again as %s", settlement.id, old, tx_hash)
     return tx_hash
 
@@ -182,3 +195,15 @@ def _bid(chain: ChainClient, wanted: Fees, settings: Settings) -> Fees:
     if bid.max_fee_per_gas < chain.base_fee():
         raise NotSent(POST_FEE_CAPPED)
     return bid
+
+
+_DETAILS = {
+    POST_FEE_CAPPED: "no bid under TX_MAX_FEE_PER_GAS_WEI would be taken: the post waits for the base fee "
+    "to fall, or for the ceiling to be raised",
+    POST_NONCE_TAKEN: "a transaction the settlement does not name waits at its nonce: nothing is sent until "
+    "that nonce is mined",
+    POST_QUEUED_BEHIND: "the post waits behind an earlier transaction of the server's signer, at the nonce "
+    "named in the reason",
+    POST_NOT_MINED: "the post is next in line and bids at least the market, yet is not mined",
+    POST_REPLACEMENT_REFUSED: "the node kept the transaction waiting at the post's nonce",
+}
