@@ -15,7 +15,7 @@
   ``blocked`` with the reason; it is recomputed every run until it succeeds.
 * **post**: exactly once. Before sending, the vault is asked for (period, merchant): a settlement there
   with our root is adopted, never re-sent; a pending transaction is waited for, never duplicated, and
-  replaced at its nonce with a higher bid when stuck (settlement/posting.py). The state ``posting`` is
+  replaced at its nonce with a higher bid when stuck (settlement/post_tx.py). The state ``posting`` is
   committed before the send, and the transaction's nonce and hash before it leaves, so a crash anywhere
   resumes to one post. Escrow below the total blocks the row (``insufficient_escrow``) until deposited.
   **One post in flight per merchant** (settlement/posting.py): the vault's checks are read and the post
@@ -160,8 +160,9 @@ class RunReport:
     #: another worker holds the settlement's lock, or its merchant's posting lock (settlement/posting.py)
     busy: list[int] = field(default_factory=list)
     #: settlement id -> why it was left as it is this run, to go on by itself in a later one
-    #: (``merchant_post_in_flight``: another post of its merchant is not mined yet; ``post_fee_capped``,
-    #: ``post_nonce_taken``, ``post_replacement_refused``: its own post waits in the mempool)
+    #: (``merchant_post_in_flight``: another post of its merchant is not mined yet; ``post_in_mempool``,
+    #: ``post_fee_capped``, ``post_queued_behind:<nonce>`` and the other reasons of settlement/post_tx.py:
+    #: its own post waits, or was not sent)
     waiting: dict[int, str] = field(default_factory=dict)
     #: settlements whose post, stuck in the mempool, was sent again at its nonce bidding more
     replaced: list[int] = field(default_factory=list)
