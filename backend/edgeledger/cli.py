@@ -14,6 +14,7 @@ import httpx
 import typer
 
 from edgeledger.clitools import (
+    API_TIMEOUT_SECONDS,
     EXIT_UNREACHABLE,
     ApiKey,
     ApiUrl,
@@ -238,7 +239,12 @@ def list_assets(
         for k, v in {"creator": creator, "territory": territory, "content_hash": content_hash}.items()
         if v
     }
-    response = httpx.get(f"{api or _default_api()}/assets", params=query, headers={"X-API-Key": api_key})
+    response = httpx.get(
+        f"{api or _default_api()}/assets",
+        params=query,
+        headers={"X-API-Key": api_key},
+        timeout=API_TIMEOUT_SECONDS,
+    )
     if response.status_code >= 400:
         _fail(response)
     for asset in response.json():
@@ -248,7 +254,11 @@ def list_assets(
 @app.command()
 def provenance(asset_id: int, api: ApiUrl = "", api_key: ApiKey = "") -> None:
     """Provenance of one asset: chain record, lineage, dispute status."""
-    response = httpx.get(f"{api or _default_api()}/assets/{asset_id}", headers={"X-API-Key": api_key})
+    response = httpx.get(
+        f"{api or _default_api()}/assets/{asset_id}",
+        headers={"X-API-Key": api_key},
+        timeout=API_TIMEOUT_SECONDS,
+    )
     if response.status_code >= 400:
         _fail(response)
     typer.echo(json.dumps(summarise_territories(response.json()), indent=2))
@@ -277,7 +287,11 @@ def _wait_for_ingest(api: str, api_key: str, report: dict[str, Any], name: str) 
             typer.echo(line, err=True)
             shown = line
         time.sleep(0.5)
-        response = httpx.get(f"{api}/deliveries/ingests/{report['id']}", headers={"X-API-Key": api_key})
+        response = httpx.get(
+            f"{api}/deliveries/ingests/{report['id']}",
+            headers={"X-API-Key": api_key},
+            timeout=API_TIMEOUT_SECONDS,
+        )
         if response.status_code >= 400:
             _fail(response)
         report = response.json()
@@ -457,7 +471,11 @@ def register_source(
 @sources_app.command("list")
 def list_sources(api: ApiUrl = "", api_key: ApiKey = "") -> None:
     """List delivery sources."""
-    response = httpx.get(f"{api or _default_api()}/deliveries/sources", headers={"X-API-Key": api_key})
+    response = httpx.get(
+        f"{api or _default_api()}/deliveries/sources",
+        headers={"X-API-Key": api_key},
+        timeout=API_TIMEOUT_SECONDS,
+    )
     if response.status_code >= 400:
         _fail(response)
     for source in response.json():
@@ -479,11 +497,16 @@ def authorise_source(
     if revoke:
         params = {"merchant_user_id": merchant} if merchant is not None else {}
         response = httpx.delete(
-            f"{base}/deliveries/merchant-sources/{source}", params=params, headers=headers
+            f"{base}/deliveries/merchant-sources/{source}",
+            params=params,
+            headers=headers,
+            timeout=API_TIMEOUT_SECONDS,
         )
     else:
         body = {"source": source, "merchant_user_id": merchant}
-        response = httpx.post(f"{base}/deliveries/merchant-sources", json=body, headers=headers)
+        response = httpx.post(
+            f"{base}/deliveries/merchant-sources", json=body, headers=headers, timeout=API_TIMEOUT_SECONDS
+        )
     if response.status_code >= 400:
         _fail(response)
     typer.secho(f"{source} {'revoked' if revoke else 'authorised'}", fg="green", err=True)
@@ -493,7 +516,9 @@ def authorise_source(
 def list_authorised(api: ApiUrl = "", api_key: ApiKey = "") -> None:
     """The sources each merchant authorises to bill it (a merchant sees its own)."""
     response = httpx.get(
-        f"{api or _default_api()}/deliveries/merchant-sources", headers={"X-API-Key": api_key}
+        f"{api or _default_api()}/deliveries/merchant-sources",
+        headers={"X-API-Key": api_key},
+        timeout=API_TIMEOUT_SECONDS,
     )
     if response.status_code >= 400:
         _fail(response)
@@ -511,7 +536,10 @@ def list_batches(
     """List delivery batches with their anchoring state."""
     query = {k: v for k, v in {"source": source, "state": state, "period_start": period_start}.items() if v}
     response = httpx.get(
-        f"{api or _default_api()}/deliveries/batches", params=query, headers={"X-API-Key": api_key}
+        f"{api or _default_api()}/deliveries/batches",
+        params=query,
+        headers={"X-API-Key": api_key},
+        timeout=API_TIMEOUT_SECONDS,
     )
     if response.status_code >= 400:
         _fail(response)

@@ -30,6 +30,9 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+#: seconds an API call may take before the command gives up (httpx's own default, 5 s, is shorter than
+#: a busy server's first answer)
+API_TIMEOUT_SECONDS = 180
 
 
 def _default_api() -> str:
@@ -55,7 +58,9 @@ def _api_call(method: str, path: str, api: str, api_key: str, **kwargs: Any) -> 
     """One request to the API (``headers`` are added to the API key's); an error response ends the
     command (exit code 1)."""
     headers = {"X-API-Key": api_key, **kwargs.pop("headers", {})}
-    response = httpx.request(method, f"{api or _default_api()}{path}", headers=headers, timeout=180, **kwargs)
+    response = httpx.request(
+        method, f"{api or _default_api()}{path}", headers=headers, timeout=API_TIMEOUT_SECONDS, **kwargs
+    )
     if response.status_code >= 400:
         _fail(response)
     return response
