@@ -557,7 +557,7 @@ class ChainClient:
             if fixed is not None:
                 yield fixed
                 return
-            pending = self.w3.eth.get_transaction_count(to_checksum_address(self.signer_address), "pending")
+            pending = self.pending_nonce()
             if if_next is not None and pending > if_next:
                 raise ChainError(
                     f"a transaction the caller does not name holds nonce {if_next}",

@@ -30,7 +30,6 @@ from hexbytes import HexBytes
 from pydantic import BaseModel, Field
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
-from web3.exceptions import TransactionNotFound
 
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
@@ -348,7 +347,7 @@ def _submit(
     if chain.call(ledger.functions.isAnchored(bytes32(batch.batch_id))):
         _record_existing_anchor(session, chain, settings, batch, report)
         return
-    if batch.tx_hash is not None and _still_pending(chain, batch.tx_hash):
+    if batch.tx_hash is not None and chain.known_tx(batch.tx_hash):  # not dropped (or never broadcast)
         tx_hash = batch.tx_hash  # sent before and still in the mempool: wait for it, do not resend
     else:
         manifest = stored_manifest(session, batch)
@@ -370,15 +369,6 @@ def _submit(
         _handle_revert(session, chain, settings, batch, exc, report)
         return
     _mark_anchored(session, settings, batch, result.tx_hash, result.block_number, report)
-
-
-def _still_pending(chain: ChainClient, tx_hash: str) -> bool:
-    with chain.rpc("eth_getTransactionByHash"):
-        try:
-            chain.w3.eth.get_transaction(HexBytes(tx_hash))
-        except TransactionNotFound:  # dropped (or never broadcast)
-            return False
-    return True
 
 
 def _handle_revert(
