@@ -36,6 +36,10 @@ def proxy_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
     return tuple(networks)
 
 
+#: settings read under an earlier name too: earlier name -> field
+RENAMED = {"post_replace_after_seconds": "tx_replace_after_seconds"}
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -53,14 +57,15 @@ class Settings(BaseModel):
     tx_max_fee_per_gas_wei: int = Field(
         500 * 10**9,
         gt=0,
-        description="The most the server signer bids per gas for a settlement post, its replacements "
-        "included (chain/fees.py): a fee spike never costs more than this",
+        description="The most the server signer bids per gas for any transaction, replacements included "
+        "(chain/fees.py): a fee spike never costs more than this",
     )
-    post_replace_after_seconds: int = Field(
+    tx_replace_after_seconds: int = Field(
         300,
         ge=0,
-        description="A settlement post left unmined this long is sent again at its nonce with fees 25 % "
-        "higher (never a second post: one transaction per nonce is mined)",
+        description="A settlement post or an anchor left unmined this long is sent again at its nonce "
+        "with fees 25 % higher (never twice: one transaction per nonce is mined; chain/stuck_tx.py). "
+        "POST_REPLACE_AFTER_SECONDS, its earlier name, is still read",
     )
     signer_private_key: SecretStr | None = Field(None, description="Server signer (REGISTRAR_ROLE)")
     deployment_file: Path | None = Field(
@@ -288,8 +293,11 @@ class Settings(BaseModel):
         values: dict[str, Any] = {}
         if env_file is not None and env_file.is_file():
             values.update({k.lower(): v for k, v in dotenv_values(env_file).items() if v is not None})
-        fields = set(cls.model_fields)
+        fields = set(cls.model_fields) | set(RENAMED)
         values.update({k.lower(): v for k, v in os.environ.items() if k.lower() in fields})
+        for old, new in RENAMED.items():  # an earlier name still counts, unless the new one is set
+            if old in values:
+                values.setdefault(new, values.pop(old))
         values.update(overrides)
         return cls(**values)
 

@@ -13,6 +13,7 @@ unique per content hash through the upgrade and the downgrade.
 0017 (converted bills): cases before it record no conversion.
 0018 (one merchant per escrow address): shared addresses stop the upgrade until moved; then unique.
 0019 (token amounts past 64 bits): exact and ordered as numbers; back only while every amount fits.
+0020 (an anchor's nonce): anchors before it name no nonce; back keeps every batch.
 """
 
 from __future__ import annotations
@@ -638,4 +639,36 @@ def test_0019_widens_token_amounts_exactly_and_back_while_they_fit(database_url:
         ]
         conn.execute(text("DELETE FROM settlement_payouts"))
         conn.execute(text("DELETE FROM settlements"))
+    engine.dispose()
+
+
+def test_0020_anchors_before_it_record_no_nonce_and_back(database_url: str) -> None:
+    """Batches anchored or in flight before it name no nonce nor send time (a stuck one is dated by the
+    first run after the upgrade); the downgrade drops the columns and keeps every batch."""
+    migrate(database_url, "0019")
+    batch_pk = _world(database_url, "cf-migrate-0020")
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE delivery_batches SET state = 'anchoring', tx_hash = :h WHERE id = :b"),
+            {"h": "0x" + "ab" * 32, "b": batch_pk},
+        )
+    migrate(database_url, "0020")
+    row = text("SELECT tx_hash, tx_nonce, tx_prev_hash, tx_sent_at FROM delivery_batches WHERE id = :b")
+    with engine.begin() as conn:
+        assert conn.execute(row, {"b": batch_pk}).one() == ("0x" + "ab" * 32, None, None, None)
+        conn.execute(
+            text("UPDATE delivery_batches SET tx_nonce = :n, tx_sent_at = :t WHERE id = :b"),
+            {"n": 2**40, "t": datetime.now(UTC), "b": batch_pk},
+        )
+        nonce = text("SELECT tx_nonce FROM delivery_batches WHERE id = :b")
+        assert conn.execute(nonce, {"b": batch_pk}).scalar_one() == 2**40
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0019")
+    columns = {c["name"] for c in inspect(engine).get_columns("delivery_batches")}
+    assert not columns & {"tx_nonce", "tx_prev_hash", "tx_sent_at"} and "tx_hash" in columns
+    with engine.connect() as conn:
+        state = text("SELECT state, tx_hash FROM delivery_batches WHERE id = :b")
+        assert conn.execute(state, {"b": batch_pk}).one() == ("anchoring", "0x" + "ab" * 32)
     engine.dispose()

@@ -205,7 +205,7 @@ def test_a_post_stuck_in_the_mempool_is_sent_again_at_its_nonce_bidding_more(mon
         report = flows.run_once(money.session, client, not_yet, NEXT)
         assert not report.replaced and not report.waiting and not report.retryable, report.as_dict()
         assert money.chain.pending_tx(first_hash) is not None
-        client, due = _worker(money, post_replace_after_seconds=0)
+        client, due = _worker(money, tx_replace_after_seconds=0)
         report = flows.run_once(money.session, client, due, NEXT)
         assert report.replaced == [row.id] and not report.retryable, report.as_dict()
         money.session.refresh(row)
@@ -232,7 +232,7 @@ def test_a_replacement_never_bids_above_the_signers_ceiling(money: Money) -> Non
     with _mempool(money):
         row, before, first_hash, first_bid = _stuck_post(money)
         client, capped = _worker(
-            money, post_replace_after_seconds=0, tx_max_fee_per_gas_wei=first_bid.max_fee_per_gas
+            money, tx_replace_after_seconds=0, tx_max_fee_per_gas_wei=first_bid.max_fee_per_gas
         )
         report = flows.run_once(money.session, client, capped, NEXT)
         assert report.waiting == {row.id: POST_FEE_CAPPED} and not report.replaced, report.as_dict()
@@ -319,7 +319,7 @@ def test_a_post_queued_behind_another_transaction_of_the_signer_is_not_bid_up(mo
         row = money.settlement("a")
         assert row is not None and row.state == SettlementState.posting and row.tx_nonce == head + 1
         posted_as = row.tx_hash
-        client, due = _worker(money, post_replace_after_seconds=0)
+        client, due = _worker(money, tx_replace_after_seconds=0)
         report = flows.run_once(money.session, client, due, NEXT)
         assert report.waiting == {row.id: f"{POST_QUEUED_BEHIND}:{head}"} and not report.replaced
         money.session.refresh(row)

@@ -130,7 +130,7 @@ def test_a_post_lands_once_whatever_the_mempool_does(money: Money) -> None:
         def worker(self, *, replace: str, ceiling: str) -> None:
             update: dict[str, Any] = {
                 "tx_timeout_seconds": 0.3,
-                "post_replace_after_seconds": 0 if replace == "due" else 300,
+                "tx_replace_after_seconds": 0 if replace == "due" else 300,
             }
             if ceiling == "just above the base fee":  # under the market
                 update["tx_max_fee_per_gas_wei"] = money.chain.base_fee() + 1
@@ -191,7 +191,7 @@ def test_a_post_lands_once_whatever_the_mempool_does(money: Money) -> None:
             rpc(money.settings.eth_rpc_url, "evm_setAutomine", True)
             rpc(money.settings.eth_rpc_url, "anvil_setNextBlockBaseFeePerGas", hex(GWEI))
             rpc(money.settings.eth_rpc_url, "evm_mine")
-            settings = money.settings.model_copy(update={"post_replace_after_seconds": 0})
+            settings = money.settings.model_copy(update={"tx_replace_after_seconds": 0})
             for _ in range(4):  # the worker finishes what the program left: posted, once
                 row = self.row()
                 if row is not None and row.state in (SettlementState.posted, SettlementState.claimable):

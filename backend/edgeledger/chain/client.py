@@ -37,7 +37,7 @@ from web3.exceptions import (
 )
 from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt, Wei
 
-from edgeledger.chain.fees import Fees
+from edgeledger.chain.fees import Fees, capped
 from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.ledger.abis import abi_type, contract_abi
@@ -152,8 +152,11 @@ class ChainClient:
         request_timeout: float = 10.0,
         head_max_age: float = HEAD_MAX_AGE_SECONDS,
         logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
+        max_fee_per_gas: int | None = None,
     ) -> None:
         self.rpc_url = rpc_url
+        #: the most any transaction of the signer bids per gas (TX_MAX_FEE_PER_GAS_WEI; None: no ceiling)
+        self.max_fee_per_gas = max_fee_per_gas
         #: blocks per eth_getLogs piece of a longer search (0: no limit); see :meth:`get_logs`
         self.logs_max_blocks = logs_max_blocks
         self.w3 = http_web3(rpc_url, timeout=request_timeout)
@@ -191,6 +194,7 @@ class ChainClient:
             nonce_lock_file=settings.data_dir / "signer-nonce.lock",
             head_max_age=settings.read_max_age_seconds,
             logs_max_blocks=settings.eth_logs_max_blocks,
+            max_fee_per_gas=settings.tx_max_fee_per_gas_wei,
         )
 
     # -- connection ------------------------------------------------------------------------------
@@ -390,7 +394,8 @@ class ChainClient:
         ``nonce`` re-sends at a nonce handed out before (a replacement: chain/fees.py), else the signer's
         next one is taken; ``nonce_if_next`` takes that nonce if it is still the signer's next, read
         under the nonce lock (``chain_nonce_taken`` when a transaction holds it; the next one when it is
-        behind); ``fees`` bids them (default: what the node suggests); ``gas`` is the limit as
+        behind); ``fees`` bids them (default: the market's, under the client's ceiling, and
+        ``chain_fee_capped`` when the ceiling is below the base fee: nothing is sent); ``gas`` is the limit as
         it is, not estimated (a replacement of a transaction whose call would now revert must still take
         its nonce). ``before_broadcast`` is told the nonce and the hash once signed, before anything
         leaves, so its caller can record what may be in the mempool before it is. A node refusing the
@@ -407,6 +412,8 @@ class ChainClient:
                 if gas is not None
                 else fn.estimate_gas({"from": signer.address}) * (100 + gas_margin_pct) // 100
             )
+            if fees is None and self.max_fee_per_gas is not None:
+                fees = self._ceiling_bid(self.max_fee_per_gas)
             with self._signer_nonce(fixed=nonce, if_next=nonce_if_next) as chosen:
                 params: TxParams = {
                     "from": signer.address,
@@ -423,6 +430,22 @@ class ChainClient:
                 if before_broadcast is not None:
                     before_broadcast(chosen, tx_hash)
                 return self._broadcast(signed.raw_transaction, tx_hash)
+
+    def _ceiling_bid(self, ceiling: int) -> Fees:
+        """The market's bid with its fee cap at most ``ceiling``; ``chain_fee_capped`` (nothing is sent)
+        when the ceiling is below the latest base fee, which no node would take."""
+        base = self.base_fee()
+        with self.rpc("eth_maxPriorityFeePerGas"):
+            tip = int(self.w3.eth.max_priority_fee)
+        bid = capped(Fees.market(base, tip), ceiling)
+        if bid.max_fee_per_gas < base:
+            raise ChainError(
+                f"the base fee ({base} wei per gas) is above the signer's ceiling TX_MAX_FEE_PER_GAS_WEI "
+                f"({ceiling}): nothing was sent; try again when fees fall, or raise the ceiling",
+                code="chain_fee_capped",
+                status=503,
+            )
+        return bid
 
     def _broadcast(self, raw: bytes, tx_hash: str) -> str:
         try:

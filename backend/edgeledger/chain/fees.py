@@ -7,9 +7,9 @@ same call is then re-sent at the same nonce with higher fees: only one transacti
 be mined, so re-sending never posts twice. Nodes take a replacement only when both its fee cap and its
 tip beat the pending one's by a margin (10 % in geth and reth): :data:`REPLACEMENT_BUMP_PCT` clears it.
 
-The signer's key is hot, and a fee market can spike: :func:`capped` bounds every bid of a settlement
-post at ``TX_MAX_FEE_PER_GAS_WEI`` (settlement/post_tx.py), so a post costs at most that price per gas.
-The signer's other transactions bid what the node suggests.
+The signer's key is hot, and a fee market can spike: :func:`capped` bounds every bid of the signer at
+``TX_MAX_FEE_PER_GAS_WEI`` (``ChainClient.send``; replacements: chain/stuck_tx.py), so no transaction
+costs more than that price per gas.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ See docs/anchoring.md for the state machine and the exactly-once argument. In sh
 * per source, closed batches are signed and anchored strictly in order; the manifest, its hash and the
   signature are committed (state "anchoring") before the transaction is sent, and every attempt first
   asks the chain ``isAnchored(batchId)``, so a batch is anchored at most once whatever dies when;
+* an anchor is one transaction at one nonce, recorded before it leaves, and sent again at that nonce
+  bidding more once stuck in the mempool, never above TX_MAX_FEE_PER_GAS_WEI (chain/stuck_tx.py): one
+  transaction per nonce is mined, and ``isAnchored`` refuses a second anchor besides;
 * ``confirm_anchors`` makes anchored batches final after N confirmations, and sends a batch whose
   transaction a reorg dropped back to "anchoring" (same batch id: still exactly one anchor).
 """
@@ -31,6 +34,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from edgeledger.chain import stuck_tx
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.config import Settings
 from edgeledger.db import exclusive_work, utcnow
@@ -51,6 +55,10 @@ from edgeledger.ledger.hashing import ZERO32, bytes32, hex32
 
 log = logging.getLogger(__name__)
 
+#: the anchors' noun in their waiting reasons (``anchor_fee_capped``: chain/stuck_tx.py)
+WHAT = "anchor"
+#: ``waiting``: the anchor was sent and is not mined within TX_TIMEOUT_SECONDS; the next run follows it
+ANCHOR_IN_MEMPOOL = stuck_tx.reason(WHAT, stuck_tx.IN_MEMPOOL)
 #: Batches waiting in a source's anchoring queue, in queue order.
 QUEUE_STATES = (BatchState.closed, BatchState.awaiting_signature, BatchState.anchoring)
 #: Reverts after which the stored manifest or signature is useless: the batch goes back to "closed"
@@ -152,6 +160,10 @@ class AnchorReport:
     anchored: list[str] = field(default_factory=list)  # batch ids
     awaiting_signature: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # batch id -> error code
+    # batch id -> why its anchor waits in the mempool or was not sent (``anchor_in_mempool``,
+    # ``anchor_fee_capped``, ``anchor_queued_behind:<nonce>``...: chain/stuck_tx.py); a later run goes on
+    waiting: dict[str, str] = field(default_factory=dict)
+    replaced: list[str] = field(default_factory=list)  # batch ids whose stuck anchor was sent again
     busy_sources: list[str] = field(default_factory=list)  # another worker holds them
     retryable: bool = False  # an RPC failure: worth retrying with backoff
 
@@ -160,6 +172,8 @@ class AnchorReport:
             "anchored": self.anchored,
             "awaiting_signature": self.awaiting_signature,
             "errors": self.errors,
+            "waiting": self.waiting,
+            "replaced": self.replaced,
             "busy_sources": self.busy_sources,
             "retryable": self.retryable,
         }
@@ -340,35 +354,70 @@ def _submit(
     batch: DeliveryBatch,
     report: AnchorReport,
 ) -> None:
-    """anchoring -> anchored, sending the anchor transaction only if the chain does not have it yet."""
+    """anchoring -> anchored, sending the anchor transaction only if the chain does not have it yet: one
+    transaction at one nonce, the same call bidding more once stuck (chain/stuck_tx.py)."""
     ledger = chain.contract(DELIVERY_LEDGER)
     batch.attempts += 1
     session.commit()
     if chain.call(ledger.functions.isAnchored(bytes32(batch.batch_id))):
         _record_existing_anchor(session, chain, settings, batch, report)
         return
-    if batch.tx_hash is not None and chain.known_tx(batch.tx_hash):  # not dropped (or never broadcast)
-        tx_hash = batch.tx_hash  # sent before and still in the mempool: wait for it, do not resend
-    else:
-        manifest = stored_manifest(session, batch)
-        assert batch.signature is not None
-        fn = ledger.functions.anchor(manifest.as_tuple(), HexBytes(batch.signature))
-        try:
-            tx_hash = chain.send(fn)
-        except ContractRevert as exc:
-            _handle_revert(session, chain, settings, batch, exc, report)
-            return
-        batch.tx_hash = tx_hash
-        session.commit()
-    replay = ledger.functions.anchor(
-        stored_manifest(session, batch).as_tuple(), HexBytes(batch.signature or "0x")
-    )
+    manifest = stored_manifest(session, batch)
+    signature = HexBytes(batch.signature or "0x")
+
+    def call() -> Any:
+        return ledger.functions.anchor(manifest.as_tuple(), signature)
+
+    tx_hash = stuck_tx.current_tx(batch, chain, session.commit)  # waiting or mined: never a second
     try:
-        result = chain.wait_for_receipt(tx_hash, replay=replay, sender=chain.signer_address)
+        if tx_hash is None:
+            tx_hash = stuck_tx.send_once(
+                batch,
+                chain,
+                call(),
+                what=WHAT,
+                max_fee_per_gas=settings.tx_max_fee_per_gas_wei,
+                save=session.commit,
+            )  # nonce and hash recorded before it leaves
+        elif chain.receipt_if_mined(tx_hash) is None:
+            replaced = stuck_tx.replace_if_stuck(
+                batch,
+                chain,
+                call,
+                what=WHAT,
+                max_fee_per_gas=settings.tx_max_fee_per_gas_wei,
+                replace_after_seconds=settings.tx_replace_after_seconds,
+                save=session.commit,
+            )
+            if replaced is not None:
+                report.replaced.append(batch.batch_id)
+                tx_hash = replaced
     except ContractRevert as exc:
         _handle_revert(session, chain, settings, batch, exc, report)
         return
+    except stuck_tx.NotSent as exc:
+        _wait(session, batch, exc.reason, exc.detail, report)
+    try:
+        result = chain.wait_for_receipt(tx_hash, replay=call(), sender=chain.signer_address)
+    except ContractRevert as exc:
+        _handle_revert(session, chain, settings, batch, exc, report)
+        return
+    except ChainError as exc:
+        if exc.code != "chain_timeout":
+            raise
+        # sent and waiting in the mempool: the next run follows it (and replaces it once stuck)
+        _wait(session, batch, ANCHOR_IN_MEMPOOL, exc.message, report)
     _mark_anchored(session, settings, batch, result.tx_hash, result.block_number, report)
+
+
+def _wait(session: Session, batch: DeliveryBatch, reason: str, detail: str, report: AnchorReport) -> NoReturn:
+    """Leaves the anchor as it is for a later run (the source's queue stops here): the reason in the
+    run's ``waiting`` and on the batch's row."""
+    log.warning("batch %s: anchor waits (%s): %s", batch.batch_id, reason, detail)
+    batch.error_code, batch.error_message = reason[:64], detail
+    session.commit()
+    report.waiting[batch.batch_id] = reason
+    raise _StopQueue
 
 
 def _handle_revert(
@@ -386,7 +435,7 @@ def _handle_revert(
     session.rollback()
     if exc.error in RESIGN_ERRORS:
         batch.state = BatchState.closed
-        batch.signature = batch.signer = batch.tx_hash = None
+        batch.signature = batch.signer = batch.tx_hash = batch.tx_prev_hash = None
     batch.error_code = exc.error[:64]
     batch.error_message = exc.message
     session.commit()

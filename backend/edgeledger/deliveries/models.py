@@ -227,6 +227,12 @@ class DeliveryBatch(Base):
     signature: Mapped[str | None] = mapped_column(String(132))
     signer: Mapped[str | None] = mapped_column(String(42))
     tx_hash: Mapped[str | None] = mapped_column(String(66))
+    # the signer's nonce of the anchor's transaction, the one ``tx_hash`` replaced (or a reorg took out)
+    # while it may still wait, and when ``tx_hash`` was sent: an anchor unmined for
+    # TX_REPLACE_AFTER_SECONDS is sent again at that nonce with higher fees (chain/stuck_tx.py)
+    tx_nonce: Mapped[int | None] = mapped_column(BigInteger)
+    tx_prev_hash: Mapped[str | None] = mapped_column(String(66))
+    tx_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     block_number: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[str | None] = mapped_column(String(64))

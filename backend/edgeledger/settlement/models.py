@@ -235,7 +235,7 @@ class Settlement(Base):
     unbillable_json: Mapped[str | None] = mapped_column(Text)
     tx_hash: Mapped[str | None] = mapped_column(String(66))
     # the signer's nonce of the post's transaction, and when ``tx_hash`` was sent: a post unmined for
-    # POST_REPLACE_AFTER_SECONDS is sent again at that nonce with higher fees (settlement/posting.py)
+    # TX_REPLACE_AFTER_SECONDS is sent again at that nonce with higher fees (chain/stuck_tx.py)
     tx_nonce: Mapped[int | None] = mapped_column(BigInteger)
     # the transaction at that nonce ``tx_hash`` replaced (or a reorg took out), while it may still wait
     tx_prev_hash: Mapped[str | None] = mapped_column(String(66))
