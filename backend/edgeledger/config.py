@@ -19,6 +19,7 @@ from typing import Any, Literal
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from edgeledger.chain.fees import DEFAULT_MAX_FEE_PER_GAS_WEI
 from edgeledger.ledger.log_ranges import DEFAULT_MAX_BLOCKS as DEFAULT_LOGS_MAX_BLOCKS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +56,7 @@ class Settings(BaseModel):
     )
     tx_timeout_seconds: float = Field(120.0, gt=0)
     tx_max_fee_per_gas_wei: int = Field(
-        500 * 10**9,
+        DEFAULT_MAX_FEE_PER_GAS_WEI,
         gt=0,
         description="The most the server signer bids per gas for any transaction, replacements included "
         "(chain/fees.py): a fee spike never costs more than this",

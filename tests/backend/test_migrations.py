@@ -14,6 +14,7 @@ unique per content hash through the upgrade and the downgrade.
 0018 (one merchant per escrow address): shared addresses stop the upgrade until moved; then unique.
 0019 (token amounts past 64 bits): exact and ordered as numbers; back only while every amount fits.
 0020 (an anchor's nonce): anchors before it name no nonce; back keeps every batch.
+0021 (a registration's and a catalogue's nonce): likewise.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy import delete, func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from edgeledger.assets.models import Registration
 from edgeledger.auth.models import Role, User
 from edgeledger.config import PROJECT_ROOT
 from edgeledger.db import make_engine, migrate
@@ -671,4 +673,42 @@ def test_0020_anchors_before_it_record_no_nonce_and_back(database_url: str) -> N
     with engine.connect() as conn:
         state = text("SELECT state, tx_hash FROM delivery_batches WHERE id = :b")
         assert conn.execute(state, {"b": batch_pk}).one() == ("anchoring", "0x" + "ab" * 32)
+    engine.dispose()
+
+
+def test_0021_registrations_before_it_record_no_nonce_and_back(database_url: str) -> None:
+    """A registration in flight before it names no nonce (the reconciler follows it by its hash); the
+    downgrade drops the columns of registrations and catalogues and keeps every row."""
+    migrate(database_url, "0020")
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        reg_pk = session.execute(
+            insert(Registration).values(  # a core INSERT naming the columns of that release
+                content_hash="0x" + "cd" * 32,
+                content_cid="bafy-0021",
+                creator="0x" + "44" * 20,
+                mode="server",
+                state="submitted",
+                params_json="{}",
+                tx_hash="0x" + "ef" * 32,
+            )
+        ).inserted_primary_key[0]
+        session.commit()
+    migrate(database_url, "0021")
+    row = text("SELECT tx_hash, tx_nonce, tx_prev_hash, tx_sent_at FROM asset_registrations WHERE id = :r")
+    with engine.begin() as conn:
+        assert conn.execute(row, {"r": reg_pk}).one() == ("0x" + "ef" * 32, None, None, None)
+    for table in ("asset_registrations", "asset_catalogues"):
+        assert {"tx_nonce", "tx_prev_hash", "tx_sent_at"} <= {
+            c["name"] for c in inspect(engine).get_columns(table)
+        }
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["url"] = database_url
+    command.downgrade(config, "0020")
+    for table in ("asset_registrations", "asset_catalogues"):
+        columns = {c["name"] for c in inspect(engine).get_columns(table)}
+        assert not columns & {"tx_nonce", "tx_prev_hash", "tx_sent_at"} and "tx_hash" in columns
+    with engine.connect() as conn:
+        state = text("SELECT state, tx_hash FROM asset_registrations WHERE id = :r")
+        assert conn.execute(state, {"r": reg_pk}).one() == ("submitted", "0x" + "ef" * 32)
     engine.dispose()

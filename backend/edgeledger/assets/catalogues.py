@@ -24,12 +24,13 @@ the registration journal for the items keeps crash safety simple:
 
 Order, as for one asset: the journal (CIDs computed locally) is committed before any file is linked
 into the spool, the spool before the typed data is answered, the signature before anything is sent,
-the transaction hash before its receipt is awaited; asset rows are written only from the chain's own
-``AssetRegistered`` logs (all of a catalogue's in one commit), and an item's spool is dropped only after
-both of its pins. Whatever dies in between, :func:`reconcile_catalogues` finds the catalogue and
-finishes it (sends a signed one again, follows a sent one's receipt, publishes a landed one's pending
-items) or releases an abandoned one (drops its spools; nothing of it was ever pinned). Items of a
-catalogue are left alone by ``flows.reconcile_registrations``.
+the transaction's nonce and hash before it leaves (chain/stuck_tx.py: one stuck in the mempool goes
+again at that nonce bidding more, never as a second catalogue at another nonce); asset rows are written
+only from the chain's own ``AssetRegistered`` logs (all of a catalogue's in one commit), and an item's
+spool is dropped only after both of its pins. Whatever dies in between, :func:`reconcile_catalogues`
+finds the catalogue and finishes it (sends a signed one again, follows a sent one's receipt, publishes a
+landed one's pending items) or releases an abandoned one (drops its spools; nothing of it was ever
+pinned). Items of a catalogue are left alone by ``flows.reconcile_registrations``.
 
 A per-item parent must be an asset already registered: an earlier item of the same catalogue has no id
 until the catalogue lands, so it cannot be named in what the creator signs.
@@ -78,6 +79,9 @@ from edgeledger.ipfs import IpfsClient, cid_of_bytes
 from edgeledger.ledger import registration as formats
 
 log = logging.getLogger(__name__)
+
+#: the catalogues' noun in their waiting reasons (``catalogue_fee_capped``: chain/stuck_tx.py)
+WHAT = "catalogue"
 
 #: ContentRegistry.MAX_BATCH: the most items one registerBatchFor takes.
 MAX_BATCH = 100
@@ -412,8 +416,7 @@ def submit_catalogue(session: Session, chain: ChainClient, ipfs: IpfsClient, cat
     outage keeps it open for the reconciler."""
     call = catalogue_call(chain, cat)
     try:
-        tx_hash = chain.send(call)
-        cat.tx_hash = tx_hash
+        tx_hash = flows.send_journalled(session, chain, cat, call, WHAT)  # recorded before it leaves
         _set_state(cat, CatalogueState.submitted)
         session.commit()
         result = chain.wait_for_receipt(tx_hash, replay=call, sender=chain.signer_address)
@@ -692,13 +695,16 @@ def _reconcile_one(
         release_catalogue(session, cat, error)
         return "released"
     if cat.state == CatalogueState.submitted and cat.tx_hash:
-        receipt = chain.receipt_if_mined(cat.tx_hash)
-        if receipt is None and (now - cat.updated_at).total_seconds() < settings.tx_timeout_seconds:
-            return "deferred"
-        # Dropped or reverted: sent again with the signature kept (or the creator is asked again).
+        waiting = flows.follow_journalled(
+            session, chain, settings, cat, lambda: catalogue_call(chain, cat), WHAT
+        )
+        if waiting is not None:  # in the mempool: never a second; the same one bidding more once stuck
+            return waiting
+        # Reverted, or dropped: sent again with the signature kept (at its nonce while that is free), or
+        # the creator is asked again.
         signed = "signature" in _payload(cat)
         _set_state(cat, CatalogueState.signed if signed else CatalogueState.awaiting_signature)
-        cat.tx_hash = None
+        cat.tx_hash = cat.tx_prev_hash = None
         session.commit()
     if cat.state == CatalogueState.signed and "signature" in _payload(cat):
         cat.attempts += 1

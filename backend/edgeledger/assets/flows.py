@@ -54,12 +54,17 @@ from edgeledger.assets.models import (
     RegistrationState,
 )
 from edgeledger.assets.service import REGISTRY, AssetError, FileFacts
+from edgeledger.chain import stuck_tx
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
+from edgeledger.chain.stuck_tx import TxSlot
 from edgeledger.config import Settings
 from edgeledger.ipfs import DEFAULT_PROFILE, IpfsClient, IpfsError, cid_of_bytes
 from edgeledger.ledger import registration as formats
 
 log = logging.getLogger(__name__)
+
+#: the registrations' noun in their waiting reasons (``registration_fee_capped``: chain/stuck_tx.py)
+WHAT = "registration"
 
 # Contract errors a creator can cause, as API errors.
 REVERT_CODES: dict[str, tuple[str, int]] = {
@@ -489,9 +494,74 @@ def require_creator_signature(
 
 
 def submit_registration(session: Session, chain: ChainClient, ipfs: IpfsClient, reg: Registration) -> Asset:
-    """The platform signer relays the creator-signed registration (``registerFor``)."""
+    """The platform signer relays the creator-signed registration (``registerFor``): one transaction at
+    one nonce, recorded before it leaves (:func:`send_journalled`)."""
     call = registration_call(chain, reg)
-    return _submit(session, chain, ipfs, reg, lambda: chain.send(call), sender=chain.signer_address)
+    return _submit(
+        session,
+        chain,
+        ipfs,
+        reg,
+        lambda: send_journalled(session, chain, reg, call, WHAT),
+        sender=chain.signer_address,
+    )
+
+
+class SentJournal(TxSlot, Protocol):
+    """A journal row (registration, catalogue) naming its transaction (chain/stuck_tx.py) and its error."""
+
+    error_code: Any
+    error_message: Any
+
+
+def send_journalled(session: Session, chain: ChainClient, row: SentJournal, call: Any, what: str) -> str:
+    """The row's transaction as the node knows it (a worker died after sending it), else ``call`` sent
+    at the row's recorded nonce while that is free, nonce and hash committed before it leaves
+    (chain/stuck_tx.py): never a second transaction while the first may still be mined. A send that
+    waits (``<what>_fee_capped``, ``<what>_nonce_taken``, a node's refusal) is a 503 naming the reason;
+    the row keeps its state for the reconciler."""
+    current = stuck_tx.current_tx(row, chain, session.commit)
+    if current is not None:
+        return current
+    try:
+        return stuck_tx.send_once(
+            row, chain, call, what=what, max_fee_per_gas=chain.max_fee_per_gas, save=session.commit
+        )
+    except stuck_tx.NotSent as exc:
+        raise ChainError(exc.detail, code=exc.reason, status=503) from exc
+
+
+def follow_journalled(
+    session: Session,
+    chain: ChainClient,
+    settings: Settings,
+    row: SentJournal,
+    call: Callable[[], Any],
+    what: str,
+) -> str | None:
+    """The reconciler's step for a row whose transaction may wait in the mempool: while it does, it is
+    followed and, once it has waited TX_REPLACE_AFTER_SECONDS at the head of the signer's queue, sent
+    again at its nonce bidding more ("retried"), else left as it is ("deferred", a wait's reason on the
+    row). None when it is mined or gone: the caller sends again (:func:`send_journalled`, at the
+    recorded nonce while that is free)."""
+    current = stuck_tx.current_tx(row, chain, session.commit)
+    if current is None or chain.receipt_if_mined(current) is not None:
+        return None
+    try:
+        replaced = stuck_tx.replace_if_stuck(
+            row,
+            chain,
+            call,
+            what=what,
+            max_fee_per_gas=settings.tx_max_fee_per_gas_wei,
+            replace_after_seconds=settings.tx_replace_after_seconds,
+            save=session.commit,
+        )
+    except stuck_tx.NotSent as exc:
+        row.error_code, row.error_message = exc.reason[:64], exc.detail
+        session.commit()
+        return "deferred"
+    return "retried" if replaced is not None else "deferred"
 
 
 def _submit(
@@ -731,13 +801,16 @@ def _reconcile_one(
         )
         return "released"
     if reg.state == RegistrationState.submitted and reg.tx_hash:
-        receipt = chain.receipt_if_mined(reg.tx_hash)
-        if receipt is None and (now - reg.updated_at).total_seconds() < settings.tx_timeout_seconds:
-            return "deferred"
-        # Dropped or reverted: sent again with the signature kept (or the creator is asked again).
+        waiting = follow_journalled(
+            session, chain, settings, reg, lambda: registration_call(chain, reg), WHAT
+        )
+        if waiting is not None:  # in the mempool: never a second; the same one bidding more once stuck
+            return waiting
+        # Reverted, or dropped: sent again with the signature kept (at its nonce while that is free), or
+        # the creator is asked again.
         signed = "signature" in _payload(reg)
         reg.state = RegistrationState.pinned if signed else RegistrationState.awaiting_signature
-        reg.tx_hash = None
+        reg.tx_hash = reg.tx_prev_hash = None
         session.commit()
     if reg.state == RegistrationState.pinned and "signature" in _payload(reg):
         reg.attempts += 1

@@ -152,6 +152,11 @@ class Registration(Base):
     state: Mapped[str] = mapped_column(String(20), index=True)
     params_json: Mapped[str] = mapped_column(Text)  # RegistrationParams + file facts, as JSON
     tx_hash: Mapped[str | None] = mapped_column(String(66))
+    # the signer's nonce of ``tx_hash``, the one it replaced while that may still wait, and when it was
+    # sent: one transaction per nonce, sent again bidding more once stuck (chain/stuck_tx.py)
+    tx_nonce: Mapped[int | None] = mapped_column(BigInteger)
+    tx_prev_hash: Mapped[str | None] = mapped_column(String(66))
+    tx_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     asset_id: Mapped[int | None] = mapped_column(ForeignKey("assets.id"))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[str | None] = mapped_column(String(64))
@@ -197,6 +202,10 @@ class Catalogue(Base):
     #: The shared licence and split (CatalogueParams), valid_from, deadline and the creator's signature.
     params_json: Mapped[str] = mapped_column(Text)
     tx_hash: Mapped[str | None] = mapped_column(String(66))
+    # as a registration's: the nonce, the replaced transaction, the send time (chain/stuck_tx.py)
+    tx_nonce: Mapped[int | None] = mapped_column(BigInteger)
+    tx_prev_hash: Mapped[str | None] = mapped_column(String(66))
+    tx_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     first_asset_id: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[str | None] = mapped_column(String(64))

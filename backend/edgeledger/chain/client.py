@@ -37,7 +37,7 @@ from web3.exceptions import (
 )
 from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt, Wei
 
-from edgeledger.chain.fees import Fees, capped
+from edgeledger.chain.fees import DEFAULT_MAX_FEE_PER_GAS_WEI, Fees, capped
 from edgeledger.config import Settings
 from edgeledger.errors import EdgeLedgerError
 from edgeledger.ledger.abis import abi_type, contract_abi
@@ -152,10 +152,10 @@ class ChainClient:
         request_timeout: float = 10.0,
         head_max_age: float = HEAD_MAX_AGE_SECONDS,
         logs_max_blocks: int = DEFAULT_MAX_BLOCKS,
-        max_fee_per_gas: int | None = None,
+        max_fee_per_gas: int = DEFAULT_MAX_FEE_PER_GAS_WEI,
     ) -> None:
         self.rpc_url = rpc_url
-        #: the most any transaction of the signer bids per gas (TX_MAX_FEE_PER_GAS_WEI; None: no ceiling)
+        #: the most any transaction of the signer bids per gas (TX_MAX_FEE_PER_GAS_WEI)
         self.max_fee_per_gas = max_fee_per_gas
         #: blocks per eth_getLogs piece of a longer search (0: no limit); see :meth:`get_logs`
         self.logs_max_blocks = logs_max_blocks
@@ -412,7 +412,7 @@ class ChainClient:
                 if gas is not None
                 else fn.estimate_gas({"from": signer.address}) * (100 + gas_margin_pct) // 100
             )
-            if fees is None and self.max_fee_per_gas is not None:
+            if fees is None:
                 fees = self._ceiling_bid(self.max_fee_per_gas)
             with self._signer_nonce(fixed=nonce, if_next=nonce_if_next) as chosen:
                 params: TxParams = {

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: TX_MAX_FEE_PER_GAS_WEI's default: the most the signer bids per gas (500 gwei)
+DEFAULT_MAX_FEE_PER_GAS_WEI = 500 * 10**9
 #: a replacement bids this much more than the transaction it replaces, fee cap and tip alike
 REPLACEMENT_BUMP_PCT = 25
 #: the least raise a node takes for a replacement (geth's and reth's default price bump)

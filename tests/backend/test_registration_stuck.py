@@ -1,0 +1,183 @@
+"""A relayed registration or catalogue stuck in the mempool, on a real anvil, IPFS node and databases
+(assets/flows.py ``send_journalled`` and ``follow_journalled``, chain/stuck_tx.py; docs/registration.md,
+"A stuck registration").
+
+The reconciler used to send a registration whose receipt had not come within TX_TIMEOUT_SECONDS again at
+a new nonce: behind a stuck one, every run queued one more transaction that could only revert once the
+first was mined, each paid for. Now the row names its nonce: while its transaction waits in the mempool
+the reconciler leaves it, and once it has waited TX_REPLACE_AFTER_SECONDS it sends the same call at that
+nonce bidding more. Anvil's automine is switched off to hold the transaction in the mempool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from edgeledger.assets import catalogues, flows
+from edgeledger.assets.models import Catalogue, CatalogueState, Registration, RegistrationState
+from edgeledger.chain.client import ChainClient, ChainError
+from edgeledger.config import Settings
+from edgeledger.ipfs import IpfsClient
+from tests.backend.support.stack import Caller, rpc
+from tests.backend.test_assets import _crashed_registration
+from tests.backend.test_catalogue_api import _crashed
+
+pytestmark = pytest.mark.integration
+
+
+def _sent(chain: ChainClient) -> int:
+    """Transactions the server's signer has sent, mined or not."""
+    return int(chain.w3.eth.get_transaction_count(chain.signer_address, "pending"))
+
+
+def _mined(chain: ChainClient) -> int:
+    return int(chain.w3.eth.get_transaction_count(chain.signer_address, "latest"))
+
+
+def _client(settings: Settings, **update: object) -> tuple[ChainClient, Settings]:
+    mine = settings.model_copy(update={"tx_timeout_seconds": 1, **update})
+    return ChainClient.from_settings(mine), mine
+
+
+@contextmanager
+def _mempool(settings: Settings) -> Iterator[None]:
+    rpc(settings.eth_rpc_url, "evm_setAutomine", False)
+    try:
+        yield
+    finally:
+        rpc(settings.eth_rpc_url, "evm_setAutomine", True)  # never leave the shared chain paused
+        rpc(settings.eth_rpc_url, "evm_mine")
+
+
+def _total_assets(chain: ChainClient) -> int:
+    return int(chain.call(chain.contract("ContentRegistry").functions.totalAssets()))
+
+
+def test_a_stuck_registration_is_followed_then_sent_again_at_its_nonce_never_twice(
+    app_client: TestClient, creator: Caller, settings: Settings, ipfs_client: IpfsClient
+) -> None:
+    """Relayed under a ceiling just above the base fee, the registration waits in the mempool (504, kept
+    ``submitted`` with its nonce). The reconciler, runs later, sends nothing while it waits; once it is
+    due, the same call goes at the same nonce bidding more; mined, the asset is registered once and the
+    signer has sent one nonce."""
+    reg = _crashed_registration(app_client, creator, submit=False)  # signed, nothing sent
+    chain = ChainClient.from_settings(settings)
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    engine = app_client.app.state.engine  # type: ignore[attr-defined]
+    with _mempool(settings), Session(engine) as session:
+        before = _sent(chain)
+        low, _ = _client(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
+        row = session.get(Registration, reg.id)
+        assert row is not None
+        with pytest.raises(ChainError) as waited:
+            flows.submit_registration(session, low, ipfs_client, row)
+        assert waited.value.code == "chain_timeout"
+        session.refresh(row)
+        assert row.state == RegistrationState.submitted and row.tx_nonce == before and row.tx_hash
+        first_hash = row.tx_hash
+        first = chain.pending_tx(first_hash)
+        assert first is not None and first.nonce == before
+
+        for _ in range(2):  # the old reconciler sent a second registration here, at a new nonce
+            counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
+            assert counts["deferred"] == 1 and counts["retried"] == 0, counts
+            assert _sent(chain) == before + 1 and chain.pending_tx(first_hash) is not None
+
+        _, due = _client(settings, tx_replace_after_seconds=0)
+        counts = flows.reconcile_registrations(session, chain, ipfs_client, due, now=later)
+        assert counts["retried"] == 1, counts
+        session.refresh(row)
+        assert row.tx_nonce == before and row.tx_prev_hash == first_hash and row.tx_hash != first_hash
+        assert row.tx_hash is not None and chain.pending_tx(first_hash) is None
+        bid = chain.pending_tx(row.tx_hash)
+        assert bid is not None and bid.nonce == before
+        assert bid.fees.max_fee_per_gas >= first.fees.max_fee_per_gas * 125 // 100
+        assert _sent(chain) == before + 1 and _mined(chain) == before
+        replacement = row.tx_hash
+    with Session(engine) as session:
+        counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
+        assert counts["registered"] == 1, counts
+        done = session.get(Registration, reg.id)
+        assert done is not None and done.state == RegistrationState.registered and done.asset_id == 1
+        assert done.tx_hash == replacement
+    assert chain.receipt_if_mined(replacement) is not None and chain.receipt_if_mined(first_hash) is None
+    assert _total_assets(chain) == 1 and _sent(chain) == _mined(chain) == before + 1
+
+
+def test_a_registration_over_the_fee_ceiling_is_kept_and_sent_once_fees_fall(
+    app_client: TestClient, creator: Caller, settings: Settings, ipfs_client: IpfsClient
+) -> None:
+    """The base fee above TX_MAX_FEE_PER_GAS_WEI: relaying is refused before anything leaves (503
+    ``registration_fee_capped``), the registration kept signed for the reconciler, which registers it
+    once fees fall."""
+    reg = _crashed_registration(app_client, creator, submit=False)
+    chain = ChainClient.from_settings(settings)
+    base = chain.base_fee()
+    ceiling = 3 * base + 10**9
+    capped, capped_settings = _client(settings, tx_max_fee_per_gas_wei=ceiling)
+    engine = app_client.app.state.engine  # type: ignore[attr-defined]
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    try:
+        rpc(settings.eth_rpc_url, "anvil_setNextBlockBaseFeePerGas", hex(ceiling + 1))
+        rpc(settings.eth_rpc_url, "evm_mine")
+        before = _sent(chain)
+        with Session(engine) as session:
+            row = session.get(Registration, reg.id)
+            assert row is not None
+            with pytest.raises(ChainError) as refused:
+                flows.submit_registration(session, capped, ipfs_client, row)
+            assert refused.value.code == "registration_fee_capped" and refused.value.status == 503
+            assert "TX_MAX_FEE_PER_GAS_WEI" in refused.value.message and _sent(chain) == before
+            session.refresh(row)
+            assert row.state == RegistrationState.pinned and row.error_code == "registration_fee_capped"
+            counts = flows.reconcile_registrations(session, capped, ipfs_client, capped_settings, now=later)
+            assert counts["deferred"] == 1 and _sent(chain) == before, counts
+    finally:  # the shared chain back to a cheap base fee
+        rpc(settings.eth_rpc_url, "anvil_setNextBlockBaseFeePerGas", hex(base))
+        rpc(settings.eth_rpc_url, "evm_mine")
+    with Session(engine) as session:
+        counts = flows.reconcile_registrations(session, capped, ipfs_client, capped_settings, now=later)
+        assert counts["retried"] == 1, counts
+    assert _total_assets(chain) == 1 and _sent(chain) == before + 1
+
+
+def test_a_stuck_catalogue_is_sent_again_at_its_nonce_never_twice(
+    app_client: TestClient, creator: Caller, settings: Settings, ipfs_client: IpfsClient
+) -> None:
+    """The catalogue's one transaction, stuck: followed while it waits, replaced at its nonce once due;
+    its three assets registered once, one nonce spent."""
+    cat_id = _crashed(app_client, creator, stage="signed")
+    chain = ChainClient.from_settings(settings)
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    engine = app_client.app.state.engine  # type: ignore[attr-defined]
+    with _mempool(settings), Session(engine) as session:
+        before = _sent(chain)
+        low, _ = _client(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
+        cat = session.get(Catalogue, cat_id)
+        assert cat is not None
+        with pytest.raises(ChainError):
+            catalogues.submit_catalogue(session, low, ipfs_client, cat)
+        session.refresh(cat)
+        assert cat.state == CatalogueState.submitted and cat.tx_nonce == before and cat.tx_hash
+        first_hash = cat.tx_hash
+        counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, settings, now=later)
+        assert counts["deferred"] == 1 and _sent(chain) == before + 1, counts
+        _, due = _client(settings, tx_replace_after_seconds=0)
+        counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, due, now=later)
+        assert counts["retried"] == 1, counts
+        session.refresh(cat)
+        assert cat.tx_nonce == before and cat.tx_prev_hash == first_hash and cat.tx_hash != first_hash
+        assert _sent(chain) == before + 1 and chain.pending_tx(first_hash) is None
+        replacement = cat.tx_hash
+    with Session(engine) as session:
+        counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, settings, now=later)
+        assert counts["registered"] == 1, counts
+        done = session.get(Catalogue, cat_id)
+        assert done is not None and done.state == CatalogueState.registered and done.tx_hash == replacement
+    assert _total_assets(chain) == 3 and _sent(chain) == _mined(chain) == before + 1
