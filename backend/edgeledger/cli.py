@@ -566,6 +566,14 @@ def anchor(
     typer.echo(json.dumps(summary, indent=2))
     if summary["anchoring"]["errors"]:
         raise typer.Exit(1)
+    if summary["anchoring"]["waiting"]:
+        typer.secho(
+            f"{len(summary['anchoring']['waiting'])} anchor(s) wait (in the mempool, or not sent under "
+            "TX_MAX_FEE_PER_GAS_WEI): a later run follows them; see the reasons above",
+            fg="yellow",
+            err=True,
+        )
+        raise typer.Exit(1)
     if summary["awaiting_signature"]:
         count = len(summary["awaiting_signature"])
         typer.secho(

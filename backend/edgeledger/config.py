@@ -41,6 +41,16 @@ def proxy_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Ne
 RENAMED = {"post_replace_after_seconds": "tx_replace_after_seconds"}
 
 
+def _renamed(values: dict[str, Any]) -> dict[str, Any]:
+    """One source's values (the .env file, the environment, overrides), an earlier name read as the
+    setting's name unless that one is set too: the environment still beats the .env file, whichever
+    name either uses."""
+    for old, new in RENAMED.items():
+        if old in values:
+            values.setdefault(new, values.pop(old))
+    return values
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -64,8 +74,8 @@ class Settings(BaseModel):
     tx_replace_after_seconds: int = Field(
         300,
         ge=0,
-        description="A settlement post or an anchor left unmined this long is sent again at its nonce "
-        "with fees 25 % higher (never twice: one transaction per nonce is mined; chain/stuck_tx.py). "
+        description="A settlement post, an anchor or a relayed registration or catalogue left unmined "
+        "this long is sent again at its nonce with fees 25 % higher (never twice: one transaction per nonce is mined; chain/stuck_tx.py). "
         "POST_REPLACE_AFTER_SECONDS, its earlier name, is still read",
     )
     signer_private_key: SecretStr | None = Field(None, description="Server signer (REGISTRAR_ROLE)")
@@ -293,13 +303,12 @@ class Settings(BaseModel):
     def from_env(cls, env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:
         values: dict[str, Any] = {}
         if env_file is not None and env_file.is_file():
-            values.update({k.lower(): v for k, v in dotenv_values(env_file).items() if v is not None})
+            values.update(
+                _renamed({k.lower(): v for k, v in dotenv_values(env_file).items() if v is not None})
+            )
         fields = set(cls.model_fields) | set(RENAMED)
-        values.update({k.lower(): v for k, v in os.environ.items() if k.lower() in fields})
-        for old, new in RENAMED.items():  # an earlier name still counts, unless the new one is set
-            if old in values:
-                values.setdefault(new, values.pop(old))
-        values.update(overrides)
+        values.update(_renamed({k.lower(): v for k, v in os.environ.items() if k.lower() in fields}))
+        values.update(_renamed(dict(overrides)))
         return cls(**values)
 
 

@@ -16,13 +16,15 @@ from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
+from hexbytes import HexBytes
 
 from edgeledger.auth.models import Role
 from edgeledger.chain import stuck_tx
 from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.config import Settings
 from edgeledger.deliveries import anchoring, sources
-from edgeledger.deliveries.models import BatchState
+from edgeledger.deliveries.batches import stored_manifest
+from edgeledger.deliveries.models import BatchState, DeliverySource
 from edgeledger.ledger.abis import DELIVERY_LEDGER
 from edgeledger.ledger.hashing import bytes32
 from edgeledger.ledger.ids import source_id_for
@@ -202,23 +204,39 @@ def test_no_transaction_of_the_signer_bids_above_its_ceiling(
     assert _anchors_on_chain(chain) == 1
 
 
-def test_the_replacement_delay_is_read_under_its_earlier_name_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """POST_REPLACE_AFTER_SECONDS, the setting's earlier name, still counts; TX_REPLACE_AFTER_SECONDS
-    wins when both are set."""
-    monkeypatch.delenv("TX_REPLACE_AFTER_SECONDS", raising=False)
-    monkeypatch.setenv("POST_REPLACE_AFTER_SECONDS", "7")
-    assert Settings.from_env(env_file=None).tx_replace_after_seconds == 7
-    monkeypatch.setenv("TX_REPLACE_AFTER_SECONDS", "9")
-    assert Settings.from_env(env_file=None).tx_replace_after_seconds == 9
-
-
-def test_every_waiting_reason_says_what_waits_and_why() -> None:
-    """The reasons the rows and reports carry, and the text that explains them (pure)."""
-    assert stuck_tx.reason("anchor", stuck_tx.FEE_CAPPED) == "anchor_fee_capped"
-    assert stuck_tx.refusal("post", "chain_replacement_underpriced") == "post_replacement_refused"
-    assert stuck_tx.refusal("anchor", "chain_insufficient_funds") == "signer_insufficient_funds"
-    assert stuck_tx.refusal("anchor", None) == "anchor_refused"
-    assert "the anchor waits behind" in stuck_tx.NotSent("anchor_queued_behind:12").detail
-    assert "nonce 12" in stuck_tx.NotSent("anchor_queued_behind:12").detail
-    assert "fund it" in stuck_tx.NotSent("signer_insufficient_funds").detail
-    assert stuck_tx.NotSent("post_refused", "node said no").detail == "node said no"
+def test_a_reverted_anchor_is_spent_and_its_queue_resumes_once_the_cause_is_fixed(
+    app_client: TestClient, admin: Caller, settings: Settings, chain: ChainClient
+) -> None:
+    """An anchor mined and reverted (its source suspended while it waited) spent its nonce: the run
+    records the revert and forgets the transaction, and once the source is reactivated the next run
+    sends a new one at the signer's next nonce instead of reading the old receipt again."""
+    (batch,) = closed_cdn_batches(app_client, admin, settings)
+    with db(app_client) as session:
+        source = session.get(DeliverySource, batch.source_pk)
+        assert source is not None
+        anchoring._prepare(session, chain, settings, source, reload(session, batch), anchoring.AnchorReport())
+    assert app_client.post("/deliveries/sources/cdn-a/suspend", headers=admin.headers).status_code == 200
+    with db(app_client) as session:
+        row = reload(session, batch)
+        assert row.state == BatchState.anchoring and row.signature is not None
+        manifest = stored_manifest(session, row)
+        call = chain.contract(DELIVERY_LEDGER).functions.anchor(manifest.as_tuple(), HexBytes(row.signature))
+        nonce = _sent(chain)
+        reverted = chain.send(call, gas=1_000_000)  # not estimated: sent, mined, reverted
+        assert chain.receipt_if_mined(reverted)["status"] == 0  # type: ignore[index]
+        row.tx_hash, row.tx_nonce = reverted, nonce
+        session.commit()
+        report = anchoring.anchor_pending(session, chain, settings)
+        assert report.errors == {batch.batch_id: "SourceNotActive"}, report.as_dict()
+        row = reload(session, batch)
+        assert (
+            row.state == BatchState.anchoring and row.tx_hash is None and row.error_code == "SourceNotActive"
+        )
+    assert app_client.post("/deliveries/sources/cdn-a/reactivate", headers=admin.headers).status_code == 200
+    after = _sent(chain)  # the reactivation took the nonce after the reverted anchor's
+    with db(app_client) as session:
+        report = anchoring.anchor_pending(session, chain, settings)
+        assert report.anchored == [batch.batch_id] and not report.errors, report.as_dict()
+        done = reload(session, batch)
+        assert done.tx_hash != reverted and done.tx_nonce == after
+    assert _anchors_on_chain(chain) == 1 and _sent(chain) == _mined(chain) == after + 1

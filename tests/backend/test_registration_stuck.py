@@ -88,6 +88,14 @@ def test_a_stuck_registration_is_followed_then_sent_again_at_its_nonce_never_twi
             counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
             assert counts["deferred"] == 1 and counts["retried"] == 0, counts
             assert _sent(chain) == before + 1 and chain.pending_tx(first_hash) is not None
+            session.refresh(row)
+            assert row.state == RegistrationState.submitted and row.tx_hash == first_hash
+        # past its deadline while its transaction waits: not released, it may still land
+        too_late = later + timedelta(seconds=settings.pending_registration_max_age_seconds)
+        counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=too_late)
+        assert counts["deferred"] == 1 and counts["released"] == 0, counts
+        session.refresh(row)
+        assert row.state == RegistrationState.submitted
 
         _, due = _client(settings, tx_replace_after_seconds=0)
         counts = flows.reconcile_registrations(session, chain, ipfs_client, due, now=later)
@@ -138,6 +146,8 @@ def test_a_registration_over_the_fee_ceiling_is_kept_and_sent_once_fees_fall(
             assert row.state == RegistrationState.pinned and row.error_code == "registration_fee_capped"
             counts = flows.reconcile_registrations(session, capped, ipfs_client, capped_settings, now=later)
             assert counts["deferred"] == 1 and _sent(chain) == before, counts
+            session.refresh(row)
+            assert row.state == RegistrationState.pinned and row.error_code == "registration_fee_capped"
     finally:  # the shared chain back to a cheap base fee
         rpc(settings.eth_rpc_url, "anvil_setNextBlockBaseFeePerGas", hex(base))
         rpc(settings.eth_rpc_url, "evm_mine")
@@ -168,6 +178,8 @@ def test_a_stuck_catalogue_is_sent_again_at_its_nonce_never_twice(
         first_hash = cat.tx_hash
         counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, settings, now=later)
         assert counts["deferred"] == 1 and _sent(chain) == before + 1, counts
+        session.refresh(cat)
+        assert cat.state == CatalogueState.submitted and cat.tx_hash == first_hash
         _, due = _client(settings, tx_replace_after_seconds=0)
         counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, due, now=later)
         assert counts["retried"] == 1, counts
@@ -181,3 +193,27 @@ def test_a_stuck_catalogue_is_sent_again_at_its_nonce_never_twice(
         done = session.get(Catalogue, cat_id)
         assert done is not None and done.state == CatalogueState.registered and done.tx_hash == replacement
     assert _total_assets(chain) == 3 and _sent(chain) == _mined(chain) == before + 1
+
+
+def test_a_registration_whose_transaction_reverted_is_sent_anew(
+    app_client: TestClient, creator: Caller, settings: Settings, ipfs_client: IpfsClient
+) -> None:
+    """The row names a transaction that was mined and reverted (its nonce spent): relaying again sends a
+    new transaction at the signer's next nonce, rather than reading the old receipt again, and the asset
+    is registered once."""
+    reg = _crashed_registration(app_client, creator, submit=False)
+    chain = ChainClient.from_settings(settings)
+    engine = app_client.app.state.engine  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        row = session.get(Registration, reg.id)
+        assert row is not None
+        nonce = _sent(chain)
+        reverted = chain.send(chain.contract("ContentRegistry").functions.totalAssets(), gas=21_500)
+        assert chain.receipt_if_mined(reverted)["status"] == 0  # type: ignore[index]  # out of gas
+        row.tx_hash, row.tx_nonce = reverted, nonce
+        session.commit()
+        asset = flows.submit_registration(session, chain, ipfs_client, row)
+        session.refresh(row)
+        assert asset.id == 1 and row.state == RegistrationState.registered
+        assert row.tx_hash != reverted and row.tx_nonce == nonce + 1
+    assert _total_assets(chain) == 1 and _sent(chain) == _mined(chain) == nonce + 2

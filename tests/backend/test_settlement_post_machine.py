@@ -51,6 +51,9 @@ EXAMPLES = int(os.environ.get("POST_MACHINE_EXAMPLES", "8"))
 STEPS = int(os.environ.get("POST_MACHINE_STEPS", "12"))
 DEPOSIT = 50_000_000  # Money.add_shop's
 GWEI = 10**9
+#: the highest base fee a rise sets: anvil keeps it in 64 bits and stops past 2^64 - 1 wei, and above
+#: the signer's ceiling (500 gwei by default) every rise is alike
+MAX_BASE_FEE = 100_000 * GWEI
 TOTALS: Counter[str] = Counter()
 
 
@@ -115,7 +118,8 @@ def test_a_post_lands_once_whatever_the_mempool_does(money: Money) -> None:
             elif event == "mine a block":
                 rpc(url, "evm_mine")
             elif event.startswith("base fee x"):  # a post bidding under it leaves the mempool
-                rpc(url, "anvil_setNextBlockBaseFeePerGas", hex(money.chain.base_fee() * int(event[10:])))
+                risen = min(money.chain.base_fee() * int(event[10:]), MAX_BASE_FEE)
+                rpc(url, "anvil_setNextBlockBaseFeePerGas", hex(risen))
                 rpc(url, "evm_mine")
             elif event == "the node loses its mempool":
                 rpc(url, "anvil_dropAllTransactions")

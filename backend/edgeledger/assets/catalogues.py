@@ -691,6 +691,8 @@ def _reconcile_one(
         _front_run(session, chain, cat, None)
         return "released"
     if (now - cat.created_at).total_seconds() > settings.pending_registration_max_age_seconds:
+        if cat.tx_hash and flows.tx_waiting(session, chain, cat):
+            return "deferred"  # it may still land (past its deadline, it reverts): released after
         error = AssetError("not registered in time; spools dropped", code="registration_expired")
         release_catalogue(session, cat, error)
         return "released"

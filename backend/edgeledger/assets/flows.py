@@ -522,13 +522,24 @@ def send_journalled(session: Session, chain: ChainClient, row: SentJournal, call
     the row keeps its state for the reconciler."""
     current = stuck_tx.current_tx(row, chain, session.commit)
     if current is not None:
-        return current
+        receipt = chain.receipt_if_mined(current)
+        if receipt is None or receipt["status"] == 1:
+            return current  # waiting, or landed: its receipt is read, never a second
+        # mined and reverted: its nonce is spent; a new transaction (a new signature, say) is sent
+        row.tx_hash = row.tx_prev_hash = None
+        session.commit()
     try:
         return stuck_tx.send_once(
             row, chain, call, what=what, max_fee_per_gas=chain.max_fee_per_gas, save=session.commit
         )
     except stuck_tx.NotSent as exc:
         raise ChainError(exc.detail, code=exc.reason, status=503) from exc
+
+
+def tx_waiting(session: Session, chain: ChainClient, row: SentJournal) -> bool:
+    """Whether the row's transaction waits in the mempool (it may still land)."""
+    current = stuck_tx.current_tx(row, chain, session.commit)
+    return current is not None and chain.receipt_if_mined(current) is None
 
 
 def follow_journalled(
@@ -793,6 +804,8 @@ def _reconcile_one(
         return "released"
     age = (now - reg.created_at).total_seconds()
     if age > settings.pending_registration_max_age_seconds:
+        if reg.tx_hash and tx_waiting(session, chain, reg):
+            return "deferred"  # it may still land (past its deadline, it reverts): released after
         release_registration(
             session,
             ipfs,

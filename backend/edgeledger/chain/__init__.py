@@ -4,7 +4,8 @@
                     decoded custom errors, receipts; re-sends at a nonce handed out before
 * ``fees``          EIP-1559 bids: the market's, a replacement's, the ceiling (TX_MAX_FEE_PER_GAS_WEI)
 * ``stuck_tx``      one transaction per nonce, recorded before it leaves, sent again bidding more once
-                    stuck (settlement posts, anchors); database-free: the caller's row and its commit
+                    stuck (settlement posts, anchors, relayed registrations and catalogues);
+                    database-free: the caller's row and its commit
 * ``anvil``         a local anvil process (the stack, the tests, the benchmarks)
 * ``deploy``        runs scripts/deploy.py (brownie) against any RPC endpoint
 * ``brownie_run``   brownie's command line from a checkout whose path holds a dot

@@ -135,6 +135,7 @@ class PendingTx:
     nonce: int
     fees: Fees
     gas: int
+    sender: str = ""
 
 
 class ChainClient:
@@ -504,7 +505,7 @@ class ChainClient:
             return None
         price = tx.get("gasPrice", 0)
         fees = Fees(int(tx.get("maxFeePerGas", price)), int(tx.get("maxPriorityFeePerGas", price)))
-        return PendingTx(int(tx["nonce"]), fees, int(tx["gas"]))
+        return PendingTx(int(tx["nonce"]), fees, int(tx["gas"]), to_checksum_address(tx["from"]))
 
     def known_tx(self, tx_hash: str) -> bool:
         """Whether the node knows the transaction: waiting in its mempool, or mined."""

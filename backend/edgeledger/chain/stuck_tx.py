@@ -1,6 +1,7 @@
 """One transaction of the server's signer at one nonce, sent again bidding more when it is stuck: the
 discipline every flow whose transaction may wait in a mempool follows (settlement posts:
-settlement/post_tx.py; anchors: deliveries/anchoring.py; docs/settlement.md, "A post stuck in the
+settlement/post_tx.py; anchors: deliveries/anchoring.py; relayed registrations and catalogues:
+assets/flows.py ``send_journalled``, ``follow_journalled``; docs/settlement.md, "A post stuck in the
 mempool").
 
 Only one transaction per nonce can ever be mined: whatever is sent again at a slot's nonce, its call
@@ -30,7 +31,7 @@ This module holds no database session: it only needs the row's four attributes a
   refuses it, or holds it unmined): ``<what>_fee_capped`` instead, and nothing is sent.
 
 Every wait is a :class:`NotSent` whose ``reason`` is ``<what>_<why>`` (``what`` is the flow's noun:
-``post``, ``anchor``), except ``signer_insufficient_funds``, which is the signer's whatever it sends.
+``post``, ``anchor``, ``registration``, ``catalogue``), except ``signer_insufficient_funds``, which is the signer's whatever it sends.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def refusal(what: str, code: str | None) -> str:
 
 
 class TxSlot(Protocol):
-    """A row naming one transaction of the signer (``settlements``, ``delivery_batches``)."""
+    """A row naming one transaction of the signer (``settlements``, ``delivery_batches``,
+    ``asset_registrations``, ``asset_catalogues``)."""
 
     tx_nonce: int | None
     tx_hash: str | None
@@ -183,6 +185,8 @@ def replace_if_stuck(
     pending = chain.pending_tx(old)
     if pending is None:  # mined or gone since it was looked at: the next run follows it
         return None
+    if pending.sender != chain.signer_address:  # another key's transaction carries the call: not ours
+        return None  # to replace; the next run follows it (it lands, or is dropped and ours goes)
     head = chain.mined_nonce()
     if head < pending.nonce:
         raise NotSent(f"{reason(what, QUEUED_BEHIND)}:{head}")

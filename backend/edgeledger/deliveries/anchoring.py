@@ -433,9 +433,13 @@ def _handle_revert(
         _record_existing_anchor(session, chain, settings, batch, report)
         return
     session.rollback()
+    # A mined revert spent its nonce (a revert before sending sent nothing): either way no transaction
+    # of the batch waits any more, and the next attempt is a new one, at the signer's next nonce, once
+    # the cause is fixed (the source reactivated), not the receipt of this one read again.
+    batch.tx_hash = batch.tx_prev_hash = None
     if exc.error in RESIGN_ERRORS:
         batch.state = BatchState.closed
-        batch.signature = batch.signer = batch.tx_hash = batch.tx_prev_hash = None
+        batch.signature = batch.signer = None
     batch.error_code = exc.error[:64]
     batch.error_message = exc.message
     session.commit()
@@ -494,6 +498,8 @@ def _mark_anchored(
     # The batch's row lock orders this with a fraud flag's review (signals.review_flag): the receipts are
     # computed from the records as any review committed before left them, or the review recomputes them.
     session.execute(select(DeliveryBatch.id).where(DeliveryBatch.id == batch.id).with_for_update())
+    if tx_hash != batch.tx_hash:  # another transaction carried it: the row's nonce is not that one's
+        batch.tx_nonce = batch.tx_prev_hash = batch.tx_sent_at = None
     batch.tx_hash, batch.block_number = tx_hash, block
     batch.state = BatchState.anchored
     batch.anchored_at = utcnow()
@@ -522,6 +528,7 @@ def confirm_anchors(session: Session, chain: ChainClient, settings: Settings) ->
             # waits for it instead of sending another one (and resends only if it is gone).
             batch.state = BatchState.anchoring
             batch.block_number = batch.anchored_at = None
+            batch.tx_sent_at = None  # back in a mempool now, if anywhere: its wait starts now
             session.commit()
             outcome["reanchor"].append(batch.batch_id)
             continue
@@ -562,8 +569,18 @@ def run_once(
             report = anchor_pending(session, chain, settings)
             final = confirm_anchors(session, chain, settings)["final"]
             deadline = time.monotonic() + timeout
-            while wait and _count_in_state(session, BatchState.anchored) and time.monotonic() < deadline:
+            while (
+                wait
+                and (report.waiting or _count_in_state(session, BatchState.anchored))
+                and time.monotonic() < deadline
+            ):
                 time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+                if report.waiting:  # anchors in the mempool (or not sent): followed, replaced once stuck
+                    again = anchor_pending(session, chain, settings)
+                    report.anchored += again.anchored
+                    report.replaced += again.replaced
+                    report.errors.update(again.errors)
+                    report.waiting = again.waiting
                 final += confirm_anchors(session, chain, settings)["final"]
             closed_ids = [b.batch_id for b in closed]
             unsigned = list(
