@@ -75,7 +75,8 @@ class Settings(BaseModel):
         300,
         ge=0,
         description="A settlement post, an anchor or a relayed registration or catalogue left unmined "
-        "this long is sent again at its nonce with fees 25 % higher (never twice: one transaction per nonce is mined; chain/stuck_tx.py). "
+        "this long is sent again at its nonce with fees 25 % higher (never twice: one transaction per "
+        "nonce is mined; chain/stuck_tx.py). "
         "POST_REPLACE_AFTER_SECONDS, its earlier name, is still read",
     )
     signer_private_key: SecretStr | None = Field(None, description="Server signer (REGISTRAR_ROLE)")

@@ -31,7 +31,8 @@ This module holds no database session: it only needs the row's four attributes a
   refuses it, or holds it unmined): ``<what>_fee_capped`` instead, and nothing is sent.
 
 Every wait is a :class:`NotSent` whose ``reason`` is ``<what>_<why>`` (``what`` is the flow's noun:
-``post``, ``anchor``, ``registration``, ``catalogue``), except ``signer_insufficient_funds``, which is the signer's whatever it sends.
+``post``, ``anchor``, ``registration``, ``catalogue``), except ``signer_insufficient_funds``, which is
+the signer's whatever it sends.
 """
 
 from __future__ import annotations
