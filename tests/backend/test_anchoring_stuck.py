@@ -240,3 +240,34 @@ def test_a_reverted_anchor_is_spent_and_its_queue_resumes_once_the_cause_is_fixe
         done = reload(session, batch)
         assert done.tx_hash != reverted and done.tx_nonce == after
     assert _anchors_on_chain(chain) == 1 and _sent(chain) == _mined(chain) == after + 1
+
+
+def test_an_anchor_the_node_refused_names_no_transaction_and_can_be_abandoned(
+    app_client: TestClient, admin: Caller, settings: Settings, chain: ChainClient
+) -> None:
+    """The signer cannot pay for gas: the node refuses the anchor's broadcast. The run says why
+    (``signer_insufficient_funds``), the batch keeps its nonce but names no transaction (none left), so
+    an admin may abandon it; funded again, a batch anchors at that nonce."""
+    first, second = closed_cdn_batches(app_client, admin, settings, days=2)
+    funds = chain.w3.eth.get_balance(chain.signer_address)
+    nonce = _sent(chain)
+    try:
+        rpc(settings.eth_rpc_url, "anvil_setBalance", chain.signer_address, "0x0")
+        with db(app_client) as session:
+            report = anchoring.anchor_pending(session, chain, settings)
+            assert report.waiting == {first.batch_id: stuck_tx.SIGNER_INSUFFICIENT_FUNDS}, report.as_dict()
+            row = reload(session, first)
+            assert row.state == BatchState.anchoring and row.tx_hash is None and row.tx_nonce == nonce
+            assert row.error_code == stuck_tx.SIGNER_INSUFFICIENT_FUNDS and _sent(chain) == nonce
+    finally:
+        rpc(settings.eth_rpc_url, "anvil_setBalance", chain.signer_address, hex(funds))
+    abandoned = app_client.post(
+        f"/deliveries/batches/{first.batch_id}/abandon",
+        json={"reason": "its node lost its key"},
+        headers=admin.headers,
+    )
+    assert abandoned.status_code == 200, abandoned.json()
+    with db(app_client) as session:
+        report = anchoring.anchor_pending(session, chain, settings)
+        assert report.anchored == [second.batch_id] and not report.waiting, report.as_dict()
+        assert reload(session, second).tx_nonce == nonce

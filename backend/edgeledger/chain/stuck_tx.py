@@ -136,20 +136,33 @@ def send_once(
             raise NotSent(reason(what, NONCE_TAKEN))
         again = nonce
     fees = _bid(chain, chain.market_fees(), max_fee_per_gas, what)
+    recorded: list[str] = []
 
     def record(nonce: int, tx_hash: str) -> None:
         slot.tx_nonce, slot.tx_hash, slot.tx_prev_hash = nonce, tx_hash, None
         slot.tx_sent_at = _now()
         save()
+        recorded.append(tx_hash)
 
     try:
         return chain.send(fn, nonce_if_next=again, fees=fees, before_broadcast=record)
     except ChainError as exc:
-        if exc.code in REFUSAL_CODES:
-            raise NotSent(refusal(what, exc.code), exc.message) from exc
-        raise
+        if exc.code not in REFUSAL_CODES:
+            raise  # the transport failed: the transaction may have left; the row names it
+        _refused(slot, recorded, save)
+        raise NotSent(refusal(what, exc.code), exc.message) from exc
     except Web3RPCError as exc:  # a refusal no node message above names: the row says so, every run
+        _refused(slot, recorded, save)
         raise NotSent(refusal(what, None), str(exc)) from exc
+
+
+def _refused(slot: TxSlot, recorded: list[str], save: Callable[[], None]) -> None:
+    """The node refused the broadcast: the transaction the row names never left. Its hash goes (the
+    nonce stays, for the next send), so nothing reads as "out" that is not (an admin may abandon a batch
+    whose every send the node refused)."""
+    if recorded and slot.tx_hash == recorded[-1]:
+        slot.tx_hash = None
+        save()
 
 
 def stuck(slot: TxSlot, replace_after_seconds: float, now: datetime) -> bool:
