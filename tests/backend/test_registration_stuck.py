@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from hexbytes import HexBytes
 from sqlalchemy.orm import Session
 
 from edgeledger.assets import catalogues, flows
@@ -209,7 +210,7 @@ def test_a_registration_whose_transaction_reverted_is_sent_anew(
         assert row is not None
         nonce = _sent(chain)
         reverted = chain.send(chain.contract("ContentRegistry").functions.totalAssets(), gas=21_500)
-        assert chain.receipt_if_mined(reverted)["status"] == 0  # type: ignore[index]  # out of gas
+        assert chain.w3.eth.wait_for_transaction_receipt(HexBytes(reverted))["status"] == 0  # out of gas
         row.tx_hash, row.tx_nonce = reverted, nonce
         session.commit()
         asset = flows.submit_registration(session, chain, ipfs_client, row)
