@@ -24,6 +24,7 @@ from edgeledger.assets import catalogues, flows
 from edgeledger.assets.models import Catalogue, CatalogueState, Registration, RegistrationState
 from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.config import Settings
+from edgeledger.db import exclusive_work
 from edgeledger.ipfs import IpfsClient
 from tests.backend.support.stack import Caller, rpc
 from tests.backend.test_assets import _crashed_registration
@@ -218,3 +219,27 @@ def test_a_registration_whose_transaction_reverted_is_sent_anew(
         assert asset.id == 1 and row.state == RegistrationState.registered
         assert row.tx_hash != reverted and row.tx_nonce == nonce + 1
     assert _total_assets(chain) == 1 and _sent(chain) == _mined(chain) == nonce + 2
+
+
+def test_one_reconciler_at_a_time_relays_a_registration(
+    app_client: TestClient, creator: Caller, settings: Settings, ipfs_client: IpfsClient
+) -> None:
+    """Two reconciler runs overlap (one waits for a receipt while the beat starts the next): the one
+    that finds a registration held by the other leaves it ("busy") and sends nothing, so it is never
+    relayed twice at two nonces; once the lock is free, the next run relays it, once."""
+    reg = _crashed_registration(app_client, creator, submit=False)  # signed, nothing sent
+    chain = ChainClient.from_settings(settings)
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    engine = app_client.app.state.engine  # type: ignore[attr-defined]
+    before = _sent(chain)
+    with Session(engine) as holder, Session(engine) as session:
+        with exclusive_work(holder, settings.data_dir / "locks", "reconcile-registration", reg.id) as held:
+            assert held
+            counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
+            assert counts["busy"] == 1 and counts["retried"] == 0, counts
+            assert _sent(chain) == before
+        counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
+        assert counts["retried"] == 1 and counts["busy"] == 0, counts
+        done = session.get(Registration, reg.id)
+        assert done is not None and done.state == RegistrationState.registered
+    assert _total_assets(chain) == 1 and _sent(chain) == before + 1

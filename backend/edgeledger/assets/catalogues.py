@@ -664,7 +664,12 @@ def reconcile_catalogues(
         .order_by(Catalogue.id)
     ).all()
     return flows.reconcile_rows(
-        session, "catalogue", rows, lambda cat: _reconcile_one(session, chain, ipfs, settings, cat, now)
+        session,
+        settings,
+        "catalogue",
+        rows,
+        lambda cat: _reconcile_one(session, chain, ipfs, settings, cat, now),
+        lambda cat: cat.state in CATALOGUE_OPEN_STATES,
     )
 
 

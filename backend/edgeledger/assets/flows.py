@@ -58,6 +58,7 @@ from edgeledger.chain import stuck_tx
 from edgeledger.chain.client import ChainClient, ChainError, ContractRevert
 from edgeledger.chain.stuck_tx import TxSlot
 from edgeledger.config import Settings
+from edgeledger.db import exclusive_work
 from edgeledger.ipfs import DEFAULT_PROFILE, IpfsClient, IpfsError, cid_of_bytes
 from edgeledger.ledger import registration as formats
 
@@ -739,22 +740,41 @@ def ask_signature_again(session: Session, row: Journalled, exc: ContractRevert, 
 
 
 def reconcile_rows(
-    session: Session, kind: str, rows: Sequence[J], reconcile_one: Callable[[J], str]
+    session: Session,
+    settings: Settings,
+    kind: str,
+    rows: Sequence[J],
+    reconcile_one: Callable[[J], str],
+    still_open: Callable[[J], bool],
 ) -> dict[str, int]:
     """Runs ``reconcile_one`` on each stale journal row and counts its outcomes ("registered",
-    "released", "retried", "deferred"). A chain or IPFS outage defers the row to the next run (its
-    transaction rolled back, nothing lost); an AssetError means the submission reverted for good and
-    the row was released inside. One row's failure never stops the others."""
-    counts = {"registered": 0, "released": 0, "retried": 0, "deferred": 0}
+    "released", "retried", "deferred", "busy"). A chain or IPFS outage defers the row to the next run
+    (its transaction rolled back, nothing lost); an AssetError means the submission reverted for good
+    and the row was released inside. One row's failure never stops the others.
+
+    One reconciler at a time per row, across workers and hosts (``db.exclusive_work``): two runs that
+    overlap (a run waits up to TX_TIMEOUT_SECONDS per receipt, the beat starts one a minute) would both
+    read a row naming no transaction and relay it twice, at two nonces, the second only to revert. A
+    row another run holds is left to it ("busy"); a held one is read again first, and left alone if the
+    run before closed it."""
+    counts = {"registered": 0, "released": 0, "retried": 0, "deferred": 0, "busy": 0}
+    lock_dir = Path(settings.data_dir) / "locks"
     for row in rows:
-        try:
-            counts[reconcile_one(row)] += 1
-        except (ChainError, IpfsError) as exc:
-            session.rollback()
-            log.info("%s %s deferred: %s", kind, row.id, exc)
-            counts["deferred"] += 1
-        except AssetError:
-            counts["released"] += 1
+        with exclusive_work(session, lock_dir, f"reconcile-{kind}", int(row.id)) as locked:
+            if not locked:
+                counts["busy"] += 1
+                continue
+            session.refresh(row)  # what a run before this one left
+            if not still_open(row):
+                continue
+            try:
+                counts[reconcile_one(row)] += 1
+            except (ChainError, IpfsError) as exc:
+                session.rollback()
+                log.info("%s %s deferred: %s", kind, row.id, exc)
+                counts["deferred"] += 1
+            except AssetError:
+                counts["released"] += 1
     return counts
 
 
@@ -784,7 +804,12 @@ def reconcile_registrations(
         .order_by(Registration.id)
     ).all()
     return reconcile_rows(
-        session, "registration", rows, lambda reg: _reconcile_one(session, chain, ipfs, settings, reg, now)
+        session,
+        settings,
+        "registration",
+        rows,
+        lambda reg: _reconcile_one(session, chain, ipfs, settings, reg, now),
+        lambda reg: reg.state in OPEN_STATES,
     )
 
 
