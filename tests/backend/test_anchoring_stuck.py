@@ -11,9 +11,6 @@ wait runs out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 from fastapi.testclient import TestClient
 from hexbytes import HexBytes
@@ -28,6 +25,7 @@ from edgeledger.deliveries.models import BatchState, DeliverySource
 from edgeledger.ledger.abis import DELIVERY_LEDGER
 from edgeledger.ledger.hashing import bytes32
 from edgeledger.ledger.ids import source_id_for
+from tests.backend.support.mempool import held_in_mempool, impatient, mined, sent
 from tests.backend.support.stack import Caller, make_caller, rpc
 from tests.backend.test_anchoring import closed_cdn_batches, db, reload
 
@@ -42,32 +40,6 @@ def admin(app_client: TestClient) -> Caller:
 @pytest.fixture
 def chain(app_client: TestClient) -> ChainClient:
     return app_client.app.state.chain  # type: ignore[attr-defined]
-
-
-def _sent(client: ChainClient) -> int:
-    """Transactions the server's signer has sent, mined or not."""
-    return int(client.w3.eth.get_transaction_count(client.signer_address, "pending"))
-
-
-def _mined(client: ChainClient) -> int:
-    return int(client.w3.eth.get_transaction_count(client.signer_address, "latest"))
-
-
-def _worker(settings: Settings, **update: object) -> tuple[ChainClient, Settings]:
-    """A worker whose receipt wait runs out at once, with its own ceiling and replacement settings."""
-    mine = settings.model_copy(update={"tx_timeout_seconds": 1, **update})
-    return ChainClient.from_settings(mine), mine
-
-
-@contextmanager
-def _mempool(settings: Settings) -> Iterator[None]:
-    """Transactions wait in the mempool until the block ends; then the chain mines them."""
-    rpc(settings.eth_rpc_url, "evm_setAutomine", False)
-    try:
-        yield
-    finally:
-        rpc(settings.eth_rpc_url, "evm_setAutomine", True)  # never leave the shared chain paused
-        rpc(settings.eth_rpc_url, "evm_mine")
 
 
 def _anchors_on_chain(client: ChainClient) -> int:
@@ -87,9 +59,9 @@ def test_a_stuck_anchor_is_sent_again_at_its_nonce_bidding_more(
     nothing is sent again; after it, the same call goes at the same nonce bidding 25 % more, and the
     one it replaced leaves the mempool. Mined, the batch is anchored once, by the replacement."""
     first, second = closed_cdn_batches(app_client, admin, settings, days=2)
-    with db(app_client) as session, _mempool(settings):
-        before = _sent(chain)
-        client, low = _worker(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
+    with db(app_client) as session, held_in_mempool(settings):
+        before = sent(chain)
+        client, low = impatient(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
         report = anchoring.anchor_pending(session, client, low)
         assert report.waiting == {first.batch_id: anchoring.ANCHOR_IN_MEMPOOL}, report.as_dict()
         assert not report.retryable and not report.errors and not report.anchored
@@ -102,14 +74,14 @@ def test_a_stuck_anchor_is_sent_again_at_its_nonce_bidding_more(
         assert pending is not None and pending.nonce == before
         assert pending.fees.max_fee_per_gas <= low.tx_max_fee_per_gas_wei
         # the source's queue waits behind it: the second batch is not sent
-        assert reload(session, second).state == BatchState.closed and _sent(chain) == before + 1
+        assert reload(session, second).state == BatchState.closed and sent(chain) == before + 1
 
-        client, not_yet = _worker(settings)  # the default: five minutes
+        client, not_yet = impatient(settings)  # the default: five minutes
         report = anchoring.anchor_pending(session, client, not_yet)
         assert report.waiting == {first.batch_id: anchoring.ANCHOR_IN_MEMPOOL} and not report.replaced
-        assert chain.pending_tx(first_hash) is not None and _sent(chain) == before + 1
+        assert chain.pending_tx(first_hash) is not None and sent(chain) == before + 1
 
-        client, due = _worker(settings, tx_replace_after_seconds=0)
+        client, due = impatient(settings, tx_replace_after_seconds=0)
         report = anchoring.anchor_pending(session, client, due)
         assert report.replaced == [first.batch_id] and not report.errors, report.as_dict()
         row = reload(session, first)
@@ -120,7 +92,7 @@ def test_a_stuck_anchor_is_sent_again_at_its_nonce_bidding_more(
         assert bid is not None and bid.nonce == before
         assert bid.fees.max_fee_per_gas >= pending.fees.max_fee_per_gas * 125 // 100
         assert bid.fees.max_priority_fee_per_gas >= pending.fees.max_priority_fee_per_gas * 125 // 100
-        assert _sent(chain) == before + 1 and _mined(chain) == before  # one nonce, still unmined
+        assert sent(chain) == before + 1 and mined(chain) == before  # one nonce, still unmined
         replacement = row.tx_hash
     with db(app_client) as session:
         report = anchoring.anchor_pending(session, chain, settings)
@@ -129,7 +101,7 @@ def test_a_stuck_anchor_is_sent_again_at_its_nonce_bidding_more(
         assert done.state == BatchState.anchored and done.tx_hash == replacement
         assert done.error_code is None
     assert chain.receipt_if_mined(replacement) is not None and chain.receipt_if_mined(first_hash) is None
-    assert _anchors_on_chain(chain) == 2 and _sent(chain) == _mined(chain) == before + 2
+    assert _anchors_on_chain(chain) == 2 and sent(chain) == mined(chain) == before + 2
 
 
 def test_an_anchor_queued_behind_another_transaction_is_not_bid_up(
@@ -142,25 +114,25 @@ def test_an_anchor_queued_behind_another_transaction_is_not_bid_up(
     market: the anchor behind it gains nothing from a higher bid and is left as it is, the run naming
     the nonce it waits behind; both are mined together, one anchor."""
     (batch,) = closed_cdn_batches(app_client, admin, settings)
-    with db(app_client) as session, _mempool(settings):
-        head = _sent(chain)
-        client, _ = _worker(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
+    with db(app_client) as session, held_in_mempool(settings):
+        head = sent(chain)
+        client, _ = impatient(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
         held = client.send(chain.contract(DELIVERY_LEDGER).functions.isAnchored(bytes32(batch.batch_id)))
         assert chain.pending_tx(held) is not None
-        client, worker = _worker(settings)
+        client, worker = impatient(settings)
         report = anchoring.anchor_pending(session, client, worker)
         assert report.waiting == {batch.batch_id: anchoring.ANCHOR_IN_MEMPOOL}, report.as_dict()
         assert reload(session, batch).tx_nonce == head + 1
-        client, due = _worker(settings, tx_replace_after_seconds=0)
+        client, due = impatient(settings, tx_replace_after_seconds=0)
         report = anchoring.anchor_pending(session, client, due)
         behind = f"{stuck_tx.reason(anchoring.WHAT, stuck_tx.QUEUED_BEHIND)}:{head}"
         assert report.waiting == {batch.batch_id: behind} and not report.replaced, report.as_dict()
         row = reload(session, batch)
         assert row.error_code == behind and "nonce " + str(head) in (row.error_message or "")
-        assert _sent(chain) == head + 2
+        assert sent(chain) == head + 2
     with db(app_client) as session:
         assert anchoring.anchor_pending(session, chain, settings).anchored == [batch.batch_id]
-    assert _anchors_on_chain(chain) == 1 and _sent(chain) == _mined(chain) == head + 2
+    assert _anchors_on_chain(chain) == 1 and sent(chain) == mined(chain) == head + 2
 
 
 def test_no_transaction_of_the_signer_bids_above_its_ceiling(
@@ -175,26 +147,26 @@ def test_no_transaction_of_the_signer_bids_above_its_ceiling(
     (batch,) = closed_cdn_batches(app_client, admin, settings)
     base = chain.base_fee()
     ceiling = 3 * base + 10**9
-    client, capped = _worker(settings, tx_max_fee_per_gas_wei=ceiling)
+    client, capped = impatient(settings, tx_max_fee_per_gas_wei=ceiling)
     probe = chain.contract(DELIVERY_LEDGER).functions.isAnchored(bytes32(batch.batch_id))
-    sent = client.transact(probe)
-    tx = chain.w3.eth.get_transaction(sent.tx_hash)
+    probed = client.transact(probe)
+    tx = chain.w3.eth.get_transaction(probed.tx_hash)
     assert tx["maxFeePerGas"] <= ceiling and tx["maxPriorityFeePerGas"] <= tx["maxFeePerGas"]
     try:
         rpc(settings.eth_rpc_url, "anvil_setNextBlockBaseFeePerGas", hex(ceiling + 1))
         rpc(settings.eth_rpc_url, "evm_mine")
         assert chain.base_fee() > ceiling
-        before = _sent(chain)
+        before = sent(chain)
         with pytest.raises(ChainError) as refused:
             client.transact(probe)
         assert refused.value.code == "chain_fee_capped" and refused.value.status == 503
-        assert "TX_MAX_FEE_PER_GAS_WEI" in refused.value.message and _sent(chain) == before
+        assert "TX_MAX_FEE_PER_GAS_WEI" in refused.value.message and sent(chain) == before
         with db(app_client) as session:
             report = anchoring.anchor_pending(session, client, capped)
             capped_reason = stuck_tx.reason(anchoring.WHAT, stuck_tx.FEE_CAPPED)
             assert report.waiting == {batch.batch_id: capped_reason}, report.as_dict()
             row = reload(session, batch)
-            assert row.state == BatchState.anchoring and row.tx_hash is None and _sent(chain) == before
+            assert row.state == BatchState.anchoring and row.tx_hash is None and sent(chain) == before
             assert "TX_MAX_FEE_PER_GAS_WEI" in (row.error_message or "")
     finally:  # the shared chain back to a cheap base fee
         rpc(settings.eth_rpc_url, "anvil_setNextBlockBaseFeePerGas", hex(base))
@@ -221,7 +193,7 @@ def test_a_reverted_anchor_is_spent_and_its_queue_resumes_once_the_cause_is_fixe
         assert row.state == BatchState.anchoring and row.signature is not None
         manifest = stored_manifest(session, row)
         call = chain.contract(DELIVERY_LEDGER).functions.anchor(manifest.as_tuple(), HexBytes(row.signature))
-        nonce = _sent(chain)
+        nonce = sent(chain)
         reverted = chain.send(call, gas=1_000_000)  # not estimated: sent, mined, reverted
         assert chain.w3.eth.wait_for_transaction_receipt(HexBytes(reverted))["status"] == 0
         row.tx_hash, row.tx_nonce = reverted, nonce
@@ -233,13 +205,13 @@ def test_a_reverted_anchor_is_spent_and_its_queue_resumes_once_the_cause_is_fixe
             row.state == BatchState.anchoring and row.tx_hash is None and row.error_code == "SourceNotActive"
         )
     assert app_client.post("/deliveries/sources/cdn-a/reactivate", headers=admin.headers).status_code == 200
-    after = _sent(chain)  # the reactivation took the nonce after the reverted anchor's
+    after = sent(chain)  # the reactivation took the nonce after the reverted anchor's
     with db(app_client) as session:
         report = anchoring.anchor_pending(session, chain, settings)
         assert report.anchored == [batch.batch_id] and not report.errors, report.as_dict()
         done = reload(session, batch)
         assert done.tx_hash != reverted and done.tx_nonce == after
-    assert _anchors_on_chain(chain) == 1 and _sent(chain) == _mined(chain) == after + 1
+    assert _anchors_on_chain(chain) == 1 and sent(chain) == mined(chain) == after + 1
 
 
 def test_an_anchor_the_node_refused_names_no_transaction_and_can_be_abandoned(
@@ -250,7 +222,7 @@ def test_an_anchor_the_node_refused_names_no_transaction_and_can_be_abandoned(
     an admin may abandon it; funded again, a batch anchors at that nonce."""
     first, second = closed_cdn_batches(app_client, admin, settings, days=2)
     funds = chain.w3.eth.get_balance(chain.signer_address)
-    nonce = _sent(chain)
+    nonce = sent(chain)
     try:
         rpc(settings.eth_rpc_url, "anvil_setBalance", chain.signer_address, "0x0")
         with db(app_client) as session:
@@ -258,7 +230,7 @@ def test_an_anchor_the_node_refused_names_no_transaction_and_can_be_abandoned(
             assert report.waiting == {first.batch_id: stuck_tx.SIGNER_INSUFFICIENT_FUNDS}, report.as_dict()
             row = reload(session, first)
             assert row.state == BatchState.anchoring and row.tx_hash is None and row.tx_nonce == nonce
-            assert row.error_code == stuck_tx.SIGNER_INSUFFICIENT_FUNDS and _sent(chain) == nonce
+            assert row.error_code == stuck_tx.SIGNER_INSUFFICIENT_FUNDS and sent(chain) == nonce
     finally:
         rpc(settings.eth_rpc_url, "anvil_setBalance", chain.signer_address, hex(funds))
     abandoned = app_client.post(

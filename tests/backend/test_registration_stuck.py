@@ -11,8 +11,6 @@ nonce bidding more. Anvil's automine is switched off to hold the transaction in 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,35 +24,12 @@ from edgeledger.chain.client import ChainClient, ChainError
 from edgeledger.config import Settings
 from edgeledger.db import exclusive_work
 from edgeledger.ipfs import IpfsClient
+from tests.backend.support.mempool import held_in_mempool, impatient, mined, sent
 from tests.backend.support.stack import Caller, rpc
 from tests.backend.test_assets import _crashed_registration
 from tests.backend.test_catalogue_api import _crashed
 
 pytestmark = pytest.mark.integration
-
-
-def _sent(chain: ChainClient) -> int:
-    """Transactions the server's signer has sent, mined or not."""
-    return int(chain.w3.eth.get_transaction_count(chain.signer_address, "pending"))
-
-
-def _mined(chain: ChainClient) -> int:
-    return int(chain.w3.eth.get_transaction_count(chain.signer_address, "latest"))
-
-
-def _client(settings: Settings, **update: object) -> tuple[ChainClient, Settings]:
-    mine = settings.model_copy(update={"tx_timeout_seconds": 1, **update})
-    return ChainClient.from_settings(mine), mine
-
-
-@contextmanager
-def _mempool(settings: Settings) -> Iterator[None]:
-    rpc(settings.eth_rpc_url, "evm_setAutomine", False)
-    try:
-        yield
-    finally:
-        rpc(settings.eth_rpc_url, "evm_setAutomine", True)  # never leave the shared chain paused
-        rpc(settings.eth_rpc_url, "evm_mine")
 
 
 def _total_assets(chain: ChainClient) -> int:
@@ -72,9 +47,9 @@ def test_a_stuck_registration_is_followed_then_sent_again_at_its_nonce_never_twi
     chain = ChainClient.from_settings(settings)
     later = datetime.now(UTC) + timedelta(minutes=5)
     engine = app_client.app.state.engine  # type: ignore[attr-defined]
-    with _mempool(settings), Session(engine) as session:
-        before = _sent(chain)
-        low, _ = _client(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
+    with held_in_mempool(settings), Session(engine) as session:
+        before = sent(chain)
+        low, _ = impatient(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
         row = session.get(Registration, reg.id)
         assert row is not None
         with pytest.raises(ChainError) as waited:
@@ -89,7 +64,7 @@ def test_a_stuck_registration_is_followed_then_sent_again_at_its_nonce_never_twi
         for _ in range(2):  # the old reconciler sent a second registration here, at a new nonce
             counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
             assert counts["deferred"] == 1 and counts["retried"] == 0, counts
-            assert _sent(chain) == before + 1 and chain.pending_tx(first_hash) is not None
+            assert sent(chain) == before + 1 and chain.pending_tx(first_hash) is not None
             session.refresh(row)
             assert row.state == RegistrationState.submitted and row.tx_hash == first_hash
         # past its deadline while its transaction waits: not released, it may still land
@@ -99,7 +74,7 @@ def test_a_stuck_registration_is_followed_then_sent_again_at_its_nonce_never_twi
         session.refresh(row)
         assert row.state == RegistrationState.submitted
 
-        _, due = _client(settings, tx_replace_after_seconds=0)
+        _, due = impatient(settings, tx_replace_after_seconds=0)
         counts = flows.reconcile_registrations(session, chain, ipfs_client, due, now=later)
         assert counts["retried"] == 1, counts
         session.refresh(row)
@@ -108,7 +83,7 @@ def test_a_stuck_registration_is_followed_then_sent_again_at_its_nonce_never_twi
         bid = chain.pending_tx(row.tx_hash)
         assert bid is not None and bid.nonce == before
         assert bid.fees.max_fee_per_gas >= first.fees.max_fee_per_gas * 125 // 100
-        assert _sent(chain) == before + 1 and _mined(chain) == before
+        assert sent(chain) == before + 1 and mined(chain) == before
         replacement = row.tx_hash
     with Session(engine) as session:
         counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
@@ -117,7 +92,7 @@ def test_a_stuck_registration_is_followed_then_sent_again_at_its_nonce_never_twi
         assert done is not None and done.state == RegistrationState.registered and done.asset_id == 1
         assert done.tx_hash == replacement
     assert chain.receipt_if_mined(replacement) is not None and chain.receipt_if_mined(first_hash) is None
-    assert _total_assets(chain) == 1 and _sent(chain) == _mined(chain) == before + 1
+    assert _total_assets(chain) == 1 and sent(chain) == mined(chain) == before + 1
 
 
 def test_a_registration_over_the_fee_ceiling_is_kept_and_sent_once_fees_fall(
@@ -130,24 +105,24 @@ def test_a_registration_over_the_fee_ceiling_is_kept_and_sent_once_fees_fall(
     chain = ChainClient.from_settings(settings)
     base = chain.base_fee()
     ceiling = 3 * base + 10**9
-    capped, capped_settings = _client(settings, tx_max_fee_per_gas_wei=ceiling)
+    capped, capped_settings = impatient(settings, tx_max_fee_per_gas_wei=ceiling)
     engine = app_client.app.state.engine  # type: ignore[attr-defined]
     later = datetime.now(UTC) + timedelta(minutes=5)
     try:
         rpc(settings.eth_rpc_url, "anvil_setNextBlockBaseFeePerGas", hex(ceiling + 1))
         rpc(settings.eth_rpc_url, "evm_mine")
-        before = _sent(chain)
+        before = sent(chain)
         with Session(engine) as session:
             row = session.get(Registration, reg.id)
             assert row is not None
             with pytest.raises(ChainError) as refused:
                 flows.submit_registration(session, capped, ipfs_client, row)
             assert refused.value.code == "registration_fee_capped" and refused.value.status == 503
-            assert "TX_MAX_FEE_PER_GAS_WEI" in refused.value.message and _sent(chain) == before
+            assert "TX_MAX_FEE_PER_GAS_WEI" in refused.value.message and sent(chain) == before
             session.refresh(row)
             assert row.state == RegistrationState.pinned and row.error_code == "registration_fee_capped"
             counts = flows.reconcile_registrations(session, capped, ipfs_client, capped_settings, now=later)
-            assert counts["deferred"] == 1 and _sent(chain) == before, counts
+            assert counts["deferred"] == 1 and sent(chain) == before, counts
             session.refresh(row)
             assert row.state == RegistrationState.pinned and row.error_code == "registration_fee_capped"
     finally:  # the shared chain back to a cheap base fee
@@ -156,7 +131,7 @@ def test_a_registration_over_the_fee_ceiling_is_kept_and_sent_once_fees_fall(
     with Session(engine) as session:
         counts = flows.reconcile_registrations(session, capped, ipfs_client, capped_settings, now=later)
         assert counts["retried"] == 1, counts
-    assert _total_assets(chain) == 1 and _sent(chain) == before + 1
+    assert _total_assets(chain) == 1 and sent(chain) == before + 1
 
 
 def test_a_stuck_catalogue_is_sent_again_at_its_nonce_never_twice(
@@ -168,9 +143,9 @@ def test_a_stuck_catalogue_is_sent_again_at_its_nonce_never_twice(
     chain = ChainClient.from_settings(settings)
     later = datetime.now(UTC) + timedelta(minutes=5)
     engine = app_client.app.state.engine  # type: ignore[attr-defined]
-    with _mempool(settings), Session(engine) as session:
-        before = _sent(chain)
-        low, _ = _client(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
+    with held_in_mempool(settings), Session(engine) as session:
+        before = sent(chain)
+        low, _ = impatient(settings, tx_max_fee_per_gas_wei=chain.base_fee() + 1)
         cat = session.get(Catalogue, cat_id)
         assert cat is not None
         with pytest.raises(ChainError):
@@ -179,22 +154,22 @@ def test_a_stuck_catalogue_is_sent_again_at_its_nonce_never_twice(
         assert cat.state == CatalogueState.submitted and cat.tx_nonce == before and cat.tx_hash
         first_hash = cat.tx_hash
         counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, settings, now=later)
-        assert counts["deferred"] == 1 and _sent(chain) == before + 1, counts
+        assert counts["deferred"] == 1 and sent(chain) == before + 1, counts
         session.refresh(cat)
         assert cat.state == CatalogueState.submitted and cat.tx_hash == first_hash
-        _, due = _client(settings, tx_replace_after_seconds=0)
+        _, due = impatient(settings, tx_replace_after_seconds=0)
         counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, due, now=later)
         assert counts["retried"] == 1, counts
         session.refresh(cat)
         assert cat.tx_nonce == before and cat.tx_prev_hash == first_hash and cat.tx_hash != first_hash
-        assert _sent(chain) == before + 1 and chain.pending_tx(first_hash) is None
+        assert sent(chain) == before + 1 and chain.pending_tx(first_hash) is None
         replacement = cat.tx_hash
     with Session(engine) as session:
         counts = catalogues.reconcile_catalogues(session, chain, ipfs_client, settings, now=later)
         assert counts["registered"] == 1, counts
         done = session.get(Catalogue, cat_id)
         assert done is not None and done.state == CatalogueState.registered and done.tx_hash == replacement
-    assert _total_assets(chain) == 3 and _sent(chain) == _mined(chain) == before + 1
+    assert _total_assets(chain) == 3 and sent(chain) == mined(chain) == before + 1
 
 
 def test_a_registration_whose_transaction_reverted_is_sent_anew(
@@ -209,7 +184,7 @@ def test_a_registration_whose_transaction_reverted_is_sent_anew(
     with Session(engine) as session:
         row = session.get(Registration, reg.id)
         assert row is not None
-        nonce = _sent(chain)
+        nonce = sent(chain)
         reverted = chain.send(chain.contract("ContentRegistry").functions.totalAssets(), gas=21_500)
         assert chain.w3.eth.wait_for_transaction_receipt(HexBytes(reverted))["status"] == 0  # out of gas
         row.tx_hash, row.tx_nonce = reverted, nonce
@@ -218,7 +193,7 @@ def test_a_registration_whose_transaction_reverted_is_sent_anew(
         session.refresh(row)
         assert asset.id == 1 and row.state == RegistrationState.registered
         assert row.tx_hash != reverted and row.tx_nonce == nonce + 1
-    assert _total_assets(chain) == 1 and _sent(chain) == _mined(chain) == nonce + 2
+    assert _total_assets(chain) == 1 and sent(chain) == mined(chain) == nonce + 2
 
 
 def test_one_reconciler_at_a_time_relays_a_registration(
@@ -231,15 +206,15 @@ def test_one_reconciler_at_a_time_relays_a_registration(
     chain = ChainClient.from_settings(settings)
     later = datetime.now(UTC) + timedelta(minutes=5)
     engine = app_client.app.state.engine  # type: ignore[attr-defined]
-    before = _sent(chain)
+    before = sent(chain)
     with Session(engine) as holder, Session(engine) as session:
         with exclusive_work(holder, settings.data_dir / "locks", "reconcile-registration", reg.id) as held:
             assert held
             counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
             assert counts["busy"] == 1 and counts["retried"] == 0, counts
-            assert _sent(chain) == before
+            assert sent(chain) == before
         counts = flows.reconcile_registrations(session, chain, ipfs_client, settings, now=later)
         assert counts["retried"] == 1 and counts["busy"] == 0, counts
         done = session.get(Registration, reg.id)
         assert done is not None and done.state == RegistrationState.registered
-    assert _total_assets(chain) == 1 and _sent(chain) == before + 1
+    assert _total_assets(chain) == 1 and sent(chain) == before + 1
